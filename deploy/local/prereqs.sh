@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs what Operon's build, tests and local environment need and a fresh machine may lack.
+# Idempotent and quiet when everything is present.
+set -euo pipefail
+log() { echo "[prereqs] $*" >&2; }
+missing_apt=()
+for tool in curl:curl openssl:openssl python3:python3 git:git; do
+  command -v "${tool%%:*}" >/dev/null || missing_apt+=("${tool#*:}")
+done
+python3 -c 'import venv, ensurepip' 2>/dev/null || missing_apt+=(python3-venv)
+if [ ${#missing_apt[@]} -gt 0 ]; then
+  log "installing from Debian: ${missing_apt[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q >/dev/null
+  apt-get install -y -q "${missing_apt[@]}" >/dev/null
+fi
+# The control plane is built from Go modules by tests/cluster/build.sh and needs Go >= 1.24
+# (only when the binaries are not cached yet).
+go_ok() { command -v go >/dev/null && go version | grep -Eq 'go1\.(2[4-9]|[3-9][0-9])'; }
+if ! go_ok && [ ! -x "${OPERON_CACHE:-$HOME/.cache/operon}/kube-bins-$(awk '$1=="require" && $2=="k8s.io/kubernetes" {print $3}' "$(dirname "$0")/../../tests/cluster/kube-bins/go.mod")/kube-apiserver" ]; then
+  log "Go >= 1.24 is required to build the local control plane; found: $(go version 2>/dev/null || echo none)"
+  exit 1
+fi
+if ! command -v cargo >/dev/null; then
+  log "Rust is missing: install rustup and the toolchain pinned in rust-toolchain.toml" >&2
+  exit 1
+fi

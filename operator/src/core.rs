@@ -1,0 +1,9 @@
+//! Pure decisions: no kube client, no gRPC, no sockets, no clock reads (the time is a parameter).
+//!
+//! Values in, decisions and patches out; the runtime performs them. Start at
+//! [`model`] (what a handler is), then [`persistence`] (what is stored on the objects, byte-exact
+//! with Kopf).
+
+pub mod cause;
+pub mod model;
+pub mod persistence;

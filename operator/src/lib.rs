@@ -1,0 +1,10 @@
+//! The Operon core.
+//!
+//! `operon run` watches the resources that handler services ask for, works out what changed against
+//! the last handled state stored on each object, calls the handlers over gRPC (contract:
+//! [`operon_proto`]), and persists their progress on the objects in Kopf's format. Start at
+//! [`cli`], which wires the pieces together; the decisions live in [`core`] (pure, no I/O).
+
+pub mod cli;
+pub mod core;
+pub mod http;

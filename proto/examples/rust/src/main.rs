@@ -1,0 +1,3 @@
+//! An example handler service (being written).
+
+fn main() {}

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Every test of Operon, in order: formatting, lints, Rust unit tests, Python tests, and the
+# end-to-end tests on the real local control plane (tests/cluster/up.sh; built and started when
+# needed, cached under ~/.cache/operon). Exits non-zero on the first failure.
+#
+#   ./tests/run.sh            everything
+#   ./tests/run.sh --no-e2e   skip the control plane and the end-to-end tests
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+e2e=1
+for arg in "$@"; do
+  case "$arg" in
+    --no-e2e) e2e=0 ;;
+    *) echo "usage: $0 [--no-e2e]" >&2; exit 2 ;;
+  esac
+done
+CACHE=${OPERON_CACHE:-$HOME/.cache/operon}
+step() { echo; echo "==> [$(date +%H:%M:%S)] $*"; }
+t0=$(date +%s)
+
+step "cargo fmt --check"
+cargo fmt --all --check
+
+step "cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "Rust unit tests (everything but the end-to-end crate)"
+cargo test --workspace --exclude operon-e2e --locked
+
+step "Python tests (sdk-python-compat)"
+venv="$CACHE/venv-sdk"
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv"
+fi
+"$venv/bin/python" -m pip install -q --disable-pip-version-check -e "./sdk-python-compat[test]"
+(cd sdk-python-compat && "$venv/bin/python" -m pytest -p no:cacheprovider)
+
+if [ "$e2e" = 1 ]; then
+  step "the local control plane (tests/cluster/up.sh)"
+  eval "$(tests/cluster/up.sh)"
+  step "end-to-end tests on the real control plane ($KUBECONFIG)"
+  cargo test -p operon-e2e --locked -- --test-threads 4
+fi
+
+step "all tests passed in $(( $(date +%s) - t0 ))s"

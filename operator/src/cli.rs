@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -36,6 +37,30 @@ struct RunArgs {
     /// Do not take part in leader election or peering.
     #[arg(long)]
     standalone: bool,
+    /// The annotation prefix of progress records and the diff-base (Kopf's default).
+    #[arg(long, default_value = "kopf.zalando.org")]
+    prefix: String,
+    /// The finalizer held while delete handlers are pending.
+    #[arg(long, default_value = crate::core::finalizer::DEFAULT_FINALIZER)]
+    finalizer: String,
+    /// Handling cycles running at once, at most.
+    #[arg(long, default_value_t = 64)]
+    workers: usize,
+    /// Seconds before retrying an arbitrary handler error (Kopf's default backoff).
+    #[arg(long, value_name = "SECS", default_value_t = 60.0)]
+    default_backoff: f64,
+    /// Seconds one handler call may take before it counts as failed.
+    #[arg(long, value_name = "SECS", default_value_t = 600.0)]
+    call_timeout: f64,
+    /// Seconds to wait for our own write to come back through the watch.
+    #[arg(long, value_name = "SECS", default_value_t = 5.0)]
+    consistency_timeout: f64,
+    /// Seconds a watch may stay silent before it is restarted.
+    #[arg(long, value_name = "SECS", default_value_t = 600.0)]
+    watch_silence_timeout: f64,
+    /// Seconds that in-flight cycles may take to finish after SIGTERM.
+    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    shutdown_grace: f64,
     #[command(flatten)]
     http: HttpArgs,
 }
@@ -45,6 +70,12 @@ struct RunArgs {
 struct DashboardArgs {
     #[command(flatten)]
     http: HttpArgs,
+}
+
+fn seconds(name: &str, value: f64) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(value).map_err(|_| {
+        anyhow::anyhow!("--{name} must be a non-negative number of seconds, got {value}")
+    })
 }
 
 #[derive(Debug, Args)]
@@ -78,19 +109,43 @@ impl Cli {
     async fn run(self) -> anyhow::Result<()> {
         match self.command {
             Command::Run(args) => {
-                anyhow::bail!(
-                    "`operon run` is not available in this build yet (handlers: {:?}); \
-                     only `operon dashboard` serves so far",
-                    args.handlers
-                )
+                if !args.all_namespaces && args.namespaces.is_empty() {
+                    anyhow::bail!("say which namespaces to serve: -A (all) or -n NS (repeatable)");
+                }
+                let config = crate::runtime::engine::Config {
+                    handlers: args.handlers,
+                    namespaces: args.namespaces,
+                    http: args.http.listen,
+                    prefix: args.prefix,
+                    finalizer: args.finalizer,
+                    workers: args.workers,
+                    default_backoff: seconds("default-backoff", args.default_backoff)?,
+                    call_timeout: seconds("call-timeout", args.call_timeout)?,
+                    consistency_timeout: seconds("consistency-timeout", args.consistency_timeout)?,
+                    watch_silence_timeout: seconds(
+                        "watch-silence-timeout",
+                        args.watch_silence_timeout,
+                    )?,
+                    shutdown_grace: seconds("shutdown-grace", args.shutdown_grace)?,
+                };
+                let _ = args.standalone;
+                Ok(crate::runtime::engine::run(config).await?)
             }
-            Command::Dashboard(args) => Ok(crate::http::serve(args.http.listen).await?),
+            Command::Dashboard(args) => {
+                let shared =
+                    crate::runtime::engine::Shared::new(Default::default(), Default::default());
+                let listener = crate::http::bind(args.http.listen).await?;
+                Ok(crate::http::serve(listener, shared).await?)
+            }
         }
     }
 }
 
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("OPERON_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).init();
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kopf.objects=debug"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }

@@ -5,5 +5,10 @@
 //! with Kopf).
 
 pub mod cause;
+pub mod finalizer;
 pub mod model;
+pub mod outcome;
+pub mod patch;
 pub mod persistence;
+pub mod selection;
+pub mod state;

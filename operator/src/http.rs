@@ -1,8 +1,17 @@
-//! The one HTTP listener: dashboard, JSON API, metrics and probes.
+//! The one HTTP listener: dashboard, JSON API, server-sent events, metrics and probes.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Json};
 use axum::{Router, routing::get};
+use futures_util::{Stream, StreamExt};
+
+use crate::runtime::engine::Shared;
 
 /// Errors of the HTTP listener.
 #[derive(Debug, thiserror::Error)]
@@ -21,27 +30,81 @@ pub enum Error {
     Serve(#[source] std::io::Error),
 }
 
-/// The listener's routes: probes here, everything else from the dashboard.
-pub fn router() -> Router {
+/// The listener's routes.
+pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/objects", get(objects))
+        .route("/api/v1/events", get(events))
+        .with_state(shared)
         .merge(operon_dashboard::router())
 }
 
-/// Serves [`router`] on `addr` until the process is interrupted.
+async fn readyz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    if shared.ready() {
+        (StatusCode::OK, "ok")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "listing")
+    }
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        shared.metrics.render(),
+    )
+}
+
+async fn objects(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    Json(serde_json::json!({
+        "objects": shared.readmodel.objects(),
+        "queue_depth": shared.metrics.queue_depth(),
+        "inflight_calls": shared.metrics.inflight_calls(),
+    }))
+}
+
+async fn events(
+    State(shared): State<Arc<Shared>>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let changes = tokio_stream_from(shared.readmodel.subscribe());
+    Sse::new(changes.map(|json| Ok(Event::default().event("object").data(json))))
+        .keep_alive(KeepAlive::default())
+}
+
+/// A broadcast receiver as a stream; lagging subscribers skip what they missed.
+fn tokio_stream_from(rx: tokio::sync::broadcast::Receiver<String>) -> impl Stream<Item = String> {
+    futures_util::stream::unfold(rx, |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(item) => return Some((item, rx)),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    })
+}
+
+/// Binds the listener.
 ///
 /// # Errors
-/// [`Error::Bind`] if the address cannot be bound, [`Error::Serve`] if serving fails.
-pub async fn serve(addr: SocketAddr) -> Result<(), Error> {
-    let listener = tokio::net::TcpListener::bind(addr)
+/// [`Error::Bind`] if the address cannot be bound.
+pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, Error> {
+    tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(|source| Error::Bind { addr, source })?;
-    tracing::info!(%addr, "HTTP listener is up.");
-    axum::serve(listener, router())
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
+        .map_err(|source| Error::Bind { addr, source })
+}
+
+/// Serves [`router`] on `listener` until the task is dropped.
+///
+/// # Errors
+/// [`Error::Serve`] if serving fails.
+pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) -> Result<(), Error> {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "HTTP listener is up.");
+    }
+    axum::serve(listener, router(shared))
         .await
         .map_err(Error::Serve)
 }

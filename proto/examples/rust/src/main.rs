@@ -1,3 +1,8 @@
-//! An example handler service (being written).
+//! `operon-example-handler`: serves the example handlers until SIGTERM/SIGINT.
 
-fn main() {}
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    operon_example_handler::run(operon_example_handler::Cli::parse()).await
+}

@@ -1,0 +1,13 @@
+//! Effects at the edge: watching, queueing, calling handlers over gRPC, writing to the API
+//! server, and the read model. Start at [`engine::run`].
+
+pub mod convert;
+pub mod discovery;
+pub mod dispatch;
+pub mod engine;
+pub mod events;
+pub mod metrics;
+pub mod patching;
+pub mod processing;
+pub mod queue;
+pub mod readmodel;

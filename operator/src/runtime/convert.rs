@@ -1,0 +1,439 @@
+//! The edge between the wire (`operon.v1`) and the core's model. Everything a handler service
+//! sends is validated here; proto types go no further.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use operon_proto::v1 as pb;
+use serde_json::Value;
+
+use crate::core::model::{ErrorsMode, Filters, Handler, HandlerKind, Options, ValueFilter};
+use crate::core::outcome::CallResult;
+
+/// A service's manifest or answer that breaks the contract.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A handler has no id.
+    #[error("a handler has an empty id")]
+    EmptyId,
+    /// Two handlers share an id.
+    #[error("handler id {0:?} is used twice")]
+    DuplicateId(String),
+    /// A handler's kind is unknown to this core.
+    #[error("handler {id:?} has an unknown or unsupported kind ({kind})")]
+    UnsupportedKind {
+        /// The handler.
+        id: String,
+        /// The wire value.
+        kind: i32,
+    },
+    /// A handler names no resource.
+    #[error("handler {0:?} names no resource")]
+    NoResource(String),
+    /// A JSON field does not hold JSON.
+    #[error("{what} is not valid JSON: {source}")]
+    BadJson {
+        /// Which field.
+        what: String,
+        /// The parser's complaint.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A merge patch is not a JSON object.
+    #[error("the patch must be a JSON object, got: {0}")]
+    PatchNotObject(String),
+    /// A response carries no outcome.
+    #[error("the response has no outcome")]
+    NoOutcome,
+    /// A duration is negative or out of range.
+    #[error("{0} is not a valid duration")]
+    BadDuration(String),
+}
+
+/// A resource as a service names it: kubectl-style.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Selector {
+    /// API group; empty for the core group or "any".
+    pub group: String,
+    /// Version; empty for the preferred one.
+    pub version: String,
+    /// Plural, singular, kind or short name.
+    pub name: String,
+}
+
+impl std::fmt::Display for Selector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.group.as_str(), self.version.as_str()) {
+            ("", "") => write!(f, "{}", self.name),
+            (g, "") => write!(f, "{}.{g}", self.name),
+            (g, v) => write!(f, "{g}/{v}/{}", self.name),
+        }
+    }
+}
+
+/// One handler of a service, with the resource it serves.
+#[derive(Debug, Clone)]
+pub struct Registration {
+    /// Which resource.
+    pub selector: Selector,
+    /// The handler.
+    pub handler: Handler,
+}
+
+/// Validates a manifest into registrations.
+///
+/// # Errors
+/// The first contract violation found.
+pub fn manifest(m: &pb::Manifest) -> Result<Vec<Registration>, Error> {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut out = Vec::new();
+    for h in &m.handlers {
+        if h.id.is_empty() {
+            return Err(Error::EmptyId);
+        }
+        if !seen.insert(h.id.clone()) {
+            return Err(Error::DuplicateId(h.id.clone()));
+        }
+        let kind = match pb::HandlerKind::try_from(h.kind) {
+            Ok(pb::HandlerKind::Create) => HandlerKind::Create,
+            Ok(pb::HandlerKind::Update) => HandlerKind::Update,
+            Ok(pb::HandlerKind::Delete) => HandlerKind::Delete,
+            Ok(pb::HandlerKind::Resume) => HandlerKind::Resume,
+            Ok(pb::HandlerKind::Field) => HandlerKind::Field,
+            Ok(pb::HandlerKind::Event) => HandlerKind::Event,
+            _ => {
+                return Err(Error::UnsupportedKind {
+                    id: h.id.clone(),
+                    kind: h.kind,
+                });
+            }
+        };
+        let resource = h
+            .resource
+            .as_ref()
+            .filter(|r| !r.name.is_empty())
+            .ok_or_else(|| Error::NoResource(h.id.clone()))?;
+        let filters = h.filters.clone().unwrap_or_default();
+        let options = h.options.unwrap_or_default();
+        out.push(Registration {
+            selector: Selector {
+                group: resource.group.clone(),
+                version: resource.version.clone(),
+                name: resource.name.clone(),
+            },
+            handler: Handler {
+                id: h.id.clone(),
+                kind,
+                has_callback_filters: filters.has_callback_filters,
+                filters: convert_filters(&h.id, filters)?,
+                options: convert_options(&h.id, options)?,
+            },
+        });
+    }
+    Ok(out)
+}
+
+fn convert_filters(id: &str, f: pb::Filters) -> Result<Filters, Error> {
+    let map = |m: std::collections::HashMap<String, pb::ValueFilter>, what: &str| {
+        m.into_iter()
+            .filter_map(|(k, v)| {
+                value_filter(&format!("{what} filter {k:?} of handler {id:?}"), v)
+                    .transpose()
+                    .map(|r| r.map(|v| (k, v)))
+            })
+            .collect::<Result<BTreeMap<_, _>, _>>()
+    };
+    let one = |v: Option<pb::ValueFilter>, what: &str| {
+        v.map(|v| value_filter(&format!("{what} filter of handler {id:?}"), v))
+            .transpose()
+            .map(Option::flatten)
+    };
+    Ok(Filters {
+        labels: map(f.labels, "label")?,
+        annotations: map(f.annotations, "annotation")?,
+        field: (!f.field.is_empty()).then(|| f.field.split('.').map(String::from).collect()),
+        value: one(f.value, "value")?,
+        old: one(f.old, "old")?,
+        new: one(f.new, "new")?,
+    })
+}
+
+fn value_filter(what: &str, v: pb::ValueFilter) -> Result<Option<ValueFilter>, Error> {
+    use pb::value_filter::Test;
+    Ok(match v.test {
+        None => None,
+        Some(Test::Present(true)) => Some(ValueFilter::Present),
+        Some(Test::Absent(true)) => Some(ValueFilter::Absent),
+        Some(Test::Present(false) | Test::Absent(false)) => None,
+        Some(Test::EqualsJson(bytes)) => Some(ValueFilter::Equals(json(what, &bytes)?)),
+    })
+}
+
+fn convert_options(id: &str, o: pb::Options) -> Result<Options, Error> {
+    let d = |v: Option<prost_types::Duration>, what: &str| {
+        v.map(|v| duration(&format!("{what} of handler {id:?}"), v))
+            .transpose()
+    };
+    Ok(Options {
+        retries: o.retries,
+        timeout: d(o.timeout, "timeout")?,
+        backoff: d(o.backoff, "backoff")?,
+        errors: match pb::ErrorsMode::try_from(o.errors) {
+            Ok(pb::ErrorsMode::Permanent) => ErrorsMode::Permanent,
+            Ok(pb::ErrorsMode::Ignored) => ErrorsMode::Ignored,
+            _ => ErrorsMode::Temporary,
+        },
+        optional: o.optional,
+        deleted: o.deleted,
+        call_timeout: d(o.call_timeout, "call timeout")?,
+    })
+}
+
+/// A wire duration as a [`Duration`].
+///
+/// # Errors
+/// [`Error::BadDuration`] when negative or out of range.
+pub fn duration(what: &str, d: prost_types::Duration) -> Result<Duration, Error> {
+    if d.seconds < 0 || d.nanos < 0 {
+        return Err(Error::BadDuration(what.to_owned()));
+    }
+    Ok(Duration::new(d.seconds as u64, d.nanos as u32))
+}
+
+/// A [`Duration`] on the wire.
+pub fn to_duration(d: Duration) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        nanos: d.subsec_nanos() as i32,
+    }
+}
+
+/// A timestamp on the wire.
+pub fn to_timestamp(t: jiff::Timestamp) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: t.as_second(),
+        nanos: t.subsec_nanosecond(),
+    }
+}
+
+fn json(what: &str, bytes: &[u8]) -> Result<Value, Error> {
+    serde_json::from_slice(bytes).map_err(|source| Error::BadJson {
+        what: what.to_owned(),
+        source,
+    })
+}
+
+/// A validated answer to one Invoke.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    /// The handler's outcome; `None` means "not matched" (a callback filter said no).
+    pub result: Option<CallResult>,
+    /// A merge patch for the object (a JSON object), if any.
+    pub patch: Option<Value>,
+    /// Sub-handler outcomes, by full id.
+    pub subhandlers: Vec<(String, Option<CallResult>)>,
+    /// Events to post.
+    pub events: Vec<EventRequest>,
+}
+
+/// An Event a handler asks the core to post.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventRequest {
+    /// Normal, Warning or Error.
+    pub type_: String,
+    /// A CamelCase reason.
+    pub reason: String,
+    /// The text.
+    pub message: String,
+    /// Another object than the handled one, if any.
+    pub involved_object: Option<Value>,
+}
+
+/// Validates an Invoke response.
+///
+/// # Errors
+/// The first contract violation: no outcome, a patch that is not a JSON object, bad JSON.
+pub fn answer(r: pb::InvokeResponse) -> Result<Answer, Error> {
+    let result = outcome("the outcome", r.outcome)?;
+    let patch = if r.patch_json.is_empty() {
+        None
+    } else {
+        let patch = json("the patch", &r.patch_json)?;
+        if !patch.is_object() {
+            return Err(Error::PatchNotObject(patch.to_string()));
+        }
+        Some(patch)
+    };
+    let subhandlers = r
+        .subhandlers
+        .into_iter()
+        .map(|s| {
+            Ok((
+                s.id.clone(),
+                outcome(&format!("sub-handler {:?}", s.id), s.outcome)?,
+            ))
+        })
+        .collect::<Result<_, Error>>()?;
+    let events = r
+        .events
+        .into_iter()
+        .map(|e| {
+            Ok(EventRequest {
+                involved_object: if e.involved_object_json.is_empty() {
+                    None
+                } else {
+                    Some(json("an event's involved object", &e.involved_object_json)?)
+                },
+                type_: if e.r#type.is_empty() {
+                    "Normal".into()
+                } else {
+                    e.r#type
+                },
+                reason: e.reason,
+                message: e.message,
+            })
+        })
+        .collect::<Result<_, Error>>()?;
+    Ok(Answer {
+        result,
+        patch,
+        subhandlers,
+        events,
+    })
+}
+
+fn outcome(what: &str, o: Option<pb::Outcome>) -> Result<Option<CallResult>, Error> {
+    use pb::outcome::Result as R;
+    let Some(result) = o.and_then(|o| o.result) else {
+        return Err(Error::NoOutcome);
+    };
+    let delay = |d: Option<prost_types::Duration>| {
+        d.map(|d| duration(&format!("the delay of {what}"), d))
+            .transpose()
+    };
+    Ok(Some(match result {
+        R::Success(s) => CallResult::Success(if s.result_json.is_empty() {
+            None
+        } else {
+            Some(json(&format!("the result of {what}"), &s.result_json)?)
+        }),
+        R::TemporaryError(e) => CallResult::Temporary {
+            message: e.message,
+            delay: delay(e.delay)?,
+        },
+        R::PermanentError(e) => CallResult::Permanent { message: e.message },
+        R::ArbitraryError(e) => CallResult::Arbitrary { message: e.message },
+        R::NotMatched(_) => return Ok(None),
+        R::SubhandlersPending(p) => CallResult::SubhandlersPending {
+            delay: delay(p.delay)?,
+        },
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_patch_must_be_a_json_object() {
+        let r = pb::InvokeResponse {
+            outcome: Some(pb::Outcome {
+                result: Some(pb::outcome::Result::Success(pb::Success::default())),
+            }),
+            patch_json: b"{not json".to_vec(),
+            ..Default::default()
+        };
+        let err = answer(r.clone()).unwrap_err();
+        assert!(
+            err.to_string().contains("the patch is not valid JSON"),
+            "{err}"
+        );
+        let r = pb::InvokeResponse {
+            patch_json: b"[1]".to_vec(),
+            ..r
+        };
+        assert!(matches!(answer(r), Err(Error::PatchNotObject(_))));
+    }
+
+    #[test]
+    fn a_response_without_outcome_breaks_the_contract() {
+        assert!(matches!(
+            answer(pb::InvokeResponse::default()),
+            Err(Error::NoOutcome)
+        ));
+    }
+
+    #[test]
+    fn manifests_reject_duplicates_and_missing_resources() {
+        let h = |id: &str| pb::Handler {
+            id: id.into(),
+            kind: pb::HandlerKind::Create as i32,
+            resource: Some(pb::ResourceSelector {
+                group: "g".into(),
+                version: "v1".into(),
+                name: "things".into(),
+            }),
+            ..Default::default()
+        };
+        let m = pb::Manifest {
+            handlers: vec![h("a"), h("a")],
+            ..Default::default()
+        };
+        assert!(matches!(manifest(&m), Err(Error::DuplicateId(_))));
+        let mut bad = h("b");
+        bad.resource = None;
+        let m = pb::Manifest {
+            handlers: vec![bad],
+            ..Default::default()
+        };
+        assert!(matches!(manifest(&m), Err(Error::NoResource(_))));
+    }
+
+    #[test]
+    fn filters_and_options_convert() {
+        let mut h = pb::Handler {
+            id: "f".into(),
+            kind: pb::HandlerKind::Field as i32,
+            resource: Some(pb::ResourceSelector {
+                group: String::new(),
+                version: "v1".into(),
+                name: "pods".into(),
+            }),
+            ..Default::default()
+        };
+        let mut filters = pb::Filters {
+            field: "spec.field".into(),
+            ..Default::default()
+        };
+        filters.labels.insert(
+            "app".into(),
+            pb::ValueFilter {
+                test: Some(pb::value_filter::Test::EqualsJson(b"\"web\"".to_vec())),
+            },
+        );
+        h.filters = Some(filters);
+        h.options = Some(pb::Options {
+            retries: Some(3),
+            backoff: Some(to_duration(Duration::from_secs(1))),
+            errors: pb::ErrorsMode::Permanent as i32,
+            ..Default::default()
+        });
+        let regs = manifest(&pb::Manifest {
+            handlers: vec![h],
+            ..Default::default()
+        })
+        .unwrap();
+        let handler = &regs[0].handler;
+        assert_eq!(handler.kind, HandlerKind::Field);
+        assert_eq!(
+            handler.filters.field,
+            Some(vec!["spec".to_owned(), "field".to_owned()])
+        );
+        assert_eq!(
+            handler.filters.labels["app"],
+            ValueFilter::Equals(serde_json::json!("web"))
+        );
+        assert_eq!(handler.options.retries, Some(3));
+        assert_eq!(handler.options.errors, ErrorsMode::Permanent);
+    }
+}

@@ -1,0 +1,213 @@
+//! Calling handlers: the [`Dispatch`] port and its gRPC adapter ([`GrpcService`]).
+
+use std::time::Duration;
+
+use operon_proto::v1 as pb;
+use operon_proto::v1::handler_service_client::HandlerServiceClient;
+use serde_json::Value;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::core::model::Reason;
+use crate::runtime::convert::{self, Answer};
+
+/// A failed call: transport trouble or a broken contract — never a handler's own error, which is
+/// an outcome.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The address is not a valid URL.
+    #[error("invalid handler service address {url:?}: {source}")]
+    BadAddress {
+        /// The address given.
+        url: String,
+        /// The cause.
+        #[source]
+        source: tonic::transport::Error,
+    },
+    /// The call did not finish within its deadline.
+    #[error("the call did not finish within {0:?}")]
+    Deadline(Duration),
+    /// The service could not be reached or answered with a gRPC error.
+    #[error("the handler service failed: {} ({:?})", .0.message(), .0.code())]
+    Transport(#[source] tonic::Status),
+    /// The answer breaks the contract.
+    #[error("the handler service broke the contract: {0}")]
+    Contract(#[from] convert::Error),
+}
+
+/// The record of a sub-handler as sent back to its parent's next call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubRecord {
+    /// Full id (`parent/sub`).
+    pub id: String,
+    /// First attempt.
+    pub started: Option<jiff::Timestamp>,
+    /// Attempts so far.
+    pub retries: u32,
+    /// Finished successfully.
+    pub success: bool,
+    /// Finished with a failure.
+    pub failure: bool,
+    /// Last error text.
+    pub message: Option<String>,
+    /// Sleeping until.
+    pub delayed: Option<jiff::Timestamp>,
+}
+
+/// One call of one handler.
+#[derive(Debug, Clone)]
+pub struct Call {
+    /// The handler.
+    pub handler_id: String,
+    /// The cycle's reason (`None` for event handlers).
+    pub reason: Option<Reason>,
+    /// The whole object.
+    pub body: Value,
+    /// Old and new essence and their diff.
+    pub old: Option<Value>,
+    /// See `old`.
+    pub new: Option<Value>,
+    /// Kopf's diff form.
+    pub diff: Value,
+    /// Attempts so far.
+    pub retry: u32,
+    /// First attempt.
+    pub started: Option<jiff::Timestamp>,
+    /// Sub-handler records.
+    pub subhandlers: Vec<SubRecord>,
+    /// Raw watch event type, for event handlers.
+    pub event_type: String,
+    /// Stable id of this attempt across restarts.
+    pub attempt_id: String,
+    /// The call's deadline.
+    pub deadline: Duration,
+    /// W3C traceparent to propagate, if any.
+    pub traceparent: Option<String>,
+}
+
+/// Something that runs handlers: a handler service.
+#[tonic::async_trait]
+pub trait Dispatch: Send + Sync + 'static {
+    /// The address or name, for logs.
+    fn name(&self) -> &str;
+    /// The service's manifest.
+    async fn describe(&self) -> Result<pb::Manifest, Error>;
+    /// Calls one handler.
+    async fn invoke(&self, call: Call) -> Result<Answer, Error>;
+}
+
+/// A handler service reached over gRPC.
+#[derive(Debug, Clone)]
+pub struct GrpcService {
+    url: String,
+    client: HandlerServiceClient<Channel>,
+}
+
+impl GrpcService {
+    /// A lazily connecting client: a service that is down makes calls fail, not the start-up.
+    ///
+    /// # Errors
+    /// [`Error::BadAddress`] for an invalid URL.
+    pub fn new(url: &str) -> Result<Self, Error> {
+        let endpoint = Endpoint::from_shared(url.to_owned())
+            .map_err(|source| Error::BadAddress {
+                url: url.to_owned(),
+                source,
+            })?
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true);
+        Ok(Self {
+            url: url.to_owned(),
+            client: HandlerServiceClient::new(endpoint.connect_lazy())
+                .max_decoding_message_size(64 * 1024 * 1024),
+        })
+    }
+}
+
+fn reason(r: Option<Reason>) -> i32 {
+    (match r {
+        None => pb::Reason::Unspecified,
+        Some(Reason::Create) => pb::Reason::Create,
+        Some(Reason::Update) => pb::Reason::Update,
+        Some(Reason::Delete) => pb::Reason::Delete,
+        Some(Reason::Resume) => pb::Reason::Resume,
+    }) as i32
+}
+
+fn to_json(v: &Value) -> Vec<u8> {
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
+#[tonic::async_trait]
+impl Dispatch for GrpcService {
+    fn name(&self) -> &str {
+        &self.url
+    }
+
+    async fn describe(&self) -> Result<pb::Manifest, Error> {
+        let mut request = tonic::Request::new(pb::DescribeRequest {
+            core_version: env!("CARGO_PKG_VERSION").to_owned(),
+            contract_revision: 1,
+        });
+        request.set_timeout(Duration::from_secs(10));
+        let mut client = self.client.clone();
+        Ok(client
+            .describe(request)
+            .await
+            .map_err(Error::Transport)?
+            .into_inner())
+    }
+
+    async fn invoke(&self, call: Call) -> Result<Answer, Error> {
+        let deadline = call.deadline;
+        let mut request = tonic::Request::new(pb::InvokeRequest {
+            handler_id: call.handler_id,
+            reason: reason(call.reason),
+            body_json: to_json(&call.body),
+            old_json: call.old.as_ref().map(to_json).unwrap_or_default(),
+            new_json: call.new.as_ref().map(to_json).unwrap_or_default(),
+            diff_json: to_json(&call.diff),
+            retry: call.retry,
+            started: call.started.map(convert::to_timestamp),
+            subhandlers: call
+                .subhandlers
+                .into_iter()
+                .map(|s| pb::Record {
+                    id: s.id,
+                    started: s.started.map(convert::to_timestamp),
+                    retries: s.retries,
+                    success: s.success,
+                    failure: s.failure,
+                    message: s.message.unwrap_or_default(),
+                    delayed: s.delayed.map(convert::to_timestamp),
+                })
+                .collect(),
+            event_type: call.event_type,
+            attempt_id: call.attempt_id,
+        });
+        request.set_timeout(deadline);
+        if let Some(tp) = call
+            .traceparent
+            .and_then(|tp| tonic::metadata::MetadataValue::try_from(tp).ok())
+        {
+            request.metadata_mut().insert("traceparent", tp);
+        }
+        let mut client = self.client.clone();
+        // The client-side timer too: a server that never answers must not hold the worker.
+        let response =
+            tokio::time::timeout(deadline + Duration::from_secs(1), client.invoke(request))
+                .await
+                .map_err(|_| Error::Deadline(deadline))?;
+        match response {
+            Ok(r) => Ok(convert::answer(r.into_inner())?),
+            Err(status)
+                if matches!(
+                    status.code(),
+                    tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+                ) && status.message().to_ascii_lowercase().contains("time") =>
+            {
+                Err(Error::Deadline(deadline))
+            }
+            Err(status) => Err(Error::Transport(status)),
+        }
+    }
+}

@@ -1,0 +1,408 @@
+//! Wiring: describe the handler services, resolve their resources, watch them, feed the queue,
+//! serve HTTP, and stop cleanly on SIGTERM.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use kube::Api;
+use kube::api::DynamicObject;
+use kube::runtime::{WatchStreamExt, watcher};
+
+use crate::core::persistence::{DiffBaseStorage, KeyConvention, ProgressStorage};
+use crate::runtime::convert::{self, Registration, Selector};
+use crate::runtime::discovery;
+use crate::runtime::dispatch::{Dispatch, GrpcService};
+use crate::runtime::metrics::Metrics;
+use crate::runtime::processing::{Bound, Env, ResourceCtx, Settings};
+use crate::runtime::queue::{Key, Queue, Seen};
+use crate::runtime::readmodel::ReadModel;
+
+/// The core's configuration (`operon run`).
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Handler service addresses.
+    pub handlers: Vec<String>,
+    /// Namespaces to serve; empty means all.
+    pub namespaces: Vec<String>,
+    /// The HTTP listener.
+    pub http: SocketAddr,
+    /// The annotation prefix (Kopf's `kopf.zalando.org`).
+    pub prefix: String,
+    /// The finalizer name.
+    pub finalizer: String,
+    /// Cycles running at once, at most.
+    pub workers: usize,
+    /// Backoff for arbitrary errors.
+    pub default_backoff: Duration,
+    /// Deadline of one handler call.
+    pub call_timeout: Duration,
+    /// How long to wait for our own write to come back through the watch.
+    pub consistency_timeout: Duration,
+    /// Restart a watch that has been silent this long.
+    pub watch_silence_timeout: Duration,
+    /// How long in-flight cycles may finish after SIGTERM.
+    pub shutdown_grace: Duration,
+}
+
+/// A failure that stops the core.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No Kubernetes configuration was found or it is unusable.
+    #[error("cannot connect to Kubernetes")]
+    Kube(#[source] kube::Error),
+    /// The Kubernetes configuration could not be loaded.
+    #[error("cannot load the Kubernetes configuration")]
+    KubeConfig(#[source] kube::config::InferConfigError),
+    /// A handler address is invalid.
+    #[error(transparent)]
+    Dispatch(#[from] crate::runtime::dispatch::Error),
+    /// A service's manifest breaks the contract.
+    #[error("the manifest of {service} is invalid: {source}")]
+    Manifest {
+        /// The service.
+        service: String,
+        /// The problem.
+        #[source]
+        source: convert::Error,
+    },
+    /// Two services define the same handler id for one resource.
+    #[error("handler id {id:?} for {resource} is defined by both {first} and {second}")]
+    Conflict {
+        /// The id.
+        id: String,
+        /// The resource.
+        resource: String,
+        /// One service.
+        first: String,
+        /// The other.
+        second: String,
+    },
+    /// The annotation prefix is invalid.
+    #[error("invalid --prefix: {0}")]
+    Prefix(String),
+    /// The HTTP listener failed.
+    #[error(transparent)]
+    Http(#[from] crate::http::Error),
+    /// A handler service changed its manifest: restart to apply it.
+    #[error("handler service {0} changed its manifest; exiting so that a restart applies it")]
+    ManifestChanged(String),
+}
+
+/// Shared state of the HTTP listener.
+#[derive(Debug)]
+pub struct Shared {
+    /// The read model.
+    pub readmodel: Arc<ReadModel>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    watches_total: AtomicUsize,
+    watches_listed: AtomicUsize,
+}
+
+impl Shared {
+    /// A fresh state.
+    pub fn new(readmodel: Arc<ReadModel>, metrics: Arc<Metrics>) -> Arc<Self> {
+        Arc::new(Shared {
+            readmodel,
+            metrics,
+            watches_total: AtomicUsize::new(usize::MAX),
+            watches_listed: AtomicUsize::new(0),
+        })
+    }
+
+    /// Every watch has finished its initial listing.
+    pub fn ready(&self) -> bool {
+        self.watches_listed.load(Ordering::Relaxed) >= self.watches_total.load(Ordering::Relaxed)
+    }
+}
+
+async fn describe_until_answered(service: &dyn Dispatch) -> operon_proto::v1::Manifest {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match service.describe().await {
+            Ok(manifest) => return manifest,
+            Err(err) => {
+                tracing::warn!(service = service.name(), error = %err, retry_in = ?delay, "The handler service does not answer Describe yet.");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
+async fn resolve_until_found(client: &kube::Client, selector: &Selector) -> discovery::Served {
+    let mut delay = Duration::from_secs(1);
+    loop {
+        match discovery::resolve(client, selector).await {
+            Ok(served) => return served,
+            Err(err) => {
+                tracing::warn!(resource = %selector, error = %err, retry_in = ?delay, "Cannot serve the resource yet.");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(15));
+            }
+        }
+    }
+}
+
+/// Runs the core until SIGTERM/SIGINT.
+///
+/// # Errors
+/// Start-up failures (configuration, manifests, listener), and a changed manifest.
+pub async fn run(config: Config) -> Result<(), Error> {
+    let kube_config = kube::Config::infer().await.map_err(Error::KubeConfig)?;
+    let client = kube::Client::try_from(kube_config).map_err(Error::Kube)?;
+    let convention = KeyConvention::new(config.prefix.clone(), true)
+        .map_err(|e| Error::Prefix(e.to_string()))?;
+    let settings = Settings {
+        diffbase: DiffBaseStorage::new(
+            convention.clone(),
+            crate::core::persistence::keys::LAST_HANDLED_CONFIGURATION_KEY,
+        ),
+        progress: ProgressStorage::new(convention),
+        finalizer: config.finalizer.clone(),
+        default_backoff: config.default_backoff,
+        call_timeout: config.call_timeout,
+    };
+    let metrics = Arc::new(Metrics::default());
+    let readmodel = Arc::new(ReadModel::default());
+    let shared = Shared::new(Arc::clone(&readmodel), Arc::clone(&metrics));
+
+    let listener = crate::http::bind(config.http).await?;
+    let http = tokio::spawn(crate::http::serve(listener, Arc::clone(&shared)));
+
+    // Describe every service (retrying until it answers) and bind its handlers.
+    let mut services: Vec<Arc<dyn Dispatch>> = Vec::new();
+    for url in &config.handlers {
+        services.push(Arc::new(GrpcService::new(url)?));
+    }
+    let mut manifests = Vec::new();
+    for service in &services {
+        let manifest = describe_until_answered(service.as_ref()).await;
+        tracing::info!(service = service.name(), name = %manifest.service_name, handlers = manifest.handlers.len(), "Handler service described.");
+        manifests.push(manifest);
+    }
+    let mut by_selector: BTreeMap<Selector, Vec<(Registration, usize)>> = BTreeMap::new();
+    for (i, manifest) in manifests.iter().enumerate() {
+        let regs = convert::manifest(manifest).map_err(|source| Error::Manifest {
+            service: services[i].name().to_owned(),
+            source,
+        })?;
+        for reg in regs {
+            let list = by_selector.entry(reg.selector.clone()).or_default();
+            if let Some((other, j)) = list.iter().find(|(r, _)| r.handler.id == reg.handler.id) {
+                return Err(Error::Conflict {
+                    id: other.handler.id.clone(),
+                    resource: reg.selector.to_string(),
+                    first: services[*j].name().to_owned(),
+                    second: services[i].name().to_owned(),
+                });
+            }
+            list.push((reg, i));
+        }
+    }
+
+    let mut resources = Vec::new();
+    for (selector, regs) in &by_selector {
+        let served = resolve_until_found(&client, selector).await;
+        tracing::info!(resource = %served.name(), namespaced = served.namespaced, status_subresource = served.has_status, "Serving the resource.");
+        let handlers: Vec<Bound> = regs
+            .iter()
+            .map(|(reg, i)| Bound {
+                handler: reg.handler.clone(),
+                service: Arc::clone(&services[*i]),
+            })
+            .collect();
+        let mut extra_fields: Vec<Vec<String>> = handlers
+            .iter()
+            .filter_map(|b| b.handler.filters.field.clone())
+            .collect();
+        extra_fields.sort();
+        extra_fields.dedup();
+        resources.push(Arc::new(ResourceCtx {
+            served,
+            handlers,
+            extra_fields,
+        }));
+    }
+
+    let env = Arc::new(Env {
+        client: client.clone(),
+        settings,
+        metrics: Arc::clone(&metrics),
+        readmodel,
+    });
+    let queue = Queue::new(
+        env,
+        resources.clone(),
+        config.workers,
+        config.consistency_timeout,
+    );
+
+    let mut watches = Vec::new();
+    for (index, res) in resources.iter().enumerate() {
+        let scopes: Vec<Option<String>> = if res.served.namespaced && !config.namespaces.is_empty()
+        {
+            config.namespaces.iter().cloned().map(Some).collect()
+        } else {
+            vec![None]
+        };
+        for ns in scopes {
+            let api: Api<DynamicObject> = match &ns {
+                Some(ns) => Api::namespaced_with(client.clone(), ns, &res.served.resource),
+                None => Api::all_with(client.clone(), &res.served.resource),
+            };
+            watches.push(tokio::spawn(watch(
+                Arc::clone(&queue),
+                Arc::clone(&shared),
+                index,
+                ns,
+                api,
+                config.watch_silence_timeout,
+            )));
+        }
+    }
+    shared.watches_total.store(watches.len(), Ordering::Relaxed);
+
+    let manifest_watch = tokio::spawn(watch_manifests(services, manifests));
+    let result = tokio::select! {
+        () = shutdown_signal() => {
+            tracing::info!("Stop requested; finishing the cycles in flight.");
+            Ok(())
+        }
+        changed = manifest_watch => match changed {
+            Ok(service) => Err(Error::ManifestChanged(service)),
+            Err(_) => Ok(()),
+        },
+    };
+    for w in &watches {
+        w.abort();
+    }
+    queue.shutdown(config.shutdown_grace).await;
+    http.abort();
+    tracing::info!("Stopped.");
+    result
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+/// Re-describes the services now and then; returns the name of one whose manifest changed.
+async fn watch_manifests(
+    services: Vec<Arc<dyn Dispatch>>,
+    manifests: Vec<operon_proto::v1::Manifest>,
+) -> String {
+    loop {
+        tokio::time::sleep(Duration::from_secs(15)).await;
+        for (service, known) in services.iter().zip(&manifests) {
+            if let Ok(current) = service.describe().await
+                && &current != known
+            {
+                tracing::warn!(
+                    service = service.name(),
+                    "The handler service now describes different handlers."
+                );
+                return service.name().to_owned();
+            }
+        }
+    }
+}
+
+fn key_of(index: usize, obj: &DynamicObject) -> Key {
+    (
+        index,
+        obj.metadata.namespace.clone().unwrap_or_default(),
+        obj.metadata.name.clone().unwrap_or_default(),
+    )
+}
+
+async fn watch(
+    queue: Arc<Queue>,
+    shared: Arc<Shared>,
+    index: usize,
+    namespace: Option<String>,
+    api: Api<DynamicObject>,
+    silence: Duration,
+) {
+    let mut counted = false;
+    loop {
+        let mut stream = watcher(api.clone(), watcher::Config::default().timeout(290))
+            .default_backoff()
+            .boxed();
+        let mut listing: Option<HashSet<Key>> = None;
+        loop {
+            let next = match tokio::time::timeout(silence, stream.next()).await {
+                Err(_) => {
+                    tracing::warn!(?namespace, silence = ?silence, "The watch has been silent too long; restarting it.");
+                    break;
+                }
+                Ok(None) => break,
+                Ok(Some(next)) => next,
+            };
+            let event = match next {
+                Ok(event) => event,
+                Err(err) => {
+                    tracing::warn!(?namespace, error = %err, "The watch failed; retrying with backoff.");
+                    continue;
+                }
+            };
+            match event {
+                watcher::Event::Init => listing = Some(HashSet::new()),
+                watcher::Event::InitApply(obj) => {
+                    let key = key_of(index, &obj);
+                    if let Some(l) = listing.as_mut() {
+                        l.insert(key.clone());
+                    }
+                    observe(&queue, key, obj, Seen::Listed);
+                }
+                watcher::Event::InitDone => {
+                    if let Some(listed) = listing.take() {
+                        queue.sweep(index, namespace.as_deref(), &listed);
+                    }
+                    if !counted {
+                        counted = true;
+                        shared.watches_listed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                watcher::Event::Apply(obj) => {
+                    let key = key_of(index, &obj);
+                    observe(&queue, key, obj, Seen::Applied);
+                }
+                watcher::Event::Delete(obj) => {
+                    let key = key_of(index, &obj);
+                    observe(&queue, key, obj, Seen::Deleted);
+                }
+            }
+        }
+    }
+}
+
+fn observe(queue: &Arc<Queue>, key: Key, obj: DynamicObject, seen: Seen) {
+    match serde_json::to_value(&obj) {
+        Ok(body) => queue.observe(key, body, seen),
+        Err(err) => tracing::error!(error = %err, "Cannot serialise a watched object."),
+    }
+}

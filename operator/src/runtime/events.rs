@@ -1,0 +1,129 @@
+//! Posting Kubernetes Events, shaped as Kopf posts them (`kopf._core.engines.posting`).
+
+use k8s_openapi::api::core::v1::Event;
+use kube::Api;
+use kube::api::PostParams;
+use serde_json::{Value, json};
+
+use crate::runtime::metrics::Metrics;
+
+/// Kopf cuts messages to 1024 characters, with `...` in the middle.
+const MAX_MESSAGE_LENGTH: usize = 1024;
+
+fn cut(message: &str) -> String {
+    let chars: Vec<char> = message.chars().collect();
+    if chars.len() <= MAX_MESSAGE_LENGTH {
+        return message.to_owned();
+    }
+    let keep = MAX_MESSAGE_LENGTH - 3;
+    let head: String = chars[..keep / 2].iter().collect();
+    let tail: String = chars[chars.len() - (keep - keep / 2)..].iter().collect();
+    format!("{head}...{tail}")
+}
+
+/// The Event object Kopf would post about `about`.
+pub fn build(
+    about: &Value,
+    type_: &str,
+    reason: &str,
+    message: &str,
+    now: jiff::Timestamp,
+) -> Value {
+    let m = about.get("metadata").cloned().unwrap_or(Value::Null);
+    let namespace = m
+        .get("namespace")
+        .and_then(Value::as_str)
+        .unwrap_or("default");
+    let second = jiff::Timestamp::from_second(now.as_second()).unwrap_or(now);
+    json!({
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"namespace": namespace, "generateName": "kopf-event-"},
+        "action": "Action?",
+        "type": type_,
+        "reason": reason,
+        "message": cut(message),
+        "reportingComponent": "kopf",
+        "reportingInstance": "dev",
+        "source": {"component": "kopf"},
+        "firstTimestamp": second.to_string(),
+        "lastTimestamp": second.to_string(),
+        "eventTime": format!("{}", now.strftime("%Y-%m-%dT%H:%M:%S%.6fZ")),
+        "involvedObject": {
+            "apiVersion": about.get("apiVersion"),
+            "kind": about.get("kind"),
+            "name": m.get("name"),
+            "uid": m.get("uid"),
+            "namespace": m.get("namespace"),
+        },
+    })
+}
+
+/// Posts an Event about `about`; returns whether it was accepted. Failures are logged, never
+/// raised: an Event is worth less than the cycle that wanted to post it.
+pub async fn post(
+    client: &kube::Client,
+    metrics: &Metrics,
+    about: &Value,
+    type_: &str,
+    reason: &str,
+    message: &str,
+) -> bool {
+    if about.get("kind").and_then(Value::as_str) == Some("Event") {
+        return false; // never post events about events
+    }
+    let event = build(about, type_, reason, message, jiff::Timestamp::now());
+    let namespace = event["metadata"]["namespace"]
+        .as_str()
+        .unwrap_or("default")
+        .to_owned();
+    let event: Event = match serde_json::from_value(event) {
+        Ok(e) => e,
+        Err(err) => {
+            tracing::warn!(error = %err, "Cannot build an Event.");
+            return false;
+        }
+    };
+    let api: Api<Event> = Api::namespaced(client.clone(), &namespace);
+    match api.create(&PostParams::default(), &event).await {
+        Ok(_) => {
+            metrics.api("post", 201);
+            true
+        }
+        Err(err) => {
+            metrics.api("post", crate::runtime::patching::code_of(&err));
+            tracing::warn!(error = %err, reason, "Failed to post an Event.");
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_are_shaped_as_kopf_posts_them() {
+        let about = json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "x", "namespace": "ns", "uid": "u1"}});
+        let now: jiff::Timestamp = "2026-11-22T01:02:03.456789Z".parse().unwrap();
+        let e = build(&about, "Normal", "Logging", "hello", now);
+        assert_eq!(
+            e["metadata"],
+            json!({"namespace": "ns", "generateName": "kopf-event-"})
+        );
+        assert_eq!(e["source"], json!({"component": "kopf"}));
+        assert_eq!(e["reportingComponent"], "kopf");
+        assert_eq!(e["involvedObject"]["uid"], "u1");
+        assert_eq!(e["eventTime"], "2026-11-22T01:02:03.456789Z");
+        assert_eq!(e["firstTimestamp"], "2026-11-22T01:02:03Z");
+    }
+
+    #[test]
+    fn long_messages_are_cut_in_the_middle() {
+        let long = "a".repeat(600) + &"b".repeat(600);
+        let cut = cut(&long);
+        assert_eq!(cut.chars().count(), 1024);
+        assert!(cut.starts_with('a') && cut.ends_with('b') && cut.contains("..."));
+    }
+}

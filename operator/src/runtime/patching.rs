@@ -1,0 +1,143 @@
+//! Writing a cycle's changes: the merge patch (status through `/status` when the resource has
+//! that subresource, written first so that a crash in between re-runs rather than loses a
+//! result), then the finalizer's JSON patch against the freshest body.
+
+use kube::Api;
+use kube::api::{DynamicObject, Patch, PatchParams};
+use serde_json::Value;
+
+use crate::core::finalizer;
+use crate::core::patch::MergePatch;
+use crate::runtime::processing::{Env, ResourceCtx};
+
+/// Adding or removing our finalizer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinalizerAction {
+    /// Block deletion.
+    Add,
+    /// Allow deletion.
+    Remove,
+}
+
+/// The HTTP status of a failed request (0 when there was none).
+pub fn code_of(err: &kube::Error) -> u16 {
+    match err {
+        kube::Error::Api(status) => status.code,
+        _ => 0,
+    }
+}
+
+fn api(env: &Env, res: &ResourceCtx, body: &Value) -> Api<DynamicObject> {
+    let ns = body.pointer("/metadata/namespace").and_then(Value::as_str);
+    match (res.served.namespaced, ns) {
+        (true, Some(ns)) => Api::namespaced_with(env.client.clone(), ns, &res.served.resource),
+        _ => Api::all_with(env.client.clone(), &res.served.resource),
+    }
+}
+
+/// Writes the patch and the finalizer change; returns the resourceVersion to wait for, if any.
+///
+/// # Errors
+/// The API server's refusal. A vanished object (404) and a lost finalizer race (409/422) are
+/// not errors: the next cycle sees the fresh state.
+pub async fn write(
+    env: &Env,
+    res: &ResourceCtx,
+    body: &Value,
+    patch: MergePatch,
+    finalizer_action: Option<FinalizerAction>,
+) -> Result<Option<String>, kube::Error> {
+    let name = body
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let api = api(env, res, body);
+    let params = PatchParams::default();
+    let mut main = patch.into_value();
+    let mut fresh: Option<DynamicObject> = None;
+    if res.served.has_status
+        && let Some(status) = main.as_object_mut().and_then(|m| m.remove("status"))
+    {
+        let status = serde_json::json!({ "status": status });
+        match ignore_gone(
+            api.patch_status(name, &params, &Patch::Merge(&status))
+                .await,
+            env,
+            "patch",
+        )? {
+            Some(obj) => fresh = Some(obj),
+            None => return Ok(None),
+        }
+    }
+    if main.as_object().is_some_and(|m| !m.is_empty()) {
+        match ignore_gone(
+            api.patch(name, &params, &Patch::Merge(&main)).await,
+            env,
+            "patch",
+        )? {
+            Some(obj) => fresh = Some(obj),
+            None => return Ok(None),
+        }
+    }
+    if let Some(action) = finalizer_action {
+        let current = match &fresh {
+            Some(obj) => serde_json::to_value(obj).unwrap_or_else(|_| body.clone()),
+            None => body.clone(),
+        };
+        let ops = match action {
+            FinalizerAction::Add => finalizer::block_deletion(&current, &env.settings.finalizer),
+            FinalizerAction::Remove => finalizer::allow_deletion(&current, &env.settings.finalizer),
+        };
+        if let Some(ops) = ops {
+            let ops: json_patch::Patch =
+                serde_json::from_value(ops).map_err(kube::Error::SerdeError)?;
+            match api.patch(name, &params, &Patch::<()>::Json(ops)).await {
+                Ok(obj) => {
+                    env.metrics.api("patch", 200);
+                    let deleting = obj.metadata.deletion_timestamp.is_some();
+                    let remaining = obj
+                        .metadata
+                        .finalizers
+                        .as_ref()
+                        .is_some_and(|f| !f.is_empty());
+                    if deleting && !remaining {
+                        // The object is gone with this write; its resourceVersion never arrives.
+                        return Ok(None);
+                    }
+                    fresh = Some(obj);
+                }
+                Err(err) if matches!(code_of(&err), 404 | 409 | 422) => {
+                    env.metrics.api("patch", code_of(&err));
+                    tracing::debug!(object = name, error = %err, "The finalizer patch lost a race; the next cycle retries.");
+                    return Ok(None);
+                }
+                Err(err) => {
+                    env.metrics.api("patch", code_of(&err));
+                    return Err(err);
+                }
+            }
+        }
+    }
+    Ok(fresh.and_then(|o| o.metadata.resource_version))
+}
+
+fn ignore_gone(
+    result: Result<DynamicObject, kube::Error>,
+    env: &Env,
+    verb: &'static str,
+) -> Result<Option<DynamicObject>, kube::Error> {
+    match result {
+        Ok(obj) => {
+            env.metrics.api(verb, 200);
+            Ok(Some(obj))
+        }
+        Err(err) if code_of(&err) == 404 => {
+            env.metrics.api(verb, 404);
+            Ok(None)
+        }
+        Err(err) => {
+            env.metrics.api(verb, code_of(&err));
+            Err(err)
+        }
+    }
+}

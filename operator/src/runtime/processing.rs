@@ -1,0 +1,927 @@
+//! One handling cycle of one object: Kopf's `process_resource_event`, with Operon's lifecycle
+//! (every due handler in one cycle, one patch per cycle). Decisions come from [`crate::core`];
+//! this module calls handlers and the API server.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use blake2::digest::{Update, VariableOutput};
+use jiff::Timestamp;
+use serde_json::{Value, json};
+
+use crate::core::cause::{self, Cause, Observation};
+use crate::core::finalizer;
+use crate::core::model::{Handler, HandlerKind, Options, Reason};
+use crate::core::outcome::{self, CallResult, Level, Progress, Verdict};
+use crate::core::patch::MergePatch;
+use crate::core::persistence::diff::{self, DiffItem, FieldPath};
+use crate::core::persistence::pyjson::py_eq;
+use crate::core::persistence::{DiffBaseStorage, ProgressStorage};
+use crate::core::selection::{self, CauseView};
+use crate::core::state::{HandlerState, State};
+use crate::runtime::convert::EventRequest;
+use crate::runtime::discovery::Served;
+use crate::runtime::dispatch::{Call, Dispatch, SubRecord};
+use crate::runtime::events;
+use crate::runtime::metrics::Metrics;
+use crate::runtime::patching::{self, FinalizerAction};
+use crate::runtime::readmodel::{HandlerView, ObjectView, ReadModel};
+
+/// Settings of the cycle.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Where the diff-base lives.
+    pub diffbase: DiffBaseStorage,
+    /// Where progress records live.
+    pub progress: ProgressStorage,
+    /// Our finalizer.
+    pub finalizer: String,
+    /// Backoff for arbitrary errors without a handler backoff.
+    pub default_backoff: Duration,
+    /// Deadline of one call without a handler call timeout.
+    pub call_timeout: Duration,
+}
+
+/// A handler bound to the service that runs it.
+#[derive(Clone)]
+pub struct Bound {
+    /// The handler.
+    pub handler: Handler,
+    /// Its service.
+    pub service: Arc<dyn Dispatch>,
+}
+
+impl std::fmt::Debug for Bound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bound")
+            .field("handler", &self.handler.id)
+            .field("service", &self.service.name())
+            .finish()
+    }
+}
+
+/// A served resource and its handlers.
+#[derive(Debug)]
+pub struct ResourceCtx {
+    /// The resource.
+    pub served: Served,
+    /// Its handlers, in registration order.
+    pub handlers: Vec<Bound>,
+    /// The fields of field-filtered handlers (kept in the essence).
+    pub extra_fields: Vec<FieldPath>,
+}
+
+/// Everything a cycle needs besides the object.
+pub struct Env {
+    /// The API client.
+    pub client: kube::Client,
+    /// Settings.
+    pub settings: Settings,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// The read model.
+    pub readmodel: Arc<ReadModel>,
+}
+
+impl std::fmt::Debug for Env {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Env")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the queue hands to a cycle.
+#[derive(Debug)]
+pub struct Input {
+    /// The latest body.
+    pub body: Arc<Value>,
+    /// The watch said DELETED.
+    pub gone: bool,
+    /// The raw event types seen since the last cycle (for event handlers).
+    pub events: Vec<&'static str>,
+    /// From the initial listing and not fully handled since the start.
+    pub initial: bool,
+}
+
+/// What a cycle tells the queue.
+#[derive(Debug, Default)]
+pub struct Output {
+    /// The resourceVersion our write produced: wait for it before the next cycle.
+    pub written_rv: Option<String>,
+    /// Run again after this long even without a new event.
+    pub delay: Option<Duration>,
+    /// All handlers of the change are done (resume handlers are not mixed in again).
+    pub fully_handled: bool,
+}
+
+/// A per-object logger that words its lines as Kopf does, with the object as a field.
+struct Log<'a> {
+    object: &'a str,
+}
+
+impl Log<'_> {
+    fn at(&self, level: Level, message: &str) {
+        match level {
+            Level::Debug => {
+                tracing::debug!(target: "kopf.objects", object = self.object, "{message}")
+            }
+            Level::Info => {
+                tracing::info!(target: "kopf.objects", object = self.object, "{message}")
+            }
+            Level::Error => {
+                tracing::error!(target: "kopf.objects", object = self.object, "{message}")
+            }
+        }
+    }
+    fn debug(&self, message: &str) {
+        self.at(Level::Debug, message);
+    }
+    fn info(&self, message: &str) {
+        self.at(Level::Info, message);
+    }
+    fn error(&self, message: &str) {
+        self.at(Level::Error, message);
+    }
+}
+
+fn title(reason: Reason) -> &'static str {
+    match reason {
+        Reason::Create => "creation",
+        Reason::Update => "updating",
+        Reason::Delete => "deletion",
+        Reason::Resume => "resuming",
+    }
+}
+
+fn capitalize(s: &str) -> String {
+    let mut c = s.chars();
+    c.next()
+        .map(|f| f.to_uppercase().chain(c).collect())
+        .unwrap_or_default()
+}
+
+fn meta<'a>(body: &'a Value, field: &str) -> &'a str {
+    body.get("metadata")
+        .and_then(|m| m.get(field))
+        .and_then(Value::as_str)
+        .unwrap_or("")
+}
+
+/// Runs one cycle. Never fails: every problem is logged, posted as an Event and retried.
+pub async fn process(env: &Env, res: &ResourceCtx, input: Input) -> Output {
+    let body = input.body.as_ref();
+    let (namespace, name) = (meta(body, "namespace"), meta(body, "name"));
+    let object = if namespace.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{namespace}/{name}")
+    };
+    let log = Log { object: &object };
+    env.metrics.cycle();
+    let now = Timestamp::now();
+    let mut patch = MergePatch::new();
+    let mut predicted = body.clone();
+
+    // Raw-event handlers: every watch event, no progress, errors ignored.
+    for event_type in &input.events {
+        run_event_handlers(env, res, &log, event_type, &mut predicted, &mut patch).await;
+    }
+    if input.gone {
+        log.debug("Deleted, really deleted, and we are notified.");
+        env.readmodel.remove(&res.served.name(), namespace, name);
+        return Output::default();
+    }
+
+    let changing: Vec<&Bound> = res
+        .handlers
+        .iter()
+        .filter(|b| b.handler.kind != HandlerKind::Event)
+        .collect();
+    let handlers: Vec<Handler> = changing.iter().map(|b| b.handler.clone()).collect();
+    let mut out = Output {
+        fully_handled: true,
+        ..Output::default()
+    };
+    if handlers.is_empty() {
+        out.written_rv = write(env, res, &log, body, patch, None).await;
+        return out;
+    }
+
+    let settings = &env.settings;
+    let old = match settings.diffbase.fetch(body) {
+        Ok(old) => old.map(|o| settings.progress.clear(&o)),
+        Err(err) => {
+            refuse(
+                env,
+                res,
+                &log,
+                body,
+                &format!("The stored diff-base is unusable: {err}"),
+            )
+            .await;
+            return out;
+        }
+    };
+    let new = settings
+        .progress
+        .clear(&settings.diffbase.build(body, &res.extra_fields));
+    let diff = diff::diff(old.as_ref(), Some(&new));
+    let deleting = finalizer::deletion_ongoing(body);
+    let blocked = finalizer::is_blocked(body, &settings.finalizer);
+    let detected = cause::detect(Observation {
+        gone: false,
+        deletion_ongoing: deleting,
+        has_our_finalizer: blocked,
+        has_diffbase: old.is_some(),
+        changed: !diff.is_empty(),
+        initial: input.initial,
+    });
+    let view = CauseView {
+        reason: detected.reason().unwrap_or(Reason::Update),
+        initial: input.initial && detected != Cause::Handle(Reason::Create),
+        deleted: deleting,
+        body,
+        old: old.as_ref(),
+        new: Some(&new),
+    };
+    if !selection::any_prematch(&handlers, &view) {
+        // Blind to objects no handler could ever match: no state, no log lines.
+        out.written_rv = write(env, res, &log, body, patch, None).await;
+        return out;
+    }
+
+    let must_block = selection::requires_finalizer(&handlers, &view);
+    let mut finalizer_action = None;
+    let mut changing_cause = Some(detected);
+    if must_block && !blocked && !deleting {
+        log.debug("Adding the finalizer, thus preventing the actual deletion.");
+        finalizer_action = Some(FinalizerAction::Add);
+        changing_cause = None;
+    }
+    if !must_block && blocked {
+        log.debug("Removing the finalizer, as there are no handlers requiring it.");
+        finalizer_action = Some(FinalizerAction::Remove);
+        changing_cause = None;
+    }
+
+    let mut done_or_skip = false;
+    let mut views = Vec::new();
+    match changing_cause {
+        Some(Cause::Handle(reason)) => {
+            let ctx = CycleCtx {
+                env,
+                res,
+                log: &log,
+                body,
+                now,
+                reason,
+                old: old.as_ref(),
+                new: &new,
+                diff: &diff,
+            };
+            match handle(&ctx, &changing, &view, &mut predicted, &mut patch).await {
+                Ok(result) => {
+                    done_or_skip = result.done;
+                    out.delay = result.delay;
+                    views = result.views;
+                }
+                Err(message) => {
+                    refuse(env, res, &log, body, &message).await;
+                    return out;
+                }
+            }
+        }
+        Some(Cause::Free) => log.debug("Deletion, but we are done with it, and we do not care."),
+        Some(Cause::Noop) => {
+            log.debug("Something has changed, but we are not interested (the essence is the same).")
+        }
+        Some(Cause::Gone) | None => {}
+    }
+    if done_or_skip {
+        if old.as_ref().is_none_or(|o| !py_eq(o, &new)) {
+            settings.diffbase.store(body, &mut patch, &new);
+        }
+    } else if changing_cause.is_some() {
+        out.fully_handled = false;
+    }
+    if deleting && blocked && finalizer_action.is_none() && out.delay.is_none() && done_or_skip {
+        log.debug("Removing the finalizer, thus allowing the actual deletion.");
+        finalizer_action = Some(FinalizerAction::Remove);
+    }
+
+    if !patch.is_empty() {
+        settings.progress.touch(body, &mut patch, None);
+    }
+    out.written_rv = write(env, res, &log, body, patch, finalizer_action).await;
+    let phase = if deleting {
+        "deleting"
+    } else if views.iter().any(|v: &HandlerView| v.state == "failed") {
+        "failed"
+    } else if views.iter().any(|v| v.state == "retrying") {
+        "retrying"
+    } else if !out.fully_handled {
+        "in-progress"
+    } else {
+        "handled"
+    };
+    env.readmodel.upsert(ObjectView {
+        resource: res.served.name(),
+        namespace: namespace.to_owned(),
+        name: name.to_owned(),
+        uid: meta(body, "uid").to_owned(),
+        phase,
+        cause: match detected {
+            Cause::Handle(r) => r.as_str().to_owned(),
+            Cause::Free => "free".into(),
+            Cause::Noop => "noop".into(),
+            Cause::Gone => "gone".into(),
+        },
+        handlers: views,
+        updated: jiff::Timestamp::now().to_string(),
+    });
+    out
+}
+
+struct CycleCtx<'a> {
+    env: &'a Env,
+    res: &'a ResourceCtx,
+    log: &'a Log<'a>,
+    body: &'a Value,
+    now: Timestamp,
+    reason: Reason,
+    old: Option<&'a Value>,
+    new: &'a Value,
+    diff: &'a [DiffItem],
+}
+
+struct Handled {
+    done: bool,
+    delay: Option<Duration>,
+    views: Vec<HandlerView>,
+}
+
+/// Kopf's `process_changing_cause` for one of the handler reasons.
+async fn handle(
+    ctx: &CycleCtx<'_>,
+    changing: &[&Bound],
+    view: &CauseView<'_>,
+    predicted: &mut Value,
+    patch: &mut MergePatch,
+) -> Result<Handled, String> {
+    let CycleCtx {
+        env,
+        log,
+        body,
+        now,
+        reason,
+        ..
+    } = *ctx;
+    let storage = &env.settings.progress;
+    let handlers: Vec<Handler> = changing.iter().map(|b| b.handler.clone()).collect();
+    let selected = selection::select(&handlers, view);
+    let selected_ids: Vec<&str> = selected.iter().map(|h| h.id.as_str()).collect();
+    let owned: Vec<&str> = handlers.iter().map(|h| h.id.as_str()).collect();
+    let title = title(reason);
+
+    let mut state = State::load(storage, body, owned.iter().copied(), now)
+        .map_err(|(id, err)| format!("The progress record of {id:?} is unusable: {err}"))?
+        .with_purpose(reason, [])
+        .with_handlers(selected_ids.iter().copied(), now);
+    let extras = state.extras();
+    for (purpose, c) in &extras {
+        let extra_title = Reason::parse(purpose).map_or_else(|| format!("{purpose:?}"), title_of);
+        log.info(&format!(
+            "{} is superseded by {}: {} succeeded; {} failed; {} left to the moment.",
+            capitalize(&extra_title),
+            title,
+            c.success,
+            c.failure,
+            c.running
+        ));
+        state = state.with_purpose(reason, selected_ids.iter().copied());
+    }
+    if !state.extras().is_empty() {
+        state.purge(storage, body, patch, owned.iter().copied());
+    }
+
+    log.debug(&format!("{} is in progress: {}", capitalize(title), body));
+    if !ctx.diff.is_empty() && ctx.old.is_some() {
+        log.debug(&format!(
+            "{} diff: {}",
+            capitalize(title),
+            diff::to_value(ctx.diff)
+        ));
+    }
+    if selected.is_empty() {
+        return Ok(Handled {
+            done: true,
+            delay: None,
+            views: Vec::new(),
+        });
+    }
+
+    for bound in changing {
+        let handler = &bound.handler;
+        if !selected_ids.contains(&handler.id.as_str()) {
+            continue;
+        }
+        let Some(hs) = state.get(&handler.id).cloned() else {
+            continue;
+        };
+        if !hs.awakened(now) {
+            continue;
+        }
+        match run_one(ctx, bound, &hs, predicted, patch).await {
+            Some((verdict, subrefs)) => {
+                state.set(&handler.id, hs.with_verdict(&verdict, &subrefs, now));
+            }
+            None => {
+                // Not matched by a callback filter: as if not selected.
+                let mut passive = hs;
+                passive.active = false;
+                state.set(&handler.id, passive);
+            }
+        }
+    }
+    state.store(storage, body, patch);
+    let done = state.done();
+    let views = state
+        .handlers
+        .iter()
+        .filter(|(_, s)| s.active)
+        .map(|(id, s)| handler_view(id, s, now))
+        .collect();
+    if done {
+        let c = state.counts();
+        log.info(&format!(
+            "{} is processed: {} succeeded; {} failed.",
+            capitalize(title),
+            c.success,
+            c.failure
+        ));
+        state.purge(storage, body, patch, owned.iter().copied());
+    }
+    Ok(Handled {
+        done,
+        delay: if done { None } else { state.delay(now) },
+        views,
+    })
+}
+
+fn title_of(r: Reason) -> String {
+    title(r).to_owned()
+}
+
+fn handler_view(id: &str, s: &HandlerState, now: Timestamp) -> HandlerView {
+    HandlerView {
+        id: id.to_owned(),
+        state: if s.success {
+            "succeeded"
+        } else if s.failure {
+            "failed"
+        } else if s.retries > 0 || s.sleeping(now) {
+            "retrying"
+        } else {
+            "pending"
+        },
+        retries: s.retries,
+        started: Some(s.started.to_string()),
+        delayed: s.delayed.map(|d| d.to_string()),
+        message: s.message.clone(),
+        trace_id: None,
+    }
+}
+
+/// Calls one change handler and stores its sub-handlers' states. `None` means "not matched".
+async fn run_one(
+    ctx: &CycleCtx<'_>,
+    bound: &Bound,
+    hs: &HandlerState,
+    predicted: &mut Value,
+    patch: &mut MergePatch,
+) -> Option<(Verdict, Vec<String>)> {
+    let CycleCtx {
+        env,
+        res,
+        log,
+        body,
+        now,
+        reason,
+        ..
+    } = *ctx;
+    let handler = &bound.handler;
+    let storage = &env.settings.progress;
+    let progress = Progress {
+        retries: hs.retries,
+        runtime: hs.runtime(now),
+    };
+    log.debug(&format!("{} is invoked.", outcome::title(handler)));
+    if let Some(verdict) = outcome::precheck(handler, progress) {
+        report(env, res, log, body, handler, &verdict).await;
+        return Some((verdict, Vec::new()));
+    }
+    let subs =
+        State::load(storage, body, hs.subrefs.iter().map(String::as_str), now).unwrap_or_default();
+    let (old, new, diff) = field_view(handler, ctx.old, ctx.new, ctx.diff);
+    let call = Call {
+        handler_id: handler.id.clone(),
+        reason: Some(reason),
+        body: predicted.clone(),
+        old,
+        new,
+        diff,
+        retry: hs.retries,
+        started: Some(hs.started),
+        subhandlers: subs
+            .handlers
+            .iter()
+            .map(|(id, s)| SubRecord {
+                id: id.clone(),
+                started: Some(s.started),
+                retries: s.retries,
+                success: s.success,
+                failure: s.failure,
+                message: s.message.clone(),
+                delayed: s.delayed,
+            })
+            .collect(),
+        event_type: String::new(),
+        attempt_id: attempt_id(body, &handler.id, reason, hs.retries, ctx.new),
+        deadline: deadline(&handler.options, &env.settings, progress.runtime),
+        traceparent: None,
+    };
+    let started = Instant::now();
+    env.metrics.inflight(1);
+    let answer = bound.service.invoke(call).await;
+    env.metrics.inflight(-1);
+    let seconds = started.elapsed().as_secs_f64();
+    let (result, sub_outcomes) = match answer {
+        Ok(answer) => {
+            let Some(result) = answer.result else {
+                env.metrics.handler(&handler.id, "not_matched", seconds);
+                return None;
+            };
+            if let Some(handler_patch) = &answer.patch {
+                if let Err(problem) = check_handler_patch(handler_patch) {
+                    let verdict = outcome::judge(
+                        handler,
+                        progress,
+                        CallResult::Arbitrary {
+                            message: format!("The handler's patch is refused: {problem}"),
+                        },
+                        env.settings.default_backoff,
+                    );
+                    env.metrics.handler(&handler.id, "error", seconds);
+                    report(env, res, log, body, handler, &verdict).await;
+                    return Some((verdict, Vec::new()));
+                }
+                MergePatch::from_value(handler_patch.clone())
+                    .unwrap_or_default()
+                    .apply_to(predicted);
+                patch.merge_from(handler_patch);
+            }
+            post_events(env, log, body, &answer.events).await;
+            (result, answer.subhandlers)
+        }
+        Err(err) => (
+            CallResult::Arbitrary {
+                message: err.to_string(),
+            },
+            Vec::new(),
+        ),
+    };
+    let verdict = outcome::judge(handler, progress, result, env.settings.default_backoff);
+    env.metrics
+        .handler(&handler.id, outcome_label(&verdict), seconds);
+    report(env, res, log, body, handler, &verdict).await;
+    if let Some(value) = &verdict.result {
+        deliver_result(&handler.id, value, predicted, patch);
+    }
+
+    // Sub-handlers: their states are stored under their own ids, and listed in the parent.
+    let mut subs = subs;
+    let mut subrefs = Vec::new();
+    for (id, result) in sub_outcomes {
+        if !id.starts_with(&format!("{}/", handler.id)) {
+            log.error(&format!(
+                "{} reported a sub-handler {id:?} that is not its own; ignored.",
+                outcome::title(handler)
+            ));
+            continue;
+        }
+        let sub_state = subs
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(|| HandlerState::from_scratch(now, Some(reason)));
+        let sub_handler = Handler {
+            id: id.clone(),
+            kind: handler.kind,
+            filters: Default::default(),
+            has_callback_filters: false,
+            options: Options::default(),
+        };
+        let Some(result) = result else { continue };
+        let sub_progress = Progress {
+            retries: sub_state.retries,
+            runtime: sub_state.runtime(now),
+        };
+        let sub_verdict = outcome::judge(
+            &sub_handler,
+            sub_progress,
+            result,
+            env.settings.default_backoff,
+        );
+        log.at(sub_verdict.log.0, &sub_verdict.log.1);
+        if let Some(value) = &sub_verdict.result {
+            deliver_result(&id, value, predicted, patch);
+        }
+        subs.set(&id, sub_state.with_verdict(&sub_verdict, &[], now));
+        subrefs.push(id);
+    }
+    subs.store(storage, body, patch);
+    Some((verdict, subrefs))
+}
+
+/// For field handlers, old/new/diff are the field's, not the object's (Kopf's `adjust_cause`).
+fn field_view(
+    handler: &Handler,
+    old: Option<&Value>,
+    new: &Value,
+    full: &[DiffItem],
+) -> (Option<Value>, Option<Value>, Value) {
+    match &handler.filters.field {
+        Some(field) => (
+            old.and_then(|o| diff::resolve(o, field)).cloned(),
+            diff::resolve(new, field).cloned(),
+            diff::to_value(&diff::reduce(full, field)),
+        ),
+        None => (old.cloned(), Some(new.clone()), diff::to_value(full)),
+    }
+}
+
+fn deadline(options: &Options, settings: &Settings, runtime: Duration) -> Duration {
+    let mut d = options.call_timeout.unwrap_or(settings.call_timeout);
+    if let Some(total) = options.timeout {
+        d = d.min(total.saturating_sub(runtime).max(Duration::from_secs(1)));
+    }
+    d
+}
+
+fn outcome_label(v: &Verdict) -> &'static str {
+    match (v.finished, v.failure.is_some()) {
+        (true, false) => "success",
+        (true, true) => "failure",
+        (false, _) if v.message.is_some() => "retry",
+        (false, _) => "pending",
+    }
+}
+
+/// A stable id for this attempt: same object, handler, change and attempt → same id.
+fn attempt_id(body: &Value, handler: &str, reason: Reason, retry: u32, new: &Value) -> String {
+    let mut hasher = blake2::Blake2bVar::new(16).expect("16 is a valid blake2b output size");
+    for part in [
+        meta(body, "uid"),
+        handler,
+        reason.as_str(),
+        &retry.to_string(),
+        &crate::core::persistence::pyjson::dumps(new),
+    ] {
+        hasher.update(part.as_bytes());
+        hasher.update(&[0]);
+    }
+    let mut out = [0u8; 16];
+    hasher
+        .finalize_variable(&mut out)
+        .expect("the buffer has the configured size");
+    out.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Refuses handler patches that would change the object's identity.
+fn check_handler_patch(patch: &Value) -> Result<(), String> {
+    let m = patch.get("metadata");
+    for field in [
+        "name",
+        "namespace",
+        "uid",
+        "resourceVersion",
+        "generation",
+        "creationTimestamp",
+    ] {
+        if m.and_then(|m| m.get(field)).is_some() {
+            return Err(format!("it changes metadata.{field}"));
+        }
+    }
+    Ok(())
+}
+
+/// Kopf's `deliver_results`: a dict result is merged into `status.<id>`, anything else replaces it.
+fn deliver_result(id: &str, value: &Value, predicted: &mut Value, patch: &mut MergePatch) {
+    let fragment = json!({"status": {id: value}});
+    MergePatch::from_value(fragment.clone())
+        .unwrap_or_default()
+        .apply_to(predicted);
+    if value.is_object() {
+        patch.merge_from(&fragment);
+    } else {
+        patch.set(&["status", id], value.clone());
+    }
+}
+
+/// Logs a verdict, and posts an Event for errors so that users see them with `kubectl describe`.
+async fn report(
+    env: &Env,
+    res: &ResourceCtx,
+    log: &Log<'_>,
+    body: &Value,
+    _handler: &Handler,
+    verdict: &Verdict,
+) {
+    let _ = res;
+    log.at(verdict.log.0, &verdict.log.1);
+    if verdict.log.0 == Level::Error {
+        let reason = if verdict.failure.is_some() {
+            "HandlerFailed"
+        } else {
+            "HandlerRetrying"
+        };
+        events::post(
+            &env.client,
+            &env.metrics,
+            body,
+            "Warning",
+            reason,
+            &verdict.log.1,
+        )
+        .await;
+    }
+}
+
+async fn post_events(env: &Env, log: &Log<'_>, body: &Value, requests: &[EventRequest]) {
+    for e in requests {
+        let target = e.involved_object.as_ref().unwrap_or(body);
+        if !events::post(
+            &env.client,
+            &env.metrics,
+            target,
+            &e.type_,
+            &e.reason,
+            &e.message,
+        )
+        .await
+        {
+            log.debug(&format!("Failed to post an event: {}", e.message));
+        }
+    }
+}
+
+/// An object the core cannot handle as it is: say so where the user looks, change nothing.
+async fn refuse(env: &Env, res: &ResourceCtx, log: &Log<'_>, body: &Value, message: &str) {
+    log.error(&format!(
+        "{message} The object is left alone until it is fixed."
+    ));
+    events::post(
+        &env.client,
+        &env.metrics,
+        body,
+        "Warning",
+        "InvalidObject",
+        message,
+    )
+    .await;
+    env.readmodel.upsert(ObjectView {
+        resource: res.served.name(),
+        namespace: meta(body, "namespace").to_owned(),
+        name: meta(body, "name").to_owned(),
+        uid: meta(body, "uid").to_owned(),
+        phase: "failed",
+        cause: "invalid".into(),
+        handlers: vec![HandlerView {
+            id: "(object)".into(),
+            state: "failed",
+            retries: 0,
+            started: None,
+            delayed: None,
+            message: Some(message.to_owned()),
+            trace_id: None,
+        }],
+        updated: jiff::Timestamp::now().to_string(),
+    });
+}
+
+async fn run_event_handlers(
+    env: &Env,
+    res: &ResourceCtx,
+    log: &Log<'_>,
+    event_type: &'static str,
+    predicted: &mut Value,
+    patch: &mut MergePatch,
+) {
+    let body = predicted.clone();
+    let view = CauseView {
+        reason: Reason::Update,
+        initial: false,
+        deleted: finalizer::deletion_ongoing(&body),
+        body: &body,
+        old: None,
+        new: None,
+    };
+    for bound in res
+        .handlers
+        .iter()
+        .filter(|b| b.handler.kind == HandlerKind::Event)
+    {
+        let handler = &bound.handler;
+        if !selection::event_matches(handler, &view) {
+            continue;
+        }
+        let call = Call {
+            handler_id: handler.id.clone(),
+            reason: None,
+            body: body.clone(),
+            old: None,
+            new: None,
+            diff: json!([]),
+            retry: 0,
+            started: Some(Timestamp::now()),
+            subhandlers: Vec::new(),
+            event_type: event_type.to_owned(),
+            attempt_id: String::new(),
+            deadline: deadline(&handler.options, &env.settings, Duration::ZERO),
+            traceparent: None,
+        };
+        let started = Instant::now();
+        env.metrics.inflight(1);
+        let answer = bound.service.invoke(call).await;
+        env.metrics.inflight(-1);
+        let seconds = started.elapsed().as_secs_f64();
+        let title = outcome::title(handler);
+        match answer {
+            Ok(answer) => match answer.result {
+                Some(CallResult::Success(result)) => {
+                    env.metrics.handler(&handler.id, "success", seconds);
+                    log.info(&format!("{title} succeeded."));
+                    if let Some(p) = answer
+                        .patch
+                        .as_ref()
+                        .filter(|p| check_handler_patch(p).is_ok())
+                    {
+                        patch.merge_from(p);
+                    }
+                    if let Some(value) = result {
+                        deliver_result(&handler.id, &value, predicted, patch);
+                    }
+                    post_events(env, log, &body, &answer.events).await;
+                }
+                None => env.metrics.handler(&handler.id, "not_matched", seconds),
+                Some(other) => {
+                    env.metrics.handler(&handler.id, "failure", seconds);
+                    let message = match other {
+                        CallResult::Temporary { message, .. }
+                        | CallResult::Permanent { message }
+                        | CallResult::Arbitrary { message } => message,
+                        CallResult::Success(_) | CallResult::SubhandlersPending { .. } => {
+                            String::new()
+                        }
+                    };
+                    log.error(&format!(
+                        "{title} failed with an exception and will ignore it: {message}"
+                    ));
+                }
+            },
+            Err(err) => {
+                env.metrics.handler(&handler.id, "failure", seconds);
+                log.error(&format!(
+                    "{title} failed with an exception and will ignore it: {err}"
+                ));
+            }
+        }
+    }
+    let _ = res;
+}
+
+async fn write(
+    env: &Env,
+    res: &ResourceCtx,
+    log: &Log<'_>,
+    body: &Value,
+    patch: MergePatch,
+    finalizer: Option<FinalizerAction>,
+) -> Option<String> {
+    match patching::write(env, res, body, patch, finalizer).await {
+        Ok(rv) => rv,
+        Err(err) => {
+            log.error(&format!("Patching failed: {err}"));
+            events::post(
+                &env.client,
+                &env.metrics,
+                body,
+                "Warning",
+                "PatchFailed",
+                &err.to_string(),
+            )
+            .await;
+            None
+        }
+    }
+}

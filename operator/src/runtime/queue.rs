@@ -1,0 +1,260 @@
+//! One slot per object: only the latest state is handled, one worker per object at a time, a
+//! bound on workers overall; wake-ups for delayed handlers and for the consistency wait.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::{Notify, Semaphore};
+use tokio::time::Instant;
+
+use crate::runtime::processing::{self, Env, Input, ResourceCtx};
+
+/// An object's identity: resource index, namespace, name.
+pub type Key = (usize, String, String);
+
+/// What the watch saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seen {
+    /// Part of a (re)listing.
+    Listed,
+    /// Added or modified.
+    Applied,
+    /// Deleted from the cluster.
+    Deleted,
+}
+
+#[derive(Debug, Default)]
+struct Slot {
+    body: Option<Arc<Value>>,
+    events: Vec<&'static str>,
+    gone: bool,
+    dirty: bool,
+    running: bool,
+    initial: bool,
+    fully_handled: bool,
+    expect_rv: Option<(String, Instant)>,
+    wake_at: Option<Instant>,
+}
+
+/// The per-object queue and its workers.
+#[derive(Debug)]
+pub struct Queue {
+    slots: Mutex<HashMap<Key, Slot>>,
+    workers: Arc<Semaphore>,
+    env: Arc<Env>,
+    resources: Vec<Arc<ResourceCtx>>,
+    consistency_timeout: Duration,
+    stopping: AtomicBool,
+    running: AtomicUsize,
+    idle: Notify,
+}
+
+fn rv_of(body: &Value) -> Option<&str> {
+    body.pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+}
+
+impl Queue {
+    /// A queue over `resources` with at most `workers` cycles at a time.
+    pub fn new(
+        env: Arc<Env>,
+        resources: Vec<Arc<ResourceCtx>>,
+        workers: usize,
+        consistency_timeout: Duration,
+    ) -> Arc<Self> {
+        Arc::new(Queue {
+            slots: Mutex::default(),
+            workers: Arc::new(Semaphore::new(workers.max(1))),
+            env,
+            resources,
+            consistency_timeout,
+            stopping: AtomicBool::new(false),
+            running: AtomicUsize::new(0),
+            idle: Notify::new(),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Slot>> {
+        self.slots
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Takes a watch observation: the latest state wins; a worker runs if none does.
+    pub fn observe(self: &Arc<Self>, key: Key, body: Value, seen: Seen) {
+        let mut slots = self.lock();
+        let is_new = !slots.contains_key(&key);
+        if is_new {
+            self.env.metrics.objects(1);
+        }
+        let slot = slots.entry(key.clone()).or_default();
+        if is_new {
+            slot.initial = seen == Seen::Listed;
+        }
+        if let (Some((expected, _)), Some(rv)) = (&slot.expect_rv, rv_of(&body))
+            && expected == rv
+        {
+            slot.expect_rv = None;
+        }
+        slot.events.push(match seen {
+            Seen::Listed => "",
+            Seen::Applied if is_new => "ADDED",
+            Seen::Applied => "MODIFIED",
+            Seen::Deleted => "DELETED",
+        });
+        slot.gone = seen == Seen::Deleted;
+        slot.body = Some(Arc::new(body));
+        slot.dirty = true;
+        self.ensure_worker(&key, slot);
+    }
+
+    /// After a (re)listing: objects of that watch that were not listed are gone.
+    pub fn sweep(
+        self: &Arc<Self>,
+        resource: usize,
+        namespace: Option<&str>,
+        listed: &HashSet<Key>,
+    ) {
+        let mut slots = self.lock();
+        let missing: Vec<Key> = slots
+            .keys()
+            .filter(|k| {
+                k.0 == resource && namespace.is_none_or(|ns| k.1 == ns) && !listed.contains(*k)
+            })
+            .cloned()
+            .collect();
+        for key in missing {
+            if let Some(slot) = slots.get_mut(&key) {
+                slot.gone = true;
+                slot.dirty = true;
+                slot.events.push("DELETED");
+                self.ensure_worker(&key, slot);
+            }
+        }
+    }
+
+    fn ensure_worker(self: &Arc<Self>, key: &Key, slot: &mut Slot) {
+        if slot.running || self.stopping.load(Ordering::Relaxed) {
+            return;
+        }
+        slot.running = true;
+        self.running.fetch_add(1, Ordering::SeqCst);
+        let queue = Arc::clone(self);
+        let key = key.clone();
+        tokio::spawn(async move {
+            queue.work(key).await;
+            if queue.running.fetch_sub(1, Ordering::SeqCst) == 1 {
+                queue.idle.notify_waiters();
+            }
+        });
+    }
+
+    fn wake_later(self: &Arc<Self>, key: &Key, slot: &mut Slot, at: Instant) {
+        if slot.wake_at.is_some_and(|w| w <= at) {
+            return; // an earlier wake-up will re-plan
+        }
+        slot.wake_at = Some(at);
+        let queue = Arc::clone(self);
+        let key = key.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep_until(at).await;
+            let mut slots = queue.lock();
+            if let Some(slot) = slots.get_mut(&key)
+                && slot.wake_at == Some(at)
+            {
+                slot.wake_at = None;
+                slot.dirty = true;
+                queue.ensure_worker(&key, slot);
+            }
+        });
+    }
+
+    async fn work(self: &Arc<Self>, key: Key) {
+        self.env.metrics.queue(1);
+        let permit = Arc::clone(&self.workers).acquire_owned().await;
+        self.env.metrics.queue(-1);
+        let Ok(_permit) = permit else { return };
+        loop {
+            let input = {
+                let mut slots = self.lock();
+                let Some(slot) = slots.get_mut(&key) else {
+                    return;
+                };
+                if self.stopping.load(Ordering::Relaxed) || !slot.dirty {
+                    slot.running = false;
+                    return;
+                }
+                if let Some((_, deadline)) = slot.expect_rv
+                    && !slot.gone
+                {
+                    if Instant::now() < deadline {
+                        // Our own write has not come back through the watch yet.
+                        slot.running = false;
+                        self.wake_later(&key, slot, deadline);
+                        return;
+                    }
+                    slot.expect_rv = None;
+                }
+                slot.dirty = false;
+                let Some(body) = slot.body.clone() else {
+                    slot.running = false;
+                    return;
+                };
+                Input {
+                    body,
+                    gone: slot.gone,
+                    events: std::mem::take(&mut slot.events),
+                    initial: slot.initial && !slot.fully_handled,
+                }
+            };
+            let gone = input.gone;
+            let resource = &self.resources[key.0];
+            let out = processing::process(&self.env, resource, input).await;
+            let mut slots = self.lock();
+            if gone {
+                if slots.get(&key).is_some_and(|s| s.gone && !s.dirty) {
+                    slots.remove(&key);
+                    self.env.metrics.objects(-1);
+                    return;
+                }
+                continue;
+            }
+            let Some(slot) = slots.get_mut(&key) else {
+                return;
+            };
+            slot.fully_handled |= out.fully_handled;
+            if let Some(rv) = out.written_rv {
+                let seen_already = slot.body.as_deref().and_then(rv_of) == Some(rv.as_str());
+                if !seen_already {
+                    slot.expect_rv = Some((rv, Instant::now() + self.consistency_timeout));
+                }
+            }
+            if let Some(delay) = out.delay {
+                let at = Instant::now() + delay;
+                self.wake_later(&key, slot, at);
+            }
+        }
+    }
+
+    /// Stops taking work and waits (up to `grace`) for the cycles in flight to finish.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.stopping.store(true, Ordering::SeqCst);
+        let deadline = Instant::now() + grace;
+        while self.running.load(Ordering::SeqCst) > 0 {
+            let idle = self.idle.notified();
+            if self.running.load(Ordering::SeqCst) == 0 {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, idle).await.is_err() {
+                tracing::warn!(
+                    cycles = self.running.load(Ordering::SeqCst),
+                    "Cycles still running after the grace period; stopping anyway."
+                );
+                break;
+            }
+        }
+    }
+}

@@ -1,0 +1,340 @@
+//! The command line and the handlers it declares.
+//!
+//! Parsing is pure: [`parse_resource`] and [`parse_handler`] turn the `--resource` and
+//! `--handler` values into data, and [`Config`] checks them as a whole.
+
+use std::{collections::HashSet, net::SocketAddr, path::PathBuf};
+
+use clap::Parser;
+use operon_proto::v1::{ErrorsMode, HandlerKind, Options};
+
+use crate::duration::seconds_to_proto;
+
+/// `operon-example-handler`: an Operon handler service whose handlers do what the objects'
+/// `spec.behaviour.<handler id>` tells them to.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "operon-example-handler", version, about)]
+pub struct Cli {
+    /// The address to listen on (port 0 picks a free port; the bound address is printed).
+    #[arg(long, env = "OPERON_EXAMPLE_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+    /// The JSON-lines file to append one line to per handler execution.
+    #[arg(long, env = "OPERON_EXAMPLE_LEDGER")]
+    pub ledger: Option<PathBuf>,
+    /// The resource all handlers serve: GROUP/VERSION/PLURAL (an empty GROUP is the core group).
+    #[arg(long, value_parser = parse_resource)]
+    pub resource: ResourceSpec,
+    /// A handler: KIND:ID[=FIELD][,OPTION=VALUE...], KIND one of
+    /// create|update|delete|resume|field|event; FIELD (a dotted path) only for field handlers;
+    /// options: retries, timeout, backoff, call_timeout (seconds), errors
+    /// (temporary|permanent|ignored), optional, deleted (true|false).
+    #[arg(long = "handler", value_parser = parse_handler, required = true)]
+    pub handlers: Vec<HandlerSpec>,
+    /// Make every delete handler optional (it then causes no finalizer).
+    #[arg(long)]
+    pub optional_delete: bool,
+}
+
+/// The resource the handlers serve.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceSpec {
+    /// The API group; empty for the core group.
+    pub group: String,
+    /// The API version, e.g. `v1`.
+    pub version: String,
+    /// The plural name, e.g. `kopfexamples`.
+    pub plural: String,
+}
+
+/// One handler as declared on the command line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HandlerSpec {
+    /// The handler id: the key of its progress record and of `spec.behaviour.<id>`.
+    pub id: String,
+    /// The kind of handler.
+    pub kind: HandlerKind,
+    /// For field handlers: the dotted path of the field that must change.
+    pub field: Option<String>,
+    /// The handler's options, as announced in the manifest.
+    pub options: Options,
+}
+
+/// Parses `GROUP/VERSION/PLURAL` (or `VERSION/PLURAL` for the core group).
+pub fn parse_resource(value: &str) -> Result<ResourceSpec, String> {
+    let parts: Vec<&str> = value.split('/').collect();
+    let (group, version, plural) = match parts.as_slice() {
+        [group, version, plural] => (*group, *version, *plural),
+        [version, plural] => ("", *version, *plural),
+        _ => return Err(format!("expected GROUP/VERSION/PLURAL, got {value:?}")),
+    };
+    if version.is_empty() || plural.is_empty() {
+        return Err(format!(
+            "the version and the plural must not be empty in {value:?}"
+        ));
+    }
+    Ok(ResourceSpec {
+        group: group.to_owned(),
+        version: version.to_owned(),
+        plural: plural.to_owned(),
+    })
+}
+
+/// Parses `KIND:ID[=FIELD][,OPTION=VALUE...]`.
+pub fn parse_handler(value: &str) -> Result<HandlerSpec, String> {
+    let (kind, rest) = value
+        .split_once(':')
+        .ok_or_else(|| format!("expected KIND:ID[,OPTION=VALUE...], got {value:?}"))?;
+    let kind = parse_kind(kind)?;
+    let mut parts = rest.split(',');
+    let head = parts.next().unwrap_or_default();
+    let (id, field) = match head.split_once('=') {
+        Some((id, field)) => (id, Some(field)),
+        None => (head, None),
+    };
+    if id.is_empty() {
+        return Err(format!("the handler id is empty in {value:?}"));
+    }
+    let field = match (kind, field) {
+        (HandlerKind::Field, Some(field)) if !field.is_empty() => Some(field.to_owned()),
+        (HandlerKind::Field, _) => {
+            return Err(format!(
+                "a field handler needs field:ID=PATH, got {value:?}"
+            ));
+        }
+        (_, Some(_)) => return Err(format!("only field handlers take =PATH, got {value:?}")),
+        (_, None) => None,
+    };
+    let mut options = Options::default();
+    for option in parts {
+        apply_option(&mut options, option)?;
+    }
+    Ok(HandlerSpec {
+        id: id.to_owned(),
+        kind,
+        field,
+        options,
+    })
+}
+
+fn parse_kind(kind: &str) -> Result<HandlerKind, String> {
+    Ok(match kind {
+        "create" => HandlerKind::Create,
+        "update" => HandlerKind::Update,
+        "delete" => HandlerKind::Delete,
+        "resume" => HandlerKind::Resume,
+        "field" => HandlerKind::Field,
+        "event" => HandlerKind::Event,
+        _ => {
+            return Err(format!(
+                "unknown handler kind {kind:?} (expected create|update|delete|resume|field|event)"
+            ));
+        }
+    })
+}
+
+fn apply_option(options: &mut Options, option: &str) -> Result<(), String> {
+    let (key, value) = option
+        .split_once('=')
+        .ok_or_else(|| format!("expected OPTION=VALUE, got {option:?}"))?;
+    let seconds = || {
+        value
+            .parse::<f64>()
+            .ok()
+            .and_then(seconds_to_proto)
+            .ok_or_else(|| format!("{key} must be a non-negative number of seconds, got {value:?}"))
+    };
+    let flag = || {
+        value
+            .parse::<bool>()
+            .map_err(|_| format!("{key} must be true or false, got {value:?}"))
+    };
+    match key {
+        "retries" => {
+            let retries = value
+                .parse::<u32>()
+                .map_err(|_| format!("retries must be a whole number, got {value:?}"))?;
+            options.retries = Some(retries);
+        }
+        "timeout" => options.timeout = Some(seconds()?),
+        "backoff" => options.backoff = Some(seconds()?),
+        "call_timeout" => options.call_timeout = Some(seconds()?),
+        "errors" => {
+            let mode = match value {
+                "temporary" => ErrorsMode::Temporary,
+                "permanent" => ErrorsMode::Permanent,
+                "ignored" => ErrorsMode::Ignored,
+                _ => {
+                    return Err(format!(
+                        "errors must be temporary|permanent|ignored, got {value:?}"
+                    ));
+                }
+            };
+            options.set_errors(mode);
+        }
+        "optional" => options.optional = flag()?,
+        "deleted" => options.deleted = flag()?,
+        _ => {
+            return Err(format!(
+                "unknown handler option {key:?} (expected retries, timeout, backoff, \
+                 call_timeout, errors, optional, deleted)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The validated configuration of a running service.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The resource all handlers serve.
+    pub resource: ResourceSpec,
+    /// The handlers, in the order given.
+    pub handlers: Vec<HandlerSpec>,
+}
+
+impl Config {
+    /// Checks the handlers (ids are unique) and applies `--optional-delete`.
+    pub fn new(
+        resource: ResourceSpec,
+        mut handlers: Vec<HandlerSpec>,
+        optional_delete: bool,
+    ) -> Result<Self, String> {
+        let mut seen = HashSet::new();
+        for handler in &mut handlers {
+            if !seen.insert(handler.id.clone()) {
+                return Err(format!("the handler id {:?} is given twice", handler.id));
+            }
+            if optional_delete && handler.kind == HandlerKind::Delete {
+                handler.options.optional = true;
+            }
+        }
+        Ok(Self { resource, handlers })
+    }
+
+    /// The configuration the command line describes.
+    pub fn from_cli(cli: &Cli) -> Result<Self, String> {
+        Self::new(
+            cli.resource.clone(),
+            cli.handlers.clone(),
+            cli.optional_delete,
+        )
+    }
+
+    /// The handler with this id, if the service has it.
+    pub fn handler(&self, id: &str) -> Option<&HandlerSpec> {
+        self.handlers.iter().find(|handler| handler.id == id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resource_with_and_without_group() {
+        assert_eq!(
+            parse_resource("kopf.dev/v1/kopfexamples").unwrap(),
+            ResourceSpec {
+                group: "kopf.dev".into(),
+                version: "v1".into(),
+                plural: "kopfexamples".into()
+            }
+        );
+        let core = parse_resource("/v1/pods").unwrap();
+        assert_eq!((core.group.as_str(), core.plural.as_str()), ("", "pods"));
+        assert_eq!(parse_resource("v1/pods").unwrap(), core);
+        assert!(parse_resource("pods").is_err());
+        assert!(parse_resource("a/b/c/d").is_err());
+        assert!(parse_resource("g//p").is_err());
+    }
+
+    #[test]
+    fn plain_handler() {
+        let handler = parse_handler("create:create_fn").unwrap();
+        assert_eq!(handler.id, "create_fn");
+        assert_eq!(handler.kind, HandlerKind::Create);
+        assert_eq!(handler.field, None);
+        assert_eq!(handler.options, Options::default());
+    }
+
+    #[test]
+    fn handler_with_options() {
+        let handler = parse_handler(
+            "create:h1,retries=3,timeout=10,backoff=1.5,errors=permanent,call_timeout=2",
+        )
+        .unwrap();
+        assert_eq!(handler.options.retries, Some(3));
+        assert_eq!(handler.options.timeout.unwrap().seconds, 10);
+        let backoff = handler.options.backoff.unwrap();
+        assert_eq!((backoff.seconds, backoff.nanos), (1, 500_000_000));
+        assert_eq!(handler.options.errors(), ErrorsMode::Permanent);
+        assert_eq!(handler.options.call_timeout.unwrap().seconds, 2);
+    }
+
+    #[test]
+    fn field_handler() {
+        let handler = parse_handler("field:f1=spec.some.path,errors=ignored").unwrap();
+        assert_eq!(handler.kind, HandlerKind::Field);
+        assert_eq!(handler.id, "f1");
+        assert_eq!(handler.field.as_deref(), Some("spec.some.path"));
+        assert_eq!(handler.options.errors(), ErrorsMode::Ignored);
+        assert!(parse_handler("field:f1").is_err());
+        assert!(parse_handler("field:f1=").is_err());
+        assert!(parse_handler("create:c1=spec.x").is_err());
+    }
+
+    #[test]
+    fn bad_handlers() {
+        assert!(parse_handler("create").is_err());
+        assert!(parse_handler("create:").is_err());
+        assert!(parse_handler("timer:t1").is_err());
+        assert!(parse_handler("create:h1,retries=-1").is_err());
+        assert!(parse_handler("create:h1,timeout=soon").is_err());
+        assert!(parse_handler("create:h1,errors=loud").is_err());
+        assert!(parse_handler("create:h1,colour=blue").is_err());
+        assert!(parse_handler("create:h1,retries").is_err());
+    }
+
+    #[test]
+    fn optional_delete_and_duplicates() {
+        let resource = parse_resource("kopf.dev/v1/kopfexamples").unwrap();
+        let handlers = vec![
+            parse_handler("delete:d1").unwrap(),
+            parse_handler("create:c1").unwrap(),
+        ];
+        let config = Config::new(resource.clone(), handlers.clone(), true).unwrap();
+        assert!(config.handler("d1").unwrap().options.optional);
+        assert!(!config.handler("c1").unwrap().options.optional);
+        assert!(config.handler("nope").is_none());
+        let config = Config::new(resource.clone(), handlers, false).unwrap();
+        assert!(!config.handler("d1").unwrap().options.optional);
+        let twice = vec![
+            parse_handler("create:c1").unwrap(),
+            parse_handler("update:c1").unwrap(),
+        ];
+        assert!(Config::new(resource, twice, false).is_err());
+    }
+
+    #[test]
+    fn cli_parses() {
+        let cli = Cli::try_parse_from([
+            "operon-example-handler",
+            "--listen",
+            "127.0.0.1:0",
+            "--ledger",
+            "/tmp/ledger.jsonl",
+            "--resource",
+            "kopf.dev/v1/kopfexamples",
+            "--handler",
+            "create:c1",
+            "--handler",
+            "field:f1=spec.field",
+            "--optional-delete",
+        ])
+        .unwrap();
+        assert_eq!(cli.handlers.len(), 2);
+        assert!(cli.optional_delete);
+        assert_eq!(cli.listen.port(), 0);
+        assert!(Cli::try_parse_from(["x", "--resource", "g/v/p", "--handler", "bogus"]).is_err());
+    }
+}

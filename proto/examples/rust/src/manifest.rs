@@ -1,0 +1,84 @@
+//! The manifest that `Describe` answers.
+
+use operon_proto::v1::{Filters, Handler, Manifest, ResourceSelector};
+
+use crate::config::Config;
+
+/// The service's name in the manifest.
+pub const SERVICE_NAME: &str = "operon-example-handler";
+
+/// The contract revision this service was written against.
+pub const CONTRACT_REVISION: u32 = 1;
+
+/// The manifest of a service with this configuration: one handler per `--handler`, in order.
+pub fn manifest(config: &Config) -> Manifest {
+    let resource = ResourceSelector {
+        group: config.resource.group.clone(),
+        version: config.resource.version.clone(),
+        name: config.resource.plural.clone(),
+    };
+    let handlers = config
+        .handlers
+        .iter()
+        .map(|spec| Handler {
+            id: spec.id.clone(),
+            kind: spec.kind.into(),
+            resource: Some(resource.clone()),
+            filters: spec.field.as_ref().map(|field| Filters {
+                field: field.clone(),
+                ..Filters::default()
+            }),
+            options: Some(spec.options),
+        })
+        .collect();
+    Manifest {
+        service_name: SERVICE_NAME.into(),
+        contract_revision: CONTRACT_REVISION,
+        handlers,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use operon_proto::v1::HandlerKind;
+
+    use super::*;
+    use crate::config::{parse_handler, parse_resource};
+
+    #[test]
+    fn one_handler_per_declaration() {
+        let config = Config::new(
+            parse_resource("kopf.dev/v1/kopfexamples").unwrap(),
+            vec![
+                parse_handler("create:c1,retries=3").unwrap(),
+                parse_handler("field:f1=spec.field").unwrap(),
+                parse_handler("delete:d1").unwrap(),
+            ],
+            true,
+        )
+        .unwrap();
+        let manifest = manifest(&config);
+        assert_eq!(manifest.service_name, "operon-example-handler");
+        assert_eq!(manifest.contract_revision, 1);
+        let ids: Vec<&str> = manifest.handlers.iter().map(|h| h.id.as_str()).collect();
+        assert_eq!(ids, ["c1", "f1", "d1"]);
+        let [create, field, delete] = &manifest.handlers[..] else {
+            unreachable!()
+        };
+        assert_eq!(create.kind(), HandlerKind::Create);
+        assert_eq!(create.options.unwrap().retries, Some(3));
+        assert!(create.filters.is_none());
+        let resource = create.resource.as_ref().unwrap();
+        assert_eq!(
+            (
+                resource.group.as_str(),
+                resource.version.as_str(),
+                resource.name.as_str()
+            ),
+            ("kopf.dev", "v1", "kopfexamples")
+        );
+        assert_eq!(field.kind(), HandlerKind::Field);
+        assert_eq!(field.filters.as_ref().unwrap().field, "spec.field");
+        assert!(delete.options.unwrap().optional);
+    }
+}

@@ -1,0 +1,113 @@
+//! Binding, serving and shutting down.
+
+use std::{io, io::Write, net::SocketAddr, time::Duration};
+
+use anyhow::Context;
+use operon_proto::v1::handler_service_server::HandlerServiceServer;
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::oneshot,
+    task::JoinHandle,
+};
+use tonic::transport::{Server, server::TcpIncoming};
+
+use crate::{
+    config::{Cli, Config},
+    ledger::Ledger,
+    service::ExampleService,
+};
+
+/// How long in-flight calls may take to finish after SIGTERM/SIGINT.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// A server running in a task.
+#[derive(Debug)]
+pub struct RunningServer {
+    addr: SocketAddr,
+    shutdown: oneshot::Sender<()>,
+    task: JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+impl RunningServer {
+    /// The address the server is bound to (with the real port when asked for port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Waits until the server stops on its own (which only an error makes it do).
+    pub async fn finished(&mut self) -> anyhow::Result<()> {
+        (&mut self.task)
+            .await
+            .context("the server task failed")?
+            .context("the server failed")
+    }
+
+    /// Stops accepting calls and waits up to `grace` for the calls in flight.
+    pub async fn stop(self, grace: Duration) -> anyhow::Result<()> {
+        // The server may be gone already; then there is nobody to tell.
+        let _ = self.shutdown.send(());
+        let abort = self.task.abort_handle();
+        match tokio::time::timeout(grace, self.task).await {
+            Ok(finished) => finished
+                .context("the server task failed")?
+                .context("the server failed"),
+            Err(_) => {
+                eprintln!("calls still in flight after {grace:?}; stopping anyway");
+                abort.abort();
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Binds `listen` and serves `service` there in a new task.
+pub async fn start(listen: SocketAddr, service: ExampleService) -> io::Result<RunningServer> {
+    let incoming = TcpIncoming::bind(listen)?.with_nodelay(Some(true));
+    let addr = incoming.local_addr()?;
+    let (shutdown, stopped) = oneshot::channel::<()>();
+    let server = Server::builder()
+        .add_service(HandlerServiceServer::new(service))
+        .serve_with_incoming_shutdown(incoming, async {
+            // A dropped sender means shut down too.
+            let _ = stopped.await;
+        });
+    Ok(RunningServer {
+        addr,
+        shutdown,
+        task: tokio::spawn(server),
+    })
+}
+
+/// The one line on stdout that tells the bound address; flushed at once.
+pub fn announce(addr: SocketAddr) -> io::Result<()> {
+    let mut stdout = io::stdout().lock();
+    writeln!(stdout, "listening on {addr}")?;
+    stdout.flush()
+}
+
+async fn shutdown_signal() -> io::Result<()> {
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = interrupt.recv() => {}
+    }
+    Ok(())
+}
+
+/// Runs the service the command line describes until SIGTERM or SIGINT.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = Config::from_cli(&cli).map_err(anyhow::Error::msg)?;
+    let ledger = Ledger::new(cli.ledger.clone());
+    let service = ExampleService::new(config, ledger);
+    let mut server = start(cli.listen, service)
+        .await
+        .with_context(|| format!("cannot listen on {}", cli.listen))?;
+    announce(server.addr()).context("cannot write to stdout")?;
+    tokio::select! {
+        finished = server.finished() => return finished,
+        signal = shutdown_signal() => signal.context("cannot wait for signals")?,
+    }
+    eprintln!("shutting down");
+    server.stop(SHUTDOWN_GRACE).await
+}

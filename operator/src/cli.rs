@@ -10,8 +10,18 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "operon", version, about, long_about = None)]
 pub struct Cli {
+    /// Log lines as human-readable text or as one JSON object per line (for log shippers and
+    /// for SDKs that forward the core's lines into their own logging).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -88,7 +98,7 @@ struct HttpArgs {
 /// Parses the command line and runs the chosen command; the binary's whole `main`.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    init_logging(cli.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(err) => {
@@ -141,11 +151,16 @@ impl Cli {
     }
 }
 
-fn init_logging() {
+/// Logs to stderr; `OPERON_LOG` takes an `EnvFilter` directive (default: info, and the
+/// per-object lines of `kopf.objects` at debug, as `kopf run --verbose` shows them).
+fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("OPERON_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kopf.objects=debug"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
 }

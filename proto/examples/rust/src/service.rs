@@ -4,7 +4,11 @@
 //! no sense: a body that is not a JSON object (`InvalidArgument`), an unknown handler id
 //! (`NotFound`), a ledger that cannot be written (`Internal`).
 
-use std::{sync::Arc, time::SystemTime};
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::{Arc, Mutex},
+    time::SystemTime,
+};
 
 use operon_proto::v1::{
     ArbitraryError, DescribeRequest, Event, InvokeRequest, InvokeResponse, Manifest, NotMatched,
@@ -25,11 +29,40 @@ use crate::{
 /// The bytes answered as `patch_json` for `invalid_patch`: not JSON.
 pub const INVALID_PATCH: &[u8] = b"{not json";
 
+/// How many recent answers are remembered by attempt id.
+const REMEMBERED_ATTEMPTS: usize = 10_000;
+
+/// Recent answers by the core's attempt id: a repeated attempt (the core died before it could
+/// persist the outcome) is answered again without running the handler again.
+#[derive(Debug, Default)]
+struct Answers {
+    by_id: HashMap<String, InvokeResponse>,
+    order: VecDeque<String>,
+}
+
+impl Answers {
+    fn get(&self, id: &str) -> Option<InvokeResponse> {
+        self.by_id.get(id).cloned()
+    }
+
+    fn remember(&mut self, id: String, response: &InvokeResponse) {
+        if self.by_id.insert(id.clone(), response.clone()).is_none() {
+            self.order.push_back(id);
+        }
+        while self.order.len() > REMEMBERED_ATTEMPTS {
+            if let Some(old) = self.order.pop_front() {
+                self.by_id.remove(&old);
+            }
+        }
+    }
+}
+
 /// The example handler service.
 #[derive(Debug, Clone)]
 pub struct ExampleService {
     config: Arc<Config>,
     ledger: Ledger,
+    answers: Arc<Mutex<Answers>>,
 }
 
 impl ExampleService {
@@ -38,7 +71,14 @@ impl ExampleService {
         Self {
             config: Arc::new(config),
             ledger,
+            answers: Arc::default(),
         }
+    }
+
+    fn answers(&self) -> std::sync::MutexGuard<'_, Answers> {
+        self.answers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -73,6 +113,15 @@ impl HandlerService for ExampleService {
             )));
         }
         let body = parse_body(&request.body_json).map_err(Status::invalid_argument)?;
+        if !request.attempt_id.is_empty()
+            && let Some(answer) = self.answers().get(&request.attempt_id)
+        {
+            eprintln!(
+                "invoke {} retry {}: replayed attempt {}",
+                request.handler_id, request.retry, request.attempt_id
+            );
+            return Ok(Response::new(answer));
+        }
         let execution = Execution {
             handler: request.handler_id.clone(),
             object: ObjectIdentity::from_body(&body),
@@ -105,6 +154,9 @@ impl HandlerService for ExampleService {
             request.retry,
             describe_outcome(response.outcome.as_ref())
         );
+        if !request.attempt_id.is_empty() {
+            self.answers().remember(request.attempt_id.clone(), &response);
+        }
         Ok(Response::new(response))
     }
 }

@@ -529,3 +529,22 @@ async fn the_binary_announces_its_port_and_stops_on_sigterm() {
     assert_eq!(stdout.next_line().await.unwrap(), None);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test]
+async fn a_repeated_attempt_is_answered_again_without_running_the_handler() {
+    let mut harness = Harness::start("replay", &["create:c1"]).await;
+    let behaviour = json!({"c1": {"result": {"n": 1}}});
+    let mut first = request("c1", behaviour.clone(), 0);
+    first.attempt_id = "attempt-1".into();
+    let answer = harness.invoke(first.clone()).await;
+    // The core died before persisting: it asks again with the same attempt id.
+    let again = harness.invoke(first).await;
+    assert_eq!(answer, again);
+    assert_eq!(harness.ledger().len(), 1, "the handler ran once");
+    // A different attempt runs.
+    let mut next = request("c1", behaviour, 1);
+    next.attempt_id = "attempt-2".into();
+    harness.invoke(next).await;
+    assert_eq!(harness.ledger().len(), 2);
+    harness.stop().await;
+}

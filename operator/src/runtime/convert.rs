@@ -80,13 +80,22 @@ pub struct Registration {
     pub handler: Handler,
 }
 
+/// A validated manifest.
+#[derive(Debug, Clone, Default)]
+pub struct Registrations {
+    /// The handlers this core runs.
+    pub handlers: Vec<Registration>,
+    /// Handlers of kinds this core does not run yet (timers, daemons, sync, tasks): `(id, kind)`.
+    pub unsupported: Vec<(String, &'static str)>,
+}
+
 /// Validates a manifest into registrations.
 ///
 /// # Errors
 /// The first contract violation found.
-pub fn manifest(m: &pb::Manifest) -> Result<Vec<Registration>, Error> {
+pub fn manifest(m: &pb::Manifest) -> Result<Registrations, Error> {
     let mut seen = std::collections::BTreeSet::new();
-    let mut out = Vec::new();
+    let mut out = Registrations::default();
     for h in &m.handlers {
         if h.id.is_empty() {
             return Err(Error::EmptyId);
@@ -101,6 +110,15 @@ pub fn manifest(m: &pb::Manifest) -> Result<Vec<Registration>, Error> {
             Ok(pb::HandlerKind::Resume) => HandlerKind::Resume,
             Ok(pb::HandlerKind::Field) => HandlerKind::Field,
             Ok(pb::HandlerKind::Event) => HandlerKind::Event,
+            Ok(
+                kind @ (pb::HandlerKind::Timer
+                | pb::HandlerKind::Daemon
+                | pb::HandlerKind::Sync
+                | pb::HandlerKind::Task),
+            ) => {
+                out.unsupported.push((h.id.clone(), kind.as_str_name()));
+                continue;
+            }
             _ => {
                 return Err(Error::UnsupportedKind {
                     id: h.id.clone(),
@@ -115,7 +133,7 @@ pub fn manifest(m: &pb::Manifest) -> Result<Vec<Registration>, Error> {
             .ok_or_else(|| Error::NoResource(h.id.clone()))?;
         let filters = h.filters.clone().unwrap_or_default();
         let options = h.options.unwrap_or_default();
-        out.push(Registration {
+        out.handlers.push(Registration {
             selector: Selector {
                 group: resource.group.clone(),
                 version: resource.version.clone(),
@@ -423,7 +441,7 @@ mod tests {
             ..Default::default()
         })
         .unwrap();
-        let handler = &regs[0].handler;
+        let handler = &regs.handlers[0].handler;
         assert_eq!(handler.kind, HandlerKind::Field);
         assert_eq!(
             handler.filters.field,

@@ -191,7 +191,10 @@ pub async fn run(config: Config) -> Result<(), Error> {
             service: services[i].name().to_owned(),
             source,
         })?;
-        for reg in regs {
+        for (id, kind) in &regs.unsupported {
+            tracing::warn!(service = services[i].name(), handler = %id, kind, "This core does not run handlers of this kind yet; skipping it.");
+        }
+        for reg in regs.handlers {
             let list = by_selector.entry(reg.selector.clone()).or_default();
             if let Some((other, j)) = list.iter().find(|(r, _)| r.handler.id == reg.handler.id) {
                 return Err(Error::Conflict {

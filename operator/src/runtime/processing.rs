@@ -298,13 +298,11 @@ pub async fn process(env: &Env, res: &ResourceCtx, input: Input) -> Output {
         }
         Some(Cause::Gone) | None => {}
     }
-    if done_or_skip {
-        if old.as_ref().is_none_or(|o| !py_eq(o, &new)) {
-            settings.diffbase.store(body, &mut patch, &new);
-        }
-    } else if changing_cause.is_some() {
-        out.fully_handled = false;
+    if done_or_skip && old.as_ref().is_none_or(|o| !py_eq(o, &new)) {
+        settings.diffbase.store(body, &mut patch, &new);
     }
+    // Kopf's `fully_handled_once`: only a finished (or handler-less) cycle ends the resuming.
+    out.fully_handled = done_or_skip;
     if deleting && blocked && finalizer_action.is_none() && out.delay.is_none() && done_or_skip {
         log.debug("Removing the finalizer, thus allowing the actual deletion.");
         finalizer_action = Some(FinalizerAction::Remove);

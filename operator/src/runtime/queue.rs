@@ -57,6 +57,16 @@ fn rv_of(body: &Value) -> Option<&str> {
         .and_then(Value::as_str)
 }
 
+/// Whether a body at `seen` already reflects our write at `expected`. resourceVersions are
+/// opaque, but the API server's are etcd revisions: when both are numbers, a later one also
+/// contains our write; otherwise only equality counts.
+fn reflects(seen: &str, expected: &str) -> bool {
+    match (seen.parse::<u64>(), expected.parse::<u64>()) {
+        (Ok(seen), Ok(expected)) => seen >= expected,
+        _ => seen == expected,
+    }
+}
+
 impl Queue {
     /// A queue over `resources` with at most `workers` cycles at a time.
     pub fn new(
@@ -95,7 +105,7 @@ impl Queue {
             slot.initial = seen == Seen::Listed;
         }
         if let (Some((expected, _)), Some(rv)) = (&slot.expect_rv, rv_of(&body))
-            && expected == rv
+            && reflects(rv, expected)
         {
             slot.expect_rv = None;
         }
@@ -211,8 +221,23 @@ impl Queue {
                 }
             };
             let gone = input.gone;
-            let resource = &self.resources[key.0];
-            let out = processing::process(&self.env, resource, input).await;
+            let env = Arc::clone(&self.env);
+            let resource = Arc::clone(&self.resources[key.0]);
+            // A cycle that panics must not take the object's slot (or the core) with it.
+            let out = match tokio::spawn(async move {
+                processing::process(&env, &resource, input).await
+            })
+            .await
+            {
+                Ok(out) => out,
+                Err(err) => {
+                    tracing::error!(object = %format!("{}/{}", key.1, key.2), error = %err, "The handling cycle crashed; retrying in 10 seconds.");
+                    processing::Output {
+                        delay: Some(Duration::from_secs(10)),
+                        ..Default::default()
+                    }
+                }
+            };
             let mut slots = self.lock();
             if gone {
                 if slots.get(&key).is_some_and(|s| s.gone && !s.dirty) {
@@ -227,7 +252,11 @@ impl Queue {
             };
             slot.fully_handled |= out.fully_handled;
             if let Some(rv) = out.written_rv {
-                let seen_already = slot.body.as_deref().and_then(rv_of) == Some(rv.as_str());
+                let seen_already = slot
+                    .body
+                    .as_deref()
+                    .and_then(rv_of)
+                    .is_some_and(|seen| reflects(seen, &rv));
                 if !seen_already {
                     slot.expect_rv = Some((rv, Instant::now() + self.consistency_timeout));
                 }
@@ -256,5 +285,19 @@ impl Queue {
                 break;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reflects;
+
+    #[test]
+    fn later_resource_versions_reflect_our_write() {
+        assert!(reflects("10", "10"));
+        assert!(reflects("11", "10"));
+        assert!(!reflects("9", "10"));
+        assert!(reflects("abc", "abc"));
+        assert!(!reflects("abd", "abc"));
     }
 }

@@ -3,6 +3,8 @@
 //! The pages read a read model (filled by the running core, or by `operon dashboard`'s own watch of
 //! the cluster), never the API server directly. Start at [`router`].
 
+mod model;
 mod pages;
 
+pub use model::{HandlerView, ObjectView, Overview, ReadModel};
 pub use pages::router;

@@ -38,8 +38,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/v1/objects", get(objects))
         .route("/api/v1/events", get(events))
-        .with_state(shared)
-        .merge(operon_dashboard::router())
+        .with_state(Arc::clone(&shared))
+        .merge(operon_dashboard::router(shared))
 }
 
 async fn readyz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {

@@ -313,6 +313,23 @@ async fn shutdown_signal() {
     }
 }
 
+impl operon_dashboard::ReadModel for Shared {
+    fn objects(&self) -> Vec<operon_dashboard::ObjectView> {
+        self.readmodel.objects()
+    }
+
+    fn overview(&self) -> operon_dashboard::Overview {
+        operon_dashboard::Overview {
+            queue_depth: self.metrics.queue_depth(),
+            inflight_calls: self.metrics.inflight_calls(),
+        }
+    }
+
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<String> {
+        self.readmodel.subscribe()
+    }
+}
+
 /// Re-describes the services now and then; returns the name of one whose manifest changed.
 async fn watch_manifests(
     services: Vec<Arc<dyn Dispatch>>,

@@ -4,57 +4,11 @@
 use std::collections::BTreeMap;
 use std::sync::RwLock;
 
-use serde::Serialize;
 use tokio::sync::broadcast;
 
-/// One handler's state on one object.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct HandlerView {
-    /// Handler (or sub-handler) id.
-    pub id: String,
-    /// `pending`, `retrying`, `succeeded` or `failed`.
-    pub state: &'static str,
-    /// Attempts so far.
-    pub retries: u32,
-    /// First attempt (RFC 3339).
-    pub started: Option<String>,
-    /// Next attempt, when retrying (RFC 3339).
-    pub delayed: Option<String>,
-    /// Last error text.
-    pub message: Option<String>,
-    /// The trace id of the last attempt, if traced.
-    pub trace_id: Option<String>,
-}
+pub use operon_dashboard::{HandlerView, ObjectView, Overview};
 
-/// One object.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ObjectView {
-    /// `plural.group/version`.
-    pub resource: String,
-    /// Namespace (empty for cluster-wide objects).
-    pub namespace: String,
-    /// Name.
-    pub name: String,
-    /// UID.
-    pub uid: String,
-    /// `handled`, `in-progress`, `retrying`, `failed` or `deleting`.
-    pub phase: &'static str,
-    /// The last cycle's cause (`create`, `update`, `delete`, `resume`, `noop`…).
-    pub cause: String,
-    /// Handlers of the current (or last) cycle.
-    pub handlers: Vec<HandlerView>,
-    /// When this view last changed (RFC 3339).
-    pub updated: String,
-}
-
-impl ObjectView {
-    /// The key in the model.
-    pub fn key(&self) -> String {
-        format!("{}/{}/{}", self.resource, self.namespace, self.name)
-    }
-}
-
-/// The read model shared by the core and the HTTP listener.
+/// The read model shared by the core and the HTTP listener (dashboard and JSON API).
 #[derive(Debug)]
 pub struct ReadModel {
     objects: RwLock<BTreeMap<String, ObjectView>>,

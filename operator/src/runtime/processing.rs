@@ -312,18 +312,19 @@ pub async fn process(env: &Env, res: &ResourceCtx, input: Input) -> Output {
         settings.progress.touch(body, &mut patch, None);
     }
     out.written_rv = write(env, res, &log, body, patch, finalizer_action).await;
+    let handled = matches!(changing_cause, Some(Cause::Handle(_)));
     let phase = if deleting {
         "deleting"
     } else if views.iter().any(|v: &HandlerView| v.state == "failed") {
         "failed"
     } else if views.iter().any(|v| v.state == "retrying") {
         "retrying"
-    } else if !out.fully_handled {
+    } else if handled && !done_or_skip || changing_cause.is_none() {
         "in-progress"
     } else {
         "handled"
     };
-    env.readmodel.upsert(ObjectView {
+    let view = ObjectView {
         resource: res.served.name(),
         namespace: namespace.to_owned(),
         name: name.to_owned(),
@@ -337,7 +338,14 @@ pub async fn process(env: &Env, res: &ResourceCtx, input: Input) -> Output {
         },
         handlers: views,
         updated: jiff::Timestamp::now().to_string(),
-    });
+    };
+    if handled || deleting {
+        env.readmodel.upsert(view);
+    } else {
+        // A no-op or finalizer cycle says nothing new about the handlers: keep what the last
+        // handling cycle showed, and only introduce objects the model does not know yet.
+        env.readmodel.insert_if_absent(view);
+    }
     out
 }
 

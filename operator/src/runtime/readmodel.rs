@@ -42,6 +42,18 @@ impl ReadModel {
         }
     }
 
+    /// Stores a view only when the object is not known yet.
+    pub fn insert_if_absent(&self, view: ObjectView) {
+        let known = self
+            .objects
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains_key(&view.key());
+        if !known {
+            self.upsert(view);
+        }
+    }
+
     /// Forgets an object that is gone.
     pub fn remove(&self, resource: &str, namespace: &str, name: &str) {
         let key = format!("{resource}/{namespace}/{name}");

@@ -183,11 +183,13 @@ impl Queue {
     }
 
     async fn work(self: &Arc<Self>, key: Key) {
-        self.env.metrics.queue(1);
-        let permit = Arc::clone(&self.workers).acquire_owned().await;
-        self.env.metrics.queue(-1);
-        let Ok(_permit) = permit else { return };
         loop {
+            // One cycle per permit: a busy object goes to the back of the (FIFO) line after
+            // each cycle, so it never starves the others.
+            self.env.metrics.queue(1);
+            let permit = Arc::clone(&self.workers).acquire_owned().await;
+            self.env.metrics.queue(-1);
+            let Ok(_permit) = permit else { return };
             let input = {
                 let mut slots = self.lock();
                 let Some(slot) = slots.get_mut(&key) else {

@@ -37,6 +37,13 @@ fi
 (cd sdk-python-compat && "$venv/bin/python" -m pytest -p no:cacheprovider)
 
 if [ "$e2e" = 1 ]; then
+  step "Kopf from PyPI, for the expected values of the format tests (tests/kopf/)"
+  venv_kopf="$CACHE/venv-kopf"
+  if [ ! -x "$venv_kopf/bin/python" ]; then
+    python3 -m venv "$venv_kopf"
+  fi
+  "$venv_kopf/bin/python" -m pip install -q --disable-pip-version-check "kopf==1.45.2"
+
   step "the local control plane (tests/cluster/up.sh)"
   eval "$(tests/cluster/up.sh)"
   step "end-to-end tests on the real control plane ($KUBECONFIG)"

@@ -109,6 +109,8 @@ chmod 600 "$KUBECONFIG_OUT" "$DIR/kcm.kubeconfig"
 start() { # name args...
   local name=$1; shift
   log "starting $name"
+  # The exact command line, NUL-separated, for restart-apiserver.sh (tests restart components).
+  printf '%s\0' "$BIN/$name" "$@" > "$DIR/$name.cmdline"
   nohup "$BIN/$name" "$@" > "$DIR/logs/$name.log" 2>&1 < /dev/null &
   echo $! > "$DIR/$name.pid"
 }

@@ -16,8 +16,8 @@ pub enum Error {
     /// A handler has no id.
     #[error("a handler has an empty id")]
     EmptyId,
-    /// Two handlers share an id.
-    #[error("handler id {0:?} is used twice")]
+    /// Two handlers of the same kind share an id.
+    #[error("handler id {0:?} is used twice for the same kind")]
     DuplicateId(String),
     /// A handler's kind is unknown to this core.
     #[error("handler {id:?} has an unknown or unsupported kind ({kind})")]
@@ -100,7 +100,9 @@ pub fn manifest(m: &pb::Manifest) -> Result<Registrations, Error> {
         if h.id.is_empty() {
             return Err(Error::EmptyId);
         }
-        if !seen.insert(h.id.clone()) {
+        // One function under several decorators (`@on.resume` + `@on.create`) is one id with
+        // several kinds: one progress record, run at most once per cycle (Kopf's dedup).
+        if !seen.insert((h.id.clone(), h.kind)) {
             return Err(Error::DuplicateId(h.id.clone()));
         }
         let kind = match pb::HandlerKind::try_from(h.kind) {
@@ -248,10 +250,32 @@ pub struct Answer {
     pub result: Option<CallResult>,
     /// A merge patch for the object (a JSON object), if any.
     pub patch: Option<Value>,
-    /// Sub-handler outcomes, by full id.
-    pub subhandlers: Vec<(String, Option<CallResult>)>,
+    /// Sub-handler outcomes.
+    pub subhandlers: Vec<SubAnswer>,
     /// Events to post.
     pub events: Vec<EventRequest>,
+}
+
+/// What a sub-handler did in its parent's call.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SubResult {
+    /// It ran with this result.
+    Ran(CallResult),
+    /// It was selected but did not run in this call: record its start.
+    Selected,
+    /// A callback filter said no.
+    NotMatched,
+}
+
+/// One sub-handler's part of an answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubAnswer {
+    /// Full id (`parent/sub`).
+    pub id: String,
+    /// What it did.
+    pub result: SubResult,
+    /// Its own options, for judging its result.
+    pub options: Options,
 }
 
 /// An Event a handler asks the core to post.
@@ -286,10 +310,19 @@ pub fn answer(r: pb::InvokeResponse) -> Result<Answer, Error> {
         .subhandlers
         .into_iter()
         .map(|s| {
-            Ok((
-                s.id.clone(),
-                outcome(&format!("sub-handler {:?}", s.id), s.outcome)?,
-            ))
+            let what = format!("sub-handler {:?}", s.id);
+            let result = match s.outcome {
+                None => SubResult::Selected,
+                Some(o) => match outcome(&what, Some(o))? {
+                    Some(result) => SubResult::Ran(result),
+                    None => SubResult::NotMatched,
+                },
+            };
+            Ok(SubAnswer {
+                options: convert_options(&s.id, s.options.unwrap_or_default())?,
+                id: s.id,
+                result,
+            })
         })
         .collect::<Result<_, Error>>()?;
     let events = r
@@ -398,6 +431,14 @@ mod tests {
             ..Default::default()
         };
         assert!(matches!(manifest(&m), Err(Error::DuplicateId(_))));
+        // The same id under another kind is one function with two decorators.
+        let mut resume = h("a");
+        resume.kind = pb::HandlerKind::Resume as i32;
+        let m = pb::Manifest {
+            handlers: vec![h("a"), resume],
+            ..Default::default()
+        };
+        assert_eq!(manifest(&m).unwrap().handlers.len(), 2);
         let mut bad = h("b");
         bad.resource = None;
         let m = pb::Manifest {

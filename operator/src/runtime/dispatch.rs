@@ -82,6 +82,8 @@ pub struct Call {
     pub deadline: Duration,
     /// W3C traceparent to propagate, if any.
     pub traceparent: Option<String>,
+    /// The resource as resolved by the core.
+    pub resource: Option<pb::ResolvedResource>,
 }
 
 /// Something that runs handlers: a handler service.
@@ -183,6 +185,7 @@ impl Dispatch for GrpcService {
                 .collect(),
             event_type: call.event_type,
             attempt_id: call.attempt_id,
+            resource: call.resource,
         });
         request.set_timeout(deadline);
         if let Some(tp) = call

@@ -196,7 +196,10 @@ pub async fn run(config: Config) -> Result<(), Error> {
         }
         for reg in regs.handlers {
             let list = by_selector.entry(reg.selector.clone()).or_default();
-            if let Some((other, j)) = list.iter().find(|(r, _)| r.handler.id == reg.handler.id) {
+            if let Some((other, j)) = list
+                .iter()
+                .find(|(r, j)| r.handler.id == reg.handler.id && *j != i)
+            {
                 return Err(Error::Conflict {
                     id: other.handler.id.clone(),
                     resource: reg.selector.to_string(),

@@ -19,7 +19,7 @@ use crate::core::persistence::pyjson::py_eq;
 use crate::core::persistence::{DiffBaseStorage, ProgressStorage};
 use crate::core::selection::{self, CauseView};
 use crate::core::state::{HandlerState, State};
-use crate::runtime::convert::EventRequest;
+use crate::runtime::convert::{EventRequest, SubResult};
 use crate::runtime::discovery::Served;
 use crate::runtime::dispatch::{Call, Dispatch, SubRecord};
 use crate::runtime::events;
@@ -386,8 +386,19 @@ async fn handle(
     let storage = &env.settings.progress;
     let handlers: Vec<Handler> = changing.iter().map(|b| b.handler.clone()).collect();
     let selected = selection::select(&handlers, view);
-    let selected_ids: Vec<&str> = selected.iter().map(|h| h.id.as_str()).collect();
-    let owned: Vec<&str> = handlers.iter().map(|h| h.id.as_str()).collect();
+    // One function under several decorators is one id: one record, at most one run per cycle.
+    let mut selected_ids: Vec<&str> = Vec::new();
+    for h in &selected {
+        if !selected_ids.contains(&h.id.as_str()) {
+            selected_ids.push(h.id.as_str());
+        }
+    }
+    let mut owned: Vec<&str> = Vec::new();
+    for h in &handlers {
+        if !owned.contains(&h.id.as_str()) {
+            owned.push(h.id.as_str());
+        }
+    }
     let title = title(reason);
 
     let mut state = State::load(storage, body, owned.iter().copied(), now)
@@ -427,11 +438,16 @@ async fn handle(
         });
     }
 
+    let mut ran: Vec<&str> = Vec::new();
     for bound in changing {
         let handler = &bound.handler;
-        if !selected_ids.contains(&handler.id.as_str()) {
+        let chosen = selected
+            .iter()
+            .any(|h| h.id == handler.id && h.kind == handler.kind);
+        if !chosen || ran.contains(&handler.id.as_str()) {
             continue;
         }
+        ran.push(handler.id.as_str());
         let Some(hs) = state.get(&handler.id).cloned() else {
             continue;
         };
@@ -556,6 +572,7 @@ async fn run_one(
         attempt_id: attempt_id(body, &handler.id, reason, hs.retries, ctx.new),
         deadline: deadline(&handler.options, &env.settings, progress.runtime),
         traceparent: None,
+        resource: Some(resolved(res)),
     };
     let started = Instant::now();
     env.metrics.inflight(1);
@@ -597,18 +614,12 @@ async fn run_one(
             Vec::new(),
         ),
     };
-    let verdict = outcome::judge(handler, progress, result, env.settings.default_backoff);
-    env.metrics
-        .handler(&handler.id, outcome_label(&verdict), seconds);
-    report(env, res, log, body, handler, &verdict).await;
-    if let Some(value) = &verdict.result {
-        deliver_result(&handler.id, value, predicted, patch);
-    }
-
-    // Sub-handlers: their states are stored under their own ids, and listed in the parent.
+    // Sub-handlers first (Kopf logs them before their parent): their states are stored under
+    // their own ids and listed in the parent's `subrefs`.
     let mut subs = subs;
     let mut subrefs = Vec::new();
-    for (id, result) in sub_outcomes {
+    for sub in sub_outcomes {
+        let id = sub.id;
         if !id.starts_with(&format!("{}/", handler.id)) {
             log.error(&format!(
                 "{} reported a sub-handler {id:?} that is not its own; ignored.",
@@ -616,28 +627,40 @@ async fn run_one(
             ));
             continue;
         }
-        let sub_state = subs
-            .get(&id)
-            .cloned()
-            .unwrap_or_else(|| HandlerState::from_scratch(now, Some(reason)));
+        let sub_state = subs.get(&id).cloned().unwrap_or_else(|| {
+            let mut fresh = HandlerState::from_scratch(now, Some(reason));
+            fresh.active = true;
+            fresh
+        });
+        let result = match sub.result {
+            SubResult::NotMatched => continue,
+            SubResult::Selected => {
+                // Recorded now, so that its `started` (and timeout) begin with the parent's call.
+                subs.set(&id, sub_state);
+                subrefs.push(id);
+                continue;
+            }
+            SubResult::Ran(result) => result,
+        };
         let sub_handler = Handler {
             id: id.clone(),
             kind: handler.kind,
             filters: Default::default(),
             has_callback_filters: false,
-            options: Options::default(),
+            options: sub.options,
         };
-        let Some(result) = result else { continue };
         let sub_progress = Progress {
             retries: sub_state.retries,
             runtime: sub_state.runtime(now),
         };
-        let sub_verdict = outcome::judge(
-            &sub_handler,
-            sub_progress,
-            result,
-            env.settings.default_backoff,
-        );
+        let sub_verdict = outcome::precheck(&sub_handler, sub_progress).unwrap_or_else(|| {
+            outcome::judge(
+                &sub_handler,
+                sub_progress,
+                result,
+                env.settings.default_backoff,
+            )
+        });
         log.at(sub_verdict.log.0, &sub_verdict.log.1);
         if let Some(value) = &sub_verdict.result {
             deliver_result(&id, value, predicted, patch);
@@ -645,8 +668,27 @@ async fn run_one(
         subs.set(&id, sub_state.with_verdict(&sub_verdict, &[], now));
         subrefs.push(id);
     }
+
+    let verdict = outcome::judge(handler, progress, result, env.settings.default_backoff);
+    env.metrics
+        .handler(&handler.id, outcome_label(&verdict), seconds);
+    report(env, res, log, body, handler, &verdict).await;
+    if let Some(value) = &verdict.result {
+        deliver_result(&handler.id, value, predicted, patch);
+    }
     subs.store(storage, body, patch);
     Some((verdict, subrefs))
+}
+
+fn resolved(res: &ResourceCtx) -> operon_proto::v1::ResolvedResource {
+    let r = &res.served.resource;
+    operon_proto::v1::ResolvedResource {
+        group: r.group.clone(),
+        version: r.version.clone(),
+        plural: r.plural.clone(),
+        kind: r.kind.clone(),
+        namespaced: res.served.namespaced,
+    }
 }
 
 /// For field handlers, old/new/diff are the field's, not the object's (Kopf's `adjust_cause`).
@@ -855,6 +897,7 @@ async fn run_event_handlers(
             attempt_id: String::new(),
             deadline: deadline(&handler.options, &env.settings, Duration::ZERO),
             traceparent: None,
+            resource: Some(resolved(res)),
         };
         let started = Instant::now();
         env.metrics.inflight(1);

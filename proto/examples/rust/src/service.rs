@@ -155,7 +155,8 @@ impl HandlerService for ExampleService {
             describe_outcome(response.outcome.as_ref())
         );
         if !request.attempt_id.is_empty() {
-            self.answers().remember(request.attempt_id.clone(), &response);
+            self.answers()
+                .remember(request.attempt_id.clone(), &response);
         }
         Ok(Response::new(response))
     }
@@ -203,6 +204,7 @@ impl ExampleService {
                         response.subhandlers.push(SubhandlerOutcome {
                             id: full_id,
                             outcome: to_outcome(sub_verdict),
+                            options: None,
                         });
                     }
                 }

@@ -1,0 +1,87 @@
+//! The binaries under test, built once per test process.
+//!
+//! [`binaries`] runs `cargo build -p operon -p operon-example-handler` the first time it is
+//! called (later callers wait for that build) and returns the paths in the workspace's target
+//! directory (`CARGO_TARGET_DIR` if set, else `<repo>/target`), debug profile.
+//! Set `OPERON_E2E_SKIP_BUILD=1` to use whatever binaries are there.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, bail};
+use tokio::sync::OnceCell;
+
+use crate::plane::repo_root;
+
+/// Paths of the built binaries.
+#[derive(Debug, Clone)]
+pub struct Binaries {
+    /// The core, `operon` (crate `operon`).
+    pub operon: PathBuf,
+    /// The scriptable handler service, `operon-example-handler` (proto/examples/rust).
+    pub example_handler: PathBuf,
+}
+
+static BINARIES: OnceCell<Binaries> = OnceCell::const_new();
+
+/// The target directory of the workspace: `CARGO_TARGET_DIR` (relative to the repository root
+/// when relative), else `<repo>/target`.
+pub fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => {
+            let dir = PathBuf::from(dir);
+            if dir.is_absolute() {
+                dir
+            } else {
+                repo_root().join(dir)
+            }
+        }
+        _ => repo_root().join("target"),
+    }
+}
+
+/// Builds the binaries on first use (once per test process) and returns their paths.
+///
+/// # Panics
+/// When the build fails; the message carries cargo's output.
+pub async fn binaries() -> &'static Binaries {
+    BINARIES
+        .get_or_init(|| async {
+            tokio::task::spawn_blocking(build)
+                .await
+                .expect("the build task panicked")
+                .unwrap_or_else(|err| panic!("cannot build the binaries under test: {err:#}"))
+        })
+        .await
+}
+
+fn build() -> anyhow::Result<Binaries> {
+    let root = repo_root();
+    let debug = target_dir().join("debug");
+    let binaries = Binaries {
+        operon: debug.join("operon"),
+        example_handler: debug.join("operon-example-handler"),
+    };
+    if std::env::var_os("OPERON_E2E_SKIP_BUILD").is_none() {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        eprintln!("[e2e] building operon and operon-example-handler (cargo build)…");
+        let output = Command::new(&cargo)
+            .current_dir(root)
+            .args(["build", "-p", "operon", "-p", "operon-example-handler"])
+            .output()
+            .with_context(|| format!("running {}", Path::new(&cargo).display()))?;
+        if !output.status.success() {
+            bail!(
+                "cargo build failed ({}):\n{}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+    }
+    for path in [&binaries.operon, &binaries.example_handler] {
+        if !path.is_file() {
+            bail!("{} does not exist after the build", path.display());
+        }
+    }
+    Ok(binaries)
+}

@@ -540,7 +540,7 @@ async fn run_one(
     };
     log.debug(&format!("{} is invoked.", outcome::title(handler)));
     if let Some(verdict) = outcome::precheck(handler, progress) {
-        report(env, res, log, body, handler, &verdict).await;
+        report(env, log, body, progress.retries, &verdict).await;
         return Some((verdict, Vec::new()));
     }
     let subs =
@@ -596,7 +596,7 @@ async fn run_one(
                         env.settings.default_backoff,
                     );
                     env.metrics.handler(&handler.id, "error", seconds);
-                    report(env, res, log, body, handler, &verdict).await;
+                    report(env, log, body, progress.retries, &verdict).await;
                     return Some((verdict, Vec::new()));
                 }
                 MergePatch::from_value(handler_patch.clone())
@@ -672,7 +672,7 @@ async fn run_one(
     let verdict = outcome::judge(handler, progress, result, env.settings.default_backoff);
     env.metrics
         .handler(&handler.id, outcome_label(&verdict), seconds);
-    report(env, res, log, body, handler, &verdict).await;
+    report(env, log, body, progress.retries, &verdict).await;
     if let Some(value) = &verdict.result {
         deliver_result(&handler.id, value, predicted, patch);
     }
@@ -776,33 +776,30 @@ fn deliver_result(id: &str, value: &Value, predicted: &mut Value, patch: &mut Me
     }
 }
 
-/// Logs a verdict, and posts an Event for errors so that users see them with `kubectl describe`.
-async fn report(
-    env: &Env,
-    res: &ResourceCtx,
-    log: &Log<'_>,
-    body: &Value,
-    _handler: &Handler,
-    verdict: &Verdict,
-) {
-    let _ = res;
+/// Logs a verdict, and posts an Event for errors so that users see them with `kubectl describe`:
+/// for a handler's first failure in a cycle and for its final failure — not for every retry,
+/// which would flood the API server with Events for a handler that retries every second.
+async fn report(env: &Env, log: &Log<'_>, body: &Value, retries: u32, verdict: &Verdict) {
     log.at(verdict.log.0, &verdict.log.1);
-    if verdict.log.0 == Level::Error {
-        let reason = if verdict.failure.is_some() {
-            "HandlerFailed"
-        } else {
-            "HandlerRetrying"
-        };
-        events::post(
-            &env.client,
-            &env.metrics,
-            body,
-            "Warning",
-            reason,
-            &verdict.log.1,
-        )
-        .await;
+    if verdict.log.0 != Level::Error {
+        return;
     }
+    let reason = if verdict.failure.is_some() {
+        "HandlerFailed"
+    } else if retries == 0 {
+        "HandlerRetrying"
+    } else {
+        return;
+    };
+    events::post(
+        &env.client,
+        &env.metrics,
+        body,
+        "Warning",
+        reason,
+        &verdict.log.1,
+    )
+    .await;
 }
 
 async fn post_events(env: &Env, log: &Log<'_>, body: &Value, requests: &[EventRequest]) {

@@ -5,71 +5,12 @@ use std::time::Duration;
 
 use futures_util::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::ConfigMap;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{
-    ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
-    WatchEvent, WatchParams,
+    DeleteParams, DynamicObject, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
 };
-use kube::{Api, Client, ResourceExt};
-use operon_e2e::{apply_yaml, plane, wait_for, with_temp_ns};
+use kube::{Api, ResourceExt};
+use operon_e2e::{install_widget_crd, plane, wait_for, widget_resource, with_temp_ns};
 use serde_json::json;
-
-const CRD: &str = r#"
-apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata:
-  name: widgets.smoke.operon.dev
-spec:
-  group: smoke.operon.dev
-  scope: Namespaced
-  names: {plural: widgets, singular: widget, kind: Widget}
-  versions:
-  - name: v1
-    served: true
-    storage: true
-    subresources: {status: {}}
-    schema:
-      openAPIV3Schema:
-        type: object
-        properties:
-          spec: {type: object, x-kubernetes-preserve-unknown-fields: true}
-          status: {type: object, x-kubernetes-preserve-unknown-fields: true}
-"#;
-
-fn widget_resource() -> ApiResource {
-    ApiResource::from_gvk(&GroupVersionKind::gvk("smoke.operon.dev", "v1", "Widget"))
-}
-
-/// Installs the Widget CRD (idempotent) and waits until it is established.
-async fn install_crd(client: &Client) {
-    apply_yaml(client, "default", CRD)
-        .await
-        .expect("applying the CRD");
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    wait_for(
-        "the Widget CRD to be established",
-        Duration::from_secs(30),
-        || async {
-            let crd = crds.get("widgets.smoke.operon.dev").await?;
-            let established = crd
-                .status
-                .and_then(|s| s.conditions)
-                .unwrap_or_default()
-                .iter()
-                .any(|c| c.type_ == "Established" && c.status == "True");
-            Ok::<_, kube::Error>(established.then_some(()))
-        },
-    )
-    .await;
-    // Discovery may lag establishment by a moment: wait until a list works.
-    let widgets: Api<DynamicObject> = Api::all_with(client.clone(), &widget_resource());
-    wait_for(
-        "Widgets to be listable",
-        Duration::from_secs(30),
-        || async { widgets.list(&Default::default()).await.map(|_| Some(())) },
-    )
-    .await;
-}
 
 fn rv(object: &DynamicObject) -> u64 {
     object
@@ -91,7 +32,7 @@ async fn the_api_server_is_a_real_kubernetes_of_the_pinned_release() {
 #[tokio::test]
 async fn custom_resources_are_created_patched_watched_and_deleted_in_order() {
     with_temp_ns("smoke-crud", |client, ns| async move {
-        install_crd(&client).await;
+        install_widget_crd(&client).await;
         let widgets: Api<DynamicObject> =
             Api::namespaced_with(client.clone(), &ns, &widget_resource());
 
@@ -105,7 +46,7 @@ async fn custom_resources_are_created_patched_watched_and_deleted_in_order() {
             .boxed();
 
         let obj: DynamicObject = serde_json::from_value(json!({
-            "apiVersion": "smoke.operon.dev/v1", "kind": "Widget",
+            "apiVersion": "e2e.operon.dev/v1", "kind": "Widget",
             "metadata": {"name": "w1"},
             "spec": {"replicas": 3}
         }))

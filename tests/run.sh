@@ -28,24 +28,29 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "Rust unit tests (everything but the end-to-end crate)"
 cargo test --workspace --exclude operon-e2e --locked
 
-step "Python tests (sdk-python-compat)"
-venv="$CACHE/venv-sdk"
-if [ ! -x "$venv/bin/python" ]; then
-  python3 -m venv "$venv"
-fi
-"$venv/bin/python" -m pip install -q --disable-pip-version-check -e "./sdk-python-compat[test]"
-(cd sdk-python-compat && "$venv/bin/python" -m pytest -p no:cacheprovider)
-
 if [ "$e2e" = 1 ]; then
+  step "the local control plane (tests/cluster/up.sh)"
+  eval "$(tests/cluster/up.sh)"
   step "Kopf from PyPI, for the expected values of the format tests (tests/kopf/)"
   venv_kopf="$CACHE/venv-kopf"
   if [ ! -x "$venv_kopf/bin/python" ]; then
     python3 -m venv "$venv_kopf"
   fi
   "$venv_kopf/bin/python" -m pip install -q --disable-pip-version-check "kopf==1.45.2"
+fi
 
-  step "the local control plane (tests/cluster/up.sh)"
-  eval "$(tests/cluster/up.sh)"
+step "Python tests (sdk-python-compat; its end-to-end test uses the plane when it is up)"
+venv="$CACHE/venv-sdk"
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv"
+fi
+"$venv/bin/python" -m pip install -q --disable-pip-version-check -e "./sdk-python-compat[test]"
+# The core the SDK's `kopf run` starts: the one this checkout just built.
+target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+cargo build -q -p operon --locked
+(cd sdk-python-compat && OPERON_BIN="$target_dir/debug/operon" "$venv/bin/python" -m pytest -p no:cacheprovider)
+
+if [ "$e2e" = 1 ]; then
   step "end-to-end tests on the real control plane ($KUBECONFIG)"
   cargo test -p operon-e2e --locked -- --test-threads 4
 fi

@@ -1,0 +1,207 @@
+"""
+The registry as an operon.v1 ``Manifest``: what the core watches and which handlers it calls.
+
+Everything the core can evaluate itself goes into the manifest declaratively: the resource, the
+handler's kind, label/annotation/field/value/old/new filters made of literals and
+``kopf.PRESENT``/``kopf.ABSENT``, and the options. Whatever it cannot --- callables in any
+filter (``when=``, ``labels={'x': fn}``, ``value=fn``) or values that are not JSON --- is left
+out of the manifest and marked with ``has_callback_filters``: this process evaluates the handler's
+full filters at call time and answers "not matched" (see :mod:`kopf._core.reactor.handling`).
+
+# Caveats
+- Selectors that name no resource (``kopf.EVERYTHING``, callables, ``category=``) cannot be
+  told to the core yet: such handlers are skipped, with a warning.
+- Several registrations under one id with different kinds (``@kopf.on.create`` and
+  ``@kopf.on.resume`` stacked on one function, as Kopf deduplicates them) are all sent; the core
+  calls the one of the cause's reason. The same id registered twice for one kind: only the first.
+- Indexers and admission webhooks are not served by the core yet: skipped, with a warning.
+"""
+import dataclasses
+import datetime
+import json
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from google.protobuf import duration_pb2
+
+from kopf._cogs import refs
+from kopf._core import model
+from kopf._core.registry import OperatorRegistry
+from kopf._proto.operon.v1 import handler_pb2 as pb
+
+logger = logging.getLogger('kopf._core.reactor.manifests')
+
+CONTRACT_REVISION = 1
+
+_ERRORS_MODES: Mapping[model.ErrorsMode | None, pb.ErrorsMode] = {
+    None: pb.ERRORS_MODE_UNSPECIFIED,
+    model.ErrorsMode.TEMPORARY: pb.ERRORS_MODE_TEMPORARY,
+    model.ErrorsMode.PERMANENT: pb.ERRORS_MODE_PERMANENT,
+    model.ErrorsMode.IGNORED: pb.ERRORS_MODE_IGNORED,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Skipped:
+    """ A handler that the manifest cannot carry, and why. """
+    handler_id: str
+    reason: str
+
+
+@dataclasses.dataclass
+class ManifestBuild:
+    manifest: pb.Manifest
+    skipped: list[Skipped] = dataclasses.field(default_factory=list)
+
+
+def duration(seconds: float | datetime.timedelta) -> duration_pb2.Duration:
+    """ Seconds (or a timedelta) on the wire; negative values are clamped to zero. """
+    total = seconds.total_seconds() if isinstance(seconds, datetime.timedelta) else float(seconds)
+    total = max(0.0, total)
+    whole = int(total)
+    return duration_pb2.Duration(seconds=whole, nanos=int(round((total - whole) * 1e9)) % 1_000_000_000)
+
+
+def resource_selector(selector: refs.Selector | None) -> pb.ResourceSelector | None:
+    """ Kopf's selector in the core's kubectl-style terms, or ``None`` if it names no resource. """
+    if selector is None or selector.fn is not None or selector.category is not None:
+        return None
+    if isinstance(selector.any_name, refs.Marker):
+        return None
+    name = selector.plural or selector.singular or selector.kind or selector.shortcut or selector.any_name
+    if not isinstance(name, str) or not name:
+        return None
+    group = selector.group or ''
+    version = selector.version or ''
+    if selector.group == '' and not version:
+        version = 'v1'  # an explicitly empty group is the core group, which has only v1.
+    return pb.ResourceSelector(group=group, version=version, name=name)
+
+
+def value_filter(value: Any) -> tuple[pb.ValueFilter | None, bool]:
+    """ A declarative value filter, and whether the SDK must check this value at call time. """
+    if value is None:
+        return None, False
+    if value is model.PRESENT:
+        return pb.ValueFilter(present=True), False
+    if value is model.ABSENT:
+        return pb.ValueFilter(absent=True), False
+    if callable(value):
+        return None, True
+    try:
+        encoded = json.dumps(value, separators=(',', ':'), allow_nan=False)
+    except (TypeError, ValueError):
+        return None, True
+    return pb.ValueFilter(equals_json=encoded.encode('utf-8')), False
+
+
+def build_filters(handler: model.Handler) -> pb.Filters:
+    result = pb.Filters()
+    callback = handler.when is not None
+    for target, pattern in ((result.labels, handler.labels), (result.annotations, handler.annotations)):
+        for key, value in (pattern or {}).items():
+            vf, cb = value_filter(value)
+            callback = callback or cb
+            if vf is not None:
+                target[key].CopyFrom(vf)
+    if handler.field:
+        result.field = '.'.join(handler.field)
+        vf, cb = value_filter(handler.value)
+        callback = callback or cb
+        if vf is not None:
+            result.value.CopyFrom(vf)
+        if handler.is_changing:
+            for name in ('old', 'new'):
+                vf, cb = value_filter(getattr(handler, name))
+                callback = callback or cb
+                if vf is not None:
+                    getattr(result, name).CopyFrom(vf)
+    result.has_callback_filters = callback
+    return result
+
+
+def build_options(handler: model.Handler) -> pb.Options:
+    options = pb.Options()
+    if handler.retries is not None:
+        options.retries = max(0, int(handler.retries))
+    if handler.timeout is not None:
+        options.timeout.CopyFrom(duration(handler.timeout))
+    if handler.backoff is not None:
+        options.backoff.CopyFrom(duration(handler.backoff))
+    options.errors = _ERRORS_MODES.get(handler.errors, pb.ERRORS_MODE_UNSPECIFIED)
+    if handler.is_changing:
+        options.optional = handler.kind == 'delete' and not handler.requires_finalizer
+        options.deleted = bool(handler.deleted)
+    if isinstance(handler.initial_delay, (int, float)):
+        options.initial_delay.CopyFrom(duration(handler.initial_delay))
+    if handler.interval is not None:
+        options.interval.CopyFrom(duration(handler.interval))
+    if handler.idle is not None:
+        options.idle.CopyFrom(duration(handler.idle))
+    if handler.kind == 'timer':
+        options.sharp = bool(handler.sharp)
+    if handler.cancellation_timeout is not None:
+        options.cancellation_timeout.CopyFrom(duration(handler.cancellation_timeout))
+    return options
+
+
+_KINDS: Mapping[str, pb.HandlerKind] = {
+    'create': pb.HANDLER_KIND_CREATE, 'update': pb.HANDLER_KIND_UPDATE, 'delete': pb.HANDLER_KIND_DELETE,
+    'resume': pb.HANDLER_KIND_RESUME, 'field': pb.HANDLER_KIND_FIELD, 'event': pb.HANDLER_KIND_EVENT,
+    'timer': pb.HANDLER_KIND_TIMER, 'daemon': pb.HANDLER_KIND_DAEMON,
+}
+
+
+def handler_kind(handler: model.Handler) -> pb.HandlerKind | None:
+    return _KINDS.get(handler.kind)
+
+
+def served_handlers(registry: OperatorRegistry) -> Iterable[model.Handler]:
+    """ The handlers the core may call, in the order of registration. """
+    return [handler for handler in registry if handler.kind in _KINDS]
+
+
+def build_manifest(
+        registry: OperatorRegistry,
+        *,
+        service_name: str = 'kopf',
+) -> ManifestBuild:
+    manifest = pb.Manifest(service_name=service_name, contract_revision=CONTRACT_REVISION)
+    build = ManifestBuild(manifest=manifest)
+    seen: dict[tuple[str, int], model.Handler] = {}
+    for handler in served_handlers(registry):
+        kind = handler_kind(handler)
+        resource = resource_selector(handler.selector)
+        if kind is None:
+            build.skipped.append(Skipped(handler.id, "its kind is not known to the Operon contract"))
+            continue
+        if resource is None:
+            build.skipped.append(Skipped(handler.id, f"its resource selector {handler.selector!r} names "
+                                                     f"no specific resource (not supported on Operon yet)"))
+            continue
+        if (handler.id, kind) in seen:
+            if seen[handler.id, kind].fn is not handler.fn:
+                build.skipped.append(Skipped(handler.id, "another handler of this kind is registered with "
+                                                         "the same id; only the first registration is served"))
+            continue
+        seen[handler.id, kind] = handler
+        manifest.handlers.append(pb.Handler(
+            id=handler.id,
+            kind=kind,
+            resource=resource,
+            filters=build_filters(handler),
+            options=build_options(handler),
+        ))
+    for indexer in registry.of_kinds('index'):
+        build.skipped.append(Skipped(indexer.id, "indexing handlers are not supported on Operon yet "
+                                                 "(their index kwargs stay empty)"))
+    for webhook in registry.of_kinds('validate', 'mutate'):
+        build.skipped.append(Skipped(webhook.id, "admission webhooks are not served on Operon yet"))
+    return build
+
+
+def warn_skipped(build: ManifestBuild, log: Callable[[str], None] | None = None) -> None:
+    log = log if log is not None else logger.warning
+    for skipped in build.skipped:
+        log(f"Handler {skipped.handler_id!r} is not served: {skipped.reason}.")

@@ -1,0 +1,448 @@
+"""
+Running an operator: Kopf's ``kopf.run()`` / ``kopf.operator()``, on Operon.
+
+An operator here is two processes: this one serves the handlers over gRPC (and runs the
+activities: login, startup, cleanup, probes), and the Operon core (``operon``), started as a
+child, watches the cluster and calls the handlers. Both stop together: on SIGINT/SIGTERM or the
+stop-flag, the core is stopped first (it finishes the cycles in flight), then the handler
+service, then the cleanup handlers run. If the core dies, the operator stops with an error.
+
+``serve()`` is the same without the core: only the handler service, on a given address, for
+a core that runs elsewhere (a sidecar, another Deployment).
+"""
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import tempfile
+import threading
+import warnings
+from collections.abc import Collection, Coroutine, Iterator, Sequence
+from typing import Any
+
+from kopf._cogs import credentials, process, refs, settings as settings_, views
+from kopf._core import activities, model, posting, registry as registries
+from kopf._core.reactor import handling, manifests
+from kopf._transport import core as corep
+from kopf._transport import corelogs, server
+
+logger = logging.getLogger(__name__)
+
+# How long the core may take to stop after SIGTERM before it is killed (its own grace is 30 s).
+CORE_STOP_TIMEOUT = 40.0
+
+
+class OperatorError(Exception):
+    """ The operator cannot start or has failed; the message says why. """
+
+
+def run(
+        *,
+        loop: asyncio.AbstractEventLoop | None = None,
+        lifecycle: model.LifeCycleFn | None = None,
+        indexers: object | None = None,
+        registry: registries.OperatorRegistry | None = None,
+        settings: settings_.OperatorSettings | None = None,
+        memories: object | None = None,
+        insights: object | None = None,
+        identity: object | None = None,
+        standalone: bool | None = None,
+        priority: int | None = None,
+        peering_name: str | None = None,
+        liveness_endpoint: str | None = None,
+        clusterwide: bool = False,
+        namespaces: Collection[refs.NamespacePattern] = (),
+        namespace: refs.NamespacePattern | None = None,  # deprecated
+        stop_flag: process.Flag | None = None,
+        ready_flag: process.Flag | None = None,
+        vault: object | None = None,
+        memo: object | None = None,
+        _command: Coroutine[None, None, None] | None = None,
+) -> None:
+    """
+    Run the whole operator synchronously: the handler service and the Operon core.
+
+    If the loop is not specified, the operator runs in a new event loop (``asyncio.run``).
+    """
+    coro = operator(
+        lifecycle=lifecycle, indexers=indexers, registry=registry, settings=settings,
+        memories=memories, insights=insights, identity=identity, standalone=standalone,
+        priority=priority, peering_name=peering_name, liveness_endpoint=liveness_endpoint,
+        clusterwide=clusterwide, namespaces=namespaces, namespace=namespace,
+        stop_flag=stop_flag, ready_flag=ready_flag, vault=vault, memo=memo, _command=_command,
+    )
+    try:
+        if loop is not None:
+            loop.run_until_complete(coro)
+        else:
+            asyncio.run(coro)
+    except asyncio.CancelledError:
+        pass
+
+
+async def operator(
+        *,
+        lifecycle: model.LifeCycleFn | None = None,
+        indexers: object | None = None,
+        registry: registries.OperatorRegistry | None = None,
+        settings: settings_.OperatorSettings | None = None,
+        memories: object | None = None,
+        insights: object | None = None,
+        identity: object | None = None,
+        standalone: bool | None = None,
+        priority: int | None = None,
+        peering_name: str | None = None,
+        liveness_endpoint: str | None = None,
+        clusterwide: bool = False,
+        namespaces: Collection[refs.NamespacePattern] = (),
+        namespace: refs.NamespacePattern | None = None,  # deprecated
+        stop_flag: process.Flag | None = None,
+        ready_flag: process.Flag | None = None,
+        vault: object | None = None,
+        memo: object | None = None,
+        _command: Coroutine[None, None, None] | None = None,
+) -> None:
+    """
+    Run the whole operator asynchronously: the handler service and the Operon core.
+
+    # Errors
+    :class:`OperatorError` if the core cannot be found or started, or exits unexpectedly;
+    :class:`kopf._core.engines.activities.ActivityError` if the startup handlers fail.
+
+    # Caveats
+    Kopf's peering options (``priority``, ``peering_name``) are accepted and ignored: the core
+    runs standalone (leader election is the core's business). ``indexers``, ``memories``,
+    ``insights``, ``identity`` and ``vault`` are Kopf's internals and are ignored.
+    """
+    if _command is not None:
+        _command.close()
+        raise OperatorError("`kopf freeze`/`kopf resume` (peering) are not supported on Operon.")
+    if namespaces and namespace:
+        raise TypeError("Either namespaces= or namespace= can be passed. Got both.")
+    elif namespace:
+        warnings.warn("namespace= is deprecated; use namespaces=[...]", DeprecationWarning)
+        namespaces = [namespace]
+    if clusterwide and namespaces:
+        raise TypeError("The operator can be either cluster-wide or namespaced, not both.")
+    if not clusterwide and not namespaces:
+        warnings.warn("Absence of either namespaces or cluster-wide flag will become an error soon."
+                      " For now, switching to the cluster-wide mode for backward compatibility.",
+                      FutureWarning)
+        clusterwide = True
+    for pattern in namespaces:
+        if not isinstance(pattern, str) or any(c in pattern for c in '*?!,'):
+            raise OperatorError(f"Namespace patterns are not supported on Operon yet: {pattern!r}; "
+                                f"list the namespaces one by one (-n NS -n NS…).")
+    if peering_name is not None or priority is not None:
+        logger.warning("Peering is not supported on Operon: the operator runs standalone.")
+
+    async with _Operator(
+        lifecycle=lifecycle, registry=registry, settings=settings, memo=memo,
+        liveness_endpoint=liveness_endpoint, stop_flag=stop_flag, ready_flag=ready_flag,
+    ) as op:
+        await op.run(core_args=dict(
+            clusterwide=clusterwide, namespaces=list(namespaces), standalone=bool(standalone)))
+
+
+async def serve(
+        *,
+        listen: str,
+        lifecycle: model.LifeCycleFn | None = None,
+        registry: registries.OperatorRegistry | None = None,
+        settings: settings_.OperatorSettings | None = None,
+        memo: object | None = None,
+        liveness_endpoint: str | None = None,
+        stop_flag: process.Flag | None = None,
+        ready_flag: process.Flag | None = None,
+) -> None:
+    """
+    Serve the handlers only (no core) on ``listen`` (``HOST:PORT``), until stopped.
+    """
+    async with _Operator(
+        lifecycle=lifecycle, registry=registry, settings=settings, memo=memo,
+        liveness_endpoint=liveness_endpoint, stop_flag=stop_flag, ready_flag=ready_flag,
+        listen=listen,
+    ) as op:
+        await op.run(core_args=None)
+
+
+class _Operator:
+    """ One run of an operator: activities, the handler service, the core, the shutdown. """
+
+    def __init__(
+            self,
+            *,
+            lifecycle: model.LifeCycleFn | None,
+            registry: registries.OperatorRegistry | None,
+            settings: settings_.OperatorSettings | None,
+            memo: object | None,
+            liveness_endpoint: str | None,
+            stop_flag: process.Flag | None,
+            ready_flag: process.Flag | None,
+            listen: str = '127.0.0.1:0',
+    ) -> None:
+        super().__init__()
+        self.registry = registry if registry is not None else registries.get_default_registry()
+        self.settings = settings if settings is not None else settings_.OperatorSettings()
+        self.memo = memo if memo is not None else views.Memo()
+        self.lifecycle = lifecycle
+        self.liveness_endpoint = liveness_endpoint
+        self.stop_flag = stop_flag
+        self.ready_flag = ready_flag
+        self.listen = listen
+        self.indices = handling.indices_of(self.registry)
+        self.kubeconfig_path: str | None = None
+        self._stopping: asyncio.Future[str] | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._signals: list[signal.Signals] = []
+
+    async def __aenter__(self) -> "_Operator":
+        posting.set_default_settings(self.settings)
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        loop = asyncio.get_running_loop()
+        for signum in self._signals:
+            with contextlib.suppress(Exception):
+                loop.remove_signal_handler(signum)
+        if self.kubeconfig_path is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.kubeconfig_path)
+        posting.set_default_settings(None)
+
+    # -- stopping ---------------------------------------------------------------------------------
+
+    def _install_stoppers(self) -> asyncio.Future[str]:
+        loop = asyncio.get_running_loop()
+        stopping: asyncio.Future[str] = loop.create_future()
+
+        def stop(why: str) -> None:
+            if not stopping.done():
+                stopping.set_result(why)
+
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                try:
+                    loop.add_signal_handler(signum, stop, f"Signal {signum.name!s} is received.")
+                    self._signals.append(signum)
+                except (NotImplementedError, RuntimeError, ValueError):
+                    logger.warning("OS signals are ignored: can't add signal handler.")
+        else:
+            logger.warning("OS signals are ignored: running not in the main thread.")
+
+        if self.stop_flag is not None:
+            async def wait_stop_flag() -> None:
+                assert self.stop_flag is not None
+                result = await process.wait_flag(self.stop_flag)
+                stop("Stop-flag is raised." if result is None else f"Stop-flag is set to {result!r}.")
+            self._tasks.append(asyncio.create_task(wait_stop_flag(), name='stop-flag waiter'))
+        self._stopping = stopping
+        return stopping
+
+    # -- the run ----------------------------------------------------------------------------------
+
+    async def run(self, *, core_args: dict[str, Any] | None) -> None:
+        stopping = self._install_stoppers()
+        logger.debug("Starting Kopf's API on Operon.")
+        build = manifests.build_manifest(self.registry)
+        manifests.warn_skipped(build)
+
+        await self._authenticate()
+        await self._activity(model.Activity.STARTUP)
+
+        backend = handling.OperatorBackend(
+            registry=self.registry, settings=self.settings, memo=self.memo, lifecycle=self.lifecycle,
+            service_name=_service_name())
+        grpc_server = server.HandlerServer(backend, self.listen)
+        await grpc_server.start()
+        core_process: corep.CoreProcess | None = None
+        core_exit: asyncio.Task[int] | None = None
+        failure: BaseException | None = None
+        try:
+            logger.debug(f"Serving the handlers at {grpc_server.address} (operon.v1 gRPC).")
+            if self.liveness_endpoint:
+                self._tasks.append(asyncio.create_task(activities.health_reporter(
+                    self.liveness_endpoint, memo=self.memo, indices=self.indices,
+                    registry=self.registry, settings=self.settings), name='health reporter'))
+            if core_args is not None:
+                core_process = self._core_process(grpc_server.address, **core_args)
+                logger.debug(f"Starting the Operon core: {' '.join(core_process.argv)}")
+                try:
+                    await core_process.start()
+                except OSError as e:
+                    raise OperatorError(f"Cannot start the Operon core ({core_process.argv[0]}): {e}") from e
+                core_exit = asyncio.create_task(core_process.wait(), name='operon core')
+
+            await process.raise_flag(self.ready_flag)
+
+            waited: set[asyncio.Future[Any]] = {stopping}
+            if core_exit is not None:
+                waited.add(core_exit)
+            await asyncio.wait(waited, return_when=asyncio.FIRST_COMPLETED)
+            if stopping.done():
+                logger.info(f"{stopping.result()} Operator is stopping.")
+            elif core_exit is not None and core_exit.done():
+                code = core_exit.result()
+                failure = OperatorError(f"The Operon core has exited unexpectedly with exit code {code}.")
+                logger.error(str(failure))
+        except BaseException as e:
+            failure = e
+            raise
+        finally:
+            if core_process is not None and core_process.returncode is None:
+                await asyncio.shield(core_process.stop(timeout=CORE_STOP_TIMEOUT))
+            await grpc_server.stop(grace=1.0)
+            if not isinstance(failure, asyncio.CancelledError):
+                await self._activity(model.Activity.CLEANUP, raise_errors=failure is None)
+        if failure is not None:
+            raise failure
+
+    async def _activity(self, activity: model.Activity, raise_errors: bool = True) -> dict[Any, Any]:
+        try:
+            return await activities.run_activity(
+                lifecycle=model.all_at_once,
+                registry=self.registry,
+                settings=self.settings,
+                activity=activity,
+                indices=self.indices,
+                memo=self.memo,
+            )
+        except activities.ActivityError:
+            if raise_errors:
+                raise
+            logger.exception(f"The {activity.value} activity has failed.")
+            return {}
+
+    async def _authenticate(self) -> None:
+        """
+        Kopf's initial authentication: the login handlers run once.
+
+        With no ``@kopf.on.login`` handlers, Kopf's fallbacks configure the ``kubernetes`` and
+        ``pykube-ng`` clients (if installed) from the kubeconfig, as handler code expects. The core
+        reads the kubeconfig itself; but if a user's login handler returns credentials, they are
+        written into a private kubeconfig for the core.
+        """
+        authenticators = self.registry.activity_handlers(model.Activity.AUTHENTICATION)
+        if not authenticators:
+            return
+        logger_ = logging.getLogger('kopf._core.engines.activities')
+        logger_.info("Initial authentication has been initiated.")
+        try:
+            results = await self._activity(model.Activity.AUTHENTICATION)
+        except activities.ActivityError as e:
+            logger_.warning(f"Initial authentication has failed: {e}")
+            return
+        if results:
+            logger_.info("Initial authentication has finished.")
+        else:
+            logger_.warning("Initial authentication has failed: "
+                            "no credentials were retrieved from the login handlers.")
+        fallback_ids = {h.id for h in authenticators if h.fallback}
+        custom = [info for handler_id, info in results.items()
+                  if handler_id not in fallback_ids and isinstance(info, credentials.ConnectionInfo)]
+        if custom:
+            best = max(custom, key=lambda info: info.priority)
+            fd, path = tempfile.mkstemp(prefix='kopf-operon-', suffix='.kubeconfig')
+            with os.fdopen(fd, 'w', encoding='utf-8') as f:
+                json.dump(credentials.as_kubeconfig(best), f)
+            self.kubeconfig_path = path
+
+    def _core_process(
+            self,
+            address: str,
+            *,
+            clusterwide: bool,
+            namespaces: Sequence[str],
+            standalone: bool,
+    ) -> corep.CoreProcess:
+        try:
+            binary = corep.find_binary()
+        except corep.CoreNotFoundError as e:
+            raise OperatorError(str(e)) from e
+        argv = core_argv(binary=binary, address=address, settings=self.settings,
+                         clusterwide=clusterwide, namespaces=namespaces, standalone=standalone)
+        env = dict(os.environ)
+        if self.kubeconfig_path is not None:
+            env['KUBECONFIG'] = self.kubeconfig_path
+        return corep.CoreProcess(argv, env=env, on_line=corelogs.forward)
+
+
+def storage_prefix(settings: settings_.OperatorSettings) -> str:
+    """ The annotations prefix that the core must use, from Kopf's storage settings. """
+    def annotation_prefixes(storage: Any) -> Iterator[str]:
+        if isinstance(storage, (settings_.AnnotationsProgressStorage, settings_.AnnotationsDiffBaseStorage)):
+            yield storage.prefix
+        for sub in getattr(storage, 'storages', ()):
+            yield from annotation_prefixes(sub)
+
+    progress_prefixes = list(annotation_prefixes(settings.persistence.progress_storage))
+    diffbase_prefixes = list(annotation_prefixes(settings.persistence.diffbase_storage))
+    if not progress_prefixes:
+        raise OperatorError("Operon stores the progress in annotations only; "
+                            "settings.persistence.progress_storage has no annotations storage.")
+    prefix = progress_prefixes[0]
+    if diffbase_prefixes and diffbase_prefixes[0] != prefix:
+        logger.warning(f"The diff-base prefix {diffbase_prefixes[0]!r} differs from the progress prefix "
+                       f"{prefix!r}; Operon uses one prefix for both: {prefix!r}.")
+    return prefix
+
+
+def core_argv(
+        *,
+        binary: str,
+        address: str,
+        settings: settings_.OperatorSettings,
+        clusterwide: bool,
+        namespaces: Sequence[str],
+        standalone: bool,
+        http: str | None = None,
+) -> list[str]:
+    """ The core's command line for this operator's settings. """
+    http = http or os.environ.get(corep.ENV_HTTP) or f'127.0.0.1:{corep.free_port()}'
+    argv = [binary, '--log-format', 'json', 'run', '--handler', f'http://{address}']
+    if clusterwide:
+        argv += ['-A']
+    for ns in namespaces:
+        argv += ['-n', ns]
+    argv += ['--http', http]
+    if standalone:
+        argv += ['--standalone']
+    argv += ['--prefix', storage_prefix(settings)]
+    argv += ['--finalizer', settings.persistence.finalizer]
+    argv += ['--default-backoff', _seconds(settings.execution.default_backoff)]
+    argv += ['--consistency-timeout', _seconds(settings.persistence.consistency_timeout)]
+    if settings.queueing.worker_limit:
+        argv += ['--workers', str(int(settings.queueing.worker_limit))]
+    return argv
+
+
+def _seconds(value: float) -> str:
+    return repr(float(value))
+
+
+def _service_name() -> str:
+    return f'kopf (pid {os.getpid()})'
+
+
+async def spawn_tasks(**kwargs: Any) -> list[asyncio.Task[None]]:
+    """ Kopf's manual orchestration: here, one task that runs the whole operator. """
+    return [asyncio.create_task(operator(**kwargs), name='kopf operator')]
+
+
+async def run_tasks(
+        root_tasks: Collection[asyncio.Task[Any]],
+        *,
+        ignored: Collection[asyncio.Task[Any]] = frozenset(),
+) -> None:
+    """ Await the tasks of :func:`spawn_tasks`; re-raise their errors. """
+    for task in root_tasks:
+        await task
+
+
+__all__ = ['run', 'operator', 'serve', 'spawn_tasks', 'run_tasks', 'OperatorError',
+           'core_argv', 'storage_prefix']

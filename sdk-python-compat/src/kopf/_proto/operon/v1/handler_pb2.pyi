@@ -1,0 +1,321 @@
+import datetime
+
+from google.protobuf import duration_pb2 as _duration_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class HandlerKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    HANDLER_KIND_UNSPECIFIED: _ClassVar[HandlerKind]
+    HANDLER_KIND_CREATE: _ClassVar[HandlerKind]
+    HANDLER_KIND_UPDATE: _ClassVar[HandlerKind]
+    HANDLER_KIND_DELETE: _ClassVar[HandlerKind]
+    HANDLER_KIND_RESUME: _ClassVar[HandlerKind]
+    HANDLER_KIND_FIELD: _ClassVar[HandlerKind]
+    HANDLER_KIND_EVENT: _ClassVar[HandlerKind]
+    HANDLER_KIND_TIMER: _ClassVar[HandlerKind]
+    HANDLER_KIND_DAEMON: _ClassVar[HandlerKind]
+    HANDLER_KIND_SYNC: _ClassVar[HandlerKind]
+    HANDLER_KIND_TASK: _ClassVar[HandlerKind]
+
+class ErrorsMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ERRORS_MODE_UNSPECIFIED: _ClassVar[ErrorsMode]
+    ERRORS_MODE_TEMPORARY: _ClassVar[ErrorsMode]
+    ERRORS_MODE_PERMANENT: _ClassVar[ErrorsMode]
+    ERRORS_MODE_IGNORED: _ClassVar[ErrorsMode]
+
+class Reason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    REASON_UNSPECIFIED: _ClassVar[Reason]
+    REASON_CREATE: _ClassVar[Reason]
+    REASON_UPDATE: _ClassVar[Reason]
+    REASON_DELETE: _ClassVar[Reason]
+    REASON_RESUME: _ClassVar[Reason]
+HANDLER_KIND_UNSPECIFIED: HandlerKind
+HANDLER_KIND_CREATE: HandlerKind
+HANDLER_KIND_UPDATE: HandlerKind
+HANDLER_KIND_DELETE: HandlerKind
+HANDLER_KIND_RESUME: HandlerKind
+HANDLER_KIND_FIELD: HandlerKind
+HANDLER_KIND_EVENT: HandlerKind
+HANDLER_KIND_TIMER: HandlerKind
+HANDLER_KIND_DAEMON: HandlerKind
+HANDLER_KIND_SYNC: HandlerKind
+HANDLER_KIND_TASK: HandlerKind
+ERRORS_MODE_UNSPECIFIED: ErrorsMode
+ERRORS_MODE_TEMPORARY: ErrorsMode
+ERRORS_MODE_PERMANENT: ErrorsMode
+ERRORS_MODE_IGNORED: ErrorsMode
+REASON_UNSPECIFIED: Reason
+REASON_CREATE: Reason
+REASON_UPDATE: Reason
+REASON_DELETE: Reason
+REASON_RESUME: Reason
+
+class DescribeRequest(_message.Message):
+    __slots__ = ("core_version", "contract_revision")
+    CORE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CONTRACT_REVISION_FIELD_NUMBER: _ClassVar[int]
+    core_version: str
+    contract_revision: int
+    def __init__(self, core_version: _Optional[str] = ..., contract_revision: _Optional[int] = ...) -> None: ...
+
+class Manifest(_message.Message):
+    __slots__ = ("service_name", "contract_revision", "handlers")
+    SERVICE_NAME_FIELD_NUMBER: _ClassVar[int]
+    CONTRACT_REVISION_FIELD_NUMBER: _ClassVar[int]
+    HANDLERS_FIELD_NUMBER: _ClassVar[int]
+    service_name: str
+    contract_revision: int
+    handlers: _containers.RepeatedCompositeFieldContainer[Handler]
+    def __init__(self, service_name: _Optional[str] = ..., contract_revision: _Optional[int] = ..., handlers: _Optional[_Iterable[_Union[Handler, _Mapping]]] = ...) -> None: ...
+
+class ResourceSelector(_message.Message):
+    __slots__ = ("group", "version", "name")
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    group: str
+    version: str
+    name: str
+    def __init__(self, group: _Optional[str] = ..., version: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+
+class Handler(_message.Message):
+    __slots__ = ("id", "kind", "resource", "filters", "options")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    RESOURCE_FIELD_NUMBER: _ClassVar[int]
+    FILTERS_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    kind: HandlerKind
+    resource: ResourceSelector
+    filters: Filters
+    options: Options
+    def __init__(self, id: _Optional[str] = ..., kind: _Optional[_Union[HandlerKind, str]] = ..., resource: _Optional[_Union[ResourceSelector, _Mapping]] = ..., filters: _Optional[_Union[Filters, _Mapping]] = ..., options: _Optional[_Union[Options, _Mapping]] = ...) -> None: ...
+
+class ValueFilter(_message.Message):
+    __slots__ = ("equals_json", "present", "absent")
+    EQUALS_JSON_FIELD_NUMBER: _ClassVar[int]
+    PRESENT_FIELD_NUMBER: _ClassVar[int]
+    ABSENT_FIELD_NUMBER: _ClassVar[int]
+    equals_json: bytes
+    present: bool
+    absent: bool
+    def __init__(self, equals_json: _Optional[bytes] = ..., present: _Optional[bool] = ..., absent: _Optional[bool] = ...) -> None: ...
+
+class Filters(_message.Message):
+    __slots__ = ("labels", "annotations", "field", "value", "old", "new", "has_callback_filters")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: ValueFilter
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[ValueFilter, _Mapping]] = ...) -> None: ...
+    class AnnotationsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: ValueFilter
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[ValueFilter, _Mapping]] = ...) -> None: ...
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    ANNOTATIONS_FIELD_NUMBER: _ClassVar[int]
+    FIELD_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    OLD_FIELD_NUMBER: _ClassVar[int]
+    NEW_FIELD_NUMBER: _ClassVar[int]
+    HAS_CALLBACK_FILTERS_FIELD_NUMBER: _ClassVar[int]
+    labels: _containers.MessageMap[str, ValueFilter]
+    annotations: _containers.MessageMap[str, ValueFilter]
+    field: str
+    value: ValueFilter
+    old: ValueFilter
+    new: ValueFilter
+    has_callback_filters: bool
+    def __init__(self, labels: _Optional[_Mapping[str, ValueFilter]] = ..., annotations: _Optional[_Mapping[str, ValueFilter]] = ..., field: _Optional[str] = ..., value: _Optional[_Union[ValueFilter, _Mapping]] = ..., old: _Optional[_Union[ValueFilter, _Mapping]] = ..., new: _Optional[_Union[ValueFilter, _Mapping]] = ..., has_callback_filters: _Optional[bool] = ...) -> None: ...
+
+class Options(_message.Message):
+    __slots__ = ("retries", "timeout", "backoff", "errors", "optional", "deleted", "interval", "idle", "initial_delay", "sharp", "cancellation_timeout", "call_timeout")
+    RETRIES_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    BACKOFF_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
+    OPTIONAL_FIELD_NUMBER: _ClassVar[int]
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    IDLE_FIELD_NUMBER: _ClassVar[int]
+    INITIAL_DELAY_FIELD_NUMBER: _ClassVar[int]
+    SHARP_FIELD_NUMBER: _ClassVar[int]
+    CANCELLATION_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    CALL_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    retries: int
+    timeout: _duration_pb2.Duration
+    backoff: _duration_pb2.Duration
+    errors: ErrorsMode
+    optional: bool
+    deleted: bool
+    interval: _duration_pb2.Duration
+    idle: _duration_pb2.Duration
+    initial_delay: _duration_pb2.Duration
+    sharp: bool
+    cancellation_timeout: _duration_pb2.Duration
+    call_timeout: _duration_pb2.Duration
+    def __init__(self, retries: _Optional[int] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., backoff: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., errors: _Optional[_Union[ErrorsMode, str]] = ..., optional: _Optional[bool] = ..., deleted: _Optional[bool] = ..., interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., idle: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., initial_delay: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., sharp: _Optional[bool] = ..., cancellation_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., call_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+
+class Record(_message.Message):
+    __slots__ = ("id", "started", "retries", "success", "failure", "message", "delayed")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    STARTED_FIELD_NUMBER: _ClassVar[int]
+    RETRIES_FIELD_NUMBER: _ClassVar[int]
+    SUCCESS_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    DELAYED_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    started: _timestamp_pb2.Timestamp
+    retries: int
+    success: bool
+    failure: bool
+    message: str
+    delayed: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[str] = ..., started: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., retries: _Optional[int] = ..., success: _Optional[bool] = ..., failure: _Optional[bool] = ..., message: _Optional[str] = ..., delayed: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ResolvedResource(_message.Message):
+    __slots__ = ("group", "version", "plural", "kind", "namespaced")
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    PLURAL_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACED_FIELD_NUMBER: _ClassVar[int]
+    group: str
+    version: str
+    plural: str
+    kind: str
+    namespaced: bool
+    def __init__(self, group: _Optional[str] = ..., version: _Optional[str] = ..., plural: _Optional[str] = ..., kind: _Optional[str] = ..., namespaced: _Optional[bool] = ...) -> None: ...
+
+class InvokeRequest(_message.Message):
+    __slots__ = ("handler_id", "reason", "body_json", "old_json", "new_json", "diff_json", "retry", "started", "subhandlers", "event_type", "resource", "attempt_id")
+    HANDLER_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    BODY_JSON_FIELD_NUMBER: _ClassVar[int]
+    OLD_JSON_FIELD_NUMBER: _ClassVar[int]
+    NEW_JSON_FIELD_NUMBER: _ClassVar[int]
+    DIFF_JSON_FIELD_NUMBER: _ClassVar[int]
+    RETRY_FIELD_NUMBER: _ClassVar[int]
+    STARTED_FIELD_NUMBER: _ClassVar[int]
+    SUBHANDLERS_FIELD_NUMBER: _ClassVar[int]
+    EVENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    RESOURCE_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_ID_FIELD_NUMBER: _ClassVar[int]
+    handler_id: str
+    reason: Reason
+    body_json: bytes
+    old_json: bytes
+    new_json: bytes
+    diff_json: bytes
+    retry: int
+    started: _timestamp_pb2.Timestamp
+    subhandlers: _containers.RepeatedCompositeFieldContainer[Record]
+    event_type: str
+    resource: ResolvedResource
+    attempt_id: str
+    def __init__(self, handler_id: _Optional[str] = ..., reason: _Optional[_Union[Reason, str]] = ..., body_json: _Optional[bytes] = ..., old_json: _Optional[bytes] = ..., new_json: _Optional[bytes] = ..., diff_json: _Optional[bytes] = ..., retry: _Optional[int] = ..., started: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., subhandlers: _Optional[_Iterable[_Union[Record, _Mapping]]] = ..., event_type: _Optional[str] = ..., resource: _Optional[_Union[ResolvedResource, _Mapping]] = ..., attempt_id: _Optional[str] = ...) -> None: ...
+
+class Outcome(_message.Message):
+    __slots__ = ("success", "temporary_error", "permanent_error", "arbitrary_error", "not_matched", "subhandlers_pending")
+    SUCCESS_FIELD_NUMBER: _ClassVar[int]
+    TEMPORARY_ERROR_FIELD_NUMBER: _ClassVar[int]
+    PERMANENT_ERROR_FIELD_NUMBER: _ClassVar[int]
+    ARBITRARY_ERROR_FIELD_NUMBER: _ClassVar[int]
+    NOT_MATCHED_FIELD_NUMBER: _ClassVar[int]
+    SUBHANDLERS_PENDING_FIELD_NUMBER: _ClassVar[int]
+    success: Success
+    temporary_error: TemporaryError
+    permanent_error: PermanentError
+    arbitrary_error: ArbitraryError
+    not_matched: NotMatched
+    subhandlers_pending: SubhandlersPending
+    def __init__(self, success: _Optional[_Union[Success, _Mapping]] = ..., temporary_error: _Optional[_Union[TemporaryError, _Mapping]] = ..., permanent_error: _Optional[_Union[PermanentError, _Mapping]] = ..., arbitrary_error: _Optional[_Union[ArbitraryError, _Mapping]] = ..., not_matched: _Optional[_Union[NotMatched, _Mapping]] = ..., subhandlers_pending: _Optional[_Union[SubhandlersPending, _Mapping]] = ...) -> None: ...
+
+class Success(_message.Message):
+    __slots__ = ("result_json",)
+    RESULT_JSON_FIELD_NUMBER: _ClassVar[int]
+    result_json: bytes
+    def __init__(self, result_json: _Optional[bytes] = ...) -> None: ...
+
+class TemporaryError(_message.Message):
+    __slots__ = ("message", "delay")
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    DELAY_FIELD_NUMBER: _ClassVar[int]
+    message: str
+    delay: _duration_pb2.Duration
+    def __init__(self, message: _Optional[str] = ..., delay: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+
+class PermanentError(_message.Message):
+    __slots__ = ("message",)
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    message: str
+    def __init__(self, message: _Optional[str] = ...) -> None: ...
+
+class ArbitraryError(_message.Message):
+    __slots__ = ("message", "error_type")
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_TYPE_FIELD_NUMBER: _ClassVar[int]
+    message: str
+    error_type: str
+    def __init__(self, message: _Optional[str] = ..., error_type: _Optional[str] = ...) -> None: ...
+
+class NotMatched(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class SubhandlersPending(_message.Message):
+    __slots__ = ("delay",)
+    DELAY_FIELD_NUMBER: _ClassVar[int]
+    delay: _duration_pb2.Duration
+    def __init__(self, delay: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+
+class SubhandlerOutcome(_message.Message):
+    __slots__ = ("id", "outcome", "options")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    outcome: Outcome
+    options: Options
+    def __init__(self, id: _Optional[str] = ..., outcome: _Optional[_Union[Outcome, _Mapping]] = ..., options: _Optional[_Union[Options, _Mapping]] = ...) -> None: ...
+
+class Event(_message.Message):
+    __slots__ = ("type", "reason", "message", "involved_object_json")
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    INVOLVED_OBJECT_JSON_FIELD_NUMBER: _ClassVar[int]
+    type: str
+    reason: str
+    message: str
+    involved_object_json: bytes
+    def __init__(self, type: _Optional[str] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., involved_object_json: _Optional[bytes] = ...) -> None: ...
+
+class InvokeResponse(_message.Message):
+    __slots__ = ("outcome", "patch_json", "subhandlers", "events")
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    PATCH_JSON_FIELD_NUMBER: _ClassVar[int]
+    SUBHANDLERS_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    outcome: Outcome
+    patch_json: bytes
+    subhandlers: _containers.RepeatedCompositeFieldContainer[SubhandlerOutcome]
+    events: _containers.RepeatedCompositeFieldContainer[Event]
+    def __init__(self, outcome: _Optional[_Union[Outcome, _Mapping]] = ..., patch_json: _Optional[bytes] = ..., subhandlers: _Optional[_Iterable[_Union[SubhandlerOutcome, _Mapping]]] = ..., events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ...) -> None: ...

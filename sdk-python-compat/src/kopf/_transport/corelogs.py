@@ -1,0 +1,129 @@
+"""
+The core's log lines, forwarded into Python's logging as Kopf's loggers would have written them.
+
+The core (``operon --log-format json``) writes one JSON object per line on stderr::
+
+    {"timestamp": "...", "level": "DEBUG", "target": "kopf.objects",
+     "fields": {"message": "Handler 'create_fn' succeeded.", "object": "default/kopf-example-1"}}
+
+Per-object lines (target ``kopf.objects``) go to the ``kopf.objects`` logger with the object's
+reference attached as Kopf's ``ObjectLogger`` attaches it (``k8s_ref``), so that Kopf's formatters
+render them with the ``[namespace/name] `` prefix --- the words are Kopf's already. Other lines go
+to ``kopf._core.engines.operon.<module>`` loggers, with their structured fields appended. Lines
+that are not JSON (e.g. a fatal error before logging is set up) are logged as they are.
+
+The core renders the object in ``Creation is in progress: {…}`` (and the diff in ``… diff: […]``)
+as JSON; Kopf renders them as Python's ``repr()``. They are re-rendered here as Kopf does, since
+tools grep Kopf's output: e.g. Kopf's e2e tests count ``'(.+?)' failed permanently`` over the whole
+output, and rely on ``repr()`` escaping the quotes of the handler messages inside the object.
+"""
+import datetime
+import json
+import logging
+import re
+from collections.abc import Mapping
+from typing import Any
+
+OBJECTS_LOGGER = 'kopf.objects'
+CORE_LOGGER = 'kopf._core.engines.operon'
+
+LEVELS: Mapping[str, int] = {
+    'TRACE': 5,
+    'DEBUG': logging.DEBUG,
+    'INFO': logging.INFO,
+    'WARN': logging.WARNING,
+    'WARNING': logging.WARNING,
+    'ERROR': logging.ERROR,
+}
+
+
+_TITLES = r'(Creation|Updating|Deletion|Resuming)'
+_BODY_LINE = re.compile(_TITLES + r' is in progress: (\{.*\})', re.DOTALL)
+_DIFF_LINE = re.compile(_TITLES + r' diff: (\[.*\])', re.DOTALL)
+
+
+def pythonize(message: str) -> str:
+    """ Re-render the JSON of the object (or of the diff) in a per-object line as Kopf's ``repr()``. """
+    match = _BODY_LINE.fullmatch(message)
+    if match:
+        try:
+            body = json.loads(match.group(2))
+        except ValueError:
+            return message
+        return f'{match.group(1)} is in progress: {body!r}'
+    match = _DIFF_LINE.fullmatch(message)
+    if match:
+        try:
+            items = json.loads(match.group(2))
+            diff = tuple((op, tuple(path), old, new) for op, path, old, new in items)
+        except (ValueError, TypeError):
+            return message
+        return f'{match.group(1)} diff: {diff!r}'
+    return message
+
+
+def logger_name(target: str) -> str:
+    """ ``kopf.objects`` stays as is; ``operon::runtime::engine`` → ``kopf._core.engines.operon.runtime.engine``. """
+    if target == OBJECTS_LOGGER or target.startswith('kopf.'):
+        return target
+    parts = [part for part in target.split('::') if part]
+    if parts and parts[0] == 'operon':
+        parts = parts[1:]
+    return '.'.join([CORE_LOGGER] + parts)
+
+
+def object_ref(text: str) -> dict[str, Any]:
+    """ ``"ns/name"`` → Kopf's ``k8s_ref`` shape; ``"name"`` for cluster-scoped objects. """
+    namespace, _, name = text.rpartition('/')
+    return {'namespace': namespace or None, 'name': name}
+
+
+def make_record(line: str) -> logging.LogRecord | None:
+    """ One log record for one line of the core's stderr; ``None`` for blank lines. """
+    text = line.rstrip('\r\n')
+    if not text.strip():
+        return None
+    try:
+        data = json.loads(text)
+        if not isinstance(data, dict) or not isinstance(data.get('fields'), dict):
+            raise ValueError("not a log line of the core")
+    except ValueError:
+        level = logging.ERROR if text.startswith(('operon:', 'thread ', 'Error')) else logging.WARNING
+        return logging.getLogger(CORE_LOGGER).makeRecord(CORE_LOGGER, level, '(operon)', 0, text, (), None)
+
+    fields: dict[str, Any] = dict(data['fields'])
+    message = str(fields.pop('message', ''))
+    target = str(data.get('target') or 'operon')
+    level = LEVELS.get(str(data.get('level', 'INFO')).upper(), logging.INFO)
+    name = logger_name(target)
+    extra: dict[str, Any] = {'operon_target': target}
+    obj = fields.pop('object', None)
+    if name == OBJECTS_LOGGER and isinstance(obj, str):
+        message = pythonize(message)
+        extra['k8s_ref'] = object_ref(obj)
+        extra['k8s_skip'] = True  # never re-posted as a k8s-event: the core posts what it posts.
+    elif obj is not None:
+        fields['object'] = obj
+    if fields:
+        details = ', '.join(f'{key}={value}' for key, value in fields.items())
+        message = f'{message} ({details})' if message else details
+    record = logging.getLogger(name).makeRecord(name, level, '(operon)', 0, message, (), None, extra=extra)
+    timestamp = data.get('timestamp')
+    if isinstance(timestamp, str):
+        try:
+            moment = datetime.datetime.fromisoformat(timestamp.replace('Z', '+00:00'))
+        except ValueError:
+            pass
+        else:
+            record.created = moment.timestamp()
+            record.msecs = (record.created - int(record.created)) * 1000
+    return record
+
+
+def forward(line: str) -> None:
+    """ Log one line of the core's stderr through Python's logging. """
+    record = make_record(line)
+    if record is not None:
+        logger = logging.getLogger(record.name)
+        if logger.isEnabledFor(record.levelno):
+            logger.handle(record)

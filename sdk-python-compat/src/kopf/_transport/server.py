@@ -1,0 +1,137 @@
+"""
+The operon.v1 ``HandlerService`` as an asyncio gRPC server.
+
+The server turns every call into a call of a :class:`Backend` (the handling layer), with the
+call's metadata and deadline at hand (:class:`CallInfo`). A backend's failure becomes a gRPC
+error of that one call, logged here; it never stops the server. Handlers' own errors are not
+failures of the backend: they are outcomes in the response.
+"""
+import asyncio
+import dataclasses
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+import grpc
+import grpc.aio
+
+from kopf._proto.operon.v1 import handler_pb2 as pb
+from kopf._proto.operon.v1 import handler_pb2_grpc as pb_grpc
+
+logger = logging.getLogger('kopf._core.engines.operon')
+
+CONTRACT_REVISION = 1
+MAX_MESSAGE_SIZE = 64 * 1024 * 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class CallInfo:
+    """
+    What a backend may know about the call besides the request.
+
+    ``deadline`` is on the :func:`time.monotonic` clock (``None`` means no deadline).
+    ``metadata`` holds the call's metadata (e.g. the W3C ``traceparent`` of the core's span).
+    """
+    metadata: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    deadline: float | None = None
+
+    @property
+    def traceparent(self) -> str | None:
+        return self.metadata.get('traceparent')
+
+    def time_remaining(self) -> float | None:
+        return None if self.deadline is None else self.deadline - time.monotonic()
+
+
+class Backend(Protocol):
+    """ What the server serves: implemented by the handling layer. """
+
+    async def describe(self, request: pb.DescribeRequest, call: CallInfo) -> pb.Manifest: ...
+
+    async def invoke(self, request: pb.InvokeRequest, call: CallInfo) -> pb.InvokeResponse: ...
+
+
+def _call_info(context: grpc.aio.ServicerContext[Any, Any]) -> CallInfo:
+    metadata: dict[str, str] = {}
+    for key, value in context.invocation_metadata() or ():
+        metadata[key] = value if isinstance(value, str) else value.decode('latin-1')
+    remaining = context.time_remaining()
+    deadline = None if remaining is None else time.monotonic() + remaining
+    return CallInfo(metadata=metadata, deadline=deadline)
+
+
+class _Servicer(pb_grpc.HandlerServiceServicer):
+    def __init__(self, backend: Backend) -> None:
+        super().__init__()
+        self._backend = backend
+
+    async def Describe(  # type: ignore[override]
+            self, request: pb.DescribeRequest, context: grpc.aio.ServicerContext[Any, Any],
+    ) -> pb.Manifest:
+        try:
+            return await self._backend.describe(request, _call_info(context))
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            logger.exception(f"Describe failed: {e!r}")
+            await context.abort(grpc.StatusCode.INTERNAL, f"Describe failed: {e!r}")
+            raise  # unreachable: abort() raises
+
+    async def Invoke(  # type: ignore[override]
+            self, request: pb.InvokeRequest, context: grpc.aio.ServicerContext[Any, Any],
+    ) -> pb.InvokeResponse:
+        try:
+            return await self._backend.invoke(request, _call_info(context))
+        except asyncio.CancelledError:
+            raise
+        except LookupError as e:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(e))
+            raise  # unreachable: abort() raises
+        except Exception as e:
+            logger.exception(f"Invoke of {request.handler_id!r} failed: {e!r}")
+            await context.abort(grpc.StatusCode.INTERNAL, f"Invoke failed: {e!r}")
+            raise  # unreachable: abort() raises
+
+
+class HandlerServer:
+    """
+    The gRPC server of one backend on one address (``HOST:PORT``; port 0 picks a free one).
+    """
+
+    def __init__(self, backend: Backend, address: str = '127.0.0.1:0') -> None:
+        super().__init__()
+        self._backend = backend
+        self._address = address
+        self._server: grpc.aio.Server | None = None
+        self.port: int | None = None
+
+    @property
+    def address(self) -> str:
+        if self.port is None:
+            raise RuntimeError("The server is not started.")
+        host = self._address.rsplit(':', 1)[0]
+        return f'{host}:{self.port}'
+
+    async def start(self) -> int:
+        server = grpc.aio.server(options=[
+            ('grpc.max_receive_message_length', MAX_MESSAGE_SIZE),
+            ('grpc.max_send_message_length', MAX_MESSAGE_SIZE),
+        ])
+        pb_grpc.add_HandlerServiceServicer_to_server(_Servicer(self._backend), server)  # type: ignore[no-untyped-call]
+        port = int(server.add_insecure_port(self._address))
+        if not port:
+            raise OSError(f"Cannot listen on {self._address}.")
+        await server.start()
+        self._server = server
+        self.port = port
+        return port
+
+    async def stop(self, grace: float | None = 1.0) -> None:
+        if self._server is not None:
+            await self._server.stop(grace)
+            self._server = None
+
+    async def wait(self) -> None:
+        if self._server is not None:
+            await self._server.wait_for_termination()

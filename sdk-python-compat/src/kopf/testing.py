@@ -1,0 +1,4 @@
+"""``kopf.testing``: run an operator in a test, as with Kopf."""
+from kopf._kits.runner import KopfRunner
+
+__all__ = ["KopfRunner"]

@@ -1,0 +1,70 @@
+"""A stand-in for the ``operon`` binary in CLI tests: speaks the contract, writes the core's log lines.
+
+Environment:
+  FAKECORE_ARGV   a file to write the command line into (JSON)
+  FAKECORE_INVOKE a handler id to invoke once on a sample object (reason CREATE)
+  FAKECORE_EXIT   exit with this code right after describing (default: wait for SIGTERM)
+  FAKECORE_KUBECONFIG_COPY  a file to copy the kubeconfig of $KUBECONFIG into
+  FAKECORE_DONE   a file to create when the invocation is done
+"""
+import json
+import os
+import signal
+import sys
+import threading
+
+import grpc
+
+from kopf._proto.operon.v1 import handler_pb2 as pb
+from kopf._proto.operon.v1 import handler_pb2_grpc as pb_grpc
+
+OBJ = {'apiVersion': 'kopf.dev/v1', 'kind': 'KopfExample',
+       'metadata': {'name': 'kopf-example-1', 'namespace': 'default', 'uid': 'uid-1'},
+       'spec': {'field': 'value'}}
+
+
+def log(level: str, message: str, target: str = 'operon::runtime::engine', **fields: object) -> None:
+    line = {'timestamp': '2026-01-01T00:00:00.000000Z', 'level': level,
+            'fields': {'message': message, **fields}, 'target': target}
+    print(json.dumps(line), file=sys.stderr, flush=True)
+
+
+def main() -> None:
+    argv = sys.argv[1:]
+    if os.environ.get('FAKECORE_ARGV'):
+        with open(os.environ['FAKECORE_ARGV'], 'w') as f:
+            json.dump(argv, f)
+    if os.environ.get('FAKECORE_KUBECONFIG_COPY'):
+        with open(os.environ['KUBECONFIG']) as src, open(os.environ['FAKECORE_KUBECONFIG_COPY'], 'w') as dst:
+            dst.write(src.read())
+    url = argv[argv.index('--handler') + 1]
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+
+    with grpc.insecure_channel(url.removeprefix('http://')) as channel:
+        stub = pb_grpc.HandlerServiceStub(channel)
+        manifest = stub.Describe(pb.DescribeRequest(core_version='fake', contract_revision=1), timeout=10)
+        log('INFO', 'Handler service described.', service=url, handlers=len(manifest.handlers))
+        handler_id = os.environ.get('FAKECORE_INVOKE')
+        if handler_id:
+            log('DEBUG', 'Creation is in progress: {}', target='kopf.objects', object='default/kopf-example-1')
+            response = stub.Invoke(pb.InvokeRequest(
+                handler_id=handler_id, reason=pb.REASON_CREATE, body_json=json.dumps(OBJ).encode()), timeout=10)
+            if response.outcome.WhichOneof('result') == 'success':
+                log('INFO', f"Handler '{handler_id}' succeeded.", target='kopf.objects', object='default/kopf-example-1')
+            else:
+                log('ERROR', f"Handler '{handler_id}' failed: {response.outcome}", target='kopf.objects',
+                    object='default/kopf-example-1')
+    print("a plain line on stdout", flush=True)
+    if os.environ.get('FAKECORE_DONE'):
+        with open(os.environ['FAKECORE_DONE'], 'w'):
+            pass
+    if os.environ.get('FAKECORE_EXIT'):
+        log('ERROR', 'Dying as asked.')
+        sys.exit(int(os.environ['FAKECORE_EXIT']))
+    stopped.wait(30)
+    log('INFO', 'Stopped.')
+
+
+if __name__ == '__main__':
+    main()

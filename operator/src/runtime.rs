@@ -11,3 +11,4 @@ pub mod patching;
 pub mod processing;
 pub mod queue;
 pub mod readmodel;
+pub mod timers;

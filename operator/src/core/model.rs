@@ -19,6 +19,8 @@ pub enum HandlerKind {
     Field,
     /// `@kopf.on.event`: every raw watch event; no progress, errors ignored.
     Event,
+    /// `@kopf.timer`: called periodically for every matching object while it exists.
+    Timer,
 }
 
 /// The reason of a change-handling cycle, as stored in a progress record's `purpose`.
@@ -114,6 +116,14 @@ pub struct Options {
     pub deleted: bool,
     /// The deadline of one call; `None` is the core's default.
     pub call_timeout: Option<Duration>,
+    /// Timers: the period.
+    pub interval: Option<Duration>,
+    /// Timers: run only when the object has not changed essentially for this long.
+    pub idle: Option<Duration>,
+    /// Timers: the wait before the first run.
+    pub initial_delay: Option<Duration>,
+    /// Timers: keep the schedule regardless of how long a run took.
+    pub sharp: bool,
 }
 
 /// One handler of one service, for one resource.

@@ -37,7 +37,7 @@ fn traits(handler: &Handler) -> Option<Traits> {
         HandlerKind::Delete => (Some(Reason::Delete), false, false),
         HandlerKind::Resume => (None, true, false),
         HandlerKind::Field => (None, false, true),
-        HandlerKind::Event => return None,
+        HandlerKind::Event | HandlerKind::Timer => return None,
     };
     Some(Traits {
         reason,
@@ -145,8 +145,8 @@ pub fn lookup<'v>(value: Option<&'v Value>, path: &[String]) -> Option<&'v Value
     path.iter().try_fold(value?, |v, key| v.get(key.as_str()))
 }
 
-/// Whether an event handler matches a raw event's object (its field filter looks at the body).
-pub fn event_matches(handler: &Handler, cause: &CauseView<'_>) -> bool {
+/// Whether an event handler or a timer matches an object (its field filter looks at the body).
+pub fn body_matches(handler: &Handler, cause: &CauseView<'_>) -> bool {
     let meta = cause.body.get("metadata");
     let field_ok = match &handler.filters.field {
         None => true,
@@ -158,7 +158,7 @@ pub fn event_matches(handler: &Handler, cause: &CauseView<'_>) -> bool {
             }
         }
     };
-    handler.kind == HandlerKind::Event
+    matches!(handler.kind, HandlerKind::Event | HandlerKind::Timer)
         && field_ok
         && matches_metadata(&handler.filters.labels, meta.and_then(|m| m.get("labels")))
         && matches_metadata(

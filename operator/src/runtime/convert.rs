@@ -112,11 +112,9 @@ pub fn manifest(m: &pb::Manifest) -> Result<Registrations, Error> {
             Ok(pb::HandlerKind::Resume) => HandlerKind::Resume,
             Ok(pb::HandlerKind::Field) => HandlerKind::Field,
             Ok(pb::HandlerKind::Event) => HandlerKind::Event,
+            Ok(pb::HandlerKind::Timer) => HandlerKind::Timer,
             Ok(
-                kind @ (pb::HandlerKind::Timer
-                | pb::HandlerKind::Daemon
-                | pb::HandlerKind::Sync
-                | pb::HandlerKind::Task),
+                kind @ (pb::HandlerKind::Daemon | pb::HandlerKind::Sync | pb::HandlerKind::Task),
             ) => {
                 out.unsupported.push((h.id.clone(), kind.as_str_name()));
                 continue;
@@ -206,6 +204,10 @@ fn convert_options(id: &str, o: pb::Options) -> Result<Options, Error> {
         optional: o.optional,
         deleted: o.deleted,
         call_timeout: d(o.call_timeout, "call timeout")?,
+        interval: d(o.interval, "interval")?,
+        idle: d(o.idle, "idle")?,
+        initial_delay: d(o.initial_delay, "initial delay")?,
+        sharp: o.sharp,
     })
 }
 

@@ -240,6 +240,7 @@ pub async fn run(config: Config) -> Result<(), Error> {
         settings,
         metrics: Arc::clone(&metrics),
         readmodel,
+        timers: Default::default(),
     });
     let queue = Queue::new(
         env,

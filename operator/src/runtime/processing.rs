@@ -81,6 +81,8 @@ pub struct Env {
     pub metrics: Arc<Metrics>,
     /// The read model.
     pub readmodel: Arc<ReadModel>,
+    /// The running timers.
+    pub timers: crate::runtime::timers::Timers,
 }
 
 impl std::fmt::Debug for Env {
@@ -169,7 +171,7 @@ fn meta<'a>(body: &'a Value, field: &str) -> &'a str {
 }
 
 /// Runs one cycle. Never fails: every problem is logged, posted as an Event and retried.
-pub async fn process(env: &Env, res: &ResourceCtx, input: Input) -> Output {
+pub async fn process(env: &Arc<Env>, res: &Arc<ResourceCtx>, input: Input) -> Output {
     let body = input.body.as_ref();
     let (namespace, name) = (meta(body, "namespace"), meta(body, "name"));
     let object = if namespace.is_empty() {
@@ -188,6 +190,7 @@ pub async fn process(env: &Env, res: &ResourceCtx, input: Input) -> Output {
         run_event_handlers(env, res, &log, event_type, &mut predicted, &mut patch).await;
     }
     if input.gone {
+        env.timers.stop_object(res, body);
         log.debug("Deleted, really deleted, and we are notified.");
         env.readmodel.remove(&res.served.name(), namespace, name);
         return Output::default();
@@ -196,14 +199,19 @@ pub async fn process(env: &Env, res: &ResourceCtx, input: Input) -> Output {
     let changing: Vec<&Bound> = res
         .handlers
         .iter()
-        .filter(|b| b.handler.kind != HandlerKind::Event)
+        .filter(|b| !matches!(b.handler.kind, HandlerKind::Event | HandlerKind::Timer))
+        .collect();
+    let timers: Vec<&Bound> = res
+        .handlers
+        .iter()
+        .filter(|b| b.handler.kind == HandlerKind::Timer)
         .collect();
     let handlers: Vec<Handler> = changing.iter().map(|b| b.handler.clone()).collect();
     let mut out = Output {
         fully_handled: true,
         ..Output::default()
     };
-    if handlers.is_empty() {
+    if handlers.is_empty() && timers.is_empty() {
         out.written_rv = write(env, res, &log, body, patch, None).await;
         return out;
     }
@@ -245,15 +253,34 @@ pub async fn process(env: &Env, res: &ResourceCtx, input: Input) -> Output {
         old: old.as_ref(),
         new: Some(&new),
     };
-    if !selection::any_prematch(&handlers, &view) {
-        // Blind to objects no handler could ever match: no state, no log lines.
-        out.written_rv = write(env, res, &log, body, patch, None).await;
+    // Timers run for every matching object that is not being deleted; like Kopf's daemons and
+    // timers, they hold the finalizer so that they are stopped before the object goes.
+    let timers_matching: Vec<&Bound> = timers
+        .iter()
+        .copied()
+        .filter(|b| selection::body_matches(&b.handler, &view))
+        .collect();
+    if deleting {
+        env.timers.stop_object(res, body);
+    } else {
+        env.timers
+            .sync(env, res, &input.body, !diff.is_empty(), &timers_matching);
+    }
+    if !selection::any_prematch(&handlers, &view) && timers_matching.is_empty() {
+        // Blind to objects no handler could ever match: no state, no log lines — except that
+        // our finalizer goes when nothing requires it any more (e.g. a label filter stopped
+        // matching), or the object could never be deleted.
+        let release = finalizer::is_blocked(body, &settings.finalizer).then(|| {
+            log.debug("Removing the finalizer, as there are no handlers requiring it.");
+            FinalizerAction::Remove
+        });
+        out.written_rv = write(env, res, &log, body, patch, release).await;
         return out;
     }
 
-    let must_block = selection::requires_finalizer(&handlers, &view);
+    let must_block = selection::requires_finalizer(&handlers, &view) || !timers_matching.is_empty();
     let mut finalizer_action = None;
-    let mut changing_cause = Some(detected);
+    let mut changing_cause = (!handlers.is_empty()).then_some(detected);
     if must_block && !blocked && !deleting {
         log.debug("Adding the finalizer, thus preventing the actual deletion.");
         finalizer_action = Some(FinalizerAction::Add);
@@ -303,7 +330,12 @@ pub async fn process(env: &Env, res: &ResourceCtx, input: Input) -> Output {
     }
     // Kopf's `fully_handled_once`: only a finished (or handler-less) cycle ends the resuming.
     out.fully_handled = done_or_skip;
-    if deleting && blocked && finalizer_action.is_none() && out.delay.is_none() && done_or_skip {
+    if deleting
+        && blocked
+        && finalizer_action.is_none()
+        && out.delay.is_none()
+        && (done_or_skip || handlers.is_empty())
+    {
         log.debug("Removing the finalizer, thus allowing the actual deletion.");
         finalizer_action = Some(FinalizerAction::Remove);
     }
@@ -877,7 +909,7 @@ async fn run_event_handlers(
         .filter(|b| b.handler.kind == HandlerKind::Event)
     {
         let handler = &bound.handler;
-        if !selection::event_matches(handler, &view) {
+        if !selection::body_matches(handler, &view) {
             continue;
         }
         let call = Call {

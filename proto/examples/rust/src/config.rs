@@ -57,6 +57,8 @@ pub struct HandlerSpec {
     pub field: Option<String>,
     /// The handler's options, as announced in the manifest.
     pub options: Options,
+    /// Label filters (`label=KEY=VALUE` options): the label must have this value.
+    pub labels: Vec<(String, String)>,
 }
 
 /// Parses `GROUP/VERSION/PLURAL` (or `VERSION/PLURAL` for the core group).
@@ -105,7 +107,15 @@ pub fn parse_handler(value: &str) -> Result<HandlerSpec, String> {
         (_, None) => None,
     };
     let mut options = Options::default();
+    let mut labels = Vec::new();
     for option in parts {
+        if let Some(label) = option.strip_prefix("label=") {
+            let (key, value) = label
+                .split_once('=')
+                .ok_or_else(|| format!("expected label=KEY=VALUE, got {option:?}"))?;
+            labels.push((key.to_owned(), value.to_owned()));
+            continue;
+        }
         apply_option(&mut options, option)?;
     }
     Ok(HandlerSpec {
@@ -113,6 +123,7 @@ pub fn parse_handler(value: &str) -> Result<HandlerSpec, String> {
         kind,
         field,
         options,
+        labels,
     })
 }
 
@@ -124,9 +135,11 @@ fn parse_kind(kind: &str) -> Result<HandlerKind, String> {
         "resume" => HandlerKind::Resume,
         "field" => HandlerKind::Field,
         "event" => HandlerKind::Event,
+        "timer" => HandlerKind::Timer,
         _ => {
             return Err(format!(
-                "unknown handler kind {kind:?} (expected create|update|delete|resume|field|event)"
+                "unknown handler kind {kind:?} \
+                 (expected create|update|delete|resume|field|event|timer)"
             ));
         }
     })
@@ -158,6 +171,10 @@ fn apply_option(options: &mut Options, option: &str) -> Result<(), String> {
         "timeout" => options.timeout = Some(seconds()?),
         "backoff" => options.backoff = Some(seconds()?),
         "call_timeout" => options.call_timeout = Some(seconds()?),
+        "interval" => options.interval = Some(seconds()?),
+        "idle" => options.idle = Some(seconds()?),
+        "initial_delay" => options.initial_delay = Some(seconds()?),
+        "sharp" => options.sharp = flag()?,
         "errors" => {
             let mode = match value {
                 "temporary" => ErrorsMode::Temporary,
@@ -176,7 +193,7 @@ fn apply_option(options: &mut Options, option: &str) -> Result<(), String> {
         _ => {
             return Err(format!(
                 "unknown handler option {key:?} (expected retries, timeout, backoff, \
-                 call_timeout, errors, optional, deleted)"
+                 call_timeout, interval, idle, initial_delay, sharp, errors, optional, deleted)"
             ));
         }
     }

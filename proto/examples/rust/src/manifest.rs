@@ -1,6 +1,6 @@
 //! The manifest that `Describe` answers.
 
-use operon_proto::v1::{Filters, Handler, Manifest, ResourceSelector};
+use operon_proto::v1::{Filters, Handler, Manifest, ResourceSelector, ValueFilter, value_filter};
 
 use crate::config::Config;
 
@@ -24,8 +24,21 @@ pub fn manifest(config: &Config) -> Manifest {
             id: spec.id.clone(),
             kind: spec.kind.into(),
             resource: Some(resource.clone()),
-            filters: spec.field.as_ref().map(|field| Filters {
-                field: field.clone(),
+            filters: (spec.field.is_some() || !spec.labels.is_empty()).then(|| Filters {
+                field: spec.field.clone().unwrap_or_default(),
+                labels: spec
+                    .labels
+                    .iter()
+                    .map(|(key, value)| {
+                        let equals = serde_json::Value::String(value.clone()).to_string();
+                        (
+                            key.clone(),
+                            ValueFilter {
+                                test: Some(value_filter::Test::EqualsJson(equals.into_bytes())),
+                            },
+                        )
+                    })
+                    .collect(),
                 ..Filters::default()
             }),
             options: Some(spec.options),

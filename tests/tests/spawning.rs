@@ -1,0 +1,100 @@
+//! Timers, and the finalizer when nothing requires it any more — on the real plane.
+
+use std::time::Duration;
+
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use operon_e2e::kopf::{FINALIZER, finalizers};
+use operon_e2e::{Stack, WidgetExt, widget, with_widget_ns};
+use serde_json::json;
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+#[tokio::test]
+async fn timers_run_periodically_hold_the_finalizer_and_stop_on_deletion() {
+    with_widget_ns("e2e-timer", |client, ns| async move {
+        let mut stack = Stack::start("timer", &client, &ns, &["timer:t1,interval=1"], &[]).await;
+        let spec = json!({"behaviour": {"t1": {"result": {"ticked": true}}}});
+        stack
+            .api
+            .create(&PostParams::default(), &widget("ticking", spec))
+            .await
+            .unwrap();
+        let object = stack
+            .wait_object(
+                "ticking",
+                "three timer runs and the result",
+                DEADLINE,
+                |o| o.data["status"]["t1"]["ticked"] == json!(true),
+            )
+            .await;
+        assert!(
+            finalizers(&object).contains(&FINALIZER.to_owned()),
+            "a timer holds the finalizer: {:?}",
+            finalizers(&object)
+        );
+        operon_e2e::wait_for("three runs of the timer", DEADLINE, || async {
+            let runs = stack.ledger().object("ticking").handler("t1").0.len();
+            Ok::<_, String>((runs >= 3).then_some(()))
+        })
+        .await;
+        let ledger = stack.ledger().object("ticking").handler("t1");
+        let times: Vec<f64> = ledger.0.iter().map(|e| e.ts).collect();
+        assert!(
+            times.windows(2).all(|w| w[1] - w[0] >= 0.9),
+            "runs are at least the interval apart: {times:?}"
+        );
+
+        stack
+            .api
+            .delete("ticking", &DeleteParams::default())
+            .await
+            .unwrap();
+        stack.wait_gone("ticking", DEADLINE).await;
+        let after_deletion = stack.ledger().object("ticking").handler("t1").0.len();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(
+            stack.ledger().object("ticking").handler("t1").0.len(),
+            after_deletion,
+            "the timer stopped with its object"
+        );
+        stack.core.assert_running();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_finalizer_goes_when_no_handler_requires_it_any_more() {
+    with_widget_ns("e2e-release", |client, ns| async move {
+        // A delete handler only for objects labelled app=db.
+        let mut stack =
+            Stack::start("release", &client, &ns, &["delete:d1,label=app=db"], &[]).await;
+        let object = widget("labelled", json!({})).with_labels(&[("app", "db")]);
+        stack
+            .api
+            .create(&PostParams::default(), &object)
+            .await
+            .unwrap();
+        stack
+            .wait_object("labelled", "our finalizer", DEADLINE, |o| {
+                finalizers(o).contains(&FINALIZER.to_owned())
+            })
+            .await;
+        // The label goes: no handler matches, so nothing may keep the object from deletion.
+        stack
+            .api
+            .patch(
+                "labelled",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"labels": {"app": "web"}}})),
+            )
+            .await
+            .unwrap();
+        let released = stack
+            .wait_object("labelled", "the finalizer released", DEADLINE, |o| {
+                !finalizers(o).contains(&FINALIZER.to_owned())
+            })
+            .await;
+        assert!(released.metadata.deletion_timestamp.is_none());
+    })
+    .await;
+}

@@ -39,6 +39,9 @@ pub struct Entry {
     /// The core's id of the attempt, if it sent one.
     #[serde(default)]
     pub attempt_id: Option<String>,
+    /// The raw watch event type, for event handlers.
+    #[serde(default)]
+    pub event_type: Option<String>,
 }
 
 impl fmt::Display for Entry {

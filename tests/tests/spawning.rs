@@ -98,3 +98,68 @@ async fn the_finalizer_goes_when_no_handler_requires_it_any_more() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn event_handlers_see_every_watch_event_and_their_errors_are_ignored() {
+    with_widget_ns("e2e-events", |client, ns| async move {
+        let mut stack = Stack::start("events", &client, &ns, &["event:e1"], &[]).await;
+        // The handler fails on every event: errors of event handlers are logged and ignored.
+        let spec = json!({"behaviour": {"e1": {"fail_arbitrarily": true}}});
+        stack
+            .api
+            .create(&PostParams::default(), &widget("watched", spec))
+            .await
+            .unwrap();
+        stack
+            .api
+            .patch(
+                "watched",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"more": 1}})),
+            )
+            .await
+            .unwrap();
+        stack
+            .api
+            .delete("watched", &DeleteParams::default())
+            .await
+            .unwrap();
+        stack.wait_gone("watched", DEADLINE).await;
+        operon_e2e::wait_for(
+            "the DELETED event to reach the handler",
+            DEADLINE,
+            || async {
+                let seen: Vec<String> = stack
+                    .ledger()
+                    .object("watched")
+                    .0
+                    .iter()
+                    .filter_map(|e| e.event_type.clone())
+                    .collect();
+                Ok::<_, String>(seen.iter().any(|t| t == "DELETED").then_some(seen))
+            },
+        )
+        .await;
+        let ledger = stack.ledger().object("watched");
+        let types: Vec<String> = ledger
+            .0
+            .iter()
+            .filter_map(|e| e.event_type.clone())
+            .collect();
+        assert_eq!(types.first().map(String::as_str), Some("ADDED"), "{ledger}");
+        assert!(types.iter().any(|t| t == "MODIFIED"), "{ledger}");
+        assert!(
+            ledger.0.iter().all(|e| e.retry == 0),
+            "event handlers are never retried: {ledger}"
+        );
+        // No progress and no finalizer for event handlers: the object went at once.
+        let log = stack.core.log_plain();
+        assert!(
+            log.contains("failed with an exception and will ignore it"),
+            "{}",
+            stack.core.log_tail(20)
+        );
+        stack.core.assert_running();
+    })
+    .await;
+}

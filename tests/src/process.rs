@@ -259,6 +259,16 @@ impl HandlerProcess {
         self._stdout = None;
     }
 
+    /// Starts it again on the same port with other arguments (a redeployed service with other
+    /// handlers), with the same ledger.
+    ///
+    /// # Errors
+    /// When it cannot be started again.
+    pub async fn restart_with(&mut self, args: &[&str]) -> anyhow::Result<()> {
+        self.args = args.iter().map(|s| (*s).to_owned()).collect();
+        self.restart().await
+    }
+
     /// Starts it again on the same port (retrying the bind for up to 30 s), with the same ledger.
     ///
     /// # Errors

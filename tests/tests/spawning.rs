@@ -163,3 +163,64 @@ async fn event_handlers_see_every_watch_event_and_their_errors_are_ignored() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_redeployed_handler_service_with_other_handlers_is_reloaded_without_a_restart() {
+    with_widget_ns("e2e-reload", |client, ns| async move {
+        let mut stack = Stack::start("reload", &client, &ns, &["create:c1"], &[]).await;
+        stack
+            .api
+            .create(&PostParams::default(), &widget("before", json!({})))
+            .await
+            .unwrap();
+        stack
+            .wait_object("before", "handled by c1", DEADLINE, |o| {
+                operon_e2e::kopf::is_fully_handled(o)
+            })
+            .await;
+
+        // The service comes back on the same address with one more handler.
+        let resource = operon_e2e::RESOURCE_ARG;
+        stack
+            .handler
+            .restart_with(&[
+                "--resource",
+                resource,
+                "--handler",
+                "create:c1",
+                "--handler",
+                "create:c2",
+            ])
+            .await
+            .unwrap();
+        operon_e2e::wait_for("the core to reload the manifest", DEADLINE, || async {
+            let log = stack.core.log_plain();
+            Ok::<_, String>(log.contains("reloading its handlers").then_some(()))
+        })
+        .await;
+        stack.core.wait_ready(DEADLINE).await;
+        stack
+            .api
+            .create(&PostParams::default(), &widget("after", json!({})))
+            .await
+            .unwrap();
+        stack
+            .wait_object("after", "handled", DEADLINE, |o| {
+                operon_e2e::kopf::is_fully_handled(o)
+            })
+            .await;
+        let after = stack.ledger().object("after");
+        assert_eq!(after.handler("c1").outcomes(), ["success"], "{after}");
+        assert_eq!(after.handler("c2").outcomes(), ["success"], "{after}");
+        // The object handled before the reload is not handled again (it is resumed, and has no
+        // resume handlers).
+        assert_eq!(stack.ledger().object("before").0.len(), 1);
+        assert_eq!(
+            stack.core.starts(),
+            1,
+            "the core reloaded without restarting"
+        );
+        stack.core.assert_running();
+    })
+    .await;
+}

@@ -87,9 +87,6 @@ pub enum Error {
     /// The HTTP listener failed.
     #[error(transparent)]
     Http(#[from] crate::http::Error),
-    /// A handler service changed its manifest: restart to apply it.
-    #[error("handler service {0} changed its manifest; exiting so that a restart applies it")]
-    ManifestChanged(String),
 }
 
 /// Shared state of the HTTP listener.
@@ -150,8 +147,12 @@ async fn resolve_until_found(client: &kube::Client, selector: &Selector) -> disc
 
 /// Runs the core until SIGTERM/SIGINT.
 ///
+/// A handler service that starts describing other handlers (it was redeployed) is noticed within
+/// 15 seconds, and the core reloads: it stops its watches after the cycles in flight, describes
+/// the services again and serves the new handlers — without exiting.
+///
 /// # Errors
-/// Start-up failures (configuration, manifests, listener), and a changed manifest.
+/// Start-up failures (configuration, manifests, listener).
 pub async fn run(config: Config) -> Result<(), Error> {
     let kube_config = kube::Config::infer().await.map_err(Error::KubeConfig)?;
     let client = kube::Client::try_from(kube_config).map_err(Error::Kube)?;
@@ -173,125 +174,186 @@ pub async fn run(config: Config) -> Result<(), Error> {
 
     let listener = crate::http::bind(config.http).await?;
     let http = tokio::spawn(crate::http::serve(listener, Arc::clone(&shared)));
-
-    // Describe every service (retrying until it answers) and bind its handlers.
-    let mut services: Vec<Arc<dyn Dispatch>> = Vec::new();
-    for url in &config.handlers {
-        services.push(Arc::new(GrpcService::new(url)?));
-    }
-    let mut manifests = Vec::new();
-    for service in &services {
-        let manifest = describe_until_answered(service.as_ref()).await;
-        tracing::info!(service = service.name(), name = %manifest.service_name, handlers = manifest.handlers.len(), "Handler service described.");
-        manifests.push(manifest);
-    }
-    let mut by_selector: BTreeMap<Selector, Vec<(Registration, usize)>> = BTreeMap::new();
-    for (i, manifest) in manifests.iter().enumerate() {
-        let regs = convert::manifest(manifest).map_err(|source| Error::Manifest {
-            service: services[i].name().to_owned(),
-            source,
-        })?;
-        for (id, kind) in &regs.unsupported {
-            tracing::warn!(service = services[i].name(), handler = %id, kind, "This core does not run handlers of this kind yet; skipping it.");
-        }
-        for reg in regs.handlers {
-            let list = by_selector.entry(reg.selector.clone()).or_default();
-            if let Some((other, j)) = list
-                .iter()
-                .find(|(r, j)| r.handler.id == reg.handler.id && *j != i)
-            {
-                return Err(Error::Conflict {
-                    id: other.handler.id.clone(),
-                    resource: reg.selector.to_string(),
-                    first: services[*j].name().to_owned(),
-                    second: services[i].name().to_owned(),
-                });
-            }
-            list.push((reg, i));
-        }
-    }
-
-    let mut resources = Vec::new();
-    for (selector, regs) in &by_selector {
-        let served = resolve_until_found(&client, selector).await;
-        tracing::info!(resource = %served.name(), namespaced = served.namespaced, status_subresource = served.has_status, "Serving the resource.");
-        let handlers: Vec<Bound> = regs
-            .iter()
-            .map(|(reg, i)| Bound {
-                handler: reg.handler.clone(),
-                service: Arc::clone(&services[*i]),
-            })
-            .collect();
-        let mut extra_fields: Vec<Vec<String>> = handlers
-            .iter()
-            .filter_map(|b| b.handler.filters.field.clone())
-            .collect();
-        extra_fields.sort();
-        extra_fields.dedup();
-        resources.push(Arc::new(ResourceCtx {
-            served,
-            handlers,
-            extra_fields,
-        }));
-    }
-
-    let env = Arc::new(Env {
-        client: client.clone(),
-        settings,
-        metrics: Arc::clone(&metrics),
-        readmodel,
-        timers: Default::default(),
-    });
-    let queue = Queue::new(
-        env,
-        resources.clone(),
-        config.workers,
-        config.consistency_timeout,
-    );
-
-    let mut watches = Vec::new();
-    for (index, res) in resources.iter().enumerate() {
-        let scopes: Vec<Option<String>> = if res.served.namespaced && !config.namespaces.is_empty()
-        {
-            config.namespaces.iter().cloned().map(Some).collect()
-        } else {
-            vec![None]
+    let stop = shutdown_signal();
+    tokio::pin!(stop);
+    let result = loop {
+        let generation = Generation {
+            config: &config,
+            client: &client,
+            settings: &settings,
+            metrics: &metrics,
+            readmodel: &readmodel,
+            shared: &shared,
         };
-        for ns in scopes {
-            let api: Api<DynamicObject> = match &ns {
-                Some(ns) => Api::namespaced_with(client.clone(), ns, &res.served.resource),
-                None => Api::all_with(client.clone(), &res.served.resource),
-            };
-            watches.push(tokio::spawn(watch(
-                Arc::clone(&queue),
-                Arc::clone(&shared),
-                index,
-                ns,
-                api,
-                config.watch_silence_timeout,
-            )));
+        match generation.serve(stop.as_mut()).await {
+            Ok(Ending::Stop) => break Ok(()),
+            Ok(Ending::Reload(service)) => {
+                tracing::warn!(service = %service, "A handler service changed its manifest; reloading its handlers.");
+            }
+            Err(err) => break Err(err),
         }
-    }
-    shared.watches_total.store(watches.len(), Ordering::Relaxed);
-
-    let manifest_watch = tokio::spawn(watch_manifests(services, manifests));
-    let result = tokio::select! {
-        () = shutdown_signal() => {
-            tracing::info!("Stop requested; finishing the cycles in flight.");
-            Ok(())
-        }
-        changed = manifest_watch => match changed {
-            Ok(service) => Err(Error::ManifestChanged(service)),
-            Err(_) => Ok(()),
-        },
     };
-    for w in &watches {
-        w.abort();
-    }
-    queue.shutdown(config.shutdown_grace).await;
     http.abort();
     tracing::info!("Stopped.");
     result
+}
+
+/// How one generation of the engine (one set of manifests) ended.
+enum Ending {
+    /// SIGTERM/SIGINT.
+    Stop,
+    /// A service now describes other handlers: start over with the new manifests.
+    Reload(String),
+}
+
+/// Everything a generation shares with the next.
+struct Generation<'a> {
+    config: &'a Config,
+    client: &'a kube::Client,
+    settings: &'a Settings,
+    metrics: &'a Arc<Metrics>,
+    readmodel: &'a Arc<ReadModel>,
+    shared: &'a Arc<Shared>,
+}
+
+impl Generation<'_> {
+    /// Describes the services, serves their resources until a stop or a manifest change.
+    async fn serve(
+        &self,
+        stop: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+    ) -> Result<Ending, Error> {
+        let Generation {
+            config,
+            client,
+            settings,
+            metrics,
+            readmodel,
+            shared,
+        } = *self;
+        let client = client.clone();
+        let settings = settings.clone();
+        let readmodel = Arc::clone(readmodel);
+        shared.watches_listed.store(0, Ordering::Relaxed);
+        shared.watches_total.store(usize::MAX, Ordering::Relaxed);
+
+        // Describe every service (retrying until it answers) and bind its handlers.
+        let mut services: Vec<Arc<dyn Dispatch>> = Vec::new();
+        for url in &config.handlers {
+            services.push(Arc::new(GrpcService::new(url)?));
+        }
+        let mut manifests = Vec::new();
+        for service in &services {
+            let manifest = describe_until_answered(service.as_ref()).await;
+            tracing::info!(service = service.name(), name = %manifest.service_name, handlers = manifest.handlers.len(), "Handler service described.");
+            manifests.push(manifest);
+        }
+        let mut by_selector: BTreeMap<Selector, Vec<(Registration, usize)>> = BTreeMap::new();
+        for (i, manifest) in manifests.iter().enumerate() {
+            let regs = convert::manifest(manifest).map_err(|source| Error::Manifest {
+                service: services[i].name().to_owned(),
+                source,
+            })?;
+            for (id, kind) in &regs.unsupported {
+                tracing::warn!(service = services[i].name(), handler = %id, kind, "This core does not run handlers of this kind yet; skipping it.");
+            }
+            for reg in regs.handlers {
+                let list = by_selector.entry(reg.selector.clone()).or_default();
+                if let Some((other, j)) = list
+                    .iter()
+                    .find(|(r, j)| r.handler.id == reg.handler.id && *j != i)
+                {
+                    return Err(Error::Conflict {
+                        id: other.handler.id.clone(),
+                        resource: reg.selector.to_string(),
+                        first: services[*j].name().to_owned(),
+                        second: services[i].name().to_owned(),
+                    });
+                }
+                list.push((reg, i));
+            }
+        }
+
+        let mut resources = Vec::new();
+        for (selector, regs) in &by_selector {
+            let served = resolve_until_found(&client, selector).await;
+            tracing::info!(resource = %served.name(), namespaced = served.namespaced, status_subresource = served.has_status, "Serving the resource.");
+            let handlers: Vec<Bound> = regs
+                .iter()
+                .map(|(reg, i)| Bound {
+                    handler: reg.handler.clone(),
+                    service: Arc::clone(&services[*i]),
+                })
+                .collect();
+            let mut extra_fields: Vec<Vec<String>> = handlers
+                .iter()
+                .filter_map(|b| b.handler.filters.field.clone())
+                .collect();
+            extra_fields.sort();
+            extra_fields.dedup();
+            resources.push(Arc::new(ResourceCtx {
+                served,
+                handlers,
+                extra_fields,
+            }));
+        }
+
+        let env = Arc::new(Env {
+            client: client.clone(),
+            settings,
+            metrics: Arc::clone(metrics),
+            readmodel,
+            timers: Default::default(),
+        });
+        let queue = Queue::new(
+            Arc::clone(&env),
+            resources.clone(),
+            config.workers,
+            config.consistency_timeout,
+        );
+
+        let mut watches = Vec::new();
+        for (index, res) in resources.iter().enumerate() {
+            let scopes: Vec<Option<String>> =
+                if res.served.namespaced && !config.namespaces.is_empty() {
+                    config.namespaces.iter().cloned().map(Some).collect()
+                } else {
+                    vec![None]
+                };
+            for ns in scopes {
+                let api: Api<DynamicObject> = match &ns {
+                    Some(ns) => Api::namespaced_with(client.clone(), ns, &res.served.resource),
+                    None => Api::all_with(client.clone(), &res.served.resource),
+                };
+                watches.push(tokio::spawn(watch(
+                    Arc::clone(&queue),
+                    Arc::clone(shared),
+                    index,
+                    ns,
+                    api,
+                    config.watch_silence_timeout,
+                )));
+            }
+        }
+        shared.watches_total.store(watches.len(), Ordering::Relaxed);
+
+        let manifest_watch = tokio::spawn(watch_manifests(services, manifests));
+        let ending = tokio::select! {
+            () = stop => {
+                tracing::info!("Stop requested; finishing the cycles in flight.");
+                Ending::Stop
+            }
+            changed = manifest_watch => match changed {
+                Ok(service) => Ending::Reload(service),
+                Err(_) => Ending::Stop,
+            },
+        };
+        for w in &watches {
+            w.abort();
+        }
+        queue.shutdown(config.shutdown_grace).await;
+        env.timers.stop_all();
+        Ok(ending)
+    }
 }
 
 async fn shutdown_signal() {

@@ -130,6 +130,13 @@ impl Timers {
         );
     }
 
+    /// Stops every timer (the core stops, or reloads its handlers).
+    pub fn stop_all(&self) {
+        for (_, timer) in self.lock().drain() {
+            timer.task.abort();
+        }
+    }
+
     fn sync_none(&self, resource: &str, ns: &str, name: &str) {
         self.lock().retain(|(r, n, o, _), timer| {
             let keep = r != resource || n != ns || o != name;

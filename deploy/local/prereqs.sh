@@ -4,7 +4,8 @@
 set -euo pipefail
 log() { echo "[prereqs] $*" >&2; }
 missing_apt=()
-for tool in curl:curl openssl:openssl python3:python3 git:git; do
+# chromium + chromedriver: the dashboard's browser tests (tests/tests/dashboard.rs).
+for tool in curl:curl openssl:openssl python3:python3 git:git chromium:chromium chromedriver:chromium-driver; do
   command -v "${tool%%:*}" >/dev/null || missing_apt+=("${tool#*:}")
 done
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing_apt+=(python3-venv)

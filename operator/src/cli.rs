@@ -78,6 +78,31 @@ struct RunArgs {
 /// Options of `operon dashboard`.
 #[derive(Debug, Args)]
 struct DashboardArgs {
+    /// A resource to show, kubectl-style: GROUP/VERSION/PLURAL, PLURAL.GROUP or a bare name
+    /// (repeatable).
+    #[arg(long = "resource", value_name = "RESOURCE", required = true)]
+    resources: Vec<String>,
+    /// Show objects in all namespaces.
+    #[arg(short = 'A', long = "all-namespaces", conflicts_with = "namespaces")]
+    all_namespaces: bool,
+    /// Show objects in this namespace (repeatable).
+    #[arg(short = 'n', long = "namespace", value_name = "NS")]
+    namespaces: Vec<String>,
+    /// The annotation prefix of progress records and the diff-base (Kopf's default).
+    #[arg(long, default_value = "kopf.zalando.org")]
+    prefix: String,
+    /// Require this bearer token on every route but /healthz and /readyz (a browser passes it
+    /// once as ?token=…, then keeps it in a cookie).
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "OPERON_DASHBOARD_TOKEN",
+        hide_env_values = true
+    )]
+    dashboard_token: Option<String>,
+    /// The Jaeger UI's base URL, for links to the handlers' traces (e.g. http://127.0.0.1:16686).
+    #[arg(long, value_name = "URL", env = "OPERON_JAEGER_UI")]
+    jaeger_ui: Option<String>,
     #[command(flatten)]
     http: HttpArgs,
 }
@@ -142,10 +167,24 @@ impl Cli {
                 Ok(crate::runtime::engine::run(config).await?)
             }
             Command::Dashboard(args) => {
-                let shared =
-                    crate::runtime::engine::Shared::new(Default::default(), Default::default());
-                let listener = crate::http::bind(args.http.listen).await?;
-                Ok(crate::http::serve(listener, shared).await?)
+                if !args.all_namespaces && args.namespaces.is_empty() {
+                    anyhow::bail!("say which namespaces to show: -A (all) or -n NS (repeatable)");
+                }
+                let config = crate::runtime::observer::Config {
+                    resources: args
+                        .resources
+                        .iter()
+                        .map(|r| crate::runtime::observer::parse_selector(r))
+                        .collect::<Result<_, _>>()?,
+                    namespaces: args.namespaces,
+                    http: args.http.listen,
+                    prefix: args.prefix,
+                    dashboard: operon_dashboard::Options {
+                        token: args.dashboard_token.filter(|t| !t.is_empty()),
+                        jaeger_ui: args.jaeger_ui.filter(|u| !u.is_empty()),
+                    },
+                };
+                Ok(crate::runtime::observer::run(config).await?)
             }
         }
     }

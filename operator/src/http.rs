@@ -30,16 +30,23 @@ pub enum Error {
     Serve(#[source] std::io::Error),
 }
 
-/// The listener's routes.
+/// The listener's routes, with the dashboard's options from the environment
+/// (`OPERON_DASHBOARD_TOKEN`, `OPERON_JAEGER_UI`; see [`router_with`]).
 pub fn router(shared: Arc<Shared>) -> Router {
-    Router::new()
+    router_with(shared, &operon_dashboard::Options::from_env())
+}
+
+/// The listener's routes; with a token in `options`, every route but the probes requires it.
+pub fn router_with(shared: Arc<Shared>, options: &operon_dashboard::Options) -> Router {
+    let routes = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/api/v1/objects", get(objects))
         .route("/api/v1/events", get(events))
         .with_state(Arc::clone(&shared))
-        .merge(operon_dashboard::router(shared))
+        .merge(operon_dashboard::router_with(shared, options));
+    operon_dashboard::protect(routes, options.token.as_deref())
 }
 
 async fn readyz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {

@@ -7,6 +7,7 @@ pub mod dispatch;
 pub mod engine;
 pub mod events;
 pub mod metrics;
+pub mod observer;
 pub mod patching;
 pub mod processing;
 pub mod queue;

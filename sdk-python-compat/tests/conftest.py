@@ -1,6 +1,13 @@
 import asyncio
 import datetime
+import glob
 import json
+import os
+import pathlib
+import re
+import shutil
+import subprocess
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -95,3 +102,83 @@ def invoke(backend: handling.OperatorBackend, request: pb.InvokeRequest,
 
 def which(outcome: pb.Outcome) -> str:
     return outcome.WhichOneof('result') or ''
+
+
+# -- the real plane and the core, for the end-to-end tests (marker `e2e`) --------------------------
+# The plane: $KUBECONFIG if it answers; else `tests/cluster/up.sh` (idempotent) when its binaries are
+# built. The core: $OPERON_BIN, else `operon` on $PATH, else the workspace's `target/debug/operon`.
+# Tests that need them are skipped, with the reason, when they are not available.
+
+SDK = pathlib.Path(__file__).resolve().parent.parent
+ROOT = SDK.parent
+CACHE = pathlib.Path(os.environ.get('OPERON_CACHE', pathlib.Path.home() / '.cache' / 'operon'))
+
+
+def _kubectl() -> str | None:
+    for candidate in [os.environ.get('KUBECTL'), *sorted(glob.glob(str(CACHE / 'kube-bins-*' / 'kubectl'))),
+                      shutil.which('kubectl')]:
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def _operon() -> str | None:
+    for candidate in [os.environ.get('OPERON_BIN'), shutil.which('operon'), str(ROOT / 'target' / 'debug' / 'operon')]:
+        if candidate and os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def _answers(kubectl: str, kubeconfig: str) -> bool:
+    try:
+        result = subprocess.run([kubectl, '--kubeconfig', kubeconfig, 'get', '--raw', '/readyz'],
+                                capture_output=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return result.returncode == 0
+
+
+def _plane(kubectl: str) -> str | None:
+    kubeconfig = os.environ.get('KUBECONFIG')
+    if kubeconfig and _answers(kubectl, kubeconfig):
+        return kubeconfig
+    up = ROOT / 'tests' / 'cluster' / 'up.sh'
+    if up.exists() and glob.glob(str(CACHE / 'kube-bins-*' / 'kube-apiserver')):
+        try:
+            result = subprocess.run([str(up)], capture_output=True, text=True, timeout=180)
+        except subprocess.TimeoutExpired:
+            return None
+        match = re.search(r'export KUBECONFIG=(\S+)', result.stdout)
+        if result.returncode == 0 and match and _answers(kubectl, match.group(1)):
+            return match.group(1)
+    return None
+
+
+@pytest.fixture(scope='module')
+def plane() -> tuple[str, str, str]:
+    kubectl = _kubectl()
+    if kubectl is None:
+        pytest.skip("kubectl is not found ($KUBECTL, ~/.cache/operon/kube-bins-*/kubectl, $PATH)")
+    operon = _operon()
+    if operon is None:
+        pytest.skip("the operon binary is not found ($OPERON_BIN, $PATH, target/debug/operon): "
+                    "cargo build -p operon")
+    kubeconfig = _plane(kubectl)
+    if kubeconfig is None:
+        pytest.skip("the local control plane is not available: start it with "
+                    "`eval \"$(tests/cluster/up.sh)\"` (or point $KUBECONFIG at a cluster)")
+    return kubectl, operon, kubeconfig
+
+
+@pytest.fixture()
+def namespace(plane: tuple[str, str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    kubectl, operon, kubeconfig = plane
+    monkeypatch.setenv('KUBECONFIG', kubeconfig)
+    monkeypatch.setenv('OPERON_BIN', operon)
+    name = f'kopf-sdk-e2e-{uuid.uuid4().hex[:8]}'
+    subprocess.run([kubectl, 'apply', '-f', str(SDK.parent / 'deploy' / 'local' / 'crd.yaml')], check=True, capture_output=True, timeout=30)
+    subprocess.run([kubectl, 'create', 'namespace', name], check=True, capture_output=True, timeout=30)
+    try:
+        yield name
+    finally:
+        subprocess.run([kubectl, 'delete', 'namespace', name, '--wait=false'], capture_output=True, timeout=30)

@@ -2,31 +2,21 @@
 One end-to-end smoke test: `kopf run` on a tiny operator, the real `operon` core, the real plane.
 
 Skipped, with the reason, only when the local control plane or the `operon` binary is not
-available. The plane: $KUBECONFIG if it answers; else `tests/cluster/up.sh` (idempotent) when its
-binaries are built. The core: $OPERON_BIN, else `operon` on $PATH, else the workspace's
-`target/debug/operon`. Each run gets its own namespace, deleted afterwards.
+available (the fixtures `plane` and `namespace` of conftest.py: a fresh namespace per test).
 """
 import collections
-import glob
 import json
-import os
 import pathlib
 import re
-import shutil
 import subprocess
 import time
-import uuid
-from collections.abc import Iterator
 
 import pytest
 
 import kopf
 from kopf.testing import KopfRunner
 
-SDK = pathlib.Path(__file__).resolve().parent.parent
-ROOT = SDK.parent
-EXAMPLES = SDK / 'examples'
-CACHE = pathlib.Path(os.environ.get('OPERON_CACHE', pathlib.Path.home() / '.cache' / 'operon'))
+EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / 'examples'
 
 pytestmark = pytest.mark.e2e
 
@@ -56,76 +46,6 @@ def update_field(old, new, **_):
 def delete_fn(logger, **_):
     logger.info("Deleting it.")
 '''
-
-
-def _kubectl() -> str | None:
-    for candidate in [os.environ.get('KUBECTL'), *sorted(glob.glob(str(CACHE / 'kube-bins-*' / 'kubectl'))),
-                      shutil.which('kubectl')]:
-        if candidate and os.access(candidate, os.X_OK):
-            return candidate
-    return None
-
-
-def _operon() -> str | None:
-    for candidate in [os.environ.get('OPERON_BIN'), shutil.which('operon'), str(ROOT / 'target' / 'debug' / 'operon')]:
-        if candidate and os.path.isfile(candidate) and os.access(candidate, os.X_OK):
-            return candidate
-    return None
-
-
-def _answers(kubectl: str, kubeconfig: str) -> bool:
-    try:
-        result = subprocess.run([kubectl, '--kubeconfig', kubeconfig, 'get', '--raw', '/readyz'],
-                                capture_output=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return result.returncode == 0
-
-
-def _plane(kubectl: str) -> str | None:
-    kubeconfig = os.environ.get('KUBECONFIG')
-    if kubeconfig and _answers(kubectl, kubeconfig):
-        return kubeconfig
-    up = ROOT / 'tests' / 'cluster' / 'up.sh'
-    if up.exists() and glob.glob(str(CACHE / 'kube-bins-*' / 'kube-apiserver')):
-        try:
-            result = subprocess.run([str(up)], capture_output=True, text=True, timeout=180)
-        except subprocess.TimeoutExpired:
-            return None
-        match = re.search(r'export KUBECONFIG=(\S+)', result.stdout)
-        if result.returncode == 0 and match and _answers(kubectl, match.group(1)):
-            return match.group(1)
-    return None
-
-
-@pytest.fixture(scope='module')
-def plane() -> tuple[str, str, str]:
-    kubectl = _kubectl()
-    if kubectl is None:
-        pytest.skip("kubectl is not found ($KUBECTL, ~/.cache/operon/kube-bins-*/kubectl, $PATH)")
-    operon = _operon()
-    if operon is None:
-        pytest.skip("the operon binary is not found ($OPERON_BIN, $PATH, target/debug/operon): "
-                    "cargo build -p operon")
-    kubeconfig = _plane(kubectl)
-    if kubeconfig is None:
-        pytest.skip("the local control plane is not available: start it with "
-                    "`eval \"$(tests/cluster/up.sh)\"` (or point $KUBECONFIG at a cluster)")
-    return kubectl, operon, kubeconfig
-
-
-@pytest.fixture()
-def namespace(plane: tuple[str, str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    kubectl, operon, kubeconfig = plane
-    monkeypatch.setenv('KUBECONFIG', kubeconfig)
-    monkeypatch.setenv('OPERON_BIN', operon)
-    name = f'kopf-sdk-e2e-{uuid.uuid4().hex[:8]}'
-    subprocess.run([kubectl, 'apply', '-f', str(SDK.parent / 'deploy' / 'local' / 'crd.yaml')], check=True, capture_output=True, timeout=30)
-    subprocess.run([kubectl, 'create', 'namespace', name], check=True, capture_output=True, timeout=30)
-    try:
-        yield name
-    finally:
-        subprocess.run([kubectl, 'delete', 'namespace', name, '--wait=false'], capture_output=True, timeout=30)
 
 
 def _wait_for(caplog: pytest.LogCaptureFixture, pattern: str, timeout: float = 30) -> None:

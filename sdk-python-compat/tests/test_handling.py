@@ -481,3 +481,70 @@ def test_the_resource_kwarg(selector, body, plural):
     resource = handling.guess_resource(body, kopf._cogs.refs.Selector(*selector))
     assert resource.plural == plural
     assert resource.kind == body['kind']
+
+
+TIMER_KWARGS = {'body', 'spec', 'meta', 'status', 'uid', 'name', 'namespace', 'labels', 'annotations',
+                'patch', 'logger', 'memo', 'resource', 'stopped', 'param', 'retry', 'started', 'runtime'}
+
+
+@pytest.mark.parametrize('is_async', [False, True])
+def test_timers_are_called_without_a_reason_with_a_stopped_flag(registry, backend, is_async):
+    seen: dict[str, Any] = {}
+
+    if is_async:
+        @kopf.timer('kopfexamples', interval=5, param='p')
+        async def fn(**kwargs: Any) -> Any:
+            seen.update(kwargs)
+            kwargs['patch'].status['x'] = 1
+            return {'ticks': 1}
+    else:
+        @kopf.timer('kopfexamples', interval=5, param='p')
+        def fn(**kwargs: Any) -> Any:  # type: ignore[misc]
+            seen.update(kwargs)
+            kwargs['patch'].status['x'] = 1
+            return {'ticks': 1}
+
+    response = invoke(backend, make_request(fn.__qualname__, reason=None))
+    assert which(response.outcome) == 'success'
+    assert json.loads(response.outcome.success.result_json) == {'ticks': 1}
+    assert json.loads(response.patch_json) == {'status': {'x': 1}}
+    assert set(seen) == TIMER_KWARGS
+    assert seen['param'] == 'p' and seen['retry'] == 0
+    stopped = seen['stopped']
+    assert isinstance(stopped, kopf.DaemonStopped) and not stopped and not stopped.is_set()
+    assert isinstance(stopped, kopf.AsyncDaemonStopperChecker) == is_async
+
+
+def test_a_timers_errors_are_outcomes_named_as_kopf_names_timers(registry, backend, caplog):
+    @kopf.timer('kopfexamples', interval=5)
+    def fn(**_: Any) -> None:
+        raise ValueError("boom")
+
+    response = invoke(backend, make_request(fn.__qualname__, reason=None))
+    assert which(response.outcome) == 'arbitrary_error'
+    assert response.outcome.arbitrary_error.error_type == 'ValueError'
+    assert f"Timer '{fn.__qualname__}' raised ValueError; the traceback:" in caplog.messages
+
+
+def test_a_cancelled_timer_call_sets_the_stopped_flag(registry, backend):
+    entered = threading.Event()
+    flags: list[Any] = []
+
+    @kopf.timer('kopfexamples', interval=5)
+    def fn(stopped: Any, **_: Any) -> str:
+        flags.append(stopped)
+        entered.set()
+        return 'stopped' if stopped.wait(10) else 'not stopped'
+
+    async def cancel_midway() -> None:
+        call = asyncio.ensure_future(backend.invoke(make_request(fn.__qualname__, reason=None), server.CallInfo()))
+        await asyncio.get_running_loop().run_in_executor(None, entered.wait, 5)
+        call.cancel()  # as the core's cancellation of the call cancels the servicer
+        started = time.monotonic()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        assert time.monotonic() - started < 5  # the thread saw the flag, not its 10 s timeout
+
+    asyncio.run(cancel_midway())
+    assert flags and flags[0].is_set()
+    assert flags[0].reason == kopf.DaemonStoppingReason.DAEMON_CANCELLED

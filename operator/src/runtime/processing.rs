@@ -712,7 +712,8 @@ async fn run_one(
     Some((verdict, subrefs))
 }
 
-fn resolved(res: &ResourceCtx) -> operon_proto::v1::ResolvedResource {
+/// The resource as sent to handler services.
+pub fn resolved(res: &ResourceCtx) -> operon_proto::v1::ResolvedResource {
     let r = &res.served.resource;
     operon_proto::v1::ResolvedResource {
         group: r.group.clone(),

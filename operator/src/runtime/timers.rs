@@ -233,7 +233,7 @@ async fn tick(env: &Env, res: &ResourceCtx, bound: &Bound, body: &Value, object:
             .call_timeout
             .unwrap_or(env.settings.call_timeout),
         traceparent: None,
-        resource: None,
+        resource: Some(crate::runtime::processing::resolved(res)),
     };
     let started = std::time::Instant::now();
     env.metrics.inflight(1);

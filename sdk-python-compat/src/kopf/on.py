@@ -159,7 +159,7 @@ def daemon(*resource: Any, **options: Any) -> Callable[[Fn], Fn]:
 
 
 def timer(*resource: Any, **options: Any) -> Callable[[Fn], Fn]:
-    """``@kopf.timer()``: accepted; the core does not run timers yet."""
+    """``@kopf.timer()``: the core calls it every ``interval`` (``idle``, ``initial_delay``, ``sharp``)."""
     return _resource_decorator('timer', resource, options)
 
 

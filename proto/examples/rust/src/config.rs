@@ -301,10 +301,22 @@ mod tests {
     }
 
     #[test]
+    fn timers_and_label_filters() {
+        let timer =
+            parse_handler("timer:t1,interval=1.5,idle=2,initial_delay=3,sharp=true").unwrap();
+        assert_eq!(timer.kind, HandlerKind::Timer);
+        assert_eq!(timer.options.interval.unwrap().seconds, 1);
+        assert!(timer.options.sharp);
+        let delete = parse_handler("delete:d1,label=app=db").unwrap();
+        assert_eq!(delete.labels, [("app".to_owned(), "db".to_owned())]);
+    }
+
+    #[test]
     fn bad_handlers() {
         assert!(parse_handler("create").is_err());
         assert!(parse_handler("create:").is_err());
-        assert!(parse_handler("timer:t1").is_err());
+        assert!(parse_handler("daemon:d1").is_err());
+        assert!(parse_handler("delete:d1,label=app").is_err());
         assert!(parse_handler("create:h1,retries=-1").is_err());
         assert!(parse_handler("create:h1,timeout=soon").is_err());
         assert!(parse_handler("create:h1,errors=loud").is_err());

@@ -137,9 +137,11 @@ async def login_via_async_client(*, logger: Any, settings: Any = None, **_: Any)
         return None
     try:
         kubernetes_asyncio.config.load_incluster_config()
+        logger.debug("Async client is configured in cluster with service account.")
     except kubernetes_asyncio.config.ConfigException:
         try:
             await kubernetes_asyncio.config.load_kube_config()
+            logger.debug("Async client is configured via kubeconfig file.")
         except kubernetes_asyncio.config.ConfigException as e:
             raise LoginError("Cannot authenticate the async client library neither in-cluster, "
                              "nor via kubeconfig.") from e
@@ -158,9 +160,11 @@ def login_via_pykube(*, logger: Any, settings: Any = None, **_: Any) -> Connecti
         return None
     try:
         config = pykube.KubeConfig.from_service_account()
+        logger.debug("Pykube is configured in cluster with service account.")
     except FileNotFoundError:
         try:
             config = pykube.KubeConfig.from_file()
+            logger.debug("Pykube is configured via kubeconfig file.")
         except (pykube.PyKubeError, FileNotFoundError) as e:
             raise LoginError("Cannot authenticate pykube neither in-cluster, nor via kubeconfig.") from e
     files = {key: config.user.get(key) for key in ('client-certificate', 'client-key')}

@@ -46,6 +46,7 @@ class Cause:
     event_type: str | None = None             # event handlers
     activity: model.Activity | None = None    # activity handlers
     settings: settings_.OperatorSettings | None = None
+    stopped: model.DaemonStopped | None = None  # timers & daemons
 
     @property
     def is_change(self) -> bool:
@@ -65,7 +66,9 @@ def kwargs_of(cause: Cause) -> dict[str, Any]:
                       labels=meta.labels, annotations=meta.annotations)
     if cause.reason is not None:
         kwargs.update(reason=cause.reason, diff=cause.diff, old=cause.old, new=cause.new)
-    if cause.event_type is not None or (cause.body is not None and cause.reason is None and cause.activity is None):
+    if cause.stopped is not None:
+        kwargs.update(stopped=cause.stopped)
+    elif cause.event_type is not None or (cause.body is not None and cause.reason is None and cause.activity is None):
         kwargs.update(type=cause.event_type, event={'type': cause.event_type, 'object': cause.body})
     kwargs.update(cause.indices)  # the indices' names win over Kopf's own kwargs, as in Kopf
     return kwargs
@@ -131,7 +134,7 @@ def matches(handler: model.Handler, cause: Cause) -> bool:
 
 # -- invocation -----------------------------------------------------------------------------------
 
-def _is_coroutine_fn(fn: Any) -> bool:
+def is_coroutine_fn(fn: Any) -> bool:
     while True:
         if isinstance(fn, functools.partial):
             fn = fn.func
@@ -142,10 +145,21 @@ def _is_coroutine_fn(fn: Any) -> bool:
 
 
 async def call_fn(fn: Callable[..., Any], kwargs: Mapping[str, Any],
-                  settings: settings_.OperatorSettings | None = None) -> Any:
-    """Await an async function; run a sync one in the executor, in a copy of this context."""
-    if _is_coroutine_fn(fn):
-        return await fn(**kwargs)
+                  settings: settings_.OperatorSettings | None = None,
+                  on_cancel: Callable[[], None] | None = None) -> Any:
+    """
+    Await an async function; run a sync one in the executor, in a copy of this context.
+
+    When the call is cancelled, ``on_cancel`` runs first (e.g. it sets a timer's ``stopped``
+    flag): an async function is then cancelled; a sync one's thread cannot be, so it is awaited.
+    """
+    if is_coroutine_fn(fn):
+        try:
+            return await fn(**kwargs)
+        except asyncio.CancelledError:
+            if on_cancel is not None:
+                on_cancel()
+            raise
     context = contextvars.copy_context()
     executor = settings.execution.executor if settings is not None else None
     future = asyncio.get_running_loop().run_in_executor(executor, lambda: context.run(fn, **kwargs))
@@ -154,6 +168,8 @@ async def call_fn(fn: Callable[..., Any], kwargs: Mapping[str, Any],
         try:
             await asyncio.shield(future)
         except asyncio.CancelledError as e:
+            if cancelled is None and on_cancel is not None:
+                on_cancel()
             cancelled = e
     if cancelled is not None:
         raise cancelled
@@ -257,7 +273,9 @@ async def invoke(handler: model.Handler, cause: Cause, *, retry: int, started: d
     if scope is not None:
         tokens.append((scope_var, scope_var.set(scope)))
     try:
-        result = await call_fn(handler.fn, kwargs, settings)
+        stopped = cause.stopped
+        on_cancel = None if stopped is None else lambda: stopped.set(model.DaemonStoppingReason.DAEMON_CANCELLED)
+        result = await call_fn(handler.fn, kwargs, settings, on_cancel=on_cancel)
         if scope is not None and not scope.executed:
             await execute()
         return result

@@ -168,7 +168,8 @@ class Handler:
     fallback: bool = False  # Kopf's implicit login handlers, used only when there are no others
 
     def __str__(self) -> str:
-        return f"Handler {self.id!r}"
+        title = {'timer': 'Timer', 'daemon': 'Daemon'}.get(self.kind, 'Handler')  # as Kopf names them
+        return f"{title} {self.id!r}"
 
     @property
     def reason(self) -> Reason | None:
@@ -230,7 +231,7 @@ def set_default_lifecycle(lifecycle: LifeCycleFn | None) -> None:
     _lifecycle = lifecycle
 
 
-# -- daemons (accepted, not run by the core yet) --------------------------------------------------
+# -- timers and daemons (the stopped flag) --------------------------------------------------------
 
 class DaemonStoppingReason(enum.Flag):
     NONE = 0

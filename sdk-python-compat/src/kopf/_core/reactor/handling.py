@@ -287,6 +287,12 @@ class OperatorBackend(server.Backend):
             cause.logger = logs.LocalObjectLogger(body=body, settings=self.settings)
             cause.event_type = request.event_type or None
             return cause
+        if handler.kind in ('timer', 'daemon'):
+            # One call is one run of a timer. Its `stopped` flag is set when the core cancels the
+            # call: the object is deleted, the timer matches no more, or the operator stops.
+            spawned = model.AsyncDaemonStopped if calls.is_coroutine_fn(handler.fn) else model.DaemonStopped
+            cause.stopped = spawned()
+            return cause
         reason = _REASONS.get(request.reason)
         if reason is None:
             raise LookupError(f"Handler {handler.id!r} is called without a reason.")

@@ -1,0 +1,350 @@
+//! One object's page: every handler and sub-handler with its state, attempts, times, last
+//! message and traces; the cause; what changed since it was last handled; its recent Events.
+
+use leptos::prelude::*;
+
+use crate::listing::ListQuery;
+use crate::model::{DiffView, EventView, HandlerDetails, HandlerView, ObjectDetails, ObjectView};
+use crate::pages::format::{
+    duration_between, full_time, is_secret, relative, thousands, time, trace_href,
+};
+use crate::pages::layout::{Section, document, phase_badge, state_badge, top_bar};
+
+/// The page of `object`.
+pub(crate) fn render(
+    object: &ObjectView,
+    details: &ObjectDetails,
+    jaeger_ui: Option<&str>,
+    now: jiff::Timestamp,
+) -> String {
+    let title = format!("{} ({})", object.name, object.resource);
+    let body = view! {
+        {top_bar(Section::Objects)}
+        <main id="main" data-live="" data-key=object.key()>
+            <Crumbs object=object.clone()/>
+            <h1><span class="mono">{object.name.clone()}</span>{phase_badge(object.phase)}</h1>
+            <Facts object=object.clone() now=now/>
+            <Handlers
+                handlers=object.handlers.clone()
+                details=details.clone()
+                jaeger_ui=jaeger_ui.map(str::to_owned)
+                now=now
+            />
+            <Diff resource=object.resource.clone() diff=details.diff.clone()/>
+            <Events events=details.events.clone() now=now/>
+        </main>
+    }
+    .to_html();
+    document(&title, &body)
+}
+
+/// The page for an object the model does not have.
+pub(crate) fn render_missing(key: &str) -> String {
+    let key = key.to_owned();
+    let body = view! {
+        {top_bar(Section::Objects)}
+        <main id="main">
+            <h1>"Object not found"</h1>
+            <p class="notice bad">
+                "No object " <code>{key}</code> " is watched (it may have been deleted, or its "
+                "resource is not served)."
+            </p>
+            <p><a href="/objects">"All objects"</a></p>
+        </main>
+    }
+    .to_html();
+    document("Not found", &body)
+}
+
+#[component]
+fn Crumbs(object: ObjectView) -> impl IntoView {
+    let by_resource = ListQuery {
+        resource: object.resource.clone(),
+        ..ListQuery::default()
+    }
+    .href();
+    let by_namespace = ListQuery {
+        resource: object.resource.clone(),
+        namespace: object.namespace.clone(),
+        ..ListQuery::default()
+    }
+    .href();
+    let namespace = (!object.namespace.is_empty()).then(|| {
+        view! { " › " <a href=by_namespace>{object.namespace.clone()}</a> }
+    });
+    view! {
+        <nav class="crumbs" aria-label="Breadcrumb">
+            <a href="/objects">"Objects"</a>
+            " › "
+            <a href=by_resource class="mono">{object.resource.clone()}</a>
+            {namespace}
+        </nav>
+    }
+}
+
+#[component]
+fn Facts(object: ObjectView, now: jiff::Timestamp) -> impl IntoView {
+    let namespace = if object.namespace.is_empty() {
+        "(cluster-wide)".to_owned()
+    } else {
+        object.namespace.clone()
+    };
+    let cause = if object.cause.is_empty() {
+        "—".to_owned()
+    } else {
+        object.cause.clone()
+    };
+    let updated = format!(
+        "{}{}",
+        time(&object.updated, now),
+        relative(&object.updated, now)
+            .map(|r| format!(" ({r})"))
+            .unwrap_or_default()
+    );
+    view! {
+        <dl class="facts">
+            <dt>"Resource"</dt><dd class="mono">{object.resource.clone()}</dd>
+            <dt>"Namespace"</dt><dd>{namespace}</dd>
+            <dt>"UID"</dt><dd class="mono">{object.uid.clone()}</dd>
+            <dt>"Cause"</dt><dd>{cause}</dd>
+            <dt>"Updated"</dt><dd title=full_time(&object.updated)>{updated}</dd>
+        </dl>
+    }
+}
+
+/// Handlers in display order: each parent followed by its sub-handlers, with their depth.
+pub(crate) fn tree(handlers: &[HandlerView]) -> Vec<(usize, &HandlerView)> {
+    let mut ordered: Vec<&HandlerView> = handlers.iter().collect();
+    // Stable: keeps the model's order among siblings, but puts children right after parents.
+    let parent_order = |h: &HandlerView| -> usize {
+        let root = h.id.split('/').next().unwrap_or_default();
+        handlers
+            .iter()
+            .position(|p| p.id == root)
+            .unwrap_or(usize::MAX)
+    };
+    ordered.sort_by(|a, b| {
+        parent_order(a)
+            .cmp(&parent_order(b))
+            .then_with(|| a.id.split('/').cmp(b.id.split('/')))
+    });
+    ordered
+        .into_iter()
+        .map(|h| (h.id.matches('/').count(), h))
+        .collect()
+}
+
+#[component]
+fn Handlers(
+    handlers: Vec<HandlerView>,
+    details: ObjectDetails,
+    jaeger_ui: Option<String>,
+    now: jiff::Timestamp,
+) -> impl IntoView {
+    if handlers.is_empty() {
+        return view! {
+            <h2 id="handlers">"Handlers"</h2>
+            <p class="notice">"No handler is running or has a recorded outcome for this object."</p>
+        }
+        .into_any();
+    }
+    let rows = tree(&handlers)
+        .into_iter()
+        .map(|(depth, h)| {
+            let extra = details.handlers.get(&h.id).cloned().unwrap_or_default();
+            view! { <HandlerRow handler=h.clone() depth=depth details=extra jaeger_ui=jaeger_ui.clone() now=now/> }
+        })
+        .collect_view();
+    view! {
+        <h2 id="handlers">"Handlers"</h2>
+        <div class="panel">
+            <table aria-labelledby="handlers">
+                <thead>
+                    <tr>
+                        <th scope="col">"Handler"</th>
+                        <th scope="col">"State"</th>
+                        <th scope="col" class="num">"Attempts"</th>
+                        <th scope="col">"Started"</th>
+                        <th scope="col">"Next retry"</th>
+                        <th scope="col">"Duration"</th>
+                        <th scope="col">"Last message"</th>
+                        <th scope="col">"Trace"</th>
+                    </tr>
+                </thead>
+                <tbody>{rows}</tbody>
+            </table>
+        </div>
+    }
+    .into_any()
+}
+
+#[component]
+fn HandlerRow(
+    handler: HandlerView,
+    depth: usize,
+    details: HandlerDetails,
+    jaeger_ui: Option<String>,
+    now: jiff::Timestamp,
+) -> impl IntoView {
+    let (parent, own) = match handler.id.rsplit_once('/') {
+        Some((parent, own)) => (format!("{parent}/"), own.to_owned()),
+        None => (String::new(), handler.id.clone()),
+    };
+    let started = handler.started.clone().unwrap_or_default();
+    let next = match (&handler.delayed, handler.state) {
+        (Some(delayed), "retrying" | "pending") => format!(
+            "{}{}",
+            time(delayed, now),
+            relative(delayed, now)
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default()
+        ),
+        _ => "—".to_owned(),
+    };
+    let duration = match (&handler.started, &details.stopped) {
+        (Some(started), Some(stopped)) => duration_between(started, stopped),
+        _ => None,
+    }
+    .unwrap_or_else(|| "—".to_owned());
+    let traces: Vec<(String, String)> = if details.attempts.is_empty() {
+        handler
+            .trace_id
+            .iter()
+            .filter_map(|id| trace_href(jaeger_ui.as_deref(), id))
+            .map(|href| (href, "last attempt".to_owned()))
+            .collect()
+    } else {
+        details
+            .attempts
+            .iter()
+            .filter_map(|a| {
+                trace_href(jaeger_ui.as_deref(), &a.trace_id)
+                    .map(|href| (href, format!("#{}", a.attempt)))
+            })
+            .collect()
+    };
+    let traces = if traces.is_empty() {
+        view! { <span class="muted">"—"</span> }.into_any()
+    } else {
+        traces
+            .into_iter()
+            .map(|(href, label)| {
+                let name = format!("Trace of {label} of {} in Jaeger", handler.id);
+                view! { <a href=href rel="noreferrer" target="_blank" aria-label=name>{label}</a>" " }
+            })
+            .collect_view()
+            .into_any()
+    };
+    let message = handler.message.clone().unwrap_or_default();
+    view! {
+        <tr>
+            <th scope="row" class=format!("mono indent-{}", depth.min(3))>
+                {(!parent.is_empty()).then(|| view! { <span class="muted">{parent}</span> })}
+                {own}
+            </th>
+            <td>{state_badge(handler.state)}</td>
+            <td class="num">{handler.retries}</td>
+            <td title=full_time(&started)>{time(&started, now)}</td>
+            <td>{next}</td>
+            <td>{duration}</td>
+            <td class="wrap">{message}</td>
+            <td>{traces}</td>
+        </tr>
+    }
+}
+
+#[component]
+fn Diff(resource: String, diff: Vec<DiffView>) -> impl IntoView {
+    if is_secret(&resource) {
+        return view! {
+            <h2 id="diff">"Changes since last handled"</h2>
+            <p class="notice">"The contents of Secrets are never shown."</p>
+        }
+        .into_any();
+    }
+    if diff.is_empty() {
+        return ().into_any();
+    }
+    let rows = diff
+        .into_iter()
+        .map(|d| {
+            let path = if d.path.is_empty() {
+                "(whole object)".to_owned()
+            } else {
+                d.path
+            };
+            view! {
+                <tr>
+                    <td>{d.op}</td>
+                    <th scope="row" class="mono">{path}</th>
+                    <td class="mono wrap">{d.old.unwrap_or_default()}</td>
+                    <td class="mono wrap">{d.new.unwrap_or_default()}</td>
+                </tr>
+            }
+        })
+        .collect_view();
+    view! {
+        <h2 id="diff">"Changes since last handled"</h2>
+        <div class="panel">
+            <table aria-labelledby="diff">
+                <thead>
+                    <tr>
+                        <th scope="col">"Change"</th>
+                        <th scope="col">"Field"</th>
+                        <th scope="col">"Before"</th>
+                        <th scope="col">"After"</th>
+                    </tr>
+                </thead>
+                <tbody>{rows}</tbody>
+            </table>
+        </div>
+    }
+    .into_any()
+}
+
+#[component]
+fn Events(events: Vec<EventView>, now: jiff::Timestamp) -> impl IntoView {
+    if events.is_empty() {
+        return view! {
+            <h2 id="events">"Recent events"</h2>
+            <p class="notice">"No recent Kubernetes Events are known for this object."</p>
+        }
+        .into_any();
+    }
+    let rows = events
+        .into_iter()
+        .map(|e| {
+            let class = match e.type_.as_str() {
+                "Normal" => "badge p-handled",
+                "Warning" => "badge p-retrying",
+                _ => "badge p-failed",
+            };
+            let count = (e.count > 1).then(|| format!(" ×{}", thousands(e.count as usize)));
+            view! {
+                <tr>
+                    <td title=full_time(&e.time)>{time(&e.time, now)}</td>
+                    <td><span class=class>{e.type_.clone()}</span></td>
+                    <td>{e.reason.clone()}</td>
+                    <td class="wrap">{e.message.clone()}<span class="muted">{count}</span></td>
+                </tr>
+            }
+        })
+        .collect_view();
+    view! {
+        <h2 id="events">"Recent events"</h2>
+        <div class="panel">
+            <table aria-labelledby="events">
+                <thead>
+                    <tr>
+                        <th scope="col">"Time"</th>
+                        <th scope="col">"Type"</th>
+                        <th scope="col">"Reason"</th>
+                        <th scope="col">"Message"</th>
+                    </tr>
+                </thead>
+                <tbody>{rows}</tbody>
+            </table>
+        </div>
+    }
+    .into_any()
+}

@@ -1,0 +1,566 @@
+//! End-to-end tests of the dashboard (issue 6) on the real local control plane.
+//!
+//! - In real headless Chromium (Debian `chromium` + `chromium-driver`, driven over WebDriver by
+//!   `tests/dashboard/webdriver.rs`): the core and the example handler serve widgets whose
+//!   handlers succeed, retry, fail permanently and run sub-handlers; the tests assert what the
+//!   pages show, that filters and sorting work, and that a new retry appears live — without a
+//!   reload, within a second of the core knowing it. Screenshots go to
+//!   `<target>/e2e-artifacts/dashboard-*.png`.
+//! - `operon dashboard` reading the progress of objects handled by real Kopf 1.45.2 from PyPI
+//!   (`tests/dashboard/kopf_operator.py`), behind a bearer token.
+
+#[path = "../dashboard/webdriver.rs"]
+mod webdriver;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use kube::api::{DynamicObject, PostParams};
+use kube::{Api, ResourceExt};
+use operon_e2e::kopf::kopf_python;
+use operon_e2e::{
+    Stack, binaries, free_port, log_dir, plane, tail, target_dir, wait_for, widget, with_widget_ns,
+};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::Mutex;
+
+use webdriver::Browser;
+
+/// How long objects may take to reach a state (2 cores, other tests alongside).
+const SETTLE: Duration = Duration::from_secs(90);
+
+/// One Chromium at a time: the machine has two cores.
+static BROWSER: Mutex<()> = Mutex::const_new(());
+
+fn artifact(name: &str) -> PathBuf {
+    target_dir()
+        .join("e2e-artifacts")
+        .join(format!("dashboard-{name}.png"))
+}
+
+fn behaviour(behaviours: Value) -> Value {
+    json!({ "behaviour": behaviours })
+}
+
+async fn create(api: &Api<DynamicObject>, object: &DynamicObject) {
+    api.create(&PostParams::default(), object)
+        .await
+        .unwrap_or_else(|err| panic!("creating {}: {err}", object.name_any()));
+}
+
+/// `GET path` with extra headers (`Name: value`): status and body.
+async fn get(addr: SocketAddr, path: &str, headers: &[String]) -> anyhow::Result<(u16, String)> {
+    let request = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        let mut head = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+        for header in headers {
+            head.push_str(header);
+            head.push_str("\r\n");
+        }
+        head.push_str("\r\n");
+        stream.write_all(head.as_bytes()).await?;
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).await?;
+        let raw = String::from_utf8_lossy(&raw).into_owned();
+        let (head, body) = raw.split_once("\r\n\r\n").context("no response head")?;
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .context("no status")?;
+        let body = if head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked")
+        {
+            dechunk(body)
+        } else {
+            body.to_owned()
+        };
+        anyhow::Ok((status, body))
+    };
+    tokio::time::timeout(Duration::from_secs(15), request)
+        .await
+        .context("timed out")?
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if size == 0 || rest.len() < size {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        body = rest[size..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// The objects of a dashboard's `/api/v1/objects`, by name.
+async fn api_objects(addr: SocketAddr, headers: &[String]) -> anyhow::Result<Vec<Value>> {
+    let (status, body) = get(addr, "/api/v1/objects", headers).await?;
+    anyhow::ensure!(status == 200, "/api/v1/objects answered {status}: {body}");
+    let json: Value = serde_json::from_str(&body)?;
+    Ok(json["objects"].as_array().cloned().unwrap_or_default())
+}
+
+fn find<'a>(objects: &'a [Value], name: &str) -> Option<&'a Value> {
+    objects.iter().find(|o| o["name"] == name)
+}
+
+fn handler<'a>(object: &'a Value, id: &str) -> Option<&'a Value> {
+    object["handlers"]
+        .as_array()?
+        .iter()
+        .find(|h| h["id"] == id)
+}
+
+/// Waits until the object `name` in the model at `addr` satisfies `done`; returns it.
+async fn wait_object(
+    addr: SocketAddr,
+    headers: &[String],
+    name: &str,
+    what: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    wait_for(what, SETTLE, || async {
+        let objects = api_objects(addr, headers).await?;
+        anyhow::Ok(find(&objects, name).filter(|o| done(o)).cloned())
+    })
+    .await
+}
+
+/// A script that describes the current page for failure messages.
+const DESCRIBE: &str = "return location.href + '\\n' + (document.querySelector('main') || document.body).innerText.slice(0, 3000);";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_dashboard_shows_progress_live_in_chromium() {
+    assert!(
+        webdriver::available(),
+        "chromium and chromedriver are missing: run deploy/local/prereqs.sh"
+    );
+    with_widget_ns("dash", |client, ns| async move {
+        let stack = Stack::start(
+            "dash",
+            &client,
+            &ns,
+            &["create:create_fn", "update:update_fn"],
+            &[],
+        )
+        .await;
+        let addr = stack.core.http_addr();
+        let api = stack.api.clone();
+        create(&api, &widget("ok", json!({"size": 1}))).await;
+        create(
+            &api,
+            &widget(
+                "retrying",
+                behaviour(json!({"create_fn": {
+                    "fail_temporarily": 100000, "delay": 2, "message": "The database is not ready yet."
+                }})),
+            ),
+        )
+        .await;
+        create(
+            &api,
+            &widget(
+                "failing",
+                behaviour(json!({"create_fn": {
+                    "fail_permanently": true, "message": "This example always fails."
+                }})),
+            ),
+        )
+        .await;
+        create(
+            &api,
+            &widget(
+                "nested",
+                behaviour(json!({"create_fn": {"subhandlers": {
+                    "step_a": {}, "step_b": {"fail_temporarily": 100, "delay": 3, "message": "Step B waits."}
+                }}})),
+            ),
+        )
+        .await;
+        wait_object(addr, &[], "ok", "ok to be handled", |o| o["phase"] == "handled").await;
+        wait_object(addr, &[], "failing", "failing to fail", |o| o["phase"] == "failed").await;
+        wait_object(addr, &[], "retrying", "retrying to retry", |o| {
+            o["phase"] == "retrying"
+        })
+        .await;
+        wait_object(addr, &[], "nested", "nested to wait for its sub-handlers", |o| {
+            o["phase"] == "retrying"
+        })
+        .await;
+
+        let _one = BROWSER.lock().await;
+        let browser = Browser::start(1400, 900).await.expect("a headless Chromium");
+        let base = format!("http://{addr}");
+
+        // The overview: counts by phase, the core's figures, what needs attention.
+        browser.goto(&format!("{base}/")).await.unwrap();
+        let card = |phase: &'static str| {
+            format!("return (document.querySelector('.card.{phase} .n') || {{}}).textContent;")
+        };
+        assert_eq!(browser.eval(&card("handled"), json!([])).await.unwrap(), "1");
+        assert_eq!(browser.eval(&card("failed"), json!([])).await.unwrap(), "1");
+        assert_eq!(browser.eval(&card("retrying"), json!([])).await.unwrap(), "2");
+        let main = browser.text("main").await.unwrap();
+        for expected in [
+            "Queue depth",
+            "In-flight calls",
+            "widgets.e2e.operon.dev/v1",
+            "Needs attention",
+            "This example always fails.",
+        ] {
+            assert!(main.contains(expected), "the overview lacks {expected:?}:\n{main}");
+        }
+        browser
+            .wait_for("the live indicator", Duration::from_secs(10),
+                "return document.getElementById('live-status').textContent === 'Live';", DESCRIBE)
+            .await
+            .unwrap();
+        browser.screenshot(&artifact("overview")).await.unwrap();
+
+        // The list: every object with its phase; sorting by phase puts failures first.
+        browser.goto(&format!("{base}/objects?sort=phase")).await.unwrap();
+        let rows = "return [...document.querySelectorAll('tbody tr[data-key]')].map(r => \
+                    r.querySelector('th').innerText + ':' + r.querySelector('.badge').innerText);";
+        let listed = browser.eval(rows, json!([])).await.unwrap();
+        assert_eq!(
+            listed,
+            json!(["failing:failed", "nested:retrying", "retrying:retrying", "ok:handled"]),
+            "sorted by phase"
+        );
+        browser.screenshot(&artifact("list")).await.unwrap();
+
+        // Filters, through the form as a user would: phase, then a text search.
+        browser.click("#f-phase option[value=failed]").await.unwrap();
+        browser.click("form.filters button[type=submit]").await.unwrap();
+        browser
+            .wait_for("the phase filter", Duration::from_secs(10),
+                "return location.search.includes('phase=failed') && document.querySelectorAll('tbody tr[data-key]').length === 1;",
+                DESCRIBE)
+            .await
+            .unwrap();
+        assert_eq!(browser.text("tbody th").await.unwrap(), "failing");
+        browser.goto(&format!("{base}/objects")).await.unwrap();
+        browser.type_into("#f-q", "database").await.unwrap();
+        browser.click("form.filters button[type=submit]").await.unwrap();
+        browser
+            .wait_for("the text filter", Duration::from_secs(10),
+                "return location.search.includes('q=database') && document.querySelectorAll('tbody tr[data-key]').length === 1;",
+                DESCRIBE)
+            .await
+            .unwrap();
+        assert_eq!(browser.text("tbody th").await.unwrap(), "retrying");
+        browser
+            .goto(&format!("{base}/objects?handler=create_fn&phase=retrying&sort=name"))
+            .await
+            .unwrap();
+        let names = "return [...document.querySelectorAll('tbody tr[data-key] th')].map(t => t.innerText);";
+        assert_eq!(browser.eval(names, json!([])).await.unwrap(), json!(["nested", "retrying"]));
+
+        // A new object shows up in the open list without a reload.
+        browser.goto(&format!("{base}/objects")).await.unwrap();
+        browser.eval("window.__sameDocument = true;", json!([])).await.unwrap();
+        create(&api, &widget("late", json!({}))).await;
+        browser
+            .wait_for("the new object in the list", Duration::from_secs(30),
+                "return window.__sameDocument === true && !!document.querySelector('tr[data-key$=\"/late\"]');",
+                DESCRIBE)
+            .await
+            .unwrap();
+
+        // The object page of the retrying object: its handler, attempts, next retry, message.
+        browser
+            .goto(&format!("{base}/objects/widgets.e2e.operon.dev/v1/{ns}/retrying"))
+            .await
+            .unwrap();
+        let main = browser.text("main").await.unwrap();
+        for expected in ["create_fn", "retrying", "The database is not ready yet.", "Next retry"] {
+            assert!(main.contains(expected), "the object page lacks {expected:?}:\n{main}");
+        }
+        browser
+            .wait_for("the live indicator", Duration::from_secs(10),
+                "return document.getElementById('live-status').textContent === 'Live';", DESCRIBE)
+            .await
+            .unwrap();
+        browser.screenshot(&artifact("object-retrying")).await.unwrap();
+
+        // A new retry appears live: within a second of the core's model having it, and
+        // without a reload.
+        browser.eval("window.__sameDocument = true;", json!([])).await.unwrap();
+        let attempts_js = "const c = document.querySelector('#handlers ~ .panel tbody tr td.num'); \
+                           return c ? parseInt(c.textContent, 10) : -1;";
+        let shown = browser.eval(attempts_js, json!([])).await.unwrap().as_i64().unwrap();
+        let current = |o: &Value| handler(o, "create_fn").and_then(|h| h["retries"].as_i64());
+        let deadline = Instant::now() + SETTLE;
+        let (next, known_at) = loop {
+            let objects = api_objects(addr, &[]).await.unwrap();
+            if let Some(n) = find(&objects, "retrying").and_then(current)
+                && n > shown
+            {
+                break (n, Instant::now());
+            }
+            assert!(Instant::now() < deadline, "no new retry of create_fn after {shown}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let script = format!(
+            "const c = document.querySelector('#handlers ~ .panel tbody tr td.num'); \
+             return window.__sameDocument === true && c && parseInt(c.textContent, 10) >= {next};"
+        );
+        browser
+            .wait_for("the new retry on the open page", Duration::from_secs(10), &script, DESCRIBE)
+            .await
+            .unwrap();
+        let lag = known_at.elapsed();
+        eprintln!("[dashboard] retry {next} of create_fn appeared on the open page {lag:?} after the core's model had it");
+        assert!(lag < Duration::from_secs(1), "the retry took {lag:?} to appear");
+
+        // The failed object and the sub-handlers.
+        browser
+            .goto(&format!("{base}/objects/widgets.e2e.operon.dev/v1/{ns}/failing"))
+            .await
+            .unwrap();
+        let main = browser.text("main").await.unwrap();
+        assert!(main.contains("failed") && main.contains("This example always fails."), "{main}");
+        browser.screenshot(&artifact("object-failed")).await.unwrap();
+        // Dark mode, by the system preference.
+        browser
+            .cdp("Emulation.setEmulatedMedia", json!({"features": [{"name": "prefers-color-scheme", "value": "dark"}]}))
+            .await
+            .unwrap();
+        browser.goto(&format!("{base}/objects?sort=phase")).await.unwrap();
+        let background = browser
+            .eval("return getComputedStyle(document.body).backgroundColor;", json!([]))
+            .await
+            .unwrap();
+        assert_eq!(background, "rgb(13, 17, 23)", "the dark palette");
+        browser.screenshot(&artifact("list-dark")).await.unwrap();
+
+        // Without scripts, the page itself has the current state.
+        let (status, html) = get(addr, "/objects?phase=failed", &[]).await.unwrap();
+        assert_eq!(status, 200);
+        assert!(html.contains("data-key=\"widgets.e2e.operon.dev/v1/") && html.contains("/failing\""));
+        drop(stack);
+    })
+    .await;
+}
+
+// ---- operon dashboard over real Kopf --------------------------------------------------------
+
+/// A child process killed on drop, its output in a log file.
+struct Process {
+    name: &'static str,
+    child: std::sync::Mutex<Child>,
+    log: PathBuf,
+}
+
+impl Process {
+    fn spawn(name: &'static str, command: &mut Command) -> Self {
+        let log = log_dir().join(format!("{name}-{}-{}.log", std::process::id(), free_port()));
+        let file = std::fs::File::create(&log).expect("a log file");
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("a log file"))
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|err| panic!("starting {name}: {err}"));
+        Process {
+            name,
+            child: std::sync::Mutex::new(child),
+            log,
+        }
+    }
+
+    fn assert_running(&self) {
+        let status = self.child.lock().map(|mut c| c.try_wait());
+        if let Ok(Ok(Some(status))) = status {
+            panic!(
+                "{} exited ({status}); its log:\n{}",
+                self.name,
+                tail(&self.log, 60)
+            );
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if let Ok(child) = self.child.get_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "---- the last lines of {} ({}) ----\n{}",
+                self.name,
+                self.log.display(),
+                tail(&self.log, 60)
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn operon_dashboard_shows_the_progress_of_real_kopf() {
+    with_widget_ns("dash-kopf", |client, ns| async move {
+        let python = kopf_python().await;
+        let kubeconfig = plane().await.kubeconfig.clone();
+        let operator = env!("CARGO_MANIFEST_DIR").to_owned() + "/dashboard/kopf_operator.py";
+        let kopf = Process::spawn(
+            "kopf",
+            Command::new(python)
+                .args(["-m", "kopf", "run", "--standalone", "-n", &ns, &operator])
+                .env("KUBECONFIG", &kubeconfig),
+        );
+        let token = "e2e-token-5f3a";
+        let port = free_port();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let dashboard = Process::spawn(
+            "operon-dashboard",
+            Command::new(&binaries().await.operon)
+                .args(["dashboard", "--http", &addr.to_string(), "-n", &ns])
+                .args(["--resource", "e2e.operon.dev/v1/widgets"])
+                .env("KUBECONFIG", &kubeconfig)
+                .env("OPERON_DASHBOARD_TOKEN", token),
+        );
+        let auth = [format!("Authorization: Bearer {token}")];
+        wait_for("operon dashboard to be ready", SETTLE, || async {
+            dashboard.assert_running();
+            Ok::<_, ()>(matches!(get(addr, "/readyz", &[]).await, Ok((200, _))).then_some(()))
+        })
+        .await;
+        // The token guards the pages and the API, not the probes.
+        assert_eq!(get(addr, "/objects", &[]).await.unwrap().0, 401);
+        assert_eq!(get(addr, "/api/v1/objects", &[]).await.unwrap().0, 401);
+        assert_eq!(get(addr, "/api/v1/objects", &auth).await.unwrap().0, 200);
+
+        let api = operon_e2e::widgets(&client, &ns);
+        create(
+            &api,
+            &widget("kopf-retry", json!({"failTimes": 1, "delay": 4})),
+        )
+        .await;
+        create(&api, &widget("kopf-fail", json!({"failPermanently": true}))).await;
+        let nested = json!({"children": ["a", "b"], "childFailTimes": 1000, "childDelay": 3});
+        create(&api, &widget("kopf-nested", nested)).await;
+
+        // Kopf's progress records while it retries: the handler, its attempts and message,
+        // the sub-handlers under their parent (ids from the parent's subrefs).
+        let seen = wait_object(addr, &auth, "kopf-retry", "Kopf's retry to show", |o| {
+            kopf.assert_running();
+            o["phase"] == "retrying"
+                && handler(o, "create_fn").is_some_and(|h| {
+                    h["state"] == "retrying"
+                        && h["retries"] == 1
+                        && h["message"] == "Warming up, try again."
+                        && h["delayed"].is_string()
+                })
+        })
+        .await;
+        assert_eq!(seen["cause"], "create", "{seen}");
+        wait_object(
+            addr,
+            &auth,
+            "kopf-nested",
+            "Kopf's sub-handlers to show",
+            |o| {
+                handler(o, "parent_fn/a").is_some_and(|h| h["state"] == "retrying")
+                    && handler(o, "parent_fn/b").is_some()
+            },
+        )
+        .await;
+        // Then handled: the records are purged, the diff-base stays.
+        wait_object(addr, &auth, "kopf-retry", "Kopf to finish", |o| {
+            o["phase"] == "handled"
+        })
+        .await;
+        // A permanent failure: Kopf writes it, runs the other handler, then purges the records
+        // (and, by default, posts no Events): the dashboard remembers what it saw.
+        let failed = wait_object(addr, &auth, "kopf-fail", "Kopf's failure to show", |o| {
+            o["phase"] == "failed"
+        })
+        .await;
+        let create_fn = handler(&failed, "create_fn").expect("create_fn");
+        assert_eq!(
+            create_fn["message"], "This widget always fails.",
+            "{failed}"
+        );
+        let page = format!("/objects/widgets.e2e.operon.dev/v1/{ns}/kopf-fail");
+        let (status, html) = get(addr, &page, &auth).await.unwrap();
+        assert_eq!(status, 200);
+        assert!(
+            html.contains("This widget always fails.") && html.contains("badge s-failed"),
+            "{html}"
+        );
+
+        // In the browser: the token once in the URL, then a cookie.
+        let _one = BROWSER.lock().await;
+        let browser = Browser::start(1400, 900)
+            .await
+            .expect("a headless Chromium");
+        browser
+            .goto(&format!("http://{addr}/objects"))
+            .await
+            .unwrap();
+        let main = browser.text("main").await.unwrap();
+        assert!(main.contains("Access token"), "the sign-in form: {main}");
+        browser
+            .goto(&format!("http://{addr}{page}?token={token}"))
+            .await
+            .unwrap();
+        assert_eq!(
+            browser.url().await.unwrap(),
+            format!("http://{addr}{page}"),
+            "the token leaves the URL"
+        );
+        let main = browser.text("main").await.unwrap();
+        assert!(main.contains("This widget always fails."), "{main}");
+        browser
+            .screenshot(&artifact("kopf-object-failed"))
+            .await
+            .unwrap();
+        browser
+            .goto(&format!(
+                "http://{addr}/objects/widgets.e2e.operon.dev/v1/{ns}/kopf-nested"
+            ))
+            .await
+            .unwrap();
+        let handlers = browser
+            .eval(
+                "return [...document.querySelectorAll('#handlers ~ .panel tbody th')]\
+                 .map(t => t.innerText);",
+                json!([]),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            handlers,
+            json!(["create_fn", "parent_fn", "parent_fn/a", "parent_fn/b"]),
+            "each parent with its sub-handlers under it"
+        );
+        let main = browser.text("main").await.unwrap();
+        assert!(main.contains("The child waits."), "{main}");
+        browser
+            .screenshot(&artifact("kopf-object-subhandlers"))
+            .await
+            .unwrap();
+        browser.goto(&format!("http://{addr}/")).await.unwrap();
+        let main = browser.text("main").await.unwrap();
+        assert!(main.contains("read from their annotations"), "{main}");
+        browser
+            .screenshot(&artifact("kopf-overview"))
+            .await
+            .unwrap();
+        kopf.assert_running();
+        dashboard.assert_running();
+    })
+    .await;
+}

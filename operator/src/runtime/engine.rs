@@ -98,6 +98,7 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     watches_total: AtomicUsize,
     watches_listed: AtomicUsize,
+    about: std::sync::RwLock<operon_dashboard::About>,
 }
 
 impl Shared {
@@ -108,6 +109,7 @@ impl Shared {
             metrics,
             watches_total: AtomicUsize::new(usize::MAX),
             watches_listed: AtomicUsize::new(0),
+            about: Default::default(),
         })
     }
 
@@ -297,6 +299,19 @@ impl Generation<'_> {
             }));
         }
 
+        shared.set_about(|about| {
+            about.resources = resources.iter().map(|r| r.served.name()).collect();
+            about.services = services
+                .iter()
+                .zip(&manifests)
+                .map(|(s, m)| operon_dashboard::ServiceView {
+                    name: s.name().to_owned(),
+                    answering: true,
+                    handlers: m.handlers.len(),
+                })
+                .collect();
+        });
+
         let env = Arc::new(Env {
             client: client.clone(),
             settings,
@@ -336,7 +351,7 @@ impl Generation<'_> {
         }
         shared.watches_total.store(watches.len(), Ordering::Relaxed);
 
-        let manifest_watch = tokio::spawn(watch_manifests(services, manifests));
+        let manifest_watch = tokio::spawn(watch_manifests(Arc::clone(shared), services, manifests));
         let ending = tokio::select! {
             () = stop => {
                 tracing::info!("Stop requested; finishing the cycles in flight.");
@@ -394,17 +409,42 @@ impl operon_dashboard::ReadModel for Shared {
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<String> {
         self.readmodel.subscribe()
     }
+
+    fn about(&self) -> operon_dashboard::About {
+        self.about
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl Shared {
+    fn set_about(&self, edit: impl FnOnce(&mut operon_dashboard::About)) {
+        edit(
+            &mut self
+                .about
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+    }
 }
 
 /// Re-describes the services now and then; returns the name of one whose manifest changed.
 async fn watch_manifests(
+    shared: Arc<Shared>,
     services: Vec<Arc<dyn Dispatch>>,
     manifests: Vec<operon_proto::v1::Manifest>,
 ) -> String {
     loop {
         tokio::time::sleep(Duration::from_secs(15)).await;
-        for (service, known) in services.iter().zip(&manifests) {
-            if let Ok(current) = service.describe().await
+        for (i, (service, known)) in services.iter().zip(&manifests).enumerate() {
+            let answer = service.describe().await;
+            shared.set_about(|about| {
+                if let Some(view) = about.services.get_mut(i) {
+                    view.answering = answer.is_ok();
+                }
+            });
+            if let Ok(current) = answer
                 && &current != known
             {
                 tracing::warn!(

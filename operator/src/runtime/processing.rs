@@ -500,12 +500,17 @@ async fn handle(
     }
     state.store(storage, body, patch);
     let done = state.done();
-    let views = state
-        .handlers
-        .iter()
-        .filter(|(_, s)| s.active)
-        .map(|(id, s)| handler_view(id, s, now))
-        .collect();
+    // The views: the cycle's handlers, each followed by its sub-handlers as this cycle leaves
+    // them (their records are in the patch, not yet on the body).
+    let mut after = body.clone();
+    patch.apply_to(&mut after);
+    let mut views = Vec::new();
+    for (id, s) in state.handlers.iter().filter(|(_, s)| s.active) {
+        views.push(handler_view(id, s, now));
+        if let Ok(subs) = State::load(storage, &after, s.subrefs.iter().map(String::as_str), now) {
+            views.extend(subs.handlers.iter().map(|(id, s)| handler_view(id, s, now)));
+        }
+    }
     if done {
         let c = state.counts();
         log.info(&format!(

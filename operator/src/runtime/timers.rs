@@ -175,6 +175,7 @@ async fn run(
         tokio::time::sleep(delay).await;
     }
     let mut schedule = Instant::now();
+    let mut attempt: Option<(u32, jiff::Timestamp)> = None;
     loop {
         if let Some(idle) = options.idle {
             loop {
@@ -187,7 +188,14 @@ async fn run(
         }
         let current = Arc::clone(&body.borrow());
         let object = format!("{}/{}", meta(&current, "namespace"), meta(&current, "name"));
-        let next_pause = match tick(&env, &res, &bound, &current, &object).await {
+        // Within one tick, failed attempts count up and keep their start, as in Kopf.
+        let started = *attempt.get_or_insert((0, jiff::Timestamp::now()));
+        let outcome = tick(&env, &res, &bound, &current, &object, started).await;
+        attempt = match outcome {
+            Tick::After(_) | Tick::Backoff => Some((started.0 + 1, started.1)),
+            Tick::Again | Tick::Stop => None,
+        };
+        let next_pause = match outcome {
             Tick::Again => interval,
             Tick::After(delay) => delay,
             Tick::Backoff => backoff,
@@ -206,6 +214,7 @@ async fn run(
     }
 }
 
+#[derive(Debug, Clone, Copy)]
 enum Tick {
     Again,
     After(Duration),
@@ -213,7 +222,14 @@ enum Tick {
     Stop,
 }
 
-async fn tick(env: &Env, res: &ResourceCtx, bound: &Bound, body: &Value, object: &str) -> Tick {
+async fn tick(
+    env: &Env,
+    res: &ResourceCtx,
+    bound: &Bound,
+    body: &Value,
+    object: &str,
+    (retry, started): (u32, jiff::Timestamp),
+) -> Tick {
     let handler = &bound.handler;
     let title = title(handler);
     let call = Call {
@@ -223,8 +239,8 @@ async fn tick(env: &Env, res: &ResourceCtx, bound: &Bound, body: &Value, object:
         old: None,
         new: None,
         diff: json!([]),
-        retry: 0,
-        started: Some(jiff::Timestamp::now()),
+        retry,
+        started: Some(started),
         subhandlers: Vec::new(),
         event_type: String::new(),
         attempt_id: String::new(),

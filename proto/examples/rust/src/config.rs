@@ -25,7 +25,7 @@ pub struct Cli {
     #[arg(long, value_parser = parse_resource)]
     pub resource: ResourceSpec,
     /// A handler: KIND:ID[=FIELD][,OPTION=VALUE...], KIND one of
-    /// create|update|delete|resume|field|event; FIELD (a dotted path) only for field handlers;
+    /// create|update|delete|resume|field|event|timer|daemon; FIELD (a dotted path) only for field handlers;
     /// options: retries, timeout, backoff, call_timeout (seconds), errors
     /// (temporary|permanent|ignored), optional, deleted (true|false).
     #[arg(long = "handler", value_parser = parse_handler, required = true)]
@@ -136,10 +136,11 @@ fn parse_kind(kind: &str) -> Result<HandlerKind, String> {
         "field" => HandlerKind::Field,
         "event" => HandlerKind::Event,
         "timer" => HandlerKind::Timer,
+        "daemon" => HandlerKind::Daemon,
         _ => {
             return Err(format!(
                 "unknown handler kind {kind:?} \
-                 (expected create|update|delete|resume|field|event|timer)"
+                 (expected create|update|delete|resume|field|event|timer|daemon)"
             ));
         }
     })
@@ -175,6 +176,7 @@ fn apply_option(options: &mut Options, option: &str) -> Result<(), String> {
         "idle" => options.idle = Some(seconds()?),
         "initial_delay" => options.initial_delay = Some(seconds()?),
         "sharp" => options.sharp = flag()?,
+        "cancellation_timeout" => options.cancellation_timeout = Some(seconds()?),
         "errors" => {
             let mode = match value {
                 "temporary" => ErrorsMode::Temporary,
@@ -193,7 +195,8 @@ fn apply_option(options: &mut Options, option: &str) -> Result<(), String> {
         _ => {
             return Err(format!(
                 "unknown handler option {key:?} (expected retries, timeout, backoff, \
-                 call_timeout, interval, idle, initial_delay, sharp, errors, optional, deleted)"
+                 call_timeout, interval, idle, initial_delay, sharp, cancellation_timeout, errors, \
+                 optional, deleted)"
             ));
         }
     }
@@ -301,6 +304,13 @@ mod tests {
     }
 
     #[test]
+    fn daemons() {
+        let daemon = parse_handler("daemon:d1,cancellation_timeout=0.5").unwrap();
+        assert_eq!(daemon.kind, HandlerKind::Daemon);
+        assert_eq!(daemon.options.cancellation_timeout.unwrap().nanos, 500_000_000);
+    }
+
+    #[test]
     fn timers_and_label_filters() {
         let timer =
             parse_handler("timer:t1,interval=1.5,idle=2,initial_delay=3,sharp=true").unwrap();
@@ -315,7 +325,7 @@ mod tests {
     fn bad_handlers() {
         assert!(parse_handler("create").is_err());
         assert!(parse_handler("create:").is_err());
-        assert!(parse_handler("daemon:d1").is_err());
+        assert!(parse_handler("sync:d1").is_err());
         assert!(parse_handler("delete:d1,label=app").is_err());
         assert!(parse_handler("create:h1,retries=-1").is_err());
         assert!(parse_handler("create:h1,timeout=soon").is_err());

@@ -8,6 +8,7 @@
 
 pub mod behaviour;
 pub mod config;
+pub mod daemon;
 pub mod duration;
 pub mod ledger;
 pub mod manifest;

@@ -11,9 +11,10 @@ use std::{
 };
 
 use operon_proto::v1::{
-    ArbitraryError, DescribeRequest, Event, InvokeRequest, InvokeResponse, Manifest, NotMatched,
-    Outcome, PermanentError, Reason, Record, SubhandlerOutcome, SubhandlersPending, Success,
-    TemporaryError, handler_service_server::HandlerService, outcome,
+    ArbitraryError, DaemonRequest, DaemonResponse, DescribeRequest, Event, InvokeRequest,
+    InvokeResponse, Manifest, NotMatched, Outcome, PermanentError, Reason, Record,
+    SubhandlerOutcome, SubhandlersPending, Success, TemporaryError,
+    handler_service_server::HandlerService, outcome,
 };
 use serde_json::Value;
 use tonic::{Request, Response, Status};
@@ -94,6 +95,15 @@ impl HandlerService for ExampleService {
             request.core_version, request.contract_revision
         );
         Ok(Response::new(manifest::manifest(&self.config)))
+    }
+
+    type DaemonStream = tonic::codegen::BoxStream<DaemonResponse>;
+
+    async fn daemon(
+        &self,
+        request: Request<tonic::Streaming<DaemonRequest>>,
+    ) -> Result<Response<Self::DaemonStream>, Status> {
+        crate::daemon::serve(self.ledger.clone(), request.into_inner()).await
     }
 
     async fn invoke(

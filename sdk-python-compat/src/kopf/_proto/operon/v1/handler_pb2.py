@@ -26,7 +26,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17operon/v1/handler.proto\x12\toperon.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"B\n\x0f\x44\x65scribeRequest\x12\x14\n\x0c\x63ore_version\x18\x01 \x01(\t\x12\x19\n\x11\x63ontract_revision\x18\x02 \x01(\r\"a\n\x08Manifest\x12\x14\n\x0cservice_name\x18\x01 \x01(\t\x12\x19\n\x11\x63ontract_revision\x18\x02 \x01(\r\x12$\n\x08handlers\x18\x03 \x03(\x0b\x32\x12.operon.v1.Handler\"@\n\x10ResourceSelector\x12\r\n\x05group\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\"\xb4\x01\n\x07Handler\x12\n\n\x02id\x18\x01 \x01(\t\x12$\n\x04kind\x18\x02 \x01(\x0e\x32\x16.operon.v1.HandlerKind\x12-\n\x08resource\x18\x03 \x01(\x0b\x32\x1b.operon.v1.ResourceSelector\x12#\n\x07\x66ilters\x18\x04 \x01(\x0b\x32\x12.operon.v1.Filters\x12#\n\x07options\x18\x05 \x01(\x0b\x32\x12.operon.v1.Options\"Q\n\x0bValueFilter\x12\x15\n\x0b\x65quals_json\x18\x01 \x01(\x0cH\x00\x12\x11\n\x07present\x18\x02 \x01(\x08H\x00\x12\x10\n\x06\x61\x62sent\x18\x03 \x01(\x08H\x00\x42\x06\n\x04test\"\xa4\x03\n\x07\x46ilters\x12.\n\x06labels\x18\x01 \x03(\x0b\x32\x1e.operon.v1.Filters.LabelsEntry\x12\x38\n\x0b\x61nnotations\x18\x02 \x03(\x0b\x32#.operon.v1.Filters.AnnotationsEntry\x12\r\n\x05\x66ield\x18\x03 \x01(\t\x12%\n\x05value\x18\x04 \x01(\x0b\x32\x16.operon.v1.ValueFilter\x12#\n\x03old\x18\x05 \x01(\x0b\x32\x16.operon.v1.ValueFilter\x12#\n\x03new\x18\x06 \x01(\x0b\x32\x16.operon.v1.ValueFilter\x12\x1c\n\x14has_callback_filters\x18\x07 \x01(\x08\x1a\x45\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12%\n\x05value\x18\x02 \x01(\x0b\x32\x16.operon.v1.ValueFilter:\x02\x38\x01\x1aJ\n\x10\x41nnotationsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12%\n\x05value\x18\x02 \x01(\x0b\x32\x16.operon.v1.ValueFilter:\x02\x38\x01\"\xce\x03\n\x07Options\x12\x14\n\x07retries\x18\x01 \x01(\rH\x00\x88\x01\x01\x12*\n\x07timeout\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12*\n\x07\x62\x61\x63koff\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12%\n\x06\x65rrors\x18\x04 \x01(\x0e\x32\x15.operon.v1.ErrorsMode\x12\x10\n\x08optional\x18\x05 \x01(\x08\x12\x0f\n\x07\x64\x65leted\x18\x06 \x01(\x08\x12+\n\x08interval\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\'\n\x04idle\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x30\n\rinitial_delay\x18\t \x01(\x0b\x32\x19.google.protobuf.Duration\x12\r\n\x05sharp\x18\n \x01(\x08\x12\x37\n\x14\x63\x61ncellation_timeout\x18\x0b \x01(\x0b\x32\x19.google.protobuf.Duration\x12/\n\x0c\x63\x61ll_timeout\x18\x0c \x01(\x0b\x32\x19.google.protobuf.DurationB\n\n\x08_retries\"\xb2\x01\n\x06Record\x12\n\n\x02id\x18\x01 \x01(\t\x12+\n\x07started\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07retries\x18\x03 \x01(\r\x12\x0f\n\x07success\x18\x04 \x01(\x08\x12\x0f\n\x07\x66\x61ilure\x18\x05 \x01(\x08\x12\x0f\n\x07message\x18\x06 \x01(\t\x12+\n\x07\x64\x65layed\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"d\n\x10ResolvedResource\x12\r\n\x05group\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06plural\x18\x03 \x01(\t\x12\x0c\n\x04kind\x18\x04 \x01(\t\x12\x12\n\nnamespaced\x18\x05 \x01(\x08\"\xcb\x02\n\rInvokeRequest\x12\x12\n\nhandler_id\x18\x01 \x01(\t\x12!\n\x06reason\x18\x02 \x01(\x0e\x32\x11.operon.v1.Reason\x12\x11\n\tbody_json\x18\x03 \x01(\x0c\x12\x10\n\x08old_json\x18\x04 \x01(\x0c\x12\x10\n\x08new_json\x18\x05 \x01(\x0c\x12\x11\n\tdiff_json\x18\x06 \x01(\x0c\x12\r\n\x05retry\x18\x07 \x01(\r\x12+\n\x07started\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x0bsubhandlers\x18\t \x03(\x0b\x32\x11.operon.v1.Record\x12\x12\n\nevent_type\x18\n \x01(\t\x12-\n\x08resource\x18\x0c \x01(\x0b\x32\x1b.operon.v1.ResolvedResource\x12\x12\n\nattempt_id\x18\x0b \x01(\t\"\xc8\x02\n\x07Outcome\x12%\n\x07success\x18\x01 \x01(\x0b\x32\x12.operon.v1.SuccessH\x00\x12\x34\n\x0ftemporary_error\x18\x02 \x01(\x0b\x32\x19.operon.v1.TemporaryErrorH\x00\x12\x34\n\x0fpermanent_error\x18\x03 \x01(\x0b\x32\x19.operon.v1.PermanentErrorH\x00\x12\x34\n\x0f\x61rbitrary_error\x18\x04 \x01(\x0b\x32\x19.operon.v1.ArbitraryErrorH\x00\x12,\n\x0bnot_matched\x18\x05 \x01(\x0b\x32\x15.operon.v1.NotMatchedH\x00\x12<\n\x13subhandlers_pending\x18\x06 \x01(\x0b\x32\x1d.operon.v1.SubhandlersPendingH\x00\x42\x08\n\x06result\"\x1e\n\x07Success\x12\x13\n\x0bresult_json\x18\x01 \x01(\x0c\"K\n\x0eTemporaryError\x12\x0f\n\x07message\x18\x01 \x01(\t\x12(\n\x05\x64\x65lay\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"!\n\x0ePermanentError\x12\x0f\n\x07message\x18\x01 \x01(\t\"5\n\x0e\x41rbitraryError\x12\x0f\n\x07message\x18\x01 \x01(\t\x12\x12\n\nerror_type\x18\x02 \x01(\t\"\x0c\n\nNotMatched\">\n\x12SubhandlersPending\x12(\n\x05\x64\x65lay\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\"i\n\x11SubhandlerOutcome\x12\n\n\x02id\x18\x01 \x01(\t\x12#\n\x07outcome\x18\x02 \x01(\x0b\x32\x12.operon.v1.Outcome\x12#\n\x07options\x18\x03 \x01(\x0b\x32\x12.operon.v1.Options\"T\n\x05\x45vent\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x1c\n\x14involved_object_json\x18\x04 \x01(\x0c\"\x9e\x01\n\x0eInvokeResponse\x12#\n\x07outcome\x18\x01 \x01(\x0b\x32\x12.operon.v1.Outcome\x12\x12\n\npatch_json\x18\x02 \x01(\x0c\x12\x31\n\x0bsubhandlers\x18\x03 \x03(\x0b\x32\x1c.operon.v1.SubhandlerOutcome\x12 \n\x06\x65vents\x18\x04 \x03(\x0b\x32\x10.operon.v1.Event*\x9e\x02\n\x0bHandlerKind\x12\x1c\n\x18HANDLER_KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13HANDLER_KIND_CREATE\x10\x01\x12\x17\n\x13HANDLER_KIND_UPDATE\x10\x02\x12\x17\n\x13HANDLER_KIND_DELETE\x10\x03\x12\x17\n\x13HANDLER_KIND_RESUME\x10\x04\x12\x16\n\x12HANDLER_KIND_FIELD\x10\x05\x12\x16\n\x12HANDLER_KIND_EVENT\x10\x06\x12\x16\n\x12HANDLER_KIND_TIMER\x10\x07\x12\x17\n\x13HANDLER_KIND_DAEMON\x10\x08\x12\x15\n\x11HANDLER_KIND_SYNC\x10\t\x12\x15\n\x11HANDLER_KIND_TASK\x10\n*x\n\nErrorsMode\x12\x1b\n\x17\x45RRORS_MODE_UNSPECIFIED\x10\x00\x12\x19\n\x15\x45RRORS_MODE_TEMPORARY\x10\x01\x12\x19\n\x15\x45RRORS_MODE_PERMANENT\x10\x02\x12\x17\n\x13\x45RRORS_MODE_IGNORED\x10\x03*l\n\x06Reason\x12\x16\n\x12REASON_UNSPECIFIED\x10\x00\x12\x11\n\rREASON_CREATE\x10\x01\x12\x11\n\rREASON_UPDATE\x10\x02\x12\x11\n\rREASON_DELETE\x10\x03\x12\x11\n\rREASON_RESUME\x10\x04\x32\x8c\x01\n\x0eHandlerService\x12;\n\x08\x44\x65scribe\x12\x1a.operon.v1.DescribeRequest\x1a\x13.operon.v1.Manifest\x12=\n\x06Invoke\x12\x18.operon.v1.InvokeRequest\x1a\x19.operon.v1.InvokeResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17operon/v1/handler.proto\x12\toperon.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"B\n\x0f\x44\x65scribeRequest\x12\x14\n\x0c\x63ore_version\x18\x01 \x01(\t\x12\x19\n\x11\x63ontract_revision\x18\x02 \x01(\r\"a\n\x08Manifest\x12\x14\n\x0cservice_name\x18\x01 \x01(\t\x12\x19\n\x11\x63ontract_revision\x18\x02 \x01(\r\x12$\n\x08handlers\x18\x03 \x03(\x0b\x32\x12.operon.v1.Handler\"@\n\x10ResourceSelector\x12\r\n\x05group\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\"\xb4\x01\n\x07Handler\x12\n\n\x02id\x18\x01 \x01(\t\x12$\n\x04kind\x18\x02 \x01(\x0e\x32\x16.operon.v1.HandlerKind\x12-\n\x08resource\x18\x03 \x01(\x0b\x32\x1b.operon.v1.ResourceSelector\x12#\n\x07\x66ilters\x18\x04 \x01(\x0b\x32\x12.operon.v1.Filters\x12#\n\x07options\x18\x05 \x01(\x0b\x32\x12.operon.v1.Options\"Q\n\x0bValueFilter\x12\x15\n\x0b\x65quals_json\x18\x01 \x01(\x0cH\x00\x12\x11\n\x07present\x18\x02 \x01(\x08H\x00\x12\x10\n\x06\x61\x62sent\x18\x03 \x01(\x08H\x00\x42\x06\n\x04test\"\xa4\x03\n\x07\x46ilters\x12.\n\x06labels\x18\x01 \x03(\x0b\x32\x1e.operon.v1.Filters.LabelsEntry\x12\x38\n\x0b\x61nnotations\x18\x02 \x03(\x0b\x32#.operon.v1.Filters.AnnotationsEntry\x12\r\n\x05\x66ield\x18\x03 \x01(\t\x12%\n\x05value\x18\x04 \x01(\x0b\x32\x16.operon.v1.ValueFilter\x12#\n\x03old\x18\x05 \x01(\x0b\x32\x16.operon.v1.ValueFilter\x12#\n\x03new\x18\x06 \x01(\x0b\x32\x16.operon.v1.ValueFilter\x12\x1c\n\x14has_callback_filters\x18\x07 \x01(\x08\x1a\x45\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12%\n\x05value\x18\x02 \x01(\x0b\x32\x16.operon.v1.ValueFilter:\x02\x38\x01\x1aJ\n\x10\x41nnotationsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12%\n\x05value\x18\x02 \x01(\x0b\x32\x16.operon.v1.ValueFilter:\x02\x38\x01\"\x87\x04\n\x07Options\x12\x14\n\x07retries\x18\x01 \x01(\rH\x00\x88\x01\x01\x12*\n\x07timeout\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12*\n\x07\x62\x61\x63koff\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12%\n\x06\x65rrors\x18\x04 \x01(\x0e\x32\x15.operon.v1.ErrorsMode\x12\x10\n\x08optional\x18\x05 \x01(\x08\x12\x0f\n\x07\x64\x65leted\x18\x06 \x01(\x08\x12+\n\x08interval\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\'\n\x04idle\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x30\n\rinitial_delay\x18\t \x01(\x0b\x32\x19.google.protobuf.Duration\x12\r\n\x05sharp\x18\n \x01(\x08\x12\x37\n\x14\x63\x61ncellation_timeout\x18\x0b \x01(\x0b\x32\x19.google.protobuf.Duration\x12/\n\x0c\x63\x61ll_timeout\x18\x0c \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x37\n\x14\x63\x61ncellation_backoff\x18\x14 \x01(\x0b\x32\x19.google.protobuf.DurationB\n\n\x08_retries\"\xb2\x01\n\x06Record\x12\n\n\x02id\x18\x01 \x01(\t\x12+\n\x07started\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07retries\x18\x03 \x01(\r\x12\x0f\n\x07success\x18\x04 \x01(\x08\x12\x0f\n\x07\x66\x61ilure\x18\x05 \x01(\x08\x12\x0f\n\x07message\x18\x06 \x01(\t\x12+\n\x07\x64\x65layed\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"d\n\x10ResolvedResource\x12\r\n\x05group\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06plural\x18\x03 \x01(\t\x12\x0c\n\x04kind\x18\x04 \x01(\t\x12\x12\n\nnamespaced\x18\x05 \x01(\x08\"\xcb\x02\n\rInvokeRequest\x12\x12\n\nhandler_id\x18\x01 \x01(\t\x12!\n\x06reason\x18\x02 \x01(\x0e\x32\x11.operon.v1.Reason\x12\x11\n\tbody_json\x18\x03 \x01(\x0c\x12\x10\n\x08old_json\x18\x04 \x01(\x0c\x12\x10\n\x08new_json\x18\x05 \x01(\x0c\x12\x11\n\tdiff_json\x18\x06 \x01(\x0c\x12\r\n\x05retry\x18\x07 \x01(\r\x12+\n\x07started\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x0bsubhandlers\x18\t \x03(\x0b\x32\x11.operon.v1.Record\x12\x12\n\nevent_type\x18\n \x01(\t\x12-\n\x08resource\x18\x0c \x01(\x0b\x32\x1b.operon.v1.ResolvedResource\x12\x12\n\nattempt_id\x18\x0b \x01(\t\"\xc8\x02\n\x07Outcome\x12%\n\x07success\x18\x01 \x01(\x0b\x32\x12.operon.v1.SuccessH\x00\x12\x34\n\x0ftemporary_error\x18\x02 \x01(\x0b\x32\x19.operon.v1.TemporaryErrorH\x00\x12\x34\n\x0fpermanent_error\x18\x03 \x01(\x0b\x32\x19.operon.v1.PermanentErrorH\x00\x12\x34\n\x0f\x61rbitrary_error\x18\x04 \x01(\x0b\x32\x19.operon.v1.ArbitraryErrorH\x00\x12,\n\x0bnot_matched\x18\x05 \x01(\x0b\x32\x15.operon.v1.NotMatchedH\x00\x12<\n\x13subhandlers_pending\x18\x06 \x01(\x0b\x32\x1d.operon.v1.SubhandlersPendingH\x00\x42\x08\n\x06result\"\x1e\n\x07Success\x12\x13\n\x0bresult_json\x18\x01 \x01(\x0c\"K\n\x0eTemporaryError\x12\x0f\n\x07message\x18\x01 \x01(\t\x12(\n\x05\x64\x65lay\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"!\n\x0ePermanentError\x12\x0f\n\x07message\x18\x01 \x01(\t\"5\n\x0e\x41rbitraryError\x12\x0f\n\x07message\x18\x01 \x01(\t\x12\x12\n\nerror_type\x18\x02 \x01(\t\"\x0c\n\nNotMatched\">\n\x12SubhandlersPending\x12(\n\x05\x64\x65lay\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\"i\n\x11SubhandlerOutcome\x12\n\n\x02id\x18\x01 \x01(\t\x12#\n\x07outcome\x18\x02 \x01(\x0b\x32\x12.operon.v1.Outcome\x12#\n\x07options\x18\x03 \x01(\x0b\x32\x12.operon.v1.Options\"T\n\x05\x45vent\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x1c\n\x14involved_object_json\x18\x04 \x01(\x0c\"\x9e\x01\n\x0eInvokeResponse\x12#\n\x07outcome\x18\x01 \x01(\x0b\x32\x12.operon.v1.Outcome\x12\x12\n\npatch_json\x18\x02 \x01(\x0c\x12\x31\n\x0bsubhandlers\x18\x03 \x03(\x0b\x32\x1c.operon.v1.SubhandlerOutcome\x12 \n\x06\x65vents\x18\x04 \x03(\x0b\x32\x10.operon.v1.Event\"\x7f\n\rDaemonRequest\x12\'\n\x05start\x18\x01 \x01(\x0b\x32\x16.operon.v1.DaemonStartH\x00\x12\x13\n\tbody_json\x18\x02 \x01(\x0cH\x00\x12%\n\x04stop\x18\x03 \x01(\x0b\x32\x15.operon.v1.DaemonStopH\x00\x42\t\n\x07message\"\xb3\x01\n\x0b\x44\x61\x65monStart\x12\x12\n\nhandler_id\x18\x01 \x01(\t\x12\x11\n\tbody_json\x18\x02 \x01(\x0c\x12-\n\x08resource\x18\x03 \x01(\x0b\x32\x1b.operon.v1.ResolvedResource\x12\r\n\x05retry\x18\x04 \x01(\r\x12+\n\x07started\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nattempt_id\x18\x06 \x01(\t\"H\n\nDaemonStop\x12+\n\x06reason\x18\x01 \x01(\x0e\x32\x1b.operon.v1.DaemonStopReason\x12\r\n\x05\x66orce\x18\x02 \x01(\x08\"h\n\x0e\x44\x61\x65monResponse\x12\x12\n\npatch_json\x18\x01 \x01(\x0c\x12 \n\x06\x65vents\x18\x02 \x03(\x0b\x32\x10.operon.v1.Event\x12 \n\x04\x65xit\x18\x03 \x01(\x0b\x32\x12.operon.v1.Outcome*\x9e\x02\n\x0bHandlerKind\x12\x1c\n\x18HANDLER_KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13HANDLER_KIND_CREATE\x10\x01\x12\x17\n\x13HANDLER_KIND_UPDATE\x10\x02\x12\x17\n\x13HANDLER_KIND_DELETE\x10\x03\x12\x17\n\x13HANDLER_KIND_RESUME\x10\x04\x12\x16\n\x12HANDLER_KIND_FIELD\x10\x05\x12\x16\n\x12HANDLER_KIND_EVENT\x10\x06\x12\x16\n\x12HANDLER_KIND_TIMER\x10\x07\x12\x17\n\x13HANDLER_KIND_DAEMON\x10\x08\x12\x15\n\x11HANDLER_KIND_SYNC\x10\t\x12\x15\n\x11HANDLER_KIND_TASK\x10\n*x\n\nErrorsMode\x12\x1b\n\x17\x45RRORS_MODE_UNSPECIFIED\x10\x00\x12\x19\n\x15\x45RRORS_MODE_TEMPORARY\x10\x01\x12\x19\n\x15\x45RRORS_MODE_PERMANENT\x10\x02\x12\x17\n\x13\x45RRORS_MODE_IGNORED\x10\x03*l\n\x06Reason\x12\x16\n\x12REASON_UNSPECIFIED\x10\x00\x12\x11\n\rREASON_CREATE\x10\x01\x12\x11\n\rREASON_UPDATE\x10\x02\x12\x11\n\rREASON_DELETE\x10\x03\x12\x11\n\rREASON_RESUME\x10\x04*\xb1\x01\n\x10\x44\x61\x65monStopReason\x12\"\n\x1e\x44\x41\x45MON_STOP_REASON_UNSPECIFIED\x10\x00\x12\'\n#DAEMON_STOP_REASON_RESOURCE_DELETED\x10\x01\x12\'\n#DAEMON_STOP_REASON_FILTERS_MISMATCH\x10\x02\x12\'\n#DAEMON_STOP_REASON_OPERATOR_EXITING\x10\x03\x32\xcf\x01\n\x0eHandlerService\x12;\n\x08\x44\x65scribe\x12\x1a.operon.v1.DescribeRequest\x1a\x13.operon.v1.Manifest\x12=\n\x06Invoke\x12\x18.operon.v1.InvokeRequest\x1a\x19.operon.v1.InvokeResponse\x12\x41\n\x06\x44\x61\x65mon\x12\x18.operon.v1.DaemonRequest\x1a\x19.operon.v1.DaemonResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,12 +37,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FILTERS_LABELSENTRY']._serialized_options = b'8\001'
   _globals['_FILTERS_ANNOTATIONSENTRY']._loaded_options = None
   _globals['_FILTERS_ANNOTATIONSENTRY']._serialized_options = b'8\001'
-  _globals['_HANDLERKIND']._serialized_start=3070
-  _globals['_HANDLERKIND']._serialized_end=3356
-  _globals['_ERRORSMODE']._serialized_start=3358
-  _globals['_ERRORSMODE']._serialized_end=3478
-  _globals['_REASON']._serialized_start=3480
-  _globals['_REASON']._serialized_end=3588
+  _globals['_HANDLERKIND']._serialized_start=3618
+  _globals['_HANDLERKIND']._serialized_end=3904
+  _globals['_ERRORSMODE']._serialized_start=3906
+  _globals['_ERRORSMODE']._serialized_end=4026
+  _globals['_REASON']._serialized_start=4028
+  _globals['_REASON']._serialized_end=4136
+  _globals['_DAEMONSTOPREASON']._serialized_start=4139
+  _globals['_DAEMONSTOPREASON']._serialized_end=4316
   _globals['_DESCRIBEREQUEST']._serialized_start=103
   _globals['_DESCRIBEREQUEST']._serialized_end=169
   _globals['_MANIFEST']._serialized_start=171
@@ -60,33 +62,41 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FILTERS_ANNOTATIONSENTRY']._serialized_start=949
   _globals['_FILTERS_ANNOTATIONSENTRY']._serialized_end=1023
   _globals['_OPTIONS']._serialized_start=1026
-  _globals['_OPTIONS']._serialized_end=1488
-  _globals['_RECORD']._serialized_start=1491
-  _globals['_RECORD']._serialized_end=1669
-  _globals['_RESOLVEDRESOURCE']._serialized_start=1671
-  _globals['_RESOLVEDRESOURCE']._serialized_end=1771
-  _globals['_INVOKEREQUEST']._serialized_start=1774
-  _globals['_INVOKEREQUEST']._serialized_end=2105
-  _globals['_OUTCOME']._serialized_start=2108
-  _globals['_OUTCOME']._serialized_end=2436
-  _globals['_SUCCESS']._serialized_start=2438
-  _globals['_SUCCESS']._serialized_end=2468
-  _globals['_TEMPORARYERROR']._serialized_start=2470
-  _globals['_TEMPORARYERROR']._serialized_end=2545
-  _globals['_PERMANENTERROR']._serialized_start=2547
-  _globals['_PERMANENTERROR']._serialized_end=2580
-  _globals['_ARBITRARYERROR']._serialized_start=2582
-  _globals['_ARBITRARYERROR']._serialized_end=2635
-  _globals['_NOTMATCHED']._serialized_start=2637
-  _globals['_NOTMATCHED']._serialized_end=2649
-  _globals['_SUBHANDLERSPENDING']._serialized_start=2651
-  _globals['_SUBHANDLERSPENDING']._serialized_end=2713
-  _globals['_SUBHANDLEROUTCOME']._serialized_start=2715
-  _globals['_SUBHANDLEROUTCOME']._serialized_end=2820
-  _globals['_EVENT']._serialized_start=2822
-  _globals['_EVENT']._serialized_end=2906
-  _globals['_INVOKERESPONSE']._serialized_start=2909
-  _globals['_INVOKERESPONSE']._serialized_end=3067
-  _globals['_HANDLERSERVICE']._serialized_start=3591
-  _globals['_HANDLERSERVICE']._serialized_end=3731
+  _globals['_OPTIONS']._serialized_end=1545
+  _globals['_RECORD']._serialized_start=1548
+  _globals['_RECORD']._serialized_end=1726
+  _globals['_RESOLVEDRESOURCE']._serialized_start=1728
+  _globals['_RESOLVEDRESOURCE']._serialized_end=1828
+  _globals['_INVOKEREQUEST']._serialized_start=1831
+  _globals['_INVOKEREQUEST']._serialized_end=2162
+  _globals['_OUTCOME']._serialized_start=2165
+  _globals['_OUTCOME']._serialized_end=2493
+  _globals['_SUCCESS']._serialized_start=2495
+  _globals['_SUCCESS']._serialized_end=2525
+  _globals['_TEMPORARYERROR']._serialized_start=2527
+  _globals['_TEMPORARYERROR']._serialized_end=2602
+  _globals['_PERMANENTERROR']._serialized_start=2604
+  _globals['_PERMANENTERROR']._serialized_end=2637
+  _globals['_ARBITRARYERROR']._serialized_start=2639
+  _globals['_ARBITRARYERROR']._serialized_end=2692
+  _globals['_NOTMATCHED']._serialized_start=2694
+  _globals['_NOTMATCHED']._serialized_end=2706
+  _globals['_SUBHANDLERSPENDING']._serialized_start=2708
+  _globals['_SUBHANDLERSPENDING']._serialized_end=2770
+  _globals['_SUBHANDLEROUTCOME']._serialized_start=2772
+  _globals['_SUBHANDLEROUTCOME']._serialized_end=2877
+  _globals['_EVENT']._serialized_start=2879
+  _globals['_EVENT']._serialized_end=2963
+  _globals['_INVOKERESPONSE']._serialized_start=2966
+  _globals['_INVOKERESPONSE']._serialized_end=3124
+  _globals['_DAEMONREQUEST']._serialized_start=3126
+  _globals['_DAEMONREQUEST']._serialized_end=3253
+  _globals['_DAEMONSTART']._serialized_start=3256
+  _globals['_DAEMONSTART']._serialized_end=3435
+  _globals['_DAEMONSTOP']._serialized_start=3437
+  _globals['_DAEMONSTOP']._serialized_end=3509
+  _globals['_DAEMONRESPONSE']._serialized_start=3511
+  _globals['_DAEMONRESPONSE']._serialized_end=3615
+  _globals['_HANDLERSERVICE']._serialized_start=4319
+  _globals['_HANDLERSERVICE']._serialized_end=4526
 # @@protoc_insertion_point(module_scope)

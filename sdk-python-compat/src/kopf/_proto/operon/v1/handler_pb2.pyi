@@ -39,6 +39,13 @@ class Reason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     REASON_UPDATE: _ClassVar[Reason]
     REASON_DELETE: _ClassVar[Reason]
     REASON_RESUME: _ClassVar[Reason]
+
+class DaemonStopReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DAEMON_STOP_REASON_UNSPECIFIED: _ClassVar[DaemonStopReason]
+    DAEMON_STOP_REASON_RESOURCE_DELETED: _ClassVar[DaemonStopReason]
+    DAEMON_STOP_REASON_FILTERS_MISMATCH: _ClassVar[DaemonStopReason]
+    DAEMON_STOP_REASON_OPERATOR_EXITING: _ClassVar[DaemonStopReason]
 HANDLER_KIND_UNSPECIFIED: HandlerKind
 HANDLER_KIND_CREATE: HandlerKind
 HANDLER_KIND_UPDATE: HandlerKind
@@ -59,6 +66,10 @@ REASON_CREATE: Reason
 REASON_UPDATE: Reason
 REASON_DELETE: Reason
 REASON_RESUME: Reason
+DAEMON_STOP_REASON_UNSPECIFIED: DaemonStopReason
+DAEMON_STOP_REASON_RESOURCE_DELETED: DaemonStopReason
+DAEMON_STOP_REASON_FILTERS_MISMATCH: DaemonStopReason
+DAEMON_STOP_REASON_OPERATOR_EXITING: DaemonStopReason
 
 class DescribeRequest(_message.Message):
     __slots__ = ("core_version", "contract_revision")
@@ -145,7 +156,7 @@ class Filters(_message.Message):
     def __init__(self, labels: _Optional[_Mapping[str, ValueFilter]] = ..., annotations: _Optional[_Mapping[str, ValueFilter]] = ..., field: _Optional[str] = ..., value: _Optional[_Union[ValueFilter, _Mapping]] = ..., old: _Optional[_Union[ValueFilter, _Mapping]] = ..., new: _Optional[_Union[ValueFilter, _Mapping]] = ..., has_callback_filters: _Optional[bool] = ...) -> None: ...
 
 class Options(_message.Message):
-    __slots__ = ("retries", "timeout", "backoff", "errors", "optional", "deleted", "interval", "idle", "initial_delay", "sharp", "cancellation_timeout", "call_timeout")
+    __slots__ = ("retries", "timeout", "backoff", "errors", "optional", "deleted", "interval", "idle", "initial_delay", "sharp", "cancellation_timeout", "call_timeout", "cancellation_backoff")
     RETRIES_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_FIELD_NUMBER: _ClassVar[int]
     BACKOFF_FIELD_NUMBER: _ClassVar[int]
@@ -158,6 +169,7 @@ class Options(_message.Message):
     SHARP_FIELD_NUMBER: _ClassVar[int]
     CANCELLATION_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
     CALL_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    CANCELLATION_BACKOFF_FIELD_NUMBER: _ClassVar[int]
     retries: int
     timeout: _duration_pb2.Duration
     backoff: _duration_pb2.Duration
@@ -170,7 +182,8 @@ class Options(_message.Message):
     sharp: bool
     cancellation_timeout: _duration_pb2.Duration
     call_timeout: _duration_pb2.Duration
-    def __init__(self, retries: _Optional[int] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., backoff: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., errors: _Optional[_Union[ErrorsMode, str]] = ..., optional: _Optional[bool] = ..., deleted: _Optional[bool] = ..., interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., idle: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., initial_delay: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., sharp: _Optional[bool] = ..., cancellation_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., call_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    cancellation_backoff: _duration_pb2.Duration
+    def __init__(self, retries: _Optional[int] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., backoff: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., errors: _Optional[_Union[ErrorsMode, str]] = ..., optional: _Optional[bool] = ..., deleted: _Optional[bool] = ..., interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., idle: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., initial_delay: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., sharp: _Optional[bool] = ..., cancellation_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., call_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., cancellation_backoff: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class Record(_message.Message):
     __slots__ = ("id", "started", "retries", "success", "failure", "message", "delayed")
@@ -319,3 +332,47 @@ class InvokeResponse(_message.Message):
     subhandlers: _containers.RepeatedCompositeFieldContainer[SubhandlerOutcome]
     events: _containers.RepeatedCompositeFieldContainer[Event]
     def __init__(self, outcome: _Optional[_Union[Outcome, _Mapping]] = ..., patch_json: _Optional[bytes] = ..., subhandlers: _Optional[_Iterable[_Union[SubhandlerOutcome, _Mapping]]] = ..., events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ...) -> None: ...
+
+class DaemonRequest(_message.Message):
+    __slots__ = ("start", "body_json", "stop")
+    START_FIELD_NUMBER: _ClassVar[int]
+    BODY_JSON_FIELD_NUMBER: _ClassVar[int]
+    STOP_FIELD_NUMBER: _ClassVar[int]
+    start: DaemonStart
+    body_json: bytes
+    stop: DaemonStop
+    def __init__(self, start: _Optional[_Union[DaemonStart, _Mapping]] = ..., body_json: _Optional[bytes] = ..., stop: _Optional[_Union[DaemonStop, _Mapping]] = ...) -> None: ...
+
+class DaemonStart(_message.Message):
+    __slots__ = ("handler_id", "body_json", "resource", "retry", "started", "attempt_id")
+    HANDLER_ID_FIELD_NUMBER: _ClassVar[int]
+    BODY_JSON_FIELD_NUMBER: _ClassVar[int]
+    RESOURCE_FIELD_NUMBER: _ClassVar[int]
+    RETRY_FIELD_NUMBER: _ClassVar[int]
+    STARTED_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_ID_FIELD_NUMBER: _ClassVar[int]
+    handler_id: str
+    body_json: bytes
+    resource: ResolvedResource
+    retry: int
+    started: _timestamp_pb2.Timestamp
+    attempt_id: str
+    def __init__(self, handler_id: _Optional[str] = ..., body_json: _Optional[bytes] = ..., resource: _Optional[_Union[ResolvedResource, _Mapping]] = ..., retry: _Optional[int] = ..., started: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attempt_id: _Optional[str] = ...) -> None: ...
+
+class DaemonStop(_message.Message):
+    __slots__ = ("reason", "force")
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
+    reason: DaemonStopReason
+    force: bool
+    def __init__(self, reason: _Optional[_Union[DaemonStopReason, str]] = ..., force: _Optional[bool] = ...) -> None: ...
+
+class DaemonResponse(_message.Message):
+    __slots__ = ("patch_json", "events", "exit")
+    PATCH_JSON_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    EXIT_FIELD_NUMBER: _ClassVar[int]
+    patch_json: bytes
+    events: _containers.RepeatedCompositeFieldContainer[Event]
+    exit: Outcome
+    def __init__(self, patch_json: _Optional[bytes] = ..., events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ..., exit: _Optional[_Union[Outcome, _Mapping]] = ...) -> None: ...

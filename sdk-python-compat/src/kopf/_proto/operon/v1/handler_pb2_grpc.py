@@ -45,6 +45,11 @@ class HandlerServiceStub:
                 request_serializer=operon_dot_v1_dot_handler__pb2.InvokeRequest.SerializeToString,
                 response_deserializer=operon_dot_v1_dot_handler__pb2.InvokeResponse.FromString,
                 _registered_method=True)
+        self.Daemon = channel.stream_stream(
+                '/operon.v1.HandlerService/Daemon',
+                request_serializer=operon_dot_v1_dot_handler__pb2.DaemonRequest.SerializeToString,
+                response_deserializer=operon_dot_v1_dot_handler__pb2.DaemonResponse.FromString,
+                _registered_method=True)
 
 
 class HandlerServiceServicer:
@@ -65,6 +70,16 @@ class HandlerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Daemon(self, request_iterator, context):
+        """---- Daemons (begin) ----
+        Run one daemon (HANDLER_KIND_DAEMON) for one object, for as long as it runs. See "Daemons"
+        at the end of this file.
+        ---- Daemons (end) ----
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_HandlerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -77,6 +92,11 @@ def add_HandlerServiceServicer_to_server(servicer, server):
                     servicer.Invoke,
                     request_deserializer=operon_dot_v1_dot_handler__pb2.InvokeRequest.FromString,
                     response_serializer=operon_dot_v1_dot_handler__pb2.InvokeResponse.SerializeToString,
+            ),
+            'Daemon': grpc.stream_stream_rpc_method_handler(
+                    servicer.Daemon,
+                    request_deserializer=operon_dot_v1_dot_handler__pb2.DaemonRequest.FromString,
+                    response_serializer=operon_dot_v1_dot_handler__pb2.DaemonResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -134,6 +154,33 @@ class HandlerService:
             '/operon.v1.HandlerService/Invoke',
             operon_dot_v1_dot_handler__pb2.InvokeRequest.SerializeToString,
             operon_dot_v1_dot_handler__pb2.InvokeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Daemon(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/operon.v1.HandlerService/Daemon',
+            operon_dot_v1_dot_handler__pb2.DaemonRequest.SerializeToString,
+            operon_dot_v1_dot_handler__pb2.DaemonResponse.FromString,
             options,
             channel_credentials,
             insecure,

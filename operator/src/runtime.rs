@@ -2,6 +2,7 @@
 //! server, and the read model. Start at [`engine::run`].
 
 pub mod convert;
+pub mod daemons;
 pub mod discovery;
 pub mod dispatch;
 pub mod engine;

@@ -21,6 +21,8 @@ pub enum HandlerKind {
     Event,
     /// `@kopf.timer`: called periodically for every matching object while it exists.
     Timer,
+    /// `@kopf.daemon`: one long-running call per matching object while it exists.
+    Daemon,
 }
 
 /// The reason of a change-handling cycle, as stored in a progress record's `purpose`.
@@ -124,6 +126,10 @@ pub struct Options {
     pub initial_delay: Option<Duration>,
     /// Timers: keep the schedule regardless of how long a run took.
     pub sharp: bool,
+    /// Daemons: how long after the graceful stop the daemon is cancelled; `None` is never.
+    pub cancellation_backoff: Option<Duration>,
+    /// Daemons: how long after the cancellation the daemon is abandoned; `None` is never.
+    pub cancellation_timeout: Option<Duration>,
 }
 
 /// One handler of one service, for one resource.

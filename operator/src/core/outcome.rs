@@ -84,7 +84,11 @@ pub fn title(handler: &Handler) -> String {
 
 /// The strict checks before a call: the handler is out of time or out of attempts.
 pub fn precheck(handler: &Handler, progress: Progress) -> Option<Verdict> {
-    let title = title(handler);
+    precheck_as(&title(handler), handler, progress)
+}
+
+/// [`precheck`] with another title than Kopf's `Handler 'id'`.
+pub fn precheck_as(title: &str, handler: &Handler, progress: Progress) -> Option<Verdict> {
     let message = if handler
         .options
         .timeout
@@ -113,7 +117,17 @@ pub fn judge(
     result: CallResult,
     default_backoff: Duration,
 ) -> Verdict {
-    let title = title(handler);
+    judge_as(&title(handler), handler, progress, result, default_backoff)
+}
+
+/// [`judge`] with another title than Kopf's `Handler 'id'` (e.g. `Daemon 'id'`).
+pub fn judge_as(
+    title: &str,
+    handler: &Handler,
+    progress: Progress,
+    result: CallResult,
+    default_backoff: Duration,
+) -> Verdict {
     let options = &handler.options;
     let backoff = options.backoff.unwrap_or(default_backoff);
     let retries_ahead = options.retries.is_some_and(|r| progress.retries + 1 >= r);

@@ -37,7 +37,7 @@ fn traits(handler: &Handler) -> Option<Traits> {
         HandlerKind::Delete => (Some(Reason::Delete), false, false),
         HandlerKind::Resume => (None, true, false),
         HandlerKind::Field => (None, false, true),
-        HandlerKind::Event | HandlerKind::Timer => return None,
+        HandlerKind::Event | HandlerKind::Timer | HandlerKind::Daemon => return None,
     };
     Some(Traits {
         reason,
@@ -145,7 +145,8 @@ pub fn lookup<'v>(value: Option<&'v Value>, path: &[String]) -> Option<&'v Value
     path.iter().try_fold(value?, |v, key| v.get(key.as_str()))
 }
 
-/// Whether an event handler or a timer matches an object (its field filter looks at the body).
+/// Whether an event handler, a timer or a daemon matches an object (its field filter looks at the
+/// body).
 pub fn body_matches(handler: &Handler, cause: &CauseView<'_>) -> bool {
     let meta = cause.body.get("metadata");
     let field_ok = match &handler.filters.field {
@@ -158,8 +159,10 @@ pub fn body_matches(handler: &Handler, cause: &CauseView<'_>) -> bool {
             }
         }
     };
-    matches!(handler.kind, HandlerKind::Event | HandlerKind::Timer)
-        && field_ok
+    matches!(
+        handler.kind,
+        HandlerKind::Event | HandlerKind::Timer | HandlerKind::Daemon
+    ) && field_ok
         && matches_metadata(&handler.filters.labels, meta.and_then(|m| m.get("labels")))
         && matches_metadata(
             &handler.filters.annotations,

@@ -85,7 +85,7 @@ pub struct Registration {
 pub struct Registrations {
     /// The handlers this core runs.
     pub handlers: Vec<Registration>,
-    /// Handlers of kinds this core does not run yet (timers, daemons, sync, tasks): `(id, kind)`.
+    /// Handlers of kinds this core does not run yet (sync, tasks): `(id, kind)`.
     pub unsupported: Vec<(String, &'static str)>,
 }
 
@@ -113,9 +113,8 @@ pub fn manifest(m: &pb::Manifest) -> Result<Registrations, Error> {
             Ok(pb::HandlerKind::Field) => HandlerKind::Field,
             Ok(pb::HandlerKind::Event) => HandlerKind::Event,
             Ok(pb::HandlerKind::Timer) => HandlerKind::Timer,
-            Ok(
-                kind @ (pb::HandlerKind::Daemon | pb::HandlerKind::Sync | pb::HandlerKind::Task),
-            ) => {
+            Ok(pb::HandlerKind::Daemon) => HandlerKind::Daemon,
+            Ok(kind @ (pb::HandlerKind::Sync | pb::HandlerKind::Task)) => {
                 out.unsupported.push((h.id.clone(), kind.as_str_name()));
                 continue;
             }
@@ -208,6 +207,8 @@ fn convert_options(id: &str, o: pb::Options) -> Result<Options, Error> {
         idle: d(o.idle, "idle")?,
         initial_delay: d(o.initial_delay, "initial delay")?,
         sharp: o.sharp,
+        cancellation_backoff: d(o.cancellation_backoff, "cancellation backoff")?,
+        cancellation_timeout: d(o.cancellation_timeout, "cancellation timeout")?,
     })
 }
 
@@ -299,15 +300,7 @@ pub struct EventRequest {
 /// The first contract violation: no outcome, a patch that is not a JSON object, bad JSON.
 pub fn answer(r: pb::InvokeResponse) -> Result<Answer, Error> {
     let result = outcome("the outcome", r.outcome)?;
-    let patch = if r.patch_json.is_empty() {
-        None
-    } else {
-        let patch = json("the patch", &r.patch_json)?;
-        if !patch.is_object() {
-            return Err(Error::PatchNotObject(patch.to_string()));
-        }
-        Some(patch)
-    };
+    let patch = merge_patch(&r.patch_json)?;
     let subhandlers = r
         .subhandlers
         .into_iter()
@@ -327,8 +320,28 @@ pub fn answer(r: pb::InvokeResponse) -> Result<Answer, Error> {
             })
         })
         .collect::<Result<_, Error>>()?;
-    let events = r
-        .events
+    Ok(Answer {
+        result,
+        patch,
+        subhandlers,
+        events: event_requests(r.events)?,
+    })
+}
+
+/// A handler's merge patch: empty means none; otherwise a JSON object.
+fn merge_patch(bytes: &[u8]) -> Result<Option<Value>, Error> {
+    if bytes.is_empty() {
+        return Ok(None);
+    }
+    let patch = json("the patch", bytes)?;
+    if !patch.is_object() {
+        return Err(Error::PatchNotObject(patch.to_string()));
+    }
+    Ok(Some(patch))
+}
+
+fn event_requests(events: Vec<pb::Event>) -> Result<Vec<EventRequest>, Error> {
+    events
         .into_iter()
         .map(|e| {
             Ok(EventRequest {
@@ -346,12 +359,33 @@ pub fn answer(r: pb::InvokeResponse) -> Result<Answer, Error> {
                 message: e.message,
             })
         })
-        .collect::<Result<_, Error>>()?;
-    Ok(Answer {
-        result,
-        patch,
-        subhandlers,
-        events,
+        .collect()
+}
+
+/// One message of a running daemon, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DaemonOutput {
+    /// A merge patch to apply now.
+    pub patch: Option<Value>,
+    /// Events to post.
+    pub events: Vec<EventRequest>,
+    /// The last message: how the daemon's function ended (`Some(None)`: a callback filter said
+    /// no).
+    pub exit: Option<Option<CallResult>>,
+}
+
+/// Validates one message of a `Daemon` call.
+///
+/// # Errors
+/// A patch that is not a JSON object, bad JSON, an exit without an outcome.
+pub fn daemon_output(r: pb::DaemonResponse) -> Result<DaemonOutput, Error> {
+    Ok(DaemonOutput {
+        patch: merge_patch(&r.patch_json)?,
+        events: event_requests(r.events)?,
+        exit: match r.exit {
+            None => None,
+            Some(o) => Some(outcome("the daemon's exit", Some(o))?),
+        },
     })
 }
 
@@ -413,6 +447,51 @@ mod tests {
         assert!(matches!(
             answer(pb::InvokeResponse::default()),
             Err(Error::NoOutcome)
+        ));
+    }
+
+    #[test]
+    fn daemon_messages_carry_patches_events_and_the_exit_last() {
+        let update = daemon_output(pb::DaemonResponse {
+            patch_json: br#"{"status":{"d":1}}"#.to_vec(),
+            events: vec![pb::Event {
+                reason: "Ping".into(),
+                ..pb::Event::default()
+            }],
+            exit: None,
+        })
+        .unwrap();
+        assert_eq!(update.patch, Some(serde_json::json!({"status": {"d": 1}})));
+        assert_eq!(update.events[0].type_, "Normal");
+        assert_eq!(update.exit, None);
+        let exit = daemon_output(pb::DaemonResponse {
+            exit: Some(pb::Outcome {
+                result: Some(pb::outcome::Result::PermanentError(pb::PermanentError {
+                    message: "no".into(),
+                })),
+            }),
+            ..pb::DaemonResponse::default()
+        })
+        .unwrap();
+        assert_eq!(
+            exit.exit,
+            Some(Some(CallResult::Permanent {
+                message: "no".into()
+            }))
+        );
+        assert!(matches!(
+            daemon_output(pb::DaemonResponse {
+                exit: Some(pb::Outcome::default()),
+                ..pb::DaemonResponse::default()
+            }),
+            Err(Error::NoOutcome)
+        ));
+        assert!(matches!(
+            daemon_output(pb::DaemonResponse {
+                patch_json: b"[1]".to_vec(),
+                ..pb::DaemonResponse::default()
+            }),
+            Err(Error::PatchNotObject(_))
         ));
     }
 

@@ -1,6 +1,10 @@
 //! Calling handlers: the [`Dispatch`] port and its gRPC adapter ([`GrpcService`]).
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
 
 use operon_proto::v1 as pb;
 use operon_proto::v1::handler_service_client::HandlerServiceClient;
@@ -8,7 +12,7 @@ use serde_json::Value;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::core::model::Reason;
-use crate::runtime::convert::{self, Answer};
+use crate::runtime::convert::{self, Answer, DaemonOutput};
 
 /// A failed call: transport trouble or a broken contract — never a handler's own error, which is
 /// an outcome.
@@ -32,7 +36,38 @@ pub enum Error {
     /// The answer breaks the contract.
     #[error("the handler service broke the contract: {0}")]
     Contract(#[from] convert::Error),
+    /// The service cannot run daemons.
+    #[error("the handler service does not run daemons")]
+    NoDaemons,
 }
+
+/// Why the core stops a daemon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// The object is being deleted or is gone.
+    ResourceDeleted,
+    /// The object no longer matches the daemon's filters.
+    FiltersMismatch,
+    /// The core stops or reloads its handlers.
+    OperatorExiting,
+}
+
+/// What the core sends down an open daemon call after its start.
+#[derive(Debug, Clone)]
+pub enum DaemonInput {
+    /// A newer version of the object.
+    Body(Arc<Value>),
+    /// Stop: gracefully (`force` false) or by cancelling the daemon.
+    Stop {
+        /// Why.
+        reason: StopReason,
+        /// Cancel rather than ask.
+        force: bool,
+    },
+}
+
+/// What an open daemon call sends back: validated messages, or the failure that ended it.
+pub type DaemonOutputs = BoxStream<'static, Result<DaemonOutput, Error>>;
 
 /// The record of a sub-handler as sent back to its parent's next call.
 #[derive(Debug, Clone, PartialEq)]
@@ -95,6 +130,16 @@ pub trait Dispatch: Send + Sync + 'static {
     async fn describe(&self) -> Result<pb::Manifest, Error>;
     /// Calls one handler.
     async fn invoke(&self, call: Call) -> Result<Answer, Error>;
+    /// Starts a daemon (`call` carries its handler, body, retry and start); `inputs` feeds it
+    /// while it runs. Dropping the returned stream cancels the call.
+    async fn daemon(
+        &self,
+        call: Call,
+        inputs: tokio::sync::mpsc::Receiver<DaemonInput>,
+    ) -> Result<DaemonOutputs, Error> {
+        let _ = (call, inputs);
+        Err(Error::NoDaemons)
+    }
 }
 
 /// A handler service reached over gRPC.
@@ -133,6 +178,24 @@ fn reason(r: Option<Reason>) -> i32 {
         Some(Reason::Delete) => pb::Reason::Delete,
         Some(Reason::Resume) => pb::Reason::Resume,
     }) as i32
+}
+
+fn daemon_request(input: DaemonInput) -> pb::DaemonRequest {
+    use pb::daemon_request::Message;
+    let message = match input {
+        DaemonInput::Body(body) => Message::BodyJson(to_json(&body)),
+        DaemonInput::Stop { reason, force } => Message::Stop(pb::DaemonStop {
+            reason: (match reason {
+                StopReason::ResourceDeleted => pb::DaemonStopReason::ResourceDeleted,
+                StopReason::FiltersMismatch => pb::DaemonStopReason::FiltersMismatch,
+                StopReason::OperatorExiting => pb::DaemonStopReason::OperatorExiting,
+            }) as i32,
+            force,
+        }),
+    };
+    pb::DaemonRequest {
+        message: Some(message),
+    }
 }
 
 fn to_json(v: &Value) -> Vec<u8> {
@@ -212,5 +275,47 @@ impl Dispatch for GrpcService {
             }
             Err(status) => Err(Error::Transport(status)),
         }
+    }
+
+    async fn daemon(
+        &self,
+        call: Call,
+        inputs: tokio::sync::mpsc::Receiver<DaemonInput>,
+    ) -> Result<DaemonOutputs, Error> {
+        use pb::daemon_request::Message;
+        let start = pb::DaemonRequest {
+            message: Some(Message::Start(pb::DaemonStart {
+                handler_id: call.handler_id,
+                body_json: to_json(&call.body),
+                resource: call.resource,
+                retry: call.retry,
+                started: call.started.map(convert::to_timestamp),
+                attempt_id: call.attempt_id,
+            })),
+        };
+        let mut inputs = inputs;
+        let later =
+            futures_util::stream::poll_fn(move |cx| inputs.poll_recv(cx)).map(daemon_request);
+        let requests = futures_util::stream::iter([start]).chain(later);
+        let mut request = tonic::Request::new(requests);
+        if let Some(tp) = call
+            .traceparent
+            .and_then(|tp| tonic::metadata::MetadataValue::try_from(tp).ok())
+        {
+            request.metadata_mut().insert("traceparent", tp);
+        }
+        let mut client = self.client.clone();
+        let connect = Duration::from_secs(10);
+        let responses = tokio::time::timeout(connect, client.daemon(request))
+            .await
+            .map_err(|_| Error::Deadline(connect))?
+            .map_err(Error::Transport)?
+            .into_inner();
+        Ok(responses
+            .map(|message| match message {
+                Ok(m) => Ok(convert::daemon_output(m)?),
+                Err(status) => Err(Error::Transport(status)),
+            })
+            .boxed())
     }
 }

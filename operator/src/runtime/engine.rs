@@ -222,7 +222,7 @@ impl Generation<'_> {
     /// Describes the services, serves their resources until a stop or a manifest change.
     async fn serve(
         &self,
-        stop: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+        mut stop: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
     ) -> Result<Ending, Error> {
         let Generation {
             config,
@@ -245,7 +245,14 @@ impl Generation<'_> {
         }
         let mut manifests = Vec::new();
         for service in &services {
-            let manifest = describe_until_answered(service.as_ref()).await;
+            // A service that is down is waited for, but a stop request ends the wait at once.
+            let manifest = tokio::select! {
+                manifest = describe_until_answered(service.as_ref()) => manifest,
+                () = stop.as_mut() => {
+                    tracing::info!("Stop requested while waiting for the handler services.");
+                    return Ok(Ending::Stop);
+                }
+            };
             tracing::info!(service = service.name(), name = %manifest.service_name, handlers = manifest.handlers.len(), "Handler service described.");
             manifests.push(manifest);
         }
@@ -277,7 +284,13 @@ impl Generation<'_> {
 
         let mut resources = Vec::new();
         for (selector, regs) in &by_selector {
-            let served = resolve_until_found(&client, selector).await;
+            let served = tokio::select! {
+                served = resolve_until_found(&client, selector) => served,
+                () = stop.as_mut() => {
+                    tracing::info!("Stop requested while waiting for the resources.");
+                    return Ok(Ending::Stop);
+                }
+            };
             tracing::info!(resource = %served.name(), namespaced = served.namespaced, status_subresource = served.has_status, "Serving the resource.");
             let handlers: Vec<Bound> = regs
                 .iter()
@@ -318,6 +331,7 @@ impl Generation<'_> {
             metrics: Arc::clone(metrics),
             readmodel,
             timers: Default::default(),
+            daemons: Default::default(),
         });
         let queue = Queue::new(
             Arc::clone(&env),
@@ -353,7 +367,7 @@ impl Generation<'_> {
 
         let manifest_watch = tokio::spawn(watch_manifests(Arc::clone(shared), services, manifests));
         let ending = tokio::select! {
-            () = stop => {
+            () = stop.as_mut() => {
                 tracing::info!("Stop requested; finishing the cycles in flight.");
                 Ending::Stop
             }
@@ -367,6 +381,7 @@ impl Generation<'_> {
         }
         queue.shutdown(config.shutdown_grace).await;
         env.timers.stop_all();
+        env.daemons.stop_all(config.shutdown_grace).await;
         Ok(ending)
     }
 }

@@ -19,6 +19,8 @@ pub const INFLIGHT: &str = "operon_inflight_calls";
 pub const API_REQUESTS: &str = "operon_api_requests_total";
 /// Objects known to the core.
 pub const OBJECTS: &str = "operon_objects";
+/// Daemons running (one per object and daemon handler).
+pub const DAEMONS: &str = "operon_daemons_running";
 
 /// The core's metrics.
 #[derive(Debug, Default)]
@@ -27,6 +29,7 @@ pub struct Metrics {
     queue_depth: AtomicI64,
     inflight: AtomicI64,
     objects: AtomicI64,
+    daemons: AtomicI64,
     outcomes: Mutex<BTreeMap<(String, &'static str), u64>>,
     handler_seconds: Mutex<(f64, u64)>,
     api: Mutex<BTreeMap<(&'static str, u16), u64>>,
@@ -66,6 +69,14 @@ impl Metrics {
     /// Changes the number of calls in flight.
     pub fn inflight(&self, delta: i64) {
         self.inflight.fetch_add(delta, Ordering::Relaxed);
+    }
+    /// Changes the number of running daemons.
+    pub fn daemons(&self, delta: i64) {
+        self.daemons.fetch_add(delta, Ordering::Relaxed);
+    }
+    /// Daemons running now.
+    pub fn daemons_running(&self) -> i64 {
+        self.daemons.load(Ordering::Relaxed)
     }
     /// Changes the number of known objects.
     pub fn objects(&self, delta: i64) {
@@ -108,6 +119,12 @@ impl Metrics {
             OBJECTS,
             "Objects known to the core.",
             self.objects.load(Ordering::Relaxed),
+        );
+        gauge(
+            &mut out,
+            DAEMONS,
+            "Daemons running.",
+            self.daemons_running(),
         );
         let _ = writeln!(
             out,

@@ -27,6 +27,9 @@ use crate::runtime::metrics::Metrics;
 use crate::runtime::patching::{self, FinalizerAction};
 use crate::runtime::readmodel::{HandlerView, ObjectView, ReadModel};
 
+/// How often a deleted object's cycle looks again whether its daemons have exited.
+const DAEMON_EXIT_POLL: Duration = Duration::from_millis(500);
+
 /// Settings of the cycle.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -83,6 +86,8 @@ pub struct Env {
     pub readmodel: Arc<ReadModel>,
     /// The running timers.
     pub timers: crate::runtime::timers::Timers,
+    /// The running daemons.
+    pub daemons: crate::runtime::daemons::Daemons,
 }
 
 impl std::fmt::Debug for Env {
@@ -191,6 +196,7 @@ pub async fn process(env: &Arc<Env>, res: &Arc<ResourceCtx>, input: Input) -> Ou
     }
     if input.gone {
         env.timers.stop_object(res, body);
+        env.daemons.forget_object(res, body);
         log.debug("Deleted, really deleted, and we are notified.");
         env.readmodel.remove(&res.served.name(), namespace, name);
         return Output::default();
@@ -199,12 +205,18 @@ pub async fn process(env: &Arc<Env>, res: &Arc<ResourceCtx>, input: Input) -> Ou
     let changing: Vec<&Bound> = res
         .handlers
         .iter()
-        .filter(|b| !matches!(b.handler.kind, HandlerKind::Event | HandlerKind::Timer))
+        .filter(|b| {
+            !matches!(
+                b.handler.kind,
+                HandlerKind::Event | HandlerKind::Timer | HandlerKind::Daemon
+            )
+        })
         .collect();
+    // Timers and daemons: spawned per object, not handled in the cycle.
     let timers: Vec<&Bound> = res
         .handlers
         .iter()
-        .filter(|b| b.handler.kind == HandlerKind::Timer)
+        .filter(|b| matches!(b.handler.kind, HandlerKind::Timer | HandlerKind::Daemon))
         .collect();
     let handlers: Vec<Handler> = changing.iter().map(|b| b.handler.clone()).collect();
     let mut out = Output {
@@ -260,13 +272,25 @@ pub async fn process(env: &Arc<Env>, res: &Arc<ResourceCtx>, input: Input) -> Ou
         .copied()
         .filter(|b| selection::body_matches(&b.handler, &view))
         .collect();
+    let (daemons_matching, timers_matching): (Vec<&Bound>, Vec<&Bound>) = timers_matching
+        .into_iter()
+        .partition(|b| b.handler.kind == HandlerKind::Daemon);
+    // Like Kopf, the finalizer stays until every daemon of a deleted object has exited.
+    let mut daemons_exiting = false;
     if deleting {
         env.timers.stop_object(res, body);
+        daemons_exiting = env.daemons.stop_object(res, body);
     } else {
         env.timers
             .sync(env, res, &input.body, !diff.is_empty(), &timers_matching);
+        env.daemons.sync(env, res, &input.body, &daemons_matching);
     }
-    if !selection::any_prematch(&handlers, &view) && timers_matching.is_empty() {
+    let timers_matching: Vec<&Bound> = timers_matching
+        .into_iter()
+        .chain(daemons_matching)
+        .collect();
+    if !selection::any_prematch(&handlers, &view) && timers_matching.is_empty() && !daemons_exiting
+    {
         // Blind to objects no handler could ever match: no state, no log lines — except that
         // our finalizer goes when nothing requires it any more (e.g. a label filter stopped
         // matching), or the object could never be deleted.
@@ -278,7 +302,9 @@ pub async fn process(env: &Arc<Env>, res: &Arc<ResourceCtx>, input: Input) -> Ou
         return out;
     }
 
-    let must_block = selection::requires_finalizer(&handlers, &view) || !timers_matching.is_empty();
+    let must_block = selection::requires_finalizer(&handlers, &view)
+        || !timers_matching.is_empty()
+        || daemons_exiting;
     let mut finalizer_action = None;
     let mut changing_cause = (!handlers.is_empty()).then_some(detected);
     if must_block && !blocked && !deleting {
@@ -330,6 +356,11 @@ pub async fn process(env: &Arc<Env>, res: &Arc<ResourceCtx>, input: Input) -> Ou
     }
     // Kopf's `fully_handled_once`: only a finished (or handler-less) cycle ends the resuming.
     out.fully_handled = done_or_skip;
+    if daemons_exiting {
+        // Look again soon: the finalizer goes once the daemons have exited.
+        let poll = DAEMON_EXIT_POLL;
+        out.delay = Some(out.delay.map_or(poll, |d| d.min(poll)));
+    }
     if deleting
         && blocked
         && finalizer_action.is_none()

@@ -2,6 +2,10 @@
 //! every `interval` (after `initial_delay`; only after `idle` seconds without an essential change;
 //! on a sharp schedule if asked), never overlapping itself. Timers keep no progress on the object
 //! (as in Kopf); their results go to `status.<id>` and their patches are applied at once.
+//!
+//! A permanent failure (or an arbitrary error with `errors=PERMANENT`) ends only the current tick:
+//! as in Kopf 1.45.2's code (its timer loop resets the handler's state and goes on), the timer
+//! ticks again after its interval — although Kopf's documentation says a timer stops then.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -97,7 +101,7 @@ impl Timers {
                         timer.changed.send_replace(Instant::now());
                     }
                 }
-                Some(_) => {} // it stopped for good (a permanent failure): Kopf does not restart it
+                Some(_) => {} // it ended (it never does on its own): leave it
                 None => {
                     let (body_tx, body_rx) = watch::channel(Arc::clone(body));
                     let (changed_tx, changed_rx) = watch::channel(Instant::now());
@@ -193,13 +197,12 @@ async fn run(
         let outcome = tick(&env, &res, &bound, &current, &object, started).await;
         attempt = match outcome {
             Tick::After(_) | Tick::Backoff => Some((started.0 + 1, started.1)),
-            Tick::Again | Tick::Stop => None,
+            Tick::Again => None,
         };
         let next_pause = match outcome {
             Tick::Again => interval,
             Tick::After(delay) => delay,
             Tick::Backoff => backoff,
-            Tick::Stop => return,
         };
         if options.sharp && next_pause == interval {
             schedule += interval;
@@ -219,7 +222,6 @@ enum Tick {
     Again,
     After(Duration),
     Backoff,
-    Stop,
 }
 
 async fn tick(
@@ -298,7 +300,7 @@ async fn tick(
                 outcome::Level::Error,
                 &format!("{title} failed permanently: {message}"),
             );
-            Tick::Stop
+            Tick::Again // Kopf 1.45.2 resets and ticks on (see the module's docs)
         }
         Some(CallResult::Arbitrary { message }) => {
             env.metrics.handler(&handler.id, "failure", seconds);
@@ -317,7 +319,7 @@ async fn tick(
                         outcome::Level::Error,
                         &format!("{title} failed with an exception and will stop now: {message}"),
                     );
-                    Tick::Stop
+                    Tick::Again // as after a permanent error
                 }
                 ErrorsMode::Temporary => {
                     log(

@@ -1,0 +1,550 @@
+//! Daemons (`@kopf.daemon`): one long-running `Daemon` call per matching object and daemon
+//! handler, fed with every new version of the object, as Kopf runs them.
+//!
+//! # Guarantees
+//! - A daemon starts (after `initial_delay`) for every matching object that is not being
+//!   deleted, and sees the object live: every new body goes down the open call.
+//! - When the daemon's function ends, its outcome is judged as Kopf judges it: a success or a
+//!   permanent failure ends it for good (it is not started again for that object while the core
+//!   runs); a temporary or arbitrary error restarts it after the delay or backoff, with `retry`
+//!   one higher, within the handler's retries and timeout.
+//! - Stopping follows Kopf's ladder: the `stopped` flag first; after `cancellation_backoff` the
+//!   daemon is cancelled; `cancellation_timeout` after that it is abandoned (the call is
+//!   cancelled). Without those options the core waits for the daemon for as long as it takes —
+//!   and, when the object is being deleted, keeps its finalizer until every daemon has exited.
+//! - A handler service that fails (down, broken stream) is logged, reported as a Warning Event
+//!   and the daemon is started again after a growing backoff; nothing of it stops the core.
+//! - Patches and Events a daemon sends are applied and posted as they come.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::core::outcome::{self, CallResult, Level, Progress};
+use crate::core::patch::MergePatch;
+use crate::runtime::dispatch::{Call, DaemonInput, Error as DispatchError, StopReason};
+use crate::runtime::events;
+use crate::runtime::patching;
+use crate::runtime::processing::{Bound, Env, ResourceCtx};
+
+/// A daemon of one object: `(resource, namespace, name, handler id)`.
+type DaemonKey = (String, String, String, String);
+
+/// The longest pause between restarts after the handler service failed.
+const MAX_TRANSPORT_BACKOFF: Duration = Duration::from_secs(60);
+
+/// How a daemon ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// On its own (success, permanent failure, retries used up): never again for this object.
+    ForGood,
+    /// Stopped by the core: it may start again when the object matches again.
+    OnRequest,
+}
+
+struct Running {
+    uid: String,
+    body: watch::Sender<Arc<Value>>,
+    stop: watch::Sender<Option<StopReason>>,
+    end: Arc<OnceLock<End>>,
+    task: JoinHandle<()>,
+}
+
+impl Running {
+    fn finished(&self) -> bool {
+        self.end.get().is_some() || self.task.is_finished()
+    }
+
+    fn request_stop(&self, reason: StopReason) {
+        self.stop.send_if_modified(|current| {
+            let first = current.is_none();
+            if first {
+                *current = Some(reason);
+            }
+            first
+        });
+    }
+}
+
+/// The running daemons of the core.
+#[derive(Default)]
+pub struct Daemons {
+    running: Mutex<HashMap<DaemonKey, Running>>,
+}
+
+impl std::fmt::Debug for Daemons {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Daemons").finish_non_exhaustive()
+    }
+}
+
+fn meta(body: &Value, field: &str) -> String {
+    body.pointer(&format!("/metadata/{field}"))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn object_of(body: &Value) -> String {
+    let (ns, name) = (meta(body, "namespace"), meta(body, "name"));
+    if ns.is_empty() {
+        name
+    } else {
+        format!("{ns}/{name}")
+    }
+}
+
+impl Daemons {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<DaemonKey, Running>> {
+        self.running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Makes exactly `wanted` run for this (living) object: starts the missing ones, gives the
+    /// running ones the new body, and stops the others (their filters no longer match).
+    pub fn sync(
+        &self,
+        env: &Arc<Env>,
+        res: &Arc<ResourceCtx>,
+        body: &Arc<Value>,
+        wanted: &[&Bound],
+    ) {
+        let (resource, ns, name, uid) = (
+            res.served.name(),
+            meta(body, "namespace"),
+            meta(body, "name"),
+            meta(body, "uid"),
+        );
+        let mut running = self.lock();
+        running.retain(|(r, n, o, id), daemon| {
+            if *r != resource || *n != ns || *o != name {
+                return true;
+            }
+            let is_wanted = daemon.uid == uid && wanted.iter().any(|b| &b.handler.id == id);
+            if is_wanted {
+                return true;
+            }
+            daemon.request_stop(StopReason::FiltersMismatch);
+            // Keep it while it is exiting: never two of one daemon at a time.
+            !daemon.finished()
+        });
+        for bound in wanted {
+            let key = (
+                resource.clone(),
+                ns.clone(),
+                name.clone(),
+                bound.handler.id.clone(),
+            );
+            if let Some(daemon) = running.get(&key) {
+                match daemon.end.get() {
+                    None if daemon.task.is_finished() => {} // it panicked: start it again
+                    None if daemon.stop.borrow().is_some() => continue, // exiting
+                    None => {
+                        daemon.body.send_replace(Arc::clone(body));
+                        continue;
+                    }
+                    Some(End::ForGood) => continue, // as in Kopf: not until the core restarts
+                    Some(End::OnRequest) => {}
+                }
+            }
+            let (body_tx, body_rx) = watch::channel(Arc::clone(body));
+            let (stop_tx, stop_rx) = watch::channel(None);
+            let end = Arc::new(OnceLock::new());
+            let task = tokio::spawn(run(
+                Arc::clone(env),
+                Arc::clone(res),
+                (*bound).clone(),
+                body_rx,
+                stop_rx,
+                Arc::clone(&end),
+            ));
+            running.insert(
+                key,
+                Running {
+                    uid: uid.clone(),
+                    body: body_tx,
+                    stop: stop_tx,
+                    end,
+                    task,
+                },
+            );
+        }
+    }
+
+    /// Asks every daemon of the object to stop (it is being deleted); true while any of them has
+    /// not exited yet — the object's finalizer must stay until then.
+    pub fn stop_object(&self, res: &ResourceCtx, body: &Value) -> bool {
+        let (resource, ns, name) = (
+            res.served.name(),
+            meta(body, "namespace"),
+            meta(body, "name"),
+        );
+        let running = self.lock();
+        let mut exiting = false;
+        for ((r, n, o, _), daemon) in running.iter() {
+            if *r == resource && *n == ns && *o == name && !daemon.finished() {
+                daemon.request_stop(StopReason::ResourceDeleted);
+                exiting = true;
+            }
+        }
+        exiting
+    }
+
+    /// The object is gone: stop its daemons and forget them.
+    pub fn forget_object(&self, res: &ResourceCtx, body: &Value) {
+        let (resource, ns, name) = (
+            res.served.name(),
+            meta(body, "namespace"),
+            meta(body, "name"),
+        );
+        self.lock().retain(|(r, n, o, _), daemon| {
+            let keep = *r != resource || *n != ns || *o != name;
+            if !keep {
+                daemon.request_stop(StopReason::ResourceDeleted);
+            }
+            keep
+        });
+    }
+
+    /// Stops every daemon (the core stops, or reloads its handlers) and waits for them — each
+    /// within its own cancellation options, all within `grace`; then cancels what remains.
+    pub async fn stop_all(&self, grace: Duration) {
+        let daemons: Vec<Running> = self.lock().drain().map(|(_, d)| d).collect();
+        for daemon in &daemons {
+            daemon.request_stop(StopReason::OperatorExiting);
+        }
+        let deadline = Instant::now() + grace;
+        for daemon in daemons {
+            let mut task = daemon.task;
+            if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+                task.abort();
+            }
+        }
+    }
+}
+
+async fn run(
+    env: Arc<Env>,
+    res: Arc<ResourceCtx>,
+    bound: Bound,
+    body: watch::Receiver<Arc<Value>>,
+    stop: watch::Receiver<Option<StopReason>>,
+    end: Arc<OnceLock<End>>,
+) {
+    env.metrics.daemons(1);
+    let object = object_of(&body.borrow());
+    let mut daemon = Daemon {
+        object,
+        title: format!("Daemon {}", outcome::py_repr(&bound.handler.id)),
+        env,
+        res,
+        bound,
+        body,
+        stop,
+    };
+    let ended = daemon.guard().await;
+    let _ = end.set(ended);
+    daemon.env.metrics.daemons(-1);
+}
+
+/// One daemon of one object, across its restarts.
+struct Daemon {
+    env: Arc<Env>,
+    res: Arc<ResourceCtx>,
+    bound: Bound,
+    object: String,
+    title: String,
+    body: watch::Receiver<Arc<Value>>,
+    stop: watch::Receiver<Option<StopReason>>,
+}
+
+/// How one call of the daemon ended.
+enum Attempt {
+    /// The function returned or raised (`None`: a callback filter said no).
+    Exited(Option<CallResult>),
+    /// It ended after a stop request without saying how, or was abandoned.
+    Stopped,
+    /// The handler service failed.
+    Failed(DispatchError),
+}
+
+/// Where the stopping ladder is.
+#[derive(Debug, Clone, Copy)]
+enum Ladder {
+    Running,
+    /// The `stopped` flag is set; cancel at this time, if ever.
+    Signalled(Option<Instant>),
+    /// Cancelled; abandon at this time, if ever.
+    Cancelled(Option<Instant>),
+}
+
+impl Daemon {
+    fn log(&self, level: Level, message: &str) {
+        let object = self.object.as_str();
+        match level {
+            Level::Debug => tracing::debug!(target: "kopf.objects", object, "{message}"),
+            Level::Info => tracing::info!(target: "kopf.objects", object, "{message}"),
+            Level::Error => tracing::error!(target: "kopf.objects", object, "{message}"),
+        }
+    }
+
+    fn stop_requested(&self) -> bool {
+        self.stop.borrow().is_some()
+    }
+
+    /// Sleeps, unless a stop comes first; true when it did.
+    async fn sleep_or_stop(&mut self, delay: Duration) -> bool {
+        if self.stop_requested() {
+            return true;
+        }
+        let mut stop = self.stop.clone();
+        tokio::select! {
+            () = tokio::time::sleep(delay) => self.stop_requested(),
+            () = async { let _ = stop.wait_for(Option::is_some).await; } => true,
+        }
+    }
+
+    /// Runs the daemon until it ends for good or is stopped.
+    async fn guard(&mut self) -> End {
+        let handler = self.bound.handler.clone();
+        if let Some(delay) = handler.options.initial_delay
+            && self.sleep_or_stop(delay).await
+        {
+            return End::OnRequest;
+        }
+        let started = jiff::Timestamp::now();
+        let clock = Instant::now();
+        let mut retry = 0u32;
+        let mut transport_backoff = Duration::from_secs(1);
+        loop {
+            if self.stop_requested() {
+                return End::OnRequest;
+            }
+            let progress = Progress {
+                retries: retry,
+                runtime: clock.elapsed(),
+            };
+            if let Some(verdict) = outcome::precheck_as(&self.title, &handler, progress) {
+                self.log(verdict.log.0, &verdict.log.1);
+                return End::ForGood;
+            }
+            self.log(Level::Debug, &format!("{} is invoked.", self.title));
+            let call_started = std::time::Instant::now();
+            let attempt = self.attempt(retry, started).await;
+            let seconds = call_started.elapsed().as_secs_f64();
+            match attempt {
+                Attempt::Exited(None) => return End::OnRequest,
+                Attempt::Exited(Some(result)) => {
+                    transport_backoff = Duration::from_secs(1);
+                    let verdict = outcome::judge_as(
+                        &self.title,
+                        &handler,
+                        progress,
+                        result,
+                        self.env.settings.default_backoff,
+                    );
+                    let label = match (verdict.finished, verdict.failure.is_some()) {
+                        (true, false) => "success",
+                        (true, true) => "failure",
+                        (false, _) => "retry",
+                    };
+                    self.env.metrics.handler(&handler.id, label, seconds);
+                    self.log(verdict.log.0, &verdict.log.1);
+                    if let Some(value) = verdict.result.clone() {
+                        let patch = json!({"status": {handler.id.clone(): value}});
+                        self.apply(Some(patch), &[]).await;
+                    }
+                    if self.stop_requested() {
+                        self.log(
+                            Level::Debug,
+                            &format!(
+                                "{} has exited on request and will not be retried or restarted.",
+                                self.title
+                            ),
+                        );
+                        return End::OnRequest;
+                    }
+                    if verdict.finished {
+                        self.log(
+                            Level::Debug,
+                            &format!(
+                                "{} has exited on its own and will not be retried or restarted.",
+                                self.title
+                            ),
+                        );
+                        return End::ForGood;
+                    }
+                    if self.sleep_or_stop(verdict.delay.unwrap_or_default()).await {
+                        return End::OnRequest;
+                    }
+                    retry += 1;
+                }
+                Attempt::Stopped => return End::OnRequest,
+                Attempt::Failed(err) => {
+                    self.env.metrics.handler(&handler.id, "error", seconds);
+                    let message = format!(
+                        "{} could not run: {err}. It will be started again in {} seconds.",
+                        self.title,
+                        transport_backoff.as_secs()
+                    );
+                    self.log(Level::Error, &message);
+                    let body = Arc::clone(&self.body.borrow());
+                    events::post(
+                        &self.env.client,
+                        &self.env.metrics,
+                        &body,
+                        "Warning",
+                        "DaemonFailed",
+                        &message,
+                    )
+                    .await;
+                    if self.sleep_or_stop(transport_backoff).await {
+                        return End::OnRequest;
+                    }
+                    transport_backoff = (transport_backoff * 2).min(MAX_TRANSPORT_BACKOFF);
+                }
+            }
+        }
+    }
+
+    /// Applies a daemon's patch and posts its events.
+    async fn apply(
+        &self,
+        patch: Option<Value>,
+        requests: &[crate::runtime::convert::EventRequest],
+    ) {
+        let body = Arc::clone(&self.body.borrow());
+        if let Some(patch) = patch {
+            let mut merge = MergePatch::new();
+            merge.merge_from(&patch);
+            if let Err(err) = patching::write(&self.env, &self.res, &body, merge, None).await {
+                self.log(
+                    Level::Error,
+                    &format!("{}: patching failed: {err}", self.title),
+                );
+            }
+        }
+        for e in requests {
+            let target = e.involved_object.as_ref().unwrap_or(&body);
+            if !events::post(
+                &self.env.client,
+                &self.env.metrics,
+                target,
+                &e.type_,
+                &e.reason,
+                &e.message,
+            )
+            .await
+            {
+                self.log(
+                    Level::Debug,
+                    &format!("Failed to post an event: {}", e.message),
+                );
+            }
+        }
+    }
+
+    /// One call of the daemon, from its start to its exit (or its abandonment).
+    async fn attempt(&mut self, retry: u32, started: jiff::Timestamp) -> Attempt {
+        let handler = &self.bound.handler;
+        let body = Arc::clone(&self.body.borrow_and_update());
+        let call = Call {
+            handler_id: handler.id.clone(),
+            reason: None,
+            body: (*body).clone(),
+            old: None,
+            new: None,
+            diff: json!([]),
+            retry,
+            started: Some(started),
+            subhandlers: Vec::new(),
+            event_type: String::new(),
+            attempt_id: format!(
+                "{}/{}/daemon/{retry}/{}",
+                meta(&body, "uid"),
+                handler.id,
+                started.as_millisecond()
+            ),
+            deadline: Duration::ZERO,
+            traceparent: None,
+            resource: Some(crate::runtime::processing::resolved(&self.res)),
+        };
+        let (inputs, receiver) = mpsc::channel(16);
+        let mut outputs = match self.bound.service.daemon(call, receiver).await {
+            Ok(outputs) => outputs,
+            Err(err) => return Attempt::Failed(err),
+        };
+        let (backoff, timeout) = (
+            handler.options.cancellation_backoff,
+            handler.options.cancellation_timeout,
+        );
+        let mut ladder = Ladder::Running;
+        let mut body_open = true;
+        let (mut body_rx, mut stop_rx) = (self.body.clone(), self.stop.clone());
+        loop {
+            let next = match ladder {
+                Ladder::Running => None,
+                Ladder::Signalled(at) | Ladder::Cancelled(at) => at,
+            };
+            let running = matches!(ladder, Ladder::Running);
+            tokio::select! {
+                changed = body_rx.changed(), if body_open => {
+                    if changed.is_ok() {
+                        let fresh = Arc::clone(&body_rx.borrow_and_update());
+                        let _ = inputs.send(DaemonInput::Body(fresh)).await;
+                    } else {
+                        body_open = false;
+                    }
+                }
+                reason = async { stop_rx.wait_for(Option::is_some).await.ok().and_then(|r| *r) }, if running => {
+                    let reason = reason.unwrap_or(StopReason::OperatorExiting);
+                    let _ = inputs.send(DaemonInput::Stop { reason, force: false }).await;
+                    let now = Instant::now();
+                    if let Some(backoff) = backoff {
+                        self.log(Level::Debug, &format!("{} is signalled to exit gracefully.", self.title));
+                        ladder = Ladder::Signalled(Some(now + backoff));
+                    } else {
+                        ladder = Ladder::Signalled(timeout.map(|_| now));
+                    }
+                }
+                () = tokio::time::sleep_until(next.unwrap_or_else(Instant::now)), if next.is_some() => {
+                    match ladder {
+                        Ladder::Signalled(_) => {
+                            self.log(Level::Debug, &format!("{} is signalled to exit by force.", self.title));
+                            let reason = (*self.stop.borrow()).unwrap_or(StopReason::OperatorExiting);
+                            let _ = inputs.send(DaemonInput::Stop { reason, force: true }).await;
+                            ladder = Ladder::Cancelled(timeout.map(|t| Instant::now() + t));
+                        }
+                        Ladder::Cancelled(_) | Ladder::Running => {
+                            tracing::warn!(target: "kopf.objects", object = self.object.as_str(),
+                                "{} did not exit in time. Leaving it orphaned.", self.title);
+                            return Attempt::Stopped; // dropping the call cancels it
+                        }
+                    }
+                }
+                message = outputs.next() => match message {
+                    Some(Ok(output)) => {
+                        self.apply(output.patch, &output.events).await;
+                        if let Some(exit) = output.exit {
+                            return Attempt::Exited(exit);
+                        }
+                    }
+                    Some(Err(_)) | None if !running => return Attempt::Stopped,
+                    Some(Err(err)) => return Attempt::Failed(err),
+                    None => {
+                        return Attempt::Failed(DispatchError::Transport(tonic::Status::unavailable(
+                            "the daemon's call ended without an outcome",
+                        )));
+                    }
+                },
+            }
+        }
+    }
+}

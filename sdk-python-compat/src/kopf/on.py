@@ -154,7 +154,8 @@ def index(*resource: Any, **options: Any) -> Callable[[Fn], Fn]:
 
 
 def daemon(*resource: Any, **options: Any) -> Callable[[Fn], Fn]:
-    """``@kopf.daemon()``: accepted; the core does not run daemons yet."""
+    """``@kopf.daemon()``: one long-running call per matching object, run by the core (see
+    ``kopf._core.reactor.daemons``)."""
     return _resource_decorator('daemon', resource, options)
 
 

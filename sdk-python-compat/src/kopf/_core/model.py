@@ -259,7 +259,8 @@ class DaemonStopped:
         return self._event.is_set()
 
     def set(self, reason: DaemonStoppingReason = DaemonStoppingReason.NONE) -> None:
-        self.reason = reason
+        # The reasons accumulate (e.g. RESOURCE_DELETED, then DAEMON_CANCELLED), as in Kopf.
+        self.reason = reason if self.reason is None else self.reason | reason
         self._event.set()
 
     def wait(self, timeout: float | None = None) -> bool:

@@ -46,6 +46,12 @@ class EventSink:
                 self._events.append(event)
             return not self._closed
 
+    def drain(self) -> list[K8sEvent]:
+        """The events so far (they are taken out); later ones are still collected."""
+        with self._lock:
+            events, self._events = self._events, []
+            return events
+
     def close(self) -> list[K8sEvent]:
         with self._lock:
             self._closed = True

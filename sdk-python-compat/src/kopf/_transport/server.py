@@ -10,7 +10,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, Protocol
 
 import grpc
@@ -50,6 +50,8 @@ class Backend(Protocol):
     async def describe(self, request: pb.DescribeRequest, call: CallInfo) -> pb.Manifest: ...
 
     async def invoke(self, request: pb.InvokeRequest, call: CallInfo) -> pb.InvokeResponse: ...
+
+    def daemon(self, requests: AsyncIterator[pb.DaemonRequest], call: CallInfo) -> AsyncIterator[pb.DaemonResponse]: ...
 
 
 def _call_info(context: grpc.aio.ServicerContext[Any, Any]) -> CallInfo:
@@ -92,6 +94,22 @@ class _Servicer(pb_grpc.HandlerServiceServicer):
             logger.exception(f"Invoke of {request.handler_id!r} failed: {e!r}")
             await context.abort(grpc.StatusCode.INTERNAL, f"Invoke failed: {e!r}")
             raise  # unreachable: abort() raises
+
+    async def Daemon(  # type: ignore[override]
+            self, request_iterator: AsyncIterator[pb.DaemonRequest], context: grpc.aio.ServicerContext[Any, Any],
+    ) -> AsyncIterator[pb.DaemonResponse]:
+        # The headers go at once: the core waits for them before it counts the daemon as started.
+        await context.send_initial_metadata(())
+        try:
+            async for response in self._backend.daemon(request_iterator, _call_info(context)):
+                yield response
+        except asyncio.CancelledError:
+            raise
+        except LookupError as e:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(e))
+        except Exception as e:
+            logger.exception(f"Daemon failed: {e!r}")
+            await context.abort(grpc.StatusCode.INTERNAL, f"Daemon failed: {e!r}")
 
 
 class HandlerServer:

@@ -30,7 +30,7 @@ import dataclasses
 import datetime
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextvars import ContextVar
 from typing import Any
 
@@ -366,6 +366,12 @@ class OperatorBackend(server.Backend):
         if request.event_type == 'DELETED':
             self.forget(raw_body)
         return response
+
+    def daemon(self, requests: AsyncIterator[pb.DaemonRequest],
+               call: server.CallInfo) -> AsyncIterator[pb.DaemonResponse]:
+        """One run of a daemon for one object, for as long as the core's call lasts."""
+        from kopf._core.reactor import daemons
+        return daemons.serve(self, requests, call)
 
     def _subhandler_message(self, report: calls.SubhandlerReport, cause: calls.Cause) -> pb.SubhandlerOutcome:
         message = pb.SubhandlerOutcome(id=report.handler.id)

@@ -143,6 +143,8 @@ def build_options(handler: model.Handler) -> pb.Options:
         options.sharp = bool(handler.sharp)
     if handler.cancellation_timeout is not None:
         options.cancellation_timeout.CopyFrom(duration(handler.cancellation_timeout))
+    if handler.cancellation_backoff is not None:
+        options.cancellation_backoff.CopyFrom(duration(handler.cancellation_backoff))
     return options
 
 

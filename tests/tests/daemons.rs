@@ -198,3 +198,87 @@ async fn sigterm_stops_the_daemons_before_the_core_exits() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_dead_handler_service_is_reported_and_its_daemons_start_again_when_it_is_back() {
+    with_widget_ns("e2e-daemon-dead", |client, ns| async move {
+        let mut stack = Stack::start("daemon-dead", &client, &ns, &["daemon:d1"], &[]).await;
+        let spec = json!({"behaviour": {"d1": {"tick": 0.3}}});
+        stack
+            .api
+            .create(&PostParams::default(), &widget("orphaned", spec))
+            .await
+            .unwrap();
+        stack
+            .wait_object("orphaned", "the daemon running", DEADLINE, |o| {
+                o.data["status"]["d1"]["ticks"].as_u64() >= Some(1)
+            })
+            .await;
+        stack.handler.kill();
+        operon_e2e::wait_for(
+            "a Warning Event about the failed daemon",
+            DEADLINE,
+            || async {
+                let events = stack.events_for("orphaned").await;
+                let found = events.iter().find(|e| {
+                    e.reason.as_deref() == Some("DaemonFailed")
+                        && e.message
+                            .as_deref()
+                            .is_some_and(|m| m.contains("Daemon 'd1'"))
+                });
+                Ok::<_, String>(found.map(|_| ()))
+            },
+        )
+        .await;
+        stack.core.assert_running();
+        stack.handler.restart().await.unwrap();
+        operon_e2e::wait_for("the daemon started again", DEADLINE, || async {
+            let started = stack
+                .ledger()
+                .object("orphaned")
+                .handler("d1")
+                .outcome("started");
+            Ok::<_, String>((started.len() >= 2).then_some(()))
+        })
+        .await;
+        let before = stack
+            .ledger()
+            .object("orphaned")
+            .handler("d1")
+            .outcome("started");
+        assert_eq!(
+            before.retries(),
+            vec![0, 0],
+            "a transport failure is not the handler's failure: {before:?}"
+        );
+        stack.core.assert_running();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn sigterm_stops_a_core_that_still_waits_for_its_handler_service() {
+    let kubeconfig = operon_e2e::plane().await.kubeconfig.clone();
+    // Nothing listens there: the core retries Describe with a growing backoff.
+    let url = format!("http://127.0.0.1:{}", operon_e2e::free_port());
+    let args = vec![
+        "--handler".to_owned(),
+        url,
+        "-n".to_owned(),
+        "default".to_owned(),
+    ];
+    let mut core = operon_e2e::CoreProcess::start("daemon-nodescribe", &args, &kubeconfig)
+        .await
+        .unwrap();
+    operon_e2e::wait_for("the core retrying Describe", DEADLINE, || async {
+        let log = core.log_plain();
+        Ok::<_, String>(log.contains("does not answer Describe yet").then_some(()))
+    })
+    .await;
+    let status = core
+        .terminate(Duration::from_secs(20))
+        .await
+        .unwrap()
+        .expect("the core exits on SIGTERM while it waits for Describe");
+    assert!(status.success(), "a clean exit: {status:?}");
+}

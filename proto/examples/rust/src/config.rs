@@ -307,7 +307,10 @@ mod tests {
     fn daemons() {
         let daemon = parse_handler("daemon:d1,cancellation_timeout=0.5").unwrap();
         assert_eq!(daemon.kind, HandlerKind::Daemon);
-        assert_eq!(daemon.options.cancellation_timeout.unwrap().nanos, 500_000_000);
+        assert_eq!(
+            daemon.options.cancellation_timeout.unwrap().nanos,
+            500_000_000
+        );
     }
 
     #[test]

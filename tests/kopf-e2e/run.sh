@@ -107,7 +107,9 @@ stop_plane() {
 }
 trap stop_plane EXIT
 log "starting the plane in $plane_dir (tests/cluster/up.sh)"
-eval "$(OPERON_CLUSTER_DIR="$plane_dir" tests/cluster/up.sh)"
+# 9>&-: the plane's processes must not inherit the lock (with --keep-plane they outlive this run,
+# and would hold the lock against every later run).
+eval "$(OPERON_CLUSTER_DIR="$plane_dir" tests/cluster/up.sh 9>&-)"
 export KUBECONFIG
 # shellcheck disable=SC1091
 . "$plane_dir/env"  # BIN: the plane's binaries, kubectl among them

@@ -8,10 +8,11 @@
 //!   permanent failure ends it for good (it is not started again for that object while the core
 //!   runs); a temporary or arbitrary error restarts it after the delay or backoff, with `retry`
 //!   one higher, within the handler's retries and timeout.
-//! - Stopping follows Kopf's ladder: the `stopped` flag first; after `cancellation_backoff` the
-//!   daemon is cancelled; `cancellation_timeout` after that it is abandoned (the call is
-//!   cancelled). Without those options the core waits for the daemon for as long as it takes —
-//!   and, when the object is being deleted, keeps its finalizer until every daemon has exited.
+//! - Stopping follows Kopf's ladder: the `stopped` flag first; if the handler has a
+//!   `cancellation_timeout`, the daemon is cancelled after its `cancellation_backoff` (at once
+//!   without one) and abandoned (the call is cancelled) `cancellation_timeout` after that.
+//!   Without a timeout the core waits for the daemon for as long as it takes — and, when the
+//!   object is being deleted, keeps its finalizer until every daemon has exited.
 //! - A handler service that fails (down, broken stream) is logged, reported as a Warning Event
 //!   and the daemon is started again after a growing backoff; nothing of it stops the core.
 //! - Patches and Events a daemon sends are applied and posted as they come.
@@ -506,13 +507,12 @@ impl Daemon {
                 reason = async { stop_rx.wait_for(Option::is_some).await.ok().and_then(|r| *r) }, if running => {
                     let reason = reason.unwrap_or(StopReason::OperatorExiting);
                     let _ = inputs.send(DaemonInput::Stop { reason, force: false }).await;
-                    let now = Instant::now();
-                    if let Some(backoff) = backoff {
+                    if backoff.is_some() {
                         self.log(Level::Debug, &format!("{} is signalled to exit gracefully.", self.title));
-                        ladder = Ladder::Signalled(Some(now + backoff));
-                    } else {
-                        ladder = Ladder::Signalled(timeout.map(|_| now));
                     }
+                    // As in Kopf, only a daemon with a cancellation timeout is ever cancelled.
+                    let cancel_at = Instant::now() + backoff.unwrap_or_default();
+                    ladder = Ladder::Signalled(timeout.map(|_| cancel_at));
                 }
                 () = tokio::time::sleep_until(next.unwrap_or_else(Instant::now)), if next.is_some() => {
                     match ladder {
@@ -739,6 +739,7 @@ mod tests {
             .push_back(Script::UntilStop(Some(true)));
         let options = Options {
             cancellation_backoff: Some(Duration::from_secs(2)),
+            cancellation_timeout: Some(Duration::from_secs(10)),
             ..Options::default()
         };
         let (env, (res, bound)) = (env(), bound(&fake, options));
@@ -776,6 +777,29 @@ mod tests {
         assert_eq!(forced - graceful, Duration::from_secs(2));
         // Deleted, it is not started again.
         assert_eq!(calls.len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_a_cancellation_timeout_it_is_never_cancelled_and_the_deletion_waits() {
+        let fake = Arc::new(Fake::default());
+        fake.scripts
+            .lock()
+            .unwrap()
+            .push_back(Script::UntilStop(Some(true)));
+        let options = Options {
+            cancellation_backoff: Some(Duration::from_secs(1)),
+            ..Options::default()
+        };
+        let (env, (res, bound)) = (env(), bound(&fake, options));
+        let body = body();
+        env.daemons.sync(&env, &res, &body, &[&bound]);
+        pass(Duration::from_secs(1)).await;
+        assert!(env.daemons.stop_object(&res, &body));
+        pass(Duration::from_secs(600)).await;
+        assert!(env.daemons.stop_object(&res, &body), "still waited for");
+        let calls = fake.calls.lock().unwrap().clone();
+        let seen: Vec<&str> = calls[0].1.iter().map(|(t, _)| t.as_str()).collect();
+        assert_eq!(seen, ["stop ResourceDeleted force=false"]);
     }
 
     #[tokio::test(start_paused = true)]

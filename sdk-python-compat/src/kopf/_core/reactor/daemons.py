@@ -8,7 +8,7 @@ The core decides when a daemon starts, restarts (after a temporary or arbitrary 
   object that the core sends replaces the contents of the same body;
 * a sync daemon runs in a thread and must watch its ``stopped`` flag (``stopped.wait(…)``);
   an async one is a task that is also cancelled when the core forces the stop (after the
-  handler's ``cancellation_backoff``) or cancels the call;
+  handler's ``cancellation_backoff``, if it has a ``cancellation_timeout``) or cancels the call;
 * ``stopped.reason`` says why (:class:`kopf.DaemonStoppingReason`);
 * what it puts into ``patch`` is sent when it exits (as Kopf applies a daemon's patch after each
   run), the Kubernetes events it posts (``kopf.info()``, the logger's lines) as they come.

@@ -39,6 +39,15 @@ class Reason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     REASON_UPDATE: _ClassVar[Reason]
     REASON_DELETE: _ClassVar[Reason]
     REASON_RESUME: _ClassVar[Reason]
+
+class UpdateStrategy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    UPDATE_STRATEGY_UNSPECIFIED: _ClassVar[UpdateStrategy]
+    UPDATE_STRATEGY_ON_DELETE: _ClassVar[UpdateStrategy]
+    UPDATE_STRATEGY_RECREATE: _ClassVar[UpdateStrategy]
+    UPDATE_STRATEGY_IN_PLACE: _ClassVar[UpdateStrategy]
+    UPDATE_STRATEGY_ROLLING_RECREATE: _ClassVar[UpdateStrategy]
+    UPDATE_STRATEGY_ROLLING_IN_PLACE: _ClassVar[UpdateStrategy]
 HANDLER_KIND_UNSPECIFIED: HandlerKind
 HANDLER_KIND_CREATE: HandlerKind
 HANDLER_KIND_UPDATE: HandlerKind
@@ -59,6 +68,12 @@ REASON_CREATE: Reason
 REASON_UPDATE: Reason
 REASON_DELETE: Reason
 REASON_RESUME: Reason
+UPDATE_STRATEGY_UNSPECIFIED: UpdateStrategy
+UPDATE_STRATEGY_ON_DELETE: UpdateStrategy
+UPDATE_STRATEGY_RECREATE: UpdateStrategy
+UPDATE_STRATEGY_IN_PLACE: UpdateStrategy
+UPDATE_STRATEGY_ROLLING_RECREATE: UpdateStrategy
+UPDATE_STRATEGY_ROLLING_IN_PLACE: UpdateStrategy
 
 class DescribeRequest(_message.Message):
     __slots__ = ("core_version", "contract_revision")
@@ -69,14 +84,16 @@ class DescribeRequest(_message.Message):
     def __init__(self, core_version: _Optional[str] = ..., contract_revision: _Optional[int] = ...) -> None: ...
 
 class Manifest(_message.Message):
-    __slots__ = ("service_name", "contract_revision", "handlers")
+    __slots__ = ("service_name", "contract_revision", "handlers", "syncs")
     SERVICE_NAME_FIELD_NUMBER: _ClassVar[int]
     CONTRACT_REVISION_FIELD_NUMBER: _ClassVar[int]
     HANDLERS_FIELD_NUMBER: _ClassVar[int]
+    SYNCS_FIELD_NUMBER: _ClassVar[int]
     service_name: str
     contract_revision: int
     handlers: _containers.RepeatedCompositeFieldContainer[Handler]
-    def __init__(self, service_name: _Optional[str] = ..., contract_revision: _Optional[int] = ..., handlers: _Optional[_Iterable[_Union[Handler, _Mapping]]] = ...) -> None: ...
+    syncs: _containers.RepeatedCompositeFieldContainer[SyncRegistration]
+    def __init__(self, service_name: _Optional[str] = ..., contract_revision: _Optional[int] = ..., handlers: _Optional[_Iterable[_Union[Handler, _Mapping]]] = ..., syncs: _Optional[_Iterable[_Union[SyncRegistration, _Mapping]]] = ...) -> None: ...
 
 class ResourceSelector(_message.Message):
     __slots__ = ("group", "version", "name")
@@ -319,3 +336,27 @@ class InvokeResponse(_message.Message):
     subhandlers: _containers.RepeatedCompositeFieldContainer[SubhandlerOutcome]
     events: _containers.RepeatedCompositeFieldContainer[Event]
     def __init__(self, outcome: _Optional[_Union[Outcome, _Mapping]] = ..., patch_json: _Optional[bytes] = ..., subhandlers: _Optional[_Iterable[_Union[SubhandlerOutcome, _Mapping]]] = ..., events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ...) -> None: ...
+
+class ChildType(_message.Message):
+    __slots__ = ("resource", "update_strategy")
+    RESOURCE_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    resource: ResourceSelector
+    update_strategy: UpdateStrategy
+    def __init__(self, resource: _Optional[_Union[ResourceSelector, _Mapping]] = ..., update_strategy: _Optional[_Union[UpdateStrategy, str]] = ...) -> None: ...
+
+class SyncRegistration(_message.Message):
+    __slots__ = ("id", "parent", "children", "resync_period", "finalize", "call_timeout")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    PARENT_FIELD_NUMBER: _ClassVar[int]
+    CHILDREN_FIELD_NUMBER: _ClassVar[int]
+    RESYNC_PERIOD_FIELD_NUMBER: _ClassVar[int]
+    FINALIZE_FIELD_NUMBER: _ClassVar[int]
+    CALL_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    parent: ResourceSelector
+    children: _containers.RepeatedCompositeFieldContainer[ChildType]
+    resync_period: _duration_pb2.Duration
+    finalize: bool
+    call_timeout: _duration_pb2.Duration
+    def __init__(self, id: _Optional[str] = ..., parent: _Optional[_Union[ResourceSelector, _Mapping]] = ..., children: _Optional[_Iterable[_Union[ChildType, _Mapping]]] = ..., resync_period: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., finalize: _Optional[bool] = ..., call_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...

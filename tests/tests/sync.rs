@@ -640,7 +640,7 @@ async fn statusless_parent(lang: Lang, client: Client, ns: String) {
     wait_for(
         "the children of the statusless parent",
         CONVERGED,
-        || async { Ok::<_, kube::Error>(stack.services().get_opt("plain-a").await?) },
+        || async { stack.services().get_opt("plain-a").await },
     )
     .await;
     let parent = stack.api.get("plain").await.unwrap();
@@ -808,6 +808,10 @@ fn audit_writes(ns: &str, since: f64) -> Vec<Value> {
 /// After convergence, an unchanged parent (synced every 5 s) causes no writes in 60 s, counted
 /// at the API server's audit log and in the core's request metrics.
 async fn no_hot_loop(lang: Lang, client: Client, ns: String) {
+    let started = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
     let mut stack = SyncStack::start(lang, &client, &ns, &["--resync", "5"]).await;
     stack
         .create(
@@ -822,6 +826,12 @@ async fn no_hot_loop(lang: Lang, client: Client, ns: String) {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs_f64();
+    // The count can see writes: converging took some (parent status, children).
+    let converging = audit_writes(&ns, started);
+    assert!(
+        converging.len() >= 5,
+        "the audit log shows the writes of converging: {converging:?}"
+    );
     let writes_before = stack.metrics().await;
     let syncs_before = stack.ledger().object("calm").len();
     tokio::time::sleep(Duration::from_secs(60)).await;

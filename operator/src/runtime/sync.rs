@@ -627,6 +627,11 @@ impl Controller {
                     .await;
             }
         };
+        if status.as_ref().is_some_and(|s| !s.is_object()) {
+            return self
+                .refuse(key, body, "the status must be a JSON object or null")
+                .await;
+        }
         if status.is_some() && !self.parent.has_status {
             return self
                 .refuse(key, body, &format!("the sync handler returned a status, but {} has no status subresource; return a null status", self.parent.name()))

@@ -847,6 +847,11 @@ async fn no_hot_loop(lang: Lang, client: Client, ns: String) {
             })
             .sum::<f64>()
     };
+    eprintln!(
+        "[hot-loop {lang:?}] {} writes while converging; then in 60 s: {syncs} syncs, {} writes at the API server",
+        converging.len(),
+        writes.len()
+    );
     assert!(
         syncs >= 8,
         "the parent was synced again and again ({syncs} syncs)"

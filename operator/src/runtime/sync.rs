@@ -35,6 +35,7 @@ use operon_proto::v1::sync_service_client::SyncServiceClient;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tonic::transport::{Channel, Endpoint};
+use tracing::Instrument as _;
 
 use crate::core::sync::{
     self as decide, ChildKey, ChildType, Desired, Existing, Invalid, Observed, Parent, Rollout,
@@ -464,8 +465,7 @@ impl Controller {
         };
         let span =
             tracing::info_span!("sync", sync = %self.spec.id, namespace = %key.0, name = %key.1);
-        let _enter = span.enter();
-        let ended = self.sync_body(key, &body).await;
+        let ended = self.sync_body(key, &body).instrument(span).await;
         let (after, outcome) = match ended {
             Ended::Done(after) => {
                 self.state(key, |s| {

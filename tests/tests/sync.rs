@@ -780,7 +780,8 @@ fn audit_writes(ns: &str, since: f64) -> Vec<Value> {
             continue;
         }
         let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
-        for line in text.lines() {
+        let quoted = format!("\"{ns}\"");
+        for line in text.lines().filter(|l| l.contains(&quoted)) {
             let Ok(event) = serde_json::from_str::<Value>(line) else {
                 continue;
             };
@@ -835,9 +836,9 @@ async fn no_hot_loop(lang: Lang, client: Client, ns: String) {
     let writes_before = stack.metrics().await;
     let syncs_before = stack.ledger().object("calm").len();
     tokio::time::sleep(Duration::from_secs(60)).await;
-    let writes = audit_writes(&ns, since);
     let syncs = stack.ledger().object("calm").len() - syncs_before;
     let writes_after = stack.metrics().await;
+    let writes = audit_writes(&ns, since);
     let core_writes = |m: &Metrics| {
         ["apply", "patch", "delete", "post"]
             .iter()

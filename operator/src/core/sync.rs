@@ -770,6 +770,57 @@ mod tests {
     }
 
     #[test]
+    fn rolling_in_place_waits_until_the_updated_child_settles() {
+        let mut ts = types();
+        ts[0].strategy = Strategy::RollingInPlace;
+        let desired = validate(&parent(), &ts, vec![cm("a"), cm("b")]).unwrap();
+        let stale = |_: &Desired| Existing::Own { current: false };
+        let observed = vec![own(0, "a", "ua"), own(0, "b", "ub")];
+        let first = plan(&ts, desired.clone(), &observed, stale, &BTreeMap::new());
+        let applied = |p: &Plan| -> Vec<String> {
+            p.steps
+                .iter()
+                .filter_map(|s| match s {
+                    Step::Apply(d) => Some(d.name.clone()),
+                    Step::Delete { .. } => None,
+                })
+                .collect()
+        };
+        assert_eq!(applied(&first), ["a"], "one child at a time, in order");
+        // a has not observed its new generation yet: b waits.
+        let mut unsettled = own(0, "a", "ua");
+        unsettled.settled = false;
+        let waiting = plan(
+            &ts,
+            desired.clone(),
+            &[unsettled, own(0, "b", "ub")],
+            |d: &Desired| match d.name.as_str() {
+                "a" => Existing::Own { current: true },
+                _ => Existing::Own { current: false },
+            },
+            &first.rollouts,
+        );
+        assert!(applied(&waiting).is_empty(), "{waiting:?}");
+        // a settled: b is next.
+        let next = plan(
+            &ts,
+            desired,
+            &observed,
+            |d: &Desired| match d.name.as_str() {
+                "a" => Existing::Own { current: true },
+                _ => Existing::Own { current: false },
+            },
+            &first.rollouts,
+        );
+        assert_eq!(applied(&next), ["b"]);
+        // Reading settledness from a child's body.
+        let body = json!({"metadata": {"name": "x", "generation": 3}, "status": {"observedGeneration": 2}});
+        assert!(!Observed::of(0, &body).settled);
+        let body = json!({"metadata": {"name": "x", "generation": 3}});
+        assert!(Observed::of(0, &body).settled);
+    }
+
+    #[test]
     fn foreign_children_are_conflicts() {
         let desired = validate(&parent(), &types(), vec![cm("a")]).unwrap();
         let p = plan(

@@ -1,7 +1,7 @@
 //! Compiles `operon/v1/*.proto` with protox (pure Rust: no system `protoc`).
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let fds = protox::compile(["operon/v1/handler.proto"], ["."])?;
+    let fds = protox::compile(["operon/v1/handler.proto", "operon/v1/sync.proto"], ["."])?;
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)

@@ -28,6 +28,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "Rust unit tests (everything but the end-to-end crate)"
 cargo test --workspace --exclude operon-e2e --locked
 
+step "Go example handler: generated code drift check and go vet (proto/examples/go/check.sh)"
+proto/examples/go/check.sh
+
 if [ "$e2e" = 1 ]; then
   step "the local control plane (tests/cluster/up.sh)"
   eval "$(tests/cluster/up.sh)"

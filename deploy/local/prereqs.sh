@@ -5,7 +5,8 @@ set -euo pipefail
 log() { echo "[prereqs] $*" >&2; }
 missing_apt=()
 # chromium + chromedriver: the dashboard's browser tests (tests/tests/dashboard.rs).
-for tool in curl:curl openssl:openssl python3:python3 git:git chromium:chromium chromedriver:chromium-driver; do
+# protoc: the Go example handler's generated code (proto/examples/go/gen.sh, its drift check).
+for tool in curl:curl openssl:openssl python3:python3 git:git chromium:chromium chromedriver:chromium-driver protoc:protobuf-compiler; do
   command -v "${tool%%:*}" >/dev/null || missing_apt+=("${tool#*:}")
 done
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing_apt+=(python3-venv)
@@ -16,10 +17,11 @@ if [ ${#missing_apt[@]} -gt 0 ]; then
   apt-get install -y -q "${missing_apt[@]}" >/dev/null
 fi
 # The control plane is built from Go modules by tests/cluster/build.sh and needs Go >= 1.24
-# (only when the binaries are not cached yet).
+# (only when the binaries are not cached yet); the Go example handler (proto/examples/go/) is
+# built and vetted by every test run.
 go_ok() { command -v go >/dev/null && go version | grep -Eq 'go1\.(2[4-9]|[3-9][0-9])'; }
-if ! go_ok && [ ! -x "${OPERON_CACHE:-$HOME/.cache/operon}/kube-bins-$(awk '$1=="require" && $2=="k8s.io/kubernetes" {print $3}' "$(dirname "$0")/../../tests/cluster/kube-bins/go.mod")/kube-apiserver" ]; then
-  log "Go >= 1.24 is required to build the local control plane; found: $(go version 2>/dev/null || echo none)"
+if ! go_ok; then
+  log "Go >= 1.24 is required for the Go example handler (proto/examples/go/); found: $(go version 2>/dev/null || echo none)"
   exit 1
 fi
 if ! command -v cargo >/dev/null; then

@@ -12,3 +12,4 @@ pub mod patch;
 pub mod persistence;
 pub mod selection;
 pub mod state;
+pub mod sync;

@@ -13,4 +13,5 @@ pub mod patching;
 pub mod processing;
 pub mod queue;
 pub mod readmodel;
+pub mod sync;
 pub mod timers;

@@ -1,8 +1,8 @@
 //! The binaries under test, built once per test process.
 //!
-//! [`binaries`] runs `cargo build -p operon -p operon-example-handler` the first time it is
-//! called (later callers wait for that build) and returns the paths in the workspace's target
-//! directory (`CARGO_TARGET_DIR` if set, else `<repo>/target`), debug profile.
+//! [`binaries`] runs `cargo build -p operon -p operon-example-handler -p operon-sync-example` the
+//! first time it is called (later callers wait for that build) and returns the paths in the
+//! workspace's target directory (`CARGO_TARGET_DIR` if set, else `<repo>/target`), debug profile.
 //! Set `OPERON_E2E_SKIP_BUILD=1` to use whatever binaries are there.
 
 use std::path::{Path, PathBuf};
@@ -20,6 +20,8 @@ pub struct Binaries {
     pub operon: PathBuf,
     /// The scriptable handler service, `operon-example-handler` (proto/examples/rust).
     pub example_handler: PathBuf,
+    /// The example sync operator in Rust, `operon-sync-example` (proto/examples/rust-sync).
+    pub sync_example: PathBuf,
 }
 
 static BINARIES: OnceCell<Binaries> = OnceCell::const_new();
@@ -61,13 +63,22 @@ fn build() -> anyhow::Result<Binaries> {
     let binaries = Binaries {
         operon: debug.join("operon"),
         example_handler: debug.join("operon-example-handler"),
+        sync_example: debug.join("operon-sync-example"),
     };
     if std::env::var_os("OPERON_E2E_SKIP_BUILD").is_none() {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        eprintln!("[e2e] building operon and operon-example-handler (cargo build)…");
+        eprintln!("[e2e] building operon and the example handlers (cargo build)…");
         let output = Command::new(&cargo)
             .current_dir(root)
-            .args(["build", "-p", "operon", "-p", "operon-example-handler"])
+            .args([
+                "build",
+                "-p",
+                "operon",
+                "-p",
+                "operon-example-handler",
+                "-p",
+                "operon-sync-example",
+            ])
             .output()
             .with_context(|| format!("running {}", Path::new(&cargo).display()))?;
         if !output.status.success() {
@@ -78,7 +89,11 @@ fn build() -> anyhow::Result<Binaries> {
             );
         }
     }
-    for path in [&binaries.operon, &binaries.example_handler] {
+    for path in [
+        &binaries.operon,
+        &binaries.example_handler,
+        &binaries.sync_example,
+    ] {
         if !path.is_file() {
             bail!("{} does not exist after the build", path.display());
         }

@@ -157,6 +157,8 @@ pub struct HandlerProcess {
     child: Option<Child>,
     /// Kept open so that the service's later writes to stdout do not fail.
     _stdout: Option<BufReader<ChildStdout>>,
+    /// Another handler service binary than `operon-example-handler` (same command-line contract).
+    binary: Option<PathBuf>,
 }
 
 impl HandlerProcess {
@@ -167,6 +169,24 @@ impl HandlerProcess {
     /// # Errors
     /// When it cannot be started or does not announce its address within 60 s.
     pub async fn start(name: &str, args: &[&str]) -> anyhow::Result<Self> {
+        Self::start_with(None, name, args).await
+    }
+
+    /// As [`HandlerProcess::start`], for another handler service binary with the same
+    /// command-line contract (`--listen`, `--ledger`, first stdout line `listening on ADDR`):
+    /// e.g. the sync examples in Rust and Go.
+    ///
+    /// # Errors
+    /// As [`HandlerProcess::start`].
+    pub async fn start_binary(binary: &Path, name: &str, args: &[&str]) -> anyhow::Result<Self> {
+        Self::start_with(Some(binary.to_owned()), name, args).await
+    }
+
+    async fn start_with(
+        binary: Option<PathBuf>,
+        name: &str,
+        args: &[&str],
+    ) -> anyhow::Result<Self> {
         let stem = unique_stem(name);
         let dir = log_dir();
         let mut process = Self {
@@ -177,15 +197,19 @@ impl HandlerProcess {
             ledger: Ledger::new(dir.join(format!("{stem}.ledger.jsonl"))),
             child: None,
             _stdout: None,
+            binary,
         };
         process.spawn("127.0.0.1:0").await?;
         Ok(process)
     }
 
     async fn spawn(&mut self, listen: &str) -> anyhow::Result<()> {
-        let binary = &binaries().await.example_handler;
+        let binary = match &self.binary {
+            Some(binary) => binary.clone(),
+            None => binaries().await.example_handler.clone(),
+        };
         let (_, stderr) = append_log(&self.log)?;
-        let mut child = Command::new(binary)
+        let mut child = Command::new(&binary)
             .arg("--listen")
             .arg(listen)
             .arg("--ledger")

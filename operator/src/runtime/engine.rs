@@ -20,6 +20,7 @@ use crate::runtime::metrics::Metrics;
 use crate::runtime::processing::{Bound, Env, ResourceCtx, Settings};
 use crate::runtime::queue::{Key, Queue, Seen};
 use crate::runtime::readmodel::ReadModel;
+use crate::runtime::sync;
 
 /// The core's configuration (`operon run`).
 #[derive(Debug, Clone)]
@@ -80,6 +81,15 @@ pub enum Error {
         first: String,
         /// The other.
         second: String,
+    },
+    /// A service's sync registrations break the contract.
+    #[error("the sync registrations of {service} are invalid: {source}")]
+    Sync {
+        /// The service.
+        service: String,
+        /// The problem.
+        #[source]
+        source: crate::runtime::sync::Error,
     },
     /// The annotation prefix is invalid.
     #[error("invalid --prefix: {0}")]
@@ -257,7 +267,17 @@ impl Generation<'_> {
             manifests.push(manifest);
         }
         let mut by_selector: BTreeMap<Selector, Vec<(Registration, usize)>> = BTreeMap::new();
+        let mut syncs = Vec::new();
         for (i, manifest) in manifests.iter().enumerate() {
+            let specs = sync::registrations(manifest).map_err(|source| Error::Sync {
+                service: services[i].name().to_owned(),
+                source,
+            })?;
+            syncs.extend(
+                specs
+                    .into_iter()
+                    .map(|s| (s, services[i].name().to_owned())),
+            );
             let regs = convert::manifest(manifest).map_err(|source| Error::Manifest {
                 service: services[i].name().to_owned(),
                 source,
@@ -364,6 +384,21 @@ impl Generation<'_> {
             }
         }
         shared.watches_total.store(watches.len(), Ordering::Relaxed);
+        for (spec, url) in syncs {
+            let env = sync::SyncEnv {
+                client: client.clone(),
+                metrics: Arc::clone(metrics),
+                readmodel: Arc::clone(&env.readmodel),
+                namespaces: config.namespaces.clone(),
+                prefix: config.prefix.clone(),
+                call_timeout: config.call_timeout,
+            };
+            watches.push(tokio::spawn(async move {
+                if let Err(err) = sync::serve(env, spec, url).await {
+                    tracing::error!(error = %err, "Cannot serve a sync registration.");
+                }
+            }));
+        }
 
         let manifest_watch = tokio::spawn(watch_manifests(Arc::clone(shared), services, manifests));
         let ending = tokio::select! {

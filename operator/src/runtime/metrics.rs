@@ -17,6 +17,10 @@ pub const QUEUE_DEPTH: &str = "operon_queue_depth";
 pub const INFLIGHT: &str = "operon_inflight_calls";
 /// API server requests made by the core, by verb and status code.
 pub const API_REQUESTS: &str = "operon_api_requests_total";
+/// Sync and Finalize calls, by sync registration and outcome.
+pub const SYNC_CALLS: &str = "operon_sync_calls_total";
+/// Failed syncs, by sync registration and parent.
+pub const SYNC_ERRORS: &str = "operon_sync_errors_total";
 /// Objects known to the core.
 pub const OBJECTS: &str = "operon_objects";
 /// Daemons running (one per object and daemon handler).
@@ -33,6 +37,8 @@ pub struct Metrics {
     outcomes: Mutex<BTreeMap<(String, &'static str), u64>>,
     handler_seconds: Mutex<(f64, u64)>,
     api: Mutex<BTreeMap<(&'static str, u16), u64>>,
+    sync_calls: Mutex<BTreeMap<(String, &'static str), u64>>,
+    sync_errors: Mutex<BTreeMap<(String, String, String), u64>>,
 }
 
 /// Adds one to a labelled counter.
@@ -61,6 +67,17 @@ impl Metrics {
     /// An API request was answered with `code` (0: no answer).
     pub fn api(&self, verb: &'static str, code: u16) {
         bump(&self.api, (verb, code));
+    }
+    /// A sync of registration `sync` ended with `outcome`.
+    pub fn sync_call(&self, sync: &str, outcome: &'static str) {
+        bump(&self.sync_calls, (sync.to_owned(), outcome));
+    }
+    /// A sync of one parent failed.
+    pub fn sync_error(&self, sync: &str, namespace: &str, name: &str) {
+        bump(
+            &self.sync_errors,
+            (sync.to_owned(), namespace.to_owned(), name.to_owned()),
+        );
     }
     /// Changes the queue depth.
     pub fn queue(&self, delta: i64) {
@@ -162,6 +179,39 @@ impl Metrics {
             .iter()
         {
             let _ = writeln!(out, "{API_REQUESTS}{{verb=\"{verb}\",code=\"{code}\"}} {n}");
+        }
+        let esc = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
+        let _ = writeln!(
+            out,
+            "# HELP {SYNC_CALLS} Sync and Finalize calls.\n# TYPE {SYNC_CALLS} counter"
+        );
+        for ((sync, outcome), n) in self
+            .sync_calls
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+        {
+            let sync = esc(sync);
+            let _ = writeln!(
+                out,
+                "{SYNC_CALLS}{{sync=\"{sync}\",outcome=\"{outcome}\"}} {n}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP {SYNC_ERRORS} Failed syncs per parent.\n# TYPE {SYNC_ERRORS} counter"
+        );
+        for ((sync, namespace, name), n) in self
+            .sync_errors
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+        {
+            let (sync, namespace, name) = (esc(sync), esc(namespace), esc(name));
+            let _ = writeln!(
+                out,
+                "{SYNC_ERRORS}{{sync=\"{sync}\",namespace=\"{namespace}\",name=\"{name}\"}} {n}"
+            );
         }
         out
     }

@@ -48,6 +48,7 @@ pub fn manifest(config: &Config) -> Manifest {
         service_name: SERVICE_NAME.into(),
         contract_revision: CONTRACT_REVISION,
         handlers,
+        ..Manifest::default()
     }
 }
 

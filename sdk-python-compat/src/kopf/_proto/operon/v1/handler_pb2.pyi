@@ -46,6 +46,15 @@ class DaemonStopReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     DAEMON_STOP_REASON_RESOURCE_DELETED: _ClassVar[DaemonStopReason]
     DAEMON_STOP_REASON_FILTERS_MISMATCH: _ClassVar[DaemonStopReason]
     DAEMON_STOP_REASON_OPERATOR_EXITING: _ClassVar[DaemonStopReason]
+
+class UpdateStrategy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    UPDATE_STRATEGY_UNSPECIFIED: _ClassVar[UpdateStrategy]
+    UPDATE_STRATEGY_ON_DELETE: _ClassVar[UpdateStrategy]
+    UPDATE_STRATEGY_RECREATE: _ClassVar[UpdateStrategy]
+    UPDATE_STRATEGY_IN_PLACE: _ClassVar[UpdateStrategy]
+    UPDATE_STRATEGY_ROLLING_RECREATE: _ClassVar[UpdateStrategy]
+    UPDATE_STRATEGY_ROLLING_IN_PLACE: _ClassVar[UpdateStrategy]
 HANDLER_KIND_UNSPECIFIED: HandlerKind
 HANDLER_KIND_CREATE: HandlerKind
 HANDLER_KIND_UPDATE: HandlerKind
@@ -70,6 +79,12 @@ DAEMON_STOP_REASON_UNSPECIFIED: DaemonStopReason
 DAEMON_STOP_REASON_RESOURCE_DELETED: DaemonStopReason
 DAEMON_STOP_REASON_FILTERS_MISMATCH: DaemonStopReason
 DAEMON_STOP_REASON_OPERATOR_EXITING: DaemonStopReason
+UPDATE_STRATEGY_UNSPECIFIED: UpdateStrategy
+UPDATE_STRATEGY_ON_DELETE: UpdateStrategy
+UPDATE_STRATEGY_RECREATE: UpdateStrategy
+UPDATE_STRATEGY_IN_PLACE: UpdateStrategy
+UPDATE_STRATEGY_ROLLING_RECREATE: UpdateStrategy
+UPDATE_STRATEGY_ROLLING_IN_PLACE: UpdateStrategy
 
 class DescribeRequest(_message.Message):
     __slots__ = ("core_version", "contract_revision")
@@ -80,14 +95,16 @@ class DescribeRequest(_message.Message):
     def __init__(self, core_version: _Optional[str] = ..., contract_revision: _Optional[int] = ...) -> None: ...
 
 class Manifest(_message.Message):
-    __slots__ = ("service_name", "contract_revision", "handlers")
+    __slots__ = ("service_name", "contract_revision", "handlers", "syncs")
     SERVICE_NAME_FIELD_NUMBER: _ClassVar[int]
     CONTRACT_REVISION_FIELD_NUMBER: _ClassVar[int]
     HANDLERS_FIELD_NUMBER: _ClassVar[int]
+    SYNCS_FIELD_NUMBER: _ClassVar[int]
     service_name: str
     contract_revision: int
     handlers: _containers.RepeatedCompositeFieldContainer[Handler]
-    def __init__(self, service_name: _Optional[str] = ..., contract_revision: _Optional[int] = ..., handlers: _Optional[_Iterable[_Union[Handler, _Mapping]]] = ...) -> None: ...
+    syncs: _containers.RepeatedCompositeFieldContainer[SyncRegistration]
+    def __init__(self, service_name: _Optional[str] = ..., contract_revision: _Optional[int] = ..., handlers: _Optional[_Iterable[_Union[Handler, _Mapping]]] = ..., syncs: _Optional[_Iterable[_Union[SyncRegistration, _Mapping]]] = ...) -> None: ...
 
 class ResourceSelector(_message.Message):
     __slots__ = ("group", "version", "name")
@@ -376,3 +393,27 @@ class DaemonResponse(_message.Message):
     events: _containers.RepeatedCompositeFieldContainer[Event]
     exit: Outcome
     def __init__(self, patch_json: _Optional[bytes] = ..., events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ..., exit: _Optional[_Union[Outcome, _Mapping]] = ...) -> None: ...
+
+class ChildType(_message.Message):
+    __slots__ = ("resource", "update_strategy")
+    RESOURCE_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    resource: ResourceSelector
+    update_strategy: UpdateStrategy
+    def __init__(self, resource: _Optional[_Union[ResourceSelector, _Mapping]] = ..., update_strategy: _Optional[_Union[UpdateStrategy, str]] = ...) -> None: ...
+
+class SyncRegistration(_message.Message):
+    __slots__ = ("id", "parent", "children", "resync_period", "finalize", "call_timeout")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    PARENT_FIELD_NUMBER: _ClassVar[int]
+    CHILDREN_FIELD_NUMBER: _ClassVar[int]
+    RESYNC_PERIOD_FIELD_NUMBER: _ClassVar[int]
+    FINALIZE_FIELD_NUMBER: _ClassVar[int]
+    CALL_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    parent: ResourceSelector
+    children: _containers.RepeatedCompositeFieldContainer[ChildType]
+    resync_period: _duration_pb2.Duration
+    finalize: bool
+    call_timeout: _duration_pb2.Duration
+    def __init__(self, id: _Optional[str] = ..., parent: _Optional[_Union[ResourceSelector, _Mapping]] = ..., children: _Optional[_Iterable[_Union[ChildType, _Mapping]]] = ..., resync_period: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., finalize: _Optional[bool] = ..., call_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...

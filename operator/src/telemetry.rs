@@ -179,7 +179,7 @@ pub async fn api_write<T>(
         Ok(_) => 200,
         Err(err) => crate::runtime::patching::code_of(err),
     };
-    span.record("status_code", code);
+    span.record("status_code", i64::from(code));
     if result.is_err() {
         span.record("otel.status_code", "ERROR");
     }

@@ -1,5 +1,6 @@
 //! A handler service written with the Python SDK (`kopf serve`, sdk-python-compat), run from
-//! the SDK's venv (`~/.cache/operon/venv-sdk`, installed by tests/run.sh with the `otel` extra).
+//! the SDK's venv (`~/.cache/operon/venv-sdk`, installed by tests/run.sh with the `otel` extra),
+//! importing this checkout's SDK (`PYTHONPATH`), whichever checkout installed the venv.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -8,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
+use crate::plane::repo_root;
 use crate::process::{append_log, free_port, log_dir, tail, unique_stem};
 
 /// A running `kopf serve FILE --listen 127.0.0.1:PORT`; killed when dropped.
@@ -55,6 +57,10 @@ impl PythonHandler {
             .arg(format!("127.0.0.1:{port}"))
             .arg(&script)
             .env("KUBECONFIG", kubeconfig)
+            .env(
+                "PYTHONPATH",
+                repo_root().join("sdk-python-compat").join("src"),
+            )
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(stdout)

@@ -604,7 +604,7 @@ async fn run_one(
         "handler",
         otel.name = format!("handler {id}"),
         handler.id = %id,
-        attempt = hs.retries + 1,
+        attempt = i64::from(hs.retries) + 1,
         outcome = tracing::field::Empty,
         delay = tracing::field::Empty,
         otel.status_code = tracing::field::Empty,
@@ -1010,7 +1010,7 @@ async fn run_event_handlers(
             "handler",
             otel.name = format!("handler {}", handler.id),
             handler.id = %handler.id,
-            attempt = 1,
+            attempt = 1_i64,
             event = event_type,
         );
         let call = Call {

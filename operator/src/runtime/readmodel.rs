@@ -149,3 +149,84 @@ impl ReadModel {
         self.changes.subscribe()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
+
+    fn view(uid: &str) -> ObjectView {
+        ObjectView {
+            resource: "widgets.example.com/v1".into(),
+            namespace: "ns".into(),
+            name: "w".into(),
+            uid: uid.into(),
+            phase: "retrying",
+            cause: "create".into(),
+            handlers: vec![HandlerView {
+                id: "h".into(),
+                state: "retrying",
+                retries: 1,
+                started: None,
+                delayed: None,
+                message: None,
+                trace_id: None,
+            }],
+            updated: String::new(),
+        }
+    }
+
+    fn event(reason: &str) -> EventView {
+        EventView {
+            reason: reason.into(),
+            ..EventView::default()
+        }
+    }
+
+    #[test]
+    fn details_gather_the_diff_the_events_and_the_traced_attempts() {
+        let model = ReadModel::default();
+        let key = view("u1").key();
+        model.upsert(view("u1"));
+        model.set_diff(
+            key.clone(),
+            vec![DiffView {
+                op: "add".into(),
+                path: String::new(),
+                old: None,
+                new: Some("{}".into()),
+            }],
+        );
+        for n in 0..(EVENTS_PER_OBJECT + 5) {
+            model.add_event("u1", event(&format!("R{n}")));
+        }
+        model.add_event("other", event("elsewhere"));
+        let cx = SpanContext::new(
+            TraceId::from_bytes([7; 16]),
+            SpanId::from_bytes([7; 8]),
+            TraceFlags::SAMPLED,
+            false,
+            TraceState::default(),
+        );
+        model.attempts.record("u1", "h", 0, cx);
+
+        let details = model.details(&key);
+        assert_eq!(details.diff.len(), 1);
+        assert_eq!(details.events.len(), EVENTS_PER_OBJECT);
+        assert_eq!(
+            details.events[0].reason,
+            format!("R{}", EVENTS_PER_OBJECT + 4)
+        );
+        let attempts = &details.handlers["h"].attempts;
+        assert_eq!(attempts.len(), 1);
+        assert_eq!(attempts[0].trace_id, "07".repeat(16));
+        assert!(Arc::ptr_eq(
+            &model.objects()[0],
+            &model.object(&key).unwrap()
+        ));
+
+        model.remove("widgets.example.com/v1", "ns", "w");
+        assert_eq!(model.details(&key), ObjectDetails::default());
+        assert!(model.attempts.of("u1", "h").is_empty());
+    }
+}

@@ -295,6 +295,27 @@ mod tests {
         assert!(a.previous("u", "h").is_none());
     }
 
+    #[tokio::test]
+    async fn an_absent_collector_costs_dropped_spans_not_a_stuck_or_crashed_core() {
+        use opentelemetry::trace::{Tracer as _, TracerProvider as _};
+        // Nothing listens on port 1: every export fails.
+        let provider = provider("http://127.0.0.1:1", "test").expect("a provider");
+        let tracer = provider.tracer("test");
+        let started = std::time::Instant::now();
+        for _ in 0..5000 {
+            tracer.in_span("cycle", |_| {});
+        }
+        // Recording never waits for the exporter: 5,000 spans go into a bounded queue at once.
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+        let provider_for_shutdown = provider.clone();
+        let shutdown = tokio::task::spawn_blocking(move || provider_for_shutdown.shutdown());
+        let result = tokio::time::timeout(std::time::Duration::from_secs(30), shutdown)
+            .await
+            .expect("the shutdown ends though the collector is away")
+            .expect("no panic");
+        let _ = result; // an export error is reported, never raised into the core
+    }
+
     #[test]
     fn no_traceparent_without_a_tracer() {
         let span = tracing::info_span!(target: TARGET, "x");

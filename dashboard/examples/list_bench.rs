@@ -102,7 +102,7 @@ async fn main() {
     let start = Instant::now();
     let copy = model.objects();
     println!(
-        "copying the read model: {:.2} ms",
+        "taking the read model (shared views): {:.2} ms",
         start.elapsed().as_secs_f64() * 1e3
     );
     drop(copy);

@@ -47,13 +47,15 @@ venv="$CACHE/venv-sdk"
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
 fi
-"$venv/bin/python" -m pip install -q --disable-pip-version-check -e "./sdk-python-compat[test]"
+"$venv/bin/python" -m pip install -q --disable-pip-version-check -e "./sdk-python-compat[test,otel]"
 # The core the SDK's `kopf run` starts: the one this checkout just built.
 target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 cargo build -q -p operon --locked
 (cd sdk-python-compat && OPERON_BIN="$target_dir/debug/operon" "$venv/bin/python" -m pytest -p no:cacheprovider)
 
 if [ "$e2e" = 1 ]; then
+  step "Jaeger for the tracing tests (tests/cluster/jaeger-up.sh; first run builds it: ~10 minutes)"
+  eval "$(tests/cluster/jaeger-up.sh)"
   step "end-to-end tests on the real control plane ($KUBECONFIG)"
   cargo test -p operon-e2e --locked -- --test-threads 4
   step "Kopf's own end-to-end suite against sdk-python-compat (tests/kopf-e2e/run.sh; a plane of its own)"

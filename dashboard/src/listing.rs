@@ -2,6 +2,7 @@
 //! [`list`], which filters, sorts and paginates a model's objects for it. Also the counts the
 //! overview and the filters show ([`Facets`]).
 
+use std::borrow::Borrow;
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap};
 
@@ -332,7 +333,7 @@ pub(crate) struct Listing {
 }
 
 /// Filters, sorts and paginates `objects` for `query`.
-pub(crate) fn list(objects: &[ObjectView], query: &ListQuery) -> Listing {
+pub(crate) fn list<O: Borrow<ObjectView>>(objects: &[O], query: &ListQuery) -> Listing {
     let words: Vec<String> = query
         .text
         .split_whitespace()
@@ -340,6 +341,7 @@ pub(crate) fn list(objects: &[ObjectView], query: &ListQuery) -> Listing {
         .collect();
     let mut matching: Vec<&ObjectView> = objects
         .iter()
+        .map(Borrow::borrow)
         .filter(|o| query.matches(o, &words))
         .collect();
     let matched = matching.len();
@@ -421,12 +423,13 @@ pub(crate) struct Facets {
 }
 
 /// Counts `objects`; `resources` are listed even without objects.
-pub(crate) fn facets(objects: &[ObjectView], resources: &[String]) -> Facets {
+pub(crate) fn facets<O: Borrow<ObjectView>>(objects: &[O], resources: &[String]) -> Facets {
     let mut facets = Facets::default();
     for resource in resources {
         facets.resources.entry(resource.clone()).or_default();
     }
     for object in objects {
+        let object: &ObjectView = object.borrow();
         facets.phases.add(object.phase);
         match facets.resources.get_mut(&object.resource) {
             Some(counts) => counts.add(object.phase),
@@ -656,7 +659,7 @@ mod tests {
         assert_eq!(last.rows[49].name, "o249");
         let beyond = page("99", "100");
         assert_eq!((beyond.page, beyond.rows[0].name.as_str()), (3, "o200"));
-        let empty = list(&[], &ListQuery::default());
+        let empty = list::<ObjectView>(&[], &ListQuery::default());
         assert_eq!((empty.rows.len(), empty.page, empty.pages), (0, 1, 1));
     }
 

@@ -15,6 +15,15 @@ log "starting the local control plane (first run builds it: ~12 minutes)"
 eval "$("$root/tests/cluster/up.sh")"
 kubectl="$(awk -F= '$1=="BIN"{print $2}' "${OPERON_CLUSTER_DIR:-$CACHE/cluster}/env")/kubectl"
 
+# --- tracing: a real Jaeger (tests/cluster/jaeger-up.sh; first run builds it: ~10 minutes) ------
+# The core and the handler read these (OPERON_NO_JAEGER=1 skips it); the dashboard links traces.
+if [ "${OPERON_NO_JAEGER:-0}" != 1 ]; then
+  log "starting Jaeger (traces: http://127.0.0.1:16686)"
+  eval "$("$root/tests/cluster/jaeger-up.sh")"
+  export OTEL_EXPORTER_OTLP_ENDPOINT="$OPERON_JAEGER_OTLP" OPERON_JAEGER_UI="$OPERON_JAEGER_QUERY"
+fi
+# ---------------------------------------------------------------------------------------------------
+
 log "building the core and the example handler (cargo build)"
 (cd "$root" && cargo build -q -p operon -p operon-example-handler)
 target=$(cd "$root" && cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')

@@ -71,8 +71,48 @@ struct RunArgs {
     /// Seconds that in-flight cycles may take to finish after SIGTERM.
     #[arg(long, value_name = "SECS", default_value_t = 30.0)]
     shutdown_grace: f64,
+    /// Export traces over OTLP/gRPC to this collector (e.g. http://127.0.0.1:4317); tracing is
+    /// off without it.
+    #[arg(long, value_name = "URL", env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
+    /// The `service.name` of the core's spans.
+    #[arg(
+        long,
+        value_name = "NAME",
+        env = "OTEL_SERVICE_NAME",
+        default_value = "operon"
+    )]
+    service_name: String,
+    #[command(flatten)]
+    dashboard: DashboardOptions,
     #[command(flatten)]
     http: HttpArgs,
+}
+
+/// The dashboard's options, for `operon run` and `operon dashboard`.
+#[derive(Debug, Args)]
+struct DashboardOptions {
+    /// Require this bearer token on every route but /healthz and /readyz (a browser passes it
+    /// once as ?token=…, then keeps it in a cookie).
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "OPERON_DASHBOARD_TOKEN",
+        hide_env_values = true
+    )]
+    dashboard_token: Option<String>,
+    /// The Jaeger UI's base URL, for links to the handlers' traces (e.g. http://127.0.0.1:16686).
+    #[arg(long, value_name = "URL", env = "OPERON_JAEGER_UI")]
+    jaeger_ui: Option<String>,
+}
+
+impl DashboardOptions {
+    fn options(self) -> operon_dashboard::Options {
+        operon_dashboard::Options {
+            token: self.dashboard_token.filter(|t| !t.is_empty()),
+            jaeger_ui: self.jaeger_ui.filter(|u| !u.is_empty()),
+        }
+    }
 }
 
 /// Options of `operon dashboard`.
@@ -91,18 +131,8 @@ struct DashboardArgs {
     /// The annotation prefix of progress records and the diff-base (Kopf's default).
     #[arg(long, default_value = "kopf.zalando.org")]
     prefix: String,
-    /// Require this bearer token on every route but /healthz and /readyz (a browser passes it
-    /// once as ?token=…, then keeps it in a cookie).
-    #[arg(
-        long,
-        value_name = "TOKEN",
-        env = "OPERON_DASHBOARD_TOKEN",
-        hide_env_values = true
-    )]
-    dashboard_token: Option<String>,
-    /// The Jaeger UI's base URL, for links to the handlers' traces (e.g. http://127.0.0.1:16686).
-    #[arg(long, value_name = "URL", env = "OPERON_JAEGER_UI")]
-    jaeger_ui: Option<String>,
+    #[command(flatten)]
+    dashboard: DashboardOptions,
     #[command(flatten)]
     http: HttpArgs,
 }
@@ -123,7 +153,6 @@ struct HttpArgs {
 /// Parses the command line and runs the chosen command; the binary's whole `main`.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(err) => {
@@ -131,7 +160,24 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(cli.run()) {
+    let format = match cli.log_format {
+        LogFormat::Text => crate::telemetry::LogFormat::Text,
+        LogFormat::Json => crate::telemetry::LogFormat::Json,
+    };
+    let tracing_cfg = match &cli.command {
+        Command::Run(args) => crate::telemetry::Tracing {
+            endpoint: args.otlp_endpoint.clone().filter(|e| !e.is_empty()),
+            service_name: args.service_name.clone(),
+        },
+        Command::Dashboard(_) => crate::telemetry::Tracing::default(),
+    };
+    let telemetry = {
+        let _entered = runtime.enter();
+        crate::telemetry::init(format, &tracing_cfg)
+    };
+    let result = runtime.block_on(cli.run());
+    telemetry.shutdown();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("operon: {err:#}");
@@ -162,6 +208,7 @@ impl Cli {
                         args.watch_silence_timeout,
                     )?,
                     shutdown_grace: seconds("shutdown-grace", args.shutdown_grace)?,
+                    dashboard: args.dashboard.options(),
                 };
                 let _ = args.standalone;
                 Ok(crate::runtime::engine::run(config).await?)
@@ -179,27 +226,10 @@ impl Cli {
                     namespaces: args.namespaces,
                     http: args.http.listen,
                     prefix: args.prefix,
-                    dashboard: operon_dashboard::Options {
-                        token: args.dashboard_token.filter(|t| !t.is_empty()),
-                        jaeger_ui: args.jaeger_ui.filter(|u| !u.is_empty()),
-                    },
+                    dashboard: args.dashboard.options(),
                 };
                 Ok(crate::runtime::observer::run(config).await?)
             }
         }
-    }
-}
-
-/// Logs to stderr; `OPERON_LOG` takes an `EnvFilter` directive (default: info, and the
-/// per-object lines of `kopf.objects` at debug, as `kopf run --verbose` shows them).
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("OPERON_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kopf.objects=debug"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
     }
 }

@@ -103,15 +103,19 @@ pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, Error> {
         .map_err(|source| Error::Bind { addr, source })
 }
 
-/// Serves [`router`] on `listener` until the task is dropped.
+/// Serves [`router_with`] (the options given, else the environment's) on `listener` until the task is dropped.
 ///
 /// # Errors
 /// [`Error::Serve`] if serving fails.
-pub async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) -> Result<(), Error> {
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    shared: Arc<Shared>,
+    options: operon_dashboard::Options,
+) -> Result<(), Error> {
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "HTTP listener is up.");
     }
-    axum::serve(listener, router(shared))
+    axum::serve(listener, router_with(shared, &options))
         .await
         .map_err(Error::Serve)
 }

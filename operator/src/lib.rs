@@ -9,3 +9,4 @@ pub mod cli;
 pub mod core;
 pub mod http;
 pub mod runtime;
+pub mod telemetry;

@@ -11,6 +11,8 @@
 //!   executed.
 //! - [`kopf`] reads Kopf's persistence format on objects and asks real Kopf (PyPI) what it would
 //!   write; [`History`] records every version of the watched objects.
+//! - [`jaeger`] starts a real Jaeger (tests/cluster/jaeger-up.sh) and reads its query API;
+//!   [`PythonHandler`] serves a Python SDK handler file (`kopf serve`).
 //! - [`cluster`] disturbs the plane on purpose (API server restarts, etcd compaction).
 
 mod apply;
@@ -18,11 +20,13 @@ mod binaries;
 pub mod cluster;
 mod history;
 mod http;
+pub mod jaeger;
 pub mod kopf;
 mod ledger;
 mod namespace;
 mod plane;
 mod process;
+mod python;
 mod stack;
 mod wait;
 mod widgets;
@@ -35,6 +39,7 @@ pub use ledger::{Entries, Entry, Ledger};
 pub use namespace::with_temp_ns;
 pub use plane::{Plane, plane};
 pub use process::{CoreProcess, HandlerProcess, free_port, log_dir, strip_ansi, tail};
+pub use python::{PythonHandler, sdk_python};
 pub use stack::{Stack, describe_event};
 pub use wait::wait_for;
 pub use widgets::{

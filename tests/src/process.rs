@@ -34,7 +34,7 @@ pub fn log_dir() -> PathBuf {
 }
 
 /// A unique file stem for `name` in this test process: `<name>-<pid>-<n>`.
-fn unique_stem(name: &str) -> String {
+pub(crate) fn unique_stem(name: &str) -> String {
     format!(
         "{name}-{}-{}",
         std::process::id(),
@@ -53,7 +53,7 @@ pub fn free_port() -> u16 {
         .expect("a free port on 127.0.0.1")
 }
 
-fn append_log(path: &Path) -> anyhow::Result<(File, File)> {
+pub(crate) fn append_log(path: &Path) -> anyhow::Result<(File, File)> {
     let file = OpenOptions::new()
         .create(true)
         .append(true)

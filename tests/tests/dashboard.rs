@@ -146,12 +146,21 @@ async fn the_dashboard_shows_progress_live_in_chromium() {
         "chromium and chromedriver are missing: run deploy/local/prereqs.sh"
     );
     with_widget_ns("dash", |client, ns| async move {
+        // Traces go to a real Jaeger; the object page links each attempt's trace there.
+        let jaeger = operon_e2e::jaeger::jaeger().await;
         let stack = Stack::start(
             "dash",
             &client,
             &ns,
             &["create:create_fn", "update:update_fn"],
-            &[],
+            &[
+                "--otlp-endpoint",
+                &jaeger.otlp,
+                "--service-name",
+                &format!("operon-dash-{ns}"),
+                "--jaeger-ui",
+                &jaeger.query,
+            ],
         )
         .await;
         let addr = stack.core.http_addr();
@@ -285,6 +294,33 @@ async fn the_dashboard_shows_progress_live_in_chromium() {
         let main = browser.text("main").await.unwrap();
         for expected in ["create_fn", "retrying", "The database is not ready yet.", "Next retry"] {
             assert!(main.contains(expected), "the object page lacks {expected:?}:\n{main}");
+        }
+        // The last cycle's cause and diff, the Events the core posted about the object, and a
+        // link to each attempt's trace in the Jaeger UI (`--jaeger-ui`).
+        for expected in [
+            "Cause",
+            "create",
+            "Changes since last handled",
+            "(whole object)",
+            "Recent events",
+            "HandlerRetrying",
+        ] {
+            assert!(main.contains(expected), "the object page lacks {expected:?}:\n{main}");
+        }
+        let links = browser
+            .eval(
+                "return [...document.querySelectorAll('#handlers ~ .panel a[href*=\"/trace/\"]')].map(a => a.getAttribute('href'));",
+                json!([]),
+            )
+            .await
+            .unwrap();
+        let links: Vec<String> = serde_json::from_value(links).unwrap();
+        assert!(!links.is_empty(), "no trace link on the object page:\n{main}");
+        for link in &links {
+            let id = link
+                .strip_prefix(&format!("{}/trace/", jaeger.query))
+                .unwrap_or_else(|| panic!("{link} is not a link into {}", jaeger.query));
+            assert!(id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()), "{link}");
         }
         browser
             .wait_for("the live indicator", Duration::from_secs(10),

@@ -99,3 +99,76 @@ pub(crate) fn phase_badge(phase: &'static str) -> impl IntoView {
 pub(crate) fn state_badge(state: &'static str) -> impl IntoView {
     view! { <span class=format!("badge s-{state}")>{state}</span> }
 }
+
+/// A column of a [`section_table`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Col {
+    label: &'static str,
+    numeric: bool,
+}
+
+impl Col {
+    /// A text column.
+    pub(crate) const fn text(label: &'static str) -> Self {
+        Col {
+            label,
+            numeric: false,
+        }
+    }
+
+    /// A right-aligned numeric column.
+    pub(crate) const fn num(label: &'static str) -> Self {
+        Col {
+            label,
+            numeric: true,
+        }
+    }
+}
+
+/// The header cells of `columns`.
+pub(crate) fn header_cells(columns: &[Col]) -> impl IntoView + use<> {
+    columns
+        .iter()
+        .map(|c| {
+            let class = c.numeric.then_some("num");
+            view! { <th scope="col" class=class>{c.label}</th> }
+        })
+        .collect_view()
+}
+
+/// One section of a page: a heading (`id` is the table's accessible name) and a panel with a
+/// table of `rows` under the `head` cells, then `after` (inside the panel).
+pub(crate) fn section_table(
+    id: &'static str,
+    heading: &'static str,
+    head: impl IntoView + 'static,
+    rows: impl IntoView + 'static,
+    after: impl IntoView + 'static,
+) -> AnyView {
+    view! {
+        <h2 id=id>{heading}</h2>
+        <div class="panel">
+            <table aria-labelledby=id>
+                <thead>
+                    <tr>{head}</tr>
+                </thead>
+                <tbody>{rows}</tbody>
+            </table>
+            {after}
+        </div>
+    }
+    .into_any()
+}
+
+/// A section without a table: its heading and a notice saying why.
+pub(crate) fn section_notice(
+    id: &'static str,
+    heading: &'static str,
+    notice: &'static str,
+) -> AnyView {
+    view! {
+        <h2 id=id>{heading}</h2>
+        <p class="notice">{notice}</p>
+    }
+    .into_any()
+}

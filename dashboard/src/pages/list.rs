@@ -11,8 +11,8 @@ use crate::pages::layout::{Section, document, phase_badge, top_bar};
 const SUGGESTIONS: usize = 500;
 
 /// The list page for `query`.
-pub(crate) fn render(
-    objects: &[ObjectView],
+pub(crate) fn render<O: std::borrow::Borrow<ObjectView>>(
+    objects: &[O],
     resources: &[String],
     query: &ListQuery,
     now: jiff::Timestamp,

@@ -8,7 +8,10 @@ use crate::model::{DiffView, EventView, HandlerDetails, HandlerView, ObjectDetai
 use crate::pages::format::{
     duration_between, full_time, is_secret, relative, thousands, time, trace_href,
 };
-use crate::pages::layout::{Section, document, phase_badge, state_badge, top_bar};
+use crate::pages::layout::{
+    Col, Section, document, header_cells, phase_badge, section_notice, section_table, state_badge,
+    top_bar,
+};
 
 /// The page of `object`.
 pub(crate) fn render(
@@ -142,11 +145,11 @@ fn Handlers(
     now: jiff::Timestamp,
 ) -> impl IntoView {
     if handlers.is_empty() {
-        return view! {
-            <h2 id="handlers">"Handlers"</h2>
-            <p class="notice">"No handler is running or has a recorded outcome for this object."</p>
-        }
-        .into_any();
+        return section_notice(
+            "handlers",
+            "Handlers",
+            "No handler is running or has a recorded outcome for this object.",
+        );
     }
     let rows = tree(&handlers)
         .into_iter()
@@ -155,27 +158,17 @@ fn Handlers(
             view! { <HandlerRow handler=h.clone() depth=depth details=extra jaeger_ui=jaeger_ui.clone() now=now/> }
         })
         .collect_view();
-    view! {
-        <h2 id="handlers">"Handlers"</h2>
-        <div class="panel">
-            <table aria-labelledby="handlers">
-                <thead>
-                    <tr>
-                        <th scope="col">"Handler"</th>
-                        <th scope="col">"State"</th>
-                        <th scope="col" class="num">"Attempts"</th>
-                        <th scope="col">"Started"</th>
-                        <th scope="col">"Next retry"</th>
-                        <th scope="col">"Duration"</th>
-                        <th scope="col">"Last message"</th>
-                        <th scope="col">"Trace"</th>
-                    </tr>
-                </thead>
-                <tbody>{rows}</tbody>
-            </table>
-        </div>
-    }
-    .into_any()
+    let columns = [
+        Col::text("Handler"),
+        Col::text("State"),
+        Col::num("Attempts"),
+        Col::text("Started"),
+        Col::text("Next retry"),
+        Col::text("Duration"),
+        Col::text("Last message"),
+        Col::text("Trace"),
+    ];
+    section_table("handlers", "Handlers", header_cells(&columns), rows, ())
 }
 
 #[component]
@@ -256,11 +249,11 @@ fn HandlerRow(
 #[component]
 fn Diff(resource: String, diff: Vec<DiffView>) -> impl IntoView {
     if is_secret(&resource) {
-        return view! {
-            <h2 id="diff">"Changes since last handled"</h2>
-            <p class="notice">"The contents of Secrets are never shown."</p>
-        }
-        .into_any();
+        return section_notice(
+            "diff",
+            "Changes since last handled",
+            "The contents of Secrets are never shown.",
+        );
     }
     if diff.is_empty() {
         return ().into_any();
@@ -283,33 +276,29 @@ fn Diff(resource: String, diff: Vec<DiffView>) -> impl IntoView {
             }
         })
         .collect_view();
-    view! {
-        <h2 id="diff">"Changes since last handled"</h2>
-        <div class="panel">
-            <table aria-labelledby="diff">
-                <thead>
-                    <tr>
-                        <th scope="col">"Change"</th>
-                        <th scope="col">"Field"</th>
-                        <th scope="col">"Before"</th>
-                        <th scope="col">"After"</th>
-                    </tr>
-                </thead>
-                <tbody>{rows}</tbody>
-            </table>
-        </div>
-    }
-    .into_any()
+    let columns = [
+        Col::text("Change"),
+        Col::text("Field"),
+        Col::text("Before"),
+        Col::text("After"),
+    ];
+    section_table(
+        "diff",
+        "Changes since last handled",
+        header_cells(&columns),
+        rows,
+        (),
+    )
 }
 
 #[component]
 fn Events(events: Vec<EventView>, now: jiff::Timestamp) -> impl IntoView {
     if events.is_empty() {
-        return view! {
-            <h2 id="events">"Recent events"</h2>
-            <p class="notice">"No recent Kubernetes Events are known for this object."</p>
-        }
-        .into_any();
+        return section_notice(
+            "events",
+            "Recent events",
+            "No recent Kubernetes Events are known for this object.",
+        );
     }
     let rows = events
         .into_iter()
@@ -330,21 +319,11 @@ fn Events(events: Vec<EventView>, now: jiff::Timestamp) -> impl IntoView {
             }
         })
         .collect_view();
-    view! {
-        <h2 id="events">"Recent events"</h2>
-        <div class="panel">
-            <table aria-labelledby="events">
-                <thead>
-                    <tr>
-                        <th scope="col">"Time"</th>
-                        <th scope="col">"Type"</th>
-                        <th scope="col">"Reason"</th>
-                        <th scope="col">"Message"</th>
-                    </tr>
-                </thead>
-                <tbody>{rows}</tbody>
-            </table>
-        </div>
-    }
-    .into_any()
+    let columns = [
+        Col::text("Time"),
+        Col::text("Type"),
+        Col::text("Reason"),
+        Col::text("Message"),
+    ];
+    section_table("events", "Recent events", header_cells(&columns), rows, ())
 }

@@ -6,14 +6,16 @@ use leptos::prelude::*;
 use crate::listing::{self, Facets, ListQuery, phase_rank};
 use crate::model::{About, ObjectView, Overview, PHASES, ServiceView, Source};
 use crate::pages::format::{object_href, thousands, time};
-use crate::pages::layout::{Section, document, phase_badge, top_bar};
+use crate::pages::layout::{
+    Col, Section, document, header_cells, phase_badge, section_notice, section_table, top_bar,
+};
 
 /// How many objects "Needs attention" lists at most.
 const ATTENTION: usize = 15;
 
 /// The overview page.
-pub(crate) fn render(
-    objects: &[ObjectView],
+pub(crate) fn render<O: std::borrow::Borrow<ObjectView>>(
+    objects: &[O],
     overview: &Overview,
     about: &About,
     now: jiff::Timestamp,
@@ -21,6 +23,7 @@ pub(crate) fn render(
     let facets = listing::facets(objects, &about.resources);
     let mut attention: Vec<&ObjectView> = objects
         .iter()
+        .map(std::borrow::Borrow::borrow)
         .filter(|o| matches!(o.phase, "failed" | "retrying"))
         .collect();
     attention.sort_by(|a, b| {
@@ -162,25 +165,14 @@ fn Resources(facets: Facets) -> impl IntoView {
     let empty = facets.resources.is_empty().then(|| {
         view! { <p class="empty">"No resources are served yet."</p> }
     });
-    view! {
-        <h2 id="resources">"Served resources"</h2>
-        <div class="panel">
-            <table aria-labelledby="resources">
-                <thead>
-                    <tr>
-                        <th scope="col">"Resource"</th>
-                        <th scope="col" class="num">"Objects"</th>
-                        {columns
-                            .iter()
-                            .map(|p| view! { <th scope="col" class="num">{phase_label(p)}</th> })
-                            .collect_view()}
-                    </tr>
-                </thead>
-                <tbody>{rows}</tbody>
-            </table>
-            {empty}
-        </div>
-    }
+    let head = view! {
+        {header_cells(&[Col::text("Resource"), Col::num("Objects")])}
+        {columns
+            .iter()
+            .map(|p| view! { <th scope="col" class="num">{phase_label(p)}</th> })
+            .collect_view()}
+    };
+    section_table("resources", "Served resources", head, rows, empty)
 }
 
 #[component]
@@ -203,32 +195,29 @@ fn Services(services: Vec<ServiceView>) -> impl IntoView {
                 }
             })
             .collect_view();
-        view! {
-            <h2 id="services">"Handler services"</h2>
-            <div class="panel">
-                <table aria-labelledby="services">
-                    <thead>
-                        <tr>
-                            <th scope="col">"Service"</th>
-                            <th scope="col">"Status"</th>
-                            <th scope="col" class="num">"Handlers"</th>
-                        </tr>
-                    </thead>
-                    <tbody>{rows}</tbody>
-                </table>
-            </div>
-        }
+        let columns = [
+            Col::text("Service"),
+            Col::text("Status"),
+            Col::num("Handlers"),
+        ];
+        section_table(
+            "services",
+            "Handler services",
+            header_cells(&columns),
+            rows,
+            (),
+        )
     })
 }
 
 #[component]
 fn Attention(objects: Vec<ObjectView>, more: usize, now: jiff::Timestamp) -> impl IntoView {
     if objects.is_empty() {
-        return view! {
-            <h2 id="attention">"Needs attention"</h2>
-            <p class="notice">"Nothing is failing or retrying."</p>
-        }
-        .into_any();
+        return section_notice(
+            "attention",
+            "Needs attention",
+            "Nothing is failing or retrying.",
+        );
     }
     let rows = objects
         .into_iter()
@@ -260,23 +249,16 @@ fn Attention(objects: Vec<ObjectView>, more: usize, now: jiff::Timestamp) -> imp
             </p>
         }
     });
+    let columns = [
+        Col::text("Name"),
+        Col::text("Namespace"),
+        Col::text("Phase"),
+        Col::text("Handler"),
+        Col::text("Last message"),
+        Col::text("Updated"),
+    ];
     view! {
-        <h2 id="attention">"Needs attention"</h2>
-        <div class="panel">
-            <table aria-labelledby="attention">
-                <thead>
-                    <tr>
-                        <th scope="col">"Name"</th>
-                        <th scope="col">"Namespace"</th>
-                        <th scope="col">"Phase"</th>
-                        <th scope="col">"Handler"</th>
-                        <th scope="col">"Last message"</th>
-                        <th scope="col">"Updated"</th>
-                    </tr>
-                </thead>
-                <tbody>{rows}</tbody>
-            </table>
-        </div>
+        {section_table("attention", "Needs attention", header_cells(&columns), rows, ())}
         {more}
     }
     .into_any()

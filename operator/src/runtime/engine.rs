@@ -47,6 +47,8 @@ pub struct Config {
     pub watch_silence_timeout: Duration,
     /// How long in-flight cycles may finish after SIGTERM.
     pub shutdown_grace: Duration,
+    /// The dashboard's options (token, Jaeger UI).
+    pub dashboard: operon_dashboard::Options,
 }
 
 /// A failure that stops the core.
@@ -185,7 +187,11 @@ pub async fn run(config: Config) -> Result<(), Error> {
     let shared = Shared::new(Arc::clone(&readmodel), Arc::clone(&metrics));
 
     let listener = crate::http::bind(config.http).await?;
-    let http = tokio::spawn(crate::http::serve(listener, Arc::clone(&shared)));
+    let http = tokio::spawn(crate::http::serve(
+        listener,
+        Arc::clone(&shared),
+        config.dashboard.clone(),
+    ));
     let stop = shutdown_signal();
     tokio::pin!(stop);
     let result = loop {
@@ -445,8 +451,16 @@ async fn shutdown_signal() {
 }
 
 impl operon_dashboard::ReadModel for Shared {
-    fn objects(&self) -> Vec<operon_dashboard::ObjectView> {
+    fn objects(&self) -> Vec<Arc<operon_dashboard::ObjectView>> {
         self.readmodel.objects()
+    }
+
+    fn object(&self, key: &str) -> Option<Arc<operon_dashboard::ObjectView>> {
+        self.readmodel.object(key)
+    }
+
+    fn details(&self, key: &str) -> operon_dashboard::ObjectDetails {
+        self.readmodel.details(key)
     }
 
     fn overview(&self) -> operon_dashboard::Overview {

@@ -5,7 +5,7 @@ use kube::Api;
 use kube::api::PostParams;
 use serde_json::{Value, json};
 
-use crate::runtime::metrics::Metrics;
+use crate::runtime::processing::Env;
 
 /// Kopf cuts messages to 1024 characters, with `...` in the middle.
 const MAX_MESSAGE_LENGTH: usize = 1024;
@@ -59,16 +59,10 @@ pub fn build(
     })
 }
 
-/// Posts an Event about `about`; returns whether it was accepted. Failures are logged, never
-/// raised: an Event is worth less than the cycle that wanted to post it.
-pub async fn post(
-    client: &kube::Client,
-    metrics: &Metrics,
-    about: &Value,
-    type_: &str,
-    reason: &str,
-    message: &str,
-) -> bool {
+/// Posts an Event about `about` (and keeps it for the dashboard's object page); returns whether
+/// it was accepted. Failures are logged, never raised: an Event is worth less than the cycle
+/// that wanted to post it.
+pub async fn post(env: &Env, about: &Value, type_: &str, reason: &str, message: &str) -> bool {
     if about.get("kind").and_then(Value::as_str) == Some("Event") {
         return false; // never post events about events
     }
@@ -84,14 +78,20 @@ pub async fn post(
             return false;
         }
     };
-    let api: Api<Event> = Api::namespaced(client.clone(), &namespace);
-    match api.create(&PostParams::default(), &event).await {
-        Ok(_) => {
-            metrics.api("post", 201);
+    let api: Api<Event> = Api::namespaced(env.client.clone(), &namespace);
+    let params = PostParams::default();
+    match crate::telemetry::api_write("post", api.create(&params, &event)).await {
+        Ok(posted) => {
+            env.metrics.api("post", 201);
+            if let Some((_, _, view)) = crate::runtime::observer::event_view(&posted) {
+                let uid = about.pointer("/metadata/uid").and_then(Value::as_str);
+                env.readmodel.add_event(uid.unwrap_or_default(), view);
+            }
             true
         }
         Err(err) => {
-            metrics.api("post", crate::runtime::patching::code_of(&err));
+            env.metrics
+                .api("post", crate::runtime::patching::code_of(&err));
             tracing::warn!(error = %err, reason, "Failed to post an Event.");
             false
         }

@@ -395,15 +395,7 @@ pub fn observe(resource: &str, body: &Value, storages: &Storages, now: Timestamp
             let new = storages
                 .progress
                 .clear(&storages.diffbase.build(body, &extra_fields(old)));
-            diff(Some(old), Some(&new))
-                .iter()
-                .map(|item| DiffView {
-                    op: item.op.as_str().to_owned(),
-                    path: item.path.join("."),
-                    old: compact(item.old.as_ref()),
-                    new: compact(item.new.as_ref()),
-                })
-                .collect()
+            diff_views(&diff(Some(old), Some(&new)))
         }
         _ => Vec::new(),
     };
@@ -423,7 +415,21 @@ pub fn observe(resource: &str, body: &Value, storages: &Storages, now: Timestamp
 }
 
 /// Whether a resource (`plural.group/version`) is the core group's Secrets.
-fn is_secret(resource: &str) -> bool {
+/// A Kopf diff as the dashboard shows it (values as compact JSON, cut when long).
+pub fn diff_views(items: &[crate::core::persistence::diff::DiffItem]) -> Vec<DiffView> {
+    items
+        .iter()
+        .map(|item| DiffView {
+            op: item.op.as_str().to_owned(),
+            path: item.path.join("."),
+            old: compact(item.old.as_ref()),
+            new: compact(item.new.as_ref()),
+        })
+        .collect()
+}
+
+/// Secrets' diffs are never shown.
+pub fn is_secret(resource: &str) -> bool {
     resource.split('/').next() == Some("secrets")
 }
 
@@ -626,7 +632,7 @@ pub fn event_view(event: &Event) -> Option<(String, String, EventView)> {
 struct State {
     observed: HashMap<String, Observed>,
     cycles: HashMap<String, LastCycle>,
-    views: BTreeMap<String, (ObjectView, ObjectDetails)>,
+    views: BTreeMap<String, (Arc<ObjectView>, ObjectDetails)>,
     keys_by_uid: HashMap<String, String>,
     /// Per object uid: `(event id, event)`, newest first.
     events: HashMap<String, Vec<(String, EventView)>>,
@@ -682,10 +688,16 @@ impl Store {
             return;
         };
         let last = state.cycles.get(key).cloned().unwrap_or_default();
-        let fresh = view(observed, &last, &state.events_of(&observed.uid));
-        if state.views.get(key) != Some(&fresh) {
-            let json = serde_json::json!({"type": "upsert", "object": &fresh.0}).to_string();
-            state.views.insert(key.to_owned(), fresh);
+        let (fresh, details) = view(observed, &last, &state.events_of(&observed.uid));
+        let same = state
+            .views
+            .get(key)
+            .is_some_and(|(v, d)| **v == fresh && *d == details);
+        if !same {
+            let json = serde_json::json!({"type": "upsert", "object": &fresh}).to_string();
+            state
+                .views
+                .insert(key.to_owned(), (Arc::new(fresh), details));
             let _ = self.changes.send(json);
         }
     }
@@ -781,8 +793,12 @@ impl Store {
 }
 
 impl operon_dashboard::ReadModel for Store {
-    fn objects(&self) -> Vec<ObjectView> {
-        self.read().views.values().map(|(v, _)| v.clone()).collect()
+    fn objects(&self) -> Vec<Arc<ObjectView>> {
+        self.read()
+            .views
+            .values()
+            .map(|(v, _)| Arc::clone(v))
+            .collect()
     }
 
     fn overview(&self) -> Overview {
@@ -793,8 +809,8 @@ impl operon_dashboard::ReadModel for Store {
         self.changes.subscribe()
     }
 
-    fn object(&self, key: &str) -> Option<ObjectView> {
-        self.read().views.get(key).map(|(v, _)| v.clone())
+    fn object(&self, key: &str) -> Option<Arc<ObjectView>> {
+        self.read().views.get(key).map(|(v, _)| Arc::clone(v))
     }
 
     fn details(&self, key: &str) -> ObjectDetails {

@@ -60,8 +60,11 @@ pub async fn write(
     {
         let status = serde_json::json!({ "status": status });
         match ignore_gone(
-            api.patch_status(name, &params, &Patch::Merge(&status))
-                .await,
+            crate::telemetry::api_write(
+                "patch",
+                api.patch_status(name, &params, &Patch::Merge(&status)),
+            )
+            .await,
             env,
             "patch",
         )? {
@@ -71,7 +74,8 @@ pub async fn write(
     }
     if main.as_object().is_some_and(|m| !m.is_empty()) {
         match ignore_gone(
-            api.patch(name, &params, &Patch::Merge(&main)).await,
+            crate::telemetry::api_write("patch", api.patch(name, &params, &Patch::Merge(&main)))
+                .await,
             env,
             "patch",
         )? {
@@ -91,7 +95,8 @@ pub async fn write(
         if let Some(ops) = ops {
             let ops: json_patch::Patch =
                 serde_json::from_value(ops).map_err(kube::Error::SerdeError)?;
-            match api.patch(name, &params, &Patch::<()>::Json(ops)).await {
+            let json = Patch::<()>::Json(ops);
+            match crate::telemetry::api_write("patch", api.patch(name, &params, &json)).await {
                 Ok(obj) => {
                     env.metrics.api("patch", 200);
                     let deleting = obj.metadata.deletion_timestamp.is_some();

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use blake2::digest::{Update, VariableOutput};
 use jiff::Timestamp;
 use serde_json::{Value, json};
+use tracing::Instrument;
 
 use crate::core::cause::{self, Cause, Observation};
 use crate::core::finalizer;
@@ -26,6 +27,7 @@ use crate::runtime::events;
 use crate::runtime::metrics::Metrics;
 use crate::runtime::patching::{self, FinalizerAction};
 use crate::runtime::readmodel::{HandlerView, ObjectView, ReadModel};
+use crate::telemetry;
 
 /// How often a deleted object's cycle looks again whether its daemons have exited.
 const DAEMON_EXIT_POLL: Duration = Duration::from_millis(500);
@@ -175,8 +177,26 @@ fn meta<'a>(body: &'a Value, field: &str) -> &'a str {
         .unwrap_or("")
 }
 
-/// Runs one cycle. Never fails: every problem is logged, posted as an Event and retried.
+/// Runs one cycle in its own root span (`cycle`: the object's identity, then the cause). Never
+/// fails: every problem is logged, posted as an Event and retried.
 pub async fn process(env: &Arc<Env>, res: &Arc<ResourceCtx>, input: Input) -> Output {
+    let body = input.body.as_ref();
+    let span = tracing::info_span!(
+        target: telemetry::TARGET,
+        parent: None,
+        "cycle",
+        otel.name = format!("cycle {}", res.served.name()),
+        resource = %res.served.name(),
+        namespace = meta(body, "namespace"),
+        name = meta(body, "name"),
+        uid = meta(body, "uid"),
+        resource_version = meta(body, "resourceVersion"),
+        cause = tracing::field::Empty,
+    );
+    cycle(env, res, input).instrument(span).await
+}
+
+async fn cycle(env: &Arc<Env>, res: &Arc<ResourceCtx>, input: Input) -> Output {
     let body = input.body.as_ref();
     let (namespace, name) = (meta(body, "namespace"), meta(body, "name"));
     let object = if namespace.is_empty() {
@@ -195,6 +215,7 @@ pub async fn process(env: &Arc<Env>, res: &Arc<ResourceCtx>, input: Input) -> Ou
         run_event_handlers(env, res, &log, event_type, &mut predicted, &mut patch).await;
     }
     if input.gone {
+        tracing::Span::current().record("cause", "gone");
         env.timers.stop_object(res, body);
         env.daemons.forget_object(res, body);
         log.debug("Deleted, really deleted, and we are notified.");
@@ -257,6 +278,7 @@ pub async fn process(env: &Arc<Env>, res: &Arc<ResourceCtx>, input: Input) -> Ou
         changed: !diff.is_empty(),
         initial: input.initial,
     });
+    tracing::Span::current().record("cause", cause_name(detected));
     let view = CauseView {
         reason: detected.reason().unwrap_or(Reason::Update),
         initial: input.initial && detected != Cause::Handle(Reason::Create),
@@ -393,16 +415,15 @@ pub async fn process(env: &Arc<Env>, res: &Arc<ResourceCtx>, input: Input) -> Ou
         name: name.to_owned(),
         uid: meta(body, "uid").to_owned(),
         phase,
-        cause: match detected {
-            Cause::Handle(r) => r.as_str().to_owned(),
-            Cause::Free => "free".into(),
-            Cause::Noop => "noop".into(),
-            Cause::Gone => "gone".into(),
-        },
+        cause: cause_name(detected).to_owned(),
         handlers: views,
         updated: jiff::Timestamp::now().to_string(),
     };
     if handled || deleting {
+        if !crate::runtime::observer::is_secret(&view.resource) {
+            env.readmodel
+                .set_diff(view.key(), crate::runtime::observer::diff_views(&diff));
+        }
         env.readmodel.upsert(view);
     } else {
         // A no-op or finalizer cycle says nothing new about the handlers: keep what the last
@@ -410,6 +431,15 @@ pub async fn process(env: &Arc<Env>, res: &Arc<ResourceCtx>, input: Input) -> Ou
         env.readmodel.insert_if_absent(view);
     }
     out
+}
+
+fn cause_name(cause: Cause) -> &'static str {
+    match cause {
+        Cause::Handle(r) => r.as_str(),
+        Cause::Free => "free",
+        Cause::Noop => "noop",
+        Cause::Gone => "gone",
+    }
 }
 
 struct CycleCtx<'a> {
@@ -537,7 +567,14 @@ async fn handle(
     patch.apply_to(&mut after);
     let mut views = Vec::new();
     for (id, s) in state.handlers.iter().filter(|(_, s)| s.active) {
-        views.push(handler_view(id, s, now));
+        let mut view = handler_view(id, s, now);
+        view.trace_id = env
+            .readmodel
+            .attempts
+            .of(meta(body, "uid"), id)
+            .pop()
+            .map(|a| a.trace_id);
+        views.push(view);
         if let Ok(subs) = State::load(storage, &after, s.subrefs.iter().map(String::as_str), now) {
             views.extend(subs.handlers.iter().map(|(id, s)| handler_view(id, s, now)));
         }
@@ -583,13 +620,72 @@ fn handler_view(id: &str, s: &HandlerState, now: Timestamp) -> HandlerView {
     }
 }
 
-/// Calls one change handler and stores its sub-handlers' states. `None` means "not matched".
+/// Calls one change handler in a `handler` span (id, attempt, outcome, delay), linked to the
+/// span of the handler's previous attempt on this object. `None` means "not matched".
 async fn run_one(
     ctx: &CycleCtx<'_>,
     bound: &Bound,
     hs: &HandlerState,
     predicted: &mut Value,
     patch: &mut MergePatch,
+) -> Option<(Verdict, Vec<String>)> {
+    let id = &bound.handler.id;
+    let span = tracing::info_span!(
+        target: telemetry::TARGET,
+        "handler",
+        otel.name = format!("handler {id}"),
+        handler.id = %id,
+        attempt = i64::from(hs.retries) + 1,
+        outcome = tracing::field::Empty,
+        delay = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+    );
+    let uid = meta(ctx.body, "uid");
+    let attempts = &ctx.env.readmodel.attempts;
+    if hs.retries > 0
+        && let Some(previous) = attempts.previous(uid, id)
+    {
+        use tracing_opentelemetry::OpenTelemetrySpanExt;
+        span.add_link(previous);
+    }
+    if let Some(cx) = telemetry::span_context(&span) {
+        attempts.record(uid, id, hs.retries, cx);
+    }
+    let result = run_one_traced(
+        ctx,
+        bound,
+        hs,
+        predicted,
+        patch,
+        telemetry::traceparent(&span),
+    )
+    .instrument(span.clone())
+    .await;
+    match &result {
+        Some((verdict, _)) => {
+            span.record("outcome", outcome_label(verdict));
+            if let Some(delay) = verdict.delay {
+                span.record("delay", delay.as_secs_f64());
+            }
+            if !verdict.finished && verdict.message.is_some() || verdict.failure.is_some() {
+                span.record("otel.status_code", "error");
+            }
+        }
+        None => {
+            span.record("outcome", "not_matched");
+        }
+    }
+    result
+}
+
+/// Calls one change handler and stores its sub-handlers' states. `None` means "not matched".
+async fn run_one_traced(
+    ctx: &CycleCtx<'_>,
+    bound: &Bound,
+    hs: &HandlerState,
+    predicted: &mut Value,
+    patch: &mut MergePatch,
+    traceparent: Option<String>,
 ) -> Option<(Verdict, Vec<String>)> {
     let CycleCtx {
         env,
@@ -639,7 +735,7 @@ async fn run_one(
         event_type: String::new(),
         attempt_id: attempt_id(body, &handler.id, reason, hs.retries, ctx.new),
         deadline: deadline(&handler.options, &env.settings, progress.runtime),
-        traceparent: None,
+        traceparent,
         resource: Some(resolved(res)),
     };
     let started = Instant::now();
@@ -860,30 +956,13 @@ async fn report(env: &Env, log: &Log<'_>, body: &Value, retries: u32, verdict: &
     } else {
         return;
     };
-    events::post(
-        &env.client,
-        &env.metrics,
-        body,
-        "Warning",
-        reason,
-        &verdict.log.1,
-    )
-    .await;
+    events::post(env, body, "Warning", reason, &verdict.log.1).await;
 }
 
 async fn post_events(env: &Env, log: &Log<'_>, body: &Value, requests: &[EventRequest]) {
     for e in requests {
         let target = e.involved_object.as_ref().unwrap_or(body);
-        if !events::post(
-            &env.client,
-            &env.metrics,
-            target,
-            &e.type_,
-            &e.reason,
-            &e.message,
-        )
-        .await
-        {
+        if !events::post(env, target, &e.type_, &e.reason, &e.message).await {
             log.debug(&format!("Failed to post an event: {}", e.message));
         }
     }
@@ -894,15 +973,7 @@ async fn refuse(env: &Env, res: &ResourceCtx, log: &Log<'_>, body: &Value, messa
     log.error(&format!(
         "{message} The object is left alone until it is fixed."
     ));
-    events::post(
-        &env.client,
-        &env.metrics,
-        body,
-        "Warning",
-        "InvalidObject",
-        message,
-    )
-    .await;
+    events::post(env, body, "Warning", "InvalidObject", message).await;
     env.readmodel.upsert(ObjectView {
         resource: res.served.name(),
         namespace: meta(body, "namespace").to_owned(),
@@ -965,9 +1036,21 @@ async fn run_event_handlers(
             traceparent: None,
             resource: Some(resolved(res)),
         };
+        let span = tracing::info_span!(
+            target: telemetry::TARGET,
+            "handler",
+            otel.name = format!("handler {}", handler.id),
+            handler.id = %handler.id,
+            attempt = 1_i64,
+            event = event_type,
+        );
+        let call = Call {
+            traceparent: telemetry::traceparent(&span),
+            ..call
+        };
         let started = Instant::now();
         env.metrics.inflight(1);
-        let answer = bound.service.invoke(call).await;
+        let answer = bound.service.invoke(call).instrument(span).await;
         env.metrics.inflight(-1);
         let seconds = started.elapsed().as_secs_f64();
         let title = outcome::title(handler);
@@ -1027,15 +1110,7 @@ async fn write(
         Ok(rv) => rv,
         Err(err) => {
             log.error(&format!("Patching failed: {err}"));
-            events::post(
-                &env.client,
-                &env.metrics,
-                body,
-                "Warning",
-                "PatchFailed",
-                &err.to_string(),
-            )
-            .await;
+            events::post(env, body, "Warning", "PatchFailed", &err.to_string()).await;
             None
         }
     }

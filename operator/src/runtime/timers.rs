@@ -234,6 +234,16 @@ async fn tick(
 ) -> Tick {
     let handler = &bound.handler;
     let title = title(handler);
+    // A tick is a root span of its own (it is no processing cycle), its call's traceparent.
+    let span = tracing::info_span!(
+        target: crate::telemetry::TARGET,
+        parent: None,
+        "timer",
+        otel.name = format!("timer {}", handler.id),
+        handler.id = %handler.id,
+        object,
+        attempt = i64::from(retry) + 1,
+    );
     let call = Call {
         handler_id: handler.id.clone(),
         reason: None,
@@ -250,12 +260,12 @@ async fn tick(
             .options
             .call_timeout
             .unwrap_or(env.settings.call_timeout),
-        traceparent: None,
+        traceparent: crate::telemetry::traceparent(&span),
         resource: Some(crate::runtime::processing::resolved(res)),
     };
     let started = std::time::Instant::now();
     env.metrics.inflight(1);
-    let answer = bound.service.invoke(call).await;
+    let answer = tracing::Instrument::instrument(bound.service.invoke(call), span).await;
     env.metrics.inflight(-1);
     let seconds = started.elapsed().as_secs_f64();
     let answer = match answer {

@@ -14,6 +14,7 @@ pub mod ledger;
 pub mod manifest;
 pub mod server;
 pub mod service;
+pub mod telemetry;
 
 pub use config::Cli;
 pub use server::run;

@@ -98,6 +98,13 @@ async fn shutdown_signal() -> io::Result<()> {
 /// Runs the service the command line describes until SIGTERM or SIGINT.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = Config::from_cli(&cli).map_err(anyhow::Error::msg)?;
+    let exporter = crate::telemetry::init();
+    let result = serve(cli, config).await;
+    exporter.shutdown();
+    result
+}
+
+async fn serve(cli: Cli, config: Config) -> anyhow::Result<()> {
     let ledger = Ledger::new(cli.ledger.clone());
     let service = ExampleService::new(config, ledger);
     let mut server = start(cli.listen, service)

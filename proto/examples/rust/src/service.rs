@@ -110,6 +110,28 @@ impl HandlerService for ExampleService {
         &self,
         request: Request<InvokeRequest>,
     ) -> Result<Response<InvokeResponse>, Status> {
+        let span = crate::telemetry::RunSpan::start(
+            request.metadata(),
+            &request.get_ref().handler_id,
+            request.get_ref().retry,
+        );
+        let answer = self.invoke_traced(request).await;
+        match &answer {
+            Ok(response) => {
+                let outcome = response.get_ref().outcome.as_ref();
+                span.finish(describe_outcome(outcome), error_message(outcome));
+            }
+            Err(status) => span.finish("transport error", Some(status.message())),
+        }
+        answer
+    }
+}
+
+impl ExampleService {
+    async fn invoke_traced(
+        &self,
+        request: Request<InvokeRequest>,
+    ) -> Result<Response<InvokeResponse>, Status> {
         let traceparent = request
             .metadata()
             .get("traceparent")
@@ -349,6 +371,16 @@ fn describe_outcome(outcome: Option<&Outcome>) -> &'static str {
         Some(outcome::Result::ArbitraryError(_)) => "arbitrary error",
         Some(outcome::Result::NotMatched(_)) => "not matched",
         Some(outcome::Result::SubhandlersPending(_)) => "sub-handlers pending",
+    }
+}
+
+/// The error message of a failed outcome.
+fn error_message(outcome: Option<&Outcome>) -> Option<&str> {
+    match outcome.and_then(|outcome| outcome.result.as_ref()) {
+        Some(outcome::Result::TemporaryError(e)) => Some(&e.message),
+        Some(outcome::Result::PermanentError(e)) => Some(&e.message),
+        Some(outcome::Result::ArbitraryError(e)) => Some(&e.message),
+        _ => None,
     }
 }
 

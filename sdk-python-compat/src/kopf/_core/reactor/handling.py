@@ -41,7 +41,7 @@ from kopf._core import calls, logs, model, posting
 from kopf._core.reactor import manifests
 from kopf._core.registry import OperatorRegistry
 from kopf._proto.operon.v1 import handler_pb2 as pb
-from kopf._transport import server
+from kopf._transport import server, tracing
 
 logger = logging.getLogger('kopf._core.reactor.handling')
 
@@ -390,21 +390,32 @@ class OperatorBackend(server.Backend):
 
     async def _call(self, handler: model.Handler, cause: calls.Cause, retry: int,
                     started: datetime.datetime, call: server.CallInfo) -> pb.Outcome:
+        with tracing.handler_span(handler.id, call.metadata, attempt=retry + 1) as span:
+            outcome = await self._call_traced(handler, cause, retry, started, call, span)
+            if span is not None:
+                span.set_attribute('outcome', outcome.WhichOneof('result') or '')
+            return outcome
+
+    async def _call_traced(self, handler: model.Handler, cause: calls.Cause, retry: int,
+                           started: datetime.datetime, call: server.CallInfo, span: Any) -> pb.Outcome:
         coro = calls.invoke(handler, cause, retry=retry, started=started, settings=self.settings,
                             with_subhandlers=cause.is_change)
         remaining = call.time_remaining()
         timeout = None if remaining is None else max(0.01, remaining - DEADLINE_MARGIN)
         try:
             result = await asyncio.wait_for(coro, timeout=timeout)
-        except asyncio.TimeoutError:
+        except asyncio.TimeoutError as e:
             message = f"{handler} did not finish within the call's deadline ({timeout:.1f} seconds)."
+            tracing.record_exception(span, e)
             cause.logger.error(message)
             return pb.Outcome(arbitrary_error=pb.ArbitraryError(message=message, error_type='TimeoutError'))
         except asyncio.CancelledError:
             raise
         except (model.TemporaryError, model.PermanentError) as e:
+            tracing.record_exception(span, e, error=isinstance(e, model.PermanentError))
             return outcome_of_exception(e)
         except BaseException as e:  # never let a handler's error (or exit) crash the service.
+            tracing.record_exception(span, e)
             log_traceback(cause.logger, handler, e)
             return _outcome_arbitrary(e)
         try:

@@ -26,7 +26,7 @@ from kopf._cogs import credentials, process, refs, settings as settings_, views
 from kopf._core import activities, model, posting, registry as registries
 from kopf._core.reactor import handling, manifests
 from kopf._transport import core as corep
-from kopf._transport import corelogs, server
+from kopf._transport import corelogs, server, tracing
 
 logger = logging.getLogger(__name__)
 
@@ -258,6 +258,8 @@ class _Operator:
         backend = handling.OperatorBackend(
             registry=self.registry, settings=self.settings, memo=self.memo, lifecycle=self.lifecycle,
             service_name=_service_name())
+        if tracing.setup():
+            logger.debug("Tracing handler runs over OTLP (OpenTelemetry).")
         grpc_server = server.HandlerServer(backend, self.listen)
         await grpc_server.start()
         core_process: corep.CoreProcess | None = None
@@ -297,6 +299,7 @@ class _Operator:
             if core_process is not None and core_process.returncode is None:
                 await asyncio.shield(core_process.stop(timeout=CORE_STOP_TIMEOUT))
             await grpc_server.stop(grace=1.0)
+            tracing.shutdown()
             if not isinstance(failure, asyncio.CancelledError):
                 await self._activity(model.Activity.CLEANUP, raise_errors=failure is None)
         if failure is not None:

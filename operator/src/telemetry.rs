@@ -1,0 +1,325 @@
+//! Logging and OpenTelemetry tracing.
+//!
+//! Logs always go to stderr. Traces are exported over OTLP/gRPC only when an endpoint is given
+//! (`--otlp-endpoint` or `OTEL_EXPORTER_OTLP_ENDPOINT`): without one, the trace spans (target
+//! [`TARGET`]) are disabled at their call sites and cost next to nothing. The exporter runs on
+//! the SDK's batch thread with a bounded queue: a slow or absent collector drops spans (and logs
+//! it), it never blocks a cycle and never stops the core.
+//!
+//! Spans: `cycle` (one root per processing cycle), `handler` (one per handler call, linked to
+//! the previous attempt's span of the same handler on the same object) and `api` (one per write
+//! to the API server). The `handler` span's context travels to the handler service as the W3C
+//! `traceparent` in the gRPC metadata.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Mutex;
+
+use opentelemetry::propagation::{Injector, TextMapPropagator};
+use opentelemetry::trace::{SpanContext, TraceContextExt, TracerProvider as _};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::Layer;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+/// The target of every trace span: the log output never shows them, the OpenTelemetry layer
+/// only sees them.
+pub const TARGET: &str = "operon_trace";
+
+/// The log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable text.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Where and as what to export traces.
+#[derive(Debug, Clone, Default)]
+pub struct Tracing {
+    /// The OTLP/gRPC endpoint (e.g. `http://127.0.0.1:4317`); `None` turns tracing off.
+    pub endpoint: Option<String>,
+    /// The `service.name` of the core's spans.
+    pub service_name: String,
+}
+
+/// Keeps the tracer provider; [`Telemetry::shutdown`] flushes what is buffered.
+#[derive(Debug, Default)]
+pub struct Telemetry {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Telemetry {
+    /// Whether traces are exported.
+    pub fn enabled(&self) -> bool {
+        self.provider.is_some()
+    }
+
+    /// Exports what is buffered and stops the exporter (a missing collector costs a bounded wait).
+    pub fn shutdown(self) {
+        if let Some(provider) = self.provider
+            && let Err(err) = provider.shutdown()
+        {
+            tracing::warn!(error = %err, "The trace exporter did not shut down cleanly.");
+        }
+    }
+}
+
+/// Sets up logging (filter from `OPERON_LOG`; default: info, and the per-object lines of
+/// `kopf.objects` at debug) and, with an endpoint, trace export. Must run inside a tokio runtime
+/// (the exporter's gRPC channel is built there).
+pub fn init(format: LogFormat, tracing_cfg: &Tracing) -> Telemetry {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("OPERON_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kopf.objects=debug"))
+        .add_directive(
+            format!("{TARGET}=off")
+                .parse()
+                .expect("a valid filter directive"),
+        );
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = match format {
+        LogFormat::Text => fmt.boxed(),
+        LogFormat::Json => fmt.json().boxed(),
+    }
+    .with_filter(filter);
+    let mut problem = None;
+    let provider = tracing_cfg.endpoint.as_deref().and_then(|endpoint| {
+        match provider(endpoint, &tracing_cfg.service_name) {
+            Ok(p) => Some(p),
+            Err(err) => {
+                problem = Some(format!("{err:#}"));
+                None
+            }
+        }
+    });
+    let otel = provider.as_ref().map(|p| {
+        tracing_opentelemetry::layer()
+            .with_tracer(p.tracer("operon"))
+            .with_filter(
+                tracing_subscriber::filter::Targets::new()
+                    .with_target(TARGET, tracing::Level::TRACE),
+            )
+    });
+    let _ = tracing_subscriber::registry()
+        .with(fmt)
+        .with(otel)
+        .try_init();
+    if let Some(problem) = problem {
+        tracing::error!(error = %problem, "Cannot set up the trace exporter; tracing stays off.");
+    } else if let Some(endpoint) = &tracing_cfg.endpoint {
+        tracing::info!(%endpoint, service = %tracing_cfg.service_name, "Exporting traces over OTLP.");
+    }
+    Telemetry { provider }
+}
+
+fn provider(endpoint: &str, service_name: &str) -> anyhow::Result<SdkTracerProvider> {
+    use opentelemetry_otlp::WithExportConfig;
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(endpoint)
+        .build()?;
+    Ok(SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(
+            opentelemetry_sdk::Resource::builder()
+                .with_service_name(service_name.to_owned())
+                .build(),
+        )
+        .build())
+}
+
+struct MapInjector<'a>(&'a mut HashMap<String, String>);
+
+impl Injector for MapInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        self.0.insert(key.to_owned(), value);
+    }
+}
+
+/// The W3C `traceparent` of a span, when it is being traced.
+pub fn traceparent(span: &tracing::Span) -> Option<String> {
+    let cx = span.context();
+    if !cx.span().span_context().is_valid() {
+        return None;
+    }
+    let mut fields = HashMap::new();
+    TraceContextPropagator::new().inject_context(&cx, &mut MapInjector(&mut fields));
+    fields.remove("traceparent")
+}
+
+/// The OpenTelemetry context of a span, when it is being traced.
+pub fn span_context(span: &tracing::Span) -> Option<SpanContext> {
+    let sc = span.context().span().span_context().clone();
+    sc.is_valid().then_some(sc)
+}
+
+/// Runs one write to the API server in an `api` span with its verb and status code.
+///
+/// # Errors
+/// The write's own error.
+pub async fn api_write<T>(
+    verb: &'static str,
+    write: impl Future<Output = Result<T, kube::Error>>,
+) -> Result<T, kube::Error> {
+    let span = tracing::info_span!(
+        target: TARGET,
+        "api",
+        otel.name = format!("api {verb}"),
+        verb,
+        status_code = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+    );
+    let result = write.instrument(span.clone()).await;
+    let code = match &result {
+        Ok(_) if verb == "post" => 201,
+        Ok(_) => 200,
+        Err(err) => crate::runtime::patching::code_of(err),
+    };
+    span.record("status_code", i64::from(code));
+    if result.is_err() {
+        span.record("otel.status_code", "ERROR");
+    }
+    result
+}
+
+/// One traced attempt of a handler on an object.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Attempt {
+    /// The attempt's number, from 1.
+    pub attempt: u32,
+    /// When it started (RFC 3339).
+    pub started: String,
+    /// Its trace id (32 hex digits).
+    pub trace_id: String,
+}
+
+/// Attempts kept per handler and object, at most.
+const ATTEMPTS_KEPT: usize = 20;
+
+#[derive(Debug, Default)]
+struct Chain {
+    last: Option<SpanContext>,
+    attempts: Vec<Attempt>,
+}
+
+/// The traced attempts of each handler on each object, in memory only (nothing new is persisted
+/// on the objects): the previous attempt's span context for the next attempt's link, and the
+/// trace ids for the dashboard.
+#[derive(Debug, Default)]
+pub struct Attempts {
+    chains: Mutex<HashMap<(String, String), Chain>>,
+}
+
+impl Attempts {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Chain>> {
+        self.chains
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The previous attempt's span context of a handler on an object (by uid).
+    pub fn previous(&self, uid: &str, handler: &str) -> Option<SpanContext> {
+        self.lock()
+            .get(&(uid.to_owned(), handler.to_owned()))
+            .and_then(|c| c.last.clone())
+    }
+
+    /// Records an attempt. `retry` is the number of attempts before this one: 0 starts a new
+    /// chain (a new change, or the first attempt).
+    pub fn record(&self, uid: &str, handler: &str, retry: u32, cx: SpanContext) {
+        let mut chains = self.lock();
+        let chain = chains
+            .entry((uid.to_owned(), handler.to_owned()))
+            .or_default();
+        if retry == 0 {
+            chain.attempts.clear();
+        }
+        chain.attempts.push(Attempt {
+            attempt: retry + 1,
+            started: jiff::Timestamp::now().to_string(),
+            trace_id: cx.trace_id().to_string(),
+        });
+        if chain.attempts.len() > ATTEMPTS_KEPT {
+            chain.attempts.remove(0);
+        }
+        chain.last = Some(cx);
+    }
+
+    /// The traced attempts of a handler on an object, oldest first.
+    pub fn of(&self, uid: &str, handler: &str) -> Vec<Attempt> {
+        self.lock()
+            .get(&(uid.to_owned(), handler.to_owned()))
+            .map(|c| c.attempts.clone())
+            .unwrap_or_default()
+    }
+
+    /// Forgets an object.
+    pub fn forget(&self, uid: &str) {
+        self.lock().retain(|(u, _), _| u != uid);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry::trace::{SpanId, TraceFlags, TraceId, TraceState};
+
+    fn cx(n: u8) -> SpanContext {
+        SpanContext::new(
+            TraceId::from_bytes([n; 16]),
+            SpanId::from_bytes([n; 8]),
+            TraceFlags::SAMPLED,
+            false,
+            TraceState::default(),
+        )
+    }
+
+    #[test]
+    fn attempts_chain_per_handler_and_restart_with_a_new_change() {
+        let a = Attempts::default();
+        assert!(a.previous("u", "h").is_none());
+        a.record("u", "h", 0, cx(1));
+        a.record("u", "h", 1, cx(2));
+        assert_eq!(a.previous("u", "h"), Some(cx(2)));
+        let ids: Vec<_> = a.of("u", "h").iter().map(|x| x.attempt).collect();
+        assert_eq!(ids, [1, 2]);
+        assert_eq!(a.of("u", "h")[0].trace_id, "01".repeat(16));
+        assert!(a.of("u", "other").is_empty());
+        a.record("u", "h", 0, cx(3));
+        assert_eq!(a.of("u", "h").len(), 1);
+        a.forget("u");
+        assert!(a.previous("u", "h").is_none());
+    }
+
+    #[tokio::test]
+    async fn an_absent_collector_costs_dropped_spans_not_a_stuck_or_crashed_core() {
+        use opentelemetry::trace::{Tracer as _, TracerProvider as _};
+        // Nothing listens on port 1: every export fails.
+        let provider = provider("http://127.0.0.1:1", "test").expect("a provider");
+        let tracer = provider.tracer("test");
+        let started = std::time::Instant::now();
+        for _ in 0..5000 {
+            tracer.in_span("cycle", |_| {});
+        }
+        // Recording never waits for the exporter: 5,000 spans go into a bounded queue at once.
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+        let provider_for_shutdown = provider.clone();
+        let shutdown = tokio::task::spawn_blocking(move || provider_for_shutdown.shutdown());
+        let result = tokio::time::timeout(std::time::Duration::from_secs(30), shutdown)
+            .await
+            .expect("the shutdown ends though the collector is away")
+            .expect("no panic");
+        let _ = result; // an export error is reported, never raised into the core
+    }
+
+    #[test]
+    fn no_traceparent_without_a_tracer() {
+        let span = tracing::info_span!(target: TARGET, "x");
+        assert_eq!(traceparent(&span), None);
+        assert!(span_context(&span).is_none());
+    }
+}

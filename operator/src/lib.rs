@@ -8,4 +8,5 @@
 pub mod cli;
 pub mod core;
 pub mod http;
+pub mod rbac;
 pub mod runtime;

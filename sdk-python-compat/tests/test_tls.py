@@ -82,3 +82,65 @@ def test_serve_requires_the_certificate_and_key_together() -> None:
     from kopf import cli
     with pytest.raises(cli.UsageError, match='--tls-cert and --tls-key go together'):
         cli.execute(['serve', '--tls-cert', 'x.crt', 'nonexistent.py'])
+
+
+SERVED = '''
+import kopf
+
+@kopf.on.create('kopfexamples')
+def create_fn(name, **_):
+    return {'message': f'hello over mutual TLS, {name}'}
+'''
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.e2e
+def test_the_real_core_calls_kopf_serve_over_mutual_tls(plane, namespace, pki, tmp_path) -> None:
+    import json
+    import os
+    import sys
+    import time
+    kubectl, operon, kubeconfig = plane
+    operator_py = tmp_path / 'served.py'
+    operator_py.write_text(SERVED)
+    port, http_port = _free_port(), _free_port()
+    env = {**os.environ, 'KUBECONFIG': kubeconfig}
+    serve_log = tmp_path / 'serve.log'
+    with open(serve_log, 'wb') as log:
+        serve = subprocess.Popen(
+            [sys.executable, '-m', 'kopf', 'serve', str(operator_py), '--listen', f'127.0.0.1:{port}',
+             '--tls-cert', str(pki / 'server.crt'), '--tls-key', str(pki / 'server.key'),
+             '--tls-client-ca', str(pki / 'ca.crt')],
+            env=env, stdout=log, stderr=subprocess.STDOUT)
+    core_log = tmp_path / 'core.log'
+    with open(core_log, 'wb') as log:
+        core = subprocess.Popen(
+            [operon, 'run', '--handler', f'https://localhost:{port}', '-n', namespace,
+             '--http', f'127.0.0.1:{http_port}', '--tls-ca', str(pki / 'ca.crt'),
+             '--tls-cert', str(pki / 'client.crt'), '--tls-key', str(pki / 'client.key')],
+            env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        obj = ['-n', namespace, '-f', str(pathlib.Path(__file__).parent.parent / 'examples' / 'obj.yaml')]
+        subprocess.run([kubectl, 'apply', *obj], check=True, capture_output=True, timeout=30)
+        deadline = time.monotonic() + 90
+        status: dict[str, object] = {}
+        while time.monotonic() < deadline and 'create_fn' not in status:
+            assert core.poll() is None, core_log.read_text()
+            got = subprocess.run([kubectl, 'get', *obj, '-o', 'json'], check=True, capture_output=True, timeout=30)
+            status = json.loads(got.stdout).get('status', {})
+            time.sleep(0.3)
+        assert status.get('create_fn') == {'message': 'hello over mutual TLS, kopf-example-1'}, \
+            core_log.read_text() + serve_log.read_text()
+    finally:
+        core.terminate()
+        core.wait(timeout=30)
+        subprocess.run([kubectl, 'patch', *obj, '--type=merge', '-p', '{"metadata": {"finalizers": null}}'],
+                       capture_output=True, timeout=30)
+        serve.terminate()
+        serve.wait(timeout=30)

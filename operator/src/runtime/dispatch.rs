@@ -359,3 +359,31 @@ impl Dispatch for GrpcService {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn https_needs_a_ca_and_http_stays_plaintext() {
+        let err = GrpcService::with_tls("https://handler:50051", None).unwrap_err();
+        assert!(err.to_string().contains("needs --tls-ca"), "{err}");
+        let plain = GrpcService::with_tls("http://handler:50051", None).unwrap();
+        assert_eq!(plain.transport, Transport::Plaintext);
+    }
+
+    #[test]
+    fn a_refused_handshake_is_explained() {
+        let text = "transport error: received fatal alert: UnknownCA";
+        assert!(
+            tls_hint(text)
+                .unwrap()
+                .contains("refused the core's client certificate")
+        );
+        let text = "invalid peer certificate: UnknownIssuer";
+        assert!(tls_hint(text).unwrap().contains("not trusted"));
+        assert_eq!(tls_hint("connection refused"), None);
+        assert!(Transport::Tls.closed_hint().unwrap().contains("--tls-cert"));
+        assert_eq!(Transport::Plaintext.closed_hint(), None);
+    }
+}

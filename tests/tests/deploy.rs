@@ -449,6 +449,26 @@ async fn cycle_with_token(admin: Client, ns: String, sa_name: String) {
     )
     .await
     .expect("the handler service");
+    // The generator asked through the running handler service (Describe + discovery) prints
+    // the same rules as for the resource named by hand.
+    let admin_kubeconfig = plane().await.kubeconfig.clone();
+    let operon = &binaries().await.operon;
+    let url = handler.url();
+    let by_handler = run(
+        operon,
+        &["rbac", "--handler", &url, "-A"],
+        &[("KUBECONFIG", &admin_kubeconfig)],
+        "",
+    );
+    let by_resource = run(
+        operon,
+        &["rbac", "--resource", "kopf.dev/v1/kopfexamples", "-A"],
+        &[],
+        "",
+    );
+    let rules = |yaml: &str| documents(yaml)[0]["rules"].clone();
+    assert_eq!(rules(&by_handler), rules(&by_resource), "{by_handler}");
+
     let mut core = CoreProcess::start(
         "deploy-sa",
         &["--handler".into(), handler.url(), "-n".into(), ns.clone()],

@@ -174,6 +174,14 @@ async fn dry_run(yaml: &str) -> String {
 async fn helm_and_kustomize_output_passes_server_side_dry_run() {
     let _lock = PlaneLock::shared().await;
     with_temp_ns("deploy-dry", |_client, ns| async move {
+        let chart = repo_root().join("deploy/helm/operon");
+        let lint = run(
+            &helm_bin(),
+            &["lint", "--strict", &chart.display().to_string()],
+            &[],
+            "",
+        );
+        assert!(lint.contains("0 chart(s) failed"), "{lint}");
         let renders = [
             ("helm, sidecar topology", helm_template(&ns, &[])),
             (

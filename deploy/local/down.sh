@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Stops what deploy/local/up.sh started: the core, the example handler and (unless --keep-plane)
+# Stops what deploy/local/up.sh started: the core, the example handlers and (unless --keep-plane)
 # the local control plane.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 STATE="${OPERON_CACHE:-$HOME/.cache/operon}/local"
-for name in core handler; do
+for name in core handler python; do
   pidfile="$STATE/$name.pid"
   [ -f "$pidfile" ] || continue
   pid=$(cat "$pidfile")

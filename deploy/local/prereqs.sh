@@ -24,6 +24,11 @@ if ! go_ok; then
   log "Go >= 1.24 is required for the Go example handler (proto/examples/go/); found: $(go version 2>/dev/null || echo none)"
   exit 1
 fi
+# helm for the deployment tests (tests/cluster/build-helm.sh), also built from its Go module.
+if ! go_ok && [ ! -x "${OPERON_CACHE:-$HOME/.cache/operon}/helm-$(awk '$1=="require" && $2=="helm.sh/helm/v3" {print $3}' "$(dirname "$0")/../../tests/cluster/helm/go.mod")/helm" ]; then
+  log "Go >= 1.24 is required to build helm for the deployment tests; found: $(go version 2>/dev/null || echo none)"
+  exit 1
+fi
 if ! command -v cargo >/dev/null; then
   log "Rust is missing: install rustup and the toolchain pinned in rust-toolchain.toml" >&2
   exit 1

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The one-command local environment: the real local control plane, the Operon core, an example
-# handler service and the dashboard, with example objects applied. Idempotent: a second run
+# The one-command local environment: the real local control plane, the Operon core, two example
+# handler services (the Rust example handler and the example Python, Kopf-style operator
+# deploy/example/operator.py served by the SDK's `kopf serve`) and the dashboard, with example
+# objects applied. Idempotent: a second run
 # restarts the core and the handler. Stop everything with deploy/local/down.sh.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -42,11 +44,25 @@ for _ in $(seq 1 50); do grep -q '^listening on' "$STATE/handler.out" 2>/dev/nul
 handler_addr=$(sed -n 's/^listening on //p' "$STATE/handler.out")
 [ -n "$handler_addr" ] || { log "the handler did not start:"; tail -n 20 "$STATE/handler.log" >&2; exit 1; }
 
+VENV="$CACHE/venv-local"
+if [ ! -x "$VENV/bin/kopf" ] || [ "$root/sdk-python-compat/pyproject.toml" -nt "$VENV/.installed" ]; then
+  log "installing the Python SDK (kopf) into $VENV"
+  [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$root/sdk-python-compat[kubernetes]"
+  touch "$VENV/.installed"
+fi
+py_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()')
+log "starting the example Python operator (kopf serve deploy/example/operator.py on 127.0.0.1:$py_port)"
+KUBECONFIG="$KUBECONFIG" "$VENV/bin/kopf" serve "$root/deploy/example/operator.py" --listen "127.0.0.1:$py_port" \
+  > "$STATE/python.log" 2>&1 &
+echo $! > "$STATE/python.pid"
+
 log "starting the core (operon run -A, HTTP on $HTTP)"
-KUBECONFIG="$KUBECONFIG" "$target/debug/operon" run --handler "http://$handler_addr" -A --http "$HTTP" \
+KUBECONFIG="$KUBECONFIG" "$target/debug/operon" run --handler "http://$handler_addr" \
+  --handler "http://127.0.0.1:$py_port" -A --http "$HTTP" \
   --default-backoff 5 > "$STATE/core.log" 2>&1 &
 echo $! > "$STATE/core.pid"
-for _ in $(seq 1 100); do curl -fsS "http://$HTTP/readyz" >/dev/null 2>&1 && break; sleep 0.2; done
+for _ in $(seq 1 150); do curl -fsS "http://$HTTP/readyz" >/dev/null 2>&1 && break; sleep 0.2; done
 curl -fsS "http://$HTTP/readyz" >/dev/null || { log "the core did not become ready:"; tail -n 30 "$STATE/core.log" >&2; exit 1; }
 
 log "applying example objects"
@@ -59,6 +75,6 @@ Operon is up.
   objects (JSON):  http://$HTTP/api/v1/objects
   metrics:         http://$HTTP/metrics
   kubectl:         export KUBECONFIG=$KUBECONFIG; $kubectl get kopfexamples -A
-  logs:            $STATE/core.log, $STATE/handler.log
+  logs:            $STATE/core.log, $STATE/handler.log, $STATE/python.log
 Stop everything:   $root/deploy/local/down.sh
 MSG

@@ -1,6 +1,7 @@
-//! The command line: `operon run`, `operon dashboard`.
+//! The command line: `operon run`, `operon dashboard`, `operon rbac`.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -30,6 +31,89 @@ enum Command {
     Run(RunArgs),
     /// Serve the dashboard alone, reading progress straight from the cluster.
     Dashboard(DashboardArgs),
+    /// Print the least-privilege Role/ClusterRole (and binding) the core needs to serve some
+    /// resources, for a ServiceAccount.
+    Rbac(RbacArgs),
+}
+
+/// TLS towards handler services (`https://` addresses); `http://` addresses stay plaintext.
+#[derive(Debug, Args)]
+struct TlsArgs {
+    /// The CA certificate (PEM) that https:// handler services' certificates must chain to.
+    #[arg(long, value_name = "FILE", env = "OPERON_TLS_CA")]
+    tls_ca: Option<PathBuf>,
+    /// The core's client certificate (PEM), for handler services that require mutual TLS.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "OPERON_TLS_CERT",
+        requires = "tls_key"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "OPERON_TLS_KEY",
+        requires = "tls_cert"
+    )]
+    tls_key: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    fn load(&self) -> anyhow::Result<Option<crate::runtime::dispatch::ClientTls>> {
+        let read = |flag: &str, path: &PathBuf| {
+            std::fs::read(path)
+                .map_err(|e| anyhow::anyhow!("cannot read --{flag} {}: {e}", path.display()))
+        };
+        let ca = self
+            .tls_ca
+            .as_ref()
+            .map(|p| read("tls-ca", p))
+            .transpose()?;
+        let identity = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some((read("tls-cert", cert)?, read("tls-key", key)?)),
+            _ => None,
+        };
+        if ca.is_none() && identity.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(crate::runtime::dispatch::ClientTls { ca, identity }))
+    }
+}
+
+/// Options of `operon rbac`.
+#[derive(Debug, Args)]
+struct RbacArgs {
+    /// A served resource: GROUP/VERSION/PLURAL, VERSION/PLURAL (core group) or PLURAL.GROUP
+    /// (repeatable); printed without asking the cluster.
+    #[arg(
+        long = "resource",
+        value_name = "RESOURCE",
+        required_unless_present = "handlers"
+    )]
+    resources: Vec<String>,
+    /// A handler service to ask for its resources (Describe), resolved through the cluster's
+    /// discovery like `operon run` does (repeatable).
+    #[arg(long = "handler", value_name = "URL")]
+    handlers: Vec<String>,
+    /// The core serves all namespaces: print a ClusterRole and ClusterRoleBinding.
+    #[arg(short = 'A', long = "all-namespaces", conflicts_with = "namespaces")]
+    all_namespaces: bool,
+    /// The core serves this namespace: print a Role and RoleBinding in it (repeatable).
+    #[arg(short = 'n', long = "namespace", value_name = "NS")]
+    namespaces: Vec<String>,
+    /// The name of the Role/ClusterRole and its binding.
+    #[arg(long, default_value = "operon")]
+    name: String,
+    /// The core's ServiceAccount, NAMESPACE/NAME.
+    #[arg(long, value_name = "NS/NAME", default_value = "operon/operon")]
+    service_account: String,
+    /// Print only the rules (the Helm chart's `rbac.rules` value).
+    #[arg(long)]
+    rules_only: bool,
+    #[command(flatten)]
+    tls: TlsArgs,
 }
 
 /// Options of `operon run`.
@@ -85,6 +169,8 @@ struct RunArgs {
     service_name: String,
     #[command(flatten)]
     dashboard: DashboardOptions,
+    #[command(flatten)]
+    tls: TlsArgs,
     #[command(flatten)]
     http: HttpArgs,
 }
@@ -209,6 +295,7 @@ impl Cli {
                     )?,
                     shutdown_grace: seconds("shutdown-grace", args.shutdown_grace)?,
                     dashboard: args.dashboard.options(),
+                    handler_tls: args.tls.load()?,
                 };
                 let _ = args.standalone;
                 Ok(crate::runtime::engine::run(config).await?)
@@ -230,6 +317,93 @@ impl Cli {
                 };
                 Ok(crate::runtime::observer::run(config).await?)
             }
+            Command::Rbac(args) => {
+                print!("{}", args.render().await?);
+                Ok(())
+            }
         }
+    }
+}
+
+impl RbacArgs {
+    async fn render(&self) -> anyhow::Result<String> {
+        use crate::rbac;
+        if !self.rules_only && !self.all_namespaces && self.namespaces.is_empty() {
+            anyhow::bail!("say where the core serves: -A (all namespaces) or -n NS (repeatable)");
+        }
+        let Some((sa_namespace, sa_name)) = self
+            .service_account
+            .split_once('/')
+            .filter(|(ns, name)| !ns.is_empty() && !name.is_empty())
+        else {
+            anyhow::bail!(
+                "--service-account must be NAMESPACE/NAME, got {:?}",
+                self.service_account
+            );
+        };
+        let mut resources = Vec::new();
+        for text in &self.resources {
+            let selector = crate::runtime::observer::parse_selector(text)?;
+            if selector.version.is_empty() && selector.group.is_empty() {
+                anyhow::bail!(
+                    "--resource {text}: give the group (GROUP/VERSION/PLURAL, PLURAL.GROUP, or \
+                     VERSION/PLURAL for the core group), or use --handler to resolve names"
+                );
+            }
+            resources.push(rbac::Resource {
+                group: selector.group,
+                plural: selector.name,
+                status: true,
+            });
+        }
+        if !self.handlers.is_empty() {
+            let tls = self.tls.load()?;
+            let served = crate::runtime::engine::served_by(&self.handlers, tls.as_ref()).await?;
+            for s in served {
+                if !s.namespaced && !self.all_namespaces {
+                    anyhow::bail!(
+                        "{} is cluster-scoped: the core needs a ClusterRole for it (use -A)",
+                        s.name()
+                    );
+                }
+                resources.push(rbac::Resource {
+                    group: s.resource.group,
+                    plural: s.resource.plural,
+                    status: s.has_status,
+                });
+            }
+        }
+        let rules = rbac::rules(&resources);
+        if self.rules_only {
+            return Ok(rbac::render_rules(&rules, ""));
+        }
+        let mut command = String::from("operon rbac");
+        for r in &self.resources {
+            command.push_str(&format!(" --resource {r}"));
+        }
+        for h in &self.handlers {
+            command.push_str(&format!(" --handler {h}"));
+        }
+        let scope = if self.all_namespaces {
+            command.push_str(" -A");
+            rbac::Scope::Cluster
+        } else {
+            for ns in &self.namespaces {
+                command.push_str(&format!(" -n {ns}"));
+            }
+            rbac::Scope::Namespaces(self.namespaces.clone())
+        };
+        if self.name != "operon" {
+            command.push_str(&format!(" --name {}", self.name));
+        }
+        if self.service_account != "operon/operon" {
+            command.push_str(&format!(" --service-account {}", self.service_account));
+        }
+        let subject = rbac::Subject {
+            role: self.name.clone(),
+            service_account: sa_name.to_owned(),
+            namespace: sa_namespace.to_owned(),
+        };
+        Ok(rbac::render(&rules, &scope, &subject, &command))
     }
 }

@@ -8,5 +8,6 @@
 pub mod cli;
 pub mod core;
 pub mod http;
+pub mod rbac;
 pub mod runtime;
 pub mod telemetry;

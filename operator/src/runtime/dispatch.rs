@@ -9,7 +9,7 @@ use futures_util::stream::BoxStream;
 use operon_proto::v1 as pb;
 use operon_proto::v1::handler_service_client::HandlerServiceClient;
 use serde_json::Value;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use crate::core::model::Reason;
 use crate::runtime::convert::{self, Answer, DaemonOutput};
@@ -27,11 +27,19 @@ pub enum Error {
         #[source]
         source: tonic::transport::Error,
     },
+    /// An `https://` address without the files TLS needs, or files that cannot be used.
+    #[error("TLS for the handler service {url:?}: {problem}")]
+    Tls {
+        /// The address given.
+        url: String,
+        /// What is wrong.
+        problem: String,
+    },
     /// The call did not finish within its deadline.
     #[error("the call did not finish within {0:?}")]
     Deadline(Duration),
     /// The service could not be reached or answered with a gRPC error.
-    #[error("the handler service failed: {} ({:?})", .0.message(), .0.code())]
+    #[error("the handler service failed: {} ({:?})", status_text(.0), .0.code())]
     Transport(#[source] tonic::Status),
     /// The answer breaks the contract.
     #[error("the handler service broke the contract: {0}")]
@@ -147,27 +155,159 @@ pub trait Dispatch: Send + Sync + 'static {
 pub struct GrpcService {
     url: String,
     client: HandlerServiceClient<Channel>,
+    /// How the service is reached: a closed connection over TLS may be a refused handshake.
+    transport: Transport,
+}
+
+/// How a handler service is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Transport {
+    /// `http://`.
+    Plaintext,
+    /// `https://` without a client certificate.
+    Tls,
+    /// `https://` with the core's client certificate.
+    MutualTls,
+}
+
+impl Transport {
+    /// What a connection closed during or right after the handshake most likely means.
+    fn closed_hint(self) -> Option<&'static str> {
+        match self {
+            Transport::Plaintext => None,
+            Transport::Tls => {
+                Some("if the service requires mutual TLS, give the core --tls-cert and --tls-key")
+            }
+            Transport::MutualTls => Some(
+                "the handler service may have refused the core's client certificate: check \
+                 --tls-cert/--tls-key against the CA the service accepts clients from",
+            ),
+        }
+    }
+}
+
+/// The PEM contents the core uses for `https://` handler services: the CA that signed the
+/// services' certificates and, for mutual TLS, the core's own client certificate and key.
+#[derive(Debug, Clone, Default)]
+pub struct ClientTls {
+    /// The CA certificate(s) that the services' certificates must chain to.
+    pub ca: Option<Vec<u8>>,
+    /// The core's client certificate and private key (mutual TLS).
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 impl GrpcService {
     /// A lazily connecting client: a service that is down makes calls fail, not the start-up.
     ///
     /// # Errors
-    /// [`Error::BadAddress`] for an invalid URL.
+    /// [`Error::BadAddress`] for an invalid URL; [`Error::Tls`] for an `https://` URL.
     pub fn new(url: &str) -> Result<Self, Error> {
-        let endpoint = Endpoint::from_shared(url.to_owned())
+        Self::with_tls(url, None)
+    }
+
+    /// As [`GrpcService::new`]; an `https://` URL uses TLS with `tls` (which must name a CA),
+    /// an `http://` URL is plaintext.
+    ///
+    /// # Errors
+    /// [`Error::BadAddress`] for an invalid URL; [`Error::Tls`] for an `https://` URL without
+    /// a CA or with certificates that cannot be used.
+    pub fn with_tls(url: &str, tls: Option<&ClientTls>) -> Result<Self, Error> {
+        let mut endpoint = Endpoint::from_shared(url.to_owned())
             .map_err(|source| Error::BadAddress {
                 url: url.to_owned(),
                 source,
             })?
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true);
+        if url.starts_with("https://") {
+            let tls_error = |problem: String| Error::Tls {
+                url: url.to_owned(),
+                problem,
+            };
+            let Some(ca) = tls.and_then(|t| t.ca.as_ref()) else {
+                return Err(tls_error(
+                    "an https:// handler service needs --tls-ca (the CA of its certificate)".into(),
+                ));
+            };
+            let mut config = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca));
+            if let Some((cert, key)) = tls.and_then(|t| t.identity.as_ref()) {
+                config = config.identity(Identity::from_pem(cert, key));
+            }
+            endpoint = endpoint
+                .tls_config(config)
+                .map_err(|e| tls_error(error_chain(&e)))?;
+        }
+        let transport = match (
+            url.starts_with("https://"),
+            tls.and_then(|t| t.identity.as_ref()),
+        ) {
+            (false, _) => Transport::Plaintext,
+            (true, None) => Transport::Tls,
+            (true, Some(_)) => Transport::MutualTls,
+        };
         Ok(Self {
             url: url.to_owned(),
+            transport,
             client: HandlerServiceClient::new(endpoint.connect_lazy())
                 .max_decoding_message_size(64 * 1024 * 1024),
         })
     }
+}
+
+/// A status's message with the chain of its causes, so that a refused TLS handshake says why
+/// ("invalid peer certificate: UnknownIssuer") instead of only "transport error".
+fn status_text(status: &tonic::Status) -> String {
+    let text = match std::error::Error::source(status) {
+        Some(source) => format!("{}: {}", status.message(), error_chain(source)),
+        None => status.message().to_owned(),
+    };
+    match tls_hint(&text) {
+        Some(hint) => format!("{text} ({hint})"),
+        None => text,
+    }
+}
+
+/// The connection ended during or right after the handshake.
+fn closed_early(status: &tonic::Status) -> bool {
+    let text = status_text(status);
+    let text = text.to_ascii_lowercase();
+    ["connection closed", "broken pipe", "connection reset"]
+        .iter()
+        .any(|t| text.contains(t))
+}
+
+/// What a TLS failure most likely means, for the log line that reports it.
+fn tls_hint(text: &str) -> Option<&'static str> {
+    const REFUSED_BY_PEER: [&str; 4] = [
+        "alert: UnknownCA",
+        "alert: BadCertificate",
+        "alert: CertificateRequired",
+        "alert: DecryptError",
+    ];
+    if REFUSED_BY_PEER.iter().any(|a| text.contains(a)) {
+        Some(
+            "the handler service refused the core's client certificate: check --tls-cert/--tls-key \
+             and the CA the service accepts clients from",
+        )
+    } else if text.contains("invalid peer certificate") {
+        Some("the handler service's certificate is not trusted: check --tls-ca and its names")
+    } else {
+        None
+    }
+}
+
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut next = err.source();
+    while let Some(cause) = next {
+        let part = cause.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        next = cause.source();
+    }
+    text
 }
 
 fn reason(r: Option<Reason>) -> i32 {
@@ -215,11 +355,16 @@ impl Dispatch for GrpcService {
         });
         request.set_timeout(Duration::from_secs(10));
         let mut client = self.client.clone();
-        Ok(client
-            .describe(request)
-            .await
-            .map_err(Error::Transport)?
-            .into_inner())
+        match client.describe(request).await {
+            Ok(answer) => Ok(answer.into_inner()),
+            Err(status) => match self.transport.closed_hint() {
+                Some(hint) if closed_early(&status) => Err(Error::Tls {
+                    url: self.url.clone(),
+                    problem: format!("{}; {hint}", status_text(&status)),
+                }),
+                _ => Err(Error::Transport(status)),
+            },
+        }
     }
 
     async fn invoke(&self, call: Call) -> Result<Answer, Error> {
@@ -317,5 +462,33 @@ impl Dispatch for GrpcService {
                 Err(status) => Err(Error::Transport(status)),
             })
             .boxed())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn https_needs_a_ca_and_http_stays_plaintext() {
+        let err = GrpcService::with_tls("https://handler:50051", None).unwrap_err();
+        assert!(err.to_string().contains("needs --tls-ca"), "{err}");
+        let plain = GrpcService::with_tls("http://handler:50051", None).unwrap();
+        assert_eq!(plain.transport, Transport::Plaintext);
+    }
+
+    #[test]
+    fn a_refused_handshake_is_explained() {
+        let text = "transport error: received fatal alert: UnknownCA";
+        assert!(
+            tls_hint(text)
+                .unwrap()
+                .contains("refused the core's client certificate")
+        );
+        let text = "invalid peer certificate: UnknownIssuer";
+        assert!(tls_hint(text).unwrap().contains("not trusted"));
+        assert_eq!(tls_hint("connection refused"), None);
+        assert!(Transport::Tls.closed_hint().unwrap().contains("--tls-cert"));
+        assert_eq!(Transport::Plaintext.closed_hint(), None);
     }
 }

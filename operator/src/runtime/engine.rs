@@ -49,6 +49,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// The dashboard's options (token, Jaeger UI).
     pub dashboard: operon_dashboard::Options,
+    /// TLS towards `https://` handler services (CA, client identity); `None`: plaintext only.
+    pub handler_tls: Option<crate::runtime::dispatch::ClientTls>,
 }
 
 /// A failure that stops the core.
@@ -159,6 +161,49 @@ async fn resolve_until_found(client: &kube::Client, selector: &Selector) -> disc
     }
 }
 
+/// The resources that the handler services at `urls` serve, resolved through discovery as
+/// [`run`] resolves them (for `operon rbac --handler`). Unlike [`run`], it does not wait: a
+/// service that does not answer or a resource that is not found is an error.
+///
+/// # Errors
+/// Configuration, an unanswered `Describe`, an invalid manifest, a resource not found.
+pub async fn served_by(
+    urls: &[String],
+    tls: Option<&crate::runtime::dispatch::ClientTls>,
+) -> Result<Vec<discovery::Served>, ServedByError> {
+    let kube_config = kube::Config::infer()
+        .await
+        .map_err(|e| ServedByError::Engine(Error::KubeConfig(e)))?;
+    let client =
+        kube::Client::try_from(kube_config).map_err(|e| ServedByError::Engine(Error::Kube(e)))?;
+    let mut selectors = std::collections::BTreeSet::new();
+    for url in urls {
+        let service = GrpcService::with_tls(url, tls).map_err(Error::from)?;
+        let manifest = service.describe().await.map_err(Error::from)?;
+        let regs = convert::manifest(&manifest).map_err(|source| Error::Manifest {
+            service: url.clone(),
+            source,
+        })?;
+        selectors.extend(regs.handlers.into_iter().map(|r| r.selector));
+    }
+    let mut served = Vec::new();
+    for selector in &selectors {
+        served.push(discovery::resolve(&client, selector).await?);
+    }
+    Ok(served)
+}
+
+/// Why [`served_by`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ServedByError {
+    /// As the engine fails.
+    #[error(transparent)]
+    Engine(#[from] Error),
+    /// Discovery failed or found nothing.
+    #[error(transparent)]
+    Discovery(#[from] discovery::Error),
+}
+
 /// Runs the core until SIGTERM/SIGINT.
 ///
 /// A handler service that starts describing other handlers (it was redeployed) is noticed within
@@ -257,7 +302,10 @@ impl Generation<'_> {
         // Describe every service (retrying until it answers) and bind its handlers.
         let mut services: Vec<Arc<dyn Dispatch>> = Vec::new();
         for url in &config.handlers {
-            services.push(Arc::new(GrpcService::new(url)?));
+            services.push(Arc::new(GrpcService::with_tls(
+                url,
+                config.handler_tls.as_ref(),
+            )?));
         }
         let mut manifests = Vec::new();
         for service in &services {

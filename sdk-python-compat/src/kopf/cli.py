@@ -25,7 +25,7 @@ from typing import NoReturn
 from kopf._cogs import process, settings as settings_
 from kopf._core import activities, logs as loggers, registry as registries
 from kopf._core.reactor import running
-from kopf._transport import core as corep
+from kopf._transport import core as corep, server
 
 __version__ = '0.1.0'
 
@@ -95,6 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument('--listen', default='0.0.0.0:50051', metavar='HOST:PORT',
                        help="The gRPC address to listen on (default: 0.0.0.0:50051).")
     serve.add_argument('-L', '--liveness', dest='liveness_endpoint', type=str)
+    serve.add_argument('--tls-cert', metavar='FILE',
+                       help="Serve TLS with this certificate (PEM); needs --tls-key.")
+    serve.add_argument('--tls-key', metavar='FILE', help="The private key (PEM) of --tls-cert.")
+    serve.add_argument('--tls-client-ca', metavar='FILE',
+                       help="Require mutual TLS: clients must present a certificate signed by this CA.")
     _add_loading_options(serve)
 
     for name in ('freeze', 'resume'):
@@ -156,9 +161,14 @@ def execute(argv: Sequence[str], controls: CLIControls | None = None) -> None:
             ready_flag=controls.ready_flag,
         )
     else:
+        if bool(args.tls_cert) != bool(args.tls_key) or (args.tls_client_ca and not args.tls_cert):
+            raise UsageError("kopf serve: error: --tls-cert and --tls-key go together "
+                             "(and --tls-client-ca needs them).")
         _preload(args)
+        tls = server.ServerTls(args.tls_cert, args.tls_key, args.tls_client_ca) if args.tls_cert else None
         coro = running.serve(
             listen=args.listen,
+            tls=tls,
             liveness_endpoint=args.liveness_endpoint,
             registry=controls.registry,
             settings=controls.settings,

@@ -33,6 +33,30 @@ pub struct Cli {
     /// Make every delete handler optional (it then causes no finalizer).
     #[arg(long)]
     pub optional_delete: bool,
+    /// Serve TLS with this certificate (PEM); needs --tls-key.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "OPERON_EXAMPLE_TLS_CERT",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "OPERON_EXAMPLE_TLS_KEY",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+    /// Require mutual TLS: clients (the core) must present a certificate signed by this CA (PEM).
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "OPERON_EXAMPLE_TLS_CLIENT_CA",
+        requires = "tls_cert"
+    )]
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 /// The resource the handlers serve.

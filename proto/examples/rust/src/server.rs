@@ -9,7 +9,7 @@ use tokio::{
     sync::oneshot,
     task::JoinHandle,
 };
-use tonic::transport::{Server, server::TcpIncoming};
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig, server::TcpIncoming};
 
 use crate::{
     config::{Cli, Config},
@@ -60,12 +60,44 @@ impl RunningServer {
     }
 }
 
-/// Binds `listen` and serves `service` there in a new task.
+/// Binds `listen` and serves `service` there in a new task (plaintext).
 pub async fn start(listen: SocketAddr, service: ExampleService) -> io::Result<RunningServer> {
+    start_with(listen, service, None).await
+}
+
+/// The TLS configuration the command line asks for: a server certificate and, with
+/// `--tls-client-ca`, required client certificates (mutual TLS); `None` for plaintext.
+pub fn tls_config(cli: &Cli) -> anyhow::Result<Option<ServerTlsConfig>> {
+    let read = |flag: &str, path: &std::path::Path| {
+        std::fs::read(path).with_context(|| format!("cannot read --{flag} {}", path.display()))
+    };
+    let (Some(cert), Some(key)) = (&cli.tls_cert, &cli.tls_key) else {
+        return Ok(None);
+    };
+    let mut config = ServerTlsConfig::new().identity(Identity::from_pem(
+        read("tls-cert", cert)?,
+        read("tls-key", key)?,
+    ));
+    if let Some(ca) = &cli.tls_client_ca {
+        config = config.client_ca_root(Certificate::from_pem(read("tls-client-ca", ca)?));
+    }
+    Ok(Some(config))
+}
+
+/// Binds `listen` and serves `service` there in a new task, with TLS when `tls` is given.
+pub async fn start_with(
+    listen: SocketAddr,
+    service: ExampleService,
+    tls: Option<ServerTlsConfig>,
+) -> io::Result<RunningServer> {
     let incoming = TcpIncoming::bind(listen)?.with_nodelay(Some(true));
     let addr = incoming.local_addr()?;
     let (shutdown, stopped) = oneshot::channel::<()>();
-    let server = Server::builder()
+    let mut builder = Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls).map_err(io::Error::other)?;
+    }
+    let server = builder
         .add_service(HandlerServiceServer::new(service))
         .serve_with_incoming_shutdown(incoming, async {
             // A dropped sender means shut down too.
@@ -107,7 +139,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 async fn serve(cli: Cli, config: Config) -> anyhow::Result<()> {
     let ledger = Ledger::new(cli.ledger.clone());
     let service = ExampleService::new(config, ledger);
-    let mut server = start(cli.listen, service)
+    let tls = tls_config(&cli)?;
+    let mut server = start_with(cli.listen, service, tls)
         .await
         .with_context(|| format!("cannot listen on {}", cli.listen))?;
     announce(server.addr()).context("cannot write to stdout")?;

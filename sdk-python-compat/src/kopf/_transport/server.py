@@ -112,15 +112,42 @@ class _Servicer(pb_grpc.HandlerServiceServicer):
             await context.abort(grpc.StatusCode.INTERNAL, f"Daemon failed: {e!r}")
 
 
-class HandlerServer:
+class ServerTls:
     """
-    The gRPC server of one backend on one address (``HOST:PORT``; port 0 picks a free one).
+    TLS of the handler service, from PEM files (as mounted from a Secret): the service's own
+    certificate and key, and optionally the CA that clients (the core) must present a certificate
+    of — then mutual TLS is required.
     """
 
-    def __init__(self, backend: Backend, address: str = '127.0.0.1:0') -> None:
+    def __init__(self, cert: str, key: str, client_ca: str | None = None) -> None:
+        super().__init__()
+        self.cert = cert
+        self.key = key
+        self.client_ca = client_ca
+
+    def credentials(self) -> grpc.ServerCredentials:
+        def read(path: str) -> bytes:
+            with open(path, 'rb') as f:
+                return f.read()
+        root = read(self.client_ca) if self.client_ca else None
+        return grpc.ssl_server_credentials(
+            [(read(self.key), read(self.cert))],
+            root_certificates=root,
+            require_client_auth=root is not None,
+        )
+
+
+class HandlerServer:
+    """
+    The gRPC server of one backend on one address (``HOST:PORT``; port 0 picks a free one);
+    plaintext, or TLS with ``tls``.
+    """
+
+    def __init__(self, backend: Backend, address: str = '127.0.0.1:0', tls: ServerTls | None = None) -> None:
         super().__init__()
         self._backend = backend
         self._address = address
+        self._tls = tls
         self._server: grpc.aio.Server | None = None
         self.port: int | None = None
 
@@ -137,7 +164,10 @@ class HandlerServer:
             ('grpc.max_send_message_length', MAX_MESSAGE_SIZE),
         ])
         pb_grpc.add_HandlerServiceServicer_to_server(_Servicer(self._backend), server)  # type: ignore[no-untyped-call]
-        port = int(server.add_insecure_port(self._address))
+        if self._tls is not None:
+            port = int(server.add_secure_port(self._address, self._tls.credentials()))
+        else:
+            port = int(server.add_insecure_port(self._address))
         if not port:
             raise OSError(f"Cannot listen on {self._address}.")
         await server.start()

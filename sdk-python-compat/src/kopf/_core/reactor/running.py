@@ -149,6 +149,7 @@ async def operator(
 async def serve(
         *,
         listen: str,
+        tls: server.ServerTls | None = None,
         lifecycle: model.LifeCycleFn | None = None,
         registry: registries.OperatorRegistry | None = None,
         settings: settings_.OperatorSettings | None = None,
@@ -163,7 +164,7 @@ async def serve(
     async with _Operator(
         lifecycle=lifecycle, registry=registry, settings=settings, memo=memo,
         liveness_endpoint=liveness_endpoint, stop_flag=stop_flag, ready_flag=ready_flag,
-        listen=listen,
+        listen=listen, tls=tls,
     ) as op:
         await op.run(core_args=None)
 
@@ -182,6 +183,7 @@ class _Operator:
             stop_flag: process.Flag | None,
             ready_flag: process.Flag | None,
             listen: str = '127.0.0.1:0',
+            tls: server.ServerTls | None = None,
     ) -> None:
         super().__init__()
         self.registry = registry if registry is not None else registries.get_default_registry()
@@ -192,6 +194,7 @@ class _Operator:
         self.stop_flag = stop_flag
         self.ready_flag = ready_flag
         self.listen = listen
+        self.tls = tls
         self.indices = handling.indices_of(self.registry)
         self.kubeconfig_path: str | None = None
         self._stopping: asyncio.Future[str] | None = None
@@ -260,7 +263,7 @@ class _Operator:
             service_name=_service_name())
         if tracing.setup():
             logger.debug("Tracing handler runs over OTLP (OpenTelemetry).")
-        grpc_server = server.HandlerServer(backend, self.listen)
+        grpc_server = server.HandlerServer(backend, self.listen, tls=self.tls)
         await grpc_server.start()
         core_process: corep.CoreProcess | None = None
         core_exit: asyncio.Task[int] | None = None

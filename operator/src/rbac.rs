@@ -1,0 +1,295 @@
+//! Least-privilege RBAC for the core, derived from what it serves (`operon rbac`).
+//!
+//! The core calls exactly this on the API server (see `runtime::{engine, patching, events,
+//! discovery}`), and the rules grant exactly this, with no wildcards:
+//!
+//! - `list` and `watch` of every served resource (the watches), `patch` of it (progress records,
+//!   the diff-base, the finalizer, handler results without a status subresource);
+//! - `patch` of `<plural>/status` where results go to a status subresource;
+//! - `create` of core `events` (Kopf-style events about the handled objects);
+//! - discovery (`/api`, `/apis`, …), which every authenticated user may read through the
+//!   built-in `system:discovery` ClusterRole — no rule is needed.
+//!
+//! Operon defines no CRDs of its own today, so there is nothing else to grant.
+//! [`render`] prints the Role/ClusterRole and its binding as YAML; it is pure, so the committed
+//! manifests in `deploy/` are drift-checked against it by a plain test.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+/// A resource the core serves, as far as RBAC cares.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Resource {
+    /// The API group; empty for the core group.
+    pub group: String,
+    /// The plural name (what RBAC rules name).
+    pub plural: String,
+    /// Whether the core writes `/status` (the resource has a status subresource). Unknown
+    /// (offline) counts as yes.
+    pub status: bool,
+}
+
+/// Where the core serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// All namespaces (`-A`): one ClusterRole and ClusterRoleBinding.
+    Cluster,
+    /// These namespaces (`-n NS …`): one Role and RoleBinding in each.
+    Namespaces(Vec<String>),
+}
+
+/// One RBAC policy rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    /// `apiGroups`.
+    pub api_groups: Vec<String>,
+    /// `resources`.
+    pub resources: Vec<String>,
+    /// `verbs`.
+    pub verbs: Vec<&'static str>,
+}
+
+/// Who gets the role: the names in the printed manifests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subject {
+    /// The name of the Role/ClusterRole and of its binding.
+    pub role: String,
+    /// The ServiceAccount's name.
+    pub service_account: String,
+    /// The ServiceAccount's namespace.
+    pub namespace: String,
+}
+
+/// The verbs the core uses on a served resource.
+pub const RESOURCE_VERBS: [&str; 3] = ["list", "watch", "patch"];
+/// The verbs the core uses on a served resource's status subresource.
+pub const STATUS_VERBS: [&str; 1] = ["patch"];
+/// The verbs the core uses on core `events`.
+pub const EVENT_VERBS: [&str; 1] = ["create"];
+
+/// The rules for serving `resources`: per API group (sorted), the resources, then their status
+/// subresources, then events.
+pub fn rules(resources: &[Resource]) -> Vec<Rule> {
+    let mut by_group: BTreeMap<&str, Vec<&Resource>> = BTreeMap::new();
+    for r in resources {
+        by_group.entry(r.group.as_str()).or_default().push(r);
+    }
+    let mut out = Vec::new();
+    for (group, members) in by_group {
+        let mut plurals: Vec<String> = members.iter().map(|r| r.plural.clone()).collect();
+        plurals.sort();
+        plurals.dedup();
+        out.push(Rule {
+            api_groups: vec![group.to_owned()],
+            resources: plurals,
+            verbs: RESOURCE_VERBS.to_vec(),
+        });
+        let mut statuses: Vec<String> = members
+            .iter()
+            .filter(|r| r.status)
+            .map(|r| format!("{}/status", r.plural))
+            .collect();
+        statuses.sort();
+        statuses.dedup();
+        if !statuses.is_empty() {
+            out.push(Rule {
+                api_groups: vec![group.to_owned()],
+                resources: statuses,
+                verbs: STATUS_VERBS.to_vec(),
+            });
+        }
+    }
+    out.push(Rule {
+        api_groups: vec![String::new()],
+        resources: vec!["events".to_owned()],
+        verbs: EVENT_VERBS.to_vec(),
+    });
+    out
+}
+
+fn quoted(items: impl IntoIterator<Item = impl AsRef<str>>) -> String {
+    let items: Vec<String> = items
+        .into_iter()
+        .map(|s| serde_json::Value::String(s.as_ref().to_owned()).to_string())
+        .collect();
+    format!("[{}]", items.join(", "))
+}
+
+/// The rules as a YAML list (what the Helm chart's `rbac.rules` value holds), each line
+/// prefixed with `indent`.
+pub fn render_rules(rules: &[Rule], indent: &str) -> String {
+    let mut out = String::new();
+    for rule in rules {
+        let _ = writeln!(out, "{indent}- apiGroups: {}", quoted(&rule.api_groups));
+        let _ = writeln!(out, "{indent}  resources: {}", quoted(&rule.resources));
+        let _ = writeln!(out, "{indent}  verbs: {}", quoted(&rule.verbs));
+    }
+    out
+}
+
+/// The Role(s)/ClusterRole with `rules` and the binding(s) to the ServiceAccount, as
+/// multi-document YAML, headed by a comment naming the command that prints it.
+pub fn render(rules: &[Rule], scope: &Scope, subject: &Subject, command: &str) -> String {
+    let mut out = format!(
+        "# Least-privilege RBAC of the Operon core, printed by `{command}`.\n\
+         # Regenerate it rather than editing it (a test checks that it is up to date).\n"
+    );
+    let role = |out: &mut String, kind: &str, namespace: Option<&str>| {
+        let _ = writeln!(out, "apiVersion: rbac.authorization.k8s.io/v1");
+        let _ = writeln!(out, "kind: {kind}");
+        let _ = writeln!(out, "metadata:");
+        let _ = writeln!(out, "  name: {}", subject.role);
+        if let Some(ns) = namespace {
+            let _ = writeln!(out, "  namespace: {ns}");
+        }
+        let _ = writeln!(out, "rules:");
+        out.push_str(&render_rules(rules, ""));
+    };
+    let binding = |out: &mut String, kind: &str, role_kind: &str, namespace: Option<&str>| {
+        let _ = writeln!(out, "---");
+        let _ = writeln!(out, "apiVersion: rbac.authorization.k8s.io/v1");
+        let _ = writeln!(out, "kind: {kind}");
+        let _ = writeln!(out, "metadata:");
+        let _ = writeln!(out, "  name: {}", subject.role);
+        if let Some(ns) = namespace {
+            let _ = writeln!(out, "  namespace: {ns}");
+        }
+        let _ = writeln!(out, "roleRef:");
+        let _ = writeln!(out, "  apiGroup: rbac.authorization.k8s.io");
+        let _ = writeln!(out, "  kind: {role_kind}");
+        let _ = writeln!(out, "  name: {}", subject.role);
+        let _ = writeln!(out, "subjects:");
+        let _ = writeln!(out, "- kind: ServiceAccount");
+        let _ = writeln!(out, "  name: {}", subject.service_account);
+        let _ = writeln!(out, "  namespace: {}", subject.namespace);
+    };
+    match scope {
+        Scope::Cluster => {
+            role(&mut out, "ClusterRole", None);
+            binding(&mut out, "ClusterRoleBinding", "ClusterRole", None);
+        }
+        Scope::Namespaces(namespaces) => {
+            for (i, ns) in namespaces.iter().enumerate() {
+                if i > 0 {
+                    out.push_str("---\n");
+                }
+                role(&mut out, "Role", Some(ns));
+                binding(&mut out, "RoleBinding", "Role", Some(ns));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn example() -> Vec<Resource> {
+        vec![Resource {
+            group: "kopf.dev".into(),
+            plural: "kopfexamples".into(),
+            status: true,
+        }]
+    }
+
+    fn subject() -> Subject {
+        Subject {
+            role: "operon".into(),
+            service_account: "operon".into(),
+            namespace: "operon".into(),
+        }
+    }
+
+    #[test]
+    fn rules_name_exactly_what_the_core_calls_and_no_wildcards() {
+        let rules = rules(&[
+            Resource {
+                group: "kopf.dev".into(),
+                plural: "kopfexamples".into(),
+                status: true,
+            },
+            Resource {
+                group: String::new(),
+                plural: "pods".into(),
+                status: false,
+            },
+            Resource {
+                group: "kopf.dev".into(),
+                plural: "another".into(),
+                status: false,
+            },
+        ]);
+        let text = render_rules(&rules, "");
+        assert!(!text.contains('*'), "{text}");
+        assert_eq!(
+            text,
+            r#"- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["list", "watch", "patch"]
+- apiGroups: ["kopf.dev"]
+  resources: ["another", "kopfexamples"]
+  verbs: ["list", "watch", "patch"]
+- apiGroups: ["kopf.dev"]
+  resources: ["kopfexamples/status"]
+  verbs: ["patch"]
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create"]
+"#
+        );
+    }
+
+    #[test]
+    fn namespaced_scope_gives_a_role_and_binding_per_namespace() {
+        let text = render(
+            &rules(&example()),
+            &Scope::Namespaces(vec!["a".into(), "b".into()]),
+            &subject(),
+            "operon rbac",
+        );
+        assert_eq!(text.matches("\nkind: Role\n").count(), 2);
+        assert_eq!(text.matches("\nkind: RoleBinding\n").count(), 2);
+        assert!(text.contains("  namespace: b\n"));
+        assert!(!text.contains("ClusterRole"));
+    }
+
+    /// The committed RBAC of the kustomize base is exactly what `operon rbac` prints for the
+    /// example (`deploy/kustomize/README.md` says how to regenerate it).
+    #[test]
+    fn the_kustomize_base_rbac_is_up_to_date() {
+        let committed = include_str!("../../deploy/kustomize/base/rbac.yaml");
+        let generated = render(
+            &rules(&example()),
+            &Scope::Cluster,
+            &subject(),
+            KUSTOMIZE_COMMAND,
+        );
+        assert_eq!(
+            committed, generated,
+            "deploy/kustomize/base/rbac.yaml is stale: regenerate it with `{KUSTOMIZE_COMMAND} > deploy/kustomize/base/rbac.yaml`"
+        );
+    }
+
+    /// The Helm chart's default `rbac.rules` are exactly what `operon rbac --rules-only` prints
+    /// for the example.
+    #[test]
+    fn the_helm_chart_default_rules_are_up_to_date() {
+        let values = include_str!("../../deploy/helm/operon/values.yaml");
+        let begin = "  # BEGIN operon rbac --resource kopf.dev/v1/kopfexamples --rules-only\n";
+        let end = "  # END operon rbac\n";
+        let start = values.find(begin).expect("the BEGIN marker in values.yaml") + begin.len();
+        let stop = values[start..]
+            .find(end)
+            .expect("the END marker in values.yaml")
+            + start;
+        assert_eq!(
+            &values[start..stop],
+            render_rules(&rules(&example()), "  "),
+            "the rbac.rules of deploy/helm/operon/values.yaml are stale: regenerate them with \
+             `operon rbac --resource kopf.dev/v1/kopfexamples --rules-only`"
+        );
+    }
+
+    const KUSTOMIZE_COMMAND: &str = "operon rbac --resource kopf.dev/v1/kopfexamples -A";
+}

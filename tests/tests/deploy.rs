@@ -1,0 +1,859 @@
+//! End-to-end tests of the deployment (issue 8) on the real local control plane:
+//!
+//! - the Helm chart (rendered by the real `helm`, built from its Go module by
+//!   `tests/cluster/build-helm.sh`) and the kustomize overlays (`kubectl kustomize`) pass the API
+//!   server's server-side dry-run, and the chart's RBAC is what `operon rbac` prints;
+//! - the core, running with the kustomize base's ServiceAccount's own token (TokenRequest), not
+//!   admin, completes a create/update/delete cycle, and that token is refused outside its RBAC;
+//! - mutual TLS between the core and a handler service works end to end, and a core or a handler
+//!   with a certificate from another CA is refused with a clear error.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Event, Secret, ServiceAccount};
+use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use kube::{Api, Client, ResourceExt};
+use operon_e2e::cluster::{PlaneLock, cluster_dir, cluster_env};
+use operon_e2e::{
+    CoreProcess, HandlerProcess, RESOURCE_ARG, apply_yaml, binaries, delete_yaml, log_dir, plane,
+    wait_for, widget, widgets, with_temp_ns, with_widget_ns,
+};
+use serde_json::{Value, json};
+
+/// How long a simple object may take to be handled (2 shared cores, other tests alongside).
+const HANDLED: Duration = Duration::from_secs(90);
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the tests crate lives one level below the repository root")
+        .to_owned()
+}
+
+/// Runs `program args`, feeding `stdin`; returns stdout, or panics with both outputs.
+fn run(program: &Path, args: &[&str], env: &[(&str, &Path)], stdin: &str) -> String {
+    use std::io::Write as _;
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let mut child = command
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {}: {e}", program.display()));
+    let mut input = child.stdin.take().expect("stdin");
+    input.write_all(stdin.as_bytes()).expect("writing stdin");
+    drop(input);
+    let output = child.wait_with_output().expect("waiting for the process");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{} {} failed ({}):\n{}\n{}",
+        program.display(),
+        args.join(" "),
+        output.status,
+        stdout,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+fn kubectl_bin() -> PathBuf {
+    let env = cluster_env().expect("the plane's env file");
+    PathBuf::from(&env["BIN"]).join("kubectl")
+}
+
+/// The Helm CLI, built once and cached under ~/.cache/operon (tests/cluster/build-helm.sh).
+fn helm_bin() -> PathBuf {
+    let script = repo_root().join("tests/cluster/build-helm.sh");
+    PathBuf::from(run(&script, &[], &[], "").trim())
+}
+
+fn helm_template(ns: &str, sets: &[String]) -> String {
+    let chart = repo_root().join("deploy/helm/operon");
+    let mut args = vec![
+        "template".to_owned(),
+        "e2e".to_owned(),
+        chart.display().to_string(),
+        "--namespace".to_owned(),
+        ns.to_owned(),
+    ];
+    for set in sets {
+        args.push("--set".to_owned());
+        args.push(set.clone());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    run(&helm_bin(), &args, &[], "")
+}
+
+/// `kubectl kustomize` of an overlay (or `base`) moved into namespace `ns`, every name suffixed
+/// with `-<ns>` (cluster-scoped objects must not collide between runs), the ServiceAccount
+/// subjects of the bindings following — as a user's own overlay would do it.
+fn kustomize(ns: &str, overlay: &str) -> String {
+    let dir = std::env::temp_dir().join(format!("operon-kustomize-{ns}-{overlay}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    copy_dir(
+        &repo_root().join("deploy/kustomize"),
+        &dir.join("kustomize"),
+    );
+    let target = if overlay == "base" {
+        "../kustomize/base".to_owned()
+    } else {
+        format!("../kustomize/overlays/{overlay}")
+    };
+    std::fs::create_dir_all(dir.join("wrap")).expect("creating the wrapper");
+    std::fs::write(
+        dir.join("wrap/kustomization.yaml"),
+        format!(
+            "nameSuffix: -{ns}\nresources:\n- {target}\ntransformers:\n- |-\n  apiVersion: builtin\n  \
+             kind: NamespaceTransformer\n  metadata: {{name: ns, namespace: {ns}}}\n  \
+             setRoleBindingSubjects: allServiceAccounts\n  unsetOnly: false\n"
+        ),
+    )
+    .expect("writing the wrapper");
+    let wrap = dir.join("wrap");
+    let out = run(
+        &kubectl_bin(),
+        &["kustomize", &wrap.display().to_string()],
+        &[],
+        "",
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    out
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("creating a directory");
+    for entry in std::fs::read_dir(from).expect("reading a directory") {
+        let entry = entry.expect("a directory entry");
+        let path = entry.path();
+        if path.is_dir() {
+            copy_dir(&path, &to.join(entry.file_name()));
+        } else {
+            std::fs::copy(&path, to.join(entry.file_name())).expect("copying a file");
+        }
+    }
+}
+
+fn documents(yaml: &str) -> Vec<Value> {
+    serde_saphyr::from_multiple::<Value>(yaml)
+        .expect("valid YAML")
+        .into_iter()
+        .filter(|d| !d.is_null())
+        .collect()
+}
+
+fn kinds(yaml: &str) -> Vec<String> {
+    let mut kinds: Vec<String> = documents(yaml)
+        .iter()
+        .map(|d| d["kind"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    kinds.sort();
+    kinds
+}
+
+/// Server-side dry-run of `yaml` as the admin; returns kubectl's output.
+async fn dry_run(yaml: &str) -> String {
+    let kubeconfig = plane().await.kubeconfig.clone();
+    run(
+        &kubectl_bin(),
+        &["apply", "--dry-run=server", "-f", "-"],
+        &[("KUBECONFIG", &kubeconfig)],
+        yaml,
+    )
+}
+
+#[tokio::test]
+async fn helm_and_kustomize_output_passes_server_side_dry_run() {
+    let _lock = PlaneLock::shared().await;
+    with_temp_ns("deploy-dry", |_client, ns| async move {
+        let chart = repo_root().join("deploy/helm/operon");
+        let lint = run(
+            &helm_bin(),
+            &["lint", "--strict", &chart.display().to_string()],
+            &[],
+            "",
+        );
+        assert!(lint.contains("0 chart(s) failed"), "{lint}");
+        let renders = [
+            ("helm, sidecar topology", helm_template(&ns, &[])),
+            (
+                "helm, separate topology, one namespace",
+                helm_template(
+                    &ns,
+                    &[
+                        "topology=separate".into(),
+                        "watch.allNamespaces=false".into(),
+                        format!("watch.namespaces={{{ns}}}"),
+                    ],
+                ),
+            ),
+            ("kustomize, sidecar overlay", kustomize(&ns, "sidecar")),
+            ("kustomize, separate overlay", kustomize(&ns, "separate")),
+        ];
+        for (what, yaml) in &renders {
+            let all = kinds(yaml);
+            for kind in [
+                "ServiceAccount",
+                "Deployment",
+                "PodDisruptionBudget",
+                "Service",
+            ] {
+                assert!(
+                    all.iter().any(|k| k == kind),
+                    "{what}: no {kind} in {all:?}"
+                );
+            }
+            assert!(
+                all.iter().any(|k| k.ends_with("Role"))
+                    && all.iter().any(|k| k.ends_with("RoleBinding")),
+                "{what}: no RBAC in {all:?}"
+            );
+            let out = dry_run(yaml).await;
+            let accepted = out
+                .lines()
+                .filter(|l| l.ends_with("(server dry run)"))
+                .count();
+            assert_eq!(
+                accepted,
+                all.len(),
+                "{what}: the API server accepted only:\n{out}"
+            );
+            // Restrictive security context and probes on every Deployment.
+            for doc in documents(yaml).iter().filter(|d| d["kind"] == "Deployment") {
+                let pod = &doc["spec"]["template"]["spec"];
+                assert_eq!(pod["securityContext"]["runAsNonRoot"], true, "{what}");
+                assert_eq!(
+                    pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault",
+                    "{what}"
+                );
+                for c in pod["containers"].as_array().expect("containers") {
+                    let sc = &c["securityContext"];
+                    assert_eq!(sc["readOnlyRootFilesystem"], true, "{what}: {}", c["name"]);
+                    assert_eq!(
+                        sc["allowPrivilegeEscalation"], false,
+                        "{what}: {}",
+                        c["name"]
+                    );
+                    assert_eq!(
+                        sc["capabilities"]["drop"],
+                        json!(["ALL"]),
+                        "{what}: {}",
+                        c["name"]
+                    );
+                    assert!(
+                        c["readinessProbe"].is_object() && c["livenessProbe"].is_object(),
+                        "{what}: {}",
+                        c["name"]
+                    );
+                    assert!(
+                        c["resources"]["requests"].is_object(),
+                        "{what}: {}",
+                        c["name"]
+                    );
+                }
+            }
+            // No wildcard anywhere in the RBAC.
+            for doc in documents(yaml)
+                .iter()
+                .filter(|d| d["kind"].as_str().is_some_and(|k| k.ends_with("Role")))
+            {
+                assert!(
+                    !doc["rules"].to_string().contains('*'),
+                    "{what}: a wildcard in {}",
+                    doc["rules"]
+                );
+            }
+        }
+
+        // The chart's rendered rules are exactly what the generator prints for the example.
+        let generated = run(
+            &binaries().await.operon,
+            &[
+                "rbac",
+                "--resource",
+                "kopf.dev/v1/kopfexamples",
+                "--rules-only",
+            ],
+            &[],
+            "",
+        );
+        let generated: Value = serde_saphyr::from_str(&generated).expect("the generator's YAML");
+        let helm_role = documents(&renders[0].1)
+            .into_iter()
+            .find(|d| d["kind"] == "ClusterRole")
+            .expect("a ClusterRole in the chart");
+        assert_eq!(helm_role["rules"], generated);
+        let namespaced_role = documents(&renders[1].1)
+            .into_iter()
+            .find(|d| d["kind"] == "Role")
+            .expect("a Role in the namespaced chart");
+        assert_eq!(namespaced_role["rules"], generated);
+    })
+    .await;
+}
+
+const EXAMPLE_CRD: &str = include_str!("../../deploy/local/crd.yaml");
+
+fn kopfexample_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("kopf.dev", "v1", "KopfExample"),
+        "kopfexamples",
+    )
+}
+
+async fn install_example_crd(client: &Client) {
+    apply_yaml(client, "default", EXAMPLE_CRD)
+        .await
+        .expect("applying the example CRD");
+    let all: Api<DynamicObject> = Api::all_with(client.clone(), &kopfexample_resource());
+    wait_for(
+        "kopfexamples to be listable",
+        Duration::from_secs(60),
+        || async {
+            all.list(&ListParams::default().limit(1))
+                .await
+                .map(|_| Some(()))
+        },
+    )
+    .await;
+}
+
+/// A kubeconfig for the plane that authenticates with `token` only.
+fn token_kubeconfig(path: &Path, token: &str) {
+    let env = cluster_env().expect("the plane's env file");
+    let ca = cluster_dir().join("pki/ca.crt");
+    std::fs::write(
+        path,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: plane\n  cluster:\n    server: https://127.0.0.1:{}\n    \
+             certificate-authority: {}\nusers:\n- name: sa\n  user:\n    token: {token}\ncontexts:\n- name: sa\n  \
+             context: {{cluster: plane, user: sa}}\ncurrent-context: sa\n",
+            env["APISERVER_PORT"],
+            ca.display()
+        ),
+    )
+    .expect("writing the kubeconfig");
+}
+
+fn code(err: &kube::Error) -> u16 {
+    match err {
+        kube::Error::Api(s) => s.code,
+        _ => 0,
+    }
+}
+
+#[tokio::test]
+async fn the_core_runs_with_its_service_account_and_nothing_more() {
+    let _lock = PlaneLock::shared().await;
+    with_temp_ns("deploy-sa", |admin, ns| async move {
+        install_example_crd(&admin).await;
+        // The kustomize base's ServiceAccount and generated RBAC, as a user would apply them.
+        let rendered = kustomize(&ns, "base");
+        let rbac: Vec<Value> = documents(&rendered)
+            .into_iter()
+            .filter(|d| {
+                ["ServiceAccount", "ClusterRole", "ClusterRoleBinding"]
+                    .contains(&d["kind"].as_str().unwrap_or(""))
+            })
+            .collect();
+        let rbac_yaml = rbac
+            .iter()
+            .map(Value::to_string)
+            .collect::<Vec<_>>()
+            .join("\n---\n");
+        apply_yaml(&admin, &ns, &rbac_yaml)
+            .await
+            .expect("applying the RBAC");
+        let sa_name = format!("operon-{ns}");
+
+        let result = tokio::spawn(cycle_with_token(admin.clone(), ns.clone(), sa_name)).await;
+        delete_yaml(&admin, &ns, &rbac_yaml)
+            .await
+            .expect("deleting the RBAC");
+        if let Err(err) = result {
+            std::panic::resume_unwind(err.into_panic());
+        }
+    })
+    .await;
+}
+
+async fn cycle_with_token(admin: Client, ns: String, sa_name: String) {
+    // The ServiceAccount's own credential: a bound token from the TokenRequest API.
+    let accounts: Api<ServiceAccount> = Api::namespaced(admin.clone(), &ns);
+    let request = json!({
+        "apiVersion": "authentication.k8s.io/v1",
+        "kind": "TokenRequest",
+        "spec": {"expirationSeconds": 3600},
+    });
+    let answer: Value = accounts
+        .create_subresource("token", &sa_name, &PostParams::default(), &request)
+        .await
+        .expect("a token for the ServiceAccount");
+    let token = answer["status"]["token"]
+        .as_str()
+        .expect("a token")
+        .to_owned();
+    let kubeconfig = log_dir().join(format!("{ns}.sa.kubeconfig"));
+    token_kubeconfig(&kubeconfig, &token);
+
+    // Outside the RBAC: refused.
+    let sa_client = Client::try_from(
+        kube::Config::from_custom_kubeconfig(
+            kube::config::Kubeconfig::read_from(&kubeconfig).expect("the kubeconfig"),
+            &Default::default(),
+        )
+        .await
+        .expect("a config"),
+    )
+    .expect("a client");
+    let secrets: Api<Secret> = Api::namespaced(sa_client.clone(), &ns);
+    let err = secrets
+        .list(&ListParams::default())
+        .await
+        .expect_err("listing Secrets must be forbidden");
+    assert_eq!(code(&err), 403, "{err}");
+    let examples_as_sa: Api<DynamicObject> =
+        Api::namespaced_with(sa_client.clone(), &ns, &kopfexample_resource());
+    let object: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "kopf.dev/v1", "kind": "KopfExample",
+        "metadata": {"name": "cycle"},
+        "spec": {"field": "one", "behaviour": {"create_fn": {
+            "result": {"message": "created"},
+            "event": {"reason": "Greeted", "message": "hello from create_fn"},
+        }}},
+    }))
+    .expect("an object");
+    let err = examples_as_sa
+        .create(&PostParams::default(), &object)
+        .await
+        .expect_err("creating must be forbidden");
+    assert_eq!(code(&err), 403, "{err}");
+    // Inside it: allowed.
+    examples_as_sa
+        .list(&ListParams::default())
+        .await
+        .expect("listing kopfexamples is allowed");
+
+    let handler = HandlerProcess::start(
+        "deploy-sa",
+        &[
+            "--resource",
+            "kopf.dev/v1/kopfexamples",
+            "--handler",
+            "create:create_fn",
+            "--handler",
+            "update:update_fn",
+            "--handler",
+            "delete:delete_fn",
+        ],
+    )
+    .await
+    .expect("the handler service");
+    // The generator asked through the running handler service (Describe + discovery) prints
+    // the same rules as for the resource named by hand.
+    let admin_kubeconfig = plane().await.kubeconfig.clone();
+    let operon = &binaries().await.operon;
+    let url = handler.url();
+    let by_handler = run(
+        operon,
+        &["rbac", "--handler", &url, "-A"],
+        &[("KUBECONFIG", &admin_kubeconfig)],
+        "",
+    );
+    let by_resource = run(
+        operon,
+        &["rbac", "--resource", "kopf.dev/v1/kopfexamples", "-A"],
+        &[],
+        "",
+    );
+    let rules = |yaml: &str| documents(yaml)[0]["rules"].clone();
+    assert_eq!(rules(&by_handler), rules(&by_resource), "{by_handler}");
+
+    let mut core = CoreProcess::start(
+        "deploy-sa",
+        &["--handler".into(), handler.url(), "-n".into(), ns.clone()],
+        &kubeconfig,
+    )
+    .await
+    .expect("the core");
+    core.wait_ready(HANDLED).await;
+
+    let examples: Api<DynamicObject> =
+        Api::namespaced_with(admin.clone(), &ns, &kopfexample_resource());
+    examples
+        .create(&PostParams::default(), &object)
+        .await
+        .expect("creating the object");
+    wait_for(
+        "create_fn's result in status (through /status)",
+        HANDLED,
+        || async {
+            let o = examples.get("cycle").await?;
+            Ok::<_, kube::Error>(o.data["status"].get("create_fn").is_some().then_some(()))
+        },
+    )
+    .await;
+    examples
+        .patch(
+            "cycle",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"field": "two"}})),
+        )
+        .await
+        .expect("updating the object");
+    wait_for("update_fn to succeed", HANDLED, || async {
+        Ok::<_, ()>(
+            (!handler
+                .ledger()
+                .entries()
+                .object("cycle")
+                .handler("update_fn")
+                .outcome("success")
+                .is_empty())
+            .then_some(()),
+        )
+    })
+    .await;
+    examples
+        .delete("cycle", &DeleteParams::default())
+        .await
+        .expect("deleting the object");
+    wait_for(
+        "the object to be gone (delete_fn ran, finalizer released)",
+        HANDLED,
+        || async {
+            match examples.get_opt("cycle").await? {
+                None => Ok::<_, kube::Error>(Some(())),
+                Some(_) => Ok(None),
+            }
+        },
+    )
+    .await;
+    let ledger = handler.ledger().entries().object("cycle");
+    for id in ["create_fn", "update_fn", "delete_fn"] {
+        assert_eq!(
+            ledger.handler(id).outcome("success").len(),
+            1,
+            "{id}: {:?}",
+            ledger.outcomes()
+        );
+    }
+    // Events were posted with the ServiceAccount's credential.
+    let events: Api<Event> = Api::namespaced(admin.clone(), &ns);
+    let posted = events.list(&ListParams::default()).await.expect("events");
+    assert!(
+        posted
+            .items
+            .iter()
+            .any(|e| e.involved_object.name.as_deref() == Some("cycle")),
+        "no Event about the object: {:?}",
+        posted
+            .items
+            .iter()
+            .map(|e| e.message.clone())
+            .collect::<Vec<_>>()
+    );
+    core.assert_running();
+    let log = core.log_plain().to_ascii_lowercase();
+    assert!(
+        !log.contains("forbidden") && !log.contains(" 403"),
+        "the core was refused something:\n{}",
+        core.log_tail(40)
+    );
+    let _ = core.terminate(Duration::from_secs(10)).await;
+}
+
+// ---- mutual TLS ---------------------------------------------------------------------------------
+
+/// Certificates made with the openssl CLI in a directory of their own.
+struct Pki {
+    dir: PathBuf,
+}
+
+impl Pki {
+    fn new(name: &str) -> Self {
+        let dir = log_dir().join(format!("{name}-{}-pki", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("creating the pki directory");
+        Pki { dir }
+    }
+
+    fn path(&self, file: &str) -> String {
+        self.dir.join(file).display().to_string()
+    }
+
+    fn openssl(&self, args: &[&str]) {
+        run(Path::new("openssl"), args, &[], "");
+    }
+
+    /// A self-signed CA `name` (`name.crt`, `name.key`).
+    fn ca(&self, name: &str) {
+        self.openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN={name}"),
+            "-keyout",
+            &self.path(&format!("{name}.key")),
+            "-out",
+            &self.path(&format!("{name}.crt")),
+        ]);
+    }
+
+    /// A certificate `name` signed by `ca`, for `usage` (serverAuth or clientAuth).
+    fn issue(&self, ca: &str, name: &str, usage: &str) {
+        let ext = self.path(&format!("{name}.ext"));
+        std::fs::write(
+            &ext,
+            format!("subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage={usage}\n"),
+        )
+        .expect("writing the extensions");
+        self.openssl(&[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-subj",
+            &format!("/CN={name}"),
+            "-keyout",
+            &self.path(&format!("{name}.key")),
+            "-out",
+            &self.path(&format!("{name}.csr")),
+        ]);
+        self.openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &self.path(&format!("{name}.csr")),
+            "-CA",
+            &self.path(&format!("{ca}.crt")),
+            "-CAkey",
+            &self.path(&format!("{ca}.key")),
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            &ext,
+            "-out",
+            &self.path(&format!("{name}.crt")),
+        ]);
+    }
+}
+
+/// One CA for the real pair, and an impostor CA with its own server and client certificates.
+fn pki(name: &str) -> Pki {
+    let pki = Pki::new(name);
+    pki.ca("ca");
+    pki.issue("ca", "server", "serverAuth");
+    pki.issue("ca", "client", "clientAuth");
+    pki.ca("other-ca");
+    pki.issue("other-ca", "other-server", "serverAuth");
+    pki.issue("other-ca", "other-client", "clientAuth");
+    pki
+}
+
+async fn tls_handler(name: &str, pki: &Pki, server: &str) -> HandlerProcess {
+    HandlerProcess::start(
+        name,
+        &[
+            "--resource",
+            RESOURCE_ARG,
+            "--handler",
+            "create:h1",
+            "--tls-cert",
+            &pki.path(&format!("{server}.crt")),
+            "--tls-key",
+            &pki.path(&format!("{server}.key")),
+            "--tls-client-ca",
+            &pki.path("ca.crt"),
+        ],
+    )
+    .await
+    .expect("the TLS handler service")
+}
+
+async fn tls_core(
+    name: &str,
+    pki: &Pki,
+    handler: &HandlerProcess,
+    ns: &str,
+    client: Option<&str>,
+) -> CoreProcess {
+    let mut args = vec![
+        "--handler".to_owned(),
+        format!("https://localhost:{}", handler.port()),
+        "-n".to_owned(),
+        ns.to_owned(),
+        "--tls-ca".to_owned(),
+        pki.path("ca.crt"),
+    ];
+    if let Some(client) = client {
+        args.extend(["--tls-cert".to_owned(), pki.path(&format!("{client}.crt"))]);
+        args.extend(["--tls-key".to_owned(), pki.path(&format!("{client}.key"))]);
+    }
+    CoreProcess::start(name, &args, &plane().await.kubeconfig)
+        .await
+        .expect("the core")
+}
+
+#[tokio::test]
+async fn mutual_tls_between_core_and_handler_works_end_to_end() {
+    with_widget_ns("deploy-mtls", |client, ns| async move {
+        let pki = pki("deploy-mtls");
+        let handler = tls_handler("deploy-mtls", &pki, "server").await;
+        let mut core = tls_core("deploy-mtls", &pki, &handler, &ns, Some("client")).await;
+        core.wait_ready(HANDLED).await;
+        let api = widgets(&client, &ns);
+        api.create(&PostParams::default(), &widget("secure", json!({})))
+            .await
+            .expect("creating a widget");
+        wait_for("h1 to succeed over mutual TLS", HANDLED, || async {
+            let o = api.get("secure").await?;
+            Ok::<_, kube::Error>(operon_e2e::kopf::is_fully_handled(&o).then_some(()))
+        })
+        .await;
+        assert_eq!(
+            handler
+                .ledger()
+                .entries()
+                .object("secure")
+                .handler("h1")
+                .outcome("success")
+                .len(),
+            1
+        );
+        let _ = core.terminate(Duration::from_secs(10)).await;
+    })
+    .await;
+}
+
+/// Waits until the core's log says `needle` (lowercase), and checks it never became ready.
+async fn refused(core: &mut CoreProcess, what: &str, needle: &str) {
+    let deadline = tokio::time::Instant::now() + HANDLED;
+    while !core.log_plain().to_ascii_lowercase().contains(needle) {
+        core.assert_running();
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}; the core's log:\n{}",
+            core.log_tail(30)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let ready = core.get("/readyz").await.expect("/readyz answers");
+    assert_eq!(
+        ready.status, 503,
+        "the core must not be ready without its handler service"
+    );
+}
+
+#[tokio::test]
+async fn a_core_or_handler_with_a_wrong_certificate_is_refused() {
+    with_widget_ns("deploy-badtls", |client, ns| async move {
+        let pki = pki("deploy-badtls");
+        let api = widgets(&client, &ns);
+        api.create(&PostParams::default(), &widget("untouched", json!({})))
+            .await
+            .expect("creating a widget");
+
+        // A core whose client certificate comes from another CA: the handler refuses it.
+        let handler = tls_handler("deploy-badtls-a", &pki, "server").await;
+        let mut core = tls_core("deploy-badtls-a", &pki, &handler, &ns, Some("other-client")).await;
+        refused(
+            &mut core,
+            "the core to log that the handler refused its certificate",
+            "refused the core's client certificate",
+        )
+        .await;
+        let line = core
+            .log_plain()
+            .lines()
+            .rev()
+            .find(|l| l.contains("Describe"))
+            .unwrap_or_default()
+            .to_owned();
+        eprintln!("[e2e] the core's line for a refused client certificate: {line}");
+        drop(core);
+        // A core without a client certificate at all: refused too.
+        let mut core = tls_core("deploy-badtls-b", &pki, &handler, &ns, None).await;
+        refused(
+            &mut core,
+            "the core to log that the handler requires a certificate",
+            "if the service requires mutual tls, give the core --tls-cert and --tls-key",
+        )
+        .await;
+        drop(core);
+        assert!(
+            handler.ledger().entries().is_empty(),
+            "a refused core called handlers"
+        );
+        drop(handler);
+
+        // A handler whose server certificate comes from another CA: the core refuses it.
+        let impostor = tls_handler("deploy-badtls-c", &pki, "other-server").await;
+        let mut core = tls_core("deploy-badtls-c", &pki, &impostor, &ns, Some("client")).await;
+        refused(
+            &mut core,
+            "the core to log that it does not trust the handler's certificate",
+            "the handler service's certificate is not trusted",
+        )
+        .await;
+        drop(core);
+        assert!(impostor.ledger().entries().is_empty());
+
+        // An https:// handler without --tls-ca: a clear start-up error.
+        let mut core = CoreProcess::start(
+            "deploy-badtls-d",
+            &[
+                "--handler".into(),
+                format!("https://localhost:{}", impostor.port()),
+                "-n".into(),
+                ns.clone(),
+            ],
+            &plane().await.kubeconfig,
+        )
+        .await
+        .expect("the core");
+        let deadline = tokio::time::Instant::now() + HANDLED;
+        while core.exit_status().is_none() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the core did not exit: {}",
+                core.log_tail(10)
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(
+            core.log_plain().contains("needs --tls-ca"),
+            "{}",
+            core.log_tail(10)
+        );
+
+        let object = api.get("untouched").await.expect("the widget");
+        assert!(
+            object
+                .annotations()
+                .keys()
+                .all(|k| !k.starts_with("kopf.zalando.org/")),
+            "{:?}",
+            object.annotations()
+        );
+    })
+    .await;
+}

@@ -993,6 +993,10 @@ def main() -> int:
                      if f.startswith(r["namespace"]) and f.endswith(".log")])
                 sizes[n][slug] = r
                 ctx.delete_namespaces()
+            # What is measured so far, in case a later size cannot complete.
+            with open(os.path.join(args.workdir, "table.md"), "w") as f:
+                f.write("\n".join(table(sizes, order)) + "\n")
+            log(f"N={n} done; the table so far: {os.path.join(args.workdir, 'table.md')}")
     except Failed as e:
         log(f"FAILED: {e}")
         return 1

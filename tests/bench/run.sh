@@ -7,7 +7,10 @@
 # timing; it exits non-zero only when a run cannot complete (then it says why).
 #
 #   tests/bench/run.sh [--objects N]... [--contender NAME]... [--core-arg ARG]... [--sdk-arg ARG]...
-#                      [--debug]   (debug binaries: for the smoke test, not for figures)
+#                      [--debug]         debug binaries: for the smoke test, not for figures
+#                      [--shared-plane]  the shared plane (~/.cache/operon/cluster) instead of the
+#                                        benchmark's own (~/.cache/operon/cluster-bench)
+#                      [--keep-plane]    leave the benchmark's own plane running afterwards
 #
 # Default sizes: 1,000 and 10,000 objects. Contenders: kopf, operon-py, operon-rust, floor, ceiling.
 # Builds the release binaries, installs Kopf 1.45.2 (~/.cache/operon/venv-kopf) and the SDK's
@@ -19,7 +22,7 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 log() { echo "[bench $(date +%H:%M:%S)] $*" >&2; }
 
-driver_args=() profile=release
+driver_args=() profile=release shared_plane=0 keep_plane=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --*=*) set -- "${1%%=*}" "${1#*=}" "${@:2}"; continue ;;  # --opt=value → --opt value
@@ -27,16 +30,18 @@ while [ $# -gt 0 ]; do
       [[ ${2:-} =~ ^[1-9][0-9]*$ ]] || { echo "--objects must be a positive integer" >&2; exit 2; }
       driver_args+=(--objects "$2"); shift 2 ;;
     --debug) profile=debug; shift ;;  # the smoke test in tests/run.sh: no release build
+    --shared-plane) shared_plane=1; shift ;;
+    --keep-plane) keep_plane=1; shift ;;
     --contender) driver_args+=(--contender "${2:?--contender needs a name}"); shift 2 ;;
     --core-arg) driver_args+=(--core-arg="${2:?--core-arg needs a value}"); shift 2 ;;
     --sdk-arg) driver_args+=(--sdk-arg="${2:?--sdk-arg needs a value}"); shift 2 ;;
-    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "usage: $0 [--objects N]... [--contender NAME]... [--core-arg ARG]... [--sdk-arg ARG]..." >&2; exit 2 ;;
   esac
 done
 
 CACHE=${OPERON_CACHE:-$HOME/.cache/operon}
-PLANE_DIR=${OPERON_CLUSTER_DIR:-$CACHE/cluster}
+PLANE_DIR=$CACHE/cluster
 work="" driver=""
 
 # --- cleanup, whatever happens -------------------------------------------------------------------
@@ -50,7 +55,10 @@ cleanup() {
     kill -TERM "$driver" 2>/dev/null || true
     wait "$driver" 2>/dev/null || true
   fi
-  if [ -z "$work" ]; then exit "$rc"; fi
+  if [ -z "$work" ]; then
+    if declare -F stop_plane >/dev/null; then stop_plane; fi
+    exit "$rc"
+  fi
   touch "$work/pids" "$work/namespaces" 2>/dev/null || true
   local pid exe
   ours() { # pid exe: the process still runs the binary we started it with
@@ -76,6 +84,7 @@ cleanup() {
       fi
     fi
   done < "$work/namespaces"
+  if declare -F stop_plane >/dev/null; then stop_plane; fi
   [ "$rc" = 0 ] || log "exit code $rc; logs of the run: $work"
   exit "$rc"
 }
@@ -109,8 +118,27 @@ if ! "$sdk_venv/bin/python" -c 'import grpc, google.protobuf' 2>/dev/null; then
 fi
 
 # --- the plane and the CRD -----------------------------------------------------------------------
-log "starting the local control plane (tests/cluster/up.sh)"
-eval "$(tests/cluster/up.sh)"
+# By default the benchmark runs on a plane of its own (the same tests/cluster/up.sh, another state
+# directory, locked for the run, stopped at the end if this run started it): 10,000 objects keep
+# an API server on 2 cores so busy that it answers health checks slowly, and other work on a shared
+# plane would skew the figures. --shared-plane uses the shared one (the smoke test does).
+if [ "$shared_plane" = 0 ]; then
+  PLANE_DIR=${BENCH_CLUSTER_DIR:-$CACHE/cluster-bench}
+  mkdir -p "$(dirname "$PLANE_DIR")"
+  exec 8>"$PLANE_DIR.bench.lock"
+  if ! flock -x -n 8; then
+    log "waiting for another benchmark on $PLANE_DIR to finish"
+    flock -x 8
+  fi
+  if [ -f "$PLANE_DIR/kube-apiserver.pid" ] && kill -0 "$(cat "$PLANE_DIR/kube-apiserver.pid")" 2>/dev/null; then
+    keep_plane=1  # it was up before this run: leave it as found
+  fi
+  stop_plane() {
+    if [ "$keep_plane" = 0 ]; then OPERON_CLUSTER_DIR="$PLANE_DIR" tests/cluster/down.sh >&2 || true; fi
+  }
+fi
+log "starting the local control plane in $PLANE_DIR (tests/cluster/up.sh)"
+eval "$(OPERON_CLUSTER_DIR="$PLANE_DIR" tests/cluster/up.sh)"
 # shellcheck disable=SC1091
 . "$PLANE_DIR/env"   # BIN (kube binaries), APISERVER_PORT
 KUBECTL="$BIN/kubectl"

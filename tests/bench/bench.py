@@ -501,7 +501,15 @@ def wait_until(ctx: "Context", contender: Contender, what: str, done) -> float:
     interval = max(0.5, ctx.objects / 5000)  # a metadata LIST of 10,000 objects costs ~0.5 s
     last, last_progress = -1, time.monotonic()
     while True:
-        metas = list_objects(ctx, contender.namespace)
+        try:
+            metas = list_objects(ctx, contender.namespace)
+        except (TimeoutError, OSError, http.client.HTTPException) as e:
+            # An API server swamped by the contender can be slower than a poll's timeout: that is
+            # no answer yet, not a failure (the stall check below still ends a real hang).
+            log(f"{contender.title}, {what}: listing the objects: {e!r}; again")
+            if time.monotonic() - last_progress > ctx.stall:
+                raise Failed(f"{contender.title}, {what}: no answer to a LIST for {ctx.stall:.0f}s") from e
+            continue
         now = time.time()
         count, total = done(metas)
         for role, proc in contender.procs.items():
@@ -993,6 +1001,8 @@ def main() -> int:
                      if f.startswith(r["namespace"]) and f.endswith(".log")])
                 sizes[n][slug] = r
                 ctx.delete_namespaces()
+                with open(os.path.join(args.workdir, "table.md"), "w") as f:
+                    f.write("\n".join(table(sizes, order)) + "\n")
             # What is measured so far, in case a later size cannot complete.
             with open(os.path.join(args.workdir, "table.md"), "w") as f:
                 f.write("\n".join(table(sizes, order)) + "\n")

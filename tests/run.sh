@@ -58,6 +58,8 @@ if [ "$e2e" = 1 ]; then
   eval "$(tests/cluster/jaeger-up.sh)"
   step "end-to-end tests on the real control plane ($KUBECONFIG)"
   cargo test -p operon-e2e --locked -- --test-threads 4
+  step "benchmark smoke: 20 objects through every contender, every handler call checked (tests/bench/run.sh --debug --shared-plane --objects 20)"
+  tests/bench/run.sh --debug --shared-plane --objects 20
   step "Kopf's own end-to-end suite against sdk-python-compat (tests/kopf-e2e/run.sh; a plane of its own)"
   tests/kopf-e2e/run.sh
 fi

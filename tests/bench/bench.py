@@ -1,15 +1,23 @@
 #!/usr/bin/env python3
 """The benchmark driver behind tests/bench/run.sh (Python standard library only).
 
-For each contender (today: the Operon core with the Rust example handler service) and each mode it
-creates a fresh namespace; "live" starts the contender's processes, then creates N objects as fast
-as the API server takes them; "backlog" creates the objects first, then starts the processes. It
-polls until every object is fully handled and measures what tests/bench/README.md describes. It prints one markdown table and exits 0 -- a figure, not a test: it never fails on a
-timing. It exits 1 only when the run could not complete (objects never finished, a process died).
+For each size N and each contender -- Kopf, Operon + the Python SDK, Operon + the Rust example
+handler, a plain kube-rs controller (the floor), a raw PATCH loop (the ceiling) -- it creates a
+fresh namespace and runs four phases (tests/bench/README.md says exactly what each one measures):
+
+  create   N objects exist, then the contender starts: objects fully handled per second;
+  update   the contender runs; min(N, 1000) objects get a new spec.value: watch event -> handler call;
+  resume   the contender is stopped, the same min(N, 1000) objects get a new spec.value, the
+           contender starts again: time until every change is handled;
+  delete   all objects are deleted at once: time until every delete handler ran and every object
+           is gone.
+
+It prints one markdown table and exits 0 -- a figure, not a test: it never fails on a timing. It exits
+1 only when a run could not complete (objects never finished, a process died, a handler call is
+missing), which is what the smoke test (tests/run.sh, --objects 20) relies on.
 
 Every process it starts is recorded in WORKDIR/pids and every namespace in WORKDIR/namespaces
 before anything else happens to them, so run.sh's trap can clean up even if this driver is killed.
-This driver cleans up by itself on normal exit, on an exception, and on SIGTERM/SIGINT/SIGHUP.
 """
 
 from __future__ import annotations
@@ -17,7 +25,6 @@ from __future__ import annotations
 import argparse
 import base64
 import collections
-import concurrent.futures
 import datetime
 import glob
 import http.client
@@ -44,13 +51,15 @@ NOT_PROGRESS = {DIFFBASE, f"{PREFIX}/touch-dummy", f"{PREFIX}/kopf-managed"}
 
 GROUP, VERSION, PLURAL, KIND = "bench.operon.dev", "v1", "benchobjects", "BenchObject"
 RESOURCE = f"{GROUP}/{VERSION}/{PLURAL}"
+HERE = os.path.dirname(os.path.abspath(__file__))
+OPERATOR_PY = os.path.join(HERE, "handlers.py")
 
-# The driver's own requests carry this User-Agent, so the audit log tells them apart from the
-# contender's (which run as the same user, operon-admin, from the same kubeconfig).
+# The driver's own requests (this script's and the load tool's) carry this User-Agent prefix, so
+# the audit log tells them apart from the contender's (all run as the same user).
 USER_AGENT = "operon-bench/1"
 WRITE_VERBS = ("create", "patch", "update", "delete", "deletecollection")
-POLL_INTERVAL = 0.5
-CREATE_THREADS = 16
+UPDATED_OBJECTS = 1000  # objects changed in the live update phase (the latency sample)
+PHASES = ("create", "update", "resume", "delete")
 
 
 def log(message: str) -> None:
@@ -122,7 +131,6 @@ class Kube:
         except ValueError:
             return response.status, payload.decode(errors="replace")
 
-
 # --- processes -----------------------------------------------------------------------------------
 
 
@@ -132,44 +140,52 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def proc_status(pid: int) -> dict[str, int]:
+    """VmHWM/VmRSS (KiB) from /proc/PID/status."""
+    out = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key in ("VmHWM", "VmRSS"):
+                out[key] = int(value.split()[0])
+    return out
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def record_pid(ctx: "Context", pid: int, exe: str) -> None:
+    with open(os.path.join(ctx.workdir, "pids"), "a") as f:
+        f.write(f"{pid} {exe}\n")
+
+
 class Proc:
     """A process this driver started: its log file, and its pid recorded for run.sh's trap."""
 
-    def __init__(self, name: str, argv: list[str], ctx: "Context", stdout_pipe: bool = False):
-        workdir = ctx.workdir
+    def __init__(self, name: str, argv: list[str], ctx: "Context", env: dict | None = None,
+                 stdout_pipe: bool = False):
         self.name = name
-        self.log_path = os.path.join(workdir, f"{name}.log")
-        self.log_file = open(self.log_path, "wb")
-        env = dict(os.environ, NO_COLOR="1", KUBECONFIG=ctx.kubeconfig)
+        self.log_path = os.path.join(ctx.workdir, f"{name}.log")
+        self.log_file = open(self.log_path, "ab")
         self.popen = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE if stdout_pipe else self.log_file,
             stderr=self.log_file,
-            env=env,
+            env=dict(os.environ, NO_COLOR="1", KUBECONFIG=ctx.kubeconfig, **(env or {})),
             start_new_session=True,  # a Ctrl-C reaches the driver, which stops us in order
         )
         self.pid = self.popen.pid
-        with open(os.path.join(workdir, "pids"), "a") as f:
-            f.write(f"{self.pid} {argv[0]}\n")
+        record_pid(ctx, self.pid, argv[0])
 
     def alive(self) -> bool:
         return self.popen.poll() is None
 
-    def status(self) -> dict[str, int]:
-        """VmHWM/VmRSS (KiB) from /proc/PID/status."""
-        out = {}
-        with open(f"/proc/{self.pid}/status") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key in ("VmHWM", "VmRSS"):
-                    out[key] = int(value.split()[0])
-        return out
-
-    def cpu_seconds(self) -> float:
-        return proc_cpu_seconds(self.pid)
-
-    def stop(self, grace: float = 15.0) -> None:
+    def stop(self, grace: float = 30.0) -> None:
         if self.alive():
             self.popen.send_signal(signal.SIGTERM)
             try:
@@ -188,11 +204,34 @@ class Proc:
             return ""
 
 
-def proc_cpu_seconds(pid: int) -> float:
-    """utime + stime of a process, in seconds."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+class Child:
+    """A process started by one of ours (the core under `kopf run`): watched, not stopped."""
+
+    def __init__(self, name: str, pid: int, log_path: str):
+        self.name, self.pid, self.log_path = name, pid, log_path
+
+    def alive(self) -> bool:
+        try:
+            with open(f"/proc/{self.pid}/stat") as f:
+                return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+        except OSError:
+            return False
+
+    def stop(self, grace: float = 30.0) -> None:
+        deadline = time.monotonic() + grace
+        while self.alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def tail(self, lines: int = 30) -> str:
+        return ""
+
+
+def children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(p) for p in f.read().split()]
+    except OSError:
+        return []
 
 
 def read_line(proc: Proc, timeout: float) -> str:
@@ -215,96 +254,450 @@ def http_get(url: str, timeout: float = 5.0) -> tuple[int, str]:
         return e.code, e.read().decode(errors="replace")
 
 
+def wait_http(url: str, procs: dict, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        for role, proc in procs.items():
+            if not proc.alive():
+                raise Failed(f"the {role} exited during start-up; its log:\n{proc.tail()}")
+        try:
+            if http_get(url, 2)[0] == 200:
+                return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise Failed(f"{url} did not answer 200 within {timeout:.0f}s")
+        time.sleep(0.1)
+
+
 # --- contenders ----------------------------------------------------------------------------------
 
 
 class Contender:
-    """One way of running the handlers. Issue 10 adds Kopf, Operon + the Python SDK, a plain kube-rs
-    controller and a raw PATCH loop as further subclasses."""
+    """One way of running the three handlers. `start()` launches its processes into `self.procs`
+    (role -> Proc/Child, in start order); a start after a stop is the restart of the resume phase.
+    Every handler call is recorded in the ledger file (`KIND NAME TIME` lines; the Rust example
+    handler writes JSON lines)."""
 
     slug = "?"
     title = "?"
-    procs: dict[str, Proc]
     metrics_url: str | None = None
-    log_prefix = ""  # of the processes' log files in the work directory; set per run
 
-    def start(self, ctx: "Context", namespace: str) -> None:
+    def __init__(self, ctx: "Context", namespace: str):
+        self.ctx, self.namespace = ctx, namespace
+        self.ledger = os.path.join(ctx.workdir, f"{namespace}.ledger")
+        self.procs: dict[str, Proc | Child] = {}
+        self.runs = 0
+        self.peak: dict[str, int] = {}  # role -> max VmHWM (KiB) over every run of it
+        self.cpu: dict[str, float] = collections.defaultdict(float)
+
+    def proc_name(self, role: str) -> str:
+        return f"{self.namespace}-{role.replace(' ', '-')}"
+
+    def start(self) -> None:
         raise NotImplementedError
 
-    def own_request(self, event: dict) -> bool:
-        """Whether an audit event (already known to be in this contender's namespace) is the
-        contender's own request: not the driver's (USER_AGENT) and not kubectl's."""
-        agent = event.get("userAgent", "")
-        return not agent.startswith(USER_AGENT) and not agent.startswith("kubectl/")
+    def sample(self) -> None:
+        """Peak RSS and CPU of the running processes (called before every stop)."""
+        for role, proc in self.procs.items():
+            try:
+                hwm = proc_status(proc.pid).get("VmHWM", 0)
+                self.cpu[role] += proc_cpu_seconds(proc.pid)
+            except OSError:
+                continue
+            self.peak[role] = max(self.peak.get(role, 0), hwm)
 
     def stop(self) -> None:
+        self.sample()
         # The component that talks to the API server first, the handler service after it.
         for proc in reversed(list(self.procs.values())):
             proc.stop()
+        self.procs = {}
+
+    def own_request(self, event: dict) -> bool:
+        agent = event.get("userAgent", "")
+        return not agent.startswith(USER_AGENT) and not agent.startswith("kubectl/")
+
+    def calls(self) -> list[tuple[str, str, float]]:
+        """(kind, object name, time) of every handler call so far."""
+        out = []
+        try:
+            with open(self.ledger) as f:
+                for line in f:
+                    if line.startswith("{"):
+                        entry = json.loads(line)
+                        kind = {"created": "create", "value_changed": "update",
+                                "deleted": "delete"}.get(entry.get("handler"), "?")
+                        out.append((kind, entry.get("name"), float(entry["ts"])))
+                    elif line.strip():
+                        kind, name, ts = line.split()
+                        out.append((kind, name, float(ts)))
+        except OSError:
+            pass
+        return out
+
+
+class Kopf(Contender):
+    slug = "kopf"
+    title = "Kopf 1.45.2"
+
+    def start(self) -> None:
+        self.runs += 1
+        self.procs["kopf"] = Proc(
+            self.proc_name("kopf"),
+            [self.ctx.kopf_python, "-m", "kopf", "run", "--standalone", "-n", self.namespace, OPERATOR_PY],
+            self.ctx, env={"BENCH_LEDGER": self.ledger},
+        )
+
+
+class OperonPython(Contender):
+    slug = "operon-py"
+    title = "Operon + Python SDK"
+
+    def start(self) -> None:
+        self.runs += 1
+        port = free_port()
+        self.metrics_url = f"http://127.0.0.1:{port}/metrics"
+        sdk = Proc(
+            self.proc_name("handlers"),
+            [self.ctx.sdk_python, "-m", "kopf", "run", "--standalone", "-n", self.namespace,
+             *self.ctx.sdk_args, OPERATOR_PY],
+            self.ctx,
+            env={"BENCH_LEDGER": self.ledger, "OPERON_BIN": self.ctx.core_bin,
+                 "OPERON_HTTP": f"127.0.0.1:{port}", "PYTHONPATH": self.ctx.sdk_src},
+        )
+        self.procs["handlers (Python)"] = sdk
+        # The core is the SDK's child; found for its memory and CPU figures.
+        deadline = time.monotonic() + 60
+        while True:
+            found = [p for p in children(sdk.pid)
+                     if os.path.realpath(f"/proc/{p}/exe") == os.path.realpath(self.ctx.core_bin)]
+            if found:
+                break
+            if not sdk.alive() or time.monotonic() > deadline:
+                raise Failed(f"`kopf run` started no core; its log:\n{sdk.tail()}")
+            time.sleep(0.05)
+        record_pid(self.ctx, found[0], self.ctx.core_bin)
+        # Stopped in reverse order: `kopf run` first, which stops its core; then its core is
+        # waited for.
+        self.procs = {"core": Child("core", found[0], sdk.log_path), "handlers (Python)": sdk}
 
 
 class OperonRust(Contender):
     slug = "operon-rust"
     title = "Operon + Rust handler"
 
-    def start(self, ctx: "Context", namespace: str) -> None:
-        self.procs = {}
-        handler_args = []
-        for i in range(1, ctx.handlers + 1):
-            handler_args += ["--handler", f"create:h{i}"]
+    def start(self) -> None:
+        self.runs += 1
         handler = Proc(
-            f"{self.log_prefix}handler",
-            [ctx.handler_bin, "--listen", "127.0.0.1:0", "--resource", RESOURCE, *handler_args],
-            ctx, stdout_pipe=True,
+            self.proc_name("handlers"),
+            [self.ctx.handler_bin, "--listen", "127.0.0.1:0", "--resource", RESOURCE,
+             "--ledger", self.ledger, "--handler", "create:created",
+             "--handler", "update:value_changed=spec.value", "--handler", "delete:deleted"],
+            self.ctx, stdout_pipe=True,
         )
-        self.procs["handler service"] = handler
+        self.procs["handlers (Rust)"] = handler
         line = read_line(handler, 30)
         m = re.fullmatch(r"listening on (127\.0\.0\.1:\d+)", line)
         if not m:
             raise Failed(f"the handler service printed {line!r}, not `listening on 127.0.0.1:PORT`")
         port = free_port()
-        core = Proc(
-            f"{self.log_prefix}core",
-            [ctx.core_bin, "run", "--handler", f"http://{m.group(1)}", "-n", namespace,
-             "--http", f"127.0.0.1:{port}", *ctx.core_args],
-            ctx,
+        self.procs["core"] = Proc(
+            self.proc_name("core"),
+            [self.ctx.core_bin, "run", "--handler", f"http://{m.group(1)}", "-n", self.namespace,
+             "--http", f"127.0.0.1:{port}", *self.ctx.core_args],
+            self.ctx,
         )
-        self.procs["core"] = core
         self.metrics_url = f"http://127.0.0.1:{port}/metrics"
-        deadline = time.monotonic() + 120
-        while True:
-            if not core.alive():
-                raise Failed(f"the core exited during start-up; its log:\n{core.tail()}")
-            if not handler.alive():
-                raise Failed(f"the handler service exited; its log:\n{handler.tail()}")
+
+
+class Floor(Contender):
+    slug = "floor"
+    title = "kube-rs controller (floor)"
+
+    def start(self) -> None:
+        self.runs += 1
+        self.procs["controller"] = Proc(
+            self.proc_name("controller"),
+            [self.ctx.floor_bin, "-n", self.namespace, "controller", "--ledger", self.ledger],
+            self.ctx,
+        )
+
+
+class Ceiling(Contender):
+    """The ceiling: no watch, no handler -- one PATCH per object in a loop, 64 at a time. It has
+    only the create phase (the objects exist, the loop starts: t0 -> its last patch)."""
+
+    slug = "ceiling"
+    title = "PATCH loop (ceiling)"
+
+    def start(self) -> None:
+        self.runs += 1
+        self.procs["patch loop"] = Proc(
+            self.proc_name("patch-loop"),
+            [self.ctx.floor_bin, "-n", self.namespace, "patch-loop"], self.ctx, stdout_pipe=True,
+        )
+
+    def wait(self) -> None:
+        """Until the loop is done; its peak RSS and CPU time come from its own report."""
+        proc = self.procs["patch loop"]
+        out = proc.popen.stdout.read().decode()
+        proc.popen.wait()
+        if proc.popen.returncode != 0:
+            raise Failed(f"the PATCH loop failed; its log:\n{proc.tail()}")
+        report = json.loads(out)
+        self.peak["patch loop"] = report["vm_hwm_kib"]
+        self.cpu["patch loop"] = report["cpu_seconds"]
+
+    def sample(self) -> None:
+        pass
+
+
+CONTENDERS = {c.slug: c for c in (Kopf, OperonPython, OperonRust, Floor, Ceiling)}
+
+
+# --- the objects -----------------------------------------------------------------------------------
+
+
+def load(ctx: "Context", namespace: str, what: list[str], out: str) -> dict[str, float]:
+    """Runs the load tool (tests/bench/floor); returns object name -> time its write was answered."""
+    argv = [ctx.floor_bin, "-n", namespace, *what, "--out", out]
+    done = subprocess.run(argv, capture_output=True, text=True,
+                          env=dict(os.environ, KUBECONFIG=ctx.kubeconfig))
+    if done.returncode != 0:
+        raise Failed(f"{' '.join(what)} failed: {done.stderr[-2000:]}")
+    times = {}
+    with open(out) as f:
+        for line in f:
+            name, ts = line.split()
+            times[name] = float(ts)
+    return times
+
+
+def handled_value(meta: dict) -> int | None:
+    """The spec.value in the object's diff-base when no handler is in progress, else None."""
+    annotations = meta.get("annotations") or {}
+    if any(k.startswith(PREFIX + "/") and k not in NOT_PROGRESS for k in annotations):
+        return None
+    try:
+        return json.loads(annotations[DIFFBASE])["spec"]["value"]
+    except (KeyError, ValueError, TypeError):
+        return None
+
+
+def list_objects(ctx: "Context", namespace: str) -> list[dict]:
+    status, body = ctx.kube.request(
+        "GET", f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}",
+        accept="application/json;as=PartialObjectMetadataList;v=v1;g=meta.k8s.io,application/json",
+    )
+    if status != 200:
+        raise Failed(f"listing the objects: {status} {str(body)[:300]}")
+    return [item.get("metadata", {}) for item in body.get("items") or []]
+
+
+def wait_until(ctx: "Context", contender: Contender, what: str, done) -> float:
+    """Polls the objects' metadata until `done(metas) -> (count done, total wanted)` says all;
+    returns when. Fails when a process dies or nothing progresses for --stall seconds."""
+    interval = max(0.5, ctx.objects / 5000)  # a metadata LIST of 10,000 objects costs ~0.5 s
+    last, last_progress = -1, time.monotonic()
+    while True:
+        try:
+            metas = list_objects(ctx, contender.namespace)
+        except (TimeoutError, OSError, http.client.HTTPException) as e:
+            # An API server swamped by the contender can be slower than a poll's timeout: that is
+            # no answer yet, not a failure (the stall check below still ends a real hang).
+            log(f"{contender.title}, {what}: listing the objects: {e!r}; again")
+            if time.monotonic() - last_progress > ctx.stall:
+                raise Failed(f"{contender.title}, {what}: no answer to a LIST for {ctx.stall:.0f}s") from e
+            continue
+        now = time.time()
+        count, total = done(metas)
+        for role, proc in contender.procs.items():
+            if not proc.alive():
+                raise Failed(f"{contender.title}: the {role} exited; its log:\n{proc.tail()}")
+        if count != last:
+            last, last_progress = count, time.monotonic()
+            log(f"{contender.title}, {what}: {count}/{total}")
+        if count >= total:
+            return now
+        if time.monotonic() - last_progress > ctx.stall:
+            sample = [{"name": m.get("name"), "annotations": {
+                k: v for k, v in (m.get("annotations") or {}).items() if k.startswith(PREFIX)}}
+                for m in metas if handled_value(m) is None][:2]
+            raise Failed(f"{contender.title}, {what}: no progress for {ctx.stall:.0f}s at "
+                         f"{count}/{total}; e.g. {json.dumps(sample)[:1500]}")
+        time.sleep(interval)
+
+
+def with_value(value: int, names: set[str] | None = None):
+    def done(metas: list[dict]) -> tuple[int, int]:
+        wanted = [m for m in metas if names is None or m.get("name") in names]
+        total = len(names) if names is not None else len(metas)
+        return sum(1 for m in wanted if handled_value(m) == value), total
+    return done
+
+
+def none_left(metas: list[dict]) -> tuple[int, int]:
+    return 0 if metas else 1, 1
+
+
+# --- one contender, one size ---------------------------------------------------------------------
+
+
+def run_contender(ctx: "Context", cls: type[Contender]) -> dict:
+    """All phases of one contender at one size, in a fresh namespace; returns its figures."""
+    n = ctx.objects
+    namespace = ctx.create_namespace(cls.slug)
+    c = cls(ctx, namespace)
+    r: dict = {"title": c.title, "slug": c.slug, "namespace": namespace, "windows": {}}
+    plane = plane_pids(ctx.plane_dir)
+    audit_mark = audit_position(ctx.audit_dir)
+
+    def window(phase: str, t0: float, t1: float) -> None:
+        r["windows"][phase] = (t0, t1)
+
+    try:
+        log(f"{c.title}, N={n}: namespace {namespace}; creating the objects")
+        load(ctx, namespace, ["create", "--count", str(n)], os.path.join(ctx.workdir, f"{namespace}.created"))
+
+        # create: the objects exist; the contender starts (t0) and handles every one.
+        cpu0 = plane_cpu(plane)
+        t0 = time.time()
+        c.start()
+        if isinstance(c, Ceiling):
+            c.wait()
+            t1 = time.time()
+            window("create", t0, t1)
+            c.stop()
+            r["plane_cpu"] = plane_cpu_delta(plane, cpu0)
+            return finish(ctx, c, r, audit_mark)
+        t1 = wait_until(ctx, c, "create", with_value(0))
+        window("create", t0, t1)
+        time.sleep(1.0)  # trailing writes (Events) land in the window of the phase that made them
+
+        # update (live): the contender runs; a sample of objects gets spec.value = 1.
+        m = min(n, UPDATED_OBJECTS)
+        t0 = time.time()
+        r["update_written"] = load(ctx, namespace, ["set-value", "--count", str(m), "--value", "1"],
+                                   os.path.join(ctx.workdir, f"{namespace}.updated"))
+        t1 = wait_until(ctx, c, "update", with_value(1, set(r["update_written"])))
+        window("update", t0, t1)
+        time.sleep(1.0)
+
+        # resume: stopped; the same sample gets spec.value = 2; started again (t0). Every object
+        # is listed and looked at again; the changed ones are handled.
+        c.stop()
+        log(f"{c.title}: stopped; changing {m} objects while it is down")
+        resumed = load(ctx, namespace, ["set-value", "--count", str(m), "--value", "2"],
+                       os.path.join(ctx.workdir, f"{namespace}.resumed"))
+        t0 = time.time()
+        c.start()
+        t1 = wait_until(ctx, c, "resume", with_value(2, set(resumed)))
+        window("resume", t0, t1)
+        time.sleep(1.0)
+
+        # delete: every object at once; the delete handlers run, the finalizers go.
+        t0 = time.time()
+        status, body = ctx.kube.request(
+            "DELETE", f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}")
+        if status != 200:
+            raise Failed(f"deleting the objects: {status} {str(body)[:300]}")
+        t1 = wait_until(ctx, c, "delete", none_left)
+        window("delete", t0, t1)
+        time.sleep(1.0)
+        r["plane_cpu"] = plane_cpu_delta(plane, cpu0)
+        if c.metrics_url:
             try:
-                if http_get(f"http://127.0.0.1:{port}/readyz", 2)[0] == 200:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise Failed(f"the core was not ready within 120s; its log:\n{core.tail()}")
-            time.sleep(0.2)
+                r["metrics"] = parse_metrics(http_get(c.metrics_url)[1])
+            except OSError as e:
+                log(f"cannot read {c.metrics_url}: {e}")
+        c.stop()
+        return finish(ctx, c, r, audit_mark)
+    finally:
+        if c.procs:
+            c.stop()
 
 
-CONTENDERS = {c.slug: c for c in (OperonRust,)}
+def finish(ctx: "Context", c: Contender, r: dict, audit_mark) -> dict:
+    """Reads the audit log and the ledger into the figures; checks every handler call happened."""
+    n = ctx.objects
+    r["peak"], r["cpu"], r["runs"] = dict(c.peak), dict(c.cpu), c.runs
+    r["logs"] = {}
+    time.sleep(0.5)  # the audit log is written asynchronously
+    t_end = max(t1 for _, t1 in r["windows"].values())
+    everything = audit_events(ctx.audit_dir, c.namespace, audit_mark)
+    events = [e for e in everything
+              if c.own_request(e) and parse_time(e["requestReceivedTimestamp"]) <= t_end]
+    r["requests"] = len(events)
+    r["requesters"] = dict(collections.Counter(
+        f'{e["user"]["username"]} {e.get("userAgent", "(no User-Agent)")[:40]}' for e in events))
+    r["phases"] = {}
+    for phase, (t0, t1) in r["windows"].items():
+        inside = [e for e in events if t0 <= parse_time(e["requestReceivedTimestamp"]) <= t1 + 1.0]
+        writes = [e for e in inside if e["verb"] in WRITE_VERBS]
+        obj_writes = [parse_time(e.get("stageTimestamp") or e["requestReceivedTimestamp"])
+                      for e in writes if e["objectRef"].get("resource") == PLURAL]
+        r["phases"][phase] = {
+            "t": (max(obj_writes) if obj_writes else t1) - t0,  # t0 -> the last write to an object
+            "t_polled": t1 - t0,
+            "requests": len(inside),
+            "writes": len(writes),
+            "by": dict(collections.Counter(
+                f'{e["verb"]} {e["objectRef"].get("resource")}'
+                + (f'/{e["objectRef"]["subresource"]}' if e["objectRef"].get("subresource") else "")
+                for e in writes)),
+        }
+    if isinstance(c, Ceiling):
+        return r
+    calls = c.calls()
+    r["calls"] = dict(collections.Counter(kind for kind, _, _ in calls))
+    m = len(r["update_written"])
+    expected = {"create": n, "update": 2 * m, "delete": n}
+    # Latency: the API server's receipt of the load tool's PATCH of spec.value (audit log) -> the
+    # first `update` handler call for that object after it (the handler's own clock; same host).
+    t0, t1 = r["windows"]["update"]
+    received: dict[str, float] = {}
+    for e in everything:
+        ref = e["objectRef"]
+        t = parse_time(e["requestReceivedTimestamp"])
+        if (e["verb"] == "patch" and e.get("userAgent", "").startswith(USER_AGENT)
+                and ref.get("resource") == PLURAL and not ref.get("subresource") and t0 <= t <= t1):
+            received[ref["name"]] = t
+    first: dict[str, float] = {}
+    for kind, name, ts in calls:
+        if kind == "update" and name in received and ts >= received[name]:
+            first[name] = min(ts, first.get(name, ts))
+    r["latency"] = [first[name] - received[name] for name in first]
+    if len(r["latency"]) < len(r["update_written"]):
+        raise Failed(f"{c.title}: {len(r['latency'])} update calls matched to "
+                     f"{len(r['update_written'])} writes in the audit log; ledger {c.ledger}")
+    missing = {k: (r["calls"].get(k, 0), v) for k, v in expected.items() if r["calls"].get(k, 0) < v}
+    if missing:
+        raise Failed(f"{c.title}: handler calls missing (made, expected): {missing}; "
+                     f"ledger {c.ledger}")
+    r["extra_calls"] = {k: r["calls"].get(k, 0) - v for k, v in expected.items()
+                        if r["calls"].get(k, 0) > v}
+    return r
 
 
-# --- one run -------------------------------------------------------------------------------------
+# --- the control plane ---------------------------------------------------------------------------
 
 
 class Context:
     def __init__(self, args: argparse.Namespace):
         self.objects: int = args.objects
-        self.handlers: int = args.handlers
         self.workdir: str = args.workdir
         self.kubeconfig: str = args.kubeconfig
         self.core_bin: str = args.core_bin
         self.handler_bin: str = args.handler_bin
+        self.floor_bin: str = args.floor_bin
+        self.kopf_python: str = args.kopf_python
+        self.sdk_python: str = args.sdk_python
+        self.sdk_src: str = args.sdk_src
+        self.sdk_args: list[str] = args.sdk_arg or []
         self.core_args: list[str] = args.core_arg or []
         self.audit_dir: str = args.audit_dir
         self.plane_dir: str = args.plane_dir
-        self.timeout: float = args.timeout
         self.stall: float = args.stall
         self.kube = Kube(args.kubectl, args.kubeconfig)
         self.namespaces: list[str] = []
@@ -313,7 +706,7 @@ class Context:
 
     def create_namespace(self, slug: str) -> str:
         suffix = "".join(random.choices(string.ascii_lowercase + string.digits, k=5))
-        name = f"bench-{slug}-{time.strftime('%H%M%S')}-{suffix}"
+        name = f"bench-{slug}-{self.objects}-{time.strftime('%H%M%S')}-{suffix}"
         with open(os.path.join(self.workdir, "namespaces"), "a") as f:
             f.write(name + "\n")
         self.namespaces.append(name)
@@ -333,6 +726,7 @@ class Context:
                     log(f"deleting namespace {name}: {status} {body}")
             except Exception as e:  # noqa: BLE001 -- cleanup goes on; run.sh's trap retries
                 log(f"deleting namespace {name}: {e}")
+        self.namespaces = []
 
 
 def plane_pids(plane_dir: str) -> dict[str, int]:
@@ -356,56 +750,25 @@ def plane_cpu(plane: dict[str, int]) -> dict[str, float]:
     return out
 
 
-def is_done(meta: dict) -> bool:
-    annotations = meta.get("annotations") or {}
-    if DIFFBASE not in annotations:
-        return False
-    return not any(k.startswith(PREFIX + "/") and k not in NOT_PROGRESS for k in annotations)
+def plane_cpu_delta(plane: dict[str, int], before: dict[str, float]) -> float | None:
+    after = plane_cpu(plane)
+    if plane and before.keys() == after.keys() == plane.keys():
+        return sum(after[k] - before[k] for k in plane)
+    return None  # a test running alongside restarted the API server: no figure
 
 
-def create_objects(ctx: Context, namespace: str, created: dict[str, float], errors: list[str]) -> None:
-    path = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}"
-
-    def one(i: int) -> None:
-        name = f"obj-{i:05d}"
-        body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND,
-                "metadata": {"name": name}, "spec": {"index": i}}
-        for _ in range(5):
-            status, answer = ctx.kube.request("POST", path, body)
-            if status == 201:
-                created[name] = time.time()
-                return
-            if status == 429 or status >= 500:
-                time.sleep(0.2)
-                continue
-            break
-        errors.append(f"{name}: {status} {str(answer)[:200]}")
-
-    with concurrent.futures.ThreadPoolExecutor(CREATE_THREADS) as pool:
-        list(pool.map(one, range(ctx.objects)))
+def audit_position(audit_dir: str) -> tuple[int, int] | None:
+    """(inode, size) of the live audit log now: later reads start there."""
+    try:
+        st = os.stat(os.path.join(audit_dir, "audit.log"))
+        return st.st_ino, st.st_size
+    except OSError:
+        return None
 
 
-def list_done(ctx: Context, namespace: str) -> tuple[int, int, list[dict]]:
-    """(objects listed, objects fully handled, metadata of the unfinished ones)."""
-    status, body = ctx.kube.request(
-        "GET", f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}",
-        accept="application/json;as=PartialObjectMetadataList;v=v1;g=meta.k8s.io,application/json",
-    )
-    if status != 200:
-        raise Failed(f"listing the objects: {status} {str(body)[:300]}")
-    items = body.get("items") or []
-    unfinished = [item.get("metadata", {}) for item in items if not is_done(item.get("metadata", {}))]
-    return len(items), len(items) - len(unfinished), unfinished
-
-
-def parse_time(value: str) -> float:
-    value = value.rstrip("Z")
-    fmt = "%Y-%m-%dT%H:%M:%S.%f" if "." in value else "%Y-%m-%dT%H:%M:%S"
-    return datetime.datetime.strptime(value, fmt).replace(tzinfo=datetime.timezone.utc).timestamp()
-
-
-def audit_events(audit_dir: str, namespace: str) -> list[dict]:
-    """Every request in `namespace` in the audit log (rotated files included), once per auditID."""
+def audit_events(audit_dir: str, namespace: str, mark: tuple[int, int] | None) -> list[dict]:
+    """Every request in `namespace` in the audit log since `mark` (a rotated file too), once per
+    auditID (watches log ResponseStarted and ResponseComplete: the first one seen is kept)."""
     seen: dict[str, dict] = {}
     needle = f'"namespace":"{namespace}"'
     for path in sorted(glob.glob(os.path.join(audit_dir, "audit*.log"))):
@@ -414,6 +777,9 @@ def audit_events(audit_dir: str, namespace: str) -> list[dict]:
         except OSError as e:
             raise Failed(f"cannot read the audit log {path}: {e}") from e
         with f:
+            st = os.fstat(f.fileno())
+            if mark and st.st_ino == mark[0] and st.st_size >= mark[1]:
+                f.seek(mark[1])
             for line in f:
                 if needle not in line:
                     continue
@@ -423,9 +789,14 @@ def audit_events(audit_dir: str, namespace: str) -> list[dict]:
                     continue
                 if (event.get("objectRef") or {}).get("namespace") != namespace:
                     continue
-                # Watches log ResponseStarted and later ResponseComplete: keep the first stage seen.
                 seen.setdefault(event["auditID"], event)
     return list(seen.values())
+
+
+def parse_time(value: str) -> float:
+    value = value.rstrip("Z")
+    fmt = "%Y-%m-%dT%H:%M:%S.%f" if "." in value else "%Y-%m-%dT%H:%M:%S"
+    return datetime.datetime.strptime(value, fmt).replace(tzinfo=datetime.timezone.utc).timestamp()
 
 
 def parse_metrics(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
@@ -444,158 +815,34 @@ def parse_metrics(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
     return out
 
 
-def log_findings(path: str) -> tuple[int, int, list[str]]:
-    """(WARN lines, ERROR lines, the most frequent of their messages) of a tracing-fmt log."""
-    warns = errors = 0
+def log_findings(paths: list[str]) -> tuple[int, list[str]]:
+    """(WARN/ERROR lines, the most frequent of them) in the processes' logs (any of the formats:
+    tracing's, Kopf's, the SDK's)."""
+    count = 0
     messages: collections.Counter[str] = collections.Counter()
-    level = re.compile(r"^\S+\s+(WARN|ERROR)\s+(.*)$")
-    with open(path, errors="replace") as f:
-        for line in f:
-            m = level.match(line)
-            if not m:
-                continue
-            if m.group(1) == "WARN":
-                warns += 1
-            else:
-                errors += 1
-            # Group by message shape: drop object names and numbers.
-            shape = re.sub(r"obj-\d+", "obj-N", m.group(2))
-            shape = re.sub(r"\d+(\.\d+)?", "N", shape)
-            messages[f"{m.group(1)} {shape[:300]}"] += 1
-    return warns, errors, [f"{n}x {msg}" for msg, n in messages.most_common(5)]
+    level = re.compile(r"\b(WARN|WARNING|ERROR)\b\s*\]?\s*(.*)$")
+    for path in paths:
+        try:
+            f = open(path, errors="replace")
+        except OSError:
+            continue
+        with f:
+            for line in f:
+                m = level.search(line)
+                if not m:
+                    continue
+                count += 1
+                shape = re.sub(r"obj-\d+", "obj-N", m.group(2))
+                shape = re.sub(r"bench-[\w-]+", "NS", shape)
+                shape = re.sub(r"\d+(\.\d+)?", "N", shape)
+                messages[f"{m.group(1)} {shape[:200]}"] += 1
+    return count, [f"{k}x {msg}" for msg, k in messages.most_common(3)]
 
 
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     k = max(0, min(len(ordered) - 1, round(p / 100 * len(ordered) + 0.5) - 1))
     return ordered[k]
-
-
-def run_phase(ctx: Context, contender: Contender, mode: str) -> dict:
-    """One measured run of one contender in a fresh namespace; returns its figures (with `failure`
-    when the objects did not all finish).
-
-    mode "live": start the contender, wait until it is ready, then create the objects (t0 = the
-    first creation). mode "backlog": create the objects with nothing running, then start the
-    contender (t0 = its start), as after an operator's downtime or first deployment."""
-    r: dict = {"title": contender.title, "mode": mode}
-    namespace = ctx.create_namespace(f"{contender.slug}-{mode}")
-    r["namespace"] = namespace
-    contender.log_prefix = f"{contender.slug}-{mode}-"
-    plane = plane_pids(ctx.plane_dir)
-    created: dict[str, float] = {}
-    create_errors: list[str] = []
-    creator = threading.Thread(target=create_objects, args=(ctx, namespace, created, create_errors))
-    creator.daemon = True
-
-    if mode == "backlog":
-        log(f"{contender.title}, {mode}: namespace {namespace}; creating {ctx.objects} objects")
-        creator.start()
-        creator.join()
-        if create_errors:
-            raise Failed(f"{len(create_errors)} objects could not be created, e.g. {create_errors[:3]}")
-        log(f"{contender.title}, {mode}: starting")
-        plane_cpu0 = plane_cpu(plane)
-        t0 = time.time()
-        contender.start(ctx, namespace)
-        r["t_ready"] = time.time() - t0
-        t_created: float | None = t0
-    else:
-        log(f"{contender.title}, {mode}: namespace {namespace}; starting")
-        contender.start(ctx, namespace)
-        log(f"{contender.title}, {mode}: ready; creating {ctx.objects} objects "
-            f"with {CREATE_THREADS} threads")
-        plane_cpu0 = plane_cpu(plane)
-        t0 = time.time()
-        creator.start()
-        t_created = None
-
-    last_done, last_progress = -1, time.monotonic()
-    deadline = time.monotonic() + ctx.timeout
-    first = True
-    while True:
-        if not first:
-            time.sleep(POLL_INTERVAL)
-        first = False
-        listed, done, unfinished = list_done(ctx, namespace)
-        now = time.time()
-        if t_created is None and not creator.is_alive():
-            t_created = max(created.values(), default=now)
-            log(f"created {len(created)} objects in {t_created - t0:.1f}s"
-                + (f"; {len(create_errors)} creations failed" if create_errors else ""))
-        if create_errors and t_created is not None:
-            raise Failed(f"{len(create_errors)} objects could not be created, e.g. {create_errors[:3]}")
-        for role, proc in contender.procs.items():
-            if not proc.alive():
-                raise Failed(f"the {role} exited (code {proc.popen.returncode}); its log:\n{proc.tail()}")
-        if done != last_done:
-            last_done, last_progress = done, time.monotonic()
-            log(f"{done}/{ctx.objects} handled")
-        if t_created is not None and done == ctx.objects:
-            r["t_done"] = now - t0
-            break
-        stalled = time.monotonic() - last_progress > ctx.stall
-        if stalled or time.monotonic() > deadline:
-            why = f"no progress for {ctx.stall:.0f}s" if stalled else f"not done after {ctx.timeout:.0f}s"
-            sample = [
-                {"name": m.get("name"),
-                 "annotations": {k: v for k, v in (m.get("annotations") or {}).items()
-                                 if k.startswith(PREFIX + "/")}}
-                for m in unfinished[:3]
-            ]
-            r["failure"] = (f"{why}: {done}/{ctx.objects} fully handled ({listed} listed); "
-                            f"unfinished e.g. {json.dumps(sample)}")
-            log(r["failure"])
-            break
-    r["t_created"] = (t_created or time.time()) - t0
-
-    # Let trailing writes land (they count), then read everything before stopping anything.
-    time.sleep(2.0)
-    t_end = time.time()
-    r["cpu"] = {role: p.cpu_seconds() for role, p in contender.procs.items()}
-    plane_cpu1 = plane_cpu(plane)
-    if plane and plane_cpu0.keys() == plane_cpu1.keys() == plane.keys():
-        r["plane_cpu"] = sum(plane_cpu1[name] - plane_cpu0[name] for name in plane)
-    else:  # not found, or a test running alongside restarted the API server: no figure
-        log("cannot tell the CPU time of kube-apiserver + etcd (restarted during the run?)")
-    r["rss"] = {role: p.status() for role, p in contender.procs.items()}
-    if contender.metrics_url:
-        try:
-            r["metrics"] = parse_metrics(http_get(contender.metrics_url)[1])
-        except OSError as e:
-            log(f"cannot read {contender.metrics_url}: {e}")
-    contender.stop()
-    r["logs"] = {role: log_findings(p.log_path) for role, p in contender.procs.items()}
-    r["log_paths"] = {role: p.log_path for role, p in contender.procs.items()}
-
-    # The contender's requests, counted at the API server (audit log), up to t_end.
-    time.sleep(0.5)
-    events = [e for e in audit_events(ctx.audit_dir, namespace)
-              if contender.own_request(e) and parse_time(e["requestReceivedTimestamp"]) <= t_end]
-    users = collections.Counter(e["user"]["username"] for e in events)
-    agents = collections.Counter(e.get("userAgent", "(none)") for e in events)
-    r["requesters"] = f"{dict(users)} userAgent {dict(agents)}"
-    r["verbs"] = collections.Counter(e["verb"] for e in events)
-    r["write_resources"] = collections.Counter(
-        f'{e["verb"]} {e["objectRef"].get("resource")}'
-        + (f'/{e["objectRef"]["subresource"]}' if e["objectRef"].get("subresource") else "")
-        for e in events if e["verb"] in WRITE_VERBS
-    )
-    r["codes"] = collections.Counter(
-        (e.get("responseStatus") or {}).get("code", 0) for e in events if e["verb"] in WRITE_VERBS
-    )
-    # Create (client side, response received) -> the contender's last write to that object.
-    last_write: dict[str, float] = {}
-    for e in events:
-        ref = e["objectRef"]
-        if e["verb"] in WRITE_VERBS and ref.get("resource") == PLURAL and ref.get("name"):
-            t = parse_time(e.get("stageTimestamp") or e["requestReceivedTimestamp"])
-            last_write[ref["name"]] = max(t, last_write.get(ref["name"], 0.0))
-    if mode == "live":
-        r["latency"] = [last_write[n] - t for n, t in created.items() if n in last_write]
-    if last_write:
-        r["t_last_write"] = max(last_write.values()) - t0
-    return r
 
 
 # --- the table -----------------------------------------------------------------------------------
@@ -616,121 +863,118 @@ def machine() -> str:
     return f"{os.cpu_count()} CPUs ({cpu}), {mem} RAM, Linux {platform.release()}"
 
 
-def fmt_mib(kib: int | None) -> str:
-    return "–" if kib is None else f"{kib / 1024:.1f} MiB"
+def mib(kib: float) -> str:
+    return f"{kib / 1024:.0f} MiB" if kib >= 10240 else f"{kib / 1024:.1f} MiB"
 
 
-def table(ctx: Context, results: list[dict[str, dict]], commit: str, plane_version: str) -> str:
-    """One markdown table: a row per figure, a column per contender (each a dict mode -> figures)."""
-    n, h = ctx.objects, ctx.handlers
-    rows: list[tuple[str, list[str]]] = []
+def throughput(r: dict) -> float:
+    return r["n"] / r["phases"]["create"]["t"]
 
-    def row(name: str, mode: str, fn) -> None:
-        if not any(mode in res for res in results):
-            return
+
+def memory(r: dict) -> float:
+    return sum(r["peak"].values())
+
+
+def table(sizes: dict[int, dict[str, dict]], order: list[str]) -> list[str]:
+    """One markdown table: a column per contender, the rows of every size one after the other."""
+    titles = [CONTENDERS[s].title for s in order]
+    lines = ["| figure | " + " | ".join(titles) + " |", "|---|" + "---|" * len(order)]
+
+    def row(name: str, fn) -> None:
         cells = []
-        for res in results:
+        for slug in order:
             try:
-                cells.append(fn(res[mode]))
+                cells.append(fn(res[slug]))
             except (KeyError, TypeError, ValueError, ZeroDivisionError, IndexError):
                 cells.append("–")
-        rows.append((name, cells))
-
-    def metric(r: dict, name: str) -> list[tuple[dict, float]]:
-        return r["metrics"].get(name, [])
-
-    def handled(r: dict) -> str:
-        if "t_done" not in r:
-            return f"**not finished**: {r['failure']}"
-        return f"{r['t_done']:.1f} s (last write at {r['t_last_write']:.2f} s)"
-
-    def writes(r: dict) -> str:
-        return f"{sum(r['verbs'][v] for v in WRITE_VERBS) / n:.2f}"
-
-    L, B = "live", "backlog"
-    row("objects × handlers", L, lambda r: f"{n} × {h} (create handlers)")
-    row("**live**: objects created in", L,
-        lambda r: f"{r['t_created']:.1f} s ({n / r['t_created']:.0f} objects/s)")
-    row("**live**: all objects fully handled after", L, handled)
-    def throughput(r: dict) -> str:
-        return (f"**{n / r['t_done']:.0f} objects/s** = {n * h / r['t_done']:.0f} handler calls/s "
-                f"(by the last write: {n / r['t_last_write']:.0f} objects/s)")
-
-    row("**live: throughput**", L, throughput)
-    row("**live**: create → last write to the object, p50 / p99 / max", L,
-        lambda r: " / ".join(f"{percentile(r['latency'], p):.2f} s" for p in (50, 99, 100)))
-    row("**live: API writes per object** (audit log)", L, lambda r: f"**{writes(r)}**")
-    row("… by verb and resource", L, lambda r: ", ".join(
-        f"{k}: {v}" for k, v in sorted(r["write_resources"].items())) or "none")
-    row("… answered with", L, lambda r: ", ".join(
-        f"{code}: {c}" for code, c in sorted(r["codes"].items())) or "–")
-    row("API reads (audit log)", L, lambda r: ", ".join(
-        f"{v}: {r['verbs'][v]}" for v in ("get", "list", "watch") if r["verbs"][v]) or "none")
-    row("requests counted as the contender's", L, lambda r: r["requesters"])
-    row("operon_cycles_total", L, lambda r: (lambda c: f"{c:.0f} ({c / n:.2f}/object)")(
-        sum(v for _, v in metric(r, "operon_cycles_total"))))
-    row("operon_api_requests_total", L, lambda r: ", ".join(
-        f"{lab.get('verb')} {lab.get('code')}: {v:.0f}"
-        for lab, v in metric(r, "operon_api_requests_total")) or "none")
-    row("operon_handler_outcomes_total", L, lambda r: ", ".join(
-        f"{lab.get('handler')} {lab.get('outcome')}: {v:.0f}"
-        for lab, v in metric(r, "operon_handler_outcomes_total")) or "none")
-    for role in ("core", "handler service"):
-        row(f"peak RSS, {role} (VmHWM)", L, lambda r, role=role: fmt_mib(r["rss"][role].get("VmHWM")))
-    for role in ("core", "handler service"):
-        row(f"CPU time, {role}", L, lambda r, role=role: f"{r['cpu'][role]:.1f} s")
-    row("CPU time, kube-apiserver + etcd", L, lambda r: f"{r['plane_cpu']:.1f} s")
-    row("**backlog**: start → ready (initial list)", B, lambda r: f"{r['t_ready']:.1f} s")
-    row("**backlog**: start → all objects fully handled", B, handled)
-    row("**backlog: throughput**", B, throughput)
-    row("**backlog**: API writes per object; cycles per object", B, lambda r: "{}; {:.2f}".format(
-        writes(r), sum(v for _, v in metric(r, "operon_cycles_total")) / n))
-    row("**backlog**: peak RSS, core / handler service", B, lambda r: " / ".join(
-        fmt_mib(r["rss"][role].get("VmHWM")) for role in ("core", "handler service")))
-    row("**backlog**: CPU time, core / handler service / kube-apiserver + etcd", B,
-        lambda r: " / ".join(f"{v:.1f} s" for v in (r["cpu"]["core"], r["cpu"]["handler service"], r["plane_cpu"])))
-    for mode in (L, B):
-        row(f"{mode}: WARN / ERROR lines in the logs", mode, lambda r: ", ".join(
-            f"{role} {r['logs'][role][0]} / {r['logs'][role][1]}" for role in ("core", "handler service")))
-    first = [""] * (len(results) - 1)
-    rows.append(("machine", [machine()] + first))
-    rows.append(("load average (1 min) at the start", [ctx.load_at_start] + first))
-    rows.append(("control plane", [plane_version] + first))
-    rows.append(("commit", [commit] + first))
-
-    titles = [next(iter(res.values()))["title"] for res in results]
-    lines = ["| figure | " + " | ".join(titles) + " |", "|---|" + "---|" * len(results)]
-    for name, cells in rows:
         lines.append(f"| {name} | " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
-    return "\n".join(lines)
+
+    for n, res in sizes.items():
+        kopf, floor, ceiling = res.get("kopf"), res.get("floor"), res.get("ceiling")
+
+        def ratios(r: dict) -> str:
+            t = throughput(r)
+            parts = [f"{t / throughput(other):.2f}× {label}" for label, other in
+                     (("Kopf", kopf), ("floor", floor), ("ceiling", ceiling))
+                     if other is not None and other is not r]
+            return f"**{t:,.0f}/s**" + (f" ({'; '.join(parts)})" if parts else "")
+
+        def per_object(phase: str, key: str = "writes"):
+            def cell(r: dict) -> str:
+                p = r["phases"][phase]
+                count = min(n, UPDATED_OBJECTS) if phase in ("update", "resume") else n
+                by = ", ".join(f"{k} {v / count:.2f}" for k, v in sorted(p["by"].items()))
+                return f"{p[key] / count:.2f}" + (f" ({by})" if by and key == "writes" else "")
+            return cell
+
+        def secs(phase: str):
+            return lambda r: f"{r['phases'][phase]['t']:.1f} s ({n / r['phases'][phase]['t']:,.0f}/s)"
+
+        def mem_cell(r: dict) -> str:
+            total = memory(r)
+            text = " + ".join(f"{role} {mib(kib)}" for role, kib in r["peak"].items())
+            if len(r["peak"]) > 1:
+                text += f" = **{mib(total)}**"
+            if kopf is not None and r is not kopf:
+                text += f" ({total / memory(kopf):.2f}× Kopf)"
+            return text
+
+        lines.append(f"| **N = {n:,}** |" + " |" * len(order))
+        row("objects fully handled per second (create phase: start → last write)", ratios)
+        row("create: API writes per object", per_object("create"))
+        row("update (live, {:,} objects): watch event → handler call, p50 / p99".format(
+            min(n, UPDATED_OBJECTS)),
+            lambda r: " / ".join(f"{percentile(r['latency'], p) * 1000:,.0f} ms" for p in (50, 99)))
+        row("update: API writes per object", per_object("update"))
+        row("resume ({:,} of {:,} objects changed while down): restart → every change handled".format(
+            min(n, UPDATED_OBJECTS), n), lambda r: f"{r['phases']['resume']['t']:.1f} s")
+        row("resume: API writes per object", per_object("resume"))
+        row("delete: all deleted → every object gone", secs("delete"))
+        row("delete: API writes per object", per_object("delete"))
+        row("API requests per object, all phases (reads, watches, Events included)",
+            lambda r: f"{r['requests'] / n:.2f}")
+        row("peak RSS (VmHWM), every process", mem_cell)
+        row("CPU time (user + system), every process", lambda r: " + ".join(
+            f"{role} {s:.1f} s" for role, s in r["cpu"].items()))
+        row("CPU time, kube-apiserver + etcd", lambda r: f"{r['plane_cpu']:.1f} s")
+        row("handler calls: create / update / delete (beyond the one due)", lambda r: " / ".join(
+            f"{r['calls'].get(k, 0):,}" + (f" (+{r['extra_calls'][k]})" if k in r["extra_calls"] else "")
+            for k in ("create", "update", "delete")))
+        row("WARN/ERROR log lines", lambda r: str(r["log_count"]))
+    return lines
+
+
+def summary(sizes: dict[int, dict[str, dict]]) -> list[str]:
+    """The two closing lines, from the largest size that has both Kopf and Operon + Python."""
+    for n in sorted(sizes, reverse=True):
+        res = sizes[n]
+        if "kopf" in res and "operon-py" in res:
+            ours, kopf = res["operon-py"], res["kopf"]
+            return [f"throughput vs Kopf: {throughput(ours) / throughput(kopf):.1f}x",
+                    f"memory vs Kopf: {memory(ours) / memory(kopf):.2f}x"]
+    return ["throughput vs Kopf: – (Kopf or Operon + Python SDK not run)",
+            "memory vs Kopf: – (Kopf or Operon + Python SDK not run)"]
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--objects", type=int, default=1000)
-    p.add_argument("--handlers", type=int, default=3)
-    p.add_argument("--contender", action="append", choices=sorted(CONTENDERS),
+    p.add_argument("--objects", type=int, action="append",
+                   help="a size (repeatable; default: 1000 and 10000)")
+    p.add_argument("--contender", action="append", choices=list(CONTENDERS),
                    help="run only these (repeatable; default: all)")
-    p.add_argument("--mode", action="append", choices=["live", "backlog"],
-                   help="run only these modes (repeatable; default: live, then backlog)")
-    p.add_argument("--timeout", type=float, default=1800, help="give up after this many seconds")
     p.add_argument("--stall", type=float, default=120, help="give up after this long without progress")
     p.add_argument("--core-arg", action="append", help="an extra argument for `operon run`")
+    p.add_argument("--sdk-arg", action="append", help="an extra argument for the SDK's `kopf run`")
     p.add_argument("--workdir", required=True)
-    p.add_argument("--core-bin", required=True)
-    p.add_argument("--handler-bin", required=True)
-    p.add_argument("--kubectl", required=True)
-    p.add_argument("--kubeconfig", required=True)
-    p.add_argument("--audit-dir", required=True)
-    p.add_argument("--plane-dir", required=True)
-    p.add_argument("--commit", required=True)
+    for name in ("core-bin", "handler-bin", "floor-bin", "kopf-python", "sdk-python", "sdk-src",
+                 "kubectl", "kubeconfig", "audit-dir", "plane-dir", "commit"):
+        p.add_argument(f"--{name}", required=True)
     args = p.parse_args()
-    if args.objects < 1 or args.handlers < 1:
-        p.error("--objects and --handlers must be at least 1")
+    sizes_wanted = args.objects or [1000, 10000]
+    if any(n < 1 for n in sizes_wanted):
+        p.error("--objects must be at least 1")
 
     def on_signal(signum, _frame):
-        # Once: a second signal (Ctrl-C reaches run.sh's trap and this process) must not cut the
-        # clean-up short.
         for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
             signal.signal(sig, signal.SIG_IGN)
         log(f"{signal.Signals(signum).name}: stopping what was started, deleting the namespaces")
@@ -739,44 +983,55 @@ def main() -> int:
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
         signal.signal(sig, on_signal)
 
-    ctx = Context(args)
-    status, version = ctx.kube.request("GET", "/version")
-    plane_version = (f"kube-apiserver {version.get('gitVersion')} on 127.0.0.1 (etcd without fsync)"
-                     if status == 200 else "?")
-    results: list[dict[str, dict]] = []
-    contender: Contender | None = None
+    order = args.contender or list(CONTENDERS)
+    sizes: dict[int, dict[str, dict]] = {}
+    started = time.time()
+    ctx = None
     try:
-        for slug in args.contender or list(CONTENDERS):
-            results.append({})
-            for mode in args.mode or ["live", "backlog"]:
-                contender = CONTENDERS[slug]()
-                results[-1][mode] = run_phase(ctx, contender, mode)
-                contender = None
+        for n in sizes_wanted:
+            args.objects = n
+            ctx = Context(args)
+            load_avg = ctx.load_at_start
+            sizes[n] = {}
+            for slug in order:
+                r = run_contender(ctx, CONTENDERS[slug])
+                r["n"] = n
+                r["log_count"], r["log_top"] = log_findings(
+                    [os.path.join(args.workdir, f) for f in os.listdir(args.workdir)
+                     if f.startswith(r["namespace"]) and f.endswith(".log")])
+                sizes[n][slug] = r
+                ctx.delete_namespaces()
+                with open(os.path.join(args.workdir, "table.md"), "w") as f:
+                    f.write("\n".join(table(sizes, order)) + "\n")
+            # What is measured so far, in case a later size cannot complete.
+            with open(os.path.join(args.workdir, "table.md"), "w") as f:
+                f.write("\n".join(table(sizes, order)) + "\n")
+            log(f"N={n} done; the table so far: {os.path.join(args.workdir, 'table.md')}")
     except Failed as e:
         log(f"FAILED: {e}")
         return 1
     finally:
-        if contender is not None and getattr(contender, "procs", None):
-            contender.stop()
-        ctx.delete_namespaces()
+        if ctx is not None:
+            ctx.delete_namespaces()
 
+    status, version = ctx.kube.request("GET", "/version")
+    plane = (f"kube-apiserver {version.get('gitVersion')} + etcd on 127.0.0.1 (etcd without fsync)"
+             if status == 200 else "?")
     print()
-    print(table(ctx, results, args.commit, plane_version))
+    for line in table(sizes, order):
+        print(line)
     print()
-    failed = False
-    for res in results:
-        for mode, r in res.items():
-            for role, (warns, errors, top) in r["logs"].items():
-                if warns or errors:
-                    print(f"{r['title']}, {mode}, {role} log ({r['log_paths'][role]}): "
-                          f"{warns} WARN, {errors} ERROR lines; most frequent:")
-                    for line in top:
-                        print(f"    {line}")
-            if "failure" in r:
-                failed = True
-                print(f"{r['title']}, {mode}: did not finish: {r['failure']}")
+    print(f"machine: {machine()}; load average at the start: {load_avg}; control plane: {plane}; "
+          f"commit {args.commit}; whole run {time.time() - started:.0f} s")
+    for n, res in sizes.items():
+        for slug, r in res.items():
+            for line in r["log_top"]:
+                print(f"  N={n} {r['title']}: {line}")
     print(f"logs: {args.workdir}")
-    return 1 if failed else 0
+    print()
+    for line in summary(sizes):
+        print(line)
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,38 +1,47 @@
 #!/usr/bin/env bash
-# The benchmark: N objects × H create handlers, handled by the Operon core and the Rust example
-# handler service, on the real local control plane. Prints one markdown table (see README.md next
-# to this script for what each figure means). A figure, not a test: it never fails on a timing; it
-# exits non-zero only when the run cannot complete.
+# The benchmark: Kopf, Operon + the Python SDK, Operon + the Rust example handler, a plain kube-rs
+# controller (the floor) and a raw PATCH loop (the ceiling), side by side on the real local control
+# plane, with the same three handlers (create, an update of spec.value, delete). Prints one
+# markdown table (tests/bench/README.md says what each figure means), ending with the lines
+# `throughput vs Kopf: …x` and `memory vs Kopf: …x`. A figure, not a test: it never fails on a
+# timing; it exits non-zero only when a run cannot complete (then it says why).
 #
-#   tests/bench/run.sh [--objects N] [--handlers H] [--mode live|backlog]... [--core-arg ARG]...
+#   tests/bench/run.sh [--objects N]... [--contender NAME]... [--core-arg ARG]... [--sdk-arg ARG]...
+#                      [--debug]         debug binaries: for the smoke test, not for figures
+#                      [--shared-plane]  the shared plane (~/.cache/operon/cluster) instead of the
+#                                        benchmark's own (~/.cache/operon/cluster-bench)
+#                      [--keep-plane]    leave the benchmark's own plane running afterwards
 #
-# Builds the release binaries (cargo waits for the shared target dir's lock), starts the plane with
-# tests/cluster/up.sh (idempotent), installs the bench CRD (left installed), and runs
-# tests/bench/bench.py, which creates a fresh namespace per mode and starts the processes. Everything it
-# started — processes and namespace — is stopped/deleted on exit, also on failure or Ctrl-C.
-# Logs of the run stay in a temporary directory (printed at the end).
+# Default sizes: 1,000 and 10,000 objects. Contenders: kopf, operon-py, operon-rust, floor, ceiling.
+# Builds the release binaries, installs Kopf 1.45.2 (~/.cache/operon/venv-kopf) and the SDK's
+# dependencies (~/.cache/operon/venv-bench) when missing, starts the plane with tests/cluster/up.sh
+# (idempotent), installs the bench CRD (left installed) and runs tests/bench/bench.py, which makes
+# a fresh namespace per contender and size. Everything it started is stopped/deleted on exit.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 log() { echo "[bench $(date +%H:%M:%S)] $*" >&2; }
 
-objects=1000 handlers=3 driver_args=()
+driver_args=() profile=release shared_plane=0 keep_plane=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --*=*) set -- "${1%%=*}" "${1#*=}" "${@:2}"; continue ;;  # --opt=value → --opt value
-    --objects) objects=${2:?--objects needs a number}; shift 2 ;;
-    --handlers) handlers=${2:?--handlers needs a number}; shift 2 ;;
+    --objects)
+      [[ ${2:-} =~ ^[1-9][0-9]*$ ]] || { echo "--objects must be a positive integer" >&2; exit 2; }
+      driver_args+=(--objects "$2"); shift 2 ;;
+    --debug) profile=debug; shift ;;  # the smoke test in tests/run.sh: no release build
+    --shared-plane) shared_plane=1; shift ;;
+    --keep-plane) keep_plane=1; shift ;;
+    --contender) driver_args+=(--contender "${2:?--contender needs a name}"); shift 2 ;;
     --core-arg) driver_args+=(--core-arg="${2:?--core-arg needs a value}"); shift 2 ;;
-    --mode) driver_args+=(--mode "${2:?--mode needs live or backlog}"); shift 2 ;;
-    -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) echo "usage: $0 [--objects N] [--handlers H] [--mode live|backlog]... [--core-arg ARG]..." >&2; exit 2 ;;
+    --sdk-arg) driver_args+=(--sdk-arg="${2:?--sdk-arg needs a value}"); shift 2 ;;
+    -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "usage: $0 [--objects N]... [--contender NAME]... [--core-arg ARG]... [--sdk-arg ARG]..." >&2; exit 2 ;;
   esac
 done
-[[ $objects =~ ^[1-9][0-9]*$ ]] || { echo "--objects must be a positive integer" >&2; exit 2; }
-[[ $handlers =~ ^[1-9][0-9]*$ ]] || { echo "--handlers must be a positive integer" >&2; exit 2; }
 
 CACHE=${OPERON_CACHE:-$HOME/.cache/operon}
-PLANE_DIR=${OPERON_CLUSTER_DIR:-$CACHE/cluster}
+PLANE_DIR=$CACHE/cluster
 work="" driver=""
 
 # --- cleanup, whatever happens -------------------------------------------------------------------
@@ -46,7 +55,10 @@ cleanup() {
     kill -TERM "$driver" 2>/dev/null || true
     wait "$driver" 2>/dev/null || true
   fi
-  if [ -z "$work" ]; then exit "$rc"; fi
+  if [ -z "$work" ]; then
+    if declare -F stop_plane >/dev/null; then stop_plane; fi
+    exit "$rc"
+  fi
   touch "$work/pids" "$work/namespaces" 2>/dev/null || true
   local pid exe
   ours() { # pid exe: the process still runs the binary we started it with
@@ -72,6 +84,7 @@ cleanup() {
       fi
     fi
   done < "$work/namespaces"
+  if declare -F stop_plane >/dev/null; then stop_plane; fi
   [ "$rc" = 0 ] || log "exit code $rc; logs of the run: $work"
   exit "$rc"
 }
@@ -80,16 +93,52 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 trap 'exit 129' HUP
 
-# --- build ---------------------------------------------------------------------------------------
-log "building release binaries (cargo build --release -p operon -p operon-example-handler)"
-cargo build --release -p operon -p operon-example-handler >&2
+# --- build and install ---------------------------------------------------------------------------
+started=$(date +%s)
+build_args=(--locked -p operon -p operon-example-handler -p operon-bench-floor)
+[ "$profile" = debug ] || build_args+=(--release)
+log "building the binaries (cargo build ${build_args[*]})"
+cargo build "${build_args[@]}" >&2
 target=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-core_bin="$target/release/operon"
-handler_bin="$target/release/operon-example-handler"
+
+KOPF_VERSION=1.45.2
+kopf_venv=$CACHE/venv-kopf   # shared with sdk-python-compat/tests/test_migration.py
+if [ "$("$kopf_venv/bin/python" -c 'import importlib.metadata as m; print(m.version("kopf"))' 2>/dev/null)" != "$KOPF_VERSION" ]; then
+  log "installing Kopf $KOPF_VERSION into $kopf_venv"
+  [ -x "$kopf_venv/bin/python" ] || python3 -m venv "$kopf_venv"
+  "$kopf_venv/bin/pip" install -q --disable-pip-version-check "kopf==$KOPF_VERSION" >&2
+fi
+# The SDK runs from this checkout (PYTHONPATH=sdk-python-compat/src); the venv holds its
+# dependencies only, so every checkout on the machine can share it.
+sdk_venv=$CACHE/venv-bench
+if ! "$sdk_venv/bin/python" -c 'import grpc, google.protobuf' 2>/dev/null; then
+  log "installing the SDK's dependencies into $sdk_venv"
+  [ -x "$sdk_venv/bin/python" ] || python3 -m venv "$sdk_venv"
+  "$sdk_venv/bin/pip" install -q --disable-pip-version-check 'grpcio>=1.85.1' 'protobuf>=7.35.1,<8' >&2
+fi
 
 # --- the plane and the CRD -----------------------------------------------------------------------
-log "starting the local control plane (tests/cluster/up.sh)"
-eval "$(tests/cluster/up.sh)"
+# By default the benchmark runs on a plane of its own (the same tests/cluster/up.sh, another state
+# directory, locked for the run, stopped at the end if this run started it): 10,000 objects keep
+# an API server on 2 cores so busy that it answers health checks slowly, and other work on a shared
+# plane would skew the figures. --shared-plane uses the shared one (the smoke test does).
+if [ "$shared_plane" = 0 ]; then
+  PLANE_DIR=${BENCH_CLUSTER_DIR:-$CACHE/cluster-bench}
+  mkdir -p "$(dirname "$PLANE_DIR")"
+  exec 8>"$PLANE_DIR.bench.lock"
+  if ! flock -x -n 8; then
+    log "waiting for another benchmark on $PLANE_DIR to finish"
+    flock -x 8
+  fi
+  if [ -f "$PLANE_DIR/kube-apiserver.pid" ] && kill -0 "$(cat "$PLANE_DIR/kube-apiserver.pid")" 2>/dev/null; then
+    keep_plane=1  # it was up before this run: leave it as found
+  fi
+  stop_plane() {
+    if [ "$keep_plane" = 0 ]; then OPERON_CLUSTER_DIR="$PLANE_DIR" tests/cluster/down.sh >&2 || true; fi
+  }
+fi
+log "starting the local control plane in $PLANE_DIR (tests/cluster/up.sh)"
+eval "$(OPERON_CLUSTER_DIR="$PLANE_DIR" tests/cluster/up.sh)"
 # shellcheck disable=SC1091
 . "$PLANE_DIR/env"   # BIN (kube binaries), APISERVER_PORT
 KUBECTL="$BIN/kubectl"
@@ -103,10 +152,13 @@ if [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ]; then
 fi
 work=$(mktemp -d "${TMPDIR:-/tmp}/operon-bench.XXXXXX")
 : > "$work/pids"; : > "$work/namespaces"
-python3 tests/bench/bench.py --objects "$objects" --handlers "$handlers" \
-  --workdir "$work" --core-bin "$core_bin" --handler-bin "$handler_bin" \
+python3 tests/bench/bench.py --workdir "$work" \
+  --core-bin "$target/$profile/operon" --handler-bin "$target/$profile/operon-example-handler" \
+  --floor-bin "$target/$profile/operon-bench-floor" \
+  --kopf-python "$kopf_venv/bin/python" --sdk-python "$sdk_venv/bin/python" --sdk-src "$root/sdk-python-compat/src" \
   --kubectl "$KUBECTL" --kubeconfig "$KUBECONFIG" \
   --audit-dir "$PLANE_DIR/logs" --plane-dir "$PLANE_DIR" --commit "$commit" \
   "${driver_args[@]}" &
 driver=$!
 wait "$driver"
+log "done in $(( $(date +%s) - started )) s (build and installation included)"

@@ -15,21 +15,39 @@ here=$(cd "$(dirname "$0")" && pwd)
 CACHE=${OPERON_CACHE:-$HOME/.cache/operon}
 DIR=${OPERON_CLUSTER_DIR:-$CACHE/cluster}
 KUBECONFIG_OUT="$DIR/kubeconfig"
+
+# One up.sh at a time (helpers and tests call it concurrently): the next one waits, then finds the
+# plane up. Without the lock, two starts tear each other's half-started plane down. The started
+# processes do not inherit the lock (see start()).
+mkdir -p "$(dirname "$DIR")"
+exec 9>"$DIR.up.lock"
+if ! flock -w 900 9; then
+  echo "[cluster/up] another tests/cluster/up.sh has held $DIR.up.lock for 15 minutes" >&2
+  exit 1
+fi
 log() { echo "[cluster/up] $*" >&2; }
 
 # --- already up? -------------------------------------------------------------------------------
 alive() { [ -f "$DIR/$1.pid" ] && kill -0 "$(cat "$DIR/$1.pid")" 2>/dev/null; }
-ready() {
+ready() { # [max-seconds]
   [ -f "$DIR/env" ] || return 1
   # shellcheck disable=SC1091
   . "$DIR/env"
-  curl -fsS --max-time 2 --cacert "$DIR/pki/ca.crt" -H "Authorization: Bearer $ADMIN_TOKEN" \
+  curl -fsS --max-time "${1:-2}" --cacert "$DIR/pki/ca.crt" -H "Authorization: Bearer $ADMIN_TOKEN" \
     "https://127.0.0.1:$APISERVER_PORT/readyz" >/dev/null 2>&1
 }
-if alive etcd && alive kube-apiserver && alive kube-controller-manager && ready; then
-  log "already up (API server https://127.0.0.1:$APISERVER_PORT)"
-  echo "export KUBECONFIG=$KUBECONFIG_OUT"
-  exit 0
+if alive etcd && alive kube-apiserver && alive kube-controller-manager; then
+  # Busy is not stale: an API server under load (a benchmark, parallel tests on 2 cores) can take
+  # seconds to answer, and restarting it would break everyone using it. Up to ~1 minute.
+  for attempt in 1 2 3 4 5; do
+    if ready 10; then
+      log "already up (API server https://127.0.0.1:$APISERVER_PORT)"
+      echo "export KUBECONFIG=$KUBECONFIG_OUT"
+      exit 0
+    fi
+    log "the API server is running but not ready (attempt $attempt of 5); waiting"
+    sleep 2
+  done
 fi
 if [ -d "$DIR" ]; then
   log "found a stale or partial plane in $DIR; stopping it first"
@@ -111,7 +129,7 @@ start() { # name args...
   log "starting $name"
   # The exact command line, NUL-separated, for restart-apiserver.sh (tests restart components).
   printf '%s\0' "$BIN/$name" "$@" > "$DIR/$name.cmdline"
-  nohup "$BIN/$name" "$@" > "$DIR/logs/$name.log" 2>&1 < /dev/null &
+  nohup "$BIN/$name" "$@" > "$DIR/logs/$name.log" 2>&1 < /dev/null 9>&- &
   echo $! > "$DIR/$name.pid"
 }
 wait_for() { # name timeout-seconds command...

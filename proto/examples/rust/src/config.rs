@@ -25,7 +25,8 @@ pub struct Cli {
     #[arg(long, value_parser = parse_resource)]
     pub resource: ResourceSpec,
     /// A handler: KIND:ID[=FIELD][,OPTION=VALUE...], KIND one of
-    /// create|update|delete|resume|field|event|timer|daemon; FIELD (a dotted path) only for field handlers;
+    /// create|update|delete|resume|field|event|timer|daemon; FIELD (a dotted path) only for field
+    /// handlers and update handlers (an update of that field only);
     /// options: retries, timeout, backoff, call_timeout (seconds), errors
     /// (temporary|permanent|ignored), optional, deleted (true|false).
     #[arg(long = "handler", value_parser = parse_handler, required = true)]
@@ -127,7 +128,13 @@ pub fn parse_handler(value: &str) -> Result<HandlerSpec, String> {
                 "a field handler needs field:ID=PATH, got {value:?}"
             ));
         }
-        (_, Some(_)) => return Err(format!("only field handlers take =PATH, got {value:?}")),
+        // An update handler with a field filter: Kopf's `@kopf.on.update(..., field=PATH)`.
+        (HandlerKind::Update, Some(field)) if !field.is_empty() => Some(field.to_owned()),
+        (_, Some(_)) => {
+            return Err(format!(
+                "only field and update handlers take =PATH, got {value:?}"
+            ));
+        }
         (_, None) => None,
     };
     let mut options = Options::default();
@@ -323,6 +330,12 @@ mod tests {
         assert_eq!(handler.field.as_deref(), Some("spec.some.path"));
         assert_eq!(handler.options.errors(), ErrorsMode::Ignored);
         assert!(parse_handler("field:f1").is_err());
+        let update = parse_handler("update:u1=spec.value").unwrap();
+        assert_eq!(
+            (update.kind, update.field.as_deref()),
+            (HandlerKind::Update, Some("spec.value"))
+        );
+        assert!(parse_handler("create:c1=spec.value").is_err());
         assert!(parse_handler("field:f1=").is_err());
         assert!(parse_handler("create:c1=spec.x").is_err());
     }

@@ -255,7 +255,7 @@ pub fn main() -> ExitCode {
             endpoint: args.otlp_endpoint.clone().filter(|e| !e.is_empty()),
             service_name: args.service_name.clone(),
         },
-        Command::Dashboard(_) => crate::telemetry::Tracing::default(),
+        Command::Dashboard(_) | Command::Rbac(_) => crate::telemetry::Tracing::default(),
     };
     let telemetry = {
         let _entered = runtime.enter();

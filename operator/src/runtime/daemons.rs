@@ -397,15 +397,7 @@ impl Daemon {
                     );
                     self.log(Level::Error, &message);
                     let body = Arc::clone(&self.body.borrow());
-                    events::post(
-                        &self.env.client,
-                        &self.env.metrics,
-                        &body,
-                        "Warning",
-                        "DaemonFailed",
-                        &message,
-                    )
-                    .await;
+                    events::post(&self.env, &body, "Warning", "DaemonFailed", &message).await;
                     if self.sleep_or_stop(transport_backoff).await {
                         return End::OnRequest;
                     }
@@ -434,16 +426,7 @@ impl Daemon {
         }
         for e in requests {
             let target = e.involved_object.as_ref().unwrap_or(&body);
-            if !events::post(
-                &self.env.client,
-                &self.env.metrics,
-                target,
-                &e.type_,
-                &e.reason,
-                &e.message,
-            )
-            .await
-            {
+            if !events::post(&self.env, target, &e.type_, &e.reason, &e.message).await {
                 self.log(
                     Level::Debug,
                     &format!("Failed to post an event: {}", e.message),

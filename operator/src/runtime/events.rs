@@ -63,6 +63,39 @@ pub fn build(
 /// it was accepted. Failures are logged, never raised: an Event is worth less than the cycle
 /// that wanted to post it.
 pub async fn post(env: &Env, about: &Value, type_: &str, reason: &str, message: &str) -> bool {
+    let to = Poster {
+        client: &env.client,
+        metrics: &env.metrics,
+        readmodel: &env.readmodel,
+    };
+    post_to(&to, about, type_, reason, message).await
+}
+
+/// What posting an Event needs: the client, the metrics, and the read model that keeps it.
+#[derive(Clone, Copy)]
+pub struct Poster<'a> {
+    /// The API client.
+    pub client: &'a kube::Client,
+    /// Metrics (API writes).
+    pub metrics: &'a crate::runtime::metrics::Metrics,
+    /// The read model (the dashboard's object page shows the Event).
+    pub readmodel: &'a crate::runtime::readmodel::ReadModel,
+}
+
+impl std::fmt::Debug for Poster<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Poster").finish_non_exhaustive()
+    }
+}
+
+/// [`post`] for callers without a processing [`Env`] (the sync controllers).
+pub async fn post_to(
+    env: &Poster<'_>,
+    about: &Value,
+    type_: &str,
+    reason: &str,
+    message: &str,
+) -> bool {
     if about.get("kind").and_then(Value::as_str) == Some("Event") {
         return false; // never post events about events
     }

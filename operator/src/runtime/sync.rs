@@ -882,15 +882,12 @@ impl Controller {
     async fn report(&self, key: &Key, body: &Value, message: &str) {
         let repeated = self.state(key, |s| s.last_error.as_deref() == Some(message));
         if !repeated {
-            crate::runtime::events::post(
-                &self.env.client,
-                &self.env.metrics,
-                body,
-                "Warning",
-                "SyncFailed",
-                message,
-            )
-            .await;
+            let to = crate::runtime::events::Poster {
+                client: &self.env.client,
+                metrics: &self.env.metrics,
+                readmodel: &self.env.readmodel,
+            };
+            crate::runtime::events::post_to(&to, body, "Warning", "SyncFailed", message).await;
         }
     }
 

@@ -176,6 +176,15 @@ impl HandlerService for Example {
     ) -> Result<Response<pb::InvokeResponse>, Status> {
         Err(Status::unimplemented("this service only has sync handlers"))
     }
+
+    type DaemonStream = tonic::codegen::BoxStream<pb::DaemonResponse>;
+
+    async fn daemon(
+        &self,
+        _: Request<tonic::Streaming<pb::DaemonRequest>>,
+    ) -> Result<Response<Self::DaemonStream>, Status> {
+        Err(Status::unimplemented("this service only has sync handlers"))
+    }
 }
 
 fn parse(raw: &[u8]) -> Result<Value, Status> {

@@ -569,6 +569,27 @@ impl Controller {
         self.spec.call_timeout.unwrap_or(self.env.call_timeout)
     }
 
+    /// Awaits a Sync or Finalize call within the deadline (plus a second for the transport);
+    /// a late or failed call ends the attempt as failed.
+    async fn answer<T>(
+        &self,
+        rpc: &str,
+        call: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    ) -> Result<T, Ended> {
+        match tokio::time::timeout(self.deadline() + Duration::from_secs(1), call).await {
+            Err(_) => Err(Ended::Failed(format!(
+                "the {rpc} call did not finish within {:?}",
+                self.deadline()
+            ))),
+            Ok(Err(status)) => Err(Ended::Failed(format!(
+                "the {rpc} call failed: {} ({:?})",
+                status.message(),
+                status.code()
+            ))),
+            Ok(Ok(r)) => Ok(r.into_inner()),
+        }
+    }
+
     async fn sync_body(&self, key: &Key, body: &Value) -> Ended {
         let parent = Parent::of(body);
         let deleting = body.pointer("/metadata/deletionTimestamp").is_some();
@@ -597,25 +618,10 @@ impl Controller {
         let mut call = tonic::Request::new(request);
         call.set_timeout(self.deadline());
         let mut client = self.client.clone();
-        let response =
-            match tokio::time::timeout(self.deadline() + Duration::from_secs(1), client.sync(call))
-                .await
-            {
-                Err(_) => {
-                    return Ended::Failed(format!(
-                        "the Sync call did not finish within {:?}",
-                        self.deadline()
-                    ));
-                }
-                Ok(Err(status)) => {
-                    return Ended::Failed(format!(
-                        "the Sync call failed: {} ({:?})",
-                        status.message(),
-                        status.code()
-                    ));
-                }
-                Ok(Ok(r)) => r.into_inner(),
-            };
+        let response = match self.answer("Sync", client.sync(call)).await {
+            Ok(r) => r,
+            Err(ended) => return ended,
+        };
         if !response.error.is_empty() {
             return Ended::Failed(format!("the sync handler failed: {}", response.error));
         }
@@ -940,26 +946,9 @@ impl Controller {
         let mut call = tonic::Request::new(self.request(body, &current, true));
         call.set_timeout(self.deadline());
         let mut client = self.client.clone();
-        let response = match tokio::time::timeout(
-            self.deadline() + Duration::from_secs(1),
-            client.finalize(call),
-        )
-        .await
-        {
-            Err(_) => {
-                return Ended::Failed(format!(
-                    "the Finalize call did not finish within {:?}",
-                    self.deadline()
-                ));
-            }
-            Ok(Err(status)) => {
-                return Ended::Failed(format!(
-                    "the Finalize call failed: {} ({:?})",
-                    status.message(),
-                    status.code()
-                ));
-            }
-            Ok(Ok(r)) => r.into_inner(),
+        let response = match self.answer("Finalize", client.finalize(call)).await {
+            Ok(r) => r,
+            Err(ended) => return ended,
         };
         if !response.error.is_empty() {
             return Ended::Failed(format!("the finalize handler failed: {}", response.error));

@@ -32,8 +32,8 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 PATH="$tools:$PATH" protoc -I"$proto_root" \
   --go_out="$tmp" --go_opt=paths=source_relative \
-  --go_opt=Moperon/v1/handler.proto=$pkg --go_opt=Moperon/v1/sync.proto=$pkg \
+  --go_opt=Moperon/v1/handler.proto=$pkg --go_opt=Moperon/v1/sync.proto=$pkg --go_opt=Moperon/v1/tasks.proto=$pkg \
   --go-grpc_out="$tmp" --go-grpc_opt=paths=source_relative \
-  --go-grpc_opt=Moperon/v1/handler.proto=$pkg --go-grpc_opt=Moperon/v1/sync.proto=$pkg \
-  operon/v1/handler.proto operon/v1/sync.proto
+  --go-grpc_opt=Moperon/v1/handler.proto=$pkg --go-grpc_opt=Moperon/v1/sync.proto=$pkg --go-grpc_opt=Moperon/v1/tasks.proto=$pkg \
+  operon/v1/handler.proto operon/v1/sync.proto operon/v1/tasks.proto
 cp "$tmp"/operon/v1/*.go "$out"/

@@ -166,7 +166,9 @@ impl HandlerService for Example {
                 }),
                 finalize: self.cli.finalize,
                 call_timeout: None,
+                shutdown_hook: None,
             }],
+            tasks: vec![],
         }))
     }
 

@@ -337,6 +337,120 @@ func (UpdateStrategy) EnumDescriptor() ([]byte, []int) {
 	return file_operon_v1_handler_proto_rawDescGZIP(), []int{4}
 }
 
+type ShutdownFailureStrategy int32
+
+const (
+	// The default: GIVE_UP.
+	ShutdownFailureStrategy_SHUTDOWN_FAILURE_STRATEGY_UNSPECIFIED ShutdownFailureStrategy = 0
+	// Leave the children alone and mark the parent degraded (`status.shutdown.phase: Degraded`);
+	// a person decides.
+	ShutdownFailureStrategy_SHUTDOWN_FAILURE_STRATEGY_GIVE_UP ShutdownFailureStrategy = 1
+	// Delete (or replace) the children anyway.
+	ShutdownFailureStrategy_SHUTDOWN_FAILURE_STRATEGY_DELETE ShutdownFailureStrategy = 2
+)
+
+// Enum value maps for ShutdownFailureStrategy.
+var (
+	ShutdownFailureStrategy_name = map[int32]string{
+		0: "SHUTDOWN_FAILURE_STRATEGY_UNSPECIFIED",
+		1: "SHUTDOWN_FAILURE_STRATEGY_GIVE_UP",
+		2: "SHUTDOWN_FAILURE_STRATEGY_DELETE",
+	}
+	ShutdownFailureStrategy_value = map[string]int32{
+		"SHUTDOWN_FAILURE_STRATEGY_UNSPECIFIED": 0,
+		"SHUTDOWN_FAILURE_STRATEGY_GIVE_UP":     1,
+		"SHUTDOWN_FAILURE_STRATEGY_DELETE":      2,
+	}
+)
+
+func (x ShutdownFailureStrategy) Enum() *ShutdownFailureStrategy {
+	p := new(ShutdownFailureStrategy)
+	*p = x
+	return p
+}
+
+func (x ShutdownFailureStrategy) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ShutdownFailureStrategy) Descriptor() protoreflect.EnumDescriptor {
+	return file_operon_v1_handler_proto_enumTypes[5].Descriptor()
+}
+
+func (ShutdownFailureStrategy) Type() protoreflect.EnumType {
+	return &file_operon_v1_handler_proto_enumTypes[5]
+}
+
+func (x ShutdownFailureStrategy) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ShutdownFailureStrategy.Descriptor instead.
+func (ShutdownFailureStrategy) EnumDescriptor() ([]byte, []int) {
+	return file_operon_v1_handler_proto_rawDescGZIP(), []int{5}
+}
+
+// ==== Tasks (begin) ==============================================================================
+// A task is a custom resource that names its parent (same namespace). Per parent, tasks run one at
+// a time, in FIFO order (creation time, then name; a higher `priority` starts first among those
+// waiting, never pre-empting a running one), never while the parent's own change or sync handling
+// runs. The core runs a task through `TaskService.RunTask` (tasks.proto) and writes the task's
+// status: `phase` (Waiting, Running, Succeeded, Failed, Cancelled), `startTime`, `durationMs`,
+// `message`, `steps`. Deleting a running task cancels the call.
+type TaskMode int32
+
+const (
+	// The default: PARALLEL.
+	TaskMode_TASK_MODE_UNSPECIFIED TaskMode = 0
+	// Steps may run at once; the status is written once, at the end. After a core restart the
+	// task runs again from the start.
+	TaskMode_TASK_MODE_PARALLEL TaskMode = 1
+	// Steps run one after another; the status is persisted after each step, and after a core
+	// restart the task resumes at the first unfinished step.
+	TaskMode_TASK_MODE_SEQUENTIAL TaskMode = 2
+)
+
+// Enum value maps for TaskMode.
+var (
+	TaskMode_name = map[int32]string{
+		0: "TASK_MODE_UNSPECIFIED",
+		1: "TASK_MODE_PARALLEL",
+		2: "TASK_MODE_SEQUENTIAL",
+	}
+	TaskMode_value = map[string]int32{
+		"TASK_MODE_UNSPECIFIED": 0,
+		"TASK_MODE_PARALLEL":    1,
+		"TASK_MODE_SEQUENTIAL":  2,
+	}
+)
+
+func (x TaskMode) Enum() *TaskMode {
+	p := new(TaskMode)
+	*p = x
+	return p
+}
+
+func (x TaskMode) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (TaskMode) Descriptor() protoreflect.EnumDescriptor {
+	return file_operon_v1_handler_proto_enumTypes[6].Descriptor()
+}
+
+func (TaskMode) Type() protoreflect.EnumType {
+	return &file_operon_v1_handler_proto_enumTypes[6]
+}
+
+func (x TaskMode) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use TaskMode.Descriptor instead.
+func (TaskMode) EnumDescriptor() ([]byte, []int) {
+	return file_operon_v1_handler_proto_rawDescGZIP(), []int{6}
+}
+
 type DescribeRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The core's version, for the service's logs.
@@ -402,7 +516,9 @@ type Manifest struct {
 	Handlers []*Handler `protobuf:"bytes,3,rep,name=handlers,proto3" json:"handlers,omitempty"`
 	// Level-triggered sync registrations, served through `SyncService` (sync.proto) on the same
 	// address.
-	Syncs         []*SyncRegistration `protobuf:"bytes,4,rep,name=syncs,proto3" json:"syncs,omitempty"`
+	Syncs []*SyncRegistration `protobuf:"bytes,4,rep,name=syncs,proto3" json:"syncs,omitempty"`
+	// Task types, served through `TaskService` (tasks.proto) on the same address.
+	Tasks         []*TaskRegistration `protobuf:"bytes,5,rep,name=tasks,proto3" json:"tasks,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -461,6 +577,13 @@ func (x *Manifest) GetHandlers() []*Handler {
 func (x *Manifest) GetSyncs() []*SyncRegistration {
 	if x != nil {
 		return x.Syncs
+	}
+	return nil
+}
+
+func (x *Manifest) GetTasks() []*TaskRegistration {
+	if x != nil {
+		return x.Tasks
 	}
 	return nil
 }
@@ -2268,7 +2391,9 @@ type SyncRegistration struct {
 	// Hold a finalizer on parents and call `SyncService.Finalize` when one is deleted.
 	Finalize bool `protobuf:"varint,5,opt,name=finalize,proto3" json:"finalize,omitempty"`
 	// The per-call deadline; unset means the core's default.
-	CallTimeout   *durationpb.Duration `protobuf:"bytes,6,opt,name=call_timeout,json=callTimeout,proto3" json:"call_timeout,omitempty"`
+	CallTimeout *durationpb.Duration `protobuf:"bytes,6,opt,name=call_timeout,json=callTimeout,proto3" json:"call_timeout,omitempty"`
+	// Ask the application to stop cleanly before its children are deleted or replaced.
+	ShutdownHook  *ShutdownHook `protobuf:"bytes,7,opt,name=shutdown_hook,json=shutdownHook,proto3" json:"shutdown_hook,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2345,6 +2470,224 @@ func (x *SyncRegistration) GetCallTimeout() *durationpb.Duration {
 	return nil
 }
 
+func (x *SyncRegistration) GetShutdownHook() *ShutdownHook {
+	if x != nil {
+		return x.ShutdownHook
+	}
+	return nil
+}
+
+// ==== Shutdown hook (begin) ======================================================================
+// Before the core deletes a parent's children — all of them because the parent is being deleted,
+// or some because the Sync answer no longer lists them (a declared move/replacement) — it asks the
+// application to stop and waits for its confirmation (Krake's shutdown hook):
+//  1. The core makes a fresh random token for the parent, records its SHA-256 and the state in the
+//     parent's status (`status.shutdown`), and calls `PUT <endpoint>` with the JSON body
+//     `{"token": "...", "callback": "<core URL>/api/v1/shutdown/<resource>/<namespace>/<name>",
+//     "reason": "delete" | "replace", "namespace": "...", "name": "...", "uid": "..."}`.
+//  2. The application stops, then calls `PUT <callback>` with `{"token": "..."}`. A wrong or
+//     missing token is refused (401) and changes nothing.
+//  3. No confirmation within `grace_period`: the call is made again, `retries` times; after the
+//     last one the `failure_strategy` applies.
+//
+// The parent keeps its sync finalizer while this happens (a hook implies `finalize`).
+type ShutdownHook struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The application's endpoint, exactly one of:
+	// a Service in the parent's namespace (`{name}` is replaced by the parent's name), called at
+	// `http://SERVICE.NAMESPACE.svc:PORT/shutdown`;
+	Service string `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
+	Port    uint32 `protobuf:"varint,2,opt,name=port,proto3" json:"port,omitempty"`
+	// or a URL template; `{namespace}`, `{name}` and `{uid}` are replaced by the parent's.
+	UrlTemplate string `protobuf:"bytes,3,opt,name=url_template,json=urlTemplate,proto3" json:"url_template,omitempty"`
+	// How long one attempt waits for the callback; unset means 30 s.
+	GracePeriod *durationpb.Duration `protobuf:"bytes,4,opt,name=grace_period,json=gracePeriod,proto3" json:"grace_period,omitempty"`
+	// Attempts after the first.
+	Retries         uint32                  `protobuf:"varint,5,opt,name=retries,proto3" json:"retries,omitempty"`
+	FailureStrategy ShutdownFailureStrategy `protobuf:"varint,6,opt,name=failure_strategy,json=failureStrategy,proto3,enum=operon.v1.ShutdownFailureStrategy" json:"failure_strategy,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *ShutdownHook) Reset() {
+	*x = ShutdownHook{}
+	mi := &file_operon_v1_handler_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ShutdownHook) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ShutdownHook) ProtoMessage() {}
+
+func (x *ShutdownHook) ProtoReflect() protoreflect.Message {
+	mi := &file_operon_v1_handler_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ShutdownHook.ProtoReflect.Descriptor instead.
+func (*ShutdownHook) Descriptor() ([]byte, []int) {
+	return file_operon_v1_handler_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *ShutdownHook) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+func (x *ShutdownHook) GetPort() uint32 {
+	if x != nil {
+		return x.Port
+	}
+	return 0
+}
+
+func (x *ShutdownHook) GetUrlTemplate() string {
+	if x != nil {
+		return x.UrlTemplate
+	}
+	return ""
+}
+
+func (x *ShutdownHook) GetGracePeriod() *durationpb.Duration {
+	if x != nil {
+		return x.GracePeriod
+	}
+	return nil
+}
+
+func (x *ShutdownHook) GetRetries() uint32 {
+	if x != nil {
+		return x.Retries
+	}
+	return 0
+}
+
+func (x *ShutdownHook) GetFailureStrategy() ShutdownFailureStrategy {
+	if x != nil {
+		return x.FailureStrategy
+	}
+	return ShutdownFailureStrategy_SHUTDOWN_FAILURE_STRATEGY_UNSPECIFIED
+}
+
+type TaskRegistration struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Unique within the service.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// The task resource (its CRD needs the status subresource).
+	Task *ResourceSelector `protobuf:"bytes,2,opt,name=task,proto3" json:"task,omitempty"`
+	// The parent resource.
+	Parent *ResourceSelector `protobuf:"bytes,3,opt,name=parent,proto3" json:"parent,omitempty"`
+	// A dotted path in the task naming its parent, e.g. "spec.cluster".
+	ParentField string   `protobuf:"bytes,4,opt,name=parent_field,json=parentField,proto3" json:"parent_field,omitempty"`
+	Mode        TaskMode `protobuf:"varint,5,opt,name=mode,proto3,enum=operon.v1.TaskMode" json:"mode,omitempty"`
+	// Among waiting tasks of one parent, a higher priority starts first.
+	Priority int32 `protobuf:"varint,6,opt,name=priority,proto3" json:"priority,omitempty"`
+	// Finished tasks are deleted this long after they end; unset means the core's default.
+	Retention *durationpb.Duration `protobuf:"bytes,7,opt,name=retention,proto3" json:"retention,omitempty"`
+	// A deadline for the whole call; unset means none.
+	Timeout       *durationpb.Duration `protobuf:"bytes,8,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TaskRegistration) Reset() {
+	*x = TaskRegistration{}
+	mi := &file_operon_v1_handler_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TaskRegistration) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TaskRegistration) ProtoMessage() {}
+
+func (x *TaskRegistration) ProtoReflect() protoreflect.Message {
+	mi := &file_operon_v1_handler_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TaskRegistration.ProtoReflect.Descriptor instead.
+func (*TaskRegistration) Descriptor() ([]byte, []int) {
+	return file_operon_v1_handler_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *TaskRegistration) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *TaskRegistration) GetTask() *ResourceSelector {
+	if x != nil {
+		return x.Task
+	}
+	return nil
+}
+
+func (x *TaskRegistration) GetParent() *ResourceSelector {
+	if x != nil {
+		return x.Parent
+	}
+	return nil
+}
+
+func (x *TaskRegistration) GetParentField() string {
+	if x != nil {
+		return x.ParentField
+	}
+	return ""
+}
+
+func (x *TaskRegistration) GetMode() TaskMode {
+	if x != nil {
+		return x.Mode
+	}
+	return TaskMode_TASK_MODE_UNSPECIFIED
+}
+
+func (x *TaskRegistration) GetPriority() int32 {
+	if x != nil {
+		return x.Priority
+	}
+	return 0
+}
+
+func (x *TaskRegistration) GetRetention() *durationpb.Duration {
+	if x != nil {
+		return x.Retention
+	}
+	return nil
+}
+
+func (x *TaskRegistration) GetTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.Timeout
+	}
+	return nil
+}
+
 var File_operon_v1_handler_proto protoreflect.FileDescriptor
 
 const file_operon_v1_handler_proto_rawDesc = "" +
@@ -2352,12 +2695,13 @@ const file_operon_v1_handler_proto_rawDesc = "" +
 	"\x17operon/v1/handler.proto\x12\toperon.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"a\n" +
 	"\x0fDescribeRequest\x12!\n" +
 	"\fcore_version\x18\x01 \x01(\tR\vcoreVersion\x12+\n" +
-	"\x11contract_revision\x18\x02 \x01(\rR\x10contractRevision\"\xbd\x01\n" +
+	"\x11contract_revision\x18\x02 \x01(\rR\x10contractRevision\"\xf0\x01\n" +
 	"\bManifest\x12!\n" +
 	"\fservice_name\x18\x01 \x01(\tR\vserviceName\x12+\n" +
 	"\x11contract_revision\x18\x02 \x01(\rR\x10contractRevision\x12.\n" +
 	"\bhandlers\x18\x03 \x03(\v2\x12.operon.v1.HandlerR\bhandlers\x121\n" +
-	"\x05syncs\x18\x04 \x03(\v2\x1b.operon.v1.SyncRegistrationR\x05syncs\"V\n" +
+	"\x05syncs\x18\x04 \x03(\v2\x1b.operon.v1.SyncRegistrationR\x05syncs\x121\n" +
+	"\x05tasks\x18\x05 \x03(\v2\x1b.operon.v1.TaskRegistrationR\x05tasks\"V\n" +
 	"\x10ResourceSelector\x12\x14\n" +
 	"\x05group\x18\x01 \x01(\tR\x05group\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x12\n" +
@@ -2503,14 +2847,31 @@ const file_operon_v1_handler_proto_rawDesc = "" +
 	"\x04exit\x18\x03 \x01(\v2\x12.operon.v1.OutcomeR\x04exit\"\x88\x01\n" +
 	"\tChildType\x127\n" +
 	"\bresource\x18\x01 \x01(\v2\x1b.operon.v1.ResourceSelectorR\bresource\x12B\n" +
-	"\x0fupdate_strategy\x18\x02 \x01(\x0e2\x19.operon.v1.UpdateStrategyR\x0eupdateStrategy\"\xa3\x02\n" +
+	"\x0fupdate_strategy\x18\x02 \x01(\x0e2\x19.operon.v1.UpdateStrategyR\x0eupdateStrategy\"\xe1\x02\n" +
 	"\x10SyncRegistration\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x123\n" +
 	"\x06parent\x18\x02 \x01(\v2\x1b.operon.v1.ResourceSelectorR\x06parent\x120\n" +
 	"\bchildren\x18\x03 \x03(\v2\x14.operon.v1.ChildTypeR\bchildren\x12>\n" +
 	"\rresync_period\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\fresyncPeriod\x12\x1a\n" +
 	"\bfinalize\x18\x05 \x01(\bR\bfinalize\x12<\n" +
-	"\fcall_timeout\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\vcallTimeout*\x9e\x02\n" +
+	"\fcall_timeout\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\vcallTimeout\x12<\n" +
+	"\rshutdown_hook\x18\a \x01(\v2\x17.operon.v1.ShutdownHookR\fshutdownHook\"\x86\x02\n" +
+	"\fShutdownHook\x12\x18\n" +
+	"\aservice\x18\x01 \x01(\tR\aservice\x12\x12\n" +
+	"\x04port\x18\x02 \x01(\rR\x04port\x12!\n" +
+	"\furl_template\x18\x03 \x01(\tR\vurlTemplate\x12<\n" +
+	"\fgrace_period\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\vgracePeriod\x12\x18\n" +
+	"\aretries\x18\x05 \x01(\rR\aretries\x12M\n" +
+	"\x10failure_strategy\x18\x06 \x01(\x0e2\".operon.v1.ShutdownFailureStrategyR\x0ffailureStrategy\"\xde\x02\n" +
+	"\x10TaskRegistration\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12/\n" +
+	"\x04task\x18\x02 \x01(\v2\x1b.operon.v1.ResourceSelectorR\x04task\x123\n" +
+	"\x06parent\x18\x03 \x01(\v2\x1b.operon.v1.ResourceSelectorR\x06parent\x12!\n" +
+	"\fparent_field\x18\x04 \x01(\tR\vparentField\x12'\n" +
+	"\x04mode\x18\x05 \x01(\x0e2\x13.operon.v1.TaskModeR\x04mode\x12\x1a\n" +
+	"\bpriority\x18\x06 \x01(\x05R\bpriority\x127\n" +
+	"\tretention\x18\a \x01(\v2\x19.google.protobuf.DurationR\tretention\x123\n" +
+	"\atimeout\x18\b \x01(\v2\x19.google.protobuf.DurationR\atimeout*\x9e\x02\n" +
 	"\vHandlerKind\x12\x1c\n" +
 	"\x18HANDLER_KIND_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13HANDLER_KIND_CREATE\x10\x01\x12\x17\n" +
@@ -2547,7 +2908,15 @@ const file_operon_v1_handler_proto_rawDesc = "" +
 	"\x18UPDATE_STRATEGY_RECREATE\x10\x02\x12\x1c\n" +
 	"\x18UPDATE_STRATEGY_IN_PLACE\x10\x03\x12$\n" +
 	" UPDATE_STRATEGY_ROLLING_RECREATE\x10\x04\x12$\n" +
-	" UPDATE_STRATEGY_ROLLING_IN_PLACE\x10\x052\xcf\x01\n" +
+	" UPDATE_STRATEGY_ROLLING_IN_PLACE\x10\x05*\x91\x01\n" +
+	"\x17ShutdownFailureStrategy\x12)\n" +
+	"%SHUTDOWN_FAILURE_STRATEGY_UNSPECIFIED\x10\x00\x12%\n" +
+	"!SHUTDOWN_FAILURE_STRATEGY_GIVE_UP\x10\x01\x12$\n" +
+	" SHUTDOWN_FAILURE_STRATEGY_DELETE\x10\x02*W\n" +
+	"\bTaskMode\x12\x19\n" +
+	"\x15TASK_MODE_UNSPECIFIED\x10\x00\x12\x16\n" +
+	"\x12TASK_MODE_PARALLEL\x10\x01\x12\x18\n" +
+	"\x14TASK_MODE_SEQUENTIAL\x10\x022\xcf\x01\n" +
 	"\x0eHandlerService\x12;\n" +
 	"\bDescribe\x12\x1a.operon.v1.DescribeRequest\x1a\x13.operon.v1.Manifest\x12=\n" +
 	"\x06Invoke\x12\x18.operon.v1.InvokeRequest\x1a\x19.operon.v1.InvokeResponse\x12A\n" +
@@ -2565,111 +2934,124 @@ func file_operon_v1_handler_proto_rawDescGZIP() []byte {
 	return file_operon_v1_handler_proto_rawDescData
 }
 
-var file_operon_v1_handler_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_operon_v1_handler_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_operon_v1_handler_proto_enumTypes = make([]protoimpl.EnumInfo, 7)
+var file_operon_v1_handler_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_operon_v1_handler_proto_goTypes = []any{
 	(HandlerKind)(0),              // 0: operon.v1.HandlerKind
 	(ErrorsMode)(0),               // 1: operon.v1.ErrorsMode
 	(Reason)(0),                   // 2: operon.v1.Reason
 	(DaemonStopReason)(0),         // 3: operon.v1.DaemonStopReason
 	(UpdateStrategy)(0),           // 4: operon.v1.UpdateStrategy
-	(*DescribeRequest)(nil),       // 5: operon.v1.DescribeRequest
-	(*Manifest)(nil),              // 6: operon.v1.Manifest
-	(*ResourceSelector)(nil),      // 7: operon.v1.ResourceSelector
-	(*Handler)(nil),               // 8: operon.v1.Handler
-	(*ValueFilter)(nil),           // 9: operon.v1.ValueFilter
-	(*Filters)(nil),               // 10: operon.v1.Filters
-	(*Options)(nil),               // 11: operon.v1.Options
-	(*Record)(nil),                // 12: operon.v1.Record
-	(*ResolvedResource)(nil),      // 13: operon.v1.ResolvedResource
-	(*InvokeRequest)(nil),         // 14: operon.v1.InvokeRequest
-	(*Outcome)(nil),               // 15: operon.v1.Outcome
-	(*Success)(nil),               // 16: operon.v1.Success
-	(*TemporaryError)(nil),        // 17: operon.v1.TemporaryError
-	(*PermanentError)(nil),        // 18: operon.v1.PermanentError
-	(*ArbitraryError)(nil),        // 19: operon.v1.ArbitraryError
-	(*NotMatched)(nil),            // 20: operon.v1.NotMatched
-	(*SubhandlersPending)(nil),    // 21: operon.v1.SubhandlersPending
-	(*SubhandlerOutcome)(nil),     // 22: operon.v1.SubhandlerOutcome
-	(*Event)(nil),                 // 23: operon.v1.Event
-	(*InvokeResponse)(nil),        // 24: operon.v1.InvokeResponse
-	(*DaemonRequest)(nil),         // 25: operon.v1.DaemonRequest
-	(*DaemonStart)(nil),           // 26: operon.v1.DaemonStart
-	(*DaemonStop)(nil),            // 27: operon.v1.DaemonStop
-	(*DaemonResponse)(nil),        // 28: operon.v1.DaemonResponse
-	(*ChildType)(nil),             // 29: operon.v1.ChildType
-	(*SyncRegistration)(nil),      // 30: operon.v1.SyncRegistration
-	nil,                           // 31: operon.v1.Filters.LabelsEntry
-	nil,                           // 32: operon.v1.Filters.AnnotationsEntry
-	(*durationpb.Duration)(nil),   // 33: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 34: google.protobuf.Timestamp
+	(ShutdownFailureStrategy)(0),  // 5: operon.v1.ShutdownFailureStrategy
+	(TaskMode)(0),                 // 6: operon.v1.TaskMode
+	(*DescribeRequest)(nil),       // 7: operon.v1.DescribeRequest
+	(*Manifest)(nil),              // 8: operon.v1.Manifest
+	(*ResourceSelector)(nil),      // 9: operon.v1.ResourceSelector
+	(*Handler)(nil),               // 10: operon.v1.Handler
+	(*ValueFilter)(nil),           // 11: operon.v1.ValueFilter
+	(*Filters)(nil),               // 12: operon.v1.Filters
+	(*Options)(nil),               // 13: operon.v1.Options
+	(*Record)(nil),                // 14: operon.v1.Record
+	(*ResolvedResource)(nil),      // 15: operon.v1.ResolvedResource
+	(*InvokeRequest)(nil),         // 16: operon.v1.InvokeRequest
+	(*Outcome)(nil),               // 17: operon.v1.Outcome
+	(*Success)(nil),               // 18: operon.v1.Success
+	(*TemporaryError)(nil),        // 19: operon.v1.TemporaryError
+	(*PermanentError)(nil),        // 20: operon.v1.PermanentError
+	(*ArbitraryError)(nil),        // 21: operon.v1.ArbitraryError
+	(*NotMatched)(nil),            // 22: operon.v1.NotMatched
+	(*SubhandlersPending)(nil),    // 23: operon.v1.SubhandlersPending
+	(*SubhandlerOutcome)(nil),     // 24: operon.v1.SubhandlerOutcome
+	(*Event)(nil),                 // 25: operon.v1.Event
+	(*InvokeResponse)(nil),        // 26: operon.v1.InvokeResponse
+	(*DaemonRequest)(nil),         // 27: operon.v1.DaemonRequest
+	(*DaemonStart)(nil),           // 28: operon.v1.DaemonStart
+	(*DaemonStop)(nil),            // 29: operon.v1.DaemonStop
+	(*DaemonResponse)(nil),        // 30: operon.v1.DaemonResponse
+	(*ChildType)(nil),             // 31: operon.v1.ChildType
+	(*SyncRegistration)(nil),      // 32: operon.v1.SyncRegistration
+	(*ShutdownHook)(nil),          // 33: operon.v1.ShutdownHook
+	(*TaskRegistration)(nil),      // 34: operon.v1.TaskRegistration
+	nil,                           // 35: operon.v1.Filters.LabelsEntry
+	nil,                           // 36: operon.v1.Filters.AnnotationsEntry
+	(*durationpb.Duration)(nil),   // 37: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 38: google.protobuf.Timestamp
 }
 var file_operon_v1_handler_proto_depIdxs = []int32{
-	8,  // 0: operon.v1.Manifest.handlers:type_name -> operon.v1.Handler
-	30, // 1: operon.v1.Manifest.syncs:type_name -> operon.v1.SyncRegistration
-	0,  // 2: operon.v1.Handler.kind:type_name -> operon.v1.HandlerKind
-	7,  // 3: operon.v1.Handler.resource:type_name -> operon.v1.ResourceSelector
-	10, // 4: operon.v1.Handler.filters:type_name -> operon.v1.Filters
-	11, // 5: operon.v1.Handler.options:type_name -> operon.v1.Options
-	31, // 6: operon.v1.Filters.labels:type_name -> operon.v1.Filters.LabelsEntry
-	32, // 7: operon.v1.Filters.annotations:type_name -> operon.v1.Filters.AnnotationsEntry
-	9,  // 8: operon.v1.Filters.value:type_name -> operon.v1.ValueFilter
-	9,  // 9: operon.v1.Filters.old:type_name -> operon.v1.ValueFilter
-	9,  // 10: operon.v1.Filters.new:type_name -> operon.v1.ValueFilter
-	33, // 11: operon.v1.Options.timeout:type_name -> google.protobuf.Duration
-	33, // 12: operon.v1.Options.backoff:type_name -> google.protobuf.Duration
-	1,  // 13: operon.v1.Options.errors:type_name -> operon.v1.ErrorsMode
-	33, // 14: operon.v1.Options.interval:type_name -> google.protobuf.Duration
-	33, // 15: operon.v1.Options.idle:type_name -> google.protobuf.Duration
-	33, // 16: operon.v1.Options.initial_delay:type_name -> google.protobuf.Duration
-	33, // 17: operon.v1.Options.cancellation_timeout:type_name -> google.protobuf.Duration
-	33, // 18: operon.v1.Options.call_timeout:type_name -> google.protobuf.Duration
-	33, // 19: operon.v1.Options.cancellation_backoff:type_name -> google.protobuf.Duration
-	34, // 20: operon.v1.Record.started:type_name -> google.protobuf.Timestamp
-	34, // 21: operon.v1.Record.delayed:type_name -> google.protobuf.Timestamp
-	2,  // 22: operon.v1.InvokeRequest.reason:type_name -> operon.v1.Reason
-	34, // 23: operon.v1.InvokeRequest.started:type_name -> google.protobuf.Timestamp
-	12, // 24: operon.v1.InvokeRequest.subhandlers:type_name -> operon.v1.Record
-	13, // 25: operon.v1.InvokeRequest.resource:type_name -> operon.v1.ResolvedResource
-	16, // 26: operon.v1.Outcome.success:type_name -> operon.v1.Success
-	17, // 27: operon.v1.Outcome.temporary_error:type_name -> operon.v1.TemporaryError
-	18, // 28: operon.v1.Outcome.permanent_error:type_name -> operon.v1.PermanentError
-	19, // 29: operon.v1.Outcome.arbitrary_error:type_name -> operon.v1.ArbitraryError
-	20, // 30: operon.v1.Outcome.not_matched:type_name -> operon.v1.NotMatched
-	21, // 31: operon.v1.Outcome.subhandlers_pending:type_name -> operon.v1.SubhandlersPending
-	33, // 32: operon.v1.TemporaryError.delay:type_name -> google.protobuf.Duration
-	33, // 33: operon.v1.SubhandlersPending.delay:type_name -> google.protobuf.Duration
-	15, // 34: operon.v1.SubhandlerOutcome.outcome:type_name -> operon.v1.Outcome
-	11, // 35: operon.v1.SubhandlerOutcome.options:type_name -> operon.v1.Options
-	15, // 36: operon.v1.InvokeResponse.outcome:type_name -> operon.v1.Outcome
-	22, // 37: operon.v1.InvokeResponse.subhandlers:type_name -> operon.v1.SubhandlerOutcome
-	23, // 38: operon.v1.InvokeResponse.events:type_name -> operon.v1.Event
-	26, // 39: operon.v1.DaemonRequest.start:type_name -> operon.v1.DaemonStart
-	27, // 40: operon.v1.DaemonRequest.stop:type_name -> operon.v1.DaemonStop
-	13, // 41: operon.v1.DaemonStart.resource:type_name -> operon.v1.ResolvedResource
-	34, // 42: operon.v1.DaemonStart.started:type_name -> google.protobuf.Timestamp
-	3,  // 43: operon.v1.DaemonStop.reason:type_name -> operon.v1.DaemonStopReason
-	23, // 44: operon.v1.DaemonResponse.events:type_name -> operon.v1.Event
-	15, // 45: operon.v1.DaemonResponse.exit:type_name -> operon.v1.Outcome
-	7,  // 46: operon.v1.ChildType.resource:type_name -> operon.v1.ResourceSelector
-	4,  // 47: operon.v1.ChildType.update_strategy:type_name -> operon.v1.UpdateStrategy
-	7,  // 48: operon.v1.SyncRegistration.parent:type_name -> operon.v1.ResourceSelector
-	29, // 49: operon.v1.SyncRegistration.children:type_name -> operon.v1.ChildType
-	33, // 50: operon.v1.SyncRegistration.resync_period:type_name -> google.protobuf.Duration
-	33, // 51: operon.v1.SyncRegistration.call_timeout:type_name -> google.protobuf.Duration
-	9,  // 52: operon.v1.Filters.LabelsEntry.value:type_name -> operon.v1.ValueFilter
-	9,  // 53: operon.v1.Filters.AnnotationsEntry.value:type_name -> operon.v1.ValueFilter
-	5,  // 54: operon.v1.HandlerService.Describe:input_type -> operon.v1.DescribeRequest
-	14, // 55: operon.v1.HandlerService.Invoke:input_type -> operon.v1.InvokeRequest
-	25, // 56: operon.v1.HandlerService.Daemon:input_type -> operon.v1.DaemonRequest
-	6,  // 57: operon.v1.HandlerService.Describe:output_type -> operon.v1.Manifest
-	24, // 58: operon.v1.HandlerService.Invoke:output_type -> operon.v1.InvokeResponse
-	28, // 59: operon.v1.HandlerService.Daemon:output_type -> operon.v1.DaemonResponse
-	57, // [57:60] is the sub-list for method output_type
-	54, // [54:57] is the sub-list for method input_type
-	54, // [54:54] is the sub-list for extension type_name
-	54, // [54:54] is the sub-list for extension extendee
-	0,  // [0:54] is the sub-list for field type_name
+	10, // 0: operon.v1.Manifest.handlers:type_name -> operon.v1.Handler
+	32, // 1: operon.v1.Manifest.syncs:type_name -> operon.v1.SyncRegistration
+	34, // 2: operon.v1.Manifest.tasks:type_name -> operon.v1.TaskRegistration
+	0,  // 3: operon.v1.Handler.kind:type_name -> operon.v1.HandlerKind
+	9,  // 4: operon.v1.Handler.resource:type_name -> operon.v1.ResourceSelector
+	12, // 5: operon.v1.Handler.filters:type_name -> operon.v1.Filters
+	13, // 6: operon.v1.Handler.options:type_name -> operon.v1.Options
+	35, // 7: operon.v1.Filters.labels:type_name -> operon.v1.Filters.LabelsEntry
+	36, // 8: operon.v1.Filters.annotations:type_name -> operon.v1.Filters.AnnotationsEntry
+	11, // 9: operon.v1.Filters.value:type_name -> operon.v1.ValueFilter
+	11, // 10: operon.v1.Filters.old:type_name -> operon.v1.ValueFilter
+	11, // 11: operon.v1.Filters.new:type_name -> operon.v1.ValueFilter
+	37, // 12: operon.v1.Options.timeout:type_name -> google.protobuf.Duration
+	37, // 13: operon.v1.Options.backoff:type_name -> google.protobuf.Duration
+	1,  // 14: operon.v1.Options.errors:type_name -> operon.v1.ErrorsMode
+	37, // 15: operon.v1.Options.interval:type_name -> google.protobuf.Duration
+	37, // 16: operon.v1.Options.idle:type_name -> google.protobuf.Duration
+	37, // 17: operon.v1.Options.initial_delay:type_name -> google.protobuf.Duration
+	37, // 18: operon.v1.Options.cancellation_timeout:type_name -> google.protobuf.Duration
+	37, // 19: operon.v1.Options.call_timeout:type_name -> google.protobuf.Duration
+	37, // 20: operon.v1.Options.cancellation_backoff:type_name -> google.protobuf.Duration
+	38, // 21: operon.v1.Record.started:type_name -> google.protobuf.Timestamp
+	38, // 22: operon.v1.Record.delayed:type_name -> google.protobuf.Timestamp
+	2,  // 23: operon.v1.InvokeRequest.reason:type_name -> operon.v1.Reason
+	38, // 24: operon.v1.InvokeRequest.started:type_name -> google.protobuf.Timestamp
+	14, // 25: operon.v1.InvokeRequest.subhandlers:type_name -> operon.v1.Record
+	15, // 26: operon.v1.InvokeRequest.resource:type_name -> operon.v1.ResolvedResource
+	18, // 27: operon.v1.Outcome.success:type_name -> operon.v1.Success
+	19, // 28: operon.v1.Outcome.temporary_error:type_name -> operon.v1.TemporaryError
+	20, // 29: operon.v1.Outcome.permanent_error:type_name -> operon.v1.PermanentError
+	21, // 30: operon.v1.Outcome.arbitrary_error:type_name -> operon.v1.ArbitraryError
+	22, // 31: operon.v1.Outcome.not_matched:type_name -> operon.v1.NotMatched
+	23, // 32: operon.v1.Outcome.subhandlers_pending:type_name -> operon.v1.SubhandlersPending
+	37, // 33: operon.v1.TemporaryError.delay:type_name -> google.protobuf.Duration
+	37, // 34: operon.v1.SubhandlersPending.delay:type_name -> google.protobuf.Duration
+	17, // 35: operon.v1.SubhandlerOutcome.outcome:type_name -> operon.v1.Outcome
+	13, // 36: operon.v1.SubhandlerOutcome.options:type_name -> operon.v1.Options
+	17, // 37: operon.v1.InvokeResponse.outcome:type_name -> operon.v1.Outcome
+	24, // 38: operon.v1.InvokeResponse.subhandlers:type_name -> operon.v1.SubhandlerOutcome
+	25, // 39: operon.v1.InvokeResponse.events:type_name -> operon.v1.Event
+	28, // 40: operon.v1.DaemonRequest.start:type_name -> operon.v1.DaemonStart
+	29, // 41: operon.v1.DaemonRequest.stop:type_name -> operon.v1.DaemonStop
+	15, // 42: operon.v1.DaemonStart.resource:type_name -> operon.v1.ResolvedResource
+	38, // 43: operon.v1.DaemonStart.started:type_name -> google.protobuf.Timestamp
+	3,  // 44: operon.v1.DaemonStop.reason:type_name -> operon.v1.DaemonStopReason
+	25, // 45: operon.v1.DaemonResponse.events:type_name -> operon.v1.Event
+	17, // 46: operon.v1.DaemonResponse.exit:type_name -> operon.v1.Outcome
+	9,  // 47: operon.v1.ChildType.resource:type_name -> operon.v1.ResourceSelector
+	4,  // 48: operon.v1.ChildType.update_strategy:type_name -> operon.v1.UpdateStrategy
+	9,  // 49: operon.v1.SyncRegistration.parent:type_name -> operon.v1.ResourceSelector
+	31, // 50: operon.v1.SyncRegistration.children:type_name -> operon.v1.ChildType
+	37, // 51: operon.v1.SyncRegistration.resync_period:type_name -> google.protobuf.Duration
+	37, // 52: operon.v1.SyncRegistration.call_timeout:type_name -> google.protobuf.Duration
+	33, // 53: operon.v1.SyncRegistration.shutdown_hook:type_name -> operon.v1.ShutdownHook
+	37, // 54: operon.v1.ShutdownHook.grace_period:type_name -> google.protobuf.Duration
+	5,  // 55: operon.v1.ShutdownHook.failure_strategy:type_name -> operon.v1.ShutdownFailureStrategy
+	9,  // 56: operon.v1.TaskRegistration.task:type_name -> operon.v1.ResourceSelector
+	9,  // 57: operon.v1.TaskRegistration.parent:type_name -> operon.v1.ResourceSelector
+	6,  // 58: operon.v1.TaskRegistration.mode:type_name -> operon.v1.TaskMode
+	37, // 59: operon.v1.TaskRegistration.retention:type_name -> google.protobuf.Duration
+	37, // 60: operon.v1.TaskRegistration.timeout:type_name -> google.protobuf.Duration
+	11, // 61: operon.v1.Filters.LabelsEntry.value:type_name -> operon.v1.ValueFilter
+	11, // 62: operon.v1.Filters.AnnotationsEntry.value:type_name -> operon.v1.ValueFilter
+	7,  // 63: operon.v1.HandlerService.Describe:input_type -> operon.v1.DescribeRequest
+	16, // 64: operon.v1.HandlerService.Invoke:input_type -> operon.v1.InvokeRequest
+	27, // 65: operon.v1.HandlerService.Daemon:input_type -> operon.v1.DaemonRequest
+	8,  // 66: operon.v1.HandlerService.Describe:output_type -> operon.v1.Manifest
+	26, // 67: operon.v1.HandlerService.Invoke:output_type -> operon.v1.InvokeResponse
+	30, // 68: operon.v1.HandlerService.Daemon:output_type -> operon.v1.DaemonResponse
+	66, // [66:69] is the sub-list for method output_type
+	63, // [63:66] is the sub-list for method input_type
+	63, // [63:63] is the sub-list for extension type_name
+	63, // [63:63] is the sub-list for extension extendee
+	0,  // [0:63] is the sub-list for field type_name
 }
 
 func init() { file_operon_v1_handler_proto_init() }
@@ -2701,8 +3083,8 @@ func file_operon_v1_handler_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_operon_v1_handler_proto_rawDesc), len(file_operon_v1_handler_proto_rawDesc)),
-			NumEnums:      5,
-			NumMessages:   28,
+			NumEnums:      7,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -55,6 +55,18 @@ class UpdateStrategy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     UPDATE_STRATEGY_IN_PLACE: _ClassVar[UpdateStrategy]
     UPDATE_STRATEGY_ROLLING_RECREATE: _ClassVar[UpdateStrategy]
     UPDATE_STRATEGY_ROLLING_IN_PLACE: _ClassVar[UpdateStrategy]
+
+class ShutdownFailureStrategy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SHUTDOWN_FAILURE_STRATEGY_UNSPECIFIED: _ClassVar[ShutdownFailureStrategy]
+    SHUTDOWN_FAILURE_STRATEGY_GIVE_UP: _ClassVar[ShutdownFailureStrategy]
+    SHUTDOWN_FAILURE_STRATEGY_DELETE: _ClassVar[ShutdownFailureStrategy]
+
+class TaskMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TASK_MODE_UNSPECIFIED: _ClassVar[TaskMode]
+    TASK_MODE_PARALLEL: _ClassVar[TaskMode]
+    TASK_MODE_SEQUENTIAL: _ClassVar[TaskMode]
 HANDLER_KIND_UNSPECIFIED: HandlerKind
 HANDLER_KIND_CREATE: HandlerKind
 HANDLER_KIND_UPDATE: HandlerKind
@@ -85,6 +97,12 @@ UPDATE_STRATEGY_RECREATE: UpdateStrategy
 UPDATE_STRATEGY_IN_PLACE: UpdateStrategy
 UPDATE_STRATEGY_ROLLING_RECREATE: UpdateStrategy
 UPDATE_STRATEGY_ROLLING_IN_PLACE: UpdateStrategy
+SHUTDOWN_FAILURE_STRATEGY_UNSPECIFIED: ShutdownFailureStrategy
+SHUTDOWN_FAILURE_STRATEGY_GIVE_UP: ShutdownFailureStrategy
+SHUTDOWN_FAILURE_STRATEGY_DELETE: ShutdownFailureStrategy
+TASK_MODE_UNSPECIFIED: TaskMode
+TASK_MODE_PARALLEL: TaskMode
+TASK_MODE_SEQUENTIAL: TaskMode
 
 class DescribeRequest(_message.Message):
     __slots__ = ("core_version", "contract_revision")
@@ -95,16 +113,18 @@ class DescribeRequest(_message.Message):
     def __init__(self, core_version: _Optional[str] = ..., contract_revision: _Optional[int] = ...) -> None: ...
 
 class Manifest(_message.Message):
-    __slots__ = ("service_name", "contract_revision", "handlers", "syncs")
+    __slots__ = ("service_name", "contract_revision", "handlers", "syncs", "tasks")
     SERVICE_NAME_FIELD_NUMBER: _ClassVar[int]
     CONTRACT_REVISION_FIELD_NUMBER: _ClassVar[int]
     HANDLERS_FIELD_NUMBER: _ClassVar[int]
     SYNCS_FIELD_NUMBER: _ClassVar[int]
+    TASKS_FIELD_NUMBER: _ClassVar[int]
     service_name: str
     contract_revision: int
     handlers: _containers.RepeatedCompositeFieldContainer[Handler]
     syncs: _containers.RepeatedCompositeFieldContainer[SyncRegistration]
-    def __init__(self, service_name: _Optional[str] = ..., contract_revision: _Optional[int] = ..., handlers: _Optional[_Iterable[_Union[Handler, _Mapping]]] = ..., syncs: _Optional[_Iterable[_Union[SyncRegistration, _Mapping]]] = ...) -> None: ...
+    tasks: _containers.RepeatedCompositeFieldContainer[TaskRegistration]
+    def __init__(self, service_name: _Optional[str] = ..., contract_revision: _Optional[int] = ..., handlers: _Optional[_Iterable[_Union[Handler, _Mapping]]] = ..., syncs: _Optional[_Iterable[_Union[SyncRegistration, _Mapping]]] = ..., tasks: _Optional[_Iterable[_Union[TaskRegistration, _Mapping]]] = ...) -> None: ...
 
 class ResourceSelector(_message.Message):
     __slots__ = ("group", "version", "name")
@@ -403,17 +423,55 @@ class ChildType(_message.Message):
     def __init__(self, resource: _Optional[_Union[ResourceSelector, _Mapping]] = ..., update_strategy: _Optional[_Union[UpdateStrategy, str]] = ...) -> None: ...
 
 class SyncRegistration(_message.Message):
-    __slots__ = ("id", "parent", "children", "resync_period", "finalize", "call_timeout")
+    __slots__ = ("id", "parent", "children", "resync_period", "finalize", "call_timeout", "shutdown_hook")
     ID_FIELD_NUMBER: _ClassVar[int]
     PARENT_FIELD_NUMBER: _ClassVar[int]
     CHILDREN_FIELD_NUMBER: _ClassVar[int]
     RESYNC_PERIOD_FIELD_NUMBER: _ClassVar[int]
     FINALIZE_FIELD_NUMBER: _ClassVar[int]
     CALL_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    SHUTDOWN_HOOK_FIELD_NUMBER: _ClassVar[int]
     id: str
     parent: ResourceSelector
     children: _containers.RepeatedCompositeFieldContainer[ChildType]
     resync_period: _duration_pb2.Duration
     finalize: bool
     call_timeout: _duration_pb2.Duration
-    def __init__(self, id: _Optional[str] = ..., parent: _Optional[_Union[ResourceSelector, _Mapping]] = ..., children: _Optional[_Iterable[_Union[ChildType, _Mapping]]] = ..., resync_period: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., finalize: _Optional[bool] = ..., call_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    shutdown_hook: ShutdownHook
+    def __init__(self, id: _Optional[str] = ..., parent: _Optional[_Union[ResourceSelector, _Mapping]] = ..., children: _Optional[_Iterable[_Union[ChildType, _Mapping]]] = ..., resync_period: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., finalize: _Optional[bool] = ..., call_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., shutdown_hook: _Optional[_Union[ShutdownHook, _Mapping]] = ...) -> None: ...
+
+class ShutdownHook(_message.Message):
+    __slots__ = ("service", "port", "url_template", "grace_period", "retries", "failure_strategy")
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    PORT_FIELD_NUMBER: _ClassVar[int]
+    URL_TEMPLATE_FIELD_NUMBER: _ClassVar[int]
+    GRACE_PERIOD_FIELD_NUMBER: _ClassVar[int]
+    RETRIES_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    service: str
+    port: int
+    url_template: str
+    grace_period: _duration_pb2.Duration
+    retries: int
+    failure_strategy: ShutdownFailureStrategy
+    def __init__(self, service: _Optional[str] = ..., port: _Optional[int] = ..., url_template: _Optional[str] = ..., grace_period: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., retries: _Optional[int] = ..., failure_strategy: _Optional[_Union[ShutdownFailureStrategy, str]] = ...) -> None: ...
+
+class TaskRegistration(_message.Message):
+    __slots__ = ("id", "task", "parent", "parent_field", "mode", "priority", "retention", "timeout")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    PARENT_FIELD_NUMBER: _ClassVar[int]
+    PARENT_FIELD_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    RETENTION_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    task: ResourceSelector
+    parent: ResourceSelector
+    parent_field: str
+    mode: TaskMode
+    priority: int
+    retention: _duration_pb2.Duration
+    timeout: _duration_pb2.Duration
+    def __init__(self, id: _Optional[str] = ..., task: _Optional[_Union[ResourceSelector, _Mapping]] = ..., parent: _Optional[_Union[ResourceSelector, _Mapping]] = ..., parent_field: _Optional[str] = ..., mode: _Optional[_Union[TaskMode, str]] = ..., priority: _Optional[int] = ..., retention: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...

@@ -148,3 +148,29 @@ def test_forwarding_respects_the_loggers_levels(caplog):
     corelogs.forward(line(level='DEBUG', fields={'message': 'hidden', 'object': 'a/b'}))
     corelogs.forward(line(level='INFO', fields={'message': 'shown', 'object': 'a/b'}))
     assert caplog.messages == ['shown']
+
+
+def test_lines_their_logger_drops_are_not_rendered(caplog, monkeypatch):
+    caplog.set_level(logging.INFO)
+    rendered = []
+    monkeypatch.setattr(corelogs, 'pythonize', lambda message: rendered.append(message) or message)
+    body = line(level='DEBUG', fields={'message': 'Creation is in progress: {"a": 1}', 'object': 'a/b'})
+    assert corelogs.make_record(body, enabled_only=True) is None
+    assert rendered == []
+    assert corelogs.make_record(body) is not None  # without the flag: every line is a record.
+    assert rendered == ['Creation is in progress: {"a": 1}']
+
+
+@pytest.mark.parametrize('level, expected', [
+    (logging.DEBUG, 'info,kopf.objects=debug'),
+    (logging.INFO, 'info'),
+    (logging.WARNING, 'info'),
+])
+def test_the_core_writes_per_object_debug_lines_only_when_they_are_shown(level, expected):
+    objects = logging.getLogger('kopf.objects')
+    saved = objects.level
+    objects.setLevel(level)
+    try:
+        assert corelogs.core_filter() == expected
+    finally:
+        objects.setLevel(saved)

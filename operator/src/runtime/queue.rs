@@ -10,6 +10,7 @@ use serde_json::Value;
 use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
 
+use crate::core::model::HandlerKind;
 use crate::runtime::processing::{self, Env, Input, ResourceCtx};
 
 /// An object's identity: resource index, namespace, name.
@@ -50,6 +51,17 @@ pub struct Queue {
     stopping: AtomicBool,
     running: AtomicUsize,
     idle: Notify,
+}
+
+/// Whether the resource's handlers need an object's last body between watch events: raw-event
+/// handlers (a DELETED found by a relist), timers and daemons (stopped with the object).
+fn needs_bodies(res: &ResourceCtx) -> bool {
+    res.handlers.iter().any(|b| {
+        matches!(
+            b.handler.kind,
+            HandlerKind::Event | HandlerKind::Timer | HandlerKind::Daemon
+        )
+    })
 }
 
 fn rv_of(body: &Value) -> Option<&str> {
@@ -212,6 +224,15 @@ impl Queue {
                 }
                 slot.dirty = false;
                 let Some(body) = slot.body.clone() else {
+                    if slot.gone {
+                        // Gone while its body was dropped (not listed again after a relist): no
+                        // handler needs the body, only the slot and the view go.
+                        slots.remove(&key);
+                        self.env.metrics.objects(-1);
+                        let resource = self.resources[key.0].served.name();
+                        self.env.readmodel.remove(&resource, &key.1, &key.2);
+                        return;
+                    }
                     slot.running = false;
                     return;
                 };
@@ -266,6 +287,15 @@ impl Queue {
             if let Some(delay) = out.delay {
                 let at = Instant::now() + delay;
                 self.wake_later(&key, slot, at);
+            }
+            if !slot.dirty
+                && slot.wake_at.is_none()
+                && slot.expect_rv.is_none()
+                && !needs_bodies(&self.resources[key.0])
+            {
+                // Nothing will run a cycle on this body: the next one comes with the next watch
+                // event. Holding every object's body would cost ~10 KiB per object.
+                slot.body = None;
             }
         }
     }

@@ -78,8 +78,28 @@ def object_ref(text: str) -> dict[str, Any]:
     return {'namespace': namespace or None, 'name': name}
 
 
-def make_record(line: str) -> logging.LogRecord | None:
-    """ One log record for one line of the core's stderr; ``None`` for blank lines. """
+def core_filter() -> str:
+    """
+    The core's log filter (its ``OPERON_LOG``): only the lines Python's logging would show.
+
+    The per-object DEBUG lines (``Creation is in progress: {…}`` with the whole body, the diff,
+    ``Patching with…``) are most of what the core writes; when ``kopf.objects`` does not show
+    DEBUG (no ``--verbose``/``--debug``), the core does not render them at all, and this process
+    does not parse them. Computed when the core starts, after the startup handlers, so a level
+    set there is honoured.
+    """
+    if logging.getLogger(OBJECTS_LOGGER).isEnabledFor(logging.DEBUG):
+        return 'info,kopf.objects=debug'
+    return 'info'
+
+
+def make_record(line: str, *, enabled_only: bool = False) -> logging.LogRecord | None:
+    """
+    One log record for one line of the core's stderr; ``None`` for blank lines.
+
+    With ``enabled_only``, also ``None`` for a line its logger would drop, decided before the
+    costly part (re-rendering the object, making the record).
+    """
     text = line.rstrip('\r\n')
     if not text.strip():
         return None
@@ -96,6 +116,8 @@ def make_record(line: str) -> logging.LogRecord | None:
     target = str(data.get('target') or 'operon')
     level = LEVELS.get(str(data.get('level', 'INFO')).upper(), logging.INFO)
     name = logger_name(target)
+    if enabled_only and not logging.getLogger(name).isEnabledFor(level):
+        return None
     extra: dict[str, Any] = {'operon_target': target}
     obj = fields.pop('object', None)
     if name == OBJECTS_LOGGER and isinstance(obj, str):
@@ -122,8 +144,6 @@ def make_record(line: str) -> logging.LogRecord | None:
 
 def forward(line: str) -> None:
     """ Log one line of the core's stderr through Python's logging. """
-    record = make_record(line)
+    record = make_record(line, enabled_only=True)
     if record is not None:
-        logger = logging.getLogger(record.name)
-        if logger.isEnabledFor(record.levelno):
-            logger.handle(record)
+        logging.getLogger(record.name).handle(record)

@@ -6,7 +6,7 @@
 //!   that stores the new diff-base annotation, and one that removes the finalizer on deletion.
 //! - `patch-loop`: the ceiling — one merge patch per object (the diff-base annotation), as fast as
 //!   the API server takes them, with no watch and no handler.
-//! - `create`, `set-value`: the driver's bulk writes (User-Agent `operon-bench/1 (load)`, which the
+//! - `create`, `set-value`, `delete`, `release`: the driver's bulk writes (User-Agent `operon-bench/1 (load)`, which the
 //!   driver leaves out of every contender's count); each writes `NAME UNIX-TIME` per answered
 //!   request to `--out`.
 
@@ -25,8 +25,8 @@ use http::{HeaderValue, header::USER_AGENT};
 use kube::{
     Client, Config, ResourceExt,
     api::{
-        Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
-        PostParams,
+        Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch,
+        PatchParams, PostParams,
     },
     runtime::{Controller, controller::Action, watcher},
 };
@@ -65,6 +65,27 @@ enum Command {
         #[arg(long)]
         count: usize,
         #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Delete obj-00000 … obj-(count-1), one DELETE each (a sample of the objects).
+    Delete {
+        #[arg(long)]
+        count: usize,
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Remove every finalizer of obj-(from) … obj-(count-1), with no operator running: the
+    /// clean-up of the objects a sampled delete phase leaves behind.
+    Release {
+        #[arg(long)]
+        from: usize,
+        #[arg(long)]
+        count: usize,
+        #[arg(long, default_value_t = 64)]
         concurrency: usize,
         #[arg(long)]
         out: PathBuf,
@@ -121,12 +142,12 @@ impl Times {
     }
 }
 
-/// Runs `op` for obj-0 … obj-(count-1), `concurrency` at a time, as the driver (User-Agent
-/// `operon-bench/1 (load)`); each is retried on conflicts and overload for a while, and each
-/// answered one is recorded in `out`.
+/// Runs `op` for obj-(first index) … obj-(last index), `concurrency` at a time, as the driver
+/// (User-Agent `operon-bench/1 (load)`); each is retried on conflicts and overload for a while,
+/// and each answered one is recorded in `out`.
 async fn bulk<F, Fut>(
     ns: &str,
-    count: usize,
+    objects: std::ops::Range<usize>,
     concurrency: usize,
     out: &PathBuf,
     op: F,
@@ -137,7 +158,7 @@ where
 {
     let api = api(ns, "operon-bench/1 (load)").await?;
     let times = Times::create(out)?;
-    stream::iter(0..count)
+    stream::iter(objects)
         .map(|i| {
             let name = name(i);
             let (op, api) = (&op, &api);
@@ -315,7 +336,7 @@ async fn main() -> anyhow::Result<()> {
             concurrency,
             out,
         } => {
-            bulk(ns, count, concurrency, &out, |api, name| {
+            bulk(ns, 0..count, concurrency, &out, |api, name| {
                 async move {
                     let obj: DynamicObject = serde_json::from_value(json!({
                         "apiVersion": "bench.operon.dev/v1", "kind": "BenchObject",
@@ -336,11 +357,42 @@ async fn main() -> anyhow::Result<()> {
             concurrency,
             out,
         } => {
-            bulk(ns, count, concurrency, &out, |api, name| async move {
+            bulk(ns, 0..count, concurrency, &out, |api, name| async move {
                 let body = json!({"spec": {"value": value}});
                 api.patch(&name, &PatchParams::default(), &Patch::Merge(body))
                     .await
                     .map(drop)
+            })
+            .await?;
+        }
+        Command::Delete {
+            count,
+            concurrency,
+            out,
+        } => {
+            bulk(ns, 0..count, concurrency, &out, |api, name| async move {
+                match api.delete(&name, &DeleteParams::default()).await {
+                    Err(kube::Error::Api(e)) if e.code == 404 => Ok(()), // a retry that had landed
+                    other => other.map(drop),
+                }
+            })
+            .await?;
+        }
+        Command::Release {
+            from,
+            count,
+            concurrency,
+            out,
+        } => {
+            bulk(ns, from..count, concurrency, &out, |api, name| async move {
+                let body = json!({"metadata": {"finalizers": null}});
+                match api
+                    .patch(&name, &PatchParams::default(), &Patch::Merge(body))
+                    .await
+                {
+                    Err(kube::Error::Api(e)) if e.code == 404 => Ok(()), // already gone
+                    other => other.map(drop),
+                }
             })
             .await?;
         }

@@ -373,6 +373,7 @@ class _Operator:
         argv = core_argv(binary=binary, address=address, settings=self.settings,
                          clusterwide=clusterwide, namespaces=namespaces, standalone=standalone)
         env = dict(os.environ)
+        env.setdefault('OPERON_LOG', corelogs.core_filter())  # an explicit OPERON_LOG wins.
         if self.kubeconfig_path is not None:
             env['KUBECONFIG'] = self.kubeconfig_path
         return corep.CoreProcess(argv, env=env, on_line=corelogs.forward)

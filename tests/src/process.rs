@@ -159,6 +159,8 @@ pub struct HandlerProcess {
     _stdout: Option<BufReader<ChildStdout>>,
     /// Another handler service binary than `operon-example-handler` (same command-line contract).
     binary: Option<PathBuf>,
+    /// Added to the service's environment.
+    env: Vec<(String, String)>,
 }
 
 impl HandlerProcess {
@@ -169,7 +171,7 @@ impl HandlerProcess {
     /// # Errors
     /// When it cannot be started or does not announce its address within 60 s.
     pub async fn start(name: &str, args: &[&str]) -> anyhow::Result<Self> {
-        Self::start_with(None, name, args).await
+        Self::start_with(None, name, args, &[]).await
     }
 
     /// As [`HandlerProcess::start`], for another handler service binary with the same
@@ -179,13 +181,28 @@ impl HandlerProcess {
     /// # Errors
     /// As [`HandlerProcess::start`].
     pub async fn start_binary(binary: &Path, name: &str, args: &[&str]) -> anyhow::Result<Self> {
-        Self::start_with(Some(binary.to_owned()), name, args).await
+        Self::start_with(Some(binary.to_owned()), name, args, &[]).await
+    }
+
+    /// As [`HandlerProcess::start`] (or [`HandlerProcess::start_binary`] when `binary` is given),
+    /// with `env` added to the service's environment (e.g. `OTEL_EXPORTER_OTLP_ENDPOINT`).
+    ///
+    /// # Errors
+    /// As [`HandlerProcess::start`].
+    pub async fn start_with_env(
+        binary: Option<&Path>,
+        name: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
+        Self::start_with(binary.map(Path::to_owned), name, args, env).await
     }
 
     async fn start_with(
         binary: Option<PathBuf>,
         name: &str,
         args: &[&str],
+        env: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
         let stem = unique_stem(name);
         let dir = log_dir();
@@ -198,6 +215,10 @@ impl HandlerProcess {
             child: None,
             _stdout: None,
             binary,
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
         };
         process.spawn("127.0.0.1:0").await?;
         Ok(process)
@@ -215,6 +236,7 @@ impl HandlerProcess {
             .arg("--ledger")
             .arg(self.ledger.path())
             .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr)

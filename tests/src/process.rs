@@ -305,6 +305,27 @@ impl HandlerProcess {
         self._stdout = None;
     }
 
+    /// SIGTERMs it and waits up to `grace` for it to exit (then SIGKILLs it): a graceful stop.
+    /// Returns the exit status, or `None` if it had to be killed.
+    ///
+    /// # Errors
+    /// When it is not running or the signal cannot be sent.
+    pub async fn terminate(&mut self, grace: Duration) -> anyhow::Result<Option<ExitStatus>> {
+        let Some(mut child) = self.child.take() else {
+            bail!("the handler service {} is not running", self.name);
+        };
+        self._stdout = None;
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some(status));
+        }
+        signal(child.id(), "TERM")?;
+        let status = wait_exit(&mut child, grace).await?;
+        if status.is_none() {
+            kill_and_reap(&mut child);
+        }
+        Ok(status)
+    }
+
     /// Starts it again on the same port with other arguments (a redeployed service with other
     /// handlers), with the same ledger.
     ///

@@ -57,15 +57,37 @@ impl Running {
             Running::Example(p) => p.url(),
         }
     }
+
+    /// Stops an example service gracefully (SIGTERM), which flushes its spans; it must exit
+    /// cleanly. The Python service exports as it goes and is left running.
+    async fn stop(&mut self) {
+        if let Running::Example(p) = self {
+            let status = p
+                .terminate(Duration::from_secs(20))
+                .await
+                .expect("stopping the handler service");
+            assert!(
+                status.is_some_and(|s| s.success()),
+                "the handler service exits cleanly on SIGTERM: {status:?}"
+            );
+        }
+    }
 }
 
 impl Service {
-    /// Starts the service exporting its spans to Jaeger as `service_name`.
+    /// Starts the service exporting its spans to Jaeger as `service_name`. The Go and Rust
+    /// examples batch their spans for 10 minutes: only their flush at a graceful stop
+    /// ([`Running::stop`]) gets them to Jaeger in time.
     async fn start(self, otlp: &str, service_name: &str) -> Running {
+        let schedule_delay = if self == Service::Python {
+            "200"
+        } else {
+            "600000"
+        };
         let env = [
             ("OTEL_EXPORTER_OTLP_ENDPOINT", otlp),
             ("OTEL_SERVICE_NAME", service_name),
-            ("OTEL_BSP_SCHEDULE_DELAY", "200"),
+            ("OTEL_BSP_SCHEDULE_DELAY", schedule_delay),
         ];
         let resource = ["--resource", RESOURCE_ARG];
         match self {
@@ -143,7 +165,7 @@ async fn a_retried_handler_is_one_navigable_chain_of_traces(service: Service) {
         let jaeger = jaeger().await;
         let core_service = format!("operon-e2e-{ns}");
         let handler_service = format!("{service:?}-e2e-{ns}").to_lowercase();
-        let handlers = service.start(&jaeger.otlp, &handler_service).await;
+        let mut handlers = service.start(&jaeger.otlp, &handler_service).await;
         let args: Vec<String> = [
             "--handler",
             &handlers.url(),
@@ -184,6 +206,8 @@ async fn a_retried_handler_is_one_navigable_chain_of_traces(service: Service) {
             },
         )
         .await;
+
+        handlers.stop().await;
 
         // Jaeger: both attempts' traces, each with the core's spans and the handler process's.
         let attempts: Vec<(Span, Vec<Span>)> = wait_for(

@@ -135,6 +135,20 @@ async fn wait_exit(child: &mut Child, timeout: Duration) -> anyhow::Result<Optio
     }
 }
 
+/// SIGTERMs `child` and waits up to `grace` for it to exit (then SIGKILLs it). Returns the exit
+/// status, or `None` if it had to be killed.
+async fn terminate(mut child: Child, grace: Duration) -> anyhow::Result<Option<ExitStatus>> {
+    if let Some(status) = child.try_wait()? {
+        return Ok(Some(status));
+    }
+    signal(child.id(), "TERM")?;
+    let status = wait_exit(&mut child, grace).await?;
+    if status.is_none() {
+        kill_and_reap(&mut child);
+    }
+    Ok(status)
+}
+
 /// SIGKILLs and reaps `child` (if still running).
 fn kill_and_reap(child: &mut Child) {
     if let Ok(None) = child.try_wait() {
@@ -311,19 +325,11 @@ impl HandlerProcess {
     /// # Errors
     /// When it is not running or the signal cannot be sent.
     pub async fn terminate(&mut self, grace: Duration) -> anyhow::Result<Option<ExitStatus>> {
-        let Some(mut child) = self.child.take() else {
+        let Some(child) = self.child.take() else {
             bail!("the handler service {} is not running", self.name);
         };
         self._stdout = None;
-        if let Some(status) = child.try_wait()? {
-            return Ok(Some(status));
-        }
-        signal(child.id(), "TERM")?;
-        let status = wait_exit(&mut child, grace).await?;
-        if status.is_none() {
-            kill_and_reap(&mut child);
-        }
-        Ok(status)
+        terminate(child, grace).await
     }
 
     /// Starts it again on the same port with other arguments (a redeployed service with other
@@ -522,18 +528,10 @@ impl CoreProcess {
     /// # Errors
     /// When the signal cannot be sent.
     pub async fn terminate(&mut self, grace: Duration) -> anyhow::Result<Option<ExitStatus>> {
-        let Some(mut child) = self.child.take() else {
+        let Some(child) = self.child.take() else {
             bail!("the core {} is not running", self.name);
         };
-        if let Some(status) = child.try_wait()? {
-            return Ok(Some(status));
-        }
-        signal(child.id(), "TERM")?;
-        let status = wait_exit(&mut child, grace).await?;
-        if status.is_none() {
-            kill_and_reap(&mut child);
-        }
-        Ok(status)
+        terminate(child, grace).await
     }
 
     /// Freezes it (SIGSTOP): it keeps its connections but does nothing.

@@ -110,3 +110,39 @@ func TestInvokeContinuesTheCallersTrace(t *testing.T) {
 		t.Fatal("an unknown handler was invoked")
 	}
 }
+
+// Sync calls continue the caller's trace too; a failing sync records its error.
+func TestSyncContinuesTheCallersTrace(t *testing.T) {
+	recorder := tracetest.NewSpanRecorder()
+	provider := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(recorder))
+	defer func() { _ = provider.Shutdown(context.Background()) }()
+	setGlobalTracing(provider, propagation.TraceContext{})
+
+	e := &example{cfg: config{serveSync: true, parent: "e2e.operon.dev/v1/sites"}}
+	const parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+	ctx := withCallerTrace(metadata.NewIncomingContext(context.Background(), metadata.Pairs("traceparent", parent)))
+	ok := []byte(`{"metadata": {"namespace": "ns", "name": "site"}, "spec": {"entries": [{"name": "a"}]}}`)
+	failing := []byte(`{"metadata": {"namespace": "ns", "name": "site"}, "spec": {"fail": "broken"}}`)
+	if resp, err := e.Sync(ctx, &pb.SyncRequest{ParentJson: ok}); err != nil || len(resp.ChildrenJson) != 2 {
+		t.Fatalf("sync: %v %v", resp, err)
+	}
+	if resp, err := e.Sync(ctx, &pb.SyncRequest{ParentJson: failing}); err != nil || resp.Error != "broken" {
+		t.Fatalf("failing sync: %v %v", resp, err)
+	}
+	spans := recorder.Ended()
+	if len(spans) != 2 {
+		t.Fatalf("%d spans", len(spans))
+	}
+	for i, s := range spans {
+		if s.Name() != "sync sites" || s.Parent().SpanID().String() != "b7ad6b7169203331" {
+			t.Fatalf("span %s, parent %v", s.Name(), s.Parent())
+		}
+		if failed := s.Status().Code.String() == "Error"; failed != (i == 1) {
+			t.Fatalf("span %d: status %v", i, s.Status())
+		}
+	}
+	manifest, err := e.Describe(ctx, &pb.DescribeRequest{})
+	if err != nil || len(manifest.Syncs) != 1 || len(manifest.Handlers) != 0 {
+		t.Fatalf("describe: %v %v", manifest, err)
+	}
+}

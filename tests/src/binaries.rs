@@ -100,3 +100,31 @@ fn build() -> anyhow::Result<Binaries> {
     }
     Ok(binaries)
 }
+
+static GO_EXAMPLE: OnceCell<PathBuf> = OnceCell::const_new();
+
+/// The Go example handler service (proto/examples/go: the sync example and change handlers),
+/// built by `proto/examples/go/build.sh` on first use (once per test process; cached under
+/// `~/.cache/operon`) — same command-line contract as [`Binaries::example_handler`]
+/// (`--listen`, `--ledger`, `--resource`, `--handler`, first line `listening on ADDR`).
+///
+/// # Panics
+/// When the build fails; the message carries its output.
+pub async fn go_example() -> &'static Path {
+    GO_EXAMPLE
+        .get_or_init(|| async {
+            let script = repo_root().join("proto/examples/go/build.sh");
+            let out = tokio::process::Command::new(&script)
+                .output()
+                .await
+                .unwrap_or_else(|err| panic!("running {}: {err}", script.display()));
+            assert!(
+                out.status.success(),
+                "proto/examples/go/build.sh failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            PathBuf::from(stdout.trim().lines().last().unwrap_or_default())
+        })
+        .await
+}

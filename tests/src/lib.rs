@@ -32,7 +32,7 @@ mod wait;
 mod widgets;
 
 pub use apply::{apply_yaml, delete_yaml};
-pub use binaries::{Binaries, binaries, target_dir};
+pub use binaries::{Binaries, binaries, go_example, target_dir};
 pub use history::{History, Observed};
 pub use http::{HttpResponse, Metrics, Sample, http_get, http_request};
 pub use ledger::{Entries, Entry, Ledger};

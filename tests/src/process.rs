@@ -135,6 +135,20 @@ async fn wait_exit(child: &mut Child, timeout: Duration) -> anyhow::Result<Optio
     }
 }
 
+/// SIGTERMs `child` and waits up to `grace` for it to exit (then SIGKILLs it). Returns the exit
+/// status, or `None` if it had to be killed.
+async fn terminate(mut child: Child, grace: Duration) -> anyhow::Result<Option<ExitStatus>> {
+    if let Some(status) = child.try_wait()? {
+        return Ok(Some(status));
+    }
+    signal(child.id(), "TERM")?;
+    let status = wait_exit(&mut child, grace).await?;
+    if status.is_none() {
+        kill_and_reap(&mut child);
+    }
+    Ok(status)
+}
+
 /// SIGKILLs and reaps `child` (if still running).
 fn kill_and_reap(child: &mut Child) {
     if let Ok(None) = child.try_wait() {
@@ -159,6 +173,8 @@ pub struct HandlerProcess {
     _stdout: Option<BufReader<ChildStdout>>,
     /// Another handler service binary than `operon-example-handler` (same command-line contract).
     binary: Option<PathBuf>,
+    /// Added to the service's environment.
+    env: Vec<(String, String)>,
 }
 
 impl HandlerProcess {
@@ -169,7 +185,7 @@ impl HandlerProcess {
     /// # Errors
     /// When it cannot be started or does not announce its address within 60 s.
     pub async fn start(name: &str, args: &[&str]) -> anyhow::Result<Self> {
-        Self::start_with(None, name, args).await
+        Self::start_with(None, name, args, &[]).await
     }
 
     /// As [`HandlerProcess::start`], for another handler service binary with the same
@@ -179,13 +195,28 @@ impl HandlerProcess {
     /// # Errors
     /// As [`HandlerProcess::start`].
     pub async fn start_binary(binary: &Path, name: &str, args: &[&str]) -> anyhow::Result<Self> {
-        Self::start_with(Some(binary.to_owned()), name, args).await
+        Self::start_with(Some(binary.to_owned()), name, args, &[]).await
+    }
+
+    /// As [`HandlerProcess::start`] (or [`HandlerProcess::start_binary`] when `binary` is given),
+    /// with `env` added to the service's environment (e.g. `OTEL_EXPORTER_OTLP_ENDPOINT`).
+    ///
+    /// # Errors
+    /// As [`HandlerProcess::start`].
+    pub async fn start_with_env(
+        binary: Option<&Path>,
+        name: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
+        Self::start_with(binary.map(Path::to_owned), name, args, env).await
     }
 
     async fn start_with(
         binary: Option<PathBuf>,
         name: &str,
         args: &[&str],
+        env: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
         let stem = unique_stem(name);
         let dir = log_dir();
@@ -198,6 +229,10 @@ impl HandlerProcess {
             child: None,
             _stdout: None,
             binary,
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
         };
         process.spawn("127.0.0.1:0").await?;
         Ok(process)
@@ -215,6 +250,7 @@ impl HandlerProcess {
             .arg("--ledger")
             .arg(self.ledger.path())
             .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr)
@@ -281,6 +317,19 @@ impl HandlerProcess {
             kill_and_reap(&mut child);
         }
         self._stdout = None;
+    }
+
+    /// SIGTERMs it and waits up to `grace` for it to exit (then SIGKILLs it): a graceful stop.
+    /// Returns the exit status, or `None` if it had to be killed.
+    ///
+    /// # Errors
+    /// When it is not running or the signal cannot be sent.
+    pub async fn terminate(&mut self, grace: Duration) -> anyhow::Result<Option<ExitStatus>> {
+        let Some(child) = self.child.take() else {
+            bail!("the handler service {} is not running", self.name);
+        };
+        self._stdout = None;
+        terminate(child, grace).await
     }
 
     /// Starts it again on the same port with other arguments (a redeployed service with other
@@ -479,18 +528,10 @@ impl CoreProcess {
     /// # Errors
     /// When the signal cannot be sent.
     pub async fn terminate(&mut self, grace: Duration) -> anyhow::Result<Option<ExitStatus>> {
-        let Some(mut child) = self.child.take() else {
+        let Some(child) = self.child.take() else {
             bail!("the core {} is not running", self.name);
         };
-        if let Some(status) = child.try_wait()? {
-            return Ok(Some(status));
-        }
-        signal(child.id(), "TERM")?;
-        let status = wait_exit(&mut child, grace).await?;
-        if status.is_none() {
-            kill_and_reap(&mut child);
-        }
-        Ok(status)
+        terminate(child, grace).await
     }
 
     /// Freezes it (SIGSTOP): it keeps its connections but does nothing.

@@ -79,35 +79,11 @@ enum Lang {
     Go,
 }
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the repository root")
-        .to_owned()
-}
-
-static GO_BUILT: OnceCell<PathBuf> = OnceCell::const_new();
-
 /// Builds (once per process, cached by cargo and by the Go script) and returns the binary.
 async fn example_binary(lang: Lang) -> PathBuf {
     match lang {
         Lang::Rust => operon_e2e::binaries().await.sync_example.clone(),
-        Lang::Go => GO_BUILT
-            .get_or_init(|| async {
-                let out = tokio::process::Command::new(repo().join("proto/examples/go/build.sh"))
-                    .output()
-                    .await
-                    .expect("running proto/examples/go/build.sh");
-                assert!(
-                    out.status.success(),
-                    "proto/examples/go/build.sh failed: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-                let path = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-                PathBuf::from(path.lines().last().unwrap_or_default())
-            })
-            .await
-            .clone(),
+        Lang::Go => operon_e2e::go_example().await.to_owned(),
     }
 }
 

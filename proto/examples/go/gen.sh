@@ -10,7 +10,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 proto_root=$(cd "$here/../.." && pwd)
 out=${1:-$here/gen/operonv1}
 CACHE=${OPERON_CACHE:-$HOME/.cache/operon}
-PROTOC_GEN_GO=v1.36.10        # = google.golang.org/protobuf in go.mod
+PROTOC_GEN_GO=v1.36.10        # <= google.golang.org/protobuf in go.mod (the runtime)
 PROTOC_GEN_GO_GRPC=v1.5.1
 tools="$CACHE/go-tools/protoc-gen-go-$PROTOC_GEN_GO-grpc-$PROTOC_GEN_GO_GRPC"
 

@@ -3,7 +3,8 @@
 # handlers) twice — the core without an OTLP endpoint, then exporting every span to a real Jaeger
 # (tests/cluster/jaeger-up.sh) — and prints both tables. A figure, not a test. See TRACING.md.
 #
-#   tests/bench/tracing.sh [--objects N] [--handlers H] [--mode live|backlog]...
+#   tests/bench/tracing.sh [any tests/bench/run.sh argument]...
+#   tests/bench/tracing.sh --shared-plane --objects 1000 --contender operon-rust --contender operon-py
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"

@@ -18,7 +18,7 @@ use crate::runtime::discovery;
 use crate::runtime::dispatch::{Dispatch, GrpcService};
 use crate::runtime::metrics::Metrics;
 use crate::runtime::processing::{Bound, Env, ResourceCtx, Settings};
-use crate::runtime::queue::{Key, Queue, Seen};
+use crate::runtime::queue::{Key, Observed, Queue, Seen};
 use crate::runtime::readmodel::ReadModel;
 use crate::runtime::sync;
 
@@ -639,8 +639,12 @@ async fn watch(
 }
 
 fn observe(queue: &Arc<Queue>, key: Key, obj: DynamicObject, seen: Seen) {
-    match serde_json::to_value(&obj) {
-        Ok(body) => queue.observe(key, body, seen),
+    match serde_json::to_string(&obj) {
+        Ok(json) => queue.observe(
+            key,
+            Observed::new(json, obj.metadata.resource_version.clone()),
+            seen,
+        ),
         Err(err) => tracing::error!(error = %err, "Cannot serialise a watched object."),
     }
 }

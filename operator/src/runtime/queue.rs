@@ -27,9 +27,32 @@ pub enum Seen {
     Deleted,
 }
 
+/// An object as the watch delivered it, kept as compact JSON until a cycle needs it: a parsed
+/// `serde_json::Value` costs 5–10 times its JSON, and a backlog holds every object at once.
+#[derive(Debug, Clone)]
+pub struct Observed {
+    json: Arc<str>,
+    rv: Option<String>,
+}
+
+impl Observed {
+    /// The object's JSON and its `metadata.resourceVersion`.
+    pub fn new(json: String, rv: Option<String>) -> Observed {
+        Observed {
+            json: json.into(),
+            rv,
+        }
+    }
+
+    /// From a parsed body (tests, and callers that have one already).
+    pub fn of(body: &Value) -> Observed {
+        Observed::new(body.to_string(), rv_of(body).map(str::to_owned))
+    }
+}
+
 #[derive(Debug, Default)]
 struct Slot {
-    body: Option<Arc<Value>>,
+    body: Option<Observed>,
     events: Vec<&'static str>,
     gone: bool,
     dirty: bool,
@@ -106,7 +129,7 @@ impl Queue {
     }
 
     /// Takes a watch observation: the latest state wins; a worker runs if none does.
-    pub fn observe(self: &Arc<Self>, key: Key, body: Value, seen: Seen) {
+    pub fn observe(self: &Arc<Self>, key: Key, body: Observed, seen: Seen) {
         let mut slots = self.lock();
         let is_new = !slots.contains_key(&key);
         if is_new {
@@ -116,7 +139,7 @@ impl Queue {
         if is_new {
             slot.initial = seen == Seen::Listed;
         }
-        if let (Some((expected, _)), Some(rv)) = (&slot.expect_rv, rv_of(&body))
+        if let (Some((expected, _)), Some(rv)) = (&slot.expect_rv, body.rv.as_deref())
             && reflects(rv, expected)
         {
             slot.expect_rv = None;
@@ -128,7 +151,7 @@ impl Queue {
             Seen::Deleted => "DELETED",
         });
         slot.gone = seen == Seen::Deleted;
-        slot.body = Some(Arc::new(body));
+        slot.body = Some(body);
         slot.dirty = true;
         self.ensure_worker(&key, slot);
     }
@@ -236,12 +259,28 @@ impl Queue {
                     slot.running = false;
                     return;
                 };
-                Input {
-                    body,
-                    gone: slot.gone,
-                    events: std::mem::take(&mut slot.events),
-                    initial: slot.initial && !slot.fully_handled,
+                (
+                    body.json,
+                    slot.gone,
+                    std::mem::take(&mut slot.events),
+                    slot.initial && !slot.fully_handled,
+                )
+            };
+            let (json, gone, events, initial) = input;
+            let body = match serde_json::from_str::<Value>(&json) {
+                Ok(body) => Arc::new(body),
+                Err(err) => {
+                    // It was JSON when the watch gave it; this cannot happen, but must not stop
+                    // the object's worker for good.
+                    tracing::error!(object = %format!("{}/{}", key.1, key.2), error = %err, "Cannot parse a stored object.");
+                    continue;
                 }
+            };
+            let input = Input {
+                body,
+                gone,
+                events,
+                initial,
             };
             let gone = input.gone;
             let env = Arc::clone(&self.env);
@@ -277,8 +316,8 @@ impl Queue {
             if let Some(rv) = out.written_rv {
                 let seen_already = slot
                     .body
-                    .as_deref()
-                    .and_then(rv_of)
+                    .as_ref()
+                    .and_then(|b| b.rv.as_deref())
                     .is_some_and(|seen| reflects(seen, &rv));
                 if !seen_already {
                     slot.expect_rv = Some((rv, Instant::now() + self.consistency_timeout));
@@ -322,7 +361,16 @@ impl Queue {
 
 #[cfg(test)]
 mod tests {
-    use super::reflects;
+    use super::{Observed, reflects};
+
+    #[test]
+    fn observed_objects_keep_their_json_and_resource_version() {
+        let body = serde_json::json!({"metadata": {"name": "a", "resourceVersion": "42"}, "spec": {"x": 1.5}});
+        let observed = Observed::of(&body);
+        assert_eq!(observed.rv.as_deref(), Some("42"));
+        let back: serde_json::Value = serde_json::from_str(&observed.json).unwrap();
+        assert_eq!(back, body);
+    }
 
     #[test]
     fn later_resource_versions_reflect_our_write() {

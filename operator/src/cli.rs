@@ -167,6 +167,10 @@ struct RunArgs {
         default_value = "operon"
     )]
     service_name: String,
+    /// The core's base URL as applications reach it, for shutdown-hook callbacks
+    /// (default: http://<the --http address>).
+    #[arg(long, value_name = "URL", env = "OPERON_CALLBACK_URL")]
+    callback_url: Option<String>,
     #[command(flatten)]
     dashboard: DashboardOptions,
     #[command(flatten)]
@@ -296,6 +300,7 @@ impl Cli {
                     shutdown_grace: seconds("shutdown-grace", args.shutdown_grace)?,
                     dashboard: args.dashboard.options(),
                     handler_tls: args.tls.load()?,
+                    callback_url: args.callback_url,
                 };
                 let _ = args.standalone;
                 Ok(crate::runtime::engine::run(config).await?)

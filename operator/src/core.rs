@@ -11,5 +11,6 @@ pub mod outcome;
 pub mod patch;
 pub mod persistence;
 pub mod selection;
+pub mod shutdown;
 pub mod state;
 pub mod sync;

@@ -4,11 +4,14 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Json};
-use axum::{Router, routing::get};
+use axum::{
+    Router,
+    routing::{get, put},
+};
 use futures_util::{Stream, StreamExt};
 
 use crate::runtime::engine::Shared;
@@ -36,8 +39,15 @@ pub fn router(shared: Arc<Shared>) -> Router {
     router_with(shared, &operon_dashboard::Options::from_env())
 }
 
-/// The listener's routes; with a token in `options`, every route but the probes requires it.
+/// The listener's routes; with a token in `options`, every route but the probes and the
+/// shutdown-hook callback (which carries its own token) requires it.
 pub fn router_with(shared: Arc<Shared>, options: &operon_dashboard::Options) -> Router {
+    let callbacks = Router::new()
+        .route(
+            "/api/v1/shutdown/{resource}/{namespace}/{name}",
+            put(shutdown_callback),
+        )
+        .with_state(Arc::clone(&shared));
     let routes = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -46,7 +56,25 @@ pub fn router_with(shared: Arc<Shared>, options: &operon_dashboard::Options) -> 
         .route("/api/v1/events", get(events))
         .with_state(Arc::clone(&shared))
         .merge(operon_dashboard::router_with(shared, options));
-    operon_dashboard::protect(routes, options.token.as_deref())
+    // Merged after `protect`, so its layer does not cover the callback.
+    operon_dashboard::protect(routes, options.token.as_deref()).merge(callbacks)
+}
+
+/// `PUT /api/v1/shutdown/{resource}/{namespace}/{name}` with `{"token": "..."}`: an application
+/// reports that it stopped (see [`crate::runtime::shutdown`]); `_` is the namespace of a
+/// cluster-wide parent. 200 confirmed, 401 wrong or missing token, 404 no such parent or no
+/// shutdown pending, 400 not a JSON object.
+async fn shutdown_callback(
+    State(shared): State<Arc<Shared>>,
+    Path((resource, namespace, name)): Path<(String, String, String)>,
+    body: axum::body::Bytes,
+) -> impl IntoResponse {
+    let answer = shared
+        .callbacks
+        .callback(&resource, &namespace, &name, &body)
+        .await;
+    let code = StatusCode::from_u16(answer.code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (code, Json(serde_json::json!({"message": answer.message()})))
 }
 
 async fn readyz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {

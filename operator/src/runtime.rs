@@ -13,5 +13,6 @@ pub mod patching;
 pub mod processing;
 pub mod queue;
 pub mod readmodel;
+pub mod shutdown;
 pub mod sync;
 pub mod timers;

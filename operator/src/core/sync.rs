@@ -557,7 +557,8 @@ pub const SYNC_ERROR_KEY: &str = "syncError";
 ///
 /// `handler` is the handler's status (`None`: leave the status alone); the core adds
 /// `observedGeneration` and, when the sync was refused or conflicted, [`SYNC_ERROR_KEY`] (which
-/// it removes once the error is gone).
+/// it removes once the error is gone). The shutdown hook's state
+/// ([`crate::core::shutdown::STATUS_KEY`]) belongs to the core and is never touched here.
 pub fn status_patch(
     current: &Value,
     handler: Option<&Value>,
@@ -574,6 +575,15 @@ pub fn status_patch(
             let mut s = s.clone();
             if let Some(g) = generation {
                 s.insert("observedGeneration".into(), json!(g));
+            }
+            let hook = crate::core::shutdown::STATUS_KEY;
+            match current.get(hook) {
+                Some(kept) => {
+                    s.insert(hook.into(), kept.clone());
+                }
+                None => {
+                    s.remove(hook);
+                }
             }
             Value::Object(s)
         }
@@ -858,6 +868,25 @@ mod tests {
         assert_eq!(
             status_patch(&json!({"syncError": "bad"}), None, Some(2), None).unwrap(),
             json!({"syncError": null})
+        );
+    }
+
+    #[test]
+    fn status_patches_keep_the_shutdown_state() {
+        let cur = json!({"a": 1, "shutdown": {"phase": "Waiting"}});
+        // The handler's status replaces the rest, never the core's shutdown state…
+        assert_eq!(
+            status_patch(&cur, Some(&json!({"b": 2})), None, None).unwrap(),
+            json!({"a": null, "b": 2})
+        );
+        // …nor does a handler that returns one of its own set it.
+        assert_eq!(
+            status_patch(&json!({}), Some(&json!({"shutdown": "mine"})), None, None),
+            None
+        );
+        assert_eq!(
+            status_patch(&cur, None, None, Some("bad")).unwrap(),
+            json!({"syncError": "bad"})
         );
     }
 }

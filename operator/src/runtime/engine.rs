@@ -51,6 +51,9 @@ pub struct Config {
     pub dashboard: operon_dashboard::Options,
     /// TLS towards `https://` handler services (CA, client identity); `None`: plaintext only.
     pub handler_tls: Option<crate::runtime::dispatch::ClientTls>,
+    /// The core's URL as applications reach it, for shutdown-hook callbacks; `None`:
+    /// `http://<http>`.
+    pub callback_url: Option<String>,
 }
 
 /// A failure that stops the core.
@@ -110,6 +113,8 @@ pub struct Shared {
     pub readmodel: Arc<ReadModel>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// The shutdown hooks, for their callbacks.
+    pub callbacks: Arc<crate::runtime::shutdown::Callbacks>,
     watches_total: AtomicUsize,
     watches_listed: AtomicUsize,
     about: std::sync::RwLock<operon_dashboard::About>,
@@ -121,6 +126,7 @@ impl Shared {
         Arc::new(Shared {
             readmodel,
             metrics,
+            callbacks: Arc::default(),
             watches_total: AtomicUsize::new(usize::MAX),
             watches_listed: AtomicUsize::new(0),
             about: Default::default(),
@@ -446,6 +452,11 @@ impl Generation<'_> {
                 namespaces: config.namespaces.clone(),
                 prefix: config.prefix.clone(),
                 call_timeout: config.call_timeout,
+                callback_base: config
+                    .callback_url
+                    .clone()
+                    .unwrap_or_else(|| format!("http://{}", config.http)),
+                callbacks: Arc::clone(&shared.callbacks),
             };
             watches.push(tokio::spawn(async move {
                 if let Err(err) = sync::serve(env, spec, url).await {

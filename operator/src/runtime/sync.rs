@@ -37,6 +37,7 @@ use tokio::sync::mpsc;
 use tonic::transport::{Channel, Endpoint};
 use tracing::Instrument as _;
 
+use crate::core::shutdown::{self as hooks, FailureStrategy, Hook, Phase, Reason};
 use crate::core::sync::{
     self as decide, ChildKey, ChildType, Desired, Existing, Invalid, Observed, Parent, Rollout,
     Step, Strategy,
@@ -45,6 +46,7 @@ use crate::runtime::convert::{self, Selector};
 use crate::runtime::discovery::{self, Served};
 use crate::runtime::metrics::Metrics;
 use crate::runtime::readmodel::{HandlerView, ObjectView, ReadModel};
+use crate::runtime::shutdown::{Callbacks, Gate, Shutdown};
 
 /// The field manager of Operon's server-side applies.
 pub const FIELD_MANAGER: &str = "operon";
@@ -69,6 +71,14 @@ pub enum Error {
         /// The value sent.
         value: i32,
     },
+    /// A shutdown hook that cannot be used.
+    #[error("sync registration {id:?}: invalid shutdown hook: {reason}")]
+    Hook {
+        /// The registration.
+        id: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// A bad duration.
     #[error("sync registration {id:?}: {source}")]
     Duration {
@@ -91,10 +101,62 @@ pub struct SyncSpec {
     pub children: Vec<(Selector, Strategy)>,
     /// Resync period.
     pub resync: Option<Duration>,
-    /// Hold a finalizer and call Finalize.
+    /// Hold a finalizer and call Finalize (always, with a shutdown hook).
     pub finalize: bool,
     /// Per-call deadline.
     pub call_timeout: Option<Duration>,
+    /// Ask the application to stop before children are deleted or replaced.
+    pub shutdown: Option<Hook>,
+}
+
+/// Validates a registration's shutdown hook.
+fn hook(id: &str, h: &pb::ShutdownHook) -> Result<Hook, Error> {
+    let bad = |reason: &str| Error::Hook {
+        id: id.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let endpoint = match (h.service.is_empty(), h.url_template.is_empty()) {
+        (false, true) => hooks::Endpoint::Service {
+            name: h.service.clone(),
+            port: u16::try_from(h.port)
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| bad("a service needs a port from 1 to 65535"))?,
+        },
+        (true, false) if h.url_template.starts_with("http://") => {
+            hooks::Endpoint::Template(h.url_template.clone())
+        }
+        (true, false) => return Err(bad("the url_template must start with http://")),
+        _ => return Err(bad("name exactly one of service and url_template")),
+    };
+    let failure = match pb::ShutdownFailureStrategy::try_from(h.failure_strategy) {
+        Ok(pb::ShutdownFailureStrategy::Unspecified | pb::ShutdownFailureStrategy::GiveUp) => {
+            FailureStrategy::GiveUp
+        }
+        Ok(pb::ShutdownFailureStrategy::Delete) => FailureStrategy::Delete,
+        Err(_) => {
+            return Err(bad(&format!(
+                "unknown failure strategy {}",
+                h.failure_strategy
+            )));
+        }
+    };
+    let grace = h
+        .grace_period
+        .map(|d| convert::duration("grace_period", d))
+        .transpose()
+        .map_err(|source| Error::Duration {
+            id: id.to_owned(),
+            source,
+        })?
+        .filter(|d| !d.is_zero())
+        .unwrap_or(crate::core::shutdown::DEFAULT_GRACE);
+    Ok(Hook {
+        endpoint,
+        grace,
+        retries: h.retries,
+        failure,
+    })
 }
 
 fn selector(r: Option<&pb::ResourceSelector>) -> Option<Selector> {
@@ -148,13 +210,20 @@ pub fn registrations(m: &pb::Manifest) -> Result<Vec<SyncSpec>, Error> {
                     source,
                 })
         };
+        let shutdown = s
+            .shutdown_hook
+            .as_ref()
+            .map(|h| hook(&s.id, h))
+            .transpose()?;
         out.push(SyncSpec {
             id: s.id.clone(),
             parent,
             children,
             resync: duration(s.resync_period, "resync_period")?.filter(|d| !d.is_zero()),
-            finalize: s.finalize,
+            // A hook needs the parent to stay until the application has stopped.
+            finalize: s.finalize || shutdown.is_some(),
             call_timeout: duration(s.call_timeout, "call_timeout")?.filter(|d| !d.is_zero()),
+            shutdown,
         });
     }
     Ok(out)
@@ -181,6 +250,10 @@ pub struct SyncEnv {
     pub prefix: String,
     /// Default per-call deadline.
     pub call_timeout: Duration,
+    /// The core's URL as applications reach it, for the shutdown hook's callbacks.
+    pub callback_base: String,
+    /// Where the HTTP listener finds the shutdown hooks.
+    pub callbacks: Arc<Callbacks>,
 }
 
 /// Parent key: namespace ("" for cluster-wide) and name.
@@ -196,6 +269,8 @@ struct Controller {
     children: Vec<(Served, Vec<Store<DynamicObject>>)>,
     finalizer: String,
     state: Mutex<HashMap<Key, ParentState>>,
+    /// The registration's shutdown hook.
+    shutdown: Option<Arc<Shutdown>>,
 }
 
 /// What the controller remembers about a parent between syncs.
@@ -342,6 +417,22 @@ pub async fn serve(
     }
     tracing::info!(sync = %spec.id, parent = %parent.name(), children = types.len(), "Serving the sync registration.");
     let finalizer = format!("{}/sync-{}", env.prefix, spec.id);
+    let shutdown = spec.shutdown.clone().map(|hook| {
+        let s = Shutdown::new(crate::runtime::shutdown::Setup {
+            hook,
+            sync_id: spec.id.clone(),
+            client: env.client.clone(),
+            parent: parent.clone(),
+            namespaces: env.namespaces.clone(),
+            metrics: Arc::clone(&env.metrics),
+            readmodel: Arc::clone(&env.readmodel),
+            callback_base: env.callback_base.clone(),
+            wake: tx.clone(),
+        });
+        env.callbacks.register(Arc::clone(&s));
+        tracing::info!(sync = %spec.id, resource = %s.resource, "Serving the shutdown hook's callbacks.");
+        s
+    });
     let controller = Arc::new(Controller {
         env,
         spec,
@@ -352,6 +443,7 @@ pub async fn serve(
         children,
         finalizer,
         state: Mutex::default(),
+        shutdown,
     });
     controller.run(tx, rx).await;
     tasks.shutdown().await;
@@ -496,6 +588,29 @@ impl Controller {
             self.state(key, |s| (s.errors, s.total_errors, s.last_error.clone()));
         let now = jiff::Timestamp::now();
         let failing = errors > 0;
+        let hook = self
+            .shutdown
+            .as_ref()
+            .and_then(|s| s.view(key))
+            .map(|s| HandlerView {
+                id: "shutdown-hook".into(),
+                state: match s.phase {
+                    Phase::Waiting => "pending",
+                    Phase::Stopped | Phase::ForcedDelete => "succeeded",
+                    Phase::Degraded => "failed",
+                },
+                retries: s.attempt.saturating_sub(1),
+                started: Some(s.requested_at.to_string()),
+                delayed: s.deadline.map(|d| d.to_string()),
+                message: Some(format!("{}: {}", s.phase.as_str(), s.message)),
+                trace_id: None,
+            });
+        let phase = match &hook {
+            Some(h) if h.state == "failed" => "failed",
+            Some(h) if h.state == "pending" => "in-progress",
+            _ if failing => "retrying",
+            _ => "handled",
+        };
         self.env.readmodel.upsert(ObjectView {
             resource: self.parent.name(),
             namespace: key.0.clone(),
@@ -505,9 +620,9 @@ impl Controller {
                 .and_then(Value::as_str)
                 .unwrap_or_default()
                 .to_owned(),
-            phase: if failing { "retrying" } else { "handled" },
+            phase,
             cause: "sync".into(),
-            handlers: vec![HandlerView {
+            handlers: std::iter::once(HandlerView {
                 id: self.spec.id.clone(),
                 state: if failing { "retrying" } else { "succeeded" },
                 retries: u32::try_from(total).unwrap_or(u32::MAX),
@@ -522,7 +637,9 @@ impl Controller {
                 },
                 message,
                 trace_id: None,
-            }],
+            })
+            .chain(hook)
+            .collect(),
             updated: now.to_string(),
         });
     }
@@ -603,6 +720,14 @@ impl Controller {
         if deleting {
             if !(self.spec.finalize && has_finalizer) {
                 return Ended::Done(None);
+            }
+            // The application stops before Finalize and before any child goes.
+            if let Some(shutdown) = &self.shutdown {
+                match shutdown.gate(body, Reason::Delete).await {
+                    Gate::Open => {}
+                    Gate::Wait(after) => return Ended::Done(after),
+                    Gate::Failed(message) => return Ended::Failed(message),
+                }
             }
             return self.finalize(key, body).await;
         }
@@ -693,13 +818,38 @@ impl Controller {
                 None => Existing::Orphan,
             }
         };
+        let wanted: HashSet<ChildKey> = desired.iter().map(Desired::key).collect();
         let plan = decide::plan(&self.types, desired, &observed, existing, &rollouts);
         let mut failures = Vec::new();
+        // With a shutdown hook, children the answer no longer lists (a move) go only once the
+        // application has stopped; creations and updates go on meanwhile.
+        let (gate, removals) = self.replace_gate(body, &plan.steps, &wanted).await;
+        let mut removal_failed = false;
         for step in plan.steps {
+            let removal = matches!(&step, Step::Delete { key, .. } if !wanted.contains(key));
+            if removal && gate != Gate::Open {
+                continue;
+            }
             if let Err(e) = self.perform(key, step).await {
+                removal_failed |= removal;
                 failures.push(e);
             }
         }
+        if let Some(shutdown) = &self.shutdown
+            && gate == Gate::Open
+            && !removal_failed
+            && let Err(e) = shutdown.clear(body).await
+        {
+            failures.push(e);
+        }
+        let gate_after = match gate {
+            Gate::Failed(e) => {
+                failures.push(e);
+                None
+            }
+            Gate::Wait(after) if removals => after,
+            _ => None,
+        };
         self.state(key, |s| s.rollouts = plan.rollouts.clone());
         let mut problems = plan.conflicts.clone();
         if !plan.conflicts.is_empty() {
@@ -728,7 +878,32 @@ impl Controller {
             // A rollout waits for a child to settle: look again soon even without an event.
             after = Some(after.map_or(Duration::from_secs(5), |a| a.min(Duration::from_secs(5))));
         }
+        if let Some(wait) = gate_after {
+            after = Some(after.map_or(wait, |a| a.min(wait)));
+        }
         Ended::Done(after)
+    }
+
+    /// The shutdown hook's gate for the removals in `steps` (deletions of children that are
+    /// not `wanted`), and whether there are any. Without removals a finished or pending replace
+    /// handshake is cleared (gate open: nothing waits).
+    async fn replace_gate(
+        &self,
+        body: &Value,
+        steps: &[Step],
+        wanted: &HashSet<ChildKey>,
+    ) -> (Gate, bool) {
+        let Some(shutdown) = &self.shutdown else {
+            return (Gate::Open, false);
+        };
+        let removals = steps
+            .iter()
+            .any(|s| matches!(s, Step::Delete { key, .. } if !wanted.contains(key)));
+        if removals {
+            (shutdown.gate(body, Reason::Replace).await, true)
+        } else {
+            (Gate::Open, false)
+        }
     }
 
     fn request(
@@ -993,6 +1168,9 @@ impl Controller {
         match self.json_patch(body, ops).await {
             Ok(()) => {
                 tracing::info!(sync = %self.spec.id, "Finalized; the finalizer is removed.");
+                if let Some(shutdown) = &self.shutdown {
+                    shutdown.forget(key);
+                }
                 Ended::Done(None)
             }
             Err(err) => Ended::Failed(format!("cannot remove the finalizer: {err}")),
@@ -1060,5 +1238,73 @@ mod tests {
         let mut twice = m.clone();
         twice.syncs.push(m.syncs[0].clone());
         assert!(matches!(registrations(&twice), Err(Error::DuplicateId(_))));
+    }
+
+    #[test]
+    fn shutdown_hooks_are_validated_and_imply_the_finalizer() {
+        let with = |h: pb::ShutdownHook| pb::Manifest {
+            syncs: vec![pb::SyncRegistration {
+                id: "s".into(),
+                parent: Some(pb::ResourceSelector {
+                    group: "example.com".into(),
+                    version: "v1".into(),
+                    name: "dbs".into(),
+                }),
+                shutdown_hook: Some(h),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let regs = registrations(&with(pb::ShutdownHook {
+            url_template: "http://app/{name}".into(),
+            retries: 2,
+            failure_strategy: pb::ShutdownFailureStrategy::Delete as i32,
+            ..Default::default()
+        }))
+        .unwrap();
+        assert!(regs[0].finalize, "a hook implies the finalizer");
+        let hook = regs[0].shutdown.clone().unwrap();
+        assert_eq!(hook.grace, crate::core::shutdown::DEFAULT_GRACE);
+        assert_eq!((hook.retries, hook.failure), (2, FailureStrategy::Delete));
+        let service = registrations(&with(pb::ShutdownHook {
+            service: "{name}-stop".into(),
+            port: 8080,
+            grace_period: Some(prost_types::Duration {
+                seconds: 5,
+                nanos: 0,
+            }),
+            ..Default::default()
+        }))
+        .unwrap();
+        let hook = service[0].shutdown.clone().unwrap();
+        assert_eq!(hook.grace, Duration::from_secs(5));
+        assert_eq!(hook.failure, FailureStrategy::GiveUp);
+        for bad in [
+            pb::ShutdownHook::default(),
+            pb::ShutdownHook {
+                service: "s".into(),
+                url_template: "http://x".into(),
+                port: 1,
+                ..Default::default()
+            },
+            pb::ShutdownHook {
+                service: "s".into(),
+                ..Default::default()
+            },
+            pb::ShutdownHook {
+                url_template: "ftp://x".into(),
+                ..Default::default()
+            },
+            pb::ShutdownHook {
+                url_template: "http://x".into(),
+                failure_strategy: 7,
+                ..Default::default()
+            },
+        ] {
+            assert!(
+                matches!(registrations(&with(bad.clone())), Err(Error::Hook { .. })),
+                "{bad:?}"
+            );
+        }
     }
 }

@@ -1,0 +1,779 @@
+//! The shutdown hook, the effects: minting per-parent tokens, calling the application's endpoint,
+//! persisting the handshake in the parent's `status.shutdown`, and serving the application's
+//! callback (`PUT /api/v1/shutdown/<resource>/<namespace>/<name>` on the core's HTTP listener,
+//! `_` as the namespace of a cluster-wide parent). The decisions are in
+//! [`crate::core::shutdown`].
+//!
+//! One [`Shutdown`] belongs to one sync registration with a hook; the sync controller asks it
+//! for a [`Gate`] before it deletes children, and registers it in [`Callbacks`] so that the
+//! listener finds it by the parent's resource.
+//!
+//! # Guarantees
+//! - The token is random (256 bits from the system's generator), sent only to the application;
+//!   the parent stores its SHA-256, so a restarted core still accepts the callback.
+//! - Every write of the state is guarded by the parent's `resourceVersion`: a callback and a
+//!   timed-out retry never overwrite each other; the loser tries again on fresh data.
+//! - A wrong or missing token changes nothing (401, a log line and a Warning Event).
+//! - Every transition posts an Event: `ShutdownRequested`, `ShutdownRequestFailed`,
+//!   `ShutdownTimedOut`, `ShutdownConfirmed`, `ShutdownFailed`, `ShutdownCallbackRefused`.
+//!
+//! # Caveats
+//! - The raw token lives in memory only: an attempt made after a restart of the core sends a
+//!   fresh token, and from then on only the fresh one is accepted.
+//! - Only `http://` endpoints are called. The call has a timeout (at most 10 s); a connection
+//!   error or timeout is a failed attempt (asked again after the grace period), a `404` means
+//!   "already gone" (stopped), any other answer means "requested".
+//! - One hook per parent resource: two sync registrations with hooks on the same parent
+//!   resource would share `status.shutdown`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use base64::Engine as _;
+use http_body_util::Full;
+use hyper::body::Bytes;
+use kube::Api;
+use kube::api::{DynamicObject, Patch, PatchParams};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use crate::core::shutdown::{
+    self as decide, Callback, Decision, Hook, Phase, Reason, STATUS_KEY, State, Target,
+};
+use crate::runtime::discovery::Served;
+use crate::runtime::metrics::Metrics;
+use crate::runtime::readmodel::ReadModel;
+
+/// A parent: namespace ("" for cluster-wide) and name.
+pub type Key = (String, String);
+
+/// What the sync controller may do with the children now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Gate {
+    /// The application stopped (or the failure strategy says delete): go on.
+    Open,
+    /// Not yet: look again after this long (`None`: only on a change, e.g. degraded).
+    Wait(Option<Duration>),
+    /// The handshake could not be advanced (e.g. a conflicting write); retry with backoff.
+    Failed(String),
+}
+
+/// How the endpoint answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Called {
+    /// Any answer but 404: the request is taken.
+    Accepted(u16),
+    /// 404: the application is already gone.
+    Gone,
+    /// No answer (connection error, timeout, bad URL).
+    Failed(String),
+}
+
+/// The answer to a callback, as the listener turns it into HTTP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// 200: confirmed; the state is now Stopped.
+    Confirmed,
+    /// 200: the handshake was already over; nothing changed.
+    AlreadyDone,
+    /// 401: wrong or missing token; nothing changed.
+    Refused,
+    /// 404: no such parent, or no shutdown pending on it.
+    Unknown(String),
+    /// 400: the body is not a JSON object.
+    Malformed(String),
+    /// 503: the state could not be read or written (API server trouble).
+    Unavailable(String),
+}
+
+impl Answer {
+    /// The HTTP status code.
+    pub fn code(&self) -> u16 {
+        match self {
+            Answer::Confirmed | Answer::AlreadyDone => 200,
+            Answer::Refused => 401,
+            Answer::Unknown(_) => 404,
+            Answer::Malformed(_) => 400,
+            Answer::Unavailable(_) => 503,
+        }
+    }
+
+    /// A short text for the response body.
+    pub fn message(&self) -> String {
+        match self {
+            Answer::Confirmed => "confirmed".to_owned(),
+            Answer::AlreadyDone => "already confirmed".to_owned(),
+            Answer::Refused => "wrong or missing token".to_owned(),
+            Answer::Unknown(m) | Answer::Malformed(m) | Answer::Unavailable(m) => m.clone(),
+        }
+    }
+}
+
+/// The shutdown hooks of the running sync controllers, by the parent's resource
+/// ([`decide::resource_segment`]): where the listener sends callbacks.
+#[derive(Debug, Default)]
+pub struct Callbacks {
+    targets: RwLock<HashMap<String, HashMap<String, Arc<Shutdown>>>>,
+}
+
+impl Callbacks {
+    /// Registers (or replaces, after a reload) the hook of one sync registration.
+    pub fn register(&self, hook: Arc<Shutdown>) {
+        let mut targets = self
+            .targets
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        targets
+            .entry(hook.resource.clone())
+            .or_default()
+            .insert(hook.sync_id.clone(), hook);
+    }
+
+    /// Handles `PUT /api/v1/shutdown/<resource>/<namespace>/<name>` with `body`.
+    pub async fn callback(
+        &self,
+        resource: &str,
+        namespace: &str,
+        name: &str,
+        body: &[u8],
+    ) -> Answer {
+        let hooks: Vec<Arc<Shutdown>> = self
+            .targets
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(resource)
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default();
+        let Some(first) = hooks.first() else {
+            return Answer::Unknown(format!("no shutdown hook is served for {resource:?}"));
+        };
+        let answer = first.confirm(namespace, name, body).await;
+        if answer == Answer::Confirmed {
+            for other in &hooks[1..] {
+                other.wake(namespace, name);
+            }
+        }
+        answer
+    }
+}
+
+/// The shutdown hook of one sync registration.
+pub struct Shutdown {
+    /// The hook.
+    pub hook: Hook,
+    /// The sync registration's id.
+    pub sync_id: String,
+    /// The parent resource's callback path segment.
+    pub resource: String,
+    client: kube::Client,
+    parent: Served,
+    namespaces: Vec<String>,
+    metrics: Arc<Metrics>,
+    readmodel: Arc<ReadModel>,
+    callback_base: String,
+    wake: mpsc::UnboundedSender<Key>,
+    /// Per parent: the raw token of the current handshake and its hash.
+    tokens: Mutex<HashMap<Key, (String, String)>>,
+    /// Per parent: the last state seen or written (for the read model).
+    seen: Mutex<HashMap<Key, State>>,
+}
+
+impl std::fmt::Debug for Setup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Setup")
+            .field("sync_id", &self.sync_id)
+            .field("hook", &self.hook)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for Shutdown {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shutdown")
+            .field("sync_id", &self.sync_id)
+            .field("resource", &self.resource)
+            .field("hook", &self.hook)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a [`Shutdown`] needs from its sync controller.
+pub struct Setup {
+    /// The hook.
+    pub hook: Hook,
+    /// The sync registration's id.
+    pub sync_id: String,
+    /// The Kubernetes client.
+    pub client: kube::Client,
+    /// The parent resource.
+    pub parent: Served,
+    /// Namespaces served; empty means all.
+    pub namespaces: Vec<String>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// The read model (Events).
+    pub readmodel: Arc<ReadModel>,
+    /// The core's URL as the application reaches it (`--callback-url`).
+    pub callback_base: String,
+    /// Wakes the sync controller for a parent.
+    pub wake: mpsc::UnboundedSender<Key>,
+}
+
+/// A fresh token: 32 random bytes, base64url.
+///
+/// # Errors
+/// When the system's random generator fails.
+pub fn mint_token() -> Result<String, String> {
+    use ring::rand::SecureRandom as _;
+    let mut bytes = [0u8; 32];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| "the system's random generator failed".to_owned())?;
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+}
+
+/// `PUT url` with the JSON `body`, within `timeout`.
+pub async fn call(url: &str, body: &Value, timeout: Duration) -> Called {
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<Bytes>>();
+    let request = match hyper::Request::put(url)
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+    {
+        Ok(r) => r,
+        Err(err) => return Called::Failed(format!("invalid URL {url:?}: {err}")),
+    };
+    match tokio::time::timeout(timeout, client.request(request)).await {
+        Err(_) => Called::Failed(format!("no answer within {timeout:?}")),
+        Ok(Err(err)) => Called::Failed(format!("{err}")),
+        Ok(Ok(response)) if response.status() == hyper::StatusCode::NOT_FOUND => Called::Gone,
+        Ok(Ok(response)) => Called::Accepted(response.status().as_u16()),
+    }
+}
+
+fn key_of(body: &Value) -> Key {
+    let s = |p: &str| {
+        body.pointer(p)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    (s("/metadata/namespace"), s("/metadata/name"))
+}
+
+impl Shutdown {
+    /// A hook for one sync registration.
+    pub fn new(setup: Setup) -> Arc<Shutdown> {
+        Arc::new(Shutdown {
+            resource: decide::resource_segment(
+                &setup.parent.resource.plural,
+                &setup.parent.resource.group,
+            ),
+            hook: setup.hook,
+            sync_id: setup.sync_id,
+            client: setup.client,
+            parent: setup.parent,
+            namespaces: setup.namespaces,
+            metrics: setup.metrics,
+            readmodel: setup.readmodel,
+            callback_base: setup.callback_base,
+            wake: setup.wake,
+            tokens: Mutex::default(),
+            seen: Mutex::default(),
+        })
+    }
+
+    /// The last state seen or written for a parent (for the read model).
+    pub fn view(&self, key: &Key) -> Option<State> {
+        self.seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(key)
+            .cloned()
+    }
+
+    /// Forgets a parent that is gone.
+    pub fn forget(&self, key: &Key) {
+        self.seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(key);
+        self.tokens
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(key);
+    }
+
+    fn remember(&self, key: &Key, state: Option<&State>) {
+        let mut seen = self
+            .seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match state {
+            Some(s) => {
+                seen.insert(key.clone(), s.clone());
+            }
+            None => {
+                seen.remove(key);
+            }
+        }
+    }
+
+    fn wake(&self, namespace: &str, name: &str) {
+        let ns = if namespace == decide::CLUSTER_SCOPE {
+            ""
+        } else {
+            namespace
+        };
+        let _ = self.wake.send((ns.to_owned(), name.to_owned()));
+    }
+
+    fn api(&self, namespace: Option<&str>) -> Api<DynamicObject> {
+        match namespace {
+            Some(ns) if self.parent.namespaced => {
+                Api::namespaced_with(self.client.clone(), ns, &self.parent.resource)
+            }
+            _ => Api::all_with(self.client.clone(), &self.parent.resource),
+        }
+    }
+
+    async fn event(&self, about: &Value, type_: &str, reason: &str, message: &str) {
+        let to = crate::runtime::events::Poster {
+            client: &self.client,
+            metrics: &self.metrics,
+            readmodel: &self.readmodel,
+        };
+        crate::runtime::events::post_to(&to, about, type_, reason, message).await;
+    }
+
+    /// Writes `state` (`None`: removes it) into the parent's `status.shutdown`, guarded by the
+    /// body's `resourceVersion`; returns the parent's new `resourceVersion`.
+    async fn write(&self, body: &Value, state: Option<&State>) -> Result<String, kube::Error> {
+        let (ns, name) = key_of(body);
+        let rv = body
+            .pointer("/metadata/resourceVersion")
+            .cloned()
+            .unwrap_or(Value::Null);
+        let patch = json!({
+            "metadata": {"resourceVersion": rv},
+            "status": {STATUS_KEY: state.map_or(Value::Null, State::to_value)},
+        });
+        let api = self.api((!ns.is_empty()).then_some(ns.as_str()));
+        let params = PatchParams::default();
+        let result = if self.parent.has_status {
+            api.patch_status(&name, &params, &Patch::Merge(&patch))
+                .await
+        } else {
+            api.patch(&name, &params, &Patch::Merge(&patch)).await
+        };
+        match result {
+            Ok(obj) => {
+                self.metrics.api("patch", 200);
+                self.remember(&(ns, name), state);
+                Ok(obj.metadata.resource_version.unwrap_or_default())
+            }
+            Err(err) => {
+                self.metrics
+                    .api("patch", crate::runtime::patching::code_of(&err));
+                Err(err)
+            }
+        }
+    }
+
+    /// Whether the parent's children may go now for `reason`; advances the handshake (asks the
+    /// application, retries, applies the failure strategy) as the stored state and the clock
+    /// say.
+    pub async fn gate(&self, body: &Value, reason: Reason) -> Gate {
+        let key = key_of(body);
+        let stored = match State::of(body) {
+            Ok(s) => s,
+            Err(err) => {
+                tracing::warn!(namespace = %key.0, name = %key.1, error = %err, "The parent's status.shutdown is unreadable; starting the handshake over.");
+                None
+            }
+        };
+        self.remember(&key, stored.as_ref());
+        let now = jiff::Timestamp::now();
+        match decide::decide(stored.as_ref(), &self.hook, reason, now) {
+            Decision::Proceed => Gate::Open,
+            Decision::Hold => Gate::Wait(None),
+            Decision::Wait { until } => Gate::Wait(Some(until_from(now, until))),
+            Decision::Request { attempt, timed_out } => {
+                self.request(body, stored.as_ref(), reason, attempt, timed_out)
+                    .await
+            }
+            Decision::GiveUp | Decision::ForceDelete => {
+                let Some(stored) = stored else {
+                    return Gate::Failed("no handshake to fail".to_owned());
+                };
+                let give_up = self.hook.failure == decide::FailureStrategy::GiveUp;
+                let what = if give_up {
+                    "the children are kept and the parent is degraded; remove status.shutdown to try again"
+                } else {
+                    "deleting the children anyway"
+                };
+                let message = format!(
+                    "the application did not confirm its shutdown ({}) after {} attempt(s) of {:?}; failure strategy {}: {what}",
+                    stored.reason.as_str(),
+                    stored.attempts,
+                    self.hook.grace,
+                    self.hook.failure
+                );
+                let phase = if give_up {
+                    Phase::Degraded
+                } else {
+                    Phase::ForcedDelete
+                };
+                let next = stored.moved(phase, message.clone());
+                if let Err(err) = self.write(body, Some(&next)).await {
+                    return Gate::Failed(format!("cannot record the failed shutdown: {err}"));
+                }
+                tracing::warn!(sync = %self.sync_id, namespace = %key.0, name = %key.1, strategy = %self.hook.failure, "The application did not confirm its shutdown.");
+                self.event(body, "Warning", "ShutdownFailed", &message)
+                    .await;
+                if give_up {
+                    Gate::Wait(None)
+                } else {
+                    Gate::Open
+                }
+            }
+        }
+    }
+
+    /// Makes attempt `attempt`: records the waiting state first (so the callback can be
+    /// checked), then calls the application.
+    async fn request(
+        &self,
+        body: &Value,
+        stored: Option<&State>,
+        reason: Reason,
+        attempt: u32,
+        timed_out: bool,
+    ) -> Gate {
+        let key = key_of(body);
+        let uid = body
+            .pointer("/metadata/uid")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let target = Target {
+            namespace: (!key.0.is_empty()).then_some(key.0.as_str()),
+            name: &key.1,
+            uid: &uid,
+        };
+        // The same token for every attempt of one handshake, while this core knows it.
+        let known = self
+            .tokens
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&key)
+            .cloned();
+        let (token, hash) = match known {
+            Some((t, h)) if attempt > 1 && stored.is_some_and(|s| s.token_sha256 == h) => (t, h),
+            _ => match mint_token() {
+                Ok(t) => {
+                    let h = decide::token_sha256(&t);
+                    (t, h)
+                }
+                Err(e) => return Gate::Failed(e),
+            },
+        };
+        let now = jiff::Timestamp::now();
+        let mut waiting = State::waiting(&self.hook, reason, attempt, now, hash.clone());
+        let rv = match self.write(body, Some(&waiting)).await {
+            Ok(rv) => rv,
+            Err(err) => return Gate::Failed(format!("cannot record the shutdown request: {err}")),
+        };
+        self.tokens
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(key.clone(), (token.clone(), hash));
+        if timed_out {
+            let message = format!(
+                "no confirmation within {:?}; asking the application again (attempt {attempt} of {})",
+                self.hook.grace,
+                self.hook.attempts()
+            );
+            tracing::warn!(sync = %self.sync_id, namespace = %key.0, name = %key.1, attempt, "The shutdown timed out; asking again.");
+            self.event(body, "Warning", "ShutdownTimedOut", &message)
+                .await;
+        }
+        let callback = decide::callback_url(
+            &self.callback_base,
+            &self.resource,
+            target.namespace,
+            target.name,
+        );
+        let called = match self.hook.url(target) {
+            Ok(url) => {
+                let payload = decide::request_body(&token, &callback, reason, target);
+                let timeout = self
+                    .hook
+                    .grace
+                    .clamp(Duration::from_secs(1), Duration::from_secs(10));
+                (call(&url, &payload, timeout).await, url)
+            }
+            Err(err) => (Called::Failed(err.to_string()), String::new()),
+        };
+        let mut current = body.clone();
+        if let Some(m) = current.pointer_mut("/metadata/resourceVersion") {
+            *m = json!(rv);
+        }
+        match called {
+            (Called::Gone, url) => {
+                let stopped = waiting.moved(
+                    Phase::Stopped,
+                    format!(
+                        "the shutdown endpoint {url} answered 404: the application is already gone"
+                    ),
+                );
+                if let Err(err) = self.write(&current, Some(&stopped)).await {
+                    return Gate::Failed(format!("cannot record the stopped application: {err}"));
+                }
+                tracing::info!(sync = %self.sync_id, namespace = %key.0, name = %key.1, "The application is already gone (404).");
+                self.event(body, "Normal", "ShutdownConfirmed", &stopped.message)
+                    .await;
+                Gate::Open
+            }
+            (Called::Accepted(code), url) => {
+                tracing::info!(sync = %self.sync_id, namespace = %key.0, name = %key.1, %url, code, attempt, "Asked the application to stop.");
+                let message = format!(
+                    "asked the application to stop ({}) at {url}, attempt {attempt} of {}; waiting up to {:?} for its callback",
+                    reason.as_str(),
+                    self.hook.attempts(),
+                    self.hook.grace
+                );
+                self.event(body, "Normal", "ShutdownRequested", &message)
+                    .await;
+                Gate::Wait(Some(self.hook.grace))
+            }
+            (Called::Failed(err), url) => {
+                tracing::warn!(sync = %self.sync_id, namespace = %key.0, name = %key.1, %url, error = %err, attempt, "Cannot reach the application's shutdown endpoint.");
+                let message = format!(
+                    "cannot reach the shutdown endpoint {url}: {err} (attempt {attempt} of {}; the next one after {:?})",
+                    self.hook.attempts(),
+                    self.hook.grace
+                );
+                waiting.message.clone_from(&message);
+                // Best effort: a conflict means something newer is there (e.g. a callback).
+                let _ = self.write(&current, Some(&waiting)).await;
+                self.event(body, "Warning", "ShutdownRequestFailed", &message)
+                    .await;
+                Gate::Wait(Some(self.hook.grace))
+            }
+        }
+    }
+
+    /// Removes a finished replace handshake (the children it was about are gone), so that the
+    /// next move asks the application again.
+    ///
+    /// # Errors
+    /// The failed write.
+    pub async fn clear(&self, body: &Value) -> Result<(), String> {
+        if body.pointer("/status/shutdown").is_none_or(Value::is_null) {
+            return Ok(());
+        }
+        let key = key_of(body);
+        self.write(body, None)
+            .await
+            .map_err(|err| format!("cannot clear status.shutdown: {err}"))?;
+        self.tokens
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&key);
+        Ok(())
+    }
+
+    /// Judges a callback for the parent `namespace`/`name` (`_`: cluster-wide) with `body`
+    /// (`{"token": "..."}`).
+    pub async fn confirm(&self, namespace: &str, name: &str, body: &[u8]) -> Answer {
+        let token = match serde_json::from_slice::<Value>(body) {
+            Ok(Value::Object(map)) => map
+                .get("token")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+            Ok(_) => return Answer::Malformed("the body must be a JSON object".to_owned()),
+            Err(err) => return Answer::Malformed(format!("the body is not JSON: {err}")),
+        };
+        let cluster = namespace == decide::CLUSTER_SCOPE;
+        if cluster == self.parent.namespaced
+            || (!cluster
+                && !self.namespaces.is_empty()
+                && !self.namespaces.iter().any(|n| n == namespace))
+        {
+            return Answer::Unknown(format!("no such parent: {namespace}/{name}"));
+        }
+        let api = self.api((!cluster).then_some(namespace));
+        for _ in 0..5 {
+            let parent = match api.get_opt(name).await {
+                Ok(Some(p)) => p,
+                Ok(None) => return Answer::Unknown(format!("no such parent: {namespace}/{name}")),
+                Err(err) => return Answer::Unavailable(format!("cannot read the parent: {err}")),
+            };
+            let mut body = match serde_json::to_value(&parent) {
+                Ok(b) => b,
+                Err(err) => return Answer::Unavailable(format!("cannot read the parent: {err}")),
+            };
+            if let Some(map) = body.as_object_mut() {
+                map.insert("apiVersion".into(), json!(self.parent.resource.api_version));
+                map.insert("kind".into(), json!(self.parent.resource.kind));
+            }
+            let stored = match State::of(&body) {
+                Ok(s) => s,
+                Err(err) => {
+                    return Answer::Unknown(format!("status.shutdown is unreadable: {err}"));
+                }
+            };
+            match decide::on_callback(stored.as_ref(), &token) {
+                Callback::NotPending => {
+                    return Answer::Unknown(format!(
+                        "no shutdown is pending for {namespace}/{name}"
+                    ));
+                }
+                Callback::AlreadyDone => return Answer::AlreadyDone,
+                Callback::Refuse => {
+                    let message = if token.is_empty() {
+                        "a shutdown callback without a token was refused".to_owned()
+                    } else {
+                        "a shutdown callback with a wrong token was refused".to_owned()
+                    };
+                    tracing::warn!(sync = %self.sync_id, namespace, name, "{message}");
+                    self.event(&body, "Warning", "ShutdownCallbackRefused", &message)
+                        .await;
+                    return Answer::Refused;
+                }
+                Callback::Confirm(stopped) => match self.write(&body, Some(&stopped)).await {
+                    Ok(_) => {
+                        tracing::info!(sync = %self.sync_id, namespace, name, "The application confirmed its shutdown.");
+                        self.event(&body, "Normal", "ShutdownConfirmed", &stopped.message)
+                            .await;
+                        self.wake(namespace, name);
+                        return Answer::Confirmed;
+                    }
+                    Err(kube::Error::Api(s)) if s.code == 409 => continue,
+                    Err(err) => {
+                        return Answer::Unavailable(format!(
+                            "cannot record the confirmation: {err}"
+                        ));
+                    }
+                },
+            }
+        }
+        Answer::Unavailable("the parent kept changing; try again".to_owned())
+    }
+}
+
+fn until_from(now: jiff::Timestamp, until: jiff::Timestamp) -> Duration {
+    let d = until.duration_since(now);
+    // A little after the deadline, so that the next look finds it passed.
+    Duration::try_from(d).unwrap_or_default() + Duration::from_millis(50)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_fresh_and_url_safe() {
+        let a = mint_token().unwrap();
+        let b = mint_token().unwrap();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 43);
+        assert!(
+            a.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        );
+    }
+
+    #[test]
+    fn answers_map_to_http() {
+        assert_eq!(Answer::Confirmed.code(), 200);
+        assert_eq!(Answer::AlreadyDone.code(), 200);
+        assert_eq!(Answer::Refused.code(), 401);
+        assert_eq!(Answer::Unknown("x".into()).code(), 404);
+        assert_eq!(Answer::Malformed("x".into()).code(), 400);
+    }
+
+    /// A one-shot HTTP server on 127.0.0.1 that answers `status` and hands over the request.
+    async fn serve_once(status: u16) -> (String, tokio::task::JoinHandle<String>) {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            loop {
+                let n = s.read(&mut chunk).await.unwrap();
+                buf.extend_from_slice(&chunk[..n]);
+                let text = String::from_utf8_lossy(&buf).to_string();
+                if let Some(i) = text.find("\r\n\r\n") {
+                    let len = text
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse::<usize>().unwrap())
+                        })
+                        .unwrap_or(0);
+                    if buf.len() >= i + 4 + len {
+                        break;
+                    }
+                }
+                if n == 0 {
+                    break;
+                }
+            }
+            let answer =
+                format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            s.write_all(answer.as_bytes()).await.unwrap();
+            String::from_utf8_lossy(&buf).to_string()
+        });
+        (format!("http://{addr}/shutdown"), task)
+    }
+
+    #[tokio::test]
+    async fn calls_put_json_and_read_the_status() {
+        let (url, seen) = serve_once(202).await;
+        let body = json!({"token": "t"});
+        assert_eq!(
+            call(&url, &body, Duration::from_secs(5)).await,
+            Called::Accepted(202)
+        );
+        let request = seen.await.unwrap();
+        assert!(request.starts_with("PUT /shutdown HTTP/1.1"), "{request}");
+        assert!(
+            request
+                .to_ascii_lowercase()
+                .contains("content-type: application/json")
+        );
+        assert!(request.ends_with(r#"{"token":"t"}"#), "{request}");
+
+        let (url, _) = serve_once(404).await;
+        assert_eq!(
+            call(&url, &body, Duration::from_secs(5)).await,
+            Called::Gone
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_endpoint_is_a_failed_attempt() {
+        // A port that was free a moment ago: nobody listens.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("http://127.0.0.1:{port}/shutdown");
+        assert!(matches!(
+            call(&url, &json!({}), Duration::from_secs(5)).await,
+            Called::Failed(_)
+        ));
+        assert!(matches!(
+            call("http://exa mple/", &json!({}), Duration::from_secs(5)).await,
+            Called::Failed(_)
+        ));
+    }
+}

@@ -14,6 +14,7 @@
 //! - [`jaeger`] starts a real Jaeger (tests/cluster/jaeger-up.sh) and reads its query API;
 //!   [`PythonHandler`] serves a Python SDK handler file (`kopf serve`).
 //! - [`cluster`] disturbs the plane on purpose (API server restarts, etcd compaction).
+//! - [`shutdown_app`] stands in for an application's shutdown micro-service (the shutdown hook).
 
 mod apply;
 mod binaries;
@@ -27,6 +28,7 @@ mod namespace;
 mod plane;
 mod process;
 mod python;
+pub mod shutdown_app;
 mod stack;
 mod wait;
 mod widgets;

@@ -1173,6 +1173,8 @@ impl Controller {
                 }
                 Ended::Done(None)
             }
+            // A second look at a parent whose finalizer went a moment ago (a stale cache).
+            Err(kube::Error::Api(s)) if s.code == 404 => Ended::Done(None),
             Err(err) => Ended::Failed(format!("cannot remove the finalizer: {err}")),
         }
     }

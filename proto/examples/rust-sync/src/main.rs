@@ -6,7 +6,10 @@
 //! children. The Go example (`proto/examples/go/`) behaves exactly the same; the end-to-end tests
 //! drive both. Test knobs in the parent's spec: `fail` (answer this error), `childNamespace` (put
 //! the children there), `childStatus` (give the children a `status`), `nullStatus` (leave the
-//! status alone), `holdFinalize` (Finalize answers "not yet").
+//! status alone), `holdFinalize` (Finalize answers "not yet"). `--shutdown-url-template` (or
+//! `--shutdown-service`/`--shutdown-port`) with `--shutdown-grace`, `--shutdown-retries` and
+//! `--shutdown-failure` declare a shutdown hook: the core asks the application to stop before
+//! the children go.
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -44,6 +47,55 @@ struct Cli {
     /// Resync period in seconds (0: none).
     #[arg(long, default_value_t = 0)]
     resync: u64,
+    /// Declare a shutdown hook calling this URL template (`{namespace}`, `{name}`, `{uid}`).
+    #[arg(long, value_name = "URL", conflicts_with = "shutdown_service")]
+    shutdown_url_template: Option<String>,
+    /// Declare a shutdown hook calling this Service (`{name}`: the parent's name) at
+    /// `--shutdown-port`.
+    #[arg(long, value_name = "NAME", requires = "shutdown_port")]
+    shutdown_service: Option<String>,
+    /// The port of `--shutdown-service`.
+    #[arg(long, value_name = "PORT")]
+    shutdown_port: Option<u32>,
+    /// The hook's grace period in seconds (0: the core's default, 30 s).
+    #[arg(long, value_name = "SECS", default_value_t = 0.0)]
+    shutdown_grace: f64,
+    /// The hook's retries (attempts after the first).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    shutdown_retries: u32,
+    /// The hook's failure strategy: give-up or delete.
+    #[arg(long, value_name = "STRATEGY", default_value = "give-up")]
+    shutdown_failure: String,
+}
+
+impl Cli {
+    /// The shutdown hook the flags declare, if any.
+    fn shutdown_hook(&self) -> anyhow::Result<Option<pb::ShutdownHook>> {
+        if self.shutdown_url_template.is_none() && self.shutdown_service.is_none() {
+            return Ok(None);
+        }
+        let failure = match self.shutdown_failure.as_str() {
+            "give-up" => pb::ShutdownFailureStrategy::GiveUp,
+            "delete" => pb::ShutdownFailureStrategy::Delete,
+            other => anyhow::bail!("unknown --shutdown-failure {other:?} (give-up or delete)"),
+        };
+        anyhow::ensure!(
+            self.shutdown_grace.is_finite() && self.shutdown_grace >= 0.0,
+            "--shutdown-grace must be a number of seconds"
+        );
+        let grace = Duration::from_secs_f64(self.shutdown_grace);
+        Ok(Some(pb::ShutdownHook {
+            service: self.shutdown_service.clone().unwrap_or_default(),
+            port: self.shutdown_port.unwrap_or_default(),
+            url_template: self.shutdown_url_template.clone().unwrap_or_default(),
+            grace_period: (!grace.is_zero()).then(|| prost_types::Duration {
+                seconds: i64::try_from(grace.as_secs()).unwrap_or(i64::MAX),
+                nanos: i32::try_from(grace.subsec_nanos()).unwrap_or_default(),
+            }),
+            retries: self.shutdown_retries,
+            failure_strategy: failure as i32,
+        }))
+    }
 }
 
 struct Example {
@@ -166,7 +218,10 @@ impl HandlerService for Example {
                 }),
                 finalize: self.cli.finalize,
                 call_timeout: None,
-                shutdown_hook: None,
+                shutdown_hook: self
+                    .cli
+                    .shutdown_hook()
+                    .map_err(|e| Status::internal(e.to_string()))?,
             }],
             tasks: vec![],
         }))
@@ -248,6 +303,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     strategy(&cli.configmaps)?;
     strategy(&cli.services)?;
+    cli.shutdown_hook()?;
     let ledger = match &cli.ledger {
         Some(path) => Some(
             std::fs::OpenOptions::new()

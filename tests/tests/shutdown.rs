@@ -716,6 +716,33 @@ async fn replace_waits_for_the_application(client: Client, ns: String) {
     assert_eq!(stack.configmap_names().await, ["db-a", "db-c"]);
 }
 
+/// An endpoint that answers 404 means "already gone": stopped at once, the deletion goes on.
+async fn endpoint_gone_counts_as_stopped(client: Client, ns: String) {
+    let mut stack = HookStack::start(
+        &client,
+        &ns,
+        AppMode::Gone,
+        &["--shutdown-grace", "120"],
+        &[],
+    )
+    .await;
+    stack.create("db", &["a"]).await;
+    stack.wait_converged("db", 2).await;
+    stack.delete("db").await;
+    stack.wait_gone("db").await;
+    stack.wait_configmaps(&[]).await;
+    assert_eq!(stack.app.requests().len(), 1);
+    let confirmed = stack.wait_event("db", "ShutdownConfirmed").await;
+    assert!(
+        confirmed
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("404"),
+        "{confirmed:?}"
+    );
+}
+
 macro_rules! scenarios {
     ($($scenario:ident),* $(,)?) => {
         $(
@@ -736,5 +763,6 @@ mod rust {
         wrong_token_refused,
         survives_a_core_restart,
         replace_waits_for_the_application,
+        endpoint_gone_counts_as_stopped,
     );
 }

@@ -48,6 +48,25 @@ use crate::runtime::readmodel::ReadModel;
 /// A parent: namespace ("" for cluster-wide) and name.
 pub type Key = (String, String);
 
+/// Writing the handshake's state failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// The API server refused the patch (409: the parent changed meanwhile).
+    #[error(transparent)]
+    Api(#[from] kube::Error),
+    /// The patch was accepted but `status.shutdown` is not there: the parent's schema prunes it.
+    #[error(
+        "the parent's schema drops status.shutdown; allow it (e.g. x-kubernetes-preserve-unknown-fields on status)"
+    )]
+    Dropped,
+}
+
+impl WriteError {
+    fn conflict(&self) -> bool {
+        matches!(self, WriteError::Api(kube::Error::Api(s)) if s.code == 409)
+    }
+}
+
 /// What the sync controller may do with the children now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Gate {
@@ -349,7 +368,7 @@ impl Shutdown {
 
     /// Writes `state` (`None`: removes it) into the parent's `status.shutdown`, guarded by the
     /// body's `resourceVersion`; returns the parent's new `resourceVersion`.
-    async fn write(&self, body: &Value, state: Option<&State>) -> Result<String, kube::Error> {
+    async fn write(&self, body: &Value, state: Option<&State>) -> Result<String, WriteError> {
         let (ns, name) = key_of(body);
         let rv = body
             .pointer("/metadata/resourceVersion")
@@ -370,13 +389,16 @@ impl Shutdown {
         match result {
             Ok(obj) => {
                 self.metrics.api("patch", 200);
+                if state.is_some() && obj.data.pointer("/status/shutdown").is_none() {
+                    return Err(WriteError::Dropped);
+                }
                 self.remember(&(ns, name), state);
                 Ok(obj.metadata.resource_version.unwrap_or_default())
             }
             Err(err) => {
                 self.metrics
                     .api("patch", crate::runtime::patching::code_of(&err));
-                Err(err)
+                Err(err.into())
             }
         }
     }
@@ -571,13 +593,17 @@ impl Shutdown {
     /// # Errors
     /// The failed write.
     pub async fn clear(&self, body: &Value) -> Result<(), String> {
+        let key = key_of(body);
         if body.pointer("/status/shutdown").is_none_or(Value::is_null) {
+            self.remember(&key, None);
             return Ok(());
         }
-        let key = key_of(body);
-        self.write(body, None)
-            .await
-            .map_err(|err| format!("cannot clear status.shutdown: {err}"))?;
+        match self.write(body, None).await {
+            Ok(_) => {}
+            // The parent changed meanwhile: its watch event brings the next sync, which clears.
+            Err(err) if err.conflict() => return Ok(()),
+            Err(err) => return Err(format!("cannot clear status.shutdown: {err}")),
+        }
         self.tokens
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -652,7 +678,7 @@ impl Shutdown {
                         self.wake(namespace, name);
                         return Answer::Confirmed;
                     }
-                    Err(kube::Error::Api(s)) if s.code == 409 => continue,
+                    Err(err) if err.conflict() => continue,
                     Err(err) => {
                         return Answer::Unavailable(format!(
                             "cannot record the confirmation: {err}"

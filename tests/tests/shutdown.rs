@@ -625,6 +625,12 @@ async fn wrong_token_refused(client: Client, ns: String) {
     assert_eq!(stack.put_callback("db", r#"{"token": ""}"#).await, 401);
     assert_eq!(stack.put_callback("db", "not json").await, 400);
     assert_eq!(stack.put_callback("nobody", r#"{"token": "x"}"#).await, 404);
+    assert_eq!(
+        stack
+            .put_callback("db,metadata.name!=x", r#"{"token": "x"}"#)
+            .await,
+        404
+    );
     // Nothing changed: still waiting, same attempt, same token hash, children there.
     let after = stack.api.get("db").await.expect("the parent");
     assert_eq!(after.data["status"]["shutdown"], before);

@@ -34,7 +34,7 @@ use base64::Engine as _;
 use http_body_util::Full;
 use hyper::body::Bytes;
 use kube::Api;
-use kube::api::{DynamicObject, Patch, PatchParams};
+use kube::api::{DynamicObject, ListParams, Patch, PatchParams};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
@@ -623,7 +623,16 @@ impl Shutdown {
             Ok(_) => return Answer::Malformed("the body must be a JSON object".to_owned()),
             Err(err) => return Answer::Malformed(format!("the body is not JSON: {err}")),
         };
+        let valid = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 253
+                && s.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        };
         let cluster = namespace == decide::CLUSTER_SCOPE;
+        if !valid(name) || !(cluster || valid(namespace)) {
+            return Answer::Unknown(format!("no such parent: {namespace}/{name}"));
+        }
         if cluster == self.parent.namespaced
             || (!cluster
                 && !self.namespaces.is_empty()
@@ -633,9 +642,15 @@ impl Shutdown {
         }
         let api = self.api((!cluster).then_some(namespace));
         for _ in 0..5 {
-            let parent = match api.get_opt(name).await {
-                Ok(Some(p)) => p,
-                Ok(None) => return Answer::Unknown(format!("no such parent: {namespace}/{name}")),
+            // A list by name (a consistent read): the core's RBAC has `list`, not `get`.
+            let params = ListParams::default().fields(&format!("metadata.name={name}"));
+            let parent = match api.list(&params).await {
+                Ok(list) => match list.items.into_iter().next() {
+                    Some(p) => p,
+                    None => {
+                        return Answer::Unknown(format!("no such parent: {namespace}/{name}"));
+                    }
+                },
                 Err(err) => return Answer::Unavailable(format!("cannot read the parent: {err}")),
             };
             let mut body = match serde_json::to_value(&parent) {

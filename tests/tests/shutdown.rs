@@ -567,7 +567,7 @@ async fn never_answers_delete(client: Client, ns: String) {
         AppMode::Never,
         &[
             "--shutdown-grace",
-            "2",
+            "4",
             "--shutdown-retries",
             "1",
             "--shutdown-failure",

@@ -737,6 +737,15 @@ mod tests {
         assert_eq!(Answer::Malformed("x".into()).code(), 400);
     }
 
+    #[tokio::test]
+    async fn a_callback_for_a_resource_without_a_hook_is_unknown() {
+        let answer = Callbacks::default()
+            .callback("sites.example.com", "ns", "db", br#"{"token": "t"}"#)
+            .await;
+        assert!(matches!(answer, Answer::Unknown(_)), "{answer:?}");
+        assert_eq!(answer.code(), 404);
+    }
+
     /// A one-shot HTTP server on 127.0.0.1 that answers `status` and hands over the request.
     async fn serve_once(status: u16) -> (String, tokio::task::JoinHandle<String>) {
         use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};

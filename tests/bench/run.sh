@@ -97,8 +97,13 @@ trap 'exit 129' HUP
 started=$(date +%s)
 build_args=(--locked -p operon -p operon-example-handler -p operon-bench-floor)
 [ "$profile" = debug ] || build_args+=(--release)
+# On a fresh machine the control plane (Go) and the binaries (Rust) are both built here: at once,
+# so that one's module downloads and links overlap the other's compiling (each is cached after).
+tests/cluster/build.sh >/dev/null &
+plane_build=$!
 log "building the binaries (cargo build ${build_args[*]})"
 cargo build "${build_args[@]}" >&2
+wait "$plane_build" || { log "building the control plane failed (tests/cluster/build.sh; its log is above)"; exit 1; }
 target=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 
 KOPF_VERSION=1.45.2

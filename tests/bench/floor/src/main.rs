@@ -185,6 +185,14 @@ where
         .await
 }
 
+/// A write's result, with the API error `code` counted as done (the write had landed already).
+fn done_unless<T>(result: Result<T, kube::Error>, code: u16) -> Result<(), kube::Error> {
+    match result {
+        Err(kube::Error::Api(e)) if e.code == code => Ok(()),
+        other => other.map(drop),
+    }
+}
+
 /// This process's peak RSS (VmHWM, KiB) and CPU time (user + system, s), from /proc/self.
 fn own_usage() -> (u64, f64) {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -343,10 +351,8 @@ async fn main() -> anyhow::Result<()> {
                         "metadata": {"name": name}, "spec": {"value": 0},
                     }))
                     .expect("a valid object");
-                    match api.create(&PostParams::default(), &obj).await {
-                        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()), // a retry that had landed
-                        other => other.map(drop),
-                    }
+                    // 409: a retry that had landed.
+                    done_unless(api.create(&PostParams::default(), &obj).await, 409)
                 }
             })
             .await?;
@@ -371,10 +377,8 @@ async fn main() -> anyhow::Result<()> {
             out,
         } => {
             bulk(ns, 0..count, concurrency, &out, |api, name| async move {
-                match api.delete(&name, &DeleteParams::default()).await {
-                    Err(kube::Error::Api(e)) if e.code == 404 => Ok(()), // a retry that had landed
-                    other => other.map(drop),
-                }
+                // 404: a retry that had landed.
+                done_unless(api.delete(&name, &DeleteParams::default()).await, 404)
             })
             .await?;
         }
@@ -386,13 +390,9 @@ async fn main() -> anyhow::Result<()> {
         } => {
             bulk(ns, from..count, concurrency, &out, |api, name| async move {
                 let body = json!({"metadata": {"finalizers": null}});
-                match api
-                    .patch(&name, &PatchParams::default(), &Patch::Merge(body))
-                    .await
-                {
-                    Err(kube::Error::Api(e)) if e.code == 404 => Ok(()), // already gone
-                    other => other.map(drop),
-                }
+                // 404: already gone.
+                let (params, patch) = (PatchParams::default(), Patch::Merge(body));
+                done_unless(api.patch(&name, &params, &patch).await, 404)
             })
             .await?;
         }

@@ -155,6 +155,9 @@ struct RunArgs {
     /// Seconds that in-flight cycles may take to finish after SIGTERM.
     #[arg(long, value_name = "SECS", default_value_t = 30.0)]
     shutdown_grace: f64,
+    /// Seconds a finished task is kept before it is deleted, unless its registration says.
+    #[arg(long, value_name = "SECS", default_value_t = 86400.0)]
+    task_retention: f64,
     /// Export traces over OTLP/gRPC to this collector (e.g. http://127.0.0.1:4317); tracing is
     /// off without it.
     #[arg(long, value_name = "URL", env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
@@ -301,6 +304,7 @@ impl Cli {
                     dashboard: args.dashboard.options(),
                     handler_tls: args.tls.load()?,
                     callback_url: args.callback_url,
+                    task_retention: seconds("task-retention", args.task_retention)?,
                 };
                 let _ = args.standalone;
                 Ok(crate::runtime::engine::run(config).await?)

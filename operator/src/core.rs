@@ -14,3 +14,4 @@ pub mod selection;
 pub mod shutdown;
 pub mod state;
 pub mod sync;
+pub mod tasks;

@@ -641,6 +641,7 @@ mod tests {
             readmodel: Arc::default(),
             timers: Default::default(),
             daemons: Default::default(),
+            locks: Default::default(),
         })
     }
 

@@ -155,6 +155,8 @@ pub trait Dispatch: Send + Sync + 'static {
 pub struct GrpcService {
     url: String,
     client: HandlerServiceClient<Channel>,
+    /// The connection, shared with the service's other gRPC services (tasks).
+    channel: Channel,
     /// How the service is reached: a closed connection over TLS may be a refused handshake.
     transport: Transport,
 }
@@ -245,12 +247,20 @@ impl GrpcService {
             (true, None) => Transport::Tls,
             (true, Some(_)) => Transport::MutualTls,
         };
+        let channel = endpoint.connect_lazy();
         Ok(Self {
             url: url.to_owned(),
             transport,
-            client: HandlerServiceClient::new(endpoint.connect_lazy())
+            client: HandlerServiceClient::new(channel.clone())
                 .max_decoding_message_size(64 * 1024 * 1024),
+            channel,
         })
+    }
+
+    /// The lazily connecting channel to the service (plaintext or TLS, as configured), for its
+    /// other gRPC services on the same address (`TaskService`).
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
     }
 }
 

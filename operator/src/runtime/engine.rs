@@ -54,6 +54,9 @@ pub struct Config {
     /// The core's URL as applications reach it, for shutdown-hook callbacks; `None`:
     /// `http://<http>`.
     pub callback_url: Option<String>,
+    /// How long finished tasks are kept when their registration does not say
+    /// (`--task-retention`).
+    pub task_retention: Duration,
 }
 
 /// A failure that stops the core.
@@ -97,6 +100,15 @@ pub enum Error {
         /// The problem.
         #[source]
         source: crate::runtime::sync::Error,
+    },
+    /// A service's task registrations break the contract.
+    #[error("the task registrations of {service} are invalid: {source}")]
+    Tasks {
+        /// The service.
+        service: String,
+        /// The problem.
+        #[source]
+        source: crate::runtime::tasks::Error,
     },
     /// The annotation prefix is invalid.
     #[error("invalid --prefix: {0}")]
@@ -328,7 +340,19 @@ impl Generation<'_> {
         }
         let mut by_selector: BTreeMap<Selector, Vec<(Registration, usize)>> = BTreeMap::new();
         let mut syncs = Vec::new();
+        let mut tasks = Vec::new();
         for (i, manifest) in manifests.iter().enumerate() {
+            let specs = crate::runtime::tasks::registrations(manifest).map_err(|source| {
+                Error::Tasks {
+                    service: services[i].name().to_owned(),
+                    source,
+                }
+            })?;
+            tasks.extend(
+                specs
+                    .into_iter()
+                    .map(|s| (s, services[i].name().to_owned())),
+            );
             let specs = sync::registrations(manifest).map_err(|source| Error::Sync {
                 service: services[i].name().to_owned(),
                 source,
@@ -405,6 +429,7 @@ impl Generation<'_> {
                 .collect();
         });
 
+        let locks = Arc::new(crate::runtime::locks::ParentLocks::default());
         let env = Arc::new(Env {
             client: client.clone(),
             settings,
@@ -412,6 +437,7 @@ impl Generation<'_> {
             readmodel,
             timers: Default::default(),
             daemons: Default::default(),
+            locks: Arc::clone(&locks),
         });
         let queue = Queue::new(
             Arc::clone(&env),
@@ -457,6 +483,7 @@ impl Generation<'_> {
                     .clone()
                     .unwrap_or_else(|| format!("http://{}", config.http)),
                 callbacks: Arc::clone(&shared.callbacks),
+                locks: Arc::clone(&locks),
             };
             watches.push(tokio::spawn(async move {
                 if let Err(err) = sync::serve(env, spec, url).await {
@@ -464,6 +491,18 @@ impl Generation<'_> {
                 }
             }));
         }
+
+        let task_env = crate::runtime::tasks::TaskEnv {
+            client: client.clone(),
+            metrics: Arc::clone(metrics),
+            readmodel: Arc::clone(&env.readmodel),
+            namespaces: config.namespaces.clone(),
+            prefix: config.prefix.clone(),
+            retention: config.task_retention,
+            locks: Arc::clone(&locks),
+            tls: config.handler_tls.clone(),
+        };
+        watches.push(tokio::spawn(crate::runtime::tasks::serve(task_env, tasks)));
 
         let manifest_watch = tokio::spawn(watch_manifests(Arc::clone(shared), services, manifests));
         let ending = tokio::select! {

@@ -90,6 +90,9 @@ pub struct Env {
     pub timers: crate::runtime::timers::Timers,
     /// The running daemons.
     pub daemons: crate::runtime::daemons::Daemons,
+    /// Per-object locks shared with the sync controllers and the tasks: a cycle holds its
+    /// object's lock.
+    pub locks: Arc<crate::runtime::locks::ParentLocks>,
 }
 
 impl std::fmt::Debug for Env {

@@ -219,6 +219,15 @@ impl Queue {
 
     async fn work(self: &Arc<Self>, key: Key) {
         loop {
+            // One cycle at a time per object among its change handling, its sync and its tasks:
+            // the object's lock is taken before a worker permit, so a cycle that waits for a
+            // running task does not hold a permit meanwhile.
+            let served = &self.resources[key.0].served;
+            let _object_lock = self
+                .env
+                .locks
+                .lock(crate::runtime::locks::key(served, &key.1, &key.2))
+                .await;
             // One cycle per permit: a busy object goes to the back of the (FIFO) line after
             // each cycle, so it never starves the others.
             self.env.metrics.queue(1);

@@ -254,6 +254,8 @@ pub struct SyncEnv {
     pub callback_base: String,
     /// Where the HTTP listener finds the shutdown hooks.
     pub callbacks: Arc<Callbacks>,
+    /// Per-object locks shared with change handling and tasks: a sync holds its parent's lock.
+    pub locks: Arc<crate::runtime::locks::ParentLocks>,
 }
 
 /// Parent key: namespace ("" for cluster-wide) and name.
@@ -537,6 +539,7 @@ impl Controller {
 
     /// Syncs one parent; returns when to sync it again.
     async fn sync_one(&self, key: &Key) -> Option<Duration> {
+        let _parent_lock = (self.env.locks).lock(crate::runtime::locks::key(&self.parent, &key.0, &key.1)).await;
         let Some(parent) = self.find_parent(key) else {
             self.state
                 .lock()

@@ -6,7 +6,7 @@
 use std::{collections::HashSet, net::SocketAddr, path::PathBuf};
 
 use clap::Parser;
-use operon_proto::v1::{ErrorsMode, HandlerKind, Options};
+use operon_proto::v1::{ErrorsMode, HandlerKind, Options, TaskMode};
 
 use crate::duration::seconds_to_proto;
 
@@ -34,6 +34,12 @@ pub struct Cli {
     /// Make every delete handler optional (it then causes no finalizer).
     #[arg(long)]
     pub optional_delete: bool,
+    /// A task type, served through `TaskService`:
+    /// ID:TASK_RESOURCE:PARENT_RESOURCE:PARENT_FIELD:MODE[,OPTION=VALUE...], resources as
+    /// GROUP/VERSION/PLURAL, MODE parallel|sequential; options: priority (an integer),
+    /// retention, timeout (seconds). What a task does is scripted by its spec (see `task.rs`).
+    #[arg(long = "task", value_parser = parse_task)]
+    pub tasks: Vec<TaskSpec>,
     /// Serve TLS with this certificate (PEM); needs --tls-key.
     #[arg(
         long,
@@ -84,6 +90,85 @@ pub struct HandlerSpec {
     pub options: Options,
     /// Label filters (`label=KEY=VALUE` options): the label must have this value.
     pub labels: Vec<(String, String)>,
+}
+
+/// One task type as declared on the command line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskSpec {
+    /// The registration id (`TaskRequest.task_id`).
+    pub id: String,
+    /// The task resource.
+    pub task: ResourceSpec,
+    /// The parent resource.
+    pub parent: ResourceSpec,
+    /// The dotted path in a task naming its parent.
+    pub parent_field: String,
+    /// Parallel or sequential.
+    pub mode: TaskMode,
+    /// Higher first among the waiting tasks of a parent.
+    pub priority: i32,
+    /// How long finished tasks are kept.
+    pub retention: Option<prost_types::Duration>,
+    /// A deadline for the whole run.
+    pub timeout: Option<prost_types::Duration>,
+}
+
+/// Parses `ID:TASK_RESOURCE:PARENT_RESOURCE:PARENT_FIELD:MODE[,OPTION=VALUE...]`.
+pub fn parse_task(value: &str) -> Result<TaskSpec, String> {
+    let mut options = value.split(',');
+    let head = options.next().unwrap_or_default();
+    let parts: Vec<&str> = head.split(':').collect();
+    let [id, task, parent, field, mode] = parts.as_slice() else {
+        return Err(format!(
+            "expected ID:TASK_RESOURCE:PARENT_RESOURCE:PARENT_FIELD:MODE[,OPTION=VALUE...], \
+             got {value:?}"
+        ));
+    };
+    if id.is_empty() || field.is_empty() {
+        return Err(format!("the task id and the parent field must not be empty in {value:?}"));
+    }
+    let mode = match *mode {
+        "parallel" => TaskMode::Parallel,
+        "sequential" => TaskMode::Sequential,
+        _ => return Err(format!("the task mode must be parallel|sequential, got {mode:?}")),
+    };
+    let mut spec = TaskSpec {
+        id: (*id).to_owned(),
+        task: parse_resource(task)?,
+        parent: parse_resource(parent)?,
+        parent_field: (*field).to_owned(),
+        mode,
+        priority: 0,
+        retention: None,
+        timeout: None,
+    };
+    for option in options {
+        let (key, value) = option
+            .split_once('=')
+            .ok_or_else(|| format!("expected OPTION=VALUE, got {option:?}"))?;
+        let seconds = || {
+            value
+                .parse::<f64>()
+                .ok()
+                .and_then(seconds_to_proto)
+                .ok_or_else(|| format!("{key} must be a non-negative number of seconds, got {value:?}"))
+        };
+        match key {
+            "priority" => {
+                spec.priority = value
+                    .parse()
+                    .map_err(|_| format!("priority must be an integer, got {value:?}"))?;
+            }
+            "retention" => spec.retention = Some(seconds()?),
+            "timeout" => spec.timeout = Some(seconds()?),
+            _ => {
+                return Err(format!(
+                    "unknown task option {key:?} (expected priority, retention, timeout)"
+                ));
+            }
+        }
+    }
+    Ok(spec)
 }
 
 /// Parses `GROUP/VERSION/PLURAL` (or `VERSION/PLURAL` for the core group).
@@ -241,6 +326,8 @@ pub struct Config {
     pub resource: ResourceSpec,
     /// The handlers, in the order given.
     pub handlers: Vec<HandlerSpec>,
+    /// The task types, in the order given.
+    pub tasks: Vec<TaskSpec>,
 }
 
 impl Config {
@@ -259,7 +346,28 @@ impl Config {
                 handler.options.optional = true;
             }
         }
-        Ok(Self { resource, handlers })
+        Ok(Self {
+            resource,
+            handlers,
+            tasks: Vec::new(),
+        })
+    }
+
+    /// With these task types (ids must be unique).
+    pub fn with_tasks(mut self, tasks: Vec<TaskSpec>) -> Result<Self, String> {
+        let mut seen = HashSet::new();
+        for task in &tasks {
+            if !seen.insert(task.id.clone()) {
+                return Err(format!("the task id {:?} is given twice", task.id));
+            }
+        }
+        self.tasks = tasks;
+        Ok(self)
+    }
+
+    /// The task type with this id, if the service has it.
+    pub fn task(&self, id: &str) -> Option<&TaskSpec> {
+        self.tasks.iter().find(|task| task.id == id)
     }
 
     /// The configuration the command line describes.
@@ -268,7 +376,8 @@ impl Config {
             cli.resource.clone(),
             cli.handlers.clone(),
             cli.optional_delete,
-        )
+        )?
+        .with_tasks(cli.tasks.clone())
     }
 
     /// The handler with this id, if the service has it.
@@ -392,6 +501,34 @@ mod tests {
             parse_handler("update:c1").unwrap(),
         ];
         assert!(Config::new(resource, twice, false).is_err());
+    }
+
+    #[test]
+    fn tasks() {
+        let task = parse_task(
+            "repair:e2e.operon.dev/v1/repairs:e2e.operon.dev/v1/clusters:spec.cluster:sequential,priority=5,retention=2.5,timeout=60",
+        )
+        .unwrap();
+        assert_eq!(task.id, "repair");
+        assert_eq!(task.task.plural, "repairs");
+        assert_eq!(task.parent.plural, "clusters");
+        assert_eq!(task.parent_field, "spec.cluster");
+        assert_eq!(task.mode, TaskMode::Sequential);
+        assert_eq!(task.priority, 5);
+        assert_eq!(task.retention.unwrap().nanos, 500_000_000);
+        assert_eq!(task.timeout.unwrap().seconds, 60);
+        let plain = parse_task("t:g/v1/ts:g/v1/ps:spec.p:parallel").unwrap();
+        assert_eq!((plain.mode, plain.priority, plain.retention), (TaskMode::Parallel, 0, None));
+        assert!(parse_task("t:g/v1/ts:g/v1/ps:spec.p").is_err());
+        assert!(parse_task("t:g/v1/ts:g/v1/ps:spec.p:sideways").is_err());
+        assert!(parse_task(":g/v1/ts:g/v1/ps:spec.p:parallel").is_err());
+        assert!(parse_task("t:g/v1/ts:g/v1/ps::parallel").is_err());
+        assert!(parse_task("t:g/v1/ts:g/v1/ps:spec.p:parallel,priority=high").is_err());
+        assert!(parse_task("t:g/v1/ts:g/v1/ps:spec.p:parallel,colour=red").is_err());
+        let resource = parse_resource("g/v1/ps").unwrap();
+        let config = Config::new(resource, vec![], false).unwrap();
+        assert!(config.clone().with_tasks(vec![plain.clone(), plain.clone()]).is_err());
+        assert!(config.with_tasks(vec![plain]).unwrap().task("t").is_some());
     }
 
     #[test]

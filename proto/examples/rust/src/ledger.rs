@@ -115,10 +115,14 @@ impl Ledger {
 
     /// Appends the line for an execution that ended now with `outcome`.
     pub fn record(&self, execution: &Execution, outcome: &str) -> io::Result<()> {
+        self.append(&line(execution, outcome, now_ts()))
+    }
+
+    /// Appends one line (with its newline).
+    fn append(&self, text: &str) -> io::Result<()> {
         let Some(path) = &self.path else {
             return Ok(());
         };
-        let text = line(execution, outcome, now_ts());
         let mut file = OpenOptions::new().create(true).append(true).open(path)?;
         // One write of the whole line; O_APPEND makes it land at the end atomically.
         file.write_all(text.as_bytes())?;
@@ -126,13 +130,73 @@ impl Ledger {
     }
 
     /// Starts an execution: if the returned guard is dropped before [`Pending::finish`] (the
-    /// call was cancelled, e.g. by its deadline), it records the outcome `cancelled`.
+    /// call was cancelled, e.g. by its deadline), it records the outcome `cancelled`. The line
+    /// also tells when the execution started (`started`, Unix seconds).
     pub fn start(&self, execution: Execution) -> Pending {
         Pending {
             ledger: self.clone(),
             execution: Some(execution),
+            started: now_ts(),
         }
     }
+
+    /// Appends the line of a task event now (see [`task_line`]).
+    pub fn record_task(&self, event: &TaskEvent<'_>) -> io::Result<()> {
+        self.append(&task_line(event, now_ts()))
+    }
+}
+
+/// One event of a task run: `started` (with `resume_from`), `step_started` and `step_done`
+/// (with `step`), `succeeded`, `failed`, `error`, and `cancelled` (with the `step` it was in,
+/// if any) when the core cancelled the call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskEvent<'a> {
+    /// The registration id.
+    pub task_id: &'a str,
+    /// The task object.
+    pub task: &'a ObjectIdentity,
+    /// The parent's name.
+    pub parent: &'a str,
+    /// What happened.
+    pub outcome: &'a str,
+    /// The step it happened in.
+    pub step: Option<u32>,
+    /// The first step of this run (on `started`).
+    pub resume_from: Option<u32>,
+}
+
+/// The ledger line of a task event at `ts`: the fields of [`line`] (`handler` is the task id,
+/// `reason` is `task`), plus `parent`, and `step` and `resume_from` when set.
+pub fn task_line(event: &TaskEvent<'_>, ts: f64) -> String {
+    let execution = Execution {
+        handler: event.task_id.to_owned(),
+        object: event.task.clone(),
+        reason: "task",
+        ..Execution::default()
+    };
+    let mut value: Value = serde_json::from_str(&line(&execution, event.outcome, ts))
+        .unwrap_or_else(|_| json!({}));
+    if let Value::Object(fields) = &mut value {
+        fields.insert("parent".into(), event.parent.into());
+        if let Some(step) = event.step {
+            fields.insert("step".into(), step.into());
+        }
+        if let Some(from) = event.resume_from {
+            fields.insert("resume_from".into(), from.into());
+        }
+    }
+    let mut text = value.to_string();
+    text.push('\n');
+    text
+}
+
+/// [`line`], with the time the execution started.
+fn line_started(execution: &Execution, outcome: &str, ts: f64, started: f64) -> String {
+    let mut text = line(execution, outcome, ts);
+    // `line` ends with `}\n`: insert the field before the brace.
+    text.truncate(text.len() - 2);
+    text.push_str(&format!(",\"started\":{}}}\n", json!(started)));
+    text
 }
 
 /// An execution in progress; see [`Ledger::start`].
@@ -140,13 +204,19 @@ impl Ledger {
 pub struct Pending {
     ledger: Ledger,
     execution: Option<Execution>,
+    started: f64,
 }
 
 impl Pending {
     /// Records the execution's outcome.
     pub fn finish(mut self, outcome: &str) -> io::Result<()> {
         match self.execution.take() {
-            Some(execution) => self.ledger.record(&execution, outcome),
+            Some(execution) => self.ledger.append(&line_started(
+                &execution,
+                outcome,
+                now_ts(),
+                self.started,
+            )),
             None => Ok(()),
         }
     }
@@ -155,7 +225,12 @@ impl Pending {
 impl Drop for Pending {
     fn drop(&mut self) {
         if let Some(execution) = self.execution.take()
-            && let Err(error) = self.ledger.record(&execution, "cancelled")
+            && let Err(error) = self.ledger.append(&line_started(
+                &execution,
+                "cancelled",
+                now_ts(),
+                self.started,
+            ))
         {
             eprintln!("cannot write the ledger: {error}");
         }
@@ -230,6 +305,28 @@ mod tests {
             })
             .collect();
         assert_eq!(outcomes, ["success", "permanent", "cancelled"]);
+        let started: Vec<bool> = text
+            .lines()
+            .map(|line| serde_json::from_str::<Value>(line).unwrap()["started"].is_number())
+            .collect();
+        assert_eq!(started, [false, true, true]);
+        ledger
+            .record_task(&TaskEvent {
+                task_id: "t",
+                task: &execution().object,
+                parent: "p",
+                outcome: "step_done",
+                step: Some(2),
+                resume_from: None,
+            })
+            .unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let last: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+        assert_eq!(
+            (&last["handler"], &last["reason"], &last["parent"], &last["step"]),
+            (&json!("t"), &json!("task"), &json!("p"), &json!(2))
+        );
+        assert!(last.get("resume_from").is_none());
         std::fs::remove_dir_all(&dir).unwrap();
         Ledger::new(None).record(&execution(), "success").unwrap();
     }

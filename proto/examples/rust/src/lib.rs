@@ -14,6 +14,7 @@ pub mod ledger;
 pub mod manifest;
 pub mod server;
 pub mod service;
+pub mod task;
 pub mod telemetry;
 
 pub use config::Cli;

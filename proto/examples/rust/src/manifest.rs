@@ -1,8 +1,18 @@
 //! The manifest that `Describe` answers.
 
-use operon_proto::v1::{Filters, Handler, Manifest, ResourceSelector, ValueFilter, value_filter};
+use operon_proto::v1::{
+    Filters, Handler, Manifest, ResourceSelector, TaskRegistration, ValueFilter, value_filter,
+};
 
-use crate::config::Config;
+use crate::config::{Config, ResourceSpec};
+
+fn selector(resource: &ResourceSpec) -> ResourceSelector {
+    ResourceSelector {
+        group: resource.group.clone(),
+        version: resource.version.clone(),
+        name: resource.plural.clone(),
+    }
+}
 
 /// The service's name in the manifest.
 pub const SERVICE_NAME: &str = "operon-example-handler";
@@ -12,11 +22,7 @@ pub const CONTRACT_REVISION: u32 = 1;
 
 /// The manifest of a service with this configuration: one handler per `--handler`, in order.
 pub fn manifest(config: &Config) -> Manifest {
-    let resource = ResourceSelector {
-        group: config.resource.group.clone(),
-        version: config.resource.version.clone(),
-        name: config.resource.plural.clone(),
-    };
+    let resource = selector(&config.resource);
     let handlers = config
         .handlers
         .iter()
@@ -48,6 +54,20 @@ pub fn manifest(config: &Config) -> Manifest {
         service_name: SERVICE_NAME.into(),
         contract_revision: CONTRACT_REVISION,
         handlers,
+        tasks: config
+            .tasks
+            .iter()
+            .map(|task| TaskRegistration {
+                id: task.id.clone(),
+                task: Some(selector(&task.task)),
+                parent: Some(selector(&task.parent)),
+                parent_field: task.parent_field.clone(),
+                mode: task.mode.into(),
+                priority: task.priority,
+                retention: task.retention,
+                timeout: task.timeout,
+            })
+            .collect(),
         ..Manifest::default()
     }
 }
@@ -94,5 +114,17 @@ mod tests {
         assert_eq!(field.kind(), HandlerKind::Field);
         assert_eq!(field.filters.as_ref().unwrap().field, "spec.field");
         assert!(delete.options.unwrap().optional);
+        assert!(manifest.tasks.is_empty());
+        let with_task = config
+            .with_tasks(vec![
+                crate::config::parse_task("t:g/v1/ts:g/v1/ps:spec.p:sequential,priority=2")
+                    .unwrap(),
+            ])
+            .unwrap();
+        let tasks = super::manifest(&with_task).tasks;
+        assert_eq!(tasks.len(), 1);
+        assert_eq!(tasks[0].mode(), operon_proto::v1::TaskMode::Sequential);
+        assert_eq!(tasks[0].parent.as_ref().unwrap().name, "ps");
+        assert_eq!(tasks[0].priority, 2);
     }
 }

@@ -4,6 +4,7 @@ use std::{io, io::Write, net::SocketAddr, time::Duration};
 
 use anyhow::Context;
 use operon_proto::v1::handler_service_server::HandlerServiceServer;
+use operon_proto::v1::task_service_server::TaskServiceServer;
 use tokio::{
     signal::unix::{SignalKind, signal},
     sync::oneshot,
@@ -97,8 +98,10 @@ pub async fn start_with(
     if let Some(tls) = tls {
         builder = builder.tls_config(tls).map_err(io::Error::other)?;
     }
+    let tasks = TaskServiceServer::new(service.tasks());
     let server = builder
         .add_service(HandlerServiceServer::new(service))
+        .add_service(tasks)
         .serve_with_incoming_shutdown(incoming, async {
             // A dropped sender means shut down too.
             let _ = stopped.await;

@@ -76,6 +76,11 @@ impl ExampleService {
         }
     }
 
+    /// The service's `TaskService`: its task types, recording in the same ledger.
+    pub fn tasks(&self) -> crate::task::ExampleTasks {
+        crate::task::ExampleTasks::new(Arc::clone(&self.config), self.ledger.clone())
+    }
+
     fn answers(&self) -> std::sync::MutexGuard<'_, Answers> {
         self.answers
             .lock()

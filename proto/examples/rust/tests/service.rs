@@ -6,14 +6,15 @@ use std::{
 };
 
 use operon_example_handler::{
-    config::{Config, parse_handler, parse_resource},
+    config::{Config, parse_handler, parse_resource, parse_task},
     ledger::Ledger,
     server::{self, RunningServer},
     service::ExampleService,
 };
 use operon_proto::v1::{
     DescribeRequest, HandlerKind, InvokeRequest, InvokeResponse, Reason, Record,
-    handler_service_client::HandlerServiceClient, outcome,
+    TaskRequest, handler_service_client::HandlerServiceClient, outcome,
+    task_service_client::TaskServiceClient, task_update,
 };
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -547,4 +548,97 @@ async fn a_repeated_attempt_is_answered_again_without_running_the_handler() {
     harness.invoke(next).await;
     assert_eq!(harness.ledger().len(), 2);
     harness.stop().await;
+}
+
+/// A service with one sequential task type, over real gRPC.
+async fn task_harness(name: &str) -> (PathBuf, RunningServer, TaskServiceClient<Channel>) {
+    let dir = temp_dir(name);
+    let config = Config::new(
+        parse_resource("kopf.dev/v1/kopfexamples").unwrap(),
+        vec![parse_handler("create:c1").unwrap()],
+        false,
+    )
+    .unwrap()
+    .with_tasks(vec![
+        parse_task("t1:e2e/v1/jobs:kopf.dev/v1/kopfexamples:spec.parent:sequential").unwrap(),
+    ])
+    .unwrap();
+    let service = ExampleService::new(config, Ledger::new(Some(dir.join("ledger.jsonl"))));
+    let server = server::start("127.0.0.1:0".parse().unwrap(), service)
+        .await
+        .unwrap();
+    let client = TaskServiceClient::connect(format!("http://{}", server.addr()))
+        .await
+        .unwrap();
+    (dir, server, client)
+}
+
+fn task_request(spec: Value, resume_from: u32) -> TaskRequest {
+    TaskRequest {
+        task_id: "t1".into(),
+        task_json: json!({"metadata": {"name": "job", "uid": "u1"}, "spec": spec})
+            .to_string()
+            .into_bytes(),
+        parent_json: br#"{"metadata": {"name": "p1"}}"#.to_vec(),
+        resume_from,
+        ..TaskRequest::default()
+    }
+}
+
+#[tokio::test]
+async fn a_task_streams_its_steps_from_where_it_resumes_and_ends_with_finished() {
+    let (dir, server, mut client) = task_harness("task-resume").await;
+    let request = task_request(json!({"steps": 4, "stepSeconds": 0.01}), 2);
+    let mut stream = client.run_task(request).await.unwrap().into_inner();
+    let mut steps = Vec::new();
+    let finished = loop {
+        match stream.message().await.unwrap().unwrap().update.unwrap() {
+            task_update::Update::Step(s) => steps.push(s),
+            task_update::Update::Finished(f) => break f,
+        }
+    };
+    assert!(finished.ok, "{finished:?}");
+    let indexes: Vec<u32> = steps.iter().map(|s| s.index).collect();
+    assert_eq!(indexes, [2, 3], "steps 0 and 1 are not run again");
+    let result: Value = serde_json::from_slice(&steps[0].result_json).unwrap();
+    assert_eq!(result, json!({"step": 2, "parent": "p1"}));
+    assert!(stream.message().await.unwrap().is_none());
+    let ledger = read_ledger(&dir.join("ledger.jsonl"));
+    assert_eq!(ledger[0]["outcome"], "started");
+    assert_eq!(ledger[0]["resume_from"], 2);
+    assert_eq!(ledger.last().unwrap()["outcome"], "succeeded");
+    server.stop(Duration::from_secs(5)).await.unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn a_task_sees_that_the_core_dropped_its_call() {
+    let (dir, server, mut client) = task_harness("task-cancel").await;
+    let request = task_request(json!({"steps": 3, "stepSeconds": 30}), 0);
+    let stream = client.run_task(request).await.unwrap().into_inner();
+    let path = dir.join("ledger.jsonl");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !read_ledger(&path)
+        .iter()
+        .any(|l| l["outcome"] == "step_started")
+    {
+        assert!(tokio::time::Instant::now() < deadline, "the step never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(stream);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let ledger = read_ledger(&path);
+        if let Some(cancelled) = ledger.iter().find(|l| l["outcome"] == "cancelled") {
+            assert_eq!(cancelled["step"], 0);
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the service did not see the cancellation: {ledger:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.stop(Duration::from_secs(5)).await.unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -42,6 +42,18 @@ pub struct Entry {
     /// The raw watch event type, for event handlers.
     #[serde(default)]
     pub event_type: Option<String>,
+    /// When the execution started (Unix seconds), for handler executions.
+    #[serde(default)]
+    pub started: Option<f64>,
+    /// Task lines: the parent's name.
+    #[serde(default)]
+    pub parent: Option<String>,
+    /// Task lines: the step (`step_started`, `step_done`, `cancelled`).
+    #[serde(default)]
+    pub step: Option<u32>,
+    /// Task lines: the first step of the run (`started`).
+    #[serde(default)]
+    pub resume_from: Option<u32>,
 }
 
 impl fmt::Display for Entry {
@@ -142,6 +154,16 @@ impl Entries {
     /// The entries with this reason.
     pub fn reason(&self, reason: &str) -> Self {
         self.filter(|e| e.reason == reason)
+    }
+
+    /// The task lines (`reason` `task`) of tasks of the parent named `parent`.
+    pub fn parent(&self, parent: &str) -> Self {
+        self.filter(|e| e.reason == "task" && e.parent.as_deref() == Some(parent))
+    }
+
+    /// The task lines of step `step`.
+    pub fn step(&self, step: u32) -> Self {
+        self.filter(|e| e.step == Some(step))
     }
 
     /// The number of entries.

@@ -3,8 +3,8 @@
 //! - [`plane`] connects to the local plane of `tests/cluster/up.sh`, starting it when needed.
 //! - [`with_temp_ns`] gives a test a fresh namespace and deletes it afterwards, even on failure;
 //!   [`with_widget_ns`] adds the test resource `widgets.e2e.operon.dev` and the plane lock.
-//! - [`apply_yaml`] applies multi-document YAML; [`wait_for`] polls a condition with a deadline
-//!   and fails with what it last saw.
+//! - [`apply_yaml`] applies multi-document YAML; [`install_crds`] installs test CRDs (once per
+//!   process); [`wait_for`] polls a condition with a deadline and fails with what it last saw.
 //! - [`binaries`] builds `operon` and `operon-example-handler` once per test process;
 //!   [`HandlerProcess`] and [`CoreProcess`] run them (logs in `<target>/e2e-logs/`), and
 //!   [`Stack`] is one of each serving one namespace. [`Ledger`] reads what the handler service
@@ -19,6 +19,7 @@
 mod apply;
 mod binaries;
 pub mod cluster;
+mod crds;
 mod history;
 mod http;
 pub mod jaeger;
@@ -35,6 +36,7 @@ mod widgets;
 
 pub use apply::{apply_yaml, delete_yaml};
 pub use binaries::{Binaries, binaries, go_example, target_dir};
+pub use crds::install_crds;
 pub use history::{History, Observed};
 pub use http::{HttpResponse, Metrics, Sample, http_get, http_request};
 pub use ledger::{Entries, Entry, Ledger};

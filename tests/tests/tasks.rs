@@ -320,7 +320,12 @@ async fn tasks_run_fifo_per_parent_one_at_a_time_and_never_during_the_parents_ha
         }
         let mut created: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
         for (i, name) in names.iter().enumerate() {
-            let t = s.wait_phase(name, "Succeeded").await;
+            let t = s
+                .wait_task(name, "Succeeded, the finalizer released", |t| {
+                    t.data["status"]["phase"] == "Succeeded"
+                        && !t.finalizers().contains(&FINALIZER.to_owned())
+                })
+                .await;
             let status = &t.data["status"];
             assert_eq!(
                 status["steps"].as_array().map(Vec::len),
@@ -330,10 +335,6 @@ async fn tasks_run_fifo_per_parent_one_at_a_time_and_never_during_the_parents_ha
             assert!(status["startTime"].is_string() && status["completionTime"].is_string());
             assert!(status["durationMs"].as_u64().is_some(), "{status}");
             assert_eq!(status["message"], "2 step(s) done");
-            assert!(
-                !t.finalizers().contains(&FINALIZER.to_owned()),
-                "the finalizer is released at the end"
-            );
             let parent = if i % 2 == 0 { "p1" } else { "p2" };
             let ts = t
                 .metadata
@@ -393,7 +394,7 @@ async fn tasks_run_fifo_per_parent_one_at_a_time_and_never_during_the_parents_ha
         // The dashboard's data lists the tasks with their phase and steps.
         let objects = s.core.get("/api/v1/objects").await.unwrap().text();
         let objects: Value = serde_json::from_str(&objects).unwrap();
-        let view = objects
+        let view = objects["objects"]
             .as_array()
             .and_then(|a| {
                 a.iter().find(|o| {

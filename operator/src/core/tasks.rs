@@ -412,7 +412,11 @@ pub fn parent_name(body: &Value, parent_field: &str) -> Result<String, String> {
     for part in parent_field.split('.') {
         match v.get(part) {
             Some(next) => v = next,
-            None => return Err(format!("the task names no parent: {parent_field} is not set")),
+            None => {
+                return Err(format!(
+                    "the task names no parent: {parent_field} is not set"
+                ));
+            }
         }
     }
     match v.as_str() {
@@ -475,7 +479,12 @@ mod tests {
         ];
         assert_eq!(next(&c).unwrap().name, "urgent");
         let mut with_running = c.clone();
-        with_running.push(cand("was-running", 0, "2026-01-01T00:00:09Z", Some(Phase::Running)));
+        with_running.push(cand(
+            "was-running",
+            0,
+            "2026-01-01T00:00:09Z",
+            Some(Phase::Running),
+        ));
         assert_eq!(next(&with_running).unwrap().name, "was-running");
     }
 
@@ -484,7 +493,12 @@ mod tests {
         let c = vec![
             cand("done", 0, "2026-01-01T00:00:00Z", Some(Phase::Succeeded)),
             cand("failed", 0, "2026-01-01T00:00:00Z", Some(Phase::Failed)),
-            cand("cancelled", 0, "2026-01-01T00:00:00Z", Some(Phase::Cancelled)),
+            cand(
+                "cancelled",
+                0,
+                "2026-01-01T00:00:00Z",
+                Some(Phase::Cancelled),
+            ),
             cand("unseen", 0, "2026-01-01T00:00:00Z", None),
         ];
         assert_eq!(next(&c), None);

@@ -342,12 +342,11 @@ impl Generation<'_> {
         let mut syncs = Vec::new();
         let mut tasks = Vec::new();
         for (i, manifest) in manifests.iter().enumerate() {
-            let specs = crate::runtime::tasks::registrations(manifest).map_err(|source| {
-                Error::Tasks {
+            let specs =
+                crate::runtime::tasks::registrations(manifest).map_err(|source| Error::Tasks {
                     service: services[i].name().to_owned(),
                     source,
-                }
-            })?;
+                })?;
             tasks.extend(
                 specs
                     .into_iter()

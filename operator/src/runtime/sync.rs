@@ -44,6 +44,7 @@ use crate::core::sync::{
 };
 use crate::runtime::convert::{self, Selector};
 use crate::runtime::discovery::{self, Served};
+use crate::runtime::locks;
 use crate::runtime::metrics::Metrics;
 use crate::runtime::readmodel::{HandlerView, ObjectView, ReadModel};
 use crate::runtime::shutdown::{Callbacks, Gate, Shutdown};
@@ -539,7 +540,11 @@ impl Controller {
 
     /// Syncs one parent; returns when to sync it again.
     async fn sync_one(&self, key: &Key) -> Option<Duration> {
-        let _parent_lock = (self.env.locks).lock(crate::runtime::locks::key(&self.parent, &key.0, &key.1)).await;
+        let _parent_lock = self
+            .env
+            .locks
+            .lock(locks::key(&self.parent, &key.0, &key.1))
+            .await;
         let Some(parent) = self.find_parent(key) else {
             self.state
                 .lock()

@@ -475,9 +475,7 @@ impl Controller {
                         .creation_timestamp
                         .as_ref()
                         .and_then(|t| t.0.to_string().parse().ok()),
-                    parent: parent
-                        .ok()
-                        .map(|p| locks::key(&reg.parent, &namespace, &p)),
+                    parent: parent.ok().map(|p| locks::key(&reg.parent, &namespace, &p)),
                     namespace,
                     name,
                     body,
@@ -938,10 +936,21 @@ impl Controller {
         match ending.phase {
             Phase::Succeeded => {
                 tracing::info!(namespace = ns, task = name, message = %ending.message, "Task succeeded.");
-                self.event(body, "Normal", "TaskSucceeded", &format!("{kind} {name:?} succeeded: {}", ending.message)).await;
+                self.event(
+                    body,
+                    "Normal",
+                    "TaskSucceeded",
+                    &format!("{kind} {name:?} succeeded: {}", ending.message),
+                )
+                .await;
             }
             Phase::Cancelled => {
-                tracing::info!(namespace = ns, task = name, steps = steps.len(), "Task cancelled.");
+                tracing::info!(
+                    namespace = ns,
+                    task = name,
+                    steps = steps.len(),
+                    "Task cancelled."
+                );
                 let parent = match parent {
                     Some(p) => Some(p.clone()),
                     None => self.parent_of(reg, body).await,
@@ -950,12 +959,23 @@ impl Controller {
                     "{kind} {name:?} was cancelled after {} step(s): it was deleted while it ran",
                     steps.len()
                 );
-                self.event(parent.as_ref().unwrap_or(body), "Normal", "TaskCancelled", &message)
-                    .await;
+                self.event(
+                    parent.as_ref().unwrap_or(body),
+                    "Normal",
+                    "TaskCancelled",
+                    &message,
+                )
+                .await;
             }
             Phase::Failed | Phase::Waiting | Phase::Running => {
                 tracing::error!(namespace = ns, task = name, message = %ending.message, "Task failed.");
-                self.event(body, "Warning", "TaskFailed", &format!("{kind} {name:?} failed: {}", ending.message)).await;
+                self.event(
+                    body,
+                    "Warning",
+                    "TaskFailed",
+                    &format!("{kind} {name:?} failed: {}", ending.message),
+                )
+                .await;
             }
         }
         let seen = Seen {
@@ -1188,9 +1208,9 @@ fn view(
     }];
     handlers.extend(steps.iter().map(|s| HandlerView {
         id: if s.name.is_empty() {
-            format!("{}/step-{}", reg.spec.id, s.index)
+            format!("{}/{}", reg.spec.id, s.index)
         } else {
-            format!("{}/step-{}-{}", reg.spec.id, s.index, s.name)
+            format!("{}/{}-{}", reg.spec.id, s.index, s.name)
         },
         state: if s.ok { "succeeded" } else { "failed" },
         retries: 0,
@@ -1254,10 +1274,7 @@ mod tests {
         assert_eq!(r.parent_field, "spec.cluster");
         let mut unspecified = manifest();
         unspecified.tasks[0].mode = 0;
-        assert_eq!(
-            registrations(&unspecified).unwrap()[0].mode,
-            Mode::Parallel
-        );
+        assert_eq!(registrations(&unspecified).unwrap()[0].mode, Mode::Parallel);
     }
 
     #[test]
@@ -1287,10 +1304,7 @@ mod tests {
         ));
         let mut twice = manifest();
         twice.tasks.push(twice.tasks[0].clone());
-        assert!(matches!(
-            registrations(&twice),
-            Err(Error::DuplicateId(_))
-        ));
+        assert!(matches!(registrations(&twice), Err(Error::DuplicateId(_))));
         twice.tasks[1].id = "other".into();
         let err = registrations(&twice).unwrap_err();
         assert!(matches!(err, Error::SameTaskResource(..)));

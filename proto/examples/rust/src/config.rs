@@ -125,12 +125,18 @@ pub fn parse_task(value: &str) -> Result<TaskSpec, String> {
         ));
     };
     if id.is_empty() || field.is_empty() {
-        return Err(format!("the task id and the parent field must not be empty in {value:?}"));
+        return Err(format!(
+            "the task id and the parent field must not be empty in {value:?}"
+        ));
     }
     let mode = match *mode {
         "parallel" => TaskMode::Parallel,
         "sequential" => TaskMode::Sequential,
-        _ => return Err(format!("the task mode must be parallel|sequential, got {mode:?}")),
+        _ => {
+            return Err(format!(
+                "the task mode must be parallel|sequential, got {mode:?}"
+            ));
+        }
     };
     let mut spec = TaskSpec {
         id: (*id).to_owned(),
@@ -151,7 +157,9 @@ pub fn parse_task(value: &str) -> Result<TaskSpec, String> {
                 .parse::<f64>()
                 .ok()
                 .and_then(seconds_to_proto)
-                .ok_or_else(|| format!("{key} must be a non-negative number of seconds, got {value:?}"))
+                .ok_or_else(|| {
+                    format!("{key} must be a non-negative number of seconds, got {value:?}")
+                })
         };
         match key {
             "priority" => {
@@ -518,7 +526,10 @@ mod tests {
         assert_eq!(task.retention.unwrap().nanos, 500_000_000);
         assert_eq!(task.timeout.unwrap().seconds, 60);
         let plain = parse_task("t:g/v1/ts:g/v1/ps:spec.p:parallel").unwrap();
-        assert_eq!((plain.mode, plain.priority, plain.retention), (TaskMode::Parallel, 0, None));
+        assert_eq!(
+            (plain.mode, plain.priority, plain.retention),
+            (TaskMode::Parallel, 0, None)
+        );
         assert!(parse_task("t:g/v1/ts:g/v1/ps:spec.p").is_err());
         assert!(parse_task("t:g/v1/ts:g/v1/ps:spec.p:sideways").is_err());
         assert!(parse_task(":g/v1/ts:g/v1/ps:spec.p:parallel").is_err());
@@ -527,7 +538,12 @@ mod tests {
         assert!(parse_task("t:g/v1/ts:g/v1/ps:spec.p:parallel,colour=red").is_err());
         let resource = parse_resource("g/v1/ps").unwrap();
         let config = Config::new(resource, vec![], false).unwrap();
-        assert!(config.clone().with_tasks(vec![plain.clone(), plain.clone()]).is_err());
+        assert!(
+            config
+                .clone()
+                .with_tasks(vec![plain.clone(), plain.clone()])
+                .is_err()
+        );
         assert!(config.with_tasks(vec![plain]).unwrap().task("t").is_some());
     }
 

@@ -174,8 +174,8 @@ pub fn task_line(event: &TaskEvent<'_>, ts: f64) -> String {
         reason: "task",
         ..Execution::default()
     };
-    let mut value: Value = serde_json::from_str(&line(&execution, event.outcome, ts))
-        .unwrap_or_else(|_| json!({}));
+    let mut value: Value =
+        serde_json::from_str(&line(&execution, event.outcome, ts)).unwrap_or_else(|_| json!({}));
     if let Value::Object(fields) = &mut value {
         fields.insert("parent".into(), event.parent.into());
         if let Some(step) = event.step {
@@ -211,12 +211,10 @@ impl Pending {
     /// Records the execution's outcome.
     pub fn finish(mut self, outcome: &str) -> io::Result<()> {
         match self.execution.take() {
-            Some(execution) => self.ledger.append(&line_started(
-                &execution,
-                outcome,
-                now_ts(),
-                self.started,
-            )),
+            Some(execution) => {
+                self.ledger
+                    .append(&line_started(&execution, outcome, now_ts(), self.started))
+            }
             None => Ok(()),
         }
     }
@@ -323,7 +321,12 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         let last: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
         assert_eq!(
-            (&last["handler"], &last["reason"], &last["parent"], &last["step"]),
+            (
+                &last["handler"],
+                &last["reason"],
+                &last["parent"],
+                &last["step"]
+            ),
             (&json!("t"), &json!("task"), &json!("p"), &json!(2))
         );
         assert!(last.get("resume_from").is_none());

@@ -56,9 +56,14 @@ impl Script {
                 .and_then(|n| u32::try_from(n).ok())
                 .unwrap_or(1),
             step_time: Duration::from_secs_f64(
-                spec["stepSeconds"].as_f64().unwrap_or(0.2).clamp(0.0, 3600.0),
+                spec["stepSeconds"]
+                    .as_f64()
+                    .unwrap_or(0.2)
+                    .clamp(0.0, 3600.0),
             ),
-            fail_step: spec["failStep"].as_u64().and_then(|n| u32::try_from(n).ok()),
+            fail_step: spec["failStep"]
+                .as_u64()
+                .and_then(|n| u32::try_from(n).ok()),
             junk: spec["junk"].as_str().map(str::to_owned),
         }
     }

@@ -12,9 +12,9 @@ use operon_example_handler::{
     service::ExampleService,
 };
 use operon_proto::v1::{
-    DescribeRequest, HandlerKind, InvokeRequest, InvokeResponse, Reason, Record,
-    TaskRequest, handler_service_client::HandlerServiceClient, outcome,
-    task_service_client::TaskServiceClient, task_update,
+    DescribeRequest, HandlerKind, InvokeRequest, InvokeResponse, Reason, Record, TaskRequest,
+    handler_service_client::HandlerServiceClient, outcome, task_service_client::TaskServiceClient,
+    task_update,
 };
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -622,7 +622,10 @@ async fn a_task_sees_that_the_core_dropped_its_call() {
         .iter()
         .any(|l| l["outcome"] == "step_started")
     {
-        assert!(tokio::time::Instant::now() < deadline, "the step never started");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the step never started"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     drop(stream);

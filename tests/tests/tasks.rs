@@ -466,6 +466,14 @@ async fn deleting_a_running_task_cancels_it_and_the_next_one_starts() {
         })
         .await;
         s.wait_phase("b-next", "Succeeded").await;
+        // The dashboard's page of the parent shows the Event.
+        let page = s
+            .core
+            .get(&format!("/objects/widgets.e2e.operon.dev/v1/{}/p", s.ns))
+            .await
+            .unwrap()
+            .text();
+        assert!(page.contains("TaskCancelled"), "the parent's page: {page}");
         let ledger = s.ledger();
         let a = ledger.object("a-long");
         assert!(

@@ -524,17 +524,22 @@ impl Controller {
         for t in &seen {
             let reg = &self.regs[t.reg];
             published.insert((reg.task.name(), t.namespace.clone(), t.name.clone()));
+            let ended_here = ended.contains(&t.uid);
             if running.contains(&t.uid) {
                 continue;
             }
-            self.publish(
-                reg,
-                t,
-                t.observed.status.phase,
-                t.observed.status.message.as_deref(),
-                &t.observed.status.steps,
-            );
-            let ended_here = ended.contains(&t.uid);
+            // A task this core just ended shows its end (published then) until the watch
+            // brings the final status.
+            let stale = ended_here && !t.observed.status.phase.is_some_and(Phase::is_terminal);
+            if !stale {
+                self.publish(
+                    reg,
+                    t,
+                    t.observed.status.phase,
+                    t.observed.status.message.as_deref(),
+                    &t.observed.status.steps,
+                );
+            }
             match decide::decide(&t.observed, reg.retention(&self.env)) {
                 Action::Nothing => {}
                 Action::MarkWaiting if !ended_here && state.marked.insert(t.uid.clone()) => {

@@ -672,3 +672,44 @@ async fn broken_tasks_fail_with_a_message_and_the_next_task_runs() {
     })
     .await;
 }
+
+/// A running task deleted while the core is down (SIGKILL) is held by the core's finalizer; the
+/// next core records it Cancelled, posts the Event on the parent, and lets it go.
+#[tokio::test]
+async fn a_task_deleted_while_the_core_is_down_is_recorded_cancelled_by_the_next_core() {
+    with_task_ns("e2e-tasks-down", |client, ns| async move {
+        let mut s = Tasks::start("tasks-down", &client, &ns, "sequential", &[]).await;
+        s.create_parent("p", json!({})).await;
+        s.create_task("doomed", "p", json!({"steps": 3, "stepSeconds": 3}))
+            .await;
+        s.wait_task("doomed", "Running with the finalizer", |t| {
+            t.data["status"]["phase"] == "Running" && t.finalizers().contains(&FINALIZER.to_owned())
+        })
+        .await;
+        s.core.kill();
+        s.tasks
+            .delete("doomed", &DeleteParams::default())
+            .await
+            .unwrap();
+        let held = s.tasks.get("doomed").await.unwrap();
+        assert!(
+            held.metadata.deletion_timestamp.is_some(),
+            "held by the finalizer while no core runs"
+        );
+        s.core.restart().await.unwrap();
+        s.core.wait_ready(DEADLINE).await;
+        s.wait_event("p", "TaskCancelled", "\"doomed\" was cancelled")
+            .await;
+        wait_for("doomed to be gone", DEADLINE, || async {
+            s.tasks
+                .get_opt("doomed")
+                .await
+                .map(|t| t.is_none().then_some(()))
+        })
+        .await;
+        let runs = s.ledger().object("doomed").outcome("started");
+        assert_eq!(runs.len(), 1, "never run again: {runs}");
+        s.core.assert_running();
+    })
+    .await;
+}

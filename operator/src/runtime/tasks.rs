@@ -271,10 +271,10 @@ struct Seen {
 struct LoopState {
     /// Waiting written (or being written) by this core.
     marked: HashSet<String>,
-    /// Deleted by retention (or being deleted).
-    expiring: HashSet<String>,
-    /// Deletions recorded after a restart, finalizers released.
-    cleaned: HashSet<String>,
+    /// Deleted by retention, and when.
+    expiring: HashMap<String, std::time::Instant>,
+    /// Deletions recorded after a restart or finalizers released, and when.
+    cleaned: HashMap<String, std::time::Instant>,
     /// Read-model keys published.
     published: HashSet<(String, String, String)>,
 }
@@ -309,6 +309,23 @@ fn typed(obj: &DynamicObject, resource: &ApiResource) -> Value {
         map.insert("kind".into(), json!(resource.kind));
     }
     v
+}
+
+/// How long a clean-up or a deletion that the watch does not show done yet waits before it is
+/// tried again.
+const RETRY_WRITES_AFTER: Duration = Duration::from_secs(10);
+
+/// Whether a write about `uid` is due: never tried, or tried [`RETRY_WRITES_AFTER`] ago (it
+/// failed, or its effect is not visible yet); records the try.
+fn due(tried: &mut HashMap<String, std::time::Instant>, uid: &str) -> bool {
+    let now = std::time::Instant::now();
+    match tried.get(uid) {
+        Some(at) if now.duration_since(*at) < RETRY_WRITES_AFTER => false,
+        _ => {
+            tried.insert(uid.to_owned(), now);
+            true
+        }
+    }
 }
 
 fn text<'a>(body: &'a Value, pointer: &str) -> &'a str {
@@ -497,8 +514,8 @@ impl Controller {
         let seen = self.snapshot();
         let present: HashSet<&str> = seen.iter().map(|t| t.uid.as_str()).collect();
         state.marked.retain(|u| present.contains(u.as_str()));
-        state.expiring.retain(|u| present.contains(u.as_str()));
-        state.cleaned.retain(|u| present.contains(u.as_str()));
+        state.expiring.retain(|u, _| present.contains(u.as_str()));
+        state.cleaned.retain(|u, _| present.contains(u.as_str()));
         let (running, ended) = {
             let mut shared = self.shared();
             shared.ended.retain(|u| present.contains(u.as_str()));
@@ -566,7 +583,7 @@ impl Controller {
                     }
                 }
                 Action::RecordCancelled => {
-                    if state.cleaned.insert(t.uid.clone()) {
+                    if due(&mut state.cleaned, &t.uid) {
                         let ending = Ending {
                             phase: Phase::Cancelled,
                             message: "cancelled: the task was deleted while it ran (the core was \
@@ -580,16 +597,16 @@ impl Controller {
                     }
                 }
                 Action::ReleaseFinalizer => {
-                    if state.cleaned.insert(t.uid.clone())
+                    if due(&mut state.cleaned, &t.uid)
                         && let Err(err) = self.remove_finalizer(t.reg, &t.namespace, &t.name).await
                     {
-                        tracing::warn!(namespace = %t.namespace, task = %t.name, error = %err, "Cannot release the task's finalizer; retrying.");
-                        state.cleaned.remove(&t.uid);
+                        tracing::warn!(namespace = %t.namespace, task = %t.name, error = %err, "Cannot release the task's finalizer; retrying soon.");
+                        wait = wait.min(RETRY_WRITES_AFTER);
                     }
                 }
                 Action::Expire(at) => {
                     if at <= now {
-                        if state.expiring.insert(t.uid.clone()) {
+                        if due(&mut state.expiring, &t.uid) {
                             self.expire(t).await;
                         }
                     } else if let Ok(left) = Duration::try_from(at.duration_since(now)) {

@@ -549,9 +549,15 @@ impl Controller {
             // brings the final status.
             let stale = ended_here && !t.observed.status.phase.is_some_and(Phase::is_terminal);
             if !stale {
+                let shown = Shown {
+                    namespace: &t.namespace,
+                    name: &t.name,
+                    uid: &t.uid,
+                    started: t.observed.status.start_time,
+                };
                 self.publish(
                     reg,
-                    t,
+                    &shown,
                     t.observed.status.phase,
                     t.observed.status.message.as_deref(),
                     &t.observed.status.steps,
@@ -779,7 +785,7 @@ impl Controller {
             return Turn::Ended(chosen.uid.clone());
         }
         let mut steps = resume.done.clone();
-        self.publish_running(reg, chosen, &body, &steps);
+        self.publish_running(reg, chosen, started, &steps);
         tracing::info!(resume_from = resume.from, mode = ?reg.spec.mode, "Task started.");
 
         let request = pb::TaskRequest {
@@ -805,7 +811,7 @@ impl Controller {
             attempt_id: chosen.uid.clone(),
         };
         let ending = self
-            .call(chosen, request, &mut steps, &mut cancel, &body)
+            .call(chosen, request, &mut steps, &mut cancel, started)
             .await;
         self.end(chosen.reg, &body, started, &ending, &steps, Some(&parent))
             .await;
@@ -820,7 +826,7 @@ impl Controller {
         request: pb::TaskRequest,
         steps: &mut Vec<StepRecord>,
         cancel: &mut oneshot::Receiver<()>,
-        body: &Value,
+        started: Option<Timestamp>,
     ) -> Ending {
         let reg = &self.regs[chosen.reg];
         let deadline = reg.spec.timeout.map(|t| tokio::time::Instant::now() + t);
@@ -917,7 +923,7 @@ impl Controller {
                             result,
                         },
                     );
-                    self.publish_running(reg, chosen, body, steps);
+                    self.publish_running(reg, chosen, started, steps);
                     if reg.spec.mode == Mode::Sequential
                         && let Err(err) = self
                             .patch_status(
@@ -1000,22 +1006,13 @@ impl Controller {
                 .await;
             }
         }
-        let seen = Seen {
-            reg,
-            namespace: ns.to_owned(),
-            name: name.to_owned(),
-            uid: text(body, "/metadata/uid").to_owned(),
-            body: Value::Null,
-            created: None,
-            observed: Observed {
-                status: TaskStatus::default(),
-                deleting: false,
-                finalizer: false,
-                parent: Err(String::new()),
-            },
-            parent: None,
+        let shown = Shown {
+            namespace: ns,
+            name,
+            uid: text(body, "/metadata/uid"),
+            started,
         };
-        self.publish(r, &seen, Some(ending.phase), Some(&ending.message), steps);
+        self.publish(r, &shown, Some(ending.phase), Some(&ending.message), steps);
         if let Err(err) = self.remove_finalizer(reg, ns, name).await {
             tracing::warn!(namespace = ns, task = name, error = %err, "Cannot release the task's finalizer; the next pass retries.");
         }
@@ -1166,30 +1163,27 @@ impl Controller {
         }
     }
 
-    fn publish_running(&self, reg: &Reg, chosen: &Chosen, body: &Value, steps: &[StepRecord]) {
-        let seen = Seen {
-            reg: chosen.reg,
-            namespace: chosen.namespace.clone(),
-            name: chosen.name.clone(),
-            uid: chosen.uid.clone(),
-            body: Value::Null,
-            created: None,
-            observed: Observed {
-                status: TaskStatus::of(body),
-                deleting: false,
-                finalizer: true,
-                parent: Err(String::new()),
-            },
-            parent: None,
+    fn publish_running(
+        &self,
+        reg: &Reg,
+        chosen: &Chosen,
+        started: Option<Timestamp>,
+        steps: &[StepRecord],
+    ) {
+        let shown = Shown {
+            namespace: &chosen.namespace,
+            name: &chosen.name,
+            uid: &chosen.uid,
+            started,
         };
-        self.publish(reg, &seen, Some(Phase::Running), None, steps);
+        self.publish(reg, &shown, Some(Phase::Running), None, steps);
     }
 
     /// Shows a task in the read model: one row for the task, one per finished step.
     fn publish(
         &self,
         reg: &Reg,
-        t: &Seen,
+        t: &Shown<'_>,
         phase: Option<Phase>,
         message: Option<&str>,
         steps: &[StepRecord],
@@ -1200,10 +1194,18 @@ impl Controller {
     }
 }
 
+/// A task as the read model shows it.
+struct Shown<'a> {
+    namespace: &'a str,
+    name: &'a str,
+    uid: &'a str,
+    started: Option<Timestamp>,
+}
+
 /// The read model's view of a task.
 fn view(
     reg: &Reg,
-    t: &Seen,
+    t: &Shown<'_>,
     phase: Option<Phase>,
     message: Option<&str>,
     steps: &[StepRecord],
@@ -1220,7 +1222,7 @@ fn view(
         id: reg.spec.id.clone(),
         state,
         retries: 0,
-        started: t.observed.status.start_time.map(decide::format_time),
+        started: t.started.map(decide::format_time),
         delayed: None,
         message: Some(match message.filter(|m| !m.is_empty()) {
             Some(m) => format!("{phase_text}: {m}"),
@@ -1243,9 +1245,9 @@ fn view(
     }));
     ObjectView {
         resource: reg.task.name(),
-        namespace: t.namespace.clone(),
-        name: t.name.clone(),
-        uid: t.uid.clone(),
+        namespace: t.namespace.to_owned(),
+        name: t.name.to_owned(),
+        uid: t.uid.to_owned(),
         phase: object_phase,
         cause: format!("task {phase_text}"),
         handlers,

@@ -47,6 +47,26 @@ spec:
         properties:
           spec: {type: object, x-kubernetes-preserve-unknown-fields: true}
           status: {type: object, x-kubernetes-preserve-unknown-fields: true}
+---
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: widgeturgents.e2e.operon.dev
+spec:
+  group: e2e.operon.dev
+  scope: Namespaced
+  names: {plural: widgeturgents, singular: widgeturgent, kind: WidgetUrgent}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    subresources: {status: {}}
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec: {type: object, x-kubernetes-preserve-unknown-fields: true}
+          status: {type: object, x-kubernetes-preserve-unknown-fields: true}
 "#;
 
 /// The finalizer the core holds on a running task (default prefix).
@@ -81,10 +101,22 @@ struct Tasks {
 
 impl Tasks {
     async fn start(name: &str, client: &Client, ns: &str, mode: &str, core_args: &[&str]) -> Self {
+        Self::start_with(name, client, ns, mode, &[], core_args).await
+    }
+
+    /// As [`Tasks::start`], with more arguments for the handler service (`--task …`).
+    async fn start_with(
+        name: &str,
+        client: &Client,
+        ns: &str,
+        mode: &str,
+        handler_args: &[&str],
+        core_args: &[&str],
+    ) -> Self {
         install_crds(client, CRD).await;
         let task_arg =
             format!("job:e2e.operon.dev/v1/widgettasks:{RESOURCE_ARG}:spec.parent:{mode}");
-        let args = [
+        let mut args = vec![
             "--resource",
             RESOURCE_ARG,
             "--handler",
@@ -94,6 +126,7 @@ impl Tasks {
             "--task",
             &task_arg,
         ];
+        args.extend_from_slice(handler_args);
         let handler = HandlerProcess::start(name, &args)
             .await
             .unwrap_or_else(|err| panic!("starting the handler service: {err:#}"));
@@ -710,6 +743,71 @@ async fn a_task_deleted_while_the_core_is_down_is_recorded_cancelled_by_the_next
         let runs = s.ledger().object("doomed").outcome("started");
         assert_eq!(runs.len(), 1, "never run again: {runs}");
         s.core.assert_running();
+    })
+    .await;
+}
+
+/// Two task types on one parent share its queue: a higher priority starts first among the
+/// waiting tasks, but never pre-empts the running one.
+#[tokio::test]
+async fn a_higher_priority_reorders_waiting_tasks_but_never_preempts_a_running_one() {
+    with_task_ns("e2e-tasks-priority", |client, ns| async move {
+        let urgent = format!(
+            "urgent:e2e.operon.dev/v1/widgeturgents:{RESOURCE_ARG}:spec.parent:parallel,priority=10"
+        );
+        let mut s = Tasks::start_with(
+            "tasks-priority",
+            &client,
+            &ns,
+            "parallel",
+            &["--task", &urgent],
+            &[],
+        )
+        .await;
+        s.create_parent("p", json!({})).await;
+        s.create_task("a-running", "p", json!({"steps": 1, "stepSeconds": 3}))
+            .await;
+        s.wait_phase("a-running", "Running").await;
+        s.create_task("b-low", "p", json!({"steps": 1})).await;
+        let urgents: Api<DynamicObject> = Api::namespaced_with(
+            client.clone(),
+            &ns,
+            &ApiResource::from_gvk(&GroupVersionKind::gvk(
+                "e2e.operon.dev",
+                "v1",
+                "WidgetUrgent",
+            )),
+        );
+        let mut high = task("c-high", "p", json!({"steps": 1}));
+        high.types = Some(kube::api::TypeMeta {
+            api_version: "e2e.operon.dev/v1".into(),
+            kind: "WidgetUrgent".into(),
+        });
+        urgents.create(&PostParams::default(), &high).await.unwrap();
+        s.wait_phase("b-low", "Succeeded").await;
+        let high = wait_for("c-high to succeed", DEADLINE, || async {
+            let t = urgents.get("c-high").await?;
+            Ok::<_, kube::Error>((t.data["status"]["phase"] == "Succeeded").then_some(t))
+        })
+        .await;
+        assert_eq!(high.data["status"]["steps"][0]["name"], "step-0");
+        let ledger = s.ledger();
+        let mut runs = task_runs(&ledger, "p");
+        runs.sort_by(|a, b| a.start.total_cmp(&b.start));
+        let order: Vec<&str> = runs.iter().map(|r| r.what.as_str()).collect();
+        assert_eq!(
+            order,
+            ["task a-running", "task c-high", "task b-low"],
+            "the urgent task went before the older waiting one:\n{ledger}"
+        );
+        assert!(
+            ledger.object("a-running").outcome("cancelled").is_empty()
+                && ledger.object("a-running").outcome("succeeded").len() == 1,
+            "the running task was not pre-empted:\n{ledger}"
+        );
+        for pair in runs.windows(2) {
+            assert!(pair[0].end <= pair[1].start, "one at a time: {pair:?}");
+        }
     })
     .await;
 }

@@ -408,6 +408,17 @@ pub async fn serve(env: TaskEnv, specs: Vec<(TaskSpec, String)>) {
     watches.shutdown().await;
 }
 
+/// The request with the current span's `traceparent` in its metadata, when traced.
+fn traced(request: pb::TaskRequest) -> tonic::Request<pb::TaskRequest> {
+    let mut request = tonic::Request::new(request);
+    if let Some(tp) = crate::telemetry::traceparent(&tracing::Span::current())
+        .and_then(|tp| tonic::metadata::MetadataValue::try_from(tp).ok())
+    {
+        request.metadata_mut().insert("traceparent", tp);
+    }
+    request
+}
+
 /// How a worker's turn on a parent ended.
 enum Turn {
     /// Nothing to run (the lock came too late: the task went).
@@ -701,7 +712,18 @@ impl Controller {
         let Some((chosen, cancel)) = self.choose(parent) else {
             return Turn::Idle;
         };
-        let span = tracing::info_span!("task", task = %self.regs[chosen.reg].spec.id, namespace = %chosen.namespace, name = %chosen.name, parent = %parent.2);
+        // One root span per run (exported when tracing is on); the call carries its
+        // `traceparent`, so the service's spans join it.
+        let span = tracing::info_span!(
+            target: crate::telemetry::TARGET,
+            parent: None,
+            "task",
+            otel.name = format!("task {}", self.regs[chosen.reg].spec.id),
+            task = %self.regs[chosen.reg].spec.id,
+            namespace = %chosen.namespace,
+            name = %chosen.name,
+            parent = %parent.2,
+        );
         self.run_task(&chosen, cancel).instrument(span).await
     }
 
@@ -786,7 +808,7 @@ impl Controller {
         }
         let mut steps = resume.done.clone();
         self.publish_running(reg, chosen, started, &steps);
-        tracing::info!(resume_from = resume.from, mode = ?reg.spec.mode, "Task started.");
+        tracing::info!(namespace = %chosen.namespace, task = %chosen.name, resume_from = resume.from, mode = ?reg.spec.mode, "Task started.");
 
         let request = pb::TaskRequest {
             task_id: reg.spec.id.clone(),
@@ -856,7 +878,7 @@ impl Controller {
         let mut stream = tokio::select! {
             _ = &mut *cancel => return cancelled(),
             () = &mut expired => return late(),
-            answer = client.run_task(request) => match answer {
+            answer = client.run_task(traced(request)) => match answer {
                 Ok(r) => r.into_inner(),
                 Err(status) => return failed(format!("the RunTask call failed: {} ({:?})", status.message(), status.code())),
             },
@@ -912,7 +934,7 @@ impl Controller {
                             }
                         }
                     };
-                    tracing::info!(step = s.index, name = %s.name, ok = s.ok, "Task step finished.");
+                    tracing::info!(namespace = %chosen.namespace, task = %chosen.name, step = s.index, name = %s.name, ok = s.ok, "Task step finished.");
                     decide::record_step(
                         steps,
                         StepRecord {

@@ -359,27 +359,33 @@ impl RbacArgs {
                      VERSION/PLURAL for the core group), or use --handler to resolve names"
                 );
             }
-            resources.push(rbac::Resource {
-                group: selector.group,
-                plural: selector.name,
-                status: true,
-            });
+            resources.push(rbac::Resource::new(
+                selector.group,
+                selector.name,
+                true,
+                rbac::Access::Served,
+            ));
         }
         if !self.handlers.is_empty() {
             let tls = self.tls.load()?;
             let served = crate::runtime::engine::served_by(&self.handlers, tls.as_ref()).await?;
-            for s in served {
+            for (s, access) in served {
                 if !s.namespaced && !self.all_namespaces {
                     anyhow::bail!(
                         "{} is cluster-scoped: the core needs a ClusterRole for it (use -A)",
                         s.name()
                     );
                 }
-                resources.push(rbac::Resource {
-                    group: s.resource.group,
-                    plural: s.resource.plural,
-                    status: s.has_status,
-                });
+                // The core writes the status of what it serves and of tasks, never of children
+                // or of a task's parent.
+                let writes_status =
+                    s.has_status && matches!(access, rbac::Access::Served | rbac::Access::Task);
+                resources.push(rbac::Resource::new(
+                    s.resource.group,
+                    s.resource.plural,
+                    writes_status,
+                    access,
+                ));
             }
         }
         let rules = rbac::rules(&resources);

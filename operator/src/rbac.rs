@@ -6,6 +6,10 @@
 //! - `list` and `watch` of every served resource (the watches), `patch` of it (progress records,
 //!   the diff-base, the finalizer, handler results without a status subresource);
 //! - `patch` of `<plural>/status` where results go to a status subresource;
+//! - for sync registrations: the parents as served resources, and `create` (server-side apply of
+//!   a new child), `patch` and `delete` of every child type;
+//! - for task registrations: `get` and `delete` of the tasks besides the above, `get` of their
+//!   parents;
 //! - `create` of core `events` (Kopf-style events about the handled objects);
 //! - discovery (`/api`, `/apis`, …), which every authenticated user may read through the
 //!   built-in `system:discovery` ClusterRole — no rule is needed.
@@ -27,6 +31,53 @@ pub struct Resource {
     /// Whether the core writes `/status` (the resource has a status subresource). Unknown
     /// (offline) counts as yes.
     pub status: bool,
+    /// The verbs the core uses on it (see [`Access`]).
+    pub verbs: Vec<&'static str>,
+}
+
+/// What the core does with a resource, and so the verbs it needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Access {
+    /// Served by change handlers, a sync parent: watched and patched.
+    Served,
+    /// A sync registration's child type: watched, applied (created or patched) and deleted.
+    Child,
+    /// A task resource: watched, read, patched and deleted (when its retention ends).
+    Task,
+    /// The parent of a task: read.
+    TaskParent,
+}
+
+impl Access {
+    /// The verbs of this access, in [`VERB_ORDER`].
+    pub fn verbs(self) -> &'static [&'static str] {
+        match self {
+            Access::Served => &RESOURCE_VERBS,
+            Access::Child => &["list", "watch", "create", "patch", "delete"],
+            Access::Task => &["get", "list", "watch", "patch", "delete"],
+            Access::TaskParent => &["get", "list", "watch"],
+        }
+    }
+}
+
+/// The order verbs are printed in.
+pub const VERB_ORDER: [&str; 6] = ["get", "list", "watch", "create", "patch", "delete"];
+
+impl Resource {
+    /// A resource with the verbs of `access`.
+    pub fn new(
+        group: impl Into<String>,
+        plural: impl Into<String>,
+        status: bool,
+        access: Access,
+    ) -> Self {
+        Resource {
+            group: group.into(),
+            plural: plural.into(),
+            status,
+            verbs: access.verbs().to_vec(),
+        }
+    }
 }
 
 /// Where the core serves.
@@ -67,8 +118,8 @@ pub const STATUS_VERBS: [&str; 1] = ["patch"];
 /// The verbs the core uses on core `events`.
 pub const EVENT_VERBS: [&str; 1] = ["create"];
 
-/// The rules for serving `resources`: per API group (sorted), the resources, then their status
-/// subresources, then events.
+/// The rules for serving `resources`: per API group (sorted), the resources by the verbs they
+/// need (a resource named twice gets the union), then their status subresources, then events.
 pub fn rules(resources: &[Resource]) -> Vec<Rule> {
     let mut by_group: BTreeMap<&str, Vec<&Resource>> = BTreeMap::new();
     for r in resources {
@@ -76,14 +127,37 @@ pub fn rules(resources: &[Resource]) -> Vec<Rule> {
     }
     let mut out = Vec::new();
     for (group, members) in by_group {
-        let mut plurals: Vec<String> = members.iter().map(|r| r.plural.clone()).collect();
-        plurals.sort();
-        plurals.dedup();
-        out.push(Rule {
-            api_groups: vec![group.to_owned()],
-            resources: plurals,
-            verbs: RESOURCE_VERBS.to_vec(),
-        });
+        let mut verbs_of: BTreeMap<&str, Vec<&'static str>> = BTreeMap::new();
+        for r in &members {
+            verbs_of
+                .entry(r.plural.as_str())
+                .or_default()
+                .extend(&r.verbs);
+        }
+        let mut by_verbs: BTreeMap<Vec<usize>, Vec<String>> = BTreeMap::new();
+        for (plural, verbs) in verbs_of {
+            let mut order: Vec<usize> = verbs
+                .iter()
+                .filter_map(|v| VERB_ORDER.iter().position(|o| o == v))
+                .collect();
+            order.sort_unstable();
+            order.dedup();
+            by_verbs.entry(order).or_default().push(plural.to_owned());
+        }
+        // The served resources' rule first (the common case), then the others.
+        let served: Vec<usize> = RESOURCE_VERBS
+            .iter()
+            .filter_map(|v| VERB_ORDER.iter().position(|o| o == v))
+            .collect();
+        let mut groups: Vec<(Vec<usize>, Vec<String>)> = by_verbs.into_iter().collect();
+        groups.sort_by_key(|(verbs, _)| *verbs != served);
+        for (verbs, plurals) in groups {
+            out.push(Rule {
+                api_groups: vec![group.to_owned()],
+                resources: plurals,
+                verbs: verbs.into_iter().map(|i| VERB_ORDER[i]).collect(),
+            });
+        }
         let mut statuses: Vec<String> = members
             .iter()
             .filter(|r| r.status)
@@ -190,6 +264,7 @@ mod tests {
             group: "kopf.dev".into(),
             plural: "kopfexamples".into(),
             status: true,
+            verbs: RESOURCE_VERBS.to_vec(),
         }]
     }
 
@@ -202,23 +277,44 @@ mod tests {
     }
 
     #[test]
+    fn sync_children_and_tasks_get_the_verbs_the_core_uses_on_them() {
+        let rules = rules(&[
+            Resource::new("example.dev", "sites", true, Access::Served),
+            Resource::new("", "configmaps", false, Access::Child),
+            Resource::new("example.dev", "repairs", true, Access::Task),
+            Resource::new("example.dev", "clusters", true, Access::TaskParent),
+            Resource::new("example.dev", "clusters", true, Access::Served),
+        ]);
+        assert_eq!(
+            render_rules(&rules, ""),
+            r#"- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
+- apiGroups: ["example.dev"]
+  resources: ["sites"]
+  verbs: ["list", "watch", "patch"]
+- apiGroups: ["example.dev"]
+  resources: ["clusters"]
+  verbs: ["get", "list", "watch", "patch"]
+- apiGroups: ["example.dev"]
+  resources: ["repairs"]
+  verbs: ["get", "list", "watch", "patch", "delete"]
+- apiGroups: ["example.dev"]
+  resources: ["clusters/status", "repairs/status", "sites/status"]
+  verbs: ["patch"]
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create"]
+"#
+        );
+    }
+
+    #[test]
     fn rules_name_exactly_what_the_core_calls_and_no_wildcards() {
         let rules = rules(&[
-            Resource {
-                group: "kopf.dev".into(),
-                plural: "kopfexamples".into(),
-                status: true,
-            },
-            Resource {
-                group: String::new(),
-                plural: "pods".into(),
-                status: false,
-            },
-            Resource {
-                group: "kopf.dev".into(),
-                plural: "another".into(),
-                status: false,
-            },
+            Resource::new("kopf.dev", "kopfexamples", true, Access::Served),
+            Resource::new("", "pods", false, Access::Served),
+            Resource::new("kopf.dev", "another", false, Access::Served),
         ]);
         let text = render_rules(&rules, "");
         assert!(!text.contains('*'), "{text}");

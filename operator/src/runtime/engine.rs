@@ -179,16 +179,19 @@ async fn resolve_until_found(client: &kube::Client, selector: &Selector) -> disc
     }
 }
 
-/// The resources that the handler services at `urls` serve, resolved through discovery as
-/// [`run`] resolves them (for `operon rbac --handler`). Unlike [`run`], it does not wait: a
-/// service that does not answer or a resource that is not found is an error.
+/// The resources that the handler services at `urls` use — served by change handlers, sync
+/// parents and children, tasks and their parents — each with what the core does with it,
+/// resolved through discovery as [`run`] resolves them (for `operon rbac --handler`). Unlike
+/// [`run`], it does not wait: a service that does not answer or a resource that is not found is
+/// an error.
 ///
 /// # Errors
 /// Configuration, an unanswered `Describe`, an invalid manifest, a resource not found.
 pub async fn served_by(
     urls: &[String],
     tls: Option<&crate::runtime::dispatch::ClientTls>,
-) -> Result<Vec<discovery::Served>, ServedByError> {
+) -> Result<Vec<(discovery::Served, crate::rbac::Access)>, ServedByError> {
+    use crate::rbac::Access;
     let kube_config = kube::Config::infer()
         .await
         .map_err(|e| ServedByError::Engine(Error::KubeConfig(e)))?;
@@ -202,11 +205,32 @@ pub async fn served_by(
             service: url.clone(),
             source,
         })?;
-        selectors.extend(regs.handlers.into_iter().map(|r| r.selector));
+        selectors.extend(
+            regs.handlers
+                .into_iter()
+                .map(|r| (r.selector, Access::Served)),
+        );
+        let syncs = sync::registrations(&manifest).map_err(|source| Error::Sync {
+            service: url.clone(),
+            source,
+        })?;
+        for spec in syncs {
+            selectors.insert((spec.parent, Access::Served));
+            selectors.extend(spec.children.into_iter().map(|(c, _)| (c, Access::Child)));
+        }
+        let tasks =
+            crate::runtime::tasks::registrations(&manifest).map_err(|source| Error::Tasks {
+                service: url.clone(),
+                source,
+            })?;
+        for spec in tasks {
+            selectors.insert((spec.task, Access::Task));
+            selectors.insert((spec.parent, Access::TaskParent));
+        }
     }
     let mut served = Vec::new();
-    for selector in &selectors {
-        served.push(discovery::resolve(&client, selector).await?);
+    for (selector, access) in &selectors {
+        served.push((discovery::resolve(&client, selector).await?, *access));
     }
     Ok(served)
 }

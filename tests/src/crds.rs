@@ -10,6 +10,49 @@ use kube::{Api, Client};
 
 use crate::{apply_yaml, wait_for};
 
+/// The sync examples' parents: `Site` (`sites.e2e.operon.dev`, with a status subresource) and
+/// `PlainSite` (`plainsites.e2e.operon.dev`, without one); for [`install_crds`].
+pub const SITES: &str = r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: sites.e2e.operon.dev
+spec:
+  group: e2e.operon.dev
+  scope: Namespaced
+  names: {plural: sites, singular: site, kind: Site}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    subresources: {status: {}}
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec: {type: object, x-kubernetes-preserve-unknown-fields: true}
+          status: {type: object, x-kubernetes-preserve-unknown-fields: true}
+---
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: plainsites.e2e.operon.dev
+spec:
+  group: e2e.operon.dev
+  scope: Namespaced
+  names: {plural: plainsites, singular: plainsite, kind: PlainSite}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec: {type: object, x-kubernetes-preserve-unknown-fields: true}
+          status: {type: object, x-kubernetes-preserve-unknown-fields: true}
+"#;
+
 static INSTALLED: Mutex<Option<HashSet<String>>> = Mutex::new(None);
 
 /// Applies the CRDs in `yaml` (server-side apply, idempotent) and waits until each is

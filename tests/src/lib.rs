@@ -36,7 +36,7 @@ mod widgets;
 
 pub use apply::{apply_yaml, delete_yaml};
 pub use binaries::{Binaries, binaries, go_example, target_dir};
-pub use crds::install_crds;
+pub use crds::{SITES, install_crds};
 pub use history::{History, Observed};
 pub use http::{HttpResponse, Metrics, Sample, http_get, http_request};
 pub use ledger::{Entries, Entry, Ledger};

@@ -19,59 +19,18 @@ use kube::{Api, Client, ResourceExt};
 use operon_e2e::cluster::PlaneLock;
 use operon_e2e::shutdown_app::{AppMode, ShutdownApp, call_back};
 use operon_e2e::{
-    CoreProcess, Entries, HandlerProcess, apply_yaml, http_request, plane, wait_for, with_temp_ns,
+    CoreProcess, Entries, HandlerProcess, SITES, http_request, install_crds, plane, wait_for,
+    with_temp_ns,
 };
 use serde_json::{Value, json};
-use tokio::sync::OnceCell;
 
 const CONVERGED: Duration = Duration::from_secs(90);
-
-const CRD: &str = r#"
-apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata:
-  name: sites.e2e.operon.dev
-spec:
-  group: e2e.operon.dev
-  scope: Namespaced
-  names: {plural: sites, singular: site, kind: Site}
-  versions:
-  - name: v1
-    served: true
-    storage: true
-    subresources: {status: {}}
-    schema:
-      openAPIV3Schema:
-        type: object
-        properties:
-          spec: {type: object, x-kubernetes-preserve-unknown-fields: true}
-          status: {type: object, x-kubernetes-preserve-unknown-fields: true}
-"#;
 
 /// The finalizer the core holds for the example's registration `sites`.
 const FINALIZER: &str = "kopf.zalando.org/sync-sites";
 
-static CRD_INSTALLED: OnceCell<()> = OnceCell::const_new();
-
 fn site_resource() -> ApiResource {
     ApiResource::from_gvk(&GroupVersionKind::gvk("e2e.operon.dev", "v1", "Site"))
-}
-
-async fn install_crd(client: &Client) {
-    CRD_INSTALLED
-        .get_or_init(|| async {
-            apply_yaml(client, "default", CRD)
-                .await
-                .expect("applying the Site CRD");
-            let all: Api<DynamicObject> = Api::all_with(client.clone(), &site_resource());
-            wait_for("Sites to be listable", Duration::from_secs(60), || async {
-                all.list(&ListParams::default().limit(1))
-                    .await
-                    .map(|_| Some(()))
-            })
-            .await;
-        })
-        .await;
 }
 
 /// A fresh namespace with the CRD; every finalizer released afterwards.
@@ -82,7 +41,7 @@ where
 {
     let _lock = PlaneLock::shared().await;
     with_temp_ns(prefix, |client, ns| async move {
-        install_crd(&client).await;
+        install_crds(&client, SITES).await;
         let outcome = tokio::spawn(test(client.clone(), ns.clone())).await;
         let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &site_resource());
         let strip = Patch::Merge(json!({"metadata": {"finalizers": null}}));

@@ -21,53 +21,12 @@ use kube::api::{
 use kube::{Api, Client, ResourceExt};
 use operon_e2e::cluster::{PlaneLock, cluster_dir};
 use operon_e2e::{
-    CoreProcess, Entries, HandlerProcess, Metrics, apply_yaml, plane, wait_for, with_temp_ns,
+    CoreProcess, Entries, HandlerProcess, Metrics, SITES, install_crds, plane, wait_for,
+    with_temp_ns,
 };
 use serde_json::{Value, json};
-use tokio::sync::OnceCell;
 
 const CONVERGED: Duration = Duration::from_secs(90);
-
-const CRDS: &str = r#"
-apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata:
-  name: sites.e2e.operon.dev
-spec:
-  group: e2e.operon.dev
-  scope: Namespaced
-  names: {plural: sites, singular: site, kind: Site}
-  versions:
-  - name: v1
-    served: true
-    storage: true
-    subresources: {status: {}}
-    schema:
-      openAPIV3Schema:
-        type: object
-        properties:
-          spec: {type: object, x-kubernetes-preserve-unknown-fields: true}
-          status: {type: object, x-kubernetes-preserve-unknown-fields: true}
----
-apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata:
-  name: plainsites.e2e.operon.dev
-spec:
-  group: e2e.operon.dev
-  scope: Namespaced
-  names: {plural: plainsites, singular: plainsite, kind: PlainSite}
-  versions:
-  - name: v1
-    served: true
-    storage: true
-    schema:
-      openAPIV3Schema:
-        type: object
-        properties:
-          spec: {type: object, x-kubernetes-preserve-unknown-fields: true}
-          status: {type: object, x-kubernetes-preserve-unknown-fields: true}
-"#;
 
 /// The finalizer the core holds for the example's registration `sites`.
 const FINALIZER: &str = "kopf.zalando.org/sync-sites";
@@ -87,33 +46,8 @@ async fn example_binary(lang: Lang) -> PathBuf {
     }
 }
 
-static CRDS_INSTALLED: OnceCell<()> = OnceCell::const_new();
-
 fn resource(kind: &str) -> ApiResource {
     ApiResource::from_gvk(&GroupVersionKind::gvk("e2e.operon.dev", "v1", kind))
-}
-
-async fn install_crds(client: &Client) {
-    CRDS_INSTALLED
-        .get_or_init(|| async {
-            apply_yaml(client, "default", CRDS)
-                .await
-                .expect("applying the Site CRDs");
-            for kind in ["Site", "PlainSite"] {
-                let all: Api<DynamicObject> = Api::all_with(client.clone(), &resource(kind));
-                wait_for(
-                    &format!("{kind} to be listable"),
-                    Duration::from_secs(60),
-                    || async {
-                        all.list(&ListParams::default().limit(1))
-                            .await
-                            .map(|_| Some(()))
-                    },
-                )
-                .await;
-            }
-        })
-        .await;
 }
 
 /// Strips every finalizer in `ns` that a failed test may leave (parents and held Services).
@@ -152,7 +86,7 @@ where
 {
     let _lock = PlaneLock::shared().await;
     with_temp_ns(prefix, |client, ns| async move {
-        install_crds(&client).await;
+        install_crds(&client, SITES).await;
         let outcome = tokio::spawn(test(client.clone(), ns.clone())).await;
         release(&client, &ns).await;
         if let Err(err) = outcome {

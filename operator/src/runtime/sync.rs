@@ -160,7 +160,8 @@ fn hook(id: &str, h: &pb::ShutdownHook) -> Result<Hook, Error> {
     })
 }
 
-fn selector(r: Option<&pb::ResourceSelector>) -> Option<Selector> {
+/// A registration's resource selector; `None` when it names no resource.
+pub(crate) fn selector(r: Option<&pb::ResourceSelector>) -> Option<Selector> {
     r.filter(|r| !r.name.is_empty()).map(|r| Selector {
         group: r.group.clone(),
         version: r.version.clone(),

@@ -58,6 +58,7 @@ use crate::runtime::dispatch::{ClientTls, GrpcService};
 use crate::runtime::locks::{self, LockKey, ParentLocks};
 use crate::runtime::metrics::Metrics;
 use crate::runtime::readmodel::{HandlerView, ObjectView, ReadModel};
+use crate::runtime::sync::selector;
 
 /// The default of `--task-retention`: finished tasks are kept a day.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(24 * 3600);
@@ -118,14 +119,6 @@ pub struct TaskSpec {
     pub retention: Option<Duration>,
     /// A deadline for the whole call; `None`: none.
     pub timeout: Option<Duration>,
-}
-
-fn selector(r: Option<&pb::ResourceSelector>) -> Option<Selector> {
-    r.filter(|r| !r.name.is_empty()).map(|r| Selector {
-        group: r.group.clone(),
-        version: r.version.clone(),
-        name: r.name.clone(),
-    })
 }
 
 /// The task registrations of a manifest.

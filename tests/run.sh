@@ -19,6 +19,9 @@ CACHE=${OPERON_CACHE:-$HOME/.cache/operon}
 step() { echo; echo "==> [$(date +%H:%M:%S)] $*"; }
 t0=$(date +%s)
 
+step "prerequisites (deploy/local/prereqs.sh: installs what a fresh machine lacks)"
+deploy/local/prereqs.sh
+
 step "cargo fmt --check"
 cargo fmt --all --check
 

@@ -719,6 +719,12 @@ async fn a_task_deleted_while_the_core_is_down_is_recorded_cancelled_by_the_next
             t.data["status"]["phase"] == "Running" && t.finalizers().contains(&FINALIZER.to_owned())
         })
         .await;
+        // The core writes Running before it calls the service: wait until the run has begun.
+        wait_for("the handler to start doomed", DEADLINE, || async {
+            let started = !s.ledger().object("doomed").outcome("started").is_empty();
+            Ok::<_, kube::Error>(started.then_some(()))
+        })
+        .await;
         s.core.kill();
         s.tasks
             .delete("doomed", &DeleteParams::default())

@@ -7,6 +7,7 @@ pub mod discovery;
 pub mod dispatch;
 pub mod engine;
 pub mod events;
+pub mod indexing;
 pub mod locks;
 pub mod metrics;
 pub mod observer;

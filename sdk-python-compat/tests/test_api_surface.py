@@ -102,7 +102,7 @@ def test_settings_fields():
     assert settings.persistence.finalizer == 'kopf.zalando.org/KopfFinalizerMarker'
     assert settings.execution.default_backoff == 60
     assert settings.posting.enabled and settings.posting.level == 20
-    settings.watching.server_timeout = 10  # accepted (and ignored on Operon)
+    settings.watching.server_timeout = 10  # no effect on Operon: warned at start-up (tests/test_accounting.py)
     assert isinstance(settings.persistence.progress_storage, kopf.SmartProgressStorage)
 
 

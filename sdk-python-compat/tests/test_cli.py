@@ -253,3 +253,42 @@ def test_namespace_patterns_are_refused(registry):
     with pytest.raises(running.OperatorError, match='patterns are not supported'):
         import asyncio
         asyncio.run(running.operator(namespaces=['app-*'], registry=registry))
+
+
+def test_settings_that_operon_refuses_stop_kopf_run_after_the_startup_handlers(tmp_path, registry):
+    path = tmp_path / 'operator.py'
+    path.write_text(OPERATOR.replace('logger.info("STARTUP RAN")', textwrap.dedent('''\
+        logger.info("STARTUP RAN")
+            settings.watching.reconnect_backoff = 1
+            settings.peering.priority = 10
+            settings.watching.server_timeout = 600''')).replace('def startup_fn(logger,', 'def startup_fn(settings, logger,'))
+    with KopfRunner(['run', '-A', str(path)], registry=registry, reraise=False, timeout=30) as runner:
+        pass
+    assert runner.exit_code == 1
+    assert isinstance(runner.exception, running.OperatorError)
+    assert runner.output.index('STARTUP RAN') < runner.output.index("Kopf's settings ask for what Operon does not do")
+    assert ("settings.peering.priority=10 is not supported on Operon: Operon does not take part in Kopf's "
+            "peering") in runner.output
+    assert "settings.watching.reconnect_backoff=1 is not supported on Operon: the core does its own watching" in runner.output
+    assert "settings.watching.server_timeout=600 has no effect on Operon" in runner.output  # only warned
+
+
+def test_kopfs_peering_options_are_refused_by_name(capsys, monkeypatch):
+    for args, option in [(['--dev'], '--dev'), (['-p', '5'], '--priority'), (['-P', 'x'], '--peering')]:
+        with pytest.raises(SystemExit) as exc_info:
+            cli.main(['run', '-A', *args, 'f.py'])
+        assert exc_info.value.code == 2
+        assert f'kopf run: error: {option}' in capsys.readouterr().err
+    monkeypatch.setenv('KOPF_RUN_PEERING', 'example')
+    with pytest.raises(SystemExit):
+        cli.main(['run', '-A', 'f.py'])
+    assert '--peering (or $KOPF_RUN_PEERING) is not supported on Operon' in capsys.readouterr().err
+
+
+def test_the_inactivity_timeout_is_the_cores_watch_silence_timeout(settings):
+    def argv() -> list[str]:
+        return running.core_argv(binary='operon', address='127.0.0.1:1', settings=settings,
+                                 clusterwide=True, namespaces=[], standalone=False, http='127.0.0.1:2')
+    assert '--watch-silence-timeout' not in argv()  # Kopf's default: the core's own
+    settings.watching.inactivity_timeout = 120
+    assert argv()[-2:] == ['--watch-silence-timeout', '120.0']

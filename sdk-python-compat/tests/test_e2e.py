@@ -63,7 +63,7 @@ def test_kopf_run_handles_an_object_on_the_real_plane(plane, namespace, tmp_path
     operator_py.write_text(OPERATOR)
     settings = kopf.OperatorSettings()
     settings.execution.default_backoff = 1
-    settings.watching.server_timeout = 10  # as Kopf's e2e tests set it: accepted, ignored.
+    settings.watching.server_timeout = 10  # as Kopf's e2e tests set it: no effect here (warned at start-up).
     obj = ['-n', namespace, '-f', str(EXAMPLES / 'obj.yaml')]
     ref = f'[{namespace}/kopf-example-1]'
 

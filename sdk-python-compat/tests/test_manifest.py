@@ -139,15 +139,15 @@ def test_same_id_for_the_same_kind_serves_the_first(registry):
     assert result.skipped[0].handler_id == 'x'
 
 
-def test_indexers_and_webhooks_are_not_served(registry, caplog):
+def test_webhooks_are_not_served_and_indexers_are(registry, caplog):
     kopf.index('pods', id='idx')(module_level_fn)
     kopf.on.validate('pods', id='val')(module_level_fn)
     result = build(registry)
-    assert not result.manifest.handlers
-    assert [s.handler_id for s in result.skipped] == ['idx', 'val']
+    assert [(h.id, h.kind) for h in result.manifest.handlers] == [('idx', pb.HANDLER_KIND_INDEX)]
+    assert [s.handler_id for s in result.skipped] == ['val']
     caplog.set_level(logging.WARNING)
     manifests.warn_skipped(result)
-    assert "Handler 'idx' is not served: indexing handlers are not supported" in caplog.text
+    assert "Handler 'val' is not served: admission webhooks are not served" in caplog.text
 
 
 def test_activities_are_not_in_the_manifest(registry):

@@ -29,10 +29,10 @@ from typing import Any
 
 import pytest
 
+import realkopf
+
 pytestmark = pytest.mark.e2e
 
-KOPF_VERSION = '1.45.2'
-KOPF_VENV = pathlib.Path(os.environ.get('OPERON_CACHE', pathlib.Path.home() / '.cache' / 'operon')) / 'venv-kopf'
 PREFIX = 'kopf.zalando.org'
 DIFFBASE = f'{PREFIX}/last-handled-configuration'
 DELAY = 12  # seconds: the slow handlers' TemporaryError delay; the switch-over happens within it
@@ -98,19 +98,10 @@ OURS = {'quick_a', 'quick_b', 'slow', 'parent', 'parent/sub_ok', 'parent/sub_slo
 @pytest.fixture(scope='module')
 def real_kopf() -> str:
     """ Kopf from PyPI in its own venv (created if missing); skipped if it cannot be installed. """
-    python = KOPF_VENV / 'bin' / 'python'
-    check = [str(python), '-c', "import importlib.metadata as m; print(m.version('kopf'))"]
-    installed = python.exists() and subprocess.run(check, capture_output=True, text=True).stdout.strip()
-    if installed != KOPF_VERSION:
-        try:
-            if not python.exists():
-                subprocess.run([sys.executable, '-m', 'venv', str(KOPF_VENV)], check=True,
-                               capture_output=True, timeout=120)
-            subprocess.run([str(python), '-m', 'pip', 'install', '-q', '--disable-pip-version-check',
-                            f'kopf=={KOPF_VERSION}'], check=True, capture_output=True, timeout=600)
-        except (OSError, subprocess.SubprocessError) as e:
-            pytest.skip(f"Kopf {KOPF_VERSION} is not available in {KOPF_VENV} and cannot be installed: {e}")
-    return str(KOPF_VENV / 'bin' / 'kopf')
+    try:
+        return str(realkopf.kopf_venv() / 'kopf')
+    except realkopf.KopfUnavailable as e:
+        pytest.skip(str(e))
 
 
 class Operator:

@@ -49,8 +49,8 @@ plane_dir=${KOPF_E2E_CLUSTER_DIR:-$CACHE/cluster-kopf-e2e}
 tree="$src_dir/kopf-$KOPF_VERSION"
 
 # Examples whose tests fail for a reason outside this package (see README.md, "Kopf compatibility").
-# (none at present: 16-indexing and 17-admission pass although indices and admission webhooks are
-# not served yet, which their tests do not exercise.)
+# (none at present. 16-indexing runs with indexes served by the core and the SDK; 17-admission
+# passes although admission webhooks are not served yet, which its test does not exercise.)
 declare -A KNOWN_GAPS=()
 
 # --- the venv: our package + what Kopf's e2e suite and examples need (not Kopf) -----------------

@@ -23,6 +23,9 @@ pub enum HandlerKind {
     Timer,
     /// `@kopf.daemon`: one long-running call per matching object while it exists.
     Daemon,
+    /// `@kopf.index`: fed every watch event of its resource, unfiltered, before the object's
+    /// cycle; the service keeps the index (`runtime::indexing`).
+    Index,
 }
 
 /// The reason of a change-handling cycle, as stored in a progress record's `purpose`.

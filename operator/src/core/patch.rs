@@ -8,6 +8,8 @@
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 
+use crate::core::persistence::diff::{DiffItem, DiffScope, diff_with_scope};
+
 /// A JSON merge patch (RFC 7386) of an object: a JSON object whose `null`s delete fields.
 ///
 /// # Guarantees
@@ -207,6 +209,47 @@ impl<'de> Deserialize<'de> for MergePatch {
     }
 }
 
+/// Fields Kubernetes removes when they are set empty: an empty value there is no inconsistency.
+const KNOWN_INCONSISTENCIES: [&[&str]; 3] = [
+    &["metadata", "annotations"],
+    &["metadata", "finalizers"],
+    &["metadata", "labels"],
+];
+
+/// The fields of a merge patch that did not come back in the API server's answer — a result on a
+/// kind whose status is not writable, a field the schema pruned (Kopf's `patch_and_check`, which
+/// logs them as "Merge-patching finished with inconsistencies"). Only the patch's own fields are
+/// compared; an empty value of a field that Kubernetes drops when empty (labels, annotations,
+/// finalizers) is not counted.
+pub fn inconsistencies(patch: &Value, result: &Value) -> Vec<DiffItem> {
+    diff_with_scope(Some(patch), Some(result), DiffScope::Left)
+        .into_iter()
+        .filter(|item| {
+            let falsy = |v: &Option<Value>| v.as_ref().is_none_or(py_falsy);
+            !(falsy(&item.old)
+                && falsy(&item.new)
+                && KNOWN_INCONSISTENCIES.iter().any(|known| {
+                    item.path
+                        .iter()
+                        .map(String::as_str)
+                        .eq(known.iter().copied())
+                }))
+        })
+        .collect()
+}
+
+/// Python's truthiness of a JSON value, negated.
+fn py_falsy(value: &Value) -> bool {
+    match value {
+        Value::Null => true,
+        Value::Bool(b) => !b,
+        Value::Number(n) => n.as_f64() == Some(0.0),
+        Value::String(s) => s.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -380,5 +423,27 @@ mod tests {
         assert_eq!(value, json!({"a": {"b": null}}));
         assert_eq!(MergePatch::from(value.as_object().unwrap().clone()), patch);
         assert_eq!(patch.as_map().len(), 1);
+    }
+
+    #[test]
+    fn inconsistencies_are_the_patched_fields_that_did_not_come_back() {
+        use serde_json::json;
+        let patch = json!({"status": {"create_fn": {"x": 1}}, "spec": {"a": 1, "gone": null},
+            "metadata": {"labels": {}, "annotations": {"k": "v"}}});
+        // The server dropped the status (no writable status) and kept the rest.
+        let result = json!({"spec": {"a": 1, "b": 2}, "metadata": {"name": "n",
+            "annotations": {"k": "v"}}});
+        let found = inconsistencies(&patch, &result);
+        assert_eq!(
+            crate::core::persistence::diff::to_value(&found),
+            json!([["remove", ["status"], {"create_fn": {"x": 1}}, null]])
+        );
+        // Everything came back: nothing to say.
+        let result = json!({"status": {"create_fn": {"x": 1}}, "spec": {"a": 1},
+            "metadata": {"annotations": {"k": "v"}}});
+        assert!(inconsistencies(&patch, &result).is_empty());
+        // An empty label set that Kubernetes removed is not an inconsistency, a label is.
+        let patch = json!({"metadata": {"labels": {"x": "y"}}});
+        assert_eq!(inconsistencies(&patch, &json!({"metadata": {}})).len(), 1);
     }
 }

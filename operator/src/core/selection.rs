@@ -37,7 +37,9 @@ fn traits(handler: &Handler) -> Option<Traits> {
         HandlerKind::Delete => (Some(Reason::Delete), false, false),
         HandlerKind::Resume => (None, true, false),
         HandlerKind::Field => (None, false, true),
-        HandlerKind::Event | HandlerKind::Timer | HandlerKind::Daemon => return None,
+        HandlerKind::Event | HandlerKind::Timer | HandlerKind::Daemon | HandlerKind::Index => {
+            return None;
+        }
     };
     Some(Traits {
         reason,

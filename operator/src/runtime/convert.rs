@@ -16,8 +16,8 @@ pub enum Error {
     /// A handler has no id.
     #[error("a handler has an empty id")]
     EmptyId,
-    /// Two handlers of the same kind share an id.
-    #[error("handler id {0:?} is used twice for the same kind")]
+    /// Two handlers of the same kind share an id for the same resource.
+    #[error("handler id {0:?} is used twice for the same kind and resource")]
     DuplicateId(String),
     /// A handler's kind is unknown to this core.
     #[error("handler {id:?} has an unknown or unsupported kind ({kind})")]
@@ -101,8 +101,14 @@ pub fn manifest(m: &pb::Manifest) -> Result<Registrations, Error> {
             return Err(Error::EmptyId);
         }
         // One function under several decorators (`@on.resume` + `@on.create`) is one id with
-        // several kinds: one progress record, run at most once per cycle (Kopf's dedup).
-        if !seen.insert((h.id.clone(), h.kind)) {
+        // several kinds: one progress record, run at most once per cycle (Kopf's dedup). One id
+        // may serve several resources (handlers registered in a loop): Kopf keys them per
+        // resource, and so do the progress records (they live on each object).
+        let resource_key = h
+            .resource
+            .as_ref()
+            .map(|r| (r.group.clone(), r.version.clone(), r.name.clone()));
+        if !seen.insert((h.id.clone(), h.kind, resource_key)) {
             return Err(Error::DuplicateId(h.id.clone()));
         }
         let kind = match pb::HandlerKind::try_from(h.kind) {
@@ -114,6 +120,7 @@ pub fn manifest(m: &pb::Manifest) -> Result<Registrations, Error> {
             Ok(pb::HandlerKind::Event) => HandlerKind::Event,
             Ok(pb::HandlerKind::Timer) => HandlerKind::Timer,
             Ok(pb::HandlerKind::Daemon) => HandlerKind::Daemon,
+            Ok(pb::HandlerKind::Index) => HandlerKind::Index,
             Ok(kind @ (pb::HandlerKind::Sync | pb::HandlerKind::Task)) => {
                 out.unsupported.push((h.id.clone(), kind.as_str_name()));
                 continue;
@@ -517,6 +524,16 @@ mod tests {
         resume.kind = pb::HandlerKind::Resume as i32;
         let m = pb::Manifest {
             handlers: vec![h("a"), resume],
+            ..Default::default()
+        };
+        assert_eq!(manifest(&m).unwrap().handlers.len(), 2);
+        // The same id and kind for another resource: handlers registered in a loop.
+        let mut other = h("a");
+        if let Some(r) = other.resource.as_mut() {
+            r.name = "others".into();
+        }
+        let m = pb::Manifest {
+            handlers: vec![h("a"), other],
             ..Default::default()
         };
         assert_eq!(manifest(&m).unwrap().handlers.len(), 2);

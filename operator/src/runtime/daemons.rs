@@ -642,6 +642,7 @@ mod tests {
             timers: Default::default(),
             daemons: Default::default(),
             locks: Default::default(),
+            indexing: Arc::new(crate::runtime::indexing::Gate::new(0)),
         })
     }
 
@@ -669,6 +670,7 @@ mod tests {
                 has_status: false,
             },
             handlers: vec![bound.clone()],
+            indexers: Vec::new(),
             extra_fields: Vec::new(),
         });
         (res, bound)

@@ -129,6 +129,35 @@ pub struct Call {
     pub resource: Option<pb::ResolvedResource>,
 }
 
+impl Call {
+    /// A call of `handler_id` about `body` with no cause of its own (a raw event, a timer's
+    /// tick, an index event, a filter check): no reason, no essences, no retries, no trace;
+    /// set what differs with struct-update syntax.
+    pub fn about(
+        handler_id: &str,
+        body: Value,
+        deadline: Duration,
+        resource: pb::ResolvedResource,
+    ) -> Self {
+        Call {
+            handler_id: handler_id.to_owned(),
+            reason: None,
+            body,
+            old: None,
+            new: None,
+            diff: Value::Array(Vec::new()),
+            retry: 0,
+            started: None,
+            subhandlers: Vec::new(),
+            event_type: String::new(),
+            attempt_id: String::new(),
+            deadline,
+            traceparent: None,
+            resource: Some(resource),
+        }
+    }
+}
+
 /// Something that runs handlers: a handler service.
 #[tonic::async_trait]
 pub trait Dispatch: Send + Sync + 'static {
@@ -138,6 +167,12 @@ pub trait Dispatch: Send + Sync + 'static {
     async fn describe(&self) -> Result<pb::Manifest, Error>;
     /// Calls one handler.
     async fn invoke(&self, call: Call) -> Result<Answer, Error>;
+    /// Whether the handler's callback filters accept the object of `call`, without running it
+    /// (`Match`). A service that cannot tell is taken to match.
+    async fn matches(&self, call: Call) -> Result<bool, Error> {
+        let _ = call;
+        Ok(true)
+    }
     /// Starts a daemon (`call` carries its handler, body, retry and start); `inputs` feeds it
     /// while it runs. Dropping the returned stream cancels the call.
     async fn daemon(
@@ -352,6 +387,44 @@ fn to_json(v: &Value) -> Vec<u8> {
     serde_json::to_vec(v).unwrap_or_default()
 }
 
+/// The `InvokeRequest` of a call, with its deadline and trace context.
+fn invoke_request(call: Call) -> tonic::Request<pb::InvokeRequest> {
+    let mut request = tonic::Request::new(pb::InvokeRequest {
+        handler_id: call.handler_id,
+        reason: reason(call.reason),
+        body_json: to_json(&call.body),
+        old_json: call.old.as_ref().map(to_json).unwrap_or_default(),
+        new_json: call.new.as_ref().map(to_json).unwrap_or_default(),
+        diff_json: to_json(&call.diff),
+        retry: call.retry,
+        started: call.started.map(convert::to_timestamp),
+        subhandlers: call
+            .subhandlers
+            .into_iter()
+            .map(|s| pb::Record {
+                id: s.id,
+                started: s.started.map(convert::to_timestamp),
+                retries: s.retries,
+                success: s.success,
+                failure: s.failure,
+                message: s.message.unwrap_or_default(),
+                delayed: s.delayed.map(convert::to_timestamp),
+            })
+            .collect(),
+        event_type: call.event_type,
+        attempt_id: call.attempt_id,
+        resource: call.resource,
+    });
+    request.set_timeout(call.deadline);
+    if let Some(tp) = call
+        .traceparent
+        .and_then(|tp| tonic::metadata::MetadataValue::try_from(tp).ok())
+    {
+        request.metadata_mut().insert("traceparent", tp);
+    }
+    request
+}
+
 #[tonic::async_trait]
 impl Dispatch for GrpcService {
     fn name(&self) -> &str {
@@ -379,39 +452,7 @@ impl Dispatch for GrpcService {
 
     async fn invoke(&self, call: Call) -> Result<Answer, Error> {
         let deadline = call.deadline;
-        let mut request = tonic::Request::new(pb::InvokeRequest {
-            handler_id: call.handler_id,
-            reason: reason(call.reason),
-            body_json: to_json(&call.body),
-            old_json: call.old.as_ref().map(to_json).unwrap_or_default(),
-            new_json: call.new.as_ref().map(to_json).unwrap_or_default(),
-            diff_json: to_json(&call.diff),
-            retry: call.retry,
-            started: call.started.map(convert::to_timestamp),
-            subhandlers: call
-                .subhandlers
-                .into_iter()
-                .map(|s| pb::Record {
-                    id: s.id,
-                    started: s.started.map(convert::to_timestamp),
-                    retries: s.retries,
-                    success: s.success,
-                    failure: s.failure,
-                    message: s.message.unwrap_or_default(),
-                    delayed: s.delayed.map(convert::to_timestamp),
-                })
-                .collect(),
-            event_type: call.event_type,
-            attempt_id: call.attempt_id,
-            resource: call.resource,
-        });
-        request.set_timeout(deadline);
-        if let Some(tp) = call
-            .traceparent
-            .and_then(|tp| tonic::metadata::MetadataValue::try_from(tp).ok())
-        {
-            request.metadata_mut().insert("traceparent", tp);
-        }
+        let request = invoke_request(call);
         let mut client = self.client.clone();
         // The client-side timer too: a server that never answers must not hold the worker.
         let response =
@@ -428,6 +469,22 @@ impl Dispatch for GrpcService {
             {
                 Err(Error::Deadline(deadline))
             }
+            Err(status) => Err(Error::Transport(status)),
+        }
+    }
+
+    async fn matches(&self, call: Call) -> Result<bool, Error> {
+        let deadline = call.deadline;
+        let request = invoke_request(call);
+        let mut client = self.client.clone();
+        let response =
+            tokio::time::timeout(deadline + Duration::from_secs(1), client.r#match(request))
+                .await
+                .map_err(|_| Error::Deadline(deadline))?;
+        match response {
+            Ok(r) => Ok(r.into_inner().matched),
+            // A service written before `Match` existed: as before, the handler is taken to match.
+            Err(status) if status.code() == tonic::Code::Unimplemented => Ok(true),
             Err(status) => Err(Error::Transport(status)),
         }
     }

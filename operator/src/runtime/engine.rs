@@ -12,6 +12,7 @@ use kube::Api;
 use kube::api::DynamicObject;
 use kube::runtime::{WatchStreamExt, watcher};
 
+use crate::core::model::HandlerKind;
 use crate::core::persistence::{DiffBaseStorage, KeyConvention, ProgressStorage};
 use crate::runtime::convert::{self, Registration, Selector};
 use crate::runtime::discovery;
@@ -409,23 +410,53 @@ impl Generation<'_> {
             }
         }
 
-        let mut resources = Vec::new();
-        for (selector, regs) in &by_selector {
+        // Resolve every selector. Selectors that name one resource (`'namespace'` and
+        // `('v1', 'namespace')`) are served as one resource with one watch, as Kopf merges them;
+        // the same handler reached through both is served once.
+        let mut merged: Vec<(discovery::Served, Vec<(Registration, usize)>)> = Vec::new();
+        for (selector, regs) in by_selector {
             let served = tokio::select! {
-                served = resolve_until_found(&client, selector) => served,
+                served = resolve_until_found(&client, &selector) => served,
                 () = stop.as_mut() => {
                     tracing::info!("Stop requested while waiting for the resources.");
                     return Ok(Ending::Stop);
                 }
             };
+            let slot = match merged.iter().position(|(s, _)| same_resource(s, &served)) {
+                Some(slot) => slot,
+                None => {
+                    merged.push((served, Vec::new()));
+                    merged.len() - 1
+                }
+            };
+            let (served, list) = &mut merged[slot];
+            for (reg, i) in regs {
+                match list.iter().find(|(r, _)| r.handler.id == reg.handler.id) {
+                    Some((_, j)) if *j != i => {
+                        return Err(Error::Conflict {
+                            id: reg.handler.id.clone(),
+                            resource: served.name(),
+                            first: services[*j].name().to_owned(),
+                            second: services[i].name().to_owned(),
+                        });
+                    }
+                    Some((r, _)) if r.handler.kind == reg.handler.kind => {
+                        tracing::debug!(handler = %reg.handler.id, resource = %served.name(), selector = %selector, "The handler is registered for this resource under another selector too; serving it once.");
+                    }
+                    _ => list.push((reg, i)),
+                }
+            }
+        }
+        let mut resources = Vec::new();
+        for (served, regs) in merged {
             tracing::info!(resource = %served.name(), namespaced = served.namespaced, status_subresource = served.has_status, "Serving the resource.");
-            let handlers: Vec<Bound> = regs
+            let (indexers, handlers): (Vec<Bound>, Vec<Bound>) = regs
                 .iter()
                 .map(|(reg, i)| Bound {
                     handler: reg.handler.clone(),
                     service: Arc::clone(&services[*i]),
                 })
-                .collect();
+                .partition(|b| b.handler.kind == HandlerKind::Index);
             let mut extra_fields: Vec<Vec<String>> = handlers
                 .iter()
                 .filter_map(|b| b.handler.filters.field.clone())
@@ -435,6 +466,7 @@ impl Generation<'_> {
             resources.push(Arc::new(ResourceCtx {
                 served,
                 handlers,
+                indexers,
                 extra_fields,
             }));
         }
@@ -453,6 +485,25 @@ impl Generation<'_> {
         });
 
         let locks = Arc::new(crate::runtime::locks::ParentLocks::default());
+        let scopes_of = |res: &ResourceCtx| -> Vec<Option<String>> {
+            if res.served.namespaced && !config.namespaces.is_empty() {
+                config.namespaces.iter().cloned().map(Some).collect()
+            } else {
+                vec![None]
+            }
+        };
+        let indexed_scopes = resources
+            .iter()
+            .filter(|r| !r.indexers.is_empty())
+            .map(|r| scopes_of(r).len())
+            .sum();
+        if indexed_scopes > 0 {
+            tracing::info!(
+                scopes = indexed_scopes,
+                "Handlers wait until the indexes are fed their initial listings."
+            );
+        }
+        let gate = Arc::new(crate::runtime::indexing::Gate::new(indexed_scopes));
         let env = Arc::new(Env {
             client: client.clone(),
             settings,
@@ -461,6 +512,7 @@ impl Generation<'_> {
             timers: Default::default(),
             daemons: Default::default(),
             locks: Arc::clone(&locks),
+            indexing: Arc::clone(&gate),
         });
         let queue = Queue::new(
             Arc::clone(&env),
@@ -471,22 +523,21 @@ impl Generation<'_> {
 
         let mut watches = Vec::new();
         for (index, res) in resources.iter().enumerate() {
-            let scopes: Vec<Option<String>> =
-                if res.served.namespaced && !config.namespaces.is_empty() {
-                    config.namespaces.iter().cloned().map(Some).collect()
-                } else {
-                    vec![None]
-                };
-            for ns in scopes {
+            for ns in scopes_of(res) {
                 let api: Api<DynamicObject> = match &ns {
                     Some(ns) => Api::namespaced_with(client.clone(), ns, &res.served.resource),
                     None => Api::all_with(client.clone(), &res.served.resource),
                 };
                 watches.push(tokio::spawn(watch(
-                    Arc::clone(&queue),
-                    Arc::clone(shared),
-                    index,
-                    ns,
+                    Scope {
+                        queue: Arc::clone(&queue),
+                        shared: Arc::clone(shared),
+                        res: Arc::clone(res),
+                        gate: Arc::clone(&gate),
+                        index,
+                        namespace: ns,
+                        call_timeout: config.call_timeout,
+                    },
                     api,
                     config.watch_silence_timeout,
                 )));
@@ -642,6 +693,12 @@ async fn watch_manifests(
     }
 }
 
+/// Two selectors resolved to the same resource (group, version and plural).
+fn same_resource(a: &discovery::Served, b: &discovery::Served) -> bool {
+    (&a.resource.group, &a.resource.version, &a.resource.plural)
+        == (&b.resource.group, &b.resource.version, &b.resource.plural)
+}
+
 fn key_of(index: usize, obj: &DynamicObject) -> Key {
     (
         index,
@@ -650,15 +707,47 @@ fn key_of(index: usize, obj: &DynamicObject) -> Key {
     )
 }
 
-async fn watch(
+/// One watch: a resource in one namespace (or all), and where its events go.
+struct Scope {
     queue: Arc<Queue>,
     shared: Arc<Shared>,
+    res: Arc<ResourceCtx>,
+    gate: Arc<crate::runtime::indexing::Gate>,
     index: usize,
     namespace: Option<String>,
-    api: Api<DynamicObject>,
-    silence: Duration,
-) {
+    call_timeout: Duration,
+}
+
+impl Scope {
+    /// Feeds the index handlers (if any), then queues the object for its cycle (if the resource
+    /// has other handlers).
+    async fn observe(&self, obj: DynamicObject, seen: Seen) {
+        use crate::runtime::indexing::{self, Event};
+        if !self.res.indexers.is_empty() {
+            let event = match seen {
+                Seen::Listed => Event::Added,
+                Seen::Applied => Event::Modified,
+                Seen::Deleted => Event::Deleted,
+            };
+            match serde_json::to_value(&obj) {
+                Ok(body) => indexing::feed(&self.res, event, &body, self.call_timeout).await,
+                Err(err) => tracing::error!(error = %err, "Cannot serialise a watched object."),
+            }
+        }
+        if !self.res.handlers.is_empty() {
+            observe(&self.queue, key_of(self.index, &obj), obj, seen);
+        }
+    }
+}
+
+async fn watch(scope: Scope, api: Api<DynamicObject>, silence: Duration) {
+    let Scope {
+        index,
+        ref namespace,
+        ..
+    } = scope;
     let mut counted = false;
+    let mut indexed = crate::runtime::indexing::Listing::default();
     loop {
         let mut stream = watcher(api.clone(), watcher::Config::default().timeout(290))
             .default_backoff()
@@ -681,31 +770,41 @@ async fn watch(
                 }
             };
             match event {
-                watcher::Event::Init => listing = Some(HashSet::new()),
+                watcher::Event::Init => {
+                    listing = Some(HashSet::new());
+                    indexed.begin();
+                }
                 watcher::Event::InitApply(obj) => {
                     let key = key_of(index, &obj);
+                    indexed.add(&key.1, &key.2);
                     if let Some(l) = listing.as_mut() {
-                        l.insert(key.clone());
+                        l.insert(key);
                     }
-                    observe(&queue, key, obj, Seen::Listed);
+                    scope.observe(obj, Seen::Listed).await;
                 }
                 watcher::Event::InitDone => {
                     if let Some(listed) = listing.take() {
-                        queue.sweep(index, namespace.as_deref(), &listed);
+                        scope.queue.sweep(index, namespace.as_deref(), &listed);
+                    }
+                    if let Some(listed) = indexed.finish() {
+                        crate::runtime::indexing::listed(
+                            &scope.res,
+                            namespace.as_deref(),
+                            listed.iter().map(|(ns, n)| (ns.as_str(), n.as_str())),
+                            scope.call_timeout,
+                        )
+                        .await;
                     }
                     if !counted {
                         counted = true;
-                        shared.watches_listed.fetch_add(1, Ordering::Relaxed);
+                        scope.shared.watches_listed.fetch_add(1, Ordering::Relaxed);
+                        if !scope.res.indexers.is_empty() {
+                            scope.gate.listed();
+                        }
                     }
                 }
-                watcher::Event::Apply(obj) => {
-                    let key = key_of(index, &obj);
-                    observe(&queue, key, obj, Seen::Applied);
-                }
-                watcher::Event::Delete(obj) => {
-                    let key = key_of(index, &obj);
-                    observe(&queue, key, obj, Seen::Deleted);
-                }
+                watcher::Event::Apply(obj) => scope.observe(obj, Seen::Applied).await,
+                watcher::Event::Delete(obj) => scope.observe(obj, Seen::Deleted).await,
             }
         }
     }

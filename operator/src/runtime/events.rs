@@ -21,7 +21,25 @@ fn cut(message: &str) -> String {
     format!("{head}...{tail}")
 }
 
-/// The Event object Kopf would post about `about`.
+/// The object an Event is about, as Kopf's `build_object_reference` gives it: `about` is either a
+/// whole object (name, uid, namespace under `metadata`) or a flat reference (`{apiVersion, kind,
+/// name, uid, namespace}`, what Kopf's SDKs send for `kopf.event()` about another object).
+pub fn reference(about: &Value) -> Value {
+    let from = about
+        .get("metadata")
+        .filter(|m| m.is_object())
+        .unwrap_or(about);
+    json!({
+        "apiVersion": about.get("apiVersion"),
+        "kind": about.get("kind"),
+        "name": from.get("name"),
+        "uid": from.get("uid"),
+        "namespace": from.get("namespace"),
+    })
+}
+
+/// The Event object Kopf would post about `about` (an object or a flat reference, see
+/// [`reference`]).
 pub fn build(
     about: &Value,
     type_: &str,
@@ -29,11 +47,12 @@ pub fn build(
     message: &str,
     now: jiff::Timestamp,
 ) -> Value {
-    let m = about.get("metadata").cloned().unwrap_or(Value::Null);
-    let namespace = m
+    let involved = reference(about);
+    let namespace = involved
         .get("namespace")
         .and_then(Value::as_str)
-        .unwrap_or("default");
+        .unwrap_or("default")
+        .to_owned();
     let second = jiff::Timestamp::from_second(now.as_second()).unwrap_or(now);
     json!({
         "apiVersion": "v1",
@@ -49,13 +68,7 @@ pub fn build(
         "firstTimestamp": second.to_string(),
         "lastTimestamp": second.to_string(),
         "eventTime": format!("{}", now.strftime("%Y-%m-%dT%H:%M:%S%.6fZ")),
-        "involvedObject": {
-            "apiVersion": about.get("apiVersion"),
-            "kind": about.get("kind"),
-            "name": m.get("name"),
-            "uid": m.get("uid"),
-            "namespace": m.get("namespace"),
-        },
+        "involvedObject": involved,
     })
 }
 
@@ -117,7 +130,8 @@ pub async fn post_to(
         Ok(posted) => {
             env.metrics.api("post", 201);
             if let Some((_, _, view)) = crate::runtime::observer::event_view(&posted) {
-                let uid = about.pointer("/metadata/uid").and_then(Value::as_str);
+                let involved = reference(about);
+                let uid = involved.get("uid").and_then(Value::as_str);
                 env.readmodel.add_event(uid.unwrap_or_default(), view);
             }
             true
@@ -134,6 +148,21 @@ pub async fn post_to(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn events_about_a_flat_reference_name_that_object() {
+        // What `kopf.event(kopf.build_object_reference(owner), …)` sends: no `metadata`.
+        let flat = json!({"apiVersion": "batch/v1", "kind": "Job", "name": "j",
+            "uid": "u2", "namespace": "jobs"});
+        let now: jiff::Timestamp = "2026-11-22T01:02:03Z".parse().unwrap();
+        let e = build(&flat, "Normal", "Owner", "hello", now);
+        assert_eq!(e["metadata"]["namespace"], "jobs");
+        assert_eq!(
+            e["involvedObject"],
+            json!({"apiVersion": "batch/v1", "kind": "Job", "name": "j",
+                "uid": "u2", "namespace": "jobs"})
+        );
+    }
 
     #[test]
     fn events_are_shaped_as_kopf_posts_them() {

@@ -51,14 +51,20 @@ pub async fn write(
         .pointer("/metadata/name")
         .and_then(Value::as_str)
         .unwrap_or_default();
+    let object = match body.pointer("/metadata/namespace").and_then(Value::as_str) {
+        Some(ns) => format!("{ns}/{name}"),
+        None => name.to_owned(),
+    };
     let api = api(env, res, body);
     let params = PatchParams::default();
-    let mut main = patch.into_value();
+    let whole = patch.into_value();
+    let mut main = whole.clone();
     let mut fresh: Option<DynamicObject> = None;
     if res.served.has_status
         && let Some(status) = main.as_object_mut().and_then(|m| m.remove("status"))
     {
         let status = serde_json::json!({ "status": status });
+        tracing::debug!(target: "kopf.objects", object = %object, "Merge-patching the status with: {status}");
         match ignore_gone(
             crate::telemetry::api_write(
                 "patch",
@@ -73,6 +79,7 @@ pub async fn write(
         }
     }
     if main.as_object().is_some_and(|m| !m.is_empty()) {
+        tracing::debug!(target: "kopf.objects", object = %object, "Merge-patching the resource with: {main}");
         match ignore_gone(
             crate::telemetry::api_write("patch", api.patch(name, &params, &Patch::Merge(&main)))
                 .await,
@@ -81,6 +88,12 @@ pub async fn write(
         )? {
             Some(obj) => fresh = Some(obj),
             None => return Ok(None),
+        }
+    }
+    if let Some(result) = fresh.as_ref().and_then(|o| serde_json::to_value(o).ok()) {
+        let lost = crate::core::patch::inconsistencies(&whole, &result);
+        if !lost.is_empty() {
+            tracing::warn!(target: "kopf.objects", object = %object, "Merge-patching finished with inconsistencies: {}", crate::core::persistence::diff::to_value(&lost));
         }
     }
     if let Some(action) = finalizer_action {

@@ -70,8 +70,10 @@ impl std::fmt::Debug for Bound {
 pub struct ResourceCtx {
     /// The resource.
     pub served: Served,
-    /// Its handlers, in registration order.
+    /// Its handlers, in registration order (index handlers excepted).
     pub handlers: Vec<Bound>,
+    /// Its index handlers (`@kopf.index`): fed every watch event by `runtime::indexing`.
+    pub indexers: Vec<Bound>,
     /// The fields of field-filtered handlers (kept in the essence).
     pub extra_fields: Vec<FieldPath>,
 }
@@ -93,6 +95,8 @@ pub struct Env {
     /// Per-object locks shared with the sync controllers and the tasks: a cycle holds its
     /// object's lock.
     pub locks: Arc<crate::runtime::locks::ParentLocks>,
+    /// Closed until the indexes are fed their initial listings: no cycle runs before.
+    pub indexing: Arc<crate::runtime::indexing::Gate>,
 }
 
 impl std::fmt::Debug for Env {
@@ -183,6 +187,8 @@ fn meta<'a>(body: &'a Value, field: &str) -> &'a str {
 /// Runs one cycle in its own root span (`cycle`: the object's identity, then the cause). Never
 /// fails: every problem is logged, posted as an Event and retried.
 pub async fn process(env: &Arc<Env>, res: &Arc<ResourceCtx>, input: Input) -> Output {
+    // Kopf's initial indexing: no handler runs before every index has its initial listing.
+    env.indexing.wait().await;
     let body = input.body.as_ref();
     let span = tracing::info_span!(
         target: telemetry::TARGET,
@@ -292,10 +298,33 @@ async fn cycle(env: &Arc<Env>, res: &Arc<ResourceCtx>, input: Input) -> Output {
     };
     // Timers run for every matching object that is not being deleted; like Kopf's daemons and
     // timers, they hold the finalizer so that they are stopped before the object goes.
-    let timers_matching: Vec<&Bound> = timers
+    let mut timers_matching: Vec<&Bound> = timers
         .iter()
         .copied()
         .filter(|b| selection::body_matches(&b.handler, &view))
+        .collect();
+    // Callback filters (`when=` and other callables) are the service's to evaluate: asked here,
+    // where Kopf evaluates them outside a handler call — before a timer or a daemon starts and
+    // before the finalizer is decided on.
+    if !deleting {
+        let rejected = callback_rejects(env, res, &timers_matching, body, None).await;
+        timers_matching.retain(|b| !rejected.contains(&b.handler.id));
+    }
+    let deletion_candidates: Vec<&Bound> = changing
+        .iter()
+        .copied()
+        .filter(|b| {
+            b.handler.kind == HandlerKind::Delete
+                && !b.handler.options.optional
+                && selection::requires_finalizer(std::slice::from_ref(&b.handler), &view)
+        })
+        .collect();
+    let deletion_rejected =
+        callback_rejects(env, res, &deletion_candidates, body, Some(Reason::Delete)).await;
+    let blocking_handlers: Vec<Handler> = handlers
+        .iter()
+        .filter(|h| !(h.kind == HandlerKind::Delete && deletion_rejected.contains(&h.id)))
+        .cloned()
         .collect();
     let (daemons_matching, timers_matching): (Vec<&Bound>, Vec<&Bound>) = timers_matching
         .into_iter()
@@ -327,7 +356,7 @@ async fn cycle(env: &Arc<Env>, res: &Arc<ResourceCtx>, input: Input) -> Output {
         return out;
     }
 
-    let must_block = selection::requires_finalizer(&handlers, &view)
+    let must_block = selection::requires_finalizer(&blocking_handlers, &view)
         || !timers_matching.is_empty()
         || daemons_exiting;
     let mut finalizer_action = None;
@@ -552,7 +581,10 @@ async fn handle(
         }
         match run_one(ctx, bound, &hs, predicted, patch).await {
             Some((verdict, subrefs)) => {
-                state.set(&handler.id, hs.with_verdict(&verdict, &subrefs, now));
+                // `stopped` and `delayed` count from the outcome, not from the cycle's start
+                // (Kopf's `with_outcome`): a slow handler's retry is not due early.
+                let finished = Timestamp::now();
+                state.set(&handler.id, hs.with_verdict(&verdict, &subrefs, finished));
             }
             None => {
                 // Not matched by a callback filter: as if not selected.
@@ -832,7 +864,10 @@ async fn run_one_traced(
         if let Some(value) = &sub_verdict.result {
             deliver_result(&id, value, predicted, patch);
         }
-        subs.set(&id, sub_state.with_verdict(&sub_verdict, &[], now));
+        subs.set(
+            &id,
+            sub_state.with_verdict(&sub_verdict, &[], Timestamp::now()),
+        );
         subrefs.push(id);
     }
 
@@ -1024,20 +1059,14 @@ async fn run_event_handlers(
             continue;
         }
         let call = Call {
-            handler_id: handler.id.clone(),
-            reason: None,
-            body: body.clone(),
-            old: None,
-            new: None,
-            diff: json!([]),
-            retry: 0,
             started: Some(Timestamp::now()),
-            subhandlers: Vec::new(),
             event_type: event_type.to_owned(),
-            attempt_id: String::new(),
-            deadline: deadline(&handler.options, &env.settings, Duration::ZERO),
-            traceparent: None,
-            resource: Some(resolved(res)),
+            ..Call::about(
+                &handler.id,
+                body.clone(),
+                deadline(&handler.options, &env.settings, Duration::ZERO),
+                resolved(res),
+            )
         };
         let span = tracing::info_span!(
             target: telemetry::TARGET,
@@ -1099,6 +1128,39 @@ async fn run_event_handlers(
         }
     }
     let _ = res;
+}
+
+/// Asks the services whether the callback filters of `candidates` accept the object (`Match`);
+/// returns the ids of the handlers they reject. Handlers without callback filters are not asked.
+/// A service that cannot answer is taken to accept: the finalizer is kept rather than lost.
+async fn callback_rejects(
+    env: &Env,
+    res: &ResourceCtx,
+    candidates: &[&Bound],
+    body: &Value,
+    reason: Option<Reason>,
+) -> Vec<String> {
+    let mut rejected = Vec::new();
+    for bound in candidates.iter().filter(|b| b.handler.has_callback_filters) {
+        let handler = &bound.handler;
+        let call = Call {
+            reason,
+            ..Call::about(
+                &handler.id,
+                body.clone(),
+                deadline(&handler.options, &env.settings, Duration::ZERO),
+                resolved(res),
+            )
+        };
+        match bound.service.matches(call).await {
+            Ok(true) => {}
+            Ok(false) => rejected.push(handler.id.clone()),
+            Err(err) => {
+                tracing::warn!(handler = %handler.id, error = %err, "Cannot evaluate the handler's callback filters; taking them as matching.");
+            }
+        }
+    }
+    rejected
 }
 
 async fn write(

@@ -245,23 +245,18 @@ async fn tick(
         attempt = i64::from(retry) + 1,
     );
     let call = Call {
-        handler_id: handler.id.clone(),
-        reason: None,
-        body: body.clone(),
-        old: None,
-        new: None,
-        diff: json!([]),
         retry,
         started: Some(started),
-        subhandlers: Vec::new(),
-        event_type: String::new(),
-        attempt_id: String::new(),
-        deadline: handler
-            .options
-            .call_timeout
-            .unwrap_or(env.settings.call_timeout),
         traceparent: crate::telemetry::traceparent(&span),
-        resource: Some(crate::runtime::processing::resolved(res)),
+        ..Call::about(
+            &handler.id,
+            body.clone(),
+            handler
+                .options
+                .call_timeout
+                .unwrap_or(env.settings.call_timeout),
+            crate::runtime::processing::resolved(res),
+        )
     };
     let started = std::time::Instant::now();
     env.metrics.inflight(1);

@@ -108,6 +108,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _refuse_peering(args: argparse.Namespace) -> None:
+    """ Kopf's peering options of ``kopf run``: refused, as the core runs standalone. """
+    given = [(args.dev, "--dev"), (args.priority is not None, "--priority"),
+             (args.peering_name is not None, "--peering (or $KOPF_RUN_PEERING)")]
+    for present, option in given:
+        if present:
+            raise UsageError(f"kopf run: error: {option} is not supported on Operon: "
+                             f"{settings_.NO_PEERING}.")
+
+
 def _configure_logging(args: argparse.Namespace) -> None:
     loggers.configure(debug=args.debug, verbose=args.verbose, quiet=args.quiet,
                       log_format=args.log_format, log_refkey=args.log_refkey, log_prefix=args.log_prefix)
@@ -130,17 +140,19 @@ def execute(argv: Sequence[str], controls: CLIControls | None = None) -> None:
     startup handlers fail.
     """
     controls = controls if controls is not None else CLIControls()
+    command = next((arg for arg in argv if not arg.startswith('-')), None)
+    if command in ('freeze', 'resume'):  # whatever their options are
+        raise UsageError(f"kopf {command}: error: Kopf's peering commands are not supported on Operon: "
+                         f"{settings_.NO_PEERING}.")
     args = build_parser().parse_args(list(argv))
     if args.command is None:
         raise UsageError("kopf: error: a command is required: run or serve (see kopf --help).")
-    if args.command in ('freeze', 'resume'):
-        raise UsageError(f"kopf {args.command}: Kopf's peering is not supported on Operon "
-                         f"(the core runs standalone).")
     _configure_logging(args)
     if controls.registry is not None:
         registries.set_default_registry(controls.registry)
 
     if args.command == 'run':
+        _refuse_peering(args)
         namespaces = list(args.namespaces)
         if os.environ.get('KOPF_RUN_NAMESPACE'):  # legacy for single-namespace mode
             namespaces.append(os.environ['KOPF_RUN_NAMESPACE'])

@@ -24,6 +24,7 @@ _RETRYING = frozenset({'id', 'param', 'errors', 'timeout', 'retries', 'backoff'}
 _FILTERS = frozenset({'labels', 'annotations', 'when', 'field', 'value'})
 _WEBHOOK = frozenset({'operation', 'operations', 'subresource', 'persistent', 'side_effects', 'ignore_failures'})
 _SPAWNING = frozenset({'initial_delay'})
+_POSITIONAL = ('arg1', 'arg2', 'arg3')  # Kopf's names of the positional selectors
 
 # Per decorator: the options besides the selector (and `registry=`), and the handler's own settings.
 _OPTIONS: dict[str, frozenset[str]] = {
@@ -54,12 +55,27 @@ def _check_filters(kind: str, options: dict[str, Any]) -> None:
         raise TypeError("Either value= or old=/new= can be defined, not both.")
 
 
+def _positional(kind: str, args: tuple[Any, ...], options: dict[str, Any]) -> tuple[Any, ...]:
+    """ The resource's positional arguments, also when given by Kopf's names (``arg1=``…). """
+    given = list(args)
+    for index, name in enumerate(_POSITIONAL):
+        if name in options:
+            if index < len(given):
+                raise TypeError(f"kopf.on.{kind}() got multiple values for argument {name!r}")
+            given += [None] * (index - len(given)) + [options.pop(name)]
+    return tuple(given)
+
+
 def _resource_decorator(kind: model.Kind, args: tuple[Any, ...], options: dict[str, Any]) -> Callable[[Fn], Fn]:
-    allowed = _OPTIONS[kind] | _SELECTOR | {'registry'}
+    allowed = _OPTIONS[kind] | _SELECTOR | {*_POSITIONAL, 'registry'}
     unknown = set(options) - allowed
     if unknown:
         raise TypeError(f"kopf.on.{kind}() got unexpected keyword arguments: {sorted(unknown)}")
     _check_filters(kind, options)
+    args = _positional(kind, args, options)
+    if callable(options.get('initial_delay')):
+        raise NotImplementedError(f"kopf.{kind}(initial_delay=<a function>) is not supported on Operon: "
+                                  f"the core schedules the start; give the delay in seconds.")
     selector = refs.Selector(*args, **{k: options.pop(k) for k in _SELECTOR if k in options})
     registry = options.pop('registry', None)
     handler_id = options.pop('id', None)
@@ -75,7 +91,8 @@ def _resource_decorator(kind: model.Kind, args: tuple[Any, ...], options: dict[s
 
     def decorator(fn: Fn) -> Fn:
         target = registry if registry is not None else registries.get_default_registry()
-        full_id = registries.generate_id(fn, handler_id, suffix='.'.join(field or ()))
+        suffix = '.'.join(field or ()) if kind != 'index' else None  # an index's id is its kwarg's name
+        full_id = registries.generate_id(fn, handler_id, suffix=suffix)
         target.append(model.Handler(fn=fn, id=full_id, kind=kind, selector=selector, field=field,
                                     field_needs_change=kind in _NEEDS_CHANGE, extra=extra, **options))
         return fn
@@ -149,7 +166,7 @@ def event(*resource: Any, **options: Any) -> Callable[[Fn], Fn]:
 
 
 def index(*resource: Any, **options: Any) -> Callable[[Fn], Fn]:
-    """``@kopf.index()``: accepted; indices are empty on Operon yet."""
+    """``@kopf.index()``: an index, kept in this process (fed by the core), as a kwarg of all handlers."""
     return _resource_decorator('index', resource, options)
 
 

@@ -227,6 +227,13 @@ impl HandlerService for Example {
         }))
     }
 
+    async fn r#match(
+        &self,
+        _: Request<pb::InvokeRequest>,
+    ) -> Result<Response<pb::MatchResponse>, Status> {
+        Err(Status::unimplemented("this service has no change handlers"))
+    }
+
     async fn invoke(
         &self,
         _: Request<pb::InvokeRequest>,

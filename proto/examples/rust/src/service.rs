@@ -104,6 +104,16 @@ impl HandlerService for ExampleService {
 
     type DaemonStream = tonic::codegen::BoxStream<DaemonResponse>;
 
+    async fn r#match(
+        &self,
+        _request: Request<InvokeRequest>,
+    ) -> Result<Response<operon_proto::v1::MatchResponse>, Status> {
+        // This service's filters are all declarative (the core evaluates them itself).
+        Ok(Response::new(operon_proto::v1::MatchResponse {
+            matched: true,
+        }))
+    }
+
     async fn daemon(
         &self,
         request: Request<tonic::Streaming<DaemonRequest>>,

@@ -1,14 +1,19 @@
 """
-``kopf.OperatorSettings``: every section and field Kopf has, so that operators that tune them in
-``@kopf.on.startup`` keep working. On Operon, the core does the watching, the persistence and the
-retries; the fields it honours are passed to it on its command line (see
-:func:`kopf._core.reactor.running.core_argv`), the rest are accepted and have no effect.
+``kopf.OperatorSettings``: every section and field Kopf has, with Kopf's defaults, so that
+operators that tune them in ``@kopf.on.startup`` keep importing and starting. On Operon, the core
+does the watching, the persistence and the retries; the fields it honours are passed to it on its
+command line (see :func:`kopf._core.reactor.running.core_argv`). A field that Operon cannot honour
+is never silently accepted: after the startup handlers, :func:`audit` finds every field set away
+from Kopf's default that is refused (the operator does not start, and says which and why) or has
+no effect (a warning). The README's "Compatibility reference" lists every field.
 The storages here are descriptions of where the core keeps the state, not code that keeps it.
 """
 from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import enum
+import warnings
 from collections.abc import Callable, Collection, Iterable
 from typing import Any, TypedDict
 
@@ -104,54 +109,189 @@ class MultiDiffBaseStorage(DiffBaseStorage):
         self.storages = list(storages)
 
 
-# The sections. Those the core takes over entirely are "inert": they keep Kopf's fields and
-# defaults, so that operators can set them, and nothing reads them. Each is made from a table.
+# The sections. Every field of Kopf's is here, with Kopf's default, so that operators that set it
+# keep importing; what Operon does with a field is said by how it is declared:
+# - plainly: honoured here, or its purpose is served by the core as it is (see the docstrings);
+# - `_core(…)`: passed to the core as that option of `operon run` (see `running.core_argv`);
+# - `_unused(…)`: not used, and said so at start-up (a warning) when it is not Kopf's default;
+# - `_refused(…)`: when it is not Kopf's default, the operator does not start (see `audit()`).
+# Their reasons are the words users read, in the log and in the README's compatibility table.
 
-def _inert(__cls: str, __doc: str, **defaults: Any) -> type:
-    fields = [(key, Any, dataclasses.field(default_factory=dict) if isinstance(value, dict) else value)
-              for key, value in defaults.items()]
-    return dataclasses.make_dataclass(__cls, fields, namespace={'__doc__': __doc})
+class Support(enum.Enum):
+    """How Operon treats a field that is set away from Kopf's default."""
+    REFUSED = 'refused'     # the operator does not start
+    UNUSED = 'unused'       # a warning: it has no effect
+    CORE_OPTION = 'core'    # given to the core (`kopf run`), or a warning (`kopf serve`)
 
 
-ProcessSettings = _inert('ProcessSettings', "Kopf's process settings (no effect on Operon).",
-                         ultimate_exiting_timeout=600.0)
-PeeringSettings = _inert('PeeringSettings', "Kopf's peering (no effect: the core runs alone or elects a leader).",
-                         name='default', stealth=False, priority=0, lifetime=60, mandatory=False,
-                         standalone=False, clusterwide=False)
-WatchingSettings = _inert('WatchingSettings', "Kopf's watching (no effect: the core watches).",
-                          server_timeout=None, client_timeout=None, connect_timeout=None,
-                          reconnect_backoff=0.1, inactivity_timeout=70.0, chunk_size=None,
-                          initial_streaming=False, label_selectors={}, field_selectors={},
-                          shard_selectors={})
-ScanningSettings = _inert('ScanningSettings', "Kopf's cluster scanning (no effect).", disabled=False)
-AdmissionSettings = _inert('AdmissionSettings', "Kopf's admission (no effect: not served yet).",
-                           server=None, managed=None)
-NetworkingSettings = _inert('NetworkingSettings', "Kopf's API client settings (no effect: the core connects).",
-                            request_timeout=300.0, connect_timeout=None,
-                            error_backoffs=(1, 1, 2, 3, 5, 8, 13, 21), enforce_retry_after=False,
-                            trust_env=False)
-BackgroundSettings = _inert('BackgroundSettings', "Kopf's daemon settings (no effect: daemons are the core's).",
-                            cancellation_polling=60, instant_exit_timeout=None, instant_exit_zero_time_cycles=10)
+@dataclasses.dataclass(frozen=True)
+class Declared:
+    """A field's treatment, and the words for it: the reason, or the core's option."""
+    support: Support
+    text: str
+
+
+_META = 'operon'
+
+
+def _declared(default: Any, how: Declared | None) -> Any:
+    meta = {_META: how} if how else {}
+    if isinstance(default, dict):
+        return dataclasses.field(default_factory=dict, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def _refused(default: Any, why: str) -> Any:
+    return _declared(default, Declared(Support.REFUSED, why))
+
+
+def _unused(default: Any, why: str) -> Any:
+    return _declared(default, Declared(Support.UNUSED, why))
+
+
+def _core(default: Any, option: str) -> Any:
+    return _declared(default, Declared(Support.CORE_OPTION, option))
+
+
+def declared(field: dataclasses.Field[Any]) -> Declared | None:
+    """How a section's field is treated (``None``: honoured, or served by the core as it is)."""
+    how = field.metadata.get(_META)
+    return how if isinstance(how, Declared) else None
+
+
+NO_PEERING = ("Operon does not take part in Kopf's peering: the core runs standalone "
+              "(one replica; there is no leader election yet)")
+_OWN_WATCH = "the core does its own watching"
+_NO_SELECTORS = (_OWN_WATCH + " and has no server-side selectors or shards; "
+                 "filter in the handlers (labels=, field=, value=, when=)")
+_WATCH_ENDS = ("the core's watch requests end after 290 s (server-side) and are renewed, and a silent "
+               "watch is restarted after settings.watching.inactivity_timeout")
+_OWN_CLIENT = ("the core makes the API requests with its own client (kube-rs), "
+               "configured from the kubeconfig alone")
+_CORE_POSTS = ("the core posts the handlers' events with Kopf's defaults "
+               "(reportingComponent 'kopf', reportingInstance 'dev', generateName 'kopf-event-')")
+
+
+@dataclasses.dataclass
+class ProcessSettings:
+    """The operator's process."""
+    ultimate_exiting_timeout: float | None = _refused(
+        600.0, "after a stop signal, `kopf run` stops the core within 40 s (the core's own grace is "
+               "30 s) and exits; there is no other deadline to set")
+
+
+@dataclasses.dataclass
+class PeeringSettings:
+    """Kopf's peering: Operon does not take part in it (the core runs standalone)."""
+    name: str = _refused('default', NO_PEERING)
+    stealth: bool = False  # no keep-alives, so nothing to log
+    priority: int = _refused(0, NO_PEERING)
+    lifetime: int = _refused(60, NO_PEERING)
+    mandatory: bool = _refused(False, NO_PEERING)
+    standalone: bool = False  # the core always runs standalone
+    clusterwide: bool = _refused(False, NO_PEERING + " (settings.peering.namespaced is its inverse)")
+
+    @property
+    def namespaced(self) -> bool:
+        """The inverse of ``clusterwide``, as in Kopf."""
+        return not self.clusterwide
+
+    @namespaced.setter
+    def namespaced(self, value: bool) -> None:
+        self.clusterwide = not value
+
+
+@dataclasses.dataclass
+class WatchingSettings:
+    """Kopf's watch streams: the core watches the cluster itself."""
+    server_timeout: float | None = _unused(None, _WATCH_ENDS)
+    client_timeout: float | None = _unused(None, _WATCH_ENDS)
+    connect_timeout: float | None = _unused(None, _WATCH_ENDS)
+    reconnect_backoff: float = _refused(0.1, _OWN_WATCH + ": it re-watches after a failure with "
+                                             "growing delays of its own")
+    inactivity_timeout: float = _core(70.0, '--watch-silence-timeout')
+    chunk_size: int | None = _refused(None, _OWN_WATCH + ": it lists the objects in pages of its own size")
+    initial_streaming: bool = _refused(False, _OWN_WATCH + ": it lists the objects, then watches "
+                                              "(no sendInitialEvents streaming)")
+    label_selectors: dict[Any, str] = _refused({}, _NO_SELECTORS)
+    field_selectors: dict[Any, str] = _refused({}, _NO_SELECTORS)
+    shard_selectors: dict[Any, str] = _refused({}, _NO_SELECTORS)
+
+
+@dataclasses.dataclass
+class ScanningSettings:
+    """Kopf's scanning of namespaces and CRDs: the core resolves each resource once, at start
+    (waiting until it exists), and serves the namespaces it is given --- as with ``disabled=True``."""
+    disabled: bool = False
+
+
+@dataclasses.dataclass
+class AdmissionSettings:
+    """Kopf's admission webhooks: not served on Operon yet."""
+    server: Any = None
+    managed: str | None = None
+
+
+@dataclasses.dataclass
+class NetworkingSettings:
+    """Kopf's API client: the core has its own."""
+    request_timeout: float | None = _refused(300.0, _OWN_CLIENT)
+    connect_timeout: float | None = _refused(None, _OWN_CLIENT)
+    error_backoffs: Any = _refused((1, 1, 2, 3, 5, 8, 13, 21), _OWN_CLIENT)
+    enforce_retry_after: bool = _refused(False, _OWN_CLIENT)
+    trust_env: bool = _refused(False, _OWN_CLIENT)
+
+
+@dataclasses.dataclass
+class BackgroundSettings:
+    """Kopf's polling of stopping daemons and timers: the core sees their exit at once."""
+    cancellation_polling: float = 60
+    instant_exit_timeout: float | None = None
+    instant_exit_zero_time_cycles: int | None = 10
 
 
 @dataclasses.dataclass
 class PostingSettings:
-    """Which ``kopf.event()`` & co. are posted (log lines are never posted on Operon)."""
+    """Which ``kopf.event()`` & co. are posted, and how."""
     enabled: bool = True
     level: int = 20  # logging.INFO
-    loggers: bool = False  # accepted, no effect
-    reporting_component: str = 'kopf'  # of the Event objects
-    reporting_instance: str = 'dev'    # of the Event objects
-    event_name_prefix: str = 'kopf-event-'  # their generateName
+    loggers: bool = _refused(False, "log lines are never posted as Kubernetes Events; post them "
+                                    "with kopf.event()/info()/warn()/exception()")
+    default_backoffs: Any = _refused((1, 1, 2, 3, 5, 8, 13, 21),
+                                     "events are posted once, without retries (by the core for the "
+                                     "handlers' events)")
+    logging_backoffs: Any = (1, 1, 2, 3, 5)  # for log lines as events, which are never posted
+    worker_limit: int | None = _refused(None, "the core posts the handlers' events in the objects' "
+                                              "own cycles; there is no pool of posting workers")
+    idle_timeout: float = 1.0  # no posting workers to expire
+    reporting_component: str = _refused('kopf', _CORE_POSTS)
+    reporting_instance: str = _refused('dev', _CORE_POSTS)
+    event_name_prefix: str = _refused('kopf-event-', _CORE_POSTS)
 
 
 @dataclasses.dataclass
 class QueueingSettings:
-    """``worker_limit`` becomes the core's ``--workers``; the rest is accepted, no effect."""
-    worker_limit: int | None = None
-    idle_timeout: float = 5.0
-    exit_timeout: float = 2.0
-    error_delays: Iterable[float] = tuple([1, 1, 2, 3, 5, 8, 13, 21, 34, 55, 89, 144, 233, 377, 610])
+    """The core's queue: ``worker_limit`` is its ``--workers`` (64 when not set)."""
+    worker_limit: int | None = _core(None, '--workers')
+    idle_timeout: float = 5.0  # the core keeps no per-object worker tasks to expire
+    exit_timeout: float = _refused(2.0, "when the operator stops, the core lets the cycles in flight "
+                                        "finish for up to 30 s (its --shutdown-grace)")
+    error_delays: Any = _refused((1, 1, 2, 3, 5, 8, 13, 21, 34, 55, 89, 144, 233, 377, 610),
+                                 "unexpected errors of the runtime are the core's own, retried its own way")
+    _batch_window: float = 0.1  # Kopf's deprecated time-based batching: no effect, as in Kopf
+
+    @property
+    def batch_window(self) -> float:
+        """Deprecated in Kopf and without effect there, as here."""
+        warnings.warn("Time-based event batching was removed. Please stop configuring it.",
+                      DeprecationWarning)
+        return self._batch_window
+
+    @batch_window.setter
+    def batch_window(self, value: float) -> None:
+        warnings.warn("Time-based event batching was removed. Please stop configuring it.",
+                      DeprecationWarning)
+        self._batch_window = value
 
 
 def _thread_pool() -> concurrent.futures.Executor:
@@ -161,7 +301,7 @@ def _thread_pool() -> concurrent.futures.Executor:
 @dataclasses.dataclass
 class ExecutionSettings:
     """``default_backoff`` → the core's ``--default-backoff``; ``executor`` runs sync handlers here."""
-    default_backoff: float = 60
+    default_backoff: float = _core(60, '--default-backoff')
     executor: concurrent.futures.Executor = dataclasses.field(default_factory=_thread_pool)
 
     @property
@@ -179,10 +319,10 @@ class ExecutionSettings:
 @dataclasses.dataclass
 class PersistenceSettings:
     """Where the core keeps the state: finalizer, prefix (from the storages), consistency wait."""
-    finalizer: str = f'{KOPF_PREFIX}/KopfFinalizerMarker'
+    finalizer: str = _core(f'{KOPF_PREFIX}/KopfFinalizerMarker', '--finalizer')
     progress_storage: ProgressStorage = dataclasses.field(default_factory=SmartProgressStorage)
     diffbase_storage: DiffBaseStorage = dataclasses.field(default_factory=AnnotationsDiffBaseStorage)
-    consistency_timeout: float = 5.0
+    consistency_timeout: float = _core(5.0, '--consistency-timeout')
 
 
 def _part(section: Callable[[], Any]) -> Any:
@@ -192,14 +332,76 @@ def _part(section: Callable[[], Any]) -> Any:
 @dataclasses.dataclass
 class OperatorSettings:
     """All of Kopf's settings; tune them in ``@kopf.on.startup(settings=…)``."""
-    process: Any = _part(ProcessSettings)
+    process: ProcessSettings = _part(ProcessSettings)
     posting: PostingSettings = _part(PostingSettings)
-    peering: Any = _part(PeeringSettings)
-    watching: Any = _part(WatchingSettings)
+    peering: PeeringSettings = _part(PeeringSettings)
+    watching: WatchingSettings = _part(WatchingSettings)
     queueing: QueueingSettings = _part(QueueingSettings)
-    scanning: Any = _part(ScanningSettings)
-    admission: Any = _part(AdmissionSettings)
+    scanning: ScanningSettings = _part(ScanningSettings)
+    admission: AdmissionSettings = _part(AdmissionSettings)
     execution: ExecutionSettings = _part(ExecutionSettings)
-    background: Any = _part(BackgroundSettings)
-    networking: Any = _part(NetworkingSettings)
+    background: BackgroundSettings = _part(BackgroundSettings)
+    networking: NetworkingSettings = _part(NetworkingSettings)
     persistence: PersistenceSettings = _part(PersistenceSettings)
+
+    @property
+    def batching(self) -> QueueingSettings:
+        """Kopf's old name of :attr:`queueing` (deprecated)."""
+        warnings.warn("settings.batching is settings.queueing now; please rename it.", DeprecationWarning)
+        return self.queueing
+
+
+@dataclasses.dataclass(frozen=True)
+class Audit:
+    """What start-up makes of the settings (see :func:`audit`)."""
+    errors: list[str] = dataclasses.field(default_factory=list)
+    """Fields set to what Operon does not support: the operator must not start."""
+    warnings: list[str] = dataclasses.field(default_factory=list)
+    """Fields set to what has no effect here, or that a separately run core must be told."""
+
+
+def _unchanged(value: Any, default: Any) -> bool:
+    if isinstance(value, (list, tuple)) and isinstance(default, (list, tuple)):
+        return list(value) == list(default)
+    try:
+        return bool(value == default)
+    except Exception:  # an odd value that cannot be compared is a change
+        return False
+
+
+def _default_of(field: dataclasses.Field[Any]) -> Any:
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return field.default
+
+
+def audit(settings: OperatorSettings, *, with_core: bool = True) -> Audit:
+    """
+    Compare every declared field with Kopf's default, after the startup handlers have run.
+
+    A refused field that is not at its default is an error, named with its value and the reason;
+    an unused one is a warning. With ``with_core=False`` (``kopf serve``: the core runs elsewhere),
+    the fields that are the core's options are warnings too: they must be given to that core.
+    """
+    result = Audit()
+    for part in dataclasses.fields(settings):
+        section = getattr(settings, part.name)
+        if not dataclasses.is_dataclass(section):
+            continue
+        for field in dataclasses.fields(section):
+            how = declared(field)
+            value = getattr(section, field.name)
+            if how is None or _unchanged(value, _default_of(field)):
+                continue
+            where = f"settings.{part.name}.{field.name}={value!r}"
+            match how.support:
+                case Support.REFUSED:
+                    result.errors.append(f"{where} is not supported on Operon: {how.text}.")
+                case Support.UNUSED:
+                    result.warnings.append(f"{where} has no effect on Operon: {how.text}.")
+                case Support.CORE_OPTION if not with_core:
+                    result.warnings.append(f"{where} is the core's option {how.text} on Operon; "
+                                           f"give it to the core that calls this service.")
+                case Support.CORE_OPTION:
+                    pass  # in the core's command line (`running.core_argv`)
+    return result

@@ -47,6 +47,7 @@ class Cause:
     activity: model.Activity | None = None    # activity handlers
     settings: settings_.OperatorSettings | None = None
     stopped: model.DaemonStopped | None = None  # timers & daemons
+    indexing: bool = False                      # index functions (no type/event, unlike event handlers)
 
     @property
     def is_change(self) -> bool:
@@ -68,6 +69,8 @@ def kwargs_of(cause: Cause) -> dict[str, Any]:
         kwargs.update(reason=cause.reason, diff=cause.diff, old=cause.old, new=cause.new)
     if cause.stopped is not None:
         kwargs.update(stopped=cause.stopped)
+    elif cause.indexing:
+        pass
     elif cause.event_type is not None or (cause.body is not None and cause.reason is None and cause.activity is None):
         kwargs.update(type=cause.event_type, event={'type': cause.event_type, 'object': cause.body})
     kwargs.update(cause.indices)  # the indices' names win over Kopf's own kwargs, as in Kopf

@@ -52,6 +52,18 @@ class LocalObjectLogger(ObjectLogger):
         super().log(level, msg, *args, **kwargs)
 
 
+class TerseObjectLogger(LocalObjectLogger):
+    """
+    The index functions' logger (Kopf's, for the many and frequent index calls): warnings and
+    errors as usual; below that, a line is written only if the level one step lower is enabled,
+    i.e. infos with ``--verbose``/``--debug`` and debug lines never.
+    """
+
+    def isEnabledFor(self, level: int) -> bool:
+        quieter = level if level >= logging.WARNING else level - logging.DEBUG
+        return super().isEnabledFor(quieter)
+
+
 def _prefix(record: logging.LogRecord) -> str | None:
     ref = getattr(record, 'k8s_ref', None)
     if not isinstance(ref, Mapping):

@@ -10,7 +10,7 @@ import dataclasses
 import enum
 import random
 import threading
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, Generic, Literal, Protocol, TypeAlias, TypedDict, TypeVar
 
 from kopf._cogs import refs, views
@@ -279,39 +279,26 @@ SyncDaemonStopperChecker = DaemonStopped
 AsyncDaemonStopperChecker = AsyncDaemonStopped
 
 
-# -- indices (indexers are not run on Operon yet: every index is empty) ---------------------------
+# -- indices (the read-only interfaces; filled by kopf._core.indexing) ------------------------------
 
 _K = TypeVar('_K')
 _V = TypeVar('_V')
 
 
 class Store(Collection[_V], Generic[_V]):
-    """The values indexed under one key."""
+    """
+    ``kopf.Store``: the values that the objects put under one key of an index (read-only).
 
-    def __init__(self, values: Collection[_V] = ()) -> None:
-        self._values = list(values)
-
-    def __len__(self) -> int:
-        return len(self._values)
-
-    def __iter__(self) -> Iterator[_V]:
-        return iter(self._values)
-
-    def __contains__(self, value: object) -> bool:
-        return value in self._values
+    An interface: the stores that handlers get are :class:`kopf._core.indexing.Store`.
+    """
 
 
 class Index(Mapping[_K, Store[_V]], Generic[_K, _V]):
-    """An index of an ``@kopf.index`` handler: keys to stores of values; empty on Operon."""
+    """
+    ``kopf.Index``: an ``@kopf.index`` handler's index, keys to stores of values (read-only).
 
-    def __len__(self) -> int:
-        return 0
-
-    def __iter__(self) -> Iterator[_K]:
-        return iter(())
-
-    def __getitem__(self, key: _K) -> Store[_V]:
-        raise KeyError(key)
+    An interface: the indices that handlers get are :class:`kopf._core.indexing.Index`.
+    """
 
 
 # -- admission (accepted, not served yet) ---------------------------------------------------------

@@ -5,7 +5,7 @@ Inside a handler's call (its task, its sync thread, its sub-handlers) an event g
 collector and travels back to the core in the response; the core posts it. Outside of any call
 (startup handlers, the operator's own threads) it is posted from a background thread with the
 ``kubernetes`` client or ``pykube-ng``, whichever is installed, or else dropped with a warning.
-Log lines are never posted as events (``settings.posting.loggers`` has no effect).
+Log lines are never posted as events (``settings.posting.loggers=True`` is refused at start-up).
 """
 from __future__ import annotations
 

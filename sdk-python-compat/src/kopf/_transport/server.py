@@ -51,6 +51,8 @@ class Backend(Protocol):
 
     async def invoke(self, request: pb.InvokeRequest, call: CallInfo) -> pb.InvokeResponse: ...
 
+    async def match(self, request: pb.InvokeRequest, call: CallInfo) -> pb.MatchResponse: ...
+
     def daemon(self, requests: AsyncIterator[pb.DaemonRequest], call: CallInfo) -> AsyncIterator[pb.DaemonResponse]: ...
 
 
@@ -93,6 +95,21 @@ class _Servicer(pb_grpc.HandlerServiceServicer):
         except Exception as e:
             logger.exception(f"Invoke of {request.handler_id!r} failed: {e!r}")
             await context.abort(grpc.StatusCode.INTERNAL, f"Invoke failed: {e!r}")
+            raise  # unreachable: abort() raises
+
+    async def Match(  # type: ignore[override]
+            self, request: pb.InvokeRequest, context: grpc.aio.ServicerContext[Any, Any],
+    ) -> pb.MatchResponse:
+        try:
+            return await self._backend.match(request, _call_info(context))
+        except asyncio.CancelledError:
+            raise
+        except LookupError as e:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(e))
+            raise  # unreachable: abort() raises
+        except Exception as e:
+            logger.exception(f"Match of {request.handler_id!r} failed: {e!r}")
+            await context.abort(grpc.StatusCode.INTERNAL, f"Match failed: {e!r}")
             raise  # unreachable: abort() raises
 
     async def Daemon(  # type: ignore[override]

@@ -77,7 +77,7 @@ def handler_span(handler_id: str, metadata: Mapping[str, str], attempt: int) -> 
     token = otel_context.attach(parent)
     try:
         tracer = trace.get_tracer('kopf')
-        attributes = {'handler.id': handler_id, 'attempt': attempt}
+        attributes: dict[str, str | int] = {'handler.id': handler_id, 'attempt': attempt}
         with tracer.start_as_current_span(f'handler {handler_id}', kind=trace.SpanKind.SERVER,
                                           attributes=attributes) as span:
             yield span

@@ -48,6 +48,20 @@ const (
 	HandlerKind_HANDLER_KIND_DAEMON HandlerKind = 8
 	HandlerKind_HANDLER_KIND_SYNC   HandlerKind = 9
 	HandlerKind_HANDLER_KIND_TASK   HandlerKind = 10
+	// ---- Indexes (begin) ----
+	// Kopf's indexes (`@kopf.index`): the service keeps the index; the core feeds it. For every
+	// watch event of the resource, in watch order and before the object's own cycle, the core
+	// calls `Invoke` with `event_type` "ADDED", "MODIFIED" or "DELETED" and the object's body —
+	// without applying any filter (the service applies the handler's filters itself and drops the
+	// object's contribution when they do not match). After every complete listing of a watch scope
+	// (the start, and each relist), the core calls `Invoke` once with `event_type` "LISTED" and
+	// `body_json` = {"namespace": NS or null, "objects": [[namespace, name], ...]}: the objects of
+	// that scope that are not listed are gone, and their contributions are dropped. Until every
+	// watch of every indexed resource has been listed and fed, the core runs no other handler of
+	// any service (Kopf's initial indexing gate). The answer is `success`; any other outcome is
+	// logged and the event is not retried (as Kopf, which forgets the object's contribution);
+	// a transport failure is retried with backoff until the service answers.
+	HandlerKind_HANDLER_KIND_INDEX HandlerKind = 11 // ---- Indexes (end) ----
 )
 
 // Enum value maps for HandlerKind.
@@ -64,6 +78,7 @@ var (
 		8:  "HANDLER_KIND_DAEMON",
 		9:  "HANDLER_KIND_SYNC",
 		10: "HANDLER_KIND_TASK",
+		11: "HANDLER_KIND_INDEX",
 	}
 	HandlerKind_value = map[string]int32{
 		"HANDLER_KIND_UNSPECIFIED": 0,
@@ -77,6 +92,7 @@ var (
 		"HANDLER_KIND_DAEMON":      8,
 		"HANDLER_KIND_SYNC":        9,
 		"HANDLER_KIND_TASK":        10,
+		"HANDLER_KIND_INDEX":       11,
 	}
 )
 
@@ -451,6 +467,52 @@ func (TaskMode) EnumDescriptor() ([]byte, []int) {
 	return file_operon_v1_handler_proto_rawDescGZIP(), []int{6}
 }
 
+// The answer to `Match`.
+type MatchResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// True when every filter of the handler accepts the object.
+	Matched       bool `protobuf:"varint,1,opt,name=matched,proto3" json:"matched,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MatchResponse) Reset() {
+	*x = MatchResponse{}
+	mi := &file_operon_v1_handler_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MatchResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MatchResponse) ProtoMessage() {}
+
+func (x *MatchResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_operon_v1_handler_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MatchResponse.ProtoReflect.Descriptor instead.
+func (*MatchResponse) Descriptor() ([]byte, []int) {
+	return file_operon_v1_handler_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *MatchResponse) GetMatched() bool {
+	if x != nil {
+		return x.Matched
+	}
+	return false
+}
+
 type DescribeRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The core's version, for the service's logs.
@@ -463,7 +525,7 @@ type DescribeRequest struct {
 
 func (x *DescribeRequest) Reset() {
 	*x = DescribeRequest{}
-	mi := &file_operon_v1_handler_proto_msgTypes[0]
+	mi := &file_operon_v1_handler_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -475,7 +537,7 @@ func (x *DescribeRequest) String() string {
 func (*DescribeRequest) ProtoMessage() {}
 
 func (x *DescribeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_operon_v1_handler_proto_msgTypes[0]
+	mi := &file_operon_v1_handler_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -488,7 +550,7 @@ func (x *DescribeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeRequest.ProtoReflect.Descriptor instead.
 func (*DescribeRequest) Descriptor() ([]byte, []int) {
-	return file_operon_v1_handler_proto_rawDescGZIP(), []int{0}
+	return file_operon_v1_handler_proto_rawDescGZIP(), []int{1}
 }
 
 func (x *DescribeRequest) GetCoreVersion() string {
@@ -525,7 +587,7 @@ type Manifest struct {
 
 func (x *Manifest) Reset() {
 	*x = Manifest{}
-	mi := &file_operon_v1_handler_proto_msgTypes[1]
+	mi := &file_operon_v1_handler_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -537,7 +599,7 @@ func (x *Manifest) String() string {
 func (*Manifest) ProtoMessage() {}
 
 func (x *Manifest) ProtoReflect() protoreflect.Message {
-	mi := &file_operon_v1_handler_proto_msgTypes[1]
+	mi := &file_operon_v1_handler_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -550,7 +612,7 @@ func (x *Manifest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Manifest.ProtoReflect.Descriptor instead.
 func (*Manifest) Descriptor() ([]byte, []int) {
-	return file_operon_v1_handler_proto_rawDescGZIP(), []int{1}
+	return file_operon_v1_handler_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Manifest) GetServiceName() string {
@@ -601,7 +663,7 @@ type ResourceSelector struct {
 
 func (x *ResourceSelector) Reset() {
 	*x = ResourceSelector{}
-	mi := &file_operon_v1_handler_proto_msgTypes[2]
+	mi := &file_operon_v1_handler_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -613,7 +675,7 @@ func (x *ResourceSelector) String() string {
 func (*ResourceSelector) ProtoMessage() {}
 
 func (x *ResourceSelector) ProtoReflect() protoreflect.Message {
-	mi := &file_operon_v1_handler_proto_msgTypes[2]
+	mi := &file_operon_v1_handler_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -626,7 +688,7 @@ func (x *ResourceSelector) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResourceSelector.ProtoReflect.Descriptor instead.
 func (*ResourceSelector) Descriptor() ([]byte, []int) {
-	return file_operon_v1_handler_proto_rawDescGZIP(), []int{2}
+	return file_operon_v1_handler_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *ResourceSelector) GetGroup() string {
@@ -665,7 +727,7 @@ type Handler struct {
 
 func (x *Handler) Reset() {
 	*x = Handler{}
-	mi := &file_operon_v1_handler_proto_msgTypes[3]
+	mi := &file_operon_v1_handler_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -677,7 +739,7 @@ func (x *Handler) String() string {
 func (*Handler) ProtoMessage() {}
 
 func (x *Handler) ProtoReflect() protoreflect.Message {
-	mi := &file_operon_v1_handler_proto_msgTypes[3]
+	mi := &file_operon_v1_handler_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -690,7 +752,7 @@ func (x *Handler) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Handler.ProtoReflect.Descriptor instead.
 func (*Handler) Descriptor() ([]byte, []int) {
-	return file_operon_v1_handler_proto_rawDescGZIP(), []int{3}
+	return file_operon_v1_handler_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Handler) GetId() string {
@@ -743,7 +805,7 @@ type ValueFilter struct {
 
 func (x *ValueFilter) Reset() {
 	*x = ValueFilter{}
-	mi := &file_operon_v1_handler_proto_msgTypes[4]
+	mi := &file_operon_v1_handler_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -755,7 +817,7 @@ func (x *ValueFilter) String() string {
 func (*ValueFilter) ProtoMessage() {}
 
 func (x *ValueFilter) ProtoReflect() protoreflect.Message {
-	mi := &file_operon_v1_handler_proto_msgTypes[4]
+	mi := &file_operon_v1_handler_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -768,7 +830,7 @@ func (x *ValueFilter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ValueFilter.ProtoReflect.Descriptor instead.
 func (*ValueFilter) Descriptor() ([]byte, []int) {
-	return file_operon_v1_handler_proto_rawDescGZIP(), []int{4}
+	return file_operon_v1_handler_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ValueFilter) GetTest() isValueFilter_Test {
@@ -849,7 +911,7 @@ type Filters struct {
 
 func (x *Filters) Reset() {
 	*x = Filters{}
-	mi := &file_operon_v1_handler_proto_msgTypes[5]
+	mi := &file_operon_v1_handler_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -861,7 +923,7 @@ func (x *Filters) String() string {
 func (*Filters) ProtoMessage() {}
 
 func (x *Filters) ProtoReflect() protoreflect.Message {
-	mi := &file_operon_v1_handler_proto_msgTypes[5]
+	mi := &file_operon_v1_handler_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -874,7 +936,7 @@ func (x *Filters) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Filters.ProtoReflect.Descriptor instead.
 func (*Filters) Descriptor() ([]byte, []int) {
-	return file_operon_v1_handler_proto_rawDescGZIP(), []int{5}
+	return file_operon_v1_handler_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Filters) GetLabels() map[string]*ValueFilter {
@@ -958,7 +1020,7 @@ type Options struct {
 
 func (x *Options) Reset() {
 	*x = Options{}
-	mi := &file_operon_v1_handler_proto_msgTypes[6]
+	mi := &file_operon_v1_handler_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -970,7 +1032,7 @@ func (x *Options) String() string {
 func (*Options) ProtoMessage() {}
 
 func (x *Options) ProtoReflect() protoreflect.Message {
-	mi := &file_operon_v1_handler_proto_msgTypes[6]
+	mi := &file_operon_v1_handler_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -983,7 +1045,7 @@ func (x *Options) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Options.ProtoReflect.Descriptor instead.
 func (*Options) Descriptor() ([]byte, []int) {
-	return file_operon_v1_handler_proto_rawDescGZIP(), []int{6}
+	return file_operon_v1_handler_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Options) GetRetries() uint32 {
@@ -1093,7 +1155,7 @@ type Record struct {
 
 func (x *Record) Reset() {
 	*x = Record{}
-	mi := &file_operon_v1_handler_proto_msgTypes[7]
+	mi := &file_operon_v1_handler_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1105,7 +1167,7 @@ func (x *Record) String() string {
 func (*Record) ProtoMessage() {}
 
 func (x *Record) ProtoReflect() protoreflect.Message {
-	mi := &file_operon_v1_handler_proto_msgTypes[7]
+	mi := &file_operon_v1_handler_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1118,7 +1180,7 @@ func (x *Record) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Record.ProtoReflect.Descriptor instead.
 func (*Record) Descriptor() ([]byte, []int) {
-	return file_operon_v1_handler_proto_rawDescGZIP(), []int{7}
+	return file_operon_v1_handler_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Record) GetId() string {
@@ -1184,7 +1246,7 @@ type ResolvedResource struct {
 
 func (x *ResolvedResource) Reset() {
 	*x = ResolvedResource{}
-	mi := &file_operon_v1_handler_proto_msgTypes[8]
+	mi := &file_operon_v1_handler_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1196,7 +1258,7 @@ func (x *ResolvedResource) String() string {
 func (*ResolvedResource) ProtoMessage() {}
 
 func (x *ResolvedResource) ProtoReflect() protoreflect.Message {
-	mi := &file_operon_v1_handler_proto_msgTypes[8]
+	mi := &file_operon_v1_handler_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1209,7 +1271,7 @@ func (x *ResolvedResource) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolvedResource.ProtoReflect.Descriptor instead.
 func (*ResolvedResource) Descriptor() ([]byte, []int) {
-	return file_operon_v1_handler_proto_rawDescGZIP(), []int{8}
+	return file_operon_v1_handler_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ResolvedResource) GetGroup() string {
@@ -1276,7 +1338,7 @@ type InvokeRequest struct {
 
 func (x *InvokeRequest) Reset() {
 	*x = InvokeRequest{}
-	mi := &file_operon_v1_handler_proto_msgTypes[9]
+	mi := &file_operon_v1_handler_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1288,7 +1350,7 @@ func (x *InvokeRequest) String() string {
 func (*InvokeRequest) ProtoMessage() {}
 
 func (x *InvokeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_operon_v1_handler_proto_msgTypes[9]
+	mi := &file_operon_v1_handler_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1301,7 +1363,7 @@ func (x *InvokeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InvokeRequest.ProtoReflect.Descriptor instead.
 func (*InvokeRequest) Descriptor() ([]byte, []int) {
-	return file_operon_v1_handler_proto_rawDescGZIP(), []int{9}
+	return file_operon_v1_handler_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *InvokeRequest) GetHandlerId() string {
@@ -1405,7 +1467,7 @@ type Outcome struct {
 
 func (x *Outcome) Reset() {
 	*x = Outcome{}
-	mi := &file_operon_v1_handler_proto_msgTypes[10]
+	mi := &file_operon_v1_handler_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1417,7 +1479,7 @@ func (x *Outcome) String() string {
 func (*Outcome) ProtoMessage() {}
 
 func (x *Outcome) ProtoReflect() protoreflect.Message {
-	mi := &file_operon_v1_handler_proto_msgTypes[10]
+	mi := &file_operon_v1_handler_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1430,7 +1492,7 @@ func (x *Outcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Outcome.ProtoReflect.Descriptor instead.
 func (*Outcome) Descriptor() ([]byte, []int) {
-	return file_operon_v1_handler_proto_rawDescGZIP(), []int{10}
+	return file_operon_v1_handler_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Outcome) GetResult() isOutcome_Result {
@@ -1550,7 +1612,7 @@ type Success struct {
 
 func (x *Success) Reset() {
 	*x = Success{}
-	mi := &file_operon_v1_handler_proto_msgTypes[11]
+	mi := &file_operon_v1_handler_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1562,7 +1624,7 @@ func (x *Success) String() string {
 func (*Success) ProtoMessage() {}
 
 func (x *Success) ProtoReflect() protoreflect.Message {
-	mi := &file_operon_v1_handler_proto_msgTypes[11]
+	mi := &file_operon_v1_handler_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1575,7 +1637,7 @@ func (x *Success) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Success.ProtoReflect.Descriptor instead.
 func (*Success) Descriptor() ([]byte, []int) {
-	return file_operon_v1_handler_proto_rawDescGZIP(), []int{11}
+	return file_operon_v1_handler_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Success) GetResultJson() []byte {
@@ -1596,7 +1658,7 @@ type TemporaryError struct {
 
 func (x *TemporaryError) Reset() {
 	*x = TemporaryError{}
-	mi := &file_operon_v1_handler_proto_msgTypes[12]
+	mi := &file_operon_v1_handler_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1608,7 +1670,7 @@ func (x *TemporaryError) String() string {
 func (*TemporaryError) ProtoMessage() {}
 
 func (x *TemporaryError) ProtoReflect() protoreflect.Message {
-	mi := &file_operon_v1_handler_proto_msgTypes[12]
+	mi := &file_operon_v1_handler_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1621,7 +1683,7 @@ func (x *TemporaryError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TemporaryError.ProtoReflect.Descriptor instead.
 func (*TemporaryError) Descriptor() ([]byte, []int) {
-	return file_operon_v1_handler_proto_rawDescGZIP(), []int{12}
+	return file_operon_v1_handler_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *TemporaryError) GetMessage() string {
@@ -1647,7 +1709,7 @@ type PermanentError struct {
 
 func (x *PermanentError) Reset() {
 	*x = PermanentError{}
-	mi := &file_operon_v1_handler_proto_msgTypes[13]
+	mi := &file_operon_v1_handler_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1659,7 +1721,7 @@ func (x *PermanentError) String() string {
 func (*PermanentError) ProtoMessage() {}
 
 func (x *PermanentError) ProtoReflect() protoreflect.Message {
-	mi := &file_operon_v1_handler_proto_msgTypes[13]
+	mi := &file_operon_v1_handler_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1672,7 +1734,7 @@ func (x *PermanentError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PermanentError.ProtoReflect.Descriptor instead.
 func (*PermanentError) Descriptor() ([]byte, []int) {
-	return file_operon_v1_handler_proto_rawDescGZIP(), []int{13}
+	return file_operon_v1_handler_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *PermanentError) GetMessage() string {
@@ -1693,7 +1755,7 @@ type ArbitraryError struct {
 
 func (x *ArbitraryError) Reset() {
 	*x = ArbitraryError{}
-	mi := &file_operon_v1_handler_proto_msgTypes[14]
+	mi := &file_operon_v1_handler_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1705,7 +1767,7 @@ func (x *ArbitraryError) String() string {
 func (*ArbitraryError) ProtoMessage() {}
 
 func (x *ArbitraryError) ProtoReflect() protoreflect.Message {
-	mi := &file_operon_v1_handler_proto_msgTypes[14]
+	mi := &file_operon_v1_handler_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1718,7 +1780,7 @@ func (x *ArbitraryError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ArbitraryError.ProtoReflect.Descriptor instead.
 func (*ArbitraryError) Descriptor() ([]byte, []int) {
-	return file_operon_v1_handler_proto_rawDescGZIP(), []int{14}
+	return file_operon_v1_handler_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ArbitraryError) GetMessage() string {
@@ -1743,7 +1805,7 @@ type NotMatched struct {
 
 func (x *NotMatched) Reset() {
 	*x = NotMatched{}
-	mi := &file_operon_v1_handler_proto_msgTypes[15]
+	mi := &file_operon_v1_handler_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1755,7 +1817,7 @@ func (x *NotMatched) String() string {
 func (*NotMatched) ProtoMessage() {}
 
 func (x *NotMatched) ProtoReflect() protoreflect.Message {
-	mi := &file_operon_v1_handler_proto_msgTypes[15]
+	mi := &file_operon_v1_handler_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1768,7 +1830,7 @@ func (x *NotMatched) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NotMatched.ProtoReflect.Descriptor instead.
 func (*NotMatched) Descriptor() ([]byte, []int) {
-	return file_operon_v1_handler_proto_rawDescGZIP(), []int{15}
+	return file_operon_v1_handler_proto_rawDescGZIP(), []int{16}
 }
 
 type SubhandlersPending struct {
@@ -1780,7 +1842,7 @@ type SubhandlersPending struct {
 
 func (x *SubhandlersPending) Reset() {
 	*x = SubhandlersPending{}
-	mi := &file_operon_v1_handler_proto_msgTypes[16]
+	mi := &file_operon_v1_handler_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1792,7 +1854,7 @@ func (x *SubhandlersPending) String() string {
 func (*SubhandlersPending) ProtoMessage() {}
 
 func (x *SubhandlersPending) ProtoReflect() protoreflect.Message {
-	mi := &file_operon_v1_handler_proto_msgTypes[16]
+	mi := &file_operon_v1_handler_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1805,7 +1867,7 @@ func (x *SubhandlersPending) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubhandlersPending.ProtoReflect.Descriptor instead.
 func (*SubhandlersPending) Descriptor() ([]byte, []int) {
-	return file_operon_v1_handler_proto_rawDescGZIP(), []int{16}
+	return file_operon_v1_handler_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *SubhandlersPending) GetDelay() *durationpb.Duration {
@@ -1832,7 +1894,7 @@ type SubhandlerOutcome struct {
 
 func (x *SubhandlerOutcome) Reset() {
 	*x = SubhandlerOutcome{}
-	mi := &file_operon_v1_handler_proto_msgTypes[17]
+	mi := &file_operon_v1_handler_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1844,7 +1906,7 @@ func (x *SubhandlerOutcome) String() string {
 func (*SubhandlerOutcome) ProtoMessage() {}
 
 func (x *SubhandlerOutcome) ProtoReflect() protoreflect.Message {
-	mi := &file_operon_v1_handler_proto_msgTypes[17]
+	mi := &file_operon_v1_handler_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1857,7 +1919,7 @@ func (x *SubhandlerOutcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubhandlerOutcome.ProtoReflect.Descriptor instead.
 func (*SubhandlerOutcome) Descriptor() ([]byte, []int) {
-	return file_operon_v1_handler_proto_rawDescGZIP(), []int{17}
+	return file_operon_v1_handler_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SubhandlerOutcome) GetId() string {
@@ -1896,7 +1958,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_operon_v1_handler_proto_msgTypes[18]
+	mi := &file_operon_v1_handler_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1908,7 +1970,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_operon_v1_handler_proto_msgTypes[18]
+	mi := &file_operon_v1_handler_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1921,7 +1983,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_operon_v1_handler_proto_rawDescGZIP(), []int{18}
+	return file_operon_v1_handler_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Event) GetType() string {
@@ -1965,7 +2027,7 @@ type InvokeResponse struct {
 
 func (x *InvokeResponse) Reset() {
 	*x = InvokeResponse{}
-	mi := &file_operon_v1_handler_proto_msgTypes[19]
+	mi := &file_operon_v1_handler_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1977,7 +2039,7 @@ func (x *InvokeResponse) String() string {
 func (*InvokeResponse) ProtoMessage() {}
 
 func (x *InvokeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_operon_v1_handler_proto_msgTypes[19]
+	mi := &file_operon_v1_handler_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1990,7 +2052,7 @@ func (x *InvokeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InvokeResponse.ProtoReflect.Descriptor instead.
 func (*InvokeResponse) Descriptor() ([]byte, []int) {
-	return file_operon_v1_handler_proto_rawDescGZIP(), []int{19}
+	return file_operon_v1_handler_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *InvokeResponse) GetOutcome() *Outcome {
@@ -2035,7 +2097,7 @@ type DaemonRequest struct {
 
 func (x *DaemonRequest) Reset() {
 	*x = DaemonRequest{}
-	mi := &file_operon_v1_handler_proto_msgTypes[20]
+	mi := &file_operon_v1_handler_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2047,7 +2109,7 @@ func (x *DaemonRequest) String() string {
 func (*DaemonRequest) ProtoMessage() {}
 
 func (x *DaemonRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_operon_v1_handler_proto_msgTypes[20]
+	mi := &file_operon_v1_handler_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2060,7 +2122,7 @@ func (x *DaemonRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DaemonRequest.ProtoReflect.Descriptor instead.
 func (*DaemonRequest) Descriptor() ([]byte, []int) {
-	return file_operon_v1_handler_proto_rawDescGZIP(), []int{20}
+	return file_operon_v1_handler_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *DaemonRequest) GetMessage() isDaemonRequest_Message {
@@ -2138,7 +2200,7 @@ type DaemonStart struct {
 
 func (x *DaemonStart) Reset() {
 	*x = DaemonStart{}
-	mi := &file_operon_v1_handler_proto_msgTypes[21]
+	mi := &file_operon_v1_handler_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2150,7 +2212,7 @@ func (x *DaemonStart) String() string {
 func (*DaemonStart) ProtoMessage() {}
 
 func (x *DaemonStart) ProtoReflect() protoreflect.Message {
-	mi := &file_operon_v1_handler_proto_msgTypes[21]
+	mi := &file_operon_v1_handler_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2163,7 +2225,7 @@ func (x *DaemonStart) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DaemonStart.ProtoReflect.Descriptor instead.
 func (*DaemonStart) Descriptor() ([]byte, []int) {
-	return file_operon_v1_handler_proto_rawDescGZIP(), []int{21}
+	return file_operon_v1_handler_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *DaemonStart) GetHandlerId() string {
@@ -2219,7 +2281,7 @@ type DaemonStop struct {
 
 func (x *DaemonStop) Reset() {
 	*x = DaemonStop{}
-	mi := &file_operon_v1_handler_proto_msgTypes[22]
+	mi := &file_operon_v1_handler_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2231,7 +2293,7 @@ func (x *DaemonStop) String() string {
 func (*DaemonStop) ProtoMessage() {}
 
 func (x *DaemonStop) ProtoReflect() protoreflect.Message {
-	mi := &file_operon_v1_handler_proto_msgTypes[22]
+	mi := &file_operon_v1_handler_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2244,7 +2306,7 @@ func (x *DaemonStop) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DaemonStop.ProtoReflect.Descriptor instead.
 func (*DaemonStop) Descriptor() ([]byte, []int) {
-	return file_operon_v1_handler_proto_rawDescGZIP(), []int{22}
+	return file_operon_v1_handler_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *DaemonStop) GetReason() DaemonStopReason {
@@ -2274,7 +2336,7 @@ type DaemonResponse struct {
 
 func (x *DaemonResponse) Reset() {
 	*x = DaemonResponse{}
-	mi := &file_operon_v1_handler_proto_msgTypes[23]
+	mi := &file_operon_v1_handler_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2286,7 +2348,7 @@ func (x *DaemonResponse) String() string {
 func (*DaemonResponse) ProtoMessage() {}
 
 func (x *DaemonResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_operon_v1_handler_proto_msgTypes[23]
+	mi := &file_operon_v1_handler_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2299,7 +2361,7 @@ func (x *DaemonResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DaemonResponse.ProtoReflect.Descriptor instead.
 func (*DaemonResponse) Descriptor() ([]byte, []int) {
-	return file_operon_v1_handler_proto_rawDescGZIP(), []int{23}
+	return file_operon_v1_handler_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *DaemonResponse) GetPatchJson() []byte {
@@ -2334,7 +2396,7 @@ type ChildType struct {
 
 func (x *ChildType) Reset() {
 	*x = ChildType{}
-	mi := &file_operon_v1_handler_proto_msgTypes[24]
+	mi := &file_operon_v1_handler_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2346,7 +2408,7 @@ func (x *ChildType) String() string {
 func (*ChildType) ProtoMessage() {}
 
 func (x *ChildType) ProtoReflect() protoreflect.Message {
-	mi := &file_operon_v1_handler_proto_msgTypes[24]
+	mi := &file_operon_v1_handler_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2359,7 +2421,7 @@ func (x *ChildType) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChildType.ProtoReflect.Descriptor instead.
 func (*ChildType) Descriptor() ([]byte, []int) {
-	return file_operon_v1_handler_proto_rawDescGZIP(), []int{24}
+	return file_operon_v1_handler_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ChildType) GetResource() *ResourceSelector {
@@ -2400,7 +2462,7 @@ type SyncRegistration struct {
 
 func (x *SyncRegistration) Reset() {
 	*x = SyncRegistration{}
-	mi := &file_operon_v1_handler_proto_msgTypes[25]
+	mi := &file_operon_v1_handler_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2412,7 +2474,7 @@ func (x *SyncRegistration) String() string {
 func (*SyncRegistration) ProtoMessage() {}
 
 func (x *SyncRegistration) ProtoReflect() protoreflect.Message {
-	mi := &file_operon_v1_handler_proto_msgTypes[25]
+	mi := &file_operon_v1_handler_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2425,7 +2487,7 @@ func (x *SyncRegistration) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncRegistration.ProtoReflect.Descriptor instead.
 func (*SyncRegistration) Descriptor() ([]byte, []int) {
-	return file_operon_v1_handler_proto_rawDescGZIP(), []int{25}
+	return file_operon_v1_handler_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *SyncRegistration) GetId() string {
@@ -2511,7 +2573,7 @@ type ShutdownHook struct {
 
 func (x *ShutdownHook) Reset() {
 	*x = ShutdownHook{}
-	mi := &file_operon_v1_handler_proto_msgTypes[26]
+	mi := &file_operon_v1_handler_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2523,7 +2585,7 @@ func (x *ShutdownHook) String() string {
 func (*ShutdownHook) ProtoMessage() {}
 
 func (x *ShutdownHook) ProtoReflect() protoreflect.Message {
-	mi := &file_operon_v1_handler_proto_msgTypes[26]
+	mi := &file_operon_v1_handler_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2536,7 +2598,7 @@ func (x *ShutdownHook) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShutdownHook.ProtoReflect.Descriptor instead.
 func (*ShutdownHook) Descriptor() ([]byte, []int) {
-	return file_operon_v1_handler_proto_rawDescGZIP(), []int{26}
+	return file_operon_v1_handler_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ShutdownHook) GetService() string {
@@ -2604,7 +2666,7 @@ type TaskRegistration struct {
 
 func (x *TaskRegistration) Reset() {
 	*x = TaskRegistration{}
-	mi := &file_operon_v1_handler_proto_msgTypes[27]
+	mi := &file_operon_v1_handler_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2616,7 +2678,7 @@ func (x *TaskRegistration) String() string {
 func (*TaskRegistration) ProtoMessage() {}
 
 func (x *TaskRegistration) ProtoReflect() protoreflect.Message {
-	mi := &file_operon_v1_handler_proto_msgTypes[27]
+	mi := &file_operon_v1_handler_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2629,7 +2691,7 @@ func (x *TaskRegistration) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskRegistration.ProtoReflect.Descriptor instead.
 func (*TaskRegistration) Descriptor() ([]byte, []int) {
-	return file_operon_v1_handler_proto_rawDescGZIP(), []int{27}
+	return file_operon_v1_handler_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *TaskRegistration) GetId() string {
@@ -2692,7 +2754,9 @@ var File_operon_v1_handler_proto protoreflect.FileDescriptor
 
 const file_operon_v1_handler_proto_rawDesc = "" +
 	"\n" +
-	"\x17operon/v1/handler.proto\x12\toperon.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"a\n" +
+	"\x17operon/v1/handler.proto\x12\toperon.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\")\n" +
+	"\rMatchResponse\x12\x18\n" +
+	"\amatched\x18\x01 \x01(\bR\amatched\"a\n" +
 	"\x0fDescribeRequest\x12!\n" +
 	"\fcore_version\x18\x01 \x01(\tR\vcoreVersion\x12+\n" +
 	"\x11contract_revision\x18\x02 \x01(\rR\x10contractRevision\"\xf0\x01\n" +
@@ -2871,7 +2935,7 @@ const file_operon_v1_handler_proto_rawDesc = "" +
 	"\x04mode\x18\x05 \x01(\x0e2\x13.operon.v1.TaskModeR\x04mode\x12\x1a\n" +
 	"\bpriority\x18\x06 \x01(\x05R\bpriority\x127\n" +
 	"\tretention\x18\a \x01(\v2\x19.google.protobuf.DurationR\tretention\x123\n" +
-	"\atimeout\x18\b \x01(\v2\x19.google.protobuf.DurationR\atimeout*\x9e\x02\n" +
+	"\atimeout\x18\b \x01(\v2\x19.google.protobuf.DurationR\atimeout*\xb6\x02\n" +
 	"\vHandlerKind\x12\x1c\n" +
 	"\x18HANDLER_KIND_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13HANDLER_KIND_CREATE\x10\x01\x12\x17\n" +
@@ -2884,7 +2948,8 @@ const file_operon_v1_handler_proto_rawDesc = "" +
 	"\x13HANDLER_KIND_DAEMON\x10\b\x12\x15\n" +
 	"\x11HANDLER_KIND_SYNC\x10\t\x12\x15\n" +
 	"\x11HANDLER_KIND_TASK\x10\n" +
-	"*x\n" +
+	"\x12\x16\n" +
+	"\x12HANDLER_KIND_INDEX\x10\v*x\n" +
 	"\n" +
 	"ErrorsMode\x12\x1b\n" +
 	"\x17ERRORS_MODE_UNSPECIFIED\x10\x00\x12\x19\n" +
@@ -2916,11 +2981,12 @@ const file_operon_v1_handler_proto_rawDesc = "" +
 	"\bTaskMode\x12\x19\n" +
 	"\x15TASK_MODE_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12TASK_MODE_PARALLEL\x10\x01\x12\x18\n" +
-	"\x14TASK_MODE_SEQUENTIAL\x10\x022\xcf\x01\n" +
+	"\x14TASK_MODE_SEQUENTIAL\x10\x022\x8c\x02\n" +
 	"\x0eHandlerService\x12;\n" +
 	"\bDescribe\x12\x1a.operon.v1.DescribeRequest\x1a\x13.operon.v1.Manifest\x12=\n" +
 	"\x06Invoke\x12\x18.operon.v1.InvokeRequest\x1a\x19.operon.v1.InvokeResponse\x12A\n" +
-	"\x06Daemon\x12\x18.operon.v1.DaemonRequest\x1a\x19.operon.v1.DaemonResponse(\x010\x01b\x06proto3"
+	"\x06Daemon\x12\x18.operon.v1.DaemonRequest\x1a\x19.operon.v1.DaemonResponse(\x010\x01\x12;\n" +
+	"\x05Match\x12\x18.operon.v1.InvokeRequest\x1a\x18.operon.v1.MatchResponseb\x06proto3"
 
 var (
 	file_operon_v1_handler_proto_rawDescOnce sync.Once
@@ -2935,7 +3001,7 @@ func file_operon_v1_handler_proto_rawDescGZIP() []byte {
 }
 
 var file_operon_v1_handler_proto_enumTypes = make([]protoimpl.EnumInfo, 7)
-var file_operon_v1_handler_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_operon_v1_handler_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
 var file_operon_v1_handler_proto_goTypes = []any{
 	(HandlerKind)(0),              // 0: operon.v1.HandlerKind
 	(ErrorsMode)(0),               // 1: operon.v1.ErrorsMode
@@ -2944,111 +3010,114 @@ var file_operon_v1_handler_proto_goTypes = []any{
 	(UpdateStrategy)(0),           // 4: operon.v1.UpdateStrategy
 	(ShutdownFailureStrategy)(0),  // 5: operon.v1.ShutdownFailureStrategy
 	(TaskMode)(0),                 // 6: operon.v1.TaskMode
-	(*DescribeRequest)(nil),       // 7: operon.v1.DescribeRequest
-	(*Manifest)(nil),              // 8: operon.v1.Manifest
-	(*ResourceSelector)(nil),      // 9: operon.v1.ResourceSelector
-	(*Handler)(nil),               // 10: operon.v1.Handler
-	(*ValueFilter)(nil),           // 11: operon.v1.ValueFilter
-	(*Filters)(nil),               // 12: operon.v1.Filters
-	(*Options)(nil),               // 13: operon.v1.Options
-	(*Record)(nil),                // 14: operon.v1.Record
-	(*ResolvedResource)(nil),      // 15: operon.v1.ResolvedResource
-	(*InvokeRequest)(nil),         // 16: operon.v1.InvokeRequest
-	(*Outcome)(nil),               // 17: operon.v1.Outcome
-	(*Success)(nil),               // 18: operon.v1.Success
-	(*TemporaryError)(nil),        // 19: operon.v1.TemporaryError
-	(*PermanentError)(nil),        // 20: operon.v1.PermanentError
-	(*ArbitraryError)(nil),        // 21: operon.v1.ArbitraryError
-	(*NotMatched)(nil),            // 22: operon.v1.NotMatched
-	(*SubhandlersPending)(nil),    // 23: operon.v1.SubhandlersPending
-	(*SubhandlerOutcome)(nil),     // 24: operon.v1.SubhandlerOutcome
-	(*Event)(nil),                 // 25: operon.v1.Event
-	(*InvokeResponse)(nil),        // 26: operon.v1.InvokeResponse
-	(*DaemonRequest)(nil),         // 27: operon.v1.DaemonRequest
-	(*DaemonStart)(nil),           // 28: operon.v1.DaemonStart
-	(*DaemonStop)(nil),            // 29: operon.v1.DaemonStop
-	(*DaemonResponse)(nil),        // 30: operon.v1.DaemonResponse
-	(*ChildType)(nil),             // 31: operon.v1.ChildType
-	(*SyncRegistration)(nil),      // 32: operon.v1.SyncRegistration
-	(*ShutdownHook)(nil),          // 33: operon.v1.ShutdownHook
-	(*TaskRegistration)(nil),      // 34: operon.v1.TaskRegistration
-	nil,                           // 35: operon.v1.Filters.LabelsEntry
-	nil,                           // 36: operon.v1.Filters.AnnotationsEntry
-	(*durationpb.Duration)(nil),   // 37: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 38: google.protobuf.Timestamp
+	(*MatchResponse)(nil),         // 7: operon.v1.MatchResponse
+	(*DescribeRequest)(nil),       // 8: operon.v1.DescribeRequest
+	(*Manifest)(nil),              // 9: operon.v1.Manifest
+	(*ResourceSelector)(nil),      // 10: operon.v1.ResourceSelector
+	(*Handler)(nil),               // 11: operon.v1.Handler
+	(*ValueFilter)(nil),           // 12: operon.v1.ValueFilter
+	(*Filters)(nil),               // 13: operon.v1.Filters
+	(*Options)(nil),               // 14: operon.v1.Options
+	(*Record)(nil),                // 15: operon.v1.Record
+	(*ResolvedResource)(nil),      // 16: operon.v1.ResolvedResource
+	(*InvokeRequest)(nil),         // 17: operon.v1.InvokeRequest
+	(*Outcome)(nil),               // 18: operon.v1.Outcome
+	(*Success)(nil),               // 19: operon.v1.Success
+	(*TemporaryError)(nil),        // 20: operon.v1.TemporaryError
+	(*PermanentError)(nil),        // 21: operon.v1.PermanentError
+	(*ArbitraryError)(nil),        // 22: operon.v1.ArbitraryError
+	(*NotMatched)(nil),            // 23: operon.v1.NotMatched
+	(*SubhandlersPending)(nil),    // 24: operon.v1.SubhandlersPending
+	(*SubhandlerOutcome)(nil),     // 25: operon.v1.SubhandlerOutcome
+	(*Event)(nil),                 // 26: operon.v1.Event
+	(*InvokeResponse)(nil),        // 27: operon.v1.InvokeResponse
+	(*DaemonRequest)(nil),         // 28: operon.v1.DaemonRequest
+	(*DaemonStart)(nil),           // 29: operon.v1.DaemonStart
+	(*DaemonStop)(nil),            // 30: operon.v1.DaemonStop
+	(*DaemonResponse)(nil),        // 31: operon.v1.DaemonResponse
+	(*ChildType)(nil),             // 32: operon.v1.ChildType
+	(*SyncRegistration)(nil),      // 33: operon.v1.SyncRegistration
+	(*ShutdownHook)(nil),          // 34: operon.v1.ShutdownHook
+	(*TaskRegistration)(nil),      // 35: operon.v1.TaskRegistration
+	nil,                           // 36: operon.v1.Filters.LabelsEntry
+	nil,                           // 37: operon.v1.Filters.AnnotationsEntry
+	(*durationpb.Duration)(nil),   // 38: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 39: google.protobuf.Timestamp
 }
 var file_operon_v1_handler_proto_depIdxs = []int32{
-	10, // 0: operon.v1.Manifest.handlers:type_name -> operon.v1.Handler
-	32, // 1: operon.v1.Manifest.syncs:type_name -> operon.v1.SyncRegistration
-	34, // 2: operon.v1.Manifest.tasks:type_name -> operon.v1.TaskRegistration
+	11, // 0: operon.v1.Manifest.handlers:type_name -> operon.v1.Handler
+	33, // 1: operon.v1.Manifest.syncs:type_name -> operon.v1.SyncRegistration
+	35, // 2: operon.v1.Manifest.tasks:type_name -> operon.v1.TaskRegistration
 	0,  // 3: operon.v1.Handler.kind:type_name -> operon.v1.HandlerKind
-	9,  // 4: operon.v1.Handler.resource:type_name -> operon.v1.ResourceSelector
-	12, // 5: operon.v1.Handler.filters:type_name -> operon.v1.Filters
-	13, // 6: operon.v1.Handler.options:type_name -> operon.v1.Options
-	35, // 7: operon.v1.Filters.labels:type_name -> operon.v1.Filters.LabelsEntry
-	36, // 8: operon.v1.Filters.annotations:type_name -> operon.v1.Filters.AnnotationsEntry
-	11, // 9: operon.v1.Filters.value:type_name -> operon.v1.ValueFilter
-	11, // 10: operon.v1.Filters.old:type_name -> operon.v1.ValueFilter
-	11, // 11: operon.v1.Filters.new:type_name -> operon.v1.ValueFilter
-	37, // 12: operon.v1.Options.timeout:type_name -> google.protobuf.Duration
-	37, // 13: operon.v1.Options.backoff:type_name -> google.protobuf.Duration
+	10, // 4: operon.v1.Handler.resource:type_name -> operon.v1.ResourceSelector
+	13, // 5: operon.v1.Handler.filters:type_name -> operon.v1.Filters
+	14, // 6: operon.v1.Handler.options:type_name -> operon.v1.Options
+	36, // 7: operon.v1.Filters.labels:type_name -> operon.v1.Filters.LabelsEntry
+	37, // 8: operon.v1.Filters.annotations:type_name -> operon.v1.Filters.AnnotationsEntry
+	12, // 9: operon.v1.Filters.value:type_name -> operon.v1.ValueFilter
+	12, // 10: operon.v1.Filters.old:type_name -> operon.v1.ValueFilter
+	12, // 11: operon.v1.Filters.new:type_name -> operon.v1.ValueFilter
+	38, // 12: operon.v1.Options.timeout:type_name -> google.protobuf.Duration
+	38, // 13: operon.v1.Options.backoff:type_name -> google.protobuf.Duration
 	1,  // 14: operon.v1.Options.errors:type_name -> operon.v1.ErrorsMode
-	37, // 15: operon.v1.Options.interval:type_name -> google.protobuf.Duration
-	37, // 16: operon.v1.Options.idle:type_name -> google.protobuf.Duration
-	37, // 17: operon.v1.Options.initial_delay:type_name -> google.protobuf.Duration
-	37, // 18: operon.v1.Options.cancellation_timeout:type_name -> google.protobuf.Duration
-	37, // 19: operon.v1.Options.call_timeout:type_name -> google.protobuf.Duration
-	37, // 20: operon.v1.Options.cancellation_backoff:type_name -> google.protobuf.Duration
-	38, // 21: operon.v1.Record.started:type_name -> google.protobuf.Timestamp
-	38, // 22: operon.v1.Record.delayed:type_name -> google.protobuf.Timestamp
+	38, // 15: operon.v1.Options.interval:type_name -> google.protobuf.Duration
+	38, // 16: operon.v1.Options.idle:type_name -> google.protobuf.Duration
+	38, // 17: operon.v1.Options.initial_delay:type_name -> google.protobuf.Duration
+	38, // 18: operon.v1.Options.cancellation_timeout:type_name -> google.protobuf.Duration
+	38, // 19: operon.v1.Options.call_timeout:type_name -> google.protobuf.Duration
+	38, // 20: operon.v1.Options.cancellation_backoff:type_name -> google.protobuf.Duration
+	39, // 21: operon.v1.Record.started:type_name -> google.protobuf.Timestamp
+	39, // 22: operon.v1.Record.delayed:type_name -> google.protobuf.Timestamp
 	2,  // 23: operon.v1.InvokeRequest.reason:type_name -> operon.v1.Reason
-	38, // 24: operon.v1.InvokeRequest.started:type_name -> google.protobuf.Timestamp
-	14, // 25: operon.v1.InvokeRequest.subhandlers:type_name -> operon.v1.Record
-	15, // 26: operon.v1.InvokeRequest.resource:type_name -> operon.v1.ResolvedResource
-	18, // 27: operon.v1.Outcome.success:type_name -> operon.v1.Success
-	19, // 28: operon.v1.Outcome.temporary_error:type_name -> operon.v1.TemporaryError
-	20, // 29: operon.v1.Outcome.permanent_error:type_name -> operon.v1.PermanentError
-	21, // 30: operon.v1.Outcome.arbitrary_error:type_name -> operon.v1.ArbitraryError
-	22, // 31: operon.v1.Outcome.not_matched:type_name -> operon.v1.NotMatched
-	23, // 32: operon.v1.Outcome.subhandlers_pending:type_name -> operon.v1.SubhandlersPending
-	37, // 33: operon.v1.TemporaryError.delay:type_name -> google.protobuf.Duration
-	37, // 34: operon.v1.SubhandlersPending.delay:type_name -> google.protobuf.Duration
-	17, // 35: operon.v1.SubhandlerOutcome.outcome:type_name -> operon.v1.Outcome
-	13, // 36: operon.v1.SubhandlerOutcome.options:type_name -> operon.v1.Options
-	17, // 37: operon.v1.InvokeResponse.outcome:type_name -> operon.v1.Outcome
-	24, // 38: operon.v1.InvokeResponse.subhandlers:type_name -> operon.v1.SubhandlerOutcome
-	25, // 39: operon.v1.InvokeResponse.events:type_name -> operon.v1.Event
-	28, // 40: operon.v1.DaemonRequest.start:type_name -> operon.v1.DaemonStart
-	29, // 41: operon.v1.DaemonRequest.stop:type_name -> operon.v1.DaemonStop
-	15, // 42: operon.v1.DaemonStart.resource:type_name -> operon.v1.ResolvedResource
-	38, // 43: operon.v1.DaemonStart.started:type_name -> google.protobuf.Timestamp
+	39, // 24: operon.v1.InvokeRequest.started:type_name -> google.protobuf.Timestamp
+	15, // 25: operon.v1.InvokeRequest.subhandlers:type_name -> operon.v1.Record
+	16, // 26: operon.v1.InvokeRequest.resource:type_name -> operon.v1.ResolvedResource
+	19, // 27: operon.v1.Outcome.success:type_name -> operon.v1.Success
+	20, // 28: operon.v1.Outcome.temporary_error:type_name -> operon.v1.TemporaryError
+	21, // 29: operon.v1.Outcome.permanent_error:type_name -> operon.v1.PermanentError
+	22, // 30: operon.v1.Outcome.arbitrary_error:type_name -> operon.v1.ArbitraryError
+	23, // 31: operon.v1.Outcome.not_matched:type_name -> operon.v1.NotMatched
+	24, // 32: operon.v1.Outcome.subhandlers_pending:type_name -> operon.v1.SubhandlersPending
+	38, // 33: operon.v1.TemporaryError.delay:type_name -> google.protobuf.Duration
+	38, // 34: operon.v1.SubhandlersPending.delay:type_name -> google.protobuf.Duration
+	18, // 35: operon.v1.SubhandlerOutcome.outcome:type_name -> operon.v1.Outcome
+	14, // 36: operon.v1.SubhandlerOutcome.options:type_name -> operon.v1.Options
+	18, // 37: operon.v1.InvokeResponse.outcome:type_name -> operon.v1.Outcome
+	25, // 38: operon.v1.InvokeResponse.subhandlers:type_name -> operon.v1.SubhandlerOutcome
+	26, // 39: operon.v1.InvokeResponse.events:type_name -> operon.v1.Event
+	29, // 40: operon.v1.DaemonRequest.start:type_name -> operon.v1.DaemonStart
+	30, // 41: operon.v1.DaemonRequest.stop:type_name -> operon.v1.DaemonStop
+	16, // 42: operon.v1.DaemonStart.resource:type_name -> operon.v1.ResolvedResource
+	39, // 43: operon.v1.DaemonStart.started:type_name -> google.protobuf.Timestamp
 	3,  // 44: operon.v1.DaemonStop.reason:type_name -> operon.v1.DaemonStopReason
-	25, // 45: operon.v1.DaemonResponse.events:type_name -> operon.v1.Event
-	17, // 46: operon.v1.DaemonResponse.exit:type_name -> operon.v1.Outcome
-	9,  // 47: operon.v1.ChildType.resource:type_name -> operon.v1.ResourceSelector
+	26, // 45: operon.v1.DaemonResponse.events:type_name -> operon.v1.Event
+	18, // 46: operon.v1.DaemonResponse.exit:type_name -> operon.v1.Outcome
+	10, // 47: operon.v1.ChildType.resource:type_name -> operon.v1.ResourceSelector
 	4,  // 48: operon.v1.ChildType.update_strategy:type_name -> operon.v1.UpdateStrategy
-	9,  // 49: operon.v1.SyncRegistration.parent:type_name -> operon.v1.ResourceSelector
-	31, // 50: operon.v1.SyncRegistration.children:type_name -> operon.v1.ChildType
-	37, // 51: operon.v1.SyncRegistration.resync_period:type_name -> google.protobuf.Duration
-	37, // 52: operon.v1.SyncRegistration.call_timeout:type_name -> google.protobuf.Duration
-	33, // 53: operon.v1.SyncRegistration.shutdown_hook:type_name -> operon.v1.ShutdownHook
-	37, // 54: operon.v1.ShutdownHook.grace_period:type_name -> google.protobuf.Duration
+	10, // 49: operon.v1.SyncRegistration.parent:type_name -> operon.v1.ResourceSelector
+	32, // 50: operon.v1.SyncRegistration.children:type_name -> operon.v1.ChildType
+	38, // 51: operon.v1.SyncRegistration.resync_period:type_name -> google.protobuf.Duration
+	38, // 52: operon.v1.SyncRegistration.call_timeout:type_name -> google.protobuf.Duration
+	34, // 53: operon.v1.SyncRegistration.shutdown_hook:type_name -> operon.v1.ShutdownHook
+	38, // 54: operon.v1.ShutdownHook.grace_period:type_name -> google.protobuf.Duration
 	5,  // 55: operon.v1.ShutdownHook.failure_strategy:type_name -> operon.v1.ShutdownFailureStrategy
-	9,  // 56: operon.v1.TaskRegistration.task:type_name -> operon.v1.ResourceSelector
-	9,  // 57: operon.v1.TaskRegistration.parent:type_name -> operon.v1.ResourceSelector
+	10, // 56: operon.v1.TaskRegistration.task:type_name -> operon.v1.ResourceSelector
+	10, // 57: operon.v1.TaskRegistration.parent:type_name -> operon.v1.ResourceSelector
 	6,  // 58: operon.v1.TaskRegistration.mode:type_name -> operon.v1.TaskMode
-	37, // 59: operon.v1.TaskRegistration.retention:type_name -> google.protobuf.Duration
-	37, // 60: operon.v1.TaskRegistration.timeout:type_name -> google.protobuf.Duration
-	11, // 61: operon.v1.Filters.LabelsEntry.value:type_name -> operon.v1.ValueFilter
-	11, // 62: operon.v1.Filters.AnnotationsEntry.value:type_name -> operon.v1.ValueFilter
-	7,  // 63: operon.v1.HandlerService.Describe:input_type -> operon.v1.DescribeRequest
-	16, // 64: operon.v1.HandlerService.Invoke:input_type -> operon.v1.InvokeRequest
-	27, // 65: operon.v1.HandlerService.Daemon:input_type -> operon.v1.DaemonRequest
-	8,  // 66: operon.v1.HandlerService.Describe:output_type -> operon.v1.Manifest
-	26, // 67: operon.v1.HandlerService.Invoke:output_type -> operon.v1.InvokeResponse
-	30, // 68: operon.v1.HandlerService.Daemon:output_type -> operon.v1.DaemonResponse
-	66, // [66:69] is the sub-list for method output_type
-	63, // [63:66] is the sub-list for method input_type
+	38, // 59: operon.v1.TaskRegistration.retention:type_name -> google.protobuf.Duration
+	38, // 60: operon.v1.TaskRegistration.timeout:type_name -> google.protobuf.Duration
+	12, // 61: operon.v1.Filters.LabelsEntry.value:type_name -> operon.v1.ValueFilter
+	12, // 62: operon.v1.Filters.AnnotationsEntry.value:type_name -> operon.v1.ValueFilter
+	8,  // 63: operon.v1.HandlerService.Describe:input_type -> operon.v1.DescribeRequest
+	17, // 64: operon.v1.HandlerService.Invoke:input_type -> operon.v1.InvokeRequest
+	28, // 65: operon.v1.HandlerService.Daemon:input_type -> operon.v1.DaemonRequest
+	17, // 66: operon.v1.HandlerService.Match:input_type -> operon.v1.InvokeRequest
+	9,  // 67: operon.v1.HandlerService.Describe:output_type -> operon.v1.Manifest
+	27, // 68: operon.v1.HandlerService.Invoke:output_type -> operon.v1.InvokeResponse
+	31, // 69: operon.v1.HandlerService.Daemon:output_type -> operon.v1.DaemonResponse
+	7,  // 70: operon.v1.HandlerService.Match:output_type -> operon.v1.MatchResponse
+	67, // [67:71] is the sub-list for method output_type
+	63, // [63:67] is the sub-list for method input_type
 	63, // [63:63] is the sub-list for extension type_name
 	63, // [63:63] is the sub-list for extension extendee
 	0,  // [0:63] is the sub-list for field type_name
@@ -3059,13 +3128,13 @@ func file_operon_v1_handler_proto_init() {
 	if File_operon_v1_handler_proto != nil {
 		return
 	}
-	file_operon_v1_handler_proto_msgTypes[4].OneofWrappers = []any{
+	file_operon_v1_handler_proto_msgTypes[5].OneofWrappers = []any{
 		(*ValueFilter_EqualsJson)(nil),
 		(*ValueFilter_Present)(nil),
 		(*ValueFilter_Absent)(nil),
 	}
-	file_operon_v1_handler_proto_msgTypes[6].OneofWrappers = []any{}
-	file_operon_v1_handler_proto_msgTypes[10].OneofWrappers = []any{
+	file_operon_v1_handler_proto_msgTypes[7].OneofWrappers = []any{}
+	file_operon_v1_handler_proto_msgTypes[11].OneofWrappers = []any{
 		(*Outcome_Success)(nil),
 		(*Outcome_TemporaryError)(nil),
 		(*Outcome_PermanentError)(nil),
@@ -3073,7 +3142,7 @@ func file_operon_v1_handler_proto_init() {
 		(*Outcome_NotMatched)(nil),
 		(*Outcome_SubhandlersPending)(nil),
 	}
-	file_operon_v1_handler_proto_msgTypes[20].OneofWrappers = []any{
+	file_operon_v1_handler_proto_msgTypes[21].OneofWrappers = []any{
 		(*DaemonRequest_Start)(nil),
 		(*DaemonRequest_BodyJson)(nil),
 		(*DaemonRequest_Stop)(nil),
@@ -3084,7 +3153,7 @@ func file_operon_v1_handler_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_operon_v1_handler_proto_rawDesc), len(file_operon_v1_handler_proto_rawDesc)),
 			NumEnums:      7,
-			NumMessages:   30,
+			NumMessages:   31,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -31,6 +31,7 @@ const (
 	HandlerService_Describe_FullMethodName = "/operon.v1.HandlerService/Describe"
 	HandlerService_Invoke_FullMethodName   = "/operon.v1.HandlerService/Invoke"
 	HandlerService_Daemon_FullMethodName   = "/operon.v1.HandlerService/Daemon"
+	HandlerService_Match_FullMethodName    = "/operon.v1.HandlerService/Match"
 )
 
 // HandlerServiceClient is the client API for HandlerService service.
@@ -47,6 +48,15 @@ type HandlerServiceClient interface {
 	// Run one daemon (HANDLER_KIND_DAEMON) for one object, for as long as it runs. See "Daemons"
 	// at the end of this file.
 	Daemon(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[DaemonRequest, DaemonResponse], error)
+	// ---- Daemons (end) ----
+	// ---- Callback filters (begin) ----
+	// Evaluates a handler's callback filters (a handler with `has_callback_filters`) for one object
+	// without running the handler: the same request as `Invoke`, answered with whether the handler
+	// would be selected. The core asks where Kopf evaluates `when=` and other callables outside a
+	// handler call: before it holds its finalizer for a delete handler, a timer or a daemon, and
+	// before it starts a timer or a daemon. A service that does not implement it (UNIMPLEMENTED)
+	// is taken to match, as before this call existed.
+	Match(ctx context.Context, in *InvokeRequest, opts ...grpc.CallOption) (*MatchResponse, error)
 }
 
 type handlerServiceClient struct {
@@ -90,6 +100,16 @@ func (c *handlerServiceClient) Daemon(ctx context.Context, opts ...grpc.CallOpti
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type HandlerService_DaemonClient = grpc.BidiStreamingClient[DaemonRequest, DaemonResponse]
 
+func (c *handlerServiceClient) Match(ctx context.Context, in *InvokeRequest, opts ...grpc.CallOption) (*MatchResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(MatchResponse)
+	err := c.cc.Invoke(ctx, HandlerService_Match_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // HandlerServiceServer is the server API for HandlerService service.
 // All implementations must embed UnimplementedHandlerServiceServer
 // for forward compatibility.
@@ -104,6 +124,15 @@ type HandlerServiceServer interface {
 	// Run one daemon (HANDLER_KIND_DAEMON) for one object, for as long as it runs. See "Daemons"
 	// at the end of this file.
 	Daemon(grpc.BidiStreamingServer[DaemonRequest, DaemonResponse]) error
+	// ---- Daemons (end) ----
+	// ---- Callback filters (begin) ----
+	// Evaluates a handler's callback filters (a handler with `has_callback_filters`) for one object
+	// without running the handler: the same request as `Invoke`, answered with whether the handler
+	// would be selected. The core asks where Kopf evaluates `when=` and other callables outside a
+	// handler call: before it holds its finalizer for a delete handler, a timer or a daemon, and
+	// before it starts a timer or a daemon. A service that does not implement it (UNIMPLEMENTED)
+	// is taken to match, as before this call existed.
+	Match(context.Context, *InvokeRequest) (*MatchResponse, error)
 	mustEmbedUnimplementedHandlerServiceServer()
 }
 
@@ -122,6 +151,9 @@ func (UnimplementedHandlerServiceServer) Invoke(context.Context, *InvokeRequest)
 }
 func (UnimplementedHandlerServiceServer) Daemon(grpc.BidiStreamingServer[DaemonRequest, DaemonResponse]) error {
 	return status.Errorf(codes.Unimplemented, "method Daemon not implemented")
+}
+func (UnimplementedHandlerServiceServer) Match(context.Context, *InvokeRequest) (*MatchResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Match not implemented")
 }
 func (UnimplementedHandlerServiceServer) mustEmbedUnimplementedHandlerServiceServer() {}
 func (UnimplementedHandlerServiceServer) testEmbeddedByValue()                        {}
@@ -187,6 +219,24 @@ func _HandlerService_Daemon_Handler(srv interface{}, stream grpc.ServerStream) e
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type HandlerService_DaemonServer = grpc.BidiStreamingServer[DaemonRequest, DaemonResponse]
 
+func _HandlerService_Match_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(InvokeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(HandlerServiceServer).Match(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: HandlerService_Match_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(HandlerServiceServer).Match(ctx, req.(*InvokeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // HandlerService_ServiceDesc is the grpc.ServiceDesc for HandlerService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -201,6 +251,10 @@ var HandlerService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Invoke",
 			Handler:    _HandlerService_Invoke_Handler,
+		},
+		{
+			MethodName: "Match",
+			Handler:    _HandlerService_Match_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -7,8 +7,8 @@ from __future__ import annotations
 import logging
 
 from kopf._core.logs import (
-    LocalObjectLogger, LogFormat, ObjectJsonFormatter, ObjectLogger, ObjectTextFormatter, configure,
-    make_formatter,
+    LocalObjectLogger, LogFormat, ObjectJsonFormatter, ObjectLogger, ObjectTextFormatter, TerseObjectLogger,
+    configure, make_formatter,
 )
 
 logger = logging.getLogger('kopf.objects')
@@ -30,4 +30,4 @@ class ObjectPrefixingJsonFormatter(ObjectJsonFormatter):
 
 __all__ = ['LocalObjectLogger', 'LogFormat', 'ObjectJsonFormatter', 'ObjectLogger',
            'ObjectPrefixingJsonFormatter', 'ObjectPrefixingTextFormatter', 'ObjectTextFormatter',
-           'configure', 'logger', 'make_formatter']
+           'TerseObjectLogger', 'configure', 'logger', 'make_formatter']

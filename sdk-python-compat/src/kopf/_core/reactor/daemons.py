@@ -51,6 +51,7 @@ class _Run:
     raw_body: dict[str, Any]
     stopped: model.DaemonStopped
     task: 'asyncio.Task[Any] | None' = None
+    deleted: bool = False  # stopped because the object is deleted (or gone)
 
     def refresh(self, body_json: bytes) -> None:
         fresh = json.loads(body_json) if body_json else None
@@ -59,6 +60,7 @@ class _Run:
             self.raw_body.update(fresh)
 
     def stop(self, reason: model.DaemonStoppingReason, *, force: bool) -> None:
+        self.deleted = self.deleted or reason == model.DaemonStoppingReason.RESOURCE_DELETED
         if not self.stopped:
             self.stopped.set(reason)
         if force:
@@ -122,7 +124,7 @@ async def serve(backend: 'OperatorBackend', requests: AsyncIterator[pb.DaemonReq
     if first.WhichOneof('message') != 'start':
         raise ValueError("The first message of a Daemon call must be `start`.")
     start = first.start
-    handler = backend.find_handler(start.handler_id, None)
+    handler = backend.find_handler(start.handler_id, None, start.resource)
     if handler.kind != 'daemon':
         raise LookupError(f"Handler {handler.id!r} is not a daemon.")
     raw_body = json.loads(start.body_json) if start.body_json else {}
@@ -185,3 +187,5 @@ async def serve(backend: 'OperatorBackend', requests: AsyncIterator[pb.DaemonReq
             run.stop(model.DaemonStoppingReason.OPERATOR_EXITING, force=True)
         listener.cancel()
         run.stopped.set(model.DaemonStoppingReason.DONE)
+        if run.deleted:  # the object's end: its memo is let go (after the daemon is done with it).
+            backend.forget(run.raw_body)

@@ -18,14 +18,15 @@ has unfinished sub-handlers                  ``subhandlers_pending`` (Kopf's Han
 is filtered out by a callback filter         ``not_matched``
 ==========================================  ==================================================
 
+Index functions (``@kopf.index``) are called apart: their index lives in this process, and
+their calls feed it (:meth:`OperatorBackend.invoke_index`, :mod:`kopf._core.indexing`).
+
 # Guarantees
 A handler's error never fails the call or the server: it is an outcome. The answer comes
 before the call's deadline: a handler still running by then is answered as an arbitrary error
 (an async handler is cancelled; a sync handler's thread cannot be, and finishes in the background).
 """
 import asyncio
-import collections
-import copy
 import dataclasses
 import datetime
 import json
@@ -37,8 +38,8 @@ from typing import Any
 from google.protobuf import timestamp_pb2
 
 from kopf._cogs import refs, settings as settings_, views
-from kopf._core import calls, logs, model, posting
-from kopf._core.reactor import manifests
+from kopf._core import calls, indexing, logs, model, posting
+from kopf._core.reactor import inventory, manifests
 from kopf._core.registry import OperatorRegistry
 from kopf._proto.operon.v1 import handler_pb2 as pb
 from kopf._transport import server, tracing
@@ -47,9 +48,6 @@ logger = logging.getLogger('kopf._core.reactor.handling')
 
 # The answer must reach the core before its deadline: stop waiting for the handler this early.
 DEADLINE_MARGIN = 0.5
-
-# Per-object memos (Kopf keeps them in the per-object memory); the least recently used go first.
-MAX_MEMOS = 10_000
 
 # The current call of the core (its metadata, e.g. the W3C `traceparent`, and its deadline),
 # for whatever runs within it: the handler, its sub-handlers, their helpers.
@@ -67,11 +65,6 @@ _KINDS_OF_REASON: Mapping[model.Reason, tuple[str, ...]] = {
     model.Reason.CREATE: ('create',), model.Reason.UPDATE: ('update', 'field'),
     model.Reason.DELETE: ('delete',), model.Reason.RESUME: ('resume',),
 }
-
-
-def indices_of(registry: OperatorRegistry) -> dict[str, model.Index[Any, Any]]:
-    """ Indexers do not run on Operon yet: every index kwarg is an empty index. """
-    return {handler.id: model.Index() for handler in registry.of_kinds('index')}
 
 
 def timestamp(ts: timestamp_pb2.Timestamp) -> datetime.datetime:
@@ -137,6 +130,17 @@ def guess_resource(body: Mapping[str, Any], selector: refs.Selector | None) -> r
         group=group, version=version, plural=plural,
         kind=kind, singular=kind.lower() if kind else None, namespaced=namespaced,
     )
+
+
+def _indexed_resource(request: pb.InvokeRequest, handler: model.Handler) -> str:
+    """
+    Which resource an index call is about, to tell the objects of several resources indexed
+    under one id apart: as the core resolved it, or (from older cores) as the handler names it.
+    """
+    if request.HasField('resource') and request.resource.plural:
+        return f'{request.resource.group}/{request.resource.plural}'
+    selector = manifests.resource_selector(handler.selector)
+    return f'{selector.group}/{selector.name}' if selector is not None else ''
 
 
 def _json(value: Any) -> bytes:
@@ -229,7 +233,8 @@ class OperatorBackend(server.Backend):
     memo: Any = dataclasses.field(default_factory=views.Memo)
     service_name: str = 'kopf'
     lifecycle: model.LifeCycleFn | None = None
-    _memos: 'collections.OrderedDict[str, Any]' = dataclasses.field(default_factory=collections.OrderedDict)
+    indexers: indexing.OperatorIndexers = dataclasses.field(default_factory=indexing.OperatorIndexers)
+    memos: inventory.ObjectMemos = dataclasses.field(default_factory=inventory.ObjectMemos)
 
     # -- Describe ---------------------------------------------------------------------------------
 
@@ -241,9 +246,13 @@ class OperatorBackend(server.Backend):
 
     # -- Invoke -----------------------------------------------------------------------------------
 
-    def find_handler(self, handler_id: str, reason: model.Reason | None) -> model.Handler:
+    def find_handler(self, handler_id: str, reason: model.Reason | None,
+                     resource: pb.ResolvedResource | None = None) -> model.Handler:
         """
-        The registered handler by id; among several registrations of one id, the one of the reason.
+        The registered handler by id; among several registrations of one id (Kopf keeps them per
+        resource), the one of the call's resource and reason. A registration whose selector cannot
+        resolve to the resource (:func:`manifests.resolves_to`) is the last resort; then one of the
+        reason's kind; then one that surely resolves to it; then the first registered.
 
         # Errors
         :class:`LookupError` if there is none (a contract error: the core asked for a handler that
@@ -253,36 +262,54 @@ class OperatorBackend(server.Backend):
         if not found:
             raise LookupError(f"No handler with id {handler_id!r} is registered.")
         wanted = _KINDS_OF_REASON.get(reason, ()) if reason is not None else ()
-        return next((handler for handler in found if handler.kind in wanted), found[0])
+        named = resource if resource is not None and resource.plural else None  # older cores: none
+
+        def misfit(handler: model.Handler) -> tuple[bool, bool, bool]:
+            fits = manifests.resolves_to(handler.selector, named) if named is not None else None
+            return fits is False, handler.kind not in wanted, fits is not True
+
+        return min(found, key=misfit)
 
     def memo_for(self, body: Mapping[str, Any]) -> Any:
         """ Kopf's per-object memo: a shallow copy of the operator's memo, kept per object. """
-        meta = body.get('metadata', {})
-        uid = meta.get('uid') or repr((body.get('kind'), meta.get('namespace'), meta.get('name')))
-        memo = self._memos.get(uid)
-        if memo is None:
-            memo = self._memos[uid] = copy.copy(self.memo)
-            while len(self._memos) > MAX_MEMOS:
-                self._memos.popitem(last=False)
-        else:
-            self._memos.move_to_end(uid)
-        return memo
+        return self.memos.recall(body, self.memo)
 
     def forget(self, body: Mapping[str, Any]) -> None:
-        uid = body.get('metadata', {}).get('uid')
-        if uid:
-            self._memos.pop(uid, None)
+        """ The object is gone: its memo is let go (:class:`inventory.ObjectMemos`). """
+        self.memos.forget(body)
+
+    def _noted(self, request: pb.InvokeRequest, raw_body: Mapping[str, Any],
+               response: pb.InvokeResponse) -> pb.InvokeResponse:
+        """
+        The answer, once the call's end is noted: a call that shows the object gone lets its memo
+        go --- an event handler's call for a DELETED watch event; a delete handler's call for an
+        object being deleted that ends in success, a permanent error or "not matched" (the handler
+        is done) while the object has no finalizers but ours (so the core's release of it, once
+        its delete handlers are done, is its end).
+        """
+        meta = raw_body.get('metadata') or {}
+        if request.event_type == 'DELETED':
+            self.forget(raw_body)
+        elif (request.reason == pb.REASON_DELETE and meta.get('deletionTimestamp')
+              and response.outcome.WhichOneof('result') in ('success', 'permanent_error', 'not_matched')
+              and all(f == self.settings.persistence.finalizer for f in meta.get('finalizers') or [])):
+            self.forget(raw_body)
+        return response
 
     def build_cause(self, handler: model.Handler, request: pb.InvokeRequest, raw_body: dict[str, Any]) -> calls.Cause:
         body = views.Body(raw_body)
         cause = calls.Cause(
             logger=logs.ObjectLogger(body=body, settings=self.settings),
             memo=self.memo_for(raw_body),
-            indices=indices_of(self.registry),
+            indices=self.indexers.view(self.registry),
             body=body,
             patch=views.Patch(body=body),
             resource=resource_of(request, raw_body, handler.selector),
         )
+        if handler.kind == 'index':
+            cause.logger = logs.TerseObjectLogger(body=body, settings=self.settings)
+            cause.indexing = True
+            return cause
         if handler.kind == 'event':
             cause.logger = logs.LocalObjectLogger(body=body, settings=self.settings)
             cause.event_type = request.event_type or None
@@ -326,7 +353,9 @@ class OperatorBackend(server.Backend):
 
     async def invoke(self, request: pb.InvokeRequest, call: server.CallInfo) -> pb.InvokeResponse:
         reason = _REASONS.get(request.reason)
-        handler = self.find_handler(request.handler_id, reason)
+        handler = self.find_handler(request.handler_id, reason, request.resource)
+        if handler.kind == 'index':
+            return await self.invoke_index(handler, request, call)
         raw_body = _loads(request.body_json) or {}
         if not isinstance(raw_body, dict):
             raise ValueError(f"The body of the call of {handler.id!r} is not a JSON object.")
@@ -345,9 +374,10 @@ class OperatorBackend(server.Backend):
                 matched = self.matches(handler, cause, request)
             except Exception as e:
                 cause.logger.error(f"Filters of {handler} failed: {e!r}")
-                return pb.InvokeResponse(outcome=_outcome_arbitrary(e))
+                return self._noted(request, raw_body, pb.InvokeResponse(outcome=_outcome_arbitrary(e)))
             if not matched:
-                return pb.InvokeResponse(outcome=pb.Outcome(not_matched=pb.NotMatched()))
+                not_matched = pb.Outcome(not_matched=pb.NotMatched())
+                return self._noted(request, raw_body, pb.InvokeResponse(outcome=not_matched))
             outcome = await self._call(handler, cause, request.retry, started, call)
         finally:
             for var, token in reversed(tokens):
@@ -363,8 +393,101 @@ class OperatorBackend(server.Backend):
         for report in records.reports:
             response.subhandlers.append(self._subhandler_message(report, cause))
         response.events.extend(_event_messages(sink.close(), raw_body))
+        return self._noted(request, raw_body, response)
+
+    async def match(self, request: pb.InvokeRequest, call: server.CallInfo) -> pb.MatchResponse:
+        """
+        ``Match``: whether the handler's filters, declarative and callable, accept the object ---
+        evaluated as in its calls (:meth:`build_cause`, :meth:`matches`), the handler not run. The
+        core asks where Kopf evaluates the callbacks outside a call: before it holds its finalizer
+        for a delete handler, a timer or a daemon, and before it starts a timer or a daemon.
+
+        The core sends no old/new essences with it: for a change (a delete handler) with
+        ``field=``, the field's new value is taken from the object, so that the field filters look
+        at the object's field, as Kopf's do at that point. A filter that fails answers "matched"
+        (the finalizer is kept rather than lost), logged as in a call. Not a call: no memo is let go.
+
+        # Errors
+        :class:`LookupError` for an unknown handler, as :meth:`invoke`.
+        """
+        reason = _REASONS.get(request.reason)
+        handler = self.find_handler(request.handler_id, reason, request.resource)
+        raw_body = _loads(request.body_json) or {}
+        if not isinstance(raw_body, dict):
+            raise ValueError(f"The body of the match of {handler.id!r} is not a JSON object.")
+        if reason is not None and handler.field and not request.old_json and not request.new_json:
+            missing = object()
+            value = views.dig(raw_body, handler.field, missing)
+            if value is not missing:
+                request = pb.InvokeRequest.FromString(request.SerializeToString())
+                request.new_json = _json(value)
+        cause = self.build_cause(handler, request, raw_body)
+        # Events that the filters send are dropped, as when a call's filters say no.
+        bindings: list[tuple[Any, Any]] = [
+            (posting.event_sink_var, posting.EventSink()), (posting.settings_var, self.settings),
+            (calls.lifecycle_var, self.lifecycle), (call_var, call)]
+        tokens = [(var, var.set(value)) for var, value in bindings]
+        try:
+            matched = self.matches(handler, cause, request)
+        except Exception as e:
+            cause.logger.error(f"Filters of {handler} failed: {e!r}")
+            matched = True
+        finally:
+            for var, token in reversed(tokens):
+                var.reset(token)
+        return pb.MatchResponse(matched=matched)
+
+    async def invoke_index(self, handler: model.Handler, request: pb.InvokeRequest,
+                           call: server.CallInfo) -> pb.InvokeResponse:
+        """
+        One watch event of an indexed resource for one ``@kopf.index`` function (``event_type``
+        "ADDED", "MODIFIED" or "DELETED", with the object), or the end of a complete listing
+        ("LISTED", with ``{"namespace": NS or null, "objects": [[namespace, name], …]}``). The
+        index is updated here (:mod:`kopf._core.indexing`); the answer is a success, or the error
+        of the index function (or of its filters), which the core only logs.
+        """
+        payload = _loads(request.body_json) or {}
+        if not isinstance(payload, dict):
+            raise ValueError(f"The body of the call of {handler.id!r} is not a JSON object.")
+        origin = _indexed_resource(request, handler)
+        done = pb.InvokeResponse(outcome=_outcome_success(None))
+        if request.event_type == 'LISTED':
+            objects = payload.get('objects') or []
+            existing = {(namespace or None, str(name)) for namespace, name in objects}
+            self.indexers.relist(handler.id, origin, payload.get('namespace') or None, existing)
+            return done
+        meta = payload.get('metadata') or {}
+        obj: indexing.ObjectKey = (origin, meta.get('namespace') or None, str(meta.get('name') or ''))
         if request.event_type == 'DELETED':
-            self.forget(raw_body)
+            self.indexers.forget(handler.id, obj)
+            return done
+
+        cause = self.build_cause(handler, request, payload)
+        sink = posting.EventSink()
+        remaining = call.time_remaining()
+        timeout = None if remaining is None else max(0.01, remaining - DEADLINE_MARGIN)
+        error: BaseException | None
+        bindings: list[tuple[Any, Any]] = [
+            (posting.event_sink_var, sink), (posting.settings_var, self.settings), (call_var, call)]
+        tokens = [(var, var.set(value)) for var, value in bindings]
+        try:
+            with tracing.handler_span(handler.id, call.metadata, attempt=1) as span:
+                try:
+                    error = await self.indexers.index_object(handler, cause, obj, settings=self.settings,
+                                                             timeout=timeout)
+                except Exception as e:
+                    cause.logger.error(f"Filters of {handler} failed: {e!r}")
+                    error = e
+                if error is not None:
+                    tracing.record_exception(span, error, error=not isinstance(error, model.TemporaryError))
+                outcome = _outcome_success(None) if error is None else outcome_of_exception(error)
+                if span is not None:
+                    span.set_attribute('outcome', outcome.WhichOneof('result') or '')
+        finally:
+            for var, token in reversed(tokens):
+                var.reset(token)
+        response = pb.InvokeResponse(outcome=outcome)
+        response.events.extend(_event_messages(sink.close(), payload))
         return response
 
     def daemon(self, requests: AsyncIterator[pb.DaemonRequest],

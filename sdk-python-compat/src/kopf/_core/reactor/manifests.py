@@ -11,10 +11,14 @@ full filters at call time and answers "not matched" (see :mod:`kopf._core.reacto
 # Caveats
 - Selectors that name no resource (``kopf.EVERYTHING``, callables, ``category=``) cannot be
   told to the core yet: such handlers are skipped, with a warning.
-- Several registrations under one id with different kinds (``@kopf.on.create`` and
-  ``@kopf.on.resume`` stacked on one function, as Kopf deduplicates them) are all sent; the core
-  calls the one of the cause's reason. The same id registered twice for one kind: only the first.
-- Indexers and admission webhooks are not served by the core yet: skipped, with a warning.
+- Several registrations under one id are all sent when their kinds or resources differ: kinds
+  (``@kopf.on.create`` and ``@kopf.on.resume`` stacked on one function, as Kopf deduplicates
+  them) and resources (handlers registered in a loop over resources, which Kopf keeps per
+  resource); a call goes to the registration of its reason and resource
+  (:func:`resolves_to`). The same id, kind and resource registered twice: only the first.
+- Admission webhooks are not served by the core yet: skipped, with a warning.
+- Index handlers (``@kopf.index``) are sent with their filters for the record: the core feeds
+  them every event unfiltered, and this process applies the filters (:mod:`kopf._core.indexing`).
 """
 import dataclasses
 import datetime
@@ -77,6 +81,23 @@ def resource_selector(selector: refs.Selector | None) -> pb.ResourceSelector | N
     if selector.group == '' and not version:
         version = 'v1'  # an explicitly empty group is the core group, which has only v1.
     return pb.ResourceSelector(group=group, version=version, name=name)
+
+
+def resolves_to(selector: refs.Selector | None, resource: pb.ResolvedResource) -> bool | None:
+    """
+    Whether the core, resolving the handler's selector as sent (:func:`resource_selector`), gets
+    this resource: the group and version, if named, are the resource's, and the name is its
+    plural, kind (in any case) or singular (the lower-cased kind). ``None`` when that cannot be
+    told: a name that is none of these may still be a short name, which the call does not carry.
+    """
+    sent = resource_selector(selector)
+    if sent is None:
+        return False
+    if (sent.group and sent.group != resource.group) or (sent.version and sent.version != resource.version):
+        return False
+    if sent.name == resource.plural or sent.name.lower() == resource.kind.lower():
+        return True
+    return None
 
 
 def value_filter(value: Any) -> tuple[pb.ValueFilter | None, bool]:
@@ -151,7 +172,7 @@ def build_options(handler: model.Handler) -> pb.Options:
 _KINDS: Mapping[str, pb.HandlerKind] = {
     'create': pb.HANDLER_KIND_CREATE, 'update': pb.HANDLER_KIND_UPDATE, 'delete': pb.HANDLER_KIND_DELETE,
     'resume': pb.HANDLER_KIND_RESUME, 'field': pb.HANDLER_KIND_FIELD, 'event': pb.HANDLER_KIND_EVENT,
-    'timer': pb.HANDLER_KIND_TIMER, 'daemon': pb.HANDLER_KIND_DAEMON,
+    'timer': pb.HANDLER_KIND_TIMER, 'daemon': pb.HANDLER_KIND_DAEMON, 'index': pb.HANDLER_KIND_INDEX,
 }
 
 
@@ -171,7 +192,7 @@ def build_manifest(
 ) -> ManifestBuild:
     manifest = pb.Manifest(service_name=service_name, contract_revision=CONTRACT_REVISION)
     build = ManifestBuild(manifest=manifest)
-    seen: dict[tuple[str, int], model.Handler] = {}
+    seen: dict[tuple[str, int, str, str, str], model.Handler] = {}
     for handler in served_handlers(registry):
         kind = handler_kind(handler)
         resource = resource_selector(handler.selector)
@@ -182,12 +203,14 @@ def build_manifest(
             build.skipped.append(Skipped(handler.id, f"its resource selector {handler.selector!r} names "
                                                      f"no specific resource (not supported on Operon yet)"))
             continue
-        if (handler.id, kind) in seen:
-            if seen[handler.id, kind].fn is not handler.fn:
+        key = (handler.id, kind, resource.group, resource.version, resource.name)
+        if key in seen:
+            if seen[key].fn is not handler.fn:
                 build.skipped.append(Skipped(handler.id, "another handler of this kind is registered with "
-                                                         "the same id; only the first registration is served"))
+                                                         "the same id for the same resource; only the first "
+                                                         "registration is served"))
             continue
-        seen[handler.id, kind] = handler
+        seen[key] = handler
         manifest.handlers.append(pb.Handler(
             id=handler.id,
             kind=kind,
@@ -195,9 +218,6 @@ def build_manifest(
             filters=build_filters(handler),
             options=build_options(handler),
         ))
-    for indexer in registry.of_kinds('index'):
-        build.skipped.append(Skipped(indexer.id, "indexing handlers are not supported on Operon yet "
-                                                 "(their index kwargs stay empty)"))
     for webhook in registry.of_kinds('validate', 'mutate'):
         build.skipped.append(Skipped(webhook.id, "admission webhooks are not served on Operon yet"))
     return build

@@ -23,7 +23,7 @@ from collections.abc import Collection, Coroutine, Iterator, Sequence
 from typing import Any
 
 from kopf._cogs import credentials, process, refs, settings as settings_, views
-from kopf._core import activities, model, posting, registry as registries
+from kopf._core import activities, indexing, model, posting, registry as registries
 from kopf._core.reactor import handling, manifests
 from kopf._transport import core as corep
 from kopf._transport import corelogs, server, tracing
@@ -66,6 +66,8 @@ def run(
 
     If the loop is not specified, the operator runs in a new event loop (``asyncio.run``).
     """
+    refuse_kopf_internals('kopf.run', indexers=indexers, memories=memories, insights=insights,
+                          identity=identity, vault=vault, peering_name=peering_name, priority=priority)
     coro = operator(
         lifecycle=lifecycle, indexers=indexers, registry=registry, settings=settings,
         memories=memories, insights=insights, identity=identity, standalone=standalone,
@@ -111,14 +113,17 @@ async def operator(
     :class:`OperatorError` if the core cannot be found or started, or exits unexpectedly;
     :class:`kopf._core.engines.activities.ActivityError` if the startup handlers fail.
 
-    # Caveats
-    Kopf's peering options (``priority``, ``peering_name``) are accepted and ignored: the core
-    runs standalone (leader election is the core's business). ``indexers``, ``memories``,
-    ``insights``, ``identity`` and ``vault`` are Kopf's internals and are ignored.
+    :class:`NotImplementedError` for Kopf's peering options (``priority``, ``peering_name``;
+    the core runs standalone) and Kopf's internals (``indexers``, ``memories``, ``insights``,
+    ``identity``, ``vault``), when given; :class:`OperatorError` when the settings, as the
+    startup handlers left them, ask for what Operon does not do (see
+    :func:`kopf._cogs.settings.audit`).
     """
     if _command is not None:
         _command.close()
         raise OperatorError("`kopf freeze`/`kopf resume` (peering) are not supported on Operon.")
+    refuse_kopf_internals('kopf.operator', indexers=indexers, memories=memories, insights=insights,
+                          identity=identity, vault=vault, peering_name=peering_name, priority=priority)
     if namespaces and namespace:
         raise TypeError("Either namespaces= or namespace= can be passed. Got both.")
     elif namespace:
@@ -135,8 +140,6 @@ async def operator(
         if not isinstance(pattern, str) or any(c in pattern for c in '*?!,'):
             raise OperatorError(f"Namespace patterns are not supported on Operon yet: {pattern!r}; "
                                 f"list the namespaces one by one (-n NS -n NS…).")
-    if peering_name is not None or priority is not None:
-        logger.warning("Peering is not supported on Operon: the operator runs standalone.")
 
     async with _Operator(
         lifecycle=lifecycle, registry=registry, settings=settings, memo=memo,
@@ -195,7 +198,8 @@ class _Operator:
         self.ready_flag = ready_flag
         self.listen = listen
         self.tls = tls
-        self.indices = handling.indices_of(self.registry)
+        self.indexers = indexing.OperatorIndexers()  # fed through the handler service, read by all
+        self.indices = self.indexers.view(self.registry)
         self.kubeconfig_path: str | None = None
         self._stopping: asyncio.Future[str] | None = None
         self._tasks: list[asyncio.Task[Any]] = []
@@ -254,13 +258,23 @@ class _Operator:
         logger.debug("Starting Kopf's API on Operon.")
         build = manifests.build_manifest(self.registry)
         manifests.warn_skipped(build)
+        if core_args is None and self.registry.of_kinds('index'):
+            logger.info("The indexes (@kopf.index) are kept in this process, fed by the core's calls: "
+                        "run one replica of this handler service per core (or use `kopf run`); "
+                        "several replicas behind one address would each hold a part of every index.")
 
         await self._authenticate()
         await self._activity(model.Activity.STARTUP)
+        audit = settings_.audit(self.settings, with_core=core_args is not None)
+        for warning in audit.warnings:
+            logger.warning(warning)
+        if audit.errors:
+            raise OperatorError("\n  ".join(["Kopf's settings ask for what Operon does not do "
+                                              "(set them back to Kopf's defaults):", *audit.errors]))
 
         backend = handling.OperatorBackend(
             registry=self.registry, settings=self.settings, memo=self.memo, lifecycle=self.lifecycle,
-            service_name=_service_name())
+            service_name=_service_name(), indexers=self.indexers)
         if tracing.setup():
             logger.debug("Tracing handler runs over OTLP (OpenTelemetry).")
         grpc_server = server.HandlerServer(backend, self.listen, tls=self.tls)
@@ -425,7 +439,34 @@ def core_argv(
     argv += ['--consistency-timeout', _seconds(settings.persistence.consistency_timeout)]
     if settings.queueing.worker_limit:
         argv += ['--workers', str(int(settings.queueing.worker_limit))]
+    if settings.watching.inactivity_timeout != settings_.WatchingSettings().inactivity_timeout:
+        argv += ['--watch-silence-timeout', _seconds(settings.watching.inactivity_timeout)]
     return argv
+
+
+_KOPF_INTERNALS = {
+    'indexers': "it is Kopf's own container of indexes; there is none to pass in on Operon",
+    'memories': "it is Kopf's own memory of the objects; the core keeps the objects' state",
+    'insights': "it is Kopf's own view of the cluster; the core resolves the resources",
+    'identity': "it is a peering identity; " + settings_.NO_PEERING,
+    'vault': "it is Kopf's own credentials vault; on Operon the credentials come from "
+             "@kopf.on.login handlers or the kubeconfig",
+    'peering_name': settings_.NO_PEERING,
+    'priority': settings_.NO_PEERING,
+}
+
+
+def refuse_kopf_internals(function: str, **given: object) -> None:
+    """
+    Refuse the arguments of ``kopf.run()`` & co. that Operon cannot honour, when they are given.
+
+    # Errors
+    :class:`NotImplementedError` naming the first such argument and why.
+    """
+    for name, value in given.items():
+        if value is not None:
+            raise NotImplementedError(f"{function}({name}={value!r}) is not supported on Operon: "
+                                      f"{_KOPF_INTERNALS[name]}.")
 
 
 def _seconds(value: float) -> str:
@@ -438,6 +479,7 @@ def _service_name() -> str:
 
 async def spawn_tasks(**kwargs: Any) -> list[asyncio.Task[None]]:
     """ Kopf's manual orchestration: here, one task that runs the whole operator. """
+    refuse_kopf_internals('kopf.spawn_tasks', **{key: kwargs.get(key) for key in _KOPF_INTERNALS})
     return [asyncio.create_task(operator(**kwargs), name='kopf operator')]
 
 
@@ -452,4 +494,4 @@ async def run_tasks(
 
 
 __all__ = ['run', 'operator', 'serve', 'spawn_tasks', 'run_tasks', 'OperatorError',
-           'core_argv', 'storage_prefix']
+           'core_argv', 'storage_prefix', 'refuse_kopf_internals']

@@ -24,6 +24,7 @@ class HandlerKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     HANDLER_KIND_DAEMON: _ClassVar[HandlerKind]
     HANDLER_KIND_SYNC: _ClassVar[HandlerKind]
     HANDLER_KIND_TASK: _ClassVar[HandlerKind]
+    HANDLER_KIND_INDEX: _ClassVar[HandlerKind]
 
 class ErrorsMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -78,6 +79,7 @@ HANDLER_KIND_TIMER: HandlerKind
 HANDLER_KIND_DAEMON: HandlerKind
 HANDLER_KIND_SYNC: HandlerKind
 HANDLER_KIND_TASK: HandlerKind
+HANDLER_KIND_INDEX: HandlerKind
 ERRORS_MODE_UNSPECIFIED: ErrorsMode
 ERRORS_MODE_TEMPORARY: ErrorsMode
 ERRORS_MODE_PERMANENT: ErrorsMode
@@ -103,6 +105,12 @@ SHUTDOWN_FAILURE_STRATEGY_DELETE: ShutdownFailureStrategy
 TASK_MODE_UNSPECIFIED: TaskMode
 TASK_MODE_PARALLEL: TaskMode
 TASK_MODE_SEQUENTIAL: TaskMode
+
+class MatchResponse(_message.Message):
+    __slots__ = ("matched",)
+    MATCHED_FIELD_NUMBER: _ClassVar[int]
+    matched: bool
+    def __init__(self, matched: _Optional[bool] = ...) -> None: ...
 
 class DescribeRequest(_message.Message):
     __slots__ = ("core_version", "contract_revision")

@@ -50,6 +50,11 @@ class HandlerServiceStub:
                 request_serializer=operon_dot_v1_dot_handler__pb2.DaemonRequest.SerializeToString,
                 response_deserializer=operon_dot_v1_dot_handler__pb2.DaemonResponse.FromString,
                 _registered_method=True)
+        self.Match = channel.unary_unary(
+                '/operon.v1.HandlerService/Match',
+                request_serializer=operon_dot_v1_dot_handler__pb2.InvokeRequest.SerializeToString,
+                response_deserializer=operon_dot_v1_dot_handler__pb2.MatchResponse.FromString,
+                _registered_method=True)
 
 
 class HandlerServiceServicer:
@@ -74,7 +79,21 @@ class HandlerServiceServicer:
         """---- Daemons (begin) ----
         Run one daemon (HANDLER_KIND_DAEMON) for one object, for as long as it runs. See "Daemons"
         at the end of this file.
-        ---- Daemons (end) ----
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Match(self, request, context):
+        """---- Daemons (end) ----
+        ---- Callback filters (begin) ----
+        Evaluates a handler's callback filters (a handler with `has_callback_filters`) for one object
+        without running the handler: the same request as `Invoke`, answered with whether the handler
+        would be selected. The core asks where Kopf evaluates `when=` and other callables outside a
+        handler call: before it holds its finalizer for a delete handler, a timer or a daemon, and
+        before it starts a timer or a daemon. A service that does not implement it (UNIMPLEMENTED)
+        is taken to match, as before this call existed.
+        ---- Callback filters (end) ----
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -97,6 +116,11 @@ def add_HandlerServiceServicer_to_server(servicer, server):
                     servicer.Daemon,
                     request_deserializer=operon_dot_v1_dot_handler__pb2.DaemonRequest.FromString,
                     response_serializer=operon_dot_v1_dot_handler__pb2.DaemonResponse.SerializeToString,
+            ),
+            'Match': grpc.unary_unary_rpc_method_handler(
+                    servicer.Match,
+                    request_deserializer=operon_dot_v1_dot_handler__pb2.InvokeRequest.FromString,
+                    response_serializer=operon_dot_v1_dot_handler__pb2.MatchResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -181,6 +205,33 @@ class HandlerService:
             '/operon.v1.HandlerService/Daemon',
             operon_dot_v1_dot_handler__pb2.DaemonRequest.SerializeToString,
             operon_dot_v1_dot_handler__pb2.DaemonResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Match(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/operon.v1.HandlerService/Match',
+            operon_dot_v1_dot_handler__pb2.InvokeRequest.SerializeToString,
+            operon_dot_v1_dot_handler__pb2.MatchResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,238 @@
+//! Kopf's indexes (`@kopf.index`), fed by the core: the index itself lives in the handler
+//! service (it is injected into the service's own handlers and filters); the core sends it every
+//! watch event of the indexed resource, in watch order and before the object's own cycle, and
+//! after every complete listing the list of what exists, so that the service drops what is gone.
+//! Until every watch of every indexed resource has fed its first listing, no cycle runs
+//! ([`Gate`]) — Kopf's initial indexing, without its worker-limit deadlock (Kopf #1243): the
+//! feeding happens in the watch tasks, not in the workers that wait.
+//!
+//! The contract is `HANDLER_KIND_INDEX` in `proto/operon/v1/handler.proto`.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::core::outcome::CallResult;
+use crate::runtime::dispatch::Call;
+use crate::runtime::processing::{Bound, ResourceCtx, resolved};
+
+/// The longest pause between two attempts to reach a service that does not answer.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(10);
+
+/// Holds every cycle until each indexed watch scope has fed its first listing.
+#[derive(Debug)]
+pub struct Gate {
+    pending: tokio::sync::watch::Sender<usize>,
+}
+
+impl Gate {
+    /// A gate that opens after `scopes` first listings; open at once when `scopes` is 0.
+    pub fn new(scopes: usize) -> Self {
+        Gate {
+            pending: tokio::sync::watch::Sender::new(scopes),
+        }
+    }
+
+    /// One watch scope has fed its first listing.
+    pub fn listed(&self) {
+        self.pending.send_modify(|n| *n = n.saturating_sub(1));
+    }
+
+    /// Whether every indexed scope has fed its first listing.
+    pub fn is_open(&self) -> bool {
+        *self.pending.borrow() == 0
+    }
+
+    /// Waits until the gate is open.
+    pub async fn wait(&self) {
+        if self.is_open() {
+            return;
+        }
+        let mut rx = self.pending.subscribe();
+        // The sender lives as long as `self`: `wait_for` cannot fail while we borrow it.
+        let _ = rx.wait_for(|n| *n == 0).await;
+    }
+}
+
+/// The raw watch event an index handler is told about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// An object of a listing or a new one.
+    Added,
+    /// A changed object.
+    Modified,
+    /// A deleted object.
+    Deleted,
+}
+
+impl Event {
+    fn as_str(self) -> &'static str {
+        match self {
+            Event::Added => "ADDED",
+            Event::Modified => "MODIFIED",
+            Event::Deleted => "DELETED",
+        }
+    }
+}
+
+/// Tells every index handler of `res` about one event of one object. Returns when every handler
+/// has answered: transport failures are retried with backoff (an index must not miss an event);
+/// a handler's own error is logged and not retried (the service forgets the object's
+/// contribution, as Kopf does).
+pub async fn feed(res: &ResourceCtx, event: Event, body: &Value, call_timeout: Duration) {
+    for bound in &res.indexers {
+        deliver(res, bound, event.as_str(), body, call_timeout).await;
+    }
+}
+
+/// Tells every index handler of `res` which objects of one watch scope (`namespace`, `None` for
+/// all namespaces or a cluster-wide resource) exist after a complete listing.
+pub async fn listed<'a>(
+    res: &ResourceCtx,
+    namespace: Option<&str>,
+    objects: impl IntoIterator<Item = (&'a str, &'a str)>,
+    call_timeout: Duration,
+) {
+    if res.indexers.is_empty() {
+        return;
+    }
+    let objects: Vec<[&str; 2]> = objects.into_iter().map(|(ns, n)| [ns, n]).collect();
+    let body = json!({ "namespace": namespace, "objects": objects });
+    for bound in &res.indexers {
+        deliver(res, bound, "LISTED", &body, call_timeout).await;
+    }
+}
+
+async fn deliver(
+    res: &ResourceCtx,
+    bound: &Bound,
+    event_type: &'static str,
+    body: &Value,
+    call_timeout: Duration,
+) {
+    let handler = &bound.handler;
+    let object = object_name(body);
+    let mut delay = Duration::from_millis(200);
+    loop {
+        let call = Call {
+            event_type: event_type.to_owned(),
+            ..Call::about(
+                &handler.id,
+                body.clone(),
+                handler.options.call_timeout.unwrap_or(call_timeout),
+                resolved(res),
+            )
+        };
+        match bound.service.invoke(call).await {
+            Ok(answer) => {
+                match answer.result {
+                    Some(CallResult::Success(_)) | None => {
+                        tracing::debug!(object = %object, handler = %handler.id, event = event_type, "Indexing handler {:?} succeeded.", handler.id);
+                    }
+                    // The service words its own log line (Kopf's), as it does for every
+                    // handler; the core's is for debugging only.
+                    Some(other) => {
+                        tracing::debug!(object = %object, handler = %handler.id, event = event_type, "Indexing handler {:?} failed: {}", handler.id, failure_message(&other));
+                    }
+                }
+                return;
+            }
+            Err(err) => {
+                tracing::warn!(service = bound.service.name(), handler = %handler.id, error = %err, retry_in = ?delay, "The handler service did not take an index event; retrying.");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(MAX_RETRY_DELAY);
+            }
+        }
+    }
+}
+
+fn failure_message(result: &CallResult) -> &str {
+    match result {
+        CallResult::Temporary { message, .. }
+        | CallResult::Permanent { message }
+        | CallResult::Arbitrary { message } => message,
+        CallResult::Success(_) | CallResult::SubhandlersPending { .. } => "",
+    }
+}
+
+fn object_name(body: &Value) -> String {
+    let meta = |field: &str| {
+        body.pointer(&format!("/metadata/{field}"))
+            .and_then(Value::as_str)
+            .unwrap_or("")
+    };
+    match (meta("namespace"), meta("name")) {
+        ("", "") => body
+            .get("namespace")
+            .and_then(Value::as_str)
+            .map_or_else(|| "(listing)".to_owned(), |ns| format!("{ns}/(listing)")),
+        ("", name) => name.to_owned(),
+        (ns, name) => format!("{ns}/{name}"),
+    }
+}
+
+/// What one watch scope of an indexed resource has fed: the keys of its current listing.
+#[derive(Debug, Default)]
+pub struct Listing {
+    objects: Option<HashSet<(String, String)>>,
+}
+
+impl Listing {
+    /// A (re)listing begins.
+    pub fn begin(&mut self) {
+        self.objects = Some(HashSet::new());
+    }
+
+    /// An object of the listing.
+    pub fn add(&mut self, namespace: &str, name: &str) {
+        if let Some(objects) = self.objects.as_mut() {
+            objects.insert((namespace.to_owned(), name.to_owned()));
+        }
+    }
+
+    /// The listing is complete: what it held, once.
+    pub fn finish(&mut self) -> Option<HashSet<(String, String)>> {
+        self.objects.take()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_gate_opens_after_every_scope_listed() {
+        let gate = Arc::new(Gate::new(2));
+        assert!(!gate.is_open());
+        let waiter = tokio::spawn({
+            let gate = Arc::clone(&gate);
+            async move { gate.wait().await }
+        });
+        gate.listed();
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        gate.listed();
+        waiter.await.unwrap();
+        assert!(gate.is_open());
+        // More than expected does not wrap around.
+        gate.listed();
+        assert!(gate.is_open());
+        Gate::new(0).wait().await;
+    }
+
+    #[test]
+    fn a_listing_is_handed_out_once() {
+        let mut listing = Listing::default();
+        listing.add("ns", "ignored-before-begin");
+        listing.begin();
+        listing.add("ns", "a");
+        listing.add("", "b");
+        let done = listing.finish().unwrap();
+        assert_eq!(done.len(), 2);
+        assert!(done.contains(&("ns".to_owned(), "a".to_owned())));
+        assert!(listing.finish().is_none());
+    }
+}

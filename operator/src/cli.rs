@@ -28,7 +28,7 @@ enum LogFormat {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the core: watch what the handler services serve and call their handlers.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Serve the dashboard alone, reading progress straight from the cluster.
     Dashboard(DashboardArgs),
     /// Print the least-privilege Role/ClusterRole (and binding) the core needs to serve some
@@ -137,6 +137,25 @@ struct RunArgs {
     /// The finalizer held while delete handlers are pending.
     #[arg(long, default_value = crate::core::finalizer::DEFAULT_FINALIZER)]
     finalizer: String,
+    /// Where progress records are kept: smart (Kopf's default: annotations, plus the legacy
+    /// status read and purged), annotations, status, or a JSON description of Kopf's storages
+    /// (see the README).
+    #[arg(
+        long,
+        value_name = "SPEC",
+        default_value = "smart",
+        env = "OPERON_PROGRESS_STORAGE"
+    )]
+    progress_storage: String,
+    /// Where the last handled state (the diff-base) is kept: annotations (Kopf's default),
+    /// status, or a JSON description of Kopf's storages (see the README).
+    #[arg(
+        long,
+        value_name = "SPEC",
+        default_value = "annotations",
+        env = "OPERON_DIFFBASE_STORAGE"
+    )]
+    diffbase_storage: String,
     /// Handling cycles running at once, at most.
     #[arg(long, default_value_t = 64)]
     workers: usize,
@@ -286,11 +305,18 @@ impl Cli {
                 if !args.all_namespaces && args.namespaces.is_empty() {
                     anyhow::bail!("say which namespaces to serve: -A (all) or -n NS (repeatable)");
                 }
+                use crate::core::persistence::spec;
+                let progress = spec::progress_storage(&args.progress_storage, &args.prefix)
+                    .map_err(|e| anyhow::anyhow!("invalid --progress-storage: {e}"))?;
+                let diffbase = spec::diffbase_storage(&args.diffbase_storage, &args.prefix)
+                    .map_err(|e| anyhow::anyhow!("invalid --diffbase-storage: {e}"))?;
                 let config = crate::runtime::engine::Config {
                     handlers: args.handlers,
                     namespaces: args.namespaces,
                     http: args.http.listen,
                     prefix: args.prefix,
+                    progress,
+                    diffbase,
                     finalizer: args.finalizer,
                     workers: args.workers,
                     default_backoff: seconds("default-backoff", args.default_backoff)?,

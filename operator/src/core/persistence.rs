@@ -15,10 +15,11 @@ pub mod essence;
 pub mod keys;
 pub mod progress;
 pub mod pyjson;
+pub mod spec;
 pub mod time;
 
 pub use crate::core::patch::MergePatch;
 pub use diff::{DiffItem, DiffOp, DiffScope, FieldPath, diff, parse_field, reduce, resolve};
-pub use essence::DiffBaseStorage;
+pub use essence::{DiffBaseLayer, DiffBaseStorage};
 pub use keys::KeyConvention;
-pub use progress::{ProgressRecord, ProgressStorage, RecordLocation, StoredRecord};
+pub use progress::{ProgressLayer, ProgressRecord, ProgressStorage, RecordLocation, StoredRecord};

@@ -34,6 +34,10 @@ pub struct Config {
     pub http: SocketAddr,
     /// The annotation prefix (Kopf's `kopf.zalando.org`).
     pub prefix: String,
+    /// Where progress records are kept (`--progress-storage`).
+    pub progress: ProgressStorage,
+    /// Where the diff-base is kept (`--diffbase-storage`).
+    pub diffbase: DiffBaseStorage,
     /// The finalizer name.
     pub finalizer: String,
     /// Cycles running at once, at most.
@@ -258,14 +262,10 @@ pub enum ServedByError {
 pub async fn run(config: Config) -> Result<(), Error> {
     let kube_config = kube::Config::infer().await.map_err(Error::KubeConfig)?;
     let client = kube::Client::try_from(kube_config).map_err(Error::Kube)?;
-    let convention = KeyConvention::new(config.prefix.clone(), true)
-        .map_err(|e| Error::Prefix(e.to_string()))?;
+    KeyConvention::new(config.prefix.clone(), true).map_err(|e| Error::Prefix(e.to_string()))?;
     let settings = Settings {
-        diffbase: DiffBaseStorage::new(
-            convention.clone(),
-            crate::core::persistence::keys::LAST_HANDLED_CONFIGURATION_KEY,
-        ),
-        progress: ProgressStorage::new(convention),
+        diffbase: config.diffbase.clone(),
+        progress: config.progress.clone(),
         finalizer: config.finalizer.clone(),
         default_backoff: config.default_backoff,
         call_timeout: config.call_timeout,

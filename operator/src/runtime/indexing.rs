@@ -58,9 +58,9 @@ impl Gate {
 /// The raw watch event an index handler is told about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Event {
-    /// An object of a listing or a new one.
+    /// An object of a (re)listing.
     Added,
-    /// A changed object.
+    /// A new or changed object (the watch does not tell them apart).
     Modified,
     /// A deleted object.
     Deleted,

@@ -133,6 +133,8 @@ fn looks_like_version(text: &str) -> bool {
 /// The storages to read, under one prefix.
 #[derive(Debug, Clone)]
 pub struct Storages {
+    /// The prefix and key forms of the annotations.
+    pub convention: KeyConvention,
     /// Progress records.
     pub progress: ProgressStorage,
     /// The diff-base.
@@ -148,6 +150,7 @@ impl Storages {
         let convention =
             KeyConvention::new(prefix, true).map_err(|e| Error::Prefix(e.to_string()))?;
         Ok(Storages {
+            convention: convention.clone(),
             progress: ProgressStorage::new(convention.clone()),
             diffbase: DiffBaseStorage::new(convention, LAST_HANDLED_CONFIGURATION_KEY),
         })
@@ -201,7 +204,7 @@ fn meta<'a>(body: &'a Value, field: &str) -> &'a str {
 /// itself; the V1 and V2 keys of one id count once. Then the ids of the legacy
 /// `status.kopf.progress`.
 pub fn handler_ids(body: &Value, storages: &Storages) -> Vec<String> {
-    let convention = storages.progress.convention();
+    let convention = &storages.convention;
     let prefix = format!("{}/", convention.prefix());
     let mut excluded: HashSet<String> = HashSet::new();
     excluded.extend(convention.make_keys(LAST_HANDLED_CONFIGURATION_KEY, body));
@@ -257,15 +260,17 @@ pub fn handler_ids(body: &Value, storages: &Storages) -> Vec<String> {
         owner.entry(key).or_insert_with(|| id.to_owned());
     }
     let mut ids: Vec<String> = owner.into_values().collect();
-    let legacy = crate::core::persistence::resolve(body, storages.progress.legacy_field());
-    ids.extend(
-        legacy
-            .and_then(Value::as_object)
-            .into_iter()
-            .flat_map(|m| m.iter())
-            .filter(|(_, v)| !v.is_null())
-            .map(|(id, _)| id.clone()),
-    );
+    for field in storages.progress.status_fields() {
+        let legacy = crate::core::persistence::resolve(body, field);
+        ids.extend(
+            legacy
+                .and_then(Value::as_object)
+                .into_iter()
+                .flat_map(|m| m.iter())
+                .filter(|(_, v)| !v.is_null())
+                .map(|(id, _)| id.clone()),
+        );
+    }
     ids.sort();
     ids.dedup();
     ids

@@ -1,5 +1,6 @@
-//! The diff-base: the "essence" of an object as last handled, stored in
-//! `kopf.zalando.org/last-handled-configuration` (Kopf's `AnnotationsDiffBaseStorage`).
+//! The diff-base: the "essence" of an object as last handled, stored by default in
+//! `kopf.zalando.org/last-handled-configuration` (Kopf's `AnnotationsDiffBaseStorage`), or in a
+//! status field (`StatusDiffBaseStorage`), or both (`MultiDiffBaseStorage`): [`DiffBaseLayer`].
 //!
 //! The essence is the body without `apiVersion`, `kind`, `metadata` and `status`, plus the labels
 //! and the annotations that are not any Kopf-based operator's storage, plus the "extra fields" that
@@ -19,10 +20,10 @@ use crate::core::patch::MergePatch;
 /// The failure to read a stored diff-base.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The annotation is not valid JSON (Kopf's `json.loads` raises `JSONDecodeError`).
-    #[error("the diff-base annotation {key} is not valid JSON")]
+    /// The stored value is not valid JSON (Kopf's `json.loads` raises `JSONDecodeError`).
+    #[error("the diff-base at {key} is not valid JSON")]
     NotJson {
-        /// The annotation key.
+        /// The annotation key or the status field.
         key: String,
         /// The parser's complaint.
         #[source]
@@ -30,28 +31,64 @@ pub enum Error {
     },
     /// The annotation is JSON but not an object (Kopf fails later, in `clear()`, with
     /// `AttributeError`).
-    #[error("the diff-base annotation {key} holds {found} instead of an object")]
+    #[error("the diff-base at {key} holds {found} instead of an object")]
     NotAnObject {
-        /// The annotation key.
+        /// The annotation key or the status field.
         key: String,
         /// The JSON type found (`"a list"`, `"a string"`, ...).
         found: &'static str,
     },
-    /// The annotation's value is not a string (impossible through the Kubernetes API).
-    #[error("the diff-base annotation {key} is not a string")]
+    /// The stored value is not a string (impossible in an annotation; possible in a status
+    /// field written by someone else).
+    #[error("the diff-base at {key} is not a string")]
     NotAString {
-        /// The annotation key.
+        /// The annotation key or the status field.
         key: String,
     },
 }
 
-/// Kopf's `AnnotationsDiffBaseStorage`: where and how the diff-base is kept.
+/// One place where the diff-base is kept: one of Kopf's diff-base storage classes, with its own
+/// `ignored_fields`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DiffBaseLayer {
+    /// `AnnotationsDiffBaseStorage(prefix=, key=, v1=)`: `<prefix>/<key>` (and its V1 key),
+    /// compact JSON with a trailing newline.
+    Annotations {
+        /// The prefix and the V1 keys.
+        convention: KeyConvention,
+        /// The record name (`last-handled-configuration`).
+        key: String,
+        /// Fields dropped from every essence (`ignored_fields=`).
+        ignored_fields: Vec<FieldPath>,
+    },
+    /// `StatusDiffBaseStorage(name=, field=)`: the field (`status.kopf.last-handled-configuration`),
+    /// compact JSON without a newline.
+    Status {
+        /// Where the essence is kept.
+        field: FieldPath,
+        /// Fields dropped from every essence (`ignored_fields=`).
+        ignored_fields: Vec<FieldPath>,
+    },
+}
+
+impl DiffBaseLayer {
+    fn ignored_fields(&self) -> &[FieldPath] {
+        match self {
+            DiffBaseLayer::Annotations { ignored_fields, .. }
+            | DiffBaseLayer::Status { ignored_fields, .. } => ignored_fields,
+        }
+    }
+}
+
+/// Where and how the diff-base is kept: Kopf's diff-base storages, one or several
+/// (`MultiDiffBaseStorage`: the first layer holding an essence wins on reading; it is written to
+/// every layer). The default is Kopf's `AnnotationsDiffBaseStorage`.
 ///
 /// # Guarantees
 ///
-/// [`DiffBaseStorage::build`] + [`DiffBaseStorage::encode`] produce the same bytes as Kopf 1.45's
-/// `json.dumps(storage.build(body=..., extra_fields=...), separators=(',', ':')) + '\n'`, given the
-/// extra fields in the same order.
+/// [`DiffBaseStorage::build`] + [`DiffBaseStorage::store`] produce the same bytes as Kopf 1.45's
+/// `storage.build(body=..., extra_fields=...)` + `storage.store(...)`, given the extra fields in
+/// the same order.
 ///
 /// # Caveats
 ///
@@ -61,9 +98,7 @@ pub enum Error {
 /// that is not an object, `annotations: null`), this treats the broken part as absent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DiffBaseStorage {
-    convention: KeyConvention,
-    key: String,
-    ignored_fields: Vec<FieldPath>,
+    layers: Vec<DiffBaseLayer>,
 }
 
 impl Default for DiffBaseStorage {
@@ -78,34 +113,62 @@ impl DiffBaseStorage {
     /// (Kopf: `AnnotationsDiffBaseStorage(prefix=..., key=..., v1=...)`).
     pub fn new(convention: KeyConvention, key: impl Into<String>) -> Self {
         DiffBaseStorage {
-            convention,
-            key: key.into(),
-            ignored_fields: Vec::new(),
+            layers: vec![DiffBaseLayer::Annotations {
+                convention,
+                key: key.into(),
+                ignored_fields: Vec::new(),
+            }],
         }
     }
 
-    /// Also drops these fields from every essence (Kopf's `ignored_fields=`), after everything else.
+    /// Any combination of Kopf's diff-base storages (`MultiDiffBaseStorage`), in reading order.
+    ///
+    /// # Errors
+    /// An empty list: there would be nowhere to keep the essence.
+    pub fn from_layers(layers: Vec<DiffBaseLayer>) -> Result<Self, &'static str> {
+        if layers.is_empty() {
+            return Err("a diff-base storage needs at least one storage");
+        }
+        Ok(DiffBaseStorage { layers })
+    }
+
+    /// The layers, in reading order.
+    pub fn layers(&self) -> &[DiffBaseLayer] {
+        &self.layers
+    }
+
+    /// Also drops these fields from every essence (Kopf's `ignored_fields=`), after everything
+    /// else; set on every layer.
     pub fn with_ignored_fields(mut self, fields: impl IntoIterator<Item = FieldPath>) -> Self {
-        self.ignored_fields = fields.into_iter().collect();
+        let fields: Vec<FieldPath> = fields.into_iter().collect();
+        for layer in &mut self.layers {
+            match layer {
+                DiffBaseLayer::Annotations { ignored_fields, .. }
+                | DiffBaseLayer::Status { ignored_fields, .. } => {
+                    ignored_fields.clone_from(&fields)
+                }
+            }
+        }
         self
     }
 
-    /// The key convention (prefix, V1).
-    pub fn convention(&self) -> &KeyConvention {
-        &self.convention
-    }
-
-    /// The record name (`last-handled-configuration`).
-    pub fn key(&self) -> &str {
-        &self.key
-    }
-
-    /// The annotation keys of the diff-base on this body (V2, then V1 if different).
+    /// The annotation keys of the diff-base on this body (V2, then V1 if different), in every
+    /// annotations layer.
     pub fn keys(&self, body: &Value) -> Vec<String> {
-        self.convention.make_keys(&self.key, body)
+        self.layers
+            .iter()
+            .filter_map(|l| match l {
+                DiffBaseLayer::Annotations {
+                    convention, key, ..
+                } => Some(convention.make_keys(key, body)),
+                DiffBaseLayer::Status { .. } => None,
+            })
+            .flatten()
+            .collect()
     }
 
-    /// Builds the essence of `body` (Kopf's `AnnotationsDiffBaseStorage.build`).
+    /// Builds the essence of `body` (Kopf's `DiffBaseStorage.build` of the storage, or of each
+    /// storage in turn for several).
     ///
     /// `extra_fields` are the fields of the field handlers for this resource (e.g.
     /// `["status", "phase"]`), restored from the body even where the essence would drop them.
@@ -137,18 +200,27 @@ impl DiffBaseStorage {
 
         remove_empty_stanzas(&mut essence);
 
-        for field in &self.ignored_fields {
-            remove_field(&mut essence, field);
+        for layer in &self.layers {
+            for field in layer.ignored_fields() {
+                remove_field(&mut essence, field);
+            }
+            match layer {
+                DiffBaseLayer::Annotations {
+                    convention, key, ..
+                } => {
+                    let own_keys = convention.make_keys(key, body);
+                    remove_annotations(&mut essence, |key| own_keys.iter().any(|k| k == key));
+                    remove_empty_stanzas(&mut essence);
+                }
+                DiffBaseLayer::Status { field, .. } => remove_field(&mut essence, field),
+            }
         }
-
-        let own_keys = self.keys(body);
-        remove_annotations(&mut essence, |key| own_keys.iter().any(|k| k == key));
-        remove_empty_stanzas(&mut essence);
         Value::Object(essence)
     }
 
-    /// Reads the stored essence from `body`'s annotations: the first key (V2, then V1) that holds
-    /// a non-`null` JSON value. `Ok(None)` means no diff-base, i.e. the object is new to Kopf.
+    /// Reads the stored essence from the first layer that has one: an annotation key (V2, then
+    /// V1), or the status field, holding a non-`null` JSON value. `Ok(None)` means no diff-base,
+    /// i.e. the object is new to Kopf.
     ///
     /// # Errors
     ///
@@ -157,52 +229,82 @@ impl DiffBaseStorage {
     /// error" and stops the whole resource watcher. The caller should rather report it on the
     /// object and leave the object alone; nothing is derived from a broken diff-base.
     pub fn fetch(&self, body: &Value) -> Result<Option<Value>, Error> {
-        let annotations = keys::annotations(body);
-        for key in self.keys(body) {
-            let Some(stored) = annotations.and_then(|a| a.get(&key)) else {
-                continue;
+        for layer in &self.layers {
+            let candidates: Vec<(String, Option<&Value>)> = match layer {
+                DiffBaseLayer::Annotations {
+                    convention, key, ..
+                } => {
+                    let annotations = keys::annotations(body);
+                    convention
+                        .make_keys(key, body)
+                        .into_iter()
+                        .map(|k| {
+                            let stored = annotations.and_then(|a| a.get(&k));
+                            (k, stored)
+                        })
+                        .collect()
+                }
+                DiffBaseLayer::Status { field, .. } => {
+                    vec![(field.join("."), super::diff::resolve(body, field))]
+                }
             };
-            let text = match stored {
-                Value::String(text) => text,
-                Value::Null => continue,
-                _ => return Err(Error::NotAString { key }),
-            };
-            let decoded: Value = serde_json::from_str(text).map_err(|source| Error::NotJson {
-                key: key.clone(),
-                source,
-            })?;
-            match decoded {
-                Value::Null => continue,
-                Value::Object(_) => return Ok(Some(decoded)),
-                other => {
-                    return Err(Error::NotAnObject {
-                        key,
-                        found: json_type(&other),
-                    });
+            for (key, stored) in candidates {
+                let text = match stored {
+                    None | Some(Value::Null) => continue,
+                    Some(Value::String(text)) => text,
+                    Some(_) => return Err(Error::NotAString { key }),
+                };
+                let decoded: Value =
+                    serde_json::from_str(text).map_err(|source| Error::NotJson {
+                        key: key.clone(),
+                        source,
+                    })?;
+                match decoded {
+                    Value::Null => continue,
+                    Value::Object(_) => return Ok(Some(decoded)),
+                    other => {
+                        return Err(Error::NotAnObject {
+                            key,
+                            found: json_type(&other),
+                        });
+                    }
                 }
             }
         }
         Ok(None)
     }
 
-    /// Kopf's encoding of an essence: `json.dumps(essence, separators=(',', ':')) + "\n"`.
+    /// Kopf's encoding of an essence in an annotation:
+    /// `json.dumps(essence, separators=(',', ':')) + "\n"`.
     pub fn encode(essence: &Value) -> String {
         let mut text = pyjson::dumps(essence);
         text.push('\n');
         text
     }
 
-    /// Writes `essence` into `patch` under every key (V2, and V1 if different), plus the
-    /// `kopf-managed` marker for a custom prefix (Kopf's `AnnotationsDiffBaseStorage.store`).
+    /// Writes `essence` into `patch` in every layer: under every annotation key (V2, and V1 if
+    /// different) plus the `kopf-managed` marker for a custom prefix; into the status field
+    /// without the newline (Kopf's `StatusDiffBaseStorage.store`).
     ///
     /// Kopf stores it only when the cycle is done and `essence != old` (by Python's `==`, see
     /// [`super::pyjson::py_eq`]); that decision is the caller's.
     pub fn store(&self, body: &Value, patch: &mut MergePatch, essence: &Value) {
-        let encoded = Value::String(Self::encode(essence));
-        for key in self.keys(body) {
-            patch.set(&["metadata", "annotations", key.as_str()], encoded.clone());
+        for layer in &self.layers {
+            match layer {
+                DiffBaseLayer::Annotations {
+                    convention, key, ..
+                } => {
+                    let encoded = Value::String(Self::encode(essence));
+                    for key in convention.make_keys(key, body) {
+                        patch.set(&["metadata", "annotations", key.as_str()], encoded.clone());
+                    }
+                    convention.store_marker(body, patch);
+                }
+                DiffBaseLayer::Status { field, .. } => {
+                    patch.set(field, Value::String(pyjson::dumps(essence)));
+                }
+            }
         }
-        self.convention.store_marker(body, patch);
     }
 }
 
@@ -612,7 +714,7 @@ mod tests {
         let message = fetch(json!("[1]")).unwrap_err().to_string();
         assert_eq!(
             message,
-            "the diff-base annotation kopf.zalando.org/last-handled-configuration holds a list instead of an object"
+            "the diff-base at kopf.zalando.org/last-handled-configuration holds a list instead of an object"
         );
     }
 
@@ -644,7 +746,13 @@ mod tests {
         assert_eq!(s.fetch(&patched).unwrap(), Some(essence.clone()));
         // Storing does not change the essence: the storage's own key is never part of it.
         assert_eq!(s.build(&patched, &fields(&["status.phase"])), essence);
-        assert_eq!(s.key(), LAST_HANDLED_CONFIGURATION_KEY);
-        assert_eq!(s.convention(), &KeyConvention::default());
+        assert_eq!(
+            s.layers(),
+            [DiffBaseLayer::Annotations {
+                convention: KeyConvention::default(),
+                key: LAST_HANDLED_CONFIGURATION_KEY.into(),
+                ignored_fields: Vec::new(),
+            }]
+        );
     }
 }

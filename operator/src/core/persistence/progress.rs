@@ -1,7 +1,8 @@
-//! Per-handler progress records, as Kopf's default `SmartProgressStorage` keeps them: JSON strings
-//! in annotations (`AnnotationsProgressStorage`, read and written), plus the legacy
-//! `status.kopf.progress.<id>` dicts (`NoWriteStatusProgressStorage`: read and purged, never written
-//! since Kopf 1.44).
+//! Per-handler progress records, as Kopf's progress storages keep them: by default
+//! (`SmartProgressStorage`) JSON strings in annotations (`AnnotationsProgressStorage`, read and
+//! written), plus the legacy `status.kopf.progress.<id>` dicts (`NoWriteStatusProgressStorage`:
+//! read and purged, never written since Kopf 1.44); `StatusProgressStorage` writes those dicts, and
+//! any combination is a `MultiProgressStorage` ([`ProgressLayer`]).
 
 use jiff::Timestamp;
 use serde_json::{Map, Value};
@@ -63,8 +64,8 @@ pub enum Error {
         #[source]
         source: RecordError,
     },
-    /// The legacy container `status.kopf.progress` is not an object (Kopf: `AttributeError`).
-    #[error("the legacy progress container {location} holds {found} instead of an object")]
+    /// A status container (`status.kopf.progress`) is not an object (Kopf: `AttributeError`).
+    #[error("the progress container {location} holds {found} instead of an object")]
     LegacyContainerNotAnObject {
         /// The container's dotted path.
         location: String,
@@ -250,8 +251,12 @@ pub enum RecordLocation {
         /// The annotation key.
         key: String,
     },
-    /// The legacy `status.kopf.progress.<id>` dict (written by Kopf before 1.44).
-    LegacyStatus,
+    /// A status field (`status.<name>.progress.<id>`: Kopf's `StatusProgressStorage`, or the
+    /// legacy one written by Kopf before 1.44 and read by its default storage).
+    Status {
+        /// The container's dotted path.
+        field: String,
+    },
 }
 
 /// A record as read from an object, with the raw value it was decoded from (Kopf's `_origin`).
@@ -265,8 +270,56 @@ pub struct StoredRecord {
     pub location: RecordLocation,
 }
 
-/// Kopf's default progress storage (`SmartProgressStorage`): annotations first, then the legacy
-/// status field, which is read and purged but never written.
+/// One place where progress records are kept: one of Kopf's progress storage classes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProgressLayer {
+    /// `AnnotationsProgressStorage(prefix=, verbose=, touch_key=, v1=)`: one JSON string per
+    /// handler in `<prefix>/<id>` (and its V1 key).
+    Annotations {
+        /// The prefix and the V1 keys.
+        convention: KeyConvention,
+        /// The record name of the touch-dummy annotation.
+        touch_key: String,
+        /// Write `null` for the `None` fields too.
+        verbose: bool,
+    },
+    /// `StatusProgressStorage(name=, field=, touch_field=)`: one dict per handler in
+    /// `<field>.<id>`; with `writes: false` Kopf's internal `NoWriteStatusProgressStorage` (the
+    /// status half of `SmartProgressStorage`): read and purged, never written or touched.
+    Status {
+        /// The container, e.g. `status.kopf.progress`.
+        field: FieldPath,
+        /// The touch field, e.g. `status.kopf.dummy`.
+        touch_field: FieldPath,
+        /// Whether records are written (and the touch field set).
+        writes: bool,
+    },
+}
+
+impl ProgressLayer {
+    /// Kopf's `AnnotationsProgressStorage` with its defaults under `convention`.
+    pub fn annotations(convention: KeyConvention) -> Self {
+        ProgressLayer::Annotations {
+            convention,
+            touch_key: TOUCH_DUMMY_KEY.to_owned(),
+            verbose: false,
+        }
+    }
+
+    /// Kopf's `StatusProgressStorage(name=name)`: `status.<name>.progress`, `status.<name>.dummy`.
+    pub fn status(name: &str, writes: bool) -> Self {
+        ProgressLayer::Status {
+            field: vec!["status".into(), name.into(), "progress".into()],
+            touch_field: vec!["status".into(), name.into(), "dummy".into()],
+            writes,
+        }
+    }
+}
+
+/// Where the handlers' progress is kept: Kopf's progress storages, one or several
+/// (`MultiProgressStorage`): the first layer holding a record wins on reading; records are
+/// written to, purged from and cleared from every layer. The default is Kopf's
+/// `SmartProgressStorage`: annotations, then the legacy status that is read and purged only.
 ///
 /// # Guarantees
 ///
@@ -274,11 +327,7 @@ pub struct StoredRecord {
 /// [`ProgressStorage::touch`] are the ones Kopf 1.45 writes, key for key and byte for byte.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProgressStorage {
-    convention: KeyConvention,
-    touch_key: String,
-    verbose: bool,
-    legacy_field: FieldPath,
-    touch_field: FieldPath,
+    layers: Vec<ProgressLayer>,
 }
 
 impl Default for ProgressStorage {
@@ -289,134 +338,156 @@ impl Default for ProgressStorage {
 }
 
 impl ProgressStorage {
-    /// Kopf's defaults under `convention`'s prefix.
+    /// Kopf's `SmartProgressStorage` under `convention`'s prefix.
     pub fn new(convention: KeyConvention) -> Self {
         ProgressStorage {
-            convention,
-            touch_key: TOUCH_DUMMY_KEY.to_owned(),
-            verbose: false,
-            legacy_field: vec!["status".into(), "kopf".into(), "progress".into()],
-            touch_field: vec!["status".into(), "kopf".into(), "dummy".into()],
+            layers: vec![
+                ProgressLayer::annotations(convention),
+                ProgressLayer::status("kopf", false),
+            ],
         }
     }
 
-    /// Writes `null` for the `None` fields too (Kopf's `verbose=True`).
+    /// Any combination of Kopf's storages (`MultiProgressStorage`), in reading order.
+    ///
+    /// # Errors
+    /// An empty list: there would be nowhere to keep the records.
+    pub fn from_layers(layers: Vec<ProgressLayer>) -> Result<Self, &'static str> {
+        if layers.is_empty() {
+            return Err("a progress storage needs at least one storage");
+        }
+        Ok(ProgressStorage { layers })
+    }
+
+    /// The layers, in reading order.
+    pub fn layers(&self) -> &[ProgressLayer] {
+        &self.layers
+    }
+
+    /// Writes `null` for the `None` fields too (Kopf's `verbose=True`), in every annotations layer.
     pub fn with_verbose(mut self, verbose: bool) -> Self {
-        self.verbose = verbose;
+        for layer in &mut self.layers {
+            if let ProgressLayer::Annotations { verbose: v, .. } = layer {
+                *v = verbose;
+            }
+        }
         self
     }
 
     /// Another record name for the touch-dummy annotation (Kopf's `touch_key=`).
     pub fn with_touch_key(mut self, touch_key: impl Into<String>) -> Self {
-        self.touch_key = touch_key.into();
+        let touch_key = touch_key.into();
+        for layer in &mut self.layers {
+            if let ProgressLayer::Annotations { touch_key: k, .. } = layer {
+                k.clone_from(&touch_key);
+            }
+        }
         self
     }
 
-    /// Another legacy status name: `status.<name>.progress` (Kopf's `name=`, default `kopf`).
+    /// Another status name: `status.<name>.progress` (Kopf's `name=`, default `kopf`).
     pub fn with_legacy_name(mut self, name: &str) -> Self {
-        self.legacy_field = vec!["status".into(), name.into(), "progress".into()];
-        self.touch_field = vec!["status".into(), name.into(), "dummy".into()];
+        for layer in &mut self.layers {
+            if let ProgressLayer::Status { writes, .. } = layer {
+                *layer = ProgressLayer::status(name, *writes);
+            }
+        }
         self
     }
 
-    /// The key convention (prefix, V1).
-    pub fn convention(&self) -> &KeyConvention {
-        &self.convention
+    /// The key convention (prefix, V1) of the first annotations layer, if there is one.
+    pub fn convention(&self) -> Option<&KeyConvention> {
+        self.layers.iter().find_map(|l| match l {
+            ProgressLayer::Annotations { convention, .. } => Some(convention),
+            ProgressLayer::Status { .. } => None,
+        })
     }
 
-    /// Whether `None` fields are written as `null`s.
+    /// Whether the first annotations layer writes `None` fields as `null`s.
     pub fn verbose(&self) -> bool {
-        self.verbose
+        self.layers
+            .iter()
+            .any(|l| matches!(l, ProgressLayer::Annotations { verbose: true, .. }))
     }
 
-    /// The legacy status location of the records (`["status", "kopf", "progress"]`).
-    pub fn legacy_field(&self) -> &[String] {
-        &self.legacy_field
+    /// The status containers of the records (`["status", "kopf", "progress"]` by default).
+    pub fn status_fields(&self) -> impl Iterator<Item = &[String]> {
+        self.layers.iter().filter_map(|l| match l {
+            ProgressLayer::Status { field, .. } => Some(field.as_slice()),
+            ProgressLayer::Annotations { .. } => None,
+        })
     }
 
-    /// The legacy touch field (`["status", "kopf", "dummy"]`): Kopf 1.45 neither writes nor resets
-    /// it any more, so it is only informational.
-    pub fn legacy_touch_field(&self) -> &[String] {
-        &self.touch_field
-    }
-
-    /// The annotation keys of a handler's record on this body (V2, then V1 if different).
+    /// The annotation keys of a handler's record on this body (V2, then V1 if different), in
+    /// every annotations layer.
     pub fn keys(&self, id: &str, body: &Value) -> Vec<String> {
-        self.convention.make_keys(id, body)
+        self.layers
+            .iter()
+            .filter_map(|l| match l {
+                ProgressLayer::Annotations { convention, .. } => {
+                    Some(convention.make_keys(id, body))
+                }
+                ProgressLayer::Status { .. } => None,
+            })
+            .flatten()
+            .collect()
     }
 
-    /// Reads handler `id`'s record: the first annotation key (V2, then V1) holding a non-`null`
-    /// JSON value, else the legacy `status.kopf.progress.<id>` if it is set and not `null`.
+    /// Reads handler `id`'s record from the first layer that has one: in an annotations layer,
+    /// the first key (V2, then V1) holding a non-`null` JSON value; in a status layer, a set,
+    /// non-`null` `<field>.<id>`.
     ///
     /// # Errors
     ///
-    /// See [`Error`]: a broken annotation is an error (it does not fall through to the legacy
-    /// location, as in Kopf); a non-object `status.kopf.progress` is an error, while a non-object
-    /// `status` or `status.kopf` counts as no record (Kopf's `resolve` with a default).
+    /// See [`Error`]: a broken annotation is an error (it does not fall through to the next
+    /// layer, as in Kopf); a non-object container is an error, while a non-object parent of it
+    /// counts as no record (Kopf's `resolve` with a default).
     pub fn fetch(&self, id: &str, body: &Value) -> Result<Option<StoredRecord>, Error> {
-        let annotations = keys::annotations(body);
-        for key in self.keys(id, body) {
-            let Some(stored) = annotations.and_then(|a| a.get(&key)) else {
-                continue;
+        for layer in &self.layers {
+            let found = match layer {
+                ProgressLayer::Annotations { convention, .. } => {
+                    fetch_annotation(&convention.make_keys(id, body), body)?
+                }
+                ProgressLayer::Status { field, .. } => fetch_status(field, id, body)?,
             };
-            let text = match stored {
-                Value::String(text) => text,
-                Value::Null => continue,
-                _ => return Err(Error::NotAString { key }),
-            };
-            let origin: Value = serde_json::from_str(text).map_err(|source| Error::NotJson {
-                key: key.clone(),
-                source,
-            })?;
-            if origin.is_null() {
-                continue;
-            }
-            let record =
-                ProgressRecord::from_value(&origin).map_err(|source| Error::Malformed {
-                    location: key.clone(),
-                    source,
-                })?;
-            return Ok(Some(StoredRecord {
-                record,
-                origin,
-                location: RecordLocation::Annotation { key },
-            }));
-        }
-
-        let Some(container) = resolve(body, &self.legacy_field) else {
-            return Ok(None);
-        };
-        let Value::Object(container) = container else {
-            return Err(Error::LegacyContainerNotAnObject {
-                location: self.legacy_field.join("."),
-                found: json_type(container),
-            });
-        };
-        match container.get(id) {
-            None | Some(Value::Null) => Ok(None),
-            Some(origin) => {
-                let record =
-                    ProgressRecord::from_value(origin).map_err(|source| Error::Malformed {
-                        location: format!("{}.{id}", self.legacy_field.join(".")),
-                        source,
-                    })?;
-                Ok(Some(StoredRecord {
-                    record,
-                    origin: origin.clone(),
-                    location: RecordLocation::LegacyStatus,
-                }))
+            if found.is_some() {
+                return Ok(found);
             }
         }
+        Ok(None)
     }
 
-    /// Writes handler `id`'s record into `patch` under every key (V2, and V1 if different), plus
-    /// the `kopf-managed` marker for a custom prefix. Never writes the legacy status.
+    /// Writes handler `id`'s record into `patch` in every layer that writes: under every
+    /// annotation key (V2, and V1 if different) plus the `kopf-managed` marker for a custom
+    /// prefix; as a dict at `<field>.<id>` in a writing status layer.
     pub fn store(&self, id: &str, record: &ProgressRecord, body: &Value, patch: &mut MergePatch) {
-        let encoded = Value::String(record.to_json(self.verbose));
-        for key in self.keys(id, body) {
-            patch.set(&["metadata", "annotations", key.as_str()], encoded.clone());
+        for layer in &self.layers {
+            match layer {
+                ProgressLayer::Annotations {
+                    convention,
+                    verbose,
+                    ..
+                } => {
+                    let encoded = Value::String(record.to_json(*verbose));
+                    for key in convention.make_keys(id, body) {
+                        patch.set(&["metadata", "annotations", key.as_str()], encoded.clone());
+                    }
+                    convention.store_marker(body, patch);
+                }
+                ProgressLayer::Status {
+                    field,
+                    writes: true,
+                    ..
+                } => {
+                    // Kopf stores the whole record; its `None`s are `null`s, which the API server
+                    // drops (Kopf's "Nones are cleaned by K8s API itself").
+                    let mut path: Vec<&str> = field.iter().map(String::as_str).collect();
+                    path.push(id);
+                    patch.set(&path, record.to_value(true));
+                }
+                ProgressLayer::Status { writes: false, .. } => {}
+            }
         }
-        self.convention.store_marker(body, patch);
     }
 
     /// [`ProgressStorage::store`] only if the record differs from the `origin` it was read from
@@ -437,9 +508,9 @@ impl ProgressStorage {
     }
 
     /// Purges the records of handler `id` and of its `subrefs` (Kopf's `State.purge` for one
-    /// handler): for every annotation key (V2, V1) and the legacy status entry, a `null` if the
-    /// body has it (even as `null`); otherwise, whatever this patch was about to write there is
-    /// dropped instead (with the parents it leaves empty).
+    /// handler): for every annotation key (V2, V1) and status entry of every layer, a `null` if
+    /// the body has it (even as `null`); otherwise, whatever this patch was about to write there
+    /// is dropped instead (with the parents it leaves empty).
     pub fn purge(&self, id: &str, subrefs: &[String], body: &Value, patch: &mut MergePatch) {
         self.purge_one(id, body, patch);
         for subref in subrefs {
@@ -448,46 +519,139 @@ impl ProgressStorage {
     }
 
     fn purge_one(&self, id: &str, body: &Value, patch: &mut MergePatch) {
-        for key in self.keys(id, body) {
-            let path = ["metadata", "annotations", key.as_str()];
-            purge_path(body, patch, &path);
+        for layer in &self.layers {
+            match layer {
+                ProgressLayer::Annotations { convention, .. } => {
+                    for key in convention.make_keys(id, body) {
+                        let path = ["metadata", "annotations", key.as_str()];
+                        purge_path(body, patch, &path);
+                    }
+                }
+                ProgressLayer::Status { field, .. } => {
+                    let mut path: Vec<&str> = field.iter().map(String::as_str).collect();
+                    path.push(id);
+                    purge_path(body, patch, &path);
+                }
+            }
         }
-        let mut path: Vec<&str> = self.legacy_field.iter().map(String::as_str).collect();
-        path.push(id);
-        purge_path(body, patch, &path);
     }
 
-    /// Sets the touch-dummy annotation to `value` (or resets it with `None`) if the body holds
-    /// something else, plus the `kopf-managed` marker then (Kopf's `touch`).
+    /// Sets the touch-dummy (annotation, or the touch field of a writing status layer) to `value`
+    /// (or resets it with `None`) where the body holds something else, plus the `kopf-managed`
+    /// marker for an annotation (Kopf's `touch`).
     ///
     /// Kopf touches with the time as [`time::format_touch`] writes it to make the object change
     /// after a sleep, and resets it with `None` in every non-empty patch it sends; that choice is
     /// the caller's.
     pub fn touch(&self, body: &Value, patch: &mut MergePatch, value: Option<&str>) {
         let wanted = value.map_or(Value::Null, |v| Value::String(v.to_owned()));
-        for key in self.convention.make_keys(&self.touch_key, body) {
-            let path = ["metadata", "annotations", key.as_str()];
-            let current = resolve(body, &path).unwrap_or(&Value::Null);
-            if !py_eq(current, &wanted) {
-                patch.set(&path, wanted.clone());
-                self.convention.store_marker(body, patch);
+        for layer in &self.layers {
+            match layer {
+                ProgressLayer::Annotations {
+                    convention,
+                    touch_key,
+                    ..
+                } => {
+                    for key in convention.make_keys(touch_key, body) {
+                        let path = ["metadata", "annotations", key.as_str()];
+                        let current = resolve(body, &path).unwrap_or(&Value::Null);
+                        if !py_eq(current, &wanted) {
+                            patch.set(&path, wanted.clone());
+                            convention.store_marker(body, patch);
+                        }
+                    }
+                }
+                ProgressLayer::Status {
+                    touch_field,
+                    writes: true,
+                    ..
+                } => {
+                    let current = resolve(body, touch_field).unwrap_or(&Value::Null);
+                    if !py_eq(current, &wanted) {
+                        patch.set(touch_field, wanted.clone());
+                    }
+                }
+                ProgressLayer::Status { writes: false, .. } => {}
             }
         }
     }
 
-    /// Removes this storage's own traces from an essence before diffing (Kopf's
-    /// `SmartProgressStorage.clear`, applied to both the stored and the new essence): annotations
-    /// under the prefix, and the legacy `status.kopf.progress`, dropping the stanzas left empty.
+    /// Removes this storage's own traces from an essence before diffing (Kopf's `clear` of each
+    /// storage, applied to both the stored and the new essence): annotations under an annotations
+    /// layer's prefix, a status layer's container, dropping the stanzas left empty.
     pub fn clear(&self, essence: &Value) -> Value {
         let Value::Object(map) = essence else {
             return essence.clone();
         };
         let mut map = map.clone();
-        remove_annotations(&mut map, |key| self.convention.owns_key(key));
-        remove_empty_stanzas(&mut map);
-        remove_field(&mut map, &self.legacy_field);
-        remove_empty_stanzas(&mut map);
+        for layer in &self.layers {
+            match layer {
+                ProgressLayer::Annotations { convention, .. } => {
+                    remove_annotations(&mut map, |key| convention.owns_key(key));
+                }
+                ProgressLayer::Status { field, .. } => remove_field(&mut map, field),
+            }
+            remove_empty_stanzas(&mut map);
+        }
         Value::Object(map)
+    }
+}
+
+fn fetch_annotation(keys: &[String], body: &Value) -> Result<Option<StoredRecord>, Error> {
+    let annotations = keys::annotations(body);
+    for key in keys {
+        let Some(stored) = annotations.and_then(|a| a.get(key)) else {
+            continue;
+        };
+        let text = match stored {
+            Value::String(text) => text,
+            Value::Null => continue,
+            _ => return Err(Error::NotAString { key: key.clone() }),
+        };
+        let origin: Value = serde_json::from_str(text).map_err(|source| Error::NotJson {
+            key: key.clone(),
+            source,
+        })?;
+        if origin.is_null() {
+            continue;
+        }
+        let record = ProgressRecord::from_value(&origin).map_err(|source| Error::Malformed {
+            location: key.clone(),
+            source,
+        })?;
+        return Ok(Some(StoredRecord {
+            record,
+            origin,
+            location: RecordLocation::Annotation { key: key.clone() },
+        }));
+    }
+    Ok(None)
+}
+
+fn fetch_status(field: &[String], id: &str, body: &Value) -> Result<Option<StoredRecord>, Error> {
+    let Some(container) = resolve(body, field) else {
+        return Ok(None);
+    };
+    let location = field.join(".");
+    let Value::Object(container) = container else {
+        return Err(Error::LegacyContainerNotAnObject {
+            location,
+            found: json_type(container),
+        });
+    };
+    match container.get(id) {
+        None | Some(Value::Null) => Ok(None),
+        Some(origin) => {
+            let record = ProgressRecord::from_value(origin).map_err(|source| Error::Malformed {
+                location: format!("{location}.{id}"),
+                source,
+            })?;
+            Ok(Some(StoredRecord {
+                record,
+                origin: origin.clone(),
+                location: RecordLocation::Status { field: location },
+            }))
+        }
     }
 }
 
@@ -778,7 +942,12 @@ mod tests {
         .unwrap()
         .unwrap();
         assert_eq!(got.record.retries, Some(2));
-        assert_eq!(got.location, RecordLocation::LegacyStatus);
+        assert_eq!(
+            got.location,
+            RecordLocation::Status {
+                field: "status.kopf.progress".into()
+            }
+        );
         let got = fetch(json!({}), legacy).unwrap().unwrap();
         assert_eq!(got.origin, json!({"retries": 2}));
 
@@ -989,9 +1158,11 @@ mod tests {
             .with_touch_key("poke")
             .with_legacy_name("op");
         assert!(!s.verbose());
-        assert_eq!(s.convention().prefix(), "kopf.zalando.org");
-        assert_eq!(s.legacy_field(), ["status", "op", "progress"]);
-        assert_eq!(s.legacy_touch_field(), ["status", "op", "dummy"]);
+        assert_eq!(s.convention().unwrap().prefix(), "kopf.zalando.org");
+        assert_eq!(
+            s.status_fields().collect::<Vec<_>>(),
+            [["status", "op", "progress"]]
+        );
         let mut patch = MergePatch::new();
         s.touch(&json!({}), &mut patch, Some("t"));
         assert_eq!(
@@ -1001,6 +1172,76 @@ mod tests {
         assert_eq!(
             s.keys("create_fn", &json!({})),
             ["kopf.zalando.org/create_fn"]
+        );
+    }
+
+    /// Kopf 1.45.2's `StatusProgressStorage(name='myop')`: the record dict (with its `None`s as
+    /// `null`s) at `status.myop.progress.<id>`, no annotations; the touch field set and reset.
+    /// Expected values from Kopf: `patch` after `storage.store(key=..., record=..., body=..., patch=...)`.
+    #[test]
+    fn status_storage_writes_what_kopf_writes() {
+        let s = ProgressStorage::from_layers(vec![ProgressLayer::status("myop", true)]).unwrap();
+        let mut patch = MergePatch::new();
+        s.store("create_fn", &r1(), &json!({}), &mut patch);
+        assert_eq!(
+            serde_json::to_string(&patch).unwrap(),
+            r#"{"status":{"myop":{"progress":{"create_fn":{"started":"2026-11-22T01:27:42.807251+00:00","stopped":null,"delayed":"2026-11-22T01:28:12.807292+00:00","purpose":"create","retries":1,"success":false,"failure":false,"message":"Not ready yet.","subrefs":null}}}}}"#
+        );
+        // Read back as the API server keeps it (the nulls dropped).
+        let body = json!({"status": {"myop": {"progress": {"create_fn": {
+            "started": "2026-11-22T01:27:42.807251+00:00", "delayed": "2026-11-22T01:28:12.807292+00:00",
+            "purpose": "create", "retries": 1, "success": false, "failure": false,
+            "message": "Not ready yet."}}}}});
+        let got = s.fetch("create_fn", &body).unwrap().unwrap();
+        assert_eq!(got.record, r1());
+        assert!(!got.record.differs_from(Some(&got.origin)));
+        // Purged with a null; the touch field goes to status, not to annotations.
+        let mut patch = MergePatch::new();
+        s.purge("create_fn", &[], &body, &mut patch);
+        s.touch(&body, &mut patch, Some("2026-11-22T01:27:42.807251"));
+        assert_eq!(
+            patch.as_value(),
+            &json!({"status": {"myop": {"progress": {"create_fn": null},
+                "dummy": "2026-11-22T01:27:42.807251"}}})
+        );
+        // The essence loses the container.
+        assert_eq!(
+            s.clear(&json!({"spec": {"a": 1}, "status": {"myop": {"progress": {"x": {}}}}})),
+            json!({"spec": {"a": 1}})
+        );
+        assert!(s.convention().is_none());
+        assert!(ProgressStorage::from_layers(Vec::new()).is_err());
+    }
+
+    /// `MultiProgressStorage([AnnotationsProgressStorage(prefix='my.op', verbose=True),
+    /// StatusProgressStorage()])`: reads the first that has a record, writes both.
+    #[test]
+    fn multi_storage_reads_the_first_and_writes_all() {
+        let s = ProgressStorage::from_layers(vec![
+            ProgressLayer::Annotations {
+                convention: KeyConvention::new("my.op", true).unwrap(),
+                touch_key: "touch-dummy".into(),
+                verbose: true,
+            },
+            ProgressLayer::status("kopf", true),
+        ])
+        .unwrap();
+        let mut patch = MergePatch::new();
+        s.store("h", &r3(), &json!({}), &mut patch);
+        let value = patch.as_value();
+        assert_eq!(
+            value["metadata"]["annotations"]["my.op/h"],
+            json!(r3().to_json(true))
+        );
+        assert_eq!(
+            value["metadata"]["annotations"]["my.op/kopf-managed"],
+            "yes"
+        );
+        assert_eq!(value["status"]["kopf"]["progress"]["h"]["failure"], true);
+        let body = json!({"status": {"kopf": {"progress": {"h": {"retries": 7}}}}});
+        assert_eq!(
+            s.fetch("h", &body).unwrap().unwrap().record.retries,
+            Some(7)
         );
     }
 }

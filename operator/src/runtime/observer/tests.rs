@@ -80,7 +80,7 @@ fn view_of(observed: &Observed, events: &[EventView]) -> (ObjectView, ObjectDeta
 fn handler_ids_skip_the_storage_keys_and_merge_v1_and_v2_keys() {
     let long = format!("create_{}", "x".repeat(50));
     let s = storages();
-    let convention = s.progress.convention().clone();
+    let convention = s.convention.clone();
     let long_keys = convention.make_keys(&long, &json!({}));
     assert_eq!(long_keys.len(), 2, "the long id has a V1 and a V2 key");
     let mut annotations = json!({

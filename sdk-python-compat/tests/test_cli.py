@@ -91,8 +91,16 @@ def test_kopf_run_serves_starts_the_core_forwards_its_lines_and_stops_it(
     assert argv[4].startswith('http://127.0.0.1:')
     assert argv[5:7] == ['-A', '--http'] and argv[7].startswith('127.0.0.1:')
     assert argv[8:] == ['--standalone', '--prefix', 'kopf.zalando.org',
+                        '--progress-storage', SMART, '--diffbase-storage', ANNOTATIONS,
                         '--finalizer', 'kopf.zalando.org/KopfFinalizerMarker',
                         '--default-backoff', '1.0', '--consistency-timeout', '5.0']
+
+
+# Kopf's default storages, as the core is always told them (tests/test_storages.py: all of them).
+SMART = ('{"multi":[{"annotations":{"prefix":"kopf.zalando.org","verbose":false,"touch_key":"touch-dummy",'
+         '"v1":true}},{"status":{"field":"status.kopf.progress","touch_field":"status.kopf.dummy","write":false}}]}')
+ANNOTATIONS = ('{"annotations":{"prefix":"kopf.zalando.org","key":"last-handled-configuration","v1":true,'
+               '"ignored_fields":[]}}')
 
 
 def test_the_core_dying_stops_the_operator_with_an_error(
@@ -239,14 +247,13 @@ def test_core_argv_follows_the_settings(settings):
     argv = running.core_argv(binary='operon', address='127.0.0.1:1', settings=settings,
                              clusterwide=False, namespaces=['a'], standalone=False, http='127.0.0.1:2')
     assert argv == ['operon', '--log-format', 'json', 'run', '--handler', 'http://127.0.0.1:1', '-n', 'a',
-                    '--http', '127.0.0.1:2', '--prefix', 'example.com', '--finalizer', 'example.com/fin',
+                    '--http', '127.0.0.1:2', '--prefix', 'example.com',
+                    '--progress-storage', '{"annotations":{"prefix":"example.com","verbose":false,'
+                                          '"touch_key":"touch-dummy","v1":true}}',
+                    '--diffbase-storage', '{"annotations":{"prefix":"example.com",'
+                                          '"key":"last-handled-configuration","v1":true,"ignored_fields":[]}}',
+                    '--finalizer', 'example.com/fin',
                     '--default-backoff', '2.5', '--consistency-timeout', '5.0', '--workers', '7']
-
-
-def test_status_only_progress_storage_is_refused(settings):
-    settings.persistence.progress_storage = kopf.StatusProgressStorage()
-    with pytest.raises(running.OperatorError, match='annotations only'):
-        running.storage_prefix(settings)
 
 
 def test_namespace_patterns_are_refused(registry):

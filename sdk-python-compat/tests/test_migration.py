@@ -14,6 +14,12 @@ anything that succeeded, and it completes the cycle (the delayed ones succeed on
 the progress records are purged, the diff-base is written). Phase B is the same with new objects,
 from Operon to Kopf. Neither runtime may re-run anything for the objects of the other phase.
 
+The whole migration runs twice: with Kopf's default storages (the progress and the diff-base in
+annotations), and with the status storages that an operator sets in ``@kopf.on.startup``
+(``StatusProgressStorage(name='myop')``, ``StatusDiffBaseStorage(name='myop')``: the records in
+``status.myop.progress``, the diff-base in ``status.myop.last-handled-configuration``, nothing in
+annotations).
+
 Skipped, with the reason, only when the plane, the core or Kopf's venv are not available.
 """
 import collections
@@ -46,6 +52,13 @@ import kopf
 LOG = os.environ['MIGRATION_LOG']
 RUNTIME = os.environ['MIGRATION_RUNTIME']
 DELAY = float(os.environ['MIGRATION_DELAY'])
+
+
+@kopf.on.startup()
+def storages(settings, **_):
+    if os.environ['MIGRATION_STORAGE'] == 'status':
+        settings.persistence.progress_storage = kopf.StatusProgressStorage(name='myop')
+        settings.persistence.diffbase_storage = kopf.StatusDiffBaseStorage(name='myop')
 
 
 def record(handler, name, retry):
@@ -139,14 +152,15 @@ class Migration:
     """ The namespace, the objects, the operator file, the execution log, and the two runtimes. """
 
     def __init__(self, kubectl: str, kubeconfig: str, operon: str, kopf: str, namespace: str,
-                 tmp_path: pathlib.Path) -> None:
-        self.kubectl, self.namespace, self.tmp_path = kubectl, namespace, tmp_path
+                 tmp_path: pathlib.Path, storage: str = 'annotations') -> None:
+        self.kubectl, self.namespace, self.tmp_path, self.storage = kubectl, namespace, tmp_path, storage
         self.operator_py = tmp_path / 'operator.py'
         self.operator_py.write_text(OPERATOR)
         self.executions = tmp_path / 'executions.jsonl'
         self.executions.touch()
         self.env = {**os.environ, 'KUBECONFIG': kubeconfig, 'OPERON_BIN': operon,
-                    'MIGRATION_LOG': str(self.executions), 'MIGRATION_DELAY': str(DELAY)}
+                    'MIGRATION_LOG': str(self.executions), 'MIGRATION_DELAY': str(DELAY),
+                    'MIGRATION_STORAGE': storage}
         common = ['run', '--standalone', '--verbose', '-n', namespace, str(self.operator_py)]
         self.argv = {'kopf': [kopf, *common], 'operon': [sys.executable, '-m', 'kopf', *common]}
         self.runs = 0
@@ -170,13 +184,25 @@ class Migration:
         return dict(json.loads(result.stdout))
 
     def records(self, name: str) -> dict[str, Any]:
-        """ The progress records on the object by key (`parent.sub_ok`), and the diff-base's presence. """
-        annotations = self.get(name)['metadata'].get('annotations') or {}
+        """
+        The progress records on the object by key (`parent.sub_ok`), the diff-base and the touch
+        marker, from the annotations or the status (`status.myop`: by the same keys), as stored.
+        """
+        obj = self.get(name)
+        annotations = obj['metadata'].get('annotations') or {}
         found: dict[str, Any] = {}
         for key, value in annotations.items():
             if key.startswith(f'{PREFIX}/'):
                 short = key[len(PREFIX) + 1:]
                 found[short] = value if short in ('last-handled-configuration', 'touch-dummy') else json.loads(value)
+        if self.storage == 'status':
+            assert not found, f"{name}: the status storages are set, yet there are annotations: {found}"
+            myop = (obj.get('status') or {}).get('myop') or {}
+            for key, record in (myop.get('progress') or {}).items():
+                found[key.replace('/', '.')] = record
+            for key, short in [('last-handled-configuration', 'last-handled-configuration'), ('dummy', 'touch-dummy')]:
+                if key in myop:
+                    found[short] = myop[key]
         foreign = set(found) - {k.replace('/', '.') for k in OURS} - {'last-handled-configuration', 'touch-dummy'}
         assert not foreign, (f"{name} carries progress records of handlers that are not this test's: "
                              f"{sorted(foreign)}; is another operator serving kopfexamples in all namespaces?")
@@ -261,9 +287,10 @@ def migrate(m: Migration, names: Sequence[str], first: str, second: str, untouch
         assert len(m.executions_of(name)) == count, f"{second} ran handlers for {name}: {m.executions_of(name)}"
 
 
-def test_migration_from_kopf_to_operon_and_back(plane, namespace, real_kopf, tmp_path):
+@pytest.mark.parametrize('storage', ['annotations', 'status'])
+def test_migration_from_kopf_to_operon_and_back(plane, namespace, real_kopf, tmp_path, storage):
     kubectl, operon, kubeconfig = plane
-    m = Migration(kubectl, kubeconfig, operon, real_kopf, namespace, tmp_path)
+    m = Migration(kubectl, kubeconfig, operon, real_kopf, namespace, tmp_path, storage)
     phase_a, phase_b = ['mig-a-1', 'mig-a-2'], ['mig-b-1', 'mig-b-2']
     migrate(m, phase_a, first='kopf', second='operon', untouched=[])
     migrate(m, phase_b, first='operon', second='kopf', untouched=phase_a)

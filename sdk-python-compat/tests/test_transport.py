@@ -1,6 +1,7 @@
 """The gRPC server of the contract, and the core's log lines in Python's logging."""
 import asyncio
 import json
+import re
 import logging
 from typing import Any
 
@@ -132,6 +133,26 @@ def test_objects_and_diffs_are_rendered_as_kopfs_reprs():
     assert record is not None
     assert record.getMessage() == "Updating diff: (('change', ('spec', 'field'), 'value', 'changed'), ('add', ('spec', 'x'), None, 1))"
     assert corelogs.pythonize('Creation is in progress: {not json}') == 'Creation is in progress: {not json}'
+
+
+def test_patches_and_inconsistencies_are_rendered_as_kopfs_reprs():
+    # Kopf's e2e harness counts "'(.+?)' failed with an exception and will stop" over the whole
+    # output: a record's message inside a logged patch must not count (Kopf's repr escapes it).
+    patch = {'metadata': {'annotations': {'kopf.zalando.org/h': json.dumps(
+        {'message': "Handler 'h' failed with an exception and will stop now: boom"})}}}
+    record = corelogs.make_record(line(fields={'message': f'Merge-patching the resource with: {json.dumps(patch)}',
+                                               'object': 'a/b'}))
+    assert record is not None and record.getMessage() == f'Merge-patching the resource with: {patch!r}'
+    assert 'h' not in re.findall(r"'(.+?)' failed (?:permanently|with an exception and will stop)", record.getMessage())
+    ops = [{'op': 'test', 'path': '/metadata/resourceVersion', 'value': '7'}]
+    record = corelogs.make_record(line(fields={'message': f'JSON-patching the resource with: {json.dumps(ops)}',
+                                               'object': 'a/b'}))
+    assert record is not None and record.getMessage() == f'JSON-patching the resource with: {ops!r}'
+    lost = [['remove', ['status'], {'h': {'x': 1}}, None]]
+    record = corelogs.make_record(line(fields={
+        'message': f'Merge-patching finished with inconsistencies: {json.dumps(lost)}', 'object': 'a/b'}))
+    assert record is not None
+    assert record.getMessage() == "Merge-patching finished with inconsistencies: (('remove', ('status',), {'h': {'x': 1}}, None),)"
 
 
 def test_non_json_lines_are_logged_as_they_are():

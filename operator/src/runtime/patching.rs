@@ -19,6 +19,20 @@ pub enum FinalizerAction {
     Remove,
 }
 
+/// What a cycle's write left behind, for the consistency wait.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Written {
+    /// Nothing was written (or the object was already gone): nothing to wait for.
+    #[default]
+    Nothing,
+    /// The object's resourceVersion after our write: wait until the watch shows it.
+    Version(String),
+    /// Our write removed the last finalizer of an object being deleted: it is gone, and no new
+    /// version of it will come. Wait for its DELETED event; the events of our own earlier writes
+    /// that may still be queued are stale (handling them would run finished handlers again).
+    Released,
+}
+
 /// The HTTP status of a failed request (0 when there was none).
 pub fn code_of(err: &kube::Error) -> u16 {
     match err {
@@ -35,7 +49,7 @@ fn api(env: &Env, res: &ResourceCtx, body: &Value) -> Api<DynamicObject> {
     }
 }
 
-/// Writes the patch and the finalizer change; returns the resourceVersion to wait for, if any.
+/// Writes the patch and the finalizer change; returns what to wait for ([`Written`]).
 ///
 /// # Errors
 /// The API server's refusal. A vanished object (404) and a lost finalizer race (409/422) are
@@ -46,7 +60,7 @@ pub async fn write(
     body: &Value,
     patch: MergePatch,
     finalizer_action: Option<FinalizerAction>,
-) -> Result<Option<String>, kube::Error> {
+) -> Result<Written, kube::Error> {
     let name = body
         .pointer("/metadata/name")
         .and_then(Value::as_str)
@@ -75,7 +89,7 @@ pub async fn write(
             "patch",
         )? {
             Some(obj) => fresh = Some(obj),
-            None => return Ok(None),
+            None => return Ok(Written::Nothing),
         }
     }
     if main.as_object().is_some_and(|m| !m.is_empty()) {
@@ -87,7 +101,7 @@ pub async fn write(
             "patch",
         )? {
             Some(obj) => fresh = Some(obj),
-            None => return Ok(None),
+            None => return Ok(Written::Nothing),
         }
     }
     if let Some(result) = fresh.as_ref().and_then(|o| serde_json::to_value(o).ok()) {
@@ -106,6 +120,7 @@ pub async fn write(
             FinalizerAction::Remove => finalizer::allow_deletion(&current, &env.settings.finalizer),
         };
         if let Some(ops) = ops {
+            tracing::debug!(target: "kopf.objects", object = %object, "JSON-patching the resource with: {ops}");
             let ops: json_patch::Patch =
                 serde_json::from_value(ops).map_err(kube::Error::SerdeError)?;
             let json = Patch::<()>::Json(ops);
@@ -120,14 +135,14 @@ pub async fn write(
                         .is_some_and(|f| !f.is_empty());
                     if deleting && !remaining {
                         // The object is gone with this write; its resourceVersion never arrives.
-                        return Ok(None);
+                        return Ok(Written::Released);
                     }
                     fresh = Some(obj);
                 }
                 Err(err) if matches!(code_of(&err), 404 | 409 | 422) => {
                     env.metrics.api("patch", code_of(&err));
                     tracing::debug!(object = name, error = %err, "The finalizer patch lost a race; the next cycle retries.");
-                    return Ok(None);
+                    return Ok(Written::Nothing);
                 }
                 Err(err) => {
                     env.metrics.api("patch", code_of(&err));
@@ -136,7 +151,9 @@ pub async fn write(
             }
         }
     }
-    Ok(fresh.and_then(|o| o.metadata.resource_version))
+    Ok(fresh
+        .and_then(|o| o.metadata.resource_version)
+        .map_or(Written::Nothing, Written::Version))
 }
 
 fn ignore_gone(

@@ -25,7 +25,7 @@ use crate::runtime::discovery::Served;
 use crate::runtime::dispatch::{Call, Dispatch, SubRecord};
 use crate::runtime::events;
 use crate::runtime::metrics::Metrics;
-use crate::runtime::patching::{self, FinalizerAction};
+use crate::runtime::patching::{self, FinalizerAction, Written};
 use crate::runtime::readmodel::{HandlerView, ObjectView, ReadModel};
 use crate::telemetry;
 
@@ -123,8 +123,8 @@ pub struct Input {
 /// What a cycle tells the queue.
 #[derive(Debug, Default)]
 pub struct Output {
-    /// The resourceVersion our write produced: wait for it before the next cycle.
-    pub written_rv: Option<String>,
+    /// What our write left to wait for before the next cycle.
+    pub written: Written,
     /// Run again after this long even without a new event.
     pub delay: Option<Duration>,
     /// All handlers of the change are done (resume handlers are not mixed in again).
@@ -254,7 +254,7 @@ async fn cycle(env: &Arc<Env>, res: &Arc<ResourceCtx>, input: Input) -> Output {
         ..Output::default()
     };
     if handlers.is_empty() && timers.is_empty() {
-        out.written_rv = write(env, res, &log, body, patch, None).await;
+        out.written = write(env, res, &log, body, patch, None).await;
         return out;
     }
 
@@ -352,7 +352,7 @@ async fn cycle(env: &Arc<Env>, res: &Arc<ResourceCtx>, input: Input) -> Output {
             log.debug("Removing the finalizer, as there are no handlers requiring it.");
             FinalizerAction::Remove
         });
-        out.written_rv = write(env, res, &log, body, patch, release).await;
+        out.written = write(env, res, &log, body, patch, release).await;
         return out;
     }
 
@@ -428,7 +428,7 @@ async fn cycle(env: &Arc<Env>, res: &Arc<ResourceCtx>, input: Input) -> Output {
     if !patch.is_empty() {
         settings.progress.touch(body, &mut patch, None);
     }
-    out.written_rv = write(env, res, &log, body, patch, finalizer_action).await;
+    out.written = write(env, res, &log, body, patch, finalizer_action).await;
     let handled = matches!(changing_cause, Some(Cause::Handle(_)));
     let phase = if deleting {
         "deleting"
@@ -1170,13 +1170,13 @@ async fn write(
     body: &Value,
     patch: MergePatch,
     finalizer: Option<FinalizerAction>,
-) -> Option<String> {
+) -> Written {
     match patching::write(env, res, body, patch, finalizer).await {
-        Ok(rv) => rv,
+        Ok(written) => written,
         Err(err) => {
             log.error(&format!("Patching failed: {err}"));
             events::post(env, body, "Warning", "PatchFailed", &err.to_string()).await;
-            None
+            Written::Nothing
         }
     }
 }

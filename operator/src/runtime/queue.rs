@@ -11,6 +11,7 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
 
 use crate::core::model::HandlerKind;
+use crate::runtime::patching::Written;
 use crate::runtime::processing::{self, Env, Input, ResourceCtx};
 
 /// An object's identity: resource index, namespace, name.
@@ -91,6 +92,10 @@ fn rv_of(body: &Value) -> Option<&str> {
     body.pointer("/metadata/resourceVersion")
         .and_then(Value::as_str)
 }
+
+/// The consistency mark of an object our write released: never a resourceVersion, so only the
+/// object's DELETED (or the consistency timeout) lets the next cycle run.
+const RELEASED: &str = "(released)";
 
 /// Whether a body at `seen` already reflects our write at `expected`. resourceVersions are
 /// opaque, but the API server's are etcd revisions: when both are numbers, a later one also
@@ -322,15 +327,27 @@ impl Queue {
                 return;
             };
             slot.fully_handled |= out.fully_handled;
-            if let Some(rv) = out.written_rv {
-                let seen_already = slot
-                    .body
-                    .as_ref()
-                    .and_then(|b| b.rv.as_deref())
-                    .is_some_and(|seen| reflects(seen, &rv));
-                if !seen_already {
-                    slot.expect_rv = Some((rv, Instant::now() + self.consistency_timeout));
+            match out.written {
+                Written::Nothing => {}
+                Written::Version(rv) => {
+                    let seen_already = slot
+                        .body
+                        .as_ref()
+                        .and_then(|b| b.rv.as_deref())
+                        .is_some_and(|seen| reflects(seen, &rv));
+                    if !seen_already {
+                        slot.expect_rv = Some((rv, Instant::now() + self.consistency_timeout));
+                    }
                 }
+                // Released by our write: only its DELETED (which sets `gone`) ends the wait;
+                // no version reflects a mark that is not a version.
+                Written::Released if !slot.gone => {
+                    slot.expect_rv = Some((
+                        RELEASED.to_owned(),
+                        Instant::now() + self.consistency_timeout,
+                    ));
+                }
+                Written::Released => {}
             }
             if let Some(delay) = out.delay {
                 let at = Instant::now() + delay;

@@ -13,10 +13,11 @@ from kopf._cogs.credentials import (
     login_with_kubeconfig, login_with_service_account,
 )
 from kopf._cogs.refs import EVERYTHING, Resource
-from kopf._cogs.settings import (
+from kopf._cogs.settings import OperatorSettings, ProgressRecord
+from kopf._cogs.storages import (
     AnnotationsDiffBaseStorage, AnnotationsProgressStorage, DiffBaseStorage, MultiDiffBaseStorage,
-    MultiProgressStorage, OperatorSettings, ProgressRecord, ProgressStorage, SmartProgressStorage,
-    StatusDiffBaseStorage, StatusProgressStorage,
+    MultiProgressStorage, ProgressStorage, SmartProgressStorage, StatusDiffBaseStorage,
+    StatusProgressStorage,
 )
 from kopf._cogs.views import (
     Annotations, Body, BodyEssence, Diff, DiffItem, DiffOperation, FieldPath, FieldSpec, HandlerId,

@@ -6,7 +6,9 @@ command line (see :func:`kopf._core.reactor.running.core_argv`). A field that Op
 is never silently accepted: after the startup handlers, :func:`audit` finds every field set away
 from Kopf's default that is refused (the operator does not start, and says which and why) or has
 no effect (a warning). The README's "Compatibility reference" lists every field.
-The storages here are descriptions of where the core keeps the state, not code that keeps it.
+The storages (:mod:`kopf._cogs.storages`) are descriptions of where and how the core keeps the
+state, given to it as its ``--progress-storage`` and ``--diffbase-storage``; custom storages (code)
+are refused by :func:`audit`.
 """
 from __future__ import annotations
 
@@ -14,10 +16,13 @@ import concurrent.futures
 import dataclasses
 import enum
 import warnings
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable
 from typing import Any, TypedDict
 
-KOPF_PREFIX = 'kopf.zalando.org'
+from kopf._cogs import storages
+from kopf._cogs.storages import (
+    KOPF_PREFIX, AnnotationsDiffBaseStorage, DiffBaseStorage, ProgressStorage, SmartProgressStorage,
+)
 
 
 class ProgressRecord(TypedDict, total=False):
@@ -31,82 +36,6 @@ class ProgressRecord(TypedDict, total=False):
     failure: bool | None
     message: str | None
     subrefs: list[str] | None
-
-
-class ProgressStorage:
-    """Where the handlers' progress is kept (base of all progress storages)."""
-
-
-class AnnotationsProgressStorage(ProgressStorage):
-    """Progress in annotations ``<prefix>/<handler id>`` (Operon's only progress storage)."""
-
-    def __init__(self, *, prefix: str = KOPF_PREFIX, verbose: bool = False,
-                 touch_key: str = 'touch-dummy', v1: bool = True) -> None:
-        if not prefix:
-            raise ValueError("Annotations storages must be prefixed.")
-        self.prefix, self.verbose, self.touch_key, self.v1 = prefix, verbose, touch_key, v1
-
-
-class StatusProgressStorage(ProgressStorage):
-    """Progress in ``status.<name>.progress`` (not supported by the Operon core)."""
-
-    def __init__(self, *, name: str = 'kopf', field: Any = 'status.{name}.progress',
-                 touch_field: Any = 'status.{name}.dummy') -> None:
-        self.name, self.field, self.touch_field = name, field, touch_field
-
-
-class MultiProgressStorage(ProgressStorage):
-    """Several progress storages; the first one that has a record wins."""
-
-    def __init__(self, storages: Collection[ProgressStorage]) -> None:
-        self.storages = list(storages)
-
-
-class SmartProgressStorage(MultiProgressStorage):
-    """Kopf's default: annotations first, then the status."""
-
-    def __init__(self, *, name: str = 'kopf', field: Any = 'status.{name}.progress',
-                 touch_key: str = 'touch-dummy', touch_field: Any = 'status.{name}.dummy',
-                 prefix: str = KOPF_PREFIX, v1: bool = True, verbose: bool = False) -> None:
-        super().__init__([
-            AnnotationsProgressStorage(prefix=prefix, verbose=verbose, touch_key=touch_key, v1=v1),
-            StatusProgressStorage(name=name, field=field, touch_field=touch_field),
-        ])
-
-
-class DiffBaseStorage:
-    """Where the last handled state (the essence) is kept (base of all diff-base storages)."""
-
-    def __init__(self, ignored_fields: Iterable[Any] | None = None) -> None:
-        self.ignored_fields = list(ignored_fields or ())
-
-
-class AnnotationsDiffBaseStorage(DiffBaseStorage):
-    """The essence in annotation ``<prefix>/<key>`` (Kopf's default, and Operon's)."""
-
-    def __init__(self, *, prefix: str = KOPF_PREFIX, key: str = 'last-handled-configuration',
-                 ignored_fields: Iterable[Any] | None = None, v1: bool = True) -> None:
-        super().__init__(ignored_fields=ignored_fields)
-        if not prefix:
-            raise ValueError("Annotations storages must be prefixed.")
-        self.prefix, self.key, self.v1 = prefix, key, v1
-
-
-class StatusDiffBaseStorage(DiffBaseStorage):
-    """The essence in ``status.<name>.last-handled-configuration`` (not supported by the core)."""
-
-    def __init__(self, *, name: str = 'kopf', field: Any = 'status.{name}.last-handled-configuration',
-                 ignored_fields: Iterable[Any] | None = None) -> None:
-        super().__init__(ignored_fields=ignored_fields)
-        self.name, self.field = name, field
-
-
-class MultiDiffBaseStorage(DiffBaseStorage):
-    """Several diff-base storages."""
-
-    def __init__(self, storages: Collection[DiffBaseStorage]) -> None:
-        super().__init__()
-        self.storages = list(storages)
 
 
 # The sections. Every field of Kopf's is here, with Kopf's default, so that operators that set it
@@ -316,12 +245,17 @@ class ExecutionSettings:
         self.executor._max_workers = value  # grows lazily with the load, never shrinks
 
 
+def _storage(factory: Callable[[], Any], option: str) -> Any:
+    return dataclasses.field(default_factory=factory,
+                             metadata={_META: Declared(Support.CORE_OPTION, option)})
+
+
 @dataclasses.dataclass
 class PersistenceSettings:
-    """Where the core keeps the state: finalizer, prefix (from the storages), consistency wait."""
+    """Where and how the core keeps the state: the finalizer, the storages, the consistency wait."""
     finalizer: str = _core(f'{KOPF_PREFIX}/KopfFinalizerMarker', '--finalizer')
-    progress_storage: ProgressStorage = dataclasses.field(default_factory=SmartProgressStorage)
-    diffbase_storage: DiffBaseStorage = dataclasses.field(default_factory=AnnotationsDiffBaseStorage)
+    progress_storage: ProgressStorage = _storage(SmartProgressStorage, '--progress-storage')
+    diffbase_storage: DiffBaseStorage = _storage(AnnotationsDiffBaseStorage, '--diffbase-storage')
     consistency_timeout: float = _core(5.0, '--consistency-timeout')
 
 
@@ -360,7 +294,25 @@ class Audit:
     """Fields set to what has no effect here, or that a separately run core must be told."""
 
 
+_STORAGE_SPECS: dict[type, Callable[[object], dict[str, Any]]] = {
+    ProgressStorage: storages.progress_spec, DiffBaseStorage: storages.diffbase_spec}
+
+
+def _storage_option(value: Any) -> str:
+    """ `` '<spec>'`` for a storage: the value of the core's option; empty for other fields. """
+    for base, spec in _STORAGE_SPECS.items():
+        if isinstance(value, base):
+            return f" '{storages.core_option(spec(value))}'"
+    return ''
+
+
 def _unchanged(value: Any, default: Any) -> bool:
+    for base, spec in _STORAGE_SPECS.items():
+        if isinstance(default, base):  # the same storage as Kopf's default, said to the core
+            try:
+                return spec(value) == spec(default)
+            except Exception:  # not a storage the core can be given: see `audit()`
+                return False
     if isinstance(value, (list, tuple)) and isinstance(default, (list, tuple)):
         return list(value) == list(default)
     try:
@@ -382,8 +334,17 @@ def audit(settings: OperatorSettings, *, with_core: bool = True) -> Audit:
     A refused field that is not at its default is an error, named with its value and the reason;
     an unused one is a warning. With ``with_core=False`` (``kopf serve``: the core runs elsewhere),
     the fields that are the core's options are warnings too: they must be given to that core.
+    A storage that the core cannot be given (a custom one: code) is an error, naming its class.
     """
     result = Audit()
+    refused: set[str] = set()
+    for name, spec in [('progress_storage', storages.progress_spec),
+                       ('diffbase_storage', storages.diffbase_spec)]:
+        try:
+            spec(getattr(settings.persistence, name))
+        except (storages.CustomStorageError, ValueError, TypeError, AttributeError) as e:
+            refused.add(f'persistence.{name}')
+            result.errors.append(f"settings.persistence.{name} is not supported on Operon: {e}.")
     for part in dataclasses.fields(settings):
         section = getattr(settings, part.name)
         if not dataclasses.is_dataclass(section):
@@ -391,7 +352,7 @@ def audit(settings: OperatorSettings, *, with_core: bool = True) -> Audit:
         for field in dataclasses.fields(section):
             how = declared(field)
             value = getattr(section, field.name)
-            if how is None or _unchanged(value, _default_of(field)):
+            if how is None or f'{part.name}.{field.name}' in refused or _unchanged(value, _default_of(field)):
                 continue
             where = f"settings.{part.name}.{field.name}={value!r}"
             match how.support:
@@ -400,7 +361,8 @@ def audit(settings: OperatorSettings, *, with_core: bool = True) -> Audit:
                 case Support.UNUSED:
                     result.warnings.append(f"{where} has no effect on Operon: {how.text}.")
                 case Support.CORE_OPTION if not with_core:
-                    result.warnings.append(f"{where} is the core's option {how.text} on Operon; "
+                    option = how.text + _storage_option(value)
+                    result.warnings.append(f"{where} is the core's option {option} on Operon; "
                                            f"give it to the core that calls this service.")
                 case Support.CORE_OPTION:
                     pass  # in the core's command line (`running.core_argv`)

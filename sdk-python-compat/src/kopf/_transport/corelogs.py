@@ -12,8 +12,10 @@ render them with the ``[namespace/name] `` prefix --- the words are Kopf's alrea
 to ``kopf._core.engines.operon.<module>`` loggers, with their structured fields appended. Lines
 that are not JSON (e.g. a fatal error before logging is set up) are logged as they are.
 
-The core renders the object in ``Creation is in progress: {…}`` (and the diff in ``… diff: […]``)
-as JSON; Kopf renders them as Python's ``repr()``. They are re-rendered here as Kopf does, since
+The core renders the object in ``Creation is in progress: {…}`` (and the diff in ``… diff: […]``,
+the patches in ``Merge-patching the resource with: {…}`` and ``JSON-patching …``, the lost fields
+in ``Merge-patching finished with inconsistencies: […]``) as JSON; Kopf renders them as Python's
+``repr()``. They are re-rendered here as Kopf does, since
 tools grep Kopf's output: e.g. Kopf's e2e tests count ``'(.+?)' failed permanently`` over the whole
 output, and rely on ``repr()`` escaping the quotes of the handler messages inside the object.
 """
@@ -40,6 +42,9 @@ LEVELS: Mapping[str, int] = {
 _TITLES = r'(Creation|Updating|Deletion|Resuming)'
 _BODY_LINE = re.compile(_TITLES + r' is in progress: (\{.*\})', re.DOTALL)
 _DIFF_LINE = re.compile(_TITLES + r' diff: (\[.*\])', re.DOTALL)
+# The patches and the patch check, which Kopf logs as the ``repr()`` of a dict, a list, a diff.
+_PATCH_LINE = re.compile(r'((?:Merge|JSON)-patching the (?:resource|status) with: )([\[{].*)', re.DOTALL)
+_INCONSISTENCIES_LINE = re.compile(r'(Merge-patching finished with inconsistencies: )(\[.*\])', re.DOTALL)
 
 
 def pythonize(message: str) -> str:
@@ -59,6 +64,21 @@ def pythonize(message: str) -> str:
         except (ValueError, TypeError):
             return message
         return f'{match.group(1)} diff: {diff!r}'
+    match = _PATCH_LINE.fullmatch(message)
+    if match:
+        try:
+            patch = json.loads(match.group(2))
+        except ValueError:
+            return message
+        return f'{match.group(1)}{patch!r}'
+    match = _INCONSISTENCIES_LINE.fullmatch(message)
+    if match:
+        try:
+            items = json.loads(match.group(2))
+            diff = tuple((op, tuple(path), old, new) for op, path, old, new in items)
+        except (ValueError, TypeError):
+            return message
+        return f'{match.group(1)}{diff!r}'
     return message
 
 

@@ -19,10 +19,10 @@ import signal
 import tempfile
 import threading
 import warnings
-from collections.abc import Collection, Coroutine, Iterator, Sequence
+from collections.abc import Collection, Coroutine, Sequence
 from typing import Any
 
-from kopf._cogs import credentials, process, refs, settings as settings_, views
+from kopf._cogs import credentials, process, refs, settings as settings_, storages, views
 from kopf._core import activities, indexing, model, posting, registry as registries
 from kopf._core.reactor import handling, manifests
 from kopf._transport import core as corep
@@ -394,23 +394,33 @@ class _Operator:
 
 
 def storage_prefix(settings: settings_.OperatorSettings) -> str:
-    """ The annotations prefix that the core must use, from Kopf's storage settings. """
-    def annotation_prefixes(storage: Any) -> Iterator[str]:
-        if isinstance(storage, (settings_.AnnotationsProgressStorage, settings_.AnnotationsDiffBaseStorage)):
-            yield storage.prefix
-        for sub in getattr(storage, 'storages', ()):
-            yield from annotation_prefixes(sub)
+    """
+    The core's ``--prefix``: the first annotations prefix of the progress storage, else of the
+    diff-base storage, else Kopf's. (The storages' own prefixes are in their specs; the core
+    uses this one for what is its own, such as the finalizers of its tasks.)
+    """
+    persistence = settings.persistence
+    found = storages.first_prefix(persistence.progress_storage, persistence.diffbase_storage)
+    return found if found is not None else storages.KOPF_PREFIX
 
-    progress_prefixes = list(annotation_prefixes(settings.persistence.progress_storage))
-    diffbase_prefixes = list(annotation_prefixes(settings.persistence.diffbase_storage))
-    if not progress_prefixes:
-        raise OperatorError("Operon stores the progress in annotations only; "
-                            "settings.persistence.progress_storage has no annotations storage.")
-    prefix = progress_prefixes[0]
-    if diffbase_prefixes and diffbase_prefixes[0] != prefix:
-        logger.warning(f"The diff-base prefix {diffbase_prefixes[0]!r} differs from the progress prefix "
-                       f"{prefix!r}; Operon uses one prefix for both: {prefix!r}.")
-    return prefix
+
+def storage_options(settings: settings_.OperatorSettings) -> list[str]:
+    """
+    ``--progress-storage SPEC --diffbase-storage SPEC``: the storages of the settings, always
+    explicit (Kopf's defaults too), so that the core does what the operator has set.
+
+    # Errors
+    :class:`OperatorError` for a storage that the core cannot be given: a custom one (a subclass
+    that overrides Kopf's storage methods), naming its class, or a malformed option.
+    """
+    persistence = settings.persistence
+    try:
+        progress = storages.progress_spec(persistence.progress_storage)
+        diffbase = storages.diffbase_spec(persistence.diffbase_storage)
+    except (storages.CustomStorageError, ValueError, TypeError, AttributeError) as e:
+        raise OperatorError(f"The storages cannot be given to the Operon core: {e}.") from e
+    return ['--progress-storage', storages.core_option(progress),
+            '--diffbase-storage', storages.core_option(diffbase)]
 
 
 def core_argv(
@@ -434,6 +444,7 @@ def core_argv(
     if standalone:
         argv += ['--standalone']
     argv += ['--prefix', storage_prefix(settings)]
+    argv += storage_options(settings)
     argv += ['--finalizer', settings.persistence.finalizer]
     argv += ['--default-backoff', _seconds(settings.execution.default_backoff)]
     argv += ['--consistency-timeout', _seconds(settings.persistence.consistency_timeout)]
@@ -494,4 +505,4 @@ async def run_tasks(
 
 
 __all__ = ['run', 'operator', 'serve', 'spawn_tasks', 'run_tasks', 'OperatorError',
-           'core_argv', 'storage_prefix', 'refuse_kopf_internals']
+           'core_argv', 'storage_prefix', 'storage_options', 'refuse_kopf_internals']

@@ -58,6 +58,8 @@ pub struct Config {
     /// How long finished tasks are kept when their registration does not say
     /// (`--task-retention`).
     pub task_retention: Duration,
+    /// Admission webhooks (`--admission-listen` & co.); `None`: not served.
+    pub admission: Option<crate::runtime::admission::Config>,
 }
 
 /// A failure that stops the core.
@@ -117,6 +119,9 @@ pub enum Error {
     /// The HTTP listener failed.
     #[error(transparent)]
     Http(#[from] crate::http::Error),
+    /// The admission webhooks cannot be served.
+    #[error(transparent)]
+    Admission(#[from] crate::runtime::admission::Error),
 }
 
 /// Shared state of the HTTP listener.
@@ -280,6 +285,18 @@ pub async fn run(config: Config) -> Result<(), Error> {
         Arc::clone(&shared),
         config.dashboard.clone(),
     ));
+    let admission = match config.admission.clone() {
+        Some(admission) => Some(
+            crate::runtime::admission::start(
+                admission,
+                client.clone(),
+                &config.handlers,
+                config.handler_tls.as_ref(),
+            )
+            .await?,
+        ),
+        None => None,
+    };
     let stop = shutdown_signal();
     tokio::pin!(stop);
     let result = loop {
@@ -299,6 +316,9 @@ pub async fn run(config: Config) -> Result<(), Error> {
             Err(err) => break Err(err),
         }
     };
+    if let Some(admission) = admission {
+        admission.stop().await;
+    }
     http.abort();
     tracing::info!("Stopped.");
     result

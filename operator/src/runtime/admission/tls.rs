@@ -124,6 +124,7 @@ pub fn server_config(material: &Material) -> Result<Arc<rustls::ServerConfig>, E
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rustls::client::danger::ServerCertVerifier as _;
 
     #[test]
     fn generated_certificates_chain_to_the_ca_and_name_the_host() {

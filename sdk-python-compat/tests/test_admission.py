@@ -61,7 +61,7 @@ def test_validating_handlers_get_kopfs_webhook_kwargs(registry, backend):
     assert set(seen) == WEBHOOK_KWARGS
     assert seen['operation'] == 'UPDATE' and seen['subresource'] == 'status' and seen['dryrun'] is True
     assert seen['userinfo'] == {'username': 'admin', 'groups': ['system:masters']}
-    assert seen['headers'] == {'user-agent': 'kube-apiserver-admission'}
+    assert seen['headers'] == {'User-Agent': 'kube-apiserver-admission'}  # as the API server sends it
     assert seen['sslpeer'] == {}
     assert seen['warnings'] == []
     assert isinstance(seen['old'], kopf.Body) and seen['old']['spec'] == {'field': 'old'}

@@ -522,7 +522,7 @@ class OperatorBackend(server.Backend):
             resource=resource_of(request, raw_body, handler.selector),
             admission=dict(
                 dryrun=bool(review.get('dryRun')),
-                headers=dict(request.admission.headers),
+                headers=_canonical_headers(request.admission.headers),
                 sslpeer=_loads(request.admission.sslpeer_json) or {},
                 userinfo=review.get('userInfo') or {},
                 warnings=warnings,
@@ -655,6 +655,15 @@ class OperatorBackend(server.Backend):
             message = f"{handler}'s result cannot be stored: {e}"
             cause.logger.error(message)
             return pb.Outcome(arbitrary_error=pb.ArbitraryError(message=message, error_type=type(e).__name__))
+
+
+def _canonical_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """
+    The webhook call's headers as Kopf's handlers see them (``dict(request.headers)`` of the API
+    server's request): the names as the API server writes them, Go's canonical form
+    (``User-Agent``); the core sends them in lower case.
+    """
+    return {'-'.join(part.capitalize() for part in name.split('-')): value for name, value in headers.items()}
 
 
 def log_traceback(log: Any, handler: model.Handler, exc: BaseException) -> None:

@@ -112,6 +112,10 @@ struct RbacArgs {
     /// Print only the rules (the Helm chart's `rbac.rules` value).
     #[arg(long)]
     rules_only: bool,
+    /// The core manages admission webhook configurations (`operon run --admission-managed`):
+    /// grant reading, creating and patching them (cluster-scoped: needs -A).
+    #[arg(long)]
+    admission_managed: bool,
     #[command(flatten)]
     tls: TlsArgs,
 }
@@ -453,6 +457,15 @@ impl RbacArgs {
                 ));
             }
         }
+        if self.admission_managed {
+            if !self.all_namespaces && !self.rules_only {
+                anyhow::bail!(
+                    "webhook configurations are cluster-scoped: the core needs a ClusterRole to \
+                     manage them (use -A)"
+                );
+            }
+            resources.extend(rbac::webhook_configurations());
+        }
         let rules = rbac::rules(&resources);
         if self.rules_only {
             return Ok(rbac::render_rules(&rules, ""));
@@ -473,6 +486,9 @@ impl RbacArgs {
             }
             rbac::Scope::Namespaces(self.namespaces.clone())
         };
+        if self.admission_managed {
+            command.push_str(" --admission-managed");
+        }
         if self.name != "operon" {
             command.push_str(&format!(" --name {}", self.name));
         }

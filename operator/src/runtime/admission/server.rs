@@ -167,3 +167,93 @@ async fn handle(request: Request<Incoming>, routes: &Routes, root: &str) -> Resp
     );
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::admission::tls;
+    use rustls_pki_types::pem::PemObject as _;
+
+    /// A listener on a free port with a generated certificate; a TLS client trusting its CA.
+    async fn start(routes: Arc<Routes>) -> (std::net::SocketAddr, tokio_rustls::TlsConnector) {
+        let material = tls::generate(&["127.0.0.1".into()]).unwrap();
+        let config = tls::server_config(&material).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(serve(listener, tokio_rustls::TlsAcceptor::from(config), routes, String::new()));
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(rustls_pki_types::CertificateDer::from_pem_slice(&material.ca_pem).unwrap())
+            .unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        (addr, tokio_rustls::TlsConnector::from(Arc::new(client)))
+    }
+
+    async fn send(
+        addr: std::net::SocketAddr,
+        connector: &tokio_rustls::TlsConnector,
+        method: Method,
+        path: &str,
+        body: &str,
+    ) -> (StatusCode, String) {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        let tls = connector.connect(name, tcp).await.unwrap();
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "127.0.0.1")
+            .body(Full::new(Bytes::from(body.to_owned())))
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        let status = response.status();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    const REVIEW: &str = r#"{"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {"uid": "u", "operation": "CREATE", "userInfo": {}, "object": {},
+                    "resource": {"group": "kopf.dev", "version": "v1", "resource": "kopfexamples"}}}"#;
+
+    #[tokio::test]
+    async fn bad_input_gets_clear_errors_and_the_listener_lives_on() {
+        let routes = Arc::new(Routes::default());
+        let (addr, connector) = start(Arc::clone(&routes)).await;
+
+        let (status, text) = send(addr, &connector, Method::POST, "/validate1", REVIEW).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{text}");
+        routes.set(Vec::new());
+
+        let (status, text) = send(addr, &connector, Method::POST, "/validate1", "{not json").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(text.starts_with("Malformed admission review: the body is not JSON"), "{text}");
+        let (status, text) = send(addr, &connector, Method::POST, "/", r#"{"kind": "Pod"}"#).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(text.contains("not an AdmissionReview"), "{text}");
+        let (status, _) = send(addr, &connector, Method::GET, "/validate1", "").await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+        let (status, _) = send(addr, &connector, Method::POST, "/bad%zz", REVIEW).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        let (status, text) = send(addr, &connector, Method::POST, "/validate1", REVIEW).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(text.contains("kopf.dev/v1 kopfexamples"), "{text}");
+
+        // A client that does not speak TLS is dropped; the listener still answers.
+        {
+            use tokio::io::AsyncWriteExt as _;
+            let mut raw = tokio::net::TcpStream::connect(addr).await.unwrap();
+            raw.write_all(b"POST / HTTP/1.1\r\n\r\n").await.unwrap();
+        }
+        let (status, _) = send(addr, &connector, Method::POST, "/", "[]").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+    }
+}

@@ -472,8 +472,13 @@ mod tests {
             refusal: Refusal::Admission(Some(555)),
             message: "Go away!".into(),
         };
+        let permanent_first = Verdict::Refused {
+            refusal: Refusal::Permanent,
+            message: "a permanent error".into(),
+        };
         let replies = [
             (&a, answered(other, &[], None)),
+            (&a, answered(permanent_first, &[], None)),
             (&b, answered(admission, &["w"], None)),
             (&c, answered(Verdict::Admitted, &[], Some(json!({"spec": {"x": 1}})))),
         ];

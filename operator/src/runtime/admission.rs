@@ -608,6 +608,73 @@ mod tests {
         ));
     }
 
+    fn served() -> discovery::Served {
+        discovery::Served {
+            resource: kube::api::ApiResource::from_gvk_with_plural(
+                &kube::api::GroupVersionKind::gvk("kopf.dev", "v1", "KopfExample"),
+                "kopfexamples",
+            ),
+            namespaced: true,
+            has_status: true,
+        }
+    }
+
+    fn bound(url: &str, timeout: Duration) -> Bound {
+        Bound {
+            handler: AdmissionHandler {
+                id: "check".into(),
+                kind: WebhookKind::Validating,
+                filters: Default::default(),
+                has_callback_filters: false,
+                operations: Vec::new(),
+                subresource: Subresource::Main,
+                persistent: false,
+                side_effects: false,
+                ignore_failures: false,
+                timeout,
+            },
+            service: GrpcService::new(url).unwrap(),
+        }
+    }
+
+    fn review() -> Review {
+        let text = serde_json::json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {"uid": "u", "operation": "CREATE", "userInfo": {}, "object": {},
+                        "resource": {"group": "kopf.dev", "version": "v1", "resource": "kopfexamples"}}});
+        Review::parse(text.to_string().as_bytes()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_silent_or_dead_service_is_a_failed_reply_before_the_webhook_times_out() {
+        // A service that accepts connections and never answers.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = silent.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = silent.accept().await {
+                held.push(stream);
+            }
+        });
+        let started = std::time::Instant::now();
+        let b = bound(&format!("http://{addr}"), Duration::from_secs(1));
+        let reply = call(&b, &served(), &review(), &HashMap::new()).await;
+        assert!(
+            matches!(&reply, Reply::Failed(why) if why.contains("did not answer within 0.5 seconds")),
+            "{reply:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(1), "answered before the API server gives up");
+
+        // Nothing listens: a failure that names the service.
+        let free = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let dead = format!("http://{}", free.local_addr().unwrap());
+        drop(free);
+        let reply = call(&bound(&dead, MAX_TIMEOUT), &served(), &review(), &HashMap::new()).await;
+        assert!(
+            matches!(&reply, Reply::Failed(why) if why.contains(&dead)),
+            "{reply:?}"
+        );
+    }
+
     #[test]
     fn answers_become_verdicts() {
         let a = answer(pb::InvokeResponse {

@@ -461,12 +461,22 @@ pub async fn call(
     request.set_timeout(deadline);
     let mut client = pb::handler_service_client::HandlerServiceClient::new(bound.service.channel())
         .max_decoding_message_size(64 * 1024 * 1024);
+    let too_late = || {
+        Reply::Failed(format!(
+            "its service did not answer within {:.1} seconds",
+            deadline.as_secs_f64()
+        ))
+    };
     let response = match tokio::time::timeout(deadline, client.invoke(request)).await {
-        Err(_) => {
-            return Reply::Failed(format!(
-                "its service did not answer within {:.1} seconds",
-                deadline.as_secs_f64()
-            ));
+        // The client's own timer and the call's deadline (tonic's) are the same time.
+        Err(_) => return too_late(),
+        Ok(Err(status))
+            if matches!(
+                status.code(),
+                tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+            ) =>
+        {
+            return too_late();
         }
         Ok(Err(status)) => {
             return Reply::Failed(format!(

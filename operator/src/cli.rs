@@ -201,7 +201,12 @@ struct AdmissionArgs {
     #[arg(long, value_name = "HOST", requires = "admission_listen")]
     admission_host: Option<String>,
     /// A root path for the webhooks' URLs, e.g. /webhooks (Kopf's `path`).
-    #[arg(long, value_name = "PATH", default_value = "", requires = "admission_listen")]
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = "",
+        requires = "admission_listen"
+    )]
     admission_path: String,
     /// The webhook server's certificate (PEM); without it, a CA and a certificate are made at
     /// start-up.
@@ -218,7 +223,11 @@ struct AdmissionArgs {
     #[arg(long, value_name = "FILE", requires = "admission_listen")]
     admission_ca_dump: Option<PathBuf>,
     /// Another name for the generated certificate (repeatable; Kopf's `extra_sans`).
-    #[arg(long = "admission-san", value_name = "NAME", requires = "admission_listen")]
+    #[arg(
+        long = "admission-san",
+        value_name = "NAME",
+        requires = "admission_listen"
+    )]
     admission_sans: Vec<String>,
     /// Create and keep up to date the ValidatingWebhookConfiguration and the
     /// MutatingWebhookConfiguration of this name (Kopf's `settings.admission.managed`).

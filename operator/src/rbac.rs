@@ -88,17 +88,20 @@ impl Resource {
 
 /// The webhook configurations the core manages with `--admission-managed` (cluster-scoped).
 pub fn webhook_configurations() -> Vec<Resource> {
-    ["mutatingwebhookconfigurations", "validatingwebhookconfigurations"]
-        .into_iter()
-        .map(|plural| {
-            Resource::new(
-                "admissionregistration.k8s.io",
-                plural,
-                false,
-                Access::WebhookConfiguration,
-            )
-        })
-        .collect()
+    [
+        "mutatingwebhookconfigurations",
+        "validatingwebhookconfigurations",
+    ]
+    .into_iter()
+    .map(|plural| {
+        Resource::new(
+            "admissionregistration.k8s.io",
+            plural,
+            false,
+            Access::WebhookConfiguration,
+        )
+    })
+    .collect()
 }
 
 /// Where the core serves.

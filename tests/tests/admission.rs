@@ -11,11 +11,11 @@
 
 use std::time::Duration;
 
+use futures_util::FutureExt as _;
 use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
 };
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
-use futures_util::FutureExt as _;
 use kube::{Api, Client};
 use operon_e2e::{Stack, WidgetExt, wait_for, widget, with_widget_ns};
 use serde_json::json;
@@ -81,7 +81,10 @@ async fn the_core_serves_validate_and_mutate_handlers_of_a_rust_service() {
                 .expect("the webhook of `check`");
             assert_eq!(check.failure_policy.as_deref(), Some("Fail"));
             let url = check.client_config.url.clone().unwrap_or_default();
-            assert!(url.starts_with("https://127.0.0.1:") && url.ends_with("/check"), "{url}");
+            assert!(
+                url.starts_with("https://127.0.0.1:") && url.ends_with("/check"),
+                "{url}"
+            );
             assert!(check.client_config.ca_bundle.is_some());
             let rules = check.rules.clone().unwrap_or_default();
             assert_eq!(rules[0].operations.clone().unwrap(), ["CREATE", "UPDATE"]);
@@ -92,14 +95,16 @@ async fn the_core_serves_validate_and_mutate_handlers_of_a_rust_service() {
             assert_eq!(lenient.failure_policy.as_deref(), Some("Ignore"));
 
             // An invalid widget is refused by the API server with the handler's message and code.
-            let bad = widget("bad", json!({"field": "not-allowed"})).with_labels(&[(LABEL, ns.as_str())]);
+            let bad =
+                widget("bad", json!({"field": "not-allowed"})).with_labels(&[(LABEL, ns.as_str())]);
             match stack.api.create(&PostParams::default(), &bad).await {
                 Err(kube::Error::Api(e)) => {
                     assert_eq!(e.code, 422, "{e:?}");
                     // Each webhook is called on its own: the first denial is `check`'s or
                     // `lenient`'s (both refuse the value).
                     assert!(
-                        e.message.contains(": spec.field may not be \"not-allowed\"."),
+                        e.message
+                            .contains(": spec.field may not be \"not-allowed\"."),
                         "{e:?}"
                     );
                 }
@@ -115,7 +120,10 @@ async fn the_core_serves_validate_and_mutate_handlers_of_a_rust_service() {
                 .create(&PostParams::default(), &good)
                 .await
                 .expect("a valid widget is admitted");
-            assert_eq!(created.data["spec"], json!({"field": "value", "injected": 123}));
+            assert_eq!(
+                created.data["spec"],
+                json!({"field": "value", "injected": 123})
+            );
             let stored = stack.api.get("good").await.unwrap();
             assert_eq!(stored.data["spec"]["injected"], 123);
 
@@ -128,8 +136,14 @@ async fn the_core_serves_validate_and_mutate_handlers_of_a_rust_service() {
                     &Patch::Merge(json!({"spec": {"field": "not-allowed"}})),
                 )
                 .await;
-            assert!(matches!(refused, Err(kube::Error::Api(ref e)) if e.code == 422), "{refused:?}");
-            assert_eq!(stack.api.get("good").await.unwrap().data["spec"]["field"], "value");
+            assert!(
+                matches!(refused, Err(kube::Error::Api(ref e)) if e.code == 422),
+                "{refused:?}"
+            );
+            assert_eq!(
+                stack.api.get("good").await.unwrap().data["spec"]["field"],
+                "value"
+            );
 
             // Widgets without the label are not sent to these webhooks at all.
             let other = widget("unlabelled", json!({"field": "not-allowed"}));
@@ -143,7 +157,8 @@ async fn the_core_serves_validate_and_mutate_handlers_of_a_rust_service() {
             // says so; `lenient` (ignore_failures) admits. (No mutation label: `inject` is not
             // called.)
             stack.handler.kill();
-            let orphan = widget("orphan", json!({"field": "value"})).with_labels(&[(LABEL, ns.as_str())]);
+            let orphan =
+                widget("orphan", json!({"field": "value"})).with_labels(&[(LABEL, ns.as_str())]);
             match stack.api.create(&PostParams::default(), &orphan).await {
                 Err(kube::Error::Api(e)) => assert!(
                     e.message.contains("The admission handler \"check\" failed"),
@@ -160,7 +175,10 @@ async fn the_core_serves_validate_and_mutate_handlers_of_a_rust_service() {
                 })
             };
             assert!(failed("check", false), "the core log says why:\n{log}");
-            assert!(failed("lenient", true), "a failure of `lenient` is ignored:\n{log}");
+            assert!(
+                failed("lenient", true),
+                "a failure of `lenient` is ignored:\n{log}"
+            );
             stack.core.assert_running();
 
             // On a graceful stop the core leaves only persistent webhooks (none here).

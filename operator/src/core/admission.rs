@@ -140,7 +140,9 @@ fn filters_accept(filters: &Filters, body: &Value) -> bool {
             }
         }
     };
-    metadata_ok(&filters.labels, "labels") && metadata_ok(&filters.annotations, "annotations") && field_ok
+    metadata_ok(&filters.labels, "labels")
+        && metadata_ok(&filters.annotations, "annotations")
+        && field_ok
 }
 
 fn passes(filter: &ValueFilter, value: Option<&Value>) -> bool {
@@ -429,8 +431,22 @@ mod tests {
         let m = handler("m", WebhookKind::Mutating);
         let r = review("CREATE", None, obj());
         let replies = [
-            (&v, answered(Verdict::Admitted, &["one"], Some(json!({"spec": {"ignored": 1}})))),
-            (&m, answered(Verdict::Admitted, &["two"], Some(json!({"spec": {"injected": 123}})))),
+            (
+                &v,
+                answered(
+                    Verdict::Admitted,
+                    &["one"],
+                    Some(json!({"spec": {"ignored": 1}})),
+                ),
+            ),
+            (
+                &m,
+                answered(
+                    Verdict::Admitted,
+                    &["two"],
+                    Some(json!({"spec": {"injected": 123}})),
+                ),
+            ),
         ];
         let decision = decide(&r, &replies);
         assert!(decision.allowed);
@@ -480,7 +496,10 @@ mod tests {
             (&a, answered(other, &[], None)),
             (&a, answered(permanent_first, &[], None)),
             (&b, answered(admission, &["w"], None)),
-            (&c, answered(Verdict::Admitted, &[], Some(json!({"spec": {"x": 1}})))),
+            (
+                &c,
+                answered(Verdict::Admitted, &[], Some(json!({"spec": {"x": 1}}))),
+            ),
         ];
         let decision = decide(&r, &replies);
         assert!(!decision.allowed);
@@ -500,7 +519,10 @@ mod tests {
             refusal: Refusal::Temporary,
             message: "temp".into(),
         };
-        let replies = [(&a, answered(temporary, &[], None)), (&b, answered(permanent, &[], None))];
+        let replies = [
+            (&a, answered(temporary, &[], None)),
+            (&b, answered(permanent, &[], None)),
+        ];
         assert_eq!(decide(&r, &replies).status, Some(("perm".into(), 500)));
         let zero = Verdict::Refused {
             refusal: Refusal::Admission(None),
@@ -525,7 +547,10 @@ mod tests {
         assert!(!decision.allowed);
         let (message, code) = decision.status.unwrap();
         assert_eq!(code, 500);
-        assert!(message.contains("\"strict\"") && message.contains("unreachable"), "{message}");
+        assert!(
+            message.contains("\"strict\"") && message.contains("unreachable"),
+            "{message}"
+        );
         let nm = [(&strict, answered(Verdict::NotMatched, &[], None))];
         assert!(decide(&r, &nm).allowed);
     }

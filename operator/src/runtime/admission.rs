@@ -23,8 +23,8 @@ use serde_json::Value;
 
 use crate::core::admission::webhooks::{ClientConfig, Resource};
 use crate::core::admission::{
-    AdmissionHandler, Answer, MAX_TIMEOUT, Operation, Refusal, Reply, Review, Subresource,
-    Verdict, WebhookKind,
+    AdmissionHandler, Answer, MAX_TIMEOUT, Operation, Refusal, Reply, Review, Subresource, Verdict,
+    WebhookKind,
 };
 use crate::runtime::convert::{self, Selector};
 use crate::runtime::discovery;
@@ -341,7 +341,11 @@ pub async fn start(
         async move {
             let found = discover(&client, &services).await;
             let count: usize = found.iter().map(|r| r.handlers.len()).sum();
-            tracing::info!(handlers = count, resources = found.len(), "Admission webhooks are served.");
+            tracing::info!(
+                handlers = count,
+                resources = found.len(),
+                "Admission webhooks are served."
+            );
             routes.set(found);
             if let (Some(manager), Some(found)) = (managed, routes.get()) {
                 manager.keep_up_to_date(&found).await;
@@ -435,7 +439,8 @@ pub async fn call(
     headers: &HashMap<String, String>,
 ) -> Reply {
     let to_json = |v: &Value| serde_json::to_vec(v).unwrap_or_default();
-    let diff = crate::core::persistence::diff::diff(review.old_object.as_ref(), review.object.as_ref());
+    let diff =
+        crate::core::persistence::diff::diff(review.old_object.as_ref(), review.object.as_ref());
     let mut request = tonic::Request::new(pb::InvokeRequest {
         handler_id: bound.handler.id.clone(),
         body_json: to_json(review.body()),
@@ -672,13 +677,22 @@ mod tests {
             matches!(&reply, Reply::Failed(why) if why.contains("did not answer within 0.5 seconds")),
             "{reply:?}"
         );
-        assert!(started.elapsed() < Duration::from_secs(1), "answered before the API server gives up");
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "answered before the API server gives up"
+        );
 
         // Nothing listens: a failure that names the service.
         let free = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let dead = format!("http://{}", free.local_addr().unwrap());
         drop(free);
-        let reply = call(&bound(&dead, MAX_TIMEOUT), &served(), &review(), &HashMap::new()).await;
+        let reply = call(
+            &bound(&dead, MAX_TIMEOUT),
+            &served(),
+            &review(),
+            &HashMap::new(),
+        )
+        .await;
         assert!(
             matches!(&reply, Reply::Failed(why) if why.contains(&dead)),
             "{reply:?}"

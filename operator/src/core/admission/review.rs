@@ -117,7 +117,8 @@ impl Review {
         let plural = text(resource.get("resource"))
             .filter(|p| !p.is_empty())
             .ok_or(ReviewError::Missing("request.resource.resource"))?;
-        let operation = text(request.get("operation")).ok_or(ReviewError::Missing("request.operation"))?;
+        let operation =
+            text(request.get("operation")).ok_or(ReviewError::Missing("request.operation"))?;
         let operation =
             Operation::parse(&operation).ok_or(ReviewError::UnknownOperation(operation))?;
         if !request.get("userInfo").is_some_and(Value::is_object) {
@@ -136,7 +137,10 @@ impl Review {
             plural,
             sub_resource: text(request.get("subResource")).filter(|s| !s.is_empty()),
             operation,
-            dry_run: request.get("dryRun").and_then(Value::as_bool).unwrap_or(false),
+            dry_run: request
+                .get("dryRun")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
             object,
             old_object,
             request: request.clone(),
@@ -176,7 +180,10 @@ mod tests {
         }));
         let r = parse(&v).unwrap();
         assert_eq!(r.uid, "705ab4f5");
-        assert_eq!((r.group.as_str(), r.version.as_str(), r.plural.as_str()), ("kopf.dev", "v1", "kopfexamples"));
+        assert_eq!(
+            (r.group.as_str(), r.version.as_str(), r.plural.as_str()),
+            ("kopf.dev", "v1", "kopfexamples")
+        );
         assert_eq!(r.sub_resource.as_deref(), Some("status"));
         assert_eq!(r.operation, Operation::Update);
         assert!(r.dry_run);
@@ -186,7 +193,10 @@ mod tests {
 
     #[test]
     fn bad_input_is_named() {
-        assert!(matches!(Review::parse(b"{nope"), Err(ReviewError::NotJson(_))));
+        assert!(matches!(
+            Review::parse(b"{nope"),
+            Err(ReviewError::NotJson(_))
+        ));
         assert!(matches!(
             parse(&json!({"kind": "Pod", "apiVersion": "v1"})),
             Err(ReviewError::NotAReview { .. })
@@ -203,7 +213,10 @@ mod tests {
         ] {
             let mut r = base.clone();
             r.as_object_mut().unwrap().remove(field);
-            assert_eq!(parse(&review(r)).unwrap_err(), ReviewError::Missing(expected));
+            assert_eq!(
+                parse(&review(r)).unwrap_err(),
+                ReviewError::Missing(expected)
+            );
         }
         let mut r = base;
         r["operation"] = json!("PATCH");
@@ -211,6 +224,10 @@ mod tests {
             parse(&review(r)).unwrap_err().to_string(),
             "the AdmissionReview's operation \"PATCH\" is unknown"
         );
-        assert_eq!(parse(&json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"})).unwrap_err(), ReviewError::Missing("request"));
+        assert_eq!(
+            parse(&json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"}))
+                .unwrap_err(),
+            ReviewError::Missing("request")
+        );
     }
 }

@@ -52,7 +52,12 @@ pub fn build(
         .collect()
 }
 
-fn webhook(h: &AdmissionHandler, resources: &[Resource], suffix: &str, client: &ClientConfig) -> Value {
+fn webhook(
+    h: &AdmissionHandler,
+    resources: &[Resource],
+    suffix: &str,
+    client: &ClientConfig,
+) -> Value {
     let operations: Vec<&str> = if h.operations.is_empty() {
         vec!["*"]
     } else {
@@ -114,7 +119,9 @@ fn object_selector(h: &AdmissionHandler) -> Option<Value> {
             ValueFilter::Present => json!({"key": key, "operator": "Exists"}),
             ValueFilter::Absent => json!({"key": key, "operator": "DoesNotExist"}),
             ValueFilter::Equals(value) => {
-                let text = value.as_str().map_or_else(|| value.to_string(), str::to_owned);
+                let text = value
+                    .as_str()
+                    .map_or_else(|| value.to_string(), str::to_owned);
                 json!({"key": key, "operator": "In", "values": [text]})
             }
         })
@@ -237,7 +244,9 @@ mod tests {
         v.timeout = Duration::from_secs(5);
         v.subresource = Subresource::Named("status".into());
         let mut m = handler("mutate1", WebhookKind::Mutating);
-        m.filters.labels.insert("somelabel".into(), ValueFilter::Equals(json!("somevalue")));
+        m.filters
+            .labels
+            .insert("somelabel".into(), ValueFilter::Equals(json!("somevalue")));
         m.filters.labels.insert("other".into(), ValueFilter::Absent);
         m.persistent = true;
         let handlers = vec![(v, kex()), (m, kex())];
@@ -245,7 +254,13 @@ mod tests {
             url: "https://127.0.0.1:9443/".into(),
             ca_bundle: Some(b"PEM".to_vec()),
         };
-        let validating = build(&handlers, WebhookKind::Validating, "auto.kopf.dev", &client, false);
+        let validating = build(
+            &handlers,
+            WebhookKind::Validating,
+            "auto.kopf.dev",
+            &client,
+            false,
+        );
         assert_eq!(
             validating,
             [json!({
@@ -261,7 +276,13 @@ mod tests {
                 "admissionReviewVersions": ["v1", "v1beta1"],
             })]
         );
-        let mutating = build(&handlers, WebhookKind::Mutating, "auto.kopf.dev", &client, false);
+        let mutating = build(
+            &handlers,
+            WebhookKind::Mutating,
+            "auto.kopf.dev",
+            &client,
+            false,
+        );
         assert_eq!(mutating.len(), 1);
         assert_eq!(mutating[0]["name"], "mutate1.auto.kopf.dev");
         assert_eq!(mutating[0]["failurePolicy"], "Fail");
@@ -278,7 +299,10 @@ mod tests {
         assert!(validating[0].get("objectSelector").is_none());
         // On exit, only the persistent ones stay.
         assert!(build(&handlers, WebhookKind::Validating, "x", &client, true).is_empty());
-        assert_eq!(build(&handlers, WebhookKind::Mutating, "x", &client, true).len(), 1);
+        assert_eq!(
+            build(&handlers, WebhookKind::Mutating, "x", &client, true).len(),
+            1
+        );
     }
 
     #[test]
@@ -290,7 +314,10 @@ mod tests {
             ca_bundle: None,
         };
         let built = build(&[(h, kex())], WebhookKind::Validating, "", &client, false);
-        assert_eq!(built[0]["rules"][0]["resources"], json!(["kopfexamples", "kopfexamples/*"]));
+        assert_eq!(
+            built[0]["rules"][0]["resources"],
+            json!(["kopfexamples", "kopfexamples/*"])
+        );
         assert_eq!(built[0]["name"], "subs");
         assert_eq!(built[0]["clientConfig"], json!({"url": "https://h:1/subs"}));
     }

@@ -60,12 +60,22 @@ impl Manager {
                     .map(|b| (b.handler.clone(), vec![resource_of(&r.served)]))
             })
             .collect();
-        webhooks::build(&handlers, kind, &self.name, &self.client_config, persistent_only)
+        webhooks::build(
+            &handlers,
+            kind,
+            &self.name,
+            &self.client_config,
+            persistent_only,
+        )
     }
 
     /// Makes the configuration of `kind` say `webhooks`: creates it if absent, patches it if it
     /// differs; returns whether it wrote.
-    async fn reconcile(&self, kind: WebhookKind, webhooks: Vec<Value>) -> Result<bool, kube::Error> {
+    async fn reconcile(
+        &self,
+        kind: WebhookKind,
+        webhooks: Vec<Value>,
+    ) -> Result<bool, kube::Error> {
         let api = self.api(kind);
         let desired = json!({"webhooks": webhooks});
         match api.get_opt(&self.name).await? {
@@ -86,7 +96,8 @@ impl Manager {
             }
             Some(live) => {
                 let live = serde_json::to_value(&live).map_err(kube::Error::SerdeError)?;
-                let live_hooks = json!({"webhooks": live.get("webhooks").cloned().unwrap_or(json!([]))});
+                let live_hooks =
+                    json!({"webhooks": live.get("webhooks").cloned().unwrap_or(json!([]))});
                 if webhooks::is_subset(&desired, &live_hooks) {
                     return Ok(false);
                 }
@@ -101,8 +112,13 @@ impl Manager {
     pub async fn keep_up_to_date(&self, routes: &[Route]) {
         loop {
             for kind in KINDS {
-                match self.reconcile(kind, self.desired(routes, kind, false)).await {
-                    Ok(true) => tracing::info!(name = %self.name, kind = kind.as_str(), "Reconfigured the admission webhooks."),
+                match self
+                    .reconcile(kind, self.desired(routes, kind, false))
+                    .await
+                {
+                    Ok(true) => {
+                        tracing::info!(name = %self.name, kind = kind.as_str(), "Reconfigured the admission webhooks.")
+                    }
                     Ok(false) => {}
                     Err(kube::Error::Api(e)) if e.code == 403 => {
                         tracing::error!(name = %self.name, kind = kind.as_str(), error = %e, "Not enough RBAC permissions to manage the webhook configuration (see `operon rbac --admission-managed`).");
@@ -126,9 +142,13 @@ impl Manager {
                 .patch(&self.name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
             {
-                Ok(_) => tracing::info!(name = %self.name, kind = kind.as_str(), "Cleaned up the admission webhooks."),
+                Ok(_) => {
+                    tracing::info!(name = %self.name, kind = kind.as_str(), "Cleaned up the admission webhooks.")
+                }
                 Err(kube::Error::Api(e)) if e.code == 404 => {}
-                Err(err) => tracing::warn!(name = %self.name, kind = kind.as_str(), error = %err, "Cannot clean up the webhook configuration."),
+                Err(err) => {
+                    tracing::warn!(name = %self.name, kind = kind.as_str(), error = %err, "Cannot clean up the webhook configuration.")
+                }
             }
         }
     }

@@ -79,10 +79,16 @@ fn text(status: StatusCode, message: impl Into<String>) -> Response<Full<Bytes>>
 
 async fn handle(request: Request<Incoming>, routes: &Routes, root: &str) -> Response<Full<Bytes>> {
     if request.method() != Method::POST {
-        return text(StatusCode::METHOD_NOT_ALLOWED, "Admission webhooks accept POST only.\n");
+        return text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "Admission webhooks accept POST only.\n",
+        );
     }
     let Some(rest) = request.uri().path().strip_prefix(root) else {
-        return text(StatusCode::NOT_FOUND, format!("No webhooks outside {root}/.\n"));
+        return text(
+            StatusCode::NOT_FOUND,
+            format!("No webhooks outside {root}/.\n"),
+        );
     };
     let hint = if rest.trim_start_matches('/').is_empty() {
         None
@@ -108,11 +114,16 @@ async fn handle(request: Request<Incoming>, routes: &Routes, root: &str) -> Resp
     {
         Ok(collected) => collected.to_bytes(),
         Err(err) => {
-            let too_large = err.downcast_ref::<http_body_util::LengthLimitError>().is_some();
+            let too_large = err
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some();
             return if too_large {
                 text(StatusCode::PAYLOAD_TOO_LARGE, "The review is too large.\n")
             } else {
-                text(StatusCode::BAD_REQUEST, format!("Cannot read the review: {err}\n"))
+                text(
+                    StatusCode::BAD_REQUEST,
+                    format!("Cannot read the review: {err}\n"),
+                )
             };
         }
     };
@@ -120,7 +131,10 @@ async fn handle(request: Request<Incoming>, routes: &Routes, root: &str) -> Resp
         Ok(review) => review,
         Err(err) => {
             tracing::warn!(error = %err, "A malformed admission review was refused.");
-            return text(StatusCode::BAD_REQUEST, format!("Malformed admission review: {err}.\n"));
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!("Malformed admission review: {err}.\n"),
+            );
         }
     };
     let Some(routes) = routes.get() else {
@@ -180,7 +194,12 @@ mod tests {
         let config = tls::server_config(&material).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(serve(listener, tokio_rustls::TlsAcceptor::from(config), routes, String::new()));
+        tokio::spawn(serve(
+            listener,
+            tokio_rustls::TlsAcceptor::from(config),
+            routes,
+            String::new(),
+        ));
         let mut roots = rustls::RootCertStore::empty();
         roots
             .add(rustls_pki_types::CertificateDer::from_pem_slice(&material.ca_pem).unwrap())
@@ -235,7 +254,10 @@ mod tests {
 
         let (status, text) = send(addr, &connector, Method::POST, "/validate1", "{not json").await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
-        assert!(text.starts_with("Malformed admission review: the body is not JSON"), "{text}");
+        assert!(
+            text.starts_with("Malformed admission review: the body is not JSON"),
+            "{text}"
+        );
         let (status, text) = send(addr, &connector, Method::POST, "/", r#"{"kind": "Pod"}"#).await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert!(text.contains("not an AdmissionReview"), "{text}");

@@ -147,9 +147,14 @@ mod tests {
                 .build()
                 .unwrap();
         let now = rustls_pki_types::UnixTime::now();
-        for (name, ok) in [("127.0.0.1", true), ("webhook.local", true), ("other.local", false)] {
+        for (name, ok) in [
+            ("127.0.0.1", true),
+            ("webhook.local", true),
+            ("other.local", false),
+        ] {
             let server_name = rustls_pki_types::ServerName::try_from(name).unwrap();
-            let verdict = verifier.verify_server_cert(&chain[0], &chain[1..], &server_name, &[], now);
+            let verdict =
+                verifier.verify_server_cert(&chain[0], &chain[1..], &server_name, &[], now);
             assert_eq!(verdict.is_ok(), ok, "{name}: {verdict:?}");
         }
         assert!(server_config(&m).is_ok());

@@ -11,8 +11,8 @@ use std::{
 };
 
 use operon_proto::v1::{
-    ArbitraryError, DaemonRequest, DaemonResponse, DescribeRequest, Event, InvokeRequest,
-    HandlerKind, InvokeResponse, Manifest, NotMatched, Outcome, PermanentError, Reason, Record,
+    ArbitraryError, DaemonRequest, DaemonResponse, DescribeRequest, Event, HandlerKind,
+    InvokeRequest, InvokeResponse, Manifest, NotMatched, Outcome, PermanentError, Reason, Record,
     SubhandlerOutcome, SubhandlersPending, Success, TemporaryError,
     handler_service_server::HandlerService, outcome,
 };
@@ -171,7 +171,11 @@ impl ExampleService {
             eprintln!(
                 "admission {}: {}",
                 request.handler_id,
-                if response.admission_code.is_some() { "denied" } else { "allowed" }
+                if response.admission_code.is_some() {
+                    "denied"
+                } else {
+                    "allowed"
+                }
             );
             return Ok(Response::new(response));
         }

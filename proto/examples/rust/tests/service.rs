@@ -161,7 +161,10 @@ async fn describe_lists_the_handlers() {
             ("e1", HandlerKind::Event)
         ]
     );
-    assert_eq!(manifest.handlers[0].options.clone().unwrap().retries, Some(3));
+    assert_eq!(
+        manifest.handlers[0].options.clone().unwrap().retries,
+        Some(3)
+    );
     assert_eq!(
         manifest.handlers[1].filters.as_ref().unwrap().field,
         "spec.field"

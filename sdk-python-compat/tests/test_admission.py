@@ -187,6 +187,7 @@ def test_servers_become_core_options(tmp_path):
         assert f.read() == b'PEM'
     with pytest.raises(TypeError):
         kopf.WebhookServer(nonsense=1)
+    assert 'insecure=True' in repr(kopf.WebhookServer(insecure=True))  # a repr never raises
 
 
 @pytest.mark.parametrize('server, words', [

@@ -93,7 +93,11 @@ class WebhookServer:
             setattr(self, name, kwargs.get(name, default))
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__}: {' '.join(self.core_options())}>"
+        try:
+            options = ' '.join(self.core_options())
+        except WebhookNotSupportedError as e:
+            options = str(e)
+        return f"<{type(self).__name__}: {options}>"
 
     def _refuse(self, what: str, why: str) -> None:
         raise WebhookNotSupportedError(f"{type(self).__name__}({what}) is not supported on Operon: {why}.")

@@ -4,6 +4,7 @@ Admission handlers (``@kopf.on.validate``/``@kopf.on.mutate``) called as the cor
 (``kopf.AdmissionError`` with its code); ``warnings`` and ``patch`` go back; and the webhook
 servers become the core's ``--admission-*`` options (tunnels are refused).
 """
+import asyncio
 import json
 from typing import Any
 
@@ -218,3 +219,14 @@ def test_managed_needs_a_server():
     argv = running.core_argv(binary='operon', address='127.0.0.1:1', settings=settings,
                              clusterwide=True, namespaces=(), standalone=True, http='127.0.0.1:2')
     assert argv[-4:] == ['--admission-listen', '127.0.0.1:9443', '--admission-managed', 'auto.kopf.dev']
+
+
+def test_admission_handlers_without_a_server_stop_the_start_as_in_kopf(registry, monkeypatch):
+    monkeypatch.setenv('OPERON_BIN', '/nonexistent/operon')
+
+    @kopf.on.validate('kopfexamples')
+    def fn(**_: Any) -> None:
+        pass
+
+    with pytest.raises(running.OperatorError, match=r"Admission handlers exist, but no admission server"):
+        asyncio.run(running.operator(registry=registry, clusterwide=True, stop_flag=asyncio.Event()))

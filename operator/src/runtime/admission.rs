@@ -174,6 +174,16 @@ pub fn registrations(
     Ok(out)
 }
 
+/// Whether a manifest has validate or mutate handlers.
+pub fn declares_any(manifest: &pb::Manifest) -> bool {
+    manifest.handlers.iter().any(|h| {
+        matches!(
+            pb::HandlerKind::try_from(h.kind),
+            Ok(pb::HandlerKind::Validate | pb::HandlerKind::Mutate)
+        )
+    })
+}
+
 /// One admission handler with the service that has it.
 #[derive(Debug, Clone)]
 pub struct Bound {
@@ -599,6 +609,7 @@ mod tests {
         };
         let regs = registrations(&manifest).unwrap();
         assert_eq!(regs.len(), 2);
+        assert!(declares_any(&manifest));
         let (selector, v) = &regs[0];
         assert_eq!(selector.group, "kopf.dev");
         assert_eq!(v.kind, WebhookKind::Validating);

@@ -413,6 +413,12 @@ impl Generation<'_> {
             for (id, kind) in &regs.unsupported {
                 tracing::warn!(service = services[i].name(), handler = %id, kind, "This core does not run handlers of this kind yet; skipping it.");
             }
+            if config.admission.is_none() && crate::runtime::admission::declares_any(manifest) {
+                tracing::warn!(
+                    service = services[i].name(),
+                    "The service has admission handlers (validate/mutate), which are served only with --admission-listen."
+                );
+            }
             for reg in regs.handlers {
                 let list = by_selector.entry(reg.selector.clone()).or_default();
                 if let Some((other, j)) = list

@@ -112,6 +112,10 @@ struct RbacArgs {
     /// Print only the rules (the Helm chart's `rbac.rules` value).
     #[arg(long)]
     rules_only: bool,
+    /// The core manages admission webhook configurations (`operon run --admission-managed`):
+    /// grant reading, creating and patching them (cluster-scoped: needs -A).
+    #[arg(long)]
+    admission_managed: bool,
     #[command(flatten)]
     tls: TlsArgs,
 }
@@ -199,6 +203,79 @@ struct RunArgs {
     tls: TlsArgs,
     #[command(flatten)]
     http: HttpArgs,
+    #[command(flatten)]
+    admission: AdmissionArgs,
+}
+
+/// Admission webhooks (Kopf's `settings.admission`): served by the core over HTTPS when
+/// `--admission-listen` is given.
+#[derive(Debug, Args)]
+struct AdmissionArgs {
+    /// Serve the handler services' validate/mutate handlers as admission webhooks (HTTPS) on this
+    /// address, e.g. 127.0.0.1:9443 (port 0: any free port).
+    #[arg(long, value_name = "ADDR")]
+    admission_listen: Option<SocketAddr>,
+    /// The host name or address the API server reaches the webhooks at: the webhooks' URL and
+    /// the generated certificate's name (default: the listening address).
+    #[arg(long, value_name = "HOST", requires = "admission_listen")]
+    admission_host: Option<String>,
+    /// A root path for the webhooks' URLs, e.g. /webhooks (Kopf's `path`).
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = "",
+        requires = "admission_listen"
+    )]
+    admission_path: String,
+    /// The webhook server's certificate (PEM); without it, a CA and a certificate are made at
+    /// start-up.
+    #[arg(long, value_name = "FILE", requires_all = ["admission_listen", "admission_key"])]
+    admission_cert: Option<PathBuf>,
+    /// The private key (PEM) of --admission-cert.
+    #[arg(long, value_name = "FILE", requires = "admission_cert")]
+    admission_key: Option<PathBuf>,
+    /// The CA bundle (PEM) the API server must trust (default: the CA made at start-up, or
+    /// --admission-cert itself).
+    #[arg(long, value_name = "FILE", requires = "admission_listen")]
+    admission_ca: Option<PathBuf>,
+    /// Write the CA bundle to this file, e.g. for `curl --cacert` (Kopf's `cadump`).
+    #[arg(long, value_name = "FILE", requires = "admission_listen")]
+    admission_ca_dump: Option<PathBuf>,
+    /// Another name for the generated certificate (repeatable; Kopf's `extra_sans`).
+    #[arg(
+        long = "admission-san",
+        value_name = "NAME",
+        requires = "admission_listen"
+    )]
+    admission_sans: Vec<String>,
+    /// Create and keep up to date the ValidatingWebhookConfiguration and the
+    /// MutatingWebhookConfiguration of this name (Kopf's `settings.admission.managed`).
+    #[arg(long, value_name = "NAME", requires = "admission_listen")]
+    admission_managed: Option<String>,
+}
+
+impl AdmissionArgs {
+    fn config(self) -> anyhow::Result<Option<crate::runtime::admission::Config>> {
+        let Some(listen) = self.admission_listen else {
+            return Ok(None);
+        };
+        if !self.admission_path.is_empty() && !self.admission_path.starts_with('/') {
+            anyhow::bail!(
+                "--admission-path must start with '/', got {:?}",
+                self.admission_path
+            );
+        }
+        Ok(Some(crate::runtime::admission::Config {
+            listen,
+            host: self.admission_host.filter(|h| !h.is_empty()),
+            path: self.admission_path,
+            cert: self.admission_cert.zip(self.admission_key),
+            ca: self.admission_ca,
+            ca_dump: self.admission_ca_dump,
+            extra_sans: self.admission_sans,
+            managed: self.admission_managed.filter(|n| !n.is_empty()),
+        }))
+    }
 }
 
 /// The dashboard's options, for `operon run` and `operon dashboard`.
@@ -331,6 +408,7 @@ impl Cli {
                     handler_tls: args.tls.load()?,
                     callback_url: args.callback_url,
                     task_retention: seconds("task-retention", args.task_retention)?,
+                    admission: args.admission.config()?,
                 };
                 let _ = args.standalone;
                 Ok(crate::runtime::engine::run(config).await?)
@@ -414,6 +492,15 @@ impl RbacArgs {
                 ));
             }
         }
+        if self.admission_managed {
+            if !self.all_namespaces && !self.rules_only {
+                anyhow::bail!(
+                    "webhook configurations are cluster-scoped: the core needs a ClusterRole to \
+                     manage them (use -A)"
+                );
+            }
+            resources.extend(rbac::webhook_configurations());
+        }
         let rules = rbac::rules(&resources);
         if self.rules_only {
             return Ok(rbac::render_rules(&rules, ""));
@@ -434,6 +521,9 @@ impl RbacArgs {
             }
             rbac::Scope::Namespaces(self.namespaces.clone())
         };
+        if self.admission_managed {
+            command.push_str(" --admission-managed");
+        }
         if self.name != "operon" {
             command.push_str(&format!(" --name {}", self.name));
         }

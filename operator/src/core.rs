@@ -4,6 +4,7 @@
 //! [`model`] (what a handler is), then [`persistence`] (what is stored on the objects, byte-exact
 //! with Kopf).
 
+pub mod admission;
 pub mod cause;
 pub mod finalizer;
 pub mod model;

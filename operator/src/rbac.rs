@@ -11,6 +11,9 @@
 //! - for task registrations: `get` and `delete` of the tasks besides the above, `get` of their
 //!   parents;
 //! - `create` of core `events` (Kopf-style events about the handled objects);
+//! - with managed admission webhooks (`--admission-managed`): `get`, `create` and `patch` of
+//!   the cluster-scoped `validatingwebhookconfigurations` and `mutatingwebhookconfigurations`
+//!   (so a ClusterRole);
 //! - discovery (`/api`, `/apis`, …), which every authenticated user may read through the
 //!   built-in `system:discovery` ClusterRole — no rule is needed.
 //!
@@ -46,6 +49,8 @@ pub enum Access {
     Task,
     /// The parent of a task: read.
     TaskParent,
+    /// A webhook configuration the core manages (admission webhooks): read, created, patched.
+    WebhookConfiguration,
 }
 
 impl Access {
@@ -56,6 +61,7 @@ impl Access {
             Access::Child => &["list", "watch", "create", "patch", "delete"],
             Access::Task => &["get", "list", "watch", "patch", "delete"],
             Access::TaskParent => &["get", "list", "watch"],
+            Access::WebhookConfiguration => &["get", "create", "patch"],
         }
     }
 }
@@ -78,6 +84,24 @@ impl Resource {
             verbs: access.verbs().to_vec(),
         }
     }
+}
+
+/// The webhook configurations the core manages with `--admission-managed` (cluster-scoped).
+pub fn webhook_configurations() -> Vec<Resource> {
+    [
+        "mutatingwebhookconfigurations",
+        "validatingwebhookconfigurations",
+    ]
+    .into_iter()
+    .map(|plural| {
+        Resource::new(
+            "admissionregistration.k8s.io",
+            plural,
+            false,
+            Access::WebhookConfiguration,
+        )
+    })
+    .collect()
 }
 
 /// Where the core serves.
@@ -274,6 +298,28 @@ mod tests {
             service_account: "operon".into(),
             namespace: "operon".into(),
         }
+    }
+
+    #[test]
+    fn managed_admission_webhooks_need_their_configurations() {
+        let mut resources = example();
+        resources.extend(webhook_configurations());
+        assert_eq!(
+            render_rules(&rules(&resources), ""),
+            r#"- apiGroups: ["admissionregistration.k8s.io"]
+  resources: ["mutatingwebhookconfigurations", "validatingwebhookconfigurations"]
+  verbs: ["get", "create", "patch"]
+- apiGroups: ["kopf.dev"]
+  resources: ["kopfexamples"]
+  verbs: ["list", "watch", "patch"]
+- apiGroups: ["kopf.dev"]
+  resources: ["kopfexamples/status"]
+  verbs: ["patch"]
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create"]
+"#
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Effects at the edge: watching, queueing, calling handlers over gRPC, writing to the API
 //! server, and the read model. Start at [`engine::run`].
 
+pub mod admission;
 pub mod convert;
 pub mod daemons;
 pub mod discovery;

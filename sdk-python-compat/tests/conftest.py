@@ -7,6 +7,8 @@ import pathlib
 import re
 import shutil
 import subprocess
+import sys
+import tarfile
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -182,3 +184,27 @@ def namespace(plane: tuple[str, str, str], monkeypatch: pytest.MonkeyPatch) -> I
         yield name
     finally:
         subprocess.run([kubectl, 'delete', 'namespace', name, '--wait=false'], capture_output=True, timeout=30)
+
+
+@pytest.fixture(scope='session')
+def kopf_examples(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
+    """
+    The ``examples/`` of Kopf 1.45.2's source: ``$KOPF_SOURCE``, ``/tmp/kopfsrc``, or its source
+    distribution from PyPI (skipped when none is available).
+    """
+    for root in [os.environ.get('KOPF_SOURCE'), '/tmp/kopfsrc']:
+        if root and (pathlib.Path(root) / 'examples' / '17-admission' / 'example.py').exists():
+            return pathlib.Path(root) / 'examples'
+    into = tmp_path_factory.mktemp('kopf-sdist')
+    try:
+        subprocess.run([sys.executable, '-m', 'pip', 'download', '--quiet', '--no-deps', '--no-binary', ':all:',
+                        '-d', str(into), 'kopf==1.45.2'], check=True, timeout=120, capture_output=True)
+    except (subprocess.SubprocessError, OSError):
+        pytest.skip("Kopf's examples are not available (no $KOPF_SOURCE, /tmp/kopfsrc or network)")
+    for archive in into.glob('kopf-*.tar.gz'):
+        with tarfile.open(archive) as tar:
+            tar.extractall(into, filter='data')
+    found = sorted(into.glob('kopf-*/examples'))
+    if not found:
+        pytest.skip("Kopf's source distribution has no examples/")
+    return found[0]

@@ -139,15 +139,32 @@ def test_same_id_for_the_same_kind_serves_the_first(registry):
     assert result.skipped[0].handler_id == 'x'
 
 
-def test_webhooks_are_not_served_and_indexers_are(registry, caplog):
+def test_webhooks_are_served_with_their_options_and_indexers_too(registry):
     kopf.index('pods', id='idx')(module_level_fn)
-    kopf.on.validate('pods', id='val')(module_level_fn)
+    kopf.on.validate('pods', id='val', operations={'UPDATE', 'CREATE'}, subresource='*',
+                     ignore_failures=True, labels={'app': 'x'})(module_level_fn)
+    kopf.on.mutate('pods', id='mut', persistent=True, side_effects=True)(module_level_fn)
     result = build(registry)
-    assert [(h.id, h.kind) for h in result.manifest.handlers] == [('idx', pb.HANDLER_KIND_INDEX)]
-    assert [s.handler_id for s in result.skipped] == ['val']
-    caplog.set_level(logging.WARNING)
-    manifests.warn_skipped(result)
-    assert "Handler 'val' is not served: admission webhooks are not served" in caplog.text
+    assert [(h.id, h.kind) for h in result.manifest.handlers] == [
+        ('idx', pb.HANDLER_KIND_INDEX), ('val', pb.HANDLER_KIND_VALIDATE), ('mut', pb.HANDLER_KIND_MUTATE)]
+    assert not result.skipped
+    val, mut = result.manifest.handlers[1:]
+    assert list(val.options.operations) == ['CREATE', 'UPDATE']
+    assert val.options.HasField('subresource') and val.options.subresource == '*'
+    assert val.options.ignore_failures and not val.options.persistent and not val.options.side_effects
+    assert val.filters.labels['app'].equals_json == b'"x"'
+    assert not mut.options.operations and not mut.options.HasField('subresource')
+    assert mut.options.persistent and mut.options.side_effects and not mut.options.ignore_failures
+
+
+def test_webhooks_take_kopfs_options_only(registry):
+    with pytest.raises(TypeError, match='retries'):
+        kopf.on.validate('pods', retries=3)
+    with pytest.raises(ValueError, match='non-empty'):
+        kopf.on.mutate('pods', operations=[])
+    with pytest.warns(DeprecationWarning):
+        kopf.on.validate('pods', id='old', operation='DELETE', operations={'CREATE'})(module_level_fn)
+    assert list(build(registry).manifest.handlers[0].options.operations) == ['CREATE', 'DELETE']
 
 
 def test_activities_are_not_in_the_manifest(registry):

@@ -50,7 +50,7 @@ tree="$src_dir/kopf-$KOPF_VERSION"
 
 # Examples whose tests fail for a reason outside this package (see README.md, "Kopf compatibility").
 # (none at present. 16-indexing runs with indexes served by the core and the SDK; 17-admission
-# passes although admission webhooks are not served yet, which its test does not exercise.)
+# with its webhooks served by the core, through which the harness's kubectl apply goes.)
 declare -A KNOWN_GAPS=()
 
 # --- the venv: our package + what Kopf's e2e suite and examples need (not Kopf) -----------------

@@ -121,6 +121,8 @@ pub fn manifest(m: &pb::Manifest) -> Result<Registrations, Error> {
             Ok(pb::HandlerKind::Timer) => HandlerKind::Timer,
             Ok(pb::HandlerKind::Daemon) => HandlerKind::Daemon,
             Ok(pb::HandlerKind::Index) => HandlerKind::Index,
+            // Admission webhooks are served apart (`runtime::admission::registrations`).
+            Ok(pb::HandlerKind::Validate | pb::HandlerKind::Mutate) => continue,
             Ok(kind @ (pb::HandlerKind::Sync | pb::HandlerKind::Task)) => {
                 out.unsupported.push((h.id.clone(), kind.as_str_name()));
                 continue;
@@ -138,7 +140,7 @@ pub fn manifest(m: &pb::Manifest) -> Result<Registrations, Error> {
             .filter(|r| !r.name.is_empty())
             .ok_or_else(|| Error::NoResource(h.id.clone()))?;
         let filters = h.filters.clone().unwrap_or_default();
-        let options = h.options.unwrap_or_default();
+        let options = h.options.clone().unwrap_or_default();
         out.handlers.push(Registration {
             selector: Selector {
                 group: resource.group.clone(),
@@ -157,7 +159,7 @@ pub fn manifest(m: &pb::Manifest) -> Result<Registrations, Error> {
     Ok(out)
 }
 
-fn convert_filters(id: &str, f: pb::Filters) -> Result<Filters, Error> {
+pub(crate) fn convert_filters(id: &str, f: pb::Filters) -> Result<Filters, Error> {
     let map = |m: std::collections::HashMap<String, pb::ValueFilter>, what: &str| {
         m.into_iter()
             .filter_map(|(k, v)| {

@@ -414,6 +414,7 @@ fn invoke_request(call: Call) -> tonic::Request<pb::InvokeRequest> {
         event_type: call.event_type,
         attempt_id: call.attempt_id,
         resource: call.resource,
+        admission: None,
     });
     request.set_timeout(call.deadline);
     if let Some(tp) = call

@@ -62,6 +62,8 @@ pub struct Config {
     /// How long finished tasks are kept when their registration does not say
     /// (`--task-retention`).
     pub task_retention: Duration,
+    /// Admission webhooks (`--admission-listen` & co.); `None`: not served.
+    pub admission: Option<crate::runtime::admission::Config>,
 }
 
 /// A failure that stops the core.
@@ -121,6 +123,9 @@ pub enum Error {
     /// The HTTP listener failed.
     #[error(transparent)]
     Http(#[from] crate::http::Error),
+    /// The admission webhooks cannot be served.
+    #[error(transparent)]
+    Admission(#[from] crate::runtime::admission::Error),
 }
 
 /// Shared state of the HTTP listener.
@@ -280,6 +285,18 @@ pub async fn run(config: Config) -> Result<(), Error> {
         Arc::clone(&shared),
         config.dashboard.clone(),
     ));
+    let admission = match config.admission.clone() {
+        Some(admission) => Some(
+            crate::runtime::admission::start(
+                admission,
+                client.clone(),
+                &config.handlers,
+                config.handler_tls.as_ref(),
+            )
+            .await?,
+        ),
+        None => None,
+    };
     let stop = shutdown_signal();
     tokio::pin!(stop);
     let result = loop {
@@ -299,6 +316,9 @@ pub async fn run(config: Config) -> Result<(), Error> {
             Err(err) => break Err(err),
         }
     };
+    if let Some(admission) = admission {
+        admission.stop().await;
+    }
     http.abort();
     tracing::info!("Stopped.");
     result
@@ -392,6 +412,12 @@ impl Generation<'_> {
             })?;
             for (id, kind) in &regs.unsupported {
                 tracing::warn!(service = services[i].name(), handler = %id, kind, "This core does not run handlers of this kind yet; skipping it.");
+            }
+            if config.admission.is_none() && crate::runtime::admission::declares_any(manifest) {
+                tracing::warn!(
+                    service = services[i].name(),
+                    "The service has admission handlers (validate/mutate), which are served only with --admission-listen."
+                );
             }
             for reg in regs.handlers {
                 let list = by_selector.entry(reg.selector.clone()).or_default();

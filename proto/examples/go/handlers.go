@@ -11,6 +11,12 @@ package main
 // in the Rust example (proto/examples/rust): fail_temporarily (a number, or true = always),
 // delay, message, fail_permanently (true) and result (any JSON, the Success result that goes to
 // status.<handler id>).
+//
+// Admission handlers (served as webhooks by the core, see proto/operon/v1/handler.proto,
+// "Admission"): KIND validate|mutate, options operations=OP[|OP...] (CREATE, UPDATE, DELETE,
+// CONNECT), subresource=NAME (or *), ignore_failures=true|false. A validate handler denies an
+// object whose spec.field is "not-allowed" (code 422); a mutate handler sets spec.injected to 123.
+// Both add a warning naming themselves.
 
 import (
 	"context"
@@ -41,10 +47,12 @@ type changeHandler struct {
 }
 
 var kinds = map[string]pb.HandlerKind{
-	"create": pb.HandlerKind_HANDLER_KIND_CREATE,
-	"update": pb.HandlerKind_HANDLER_KIND_UPDATE,
-	"delete": pb.HandlerKind_HANDLER_KIND_DELETE,
-	"resume": pb.HandlerKind_HANDLER_KIND_RESUME,
+	"create":   pb.HandlerKind_HANDLER_KIND_CREATE,
+	"update":   pb.HandlerKind_HANDLER_KIND_UPDATE,
+	"delete":   pb.HandlerKind_HANDLER_KIND_DELETE,
+	"resume":   pb.HandlerKind_HANDLER_KIND_RESUME,
+	"validate": pb.HandlerKind_HANDLER_KIND_VALIDATE,
+	"mutate":   pb.HandlerKind_HANDLER_KIND_MUTATE,
 }
 
 var reasons = map[pb.Reason]string{
@@ -82,7 +90,7 @@ func parseHandler(value string) (changeHandler, error) {
 	}
 	h := changeHandler{options: &pb.Options{}, delay: time.Second}
 	if h.kind, ok = kinds[kind]; !ok {
-		return h, fmt.Errorf("unknown handler kind %q (expected create|update|delete|resume)", kind)
+		return h, fmt.Errorf("unknown handler kind %q (expected create|update|delete|resume|validate|mutate)", kind)
 	}
 	parts := strings.Split(rest, ",")
 	if h.id = parts[0]; h.id == "" {
@@ -115,8 +123,19 @@ func parseHandler(value string) (changeHandler, error) {
 			} else {
 				h.delay = d
 			}
+		case "operations":
+			h.options.Operations = strings.Split(v, "|")
+		case "subresource":
+			h.options.Subresource = &v
+		case "ignore_failures":
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return h, fmt.Errorf("%s must be true or false, got %q", key, v)
+			}
+			h.options.IgnoreFailures = b
 		default:
-			return h, fmt.Errorf("unknown option %q (expected retries, backoff, fail_temporarily, delay)", key)
+			return h, fmt.Errorf("unknown option %q (expected retries, backoff, fail_temporarily, delay, "+
+				"operations, subresource, ignore_failures)", key)
 		}
 	}
 	return h, nil
@@ -171,6 +190,29 @@ func (h changeHandler) run(body map[string]any, retry uint32) (*pb.Outcome, stri
 	return &pb.Outcome{Result: &pb.Outcome_Success{Success: success}}, "success", nil
 }
 
+// admit answers one admission review for an admission handler: a pure function of the object.
+func (h changeHandler) admit(body map[string]any) *pb.InvokeResponse {
+	warning := fmt.Sprintf("%s: checked by the Go example.", h.id)
+	spec, _ := body["spec"].(map[string]any)
+	if h.kind == pb.HandlerKind_HANDLER_KIND_VALIDATE && spec["field"] == "not-allowed" {
+		code := int32(422)
+		message := fmt.Sprintf("%s: spec.field may not be \"not-allowed\".", h.id)
+		return &pb.InvokeResponse{
+			Outcome:       &pb.Outcome{Result: &pb.Outcome_PermanentError{PermanentError: &pb.PermanentError{Message: message}}},
+			Warnings:      []string{warning},
+			AdmissionCode: &code,
+		}
+	}
+	response := &pb.InvokeResponse{
+		Outcome:  &pb.Outcome{Result: &pb.Outcome_Success{Success: &pb.Success{}}},
+		Warnings: []string{warning},
+	}
+	if h.kind == pb.HandlerKind_HANDLER_KIND_MUTATE {
+		response.PatchJson = []byte(`{"spec":{"injected":123}}`)
+	}
+	return response
+}
+
 func (e *example) Invoke(ctx context.Context, req *pb.InvokeRequest) (*pb.InvokeResponse, error) {
 	var h *changeHandler
 	for i := range e.cfg.handlers {
@@ -184,6 +226,18 @@ func (e *example) Invoke(ctx context.Context, req *pb.InvokeRequest) (*pb.Invoke
 	body, err := parse("body_json", req.BodyJson)
 	if err != nil {
 		return nil, err
+	}
+	if req.Admission != nil {
+		if h.kind != pb.HandlerKind_HANDLER_KIND_VALIDATE && h.kind != pb.HandlerKind_HANDLER_KIND_MUTATE {
+			return nil, status.Errorf(codes.InvalidArgument, "handler %q is not an admission handler", h.id)
+		}
+		response := h.admit(body)
+		label := "allowed"
+		if response.AdmissionCode != nil {
+			label = "denied"
+		}
+		e.record(h.id, "admission", 0, body, label, nil)
+		return response, nil
 	}
 	reason := reasons[req.Reason]
 	_, span := tracer().Start(ctx, "handler "+h.id, trace.WithSpanKind(trace.SpanKindServer),

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 
@@ -144,5 +145,43 @@ func TestSyncContinuesTheCallersTrace(t *testing.T) {
 	manifest, err := e.Describe(ctx, &pb.DescribeRequest{})
 	if err != nil || len(manifest.Syncs) != 1 || len(manifest.Handlers) != 0 {
 		t.Fatalf("describe: %v %v", manifest, err)
+	}
+}
+
+// Admission handlers: declared with their webhook options; a validate handler denies
+// spec.field "not-allowed" with code 422, a mutate handler answers a merge patch.
+func TestAdmissionHandlers(t *testing.T) {
+	v, err := parseHandler("validate:check,operations=CREATE|UPDATE,subresource=*,ignore_failures=true")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.kind != pb.HandlerKind_HANDLER_KIND_VALIDATE || len(v.options.Operations) != 2 ||
+		v.options.GetSubresource() != "*" || !v.options.IgnoreFailures {
+		t.Fatalf("validate: %+v", v)
+	}
+	m, err := parseHandler("mutate:inject")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &example{cfg: config{handlers: []changeHandler{v, m}}}
+	review := &pb.AdmissionCall{RequestJson: []byte(`{"uid": "u", "operation": "CREATE"}`)}
+	bad := []byte(`{"metadata": {"name": "x"}, "spec": {"field": "not-allowed"}}`)
+	good := []byte(`{"metadata": {"name": "x"}, "spec": {"field": "value"}}`)
+	ctx := context.Background()
+	resp, err := e.Invoke(ctx, &pb.InvokeRequest{HandlerId: "check", BodyJson: bad, Admission: review})
+	if err != nil || resp.GetOutcome().GetPermanentError() == nil || resp.GetAdmissionCode() != 422 ||
+		!strings.Contains(resp.GetOutcome().GetPermanentError().GetMessage(), "not-allowed") {
+		t.Fatalf("denial: %v %v", resp, err)
+	}
+	resp, err = e.Invoke(ctx, &pb.InvokeRequest{HandlerId: "check", BodyJson: good, Admission: review})
+	if err != nil || resp.GetOutcome().GetSuccess() == nil || resp.AdmissionCode != nil || len(resp.Warnings) != 1 {
+		t.Fatalf("admission: %v %v", resp, err)
+	}
+	resp, err = e.Invoke(ctx, &pb.InvokeRequest{HandlerId: "inject", BodyJson: good, Admission: review})
+	if err != nil || string(resp.GetPatchJson()) != `{"spec":{"injected":123}}` {
+		t.Fatalf("mutation: %v %v", resp, err)
+	}
+	if _, err := parseHandler("validate:x,ignore_failures=maybe"); err == nil {
+		t.Fatal("a bad flag was accepted")
 	}
 }

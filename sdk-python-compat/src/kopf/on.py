@@ -37,8 +37,8 @@ _OPTIONS: dict[str, frozenset[str]] = {
     'index': (_FILTERS | {'id', 'param', 'errors', 'timeout', 'retries', 'backoff'}),
     'daemon': _RETRYING | _FILTERS | _SPAWNING | {'cancellation_backoff', 'cancellation_timeout', 'cancellation_polling'},
     'timer': _RETRYING | _FILTERS | _SPAWNING | {'idle', 'interval', 'sharp'},
-    'validate': _RETRYING | _FILTERS | _WEBHOOK,
-    'mutate': _RETRYING | _FILTERS | _WEBHOOK,
+    'validate': _FILTERS | _WEBHOOK | {'id', 'param'},
+    'mutate': _FILTERS | _WEBHOOK | {'id', 'param'},
 }
 _NEEDS_CHANGE = frozenset({'update', 'field'})
 
@@ -84,6 +84,8 @@ def _resource_decorator(kind: model.Kind, args: tuple[Any, ...], options: dict[s
     extra = {k: options.pop(k) for k in list(options) if k in _WEBHOOK}
     if 'operation' in extra:
         warnings.warn("operation= is deprecated, use operations={...}.", DeprecationWarning)
+    if extra.get('operations') is not None and not extra['operations']:
+        raise ValueError(f"Operations should be either None or non-empty. Got empty {extra['operations']}.")
     if kind in ('daemon', 'timer'):
         options.setdefault('requires_finalizer', True)
     if kind == 'delete':
@@ -182,12 +184,12 @@ def timer(*resource: Any, **options: Any) -> Callable[[Fn], Fn]:
 
 
 def validate(*resource: Any, **options: Any) -> Callable[[Fn], Fn]:
-    """``@kopf.on.validate()``: accepted; admission webhooks are not served on Operon yet."""
+    """``@kopf.on.validate()``: a validating admission webhook, served by the core."""
     return _resource_decorator('validate', resource, options)
 
 
 def mutate(*resource: Any, **options: Any) -> Callable[[Fn], Fn]:
-    """``@kopf.on.mutate()``: accepted; admission webhooks are not served on Operon yet."""
+    """``@kopf.on.mutate()``: a mutating admission webhook (its ``patch`` is the response's JSONPatch)."""
     return _resource_decorator('mutate', resource, options)
 
 

@@ -25,10 +25,12 @@ pub struct Cli {
     #[arg(long, value_parser = parse_resource)]
     pub resource: ResourceSpec,
     /// A handler: KIND:ID[=FIELD][,OPTION=VALUE...], KIND one of
-    /// create|update|delete|resume|field|event|timer|daemon; FIELD (a dotted path) only for field
-    /// handlers and update handlers (an update of that field only);
+    /// create|update|delete|resume|field|event|timer|daemon|validate|mutate; FIELD (a dotted
+    /// path) only for field handlers and update handlers (an update of that field only);
     /// options: retries, timeout, backoff, call_timeout (seconds), errors
-    /// (temporary|permanent|ignored), optional, deleted (true|false).
+    /// (temporary|permanent|ignored), optional, deleted (true|false), label=KEY=VALUE; for
+    /// validate/mutate: operations (OP|OP…), subresource, ignore_failures, side_effects,
+    /// persistent (see `admission.rs` for what they do).
     #[arg(long = "handler", value_parser = parse_handler, required = true)]
     pub handlers: Vec<HandlerSpec>,
     /// Make every delete handler optional (it then causes no finalizer).
@@ -261,10 +263,12 @@ fn parse_kind(kind: &str) -> Result<HandlerKind, String> {
         "event" => HandlerKind::Event,
         "timer" => HandlerKind::Timer,
         "daemon" => HandlerKind::Daemon,
+        "validate" => HandlerKind::Validate,
+        "mutate" => HandlerKind::Mutate,
         _ => {
             return Err(format!(
                 "unknown handler kind {kind:?} \
-                 (expected create|update|delete|resume|field|event|timer|daemon)"
+                 (expected create|update|delete|resume|field|event|timer|daemon|validate|mutate)"
             ));
         }
     })
@@ -316,11 +320,18 @@ fn apply_option(options: &mut Options, option: &str) -> Result<(), String> {
         }
         "optional" => options.optional = flag()?,
         "deleted" => options.deleted = flag()?,
+        // Admission handlers: `operations=CREATE|UPDATE`, `subresource=status` (or `*`).
+        "operations" => options.operations = value.split('|').map(str::to_owned).collect(),
+        "subresource" => options.subresource = Some(value.to_owned()),
+        "ignore_failures" => options.ignore_failures = flag()?,
+        "side_effects" => options.side_effects = flag()?,
+        "persistent" => options.persistent = flag()?,
         _ => {
             return Err(format!(
                 "unknown handler option {key:?} (expected retries, timeout, backoff, \
                  call_timeout, interval, idle, initial_delay, sharp, cancellation_timeout, errors, \
-                 optional, deleted)"
+                 optional, deleted, operations, subresource, ignore_failures, side_effects, \
+                 persistent)"
             ));
         }
     }

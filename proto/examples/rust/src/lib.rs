@@ -6,6 +6,7 @@
 //! execution appends one JSON line to the ledger file, so end-to-end tests can check what ran.
 //! See README.md for writing a handler service against `operon.v1`.
 
+pub mod admission;
 pub mod behaviour;
 pub mod config;
 pub mod daemon;

@@ -47,7 +47,7 @@ pub fn manifest(config: &Config) -> Manifest {
                     .collect(),
                 ..Filters::default()
             }),
-            options: Some(spec.options),
+            options: Some(spec.options.clone()),
         })
         .collect();
     Manifest {
@@ -100,7 +100,7 @@ mod tests {
             unreachable!()
         };
         assert_eq!(create.kind(), HandlerKind::Create);
-        assert_eq!(create.options.unwrap().retries, Some(3));
+        assert_eq!(create.options.clone().unwrap().retries, Some(3));
         assert!(create.filters.is_none());
         let resource = create.resource.as_ref().unwrap();
         assert_eq!(
@@ -113,7 +113,7 @@ mod tests {
         );
         assert_eq!(field.kind(), HandlerKind::Field);
         assert_eq!(field.filters.as_ref().unwrap().field, "spec.field");
-        assert!(delete.options.unwrap().optional);
+        assert!(delete.options.clone().unwrap().optional);
         assert!(manifest.tasks.is_empty());
         let with_task = config
             .with_tasks(vec![

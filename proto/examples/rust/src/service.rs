@@ -11,8 +11,8 @@ use std::{
 };
 
 use operon_proto::v1::{
-    ArbitraryError, DaemonRequest, DaemonResponse, DescribeRequest, Event, InvokeRequest,
-    InvokeResponse, Manifest, NotMatched, Outcome, PermanentError, Reason, Record,
+    ArbitraryError, DaemonRequest, DaemonResponse, DescribeRequest, Event, HandlerKind,
+    InvokeRequest, InvokeResponse, Manifest, NotMatched, Outcome, PermanentError, Reason, Record,
     SubhandlerOutcome, SubhandlersPending, Success, TemporaryError,
     handler_service_server::HandlerService, outcome,
 };
@@ -153,13 +153,32 @@ impl ExampleService {
             .and_then(|value| value.to_str().ok())
             .map(str::to_owned);
         let request = request.into_inner();
-        if self.config.handler(&request.handler_id).is_none() {
+        let Some(handler) = self.config.handler(&request.handler_id) else {
             return Err(Status::not_found(format!(
                 "this service has no handler {:?}",
                 request.handler_id
             )));
-        }
+        };
         let body = parse_body(&request.body_json).map_err(Status::invalid_argument)?;
+        if request.admission.is_some() {
+            if !matches!(handler.kind, HandlerKind::Validate | HandlerKind::Mutate) {
+                return Err(Status::invalid_argument(format!(
+                    "{:?} is not an admission handler",
+                    request.handler_id
+                )));
+            }
+            let response = crate::admission::admit(handler.kind, &handler.id, &body);
+            eprintln!(
+                "admission {}: {}",
+                request.handler_id,
+                if response.admission_code.is_some() {
+                    "denied"
+                } else {
+                    "allowed"
+                }
+            );
+            return Ok(Response::new(response));
+        }
         if !request.attempt_id.is_empty()
             && let Some(answer) = self.answers().get(&request.attempt_id)
         {

@@ -161,7 +161,10 @@ async fn describe_lists_the_handlers() {
             ("e1", HandlerKind::Event)
         ]
     );
-    assert_eq!(manifest.handlers[0].options.unwrap().retries, Some(3));
+    assert_eq!(
+        manifest.handlers[0].options.clone().unwrap().retries,
+        Some(3)
+    );
     assert_eq!(
         manifest.handlers[1].filters.as_ref().unwrap().field,
         "spec.field"
@@ -506,7 +509,7 @@ async fn the_binary_announces_its_port_and_stops_on_sigterm() {
         .unwrap()
         .into_inner();
     assert_eq!(manifest.handlers.len(), 2);
-    assert!(manifest.handlers[1].options.unwrap().optional);
+    assert!(manifest.handlers[1].options.clone().unwrap().optional);
     let response = client
         .invoke(request("c1", json!({}), 0))
         .await

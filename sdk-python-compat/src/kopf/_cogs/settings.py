@@ -156,9 +156,10 @@ class ScanningSettings:
 
 @dataclasses.dataclass
 class AdmissionSettings:
-    """Kopf's admission webhooks: not served on Operon yet."""
-    server: Any = None
-    managed: str | None = None
+    """Kopf's admission webhooks: served by the core, as its ``--admission-*`` options
+    (``kopf._kits.webhooks``)."""
+    server: Any = _core(None, '--admission-listen & co. (from the kopf.Webhook*Server)')
+    managed: str | None = _core(None, '--admission-managed')
 
 
 @dataclasses.dataclass

@@ -48,6 +48,7 @@ class Cause:
     settings: settings_.OperatorSettings | None = None
     stopped: model.DaemonStopped | None = None  # timers & daemons
     indexing: bool = False                      # index functions (no type/event, unlike event handlers)
+    admission: Mapping[str, Any] | None = None  # validate/mutate: the webhook kwargs (dryrun, warnings…)
 
     @property
     def is_change(self) -> bool:
@@ -69,6 +70,8 @@ def kwargs_of(cause: Cause) -> dict[str, Any]:
         kwargs.update(reason=cause.reason, diff=cause.diff, old=cause.old, new=cause.new)
     if cause.stopped is not None:
         kwargs.update(stopped=cause.stopped)
+    elif cause.admission is not None:
+        kwargs.update(cause.admission)
     elif cause.indexing:
         pass
     elif cause.event_type is not None or (cause.body is not None and cause.reason is None and cause.activity is None):

@@ -61,7 +61,16 @@ const (
 	// any service (Kopf's initial indexing gate). The answer is `success`; any other outcome is
 	// logged and the event is not retried (as Kopf, which forgets the object's contribution);
 	// a transport failure is retried with backoff until the service answers.
-	HandlerKind_HANDLER_KIND_INDEX HandlerKind = 11 // ---- Indexes (end) ----
+	HandlerKind_HANDLER_KIND_INDEX HandlerKind = 11
+	// ---- Indexes (end) ----
+	// ---- Admission (begin) ----
+	// Admission webhooks (Kopf's `@kopf.on.validate` / `@kopf.on.mutate`). The core serves the
+	// webhook over HTTPS (AdmissionReview admission.k8s.io/v1, `operon run --admission-listen`) and
+	// calls `Invoke` with `admission` set for every review that the handler is selected for (see
+	// "Admission" at the end of this file). No progress is stored, no retries; `Options` fields
+	// 21–25 and `call_timeout` (the webhook's `timeoutSeconds`) apply.
+	HandlerKind_HANDLER_KIND_VALIDATE HandlerKind = 12
+	HandlerKind_HANDLER_KIND_MUTATE   HandlerKind = 13 // ---- Admission (end) ----
 )
 
 // Enum value maps for HandlerKind.
@@ -79,6 +88,8 @@ var (
 		9:  "HANDLER_KIND_SYNC",
 		10: "HANDLER_KIND_TASK",
 		11: "HANDLER_KIND_INDEX",
+		12: "HANDLER_KIND_VALIDATE",
+		13: "HANDLER_KIND_MUTATE",
 	}
 	HandlerKind_value = map[string]int32{
 		"HANDLER_KIND_UNSPECIFIED": 0,
@@ -93,6 +104,8 @@ var (
 		"HANDLER_KIND_SYNC":        9,
 		"HANDLER_KIND_TASK":        10,
 		"HANDLER_KIND_INDEX":       11,
+		"HANDLER_KIND_VALIDATE":    12,
+		"HANDLER_KIND_MUTATE":      13,
 	}
 )
 
@@ -1013,9 +1026,26 @@ type Options struct {
 	// Daemons: how long after the graceful stop (the `stopped` flag) the core waits before it
 	// cancels a daemon that has a `cancellation_timeout`; unset means at once. The number leaves
 	// room for other additions.
-	CancellationBackoff *durationpb.Duration `protobuf:"bytes,20,opt,name=cancellation_backoff,json=cancellationBackoff,proto3" json:"cancellation_backoff,omitempty"` // ---- Daemons (end) ----
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	CancellationBackoff *durationpb.Duration `protobuf:"bytes,20,opt,name=cancellation_backoff,json=cancellationBackoff,proto3" json:"cancellation_backoff,omitempty"`
+	// ---- Daemons (end) ----
+	// ---- Admission (begin) ----
+	// Validate/mutate handlers (Kopf's options of the same names). For them, `call_timeout` is the
+	// webhook's `timeoutSeconds` (1–30 s; unset means 30, as Kopf configures).
+	// The operations the webhook is called for: "CREATE", "UPDATE", "DELETE", "CONNECT"; empty
+	// means all ("*").
+	Operations []string `protobuf:"bytes,21,rep,name=operations,proto3" json:"operations,omitempty"`
+	// Unset: the main resource only; "*": the resource and all its subresources; else one
+	// subresource, e.g. "status" (the webhook rule's `resources` entry `<plural>/<subresource>`).
+	Subresource *string `protobuf:"bytes,22,opt,name=subresource,proto3,oneof" json:"subresource,omitempty"`
+	// Keep the handler's webhook in a managed configuration when the core stops (others are
+	// removed then, as in Kopf).
+	Persistent bool `protobuf:"varint,23,opt,name=persistent,proto3" json:"persistent,omitempty"`
+	// The handler has side effects (`sideEffects: NoneOnDryRun`, else `None`).
+	SideEffects bool `protobuf:"varint,24,opt,name=side_effects,json=sideEffects,proto3" json:"side_effects,omitempty"`
+	// A failing or unreachable handler admits the request (`failurePolicy: Ignore`, else `Fail`).
+	IgnoreFailures bool `protobuf:"varint,25,opt,name=ignore_failures,json=ignoreFailures,proto3" json:"ignore_failures,omitempty"` // ---- Admission (end) ----
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Options) Reset() {
@@ -1137,6 +1167,41 @@ func (x *Options) GetCancellationBackoff() *durationpb.Duration {
 		return x.CancellationBackoff
 	}
 	return nil
+}
+
+func (x *Options) GetOperations() []string {
+	if x != nil {
+		return x.Operations
+	}
+	return nil
+}
+
+func (x *Options) GetSubresource() string {
+	if x != nil && x.Subresource != nil {
+		return *x.Subresource
+	}
+	return ""
+}
+
+func (x *Options) GetPersistent() bool {
+	if x != nil {
+		return x.Persistent
+	}
+	return false
+}
+
+func (x *Options) GetSideEffects() bool {
+	if x != nil {
+		return x.SideEffects
+	}
+	return false
+}
+
+func (x *Options) GetIgnoreFailures() bool {
+	if x != nil {
+		return x.IgnoreFailures
+	}
+	return false
 }
 
 // The stored progress of one handler or sub-handler, as the core read it from the object.
@@ -1331,7 +1396,13 @@ type InvokeRequest struct {
 	// Identifies this attempt across core restarts: the same object, handler, change and retry
 	// count give the same id. A service that remembers recent outcomes by this id can answer a
 	// repeated call (the core died before persisting the outcome) without running the handler again.
-	AttemptId     string `protobuf:"bytes,11,opt,name=attempt_id,json=attemptId,proto3" json:"attempt_id,omitempty"`
+	AttemptId string `protobuf:"bytes,11,opt,name=attempt_id,json=attemptId,proto3" json:"attempt_id,omitempty"`
+	// ---- Admission (begin) ----
+	// Set for validate/mutate handlers only: the review being admitted. `body_json` is then the
+	// request's `object` (or its `oldObject` when there is no `object`, e.g. on DELETE),
+	// `old_json`/`new_json` are the whole `oldObject`/`object` (empty when absent) and `diff_json`
+	// their diff; `reason` is unset.
+	Admission     *AdmissionCall `protobuf:"bytes,13,opt,name=admission,proto3" json:"admission,omitempty"` // ---- Admission (end) ----
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1448,6 +1519,13 @@ func (x *InvokeRequest) GetAttemptId() string {
 		return x.AttemptId
 	}
 	return ""
+}
+
+func (x *InvokeRequest) GetAdmission() *AdmissionCall {
+	if x != nil {
+		return x.Admission
+	}
+	return nil
 }
 
 type Outcome struct {
@@ -2018,9 +2096,16 @@ type InvokeResponse struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Outcome *Outcome               `protobuf:"bytes,1,opt,name=outcome,proto3" json:"outcome,omitempty"`
 	// A JSON merge patch for the handled object; empty means none.
-	PatchJson     []byte               `protobuf:"bytes,2,opt,name=patch_json,json=patchJson,proto3" json:"patch_json,omitempty"`
-	Subhandlers   []*SubhandlerOutcome `protobuf:"bytes,3,rep,name=subhandlers,proto3" json:"subhandlers,omitempty"`
-	Events        []*Event             `protobuf:"bytes,4,rep,name=events,proto3" json:"events,omitempty"`
+	PatchJson   []byte               `protobuf:"bytes,2,opt,name=patch_json,json=patchJson,proto3" json:"patch_json,omitempty"`
+	Subhandlers []*SubhandlerOutcome `protobuf:"bytes,3,rep,name=subhandlers,proto3" json:"subhandlers,omitempty"`
+	Events      []*Event             `protobuf:"bytes,4,rep,name=events,proto3" json:"events,omitempty"`
+	// ---- Admission (begin) ----
+	// Validate/mutate handlers: warnings for the requesting user (the response's `warnings`).
+	Warnings []string `protobuf:"bytes,5,rep,name=warnings,proto3" json:"warnings,omitempty"`
+	// Validate/mutate handlers: set when the handler denied the request on purpose (Kopf's
+	// `AdmissionError`, with the outcome's message): the HTTP code of the response's status
+	// (0 means 500). Such a denial is preferred to other errors when several handlers deny.
+	AdmissionCode *int32 `protobuf:"varint,6,opt,name=admission_code,json=admissionCode,proto3,oneof" json:"admission_code,omitempty"` // ---- Admission (end) ----
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2081,6 +2166,20 @@ func (x *InvokeResponse) GetEvents() []*Event {
 		return x.Events
 	}
 	return nil
+}
+
+func (x *InvokeResponse) GetWarnings() []string {
+	if x != nil {
+		return x.Warnings
+	}
+	return nil
+}
+
+func (x *InvokeResponse) GetAdmissionCode() int32 {
+	if x != nil && x.AdmissionCode != nil {
+		return *x.AdmissionCode
+	}
+	return 0
 }
 
 type DaemonRequest struct {
@@ -2750,6 +2849,94 @@ func (x *TaskRegistration) GetTimeout() *durationpb.Duration {
 	return nil
 }
 
+// ==== Admission (begin) ==========================================================================
+// The core serves admission webhooks itself: `operon run --admission-listen HOST:PORT` (HTTPS; a
+// self-signed CA and server certificate are made at start-up unless `--admission-cert/-key` are
+// given) and, with `--admission-managed NAME`, keeps the ValidatingWebhookConfiguration and the
+// MutatingWebhookConfiguration NAME up to date: one webhook per handler at
+// `https://<--admission-host>:<port>/<handler id>`, with rules from the handler's resource,
+// `operations` and `subresource`, `failurePolicy` from `ignore_failures`, `sideEffects`, and
+// `timeoutSeconds` from `call_timeout`.
+//
+// For a review, the core selects the handlers of the review's resource (only the one named by the
+// URL path, if any) whose kind, operations, subresource and declarative filters match the object
+// (`object`, or `oldObject` when absent); a mutate handler is not called for DELETE unless its
+// only operation is DELETE (as Kopf). It calls them all at once (`Invoke` with `admission` set,
+// deadline: the handler's timeout) and answers:
+//   - allowed when every outcome is `success` or `not_matched`; else denied with the message of
+//     the first denial, preferring outcomes with `admission_code`, then permanent, temporary and
+//     other errors (as Kopf), and the status code `admission_code` (500 when unset or 0);
+//   - the `warnings` of all handlers, in order;
+//   - for mutate handlers, their merge patches (`patch_json`) applied in order to the object,
+//     as a JSONPatch (`patchType: JSONPatch`);
+//   - a handler service that cannot be reached or misses the deadline: ignored when the handler
+//     has `ignore_failures`, else a denial that says so.
+type AdmissionCall struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The AdmissionReview's `request` (admission.k8s.io/v1), UTF-8 JSON, as the API server sent
+	// it: uid, kind, resource, subResource, operation, userInfo, name, namespace, dryRun, object,
+	// oldObject, options.
+	RequestJson []byte `protobuf:"bytes,1,opt,name=request_json,json=requestJson,proto3" json:"request_json,omitempty"`
+	// The webhook call's HTTP headers (names in lower case), e.g. `user-agent`.
+	Headers map[string]string `protobuf:"bytes,2,rep,name=headers,proto3" json:"headers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// The TLS client certificate of the caller, in Python's `getpeercert()` shape, UTF-8 JSON;
+	// empty when the caller presented none (the API server presents none unless configured to).
+	SslpeerJson   []byte `protobuf:"bytes,3,opt,name=sslpeer_json,json=sslpeerJson,proto3" json:"sslpeer_json,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AdmissionCall) Reset() {
+	*x = AdmissionCall{}
+	mi := &file_operon_v1_handler_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AdmissionCall) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AdmissionCall) ProtoMessage() {}
+
+func (x *AdmissionCall) ProtoReflect() protoreflect.Message {
+	mi := &file_operon_v1_handler_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AdmissionCall.ProtoReflect.Descriptor instead.
+func (*AdmissionCall) Descriptor() ([]byte, []int) {
+	return file_operon_v1_handler_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *AdmissionCall) GetRequestJson() []byte {
+	if x != nil {
+		return x.RequestJson
+	}
+	return nil
+}
+
+func (x *AdmissionCall) GetHeaders() map[string]string {
+	if x != nil {
+		return x.Headers
+	}
+	return nil
+}
+
+func (x *AdmissionCall) GetSslpeerJson() []byte {
+	if x != nil {
+		return x.SslpeerJson
+	}
+	return nil
+}
+
 var File_operon_v1_handler_proto protoreflect.FileDescriptor
 
 const file_operon_v1_handler_proto_rawDesc = "" +
@@ -2795,7 +2982,7 @@ const file_operon_v1_handler_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\v2\x16.operon.v1.ValueFilterR\x05value:\x028\x01\x1aV\n" +
 	"\x10AnnotationsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12,\n" +
-	"\x05value\x18\x02 \x01(\v2\x16.operon.v1.ValueFilterR\x05value:\x028\x01\"\x99\x05\n" +
+	"\x05value\x18\x02 \x01(\v2\x16.operon.v1.ValueFilterR\x05value:\x028\x01\"\xdc\x06\n" +
 	"\aOptions\x12\x1d\n" +
 	"\aretries\x18\x01 \x01(\rH\x00R\aretries\x88\x01\x01\x123\n" +
 	"\atimeout\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\atimeout\x123\n" +
@@ -2810,9 +2997,19 @@ const file_operon_v1_handler_proto_rawDesc = "" +
 	" \x01(\bR\x05sharp\x12L\n" +
 	"\x14cancellation_timeout\x18\v \x01(\v2\x19.google.protobuf.DurationR\x13cancellationTimeout\x12<\n" +
 	"\fcall_timeout\x18\f \x01(\v2\x19.google.protobuf.DurationR\vcallTimeout\x12L\n" +
-	"\x14cancellation_backoff\x18\x14 \x01(\v2\x19.google.protobuf.DurationR\x13cancellationBackoffB\n" +
+	"\x14cancellation_backoff\x18\x14 \x01(\v2\x19.google.protobuf.DurationR\x13cancellationBackoff\x12\x1e\n" +
 	"\n" +
-	"\b_retries\"\xec\x01\n" +
+	"operations\x18\x15 \x03(\tR\n" +
+	"operations\x12%\n" +
+	"\vsubresource\x18\x16 \x01(\tH\x01R\vsubresource\x88\x01\x01\x12\x1e\n" +
+	"\n" +
+	"persistent\x18\x17 \x01(\bR\n" +
+	"persistent\x12!\n" +
+	"\fside_effects\x18\x18 \x01(\bR\vsideEffects\x12'\n" +
+	"\x0fignore_failures\x18\x19 \x01(\bR\x0eignoreFailuresB\n" +
+	"\n" +
+	"\b_retriesB\x0e\n" +
+	"\f_subresource\"\xec\x01\n" +
 	"\x06Record\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x124\n" +
 	"\astarted\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\astarted\x12\x18\n" +
@@ -2828,7 +3025,7 @@ const file_operon_v1_handler_proto_rawDesc = "" +
 	"\x04kind\x18\x04 \x01(\tR\x04kind\x12\x1e\n" +
 	"\n" +
 	"namespaced\x18\x05 \x01(\bR\n" +
-	"namespaced\"\xc1\x03\n" +
+	"namespaced\"\xf9\x03\n" +
 	"\rInvokeRequest\x12\x1d\n" +
 	"\n" +
 	"handler_id\x18\x01 \x01(\tR\thandlerId\x12)\n" +
@@ -2845,7 +3042,8 @@ const file_operon_v1_handler_proto_rawDesc = "" +
 	" \x01(\tR\teventType\x127\n" +
 	"\bresource\x18\f \x01(\v2\x1b.operon.v1.ResolvedResourceR\bresource\x12\x1d\n" +
 	"\n" +
-	"attempt_id\x18\v \x01(\tR\tattemptId\"\xa1\x03\n" +
+	"attempt_id\x18\v \x01(\tR\tattemptId\x126\n" +
+	"\tadmission\x18\r \x01(\v2\x18.operon.v1.AdmissionCallR\tadmission\"\xa1\x03\n" +
 	"\aOutcome\x12.\n" +
 	"\asuccess\x18\x01 \x01(\v2\x12.operon.v1.SuccessH\x00R\asuccess\x12D\n" +
 	"\x0ftemporary_error\x18\x02 \x01(\v2\x19.operon.v1.TemporaryErrorH\x00R\x0etemporaryError\x12D\n" +
@@ -2879,13 +3077,16 @@ const file_operon_v1_handler_proto_rawDesc = "" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x18\n" +
 	"\amessage\x18\x03 \x01(\tR\amessage\x120\n" +
-	"\x14involved_object_json\x18\x04 \x01(\fR\x12involvedObjectJson\"\xc7\x01\n" +
+	"\x14involved_object_json\x18\x04 \x01(\fR\x12involvedObjectJson\"\xa2\x02\n" +
 	"\x0eInvokeResponse\x12,\n" +
 	"\aoutcome\x18\x01 \x01(\v2\x12.operon.v1.OutcomeR\aoutcome\x12\x1d\n" +
 	"\n" +
 	"patch_json\x18\x02 \x01(\fR\tpatchJson\x12>\n" +
 	"\vsubhandlers\x18\x03 \x03(\v2\x1c.operon.v1.SubhandlerOutcomeR\vsubhandlers\x12(\n" +
-	"\x06events\x18\x04 \x03(\v2\x10.operon.v1.EventR\x06events\"\x96\x01\n" +
+	"\x06events\x18\x04 \x03(\v2\x10.operon.v1.EventR\x06events\x12\x1a\n" +
+	"\bwarnings\x18\x05 \x03(\tR\bwarnings\x12*\n" +
+	"\x0eadmission_code\x18\x06 \x01(\x05H\x00R\radmissionCode\x88\x01\x01B\x11\n" +
+	"\x0f_admission_code\"\x96\x01\n" +
 	"\rDaemonRequest\x12.\n" +
 	"\x05start\x18\x01 \x01(\v2\x16.operon.v1.DaemonStartH\x00R\x05start\x12\x1d\n" +
 	"\tbody_json\x18\x02 \x01(\fH\x00R\bbodyJson\x12+\n" +
@@ -2935,7 +3136,14 @@ const file_operon_v1_handler_proto_rawDesc = "" +
 	"\x04mode\x18\x05 \x01(\x0e2\x13.operon.v1.TaskModeR\x04mode\x12\x1a\n" +
 	"\bpriority\x18\x06 \x01(\x05R\bpriority\x127\n" +
 	"\tretention\x18\a \x01(\v2\x19.google.protobuf.DurationR\tretention\x123\n" +
-	"\atimeout\x18\b \x01(\v2\x19.google.protobuf.DurationR\atimeout*\xb6\x02\n" +
+	"\atimeout\x18\b \x01(\v2\x19.google.protobuf.DurationR\atimeout\"\xd2\x01\n" +
+	"\rAdmissionCall\x12!\n" +
+	"\frequest_json\x18\x01 \x01(\fR\vrequestJson\x12?\n" +
+	"\aheaders\x18\x02 \x03(\v2%.operon.v1.AdmissionCall.HeadersEntryR\aheaders\x12!\n" +
+	"\fsslpeer_json\x18\x03 \x01(\fR\vsslpeerJson\x1a:\n" +
+	"\fHeadersEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*\xea\x02\n" +
 	"\vHandlerKind\x12\x1c\n" +
 	"\x18HANDLER_KIND_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13HANDLER_KIND_CREATE\x10\x01\x12\x17\n" +
@@ -2949,7 +3157,9 @@ const file_operon_v1_handler_proto_rawDesc = "" +
 	"\x11HANDLER_KIND_SYNC\x10\t\x12\x15\n" +
 	"\x11HANDLER_KIND_TASK\x10\n" +
 	"\x12\x16\n" +
-	"\x12HANDLER_KIND_INDEX\x10\v*x\n" +
+	"\x12HANDLER_KIND_INDEX\x10\v\x12\x19\n" +
+	"\x15HANDLER_KIND_VALIDATE\x10\f\x12\x17\n" +
+	"\x13HANDLER_KIND_MUTATE\x10\r*x\n" +
 	"\n" +
 	"ErrorsMode\x12\x1b\n" +
 	"\x17ERRORS_MODE_UNSPECIFIED\x10\x00\x12\x19\n" +
@@ -3001,7 +3211,7 @@ func file_operon_v1_handler_proto_rawDescGZIP() []byte {
 }
 
 var file_operon_v1_handler_proto_enumTypes = make([]protoimpl.EnumInfo, 7)
-var file_operon_v1_handler_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
+var file_operon_v1_handler_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
 var file_operon_v1_handler_proto_goTypes = []any{
 	(HandlerKind)(0),              // 0: operon.v1.HandlerKind
 	(ErrorsMode)(0),               // 1: operon.v1.ErrorsMode
@@ -3039,10 +3249,12 @@ var file_operon_v1_handler_proto_goTypes = []any{
 	(*SyncRegistration)(nil),      // 33: operon.v1.SyncRegistration
 	(*ShutdownHook)(nil),          // 34: operon.v1.ShutdownHook
 	(*TaskRegistration)(nil),      // 35: operon.v1.TaskRegistration
-	nil,                           // 36: operon.v1.Filters.LabelsEntry
-	nil,                           // 37: operon.v1.Filters.AnnotationsEntry
-	(*durationpb.Duration)(nil),   // 38: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 39: google.protobuf.Timestamp
+	(*AdmissionCall)(nil),         // 36: operon.v1.AdmissionCall
+	nil,                           // 37: operon.v1.Filters.LabelsEntry
+	nil,                           // 38: operon.v1.Filters.AnnotationsEntry
+	nil,                           // 39: operon.v1.AdmissionCall.HeadersEntry
+	(*durationpb.Duration)(nil),   // 40: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 41: google.protobuf.Timestamp
 }
 var file_operon_v1_handler_proto_depIdxs = []int32{
 	11, // 0: operon.v1.Manifest.handlers:type_name -> operon.v1.Handler
@@ -3052,75 +3264,77 @@ var file_operon_v1_handler_proto_depIdxs = []int32{
 	10, // 4: operon.v1.Handler.resource:type_name -> operon.v1.ResourceSelector
 	13, // 5: operon.v1.Handler.filters:type_name -> operon.v1.Filters
 	14, // 6: operon.v1.Handler.options:type_name -> operon.v1.Options
-	36, // 7: operon.v1.Filters.labels:type_name -> operon.v1.Filters.LabelsEntry
-	37, // 8: operon.v1.Filters.annotations:type_name -> operon.v1.Filters.AnnotationsEntry
+	37, // 7: operon.v1.Filters.labels:type_name -> operon.v1.Filters.LabelsEntry
+	38, // 8: operon.v1.Filters.annotations:type_name -> operon.v1.Filters.AnnotationsEntry
 	12, // 9: operon.v1.Filters.value:type_name -> operon.v1.ValueFilter
 	12, // 10: operon.v1.Filters.old:type_name -> operon.v1.ValueFilter
 	12, // 11: operon.v1.Filters.new:type_name -> operon.v1.ValueFilter
-	38, // 12: operon.v1.Options.timeout:type_name -> google.protobuf.Duration
-	38, // 13: operon.v1.Options.backoff:type_name -> google.protobuf.Duration
+	40, // 12: operon.v1.Options.timeout:type_name -> google.protobuf.Duration
+	40, // 13: operon.v1.Options.backoff:type_name -> google.protobuf.Duration
 	1,  // 14: operon.v1.Options.errors:type_name -> operon.v1.ErrorsMode
-	38, // 15: operon.v1.Options.interval:type_name -> google.protobuf.Duration
-	38, // 16: operon.v1.Options.idle:type_name -> google.protobuf.Duration
-	38, // 17: operon.v1.Options.initial_delay:type_name -> google.protobuf.Duration
-	38, // 18: operon.v1.Options.cancellation_timeout:type_name -> google.protobuf.Duration
-	38, // 19: operon.v1.Options.call_timeout:type_name -> google.protobuf.Duration
-	38, // 20: operon.v1.Options.cancellation_backoff:type_name -> google.protobuf.Duration
-	39, // 21: operon.v1.Record.started:type_name -> google.protobuf.Timestamp
-	39, // 22: operon.v1.Record.delayed:type_name -> google.protobuf.Timestamp
+	40, // 15: operon.v1.Options.interval:type_name -> google.protobuf.Duration
+	40, // 16: operon.v1.Options.idle:type_name -> google.protobuf.Duration
+	40, // 17: operon.v1.Options.initial_delay:type_name -> google.protobuf.Duration
+	40, // 18: operon.v1.Options.cancellation_timeout:type_name -> google.protobuf.Duration
+	40, // 19: operon.v1.Options.call_timeout:type_name -> google.protobuf.Duration
+	40, // 20: operon.v1.Options.cancellation_backoff:type_name -> google.protobuf.Duration
+	41, // 21: operon.v1.Record.started:type_name -> google.protobuf.Timestamp
+	41, // 22: operon.v1.Record.delayed:type_name -> google.protobuf.Timestamp
 	2,  // 23: operon.v1.InvokeRequest.reason:type_name -> operon.v1.Reason
-	39, // 24: operon.v1.InvokeRequest.started:type_name -> google.protobuf.Timestamp
+	41, // 24: operon.v1.InvokeRequest.started:type_name -> google.protobuf.Timestamp
 	15, // 25: operon.v1.InvokeRequest.subhandlers:type_name -> operon.v1.Record
 	16, // 26: operon.v1.InvokeRequest.resource:type_name -> operon.v1.ResolvedResource
-	19, // 27: operon.v1.Outcome.success:type_name -> operon.v1.Success
-	20, // 28: operon.v1.Outcome.temporary_error:type_name -> operon.v1.TemporaryError
-	21, // 29: operon.v1.Outcome.permanent_error:type_name -> operon.v1.PermanentError
-	22, // 30: operon.v1.Outcome.arbitrary_error:type_name -> operon.v1.ArbitraryError
-	23, // 31: operon.v1.Outcome.not_matched:type_name -> operon.v1.NotMatched
-	24, // 32: operon.v1.Outcome.subhandlers_pending:type_name -> operon.v1.SubhandlersPending
-	38, // 33: operon.v1.TemporaryError.delay:type_name -> google.protobuf.Duration
-	38, // 34: operon.v1.SubhandlersPending.delay:type_name -> google.protobuf.Duration
-	18, // 35: operon.v1.SubhandlerOutcome.outcome:type_name -> operon.v1.Outcome
-	14, // 36: operon.v1.SubhandlerOutcome.options:type_name -> operon.v1.Options
-	18, // 37: operon.v1.InvokeResponse.outcome:type_name -> operon.v1.Outcome
-	25, // 38: operon.v1.InvokeResponse.subhandlers:type_name -> operon.v1.SubhandlerOutcome
-	26, // 39: operon.v1.InvokeResponse.events:type_name -> operon.v1.Event
-	29, // 40: operon.v1.DaemonRequest.start:type_name -> operon.v1.DaemonStart
-	30, // 41: operon.v1.DaemonRequest.stop:type_name -> operon.v1.DaemonStop
-	16, // 42: operon.v1.DaemonStart.resource:type_name -> operon.v1.ResolvedResource
-	39, // 43: operon.v1.DaemonStart.started:type_name -> google.protobuf.Timestamp
-	3,  // 44: operon.v1.DaemonStop.reason:type_name -> operon.v1.DaemonStopReason
-	26, // 45: operon.v1.DaemonResponse.events:type_name -> operon.v1.Event
-	18, // 46: operon.v1.DaemonResponse.exit:type_name -> operon.v1.Outcome
-	10, // 47: operon.v1.ChildType.resource:type_name -> operon.v1.ResourceSelector
-	4,  // 48: operon.v1.ChildType.update_strategy:type_name -> operon.v1.UpdateStrategy
-	10, // 49: operon.v1.SyncRegistration.parent:type_name -> operon.v1.ResourceSelector
-	32, // 50: operon.v1.SyncRegistration.children:type_name -> operon.v1.ChildType
-	38, // 51: operon.v1.SyncRegistration.resync_period:type_name -> google.protobuf.Duration
-	38, // 52: operon.v1.SyncRegistration.call_timeout:type_name -> google.protobuf.Duration
-	34, // 53: operon.v1.SyncRegistration.shutdown_hook:type_name -> operon.v1.ShutdownHook
-	38, // 54: operon.v1.ShutdownHook.grace_period:type_name -> google.protobuf.Duration
-	5,  // 55: operon.v1.ShutdownHook.failure_strategy:type_name -> operon.v1.ShutdownFailureStrategy
-	10, // 56: operon.v1.TaskRegistration.task:type_name -> operon.v1.ResourceSelector
-	10, // 57: operon.v1.TaskRegistration.parent:type_name -> operon.v1.ResourceSelector
-	6,  // 58: operon.v1.TaskRegistration.mode:type_name -> operon.v1.TaskMode
-	38, // 59: operon.v1.TaskRegistration.retention:type_name -> google.protobuf.Duration
-	38, // 60: operon.v1.TaskRegistration.timeout:type_name -> google.protobuf.Duration
-	12, // 61: operon.v1.Filters.LabelsEntry.value:type_name -> operon.v1.ValueFilter
-	12, // 62: operon.v1.Filters.AnnotationsEntry.value:type_name -> operon.v1.ValueFilter
-	8,  // 63: operon.v1.HandlerService.Describe:input_type -> operon.v1.DescribeRequest
-	17, // 64: operon.v1.HandlerService.Invoke:input_type -> operon.v1.InvokeRequest
-	28, // 65: operon.v1.HandlerService.Daemon:input_type -> operon.v1.DaemonRequest
-	17, // 66: operon.v1.HandlerService.Match:input_type -> operon.v1.InvokeRequest
-	9,  // 67: operon.v1.HandlerService.Describe:output_type -> operon.v1.Manifest
-	27, // 68: operon.v1.HandlerService.Invoke:output_type -> operon.v1.InvokeResponse
-	31, // 69: operon.v1.HandlerService.Daemon:output_type -> operon.v1.DaemonResponse
-	7,  // 70: operon.v1.HandlerService.Match:output_type -> operon.v1.MatchResponse
-	67, // [67:71] is the sub-list for method output_type
-	63, // [63:67] is the sub-list for method input_type
-	63, // [63:63] is the sub-list for extension type_name
-	63, // [63:63] is the sub-list for extension extendee
-	0,  // [0:63] is the sub-list for field type_name
+	36, // 27: operon.v1.InvokeRequest.admission:type_name -> operon.v1.AdmissionCall
+	19, // 28: operon.v1.Outcome.success:type_name -> operon.v1.Success
+	20, // 29: operon.v1.Outcome.temporary_error:type_name -> operon.v1.TemporaryError
+	21, // 30: operon.v1.Outcome.permanent_error:type_name -> operon.v1.PermanentError
+	22, // 31: operon.v1.Outcome.arbitrary_error:type_name -> operon.v1.ArbitraryError
+	23, // 32: operon.v1.Outcome.not_matched:type_name -> operon.v1.NotMatched
+	24, // 33: operon.v1.Outcome.subhandlers_pending:type_name -> operon.v1.SubhandlersPending
+	40, // 34: operon.v1.TemporaryError.delay:type_name -> google.protobuf.Duration
+	40, // 35: operon.v1.SubhandlersPending.delay:type_name -> google.protobuf.Duration
+	18, // 36: operon.v1.SubhandlerOutcome.outcome:type_name -> operon.v1.Outcome
+	14, // 37: operon.v1.SubhandlerOutcome.options:type_name -> operon.v1.Options
+	18, // 38: operon.v1.InvokeResponse.outcome:type_name -> operon.v1.Outcome
+	25, // 39: operon.v1.InvokeResponse.subhandlers:type_name -> operon.v1.SubhandlerOutcome
+	26, // 40: operon.v1.InvokeResponse.events:type_name -> operon.v1.Event
+	29, // 41: operon.v1.DaemonRequest.start:type_name -> operon.v1.DaemonStart
+	30, // 42: operon.v1.DaemonRequest.stop:type_name -> operon.v1.DaemonStop
+	16, // 43: operon.v1.DaemonStart.resource:type_name -> operon.v1.ResolvedResource
+	41, // 44: operon.v1.DaemonStart.started:type_name -> google.protobuf.Timestamp
+	3,  // 45: operon.v1.DaemonStop.reason:type_name -> operon.v1.DaemonStopReason
+	26, // 46: operon.v1.DaemonResponse.events:type_name -> operon.v1.Event
+	18, // 47: operon.v1.DaemonResponse.exit:type_name -> operon.v1.Outcome
+	10, // 48: operon.v1.ChildType.resource:type_name -> operon.v1.ResourceSelector
+	4,  // 49: operon.v1.ChildType.update_strategy:type_name -> operon.v1.UpdateStrategy
+	10, // 50: operon.v1.SyncRegistration.parent:type_name -> operon.v1.ResourceSelector
+	32, // 51: operon.v1.SyncRegistration.children:type_name -> operon.v1.ChildType
+	40, // 52: operon.v1.SyncRegistration.resync_period:type_name -> google.protobuf.Duration
+	40, // 53: operon.v1.SyncRegistration.call_timeout:type_name -> google.protobuf.Duration
+	34, // 54: operon.v1.SyncRegistration.shutdown_hook:type_name -> operon.v1.ShutdownHook
+	40, // 55: operon.v1.ShutdownHook.grace_period:type_name -> google.protobuf.Duration
+	5,  // 56: operon.v1.ShutdownHook.failure_strategy:type_name -> operon.v1.ShutdownFailureStrategy
+	10, // 57: operon.v1.TaskRegistration.task:type_name -> operon.v1.ResourceSelector
+	10, // 58: operon.v1.TaskRegistration.parent:type_name -> operon.v1.ResourceSelector
+	6,  // 59: operon.v1.TaskRegistration.mode:type_name -> operon.v1.TaskMode
+	40, // 60: operon.v1.TaskRegistration.retention:type_name -> google.protobuf.Duration
+	40, // 61: operon.v1.TaskRegistration.timeout:type_name -> google.protobuf.Duration
+	39, // 62: operon.v1.AdmissionCall.headers:type_name -> operon.v1.AdmissionCall.HeadersEntry
+	12, // 63: operon.v1.Filters.LabelsEntry.value:type_name -> operon.v1.ValueFilter
+	12, // 64: operon.v1.Filters.AnnotationsEntry.value:type_name -> operon.v1.ValueFilter
+	8,  // 65: operon.v1.HandlerService.Describe:input_type -> operon.v1.DescribeRequest
+	17, // 66: operon.v1.HandlerService.Invoke:input_type -> operon.v1.InvokeRequest
+	28, // 67: operon.v1.HandlerService.Daemon:input_type -> operon.v1.DaemonRequest
+	17, // 68: operon.v1.HandlerService.Match:input_type -> operon.v1.InvokeRequest
+	9,  // 69: operon.v1.HandlerService.Describe:output_type -> operon.v1.Manifest
+	27, // 70: operon.v1.HandlerService.Invoke:output_type -> operon.v1.InvokeResponse
+	31, // 71: operon.v1.HandlerService.Daemon:output_type -> operon.v1.DaemonResponse
+	7,  // 72: operon.v1.HandlerService.Match:output_type -> operon.v1.MatchResponse
+	69, // [69:73] is the sub-list for method output_type
+	65, // [65:69] is the sub-list for method input_type
+	65, // [65:65] is the sub-list for extension type_name
+	65, // [65:65] is the sub-list for extension extendee
+	0,  // [0:65] is the sub-list for field type_name
 }
 
 func init() { file_operon_v1_handler_proto_init() }
@@ -3142,6 +3356,7 @@ func file_operon_v1_handler_proto_init() {
 		(*Outcome_NotMatched)(nil),
 		(*Outcome_SubhandlersPending)(nil),
 	}
+	file_operon_v1_handler_proto_msgTypes[20].OneofWrappers = []any{}
 	file_operon_v1_handler_proto_msgTypes[21].OneofWrappers = []any{
 		(*DaemonRequest_Start)(nil),
 		(*DaemonRequest_BodyJson)(nil),
@@ -3153,7 +3368,7 @@ func file_operon_v1_handler_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_operon_v1_handler_proto_rawDesc), len(file_operon_v1_handler_proto_rawDesc)),
 			NumEnums:      7,
-			NumMessages:   31,
+			NumMessages:   33,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -27,6 +27,7 @@ before the call's deadline: a handler still running by then is answered as an ar
 (an async handler is cancelled; a sync handler's thread cannot be, and finishes in the background).
 """
 import asyncio
+import copy
 import dataclasses
 import datetime
 import json
@@ -356,6 +357,8 @@ class OperatorBackend(server.Backend):
         handler = self.find_handler(request.handler_id, reason, request.resource)
         if handler.kind == 'index':
             return await self.invoke_index(handler, request, call)
+        if handler.kind in ('validate', 'mutate'):
+            return await self.invoke_admission(handler, request, call)
         raw_body = _loads(request.body_json) or {}
         if not isinstance(raw_body, dict):
             raise ValueError(f"The body of the call of {handler.id!r} is not a JSON object.")
@@ -490,6 +493,111 @@ class OperatorBackend(server.Backend):
         response.events.extend(_event_messages(sink.close(), payload))
         return response
 
+    async def invoke_admission(self, handler: model.Handler, request: pb.InvokeRequest,
+                               call: server.CallInfo) -> pb.InvokeResponse:
+        """
+        One admission review for one ``@kopf.on.validate``/``@kopf.on.mutate`` function: the core
+        serves the webhook and sends the review (``request.admission``). The function gets Kopf's
+        webhook kwargs; what it raises denies the request, as in Kopf (``kopf.AdmissionError``
+        with its code, which the core prefers to other errors); the ``warnings`` it appends and
+        the changes to ``patch`` go back (the core turns a mutation's merge patch into the
+        response's JSONPatch). Nothing is retried and no progress is stored.
+        """
+        raw_body = _loads(request.body_json) or {}
+        review = _loads(request.admission.request_json) or {}
+        if not isinstance(raw_body, dict) or not isinstance(review, dict):
+            raise ValueError(f"The admission review for {handler.id!r} is not a JSON object.")
+        old_json, new_json = _loads(request.old_json), _loads(request.new_json)
+        operation = review.get('operation')
+        body = views.Body(raw_body)
+        warnings: list[str] = []
+        # Kopf keeps no memo for an object that is only being created (it may never exist).
+        memo = copy.copy(self.memo) if operation == 'CREATE' else self.memo_for(raw_body)
+        cause = calls.Cause(
+            logger=logs.LocalObjectLogger(body=body, settings=self.settings),
+            memo=memo,
+            indices=self.indexers.view(self.registry),
+            body=body,
+            patch=views.Patch(body=body),
+            resource=resource_of(request, raw_body, handler.selector),
+            admission=dict(
+                dryrun=bool(review.get('dryRun')),
+                headers=_canonical_headers(request.admission.headers),
+                sslpeer=_loads(request.admission.sslpeer_json) or {},
+                userinfo=review.get('userInfo') or {},
+                warnings=warnings,
+                operation=operation,
+                subresource=review.get('subResource') or None,
+                old=views.Body(old_json) if isinstance(old_json, dict) else None,
+                new=views.Body(new_json) if isinstance(new_json, dict) else None,
+                diff=views.Diff(_loads(request.diff_json) or []),
+            ),
+        )
+        response = pb.InvokeResponse()
+        bindings: list[tuple[Any, Any]] = [
+            (posting.event_sink_var, posting.EventSink()), (posting.settings_var, self.settings),
+            (calls.lifecycle_var, self.lifecycle), (call_var, call)]
+        tokens = [(var, var.set(value)) for var, value in bindings]
+        try:
+            try:
+                matched = self.matches(handler, cause, request)
+            except Exception as e:
+                cause.logger.error(f"Filters of {handler} failed: {e!r}")
+                response.outcome.CopyFrom(_outcome_arbitrary(e))
+                return response
+            if not matched:
+                response.outcome.CopyFrom(pb.Outcome(not_matched=pb.NotMatched()))
+                return response
+            response.outcome.CopyFrom(await self._call_admission(handler, cause, call, response))
+        finally:
+            for var, token in reversed(tokens):
+                var.reset(token)
+        response.warnings.extend(str(warning) for warning in warnings)
+        if handler.kind == 'mutate' and response.outcome.WhichOneof('result') == 'success':
+            try:
+                merge_patch = cause.patch.as_merge_patch(cause.body) if cause.patch else {}
+                response.patch_json = _json(merge_patch) if merge_patch else b''
+            except Exception as e:
+                cause.logger.error(f"{handler}'s patch cannot be applied: {e!r}")
+                response.outcome.CopyFrom(_outcome_arbitrary(e))
+        return response
+
+    async def _call_admission(self, handler: model.Handler, cause: calls.Cause, call: server.CallInfo,
+                              response: pb.InvokeResponse) -> pb.Outcome:
+        """ The function's outcome; an ``AdmissionError``'s code goes into ``response``. """
+        now = calls.utcnow()
+        remaining = call.time_remaining()
+        timeout = None if remaining is None else max(0.01, remaining - DEADLINE_MARGIN)
+        label = f"Webhook {handler.id!r}"  # Kopf's name for webhook handlers in its log lines
+        with tracing.handler_span(handler.id, call.metadata, attempt=1) as span:
+            try:
+                await asyncio.wait_for(calls.invoke(handler, cause, retry=0, started=now, settings=self.settings,
+                                                    with_subhandlers=False), timeout=timeout)
+            except asyncio.TimeoutError as e:
+                message = f"{label} did not finish within the webhook's time ({timeout or 0:.1f} seconds)."
+                tracing.record_exception(span, e)
+                cause.logger.error(message)
+                return pb.Outcome(arbitrary_error=pb.ArbitraryError(message=message, error_type='TimeoutError'))
+            except asyncio.CancelledError:
+                raise
+            except BaseException as e:  # any error denies the request, as in Kopf.
+                tracing.record_exception(span, e)
+                text = str(e) or repr(e)
+                if isinstance(e, model.AdmissionError):
+                    response.admission_code = int(e.code or 0)
+                if isinstance(e, model.PermanentError):
+                    cause.logger.error(f"{label} failed permanently: {text}")
+                    return pb.Outcome(permanent_error=pb.PermanentError(message=text))
+                if isinstance(e, model.TemporaryError):
+                    cause.logger.error(f"{label} failed temporarily: {text}")
+                    return pb.Outcome(temporary_error=pb.TemporaryError(message=text))
+                log_traceback(cause.logger, handler, e)
+                return pb.Outcome(arbitrary_error=pb.ArbitraryError(message=text, error_type=type(e).__name__))
+            cause.logger.info(f"{label} succeeded.")
+            if span is not None:
+                span.set_attribute('outcome', 'success')
+            return _outcome_success(None)
+
     def daemon(self, requests: AsyncIterator[pb.DaemonRequest],
                call: server.CallInfo) -> AsyncIterator[pb.DaemonResponse]:
         """One run of a daemon for one object, for as long as the core's call lasts."""
@@ -547,6 +655,15 @@ class OperatorBackend(server.Backend):
             message = f"{handler}'s result cannot be stored: {e}"
             cause.logger.error(message)
             return pb.Outcome(arbitrary_error=pb.ArbitraryError(message=message, error_type=type(e).__name__))
+
+
+def _canonical_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """
+    The webhook call's headers as Kopf's handlers see them (``dict(request.headers)`` of the API
+    server's request): the names as the API server writes them, Go's canonical form
+    (``User-Agent``); the core sends them in lower case.
+    """
+    return {'-'.join(part.capitalize() for part in name.split('-')): value for name, value in headers.items()}
 
 
 def log_traceback(log: Any, handler: model.Handler, exc: BaseException) -> None:

@@ -16,7 +16,9 @@ full filters at call time and answers "not matched" (see :mod:`kopf._core.reacto
   them) and resources (handlers registered in a loop over resources, which Kopf keeps per
   resource); a call goes to the registration of its reason and resource
   (:func:`resolves_to`). The same id, kind and resource registered twice: only the first.
-- Admission webhooks are not served by the core yet: skipped, with a warning.
+- Admission webhooks (``@kopf.on.validate``/``@kopf.on.mutate``) are sent with their webhook
+  options (operations, subresource, persistent, side_effects, ignore_failures); the core serves
+  the webhooks and calls them (:meth:`kopf._core.reactor.handling.OperatorBackend.invoke_admission`).
 - Index handlers (``@kopf.index``) are sent with their filters for the record: the core feeds
   them every event unfiltered, and this process applies the filters (:mod:`kopf._core.indexing`).
 """
@@ -166,13 +168,31 @@ def build_options(handler: model.Handler) -> pb.Options:
         options.cancellation_timeout.CopyFrom(duration(handler.cancellation_timeout))
     if handler.cancellation_backoff is not None:
         options.cancellation_backoff.CopyFrom(duration(handler.cancellation_backoff))
+    if handler.kind in ('validate', 'mutate'):
+        options.operations.extend(sorted(webhook_operations(handler) or ()))
+        subresource = handler.extra.get('subresource')
+        if subresource is not None:
+            options.subresource = str(subresource)
+        options.persistent = bool(handler.extra.get('persistent'))
+        options.side_effects = bool(handler.extra.get('side_effects'))
+        options.ignore_failures = bool(handler.extra.get('ignore_failures'))
     return options
+
+
+def webhook_operations(handler: model.Handler) -> frozenset[str] | None:
+    """ A webhook's operations (Kopf's ``operations=``, merged with the deprecated ``operation=``). """
+    operations = handler.extra.get('operations')
+    operation = handler.extra.get('operation')
+    if operation is not None:
+        operations = frozenset(operations or ()) | {operation}
+    return None if operations is None else frozenset(str(o) for o in operations)
 
 
 _KINDS: Mapping[str, pb.HandlerKind] = {
     'create': pb.HANDLER_KIND_CREATE, 'update': pb.HANDLER_KIND_UPDATE, 'delete': pb.HANDLER_KIND_DELETE,
     'resume': pb.HANDLER_KIND_RESUME, 'field': pb.HANDLER_KIND_FIELD, 'event': pb.HANDLER_KIND_EVENT,
     'timer': pb.HANDLER_KIND_TIMER, 'daemon': pb.HANDLER_KIND_DAEMON, 'index': pb.HANDLER_KIND_INDEX,
+    'validate': pb.HANDLER_KIND_VALIDATE, 'mutate': pb.HANDLER_KIND_MUTATE,
 }
 
 
@@ -218,8 +238,6 @@ def build_manifest(
             filters=build_filters(handler),
             options=build_options(handler),
         ))
-    for webhook in registry.of_kinds('validate', 'mutate'):
-        build.skipped.append(Skipped(webhook.id, "admission webhooks are not served on Operon yet"))
     return build
 
 

@@ -25,6 +25,7 @@ from typing import Any
 from kopf._cogs import credentials, process, refs, settings as settings_, storages, views
 from kopf._core import activities, indexing, model, posting, registry as registries
 from kopf._core.reactor import handling, manifests
+from kopf._kits import webhooks
 from kopf._transport import core as corep
 from kopf._transport import corelogs, server, tracing
 
@@ -268,6 +269,10 @@ class _Operator:
         audit = settings_.audit(self.settings, with_core=core_args is not None)
         for warning in audit.warnings:
             logger.warning(warning)
+        if core_args is not None and self.registry.of_kinds('validate', 'mutate') and self.settings.admission.server is None:
+            raise OperatorError("Admission handlers exist, but no admission server/tunnel is configured "
+                                "in `settings.admission.server`. "
+                                "More: https://docs.kopf.dev/en/stable/admission/")
         if audit.errors:
             raise OperatorError("\n  ".join(["Kopf's settings ask for what Operon does not do "
                                               "(set them back to Kopf's defaults):", *audit.errors]))
@@ -452,6 +457,10 @@ def core_argv(
         argv += ['--workers', str(int(settings.queueing.worker_limit))]
     if settings.watching.inactivity_timeout != settings_.WatchingSettings().inactivity_timeout:
         argv += ['--watch-silence-timeout', _seconds(settings.watching.inactivity_timeout)]
+    try:
+        argv += webhooks.core_options(settings.admission.server, settings.admission.managed)
+    except webhooks.WebhookNotSupportedError as e:
+        raise OperatorError(str(e)) from e
     return argv
 
 

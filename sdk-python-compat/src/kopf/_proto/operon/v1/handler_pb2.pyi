@@ -25,6 +25,8 @@ class HandlerKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     HANDLER_KIND_SYNC: _ClassVar[HandlerKind]
     HANDLER_KIND_TASK: _ClassVar[HandlerKind]
     HANDLER_KIND_INDEX: _ClassVar[HandlerKind]
+    HANDLER_KIND_VALIDATE: _ClassVar[HandlerKind]
+    HANDLER_KIND_MUTATE: _ClassVar[HandlerKind]
 
 class ErrorsMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -80,6 +82,8 @@ HANDLER_KIND_DAEMON: HandlerKind
 HANDLER_KIND_SYNC: HandlerKind
 HANDLER_KIND_TASK: HandlerKind
 HANDLER_KIND_INDEX: HandlerKind
+HANDLER_KIND_VALIDATE: HandlerKind
+HANDLER_KIND_MUTATE: HandlerKind
 ERRORS_MODE_UNSPECIFIED: ErrorsMode
 ERRORS_MODE_TEMPORARY: ErrorsMode
 ERRORS_MODE_PERMANENT: ErrorsMode
@@ -201,7 +205,7 @@ class Filters(_message.Message):
     def __init__(self, labels: _Optional[_Mapping[str, ValueFilter]] = ..., annotations: _Optional[_Mapping[str, ValueFilter]] = ..., field: _Optional[str] = ..., value: _Optional[_Union[ValueFilter, _Mapping]] = ..., old: _Optional[_Union[ValueFilter, _Mapping]] = ..., new: _Optional[_Union[ValueFilter, _Mapping]] = ..., has_callback_filters: _Optional[bool] = ...) -> None: ...
 
 class Options(_message.Message):
-    __slots__ = ("retries", "timeout", "backoff", "errors", "optional", "deleted", "interval", "idle", "initial_delay", "sharp", "cancellation_timeout", "call_timeout", "cancellation_backoff")
+    __slots__ = ("retries", "timeout", "backoff", "errors", "optional", "deleted", "interval", "idle", "initial_delay", "sharp", "cancellation_timeout", "call_timeout", "cancellation_backoff", "operations", "subresource", "persistent", "side_effects", "ignore_failures")
     RETRIES_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_FIELD_NUMBER: _ClassVar[int]
     BACKOFF_FIELD_NUMBER: _ClassVar[int]
@@ -215,6 +219,11 @@ class Options(_message.Message):
     CANCELLATION_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
     CALL_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
     CANCELLATION_BACKOFF_FIELD_NUMBER: _ClassVar[int]
+    OPERATIONS_FIELD_NUMBER: _ClassVar[int]
+    SUBRESOURCE_FIELD_NUMBER: _ClassVar[int]
+    PERSISTENT_FIELD_NUMBER: _ClassVar[int]
+    SIDE_EFFECTS_FIELD_NUMBER: _ClassVar[int]
+    IGNORE_FAILURES_FIELD_NUMBER: _ClassVar[int]
     retries: int
     timeout: _duration_pb2.Duration
     backoff: _duration_pb2.Duration
@@ -228,7 +237,12 @@ class Options(_message.Message):
     cancellation_timeout: _duration_pb2.Duration
     call_timeout: _duration_pb2.Duration
     cancellation_backoff: _duration_pb2.Duration
-    def __init__(self, retries: _Optional[int] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., backoff: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., errors: _Optional[_Union[ErrorsMode, str]] = ..., optional: _Optional[bool] = ..., deleted: _Optional[bool] = ..., interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., idle: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., initial_delay: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., sharp: _Optional[bool] = ..., cancellation_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., call_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., cancellation_backoff: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    operations: _containers.RepeatedScalarFieldContainer[str]
+    subresource: str
+    persistent: bool
+    side_effects: bool
+    ignore_failures: bool
+    def __init__(self, retries: _Optional[int] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., backoff: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., errors: _Optional[_Union[ErrorsMode, str]] = ..., optional: _Optional[bool] = ..., deleted: _Optional[bool] = ..., interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., idle: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., initial_delay: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., sharp: _Optional[bool] = ..., cancellation_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., call_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., cancellation_backoff: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., operations: _Optional[_Iterable[str]] = ..., subresource: _Optional[str] = ..., persistent: _Optional[bool] = ..., side_effects: _Optional[bool] = ..., ignore_failures: _Optional[bool] = ...) -> None: ...
 
 class Record(_message.Message):
     __slots__ = ("id", "started", "retries", "success", "failure", "message", "delayed")
@@ -263,7 +277,7 @@ class ResolvedResource(_message.Message):
     def __init__(self, group: _Optional[str] = ..., version: _Optional[str] = ..., plural: _Optional[str] = ..., kind: _Optional[str] = ..., namespaced: _Optional[bool] = ...) -> None: ...
 
 class InvokeRequest(_message.Message):
-    __slots__ = ("handler_id", "reason", "body_json", "old_json", "new_json", "diff_json", "retry", "started", "subhandlers", "event_type", "resource", "attempt_id")
+    __slots__ = ("handler_id", "reason", "body_json", "old_json", "new_json", "diff_json", "retry", "started", "subhandlers", "event_type", "resource", "attempt_id", "admission")
     HANDLER_ID_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     BODY_JSON_FIELD_NUMBER: _ClassVar[int]
@@ -276,6 +290,7 @@ class InvokeRequest(_message.Message):
     EVENT_TYPE_FIELD_NUMBER: _ClassVar[int]
     RESOURCE_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_ID_FIELD_NUMBER: _ClassVar[int]
+    ADMISSION_FIELD_NUMBER: _ClassVar[int]
     handler_id: str
     reason: Reason
     body_json: bytes
@@ -288,7 +303,8 @@ class InvokeRequest(_message.Message):
     event_type: str
     resource: ResolvedResource
     attempt_id: str
-    def __init__(self, handler_id: _Optional[str] = ..., reason: _Optional[_Union[Reason, str]] = ..., body_json: _Optional[bytes] = ..., old_json: _Optional[bytes] = ..., new_json: _Optional[bytes] = ..., diff_json: _Optional[bytes] = ..., retry: _Optional[int] = ..., started: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., subhandlers: _Optional[_Iterable[_Union[Record, _Mapping]]] = ..., event_type: _Optional[str] = ..., resource: _Optional[_Union[ResolvedResource, _Mapping]] = ..., attempt_id: _Optional[str] = ...) -> None: ...
+    admission: AdmissionCall
+    def __init__(self, handler_id: _Optional[str] = ..., reason: _Optional[_Union[Reason, str]] = ..., body_json: _Optional[bytes] = ..., old_json: _Optional[bytes] = ..., new_json: _Optional[bytes] = ..., diff_json: _Optional[bytes] = ..., retry: _Optional[int] = ..., started: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., subhandlers: _Optional[_Iterable[_Union[Record, _Mapping]]] = ..., event_type: _Optional[str] = ..., resource: _Optional[_Union[ResolvedResource, _Mapping]] = ..., attempt_id: _Optional[str] = ..., admission: _Optional[_Union[AdmissionCall, _Mapping]] = ...) -> None: ...
 
 class Outcome(_message.Message):
     __slots__ = ("success", "temporary_error", "permanent_error", "arbitrary_error", "not_matched", "subhandlers_pending")
@@ -367,16 +383,20 @@ class Event(_message.Message):
     def __init__(self, type: _Optional[str] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., involved_object_json: _Optional[bytes] = ...) -> None: ...
 
 class InvokeResponse(_message.Message):
-    __slots__ = ("outcome", "patch_json", "subhandlers", "events")
+    __slots__ = ("outcome", "patch_json", "subhandlers", "events", "warnings", "admission_code")
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
     PATCH_JSON_FIELD_NUMBER: _ClassVar[int]
     SUBHANDLERS_FIELD_NUMBER: _ClassVar[int]
     EVENTS_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
+    ADMISSION_CODE_FIELD_NUMBER: _ClassVar[int]
     outcome: Outcome
     patch_json: bytes
     subhandlers: _containers.RepeatedCompositeFieldContainer[SubhandlerOutcome]
     events: _containers.RepeatedCompositeFieldContainer[Event]
-    def __init__(self, outcome: _Optional[_Union[Outcome, _Mapping]] = ..., patch_json: _Optional[bytes] = ..., subhandlers: _Optional[_Iterable[_Union[SubhandlerOutcome, _Mapping]]] = ..., events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ...) -> None: ...
+    warnings: _containers.RepeatedScalarFieldContainer[str]
+    admission_code: int
+    def __init__(self, outcome: _Optional[_Union[Outcome, _Mapping]] = ..., patch_json: _Optional[bytes] = ..., subhandlers: _Optional[_Iterable[_Union[SubhandlerOutcome, _Mapping]]] = ..., events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ..., warnings: _Optional[_Iterable[str]] = ..., admission_code: _Optional[int] = ...) -> None: ...
 
 class DaemonRequest(_message.Message):
     __slots__ = ("start", "body_json", "stop")
@@ -483,3 +503,20 @@ class TaskRegistration(_message.Message):
     retention: _duration_pb2.Duration
     timeout: _duration_pb2.Duration
     def __init__(self, id: _Optional[str] = ..., task: _Optional[_Union[ResourceSelector, _Mapping]] = ..., parent: _Optional[_Union[ResourceSelector, _Mapping]] = ..., parent_field: _Optional[str] = ..., mode: _Optional[_Union[TaskMode, str]] = ..., priority: _Optional[int] = ..., retention: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+
+class AdmissionCall(_message.Message):
+    __slots__ = ("request_json", "headers", "sslpeer_json")
+    class HeadersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    REQUEST_JSON_FIELD_NUMBER: _ClassVar[int]
+    HEADERS_FIELD_NUMBER: _ClassVar[int]
+    SSLPEER_JSON_FIELD_NUMBER: _ClassVar[int]
+    request_json: bytes
+    headers: _containers.ScalarMap[str, str]
+    sslpeer_json: bytes
+    def __init__(self, request_json: _Optional[bytes] = ..., headers: _Optional[_Mapping[str, str]] = ..., sslpeer_json: _Optional[bytes] = ...) -> None: ...

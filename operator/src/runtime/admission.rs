@@ -1,0 +1,766 @@
+//! Admission webhooks, performed: the HTTPS listener ([`server`]), the calls of the validate and
+//! mutate handlers over gRPC (`Invoke` with `admission`), and the managed webhook configurations
+//! ([`manager`]). What to call and what to answer is decided in `core::admission`.
+//!
+//! [`start`] binds the listener at once (a port in use fails the start-up), then, in the
+//! background, describes the handler services, resolves the resources of their validate/mutate
+//! handlers and starts answering; until then a review is answered 503 (the API server applies
+//! the webhook's failure policy). The admission handlers of a manifest are read once: a
+//! redeployed service with other admission handlers needs a restart of the core.
+
+pub mod manager;
+pub mod server;
+pub mod tls;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use operon_proto::v1 as pb;
+use serde_json::Value;
+
+use crate::core::admission::webhooks::{ClientConfig, Resource};
+use crate::core::admission::{
+    AdmissionHandler, Answer, MAX_TIMEOUT, Operation, Refusal, Reply, Review, Subresource, Verdict,
+    WebhookKind,
+};
+use crate::runtime::convert::{self, Selector};
+use crate::runtime::discovery;
+use crate::runtime::dispatch::{ClientTls, Dispatch as _, GrpcService};
+
+/// The admission options of `operon run` (Kopf's `settings.admission`).
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where to listen (`--admission-listen`); port 0 picks a free one.
+    pub listen: SocketAddr,
+    /// The host in the webhooks' URL and the generated certificate (`--admission-host`); by
+    /// default the listening address (`127.0.0.1` for an unspecified one).
+    pub host: Option<String>,
+    /// A root path for the webhooks' URLs (`--admission-path`), e.g. `/webhooks`.
+    pub path: String,
+    /// The server's certificate chain and key, PEM (`--admission-cert`, `--admission-key`);
+    /// `None`: a CA and a certificate are made at start-up.
+    pub cert: Option<(PathBuf, PathBuf)>,
+    /// The CA bundle the API server trusts (`--admission-ca`); by default the CA made at
+    /// start-up, or the given certificate itself (as Kopf).
+    pub ca: Option<PathBuf>,
+    /// Where to write the CA bundle (Kopf's `cadump`; `--admission-ca-dump`).
+    pub ca_dump: Option<PathBuf>,
+    /// More names for the generated certificate (Kopf's `extra_sans`; `--admission-san`).
+    pub extra_sans: Vec<String>,
+    /// Manage the Validating/MutatingWebhookConfiguration of this name (`--admission-managed`).
+    pub managed: Option<String>,
+}
+
+/// A failure to start serving admission webhooks.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A certificate, key or CA file cannot be read.
+    #[error("cannot read --admission-{flag} {path}")]
+    Read {
+        /// The option.
+        flag: &'static str,
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The CA bundle cannot be written.
+    #[error("cannot write --admission-ca-dump {path}")]
+    Dump {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The certificates cannot be made or used.
+    #[error(transparent)]
+    Tls(#[from] tls::Error),
+    /// The listener cannot be bound.
+    #[error("cannot listen for admission webhooks on {addr}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A handler address is invalid.
+    #[error(transparent)]
+    Dispatch(#[from] crate::runtime::dispatch::Error),
+}
+
+/// A validate/mutate handler of a manifest breaks the contract.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistrationError {
+    /// An operation that is not CREATE, UPDATE, DELETE or CONNECT.
+    #[error("admission handler {id:?} has an unknown operation {operation:?}")]
+    Operation {
+        /// The handler.
+        id: String,
+        /// The operation.
+        operation: String,
+    },
+    /// No resource.
+    #[error("admission handler {0:?} names no resource")]
+    NoResource(String),
+    /// Filters or options that do not convert.
+    #[error(transparent)]
+    Convert(#[from] convert::Error),
+}
+
+/// The validate/mutate handlers of a manifest, with their resources as named (the rest of the
+/// manifest is `convert::manifest`'s).
+///
+/// # Errors
+/// The first handler that breaks the contract.
+pub fn registrations(
+    manifest: &pb::Manifest,
+) -> Result<Vec<(Selector, AdmissionHandler)>, RegistrationError> {
+    let mut out = Vec::new();
+    for h in &manifest.handlers {
+        let kind = match pb::HandlerKind::try_from(h.kind) {
+            Ok(pb::HandlerKind::Validate) => WebhookKind::Validating,
+            Ok(pb::HandlerKind::Mutate) => WebhookKind::Mutating,
+            _ => continue,
+        };
+        let resource = h
+            .resource
+            .as_ref()
+            .filter(|r| !r.name.is_empty())
+            .ok_or_else(|| RegistrationError::NoResource(h.id.clone()))?;
+        let filters = h.filters.clone().unwrap_or_default();
+        let options = h.options.clone().unwrap_or_default();
+        let operations = options
+            .operations
+            .iter()
+            .map(|o| {
+                Operation::parse(&o.to_ascii_uppercase()).ok_or_else(|| {
+                    RegistrationError::Operation {
+                        id: h.id.clone(),
+                        operation: o.clone(),
+                    }
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let timeout = match options.call_timeout {
+            Some(d) => convert::duration("the webhook's timeout", d)?,
+            None => MAX_TIMEOUT,
+        };
+        out.push((
+            Selector {
+                group: resource.group.clone(),
+                version: resource.version.clone(),
+                name: resource.name.clone(),
+            },
+            AdmissionHandler {
+                id: h.id.clone(),
+                kind,
+                has_callback_filters: filters.has_callback_filters,
+                filters: convert::convert_filters(&h.id, filters)?,
+                operations,
+                subresource: Subresource::parse(options.subresource.as_deref()),
+                persistent: options.persistent,
+                side_effects: options.side_effects,
+                ignore_failures: options.ignore_failures,
+                timeout: timeout.clamp(Duration::from_secs(1), MAX_TIMEOUT),
+            },
+        ));
+    }
+    Ok(out)
+}
+
+/// Whether a manifest has validate or mutate handlers.
+pub fn declares_any(manifest: &pb::Manifest) -> bool {
+    manifest.handlers.iter().any(|h| {
+        matches!(
+            pb::HandlerKind::try_from(h.kind),
+            Ok(pb::HandlerKind::Validate | pb::HandlerKind::Mutate)
+        )
+    })
+}
+
+/// One admission handler with the service that has it.
+#[derive(Debug, Clone)]
+pub struct Bound {
+    /// The handler.
+    pub handler: AdmissionHandler,
+    /// Its service.
+    pub service: GrpcService,
+}
+
+/// The handlers of one resource.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// The resource as served.
+    pub served: discovery::Served,
+    /// Its handlers, in the order of the services and their manifests.
+    pub handlers: Vec<Bound>,
+}
+
+/// What the listener answers from: empty until the services are described and the resources
+/// resolved.
+#[derive(Debug, Default)]
+pub struct Routes {
+    ready: RwLock<Option<Arc<Vec<Route>>>>,
+}
+
+impl Routes {
+    /// The routes, once ready.
+    pub fn get(&self) -> Option<Arc<Vec<Route>>> {
+        self.ready
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set(&self, routes: Vec<Route>) {
+        *self
+            .ready
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::new(routes));
+    }
+}
+
+/// The running admission webhooks; [`Handle::stop`] ends them.
+#[derive(Debug)]
+pub struct Handle {
+    server: tokio::task::JoinHandle<()>,
+    setup: tokio::task::JoinHandle<()>,
+    routes: Arc<Routes>,
+    managed: Option<manager::Manager>,
+    /// The webhooks' base URL, as the API server is told.
+    pub url: String,
+}
+
+impl Handle {
+    /// Stops answering; a managed configuration keeps only the persistent handlers' webhooks
+    /// (as Kopf leaves it on exit).
+    pub async fn stop(self) {
+        self.setup.abort();
+        if let (Some(manager), Some(routes)) = (&self.managed, self.routes.get()) {
+            manager.clean_up(&routes).await;
+        }
+        self.server.abort();
+    }
+}
+
+/// Binds the listener and starts serving admission webhooks for the validate/mutate handlers of
+/// the services at `urls` (see the module's docs).
+///
+/// # Errors
+/// Unreadable or unusable certificates, a listener that cannot be bound, a bad handler address.
+pub async fn start(
+    config: Config,
+    client: kube::Client,
+    urls: &[String],
+    handler_tls: Option<&ClientTls>,
+) -> Result<Handle, Error> {
+    let read = |flag: &'static str, path: &PathBuf| {
+        std::fs::read(path).map_err(|source| Error::Read {
+            flag,
+            path: path.display().to_string(),
+            source,
+        })
+    };
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| Error::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let local = listener.local_addr().map_err(|source| Error::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let accessible_ip = if local.ip().is_unspecified() {
+        if local.is_ipv4() {
+            "127.0.0.1".to_owned()
+        } else {
+            "::1".to_owned()
+        }
+    } else {
+        local.ip().to_string()
+    };
+    let host = config.host.clone().unwrap_or_else(|| accessible_ip.clone());
+    let material = match &config.cert {
+        Some((cert, key)) => {
+            let cert_pem = read("cert", cert)?;
+            let ca_pem = match &config.ca {
+                Some(ca) => read("ca", ca)?,
+                None => cert_pem.clone(),
+            };
+            tls::Material {
+                key_pem: read("key", key)?,
+                cert_pem,
+                ca_pem,
+            }
+        }
+        None => {
+            let mut names = vec![host.clone(), accessible_ip.clone()];
+            names.extend(config.extra_sans.iter().cloned());
+            let mut material = tls::generate(&names)?;
+            if let Some(ca) = &config.ca {
+                material.ca_pem = read("ca", ca)?;
+            }
+            material
+        }
+    };
+    if let Some(dump) = &config.ca_dump {
+        std::fs::write(dump, &material.ca_pem).map_err(|source| Error::Dump {
+            path: dump.display().to_string(),
+            source,
+        })?;
+    }
+    let tls_config = tls::server_config(&material)?;
+    let host_in_url = if host.parse::<std::net::Ipv6Addr>().is_ok() {
+        format!("[{host}]")
+    } else {
+        host.clone()
+    };
+    let path = config.path.trim_end_matches('/').to_owned();
+    let url = format!("https://{host_in_url}:{}{path}", local.port());
+    tracing::info!(listen = %local, url = %url, "Listening for admission webhooks.");
+
+    let mut services = Vec::new();
+    for u in urls {
+        services.push(GrpcService::with_tls(u, handler_tls)?);
+    }
+    let routes = Arc::new(Routes::default());
+    let server = tokio::spawn(server::serve(
+        listener,
+        tokio_rustls::TlsAcceptor::from(tls_config),
+        Arc::clone(&routes),
+        path.clone(),
+    ));
+    let managed = config.managed.clone().map(|name| manager::Manager {
+        client: client.clone(),
+        name,
+        client_config: ClientConfig {
+            url: url.clone(),
+            ca_bundle: Some(material.ca_pem.clone()),
+        },
+    });
+    let setup = tokio::spawn({
+        let routes = Arc::clone(&routes);
+        let managed = managed.clone();
+        async move {
+            let found = discover(&client, &services).await;
+            let count: usize = found.iter().map(|r| r.handlers.len()).sum();
+            tracing::info!(
+                handlers = count,
+                resources = found.len(),
+                "Admission webhooks are served."
+            );
+            routes.set(found);
+            if let (Some(manager), Some(found)) = (managed, routes.get()) {
+                manager.keep_up_to_date(&found).await;
+            }
+        }
+    });
+    Ok(Handle {
+        server,
+        setup,
+        routes,
+        managed,
+        url,
+    })
+}
+
+/// Describes every service (until it answers) and resolves its admission handlers' resources
+/// (until they exist), as the engine does for the other handlers.
+async fn discover(client: &kube::Client, services: &[GrpcService]) -> Vec<Route> {
+    let mut routes: Vec<Route> = Vec::new();
+    for service in services {
+        let mut delay = Duration::from_millis(200);
+        let manifest = loop {
+            match service.describe().await {
+                Ok(m) => break m,
+                Err(_) => {
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(10));
+                }
+            }
+        };
+        let regs = match registrations(&manifest) {
+            Ok(regs) => regs,
+            Err(err) => {
+                tracing::error!(service = service.name(), error = %err, "The service's admission handlers are not served.");
+                continue;
+            }
+        };
+        for (selector, handler) in regs {
+            let mut delay = Duration::from_secs(1);
+            let served = loop {
+                match discovery::resolve(client, &selector).await {
+                    Ok(served) => break served,
+                    Err(err) => {
+                        tracing::warn!(resource = %selector, error = %err, retry_in = ?delay, "Cannot serve admission for the resource yet.");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(15));
+                    }
+                }
+            };
+            tracing::debug!(handler = %handler.id, kind = handler.kind.as_str(), resource = %served.name(), "Admission handler served.");
+            let bound = Bound {
+                handler,
+                service: service.clone(),
+            };
+            match routes.iter_mut().find(|r| {
+                r.served.resource.group == served.resource.group
+                    && r.served.resource.plural == served.resource.plural
+            }) {
+                Some(route) => route.handlers.push(bound),
+                None => routes.push(Route {
+                    served,
+                    handlers: vec![bound],
+                }),
+            }
+        }
+    }
+    routes
+}
+
+/// The resource of a route, for a webhook's rules.
+pub fn resource_of(served: &discovery::Served) -> Resource {
+    Resource {
+        group: served.resource.group.clone(),
+        version: served.resource.version.clone(),
+        plural: served.resource.plural.clone(),
+    }
+}
+
+/// The time left for the service: the webhook's timeout minus a margin for the answer's way back.
+fn call_deadline(timeout: Duration) -> Duration {
+    timeout
+        .saturating_sub(Duration::from_millis(500))
+        .max(Duration::from_millis(200))
+}
+
+/// Calls one admission handler for a review (never fails: a failure is a [`Reply::Failed`]).
+pub async fn call(
+    bound: &Bound,
+    served: &discovery::Served,
+    review: &Review,
+    headers: &HashMap<String, String>,
+) -> Reply {
+    let to_json = |v: &Value| serde_json::to_vec(v).unwrap_or_default();
+    let diff =
+        crate::core::persistence::diff::diff(review.old_object.as_ref(), review.object.as_ref());
+    let mut request = tonic::Request::new(pb::InvokeRequest {
+        handler_id: bound.handler.id.clone(),
+        body_json: to_json(review.body()),
+        old_json: review.old_object.as_ref().map(to_json).unwrap_or_default(),
+        new_json: review.object.as_ref().map(to_json).unwrap_or_default(),
+        diff_json: to_json(&crate::core::persistence::diff::to_value(&diff)),
+        attempt_id: format!("admission:{}:{}", review.uid, bound.handler.id),
+        resource: Some(pb::ResolvedResource {
+            group: served.resource.group.clone(),
+            version: served.resource.version.clone(),
+            plural: served.resource.plural.clone(),
+            kind: served.resource.kind.clone(),
+            namespaced: served.namespaced,
+        }),
+        admission: Some(pb::AdmissionCall {
+            request_json: to_json(&review.request),
+            headers: headers.clone(),
+            sslpeer_json: Vec::new(),
+        }),
+        ..Default::default()
+    });
+    let deadline = call_deadline(bound.handler.timeout);
+    request.set_timeout(deadline);
+    let mut client = pb::handler_service_client::HandlerServiceClient::new(bound.service.channel())
+        .max_decoding_message_size(64 * 1024 * 1024);
+    let too_late = || {
+        Reply::Failed(format!(
+            "its service did not answer within {:.1} seconds",
+            deadline.as_secs_f64()
+        ))
+    };
+    let response = match tokio::time::timeout(deadline, client.invoke(request)).await {
+        // The client's own timer and the call's deadline (tonic's) are the same time.
+        Err(_) => return too_late(),
+        Ok(Err(status))
+            if matches!(
+                status.code(),
+                tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+            ) =>
+        {
+            return too_late();
+        }
+        Ok(Err(status)) => {
+            return Reply::Failed(format!(
+                "its service {} failed: {} ({:?})",
+                bound.service.name(),
+                status.message(),
+                status.code()
+            ));
+        }
+        Ok(Ok(response)) => response.into_inner(),
+    };
+    match answer(response) {
+        Ok(answer) => Reply::Answered(answer),
+        Err(why) => Reply::Failed(format!("its answer breaks the contract: {why}")),
+    }
+}
+
+/// An `InvokeResponse` of an admission handler as the core's [`Answer`].
+///
+/// # Errors
+/// A text saying what breaks the contract: no outcome, a patch that is not a JSON object.
+pub fn answer(r: pb::InvokeResponse) -> Result<Answer, String> {
+    use pb::outcome::Result as R;
+    let admission = r.admission_code.map(|c| Refusal::Admission(Some(c)));
+    let refused = |refusal: Refusal, message: String| Verdict::Refused {
+        refusal: admission.unwrap_or(refusal),
+        message,
+    };
+    let verdict = match r.outcome.and_then(|o| o.result) {
+        None => return Err("the answer has no outcome".into()),
+        Some(R::Success(_)) => Verdict::Admitted,
+        Some(R::NotMatched(_)) => Verdict::NotMatched,
+        Some(R::PermanentError(e)) => refused(Refusal::Permanent, e.message),
+        Some(R::TemporaryError(e)) => refused(Refusal::Temporary, e.message),
+        Some(R::ArbitraryError(e)) => {
+            let message = if e.message.is_empty() {
+                e.error_type
+            } else {
+                e.message
+            };
+            refused(Refusal::Other, message)
+        }
+        Some(R::SubhandlersPending(_)) => refused(
+            Refusal::Other,
+            "sub-handlers are not run in admission webhooks".into(),
+        ),
+    };
+    let patch = if r.patch_json.is_empty() {
+        None
+    } else {
+        match serde_json::from_slice::<Value>(&r.patch_json) {
+            Ok(p) if p.is_object() => Some(p),
+            Ok(_) => return Err("the patch is not a JSON object".into()),
+            Err(e) => return Err(format!("the patch is not valid JSON: {e}")),
+        }
+    };
+    Ok(Answer {
+        verdict,
+        warnings: r.warnings,
+        patch,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(result: pb::outcome::Result) -> Option<pb::Outcome> {
+        Some(pb::Outcome {
+            result: Some(result),
+        })
+    }
+
+    #[test]
+    fn manifests_give_admission_handlers_with_kopfs_options() {
+        let manifest = pb::Manifest {
+            handlers: vec![
+                pb::Handler {
+                    id: "create".into(),
+                    kind: pb::HandlerKind::Create as i32,
+                    resource: Some(pb::ResourceSelector {
+                        name: "kex".into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+                pb::Handler {
+                    id: "validate1".into(),
+                    kind: pb::HandlerKind::Validate as i32,
+                    resource: Some(pb::ResourceSelector {
+                        group: "kopf.dev".into(),
+                        name: "kex".into(),
+                        ..Default::default()
+                    }),
+                    options: Some(pb::Options {
+                        operations: vec!["CREATE".into(), "update".into()],
+                        subresource: Some("*".into()),
+                        ignore_failures: true,
+                        call_timeout: Some(convert::to_duration(Duration::from_secs(99))),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+                pb::Handler {
+                    id: "mutate1".into(),
+                    kind: pb::HandlerKind::Mutate as i32,
+                    resource: Some(pb::ResourceSelector {
+                        name: "kex".into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        };
+        let regs = registrations(&manifest).unwrap();
+        assert_eq!(regs.len(), 2);
+        assert!(declares_any(&manifest));
+        let (selector, v) = &regs[0];
+        assert_eq!(selector.group, "kopf.dev");
+        assert_eq!(v.kind, WebhookKind::Validating);
+        assert_eq!(v.operations, [Operation::Create, Operation::Update]);
+        assert_eq!(v.subresource, Subresource::Any);
+        assert!(v.ignore_failures);
+        assert_eq!(v.timeout, MAX_TIMEOUT, "at most 30 seconds");
+        let m = &regs[1].1;
+        assert_eq!(m.kind, WebhookKind::Mutating);
+        assert!(m.operations.is_empty());
+        assert_eq!(m.subresource, Subresource::Main);
+        // The change handlers' conversion leaves them out without complaint.
+        let others = convert::manifest(&manifest).unwrap();
+        assert_eq!(others.handlers.len(), 1);
+        assert!(others.unsupported.is_empty());
+
+        let mut bad = manifest;
+        bad.handlers[1].options.as_mut().unwrap().operations = vec!["PATCH".into()];
+        assert!(matches!(
+            registrations(&bad),
+            Err(RegistrationError::Operation { .. })
+        ));
+    }
+
+    fn served() -> discovery::Served {
+        discovery::Served {
+            resource: kube::api::ApiResource::from_gvk_with_plural(
+                &kube::api::GroupVersionKind::gvk("kopf.dev", "v1", "KopfExample"),
+                "kopfexamples",
+            ),
+            namespaced: true,
+            has_status: true,
+        }
+    }
+
+    fn bound(url: &str, timeout: Duration) -> Bound {
+        Bound {
+            handler: AdmissionHandler {
+                id: "check".into(),
+                kind: WebhookKind::Validating,
+                filters: Default::default(),
+                has_callback_filters: false,
+                operations: Vec::new(),
+                subresource: Subresource::Main,
+                persistent: false,
+                side_effects: false,
+                ignore_failures: false,
+                timeout,
+            },
+            service: GrpcService::new(url).unwrap(),
+        }
+    }
+
+    fn review() -> Review {
+        let text = serde_json::json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {"uid": "u", "operation": "CREATE", "userInfo": {}, "object": {},
+                        "resource": {"group": "kopf.dev", "version": "v1", "resource": "kopfexamples"}}});
+        Review::parse(text.to_string().as_bytes()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_silent_or_dead_service_is_a_failed_reply_before_the_webhook_times_out() {
+        // A service that accepts connections and never answers.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = silent.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = silent.accept().await {
+                held.push(stream);
+            }
+        });
+        let started = std::time::Instant::now();
+        let b = bound(&format!("http://{addr}"), Duration::from_secs(1));
+        let reply = call(&b, &served(), &review(), &HashMap::new()).await;
+        assert!(
+            matches!(&reply, Reply::Failed(why) if why.contains("did not answer within 0.5 seconds")),
+            "{reply:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "answered before the API server gives up"
+        );
+
+        // Nothing listens: a failure that names the service.
+        let free = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let dead = format!("http://{}", free.local_addr().unwrap());
+        drop(free);
+        let reply = call(
+            &bound(&dead, MAX_TIMEOUT),
+            &served(),
+            &review(),
+            &HashMap::new(),
+        )
+        .await;
+        assert!(
+            matches!(&reply, Reply::Failed(why) if why.contains(&dead)),
+            "{reply:?}"
+        );
+    }
+
+    #[test]
+    fn answers_become_verdicts() {
+        let a = answer(pb::InvokeResponse {
+            outcome: outcome(pb::outcome::Result::Success(Default::default())),
+            patch_json: br#"{"spec":{"x":1}}"#.to_vec(),
+            warnings: vec!["w".into()],
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(a.verdict, Verdict::Admitted);
+        assert_eq!(a.warnings, ["w"]);
+        assert_eq!(a.patch, Some(serde_json::json!({"spec": {"x": 1}})));
+
+        let denied = answer(pb::InvokeResponse {
+            outcome: outcome(pb::outcome::Result::PermanentError(pb::PermanentError {
+                message: "Go away!".into(),
+            })),
+            admission_code: Some(555),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(
+            denied.verdict,
+            Verdict::Refused {
+                refusal: Refusal::Admission(Some(555)),
+                message: "Go away!".into()
+            }
+        );
+        let arbitrary = answer(pb::InvokeResponse {
+            outcome: outcome(pb::outcome::Result::ArbitraryError(pb::ArbitraryError {
+                message: String::new(),
+                error_type: "ZeroDivisionError".into(),
+            })),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(
+            arbitrary.verdict,
+            Verdict::Refused {
+                refusal: Refusal::Other,
+                message: "ZeroDivisionError".into()
+            }
+        );
+        assert!(answer(pb::InvokeResponse::default()).is_err());
+        assert!(
+            answer(pb::InvokeResponse {
+                outcome: outcome(pb::outcome::Result::Success(Default::default())),
+                patch_json: b"[]".to_vec(),
+                ..Default::default()
+            })
+            .is_err()
+        );
+    }
+}

@@ -125,7 +125,9 @@ struct RunArgs {
     /// Serve objects in all namespaces.
     #[arg(short = 'A', long = "all-namespaces", conflicts_with = "namespaces")]
     all_namespaces: bool,
-    /// Serve objects in this namespace (repeatable).
+    /// Serve objects in this namespace (repeatable), or in the namespaces that match Kopf's
+    /// pattern (`'app-*'`, `'!kube-*'`, `'app-*,!*-pr-*'`): then the core watches cluster-wide
+    /// and drops the objects of other namespaces.
     #[arg(short = 'n', long = "namespace", value_name = "NS")]
     namespaces: Vec<String>,
     /// Do not take part in leader election or peering.
@@ -158,6 +160,16 @@ struct RunArgs {
     /// Seconds a finished task is kept before it is deleted, unless its registration says.
     #[arg(long, value_name = "SECS", default_value_t = 86400.0)]
     task_retention: f64,
+    /// Seconds between re-discoveries of the API resources, when a handler's selector names no
+    /// single resource (EVERYTHING, a category, a callable): new resources are served, gone
+    /// ones dropped.
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 30.0,
+        env = "OPERON_RESCAN_INTERVAL"
+    )]
+    rescan_interval: f64,
     /// Export traces over OTLP/gRPC to this collector (e.g. http://127.0.0.1:4317); tracing is
     /// off without it.
     #[arg(long, value_name = "URL", env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
@@ -305,6 +317,8 @@ impl Cli {
                     handler_tls: args.tls.load()?,
                     callback_url: args.callback_url,
                     task_retention: seconds("task-retention", args.task_retention)?,
+                    rescan_interval: seconds("rescan-interval", args.rescan_interval)?
+                        .max(std::time::Duration::from_millis(100)),
                 };
                 let _ = args.standalone;
                 Ok(crate::runtime::engine::run(config).await?)

@@ -7,10 +7,12 @@
 pub mod cause;
 pub mod finalizer;
 pub mod model;
+pub mod namespaces;
 pub mod outcome;
 pub mod patch;
 pub mod persistence;
 pub mod selection;
+pub mod selectors;
 pub mod shutdown;
 pub mod state;
 pub mod sync;

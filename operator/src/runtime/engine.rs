@@ -13,9 +13,11 @@ use kube::api::DynamicObject;
 use kube::runtime::{WatchStreamExt, watcher};
 
 use crate::core::model::HandlerKind;
+use crate::core::namespaces::Namespaces;
 use crate::core::persistence::{DiffBaseStorage, KeyConvention, ProgressStorage};
 use crate::runtime::convert::{self, Registration, Selector};
 use crate::runtime::discovery;
+use crate::runtime::selecting;
 use crate::runtime::dispatch::{Dispatch, GrpcService};
 use crate::runtime::metrics::Metrics;
 use crate::runtime::processing::{Bound, Env, ResourceCtx, Settings};
@@ -58,6 +60,9 @@ pub struct Config {
     /// How long finished tasks are kept when their registration does not say
     /// (`--task-retention`).
     pub task_retention: Duration,
+    /// How often the API resources are discovered again when a handler's selector names no
+    /// single resource (`--rescan-interval`).
+    pub rescan_interval: Duration,
 }
 
 /// A failure that stops the core.
@@ -111,6 +116,11 @@ pub enum Error {
         #[source]
         source: crate::runtime::tasks::Error,
     },
+    /// Namespace patterns with sync or task registrations, which watch namespaces by name.
+    #[error(
+        "namespace patterns ({0}) are served for handlers only: sync and task registrations need namespaces by name (or -A)"
+    )]
+    NamespacePatterns(String),
     /// The annotation prefix is invalid.
     #[error("invalid --prefix: {0}")]
     Prefix(String),
@@ -364,6 +374,7 @@ impl Generation<'_> {
             manifests.push(manifest);
         }
         let mut by_selector: BTreeMap<Selector, Vec<(Registration, usize)>> = BTreeMap::new();
+        let mut wide: Vec<(convert::WideRegistration, usize)> = Vec::new();
         let mut syncs = Vec::new();
         let mut tasks = Vec::new();
         for (i, manifest) in manifests.iter().enumerate() {
@@ -393,6 +404,7 @@ impl Generation<'_> {
             for (id, kind) in &regs.unsupported {
                 tracing::warn!(service = services[i].name(), handler = %id, kind, "This core does not run handlers of this kind yet; skipping it.");
             }
+            wide.extend(regs.wide.into_iter().map(|r| (r, i)));
             for reg in regs.handlers {
                 let list = by_selector.entry(reg.selector.clone()).or_default();
                 if let Some((other, j)) = list
@@ -413,7 +425,8 @@ impl Generation<'_> {
         // Resolve every selector. Selectors that name one resource (`'namespace'` and
         // `('v1', 'namespace')`) are served as one resource with one watch, as Kopf merges them;
         // the same handler reached through both is served once.
-        let mut merged: Vec<(discovery::Served, Vec<(Registration, usize)>)> = Vec::new();
+        let mut merged: Vec<(discovery::Served, Vec<(crate::core::model::Handler, usize)>)> =
+            Vec::new();
         for (selector, regs) in by_selector {
             let served = tokio::select! {
                 served = resolve_until_found(&client, &selector) => served,
@@ -430,45 +443,41 @@ impl Generation<'_> {
                 }
             };
             let (served, list) = &mut merged[slot];
-            for (reg, i) in regs {
-                match list.iter().find(|(r, _)| r.handler.id == reg.handler.id) {
-                    Some((_, j)) if *j != i => {
-                        return Err(Error::Conflict {
-                            id: reg.handler.id.clone(),
-                            resource: served.name(),
-                            first: services[*j].name().to_owned(),
-                            second: services[i].name().to_owned(),
-                        });
+            let regs = regs.into_iter().map(|(r, i)| (r.handler, i));
+            merge_handlers(served, list, regs, &services, &selector.to_string())?;
+        }
+        let named_keys: std::collections::BTreeSet<selecting::ResourceKey> =
+            merged.iter().map(|(s, _)| selecting::key_of(s)).collect();
+        // Selectors that name no single resource (EVERYTHING, categories, callables): every
+        // resource that discovery finds matching, merged with the named ones.
+        let namespaces = Namespaces::from_options(&config.namespaces);
+        if matches!(namespaces, Namespaces::Patterns(_)) && (!syncs.is_empty() || !tasks.is_empty()) {
+            return Err(Error::NamespacePatterns(config.namespaces.join(" ")));
+        }
+        let mut wide_now = BTreeMap::new();
+        if !wide.is_empty() {
+            let found = tokio::select! {
+                found = matches_until_scanned(&client, &services, &wide) => found,
+                () = stop.as_mut() => return Ok(Ending::Stop),
+            };
+            wide_now = selecting::summary(&found);
+            for (served, regs) in found {
+                let slot = match merged.iter().position(|(s, _)| same_resource(s, &served)) {
+                    Some(slot) => slot,
+                    None => {
+                        merged.push((served, Vec::new()));
+                        merged.len() - 1
                     }
-                    Some((r, _)) if r.handler.kind == reg.handler.kind => {
-                        tracing::debug!(handler = %reg.handler.id, resource = %served.name(), selector = %selector, "The handler is registered for this resource under another selector too; serving it once.");
-                    }
-                    _ => list.push((reg, i)),
-                }
+                };
+                let (served, list) = &mut merged[slot];
+                let regs = regs.into_iter().map(|(r, i)| (r.handler, i));
+                merge_handlers(served, list, regs, &services, "a wide selector")?;
             }
         }
         let mut resources = Vec::new();
         for (served, regs) in merged {
             tracing::info!(resource = %served.name(), namespaced = served.namespaced, status_subresource = served.has_status, "Serving the resource.");
-            let (indexers, handlers): (Vec<Bound>, Vec<Bound>) = regs
-                .iter()
-                .map(|(reg, i)| Bound {
-                    handler: reg.handler.clone(),
-                    service: Arc::clone(&services[*i]),
-                })
-                .partition(|b| b.handler.kind == HandlerKind::Index);
-            let mut extra_fields: Vec<Vec<String>> = handlers
-                .iter()
-                .filter_map(|b| b.handler.filters.field.clone())
-                .collect();
-            extra_fields.sort();
-            extra_fields.dedup();
-            resources.push(Arc::new(ResourceCtx {
-                served,
-                handlers,
-                indexers,
-                extra_fields,
-            }));
+            resources.push(Arc::new(resource_ctx(served, &regs, &services)));
         }
 
         shared.set_about(|about| {
@@ -486,12 +495,14 @@ impl Generation<'_> {
 
         let locks = Arc::new(crate::runtime::locks::ParentLocks::default());
         let scopes_of = |res: &ResourceCtx| -> Vec<Option<String>> {
-            if res.served.namespaced && !config.namespaces.is_empty() {
-                config.namespaces.iter().cloned().map(Some).collect()
-            } else {
-                vec![None]
+            match &namespaces {
+                Namespaces::Named(names) if res.served.namespaced => {
+                    names.iter().cloned().map(Some).collect()
+                }
+                _ => vec![None],
             }
         };
+        let namespaces = Arc::new(namespaces.clone());
         let indexed_scopes = resources
             .iter()
             .filter(|r| !r.indexers.is_empty())
@@ -522,13 +533,16 @@ impl Generation<'_> {
         );
 
         let mut watches = Vec::new();
-        for (index, res) in resources.iter().enumerate() {
+        let mut watches_of: BTreeMap<selecting::ResourceKey, Vec<tokio::task::AbortHandle>> =
+            BTreeMap::new();
+        let spawn_watches = |index: usize, res: &Arc<ResourceCtx>, initial: bool| {
+            let mut handles = Vec::new();
             for ns in scopes_of(res) {
                 let api: Api<DynamicObject> = match &ns {
                     Some(ns) => Api::namespaced_with(client.clone(), ns, &res.served.resource),
                     None => Api::all_with(client.clone(), &res.served.resource),
                 };
-                watches.push(tokio::spawn(watch(
+                handles.push(tokio::spawn(watch(
                     Scope {
                         queue: Arc::clone(&queue),
                         shared: Arc::clone(shared),
@@ -536,12 +550,23 @@ impl Generation<'_> {
                         gate: Arc::clone(&gate),
                         index,
                         namespace: ns,
+                        namespaces: Arc::clone(&namespaces),
                         call_timeout: config.call_timeout,
+                        initial,
                     },
                     api,
                     config.watch_silence_timeout,
                 )));
             }
+            handles
+        };
+        for (index, res) in resources.iter().enumerate() {
+            let handles = spawn_watches(index, res, true);
+            watches_of
+                .entry(selecting::key_of(&res.served))
+                .or_default()
+                .extend(handles.iter().map(tokio::task::JoinHandle::abort_handle));
+            watches.extend(handles);
         }
         shared.watches_total.store(watches.len(), Ordering::Relaxed);
         for (spec, url) in syncs {
@@ -578,7 +603,79 @@ impl Generation<'_> {
         };
         watches.push(tokio::spawn(crate::runtime::tasks::serve(task_env, tasks)));
 
-        let manifest_watch = tokio::spawn(watch_manifests(Arc::clone(shared), services, manifests));
+        let outboxes: Vec<_> = services
+            .iter()
+            .map(|service| {
+                tokio::spawn(crate::runtime::outbox::serve(
+                    Arc::clone(service),
+                    client.clone(),
+                    Arc::clone(metrics),
+                    Arc::clone(&env.readmodel),
+                ))
+            })
+            .collect();
+        let rescan = async {
+            if wide.is_empty() {
+                return std::future::pending::<String>().await;
+            }
+            let mut wide_now = wide_now;
+            let mut dynamic: BTreeMap<selecting::ResourceKey, usize> = BTreeMap::new();
+            loop {
+                tokio::time::sleep(config.rescan_interval).await;
+                let found = match selecting::matches(&client, &services, &wide).await {
+                    Ok(found) => found,
+                    Err(err) => {
+                        tracing::warn!(error = %err, "Re-discovering the API resources failed; trying again later.");
+                        continue;
+                    }
+                };
+                let summary = selecting::summary(&found);
+                for (served, regs) in found {
+                    let key = selecting::key_of(&served);
+                    let Some(before) = wide_now.get(&key) else {
+                        if named_keys.contains(&key) || dynamic.contains_key(&key) {
+                            return format!("{} (now matched by a wide selector)", served.name());
+                        }
+                        // A resource that appeared (a CRD installed): serve it from now on.
+                        tracing::info!(resource = %served.name(), namespaced = served.namespaced, "Serving a newly discovered resource.");
+                        let mut list = Vec::new();
+                        let regs = regs.into_iter().map(|(r, i)| (r.handler, i));
+                        if let Err(err) = merge_handlers(&served, &mut list, regs, &services, "a wide selector") {
+                            tracing::error!(error = %err, "Cannot serve a newly discovered resource.");
+                            continue;
+                        }
+                        let res = Arc::new(resource_ctx(served, &list, &services));
+                        let index = queue.add_resource(Arc::clone(&res));
+                        dynamic.insert(key.clone(), index);
+                        let handles = spawn_watches(index, &res, false);
+                        watches_of
+                            .entry(key)
+                            .or_default()
+                            .extend(handles.iter().map(tokio::task::JoinHandle::abort_handle));
+                        continue;
+                    };
+                    if summary.get(&key) != Some(before) {
+                        return format!("{} (its wide handlers changed)", served.name());
+                    }
+                }
+                for key in wide_now.keys() {
+                    if !summary.contains_key(key) {
+                        // Gone (a CRD deleted) or no longer matching: stop watching it, unless
+                        // named handlers serve it too (then the generation starts over).
+                        if named_keys.contains(key) {
+                            return format!("{}/{} (no longer matched by a wide selector)", key.2, key.1);
+                        }
+                        tracing::info!(resource = %format!("{}.{}/{}", key.2, key.0, key.1), "A resource is no longer served: it is gone or no longer matches.");
+                        for h in watches_of.remove(key).unwrap_or_default() {
+                            h.abort();
+                        }
+                        dynamic.remove(key);
+                    }
+                }
+                wide_now = summary;
+            }
+        };
+        let manifest_watch = tokio::spawn(watch_manifests(Arc::clone(shared), services.clone(), manifests));
         let ending = tokio::select! {
             () = stop.as_mut() => {
                 tracing::info!("Stop requested; finishing the cycles in flight.");
@@ -588,9 +685,21 @@ impl Generation<'_> {
                 Ok(service) => Ending::Reload(service),
                 Err(_) => Ending::Stop,
             },
+            changed = rescan => {
+                tracing::warn!(resource = %changed, "The resources that wide selectors match changed; reloading.");
+                Ending::Reload(changed)
+            }
         };
         for w in &watches {
             w.abort();
+        }
+        for handles in watches_of.values() {
+            for h in handles {
+                h.abort();
+            }
+        }
+        for o in &outboxes {
+            o.abort();
         }
         queue.shutdown(config.shutdown_grace).await;
         env.timers.stop_all();
@@ -693,6 +802,79 @@ async fn watch_manifests(
     }
 }
 
+/// A resource with the handlers bound to their services.
+fn resource_ctx(
+    served: discovery::Served,
+    regs: &[(crate::core::model::Handler, usize)],
+    services: &[Arc<dyn Dispatch>],
+) -> ResourceCtx {
+    let (indexers, handlers): (Vec<Bound>, Vec<Bound>) = regs
+        .iter()
+        .map(|(handler, i)| Bound {
+            handler: handler.clone(),
+            service: Arc::clone(&services[*i]),
+        })
+        .partition(|b| b.handler.kind == HandlerKind::Index);
+    let mut extra_fields: Vec<Vec<String>> = handlers
+        .iter()
+        .filter_map(|b| b.handler.filters.field.clone())
+        .collect();
+    extra_fields.sort();
+    extra_fields.dedup();
+    ResourceCtx {
+        served,
+        handlers,
+        indexers,
+        extra_fields,
+    }
+}
+
+/// Adds handlers (with their service's index) to a resource's list: a handler id of two services
+/// is a conflict; the same id and kind reached through two selectors is served once.
+fn merge_handlers(
+    served: &discovery::Served,
+    list: &mut Vec<(crate::core::model::Handler, usize)>,
+    regs: impl IntoIterator<Item = (crate::core::model::Handler, usize)>,
+    services: &[Arc<dyn Dispatch>],
+    selector: &str,
+) -> Result<(), Error> {
+    for (handler, i) in regs {
+        match list.iter().find(|(h, _)| h.id == handler.id) {
+            Some((_, j)) if *j != i => {
+                return Err(Error::Conflict {
+                    id: handler.id.clone(),
+                    resource: served.name(),
+                    first: services[*j].name().to_owned(),
+                    second: services[i].name().to_owned(),
+                });
+            }
+            Some((h, _)) if h.kind == handler.kind => {
+                tracing::debug!(handler = %handler.id, resource = %served.name(), selector = %selector, "The handler is registered for this resource under another selector too; serving it once.");
+            }
+            _ => list.push((handler, i)),
+        }
+    }
+    Ok(())
+}
+
+async fn matches_until_scanned(
+    client: &kube::Client,
+    services: &[Arc<dyn Dispatch>],
+    wide: &[(convert::WideRegistration, usize)],
+) -> selecting::Matches {
+    let mut delay = Duration::from_secs(1);
+    loop {
+        match selecting::matches(client, services, wide).await {
+            Ok(found) => return found,
+            Err(err) => {
+                tracing::warn!(error = %err, retry_in = ?delay, "Cannot discover the API resources yet.");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(15));
+            }
+        }
+    }
+}
+
 /// Two selectors resolved to the same resource (group, version and plural).
 fn same_resource(a: &discovery::Served, b: &discovery::Served) -> bool {
     (&a.resource.group, &a.resource.version, &a.resource.plural)
@@ -715,7 +897,11 @@ struct Scope {
     gate: Arc<crate::runtime::indexing::Gate>,
     index: usize,
     namespace: Option<String>,
+    /// Which namespaces are served (a cluster-wide watch under patterns drops the others).
+    namespaces: Arc<Namespaces>,
     call_timeout: Duration,
+    /// A watch of the start (counted for `/readyz` and the index gate), not one added later.
+    initial: bool,
 }
 
 impl Scope {
@@ -769,6 +955,18 @@ async fn watch(scope: Scope, api: Api<DynamicObject>, silence: Duration) {
                     continue;
                 }
             };
+            let event = match event {
+                watcher::Event::InitApply(obj)
+                | watcher::Event::Apply(obj)
+                | watcher::Event::Delete(obj)
+                    if !scope
+                        .namespaces
+                        .serves(obj.metadata.namespace.as_deref()) =>
+                {
+                    continue;
+                }
+                event => event,
+            };
             match event {
                 watcher::Event::Init => {
                     listing = Some(HashSet::new());
@@ -795,7 +993,7 @@ async fn watch(scope: Scope, api: Api<DynamicObject>, silence: Duration) {
                         )
                         .await;
                     }
-                    if !counted {
+                    if !counted && scope.initial {
                         counted = true;
                         scope.shared.watches_listed.fetch_add(1, Ordering::Relaxed);
                         if !scope.res.indexers.is_empty() {

@@ -249,10 +249,18 @@ def test_status_only_progress_storage_is_refused(settings):
         running.storage_prefix(settings)
 
 
-def test_namespace_patterns_are_refused(registry):
-    with pytest.raises(running.OperatorError, match='patterns are not supported'):
-        import asyncio
-        asyncio.run(running.operator(namespaces=['app-*'], registry=registry))
+def test_namespace_patterns_go_to_the_core(settings):
+    argv = running.core_argv(binary='operon', address='127.0.0.1:1', settings=settings,
+                             clusterwide=False, namespaces=['app-*', '!kube-*,x'], standalone=False,
+                             http='127.0.0.1:2')
+    assert argv[6:10] == ['-n', 'app-*', '-n', '!kube-*,x']
+
+
+def test_namespace_regular_expressions_are_refused(registry):
+    import asyncio
+    import re
+    with pytest.raises(running.OperatorError, match='regular expressions are not supported'):
+        asyncio.run(running.operator(namespaces=[re.compile('app-.*')], registry=registry))
 
 
 def test_settings_that_operon_refuses_stop_kopf_run_after_the_startup_handlers(tmp_path, registry):

@@ -653,10 +653,27 @@ func (x *Manifest) GetTasks() []*TaskRegistration {
 // Which resource a handler serves, kubectl-style: `name` is a plural, singular, kind or short name;
 // group and version narrow it down when set. An empty group with version "v1" is the core group.
 type ResourceSelector struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Group         string                 `protobuf:"bytes,1,opt,name=group,proto3" json:"group,omitempty"`
-	Version       string                 `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
-	Name          string                 `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Group   string                 `protobuf:"bytes,1,opt,name=group,proto3" json:"group,omitempty"`
+	Version string                 `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
+	Name    string                 `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	// ---- Selectors (begin) ----
+	// Selectors that name no single resource; `name` is empty with any of these, and `group` and
+	// `version`, when set, narrow them down (as Kopf's `Selector` does). Each matches every
+	// discovered resource that can be listed and watched (`list` and `watch` verbs), without
+	// subresources, in its preferred version (a callable: in every version, unless `version`
+	// says), except the core's and events.k8s.io's Events (Kopf excludes them from EVERYTHING and
+	// callables). The core watches every match, and re-discovers now and then (`--rescan-interval`)
+	// to pick up resources that appear later and drop those that go.
+	// Every resource (Kopf's `kopf.EVERYTHING`).
+	Everything bool `protobuf:"varint,4,opt,name=everything,proto3" json:"everything,omitempty"`
+	// Every resource whose discovery lists this category (`kubectl get all`; Kopf's `category=`).
+	Category string `protobuf:"bytes,5,opt,name=category,proto3" json:"category,omitempty"`
+	// A selector only the service can decide (a Python callable); the core asks `SelectResources`
+	// which resources it accepts. The id is the service's own, unique within the manifest.
+	CallableId string `protobuf:"bytes,6,opt,name=callable_id,json=callableId,proto3" json:"callable_id,omitempty"`
+	// With a wide selector, an empty `group` means any group; this narrows it to the core group.
+	CoreGroup     bool `protobuf:"varint,7,opt,name=core_group,json=coreGroup,proto3" json:"core_group,omitempty"` // ---- Selectors (end) ----
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -710,6 +727,34 @@ func (x *ResourceSelector) GetName() string {
 		return x.Name
 	}
 	return ""
+}
+
+func (x *ResourceSelector) GetEverything() bool {
+	if x != nil {
+		return x.Everything
+	}
+	return false
+}
+
+func (x *ResourceSelector) GetCategory() string {
+	if x != nil {
+		return x.Category
+	}
+	return ""
+}
+
+func (x *ResourceSelector) GetCallableId() string {
+	if x != nil {
+		return x.CallableId
+	}
+	return ""
+}
+
+func (x *ResourceSelector) GetCoreGroup() bool {
+	if x != nil {
+		return x.CoreGroup
+	}
+	return false
 }
 
 // One handler, as registered in the service.
@@ -2750,6 +2795,367 @@ func (x *TaskRegistration) GetTimeout() *durationpb.Duration {
 	return nil
 }
 
+// ---- Selectors (begin) ----
+// A resource as discovery found it (`/api`, `/apis`), for `SelectResources`.
+type DiscoveredResource struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Group   string                 `protobuf:"bytes,1,opt,name=group,proto3" json:"group,omitempty"`
+	Version string                 `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
+	Plural  string                 `protobuf:"bytes,3,opt,name=plural,proto3" json:"plural,omitempty"`
+	Kind    string                 `protobuf:"bytes,4,opt,name=kind,proto3" json:"kind,omitempty"`
+	// Discovery's singular name, or the lower-cased kind when discovery gives none (as Kopf).
+	Singular   string   `protobuf:"bytes,5,opt,name=singular,proto3" json:"singular,omitempty"`
+	ShortNames []string `protobuf:"bytes,6,rep,name=short_names,json=shortNames,proto3" json:"short_names,omitempty"`
+	Categories []string `protobuf:"bytes,7,rep,name=categories,proto3" json:"categories,omitempty"`
+	// The subresources' names ("status", "scale", ...).
+	Subresources []string `protobuf:"bytes,8,rep,name=subresources,proto3" json:"subresources,omitempty"`
+	Namespaced   bool     `protobuf:"varint,9,opt,name=namespaced,proto3" json:"namespaced,omitempty"`
+	// Whether `version` is the group's preferred version (always true in the core group).
+	Preferred     bool     `protobuf:"varint,10,opt,name=preferred,proto3" json:"preferred,omitempty"`
+	Verbs         []string `protobuf:"bytes,11,rep,name=verbs,proto3" json:"verbs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DiscoveredResource) Reset() {
+	*x = DiscoveredResource{}
+	mi := &file_operon_v1_handler_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DiscoveredResource) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DiscoveredResource) ProtoMessage() {}
+
+func (x *DiscoveredResource) ProtoReflect() protoreflect.Message {
+	mi := &file_operon_v1_handler_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DiscoveredResource.ProtoReflect.Descriptor instead.
+func (*DiscoveredResource) Descriptor() ([]byte, []int) {
+	return file_operon_v1_handler_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *DiscoveredResource) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
+}
+
+func (x *DiscoveredResource) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *DiscoveredResource) GetPlural() string {
+	if x != nil {
+		return x.Plural
+	}
+	return ""
+}
+
+func (x *DiscoveredResource) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *DiscoveredResource) GetSingular() string {
+	if x != nil {
+		return x.Singular
+	}
+	return ""
+}
+
+func (x *DiscoveredResource) GetShortNames() []string {
+	if x != nil {
+		return x.ShortNames
+	}
+	return nil
+}
+
+func (x *DiscoveredResource) GetCategories() []string {
+	if x != nil {
+		return x.Categories
+	}
+	return nil
+}
+
+func (x *DiscoveredResource) GetSubresources() []string {
+	if x != nil {
+		return x.Subresources
+	}
+	return nil
+}
+
+func (x *DiscoveredResource) GetNamespaced() bool {
+	if x != nil {
+		return x.Namespaced
+	}
+	return false
+}
+
+func (x *DiscoveredResource) GetPreferred() bool {
+	if x != nil {
+		return x.Preferred
+	}
+	return false
+}
+
+func (x *DiscoveredResource) GetVerbs() []string {
+	if x != nil {
+		return x.Verbs
+	}
+	return nil
+}
+
+type SelectResourcesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Resources     []*DiscoveredResource  `protobuf:"bytes,1,rep,name=resources,proto3" json:"resources,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SelectResourcesRequest) Reset() {
+	*x = SelectResourcesRequest{}
+	mi := &file_operon_v1_handler_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SelectResourcesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SelectResourcesRequest) ProtoMessage() {}
+
+func (x *SelectResourcesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_operon_v1_handler_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SelectResourcesRequest.ProtoReflect.Descriptor instead.
+func (*SelectResourcesRequest) Descriptor() ([]byte, []int) {
+	return file_operon_v1_handler_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *SelectResourcesRequest) GetResources() []*DiscoveredResource {
+	if x != nil {
+		return x.Resources
+	}
+	return nil
+}
+
+// The resources one callable selector accepts, as indexes into the request's `resources`.
+type CallableSelection struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	CallableId    string                 `protobuf:"bytes,1,opt,name=callable_id,json=callableId,proto3" json:"callable_id,omitempty"`
+	Accepted      []uint32               `protobuf:"varint,2,rep,packed,name=accepted,proto3" json:"accepted,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CallableSelection) Reset() {
+	*x = CallableSelection{}
+	mi := &file_operon_v1_handler_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CallableSelection) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CallableSelection) ProtoMessage() {}
+
+func (x *CallableSelection) ProtoReflect() protoreflect.Message {
+	mi := &file_operon_v1_handler_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CallableSelection.ProtoReflect.Descriptor instead.
+func (*CallableSelection) Descriptor() ([]byte, []int) {
+	return file_operon_v1_handler_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *CallableSelection) GetCallableId() string {
+	if x != nil {
+		return x.CallableId
+	}
+	return ""
+}
+
+func (x *CallableSelection) GetAccepted() []uint32 {
+	if x != nil {
+		return x.Accepted
+	}
+	return nil
+}
+
+type SelectResourcesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One entry per callable; a callable without an entry accepts nothing.
+	Selections    []*CallableSelection `protobuf:"bytes,1,rep,name=selections,proto3" json:"selections,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SelectResourcesResponse) Reset() {
+	*x = SelectResourcesResponse{}
+	mi := &file_operon_v1_handler_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SelectResourcesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SelectResourcesResponse) ProtoMessage() {}
+
+func (x *SelectResourcesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_operon_v1_handler_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SelectResourcesResponse.ProtoReflect.Descriptor instead.
+func (*SelectResourcesResponse) Descriptor() ([]byte, []int) {
+	return file_operon_v1_handler_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *SelectResourcesResponse) GetSelections() []*CallableSelection {
+	if x != nil {
+		return x.Selections
+	}
+	return nil
+}
+
+type OutboxRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The core's version, for the service's logs.
+	CoreVersion   string `protobuf:"bytes,1,opt,name=core_version,json=coreVersion,proto3" json:"core_version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OutboxRequest) Reset() {
+	*x = OutboxRequest{}
+	mi := &file_operon_v1_handler_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OutboxRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OutboxRequest) ProtoMessage() {}
+
+func (x *OutboxRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_operon_v1_handler_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OutboxRequest.ProtoReflect.Descriptor instead.
+func (*OutboxRequest) Descriptor() ([]byte, []int) {
+	return file_operon_v1_handler_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *OutboxRequest) GetCoreVersion() string {
+	if x != nil {
+		return x.CoreVersion
+	}
+	return ""
+}
+
+type OutboxEvent struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The event to post; `involved_object_json` names the object it is about.
+	Event         *Event `protobuf:"bytes,1,opt,name=event,proto3" json:"event,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OutboxEvent) Reset() {
+	*x = OutboxEvent{}
+	mi := &file_operon_v1_handler_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OutboxEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OutboxEvent) ProtoMessage() {}
+
+func (x *OutboxEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_operon_v1_handler_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OutboxEvent.ProtoReflect.Descriptor instead.
+func (*OutboxEvent) Descriptor() ([]byte, []int) {
+	return file_operon_v1_handler_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *OutboxEvent) GetEvent() *Event {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
 var File_operon_v1_handler_proto protoreflect.FileDescriptor
 
 const file_operon_v1_handler_proto_rawDesc = "" +
@@ -2765,11 +3171,19 @@ const file_operon_v1_handler_proto_rawDesc = "" +
 	"\x11contract_revision\x18\x02 \x01(\rR\x10contractRevision\x12.\n" +
 	"\bhandlers\x18\x03 \x03(\v2\x12.operon.v1.HandlerR\bhandlers\x121\n" +
 	"\x05syncs\x18\x04 \x03(\v2\x1b.operon.v1.SyncRegistrationR\x05syncs\x121\n" +
-	"\x05tasks\x18\x05 \x03(\v2\x1b.operon.v1.TaskRegistrationR\x05tasks\"V\n" +
+	"\x05tasks\x18\x05 \x03(\v2\x1b.operon.v1.TaskRegistrationR\x05tasks\"\xd2\x01\n" +
 	"\x10ResourceSelector\x12\x14\n" +
 	"\x05group\x18\x01 \x01(\tR\x05group\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x12\n" +
-	"\x04name\x18\x03 \x01(\tR\x04name\"\xda\x01\n" +
+	"\x04name\x18\x03 \x01(\tR\x04name\x12\x1e\n" +
+	"\n" +
+	"everything\x18\x04 \x01(\bR\n" +
+	"everything\x12\x1a\n" +
+	"\bcategory\x18\x05 \x01(\tR\bcategory\x12\x1f\n" +
+	"\vcallable_id\x18\x06 \x01(\tR\n" +
+	"callableId\x12\x1d\n" +
+	"\n" +
+	"core_group\x18\a \x01(\bR\tcoreGroup\"\xda\x01\n" +
 	"\aHandler\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12*\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x16.operon.v1.HandlerKindR\x04kind\x127\n" +
@@ -2935,7 +3349,39 @@ const file_operon_v1_handler_proto_rawDesc = "" +
 	"\x04mode\x18\x05 \x01(\x0e2\x13.operon.v1.TaskModeR\x04mode\x12\x1a\n" +
 	"\bpriority\x18\x06 \x01(\x05R\bpriority\x127\n" +
 	"\tretention\x18\a \x01(\v2\x19.google.protobuf.DurationR\tretention\x123\n" +
-	"\atimeout\x18\b \x01(\v2\x19.google.protobuf.DurationR\atimeout*\xb6\x02\n" +
+	"\atimeout\x18\b \x01(\v2\x19.google.protobuf.DurationR\atimeout\"\xc5\x02\n" +
+	"\x12DiscoveredResource\x12\x14\n" +
+	"\x05group\x18\x01 \x01(\tR\x05group\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\tR\aversion\x12\x16\n" +
+	"\x06plural\x18\x03 \x01(\tR\x06plural\x12\x12\n" +
+	"\x04kind\x18\x04 \x01(\tR\x04kind\x12\x1a\n" +
+	"\bsingular\x18\x05 \x01(\tR\bsingular\x12\x1f\n" +
+	"\vshort_names\x18\x06 \x03(\tR\n" +
+	"shortNames\x12\x1e\n" +
+	"\n" +
+	"categories\x18\a \x03(\tR\n" +
+	"categories\x12\"\n" +
+	"\fsubresources\x18\b \x03(\tR\fsubresources\x12\x1e\n" +
+	"\n" +
+	"namespaced\x18\t \x01(\bR\n" +
+	"namespaced\x12\x1c\n" +
+	"\tpreferred\x18\n" +
+	" \x01(\bR\tpreferred\x12\x14\n" +
+	"\x05verbs\x18\v \x03(\tR\x05verbs\"U\n" +
+	"\x16SelectResourcesRequest\x12;\n" +
+	"\tresources\x18\x01 \x03(\v2\x1d.operon.v1.DiscoveredResourceR\tresources\"P\n" +
+	"\x11CallableSelection\x12\x1f\n" +
+	"\vcallable_id\x18\x01 \x01(\tR\n" +
+	"callableId\x12\x1a\n" +
+	"\baccepted\x18\x02 \x03(\rR\baccepted\"W\n" +
+	"\x17SelectResourcesResponse\x12<\n" +
+	"\n" +
+	"selections\x18\x01 \x03(\v2\x1c.operon.v1.CallableSelectionR\n" +
+	"selections\"2\n" +
+	"\rOutboxRequest\x12!\n" +
+	"\fcore_version\x18\x01 \x01(\tR\vcoreVersion\"5\n" +
+	"\vOutboxEvent\x12&\n" +
+	"\x05event\x18\x01 \x01(\v2\x10.operon.v1.EventR\x05event*\xb6\x02\n" +
 	"\vHandlerKind\x12\x1c\n" +
 	"\x18HANDLER_KIND_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13HANDLER_KIND_CREATE\x10\x01\x12\x17\n" +
@@ -2981,12 +3427,14 @@ const file_operon_v1_handler_proto_rawDesc = "" +
 	"\bTaskMode\x12\x19\n" +
 	"\x15TASK_MODE_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12TASK_MODE_PARALLEL\x10\x01\x12\x18\n" +
-	"\x14TASK_MODE_SEQUENTIAL\x10\x022\x8c\x02\n" +
+	"\x14TASK_MODE_SEQUENTIAL\x10\x022\xa4\x03\n" +
 	"\x0eHandlerService\x12;\n" +
 	"\bDescribe\x12\x1a.operon.v1.DescribeRequest\x1a\x13.operon.v1.Manifest\x12=\n" +
 	"\x06Invoke\x12\x18.operon.v1.InvokeRequest\x1a\x19.operon.v1.InvokeResponse\x12A\n" +
 	"\x06Daemon\x12\x18.operon.v1.DaemonRequest\x1a\x19.operon.v1.DaemonResponse(\x010\x01\x12;\n" +
-	"\x05Match\x12\x18.operon.v1.InvokeRequest\x1a\x18.operon.v1.MatchResponseb\x06proto3"
+	"\x05Match\x12\x18.operon.v1.InvokeRequest\x1a\x18.operon.v1.MatchResponse\x12X\n" +
+	"\x0fSelectResources\x12!.operon.v1.SelectResourcesRequest\x1a\".operon.v1.SelectResourcesResponse\x12<\n" +
+	"\x06Outbox\x12\x18.operon.v1.OutboxRequest\x1a\x16.operon.v1.OutboxEvent0\x01b\x06proto3"
 
 var (
 	file_operon_v1_handler_proto_rawDescOnce sync.Once
@@ -3001,48 +3449,54 @@ func file_operon_v1_handler_proto_rawDescGZIP() []byte {
 }
 
 var file_operon_v1_handler_proto_enumTypes = make([]protoimpl.EnumInfo, 7)
-var file_operon_v1_handler_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
+var file_operon_v1_handler_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
 var file_operon_v1_handler_proto_goTypes = []any{
-	(HandlerKind)(0),              // 0: operon.v1.HandlerKind
-	(ErrorsMode)(0),               // 1: operon.v1.ErrorsMode
-	(Reason)(0),                   // 2: operon.v1.Reason
-	(DaemonStopReason)(0),         // 3: operon.v1.DaemonStopReason
-	(UpdateStrategy)(0),           // 4: operon.v1.UpdateStrategy
-	(ShutdownFailureStrategy)(0),  // 5: operon.v1.ShutdownFailureStrategy
-	(TaskMode)(0),                 // 6: operon.v1.TaskMode
-	(*MatchResponse)(nil),         // 7: operon.v1.MatchResponse
-	(*DescribeRequest)(nil),       // 8: operon.v1.DescribeRequest
-	(*Manifest)(nil),              // 9: operon.v1.Manifest
-	(*ResourceSelector)(nil),      // 10: operon.v1.ResourceSelector
-	(*Handler)(nil),               // 11: operon.v1.Handler
-	(*ValueFilter)(nil),           // 12: operon.v1.ValueFilter
-	(*Filters)(nil),               // 13: operon.v1.Filters
-	(*Options)(nil),               // 14: operon.v1.Options
-	(*Record)(nil),                // 15: operon.v1.Record
-	(*ResolvedResource)(nil),      // 16: operon.v1.ResolvedResource
-	(*InvokeRequest)(nil),         // 17: operon.v1.InvokeRequest
-	(*Outcome)(nil),               // 18: operon.v1.Outcome
-	(*Success)(nil),               // 19: operon.v1.Success
-	(*TemporaryError)(nil),        // 20: operon.v1.TemporaryError
-	(*PermanentError)(nil),        // 21: operon.v1.PermanentError
-	(*ArbitraryError)(nil),        // 22: operon.v1.ArbitraryError
-	(*NotMatched)(nil),            // 23: operon.v1.NotMatched
-	(*SubhandlersPending)(nil),    // 24: operon.v1.SubhandlersPending
-	(*SubhandlerOutcome)(nil),     // 25: operon.v1.SubhandlerOutcome
-	(*Event)(nil),                 // 26: operon.v1.Event
-	(*InvokeResponse)(nil),        // 27: operon.v1.InvokeResponse
-	(*DaemonRequest)(nil),         // 28: operon.v1.DaemonRequest
-	(*DaemonStart)(nil),           // 29: operon.v1.DaemonStart
-	(*DaemonStop)(nil),            // 30: operon.v1.DaemonStop
-	(*DaemonResponse)(nil),        // 31: operon.v1.DaemonResponse
-	(*ChildType)(nil),             // 32: operon.v1.ChildType
-	(*SyncRegistration)(nil),      // 33: operon.v1.SyncRegistration
-	(*ShutdownHook)(nil),          // 34: operon.v1.ShutdownHook
-	(*TaskRegistration)(nil),      // 35: operon.v1.TaskRegistration
-	nil,                           // 36: operon.v1.Filters.LabelsEntry
-	nil,                           // 37: operon.v1.Filters.AnnotationsEntry
-	(*durationpb.Duration)(nil),   // 38: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 39: google.protobuf.Timestamp
+	(HandlerKind)(0),                // 0: operon.v1.HandlerKind
+	(ErrorsMode)(0),                 // 1: operon.v1.ErrorsMode
+	(Reason)(0),                     // 2: operon.v1.Reason
+	(DaemonStopReason)(0),           // 3: operon.v1.DaemonStopReason
+	(UpdateStrategy)(0),             // 4: operon.v1.UpdateStrategy
+	(ShutdownFailureStrategy)(0),    // 5: operon.v1.ShutdownFailureStrategy
+	(TaskMode)(0),                   // 6: operon.v1.TaskMode
+	(*MatchResponse)(nil),           // 7: operon.v1.MatchResponse
+	(*DescribeRequest)(nil),         // 8: operon.v1.DescribeRequest
+	(*Manifest)(nil),                // 9: operon.v1.Manifest
+	(*ResourceSelector)(nil),        // 10: operon.v1.ResourceSelector
+	(*Handler)(nil),                 // 11: operon.v1.Handler
+	(*ValueFilter)(nil),             // 12: operon.v1.ValueFilter
+	(*Filters)(nil),                 // 13: operon.v1.Filters
+	(*Options)(nil),                 // 14: operon.v1.Options
+	(*Record)(nil),                  // 15: operon.v1.Record
+	(*ResolvedResource)(nil),        // 16: operon.v1.ResolvedResource
+	(*InvokeRequest)(nil),           // 17: operon.v1.InvokeRequest
+	(*Outcome)(nil),                 // 18: operon.v1.Outcome
+	(*Success)(nil),                 // 19: operon.v1.Success
+	(*TemporaryError)(nil),          // 20: operon.v1.TemporaryError
+	(*PermanentError)(nil),          // 21: operon.v1.PermanentError
+	(*ArbitraryError)(nil),          // 22: operon.v1.ArbitraryError
+	(*NotMatched)(nil),              // 23: operon.v1.NotMatched
+	(*SubhandlersPending)(nil),      // 24: operon.v1.SubhandlersPending
+	(*SubhandlerOutcome)(nil),       // 25: operon.v1.SubhandlerOutcome
+	(*Event)(nil),                   // 26: operon.v1.Event
+	(*InvokeResponse)(nil),          // 27: operon.v1.InvokeResponse
+	(*DaemonRequest)(nil),           // 28: operon.v1.DaemonRequest
+	(*DaemonStart)(nil),             // 29: operon.v1.DaemonStart
+	(*DaemonStop)(nil),              // 30: operon.v1.DaemonStop
+	(*DaemonResponse)(nil),          // 31: operon.v1.DaemonResponse
+	(*ChildType)(nil),               // 32: operon.v1.ChildType
+	(*SyncRegistration)(nil),        // 33: operon.v1.SyncRegistration
+	(*ShutdownHook)(nil),            // 34: operon.v1.ShutdownHook
+	(*TaskRegistration)(nil),        // 35: operon.v1.TaskRegistration
+	(*DiscoveredResource)(nil),      // 36: operon.v1.DiscoveredResource
+	(*SelectResourcesRequest)(nil),  // 37: operon.v1.SelectResourcesRequest
+	(*CallableSelection)(nil),       // 38: operon.v1.CallableSelection
+	(*SelectResourcesResponse)(nil), // 39: operon.v1.SelectResourcesResponse
+	(*OutboxRequest)(nil),           // 40: operon.v1.OutboxRequest
+	(*OutboxEvent)(nil),             // 41: operon.v1.OutboxEvent
+	nil,                             // 42: operon.v1.Filters.LabelsEntry
+	nil,                             // 43: operon.v1.Filters.AnnotationsEntry
+	(*durationpb.Duration)(nil),     // 44: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),   // 45: google.protobuf.Timestamp
 }
 var file_operon_v1_handler_proto_depIdxs = []int32{
 	11, // 0: operon.v1.Manifest.handlers:type_name -> operon.v1.Handler
@@ -3052,24 +3506,24 @@ var file_operon_v1_handler_proto_depIdxs = []int32{
 	10, // 4: operon.v1.Handler.resource:type_name -> operon.v1.ResourceSelector
 	13, // 5: operon.v1.Handler.filters:type_name -> operon.v1.Filters
 	14, // 6: operon.v1.Handler.options:type_name -> operon.v1.Options
-	36, // 7: operon.v1.Filters.labels:type_name -> operon.v1.Filters.LabelsEntry
-	37, // 8: operon.v1.Filters.annotations:type_name -> operon.v1.Filters.AnnotationsEntry
+	42, // 7: operon.v1.Filters.labels:type_name -> operon.v1.Filters.LabelsEntry
+	43, // 8: operon.v1.Filters.annotations:type_name -> operon.v1.Filters.AnnotationsEntry
 	12, // 9: operon.v1.Filters.value:type_name -> operon.v1.ValueFilter
 	12, // 10: operon.v1.Filters.old:type_name -> operon.v1.ValueFilter
 	12, // 11: operon.v1.Filters.new:type_name -> operon.v1.ValueFilter
-	38, // 12: operon.v1.Options.timeout:type_name -> google.protobuf.Duration
-	38, // 13: operon.v1.Options.backoff:type_name -> google.protobuf.Duration
+	44, // 12: operon.v1.Options.timeout:type_name -> google.protobuf.Duration
+	44, // 13: operon.v1.Options.backoff:type_name -> google.protobuf.Duration
 	1,  // 14: operon.v1.Options.errors:type_name -> operon.v1.ErrorsMode
-	38, // 15: operon.v1.Options.interval:type_name -> google.protobuf.Duration
-	38, // 16: operon.v1.Options.idle:type_name -> google.protobuf.Duration
-	38, // 17: operon.v1.Options.initial_delay:type_name -> google.protobuf.Duration
-	38, // 18: operon.v1.Options.cancellation_timeout:type_name -> google.protobuf.Duration
-	38, // 19: operon.v1.Options.call_timeout:type_name -> google.protobuf.Duration
-	38, // 20: operon.v1.Options.cancellation_backoff:type_name -> google.protobuf.Duration
-	39, // 21: operon.v1.Record.started:type_name -> google.protobuf.Timestamp
-	39, // 22: operon.v1.Record.delayed:type_name -> google.protobuf.Timestamp
+	44, // 15: operon.v1.Options.interval:type_name -> google.protobuf.Duration
+	44, // 16: operon.v1.Options.idle:type_name -> google.protobuf.Duration
+	44, // 17: operon.v1.Options.initial_delay:type_name -> google.protobuf.Duration
+	44, // 18: operon.v1.Options.cancellation_timeout:type_name -> google.protobuf.Duration
+	44, // 19: operon.v1.Options.call_timeout:type_name -> google.protobuf.Duration
+	44, // 20: operon.v1.Options.cancellation_backoff:type_name -> google.protobuf.Duration
+	45, // 21: operon.v1.Record.started:type_name -> google.protobuf.Timestamp
+	45, // 22: operon.v1.Record.delayed:type_name -> google.protobuf.Timestamp
 	2,  // 23: operon.v1.InvokeRequest.reason:type_name -> operon.v1.Reason
-	39, // 24: operon.v1.InvokeRequest.started:type_name -> google.protobuf.Timestamp
+	45, // 24: operon.v1.InvokeRequest.started:type_name -> google.protobuf.Timestamp
 	15, // 25: operon.v1.InvokeRequest.subhandlers:type_name -> operon.v1.Record
 	16, // 26: operon.v1.InvokeRequest.resource:type_name -> operon.v1.ResolvedResource
 	19, // 27: operon.v1.Outcome.success:type_name -> operon.v1.Success
@@ -3078,8 +3532,8 @@ var file_operon_v1_handler_proto_depIdxs = []int32{
 	22, // 30: operon.v1.Outcome.arbitrary_error:type_name -> operon.v1.ArbitraryError
 	23, // 31: operon.v1.Outcome.not_matched:type_name -> operon.v1.NotMatched
 	24, // 32: operon.v1.Outcome.subhandlers_pending:type_name -> operon.v1.SubhandlersPending
-	38, // 33: operon.v1.TemporaryError.delay:type_name -> google.protobuf.Duration
-	38, // 34: operon.v1.SubhandlersPending.delay:type_name -> google.protobuf.Duration
+	44, // 33: operon.v1.TemporaryError.delay:type_name -> google.protobuf.Duration
+	44, // 34: operon.v1.SubhandlersPending.delay:type_name -> google.protobuf.Duration
 	18, // 35: operon.v1.SubhandlerOutcome.outcome:type_name -> operon.v1.Outcome
 	14, // 36: operon.v1.SubhandlerOutcome.options:type_name -> operon.v1.Options
 	18, // 37: operon.v1.InvokeResponse.outcome:type_name -> operon.v1.Outcome
@@ -3088,7 +3542,7 @@ var file_operon_v1_handler_proto_depIdxs = []int32{
 	29, // 40: operon.v1.DaemonRequest.start:type_name -> operon.v1.DaemonStart
 	30, // 41: operon.v1.DaemonRequest.stop:type_name -> operon.v1.DaemonStop
 	16, // 42: operon.v1.DaemonStart.resource:type_name -> operon.v1.ResolvedResource
-	39, // 43: operon.v1.DaemonStart.started:type_name -> google.protobuf.Timestamp
+	45, // 43: operon.v1.DaemonStart.started:type_name -> google.protobuf.Timestamp
 	3,  // 44: operon.v1.DaemonStop.reason:type_name -> operon.v1.DaemonStopReason
 	26, // 45: operon.v1.DaemonResponse.events:type_name -> operon.v1.Event
 	18, // 46: operon.v1.DaemonResponse.exit:type_name -> operon.v1.Outcome
@@ -3096,31 +3550,38 @@ var file_operon_v1_handler_proto_depIdxs = []int32{
 	4,  // 48: operon.v1.ChildType.update_strategy:type_name -> operon.v1.UpdateStrategy
 	10, // 49: operon.v1.SyncRegistration.parent:type_name -> operon.v1.ResourceSelector
 	32, // 50: operon.v1.SyncRegistration.children:type_name -> operon.v1.ChildType
-	38, // 51: operon.v1.SyncRegistration.resync_period:type_name -> google.protobuf.Duration
-	38, // 52: operon.v1.SyncRegistration.call_timeout:type_name -> google.protobuf.Duration
+	44, // 51: operon.v1.SyncRegistration.resync_period:type_name -> google.protobuf.Duration
+	44, // 52: operon.v1.SyncRegistration.call_timeout:type_name -> google.protobuf.Duration
 	34, // 53: operon.v1.SyncRegistration.shutdown_hook:type_name -> operon.v1.ShutdownHook
-	38, // 54: operon.v1.ShutdownHook.grace_period:type_name -> google.protobuf.Duration
+	44, // 54: operon.v1.ShutdownHook.grace_period:type_name -> google.protobuf.Duration
 	5,  // 55: operon.v1.ShutdownHook.failure_strategy:type_name -> operon.v1.ShutdownFailureStrategy
 	10, // 56: operon.v1.TaskRegistration.task:type_name -> operon.v1.ResourceSelector
 	10, // 57: operon.v1.TaskRegistration.parent:type_name -> operon.v1.ResourceSelector
 	6,  // 58: operon.v1.TaskRegistration.mode:type_name -> operon.v1.TaskMode
-	38, // 59: operon.v1.TaskRegistration.retention:type_name -> google.protobuf.Duration
-	38, // 60: operon.v1.TaskRegistration.timeout:type_name -> google.protobuf.Duration
-	12, // 61: operon.v1.Filters.LabelsEntry.value:type_name -> operon.v1.ValueFilter
-	12, // 62: operon.v1.Filters.AnnotationsEntry.value:type_name -> operon.v1.ValueFilter
-	8,  // 63: operon.v1.HandlerService.Describe:input_type -> operon.v1.DescribeRequest
-	17, // 64: operon.v1.HandlerService.Invoke:input_type -> operon.v1.InvokeRequest
-	28, // 65: operon.v1.HandlerService.Daemon:input_type -> operon.v1.DaemonRequest
-	17, // 66: operon.v1.HandlerService.Match:input_type -> operon.v1.InvokeRequest
-	9,  // 67: operon.v1.HandlerService.Describe:output_type -> operon.v1.Manifest
-	27, // 68: operon.v1.HandlerService.Invoke:output_type -> operon.v1.InvokeResponse
-	31, // 69: operon.v1.HandlerService.Daemon:output_type -> operon.v1.DaemonResponse
-	7,  // 70: operon.v1.HandlerService.Match:output_type -> operon.v1.MatchResponse
-	67, // [67:71] is the sub-list for method output_type
-	63, // [63:67] is the sub-list for method input_type
-	63, // [63:63] is the sub-list for extension type_name
-	63, // [63:63] is the sub-list for extension extendee
-	0,  // [0:63] is the sub-list for field type_name
+	44, // 59: operon.v1.TaskRegistration.retention:type_name -> google.protobuf.Duration
+	44, // 60: operon.v1.TaskRegistration.timeout:type_name -> google.protobuf.Duration
+	36, // 61: operon.v1.SelectResourcesRequest.resources:type_name -> operon.v1.DiscoveredResource
+	38, // 62: operon.v1.SelectResourcesResponse.selections:type_name -> operon.v1.CallableSelection
+	26, // 63: operon.v1.OutboxEvent.event:type_name -> operon.v1.Event
+	12, // 64: operon.v1.Filters.LabelsEntry.value:type_name -> operon.v1.ValueFilter
+	12, // 65: operon.v1.Filters.AnnotationsEntry.value:type_name -> operon.v1.ValueFilter
+	8,  // 66: operon.v1.HandlerService.Describe:input_type -> operon.v1.DescribeRequest
+	17, // 67: operon.v1.HandlerService.Invoke:input_type -> operon.v1.InvokeRequest
+	28, // 68: operon.v1.HandlerService.Daemon:input_type -> operon.v1.DaemonRequest
+	17, // 69: operon.v1.HandlerService.Match:input_type -> operon.v1.InvokeRequest
+	37, // 70: operon.v1.HandlerService.SelectResources:input_type -> operon.v1.SelectResourcesRequest
+	40, // 71: operon.v1.HandlerService.Outbox:input_type -> operon.v1.OutboxRequest
+	9,  // 72: operon.v1.HandlerService.Describe:output_type -> operon.v1.Manifest
+	27, // 73: operon.v1.HandlerService.Invoke:output_type -> operon.v1.InvokeResponse
+	31, // 74: operon.v1.HandlerService.Daemon:output_type -> operon.v1.DaemonResponse
+	7,  // 75: operon.v1.HandlerService.Match:output_type -> operon.v1.MatchResponse
+	39, // 76: operon.v1.HandlerService.SelectResources:output_type -> operon.v1.SelectResourcesResponse
+	41, // 77: operon.v1.HandlerService.Outbox:output_type -> operon.v1.OutboxEvent
+	72, // [72:78] is the sub-list for method output_type
+	66, // [66:72] is the sub-list for method input_type
+	66, // [66:66] is the sub-list for extension type_name
+	66, // [66:66] is the sub-list for extension extendee
+	0,  // [0:66] is the sub-list for field type_name
 }
 
 func init() { file_operon_v1_handler_proto_init() }
@@ -3153,7 +3614,7 @@ func file_operon_v1_handler_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_operon_v1_handler_proto_rawDesc), len(file_operon_v1_handler_proto_rawDesc)),
 			NumEnums:      7,
-			NumMessages:   31,
+			NumMessages:   37,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -437,6 +437,45 @@ class OperatorBackend(server.Backend):
                 var.reset(token)
         return pb.MatchResponse(matched=matched)
 
+    async def select_resources(self, request: pb.SelectResourcesRequest,
+                               call: server.CallInfo) -> pb.SelectResourcesResponse:
+        """
+        ``SelectResources``: which of the resources the core discovered each callable selector
+        (``@kopf.on.event(lambda resource: ...)``) accepts, called with Kopf's ``Resource``. A
+        callable that raises is logged and does not accept that resource (Kopf's scanning would
+        fail instead; here the other resources are still served).
+        """
+        resources = [refs.Resource(
+            group=r.group, version=r.version, plural=r.plural, kind=r.kind, singular=r.singular,
+            shortcuts=frozenset(r.short_names), categories=frozenset(r.categories),
+            subresources=frozenset(r.subresources), namespaced=r.namespaced, preferred=r.preferred,
+            verbs=frozenset(r.verbs)) for r in request.resources]
+        response = pb.SelectResourcesResponse()
+        by_id = {id(h): h for h in manifests.served_handlers(self.registry)}
+        for key, callable_id in manifests.callable_selectors(self.registry).items():
+            handler = by_id[key]
+            fn = handler.selector.fn if handler.selector is not None else None
+            accepted: list[int] = []
+            for i, resource in enumerate(resources):
+                try:
+                    if fn is not None and fn(resource):
+                        accepted.append(i)
+                except Exception as e:
+                    logger.error(f"The resource selector of {handler.id!r} failed for {resource}: {e!r}")
+            response.selections.add(callable_id=callable_id, accepted=accepted)
+        return response
+
+    async def outbox(self, request: pb.OutboxRequest, call: server.CallInfo) -> AsyncIterator[pb.OutboxEvent]:
+        """
+        ``Outbox``: the Events made outside handler calls (:data:`posting.OUTBOX`), as they come,
+        for the core to post.
+        """
+        logger.debug(f"The Operon core {request.core_version or ''} takes the events outside handlers.")
+        async for event in posting.OUTBOX.events():
+            yield pb.OutboxEvent(event=pb.Event(
+                type=event.type, reason=event.reason, message=posting.shorten_message(event.message),
+                involved_object_json=_json(dict(event.ref))))
+
     async def invoke_index(self, handler: model.Handler, request: pb.InvokeRequest,
                            call: server.CallInfo) -> pb.InvokeResponse:
         """

@@ -137,9 +137,9 @@ async def operator(
                       FutureWarning)
         clusterwide = True
     for pattern in namespaces:
-        if not isinstance(pattern, str) or any(c in pattern for c in '*?!,'):
-            raise OperatorError(f"Namespace patterns are not supported on Operon yet: {pattern!r}; "
-                                f"list the namespaces one by one (-n NS -n NS…).")
+        if not isinstance(pattern, str):
+            raise OperatorError(f"Namespace regular expressions are not supported on Operon: {pattern!r}; "
+                                f"use names or Kopf's globs ('app-*', '!kube-*', 'app-*,!*-pr-*').")
 
     async with _Operator(
         lifecycle=lifecycle, registry=registry, settings=settings, memo=memo,
@@ -263,6 +263,7 @@ class _Operator:
                         "run one replica of this handler service per core (or use `kopf run`); "
                         "several replicas behind one address would each hold a part of every index.")
 
+        posting.OUTBOX.active = True  # events outside handlers wait for the core from now on
         await self._authenticate()
         await self._activity(model.Activity.STARTUP)
         audit = settings_.audit(self.settings, with_core=core_args is not None)
@@ -317,6 +318,7 @@ class _Operator:
                 await asyncio.shield(core_process.stop(timeout=CORE_STOP_TIMEOUT))
             await grpc_server.stop(grace=1.0)
             tracing.shutdown()
+            posting.OUTBOX.active = False
             if not isinstance(failure, asyncio.CancelledError):
                 await self._activity(model.Activity.CLEANUP, raise_errors=failure is None)
         if failure is not None:

@@ -170,6 +170,11 @@ struct RunArgs {
         env = "OPERON_RESCAN_INTERVAL"
     )]
     rescan_interval: f64,
+    /// Take the API credentials from the handler services' login handlers (`Login`; Kopf's
+    /// `@kopf.on.login`) instead of the kubeconfig: logged in again on a 401 Unauthorized and
+    /// shortly before the credentials expire, without restarting the watches.
+    #[arg(long)]
+    login: bool,
     /// Export traces over OTLP/gRPC to this collector (e.g. http://127.0.0.1:4317); tracing is
     /// off without it.
     #[arg(long, value_name = "URL", env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
@@ -319,6 +324,7 @@ impl Cli {
                     task_retention: seconds("task-retention", args.task_retention)?,
                     rescan_interval: seconds("rescan-interval", args.rescan_interval)?
                         .max(std::time::Duration::from_millis(100)),
+                    login: args.login,
                 };
                 let _ = args.standalone;
                 Ok(crate::runtime::engine::run(config).await?)

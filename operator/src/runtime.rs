@@ -9,6 +9,7 @@ pub mod engine;
 pub mod events;
 pub mod indexing;
 pub mod locks;
+pub mod login;
 pub mod metrics;
 pub mod observer;
 pub mod outbox;

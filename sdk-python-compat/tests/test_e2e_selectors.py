@@ -196,3 +196,57 @@ def test_events_from_a_daemon_thread_reach_the_cluster_through_the_core(
     assert (involved['kind'], involved['name'], involved['namespace']) == ('ConfigMap', 'target', namespace)
     assert events[0]['message'] == 'Posted from a daemon thread.'
     assert 'neither `kubernetes` nor `pykube-ng`' not in runner.output
+
+
+LOGIN = '''
+import dataclasses
+import datetime
+import kopf
+
+CALLS = []
+
+@kopf.on.login()
+def login(logger, **_):
+    CALLS.append(1)
+    real = kopf.login_with_kubeconfig()
+    logger.info(f"LOGIN {{len(CALLS)}}")
+    if len(CALLS) == 1:
+        # A token the API server does not know (revoked): every request gets a 401.
+        return dataclasses.replace(real, token='revoked-token')
+    expires = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=6)
+    return dataclasses.replace(real, expiration=expires)
+
+@kopf.on.create('configmaps', labels={{'login-e2e': {run!r}}})
+def created(name, logger, **_):
+    logger.info(f"CREATED {{name}}")
+'''
+
+
+def test_login_is_renewed_on_401_and_before_expiration(plane, namespace, tmp_path, registry, caplog):
+    kubectl = plane[0]
+    run = uuid.uuid4().hex[:8]
+    operator_py = tmp_path / 'login.py'
+    operator_py.write_text(LOGIN.format(run=run))
+    seen = lambda text: any(text in m for m in list(caplog.messages))
+
+    def configmap(name: str) -> None:
+        _apply(kubectl, {'apiVersion': 'v1', 'kind': 'ConfigMap',
+                         'metadata': {'name': name, 'namespace': namespace, 'labels': {'login-e2e': run}}})
+
+    with KopfRunner(['run', '-n', namespace, '--standalone', '--verbose', str(operator_py)],
+                    registry=registry, timeout=180) as runner:
+        # The revoked token of the first login is answered 401; the core logs in again.
+        assert _until(lambda: seen('LOGIN 2')), "no re-login after the 401"
+        assert _until(lambda: seen('Serving the resource')), "the core never served anything"
+        configmap('before')
+        assert _until(lambda: seen('CREATED before')), "not handled with the second login's credentials"
+        # The second login expires in 6 s: the core logs in again before, and goes on serving.
+        assert _until(lambda: seen('LOGIN 3'), timeout=30), "no re-login before the expiration"
+        configmap('after')
+        assert _until(lambda: seen('CREATED after')), "not handled after the renewal"
+    assert runner.exception is None, runner.output
+    output = runner.output
+    assert '401 Unauthorized' in output
+    assert 'Re-authentication has finished.' in output
+    # Renewed under the running watches: the resource was served once, never restarted.
+    assert output.count('Serving the resource') == 1, output

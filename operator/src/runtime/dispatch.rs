@@ -238,6 +238,42 @@ impl Transport {
     }
 }
 
+impl GrpcService {
+    /// The service's address.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Asks the service's login handlers for credentials (`Login`): a kubeconfig (JSON) and
+    /// when it expires; `None` when the service has none (or does not implement the call).
+    ///
+    /// # Errors
+    /// [`Error::Transport`] when the service fails or cannot be reached.
+    pub async fn login(
+        &self,
+        reason: &str,
+    ) -> Result<Option<(Vec<u8>, Option<jiff::Timestamp>)>, Error> {
+        let mut client = self.client.clone();
+        let request = pb::LoginRequest {
+            reason: reason.to_owned(),
+        };
+        match client.login(request).await {
+            Ok(r) => {
+                let r = r.into_inner();
+                if r.kubeconfig_json.is_empty() {
+                    return Ok(None);
+                }
+                let expiration = r.expiration.and_then(|t| {
+                    jiff::Timestamp::new(t.seconds, t.nanos).ok()
+                });
+                Ok(Some((r.kubeconfig_json, expiration)))
+            }
+            Err(status) if status.code() == tonic::Code::Unimplemented => Ok(None),
+            Err(status) => Err(Error::Transport(status)),
+        }
+    }
+}
+
 /// The PEM contents the core uses for `https://` handler services: the CA that signed the
 /// services' certificates and, for mutual TLS, the core's own client certificate and key.
 #[derive(Debug, Clone, Default)]

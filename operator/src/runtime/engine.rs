@@ -63,6 +63,8 @@ pub struct Config {
     /// How often the API resources are discovered again when a handler's selector names no
     /// single resource (`--rescan-interval`).
     pub rescan_interval: Duration,
+    /// The credentials come from the handler services' `Login` (`--login`), not the kubeconfig.
+    pub login: bool,
 }
 
 /// A failure that stops the core.
@@ -121,6 +123,9 @@ pub enum Error {
         "namespace patterns ({0}) are served for handlers only: sync and task registrations need namespaces by name (or -A)"
     )]
     NamespacePatterns(String),
+    /// The credentials from the handler services' login handlers are unusable.
+    #[error(transparent)]
+    Login(#[from] crate::runtime::login::Error),
     /// The annotation prefix is invalid.
     #[error("invalid --prefix: {0}")]
     Prefix(String),
@@ -266,8 +271,14 @@ pub enum ServedByError {
 /// # Errors
 /// Start-up failures (configuration, manifests, listener).
 pub async fn run(config: Config) -> Result<(), Error> {
-    let kube_config = kube::Config::infer().await.map_err(Error::KubeConfig)?;
-    let client = kube::Client::try_from(kube_config).map_err(Error::Kube)?;
+    let (client, renewal) = if config.login {
+        let (client, renewal) =
+            crate::runtime::login::client(&config.handlers, config.handler_tls.as_ref()).await?;
+        (client, Some(renewal))
+    } else {
+        let kube_config = kube::Config::infer().await.map_err(Error::KubeConfig)?;
+        (kube::Client::try_from(kube_config).map_err(Error::Kube)?, None)
+    };
     let convention = KeyConvention::new(config.prefix.clone(), true)
         .map_err(|e| Error::Prefix(e.to_string()))?;
     let settings = Settings {
@@ -310,6 +321,9 @@ pub async fn run(config: Config) -> Result<(), Error> {
         }
     };
     http.abort();
+    if let Some(renewal) = renewal {
+        renewal.abort();
+    }
     tracing::info!("Stopped.");
     result
 }

@@ -245,6 +245,13 @@ impl HandlerService for Example {
     ) -> Result<Response<Self::OutboxStream>, Status> {
         Err(Status::unimplemented("this service posts no Events outside handler calls"))
     }
+
+    async fn login(
+        &self,
+        _: Request<pb::LoginRequest>,
+    ) -> Result<Response<pb::LoginResponse>, Status> {
+        Err(Status::unimplemented("this service has no login handlers"))
+    }
     // ---- Selectors (end) ----
 
     async fn r#match(

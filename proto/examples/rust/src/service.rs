@@ -120,6 +120,13 @@ impl HandlerService for ExampleService {
     ) -> Result<Response<Self::OutboxStream>, Status> {
         Err(Status::unimplemented("this service posts no Events outside handler calls"))
     }
+
+    async fn login(
+        &self,
+        _: Request<operon_proto::v1::LoginRequest>,
+    ) -> Result<Response<operon_proto::v1::LoginResponse>, Status> {
+        Err(Status::unimplemented("this service has no login handlers"))
+    }
     // ---- Selectors (end) ----
 
     async fn r#match(

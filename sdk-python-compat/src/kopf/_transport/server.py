@@ -60,6 +60,8 @@ class Backend(Protocol):
 
     def outbox(self, request: pb.OutboxRequest, call: CallInfo) -> AsyncIterator[pb.OutboxEvent]: ...
 
+    async def login(self, request: pb.LoginRequest, call: CallInfo) -> pb.LoginResponse: ...
+
 
 def _call_info(context: grpc.aio.ServicerContext[Any, Any]) -> CallInfo:
     metadata: dict[str, str] = {}
@@ -127,6 +129,18 @@ class _Servicer(pb_grpc.HandlerServiceServicer):
         except Exception as e:
             logger.exception(f"SelectResources failed: {e!r}")
             await context.abort(grpc.StatusCode.INTERNAL, f"SelectResources failed: {e!r}")
+            raise  # unreachable: abort() raises
+
+    async def Login(  # type: ignore[override]
+            self, request: pb.LoginRequest, context: grpc.aio.ServicerContext[Any, Any],
+    ) -> pb.LoginResponse:
+        try:
+            return await self._backend.login(request, _call_info(context))
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            logger.exception(f"Login failed: {e!r}")
+            await context.abort(grpc.StatusCode.INTERNAL, f"Login failed: {e!r}")
             raise  # unreachable: abort() raises
 
     async def Outbox(  # type: ignore[override]

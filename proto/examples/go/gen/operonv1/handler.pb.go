@@ -3111,6 +3111,106 @@ func (x *OutboxRequest) GetCoreVersion() string {
 	return ""
 }
 
+type LoginRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Why the core asks: "start", "unauthorized" (a 401 with the current credentials) or
+	// "expiring" (their expiration is near).
+	Reason        string `protobuf:"bytes,1,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LoginRequest) Reset() {
+	*x = LoginRequest{}
+	mi := &file_operon_v1_handler_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LoginRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LoginRequest) ProtoMessage() {}
+
+func (x *LoginRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_operon_v1_handler_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LoginRequest.ProtoReflect.Descriptor instead.
+func (*LoginRequest) Descriptor() ([]byte, []int) {
+	return file_operon_v1_handler_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *LoginRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type LoginResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A kubeconfig (JSON) with one cluster, user and current context; empty: no credentials here.
+	KubeconfigJson []byte `protobuf:"bytes,1,opt,name=kubeconfig_json,json=kubeconfigJson,proto3" json:"kubeconfig_json,omitempty"`
+	// When the credentials expire; unset: never.
+	Expiration    *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=expiration,proto3" json:"expiration,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LoginResponse) Reset() {
+	*x = LoginResponse{}
+	mi := &file_operon_v1_handler_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LoginResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LoginResponse) ProtoMessage() {}
+
+func (x *LoginResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_operon_v1_handler_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LoginResponse.ProtoReflect.Descriptor instead.
+func (*LoginResponse) Descriptor() ([]byte, []int) {
+	return file_operon_v1_handler_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *LoginResponse) GetKubeconfigJson() []byte {
+	if x != nil {
+		return x.KubeconfigJson
+	}
+	return nil
+}
+
+func (x *LoginResponse) GetExpiration() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Expiration
+	}
+	return nil
+}
+
 type OutboxEvent struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The event to post; `involved_object_json` names the object it is about.
@@ -3121,7 +3221,7 @@ type OutboxEvent struct {
 
 func (x *OutboxEvent) Reset() {
 	*x = OutboxEvent{}
-	mi := &file_operon_v1_handler_proto_msgTypes[34]
+	mi := &file_operon_v1_handler_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3133,7 +3233,7 @@ func (x *OutboxEvent) String() string {
 func (*OutboxEvent) ProtoMessage() {}
 
 func (x *OutboxEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_operon_v1_handler_proto_msgTypes[34]
+	mi := &file_operon_v1_handler_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3146,7 +3246,7 @@ func (x *OutboxEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutboxEvent.ProtoReflect.Descriptor instead.
 func (*OutboxEvent) Descriptor() ([]byte, []int) {
-	return file_operon_v1_handler_proto_rawDescGZIP(), []int{34}
+	return file_operon_v1_handler_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *OutboxEvent) GetEvent() *Event {
@@ -3379,7 +3479,14 @@ const file_operon_v1_handler_proto_rawDesc = "" +
 	"selections\x18\x01 \x03(\v2\x1c.operon.v1.CallableSelectionR\n" +
 	"selections\"2\n" +
 	"\rOutboxRequest\x12!\n" +
-	"\fcore_version\x18\x01 \x01(\tR\vcoreVersion\"5\n" +
+	"\fcore_version\x18\x01 \x01(\tR\vcoreVersion\"&\n" +
+	"\fLoginRequest\x12\x16\n" +
+	"\x06reason\x18\x01 \x01(\tR\x06reason\"t\n" +
+	"\rLoginResponse\x12'\n" +
+	"\x0fkubeconfig_json\x18\x01 \x01(\fR\x0ekubeconfigJson\x12:\n" +
+	"\n" +
+	"expiration\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"expiration\"5\n" +
 	"\vOutboxEvent\x12&\n" +
 	"\x05event\x18\x01 \x01(\v2\x10.operon.v1.EventR\x05event*\xb6\x02\n" +
 	"\vHandlerKind\x12\x1c\n" +
@@ -3427,14 +3534,15 @@ const file_operon_v1_handler_proto_rawDesc = "" +
 	"\bTaskMode\x12\x19\n" +
 	"\x15TASK_MODE_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12TASK_MODE_PARALLEL\x10\x01\x12\x18\n" +
-	"\x14TASK_MODE_SEQUENTIAL\x10\x022\xa4\x03\n" +
+	"\x14TASK_MODE_SEQUENTIAL\x10\x022\xe0\x03\n" +
 	"\x0eHandlerService\x12;\n" +
 	"\bDescribe\x12\x1a.operon.v1.DescribeRequest\x1a\x13.operon.v1.Manifest\x12=\n" +
 	"\x06Invoke\x12\x18.operon.v1.InvokeRequest\x1a\x19.operon.v1.InvokeResponse\x12A\n" +
 	"\x06Daemon\x12\x18.operon.v1.DaemonRequest\x1a\x19.operon.v1.DaemonResponse(\x010\x01\x12;\n" +
 	"\x05Match\x12\x18.operon.v1.InvokeRequest\x1a\x18.operon.v1.MatchResponse\x12X\n" +
 	"\x0fSelectResources\x12!.operon.v1.SelectResourcesRequest\x1a\".operon.v1.SelectResourcesResponse\x12<\n" +
-	"\x06Outbox\x12\x18.operon.v1.OutboxRequest\x1a\x16.operon.v1.OutboxEvent0\x01b\x06proto3"
+	"\x06Outbox\x12\x18.operon.v1.OutboxRequest\x1a\x16.operon.v1.OutboxEvent0\x01\x12:\n" +
+	"\x05Login\x12\x17.operon.v1.LoginRequest\x1a\x18.operon.v1.LoginResponseb\x06proto3"
 
 var (
 	file_operon_v1_handler_proto_rawDescOnce sync.Once
@@ -3449,7 +3557,7 @@ func file_operon_v1_handler_proto_rawDescGZIP() []byte {
 }
 
 var file_operon_v1_handler_proto_enumTypes = make([]protoimpl.EnumInfo, 7)
-var file_operon_v1_handler_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
+var file_operon_v1_handler_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
 var file_operon_v1_handler_proto_goTypes = []any{
 	(HandlerKind)(0),                // 0: operon.v1.HandlerKind
 	(ErrorsMode)(0),                 // 1: operon.v1.ErrorsMode
@@ -3492,11 +3600,13 @@ var file_operon_v1_handler_proto_goTypes = []any{
 	(*CallableSelection)(nil),       // 38: operon.v1.CallableSelection
 	(*SelectResourcesResponse)(nil), // 39: operon.v1.SelectResourcesResponse
 	(*OutboxRequest)(nil),           // 40: operon.v1.OutboxRequest
-	(*OutboxEvent)(nil),             // 41: operon.v1.OutboxEvent
-	nil,                             // 42: operon.v1.Filters.LabelsEntry
-	nil,                             // 43: operon.v1.Filters.AnnotationsEntry
-	(*durationpb.Duration)(nil),     // 44: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),   // 45: google.protobuf.Timestamp
+	(*LoginRequest)(nil),            // 41: operon.v1.LoginRequest
+	(*LoginResponse)(nil),           // 42: operon.v1.LoginResponse
+	(*OutboxEvent)(nil),             // 43: operon.v1.OutboxEvent
+	nil,                             // 44: operon.v1.Filters.LabelsEntry
+	nil,                             // 45: operon.v1.Filters.AnnotationsEntry
+	(*durationpb.Duration)(nil),     // 46: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),   // 47: google.protobuf.Timestamp
 }
 var file_operon_v1_handler_proto_depIdxs = []int32{
 	11, // 0: operon.v1.Manifest.handlers:type_name -> operon.v1.Handler
@@ -3506,24 +3616,24 @@ var file_operon_v1_handler_proto_depIdxs = []int32{
 	10, // 4: operon.v1.Handler.resource:type_name -> operon.v1.ResourceSelector
 	13, // 5: operon.v1.Handler.filters:type_name -> operon.v1.Filters
 	14, // 6: operon.v1.Handler.options:type_name -> operon.v1.Options
-	42, // 7: operon.v1.Filters.labels:type_name -> operon.v1.Filters.LabelsEntry
-	43, // 8: operon.v1.Filters.annotations:type_name -> operon.v1.Filters.AnnotationsEntry
+	44, // 7: operon.v1.Filters.labels:type_name -> operon.v1.Filters.LabelsEntry
+	45, // 8: operon.v1.Filters.annotations:type_name -> operon.v1.Filters.AnnotationsEntry
 	12, // 9: operon.v1.Filters.value:type_name -> operon.v1.ValueFilter
 	12, // 10: operon.v1.Filters.old:type_name -> operon.v1.ValueFilter
 	12, // 11: operon.v1.Filters.new:type_name -> operon.v1.ValueFilter
-	44, // 12: operon.v1.Options.timeout:type_name -> google.protobuf.Duration
-	44, // 13: operon.v1.Options.backoff:type_name -> google.protobuf.Duration
+	46, // 12: operon.v1.Options.timeout:type_name -> google.protobuf.Duration
+	46, // 13: operon.v1.Options.backoff:type_name -> google.protobuf.Duration
 	1,  // 14: operon.v1.Options.errors:type_name -> operon.v1.ErrorsMode
-	44, // 15: operon.v1.Options.interval:type_name -> google.protobuf.Duration
-	44, // 16: operon.v1.Options.idle:type_name -> google.protobuf.Duration
-	44, // 17: operon.v1.Options.initial_delay:type_name -> google.protobuf.Duration
-	44, // 18: operon.v1.Options.cancellation_timeout:type_name -> google.protobuf.Duration
-	44, // 19: operon.v1.Options.call_timeout:type_name -> google.protobuf.Duration
-	44, // 20: operon.v1.Options.cancellation_backoff:type_name -> google.protobuf.Duration
-	45, // 21: operon.v1.Record.started:type_name -> google.protobuf.Timestamp
-	45, // 22: operon.v1.Record.delayed:type_name -> google.protobuf.Timestamp
+	46, // 15: operon.v1.Options.interval:type_name -> google.protobuf.Duration
+	46, // 16: operon.v1.Options.idle:type_name -> google.protobuf.Duration
+	46, // 17: operon.v1.Options.initial_delay:type_name -> google.protobuf.Duration
+	46, // 18: operon.v1.Options.cancellation_timeout:type_name -> google.protobuf.Duration
+	46, // 19: operon.v1.Options.call_timeout:type_name -> google.protobuf.Duration
+	46, // 20: operon.v1.Options.cancellation_backoff:type_name -> google.protobuf.Duration
+	47, // 21: operon.v1.Record.started:type_name -> google.protobuf.Timestamp
+	47, // 22: operon.v1.Record.delayed:type_name -> google.protobuf.Timestamp
 	2,  // 23: operon.v1.InvokeRequest.reason:type_name -> operon.v1.Reason
-	45, // 24: operon.v1.InvokeRequest.started:type_name -> google.protobuf.Timestamp
+	47, // 24: operon.v1.InvokeRequest.started:type_name -> google.protobuf.Timestamp
 	15, // 25: operon.v1.InvokeRequest.subhandlers:type_name -> operon.v1.Record
 	16, // 26: operon.v1.InvokeRequest.resource:type_name -> operon.v1.ResolvedResource
 	19, // 27: operon.v1.Outcome.success:type_name -> operon.v1.Success
@@ -3532,8 +3642,8 @@ var file_operon_v1_handler_proto_depIdxs = []int32{
 	22, // 30: operon.v1.Outcome.arbitrary_error:type_name -> operon.v1.ArbitraryError
 	23, // 31: operon.v1.Outcome.not_matched:type_name -> operon.v1.NotMatched
 	24, // 32: operon.v1.Outcome.subhandlers_pending:type_name -> operon.v1.SubhandlersPending
-	44, // 33: operon.v1.TemporaryError.delay:type_name -> google.protobuf.Duration
-	44, // 34: operon.v1.SubhandlersPending.delay:type_name -> google.protobuf.Duration
+	46, // 33: operon.v1.TemporaryError.delay:type_name -> google.protobuf.Duration
+	46, // 34: operon.v1.SubhandlersPending.delay:type_name -> google.protobuf.Duration
 	18, // 35: operon.v1.SubhandlerOutcome.outcome:type_name -> operon.v1.Outcome
 	14, // 36: operon.v1.SubhandlerOutcome.options:type_name -> operon.v1.Options
 	18, // 37: operon.v1.InvokeResponse.outcome:type_name -> operon.v1.Outcome
@@ -3542,7 +3652,7 @@ var file_operon_v1_handler_proto_depIdxs = []int32{
 	29, // 40: operon.v1.DaemonRequest.start:type_name -> operon.v1.DaemonStart
 	30, // 41: operon.v1.DaemonRequest.stop:type_name -> operon.v1.DaemonStop
 	16, // 42: operon.v1.DaemonStart.resource:type_name -> operon.v1.ResolvedResource
-	45, // 43: operon.v1.DaemonStart.started:type_name -> google.protobuf.Timestamp
+	47, // 43: operon.v1.DaemonStart.started:type_name -> google.protobuf.Timestamp
 	3,  // 44: operon.v1.DaemonStop.reason:type_name -> operon.v1.DaemonStopReason
 	26, // 45: operon.v1.DaemonResponse.events:type_name -> operon.v1.Event
 	18, // 46: operon.v1.DaemonResponse.exit:type_name -> operon.v1.Outcome
@@ -3550,38 +3660,41 @@ var file_operon_v1_handler_proto_depIdxs = []int32{
 	4,  // 48: operon.v1.ChildType.update_strategy:type_name -> operon.v1.UpdateStrategy
 	10, // 49: operon.v1.SyncRegistration.parent:type_name -> operon.v1.ResourceSelector
 	32, // 50: operon.v1.SyncRegistration.children:type_name -> operon.v1.ChildType
-	44, // 51: operon.v1.SyncRegistration.resync_period:type_name -> google.protobuf.Duration
-	44, // 52: operon.v1.SyncRegistration.call_timeout:type_name -> google.protobuf.Duration
+	46, // 51: operon.v1.SyncRegistration.resync_period:type_name -> google.protobuf.Duration
+	46, // 52: operon.v1.SyncRegistration.call_timeout:type_name -> google.protobuf.Duration
 	34, // 53: operon.v1.SyncRegistration.shutdown_hook:type_name -> operon.v1.ShutdownHook
-	44, // 54: operon.v1.ShutdownHook.grace_period:type_name -> google.protobuf.Duration
+	46, // 54: operon.v1.ShutdownHook.grace_period:type_name -> google.protobuf.Duration
 	5,  // 55: operon.v1.ShutdownHook.failure_strategy:type_name -> operon.v1.ShutdownFailureStrategy
 	10, // 56: operon.v1.TaskRegistration.task:type_name -> operon.v1.ResourceSelector
 	10, // 57: operon.v1.TaskRegistration.parent:type_name -> operon.v1.ResourceSelector
 	6,  // 58: operon.v1.TaskRegistration.mode:type_name -> operon.v1.TaskMode
-	44, // 59: operon.v1.TaskRegistration.retention:type_name -> google.protobuf.Duration
-	44, // 60: operon.v1.TaskRegistration.timeout:type_name -> google.protobuf.Duration
+	46, // 59: operon.v1.TaskRegistration.retention:type_name -> google.protobuf.Duration
+	46, // 60: operon.v1.TaskRegistration.timeout:type_name -> google.protobuf.Duration
 	36, // 61: operon.v1.SelectResourcesRequest.resources:type_name -> operon.v1.DiscoveredResource
 	38, // 62: operon.v1.SelectResourcesResponse.selections:type_name -> operon.v1.CallableSelection
-	26, // 63: operon.v1.OutboxEvent.event:type_name -> operon.v1.Event
-	12, // 64: operon.v1.Filters.LabelsEntry.value:type_name -> operon.v1.ValueFilter
-	12, // 65: operon.v1.Filters.AnnotationsEntry.value:type_name -> operon.v1.ValueFilter
-	8,  // 66: operon.v1.HandlerService.Describe:input_type -> operon.v1.DescribeRequest
-	17, // 67: operon.v1.HandlerService.Invoke:input_type -> operon.v1.InvokeRequest
-	28, // 68: operon.v1.HandlerService.Daemon:input_type -> operon.v1.DaemonRequest
-	17, // 69: operon.v1.HandlerService.Match:input_type -> operon.v1.InvokeRequest
-	37, // 70: operon.v1.HandlerService.SelectResources:input_type -> operon.v1.SelectResourcesRequest
-	40, // 71: operon.v1.HandlerService.Outbox:input_type -> operon.v1.OutboxRequest
-	9,  // 72: operon.v1.HandlerService.Describe:output_type -> operon.v1.Manifest
-	27, // 73: operon.v1.HandlerService.Invoke:output_type -> operon.v1.InvokeResponse
-	31, // 74: operon.v1.HandlerService.Daemon:output_type -> operon.v1.DaemonResponse
-	7,  // 75: operon.v1.HandlerService.Match:output_type -> operon.v1.MatchResponse
-	39, // 76: operon.v1.HandlerService.SelectResources:output_type -> operon.v1.SelectResourcesResponse
-	41, // 77: operon.v1.HandlerService.Outbox:output_type -> operon.v1.OutboxEvent
-	72, // [72:78] is the sub-list for method output_type
-	66, // [66:72] is the sub-list for method input_type
-	66, // [66:66] is the sub-list for extension type_name
-	66, // [66:66] is the sub-list for extension extendee
-	0,  // [0:66] is the sub-list for field type_name
+	47, // 63: operon.v1.LoginResponse.expiration:type_name -> google.protobuf.Timestamp
+	26, // 64: operon.v1.OutboxEvent.event:type_name -> operon.v1.Event
+	12, // 65: operon.v1.Filters.LabelsEntry.value:type_name -> operon.v1.ValueFilter
+	12, // 66: operon.v1.Filters.AnnotationsEntry.value:type_name -> operon.v1.ValueFilter
+	8,  // 67: operon.v1.HandlerService.Describe:input_type -> operon.v1.DescribeRequest
+	17, // 68: operon.v1.HandlerService.Invoke:input_type -> operon.v1.InvokeRequest
+	28, // 69: operon.v1.HandlerService.Daemon:input_type -> operon.v1.DaemonRequest
+	17, // 70: operon.v1.HandlerService.Match:input_type -> operon.v1.InvokeRequest
+	37, // 71: operon.v1.HandlerService.SelectResources:input_type -> operon.v1.SelectResourcesRequest
+	40, // 72: operon.v1.HandlerService.Outbox:input_type -> operon.v1.OutboxRequest
+	41, // 73: operon.v1.HandlerService.Login:input_type -> operon.v1.LoginRequest
+	9,  // 74: operon.v1.HandlerService.Describe:output_type -> operon.v1.Manifest
+	27, // 75: operon.v1.HandlerService.Invoke:output_type -> operon.v1.InvokeResponse
+	31, // 76: operon.v1.HandlerService.Daemon:output_type -> operon.v1.DaemonResponse
+	7,  // 77: operon.v1.HandlerService.Match:output_type -> operon.v1.MatchResponse
+	39, // 78: operon.v1.HandlerService.SelectResources:output_type -> operon.v1.SelectResourcesResponse
+	43, // 79: operon.v1.HandlerService.Outbox:output_type -> operon.v1.OutboxEvent
+	42, // 80: operon.v1.HandlerService.Login:output_type -> operon.v1.LoginResponse
+	74, // [74:81] is the sub-list for method output_type
+	67, // [67:74] is the sub-list for method input_type
+	67, // [67:67] is the sub-list for extension type_name
+	67, // [67:67] is the sub-list for extension extendee
+	0,  // [0:67] is the sub-list for field type_name
 }
 
 func init() { file_operon_v1_handler_proto_init() }
@@ -3614,7 +3727,7 @@ func file_operon_v1_handler_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_operon_v1_handler_proto_rawDesc), len(file_operon_v1_handler_proto_rawDesc)),
 			NumEnums:      7,
-			NumMessages:   37,
+			NumMessages:   39,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

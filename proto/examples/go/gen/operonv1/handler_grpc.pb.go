@@ -34,6 +34,7 @@ const (
 	HandlerService_Match_FullMethodName           = "/operon.v1.HandlerService/Match"
 	HandlerService_SelectResources_FullMethodName = "/operon.v1.HandlerService/SelectResources"
 	HandlerService_Outbox_FullMethodName          = "/operon.v1.HandlerService/Outbox"
+	HandlerService_Login_FullMethodName           = "/operon.v1.HandlerService/Login"
 )
 
 // HandlerServiceClient is the client API for HandlerService service.
@@ -74,6 +75,13 @@ type HandlerServiceClient interface {
 	// `involved_object_json` is required here (there is no handled object). UNIMPLEMENTED: nothing
 	// to post.
 	Outbox(ctx context.Context, in *OutboxRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[OutboxEvent], error)
+	// Credentials from the service's login handlers (Kopf's `@kopf.on.login`), for a core started
+	// with `--login`: asked at start (the service may answer with what its own start-up login
+	// found), again when the API server answers 401 Unauthorized, and shortly before the answer's
+	// `expiration`. The core swaps the credentials under its running watches and clients and
+	// repeats the request that got the 401 once. An empty answer: this service has none (the next
+	// service is asked).
+	Login(ctx context.Context, in *LoginRequest, opts ...grpc.CallOption) (*LoginResponse, error)
 }
 
 type handlerServiceClient struct {
@@ -156,6 +164,16 @@ func (c *handlerServiceClient) Outbox(ctx context.Context, in *OutboxRequest, op
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type HandlerService_OutboxClient = grpc.ServerStreamingClient[OutboxEvent]
 
+func (c *handlerServiceClient) Login(ctx context.Context, in *LoginRequest, opts ...grpc.CallOption) (*LoginResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(LoginResponse)
+	err := c.cc.Invoke(ctx, HandlerService_Login_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // HandlerServiceServer is the server API for HandlerService service.
 // All implementations must embed UnimplementedHandlerServiceServer
 // for forward compatibility.
@@ -194,6 +212,13 @@ type HandlerServiceServer interface {
 	// `involved_object_json` is required here (there is no handled object). UNIMPLEMENTED: nothing
 	// to post.
 	Outbox(*OutboxRequest, grpc.ServerStreamingServer[OutboxEvent]) error
+	// Credentials from the service's login handlers (Kopf's `@kopf.on.login`), for a core started
+	// with `--login`: asked at start (the service may answer with what its own start-up login
+	// found), again when the API server answers 401 Unauthorized, and shortly before the answer's
+	// `expiration`. The core swaps the credentials under its running watches and clients and
+	// repeats the request that got the 401 once. An empty answer: this service has none (the next
+	// service is asked).
+	Login(context.Context, *LoginRequest) (*LoginResponse, error)
 	mustEmbedUnimplementedHandlerServiceServer()
 }
 
@@ -221,6 +246,9 @@ func (UnimplementedHandlerServiceServer) SelectResources(context.Context, *Selec
 }
 func (UnimplementedHandlerServiceServer) Outbox(*OutboxRequest, grpc.ServerStreamingServer[OutboxEvent]) error {
 	return status.Errorf(codes.Unimplemented, "method Outbox not implemented")
+}
+func (UnimplementedHandlerServiceServer) Login(context.Context, *LoginRequest) (*LoginResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Login not implemented")
 }
 func (UnimplementedHandlerServiceServer) mustEmbedUnimplementedHandlerServiceServer() {}
 func (UnimplementedHandlerServiceServer) testEmbeddedByValue()                        {}
@@ -333,6 +361,24 @@ func _HandlerService_Outbox_Handler(srv interface{}, stream grpc.ServerStream) e
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type HandlerService_OutboxServer = grpc.ServerStreamingServer[OutboxEvent]
 
+func _HandlerService_Login_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(LoginRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(HandlerServiceServer).Login(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: HandlerService_Login_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(HandlerServiceServer).Login(ctx, req.(*LoginRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // HandlerService_ServiceDesc is the grpc.ServiceDesc for HandlerService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -355,6 +401,10 @@ var HandlerService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "SelectResources",
 			Handler:    _HandlerService_SelectResources_Handler,
+		},
+		{
+			MethodName: "Login",
+			Handler:    _HandlerService_Login_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -31,13 +31,13 @@ import dataclasses
 import datetime
 import json
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextvars import ContextVar
 from typing import Any
 
 from google.protobuf import timestamp_pb2
 
-from kopf._cogs import refs, settings as settings_, views
+from kopf._cogs import credentials, refs, settings as settings_, views
 from kopf._core import calls, indexing, logs, model, posting
 from kopf._core.reactor import inventory, manifests
 from kopf._core.registry import OperatorRegistry
@@ -235,6 +235,7 @@ class OperatorBackend(server.Backend):
     lifecycle: model.LifeCycleFn | None = None
     indexers: indexing.OperatorIndexers = dataclasses.field(default_factory=indexing.OperatorIndexers)
     memos: inventory.ObjectMemos = dataclasses.field(default_factory=inventory.ObjectMemos)
+    login_fn: Callable[[str], Awaitable[credentials.ConnectionInfo | None]] | None = None
 
     # -- Describe ---------------------------------------------------------------------------------
 
@@ -463,6 +464,22 @@ class OperatorBackend(server.Backend):
                 except Exception as e:
                     logger.error(f"The resource selector of {handler.id!r} failed for {resource}: {e!r}")
             response.selections.add(callable_id=callable_id, accepted=accepted)
+        return response
+
+    async def login(self, request: pb.LoginRequest, call: server.CallInfo) -> pb.LoginResponse:
+        """
+        ``Login``: the login handlers' credentials as a kubeconfig, with their expiration (see
+        the operator's ``_login``); empty when there are none (or no operator runs the handlers).
+        """
+        info = None if self.login_fn is None else await self.login_fn(request.reason or 'start')
+        if info is None:
+            return pb.LoginResponse()
+        response = pb.LoginResponse(kubeconfig_json=_json(credentials.as_kubeconfig(info)))
+        if info.expiration is not None:
+            expiration = info.expiration
+            if expiration.tzinfo is None:
+                expiration = expiration.replace(tzinfo=datetime.timezone.utc)
+            response.expiration.FromDatetime(expiration.astimezone(datetime.timezone.utc).replace(tzinfo=None))
         return response
 
     async def outbox(self, request: pb.OutboxRequest, call: server.CallInfo) -> AsyncIterator[pb.OutboxEvent]:

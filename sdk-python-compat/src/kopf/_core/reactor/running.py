@@ -200,7 +200,9 @@ class _Operator:
         self.tls = tls
         self.indexers = indexing.OperatorIndexers()  # fed through the handler service, read by all
         self.indices = self.indexers.view(self.registry)
-        self.kubeconfig_path: str | None = None
+        self.credentials: credentials.ConnectionInfo | None = None  # the login handlers' best
+        self.custom_login = False  # a user's login handler (not Kopf's fallbacks) gave them
+        self._login_lock = asyncio.Lock()
         self._stopping: asyncio.Future[str] | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._signals: list[signal.Signals] = []
@@ -217,9 +219,6 @@ class _Operator:
         for signum in self._signals:
             with contextlib.suppress(Exception):
                 loop.remove_signal_handler(signum)
-        if self.kubeconfig_path is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(self.kubeconfig_path)
         posting.set_default_settings(None)
 
     # -- stopping ---------------------------------------------------------------------------------
@@ -275,7 +274,7 @@ class _Operator:
 
         backend = handling.OperatorBackend(
             registry=self.registry, settings=self.settings, memo=self.memo, lifecycle=self.lifecycle,
-            service_name=_service_name(), indexers=self.indexers)
+            service_name=_service_name(), indexers=self.indexers, login_fn=self._login)
         if tracing.setup():
             logger.debug("Tracing handler runs over OTLP (OpenTelemetry).")
         grpc_server = server.HandlerServer(backend, self.listen, tls=self.tls)
@@ -340,39 +339,49 @@ class _Operator:
             logger.exception(f"The {activity.value} activity has failed.")
             return {}
 
-    async def _authenticate(self) -> None:
+    async def _authenticate(self, *, again: bool = False) -> None:
         """
-        Kopf's initial authentication: the login handlers run once.
+        Kopf's authentication: the login handlers run at start, and again when the core asks
+        (:meth:`_login`: a 401 from the API server, or credentials about to expire).
 
         With no ``@kopf.on.login`` handlers, Kopf's fallbacks configure the ``kubernetes`` and
-        ``pykube-ng`` clients (if installed) from the kubeconfig, as handler code expects. The core
-        reads the kubeconfig itself; but if a user's login handler returns credentials, they are
-        written into a private kubeconfig for the core.
+        ``pykube-ng`` clients (if installed) from the kubeconfig, as handler code expects, and the
+        core reads the kubeconfig itself. When a user's login handler returns credentials, the
+        core is started with ``--login`` and takes them (and their renewals) through ``Login``.
         """
         authenticators = self.registry.activity_handlers(model.Activity.AUTHENTICATION)
         if not authenticators:
             return
+        what = "Re-authentication" if again else "Initial authentication"
         logger_ = logging.getLogger('kopf._core.engines.activities')
-        logger_.info("Initial authentication has been initiated.")
+        logger_.info(f"{what} has been initiated.")
         try:
             results = await self._activity(model.Activity.AUTHENTICATION)
         except activities.ActivityError as e:
-            logger_.warning(f"Initial authentication has failed: {e}")
+            logger_.warning(f"{what} has failed: {e}")
             return
         if results:
-            logger_.info("Initial authentication has finished.")
+            logger_.info(f"{what} has finished.")
         else:
-            logger_.warning("Initial authentication has failed: "
-                            "no credentials were retrieved from the login handlers.")
+            logger_.warning(f"{what} has failed: no credentials were retrieved from the login handlers.")
         fallback_ids = {h.id for h in authenticators if h.fallback}
-        custom = [info for handler_id, info in results.items()
-                  if handler_id not in fallback_ids and isinstance(info, credentials.ConnectionInfo)]
-        if custom:
-            best = max(custom, key=lambda info: info.priority)
-            fd, path = tempfile.mkstemp(prefix='kopf-operon-', suffix='.kubeconfig')
-            with os.fdopen(fd, 'w', encoding='utf-8') as f:
-                json.dump(credentials.as_kubeconfig(best), f)
-            self.kubeconfig_path = path
+        found = [(handler_id not in fallback_ids, info) for handler_id, info in results.items()
+                 if isinstance(info, credentials.ConnectionInfo)]
+        if found:
+            self.custom_login = self.custom_login or any(custom for custom, _ in found)
+            self.credentials = max((info for _, info in found), key=lambda info: info.priority)
+
+    async def _login(self, reason: str) -> credentials.ConnectionInfo | None:
+        """
+        The credentials for the core's ``Login``: at its start, those of the start-up login if
+        they have not expired; else the login handlers run again (one run for concurrent asks).
+        """
+        async with self._login_lock:
+            current = self.credentials
+            if reason == 'start' and current is not None and not credentials.is_expired(current):
+                return current
+            await self._authenticate(again=True)
+            return self.credentials
 
     def _core_process(
             self,
@@ -390,8 +399,8 @@ class _Operator:
                          clusterwide=clusterwide, namespaces=namespaces, standalone=standalone)
         env = dict(os.environ)
         env.setdefault('OPERON_LOG', corelogs.core_filter())  # an explicit OPERON_LOG wins.
-        if self.kubeconfig_path is not None:
-            env['KUBECONFIG'] = self.kubeconfig_path
+        if self.custom_login:
+            argv.append('--login')
         return corep.CoreProcess(argv, env=env, on_line=corelogs.forward)
 
 

@@ -544,6 +544,20 @@ class OutboxRequest(_message.Message):
     core_version: str
     def __init__(self, core_version: _Optional[str] = ...) -> None: ...
 
+class LoginRequest(_message.Message):
+    __slots__ = ("reason",)
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    reason: str
+    def __init__(self, reason: _Optional[str] = ...) -> None: ...
+
+class LoginResponse(_message.Message):
+    __slots__ = ("kubeconfig_json", "expiration")
+    KUBECONFIG_JSON_FIELD_NUMBER: _ClassVar[int]
+    EXPIRATION_FIELD_NUMBER: _ClassVar[int]
+    kubeconfig_json: bytes
+    expiration: _timestamp_pb2.Timestamp
+    def __init__(self, kubeconfig_json: _Optional[bytes] = ..., expiration: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
 class OutboxEvent(_message.Message):
     __slots__ = ("event",)
     EVENT_FIELD_NUMBER: _ClassVar[int]

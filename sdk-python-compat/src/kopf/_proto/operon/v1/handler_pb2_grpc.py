@@ -65,6 +65,11 @@ class HandlerServiceStub:
                 request_serializer=operon_dot_v1_dot_handler__pb2.OutboxRequest.SerializeToString,
                 response_deserializer=operon_dot_v1_dot_handler__pb2.OutboxEvent.FromString,
                 _registered_method=True)
+        self.Login = channel.unary_unary(
+                '/operon.v1.HandlerService/Login',
+                request_serializer=operon_dot_v1_dot_handler__pb2.LoginRequest.SerializeToString,
+                response_deserializer=operon_dot_v1_dot_handler__pb2.LoginResponse.FromString,
+                _registered_method=True)
 
 
 class HandlerServiceServicer:
@@ -128,6 +133,18 @@ class HandlerServiceServicer:
         it ends); the service sends each Event as it is made, and the core posts it. The message's
         `involved_object_json` is required here (there is no handled object). UNIMPLEMENTED: nothing
         to post.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Login(self, request, context):
+        """Credentials from the service's login handlers (Kopf's `@kopf.on.login`), for a core started
+        with `--login`: asked at start (the service may answer with what its own start-up login
+        found), again when the API server answers 401 Unauthorized, and shortly before the answer's
+        `expiration`. The core swaps the credentials under its running watches and clients and
+        repeats the request that got the 401 once. An empty answer: this service has none (the next
+        service is asked).
         ---- Selectors (end) ----
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -166,6 +183,11 @@ def add_HandlerServiceServicer_to_server(servicer, server):
                     servicer.Outbox,
                     request_deserializer=operon_dot_v1_dot_handler__pb2.OutboxRequest.FromString,
                     response_serializer=operon_dot_v1_dot_handler__pb2.OutboxEvent.SerializeToString,
+            ),
+            'Login': grpc.unary_unary_rpc_method_handler(
+                    servicer.Login,
+                    request_deserializer=operon_dot_v1_dot_handler__pb2.LoginRequest.FromString,
+                    response_serializer=operon_dot_v1_dot_handler__pb2.LoginResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -331,6 +353,33 @@ class HandlerService:
             '/operon.v1.HandlerService/Outbox',
             operon_dot_v1_dot_handler__pb2.OutboxRequest.SerializeToString,
             operon_dot_v1_dot_handler__pb2.OutboxEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Login(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/operon.v1.HandlerService/Login',
+            operon_dot_v1_dot_handler__pb2.LoginRequest.SerializeToString,
+            operon_dot_v1_dot_handler__pb2.LoginResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -370,6 +370,16 @@ impl RbacArgs {
                 self.service_account
             );
         };
+        if let Some(pattern) = self
+            .namespaces
+            .iter()
+            .find(|n| crate::core::namespaces::is_pattern(n))
+        {
+            anyhow::bail!(
+                "-n {pattern:?} is a namespace pattern: the core watches cluster-wide under patterns, \
+                 so it needs a ClusterRole (use -A)"
+            );
+        }
         let mut resources = Vec::new();
         for text in &self.resources {
             let selector = crate::runtime::observer::parse_selector(text)?;

@@ -214,6 +214,8 @@ pub async fn served_by(
     let client =
         kube::Client::try_from(kube_config).map_err(|e| ServedByError::Engine(Error::Kube(e)))?;
     let mut selectors = std::collections::BTreeSet::new();
+    let mut services: Vec<Arc<dyn Dispatch>> = Vec::new();
+    let mut wide = Vec::new();
     for url in urls {
         let service = GrpcService::with_tls(url, tls).map_err(Error::from)?;
         let manifest = service.describe().await.map_err(Error::from)?;
@@ -221,6 +223,8 @@ pub async fn served_by(
             service: url.clone(),
             source,
         })?;
+        wide.extend(regs.wide.iter().cloned().map(|r| (r, services.len())));
+        services.push(Arc::new(service));
         selectors.extend(
             regs.handlers
                 .into_iter()
@@ -247,6 +251,15 @@ pub async fn served_by(
     let mut served = Vec::new();
     for (selector, access) in &selectors {
         served.push((discovery::resolve(&client, selector).await?, *access));
+    }
+    // What the wide selectors (EVERYTHING, categories, callables) match now; resources that
+    // appear later need the rules to be generated again.
+    if !wide.is_empty() {
+        for (s, _) in selecting::matches(&client, &services, &wide).await? {
+            if !served.iter().any(|(t, _)| same_resource(t, &s)) {
+                served.push((s, Access::Served));
+            }
+        }
     }
     Ok(served)
 }

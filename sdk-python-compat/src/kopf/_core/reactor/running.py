@@ -12,11 +12,9 @@ a core that runs elsewhere (a sidecar, another Deployment).
 """
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import signal
-import tempfile
 import threading
 import warnings
 from collections.abc import Collection, Coroutine, Iterator, Sequence

@@ -130,6 +130,14 @@ struct RunArgs {
     /// and drops the objects of other namespaces.
     #[arg(short = 'n', long = "namespace", value_name = "NS")]
     namespaces: Vec<String>,
+    /// Serve objects in the namespaces whose whole name matches this regular expression
+    /// (repeatable; Kopf's `namespaces=[re.compile(...)]`): watched cluster-wide and filtered.
+    #[arg(
+        long = "namespace-regex",
+        value_name = "RE",
+        conflicts_with = "all_namespaces"
+    )]
+    namespace_regexes: Vec<String>,
     /// Do not take part in leader election or peering.
     #[arg(long)]
     standalone: bool,
@@ -300,12 +308,16 @@ impl Cli {
     async fn run(self) -> anyhow::Result<()> {
         match self.command {
             Command::Run(args) => {
-                if !args.all_namespaces && args.namespaces.is_empty() {
+                if !args.all_namespaces
+                    && args.namespaces.is_empty()
+                    && args.namespace_regexes.is_empty()
+                {
                     anyhow::bail!("say which namespaces to serve: -A (all) or -n NS (repeatable)");
                 }
                 let config = crate::runtime::engine::Config {
                     handlers: args.handlers,
                     namespaces: args.namespaces,
+                    namespace_regexes: args.namespace_regexes,
                     http: args.http.listen,
                     prefix: args.prefix,
                     finalizer: args.finalizer,
@@ -332,6 +344,15 @@ impl Cli {
             Command::Dashboard(args) => {
                 if !args.all_namespaces && args.namespaces.is_empty() {
                     anyhow::bail!("say which namespaces to show: -A (all) or -n NS (repeatable)");
+                }
+                if let Some(p) = args
+                    .namespaces
+                    .iter()
+                    .find(|n| crate::core::namespaces::is_pattern(n))
+                {
+                    anyhow::bail!(
+                        "-n {p:?} is a namespace pattern: the dashboard shows namespaces by name (or -A)"
+                    );
                 }
                 let config = crate::runtime::observer::Config {
                     resources: args

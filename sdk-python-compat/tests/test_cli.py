@@ -293,11 +293,12 @@ def test_namespace_patterns_go_to_the_core(settings):
     assert argv[6:10] == ['-n', 'app-*', '-n', '!kube-*,x']
 
 
-def test_namespace_regular_expressions_are_refused(registry):
-    import asyncio
+def test_namespace_regular_expressions_go_to_the_core_with_their_flags(settings):
     import re
-    with pytest.raises(running.OperatorError, match='regular expressions are not supported'):
-        asyncio.run(running.operator(namespaces=[re.compile('app-.*')], registry=registry))
+    argv = running.core_argv(binary='operon', address='127.0.0.1:1', settings=settings,
+                             clusterwide=False, namespaces=['a', re.compile(r'app-\d+'), re.compile('x', re.I)],
+                             standalone=False, http='127.0.0.1:2')
+    assert argv[6:12] == ['-n', 'a', '--namespace-regex', r'app-\d+', '--namespace-regex', '(?i)x']
 
 
 def test_settings_that_operon_refuses_stop_kopf_run_after_the_startup_handlers(tmp_path, registry):

@@ -250,3 +250,40 @@ def test_login_is_renewed_on_401_and_before_expiration(plane, namespace, tmp_pat
     assert 'Re-authentication has finished.' in output
     # Renewed under the running watches: the resource was served once, never restarted.
     assert output.count('Serving the resource') == 1, output
+
+
+def test_namespace_regexes_of_kopf_run_serve_whole_names(plane, registry, monkeypatch):
+    import re
+    import threading
+
+    import kopf
+    kubectl, operon, kubeconfig = plane
+    monkeypatch.setenv('KUBECONFIG', kubeconfig)
+    monkeypatch.setenv('OPERON_BIN', operon)
+    run = uuid.uuid4().hex[:8]
+    prefix = f'sel-re-{run}'
+    created: list[str] = []
+
+    @kopf.on.create('configmaps', labels={'re-e2e': run}, registry=registry)
+    def on_create(namespace: str, **_: Any) -> None:
+        created.append(namespace)
+
+    stop = threading.Event()
+    thread = threading.Thread(target=kopf.run, kwargs=dict(
+        registry=registry, standalone=True, stop_flag=stop,
+        namespaces=[re.compile(rf'{prefix}-(one|TWO)', re.IGNORECASE)]))
+    served, also, ignored = f'{prefix}-one', f'{prefix}-two', f'{prefix}-one-more'
+    thread.start()
+    try:
+        for ns in (served, also, ignored):
+            subprocess.run([kubectl, 'create', 'namespace', ns], check=True, capture_output=True, timeout=30)
+            _apply(kubectl, {'apiVersion': 'v1', 'kind': 'ConfigMap',
+                             'metadata': {'name': 'cm', 'namespace': ns, 'labels': {'re-e2e': run}}})
+        assert _until(lambda: {served, also} <= set(created)), f"served: {created}"
+        time.sleep(3)
+        assert ignored not in created, "a namespace that only starts with the expression's match"
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+        for ns in (served, also, ignored):
+            subprocess.run([kubectl, 'delete', 'namespace', ns, '--wait=false'], capture_output=True, timeout=30)

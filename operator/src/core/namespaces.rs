@@ -16,14 +16,39 @@
 //! would, also in namespaces created after the start.
 
 /// The namespaces the core serves.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Namespaces {
     /// Every namespace (`-A`).
     All,
     /// These namespaces, by name: one watch each.
     Named(Vec<String>),
-    /// Patterns: watched cluster-wide, filtered by [`Namespaces::serves`].
-    Patterns(Vec<String>),
+    /// Patterns (and names, and regular expressions): watched cluster-wide, filtered by
+    /// [`Namespaces::serves`].
+    Patterns(Vec<String>, Vec<regex::Regex>),
+}
+
+impl PartialEq for Namespaces {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Namespaces::All, Namespaces::All) => true,
+            (Namespaces::Named(a), Namespaces::Named(b)) => a == b,
+            (Namespaces::Patterns(a, x), Namespaces::Patterns(b, y)) => {
+                a == b && x.iter().map(regex::Regex::as_str).eq(y.iter().map(regex::Regex::as_str))
+            }
+            _ => false,
+        }
+    }
+}
+
+/// A `--namespace-regex` that does not compile.
+#[derive(Debug, thiserror::Error)]
+#[error("--namespace-regex {pattern:?} is not a valid regular expression")]
+pub struct BadRegex {
+    /// The expression.
+    pub pattern: String,
+    /// Why.
+    #[source]
+    pub source: regex::Error,
 }
 
 impl Namespaces {
@@ -32,10 +57,32 @@ impl Namespaces {
         if options.is_empty() {
             Namespaces::All
         } else if options.iter().any(|o| is_pattern(o)) {
-            Namespaces::Patterns(options.to_vec())
+            Namespaces::Patterns(options.to_vec(), Vec::new())
         } else {
             Namespaces::Named(options.to_vec())
         }
+    }
+
+    /// From the `-n` options and `--namespace-regex` expressions (Kopf's `re.compile(...)`
+    /// namespaces: a namespace is served when the whole name matches): any expression makes
+    /// them all patterns.
+    ///
+    /// # Errors
+    /// An expression that does not compile.
+    pub fn with_regexes(options: &[String], regexes: &[String]) -> Result<Self, BadRegex> {
+        if regexes.is_empty() {
+            return Ok(Self::from_options(options));
+        }
+        let compiled = regexes
+            .iter()
+            .map(|r| {
+                regex::Regex::new(&format!(r"\A(?:{r})\z")).map_err(|source| BadRegex {
+                    pattern: r.clone(),
+                    source,
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Namespaces::Patterns(options.to_vec(), compiled))
     }
 
     /// Whether objects in `namespace` are served (a cluster-wide object: always).
@@ -43,8 +90,9 @@ impl Namespaces {
         match (self, namespace) {
             (_, None | Some("")) | (Namespaces::All, _) => true,
             (Namespaces::Named(names), Some(ns)) => names.iter().any(|n| n == ns),
-            (Namespaces::Patterns(patterns), Some(ns)) => {
+            (Namespaces::Patterns(patterns, regexes), Some(ns)) => {
                 patterns.iter().any(|p| matches_pattern(ns, p))
+                    || regexes.iter().any(|r| r.is_match(ns))
             }
         }
     }
@@ -171,6 +219,18 @@ mod tests {
         assert!(matches_pattern("default", "!kube-*"));
         assert!(!matches_pattern("kube-system", "!kube-*"));
         assert!(!matches_pattern("kube-system", "!!kube-*"));
+    }
+
+    #[test]
+    fn regexes_match_whole_names() {
+        let ns = Namespaces::with_regexes(&[], &["app-[0-9]+".into(), "(?i)TOOLS".into()]).unwrap();
+        assert!(ns.serves(Some("app-12")));
+        assert!(!ns.serves(Some("app-12x")), "the whole name, as Python's fullmatch");
+        assert!(!ns.serves(Some("my-app-1")));
+        assert!(ns.serves(Some("tools")));
+        let both = Namespaces::with_regexes(&["kube-*".into()], &["x|y".into()]).unwrap();
+        assert!(both.serves(Some("kube-a")) && both.serves(Some("y")) && !both.serves(Some("xy")));
+        assert!(Namespaces::with_regexes(&[], &["(?<=a)b".into()]).is_err());
     }
 
     #[test]

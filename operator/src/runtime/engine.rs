@@ -30,8 +30,10 @@ use crate::runtime::sync;
 pub struct Config {
     /// Handler service addresses.
     pub handlers: Vec<String>,
-    /// Namespaces to serve; empty means all.
+    /// Namespaces to serve, by name or Kopf's pattern; empty (and no regexes) means all.
     pub namespaces: Vec<String>,
+    /// Namespaces to serve whose whole name matches one of these regular expressions.
+    pub namespace_regexes: Vec<String>,
     /// The HTTP listener.
     pub http: SocketAddr,
     /// The annotation prefix (Kopf's `kopf.zalando.org`).
@@ -126,6 +128,9 @@ pub enum Error {
     /// The credentials from the handler services' login handlers are unusable.
     #[error(transparent)]
     Login(#[from] crate::runtime::login::Error),
+    /// A `--namespace-regex` does not compile.
+    #[error(transparent)]
+    NamespaceRegex(#[from] crate::core::namespaces::BadRegex),
     /// The annotation prefix is invalid.
     #[error("invalid --prefix: {0}")]
     Prefix(String),
@@ -477,9 +482,14 @@ impl Generation<'_> {
             merged.iter().map(|(s, _)| selecting::key_of(s)).collect();
         // Selectors that name no single resource (EVERYTHING, categories, callables): every
         // resource that discovery finds matching, merged with the named ones.
-        let namespaces = Namespaces::from_options(&config.namespaces);
-        if matches!(namespaces, Namespaces::Patterns(_)) && (!syncs.is_empty() || !tasks.is_empty()) {
-            return Err(Error::NamespacePatterns(config.namespaces.join(" ")));
+        let namespaces = Namespaces::with_regexes(&config.namespaces, &config.namespace_regexes)?;
+        if matches!(namespaces, Namespaces::Patterns(..)) && (!syncs.is_empty() || !tasks.is_empty())
+        {
+            return Err(Error::NamespacePatterns(
+                [config.namespaces.clone(), config.namespace_regexes.clone()]
+                    .concat()
+                    .join(" "),
+            ));
         }
         let mut wide_now = BTreeMap::new();
         if !wide.is_empty() {

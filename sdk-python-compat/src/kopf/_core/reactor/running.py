@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import signal
 import threading
 import warnings
@@ -135,9 +136,8 @@ async def operator(
                       FutureWarning)
         clusterwide = True
     for pattern in namespaces:
-        if not isinstance(pattern, str):
-            raise OperatorError(f"Namespace regular expressions are not supported on Operon: {pattern!r}; "
-                                f"use names or Kopf's globs ('app-*', '!kube-*', 'app-*,!*-pr-*').")
+        if not isinstance(pattern, (str, re.Pattern)):
+            raise TypeError(f"A namespace must be a name, a pattern or a regular expression, not {pattern!r}.")
 
     async with _Operator(
         lifecycle=lifecycle, registry=registry, settings=settings, memo=memo,
@@ -386,7 +386,7 @@ class _Operator:
             address: str,
             *,
             clusterwide: bool,
-            namespaces: Sequence[str],
+            namespaces: Sequence[str | re.Pattern[str]],
             standalone: bool,
     ) -> corep.CoreProcess:
         try:
@@ -428,7 +428,7 @@ def core_argv(
         address: str,
         settings: settings_.OperatorSettings,
         clusterwide: bool,
-        namespaces: Sequence[str],
+        namespaces: Sequence[str | re.Pattern[str]],
         standalone: bool,
         http: str | None = None,
 ) -> list[str]:
@@ -438,7 +438,7 @@ def core_argv(
     if clusterwide:
         argv += ['-A']
     for ns in namespaces:
-        argv += ['-n', ns]
+        argv += ['--namespace-regex', regex_for_core(ns)] if isinstance(ns, re.Pattern) else ['-n', ns]
     argv += ['--http', http]
     if standalone:
         argv += ['--standalone']
@@ -451,6 +451,22 @@ def core_argv(
     if settings.watching.inactivity_timeout != settings_.WatchingSettings().inactivity_timeout:
         argv += ['--watch-silence-timeout', _seconds(settings.watching.inactivity_timeout)]
     return argv
+
+
+_REGEX_FLAGS = ((re.IGNORECASE, 'i'), (re.MULTILINE, 'm'), (re.DOTALL, 's'), (re.VERBOSE, 'x'))
+
+
+def regex_for_core(pattern: re.Pattern[str]) -> str:
+    """
+    A Python regular expression (Kopf's ``namespaces=[re.compile(...)]``) for the core's
+    ``--namespace-regex``, its flags inline. The core matches whole names (Python's
+    ``fullmatch``) with Rust's ``regex`` syntax, which has the common constructs but no
+    look-around or back-references: the core refuses those at start, naming the expression.
+    """
+    if isinstance(pattern.pattern, bytes):
+        raise TypeError(f"A namespace regular expression must be of str, not bytes: {pattern!r}.")
+    flags = ''.join(letter for flag, letter in _REGEX_FLAGS if pattern.flags & flag)
+    return f'(?{flags}){pattern.pattern}' if flags else pattern.pattern
 
 
 _KOPF_INTERNALS = {

@@ -28,7 +28,7 @@ enum LogFormat {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the core: watch what the handler services serve and call their handlers.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Serve the dashboard alone, reading progress straight from the cluster.
     Dashboard(DashboardArgs),
     /// Print the least-privilege Role/ClusterRole (and binding) the core needs to serve some

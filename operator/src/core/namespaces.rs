@@ -33,7 +33,10 @@ impl PartialEq for Namespaces {
             (Namespaces::All, Namespaces::All) => true,
             (Namespaces::Named(a), Namespaces::Named(b)) => a == b,
             (Namespaces::Patterns(a, x), Namespaces::Patterns(b, y)) => {
-                a == b && x.iter().map(regex::Regex::as_str).eq(y.iter().map(regex::Regex::as_str))
+                a == b
+                    && x.iter()
+                        .map(regex::Regex::as_str)
+                        .eq(y.iter().map(regex::Regex::as_str))
             }
             _ => false,
         }
@@ -225,7 +228,10 @@ mod tests {
     fn regexes_match_whole_names() {
         let ns = Namespaces::with_regexes(&[], &["app-[0-9]+".into(), "(?i)TOOLS".into()]).unwrap();
         assert!(ns.serves(Some("app-12")));
-        assert!(!ns.serves(Some("app-12x")), "the whole name, as Python's fullmatch");
+        assert!(
+            !ns.serves(Some("app-12x")),
+            "the whole name, as Python's fullmatch"
+        );
         assert!(!ns.serves(Some("my-app-1")));
         assert!(ns.serves(Some("tools")));
         let both = Namespaces::with_regexes(&["kube-*".into()], &["x|y".into()]).unwrap();

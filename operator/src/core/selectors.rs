@@ -99,7 +99,12 @@ impl WideSelector {
     /// Whether the declarative part accepts `r` (for a callable: whether the service is asked
     /// about it at all). `accepted` is the set of resources (indexes into the scan) that the
     /// service's callable accepted; it is only consulted for [`Pick::Callable`].
-    pub fn accepts(&self, r: &Discovered, accepted: Option<&BTreeSet<usize>>, index: usize) -> bool {
+    pub fn accepts(
+        &self,
+        r: &Discovered,
+        accepted: Option<&BTreeSet<usize>>,
+        index: usize,
+    ) -> bool {
         if !r.watchable() || r.is_event() {
             return false;
         }

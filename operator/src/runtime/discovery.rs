@@ -272,10 +272,16 @@ mod tests {
         let found = discovered("", "v1", true, &list);
         assert_eq!(found.len(), 2);
         assert_eq!(found[0].plural, "pods");
-        assert_eq!(found[0].singular, "pod", "the lower-cased kind when discovery has none");
+        assert_eq!(
+            found[0].singular, "pod",
+            "the lower-cased kind when discovery has none"
+        );
         assert_eq!(found[0].subresources, vec!["status", "log"]);
         assert!(found[0].watchable());
-        assert!(!found[1].watchable(), "bindings cannot be listed and watched");
+        assert!(
+            !found[1].watchable(),
+            "bindings cannot be listed and watched"
+        );
         assert!(Served::from(&found[0]).has_status);
         assert!(!Served::from(&found[1]).has_status);
     }

@@ -195,7 +195,9 @@ pub trait Dispatch: Send + Sync + 'static {
     }
     /// Opens the service's `Outbox`: the Events it posts outside handler calls, as they come.
     /// `None`: the service has none to send (it does not implement the call).
-    async fn outbox(&self) -> Result<Option<BoxStream<'static, Result<convert::EventRequest, Error>>>, Error> {
+    async fn outbox(
+        &self,
+    ) -> Result<Option<BoxStream<'static, Result<convert::EventRequest, Error>>>, Error> {
         Ok(None)
     }
 }
@@ -263,9 +265,9 @@ impl GrpcService {
                 if r.kubeconfig_json.is_empty() {
                     return Ok(None);
                 }
-                let expiration = r.expiration.and_then(|t| {
-                    jiff::Timestamp::new(t.seconds, t.nanos).ok()
-                });
+                let expiration = r
+                    .expiration
+                    .and_then(|t| jiff::Timestamp::new(t.seconds, t.nanos).ok());
                 Ok(Some((r.kubeconfig_json, expiration)))
             }
             Err(status) if status.code() == tonic::Code::Unimplemented => Ok(None),
@@ -532,12 +534,10 @@ impl Dispatch for GrpcService {
             resources: resources.iter().map(convert::discovered).collect(),
         };
         let mut client = self.client.clone();
-        let response = tokio::time::timeout(
-            Duration::from_secs(60),
-            client.select_resources(request),
-        )
-        .await
-        .map_err(|_| Error::Deadline(Duration::from_secs(60)))?;
+        let response =
+            tokio::time::timeout(Duration::from_secs(60), client.select_resources(request))
+                .await
+                .map_err(|_| Error::Deadline(Duration::from_secs(60)))?;
         match response {
             Ok(r) => Ok(r
                 .into_inner()

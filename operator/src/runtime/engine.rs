@@ -17,12 +17,12 @@ use crate::core::namespaces::Namespaces;
 use crate::core::persistence::{DiffBaseStorage, KeyConvention, ProgressStorage};
 use crate::runtime::convert::{self, Registration, Selector};
 use crate::runtime::discovery;
-use crate::runtime::selecting;
 use crate::runtime::dispatch::{Dispatch, GrpcService};
 use crate::runtime::metrics::Metrics;
 use crate::runtime::processing::{Bound, Env, ResourceCtx, Settings};
 use crate::runtime::queue::{Key, Observed, Queue, Seen};
 use crate::runtime::readmodel::ReadModel;
+use crate::runtime::selecting;
 use crate::runtime::sync;
 
 /// The core's configuration (`operon run`).
@@ -260,7 +260,7 @@ pub async fn served_by(
     // What the wide selectors (EVERYTHING, categories, callables) match now; resources that
     // appear later need the rules to be generated again.
     if !wide.is_empty() {
-        for (s, _) in selecting::matches(&client, &services, &wide).await? {
+        for (s, _) in selecting::matches(&client, &services, &wide).await?.0 {
             if !served.iter().any(|(t, _)| same_resource(t, &s)) {
                 served.push((s, Access::Served));
             }
@@ -295,7 +295,10 @@ pub async fn run(config: Config) -> Result<(), Error> {
         (client, Some(renewal))
     } else {
         let kube_config = kube::Config::infer().await.map_err(Error::KubeConfig)?;
-        (kube::Client::try_from(kube_config).map_err(Error::Kube)?, None)
+        (
+            kube::Client::try_from(kube_config).map_err(Error::Kube)?,
+            None,
+        )
     };
     let convention = KeyConvention::new(config.prefix.clone(), true)
         .map_err(|e| Error::Prefix(e.to_string()))?;
@@ -483,7 +486,8 @@ impl Generation<'_> {
         // Selectors that name no single resource (EVERYTHING, categories, callables): every
         // resource that discovery finds matching, merged with the named ones.
         let namespaces = Namespaces::with_regexes(&config.namespaces, &config.namespace_regexes)?;
-        if matches!(namespaces, Namespaces::Patterns(..)) && (!syncs.is_empty() || !tasks.is_empty())
+        if matches!(namespaces, Namespaces::Patterns(..))
+            && (!syncs.is_empty() || !tasks.is_empty())
         {
             return Err(Error::NamespacePatterns(
                 [config.namespaces.clone(), config.namespace_regexes.clone()]
@@ -493,7 +497,7 @@ impl Generation<'_> {
         }
         let mut wide_now = BTreeMap::new();
         if !wide.is_empty() {
-            let found = tokio::select! {
+            let (found, _) = tokio::select! {
                 found = matches_until_scanned(&client, &services, &wide) => found,
                 () = stop.as_mut() => return Ok(Ending::Stop),
             };
@@ -659,7 +663,7 @@ impl Generation<'_> {
             let mut dynamic: BTreeMap<selecting::ResourceKey, usize> = BTreeMap::new();
             loop {
                 tokio::time::sleep(config.rescan_interval).await;
-                let found = match selecting::matches(&client, &services, &wide).await {
+                let (found, scanned) = match selecting::matches(&client, &services, &wide).await {
                     Ok(found) => found,
                     Err(err) => {
                         tracing::warn!(error = %err, "Re-discovering the API resources failed; trying again later.");
@@ -677,7 +681,9 @@ impl Generation<'_> {
                         tracing::info!(resource = %served.name(), namespaced = served.namespaced, "Serving a newly discovered resource.");
                         let mut list = Vec::new();
                         let regs = regs.into_iter().map(|(r, i)| (r.handler, i));
-                        if let Err(err) = merge_handlers(&served, &mut list, regs, &services, "a wide selector") {
+                        if let Err(err) =
+                            merge_handlers(&served, &mut list, regs, &services, "a wide selector")
+                        {
                             tracing::error!(error = %err, "Cannot serve a newly discovered resource.");
                             continue;
                         }
@@ -697,10 +703,17 @@ impl Generation<'_> {
                 }
                 for key in wide_now.keys() {
                     if !summary.contains_key(key) {
-                        // Gone (a CRD deleted) or no longer matching: stop watching it, unless
-                        // named handlers serve it too (then the generation starts over).
+                        // Gone (a CRD deleted) or no longer matching: stop watching it. Named
+                        // handlers keep a gone resource's watch (as without wide selectors);
+                        // one that exists but is no longer matched starts the generation over.
                         if named_keys.contains(key) {
-                            return format!("{}/{} (no longer matched by a wide selector)", key.2, key.1);
+                            if scanned.contains(key) {
+                                return format!(
+                                    "{}/{} (no longer matched by a wide selector)",
+                                    key.2, key.1
+                                );
+                            }
+                            continue;
                         }
                         tracing::info!(resource = %format!("{}.{}/{}", key.2, key.0, key.1), "A resource is no longer served: it is gone or no longer matches.");
                         for h in watches_of.remove(key).unwrap_or_default() {
@@ -712,7 +725,11 @@ impl Generation<'_> {
                 wide_now = summary;
             }
         };
-        let manifest_watch = tokio::spawn(watch_manifests(Arc::clone(shared), services.clone(), manifests));
+        let manifest_watch = tokio::spawn(watch_manifests(
+            Arc::clone(shared),
+            services.clone(),
+            manifests,
+        ));
         let ending = tokio::select! {
             () = stop.as_mut() => {
                 tracing::info!("Stop requested; finishing the cycles in flight.");
@@ -898,7 +915,10 @@ async fn matches_until_scanned(
     client: &kube::Client,
     services: &[Arc<dyn Dispatch>],
     wide: &[(convert::WideRegistration, usize)],
-) -> selecting::Matches {
+) -> (
+    selecting::Matches,
+    std::collections::BTreeSet<selecting::ResourceKey>,
+) {
     let mut delay = Duration::from_secs(1);
     loop {
         match selecting::matches(client, services, wide).await {
@@ -996,9 +1016,7 @@ async fn watch(scope: Scope, api: Api<DynamicObject>, silence: Duration) {
                 watcher::Event::InitApply(obj)
                 | watcher::Event::Apply(obj)
                 | watcher::Event::Delete(obj)
-                    if !scope
-                        .namespaces
-                        .serves(obj.metadata.namespace.as_deref()) =>
+                    if !scope.namespaces.serves(obj.metadata.namespace.as_deref()) =>
                 {
                     continue;
                 }

@@ -279,8 +279,20 @@ mod tests {
         let now = jiff::Timestamp::from_second(1_000_000).unwrap();
         let at = |s: i64| jiff::Timestamp::from_second(1_000_000 + s).unwrap();
         assert_eq!(renewal_delay(now, at(100)), Duration::from_secs(90));
-        assert_eq!(renewal_delay(now, at(5)), Duration::from_secs(4), "at least 1 s early");
-        assert_eq!(renewal_delay(now, at(3600)), Duration::from_secs(3540), "at most 60 s early");
-        assert_eq!(renewal_delay(now, at(-5)), Duration::ZERO, "expired: at once");
+        assert_eq!(
+            renewal_delay(now, at(5)),
+            Duration::from_secs(4),
+            "at least 1 s early"
+        );
+        assert_eq!(
+            renewal_delay(now, at(3600)),
+            Duration::from_secs(3540),
+            "at most 60 s early"
+        );
+        assert_eq!(
+            renewal_delay(now, at(-5)),
+            Duration::ZERO,
+            "expired: at once"
+        );
     }
 }

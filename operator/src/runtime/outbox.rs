@@ -33,7 +33,10 @@ pub async fn serve(
     loop {
         match service.outbox().await {
             Ok(None) => {
-                tracing::debug!(service = service.name(), "The handler service has no outbox.");
+                tracing::debug!(
+                    service = service.name(),
+                    "The handler service has no outbox."
+                );
                 return;
             }
             Ok(Some(mut stream)) => {

@@ -25,8 +25,9 @@ pub fn key_of(served: &Served) -> ResourceKey {
     )
 }
 
-/// Scans the API server and matches every wide registration against what it found. A service
-/// that fails to answer `SelectResources` is logged, and its callables match nothing this time.
+/// Scans the API server and matches every wide registration against what it found; also the
+/// keys of every resource found. A service that fails to answer `SelectResources` is logged,
+/// and its callables match nothing this time.
 ///
 /// # Errors
 /// When the scan itself fails.
@@ -34,7 +35,7 @@ pub async fn matches(
     client: &kube::Client,
     services: &[Arc<dyn Dispatch>],
     wide: &[(WideRegistration, usize)],
-) -> Result<Matches, discovery::Error> {
+) -> Result<(Matches, BTreeSet<ResourceKey>), discovery::Error> {
     let scan = discovery::scan(client).await?;
     let mut accepted: BTreeMap<(usize, String), BTreeSet<usize>> = BTreeMap::new();
     let asking: BTreeSet<usize> = wide
@@ -61,7 +62,11 @@ pub async fn matches(
             }
         }
     }
-    Ok(decide(&scan, wide, &accepted))
+    let keys = scan
+        .iter()
+        .map(|r| (r.group.clone(), r.version.clone(), r.plural.clone()))
+        .collect();
+    Ok((decide(&scan, wide, &accepted), keys))
 }
 
 /// Pure: which resource of `scan` each wide registration serves.
@@ -170,8 +175,14 @@ mod tests {
         assert_eq!(
             names,
             vec![
-                ("configmaps".to_owned(), vec!["all".to_owned(), "fn".to_owned()]),
-                ("kopfexamples".to_owned(), vec!["all".to_owned(), "cat".to_owned()]),
+                (
+                    "configmaps".to_owned(),
+                    vec!["all".to_owned(), "fn".to_owned()]
+                ),
+                (
+                    "kopfexamples".to_owned(),
+                    vec!["all".to_owned(), "cat".to_owned()]
+                ),
             ]
         );
         // A callable of another service with the same id accepts nothing here.

@@ -234,7 +234,9 @@ impl HandlerService for Example {
         &self,
         _: Request<pb::SelectResourcesRequest>,
     ) -> Result<Response<pb::SelectResourcesResponse>, Status> {
-        Err(Status::unimplemented("this service has no callable resource selectors"))
+        Err(Status::unimplemented(
+            "this service has no callable resource selectors",
+        ))
     }
 
     type OutboxStream = tonic::codegen::BoxStream<pb::OutboxEvent>;
@@ -243,7 +245,9 @@ impl HandlerService for Example {
         &self,
         _: Request<pb::OutboxRequest>,
     ) -> Result<Response<Self::OutboxStream>, Status> {
-        Err(Status::unimplemented("this service posts no Events outside handler calls"))
+        Err(Status::unimplemented(
+            "this service posts no Events outside handler calls",
+        ))
     }
 
     async fn login(

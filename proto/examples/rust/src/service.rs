@@ -109,7 +109,9 @@ impl HandlerService for ExampleService {
         &self,
         _: Request<operon_proto::v1::SelectResourcesRequest>,
     ) -> Result<Response<operon_proto::v1::SelectResourcesResponse>, Status> {
-        Err(Status::unimplemented("this service has no callable resource selectors"))
+        Err(Status::unimplemented(
+            "this service has no callable resource selectors",
+        ))
     }
 
     type OutboxStream = tonic::codegen::BoxStream<operon_proto::v1::OutboxEvent>;
@@ -118,7 +120,9 @@ impl HandlerService for ExampleService {
         &self,
         _: Request<operon_proto::v1::OutboxRequest>,
     ) -> Result<Response<Self::OutboxStream>, Status> {
-        Err(Status::unimplemented("this service posts no Events outside handler calls"))
+        Err(Status::unimplemented(
+            "this service posts no Events outside handler calls",
+        ))
     }
 
     async fn login(

@@ -701,7 +701,9 @@ impl Generation<'_> {
                         return format!("{} (its wide handlers changed)", served.name());
                     }
                 }
-                for key in wide_now.keys() {
+                let mut summary = summary;
+                let mut kept = Vec::new();
+                for (key, before) in &wide_now {
                     if !summary.contains_key(key) {
                         // Gone (a CRD deleted) or no longer matching: stop watching it. Named
                         // handlers keep a gone resource's watch (as without wide selectors);
@@ -713,6 +715,7 @@ impl Generation<'_> {
                                     key.2, key.1
                                 );
                             }
+                            kept.push((key.clone(), before.clone()));
                             continue;
                         }
                         tracing::info!(resource = %format!("{}.{}/{}", key.2, key.0, key.1), "A resource is no longer served: it is gone or no longer matches.");
@@ -722,6 +725,9 @@ impl Generation<'_> {
                         dynamic.remove(key);
                     }
                 }
+                // A gone resource of named handlers keeps its place: when it comes back, it is
+                // the same as before.
+                summary.extend(kept);
                 wide_now = summary;
             }
         };

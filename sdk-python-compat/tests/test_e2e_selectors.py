@@ -4,11 +4,14 @@ real core:
 
 - ``kopf.EVERYTHING``, ``category=`` and a callable selector see the objects of the resources
   they match, including a CRD installed after the start (the core re-discovers the resources);
-  the ones they do not match stay unseen.
+  the ones they do not match stay unseen; a deleted CRD is no longer watched, the rest goes on.
 - ``kopf run -n 'PREFIX-app-*,!*-skip'`` handles objects in a matching namespace created after
-  the start and ignores the others (an excluded one, one that does not match).
+  the start and ignores the others (an excluded one, one that does not match); so does
+  ``kopf.run(namespaces=[re.compile(...)])`` for whole names.
 - ``kopf.info()`` from a daemon thread reaches the cluster through the core, without the
   ``kubernetes`` or ``pykube-ng`` packages.
+- A login handler's revoked token gets a 401, after which the core logs in again; credentials
+  with a short ``expiration`` are renewed before it, under the running watches.
 """
 import json
 import subprocess
@@ -101,7 +104,12 @@ def test_everything_category_and_callable_selectors_see_matching_resources(
                              'metadata': {'name': 'thing-1', 'namespace': namespace, 'labels': labels}})
             for who in ('EVERYTHING', 'CATEGORY', 'CALLABLE'):
                 assert _until(lambda: seen(f'{who} saw selthings/thing-1')), f"{who} did not see the new CRD's object"
-            time.sleep(2)
+            # A CRD deleted: its resource is no longer watched; the others go on.
+            subprocess.run([kubectl, 'delete', 'crd', f'selthings.{group}'], check=True, capture_output=True, timeout=60)
+            assert _until(lambda: seen('A resource is no longer served')), "the deleted CRD is still watched"
+            _apply(kubectl, {'apiVersion': 'v1', 'kind': 'ConfigMap',
+                             'metadata': {'name': 'cm-2', 'namespace': namespace, 'labels': labels}})
+            assert _until(lambda: seen('EVERYTHING saw configmaps/cm-2')), "EVERYTHING stopped after the CRD went"
         assert runner.exception is None, runner.output
         output = runner.output
         # The ConfigMap is neither in the category nor accepted by the callable.

@@ -21,6 +21,11 @@ is filtered out by a callback filter         ``not_matched``
 Index functions (``@kopf.index``) are called apart: their index lives in this process, and
 their calls feed it (:meth:`OperatorBackend.invoke_index`, :mod:`kopf._core.indexing`).
 
+Besides: ``SelectResources`` answers which discovered resources each callable resource selector
+accepts; ``Outbox`` streams the events made outside handler calls to the core; ``Login`` gives
+the core the login handlers' credentials (run again when the core asks after a 401 or before the
+credentials expire).
+
 # Guarantees
 A handler's error never fails the call or the server: it is an outcome. The answer comes
 before the call's deadline: a handler still running by then is answered as an arbitrary error

@@ -495,13 +495,13 @@ impl Generation<'_> {
                     .join(" "),
             ));
         }
-        let mut wide_now = BTreeMap::new();
+        let mut tracker = None;
         if !wide.is_empty() {
             let (found, _) = tokio::select! {
                 found = matches_until_scanned(&client, &services, &wide) => found,
                 () = stop.as_mut() => return Ok(Ending::Stop),
             };
-            wide_now = selecting::summary(&found);
+            tracker = Some(selecting::Tracker::new(named_keys, &found));
             for (served, regs) in found {
                 let slot = match merged.iter().position(|(s, _)| same_resource(s, &served)) {
                     Some(slot) => slot,
@@ -656,11 +656,9 @@ impl Generation<'_> {
             })
             .collect();
         let rescan = async {
-            if wide.is_empty() {
+            let Some(mut tracker) = tracker else {
                 return std::future::pending::<String>().await;
-            }
-            let mut wide_now = wide_now;
-            let mut dynamic: BTreeMap<selecting::ResourceKey, usize> = BTreeMap::new();
+            };
             loop {
                 tokio::time::sleep(config.rescan_interval).await;
                 let (found, scanned) = match selecting::matches(&client, &services, &wide).await {
@@ -670,65 +668,37 @@ impl Generation<'_> {
                         continue;
                     }
                 };
-                let summary = selecting::summary(&found);
-                for (served, regs) in found {
+                let (serve, stop) = match tracker.rediscovered(found, &scanned) {
+                    selecting::Rediscovery::Reload(why) => return why,
+                    selecting::Rediscovery::Changes { serve, stop } => (serve, stop),
+                };
+                for key in stop {
+                    tracing::info!(resource = %format!("{}.{}/{}", key.2, key.0, key.1), "A resource is no longer served: it is gone or no longer matches.");
+                    for h in watches_of.remove(&key).unwrap_or_default() {
+                        h.abort();
+                    }
+                }
+                for (served, regs) in serve {
+                    // A resource that appeared (a CRD installed): served from now on, with
+                    // watches of its own; the others are not touched.
+                    tracing::info!(resource = %served.name(), namespaced = served.namespaced, "Serving a newly discovered resource.");
                     let key = selecting::key_of(&served);
-                    let Some(before) = wide_now.get(&key) else {
-                        if named_keys.contains(&key) || dynamic.contains_key(&key) {
-                            return format!("{} (now matched by a wide selector)", served.name());
-                        }
-                        // A resource that appeared (a CRD installed): serve it from now on.
-                        tracing::info!(resource = %served.name(), namespaced = served.namespaced, "Serving a newly discovered resource.");
-                        let mut list = Vec::new();
-                        let regs = regs.into_iter().map(|(r, i)| (r.handler, i));
-                        if let Err(err) =
-                            merge_handlers(&served, &mut list, regs, &services, "a wide selector")
-                        {
-                            tracing::error!(error = %err, "Cannot serve a newly discovered resource.");
-                            continue;
-                        }
-                        let res = Arc::new(resource_ctx(served, &list, &services));
-                        let index = queue.add_resource(Arc::clone(&res));
-                        dynamic.insert(key.clone(), index);
-                        let handles = spawn_watches(index, &res, false);
-                        watches_of
-                            .entry(key)
-                            .or_default()
-                            .extend(handles.iter().map(tokio::task::JoinHandle::abort_handle));
+                    let mut list = Vec::new();
+                    let regs = regs.into_iter().map(|(r, i)| (r.handler, i));
+                    if let Err(err) =
+                        merge_handlers(&served, &mut list, regs, &services, "a wide selector")
+                    {
+                        tracing::error!(error = %err, "Cannot serve a newly discovered resource.");
                         continue;
-                    };
-                    if summary.get(&key) != Some(before) {
-                        return format!("{} (its wide handlers changed)", served.name());
                     }
+                    let res = Arc::new(resource_ctx(served, &list, &services));
+                    let index = queue.add_resource(Arc::clone(&res));
+                    let handles = spawn_watches(index, &res, false);
+                    watches_of
+                        .entry(key)
+                        .or_default()
+                        .extend(handles.iter().map(tokio::task::JoinHandle::abort_handle));
                 }
-                let mut summary = summary;
-                let mut kept = Vec::new();
-                for (key, before) in &wide_now {
-                    if !summary.contains_key(key) {
-                        // Gone (a CRD deleted) or no longer matching: stop watching it. Named
-                        // handlers keep a gone resource's watch (as without wide selectors);
-                        // one that exists but is no longer matched starts the generation over.
-                        if named_keys.contains(key) {
-                            if scanned.contains(key) {
-                                return format!(
-                                    "{}/{} (no longer matched by a wide selector)",
-                                    key.2, key.1
-                                );
-                            }
-                            kept.push((key.clone(), before.clone()));
-                            continue;
-                        }
-                        tracing::info!(resource = %format!("{}.{}/{}", key.2, key.0, key.1), "A resource is no longer served: it is gone or no longer matches.");
-                        for h in watches_of.remove(key).unwrap_or_default() {
-                            h.abort();
-                        }
-                        dynamic.remove(key);
-                    }
-                }
-                // A gone resource of named handlers keeps its place: when it comes back, it is
-                // the same as before.
-                summary.extend(kept);
-                wide_now = summary;
             }
         };
         let manifest_watch = tokio::spawn(watch_manifests(

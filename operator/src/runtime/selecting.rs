@@ -111,6 +111,90 @@ pub fn summary(matches: &Matches) -> BTreeMap<ResourceKey, BTreeSet<(usize, Stri
         .collect()
 }
 
+/// What a re-discovery asks of the engine.
+#[derive(Debug)]
+pub enum Rediscovery {
+    /// Serve these resources from now on (they appeared, or started to match), and stop
+    /// watching those (gone, or no longer matching); nothing else changes.
+    Changes {
+        /// New resources with their wide registrations.
+        serve: Matches,
+        /// Resources no longer served.
+        stop: Vec<ResourceKey>,
+    },
+    /// The handlers of a resource that is served changed (a named resource that a wide selector
+    /// now matches, or no longer; a wide handler that now matches a served resource too): the
+    /// generation starts over with the reason.
+    Reload(String),
+}
+
+/// What the wide selectors match, scan after scan (pure: the engine performs the answers).
+#[derive(Debug, Default)]
+pub struct Tracker {
+    /// The resources that named handlers serve.
+    named: BTreeSet<ResourceKey>,
+    /// The wide handlers of every matched resource, as of the last scan.
+    matched: BTreeMap<ResourceKey, BTreeSet<(usize, String)>>,
+}
+
+impl Tracker {
+    /// After the start's scan: `named` resources and what the wide selectors `matched` then.
+    pub fn new(named: BTreeSet<ResourceKey>, matched: &Matches) -> Self {
+        Tracker {
+            named,
+            matched: summary(matched),
+        }
+    }
+
+    /// A new scan: `found` is what the wide selectors match now, `scanned` every resource the
+    /// API server has.
+    pub fn rediscovered(&mut self, found: Matches, scanned: &BTreeSet<ResourceKey>) -> Rediscovery {
+        let mut now = summary(&found);
+        let mut serve = Vec::new();
+        for (served, regs) in found {
+            let key = key_of(&served);
+            match self.matched.get(&key) {
+                None if self.named.contains(&key) => {
+                    return Rediscovery::Reload(format!(
+                        "{} (now matched by a wide selector)",
+                        served.name()
+                    ));
+                }
+                None => serve.push((served, regs)),
+                Some(before) if now.get(&key) != Some(before) => {
+                    return Rediscovery::Reload(format!(
+                        "{} (its wide handlers changed)",
+                        served.name()
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        let mut stop = Vec::new();
+        for (key, before) in &self.matched {
+            if now.contains_key(key) {
+                continue;
+            }
+            match (self.named.contains(key), scanned.contains(key)) {
+                // Named handlers keep a gone resource's watch, as without wide selectors, and
+                // its place: when it comes back, nothing changed.
+                (true, false) => {
+                    now.insert(key.clone(), before.clone());
+                }
+                (true, true) => {
+                    return Rediscovery::Reload(format!(
+                        "{}.{}/{} (no longer matched by a wide selector)",
+                        key.2, key.0, key.1
+                    ));
+                }
+                (false, _) => stop.push(key.clone()),
+            }
+        }
+        self.matched = now;
+        Rediscovery::Changes { serve, stop }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,5 +273,91 @@ mod tests {
         let other: BTreeMap<_, _> = [((0, "c1".to_owned()), BTreeSet::from([0]))].into();
         let out = decide(&scan, &wide[2..], &other);
         assert!(out.is_empty());
+    }
+
+    fn scan_of(names: &[&str]) -> Vec<Discovered> {
+        names.iter().map(|n| res("", n, &[])).collect()
+    }
+
+    fn keys(scan: &[Discovered]) -> BTreeSet<ResourceKey> {
+        scan.iter()
+            .map(|r| (r.group.clone(), r.version.clone(), r.plural.clone()))
+            .collect()
+    }
+
+    fn key(plural: &str) -> ResourceKey {
+        (String::new(), "v1".into(), plural.into())
+    }
+
+    fn served(rediscovery: &Rediscovery) -> (Vec<String>, Vec<String>) {
+        match rediscovery {
+            Rediscovery::Changes { serve, stop } => (
+                serve
+                    .iter()
+                    .map(|(s, _)| s.resource.plural.clone())
+                    .collect(),
+                stop.iter().map(|k| k.2.clone()).collect(),
+            ),
+            Rediscovery::Reload(why) => panic!("reload: {why}"),
+        }
+    }
+
+    #[test]
+    fn new_resources_are_served_and_gone_ones_stopped_without_a_reload() {
+        let wide = vec![(reg("all", Pick::Everything), 0)];
+        let none = BTreeMap::new();
+        let start = scan_of(&["configmaps", "secrets"]);
+        let mut tracker = Tracker::new(BTreeSet::new(), &decide(&start, &wide, &none));
+        let same = tracker.rediscovered(decide(&start, &wide, &none), &keys(&start));
+        assert_eq!(served(&same), (vec![], vec![]));
+        let grown = scan_of(&["configmaps", "secrets", "things"]);
+        let changes = tracker.rediscovered(decide(&grown, &wide, &none), &keys(&grown));
+        assert_eq!(served(&changes), (vec!["things".to_owned()], vec![]));
+        let shrunk = scan_of(&["configmaps", "things"]);
+        let changes = tracker.rediscovered(decide(&shrunk, &wide, &none), &keys(&shrunk));
+        assert_eq!(served(&changes), (vec![], vec!["secrets".to_owned()]));
+        let back = tracker.rediscovered(decide(&grown, &wide, &none), &keys(&grown));
+        assert_eq!(
+            served(&back),
+            (vec!["secrets".to_owned()], vec![]),
+            "served again when back"
+        );
+    }
+
+    #[test]
+    fn a_named_resource_keeps_its_watch_when_gone_and_reloads_when_its_handlers_change() {
+        let wide = vec![(reg("cat", Pick::Category("c".into())), 0)];
+        let none = BTreeMap::new();
+        let mut things = res("", "things", &["c"]);
+        let start = vec![things.clone(), res("", "pods", &[])];
+        let named: BTreeSet<ResourceKey> = [key("things"), key("pods")].into();
+        let mut tracker = Tracker::new(named.clone(), &decide(&start, &wide, &none));
+        // Gone from discovery: nothing to do, and nothing when it comes back.
+        let gone = vec![res("", "pods", &[])];
+        assert_eq!(
+            served(&tracker.rediscovered(decide(&gone, &wide, &none), &keys(&gone))),
+            (vec![], vec![])
+        );
+        assert_eq!(
+            served(&tracker.rediscovered(decide(&start, &wide, &none), &keys(&start))),
+            (vec![], vec![])
+        );
+        // Still there, no longer in the category: its handlers change.
+        things.categories.clear();
+        let uncategorised = vec![things, res("", "pods", &[])];
+        let answer =
+            tracker.rediscovered(decide(&uncategorised, &wide, &none), &keys(&uncategorised));
+        assert!(
+            matches!(answer, Rediscovery::Reload(ref why) if why.contains("things")),
+            "{answer:?}"
+        );
+        // A named resource that starts to match.
+        let mut tracker = Tracker::new(named, &decide(&start, &wide, &none));
+        let joined = vec![res("", "things", &["c"]), res("", "pods", &["c"])];
+        let answer = tracker.rediscovered(decide(&joined, &wide, &none), &keys(&joined));
+        assert!(
+            matches!(answer, Rediscovery::Reload(ref why) if why.contains("pods")),
+            "{answer:?}"
+        );
     }
 }

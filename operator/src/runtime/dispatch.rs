@@ -553,7 +553,7 @@ impl Dispatch for GrpcService {
                     (s.callable_id, accepted)
                 })
                 .collect()),
-            Err(status) if status.code() == tonic::Code::Unimplemented => Ok(Vec::new()),
+            // UNIMPLEMENTED too: a service that declares callables must answer for them.
             Err(status) => Err(Error::Transport(status)),
         }
     }

@@ -314,6 +314,11 @@ impl Cli {
                 {
                     anyhow::bail!("say which namespaces to serve: -A (all) or -n NS (repeatable)");
                 }
+                // A regular expression that does not compile stops the start at once.
+                crate::core::namespaces::Namespaces::with_regexes(
+                    &args.namespaces,
+                    &args.namespace_regexes,
+                )?;
                 let config = crate::runtime::engine::Config {
                     handlers: args.handlers,
                     namespaces: args.namespaces,

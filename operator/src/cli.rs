@@ -129,9 +129,19 @@ struct RunArgs {
     /// Serve objects in all namespaces.
     #[arg(short = 'A', long = "all-namespaces", conflicts_with = "namespaces")]
     all_namespaces: bool,
-    /// Serve objects in this namespace (repeatable).
+    /// Serve objects in this namespace (repeatable), or in the namespaces that match Kopf's
+    /// pattern (`'app-*'`, `'!kube-*'`, `'app-*,!*-pr-*'`): then the core watches cluster-wide
+    /// and drops the objects of other namespaces.
     #[arg(short = 'n', long = "namespace", value_name = "NS")]
     namespaces: Vec<String>,
+    /// Serve objects in the namespaces whose whole name matches this regular expression
+    /// (repeatable; Kopf's `namespaces=[re.compile(...)]`): watched cluster-wide and filtered.
+    #[arg(
+        long = "namespace-regex",
+        value_name = "RE",
+        conflicts_with = "all_namespaces"
+    )]
+    namespace_regexes: Vec<String>,
     /// Do not take part in leader election or peering.
     #[arg(long)]
     standalone: bool,
@@ -181,6 +191,21 @@ struct RunArgs {
     /// Seconds a finished task is kept before it is deleted, unless its registration says.
     #[arg(long, value_name = "SECS", default_value_t = 86400.0)]
     task_retention: f64,
+    /// Seconds between re-discoveries of the API resources, when a handler's selector names no
+    /// single resource (EVERYTHING, a category, a callable): new resources are served, gone
+    /// ones dropped.
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 30.0,
+        env = "OPERON_RESCAN_INTERVAL"
+    )]
+    rescan_interval: f64,
+    /// Take the API credentials from the handler services' login handlers (`Login`; Kopf's
+    /// `@kopf.on.login`) instead of the kubeconfig: logged in again on a 401 Unauthorized and
+    /// shortly before the credentials expire, without restarting the watches.
+    #[arg(long)]
+    login: bool,
     /// Export traces over OTLP/gRPC to this collector (e.g. http://127.0.0.1:4317); tracing is
     /// off without it.
     #[arg(long, value_name = "URL", env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
@@ -379,7 +404,10 @@ impl Cli {
     async fn run(self) -> anyhow::Result<()> {
         match self.command {
             Command::Run(args) => {
-                if !args.all_namespaces && args.namespaces.is_empty() {
+                if !args.all_namespaces
+                    && args.namespaces.is_empty()
+                    && args.namespace_regexes.is_empty()
+                {
                     anyhow::bail!("say which namespaces to serve: -A (all) or -n NS (repeatable)");
                 }
                 use crate::core::persistence::spec;
@@ -387,9 +415,15 @@ impl Cli {
                     .map_err(|e| anyhow::anyhow!("invalid --progress-storage: {e}"))?;
                 let diffbase = spec::diffbase_storage(&args.diffbase_storage, &args.prefix)
                     .map_err(|e| anyhow::anyhow!("invalid --diffbase-storage: {e}"))?;
+                // A regular expression that does not compile stops the start at once.
+                crate::core::namespaces::Namespaces::with_regexes(
+                    &args.namespaces,
+                    &args.namespace_regexes,
+                )?;
                 let config = crate::runtime::engine::Config {
                     handlers: args.handlers,
                     namespaces: args.namespaces,
+                    namespace_regexes: args.namespace_regexes,
                     http: args.http.listen,
                     prefix: args.prefix,
                     progress,
@@ -409,6 +443,9 @@ impl Cli {
                     callback_url: args.callback_url,
                     task_retention: seconds("task-retention", args.task_retention)?,
                     admission: args.admission.config()?,
+                    rescan_interval: seconds("rescan-interval", args.rescan_interval)?
+                        .max(std::time::Duration::from_millis(100)),
+                    login: args.login,
                 };
                 let _ = args.standalone;
                 Ok(crate::runtime::engine::run(config).await?)
@@ -416,6 +453,15 @@ impl Cli {
             Command::Dashboard(args) => {
                 if !args.all_namespaces && args.namespaces.is_empty() {
                     anyhow::bail!("say which namespaces to show: -A (all) or -n NS (repeatable)");
+                }
+                if let Some(p) = args
+                    .namespaces
+                    .iter()
+                    .find(|n| crate::core::namespaces::is_pattern(n))
+                {
+                    anyhow::bail!(
+                        "-n {p:?} is a namespace pattern: the dashboard shows namespaces by name (or -A)"
+                    );
                 }
                 let config = crate::runtime::observer::Config {
                     resources: args
@@ -454,6 +500,16 @@ impl RbacArgs {
                 self.service_account
             );
         };
+        if let Some(pattern) = self
+            .namespaces
+            .iter()
+            .find(|n| crate::core::namespaces::is_pattern(n))
+        {
+            anyhow::bail!(
+                "-n {pattern:?} is a namespace pattern: the core watches cluster-wide under patterns, \
+                 so it needs a ClusterRole (use -A)"
+            );
+        }
         let mut resources = Vec::new();
         for text in &self.resources {
             let selector = crate::runtime::observer::parse_selector(text)?;

@@ -4,7 +4,9 @@ Environment:
   FAKECORE_ARGV   a file to write the command line into (JSON)
   FAKECORE_INVOKE a handler id to invoke once on a sample object (reason CREATE)
   FAKECORE_EXIT   exit with this code right after describing (default: wait for SIGTERM)
-  FAKECORE_KUBECONFIG_COPY  a file to copy the kubeconfig of $KUBECONFIG into
+  FAKECORE_KUBECONFIG_COPY  a file to copy the kubeconfig into: with --login, the one `Login`
+                            answers (at start, and again as FAKECORE_RELOGIN says); else $KUBECONFIG's
+  FAKECORE_RELOGIN  with --login: log in again for this reason ("unauthorized") after describing
   FAKECORE_DONE   a file to create when the invocation is done
 """
 import json
@@ -34,10 +36,10 @@ def main() -> None:
     if os.environ.get('FAKECORE_ARGV'):
         with open(os.environ['FAKECORE_ARGV'], 'w') as f:
             json.dump(argv, f)
-    if os.environ.get('FAKECORE_KUBECONFIG_COPY'):
+    url = argv[argv.index('--handler') + 1]
+    if os.environ.get('FAKECORE_KUBECONFIG_COPY') and '--login' not in argv:
         with open(os.environ['KUBECONFIG']) as src, open(os.environ['FAKECORE_KUBECONFIG_COPY'], 'w') as dst:
             dst.write(src.read())
-    url = argv[argv.index('--handler') + 1]
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
 
@@ -45,6 +47,14 @@ def main() -> None:
         stub = pb_grpc.HandlerServiceStub(channel)
         manifest = stub.Describe(pb.DescribeRequest(core_version='fake', contract_revision=1), timeout=10)
         log('INFO', 'Handler service described.', service=url, handlers=len(manifest.handlers))
+        if '--login' in argv:
+            reasons = ['start'] + ([os.environ['FAKECORE_RELOGIN']] if os.environ.get('FAKECORE_RELOGIN') else [])
+            for reason in reasons:
+                answer = stub.Login(pb.LoginRequest(reason=reason), timeout=10)
+                if os.environ.get('FAKECORE_KUBECONFIG_COPY'):
+                    with open(os.environ['FAKECORE_KUBECONFIG_COPY'], 'w') as dst:
+                        dst.write(answer.kubeconfig_json.decode())
+                log('INFO', f'Logged in ({reason}).', expires=answer.expiration.seconds)
         handler_id = os.environ.get('FAKECORE_INVOKE')
         if handler_id:
             log('DEBUG', 'Creation is in progress: {}', target='kopf.objects', object='default/kopf-example-1')

@@ -146,6 +146,43 @@ def test_the_login_handlers_credentials_go_to_the_core(fakecore, tmp_path, regis
     assert config['clusters'][0]['cluster'] == {'server': 'https://example:6443'}
     assert config['users'][0]['user'] == {'token': 'secret'}
     assert 'Initial authentication has finished.' in runner.output
+    assert 'Re-authentication' not in runner.output, "the core's first Login takes the start-up's credentials"
+
+
+def test_the_core_logs_in_again_through_the_login_handlers(fakecore, tmp_path, registry, monkeypatch, caplog):
+    monkeypatch.setenv('FAKECORE_KUBECONFIG_COPY', str(tmp_path / 'kubeconfig'))
+    monkeypatch.setenv('FAKECORE_ARGV', str(tmp_path / 'argv'))
+    monkeypatch.setenv('FAKECORE_RELOGIN', 'unauthorized')
+    path = tmp_path / 'login.py'
+    path.write_text(OPERATOR + textwrap.dedent('''
+        import datetime
+        CALLS = []
+
+        @kopf.on.login()
+        def login_fn(**_):
+            CALLS.append(1)
+            return kopf.ConnectionInfo(server='https://example:6443', token=f'token-{len(CALLS)}',
+                                       expiration=datetime.datetime(2100, 1, 1))
+    '''))
+    with KopfRunner(['run', '-A', str(path)], registry=registry, timeout=30) as runner:
+        wait_for(caplog, "Handler 'create_fn' succeeded.")
+        wait_for(caplog, "Logged in (unauthorized).")
+    assert runner.exit_code == 0
+    assert '--login' in json.loads((tmp_path / 'argv').read_text())
+    config = json.loads((tmp_path / 'kubeconfig').read_text())
+    assert config['users'][0]['user'] == {'token': 'token-2'}
+    assert 'Re-authentication has finished.' in runner.output
+    assert "expires=4102444800" in runner.output or '4102444800' in runner.output
+
+
+def test_without_login_handlers_the_core_reads_the_kubeconfig(fakecore, tmp_path, registry, monkeypatch, caplog):
+    monkeypatch.setenv('FAKECORE_ARGV', str(tmp_path / 'argv'))
+    path = tmp_path / 'plain.py'
+    path.write_text(OPERATOR)
+    with KopfRunner(['run', '-A', str(path)], registry=registry, timeout=30) as runner:
+        wait_for(caplog, "Handler 'create_fn' succeeded.")
+    assert runner.exit_code == 0
+    assert '--login' not in json.loads((tmp_path / 'argv').read_text())
 
 
 def test_kopf_serve_serves_without_a_core_and_the_liveness_probes(operator_py, registry):
@@ -256,10 +293,19 @@ def test_core_argv_follows_the_settings(settings):
                     '--default-backoff', '2.5', '--consistency-timeout', '5.0', '--workers', '7']
 
 
-def test_namespace_patterns_are_refused(registry):
-    with pytest.raises(running.OperatorError, match='patterns are not supported'):
-        import asyncio
-        asyncio.run(running.operator(namespaces=['app-*'], registry=registry))
+def test_namespace_patterns_go_to_the_core(settings):
+    argv = running.core_argv(binary='operon', address='127.0.0.1:1', settings=settings,
+                             clusterwide=False, namespaces=['app-*', '!kube-*,x'], standalone=False,
+                             http='127.0.0.1:2')
+    assert argv[6:10] == ['-n', 'app-*', '-n', '!kube-*,x']
+
+
+def test_namespace_regular_expressions_go_to_the_core_with_their_flags(settings):
+    import re
+    argv = running.core_argv(binary='operon', address='127.0.0.1:1', settings=settings,
+                             clusterwide=False, namespaces=['a', re.compile(r'app-\d+'), re.compile('x', re.I)],
+                             standalone=False, http='127.0.0.1:2')
+    assert argv[6:12] == ['-n', 'a', '--namespace-regex', r'app-\d+', '--namespace-regex', '(?i)x']
 
 
 def test_settings_that_operon_refuses_stop_kopf_run_after_the_startup_handlers(tmp_path, registry):

@@ -310,6 +310,30 @@ def test_events_outside_of_handlers_warn_without_clients(monkeypatch, caplog):
     assert "neither `kubernetes` nor `pykube-ng` is installed" in caplog.text
 
 
+def test_events_outside_of_handlers_go_to_the_core_while_the_operator_runs(monkeypatch):
+    from kopf._core import posting
+    outbox = posting.Outbox()
+    monkeypatch.setattr(posting, 'OUTBOX', outbox)
+    outbox.active = True
+    backend = handling.OperatorBackend(registry=kopf.OperatorRegistry(), settings=kopf.OperatorSettings())
+    body = {'apiVersion': 'v1', 'kind': 'ConfigMap', 'metadata': {'name': 'cm', 'namespace': 'ns', 'uid': 'u'}}
+    kopf.info(body, reason='Early', message='before the core connected')
+
+    async def read_two() -> list[Any]:
+        stream = backend.outbox(handling.pb.OutboxRequest(), None)  # type: ignore[arg-type]
+        first = await stream.__anext__()
+        threading.Thread(target=lambda: kopf.warn(body, reason='Thread', message='from a thread')).start()
+        second = await asyncio.wait_for(stream.__anext__(), timeout=5)
+        await stream.aclose()
+        return [first, second]
+
+    first, second = asyncio.run(read_two())
+    assert (first.event.type, first.event.reason) == ('Normal', 'Early')
+    assert (second.event.type, second.event.reason, second.event.message) == ('Warning', 'Thread', 'from a thread')
+    assert json.loads(first.event.involved_object_json) == {
+        'apiVersion': 'v1', 'kind': 'ConfigMap', 'name': 'cm', 'uid': 'u', 'namespace': 'ns'}
+
+
 def test_event_bodies_are_as_kopf_posts_them():
     from kopf._core import posting
     body = posting.build_event_body(

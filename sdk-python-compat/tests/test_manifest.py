@@ -89,16 +89,53 @@ def test_selectors(registry, args, kwargs, expected):
     assert (resource.group, resource.version, resource.name) == expected
 
 
-@pytest.mark.parametrize('args, kwargs', [
-    ((kopf.EVERYTHING,), {}),
-    ((lambda resource: True,), {}),
-    ((), {'category': 'all'}),
+@pytest.mark.parametrize('args, kwargs, expected', [
+    ((kopf.EVERYTHING,), {}, {'everything': True}),
+    (('kopf.dev', kopf.EVERYTHING), {}, {'everything': True, 'group': 'kopf.dev'}),
+    (('v1', kopf.EVERYTHING), {}, {'everything': True, 'version': 'v1', 'core_group': True}),
+    ((), {'category': 'all'}, {'category': 'all'}),
+    ((), {'category': 'kopf', 'group': 'kopf.dev'}, {'category': 'kopf', 'group': 'kopf.dev'}),
 ])
-def test_unspecific_selectors_are_skipped_with_a_reason(registry, args, kwargs):
+def test_selectors_without_a_specific_resource_go_to_the_core(registry, args, kwargs, expected):
     kopf.on.create(*args, **kwargs)(module_level_fn)
     result = build(registry)
-    assert not result.manifest.handlers
-    assert 'names no specific resource' in result.skipped[0].reason
+    assert not result.skipped
+    assert result.manifest.handlers[0].resource == pb.ResourceSelector(**expected)
+
+
+def test_callable_selectors_get_stable_ids_and_are_asked_about_resources(registry):
+    import asyncio
+    from kopf._core.reactor import handling
+
+    kopf.on.create('configmaps')(module_level_fn)
+    kopf.on.event(lambda resource: resource.plural.startswith('kopf'), id='fn')(module_level_fn)
+    kopf.on.event(lambda resource: 'kopf' in resource.categories, id='cat')(module_level_fn)
+    first, second = build(registry), build(registry)
+    assert first.manifest == second.manifest, "the same manifest on every Describe"
+    ids = [h.resource.callable_id for h in first.manifest.handlers]
+    assert ids == ['', '1:fn', '2:cat']
+    backend = handling.OperatorBackend(registry=registry, settings=kopf.OperatorSettings())
+    request = pb.SelectResourcesRequest(resources=[
+        pb.DiscoveredResource(group='', version='v1', plural='configmaps', kind='ConfigMap'),
+        pb.DiscoveredResource(group='kopf.dev', version='v1', plural='kopfexamples', kind='KopfExample'),
+        pb.DiscoveredResource(group='x.dev', version='v1', plural='things', kind='Thing', categories=['kopf']),
+    ])
+    answer = asyncio.run(backend.select_resources(request, None))  # type: ignore[arg-type]
+    assert {s.callable_id: list(s.accepted) for s in answer.selections} == {'1:fn': [1], '2:cat': [2]}
+
+
+def test_a_failing_callable_selector_accepts_nothing(registry, caplog):
+    import asyncio
+    from kopf._core.reactor import handling
+
+    def broken(resource: Any) -> bool:
+        raise ValueError('boom')
+    kopf.on.event(broken, id='fn')(module_level_fn)
+    backend = handling.OperatorBackend(registry=registry, settings=kopf.OperatorSettings())
+    request = pb.SelectResourcesRequest(resources=[pb.DiscoveredResource(version='v1', plural='pods')])
+    answer = asyncio.run(backend.select_resources(request, None))  # type: ignore[arg-type]
+    assert list(answer.selections[0].accepted) == []
+    assert 'boom' in caplog.text
 
 
 def test_ambiguous_selectors_are_refused_as_in_kopf(registry):

@@ -45,6 +45,9 @@ pub enum Error {
     /// A response carries no outcome.
     #[error("the response has no outcome")]
     NoOutcome,
+    /// An Event sent outside a handler call does not say which object it is about.
+    #[error("an Event sent on the outbox names no involved object")]
+    NoInvolvedObject,
     /// A duration is negative or out of range.
     #[error("{0} is not a valid duration")]
     BadDuration(String),
@@ -87,6 +90,37 @@ pub struct Registrations {
     pub handlers: Vec<Registration>,
     /// Handlers of kinds this core does not run yet (sync, tasks): `(id, kind)`.
     pub unsupported: Vec<(String, &'static str)>,
+    /// Handlers whose selector names no single resource (`everything`, `category`,
+    /// `callable_id`): served on every resource that discovery finds matching.
+    pub wide: Vec<WideRegistration>,
+}
+
+/// One handler of a service whose selector names no single resource.
+#[derive(Debug, Clone)]
+pub struct WideRegistration {
+    /// Which resources.
+    pub selector: crate::core::selectors::WideSelector,
+    /// The handler.
+    pub handler: Handler,
+}
+
+/// The wide part of a resource selector, if it has one.
+fn wide_selector(r: &pb::ResourceSelector) -> Option<crate::core::selectors::WideSelector> {
+    use crate::core::selectors::{Pick, WideSelector};
+    let pick = if r.everything {
+        Pick::Everything
+    } else if !r.category.is_empty() {
+        Pick::Category(r.category.clone())
+    } else if !r.callable_id.is_empty() {
+        Pick::Callable(r.callable_id.clone())
+    } else {
+        return None;
+    };
+    Some(WideSelector {
+        group: (r.core_group || !r.group.is_empty()).then(|| r.group.clone()),
+        version: (!r.version.is_empty()).then(|| r.version.clone()),
+        pick,
+    })
 }
 
 /// Validates a manifest into registrations.
@@ -104,10 +138,7 @@ pub fn manifest(m: &pb::Manifest) -> Result<Registrations, Error> {
         // several kinds: one progress record, run at most once per cycle (Kopf's dedup). One id
         // may serve several resources (handlers registered in a loop): Kopf keys them per
         // resource, and so do the progress records (they live on each object).
-        let resource_key = h
-            .resource
-            .as_ref()
-            .map(|r| (r.group.clone(), r.version.clone(), r.name.clone()));
+        let resource_key = h.resource.as_ref().map(|r| format!("{r:?}"));
         if !seen.insert((h.id.clone(), h.kind, resource_key)) {
             return Err(Error::DuplicateId(h.id.clone()));
         }
@@ -134,13 +165,26 @@ pub fn manifest(m: &pb::Manifest) -> Result<Registrations, Error> {
                 });
             }
         };
+        let filters = h.filters.clone().unwrap_or_default();
+        let options = h.options.clone().unwrap_or_default();
+        if let Some(selector) = h.resource.as_ref().and_then(wide_selector) {
+            out.wide.push(WideRegistration {
+                selector,
+                handler: Handler {
+                    id: h.id.clone(),
+                    kind,
+                    has_callback_filters: filters.has_callback_filters,
+                    filters: convert_filters(&h.id, filters)?,
+                    options: convert_options(&h.id, options)?,
+                },
+            });
+            continue;
+        }
         let resource = h
             .resource
             .as_ref()
             .filter(|r| !r.name.is_empty())
             .ok_or_else(|| Error::NoResource(h.id.clone()))?;
-        let filters = h.filters.clone().unwrap_or_default();
-        let options = h.options.clone().unwrap_or_default();
         out.handlers.push(Registration {
             selector: Selector {
                 group: resource.group.clone(),
@@ -349,6 +393,38 @@ fn merge_patch(bytes: &[u8]) -> Result<Option<Value>, Error> {
     Ok(Some(patch))
 }
 
+/// A discovered resource on the wire (`SelectResources`).
+pub fn discovered(d: &crate::core::selectors::Discovered) -> pb::DiscoveredResource {
+    pb::DiscoveredResource {
+        group: d.group.clone(),
+        version: d.version.clone(),
+        plural: d.plural.clone(),
+        kind: d.kind.clone(),
+        singular: d.singular.clone(),
+        short_names: d.short_names.clone(),
+        categories: d.categories.clone(),
+        subresources: d.subresources.clone(),
+        namespaced: d.namespaced,
+        preferred: d.preferred,
+        verbs: d.verbs.clone(),
+    }
+}
+
+/// An Event from a service's `Outbox`: it must name the object it is about.
+///
+/// # Errors
+/// [`Error::NoInvolvedObject`] without one; [`Error::BadJson`] for one that is not JSON.
+pub fn outboxed(m: pb::OutboxEvent) -> Result<EventRequest, Error> {
+    let event = m.event.ok_or(Error::NoInvolvedObject)?;
+    let request = event_requests(vec![event])?
+        .pop()
+        .ok_or(Error::NoInvolvedObject)?;
+    if request.involved_object.is_none() {
+        return Err(Error::NoInvolvedObject);
+    }
+    Ok(request)
+}
+
 fn event_requests(events: Vec<pb::Event>) -> Result<Vec<EventRequest>, Error> {
     events
         .into_iter()
@@ -513,6 +589,7 @@ mod tests {
                 group: "g".into(),
                 version: "v1".into(),
                 name: "things".into(),
+                ..Default::default()
             }),
             ..Default::default()
         };
@@ -557,6 +634,7 @@ mod tests {
                 group: String::new(),
                 version: "v1".into(),
                 name: "pods".into(),
+                ..Default::default()
             }),
             ..Default::default()
         };

@@ -4,6 +4,7 @@
 use kube::Client;
 use kube::api::ApiResource;
 
+use crate::core::selectors::Discovered;
 use crate::runtime::convert::Selector;
 
 /// A discovery failure.
@@ -149,4 +150,139 @@ fn matches(
         || r.kind == name
         || r.kind.eq_ignore_ascii_case(name)
         || r.short_names.iter().flatten().any(|s| s == name)
+}
+
+/// Every resource the API server serves, in every group and version, without subresources
+/// (their names are kept on the resource) — Kopf's scanning of `/api` and `/apis`. A group
+/// version whose discovery fails is skipped (logged), as a group that went away meanwhile.
+///
+/// # Errors
+/// [`Error::Api`] when the list of groups cannot be read.
+pub async fn scan(client: &Client) -> Result<Vec<Discovered>, Error> {
+    let mut versions: Vec<(String, String, bool)> = Vec::new();
+    let core = client.list_core_api_versions().await.map_err(Error::Api)?;
+    versions.extend(core.versions.into_iter().map(|v| (String::new(), v, true)));
+    let groups = client.list_api_groups().await.map_err(Error::Api)?;
+    for g in groups.groups {
+        let preferred = g.preferred_version.map(|p| p.version);
+        for v in g.versions {
+            let is_preferred = preferred.as_deref() == Some(v.version.as_str());
+            versions.push((g.name.clone(), v.version, is_preferred));
+        }
+    }
+    let mut found = Vec::new();
+    for (group, version, preferred) in versions {
+        let list = if group.is_empty() {
+            client.list_core_api_resources(&version).await
+        } else {
+            client
+                .list_api_group_resources(&format!("{group}/{version}"))
+                .await
+        };
+        match list {
+            Ok(list) => found.extend(discovered(&group, &version, preferred, &list.resources)),
+            Err(err) => {
+                tracing::debug!(%group, %version, error = %err, "Discovery of a group version failed.");
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// One group version's discovery as [`Discovered`] resources (pure: the scan's filtering).
+pub fn discovered(
+    group: &str,
+    version: &str,
+    preferred: bool,
+    resources: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::APIResource],
+) -> Vec<Discovered> {
+    resources
+        .iter()
+        .filter(|r| !r.name.contains('/'))
+        .map(|r| {
+            let prefix = format!("{}/", r.name);
+            Discovered {
+                group: group.to_owned(),
+                version: version.to_owned(),
+                plural: r.name.clone(),
+                kind: r.kind.clone(),
+                singular: if r.singular_name.is_empty() {
+                    r.kind.to_lowercase()
+                } else {
+                    r.singular_name.clone()
+                },
+                short_names: r.short_names.clone().unwrap_or_default(),
+                categories: r.categories.clone().unwrap_or_default(),
+                subresources: resources
+                    .iter()
+                    .filter_map(|s| s.name.strip_prefix(&prefix).map(str::to_owned))
+                    .collect(),
+                namespaced: r.namespaced,
+                preferred,
+                verbs: r.verbs.clone(),
+            }
+        })
+        .collect()
+}
+
+impl From<&Discovered> for Served {
+    fn from(d: &Discovered) -> Self {
+        Served {
+            resource: ApiResource {
+                group: d.group.clone(),
+                version: d.version.clone(),
+                api_version: if d.group.is_empty() {
+                    d.version.clone()
+                } else {
+                    format!("{}/{}", d.group, d.version)
+                },
+                kind: d.kind.clone(),
+                plural: d.plural.clone(),
+            },
+            namespaced: d.namespaced,
+            has_status: d.subresources.iter().any(|s| s == "status"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::APIResource;
+
+    fn api(name: &str, kind: &str, verbs: &[&str]) -> APIResource {
+        APIResource {
+            name: name.into(),
+            kind: kind.into(),
+            namespaced: true,
+            singular_name: String::new(),
+            verbs: verbs.iter().map(|v| (*v).to_owned()).collect(),
+            ..APIResource::default()
+        }
+    }
+
+    #[test]
+    fn subresources_are_folded_into_their_resource() {
+        let list = vec![
+            api("pods", "Pod", &["list", "watch"]),
+            api("pods/status", "Pod", &["get", "patch"]),
+            api("pods/log", "Pod", &["get"]),
+            api("bindings", "Binding", &["create"]),
+        ];
+        let found = discovered("", "v1", true, &list);
+        assert_eq!(found.len(), 2);
+        assert_eq!(found[0].plural, "pods");
+        assert_eq!(
+            found[0].singular, "pod",
+            "the lower-cased kind when discovery has none"
+        );
+        assert_eq!(found[0].subresources, vec!["status", "log"]);
+        assert!(found[0].watchable());
+        assert!(
+            !found[1].watchable(),
+            "bindings cannot be listed and watched"
+        );
+        assert!(Served::from(&found[0]).has_status);
+        assert!(!Served::from(&found[1]).has_status);
+    }
 }

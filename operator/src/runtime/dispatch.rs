@@ -183,6 +183,23 @@ pub trait Dispatch: Send + Sync + 'static {
         let _ = (call, inputs);
         Err(Error::NoDaemons)
     }
+    /// Which of `resources` each of the service's callable selectors accepts
+    /// (`SelectResources`): `(callable id, indexes into resources)`. A service that cannot tell
+    /// accepts nothing.
+    async fn select_resources(
+        &self,
+        resources: &[crate::core::selectors::Discovered],
+    ) -> Result<Vec<(String, Vec<usize>)>, Error> {
+        let _ = resources;
+        Ok(Vec::new())
+    }
+    /// Opens the service's `Outbox`: the Events it posts outside handler calls, as they come.
+    /// `None`: the service has none to send (it does not implement the call).
+    async fn outbox(
+        &self,
+    ) -> Result<Option<BoxStream<'static, Result<convert::EventRequest, Error>>>, Error> {
+        Ok(None)
+    }
 }
 
 /// A handler service reached over gRPC.
@@ -219,6 +236,42 @@ impl Transport {
                 "the handler service may have refused the core's client certificate: check \
                  --tls-cert/--tls-key against the CA the service accepts clients from",
             ),
+        }
+    }
+}
+
+impl GrpcService {
+    /// The service's address.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Asks the service's login handlers for credentials (`Login`): a kubeconfig (JSON) and
+    /// when it expires; `None` when the service has none (or does not implement the call).
+    ///
+    /// # Errors
+    /// [`Error::Transport`] when the service fails or cannot be reached.
+    pub async fn login(
+        &self,
+        reason: &str,
+    ) -> Result<Option<(Vec<u8>, Option<jiff::Timestamp>)>, Error> {
+        let mut client = self.client.clone();
+        let request = pb::LoginRequest {
+            reason: reason.to_owned(),
+        };
+        match client.login(request).await {
+            Ok(r) => {
+                let r = r.into_inner();
+                if r.kubeconfig_json.is_empty() {
+                    return Ok(None);
+                }
+                let expiration = r
+                    .expiration
+                    .and_then(|t| jiff::Timestamp::new(t.seconds, t.nanos).ok());
+                Ok(Some((r.kubeconfig_json, expiration)))
+            }
+            Err(status) if status.code() == tonic::Code::Unimplemented => Ok(None),
+            Err(status) => Err(Error::Transport(status)),
         }
     }
 }
@@ -470,6 +523,60 @@ impl Dispatch for GrpcService {
             {
                 Err(Error::Deadline(deadline))
             }
+            Err(status) => Err(Error::Transport(status)),
+        }
+    }
+
+    async fn select_resources(
+        &self,
+        resources: &[crate::core::selectors::Discovered],
+    ) -> Result<Vec<(String, Vec<usize>)>, Error> {
+        let request = pb::SelectResourcesRequest {
+            resources: resources.iter().map(convert::discovered).collect(),
+        };
+        let mut client = self.client.clone();
+        let response =
+            tokio::time::timeout(Duration::from_secs(60), client.select_resources(request))
+                .await
+                .map_err(|_| Error::Deadline(Duration::from_secs(60)))?;
+        match response {
+            Ok(r) => Ok(r
+                .into_inner()
+                .selections
+                .into_iter()
+                .map(|s| {
+                    let accepted = s
+                        .accepted
+                        .into_iter()
+                        .filter_map(|i| usize::try_from(i).ok())
+                        .filter(|i| *i < resources.len())
+                        .collect();
+                    (s.callable_id, accepted)
+                })
+                .collect()),
+            // UNIMPLEMENTED too: a service that declares callables must answer for them.
+            Err(status) => Err(Error::Transport(status)),
+        }
+    }
+
+    async fn outbox(
+        &self,
+    ) -> Result<Option<BoxStream<'static, Result<convert::EventRequest, Error>>>, Error> {
+        let mut client = self.client.clone();
+        let request = pb::OutboxRequest {
+            core_version: env!("CARGO_PKG_VERSION").to_owned(),
+        };
+        match client.outbox(request).await {
+            Ok(stream) => Ok(Some(
+                stream
+                    .into_inner()
+                    .map(|m| {
+                        let m = m.map_err(Error::Transport)?;
+                        convert::outboxed(m).map_err(Error::Contract)
+                    })
+                    .boxed(),
+            )),
+            Err(status) if status.code() == tonic::Code::Unimplemented => Ok(None),
             Err(status) => Err(Error::Transport(status)),
         }
     }

@@ -13,6 +13,7 @@ use kube::api::DynamicObject;
 use kube::runtime::{WatchStreamExt, watcher};
 
 use crate::core::model::HandlerKind;
+use crate::core::namespaces::Namespaces;
 use crate::core::persistence::{DiffBaseStorage, KeyConvention, ProgressStorage};
 use crate::runtime::convert::{self, Registration, Selector};
 use crate::runtime::discovery;
@@ -21,6 +22,7 @@ use crate::runtime::metrics::Metrics;
 use crate::runtime::processing::{Bound, Env, ResourceCtx, Settings};
 use crate::runtime::queue::{Key, Observed, Queue, Seen};
 use crate::runtime::readmodel::ReadModel;
+use crate::runtime::selecting;
 use crate::runtime::sync;
 
 /// The core's configuration (`operon run`).
@@ -28,8 +30,10 @@ use crate::runtime::sync;
 pub struct Config {
     /// Handler service addresses.
     pub handlers: Vec<String>,
-    /// Namespaces to serve; empty means all.
+    /// Namespaces to serve, by name or Kopf's pattern; empty (and no regexes) means all.
     pub namespaces: Vec<String>,
+    /// Namespaces to serve whose whole name matches one of these regular expressions.
+    pub namespace_regexes: Vec<String>,
     /// The HTTP listener.
     pub http: SocketAddr,
     /// The annotation prefix (Kopf's `kopf.zalando.org`).
@@ -64,6 +68,11 @@ pub struct Config {
     pub task_retention: Duration,
     /// Admission webhooks (`--admission-listen` & co.); `None`: not served.
     pub admission: Option<crate::runtime::admission::Config>,
+    /// How often the API resources are discovered again when a handler's selector names no
+    /// single resource (`--rescan-interval`).
+    pub rescan_interval: Duration,
+    /// The credentials come from the handler services' `Login` (`--login`), not the kubeconfig.
+    pub login: bool,
 }
 
 /// A failure that stops the core.
@@ -117,6 +126,17 @@ pub enum Error {
         #[source]
         source: crate::runtime::tasks::Error,
     },
+    /// Namespace patterns with sync or task registrations, which watch namespaces by name.
+    #[error(
+        "namespace patterns ({0}) are served for handlers only: sync and task registrations need namespaces by name (or -A)"
+    )]
+    NamespacePatterns(String),
+    /// The credentials from the handler services' login handlers are unusable.
+    #[error(transparent)]
+    Login(#[from] crate::runtime::login::Error),
+    /// A `--namespace-regex` does not compile.
+    #[error(transparent)]
+    NamespaceRegex(#[from] crate::core::namespaces::BadRegex),
     /// The annotation prefix is invalid.
     #[error("invalid --prefix: {0}")]
     Prefix(String),
@@ -208,6 +228,8 @@ pub async fn served_by(
     let client =
         kube::Client::try_from(kube_config).map_err(|e| ServedByError::Engine(Error::Kube(e)))?;
     let mut selectors = std::collections::BTreeSet::new();
+    let mut services: Vec<Arc<dyn Dispatch>> = Vec::new();
+    let mut wide = Vec::new();
     for url in urls {
         let service = GrpcService::with_tls(url, tls).map_err(Error::from)?;
         let manifest = service.describe().await.map_err(Error::from)?;
@@ -215,6 +237,8 @@ pub async fn served_by(
             service: url.clone(),
             source,
         })?;
+        wide.extend(regs.wide.iter().cloned().map(|r| (r, services.len())));
+        services.push(Arc::new(service));
         selectors.extend(
             regs.handlers
                 .into_iter()
@@ -242,6 +266,15 @@ pub async fn served_by(
     for (selector, access) in &selectors {
         served.push((discovery::resolve(&client, selector).await?, *access));
     }
+    // What the wide selectors (EVERYTHING, categories, callables) match now; resources that
+    // appear later need the rules to be generated again.
+    if !wide.is_empty() {
+        for (s, _) in selecting::matches(&client, &services, &wide).await?.0 {
+            if !served.iter().any(|(t, _)| same_resource(t, &s)) {
+                served.push((s, Access::Served));
+            }
+        }
+    }
     Ok(served)
 }
 
@@ -265,8 +298,17 @@ pub enum ServedByError {
 /// # Errors
 /// Start-up failures (configuration, manifests, listener).
 pub async fn run(config: Config) -> Result<(), Error> {
-    let kube_config = kube::Config::infer().await.map_err(Error::KubeConfig)?;
-    let client = kube::Client::try_from(kube_config).map_err(Error::Kube)?;
+    let (client, renewal) = if config.login {
+        let (client, renewal) =
+            crate::runtime::login::client(&config.handlers, config.handler_tls.as_ref()).await?;
+        (client, Some(renewal))
+    } else {
+        let kube_config = kube::Config::infer().await.map_err(Error::KubeConfig)?;
+        (
+            kube::Client::try_from(kube_config).map_err(Error::Kube)?,
+            None,
+        )
+    };
     KeyConvention::new(config.prefix.clone(), true).map_err(|e| Error::Prefix(e.to_string()))?;
     let settings = Settings {
         diffbase: config.diffbase.clone(),
@@ -320,6 +362,9 @@ pub async fn run(config: Config) -> Result<(), Error> {
         admission.stop().await;
     }
     http.abort();
+    if let Some(renewal) = renewal {
+        renewal.abort();
+    }
     tracing::info!("Stopped.");
     result
 }
@@ -384,6 +429,7 @@ impl Generation<'_> {
             manifests.push(manifest);
         }
         let mut by_selector: BTreeMap<Selector, Vec<(Registration, usize)>> = BTreeMap::new();
+        let mut wide: Vec<(convert::WideRegistration, usize)> = Vec::new();
         let mut syncs = Vec::new();
         let mut tasks = Vec::new();
         for (i, manifest) in manifests.iter().enumerate() {
@@ -419,6 +465,7 @@ impl Generation<'_> {
                     "The service has admission handlers (validate/mutate), which are served only with --admission-listen."
                 );
             }
+            wide.extend(regs.wide.into_iter().map(|r| (r, i)));
             for reg in regs.handlers {
                 let list = by_selector.entry(reg.selector.clone()).or_default();
                 if let Some((other, j)) = list
@@ -439,7 +486,8 @@ impl Generation<'_> {
         // Resolve every selector. Selectors that name one resource (`'namespace'` and
         // `('v1', 'namespace')`) are served as one resource with one watch, as Kopf merges them;
         // the same handler reached through both is served once.
-        let mut merged: Vec<(discovery::Served, Vec<(Registration, usize)>)> = Vec::new();
+        let mut merged: Vec<(discovery::Served, Vec<(crate::core::model::Handler, usize)>)> =
+            Vec::new();
         for (selector, regs) in by_selector {
             let served = tokio::select! {
                 served = resolve_until_found(&client, &selector) => served,
@@ -456,45 +504,47 @@ impl Generation<'_> {
                 }
             };
             let (served, list) = &mut merged[slot];
-            for (reg, i) in regs {
-                match list.iter().find(|(r, _)| r.handler.id == reg.handler.id) {
-                    Some((_, j)) if *j != i => {
-                        return Err(Error::Conflict {
-                            id: reg.handler.id.clone(),
-                            resource: served.name(),
-                            first: services[*j].name().to_owned(),
-                            second: services[i].name().to_owned(),
-                        });
+            let regs = regs.into_iter().map(|(r, i)| (r.handler, i));
+            merge_handlers(served, list, regs, &services, &selector.to_string())?;
+        }
+        let named_keys: std::collections::BTreeSet<selecting::ResourceKey> =
+            merged.iter().map(|(s, _)| selecting::key_of(s)).collect();
+        // Selectors that name no single resource (EVERYTHING, categories, callables): every
+        // resource that discovery finds matching, merged with the named ones.
+        let namespaces = Namespaces::with_regexes(&config.namespaces, &config.namespace_regexes)?;
+        if matches!(namespaces, Namespaces::Patterns(..))
+            && (!syncs.is_empty() || !tasks.is_empty())
+        {
+            return Err(Error::NamespacePatterns(
+                [config.namespaces.clone(), config.namespace_regexes.clone()]
+                    .concat()
+                    .join(" "),
+            ));
+        }
+        let mut tracker = None;
+        if !wide.is_empty() {
+            let (found, _) = tokio::select! {
+                found = matches_until_scanned(&client, &services, &wide) => found,
+                () = stop.as_mut() => return Ok(Ending::Stop),
+            };
+            tracker = Some(selecting::Tracker::new(named_keys, &found));
+            for (served, regs) in found {
+                let slot = match merged.iter().position(|(s, _)| same_resource(s, &served)) {
+                    Some(slot) => slot,
+                    None => {
+                        merged.push((served, Vec::new()));
+                        merged.len() - 1
                     }
-                    Some((r, _)) if r.handler.kind == reg.handler.kind => {
-                        tracing::debug!(handler = %reg.handler.id, resource = %served.name(), selector = %selector, "The handler is registered for this resource under another selector too; serving it once.");
-                    }
-                    _ => list.push((reg, i)),
-                }
+                };
+                let (served, list) = &mut merged[slot];
+                let regs = regs.into_iter().map(|(r, i)| (r.handler, i));
+                merge_handlers(served, list, regs, &services, "a wide selector")?;
             }
         }
         let mut resources = Vec::new();
         for (served, regs) in merged {
             tracing::info!(resource = %served.name(), namespaced = served.namespaced, status_subresource = served.has_status, "Serving the resource.");
-            let (indexers, handlers): (Vec<Bound>, Vec<Bound>) = regs
-                .iter()
-                .map(|(reg, i)| Bound {
-                    handler: reg.handler.clone(),
-                    service: Arc::clone(&services[*i]),
-                })
-                .partition(|b| b.handler.kind == HandlerKind::Index);
-            let mut extra_fields: Vec<Vec<String>> = handlers
-                .iter()
-                .filter_map(|b| b.handler.filters.field.clone())
-                .collect();
-            extra_fields.sort();
-            extra_fields.dedup();
-            resources.push(Arc::new(ResourceCtx {
-                served,
-                handlers,
-                indexers,
-                extra_fields,
-            }));
+            resources.push(Arc::new(resource_ctx(served, &regs, &services)));
         }
 
         shared.set_about(|about| {
@@ -512,12 +562,14 @@ impl Generation<'_> {
 
         let locks = Arc::new(crate::runtime::locks::ParentLocks::default());
         let scopes_of = |res: &ResourceCtx| -> Vec<Option<String>> {
-            if res.served.namespaced && !config.namespaces.is_empty() {
-                config.namespaces.iter().cloned().map(Some).collect()
-            } else {
-                vec![None]
+            match &namespaces {
+                Namespaces::Named(names) if res.served.namespaced => {
+                    names.iter().cloned().map(Some).collect()
+                }
+                _ => vec![None],
             }
         };
+        let namespaces = Arc::new(namespaces.clone());
         let indexed_scopes = resources
             .iter()
             .filter(|r| !r.indexers.is_empty())
@@ -548,13 +600,16 @@ impl Generation<'_> {
         );
 
         let mut watches = Vec::new();
-        for (index, res) in resources.iter().enumerate() {
+        let mut watches_of: BTreeMap<selecting::ResourceKey, Vec<tokio::task::AbortHandle>> =
+            BTreeMap::new();
+        let spawn_watches = |index: usize, res: &Arc<ResourceCtx>, initial: bool| {
+            let mut handles = Vec::new();
             for ns in scopes_of(res) {
                 let api: Api<DynamicObject> = match &ns {
                     Some(ns) => Api::namespaced_with(client.clone(), ns, &res.served.resource),
                     None => Api::all_with(client.clone(), &res.served.resource),
                 };
-                watches.push(tokio::spawn(watch(
+                handles.push(tokio::spawn(watch(
                     Scope {
                         queue: Arc::clone(&queue),
                         shared: Arc::clone(shared),
@@ -562,12 +617,23 @@ impl Generation<'_> {
                         gate: Arc::clone(&gate),
                         index,
                         namespace: ns,
+                        namespaces: Arc::clone(&namespaces),
                         call_timeout: config.call_timeout,
+                        initial,
                     },
                     api,
                     config.watch_silence_timeout,
                 )));
             }
+            handles
+        };
+        for (index, res) in resources.iter().enumerate() {
+            let handles = spawn_watches(index, res, true);
+            watches_of
+                .entry(selecting::key_of(&res.served))
+                .or_default()
+                .extend(handles.iter().map(tokio::task::JoinHandle::abort_handle));
+            watches.extend(handles);
         }
         shared.watches_total.store(watches.len(), Ordering::Relaxed);
         for (spec, url) in syncs {
@@ -604,7 +670,68 @@ impl Generation<'_> {
         };
         watches.push(tokio::spawn(crate::runtime::tasks::serve(task_env, tasks)));
 
-        let manifest_watch = tokio::spawn(watch_manifests(Arc::clone(shared), services, manifests));
+        let outboxes: Vec<_> = services
+            .iter()
+            .map(|service| {
+                tokio::spawn(crate::runtime::outbox::serve(
+                    Arc::clone(service),
+                    client.clone(),
+                    Arc::clone(metrics),
+                    Arc::clone(&env.readmodel),
+                ))
+            })
+            .collect();
+        let rescan = async {
+            let Some(mut tracker) = tracker else {
+                return std::future::pending::<String>().await;
+            };
+            loop {
+                tokio::time::sleep(config.rescan_interval).await;
+                let (found, scanned) = match selecting::matches(&client, &services, &wide).await {
+                    Ok(found) => found,
+                    Err(err) => {
+                        tracing::warn!(error = %err, "Re-discovering the API resources failed; trying again later.");
+                        continue;
+                    }
+                };
+                let (serve, stop) = match tracker.rediscovered(found, &scanned) {
+                    selecting::Rediscovery::Reload(why) => return why,
+                    selecting::Rediscovery::Changes { serve, stop } => (serve, stop),
+                };
+                for key in stop {
+                    tracing::info!(resource = %format!("{}.{}/{}", key.2, key.0, key.1), "A resource is no longer served: it is gone or no longer matches.");
+                    for h in watches_of.remove(&key).unwrap_or_default() {
+                        h.abort();
+                    }
+                }
+                for (served, regs) in serve {
+                    // A resource that appeared (a CRD installed): served from now on, with
+                    // watches of its own; the others are not touched.
+                    tracing::info!(resource = %served.name(), namespaced = served.namespaced, "Serving a newly discovered resource.");
+                    let key = selecting::key_of(&served);
+                    let mut list = Vec::new();
+                    let regs = regs.into_iter().map(|(r, i)| (r.handler, i));
+                    if let Err(err) =
+                        merge_handlers(&served, &mut list, regs, &services, "a wide selector")
+                    {
+                        tracing::error!(error = %err, "Cannot serve a newly discovered resource.");
+                        continue;
+                    }
+                    let res = Arc::new(resource_ctx(served, &list, &services));
+                    let index = queue.add_resource(Arc::clone(&res));
+                    let handles = spawn_watches(index, &res, false);
+                    watches_of
+                        .entry(key)
+                        .or_default()
+                        .extend(handles.iter().map(tokio::task::JoinHandle::abort_handle));
+                }
+            }
+        };
+        let manifest_watch = tokio::spawn(watch_manifests(
+            Arc::clone(shared),
+            services.clone(),
+            manifests,
+        ));
         let ending = tokio::select! {
             () = stop.as_mut() => {
                 tracing::info!("Stop requested; finishing the cycles in flight.");
@@ -614,9 +741,21 @@ impl Generation<'_> {
                 Ok(service) => Ending::Reload(service),
                 Err(_) => Ending::Stop,
             },
+            changed = rescan => {
+                tracing::warn!(resource = %changed, "The resources that wide selectors match changed; reloading.");
+                Ending::Reload(changed)
+            }
         };
         for w in &watches {
             w.abort();
+        }
+        for handles in watches_of.values() {
+            for h in handles {
+                h.abort();
+            }
+        }
+        for o in &outboxes {
+            o.abort();
         }
         queue.shutdown(config.shutdown_grace).await;
         env.timers.stop_all();
@@ -719,6 +858,82 @@ async fn watch_manifests(
     }
 }
 
+/// A resource with the handlers bound to their services.
+fn resource_ctx(
+    served: discovery::Served,
+    regs: &[(crate::core::model::Handler, usize)],
+    services: &[Arc<dyn Dispatch>],
+) -> ResourceCtx {
+    let (indexers, handlers): (Vec<Bound>, Vec<Bound>) = regs
+        .iter()
+        .map(|(handler, i)| Bound {
+            handler: handler.clone(),
+            service: Arc::clone(&services[*i]),
+        })
+        .partition(|b| b.handler.kind == HandlerKind::Index);
+    let mut extra_fields: Vec<Vec<String>> = handlers
+        .iter()
+        .filter_map(|b| b.handler.filters.field.clone())
+        .collect();
+    extra_fields.sort();
+    extra_fields.dedup();
+    ResourceCtx {
+        served,
+        handlers,
+        indexers,
+        extra_fields,
+    }
+}
+
+/// Adds handlers (with their service's index) to a resource's list: a handler id of two services
+/// is a conflict; the same id and kind reached through two selectors is served once.
+fn merge_handlers(
+    served: &discovery::Served,
+    list: &mut Vec<(crate::core::model::Handler, usize)>,
+    regs: impl IntoIterator<Item = (crate::core::model::Handler, usize)>,
+    services: &[Arc<dyn Dispatch>],
+    selector: &str,
+) -> Result<(), Error> {
+    for (handler, i) in regs {
+        match list.iter().find(|(h, _)| h.id == handler.id) {
+            Some((_, j)) if *j != i => {
+                return Err(Error::Conflict {
+                    id: handler.id.clone(),
+                    resource: served.name(),
+                    first: services[*j].name().to_owned(),
+                    second: services[i].name().to_owned(),
+                });
+            }
+            Some((h, _)) if h.kind == handler.kind => {
+                tracing::debug!(handler = %handler.id, resource = %served.name(), selector = %selector, "The handler is registered for this resource under another selector too; serving it once.");
+            }
+            _ => list.push((handler, i)),
+        }
+    }
+    Ok(())
+}
+
+async fn matches_until_scanned(
+    client: &kube::Client,
+    services: &[Arc<dyn Dispatch>],
+    wide: &[(convert::WideRegistration, usize)],
+) -> (
+    selecting::Matches,
+    std::collections::BTreeSet<selecting::ResourceKey>,
+) {
+    let mut delay = Duration::from_secs(1);
+    loop {
+        match selecting::matches(client, services, wide).await {
+            Ok(found) => return found,
+            Err(err) => {
+                tracing::warn!(error = %err, retry_in = ?delay, "Cannot discover the API resources yet.");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(15));
+            }
+        }
+    }
+}
+
 /// Two selectors resolved to the same resource (group, version and plural).
 fn same_resource(a: &discovery::Served, b: &discovery::Served) -> bool {
     (&a.resource.group, &a.resource.version, &a.resource.plural)
@@ -741,7 +956,11 @@ struct Scope {
     gate: Arc<crate::runtime::indexing::Gate>,
     index: usize,
     namespace: Option<String>,
+    /// Which namespaces are served (a cluster-wide watch under patterns drops the others).
+    namespaces: Arc<Namespaces>,
     call_timeout: Duration,
+    /// A watch of the start (counted for `/readyz` and the index gate), not one added later.
+    initial: bool,
 }
 
 impl Scope {
@@ -795,6 +1014,16 @@ async fn watch(scope: Scope, api: Api<DynamicObject>, silence: Duration) {
                     continue;
                 }
             };
+            let event = match event {
+                watcher::Event::InitApply(obj)
+                | watcher::Event::Apply(obj)
+                | watcher::Event::Delete(obj)
+                    if !scope.namespaces.serves(obj.metadata.namespace.as_deref()) =>
+                {
+                    continue;
+                }
+                event => event,
+            };
             match event {
                 watcher::Event::Init => {
                     listing = Some(HashSet::new());
@@ -821,7 +1050,7 @@ async fn watch(scope: Scope, api: Api<DynamicObject>, silence: Duration) {
                         )
                         .await;
                     }
-                    if !counted {
+                    if !counted && scope.initial {
                         counted = true;
                         scope.shared.watches_listed.fetch_add(1, Ordering::Relaxed);
                         if !scope.res.indexers.is_empty() {

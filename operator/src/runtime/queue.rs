@@ -70,7 +70,7 @@ pub struct Queue {
     slots: Mutex<HashMap<Key, Slot>>,
     workers: Arc<Semaphore>,
     env: Arc<Env>,
-    resources: Vec<Arc<ResourceCtx>>,
+    resources: std::sync::RwLock<Vec<Arc<ResourceCtx>>>,
     consistency_timeout: Duration,
     stopping: AtomicBool,
     running: AtomicUsize,
@@ -119,12 +119,32 @@ impl Queue {
             slots: Mutex::default(),
             workers: Arc::new(Semaphore::new(workers.max(1))),
             env,
-            resources,
+            resources: std::sync::RwLock::new(resources),
             consistency_timeout,
             stopping: AtomicBool::new(false),
             running: AtomicUsize::new(0),
             idle: Notify::new(),
         })
+    }
+
+    /// The resource at `index` (the first part of a [`Key`]).
+    fn resource(&self, index: usize) -> Arc<ResourceCtx> {
+        Arc::clone(
+            &self
+                .resources
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)[index],
+        )
+    }
+
+    /// Serves one more resource (found by a re-discovery); returns its index for [`Key`]s.
+    pub fn add_resource(&self, resource: Arc<ResourceCtx>) -> usize {
+        let mut resources = self
+            .resources
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        resources.push(resource);
+        resources.len() - 1
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Slot>> {
@@ -227,7 +247,8 @@ impl Queue {
             // One cycle at a time per object among its change handling, its sync and its tasks:
             // the object's lock is taken before a worker permit, so a cycle that waits for a
             // running task does not hold a permit meanwhile.
-            let served = &self.resources[key.0].served;
+            let resource = self.resource(key.0);
+            let served = &resource.served;
             let _object_lock = self
                 .env
                 .locks
@@ -266,7 +287,7 @@ impl Queue {
                         // handler needs the body, only the slot and the view go.
                         slots.remove(&key);
                         self.env.metrics.objects(-1);
-                        let resource = self.resources[key.0].served.name();
+                        let resource = self.resource(key.0).served.name();
                         self.env.readmodel.remove(&resource, &key.1, &key.2);
                         return;
                     }
@@ -298,7 +319,7 @@ impl Queue {
             };
             let gone = input.gone;
             let env = Arc::clone(&self.env);
-            let resource = Arc::clone(&self.resources[key.0]);
+            let resource = self.resource(key.0);
             // A cycle that panics must not take the object's slot (or the core) with it.
             let out = match tokio::spawn(async move {
                 processing::process(&env, &resource, input).await
@@ -356,7 +377,7 @@ impl Queue {
             if !slot.dirty
                 && slot.wake_at.is_none()
                 && slot.expect_rv.is_none()
-                && !needs_bodies(&self.resources[key.0])
+                && !needs_bodies(&self.resource(key.0))
             {
                 // Nothing will run a cycle on this body: the next one comes with the next watch
                 // event. Holding every object's body would cost ~10 KiB per object.

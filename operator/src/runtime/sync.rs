@@ -1228,6 +1228,7 @@ mod tests {
             group: String::new(),
             version: "v1".into(),
             name: n.into(),
+            ..Default::default()
         };
         let m = pb::Manifest {
             syncs: vec![pb::SyncRegistration {
@@ -1260,6 +1261,7 @@ mod tests {
                     group: "example.com".into(),
                     version: "v1".into(),
                     name: "dbs".into(),
+                    ..Default::default()
                 }),
                 shutdown_hook: Some(h),
                 ..Default::default()

@@ -1279,6 +1279,7 @@ mod tests {
             group: "example.com".into(),
             version: "v1".into(),
             name: name.into(),
+            ..Default::default()
         })
     }
 

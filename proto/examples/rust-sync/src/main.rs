@@ -119,6 +119,7 @@ fn core(name: &str) -> pb::ResourceSelector {
         group: String::new(),
         version: "v1".into(),
         name: name.into(),
+        ..Default::default()
     }
 }
 
@@ -207,6 +208,7 @@ impl HandlerService for Example {
                     group: group.unwrap_or_default().into(),
                     version: version.unwrap_or_default().into(),
                     name: plural.unwrap_or_default().into(),
+                    ..Default::default()
                 }),
                 children: vec![
                     child("configmaps", &self.cli.configmaps)?,
@@ -226,6 +228,35 @@ impl HandlerService for Example {
             tasks: vec![],
         }))
     }
+
+    // ---- Selectors (begin) ----
+    async fn select_resources(
+        &self,
+        _: Request<pb::SelectResourcesRequest>,
+    ) -> Result<Response<pb::SelectResourcesResponse>, Status> {
+        Err(Status::unimplemented(
+            "this service has no callable resource selectors",
+        ))
+    }
+
+    type OutboxStream = tonic::codegen::BoxStream<pb::OutboxEvent>;
+
+    async fn outbox(
+        &self,
+        _: Request<pb::OutboxRequest>,
+    ) -> Result<Response<Self::OutboxStream>, Status> {
+        Err(Status::unimplemented(
+            "this service posts no Events outside handler calls",
+        ))
+    }
+
+    async fn login(
+        &self,
+        _: Request<pb::LoginRequest>,
+    ) -> Result<Response<pb::LoginResponse>, Status> {
+        Err(Status::unimplemented("this service has no login handlers"))
+    }
+    // ---- Selectors (end) ----
 
     async fn r#match(
         &self,

@@ -11,6 +11,7 @@ fn selector(resource: &ResourceSpec) -> ResourceSelector {
         group: resource.group.clone(),
         version: resource.version.clone(),
         name: resource.plural.clone(),
+        ..Default::default()
     }
 }
 

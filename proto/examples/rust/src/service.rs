@@ -104,6 +104,35 @@ impl HandlerService for ExampleService {
 
     type DaemonStream = tonic::codegen::BoxStream<DaemonResponse>;
 
+    // ---- Selectors (begin) ----
+    async fn select_resources(
+        &self,
+        _: Request<operon_proto::v1::SelectResourcesRequest>,
+    ) -> Result<Response<operon_proto::v1::SelectResourcesResponse>, Status> {
+        Err(Status::unimplemented(
+            "this service has no callable resource selectors",
+        ))
+    }
+
+    type OutboxStream = tonic::codegen::BoxStream<operon_proto::v1::OutboxEvent>;
+
+    async fn outbox(
+        &self,
+        _: Request<operon_proto::v1::OutboxRequest>,
+    ) -> Result<Response<Self::OutboxStream>, Status> {
+        Err(Status::unimplemented(
+            "this service posts no Events outside handler calls",
+        ))
+    }
+
+    async fn login(
+        &self,
+        _: Request<operon_proto::v1::LoginRequest>,
+    ) -> Result<Response<operon_proto::v1::LoginResponse>, Status> {
+        Err(Status::unimplemented("this service has no login handlers"))
+    }
+    // ---- Selectors (end) ----
+
     async fn r#match(
         &self,
         _request: Request<InvokeRequest>,

@@ -62,6 +62,16 @@ def _b64(value: str | bytes) -> str:
     return base64.b64encode(value.encode() if isinstance(value, str) else value).decode('ascii')
 
 
+def is_expired(info: ConnectionInfo, now: datetime.datetime | None = None) -> bool:
+    """ Whether the credentials' ``expiration`` (TZ-naive means UTC, as in Kopf) has passed. """
+    expiration = info.expiration
+    if expiration is None:
+        return False
+    if expiration.tzinfo is None:
+        expiration = expiration.replace(tzinfo=datetime.timezone.utc)
+    return (now or datetime.datetime.now(datetime.timezone.utc)) >= expiration
+
+
 def as_kubeconfig(info: ConnectionInfo) -> dict[str, Any]:
     """A one-context kubeconfig (JSON is valid YAML) with these credentials, for the core."""
     cluster_fields = (('certificate-authority', info.ca_path, _text),

@@ -10,7 +10,7 @@ import re
 from collections.abc import Callable
 from typing import Any, TypeAlias
 
-NamespacePattern: TypeAlias = str
+NamespacePattern: TypeAlias = str | re.Pattern[str]
 
 
 class Marker(enum.Enum):

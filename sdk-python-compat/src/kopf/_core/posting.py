@@ -3,17 +3,22 @@
 
 Inside a handler's call (its task, its sync thread, its sub-handlers) an event goes into the call's
 collector and travels back to the core in the response; the core posts it. Outside of any call
-(startup handlers, the operator's own threads) it is posted from a background thread with the
-``kubernetes`` client or ``pykube-ng``, whichever is installed, or else dropped with a warning.
+(startup handlers, daemon threads, background tasks) while the operator runs, it goes into the
+:data:`OUTBOX`, which the core reads through its ``Outbox`` call and posts (kept until a core
+connects, at most the last 1,000). With no operator running in this process (a script, a test),
+it is posted from a background thread with the ``kubernetes`` client or ``pykube-ng``, whichever
+is installed, or else dropped with a warning.
 Log lines are never posted as events (``settings.posting.loggers=True`` is refused at start-up).
 """
 from __future__ import annotations
 
+import asyncio
+import collections
 import datetime
 import logging
 import sys
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from contextvars import ContextVar
 from typing import Any, NamedTuple
 
@@ -57,6 +62,49 @@ class EventSink:
             self._closed = True
             return list(self._events)
 
+
+class Outbox:
+    """
+    The events made outside handler calls, for the core (``Outbox`` in the contract). Filled from
+    any thread; read by the core's call(s) on the event loop. Active while an operator runs here.
+    """
+
+    def __init__(self, limit: int = 1000) -> None:
+        self._pending: collections.deque[K8sEvent] = collections.deque(maxlen=limit)
+        self._lock = threading.Lock()
+        self._readers: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
+        self.active = False
+
+    def put(self, event: K8sEvent) -> None:
+        with self._lock:
+            self._pending.append(event)
+            readers = list(self._readers)
+        for loop, wakeup in readers:
+            try:
+                loop.call_soon_threadsafe(wakeup.set)
+            except RuntimeError:  # the loop is closed
+                pass
+
+    async def events(self) -> AsyncIterator[K8sEvent]:
+        """ The events as they come (those waiting first), until the reader is cancelled. """
+        reader = (asyncio.get_running_loop(), asyncio.Event())
+        with self._lock:
+            self._readers.add(reader)
+        try:
+            while True:
+                with self._lock:
+                    taken = self._pending.popleft() if self._pending else None
+                if taken is not None:
+                    yield taken
+                    continue
+                await reader[1].wait()
+                reader[1].clear()
+        finally:
+            with self._lock:
+                self._readers.discard(reader)
+
+
+OUTBOX = Outbox()
 
 event_sink_var: ContextVar[EventSink] = ContextVar('event_sink_var')
 settings_var: ContextVar[settings_.OperatorSettings] = ContextVar('settings_var')
@@ -151,8 +199,14 @@ def build_event_body(event: K8sEvent, *, settings: settings_.OperatorSettings,
 
 
 def post_directly(event: K8sEvent, *, settings: settings_.OperatorSettings) -> None:
-    """Post in a daemon thread; events about events are never posted."""
+    """
+    Through the core while an operator runs here (:data:`OUTBOX`), else in a daemon thread;
+    events about events are never posted.
+    """
     if (event.ref.get('apiVersion'), event.ref.get('kind')) == ('v1', 'Event'):
+        return
+    if OUTBOX.active:
+        OUTBOX.put(event)
         return
     body = build_event_body(event, settings=settings)
     threading.Thread(target=_post_body, args=(body,), daemon=True, name='kopf-event-poster').start()

@@ -55,6 +55,13 @@ class Backend(Protocol):
 
     def daemon(self, requests: AsyncIterator[pb.DaemonRequest], call: CallInfo) -> AsyncIterator[pb.DaemonResponse]: ...
 
+    async def select_resources(self, request: pb.SelectResourcesRequest,
+                               call: CallInfo) -> pb.SelectResourcesResponse: ...
+
+    def outbox(self, request: pb.OutboxRequest, call: CallInfo) -> AsyncIterator[pb.OutboxEvent]: ...
+
+    async def login(self, request: pb.LoginRequest, call: CallInfo) -> pb.LoginResponse: ...
+
 
 def _call_info(context: grpc.aio.ServicerContext[Any, Any]) -> CallInfo:
     metadata: dict[str, str] = {}
@@ -111,6 +118,37 @@ class _Servicer(pb_grpc.HandlerServiceServicer):
             logger.exception(f"Match of {request.handler_id!r} failed: {e!r}")
             await context.abort(grpc.StatusCode.INTERNAL, f"Match failed: {e!r}")
             raise  # unreachable: abort() raises
+
+    async def SelectResources(  # type: ignore[override]
+            self, request: pb.SelectResourcesRequest, context: grpc.aio.ServicerContext[Any, Any],
+    ) -> pb.SelectResourcesResponse:
+        try:
+            return await self._backend.select_resources(request, _call_info(context))
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            logger.exception(f"SelectResources failed: {e!r}")
+            await context.abort(grpc.StatusCode.INTERNAL, f"SelectResources failed: {e!r}")
+            raise  # unreachable: abort() raises
+
+    async def Login(  # type: ignore[override]
+            self, request: pb.LoginRequest, context: grpc.aio.ServicerContext[Any, Any],
+    ) -> pb.LoginResponse:
+        try:
+            return await self._backend.login(request, _call_info(context))
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            logger.exception(f"Login failed: {e!r}")
+            await context.abort(grpc.StatusCode.INTERNAL, f"Login failed: {e!r}")
+            raise  # unreachable: abort() raises
+
+    async def Outbox(  # type: ignore[override]
+            self, request: pb.OutboxRequest, context: grpc.aio.ServicerContext[Any, Any],
+    ) -> AsyncIterator[pb.OutboxEvent]:
+        await context.send_initial_metadata(())
+        async for event in self._backend.outbox(request, _call_info(context)):
+            yield event
 
     async def Daemon(  # type: ignore[override]
             self, request_iterator: AsyncIterator[pb.DaemonRequest], context: grpc.aio.ServicerContext[Any, Any],

@@ -666,10 +666,27 @@ func (x *Manifest) GetTasks() []*TaskRegistration {
 // Which resource a handler serves, kubectl-style: `name` is a plural, singular, kind or short name;
 // group and version narrow it down when set. An empty group with version "v1" is the core group.
 type ResourceSelector struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Group         string                 `protobuf:"bytes,1,opt,name=group,proto3" json:"group,omitempty"`
-	Version       string                 `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
-	Name          string                 `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Group   string                 `protobuf:"bytes,1,opt,name=group,proto3" json:"group,omitempty"`
+	Version string                 `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
+	Name    string                 `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	// ---- Selectors (begin) ----
+	// Selectors that name no single resource; `name` is empty with any of these, and `group` and
+	// `version`, when set, narrow them down (as Kopf's `Selector` does). Each matches every
+	// discovered resource that can be listed and watched (`list` and `watch` verbs), without
+	// subresources, in its preferred version (a callable: in every version, unless `version`
+	// says), except the core's and events.k8s.io's Events (Kopf excludes them from EVERYTHING and
+	// callables). The core watches every match, and re-discovers now and then (`--rescan-interval`)
+	// to pick up resources that appear later and drop those that go.
+	// Every resource (Kopf's `kopf.EVERYTHING`).
+	Everything bool `protobuf:"varint,4,opt,name=everything,proto3" json:"everything,omitempty"`
+	// Every resource whose discovery lists this category (`kubectl get all`; Kopf's `category=`).
+	Category string `protobuf:"bytes,5,opt,name=category,proto3" json:"category,omitempty"`
+	// A selector only the service can decide (a Python callable); the core asks `SelectResources`
+	// which resources it accepts. The id is the service's own, unique within the manifest.
+	CallableId string `protobuf:"bytes,6,opt,name=callable_id,json=callableId,proto3" json:"callable_id,omitempty"`
+	// With a wide selector, an empty `group` means any group; this narrows it to the core group.
+	CoreGroup     bool `protobuf:"varint,7,opt,name=core_group,json=coreGroup,proto3" json:"core_group,omitempty"` // ---- Selectors (end) ----
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -723,6 +740,34 @@ func (x *ResourceSelector) GetName() string {
 		return x.Name
 	}
 	return ""
+}
+
+func (x *ResourceSelector) GetEverything() bool {
+	if x != nil {
+		return x.Everything
+	}
+	return false
+}
+
+func (x *ResourceSelector) GetCategory() string {
+	if x != nil {
+		return x.Category
+	}
+	return ""
+}
+
+func (x *ResourceSelector) GetCallableId() string {
+	if x != nil {
+		return x.CallableId
+	}
+	return ""
+}
+
+func (x *ResourceSelector) GetCoreGroup() bool {
+	if x != nil {
+		return x.CoreGroup
+	}
+	return false
 }
 
 // One handler, as registered in the service.
@@ -2849,8 +2894,7 @@ func (x *TaskRegistration) GetTimeout() *durationpb.Duration {
 	return nil
 }
 
-// ==== Admission (begin) ==========================================================================
-// The core serves admission webhooks itself: `operon run --admission-listen HOST:PORT` (HTTPS; a
+// ==== Admission (begin) ===================================================================// The core serves admission webhooks itself: `operon run --admission-listen HOST:PORT` (HTTPS; a
 // self-signed CA and server certificate are made at start-up unless `--admission-cert/-key` are
 // given) and, with `--admission-managed NAME`, keeps the ValidatingWebhookConfiguration and the
 // MutatingWebhookConfiguration NAME up to date: one webhook per handler at
@@ -2937,6 +2981,468 @@ func (x *AdmissionCall) GetSslpeerJson() []byte {
 	return nil
 }
 
+// ==== Admission (end) ============================================================================
+// ---- Selectors (begin) ----
+// A resource as discovery found it (`/api`, `/apis`), for `SelectResources`.
+type DiscoveredResource struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Group   string                 `protobuf:"bytes,1,opt,name=group,proto3" json:"group,omitempty"`
+	Version string                 `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
+	Plural  string                 `protobuf:"bytes,3,opt,name=plural,proto3" json:"plural,omitempty"`
+	Kind    string                 `protobuf:"bytes,4,opt,name=kind,proto3" json:"kind,omitempty"`
+	// Discovery's singular name, or the lower-cased kind when discovery gives none (as Kopf).
+	Singular   string   `protobuf:"bytes,5,opt,name=singular,proto3" json:"singular,omitempty"`
+	ShortNames []string `protobuf:"bytes,6,rep,name=short_names,json=shortNames,proto3" json:"short_names,omitempty"`
+	Categories []string `protobuf:"bytes,7,rep,name=categories,proto3" json:"categories,omitempty"`
+	// The subresources' names ("status", "scale", ...).
+	Subresources []string `protobuf:"bytes,8,rep,name=subresources,proto3" json:"subresources,omitempty"`
+	Namespaced   bool     `protobuf:"varint,9,opt,name=namespaced,proto3" json:"namespaced,omitempty"`
+	// Whether `version` is the group's preferred version (always true in the core group).
+	Preferred     bool     `protobuf:"varint,10,opt,name=preferred,proto3" json:"preferred,omitempty"`
+	Verbs         []string `protobuf:"bytes,11,rep,name=verbs,proto3" json:"verbs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DiscoveredResource) Reset() {
+	*x = DiscoveredResource{}
+	mi := &file_operon_v1_handler_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DiscoveredResource) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DiscoveredResource) ProtoMessage() {}
+
+func (x *DiscoveredResource) ProtoReflect() protoreflect.Message {
+	mi := &file_operon_v1_handler_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DiscoveredResource.ProtoReflect.Descriptor instead.
+func (*DiscoveredResource) Descriptor() ([]byte, []int) {
+	return file_operon_v1_handler_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *DiscoveredResource) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
+}
+
+func (x *DiscoveredResource) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *DiscoveredResource) GetPlural() string {
+	if x != nil {
+		return x.Plural
+	}
+	return ""
+}
+
+func (x *DiscoveredResource) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *DiscoveredResource) GetSingular() string {
+	if x != nil {
+		return x.Singular
+	}
+	return ""
+}
+
+func (x *DiscoveredResource) GetShortNames() []string {
+	if x != nil {
+		return x.ShortNames
+	}
+	return nil
+}
+
+func (x *DiscoveredResource) GetCategories() []string {
+	if x != nil {
+		return x.Categories
+	}
+	return nil
+}
+
+func (x *DiscoveredResource) GetSubresources() []string {
+	if x != nil {
+		return x.Subresources
+	}
+	return nil
+}
+
+func (x *DiscoveredResource) GetNamespaced() bool {
+	if x != nil {
+		return x.Namespaced
+	}
+	return false
+}
+
+func (x *DiscoveredResource) GetPreferred() bool {
+	if x != nil {
+		return x.Preferred
+	}
+	return false
+}
+
+func (x *DiscoveredResource) GetVerbs() []string {
+	if x != nil {
+		return x.Verbs
+	}
+	return nil
+}
+
+type SelectResourcesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Resources     []*DiscoveredResource  `protobuf:"bytes,1,rep,name=resources,proto3" json:"resources,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SelectResourcesRequest) Reset() {
+	*x = SelectResourcesRequest{}
+	mi := &file_operon_v1_handler_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SelectResourcesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SelectResourcesRequest) ProtoMessage() {}
+
+func (x *SelectResourcesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_operon_v1_handler_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SelectResourcesRequest.ProtoReflect.Descriptor instead.
+func (*SelectResourcesRequest) Descriptor() ([]byte, []int) {
+	return file_operon_v1_handler_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *SelectResourcesRequest) GetResources() []*DiscoveredResource {
+	if x != nil {
+		return x.Resources
+	}
+	return nil
+}
+
+// The resources one callable selector accepts, as indexes into the request's `resources`.
+type CallableSelection struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	CallableId    string                 `protobuf:"bytes,1,opt,name=callable_id,json=callableId,proto3" json:"callable_id,omitempty"`
+	Accepted      []uint32               `protobuf:"varint,2,rep,packed,name=accepted,proto3" json:"accepted,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CallableSelection) Reset() {
+	*x = CallableSelection{}
+	mi := &file_operon_v1_handler_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CallableSelection) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CallableSelection) ProtoMessage() {}
+
+func (x *CallableSelection) ProtoReflect() protoreflect.Message {
+	mi := &file_operon_v1_handler_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CallableSelection.ProtoReflect.Descriptor instead.
+func (*CallableSelection) Descriptor() ([]byte, []int) {
+	return file_operon_v1_handler_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *CallableSelection) GetCallableId() string {
+	if x != nil {
+		return x.CallableId
+	}
+	return ""
+}
+
+func (x *CallableSelection) GetAccepted() []uint32 {
+	if x != nil {
+		return x.Accepted
+	}
+	return nil
+}
+
+type SelectResourcesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One entry per callable; a callable without an entry accepts nothing.
+	Selections    []*CallableSelection `protobuf:"bytes,1,rep,name=selections,proto3" json:"selections,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SelectResourcesResponse) Reset() {
+	*x = SelectResourcesResponse{}
+	mi := &file_operon_v1_handler_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SelectResourcesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SelectResourcesResponse) ProtoMessage() {}
+
+func (x *SelectResourcesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_operon_v1_handler_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SelectResourcesResponse.ProtoReflect.Descriptor instead.
+func (*SelectResourcesResponse) Descriptor() ([]byte, []int) {
+	return file_operon_v1_handler_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *SelectResourcesResponse) GetSelections() []*CallableSelection {
+	if x != nil {
+		return x.Selections
+	}
+	return nil
+}
+
+type OutboxRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The core's version, for the service's logs.
+	CoreVersion   string `protobuf:"bytes,1,opt,name=core_version,json=coreVersion,proto3" json:"core_version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OutboxRequest) Reset() {
+	*x = OutboxRequest{}
+	mi := &file_operon_v1_handler_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OutboxRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OutboxRequest) ProtoMessage() {}
+
+func (x *OutboxRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_operon_v1_handler_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OutboxRequest.ProtoReflect.Descriptor instead.
+func (*OutboxRequest) Descriptor() ([]byte, []int) {
+	return file_operon_v1_handler_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *OutboxRequest) GetCoreVersion() string {
+	if x != nil {
+		return x.CoreVersion
+	}
+	return ""
+}
+
+type LoginRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Why the core asks: "start", "unauthorized" (a 401 with the current credentials) or
+	// "expiring" (their expiration is near).
+	Reason        string `protobuf:"bytes,1,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LoginRequest) Reset() {
+	*x = LoginRequest{}
+	mi := &file_operon_v1_handler_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LoginRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LoginRequest) ProtoMessage() {}
+
+func (x *LoginRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_operon_v1_handler_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LoginRequest.ProtoReflect.Descriptor instead.
+func (*LoginRequest) Descriptor() ([]byte, []int) {
+	return file_operon_v1_handler_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *LoginRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type LoginResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A kubeconfig (JSON) with one cluster, user and current context; empty: no credentials here.
+	KubeconfigJson []byte `protobuf:"bytes,1,opt,name=kubeconfig_json,json=kubeconfigJson,proto3" json:"kubeconfig_json,omitempty"`
+	// When the credentials expire; unset: never.
+	Expiration    *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=expiration,proto3" json:"expiration,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LoginResponse) Reset() {
+	*x = LoginResponse{}
+	mi := &file_operon_v1_handler_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LoginResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LoginResponse) ProtoMessage() {}
+
+func (x *LoginResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_operon_v1_handler_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LoginResponse.ProtoReflect.Descriptor instead.
+func (*LoginResponse) Descriptor() ([]byte, []int) {
+	return file_operon_v1_handler_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *LoginResponse) GetKubeconfigJson() []byte {
+	if x != nil {
+		return x.KubeconfigJson
+	}
+	return nil
+}
+
+func (x *LoginResponse) GetExpiration() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Expiration
+	}
+	return nil
+}
+
+type OutboxEvent struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The event to post; `involved_object_json` names the object it is about.
+	Event         *Event `protobuf:"bytes,1,opt,name=event,proto3" json:"event,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OutboxEvent) Reset() {
+	*x = OutboxEvent{}
+	mi := &file_operon_v1_handler_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OutboxEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OutboxEvent) ProtoMessage() {}
+
+func (x *OutboxEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_operon_v1_handler_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OutboxEvent.ProtoReflect.Descriptor instead.
+func (*OutboxEvent) Descriptor() ([]byte, []int) {
+	return file_operon_v1_handler_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *OutboxEvent) GetEvent() *Event {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
 var File_operon_v1_handler_proto protoreflect.FileDescriptor
 
 const file_operon_v1_handler_proto_rawDesc = "" +
@@ -2952,11 +3458,19 @@ const file_operon_v1_handler_proto_rawDesc = "" +
 	"\x11contract_revision\x18\x02 \x01(\rR\x10contractRevision\x12.\n" +
 	"\bhandlers\x18\x03 \x03(\v2\x12.operon.v1.HandlerR\bhandlers\x121\n" +
 	"\x05syncs\x18\x04 \x03(\v2\x1b.operon.v1.SyncRegistrationR\x05syncs\x121\n" +
-	"\x05tasks\x18\x05 \x03(\v2\x1b.operon.v1.TaskRegistrationR\x05tasks\"V\n" +
+	"\x05tasks\x18\x05 \x03(\v2\x1b.operon.v1.TaskRegistrationR\x05tasks\"\xd2\x01\n" +
 	"\x10ResourceSelector\x12\x14\n" +
 	"\x05group\x18\x01 \x01(\tR\x05group\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x12\n" +
-	"\x04name\x18\x03 \x01(\tR\x04name\"\xda\x01\n" +
+	"\x04name\x18\x03 \x01(\tR\x04name\x12\x1e\n" +
+	"\n" +
+	"everything\x18\x04 \x01(\bR\n" +
+	"everything\x12\x1a\n" +
+	"\bcategory\x18\x05 \x01(\tR\bcategory\x12\x1f\n" +
+	"\vcallable_id\x18\x06 \x01(\tR\n" +
+	"callableId\x12\x1d\n" +
+	"\n" +
+	"core_group\x18\a \x01(\bR\tcoreGroup\"\xda\x01\n" +
 	"\aHandler\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12*\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x16.operon.v1.HandlerKindR\x04kind\x127\n" +
@@ -3143,7 +3657,46 @@ const file_operon_v1_handler_proto_rawDesc = "" +
 	"\fsslpeer_json\x18\x03 \x01(\fR\vsslpeerJson\x1a:\n" +
 	"\fHeadersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*\xea\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xc5\x02\n" +
+	"\x12DiscoveredResource\x12\x14\n" +
+	"\x05group\x18\x01 \x01(\tR\x05group\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\tR\aversion\x12\x16\n" +
+	"\x06plural\x18\x03 \x01(\tR\x06plural\x12\x12\n" +
+	"\x04kind\x18\x04 \x01(\tR\x04kind\x12\x1a\n" +
+	"\bsingular\x18\x05 \x01(\tR\bsingular\x12\x1f\n" +
+	"\vshort_names\x18\x06 \x03(\tR\n" +
+	"shortNames\x12\x1e\n" +
+	"\n" +
+	"categories\x18\a \x03(\tR\n" +
+	"categories\x12\"\n" +
+	"\fsubresources\x18\b \x03(\tR\fsubresources\x12\x1e\n" +
+	"\n" +
+	"namespaced\x18\t \x01(\bR\n" +
+	"namespaced\x12\x1c\n" +
+	"\tpreferred\x18\n" +
+	" \x01(\bR\tpreferred\x12\x14\n" +
+	"\x05verbs\x18\v \x03(\tR\x05verbs\"U\n" +
+	"\x16SelectResourcesRequest\x12;\n" +
+	"\tresources\x18\x01 \x03(\v2\x1d.operon.v1.DiscoveredResourceR\tresources\"P\n" +
+	"\x11CallableSelection\x12\x1f\n" +
+	"\vcallable_id\x18\x01 \x01(\tR\n" +
+	"callableId\x12\x1a\n" +
+	"\baccepted\x18\x02 \x03(\rR\baccepted\"W\n" +
+	"\x17SelectResourcesResponse\x12<\n" +
+	"\n" +
+	"selections\x18\x01 \x03(\v2\x1c.operon.v1.CallableSelectionR\n" +
+	"selections\"2\n" +
+	"\rOutboxRequest\x12!\n" +
+	"\fcore_version\x18\x01 \x01(\tR\vcoreVersion\"&\n" +
+	"\fLoginRequest\x12\x16\n" +
+	"\x06reason\x18\x01 \x01(\tR\x06reason\"t\n" +
+	"\rLoginResponse\x12'\n" +
+	"\x0fkubeconfig_json\x18\x01 \x01(\fR\x0ekubeconfigJson\x12:\n" +
+	"\n" +
+	"expiration\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"expiration\"5\n" +
+	"\vOutboxEvent\x12&\n" +
+	"\x05event\x18\x01 \x01(\v2\x10.operon.v1.EventR\x05event*\xea\x02\n" +
 	"\vHandlerKind\x12\x1c\n" +
 	"\x18HANDLER_KIND_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13HANDLER_KIND_CREATE\x10\x01\x12\x17\n" +
@@ -3191,12 +3744,15 @@ const file_operon_v1_handler_proto_rawDesc = "" +
 	"\bTaskMode\x12\x19\n" +
 	"\x15TASK_MODE_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12TASK_MODE_PARALLEL\x10\x01\x12\x18\n" +
-	"\x14TASK_MODE_SEQUENTIAL\x10\x022\x8c\x02\n" +
+	"\x14TASK_MODE_SEQUENTIAL\x10\x022\xe0\x03\n" +
 	"\x0eHandlerService\x12;\n" +
 	"\bDescribe\x12\x1a.operon.v1.DescribeRequest\x1a\x13.operon.v1.Manifest\x12=\n" +
 	"\x06Invoke\x12\x18.operon.v1.InvokeRequest\x1a\x19.operon.v1.InvokeResponse\x12A\n" +
 	"\x06Daemon\x12\x18.operon.v1.DaemonRequest\x1a\x19.operon.v1.DaemonResponse(\x010\x01\x12;\n" +
-	"\x05Match\x12\x18.operon.v1.InvokeRequest\x1a\x18.operon.v1.MatchResponseb\x06proto3"
+	"\x05Match\x12\x18.operon.v1.InvokeRequest\x1a\x18.operon.v1.MatchResponse\x12X\n" +
+	"\x0fSelectResources\x12!.operon.v1.SelectResourcesRequest\x1a\".operon.v1.SelectResourcesResponse\x12<\n" +
+	"\x06Outbox\x12\x18.operon.v1.OutboxRequest\x1a\x16.operon.v1.OutboxEvent0\x01\x12:\n" +
+	"\x05Login\x12\x17.operon.v1.LoginRequest\x1a\x18.operon.v1.LoginResponseb\x06proto3"
 
 var (
 	file_operon_v1_handler_proto_rawDescOnce sync.Once
@@ -3211,50 +3767,58 @@ func file_operon_v1_handler_proto_rawDescGZIP() []byte {
 }
 
 var file_operon_v1_handler_proto_enumTypes = make([]protoimpl.EnumInfo, 7)
-var file_operon_v1_handler_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
+var file_operon_v1_handler_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
 var file_operon_v1_handler_proto_goTypes = []any{
-	(HandlerKind)(0),              // 0: operon.v1.HandlerKind
-	(ErrorsMode)(0),               // 1: operon.v1.ErrorsMode
-	(Reason)(0),                   // 2: operon.v1.Reason
-	(DaemonStopReason)(0),         // 3: operon.v1.DaemonStopReason
-	(UpdateStrategy)(0),           // 4: operon.v1.UpdateStrategy
-	(ShutdownFailureStrategy)(0),  // 5: operon.v1.ShutdownFailureStrategy
-	(TaskMode)(0),                 // 6: operon.v1.TaskMode
-	(*MatchResponse)(nil),         // 7: operon.v1.MatchResponse
-	(*DescribeRequest)(nil),       // 8: operon.v1.DescribeRequest
-	(*Manifest)(nil),              // 9: operon.v1.Manifest
-	(*ResourceSelector)(nil),      // 10: operon.v1.ResourceSelector
-	(*Handler)(nil),               // 11: operon.v1.Handler
-	(*ValueFilter)(nil),           // 12: operon.v1.ValueFilter
-	(*Filters)(nil),               // 13: operon.v1.Filters
-	(*Options)(nil),               // 14: operon.v1.Options
-	(*Record)(nil),                // 15: operon.v1.Record
-	(*ResolvedResource)(nil),      // 16: operon.v1.ResolvedResource
-	(*InvokeRequest)(nil),         // 17: operon.v1.InvokeRequest
-	(*Outcome)(nil),               // 18: operon.v1.Outcome
-	(*Success)(nil),               // 19: operon.v1.Success
-	(*TemporaryError)(nil),        // 20: operon.v1.TemporaryError
-	(*PermanentError)(nil),        // 21: operon.v1.PermanentError
-	(*ArbitraryError)(nil),        // 22: operon.v1.ArbitraryError
-	(*NotMatched)(nil),            // 23: operon.v1.NotMatched
-	(*SubhandlersPending)(nil),    // 24: operon.v1.SubhandlersPending
-	(*SubhandlerOutcome)(nil),     // 25: operon.v1.SubhandlerOutcome
-	(*Event)(nil),                 // 26: operon.v1.Event
-	(*InvokeResponse)(nil),        // 27: operon.v1.InvokeResponse
-	(*DaemonRequest)(nil),         // 28: operon.v1.DaemonRequest
-	(*DaemonStart)(nil),           // 29: operon.v1.DaemonStart
-	(*DaemonStop)(nil),            // 30: operon.v1.DaemonStop
-	(*DaemonResponse)(nil),        // 31: operon.v1.DaemonResponse
-	(*ChildType)(nil),             // 32: operon.v1.ChildType
-	(*SyncRegistration)(nil),      // 33: operon.v1.SyncRegistration
-	(*ShutdownHook)(nil),          // 34: operon.v1.ShutdownHook
-	(*TaskRegistration)(nil),      // 35: operon.v1.TaskRegistration
-	(*AdmissionCall)(nil),         // 36: operon.v1.AdmissionCall
-	nil,                           // 37: operon.v1.Filters.LabelsEntry
-	nil,                           // 38: operon.v1.Filters.AnnotationsEntry
-	nil,                           // 39: operon.v1.AdmissionCall.HeadersEntry
-	(*durationpb.Duration)(nil),   // 40: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 41: google.protobuf.Timestamp
+	(HandlerKind)(0),                // 0: operon.v1.HandlerKind
+	(ErrorsMode)(0),                 // 1: operon.v1.ErrorsMode
+	(Reason)(0),                     // 2: operon.v1.Reason
+	(DaemonStopReason)(0),           // 3: operon.v1.DaemonStopReason
+	(UpdateStrategy)(0),             // 4: operon.v1.UpdateStrategy
+	(ShutdownFailureStrategy)(0),    // 5: operon.v1.ShutdownFailureStrategy
+	(TaskMode)(0),                   // 6: operon.v1.TaskMode
+	(*MatchResponse)(nil),           // 7: operon.v1.MatchResponse
+	(*DescribeRequest)(nil),         // 8: operon.v1.DescribeRequest
+	(*Manifest)(nil),                // 9: operon.v1.Manifest
+	(*ResourceSelector)(nil),        // 10: operon.v1.ResourceSelector
+	(*Handler)(nil),                 // 11: operon.v1.Handler
+	(*ValueFilter)(nil),             // 12: operon.v1.ValueFilter
+	(*Filters)(nil),                 // 13: operon.v1.Filters
+	(*Options)(nil),                 // 14: operon.v1.Options
+	(*Record)(nil),                  // 15: operon.v1.Record
+	(*ResolvedResource)(nil),        // 16: operon.v1.ResolvedResource
+	(*InvokeRequest)(nil),           // 17: operon.v1.InvokeRequest
+	(*Outcome)(nil),                 // 18: operon.v1.Outcome
+	(*Success)(nil),                 // 19: operon.v1.Success
+	(*TemporaryError)(nil),          // 20: operon.v1.TemporaryError
+	(*PermanentError)(nil),          // 21: operon.v1.PermanentError
+	(*ArbitraryError)(nil),          // 22: operon.v1.ArbitraryError
+	(*NotMatched)(nil),              // 23: operon.v1.NotMatched
+	(*SubhandlersPending)(nil),      // 24: operon.v1.SubhandlersPending
+	(*SubhandlerOutcome)(nil),       // 25: operon.v1.SubhandlerOutcome
+	(*Event)(nil),                   // 26: operon.v1.Event
+	(*InvokeResponse)(nil),          // 27: operon.v1.InvokeResponse
+	(*DaemonRequest)(nil),           // 28: operon.v1.DaemonRequest
+	(*DaemonStart)(nil),             // 29: operon.v1.DaemonStart
+	(*DaemonStop)(nil),              // 30: operon.v1.DaemonStop
+	(*DaemonResponse)(nil),          // 31: operon.v1.DaemonResponse
+	(*ChildType)(nil),               // 32: operon.v1.ChildType
+	(*SyncRegistration)(nil),        // 33: operon.v1.SyncRegistration
+	(*ShutdownHook)(nil),            // 34: operon.v1.ShutdownHook
+	(*TaskRegistration)(nil),        // 35: operon.v1.TaskRegistration
+	(*AdmissionCall)(nil),           // 36: operon.v1.AdmissionCall
+	(*DiscoveredResource)(nil),      // 37: operon.v1.DiscoveredResource
+	(*SelectResourcesRequest)(nil),  // 38: operon.v1.SelectResourcesRequest
+	(*CallableSelection)(nil),       // 39: operon.v1.CallableSelection
+	(*SelectResourcesResponse)(nil), // 40: operon.v1.SelectResourcesResponse
+	(*OutboxRequest)(nil),           // 41: operon.v1.OutboxRequest
+	(*LoginRequest)(nil),            // 42: operon.v1.LoginRequest
+	(*LoginResponse)(nil),           // 43: operon.v1.LoginResponse
+	(*OutboxEvent)(nil),             // 44: operon.v1.OutboxEvent
+	nil,                             // 45: operon.v1.Filters.LabelsEntry
+	nil,                             // 46: operon.v1.Filters.AnnotationsEntry
+	nil,                             // 47: operon.v1.AdmissionCall.HeadersEntry
+	(*durationpb.Duration)(nil),     // 48: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),   // 49: google.protobuf.Timestamp
 }
 var file_operon_v1_handler_proto_depIdxs = []int32{
 	11, // 0: operon.v1.Manifest.handlers:type_name -> operon.v1.Handler
@@ -3264,24 +3828,24 @@ var file_operon_v1_handler_proto_depIdxs = []int32{
 	10, // 4: operon.v1.Handler.resource:type_name -> operon.v1.ResourceSelector
 	13, // 5: operon.v1.Handler.filters:type_name -> operon.v1.Filters
 	14, // 6: operon.v1.Handler.options:type_name -> operon.v1.Options
-	37, // 7: operon.v1.Filters.labels:type_name -> operon.v1.Filters.LabelsEntry
-	38, // 8: operon.v1.Filters.annotations:type_name -> operon.v1.Filters.AnnotationsEntry
+	45, // 7: operon.v1.Filters.labels:type_name -> operon.v1.Filters.LabelsEntry
+	46, // 8: operon.v1.Filters.annotations:type_name -> operon.v1.Filters.AnnotationsEntry
 	12, // 9: operon.v1.Filters.value:type_name -> operon.v1.ValueFilter
 	12, // 10: operon.v1.Filters.old:type_name -> operon.v1.ValueFilter
 	12, // 11: operon.v1.Filters.new:type_name -> operon.v1.ValueFilter
-	40, // 12: operon.v1.Options.timeout:type_name -> google.protobuf.Duration
-	40, // 13: operon.v1.Options.backoff:type_name -> google.protobuf.Duration
+	48, // 12: operon.v1.Options.timeout:type_name -> google.protobuf.Duration
+	48, // 13: operon.v1.Options.backoff:type_name -> google.protobuf.Duration
 	1,  // 14: operon.v1.Options.errors:type_name -> operon.v1.ErrorsMode
-	40, // 15: operon.v1.Options.interval:type_name -> google.protobuf.Duration
-	40, // 16: operon.v1.Options.idle:type_name -> google.protobuf.Duration
-	40, // 17: operon.v1.Options.initial_delay:type_name -> google.protobuf.Duration
-	40, // 18: operon.v1.Options.cancellation_timeout:type_name -> google.protobuf.Duration
-	40, // 19: operon.v1.Options.call_timeout:type_name -> google.protobuf.Duration
-	40, // 20: operon.v1.Options.cancellation_backoff:type_name -> google.protobuf.Duration
-	41, // 21: operon.v1.Record.started:type_name -> google.protobuf.Timestamp
-	41, // 22: operon.v1.Record.delayed:type_name -> google.protobuf.Timestamp
+	48, // 15: operon.v1.Options.interval:type_name -> google.protobuf.Duration
+	48, // 16: operon.v1.Options.idle:type_name -> google.protobuf.Duration
+	48, // 17: operon.v1.Options.initial_delay:type_name -> google.protobuf.Duration
+	48, // 18: operon.v1.Options.cancellation_timeout:type_name -> google.protobuf.Duration
+	48, // 19: operon.v1.Options.call_timeout:type_name -> google.protobuf.Duration
+	48, // 20: operon.v1.Options.cancellation_backoff:type_name -> google.protobuf.Duration
+	49, // 21: operon.v1.Record.started:type_name -> google.protobuf.Timestamp
+	49, // 22: operon.v1.Record.delayed:type_name -> google.protobuf.Timestamp
 	2,  // 23: operon.v1.InvokeRequest.reason:type_name -> operon.v1.Reason
-	41, // 24: operon.v1.InvokeRequest.started:type_name -> google.protobuf.Timestamp
+	49, // 24: operon.v1.InvokeRequest.started:type_name -> google.protobuf.Timestamp
 	15, // 25: operon.v1.InvokeRequest.subhandlers:type_name -> operon.v1.Record
 	16, // 26: operon.v1.InvokeRequest.resource:type_name -> operon.v1.ResolvedResource
 	36, // 27: operon.v1.InvokeRequest.admission:type_name -> operon.v1.AdmissionCall
@@ -3291,8 +3855,8 @@ var file_operon_v1_handler_proto_depIdxs = []int32{
 	22, // 31: operon.v1.Outcome.arbitrary_error:type_name -> operon.v1.ArbitraryError
 	23, // 32: operon.v1.Outcome.not_matched:type_name -> operon.v1.NotMatched
 	24, // 33: operon.v1.Outcome.subhandlers_pending:type_name -> operon.v1.SubhandlersPending
-	40, // 34: operon.v1.TemporaryError.delay:type_name -> google.protobuf.Duration
-	40, // 35: operon.v1.SubhandlersPending.delay:type_name -> google.protobuf.Duration
+	48, // 34: operon.v1.TemporaryError.delay:type_name -> google.protobuf.Duration
+	48, // 35: operon.v1.SubhandlersPending.delay:type_name -> google.protobuf.Duration
 	18, // 36: operon.v1.SubhandlerOutcome.outcome:type_name -> operon.v1.Outcome
 	14, // 37: operon.v1.SubhandlerOutcome.options:type_name -> operon.v1.Options
 	18, // 38: operon.v1.InvokeResponse.outcome:type_name -> operon.v1.Outcome
@@ -3301,7 +3865,7 @@ var file_operon_v1_handler_proto_depIdxs = []int32{
 	29, // 41: operon.v1.DaemonRequest.start:type_name -> operon.v1.DaemonStart
 	30, // 42: operon.v1.DaemonRequest.stop:type_name -> operon.v1.DaemonStop
 	16, // 43: operon.v1.DaemonStart.resource:type_name -> operon.v1.ResolvedResource
-	41, // 44: operon.v1.DaemonStart.started:type_name -> google.protobuf.Timestamp
+	49, // 44: operon.v1.DaemonStart.started:type_name -> google.protobuf.Timestamp
 	3,  // 45: operon.v1.DaemonStop.reason:type_name -> operon.v1.DaemonStopReason
 	26, // 46: operon.v1.DaemonResponse.events:type_name -> operon.v1.Event
 	18, // 47: operon.v1.DaemonResponse.exit:type_name -> operon.v1.Outcome
@@ -3309,32 +3873,42 @@ var file_operon_v1_handler_proto_depIdxs = []int32{
 	4,  // 49: operon.v1.ChildType.update_strategy:type_name -> operon.v1.UpdateStrategy
 	10, // 50: operon.v1.SyncRegistration.parent:type_name -> operon.v1.ResourceSelector
 	32, // 51: operon.v1.SyncRegistration.children:type_name -> operon.v1.ChildType
-	40, // 52: operon.v1.SyncRegistration.resync_period:type_name -> google.protobuf.Duration
-	40, // 53: operon.v1.SyncRegistration.call_timeout:type_name -> google.protobuf.Duration
+	48, // 52: operon.v1.SyncRegistration.resync_period:type_name -> google.protobuf.Duration
+	48, // 53: operon.v1.SyncRegistration.call_timeout:type_name -> google.protobuf.Duration
 	34, // 54: operon.v1.SyncRegistration.shutdown_hook:type_name -> operon.v1.ShutdownHook
-	40, // 55: operon.v1.ShutdownHook.grace_period:type_name -> google.protobuf.Duration
+	48, // 55: operon.v1.ShutdownHook.grace_period:type_name -> google.protobuf.Duration
 	5,  // 56: operon.v1.ShutdownHook.failure_strategy:type_name -> operon.v1.ShutdownFailureStrategy
 	10, // 57: operon.v1.TaskRegistration.task:type_name -> operon.v1.ResourceSelector
 	10, // 58: operon.v1.TaskRegistration.parent:type_name -> operon.v1.ResourceSelector
 	6,  // 59: operon.v1.TaskRegistration.mode:type_name -> operon.v1.TaskMode
-	40, // 60: operon.v1.TaskRegistration.retention:type_name -> google.protobuf.Duration
-	40, // 61: operon.v1.TaskRegistration.timeout:type_name -> google.protobuf.Duration
-	39, // 62: operon.v1.AdmissionCall.headers:type_name -> operon.v1.AdmissionCall.HeadersEntry
-	12, // 63: operon.v1.Filters.LabelsEntry.value:type_name -> operon.v1.ValueFilter
-	12, // 64: operon.v1.Filters.AnnotationsEntry.value:type_name -> operon.v1.ValueFilter
-	8,  // 65: operon.v1.HandlerService.Describe:input_type -> operon.v1.DescribeRequest
-	17, // 66: operon.v1.HandlerService.Invoke:input_type -> operon.v1.InvokeRequest
-	28, // 67: operon.v1.HandlerService.Daemon:input_type -> operon.v1.DaemonRequest
-	17, // 68: operon.v1.HandlerService.Match:input_type -> operon.v1.InvokeRequest
-	9,  // 69: operon.v1.HandlerService.Describe:output_type -> operon.v1.Manifest
-	27, // 70: operon.v1.HandlerService.Invoke:output_type -> operon.v1.InvokeResponse
-	31, // 71: operon.v1.HandlerService.Daemon:output_type -> operon.v1.DaemonResponse
-	7,  // 72: operon.v1.HandlerService.Match:output_type -> operon.v1.MatchResponse
-	69, // [69:73] is the sub-list for method output_type
-	65, // [65:69] is the sub-list for method input_type
-	65, // [65:65] is the sub-list for extension type_name
-	65, // [65:65] is the sub-list for extension extendee
-	0,  // [0:65] is the sub-list for field type_name
+	48, // 60: operon.v1.TaskRegistration.retention:type_name -> google.protobuf.Duration
+	48, // 61: operon.v1.TaskRegistration.timeout:type_name -> google.protobuf.Duration
+	47, // 62: operon.v1.AdmissionCall.headers:type_name -> operon.v1.AdmissionCall.HeadersEntry
+	37, // 63: operon.v1.SelectResourcesRequest.resources:type_name -> operon.v1.DiscoveredResource
+	39, // 64: operon.v1.SelectResourcesResponse.selections:type_name -> operon.v1.CallableSelection
+	49, // 65: operon.v1.LoginResponse.expiration:type_name -> google.protobuf.Timestamp
+	26, // 66: operon.v1.OutboxEvent.event:type_name -> operon.v1.Event
+	12, // 67: operon.v1.Filters.LabelsEntry.value:type_name -> operon.v1.ValueFilter
+	12, // 68: operon.v1.Filters.AnnotationsEntry.value:type_name -> operon.v1.ValueFilter
+	8,  // 69: operon.v1.HandlerService.Describe:input_type -> operon.v1.DescribeRequest
+	17, // 70: operon.v1.HandlerService.Invoke:input_type -> operon.v1.InvokeRequest
+	28, // 71: operon.v1.HandlerService.Daemon:input_type -> operon.v1.DaemonRequest
+	17, // 72: operon.v1.HandlerService.Match:input_type -> operon.v1.InvokeRequest
+	38, // 73: operon.v1.HandlerService.SelectResources:input_type -> operon.v1.SelectResourcesRequest
+	41, // 74: operon.v1.HandlerService.Outbox:input_type -> operon.v1.OutboxRequest
+	42, // 75: operon.v1.HandlerService.Login:input_type -> operon.v1.LoginRequest
+	9,  // 76: operon.v1.HandlerService.Describe:output_type -> operon.v1.Manifest
+	27, // 77: operon.v1.HandlerService.Invoke:output_type -> operon.v1.InvokeResponse
+	31, // 78: operon.v1.HandlerService.Daemon:output_type -> operon.v1.DaemonResponse
+	7,  // 79: operon.v1.HandlerService.Match:output_type -> operon.v1.MatchResponse
+	40, // 80: operon.v1.HandlerService.SelectResources:output_type -> operon.v1.SelectResourcesResponse
+	44, // 81: operon.v1.HandlerService.Outbox:output_type -> operon.v1.OutboxEvent
+	43, // 82: operon.v1.HandlerService.Login:output_type -> operon.v1.LoginResponse
+	76, // [76:83] is the sub-list for method output_type
+	69, // [69:76] is the sub-list for method input_type
+	69, // [69:69] is the sub-list for extension type_name
+	69, // [69:69] is the sub-list for extension extendee
+	0,  // [0:69] is the sub-list for field type_name
 }
 
 func init() { file_operon_v1_handler_proto_init() }
@@ -3368,7 +3942,7 @@ func file_operon_v1_handler_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_operon_v1_handler_proto_rawDesc), len(file_operon_v1_handler_proto_rawDesc)),
 			NumEnums:      7,
-			NumMessages:   33,
+			NumMessages:   41,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -28,10 +28,13 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	HandlerService_Describe_FullMethodName = "/operon.v1.HandlerService/Describe"
-	HandlerService_Invoke_FullMethodName   = "/operon.v1.HandlerService/Invoke"
-	HandlerService_Daemon_FullMethodName   = "/operon.v1.HandlerService/Daemon"
-	HandlerService_Match_FullMethodName    = "/operon.v1.HandlerService/Match"
+	HandlerService_Describe_FullMethodName        = "/operon.v1.HandlerService/Describe"
+	HandlerService_Invoke_FullMethodName          = "/operon.v1.HandlerService/Invoke"
+	HandlerService_Daemon_FullMethodName          = "/operon.v1.HandlerService/Daemon"
+	HandlerService_Match_FullMethodName           = "/operon.v1.HandlerService/Match"
+	HandlerService_SelectResources_FullMethodName = "/operon.v1.HandlerService/SelectResources"
+	HandlerService_Outbox_FullMethodName          = "/operon.v1.HandlerService/Outbox"
+	HandlerService_Login_FullMethodName           = "/operon.v1.HandlerService/Login"
 )
 
 // HandlerServiceClient is the client API for HandlerService service.
@@ -57,6 +60,28 @@ type HandlerServiceClient interface {
 	// before it starts a timer or a daemon. A service that does not implement it (UNIMPLEMENTED)
 	// is taken to match, as before this call existed.
 	Match(ctx context.Context, in *InvokeRequest, opts ...grpc.CallOption) (*MatchResponse, error)
+	// ---- Callback filters (end) ----
+	// ---- Selectors (begin) ----
+	// Decides the service's callable resource selectors (`ResourceSelector.callable_id`, Kopf's
+	// `kopf.on.event(lambda resource: ...)`): the core sends every resource that discovery found
+	// (every group, every version; listable and watchable, no subresources) and the service answers,
+	// per callable, which of them it accepts. Asked at start and at every re-discovery (a CRD
+	// installed later). UNIMPLEMENTED: the service's callable selectors match nothing (warned).
+	SelectResources(ctx context.Context, in *SelectResourcesRequest, opts ...grpc.CallOption) (*SelectResourcesResponse, error)
+	// Events that the service posts outside a handler call (Kopf's `kopf.event()`, `info()`,
+	// `warn()`, `exception()` from a daemon thread, a startup handler, a background task): the core
+	// opens this call to each service at start and keeps it open (re-opening it with backoff when
+	// it ends); the service sends each Event as it is made, and the core posts it. The message's
+	// `involved_object_json` is required here (there is no handled object). UNIMPLEMENTED: nothing
+	// to post.
+	Outbox(ctx context.Context, in *OutboxRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[OutboxEvent], error)
+	// Credentials from the service's login handlers (Kopf's `@kopf.on.login`), for a core started
+	// with `--login`: asked at start (the service may answer with what its own start-up login
+	// found), again when the API server answers 401 Unauthorized, and shortly before the answer's
+	// `expiration`. The core swaps the credentials under its running watches and clients and
+	// repeats the request that got the 401 once. An empty answer: this service has none (the next
+	// service is asked).
+	Login(ctx context.Context, in *LoginRequest, opts ...grpc.CallOption) (*LoginResponse, error)
 }
 
 type handlerServiceClient struct {
@@ -110,6 +135,45 @@ func (c *handlerServiceClient) Match(ctx context.Context, in *InvokeRequest, opt
 	return out, nil
 }
 
+func (c *handlerServiceClient) SelectResources(ctx context.Context, in *SelectResourcesRequest, opts ...grpc.CallOption) (*SelectResourcesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SelectResourcesResponse)
+	err := c.cc.Invoke(ctx, HandlerService_SelectResources_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *handlerServiceClient) Outbox(ctx context.Context, in *OutboxRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[OutboxEvent], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &HandlerService_ServiceDesc.Streams[1], HandlerService_Outbox_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[OutboxRequest, OutboxEvent]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type HandlerService_OutboxClient = grpc.ServerStreamingClient[OutboxEvent]
+
+func (c *handlerServiceClient) Login(ctx context.Context, in *LoginRequest, opts ...grpc.CallOption) (*LoginResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(LoginResponse)
+	err := c.cc.Invoke(ctx, HandlerService_Login_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // HandlerServiceServer is the server API for HandlerService service.
 // All implementations must embed UnimplementedHandlerServiceServer
 // for forward compatibility.
@@ -133,6 +197,28 @@ type HandlerServiceServer interface {
 	// before it starts a timer or a daemon. A service that does not implement it (UNIMPLEMENTED)
 	// is taken to match, as before this call existed.
 	Match(context.Context, *InvokeRequest) (*MatchResponse, error)
+	// ---- Callback filters (end) ----
+	// ---- Selectors (begin) ----
+	// Decides the service's callable resource selectors (`ResourceSelector.callable_id`, Kopf's
+	// `kopf.on.event(lambda resource: ...)`): the core sends every resource that discovery found
+	// (every group, every version; listable and watchable, no subresources) and the service answers,
+	// per callable, which of them it accepts. Asked at start and at every re-discovery (a CRD
+	// installed later). UNIMPLEMENTED: the service's callable selectors match nothing (warned).
+	SelectResources(context.Context, *SelectResourcesRequest) (*SelectResourcesResponse, error)
+	// Events that the service posts outside a handler call (Kopf's `kopf.event()`, `info()`,
+	// `warn()`, `exception()` from a daemon thread, a startup handler, a background task): the core
+	// opens this call to each service at start and keeps it open (re-opening it with backoff when
+	// it ends); the service sends each Event as it is made, and the core posts it. The message's
+	// `involved_object_json` is required here (there is no handled object). UNIMPLEMENTED: nothing
+	// to post.
+	Outbox(*OutboxRequest, grpc.ServerStreamingServer[OutboxEvent]) error
+	// Credentials from the service's login handlers (Kopf's `@kopf.on.login`), for a core started
+	// with `--login`: asked at start (the service may answer with what its own start-up login
+	// found), again when the API server answers 401 Unauthorized, and shortly before the answer's
+	// `expiration`. The core swaps the credentials under its running watches and clients and
+	// repeats the request that got the 401 once. An empty answer: this service has none (the next
+	// service is asked).
+	Login(context.Context, *LoginRequest) (*LoginResponse, error)
 	mustEmbedUnimplementedHandlerServiceServer()
 }
 
@@ -154,6 +240,15 @@ func (UnimplementedHandlerServiceServer) Daemon(grpc.BidiStreamingServer[DaemonR
 }
 func (UnimplementedHandlerServiceServer) Match(context.Context, *InvokeRequest) (*MatchResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Match not implemented")
+}
+func (UnimplementedHandlerServiceServer) SelectResources(context.Context, *SelectResourcesRequest) (*SelectResourcesResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method SelectResources not implemented")
+}
+func (UnimplementedHandlerServiceServer) Outbox(*OutboxRequest, grpc.ServerStreamingServer[OutboxEvent]) error {
+	return status.Errorf(codes.Unimplemented, "method Outbox not implemented")
+}
+func (UnimplementedHandlerServiceServer) Login(context.Context, *LoginRequest) (*LoginResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Login not implemented")
 }
 func (UnimplementedHandlerServiceServer) mustEmbedUnimplementedHandlerServiceServer() {}
 func (UnimplementedHandlerServiceServer) testEmbeddedByValue()                        {}
@@ -237,6 +332,53 @@ func _HandlerService_Match_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _HandlerService_SelectResources_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SelectResourcesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(HandlerServiceServer).SelectResources(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: HandlerService_SelectResources_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(HandlerServiceServer).SelectResources(ctx, req.(*SelectResourcesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _HandlerService_Outbox_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(OutboxRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(HandlerServiceServer).Outbox(m, &grpc.GenericServerStream[OutboxRequest, OutboxEvent]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type HandlerService_OutboxServer = grpc.ServerStreamingServer[OutboxEvent]
+
+func _HandlerService_Login_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(LoginRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(HandlerServiceServer).Login(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: HandlerService_Login_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(HandlerServiceServer).Login(ctx, req.(*LoginRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // HandlerService_ServiceDesc is the grpc.ServiceDesc for HandlerService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -256,6 +398,14 @@ var HandlerService_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "Match",
 			Handler:    _HandlerService_Match_Handler,
 		},
+		{
+			MethodName: "SelectResources",
+			Handler:    _HandlerService_SelectResources_Handler,
+		},
+		{
+			MethodName: "Login",
+			Handler:    _HandlerService_Login_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
@@ -263,6 +413,11 @@ var HandlerService_ServiceDesc = grpc.ServiceDesc{
 			Handler:       _HandlerService_Daemon_Handler,
 			ServerStreams: true,
 			ClientStreams: true,
+		},
+		{
+			StreamName:    "Outbox",
+			Handler:       _HandlerService_Outbox_Handler,
+			ServerStreams: true,
 		},
 	},
 	Metadata: "operon/v1/handler.proto",

@@ -21,6 +21,11 @@ is filtered out by a callback filter         ``not_matched``
 Index functions (``@kopf.index``) are called apart: their index lives in this process, and
 their calls feed it (:meth:`OperatorBackend.invoke_index`, :mod:`kopf._core.indexing`).
 
+Besides: ``SelectResources`` answers which discovered resources each callable resource selector
+accepts; ``Outbox`` streams the events made outside handler calls to the core; ``Login`` gives
+the core the login handlers' credentials (run again when the core asks after a 401 or before the
+credentials expire).
+
 # Guarantees
 A handler's error never fails the call or the server: it is an outcome. The answer comes
 before the call's deadline: a handler still running by then is answered as an arbitrary error
@@ -32,13 +37,13 @@ import dataclasses
 import datetime
 import json
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextvars import ContextVar
 from typing import Any
 
 from google.protobuf import timestamp_pb2
 
-from kopf._cogs import refs, settings as settings_, views
+from kopf._cogs import credentials, refs, settings as settings_, views
 from kopf._core import calls, indexing, logs, model, posting
 from kopf._core.reactor import inventory, manifests
 from kopf._core.registry import OperatorRegistry
@@ -236,6 +241,7 @@ class OperatorBackend(server.Backend):
     lifecycle: model.LifeCycleFn | None = None
     indexers: indexing.OperatorIndexers = dataclasses.field(default_factory=indexing.OperatorIndexers)
     memos: inventory.ObjectMemos = dataclasses.field(default_factory=inventory.ObjectMemos)
+    login_fn: Callable[[str], Awaitable[credentials.ConnectionInfo | None]] | None = None
 
     # -- Describe ---------------------------------------------------------------------------------
 
@@ -439,6 +445,61 @@ class OperatorBackend(server.Backend):
             for var, token in reversed(tokens):
                 var.reset(token)
         return pb.MatchResponse(matched=matched)
+
+    async def select_resources(self, request: pb.SelectResourcesRequest,
+                               call: server.CallInfo) -> pb.SelectResourcesResponse:
+        """
+        ``SelectResources``: which of the resources the core discovered each callable selector
+        (``@kopf.on.event(lambda resource: ...)``) accepts, called with Kopf's ``Resource``. A
+        callable that raises is logged and does not accept that resource (Kopf's scanning would
+        fail instead; here the other resources are still served).
+        """
+        resources = [refs.Resource(
+            group=r.group, version=r.version, plural=r.plural, kind=r.kind, singular=r.singular,
+            shortcuts=frozenset(r.short_names), categories=frozenset(r.categories),
+            subresources=frozenset(r.subresources), namespaced=r.namespaced, preferred=r.preferred,
+            verbs=frozenset(r.verbs)) for r in request.resources]
+        response = pb.SelectResourcesResponse()
+        by_id = {id(h): h for h in manifests.served_handlers(self.registry)}
+        for key, callable_id in manifests.callable_selectors(self.registry).items():
+            handler = by_id[key]
+            fn = handler.selector.fn if handler.selector is not None else None
+            accepted: list[int] = []
+            for i, resource in enumerate(resources):
+                try:
+                    if fn is not None and fn(resource):
+                        accepted.append(i)
+                except Exception as e:
+                    logger.error(f"The resource selector of {handler.id!r} failed for {resource}: {e!r}")
+            response.selections.add(callable_id=callable_id, accepted=accepted)
+        return response
+
+    async def login(self, request: pb.LoginRequest, call: server.CallInfo) -> pb.LoginResponse:
+        """
+        ``Login``: the login handlers' credentials as a kubeconfig, with their expiration (see
+        the operator's ``_login``); empty when there are none (or no operator runs the handlers).
+        """
+        info = None if self.login_fn is None else await self.login_fn(request.reason or 'start')
+        if info is None:
+            return pb.LoginResponse()
+        response = pb.LoginResponse(kubeconfig_json=_json(credentials.as_kubeconfig(info)))
+        if info.expiration is not None:
+            expiration = info.expiration
+            if expiration.tzinfo is None:
+                expiration = expiration.replace(tzinfo=datetime.timezone.utc)
+            response.expiration.FromDatetime(expiration.astimezone(datetime.timezone.utc).replace(tzinfo=None))
+        return response
+
+    async def outbox(self, request: pb.OutboxRequest, call: server.CallInfo) -> AsyncIterator[pb.OutboxEvent]:
+        """
+        ``Outbox``: the Events made outside handler calls (:data:`posting.OUTBOX`), as they come,
+        for the core to post.
+        """
+        logger.debug(f"The Operon core {request.core_version or ''} takes the events outside handlers.")
+        async for event in posting.OUTBOX.events():
+            yield pb.OutboxEvent(event=pb.Event(
+                type=event.type, reason=event.reason, message=posting.shorten_message(event.message),
+                involved_object_json=_json(dict(event.ref))))
 
     async def invoke_index(self, handler: model.Handler, request: pb.InvokeRequest,
                            call: server.CallInfo) -> pb.InvokeResponse:

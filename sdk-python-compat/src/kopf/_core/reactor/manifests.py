@@ -9,8 +9,10 @@ out of the manifest and marked with ``has_callback_filters``: this process evalu
 full filters at call time and answers "not matched" (see :mod:`kopf._core.reactor.handling`).
 
 # Caveats
-- Selectors that name no resource (``kopf.EVERYTHING``, callables, ``category=``) cannot be
-  told to the core yet: such handlers are skipped, with a warning.
+- Selectors that name no single resource go to the core as such: ``kopf.EVERYTHING``
+  (``everything``), ``category=`` (``category``), and callables (``callable_id``, an id of this
+  manifest's own, :func:`callable_selectors`), which the core asks this process about through
+  ``SelectResources`` with every resource it discovers (:mod:`kopf._core.reactor.handling`).
 - Several registrations under one id are all sent when their kinds or resources differ: kinds
   (``@kopf.on.create`` and ``@kopf.on.resume`` stacked on one function, as Kopf deduplicates
   them) and resources (handlers registered in a loop over resources, which Kopf keeps per
@@ -69,12 +71,26 @@ def duration(seconds: float | datetime.timedelta) -> duration_pb2.Duration:
     return duration_pb2.Duration(seconds=whole, nanos=int(round((total - whole) * 1e9)) % 1_000_000_000)
 
 
-def resource_selector(selector: refs.Selector | None) -> pb.ResourceSelector | None:
-    """ Kopf's selector in the core's kubectl-style terms, or ``None`` if it names no resource. """
-    if selector is None or selector.fn is not None or selector.category is not None:
+def resource_selector(selector: refs.Selector | None, callable_id: str = '') -> pb.ResourceSelector | None:
+    """
+    Kopf's selector in the core's terms: kubectl-style for a specific resource; ``everything``,
+    ``category`` or ``callable_id`` (given by the caller, see :func:`callable_selectors`) for
+    those that name no single resource. ``None`` if it names nothing the core can serve.
+    """
+    if selector is None:
         return None
-    if isinstance(selector.any_name, refs.Marker):
-        return None
+    wide: dict[str, Any] = {}
+    if selector.fn is not None:
+        if not callable_id:
+            return None
+        wide = {'callable_id': callable_id}
+    elif selector.category is not None:
+        wide = {'category': selector.category}
+    elif isinstance(selector.any_name, refs.Marker):
+        wide = {'everything': True}
+    if wide:
+        return pb.ResourceSelector(group=selector.group or '', version=selector.version or '',
+                                   core_group=selector.group == '', **wide)
     name = selector.plural or selector.singular or selector.kind or selector.shortcut or selector.any_name
     if not isinstance(name, str) or not name:
         return None
@@ -92,6 +108,13 @@ def resolves_to(selector: refs.Selector | None, resource: pb.ResolvedResource) -
     plural, kind (in any case) or singular (the lower-cased kind). ``None`` when that cannot be
     told: a name that is none of these may still be a short name, which the call does not carry.
     """
+    if selector is not None and not selector.is_specific:
+        # Served through a wide selector: the group and version, if named, must fit; beyond
+        # that only EVERYTHING is sure (a category or a callable is the core's and our answer).
+        if (selector.group is not None and selector.group != resource.group) or \
+                (selector.version is not None and selector.version != resource.version):
+            return False
+        return True if isinstance(selector.any_name, refs.Marker) else None
     sent = resource_selector(selector)
     if sent is None:
         return False
@@ -205,6 +228,16 @@ def served_handlers(registry: OperatorRegistry) -> Iterable[model.Handler]:
     return [handler for handler in registry if handler.kind in _KINDS]
 
 
+def callable_selectors(registry: OperatorRegistry) -> dict[int, str]:
+    """
+    The ids of the callable resource selectors (``@kopf.on.event(lambda resource: ...)``) by the
+    handler's ``id()``: its place among the served handlers and its handler id --- the same on
+    every ``Describe`` of the same registry, so the manifest stays the same.
+    """
+    return {id(handler): f'{i}:{handler.id}' for i, handler in enumerate(served_handlers(registry))
+            if handler.selector is not None and handler.selector.fn is not None}
+
+
 def build_manifest(
         registry: OperatorRegistry,
         *,
@@ -212,18 +245,19 @@ def build_manifest(
 ) -> ManifestBuild:
     manifest = pb.Manifest(service_name=service_name, contract_revision=CONTRACT_REVISION)
     build = ManifestBuild(manifest=manifest)
-    seen: dict[tuple[str, int, str, str, str], model.Handler] = {}
+    seen: dict[tuple[str, int, str], model.Handler] = {}
+    callables = callable_selectors(registry)
     for handler in served_handlers(registry):
         kind = handler_kind(handler)
-        resource = resource_selector(handler.selector)
+        resource = resource_selector(handler.selector, callables.get(id(handler), ''))
         if kind is None:
             build.skipped.append(Skipped(handler.id, "its kind is not known to the Operon contract"))
             continue
         if resource is None:
             build.skipped.append(Skipped(handler.id, f"its resource selector {handler.selector!r} names "
-                                                     f"no specific resource (not supported on Operon yet)"))
+                                                     f"no resource"))
             continue
-        key = (handler.id, kind, resource.group, resource.version, resource.name)
+        key = (handler.id, kind, resource.SerializeToString(deterministic=True).hex())
         if key in seen:
             if seen[key].fn is not handler.fn:
                 build.skipped.append(Skipped(handler.id, "another handler of this kind is registered with "

@@ -12,11 +12,10 @@ a core that runs elsewhere (a sidecar, another Deployment).
 """
 import asyncio
 import contextlib
-import json
 import logging
 import os
+import re
 import signal
-import tempfile
 import threading
 import warnings
 from collections.abc import Collection, Coroutine, Sequence
@@ -138,9 +137,8 @@ async def operator(
                       FutureWarning)
         clusterwide = True
     for pattern in namespaces:
-        if not isinstance(pattern, str) or any(c in pattern for c in '*?!,'):
-            raise OperatorError(f"Namespace patterns are not supported on Operon yet: {pattern!r}; "
-                                f"list the namespaces one by one (-n NS -n NS…).")
+        if not isinstance(pattern, (str, re.Pattern)):
+            raise TypeError(f"A namespace must be a name, a pattern or a regular expression, not {pattern!r}.")
 
     async with _Operator(
         lifecycle=lifecycle, registry=registry, settings=settings, memo=memo,
@@ -201,7 +199,9 @@ class _Operator:
         self.tls = tls
         self.indexers = indexing.OperatorIndexers()  # fed through the handler service, read by all
         self.indices = self.indexers.view(self.registry)
-        self.kubeconfig_path: str | None = None
+        self.credentials: credentials.ConnectionInfo | None = None  # the login handlers' best
+        self.custom_login = False  # a user's login handler (not Kopf's fallbacks) gave them
+        self._login_lock = asyncio.Lock()
         self._stopping: asyncio.Future[str] | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._signals: list[signal.Signals] = []
@@ -218,9 +218,6 @@ class _Operator:
         for signum in self._signals:
             with contextlib.suppress(Exception):
                 loop.remove_signal_handler(signum)
-        if self.kubeconfig_path is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(self.kubeconfig_path)
         posting.set_default_settings(None)
 
     # -- stopping ---------------------------------------------------------------------------------
@@ -264,6 +261,7 @@ class _Operator:
                         "run one replica of this handler service per core (or use `kopf run`); "
                         "several replicas behind one address would each hold a part of every index.")
 
+        posting.OUTBOX.active = True  # events outside handlers wait for the core from now on
         await self._authenticate()
         await self._activity(model.Activity.STARTUP)
         audit = settings_.audit(self.settings, with_core=core_args is not None)
@@ -279,7 +277,7 @@ class _Operator:
 
         backend = handling.OperatorBackend(
             registry=self.registry, settings=self.settings, memo=self.memo, lifecycle=self.lifecycle,
-            service_name=_service_name(), indexers=self.indexers)
+            service_name=_service_name(), indexers=self.indexers, login_fn=self._login)
         if tracing.setup():
             logger.debug("Tracing handler runs over OTLP (OpenTelemetry).")
         grpc_server = server.HandlerServer(backend, self.listen, tls=self.tls)
@@ -322,6 +320,7 @@ class _Operator:
                 await asyncio.shield(core_process.stop(timeout=CORE_STOP_TIMEOUT))
             await grpc_server.stop(grace=1.0)
             tracing.shutdown()
+            posting.OUTBOX.active = False
             if not isinstance(failure, asyncio.CancelledError):
                 await self._activity(model.Activity.CLEANUP, raise_errors=failure is None)
         if failure is not None:
@@ -343,46 +342,56 @@ class _Operator:
             logger.exception(f"The {activity.value} activity has failed.")
             return {}
 
-    async def _authenticate(self) -> None:
+    async def _authenticate(self, *, again: bool = False) -> None:
         """
-        Kopf's initial authentication: the login handlers run once.
+        Kopf's authentication: the login handlers run at start, and again when the core asks
+        (:meth:`_login`: a 401 from the API server, or credentials about to expire).
 
         With no ``@kopf.on.login`` handlers, Kopf's fallbacks configure the ``kubernetes`` and
-        ``pykube-ng`` clients (if installed) from the kubeconfig, as handler code expects. The core
-        reads the kubeconfig itself; but if a user's login handler returns credentials, they are
-        written into a private kubeconfig for the core.
+        ``pykube-ng`` clients (if installed) from the kubeconfig, as handler code expects, and the
+        core reads the kubeconfig itself. When a user's login handler returns credentials, the
+        core is started with ``--login`` and takes them (and their renewals) through ``Login``.
         """
         authenticators = self.registry.activity_handlers(model.Activity.AUTHENTICATION)
         if not authenticators:
             return
+        what = "Re-authentication" if again else "Initial authentication"
         logger_ = logging.getLogger('kopf._core.engines.activities')
-        logger_.info("Initial authentication has been initiated.")
+        logger_.info(f"{what} has been initiated.")
         try:
             results = await self._activity(model.Activity.AUTHENTICATION)
         except activities.ActivityError as e:
-            logger_.warning(f"Initial authentication has failed: {e}")
+            logger_.warning(f"{what} has failed: {e}")
             return
         if results:
-            logger_.info("Initial authentication has finished.")
+            logger_.info(f"{what} has finished.")
         else:
-            logger_.warning("Initial authentication has failed: "
-                            "no credentials were retrieved from the login handlers.")
+            logger_.warning(f"{what} has failed: no credentials were retrieved from the login handlers.")
         fallback_ids = {h.id for h in authenticators if h.fallback}
-        custom = [info for handler_id, info in results.items()
-                  if handler_id not in fallback_ids and isinstance(info, credentials.ConnectionInfo)]
-        if custom:
-            best = max(custom, key=lambda info: info.priority)
-            fd, path = tempfile.mkstemp(prefix='kopf-operon-', suffix='.kubeconfig')
-            with os.fdopen(fd, 'w', encoding='utf-8') as f:
-                json.dump(credentials.as_kubeconfig(best), f)
-            self.kubeconfig_path = path
+        found = [(handler_id not in fallback_ids, info) for handler_id, info in results.items()
+                 if isinstance(info, credentials.ConnectionInfo)]
+        if found:
+            self.custom_login = self.custom_login or any(custom for custom, _ in found)
+            self.credentials = max((info for _, info in found), key=lambda info: info.priority)
+
+    async def _login(self, reason: str) -> credentials.ConnectionInfo | None:
+        """
+        The credentials for the core's ``Login``: at its start, those of the start-up login if
+        they have not expired; else the login handlers run again (one run for concurrent asks).
+        """
+        async with self._login_lock:
+            current = self.credentials
+            if reason == 'start' and current is not None and not credentials.is_expired(current):
+                return current
+            await self._authenticate(again=True)
+            return self.credentials
 
     def _core_process(
             self,
             address: str,
             *,
             clusterwide: bool,
-            namespaces: Sequence[str],
+            namespaces: Sequence[str | re.Pattern[str]],
             standalone: bool,
     ) -> corep.CoreProcess:
         try:
@@ -393,8 +402,8 @@ class _Operator:
                          clusterwide=clusterwide, namespaces=namespaces, standalone=standalone)
         env = dict(os.environ)
         env.setdefault('OPERON_LOG', corelogs.core_filter())  # an explicit OPERON_LOG wins.
-        if self.kubeconfig_path is not None:
-            env['KUBECONFIG'] = self.kubeconfig_path
+        if self.custom_login:
+            argv.append('--login')
         return corep.CoreProcess(argv, env=env, on_line=corelogs.forward)
 
 
@@ -434,7 +443,7 @@ def core_argv(
         address: str,
         settings: settings_.OperatorSettings,
         clusterwide: bool,
-        namespaces: Sequence[str],
+        namespaces: Sequence[str | re.Pattern[str]],
         standalone: bool,
         http: str | None = None,
 ) -> list[str]:
@@ -444,7 +453,7 @@ def core_argv(
     if clusterwide:
         argv += ['-A']
     for ns in namespaces:
-        argv += ['-n', ns]
+        argv += ['--namespace-regex', regex_for_core(ns)] if isinstance(ns, re.Pattern) else ['-n', ns]
     argv += ['--http', http]
     if standalone:
         argv += ['--standalone']
@@ -462,6 +471,22 @@ def core_argv(
     except webhooks.WebhookNotSupportedError as e:
         raise OperatorError(str(e)) from e
     return argv
+
+
+_REGEX_FLAGS = ((re.IGNORECASE, 'i'), (re.MULTILINE, 'm'), (re.DOTALL, 's'), (re.VERBOSE, 'x'))
+
+
+def regex_for_core(pattern: re.Pattern[str]) -> str:
+    """
+    A Python regular expression (Kopf's ``namespaces=[re.compile(...)]``) for the core's
+    ``--namespace-regex``, its flags inline. The core matches whole names (Python's
+    ``fullmatch``) with Rust's ``regex`` syntax, which has the common constructs but no
+    look-around or back-references: the core refuses those at start, naming the expression.
+    """
+    if isinstance(pattern.pattern, bytes):
+        raise TypeError(f"A namespace regular expression must be of str, not bytes: {pattern!r}.")
+    flags = ''.join(letter for flag, letter in _REGEX_FLAGS if pattern.flags & flag)
+    return f'(?{flags}){pattern.pattern}' if flags else pattern.pattern
 
 
 _KOPF_INTERNALS = {

@@ -139,14 +139,22 @@ class Manifest(_message.Message):
     def __init__(self, service_name: _Optional[str] = ..., contract_revision: _Optional[int] = ..., handlers: _Optional[_Iterable[_Union[Handler, _Mapping]]] = ..., syncs: _Optional[_Iterable[_Union[SyncRegistration, _Mapping]]] = ..., tasks: _Optional[_Iterable[_Union[TaskRegistration, _Mapping]]] = ...) -> None: ...
 
 class ResourceSelector(_message.Message):
-    __slots__ = ("group", "version", "name")
+    __slots__ = ("group", "version", "name", "everything", "category", "callable_id", "core_group")
     GROUP_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
+    EVERYTHING_FIELD_NUMBER: _ClassVar[int]
+    CATEGORY_FIELD_NUMBER: _ClassVar[int]
+    CALLABLE_ID_FIELD_NUMBER: _ClassVar[int]
+    CORE_GROUP_FIELD_NUMBER: _ClassVar[int]
     group: str
     version: str
     name: str
-    def __init__(self, group: _Optional[str] = ..., version: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+    everything: bool
+    category: str
+    callable_id: str
+    core_group: bool
+    def __init__(self, group: _Optional[str] = ..., version: _Optional[str] = ..., name: _Optional[str] = ..., everything: _Optional[bool] = ..., category: _Optional[str] = ..., callable_id: _Optional[str] = ..., core_group: _Optional[bool] = ...) -> None: ...
 
 class Handler(_message.Message):
     __slots__ = ("id", "kind", "resource", "filters", "options")
@@ -520,3 +528,75 @@ class AdmissionCall(_message.Message):
     headers: _containers.ScalarMap[str, str]
     sslpeer_json: bytes
     def __init__(self, request_json: _Optional[bytes] = ..., headers: _Optional[_Mapping[str, str]] = ..., sslpeer_json: _Optional[bytes] = ...) -> None: ...
+
+class DiscoveredResource(_message.Message):
+    __slots__ = ("group", "version", "plural", "kind", "singular", "short_names", "categories", "subresources", "namespaced", "preferred", "verbs")
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    PLURAL_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    SINGULAR_FIELD_NUMBER: _ClassVar[int]
+    SHORT_NAMES_FIELD_NUMBER: _ClassVar[int]
+    CATEGORIES_FIELD_NUMBER: _ClassVar[int]
+    SUBRESOURCES_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACED_FIELD_NUMBER: _ClassVar[int]
+    PREFERRED_FIELD_NUMBER: _ClassVar[int]
+    VERBS_FIELD_NUMBER: _ClassVar[int]
+    group: str
+    version: str
+    plural: str
+    kind: str
+    singular: str
+    short_names: _containers.RepeatedScalarFieldContainer[str]
+    categories: _containers.RepeatedScalarFieldContainer[str]
+    subresources: _containers.RepeatedScalarFieldContainer[str]
+    namespaced: bool
+    preferred: bool
+    verbs: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, group: _Optional[str] = ..., version: _Optional[str] = ..., plural: _Optional[str] = ..., kind: _Optional[str] = ..., singular: _Optional[str] = ..., short_names: _Optional[_Iterable[str]] = ..., categories: _Optional[_Iterable[str]] = ..., subresources: _Optional[_Iterable[str]] = ..., namespaced: _Optional[bool] = ..., preferred: _Optional[bool] = ..., verbs: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class SelectResourcesRequest(_message.Message):
+    __slots__ = ("resources",)
+    RESOURCES_FIELD_NUMBER: _ClassVar[int]
+    resources: _containers.RepeatedCompositeFieldContainer[DiscoveredResource]
+    def __init__(self, resources: _Optional[_Iterable[_Union[DiscoveredResource, _Mapping]]] = ...) -> None: ...
+
+class CallableSelection(_message.Message):
+    __slots__ = ("callable_id", "accepted")
+    CALLABLE_ID_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    callable_id: str
+    accepted: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, callable_id: _Optional[str] = ..., accepted: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class SelectResourcesResponse(_message.Message):
+    __slots__ = ("selections",)
+    SELECTIONS_FIELD_NUMBER: _ClassVar[int]
+    selections: _containers.RepeatedCompositeFieldContainer[CallableSelection]
+    def __init__(self, selections: _Optional[_Iterable[_Union[CallableSelection, _Mapping]]] = ...) -> None: ...
+
+class OutboxRequest(_message.Message):
+    __slots__ = ("core_version",)
+    CORE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    core_version: str
+    def __init__(self, core_version: _Optional[str] = ...) -> None: ...
+
+class LoginRequest(_message.Message):
+    __slots__ = ("reason",)
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    reason: str
+    def __init__(self, reason: _Optional[str] = ...) -> None: ...
+
+class LoginResponse(_message.Message):
+    __slots__ = ("kubeconfig_json", "expiration")
+    KUBECONFIG_JSON_FIELD_NUMBER: _ClassVar[int]
+    EXPIRATION_FIELD_NUMBER: _ClassVar[int]
+    kubeconfig_json: bytes
+    expiration: _timestamp_pb2.Timestamp
+    def __init__(self, kubeconfig_json: _Optional[bytes] = ..., expiration: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class OutboxEvent(_message.Message):
+    __slots__ = ("event",)
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    event: Event
+    def __init__(self, event: _Optional[_Union[Event, _Mapping]] = ...) -> None: ...

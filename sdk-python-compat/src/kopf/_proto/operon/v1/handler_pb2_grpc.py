@@ -55,6 +55,21 @@ class HandlerServiceStub:
                 request_serializer=operon_dot_v1_dot_handler__pb2.InvokeRequest.SerializeToString,
                 response_deserializer=operon_dot_v1_dot_handler__pb2.MatchResponse.FromString,
                 _registered_method=True)
+        self.SelectResources = channel.unary_unary(
+                '/operon.v1.HandlerService/SelectResources',
+                request_serializer=operon_dot_v1_dot_handler__pb2.SelectResourcesRequest.SerializeToString,
+                response_deserializer=operon_dot_v1_dot_handler__pb2.SelectResourcesResponse.FromString,
+                _registered_method=True)
+        self.Outbox = channel.unary_stream(
+                '/operon.v1.HandlerService/Outbox',
+                request_serializer=operon_dot_v1_dot_handler__pb2.OutboxRequest.SerializeToString,
+                response_deserializer=operon_dot_v1_dot_handler__pb2.OutboxEvent.FromString,
+                _registered_method=True)
+        self.Login = channel.unary_unary(
+                '/operon.v1.HandlerService/Login',
+                request_serializer=operon_dot_v1_dot_handler__pb2.LoginRequest.SerializeToString,
+                response_deserializer=operon_dot_v1_dot_handler__pb2.LoginResponse.FromString,
+                _registered_method=True)
 
 
 class HandlerServiceServicer:
@@ -93,7 +108,44 @@ class HandlerServiceServicer:
         handler call: before it holds its finalizer for a delete handler, a timer or a daemon, and
         before it starts a timer or a daemon. A service that does not implement it (UNIMPLEMENTED)
         is taken to match, as before this call existed.
-        ---- Callback filters (end) ----
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SelectResources(self, request, context):
+        """---- Callback filters (end) ----
+        ---- Selectors (begin) ----
+        Decides the service's callable resource selectors (`ResourceSelector.callable_id`, Kopf's
+        `kopf.on.event(lambda resource: ...)`): the core sends every resource that discovery found
+        (every group, every version; listable and watchable, no subresources) and the service answers,
+        per callable, which of them it accepts. Asked at start and at every re-discovery (a CRD
+        installed later). UNIMPLEMENTED: the service's callable selectors match nothing (warned).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Outbox(self, request, context):
+        """Events that the service posts outside a handler call (Kopf's `kopf.event()`, `info()`,
+        `warn()`, `exception()` from a daemon thread, a startup handler, a background task): the core
+        opens this call to each service at start and keeps it open (re-opening it with backoff when
+        it ends); the service sends each Event as it is made, and the core posts it. The message's
+        `involved_object_json` is required here (there is no handled object). UNIMPLEMENTED: nothing
+        to post.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Login(self, request, context):
+        """Credentials from the service's login handlers (Kopf's `@kopf.on.login`), for a core started
+        with `--login`: asked at start (the service may answer with what its own start-up login
+        found), again when the API server answers 401 Unauthorized, and shortly before the answer's
+        `expiration`. The core swaps the credentials under its running watches and clients and
+        repeats the request that got the 401 once. An empty answer: this service has none (the next
+        service is asked).
+        ---- Selectors (end) ----
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -121,6 +173,21 @@ def add_HandlerServiceServicer_to_server(servicer, server):
                     servicer.Match,
                     request_deserializer=operon_dot_v1_dot_handler__pb2.InvokeRequest.FromString,
                     response_serializer=operon_dot_v1_dot_handler__pb2.MatchResponse.SerializeToString,
+            ),
+            'SelectResources': grpc.unary_unary_rpc_method_handler(
+                    servicer.SelectResources,
+                    request_deserializer=operon_dot_v1_dot_handler__pb2.SelectResourcesRequest.FromString,
+                    response_serializer=operon_dot_v1_dot_handler__pb2.SelectResourcesResponse.SerializeToString,
+            ),
+            'Outbox': grpc.unary_stream_rpc_method_handler(
+                    servicer.Outbox,
+                    request_deserializer=operon_dot_v1_dot_handler__pb2.OutboxRequest.FromString,
+                    response_serializer=operon_dot_v1_dot_handler__pb2.OutboxEvent.SerializeToString,
+            ),
+            'Login': grpc.unary_unary_rpc_method_handler(
+                    servicer.Login,
+                    request_deserializer=operon_dot_v1_dot_handler__pb2.LoginRequest.FromString,
+                    response_serializer=operon_dot_v1_dot_handler__pb2.LoginResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -232,6 +299,87 @@ class HandlerService:
             '/operon.v1.HandlerService/Match',
             operon_dot_v1_dot_handler__pb2.InvokeRequest.SerializeToString,
             operon_dot_v1_dot_handler__pb2.MatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SelectResources(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/operon.v1.HandlerService/SelectResources',
+            operon_dot_v1_dot_handler__pb2.SelectResourcesRequest.SerializeToString,
+            operon_dot_v1_dot_handler__pb2.SelectResourcesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Outbox(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/operon.v1.HandlerService/Outbox',
+            operon_dot_v1_dot_handler__pb2.OutboxRequest.SerializeToString,
+            operon_dot_v1_dot_handler__pb2.OutboxEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Login(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/operon.v1.HandlerService/Login',
+            operon_dot_v1_dot_handler__pb2.LoginRequest.SerializeToString,
+            operon_dot_v1_dot_handler__pb2.LoginResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -136,6 +136,23 @@ def test_mutating_handlers_send_their_patch_and_warnings(registry, backend):
     assert list(response.warnings) == ["mutated"]
 
 
+def test_events_of_a_webhook_go_to_the_core(registry, backend):
+    @kopf.on.validate('kopfexamples')
+    def fn(body: kopf.Body, **_: Any) -> None:
+        kopf.info(body, reason='Checked', message='Looked at it.')
+        kopf.warn({'apiVersion': 'v1', 'kind': 'ConfigMap',
+                   'metadata': {'name': 'other', 'namespace': 'ns1', 'uid': 'u2'}},
+                  reason='Other', message='About another object.')
+        raise kopf.AdmissionError("No.", code=400)
+
+    response = invoke(backend, review_request(fn.__qualname__))
+    assert which(response.outcome) == 'permanent_error'
+    assert [(e.type, e.reason, e.message) for e in response.events] == [
+        ('Normal', 'Checked', 'Looked at it.'), ('Warning', 'Other', 'About another object.')]
+    assert response.events[0].involved_object_json == b''  # the reviewed object
+    assert json.loads(response.events[1].involved_object_json)['name'] == 'other'
+
+
 def test_a_denying_mutation_sends_no_patch(registry, backend):
     @kopf.on.mutate('kopfexamples')
     def fn(patch: kopf.Patch, **_: Any) -> None:

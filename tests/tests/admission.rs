@@ -111,6 +111,22 @@ async fn the_core_serves_validate_and_mutate_handlers_of_a_rust_service() {
                 other => panic!("an invalid widget was not refused: {other:?}"),
             }
             assert!(stack.api.get_opt("bad").await.unwrap().is_none());
+            // The denying handler's Event is posted about the refused object.
+            let events: Api<k8s_openapi::api::core::v1::Event> =
+                Api::namespaced(client.clone(), &ns);
+            let mut posted = false;
+            for _ in 0..50 {
+                let list = events.list(&Default::default()).await.unwrap();
+                posted = list.items.iter().any(|e| {
+                    e.reason.as_deref() == Some("AdmissionDenied")
+                        && e.involved_object.name.as_deref() == Some("bad")
+                });
+                if posted {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            assert!(posted, "the admission handler's Event is posted");
 
             // A valid one is admitted and mutated (the stored object has the mutation).
             let good = widget("good", json!({"field": "value"}))

@@ -202,14 +202,62 @@ pub struct Route {
     pub handlers: Vec<Bound>,
 }
 
+/// Where the Events that admission handlers send are posted (as the handlers' Events of the
+/// change cycles: Kopf's format, kept for the dashboard).
+#[derive(Clone)]
+pub struct EventSink {
+    /// The API client.
+    pub client: kube::Client,
+    /// Metrics (API writes).
+    pub metrics: Arc<crate::runtime::metrics::Metrics>,
+    /// The read model (the dashboard's object page shows the Event).
+    pub readmodel: Arc<crate::runtime::readmodel::ReadModel>,
+}
+
+impl std::fmt::Debug for EventSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventSink").finish_non_exhaustive()
+    }
+}
+
+impl EventSink {
+    /// Posts `events` about `body` (or the object each names) in the background: the review's
+    /// answer does not wait for them.
+    pub fn post(&self, body: &Value, events: Vec<convert::EventRequest>) {
+        if events.is_empty() {
+            return;
+        }
+        let sink = self.clone();
+        let body = body.clone();
+        tokio::spawn(async move {
+            let poster = crate::runtime::events::Poster {
+                client: &sink.client,
+                metrics: &sink.metrics,
+                readmodel: &sink.readmodel,
+            };
+            for e in events {
+                let about = e.involved_object.as_ref().unwrap_or(&body);
+                crate::runtime::events::post_to(&poster, about, &e.type_, &e.reason, &e.message)
+                    .await;
+            }
+        });
+    }
+}
+
 /// What the listener answers from: empty until the services are described and the resources
 /// resolved.
 #[derive(Debug, Default)]
 pub struct Routes {
     ready: RwLock<Option<Arc<Vec<Route>>>>,
+    sink: std::sync::OnceLock<EventSink>,
 }
 
 impl Routes {
+    /// Where the handlers' Events go; `None` (tests): they are logged and dropped.
+    pub fn sink(&self) -> Option<&EventSink> {
+        self.sink.get()
+    }
+
     /// The routes, once ready.
     pub fn get(&self) -> Option<Arc<Vec<Route>>> {
         self.ready
@@ -256,10 +304,11 @@ impl Handle {
 /// Unreadable or unusable certificates, a listener that cannot be bound, a bad handler address.
 pub async fn start(
     config: Config,
-    client: kube::Client,
+    sink: EventSink,
     urls: &[String],
     handler_tls: Option<&ClientTls>,
 ) -> Result<Handle, Error> {
+    let client = sink.client.clone();
     let read = |flag: &'static str, path: &PathBuf| {
         std::fs::read(path).map_err(|source| Error::Read {
             flag,
@@ -331,6 +380,7 @@ pub async fn start(
         services.push(GrpcService::with_tls(u, handler_tls)?);
     }
     let routes = Arc::new(Routes::default());
+    let _ = routes.sink.set(sink);
     let server = tokio::spawn(server::serve(
         listener,
         tokio_rustls::TlsAcceptor::from(tls_config),
@@ -447,6 +497,7 @@ pub async fn call(
     served: &discovery::Served,
     review: &Review,
     headers: &HashMap<String, String>,
+    sink: Option<&EventSink>,
 ) -> Reply {
     let to_json = |v: &Value| serde_json::to_vec(v).unwrap_or_default();
     let diff =
@@ -503,6 +554,19 @@ pub async fn call(
         }
         Ok(Ok(response)) => response.into_inner(),
     };
+    // The handler's Events (`kopf.info()` & co. in a webhook) are posted as a cycle's are.
+    match convert::event_requests(response.events.clone()) {
+        Ok(events) => match sink {
+            Some(sink) => sink.post(review.body(), events),
+            None if !events.is_empty() => {
+                tracing::warn!(handler = %bound.handler.id, events = events.len(), "Events of an admission handler cannot be posted here.");
+            }
+            None => {}
+        },
+        Err(err) => {
+            tracing::warn!(handler = %bound.handler.id, error = %err, "An admission handler's Events break the contract; not posted.");
+        }
+    }
     match answer(response) {
         Ok(answer) => Reply::Answered(answer),
         Err(why) => Reply::Failed(format!("its answer breaks the contract: {why}")),
@@ -683,7 +747,7 @@ mod tests {
         });
         let started = std::time::Instant::now();
         let b = bound(&format!("http://{addr}"), Duration::from_secs(1));
-        let reply = call(&b, &served(), &review(), &HashMap::new()).await;
+        let reply = call(&b, &served(), &review(), &HashMap::new(), None).await;
         assert!(
             matches!(&reply, Reply::Failed(why) if why.contains("did not answer within 0.5 seconds")),
             "{reply:?}"
@@ -702,6 +766,7 @@ mod tests {
             &served(),
             &review(),
             &HashMap::new(),
+            None,
         )
         .await;
         assert!(

@@ -425,7 +425,7 @@ pub fn outboxed(m: pb::OutboxEvent) -> Result<EventRequest, Error> {
     Ok(request)
 }
 
-fn event_requests(events: Vec<pb::Event>) -> Result<Vec<EventRequest>, Error> {
+pub(crate) fn event_requests(events: Vec<pb::Event>) -> Result<Vec<EventRequest>, Error> {
     events
         .into_iter()
         .map(|e| {

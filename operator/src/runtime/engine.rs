@@ -331,7 +331,11 @@ pub async fn run(config: Config) -> Result<(), Error> {
         Some(admission) => Some(
             crate::runtime::admission::start(
                 admission,
-                client.clone(),
+                crate::runtime::admission::EventSink {
+                    client: client.clone(),
+                    metrics: Arc::clone(&metrics),
+                    readmodel: Arc::clone(&readmodel),
+                },
                 &config.handlers,
                 config.handler_tls.as_ref(),
             )

@@ -137,6 +137,7 @@ async fn handle(request: Request<Incoming>, routes: &Routes, root: &str) -> Resp
             );
         }
     };
+    let sink = routes.sink();
     let Some(routes) = routes.get() else {
         return text(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -162,7 +163,7 @@ async fn handle(request: Request<Incoming>, routes: &Routes, root: &str) -> Resp
             .iter()
             .find(|b| b.handler.id == h.id && b.handler.kind == h.kind)
             .expect("selected from these handlers");
-        call(bound, &route.served, &review, &headers)
+        call(bound, &route.served, &review, &headers, sink)
     });
     let replies = futures_util::future::join_all(calls).await;
     let replies: Vec<_> = selected.into_iter().zip(replies).collect();

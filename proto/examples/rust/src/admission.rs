@@ -1,9 +1,12 @@
 //! Admission handlers (`--handler validate:ID` / `--handler mutate:ID`): the core serves them as
 //! webhooks and calls `Invoke` with the review in `admission`. A validate handler denies an
 //! object whose `spec.field` is `"not-allowed"` (code 422); a mutate handler sets
-//! `spec.injected` to 123. Both add a warning naming themselves. A pure function of the object.
+//! `spec.injected` to 123. Both add a warning naming themselves; a denial also posts a Warning
+//! Event (reason `AdmissionDenied`) about the object. A pure function of the object.
 
-use operon_proto::v1::{HandlerKind, InvokeResponse, Outcome, PermanentError, Success, outcome};
+use operon_proto::v1::{
+    Event, HandlerKind, InvokeResponse, Outcome, PermanentError, Success, outcome,
+};
 use serde_json::Value;
 
 /// The answer of admission handler `id` of `kind` for the object under review.
@@ -19,6 +22,12 @@ pub fn admit(kind: HandlerKind, id: &str, body: &Value) -> InvokeResponse {
             }),
             warnings,
             admission_code: Some(422),
+            events: vec![Event {
+                r#type: "Warning".into(),
+                reason: "AdmissionDenied".into(),
+                message: format!("{id}: refused spec.field \"not-allowed\"."),
+                involved_object_json: Vec::new(),
+            }],
             ..InvokeResponse::default()
         };
     }
@@ -46,6 +55,7 @@ mod tests {
         let bad = json!({"spec": {"field": "not-allowed"}});
         let denied = admit(HandlerKind::Validate, "check", &bad);
         assert_eq!(denied.admission_code, Some(422));
+        assert_eq!(denied.events[0].reason, "AdmissionDenied");
         assert!(matches!(
             denied.outcome.and_then(|o| o.result),
             Some(outcome::Result::PermanentError(e)) if e.message.contains("not-allowed")

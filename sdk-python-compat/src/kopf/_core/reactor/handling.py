@@ -595,8 +595,9 @@ class OperatorBackend(server.Backend):
             ),
         )
         response = pb.InvokeResponse()
+        sink = posting.EventSink()
         bindings: list[tuple[Any, Any]] = [
-            (posting.event_sink_var, posting.EventSink()), (posting.settings_var, self.settings),
+            (posting.event_sink_var, sink), (posting.settings_var, self.settings),
             (calls.lifecycle_var, self.lifecycle), (call_var, call)]
         tokens = [(var, var.set(value)) for var, value in bindings]
         try:
@@ -613,6 +614,8 @@ class OperatorBackend(server.Backend):
         finally:
             for var, token in reversed(tokens):
                 var.reset(token)
+        # `kopf.info()` & co. in a webhook: posted by the core, as for the other handlers.
+        response.events.extend(_event_messages(sink.close(), raw_body))
         response.warnings.extend(str(warning) for warning in warnings)
         if handler.kind == 'mutate' and response.outcome.WhichOneof('result') == 'success':
             try:

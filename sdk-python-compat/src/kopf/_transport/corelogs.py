@@ -23,7 +23,7 @@ import datetime
 import json
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 OBJECTS_LOGGER = 'kopf.objects'
@@ -39,46 +39,35 @@ LEVELS: Mapping[str, int] = {
 }
 
 
-_TITLES = r'(Creation|Updating|Deletion|Resuming)'
-_BODY_LINE = re.compile(_TITLES + r' is in progress: (\{.*\})', re.DOTALL)
-_DIFF_LINE = re.compile(_TITLES + r' diff: (\[.*\])', re.DOTALL)
-# The patches and the patch check, which Kopf logs as the ``repr()`` of a dict, a list, a diff.
-_PATCH_LINE = re.compile(r'((?:Merge|JSON)-patching the (?:resource|status) with: )([\[{].*)', re.DOTALL)
-_INCONSISTENCIES_LINE = re.compile(r'(Merge-patching finished with inconsistencies: )(\[.*\])', re.DOTALL)
+_TITLES = r'(?:Creation|Updating|Deletion|Resuming)'
+
+
+def _diff(items: Any) -> Any:
+    """ Kopf's ``Diff`` as its ``repr()`` shows it: a tuple of ``(op, field, old, new)`` tuples. """
+    return tuple((op, tuple(path), old, new) for op, path, old, new in items)
+
+
+# Each per-object line whose JSON Kopf logs as a ``repr()``: (the text before it, the JSON), and
+# how the decoded JSON becomes Kopf's value: the object, its diff, the patches, the lost fields.
+_REPR_LINES: list[tuple[re.Pattern[str], Callable[[Any], Any]]] = [
+    (re.compile(r'(' + _TITLES + r' is in progress: )(\{.*\})', re.DOTALL), lambda body: body),
+    (re.compile(r'(' + _TITLES + r' diff: )(\[.*\])', re.DOTALL), _diff),
+    (re.compile(r'((?:Merge|JSON)-patching the (?:resource|status) with: )([\[{].*)', re.DOTALL),
+     lambda patch: patch),
+    (re.compile(r'(Merge-patching finished with inconsistencies: )(\[.*\])', re.DOTALL), _diff),
+]
 
 
 def pythonize(message: str) -> str:
-    """ Re-render the JSON of the object (or of the diff) in a per-object line as Kopf's ``repr()``. """
-    match = _BODY_LINE.fullmatch(message)
-    if match:
-        try:
-            body = json.loads(match.group(2))
-        except ValueError:
-            return message
-        return f'{match.group(1)} is in progress: {body!r}'
-    match = _DIFF_LINE.fullmatch(message)
-    if match:
-        try:
-            items = json.loads(match.group(2))
-            diff = tuple((op, tuple(path), old, new) for op, path, old, new in items)
-        except (ValueError, TypeError):
-            return message
-        return f'{match.group(1)} diff: {diff!r}'
-    match = _PATCH_LINE.fullmatch(message)
-    if match:
-        try:
-            patch = json.loads(match.group(2))
-        except ValueError:
-            return message
-        return f'{match.group(1)}{patch!r}'
-    match = _INCONSISTENCIES_LINE.fullmatch(message)
-    if match:
-        try:
-            items = json.loads(match.group(2))
-            diff = tuple((op, tuple(path), old, new) for op, path, old, new in items)
-        except (ValueError, TypeError):
-            return message
-        return f'{match.group(1)}{diff!r}'
+    """ Re-render the JSON of a per-object line (object, diff, patch) as Kopf's ``repr()``. """
+    for pattern, convert in _REPR_LINES:
+        match = pattern.fullmatch(message)
+        if match:
+            try:
+                value = convert(json.loads(match.group(2)))
+            except (ValueError, TypeError):
+                return message
+            return f'{match.group(1)}{value!r}'
     return message
 
 

@@ -10,14 +10,16 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
-from typing import Any, Protocol
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any, Protocol, TypeVar
 
 import grpc
 import grpc.aio
 
 from kopf._proto.operon.v1 import handler_pb2 as pb
 from kopf._proto.operon.v1 import handler_pb2_grpc as pb_grpc
+
+_R = TypeVar('_R')
 
 logger = logging.getLogger('kopf._core.engines.operon')
 
@@ -92,31 +94,28 @@ class _Servicer(pb_grpc.HandlerServiceServicer):
     async def Invoke(  # type: ignore[override]
             self, request: pb.InvokeRequest, context: grpc.aio.ServicerContext[Any, Any],
     ) -> pb.InvokeResponse:
-        try:
-            return await self._backend.invoke(request, _call_info(context))
-        except asyncio.CancelledError:
-            raise
-        except LookupError as e:
-            await context.abort(grpc.StatusCode.NOT_FOUND, str(e))
-            raise  # unreachable: abort() raises
-        except Exception as e:
-            logger.exception(f"Invoke of {request.handler_id!r} failed: {e!r}")
-            await context.abort(grpc.StatusCode.INTERNAL, f"Invoke failed: {e!r}")
-            raise  # unreachable: abort() raises
+        return await self._about_a_handler('Invoke', self._backend.invoke, request, context)
 
     async def Match(  # type: ignore[override]
             self, request: pb.InvokeRequest, context: grpc.aio.ServicerContext[Any, Any],
     ) -> pb.MatchResponse:
+        return await self._about_a_handler('Match', self._backend.match, request, context)
+
+    async def _about_a_handler(
+            self, rpc: str, call: Callable[[pb.InvokeRequest, CallInfo], Awaitable[_R]],
+            request: pb.InvokeRequest, context: grpc.aio.ServicerContext[Any, Any],
+    ) -> _R:
+        """ A call about one handler: an unknown id is NOT_FOUND, a failure INTERNAL (logged). """
         try:
-            return await self._backend.match(request, _call_info(context))
+            return await call(request, _call_info(context))
         except asyncio.CancelledError:
             raise
         except LookupError as e:
             await context.abort(grpc.StatusCode.NOT_FOUND, str(e))
             raise  # unreachable: abort() raises
         except Exception as e:
-            logger.exception(f"Match of {request.handler_id!r} failed: {e!r}")
-            await context.abort(grpc.StatusCode.INTERNAL, f"Match failed: {e!r}")
+            logger.exception(f"{rpc} of {request.handler_id!r} failed: {e!r}")
+            await context.abort(grpc.StatusCode.INTERNAL, f"{rpc} failed: {e!r}")
             raise  # unreachable: abort() raises
 
     async def SelectResources(  # type: ignore[override]

@@ -14,7 +14,7 @@ use axum::{
 };
 use futures_util::{Stream, StreamExt};
 
-use crate::runtime::engine::Shared;
+use crate::runtime::serving::Shared;
 
 /// Errors of the HTTP listener.
 #[derive(Debug, thiserror::Error)]

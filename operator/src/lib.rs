@@ -5,8 +5,10 @@
 //! [`operon_proto`]), and persists their progress on the objects in Kopf's format. Start at
 //! [`cli`], which wires the pieces together; the decisions live in [`core`] (pure, no I/O).
 
+/// The decisions, in their own crate so that no I/O can compile into them.
+pub use operon_core as core;
+
 pub mod cli;
-pub mod core;
 pub mod http;
 pub mod rbac;
 pub mod runtime;

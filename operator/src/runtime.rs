@@ -2,6 +2,7 @@
 //! server, and the read model. Start at [`engine::run`].
 
 pub mod admission;
+pub mod context;
 pub mod convert;
 pub mod daemons;
 pub mod discovery;
@@ -9,6 +10,7 @@ pub mod dispatch;
 pub mod engine;
 pub mod events;
 pub mod indexing;
+pub mod kit;
 pub mod locks;
 pub mod login;
 pub mod metrics;
@@ -19,6 +21,7 @@ pub mod processing;
 pub mod queue;
 pub mod readmodel;
 pub mod selecting;
+pub mod serving;
 pub mod shutdown;
 pub mod sync;
 pub mod tasks;

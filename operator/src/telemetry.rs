@@ -11,6 +11,7 @@
 //! to the API server). The `handler` span's context travels to the handler service as the W3C
 //! `traceparent` in the gRPC metadata.
 
+use crate::runtime::kit::Locked;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Mutex;
@@ -177,7 +178,7 @@ pub async fn api_write<T>(
     let code = match &result {
         Ok(_) if verb == "post" => 201,
         Ok(_) => 200,
-        Err(err) => crate::runtime::patching::code_of(err),
+        Err(err) => crate::runtime::kit::status_code(err),
     };
     span.record("status_code", i64::from(code));
     if result.is_err() {
@@ -216,9 +217,7 @@ pub struct Attempts {
 
 impl Attempts {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Chain>> {
-        self.chains
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.chains.locked()
     }
 
     /// The previous attempt's span context of a handler on an object (by uid).

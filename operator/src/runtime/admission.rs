@@ -12,6 +12,7 @@ pub mod manager;
 pub mod server;
 pub mod tls;
 
+use crate::runtime::kit::LockedRw;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -260,17 +261,11 @@ impl Routes {
 
     /// The routes, once ready.
     pub fn get(&self) -> Option<Arc<Vec<Route>>> {
-        self.ready
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+        self.ready.read_locked().clone()
     }
 
     fn set(&self, routes: Vec<Route>) {
-        *self
-            .ready
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::new(routes));
+        *self.ready.write_locked() = Some(Arc::new(routes));
     }
 }
 

@@ -17,6 +17,7 @@
 //!   and the daemon is started again after a growing backoff; nothing of it stops the core.
 //! - Patches and Events a daemon sends are applied and posted as they come.
 
+use crate::runtime::kit::Locked;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -29,10 +30,10 @@ use tokio::time::Instant;
 
 use crate::core::outcome::{self, CallResult, Level, Progress};
 use crate::core::patch::MergePatch;
+use crate::runtime::context::{Bound, Context, ResourceCtx};
 use crate::runtime::dispatch::{Call, DaemonInput, Error as DispatchError, StopReason};
 use crate::runtime::events;
 use crate::runtime::patching;
-use crate::runtime::processing::{Bound, Env, ResourceCtx};
 
 /// A daemon of one object: `(resource, namespace, name, handler id)`.
 type DaemonKey = (String, String, String, String);
@@ -103,16 +104,14 @@ fn object_of(body: &Value) -> String {
 
 impl Daemons {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<DaemonKey, Running>> {
-        self.running
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.running.locked()
     }
 
     /// Makes exactly `wanted` run for this (living) object: starts the missing ones, gives the
     /// running ones the new body, and stops the others (their filters no longer match).
     pub fn sync(
         &self,
-        env: &Arc<Env>,
+        env: &Arc<Context>,
         res: &Arc<ResourceCtx>,
         body: &Arc<Value>,
         wanted: &[&Bound],
@@ -232,7 +231,7 @@ impl Daemons {
 }
 
 async fn run(
-    env: Arc<Env>,
+    env: Arc<Context>,
     res: Arc<ResourceCtx>,
     bound: Bound,
     body: watch::Receiver<Arc<Value>>,
@@ -257,7 +256,7 @@ async fn run(
 
 /// One daemon of one object, across its restarts.
 struct Daemon {
-    env: Arc<Env>,
+    env: Arc<Context>,
     res: Arc<ResourceCtx>,
     bound: Bound,
     object: String,
@@ -458,7 +457,7 @@ impl Daemon {
             ),
             deadline: Duration::ZERO,
             traceparent: None,
-            resource: Some(crate::runtime::processing::resolved(&self.res)),
+            resource: Some(self.res.resolved()),
         };
         let (inputs, receiver) = mpsc::channel(16);
         let mut outputs = match self.bound.service.daemon(call, receiver).await {
@@ -541,10 +540,10 @@ mod tests {
     use super::*;
     use crate::core::model::{Handler, HandlerKind, Options};
     use crate::core::persistence::{DiffBaseStorage, KeyConvention, ProgressStorage};
+    use crate::runtime::context::Settings;
     use crate::runtime::convert::{Answer, DaemonOutput};
     use crate::runtime::discovery::Served;
     use crate::runtime::dispatch::{DaemonOutputs, Dispatch};
-    use crate::runtime::processing::Settings;
 
     /// What the fake service's daemon does in one call.
     #[derive(Debug, Clone, Copy)]
@@ -625,10 +624,10 @@ mod tests {
         }
     }
 
-    fn env() -> Arc<Env> {
+    fn env() -> Arc<Context> {
         let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
         let convention = KeyConvention::new("kopf.zalando.org", true).unwrap();
-        Arc::new(Env {
+        Arc::new(Context {
             client: kube::Client::try_from(config).unwrap(),
             settings: Settings {
                 diffbase: DiffBaseStorage::new(convention.clone(), "last-handled-configuration"),
@@ -639,10 +638,12 @@ mod tests {
             },
             metrics: Arc::default(),
             readmodel: Arc::default(),
-            timers: Default::default(),
-            daemons: Default::default(),
             locks: Default::default(),
-            indexing: Arc::new(crate::runtime::indexing::Gate::new(0)),
+            namespaces: Vec::new(),
+            prefix: "kopf.zalando.org".into(),
+            callback_base: String::new(),
+            tls: None,
+            task_retention: Duration::from_secs(60),
         })
     }
 
@@ -699,8 +700,9 @@ mod tests {
             Script::Exit(|| CallResult::Success(None)),
         ]);
         let (env, (res, bound)) = (env(), bound(&fake, Options::default()));
+        let daemons = Daemons::default();
         let body = body();
-        env.daemons.sync(&env, &res, &body, &[&bound]);
+        daemons.sync(&env, &res, &body, &[&bound]);
         pass(Duration::from_secs(4)).await;
         assert_eq!(fake.calls.lock().unwrap().len(), 1, "the delay is kept");
         pass(Duration::from_secs(2)).await;
@@ -710,10 +712,10 @@ mod tests {
         assert_eq!(retries, vec![0, 1, 2]);
         assert_eq!(env.metrics.daemons_running(), 0);
         // Ended for good: another cycle does not start it again.
-        env.daemons.sync(&env, &res, &body, &[&bound]);
+        daemons.sync(&env, &res, &body, &[&bound]);
         pass(Duration::from_secs(5)).await;
         assert_eq!(fake.calls.lock().unwrap().len(), 3);
-        assert!(!env.daemons.stop_object(&res, &body));
+        assert!(!daemons.stop_object(&res, &body));
     }
 
     #[tokio::test(start_paused = true)]
@@ -729,24 +731,25 @@ mod tests {
             ..Options::default()
         };
         let (env, (res, bound)) = (env(), bound(&fake, options));
+        let daemons = Daemons::default();
         let body = body();
-        env.daemons.sync(&env, &res, &body, &[&bound]);
+        daemons.sync(&env, &res, &body, &[&bound]);
         pass(Duration::from_secs(1)).await;
         assert_eq!(env.metrics.daemons_running(), 1);
         let fresh = Arc::new(
             json!({"metadata": {"namespace": "ns", "name": "obj", "uid": "u1"}, "spec": {"x": 1}}),
         );
-        env.daemons.sync(&env, &res, &fresh, &[&bound]);
+        daemons.sync(&env, &res, &fresh, &[&bound]);
         pass(Duration::from_millis(10)).await;
-        assert!(env.daemons.stop_object(&res, &body), "it is still exiting");
+        assert!(daemons.stop_object(&res, &body), "it is still exiting");
         pass(Duration::from_secs(1)).await;
         assert!(
-            env.daemons.stop_object(&res, &body),
+            daemons.stop_object(&res, &body),
             "the flag alone does not stop it"
         );
         pass(Duration::from_secs(2)).await;
         assert!(
-            !env.daemons.stop_object(&res, &body),
+            !daemons.stop_object(&res, &body),
             "cancelled, it has exited"
         );
         let calls = fake.calls.lock().unwrap().clone();
@@ -777,12 +780,13 @@ mod tests {
             ..Options::default()
         };
         let (env, (res, bound)) = (env(), bound(&fake, options));
+        let daemons = Daemons::default();
         let body = body();
-        env.daemons.sync(&env, &res, &body, &[&bound]);
+        daemons.sync(&env, &res, &body, &[&bound]);
         pass(Duration::from_secs(1)).await;
-        assert!(env.daemons.stop_object(&res, &body));
+        assert!(daemons.stop_object(&res, &body));
         pass(Duration::from_secs(600)).await;
-        assert!(env.daemons.stop_object(&res, &body), "still waited for");
+        assert!(daemons.stop_object(&res, &body), "still waited for");
         let calls = fake.calls.lock().unwrap().clone();
         let seen: Vec<&str> = calls[0].1.iter().map(|(t, _)| t.as_str()).collect();
         assert_eq!(seen, ["stop ResourceDeleted force=false"]);
@@ -796,14 +800,15 @@ mod tests {
             ..Options::default()
         };
         let (env, (res, bound)) = (env(), bound(&fake, options));
+        let daemons = Daemons::default();
         let body = body();
-        env.daemons.sync(&env, &res, &body, &[&bound]);
+        daemons.sync(&env, &res, &body, &[&bound]);
         pass(Duration::from_secs(1)).await;
-        assert!(env.daemons.stop_object(&res, &body));
+        assert!(daemons.stop_object(&res, &body));
         pass(Duration::from_secs(2)).await;
-        assert!(env.daemons.stop_object(&res, &body));
+        assert!(daemons.stop_object(&res, &body));
         pass(Duration::from_secs(2)).await;
-        assert!(!env.daemons.stop_object(&res, &body), "abandoned");
+        assert!(!daemons.stop_object(&res, &body), "abandoned");
         let calls = fake.calls.lock().unwrap().clone();
         let seen: Vec<&str> = calls[0].1.iter().map(|(t, _)| t.as_str()).collect();
         assert_eq!(
@@ -824,17 +829,18 @@ mod tests {
             Script::UntilStop(Some(false)),
         ]);
         let (env, (res, bound)) = (env(), bound(&fake, Options::default()));
+        let daemons = Daemons::default();
         let body = body();
-        env.daemons.sync(&env, &res, &body, &[&bound]);
+        daemons.sync(&env, &res, &body, &[&bound]);
         pass(Duration::from_secs(1)).await;
-        env.daemons.sync(&env, &res, &body, &[]);
+        daemons.sync(&env, &res, &body, &[]);
         pass(Duration::from_secs(1)).await;
-        env.daemons.sync(&env, &res, &body, &[&bound]);
+        daemons.sync(&env, &res, &body, &[&bound]);
         pass(Duration::from_secs(1)).await;
         let calls = fake.calls.lock().unwrap().clone();
         assert_eq!(calls.len(), 2);
         assert_eq!(calls[0].1[0].0, "stop FiltersMismatch force=false");
-        env.daemons.stop_all(Duration::from_secs(5)).await;
+        daemons.stop_all(Duration::from_secs(5)).await;
         assert_eq!(env.metrics.daemons_running(), 0);
         let calls = fake.calls.lock().unwrap().clone();
         assert_eq!(calls[1].1[0].0, "stop OperatorExiting force=false");

@@ -4,7 +4,6 @@
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -15,14 +14,16 @@ use kube::runtime::{WatchStreamExt, watcher};
 use crate::core::model::HandlerKind;
 use crate::core::namespaces::Namespaces;
 use crate::core::persistence::{DiffBaseStorage, KeyConvention, ProgressStorage};
+use crate::runtime::context::{Bound, Context, ResourceCtx, Settings};
 use crate::runtime::convert::{self, Registration, Selector};
 use crate::runtime::discovery;
 use crate::runtime::dispatch::{Dispatch, GrpcService};
 use crate::runtime::metrics::Metrics;
-use crate::runtime::processing::{Bound, Env, ResourceCtx, Settings};
+use crate::runtime::processing::Handling;
 use crate::runtime::queue::{Key, Observed, Queue, Seen};
 use crate::runtime::readmodel::ReadModel;
 use crate::runtime::selecting;
+use crate::runtime::serving::Shared;
 use crate::runtime::sync;
 
 /// The core's configuration (`operon run`).
@@ -146,39 +147,6 @@ pub enum Error {
     /// The admission webhooks cannot be served.
     #[error(transparent)]
     Admission(#[from] crate::runtime::admission::Error),
-}
-
-/// Shared state of the HTTP listener.
-#[derive(Debug)]
-pub struct Shared {
-    /// The read model.
-    pub readmodel: Arc<ReadModel>,
-    /// Metrics.
-    pub metrics: Arc<Metrics>,
-    /// The shutdown hooks, for their callbacks.
-    pub callbacks: Arc<crate::runtime::shutdown::Callbacks>,
-    watches_total: AtomicUsize,
-    watches_listed: AtomicUsize,
-    about: std::sync::RwLock<operon_dashboard::About>,
-}
-
-impl Shared {
-    /// A fresh state.
-    pub fn new(readmodel: Arc<ReadModel>, metrics: Arc<Metrics>) -> Arc<Self> {
-        Arc::new(Shared {
-            readmodel,
-            metrics,
-            callbacks: Arc::default(),
-            watches_total: AtomicUsize::new(usize::MAX),
-            watches_listed: AtomicUsize::new(0),
-            about: Default::default(),
-        })
-    }
-
-    /// Every watch has finished its initial listing.
-    pub fn ready(&self) -> bool {
-        self.watches_listed.load(Ordering::Relaxed) >= self.watches_total.load(Ordering::Relaxed)
-    }
 }
 
 async fn describe_until_answered(service: &dyn Dispatch) -> operon_proto::v1::Manifest {
@@ -408,8 +376,7 @@ impl Generation<'_> {
         let client = client.clone();
         let settings = settings.clone();
         let readmodel = Arc::clone(readmodel);
-        shared.watches_listed.store(0, Ordering::Relaxed);
-        shared.watches_total.store(usize::MAX, Ordering::Relaxed);
+        shared.readiness.reset();
 
         // Describe every service (retrying until it answers) and bind its handlers.
         let mut services: Vec<Arc<dyn Dispatch>> = Vec::new();
@@ -586,18 +553,29 @@ impl Generation<'_> {
             );
         }
         let gate = Arc::new(crate::runtime::indexing::Gate::new(indexed_scopes));
-        let env = Arc::new(Env {
+        let ctx = Arc::new(Context {
             client: client.clone(),
-            settings,
             metrics: Arc::clone(metrics),
             readmodel,
+            locks: Arc::clone(&locks),
+            settings,
+            namespaces: config.namespaces.clone(),
+            prefix: config.prefix.clone(),
+            callback_base: config
+                .callback_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{}", config.http)),
+            tls: config.handler_tls.clone(),
+            task_retention: config.task_retention,
+        });
+        let handling = Arc::new(Handling {
+            ctx: Arc::clone(&ctx),
             timers: Default::default(),
             daemons: Default::default(),
-            locks: Arc::clone(&locks),
             indexing: Arc::clone(&gate),
         });
         let queue = Queue::new(
-            Arc::clone(&env),
+            Arc::clone(&handling),
             resources.clone(),
             config.workers,
             config.consistency_timeout,
@@ -639,40 +617,19 @@ impl Generation<'_> {
                 .extend(handles.iter().map(tokio::task::JoinHandle::abort_handle));
             watches.extend(handles);
         }
-        shared.watches_total.store(watches.len(), Ordering::Relaxed);
+        shared.readiness.expect(watches.len());
         for (spec, url) in syncs {
-            let env = sync::SyncEnv {
-                client: client.clone(),
-                metrics: Arc::clone(metrics),
-                readmodel: Arc::clone(&env.readmodel),
-                namespaces: config.namespaces.clone(),
-                prefix: config.prefix.clone(),
-                call_timeout: config.call_timeout,
-                callback_base: config
-                    .callback_url
-                    .clone()
-                    .unwrap_or_else(|| format!("http://{}", config.http)),
-                callbacks: Arc::clone(&shared.callbacks),
-                locks: Arc::clone(&locks),
-            };
+            let (ctx, callbacks) = (Arc::clone(&ctx), Arc::clone(&shared.callbacks));
             watches.push(tokio::spawn(async move {
-                if let Err(err) = sync::serve(env, spec, url).await {
+                if let Err(err) = sync::serve(ctx, callbacks, spec, url).await {
                     tracing::error!(error = %err, "Cannot serve a sync registration.");
                 }
             }));
         }
-
-        let task_env = crate::runtime::tasks::TaskEnv {
-            client: client.clone(),
-            metrics: Arc::clone(metrics),
-            readmodel: Arc::clone(&env.readmodel),
-            namespaces: config.namespaces.clone(),
-            prefix: config.prefix.clone(),
-            retention: config.task_retention,
-            locks: Arc::clone(&locks),
-            tls: config.handler_tls.clone(),
-        };
-        watches.push(tokio::spawn(crate::runtime::tasks::serve(task_env, tasks)));
+        watches.push(tokio::spawn(crate::runtime::tasks::serve(
+            Arc::clone(&ctx),
+            tasks,
+        )));
 
         let outboxes: Vec<_> = services
             .iter()
@@ -681,7 +638,7 @@ impl Generation<'_> {
                     Arc::clone(service),
                     client.clone(),
                     Arc::clone(metrics),
-                    Arc::clone(&env.readmodel),
+                    Arc::clone(&ctx.readmodel),
                 ))
             })
             .collect();
@@ -762,8 +719,8 @@ impl Generation<'_> {
             o.abort();
         }
         queue.shutdown(config.shutdown_grace).await;
-        env.timers.stop_all();
-        env.daemons.stop_all(config.shutdown_grace).await;
+        handling.timers.stop_all();
+        handling.daemons.stop_all(config.shutdown_grace).await;
         Ok(ending)
     }
 }
@@ -788,49 +745,6 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = ctrl_c.await;
-    }
-}
-
-impl operon_dashboard::ReadModel for Shared {
-    fn objects(&self) -> Vec<Arc<operon_dashboard::ObjectView>> {
-        self.readmodel.objects()
-    }
-
-    fn object(&self, key: &str) -> Option<Arc<operon_dashboard::ObjectView>> {
-        self.readmodel.object(key)
-    }
-
-    fn details(&self, key: &str) -> operon_dashboard::ObjectDetails {
-        self.readmodel.details(key)
-    }
-
-    fn overview(&self) -> operon_dashboard::Overview {
-        operon_dashboard::Overview {
-            queue_depth: self.metrics.queue_depth(),
-            inflight_calls: self.metrics.inflight_calls(),
-        }
-    }
-
-    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<String> {
-        self.readmodel.subscribe()
-    }
-
-    fn about(&self) -> operon_dashboard::About {
-        self.about
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
-    }
-}
-
-impl Shared {
-    fn set_about(&self, edit: impl FnOnce(&mut operon_dashboard::About)) {
-        edit(
-            &mut self
-                .about
-                .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        );
     }
 }
 
@@ -1056,7 +970,7 @@ async fn watch(scope: Scope, api: Api<DynamicObject>, silence: Duration) {
                     }
                     if !counted && scope.initial {
                         counted = true;
-                        scope.shared.watches_listed.fetch_add(1, Ordering::Relaxed);
+                        scope.shared.readiness.listed();
                         if !scope.res.indexers.is_empty() {
                             scope.gate.listed();
                         }

@@ -5,7 +5,7 @@ use kube::Api;
 use kube::api::PostParams;
 use serde_json::{Value, json};
 
-use crate::runtime::processing::Env;
+use crate::runtime::context::Context;
 
 /// Kopf cuts messages to 1024 characters, with `...` in the middle.
 const MAX_MESSAGE_LENGTH: usize = 1024;
@@ -75,7 +75,7 @@ pub fn build(
 /// Posts an Event about `about` (and keeps it for the dashboard's object page); returns whether
 /// it was accepted. Failures are logged, never raised: an Event is worth less than the cycle
 /// that wanted to post it.
-pub async fn post(env: &Env, about: &Value, type_: &str, reason: &str, message: &str) -> bool {
+pub async fn post(env: &Context, about: &Value, type_: &str, reason: &str, message: &str) -> bool {
     let to = Poster {
         client: &env.client,
         metrics: &env.metrics,
@@ -101,7 +101,7 @@ impl std::fmt::Debug for Poster<'_> {
     }
 }
 
-/// [`post`] for callers without a processing [`Env`] (the sync controllers).
+/// [`post`] for callers without a [`Context`] (the sync controllers).
 pub async fn post_to(
     env: &Poster<'_>,
     about: &Value,
@@ -138,7 +138,7 @@ pub async fn post_to(
         }
         Err(err) => {
             env.metrics
-                .api("post", crate::runtime::patching::code_of(&err));
+                .api("post", crate::runtime::kit::status_code(&err));
             tracing::warn!(error = %err, reason, "Failed to post an Event.");
             false
         }

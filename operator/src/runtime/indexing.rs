@@ -14,8 +14,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::core::outcome::CallResult;
+use crate::runtime::context::{Bound, ResourceCtx};
 use crate::runtime::dispatch::Call;
-use crate::runtime::processing::{Bound, ResourceCtx, resolved};
 
 /// The longest pause between two attempts to reach a service that does not answer.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(10);
@@ -121,7 +121,7 @@ async fn deliver(
                 &handler.id,
                 body.clone(),
                 handler.options.call_timeout.unwrap_or(call_timeout),
-                resolved(res),
+                res.resolved(),
             )
         };
         match bound.service.invoke(call).await {

@@ -9,6 +9,7 @@
 //! - An entry lives only while someone holds or waits for it: the registry does not grow with
 //!   the number of objects ever seen.
 
+use crate::runtime::kit::Locked;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -50,10 +51,7 @@ impl ParentLocks {
     /// Waits for the lock of `key` and holds it until the guard is dropped.
     pub async fn lock(&self, key: LockKey) -> LockGuard {
         let mutex = {
-            let mut entries = self
-                .entries
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut entries = self.entries.locked();
             Arc::clone(entries.entry(key.clone()).or_default())
         };
         // A waiter that is dropped (cancelled) drops its `Arc`, so the entry is still cleaned up
@@ -68,10 +66,7 @@ impl ParentLocks {
 
     /// How many objects are locked or waited for (for tests and diagnostics).
     pub fn len(&self) -> usize {
-        self.entries
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .len()
+        self.entries.locked().len()
     }
 
     /// Nobody holds or waits for any lock.
@@ -84,10 +79,7 @@ impl Drop for LockGuard {
     fn drop(&mut self) {
         // Release first: our guard's `Arc` must not count as a user of the entry.
         drop(self.guard.take());
-        let mut entries = self
-            .entries
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut entries = self.entries.locked();
         if entries
             .get(&self.key)
             .is_some_and(|m| Arc::strong_count(m) == 1)

@@ -9,6 +9,7 @@
 //! A watch stream that is already open keeps its connection; its next request (at the latest
 //! after the watch's 290-second timeout) uses the new credentials.
 
+use crate::runtime::kit::LockedRw;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -131,11 +132,7 @@ pub struct Refreshing {
 
 impl Refreshing {
     fn current(&self) -> (kube::Client, u64) {
-        let current = self
-            .state
-            .current
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let current = self.state.current.read_locked();
         (current.0.clone(), current.1)
     }
 
@@ -148,11 +145,7 @@ impl Refreshing {
         tracing::info!(reason = reason.as_str(), "Logging in again.");
         match self.state.services.login(reason).await {
             Ok(credentials) => {
-                let mut current = self
-                    .state
-                    .current
-                    .write()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let mut current = self.state.current.write_locked();
                 *current = (credentials.client, seen + 1, credentials.expiration);
                 drop(current);
                 self.state.renewed.notify_waiters();
@@ -168,11 +161,7 @@ impl Refreshing {
     async fn renew_before_expiration(self) {
         loop {
             let (generation, expiration) = {
-                let current = self
-                    .state
-                    .current
-                    .read()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let current = self.state.current.read_locked();
                 (current.1, current.2)
             };
             match expiration {

@@ -1,5 +1,6 @@
 //! Prometheus metrics, rendered by hand (a handful of counters and gauges need no library).
 
+use crate::runtime::kit::Locked;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
@@ -43,9 +44,7 @@ pub struct Metrics {
 
 /// Adds one to a labelled counter.
 fn bump<K: Ord>(map: &Mutex<BTreeMap<K, u64>>, key: K) {
-    let mut map = map
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut map = map.locked();
     *map.entry(key).or_default() += 1;
 }
 
@@ -57,10 +56,7 @@ impl Metrics {
     /// A handler call ended with `outcome` after `seconds`.
     pub fn handler(&self, handler: &str, outcome: &'static str, seconds: f64) {
         bump(&self.outcomes, (handler.to_owned(), outcome));
-        let mut s = self
-            .handler_seconds
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut s = self.handler_seconds.locked();
         s.0 += seconds;
         s.1 += 1;
     }
@@ -147,22 +143,14 @@ impl Metrics {
             out,
             "# HELP {HANDLER_OUTCOMES} Handler call outcomes.\n# TYPE {HANDLER_OUTCOMES} counter"
         );
-        for ((handler, outcome), n) in self
-            .outcomes
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .iter()
-        {
+        for ((handler, outcome), n) in self.outcomes.locked().iter() {
             let handler = handler.replace('\\', "\\\\").replace('"', "\\\"");
             let _ = writeln!(
                 out,
                 "{HANDLER_OUTCOMES}{{handler=\"{handler}\",outcome=\"{outcome}\"}} {n}"
             );
         }
-        let (sum, count) = *self
-            .handler_seconds
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (sum, count) = *self.handler_seconds.locked();
         let _ = writeln!(
             out,
             "# HELP {HANDLER_SECONDS} Time spent in handler calls.\n# TYPE {HANDLER_SECONDS} summary\n\
@@ -172,12 +160,7 @@ impl Metrics {
             out,
             "# HELP {API_REQUESTS} API server requests by the core.\n# TYPE {API_REQUESTS} counter"
         );
-        for ((verb, code), n) in self
-            .api
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .iter()
-        {
+        for ((verb, code), n) in self.api.locked().iter() {
             let _ = writeln!(out, "{API_REQUESTS}{{verb=\"{verb}\",code=\"{code}\"}} {n}");
         }
         let esc = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
@@ -185,12 +168,7 @@ impl Metrics {
             out,
             "# HELP {SYNC_CALLS} Sync and Finalize calls.\n# TYPE {SYNC_CALLS} counter"
         );
-        for ((sync, outcome), n) in self
-            .sync_calls
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .iter()
-        {
+        for ((sync, outcome), n) in self.sync_calls.locked().iter() {
             let sync = esc(sync);
             let _ = writeln!(
                 out,
@@ -201,12 +179,7 @@ impl Metrics {
             out,
             "# HELP {SYNC_ERRORS} Failed syncs per parent.\n# TYPE {SYNC_ERRORS} counter"
         );
-        for ((sync, namespace, name), n) in self
-            .sync_errors
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .iter()
-        {
+        for ((sync, namespace, name), n) in self.sync_errors.locked().iter() {
             let (sync, namespace, name) = (esc(sync), esc(namespace), esc(name));
             let _ = writeln!(
                 out,

@@ -18,6 +18,7 @@
 //! outcome is written in the same patch that purges the records, after a restart of `operon
 //! dashboard` or without such Events, shows as handled.
 
+use crate::runtime::kit::LockedRw;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -676,15 +677,11 @@ impl Default for Store {
 
 impl Store {
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
-        self.state
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state.write_locked()
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
-        self.state
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state.read_locked()
     }
 
     /// Recomputes the view of `key` and announces it if it changed.
@@ -829,11 +826,7 @@ impl operon_dashboard::ReadModel for Store {
     fn about(&self) -> About {
         let mut about = About::default();
         about.source = Source::Cluster;
-        about.resources = self
-            .resources
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
+        about.resources = self.resources.read_locked().clone();
         about
     }
 }
@@ -886,11 +879,7 @@ pub async fn run(config: Config) -> Result<(), Error> {
         tracing::info!(resource = %found.name(), "Showing the resource.");
         served.push(found);
     }
-    *store
-        .resources
-        .write()
-        .unwrap_or_else(std::sync::PoisonError::into_inner) =
-        served.iter().map(Served::name).collect();
+    *store.resources.write_locked() = served.iter().map(Served::name).collect();
 
     let scopes: Vec<Option<String>> = if config.namespaces.is_empty() {
         vec![None]

@@ -8,7 +8,8 @@ use serde_json::Value;
 
 use crate::core::finalizer;
 use crate::core::patch::MergePatch;
-use crate::runtime::processing::{Env, ResourceCtx};
+use crate::runtime::context::{Context, ResourceCtx};
+use crate::runtime::kit::{self, status_code as code_of};
 
 /// Adding or removing our finalizer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,20 +34,8 @@ pub enum Written {
     Released,
 }
 
-/// The HTTP status of a failed request (0 when there was none).
-pub fn code_of(err: &kube::Error) -> u16 {
-    match err {
-        kube::Error::Api(status) => status.code,
-        _ => 0,
-    }
-}
-
-fn api(env: &Env, res: &ResourceCtx, body: &Value) -> Api<DynamicObject> {
-    let ns = body.pointer("/metadata/namespace").and_then(Value::as_str);
-    match (res.served.namespaced, ns) {
-        (true, Some(ns)) => Api::namespaced_with(env.client.clone(), ns, &res.served.resource),
-        _ => Api::all_with(env.client.clone(), &res.served.resource),
-    }
+fn api(env: &Context, res: &ResourceCtx, body: &Value) -> Api<DynamicObject> {
+    kit::api_of(&env.client, &res.served, body)
 }
 
 /// Writes the patch and the finalizer change; returns what to wait for ([`Written`]).
@@ -55,7 +44,7 @@ fn api(env: &Env, res: &ResourceCtx, body: &Value) -> Api<DynamicObject> {
 /// The API server's refusal. A vanished object (404) and a lost finalizer race (409/422) are
 /// not errors: the next cycle sees the fresh state.
 pub async fn write(
-    env: &Env,
+    env: &Context,
     res: &ResourceCtx,
     body: &Value,
     patch: MergePatch,
@@ -158,7 +147,7 @@ pub async fn write(
 
 fn ignore_gone(
     result: Result<DynamicObject, kube::Error>,
-    env: &Env,
+    env: &Context,
     verb: &'static str,
 ) -> Result<Option<DynamicObject>, kube::Error> {
     match result {

@@ -15,94 +15,41 @@ use crate::core::finalizer;
 use crate::core::model::{Handler, HandlerKind, Options, Reason};
 use crate::core::outcome::{self, CallResult, Level, Progress, Verdict};
 use crate::core::patch::MergePatch;
-use crate::core::persistence::diff::{self, DiffItem, FieldPath};
+use crate::core::persistence::diff::{self, DiffItem};
 use crate::core::persistence::pyjson::py_eq;
-use crate::core::persistence::{DiffBaseStorage, ProgressStorage};
 use crate::core::selection::{self, CauseView};
 use crate::core::state::{HandlerState, State};
+use crate::runtime::context::{Bound, Context, ResourceCtx, Settings};
 use crate::runtime::convert::{EventRequest, SubResult};
-use crate::runtime::discovery::Served;
-use crate::runtime::dispatch::{Call, Dispatch, SubRecord};
+use crate::runtime::daemons::Daemons;
+use crate::runtime::dispatch::{Call, SubRecord};
 use crate::runtime::events;
-use crate::runtime::metrics::Metrics;
+use crate::runtime::indexing::Gate;
+use crate::runtime::kit::meta;
 use crate::runtime::patching::{self, FinalizerAction, Written};
-use crate::runtime::readmodel::{HandlerView, ObjectView, ReadModel};
+use crate::runtime::readmodel::{HandlerView, ObjectView};
+use crate::runtime::timers::Timers;
 use crate::telemetry;
 
 /// How often a deleted object's cycle looks again whether its daemons have exited.
 const DAEMON_EXIT_POLL: Duration = Duration::from_millis(500);
 
-/// Settings of the cycle.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    /// Where the diff-base lives.
-    pub diffbase: DiffBaseStorage,
-    /// Where progress records live.
-    pub progress: ProgressStorage,
-    /// Our finalizer.
-    pub finalizer: String,
-    /// Backoff for arbitrary errors without a handler backoff.
-    pub default_backoff: Duration,
-    /// Deadline of one call without a handler call timeout.
-    pub call_timeout: Duration,
-}
-
-/// A handler bound to the service that runs it.
-#[derive(Clone)]
-pub struct Bound {
-    /// The handler.
-    pub handler: Handler,
-    /// Its service.
-    pub service: Arc<dyn Dispatch>,
-}
-
-impl std::fmt::Debug for Bound {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Bound")
-            .field("handler", &self.handler.id)
-            .field("service", &self.service.name())
-            .finish()
-    }
-}
-
-/// A served resource and its handlers.
-#[derive(Debug)]
-pub struct ResourceCtx {
-    /// The resource.
-    pub served: Served,
-    /// Its handlers, in registration order (index handlers excepted).
-    pub handlers: Vec<Bound>,
-    /// Its index handlers (`@kopf.index`): fed every watch event by `runtime::indexing`.
-    pub indexers: Vec<Bound>,
-    /// The fields of field-filtered handlers (kept in the essence).
-    pub extra_fields: Vec<FieldPath>,
-}
-
-/// Everything a cycle needs besides the object.
-pub struct Env {
-    /// The API client.
-    pub client: kube::Client,
-    /// Settings.
-    pub settings: Settings,
-    /// Metrics.
-    pub metrics: Arc<Metrics>,
-    /// The read model.
-    pub readmodel: Arc<ReadModel>,
+/// Change handling: the context, and the timers and daemons it runs per object.
+pub struct Handling {
+    /// The shared context.
+    pub ctx: Arc<Context>,
     /// The running timers.
-    pub timers: crate::runtime::timers::Timers,
+    pub timers: Timers,
     /// The running daemons.
-    pub daemons: crate::runtime::daemons::Daemons,
-    /// Per-object locks shared with the sync controllers and the tasks: a cycle holds its
-    /// object's lock.
-    pub locks: Arc<crate::runtime::locks::ParentLocks>,
+    pub daemons: Daemons,
     /// Closed until the indexes are fed their initial listings: no cycle runs before.
-    pub indexing: Arc<crate::runtime::indexing::Gate>,
+    pub indexing: Arc<Gate>,
 }
 
-impl std::fmt::Debug for Env {
+impl std::fmt::Debug for Handling {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Env")
-            .field("settings", &self.settings)
+        f.debug_struct("Handling")
+            .field("ctx", &self.ctx)
             .finish_non_exhaustive()
     }
 }
@@ -177,18 +124,11 @@ fn capitalize(s: &str) -> String {
         .unwrap_or_default()
 }
 
-fn meta<'a>(body: &'a Value, field: &str) -> &'a str {
-    body.get("metadata")
-        .and_then(|m| m.get(field))
-        .and_then(Value::as_str)
-        .unwrap_or("")
-}
-
 /// Runs one cycle in its own root span (`cycle`: the object's identity, then the cause). Never
 /// fails: every problem is logged, posted as an Event and retried.
-pub async fn process(env: &Arc<Env>, res: &Arc<ResourceCtx>, input: Input) -> Output {
+pub async fn process(handling: &Handling, res: &Arc<ResourceCtx>, input: Input) -> Output {
     // Kopf's initial indexing: no handler runs before every index has its initial listing.
-    env.indexing.wait().await;
+    handling.indexing.wait().await;
     let body = input.body.as_ref();
     let span = tracing::info_span!(
         target: telemetry::TARGET,
@@ -202,10 +142,11 @@ pub async fn process(env: &Arc<Env>, res: &Arc<ResourceCtx>, input: Input) -> Ou
         resource_version = meta(body, "resourceVersion"),
         cause = tracing::field::Empty,
     );
-    cycle(env, res, input).instrument(span).await
+    cycle(handling, res, input).instrument(span).await
 }
 
-async fn cycle(env: &Arc<Env>, res: &Arc<ResourceCtx>, input: Input) -> Output {
+async fn cycle(handling: &Handling, res: &Arc<ResourceCtx>, input: Input) -> Output {
+    let env = &*handling.ctx;
     let body = input.body.as_ref();
     let (namespace, name) = (meta(body, "namespace"), meta(body, "name"));
     let object = if namespace.is_empty() {
@@ -225,8 +166,8 @@ async fn cycle(env: &Arc<Env>, res: &Arc<ResourceCtx>, input: Input) -> Output {
     }
     if input.gone {
         tracing::Span::current().record("cause", "gone");
-        env.timers.stop_object(res, body);
-        env.daemons.forget_object(res, body);
+        handling.timers.stop_object(res, body);
+        handling.daemons.forget_object(res, body);
         log.debug("Deleted, really deleted, and we are notified.");
         env.readmodel.remove(&res.served.name(), namespace, name);
         return Output::default();
@@ -332,12 +273,19 @@ async fn cycle(env: &Arc<Env>, res: &Arc<ResourceCtx>, input: Input) -> Output {
     // Like Kopf, the finalizer stays until every daemon of a deleted object has exited.
     let mut daemons_exiting = false;
     if deleting {
-        env.timers.stop_object(res, body);
-        daemons_exiting = env.daemons.stop_object(res, body);
+        handling.timers.stop_object(res, body);
+        daemons_exiting = handling.daemons.stop_object(res, body);
     } else {
-        env.timers
-            .sync(env, res, &input.body, !diff.is_empty(), &timers_matching);
-        env.daemons.sync(env, res, &input.body, &daemons_matching);
+        handling.timers.sync(
+            &handling.ctx,
+            res,
+            &input.body,
+            !diff.is_empty(),
+            &timers_matching,
+        );
+        handling
+            .daemons
+            .sync(&handling.ctx, res, &input.body, &daemons_matching);
     }
     let timers_matching: Vec<&Bound> = timers_matching
         .into_iter()
@@ -475,7 +423,7 @@ fn cause_name(cause: Cause) -> &'static str {
 }
 
 struct CycleCtx<'a> {
-    env: &'a Env,
+    env: &'a Context,
     res: &'a ResourceCtx,
     log: &'a Log<'a>,
     body: &'a Value,
@@ -771,7 +719,7 @@ async fn run_one_traced(
         attempt_id: attempt_id(body, &handler.id, reason, hs.retries, ctx.new),
         deadline: deadline(&handler.options, &env.settings, progress.runtime),
         traceparent,
-        resource: Some(resolved(res)),
+        resource: Some(res.resolved()),
     };
     let started = Instant::now();
     env.metrics.inflight(1);
@@ -882,18 +830,6 @@ async fn run_one_traced(
     Some((verdict, subrefs))
 }
 
-/// The resource as sent to handler services.
-pub fn resolved(res: &ResourceCtx) -> operon_proto::v1::ResolvedResource {
-    let r = &res.served.resource;
-    operon_proto::v1::ResolvedResource {
-        group: r.group.clone(),
-        version: r.version.clone(),
-        plural: r.plural.clone(),
-        kind: r.kind.clone(),
-        namespaced: res.served.namespaced,
-    }
-}
-
 /// For field handlers, old/new/diff are the field's, not the object's (Kopf's `adjust_cause`).
 fn field_view(
     handler: &Handler,
@@ -982,7 +918,7 @@ fn deliver_result(id: &str, value: &Value, predicted: &mut Value, patch: &mut Me
 /// Logs a verdict, and posts an Event for errors so that users see them with `kubectl describe`:
 /// for a handler's first failure in a cycle and for its final failure — not for every retry,
 /// which would flood the API server with Events for a handler that retries every second.
-async fn report(env: &Env, log: &Log<'_>, body: &Value, retries: u32, verdict: &Verdict) {
+async fn report(env: &Context, log: &Log<'_>, body: &Value, retries: u32, verdict: &Verdict) {
     log.at(verdict.log.0, &verdict.log.1);
     if verdict.log.0 != Level::Error {
         return;
@@ -997,7 +933,7 @@ async fn report(env: &Env, log: &Log<'_>, body: &Value, retries: u32, verdict: &
     events::post(env, body, "Warning", reason, &verdict.log.1).await;
 }
 
-async fn post_events(env: &Env, log: &Log<'_>, body: &Value, requests: &[EventRequest]) {
+async fn post_events(env: &Context, log: &Log<'_>, body: &Value, requests: &[EventRequest]) {
     for e in requests {
         let target = e.involved_object.as_ref().unwrap_or(body);
         if !events::post(env, target, &e.type_, &e.reason, &e.message).await {
@@ -1007,7 +943,7 @@ async fn post_events(env: &Env, log: &Log<'_>, body: &Value, requests: &[EventRe
 }
 
 /// An object the core cannot handle as it is: say so where the user looks, change nothing.
-async fn refuse(env: &Env, res: &ResourceCtx, log: &Log<'_>, body: &Value, message: &str) {
+async fn refuse(env: &Context, res: &ResourceCtx, log: &Log<'_>, body: &Value, message: &str) {
     log.error(&format!(
         "{message} The object is left alone until it is fixed."
     ));
@@ -1033,7 +969,7 @@ async fn refuse(env: &Env, res: &ResourceCtx, log: &Log<'_>, body: &Value, messa
 }
 
 async fn run_event_handlers(
-    env: &Env,
+    env: &Context,
     res: &ResourceCtx,
     log: &Log<'_>,
     event_type: &'static str,
@@ -1065,7 +1001,7 @@ async fn run_event_handlers(
                 &handler.id,
                 body.clone(),
                 deadline(&handler.options, &env.settings, Duration::ZERO),
-                resolved(res),
+                res.resolved(),
             )
         };
         let span = tracing::info_span!(
@@ -1134,7 +1070,7 @@ async fn run_event_handlers(
 /// returns the ids of the handlers they reject. Handlers without callback filters are not asked.
 /// A service that cannot answer is taken to accept: the finalizer is kept rather than lost.
 async fn callback_rejects(
-    env: &Env,
+    env: &Context,
     res: &ResourceCtx,
     candidates: &[&Bound],
     body: &Value,
@@ -1149,7 +1085,7 @@ async fn callback_rejects(
                 &handler.id,
                 body.clone(),
                 deadline(&handler.options, &env.settings, Duration::ZERO),
-                resolved(res),
+                res.resolved(),
             )
         };
         match bound.service.matches(call).await {
@@ -1164,7 +1100,7 @@ async fn callback_rejects(
 }
 
 async fn write(
-    env: &Env,
+    env: &Context,
     res: &ResourceCtx,
     log: &Log<'_>,
     body: &Value,

@@ -1,6 +1,7 @@
 //! One slot per object: only the latest state is handled, one worker per object at a time, a
 //! bound on workers overall; wake-ups for delayed handlers and for the consistency wait.
 
+use crate::runtime::kit::{Locked, LockedRw};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -11,8 +12,9 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
 
 use crate::core::model::HandlerKind;
+use crate::runtime::context::ResourceCtx;
 use crate::runtime::patching::Written;
-use crate::runtime::processing::{self, Env, Input, ResourceCtx};
+use crate::runtime::processing::{self, Handling, Input};
 
 /// An object's identity: resource index, namespace, name.
 pub type Key = (usize, String, String);
@@ -69,7 +71,7 @@ struct Slot {
 pub struct Queue {
     slots: Mutex<HashMap<Key, Slot>>,
     workers: Arc<Semaphore>,
-    env: Arc<Env>,
+    handling: Arc<Handling>,
     resources: std::sync::RwLock<Vec<Arc<ResourceCtx>>>,
     consistency_timeout: Duration,
     stopping: AtomicBool,
@@ -110,7 +112,7 @@ fn reflects(seen: &str, expected: &str) -> bool {
 impl Queue {
     /// A queue over `resources` with at most `workers` cycles at a time.
     pub fn new(
-        env: Arc<Env>,
+        handling: Arc<Handling>,
         resources: Vec<Arc<ResourceCtx>>,
         workers: usize,
         consistency_timeout: Duration,
@@ -118,7 +120,7 @@ impl Queue {
         Arc::new(Queue {
             slots: Mutex::default(),
             workers: Arc::new(Semaphore::new(workers.max(1))),
-            env,
+            handling,
             resources: std::sync::RwLock::new(resources),
             consistency_timeout,
             stopping: AtomicBool::new(false),
@@ -129,28 +131,18 @@ impl Queue {
 
     /// The resource at `index` (the first part of a [`Key`]).
     fn resource(&self, index: usize) -> Arc<ResourceCtx> {
-        Arc::clone(
-            &self
-                .resources
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)[index],
-        )
+        Arc::clone(&self.resources.read_locked()[index])
     }
 
     /// Serves one more resource (found by a re-discovery); returns its index for [`Key`]s.
     pub fn add_resource(&self, resource: Arc<ResourceCtx>) -> usize {
-        let mut resources = self
-            .resources
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut resources = self.resources.write_locked();
         resources.push(resource);
         resources.len() - 1
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Slot>> {
-        self.slots
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.slots.locked()
     }
 
     /// Takes a watch observation: the latest state wins; a worker runs if none does.
@@ -158,7 +150,7 @@ impl Queue {
         let mut slots = self.lock();
         let is_new = !slots.contains_key(&key);
         if is_new {
-            self.env.metrics.objects(1);
+            self.handling.ctx.metrics.objects(1);
         }
         let slot = slots.entry(key.clone()).or_default();
         if is_new {
@@ -250,15 +242,16 @@ impl Queue {
             let resource = self.resource(key.0);
             let served = &resource.served;
             let _object_lock = self
-                .env
+                .handling
+                .ctx
                 .locks
                 .lock(crate::runtime::locks::key(served, &key.1, &key.2))
                 .await;
             // One cycle per permit: a busy object goes to the back of the (FIFO) line after
             // each cycle, so it never starves the others.
-            self.env.metrics.queue(1);
+            self.handling.ctx.metrics.queue(1);
             let permit = Arc::clone(&self.workers).acquire_owned().await;
-            self.env.metrics.queue(-1);
+            self.handling.ctx.metrics.queue(-1);
             let Ok(_permit) = permit else { return };
             let input = {
                 let mut slots = self.lock();
@@ -286,9 +279,12 @@ impl Queue {
                         // Gone while its body was dropped (not listed again after a relist): no
                         // handler needs the body, only the slot and the view go.
                         slots.remove(&key);
-                        self.env.metrics.objects(-1);
+                        self.handling.ctx.metrics.objects(-1);
                         let resource = self.resource(key.0).served.name();
-                        self.env.readmodel.remove(&resource, &key.1, &key.2);
+                        self.handling
+                            .ctx
+                            .readmodel
+                            .remove(&resource, &key.1, &key.2);
                         return;
                     }
                     slot.running = false;
@@ -318,7 +314,7 @@ impl Queue {
                 initial,
             };
             let gone = input.gone;
-            let env = Arc::clone(&self.env);
+            let env = Arc::clone(&self.handling);
             let resource = self.resource(key.0);
             // A cycle that panics must not take the object's slot (or the core) with it.
             let out = match tokio::spawn(async move {
@@ -339,7 +335,7 @@ impl Queue {
             if gone {
                 if slots.get(&key).is_some_and(|s| s.gone && !s.dirty) {
                     slots.remove(&key);
-                    self.env.metrics.objects(-1);
+                    self.handling.ctx.metrics.objects(-1);
                     return;
                 }
                 continue;

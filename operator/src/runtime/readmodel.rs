@@ -1,6 +1,7 @@
 //! The read model: what the dashboard and `/api/v1/objects` show — every served object with each
 //! handler's state — and a broadcast of changes for server-sent events.
 
+use crate::runtime::kit::LockedRw;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, RwLock};
 
@@ -42,13 +43,11 @@ impl Default for ReadModel {
 }
 
 fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    lock.write()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+    lock.write_locked()
 }
 
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    lock.read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+    lock.read_locked()
 }
 
 impl ReadModel {

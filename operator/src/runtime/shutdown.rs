@@ -26,6 +26,7 @@
 //! - One hook per parent resource: two sync registrations with hooks on the same parent
 //!   resource would share `status.shutdown`.
 
+use crate::runtime::kit::{Locked, LockedRw};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -139,10 +140,7 @@ pub struct Callbacks {
 impl Callbacks {
     /// Registers (or replaces, after a reload) the hook of one sync registration.
     pub fn register(&self, hook: Arc<Shutdown>) {
-        let mut targets = self
-            .targets
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut targets = self.targets.write_locked();
         targets
             .entry(hook.resource.clone())
             .or_default()
@@ -159,8 +157,7 @@ impl Callbacks {
     ) -> Answer {
         let hooks: Vec<Arc<Shutdown>> = self
             .targets
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .read_locked()
             .get(resource)
             .map(|m| m.values().cloned().collect())
             .unwrap_or_default();
@@ -305,30 +302,17 @@ impl Shutdown {
 
     /// The last state seen or written for a parent (for the read model).
     pub fn view(&self, key: &Key) -> Option<State> {
-        self.seen
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(key)
-            .cloned()
+        self.seen.locked().get(key).cloned()
     }
 
     /// Forgets a parent that is gone.
     pub fn forget(&self, key: &Key) {
-        self.seen
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(key);
-        self.tokens
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(key);
+        self.seen.locked().remove(key);
+        self.tokens.locked().remove(key);
     }
 
     fn remember(&self, key: &Key, state: Option<&State>) {
-        let mut seen = self
-            .seen
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut seen = self.seen.locked();
         match state {
             Some(s) => {
                 seen.insert(key.clone(), s.clone());
@@ -397,7 +381,7 @@ impl Shutdown {
             }
             Err(err) => {
                 self.metrics
-                    .api("patch", crate::runtime::patching::code_of(&err));
+                    .api("patch", crate::runtime::kit::status_code(&err));
                 Err(err.into())
             }
         }
@@ -485,12 +469,7 @@ impl Shutdown {
             uid: &uid,
         };
         // The same token for every attempt of one handshake, while this core knows it.
-        let known = self
-            .tokens
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(&key)
-            .cloned();
+        let known = self.tokens.locked().get(&key).cloned();
         let (token, hash) = match known {
             Some((t, h)) if attempt > 1 && stored.is_some_and(|s| s.token_sha256 == h) => (t, h),
             _ => match mint_token() {
@@ -508,8 +487,7 @@ impl Shutdown {
             Err(err) => return Gate::Failed(format!("cannot record the shutdown request: {err}")),
         };
         self.tokens
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .locked()
             .insert(key.clone(), (token.clone(), hash));
         if timed_out {
             let message = format!(
@@ -604,10 +582,7 @@ impl Shutdown {
             Err(err) if err.conflict() => return Ok(()),
             Err(err) => return Err(format!("cannot clear status.shutdown: {err}")),
         }
-        self.tokens
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(&key);
+        self.tokens.locked().remove(&key);
         Ok(())
     }
 

@@ -18,6 +18,7 @@
 //! Rolling updates remember their progress in memory: after a restart of the core, a rollout
 //! continues from the first child that still differs.
 
+use crate::runtime::kit::Locked;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
@@ -42,11 +43,11 @@ use crate::core::sync::{
     self as decide, ChildKey, ChildType, Desired, Existing, Invalid, Observed, Parent, Rollout,
     Step, Strategy,
 };
+use crate::runtime::context::Context;
 use crate::runtime::convert::{self, Selector};
 use crate::runtime::discovery::{self, Served};
 use crate::runtime::locks;
-use crate::runtime::metrics::Metrics;
-use crate::runtime::readmodel::{HandlerView, ObjectView, ReadModel};
+use crate::runtime::readmodel::{HandlerView, ObjectView};
 use crate::runtime::shutdown::{Callbacks, Gate, Shutdown};
 
 /// The field manager of Operon's server-side applies.
@@ -237,34 +238,11 @@ pub fn backoff(errors: u32) -> Duration {
     (Duration::from_millis(500) * 2u32.pow(exp)).min(Duration::from_secs(300))
 }
 
-/// What a sync controller needs from the core.
-#[derive(Clone)]
-pub struct SyncEnv {
-    /// The Kubernetes client.
-    pub client: kube::Client,
-    /// Metrics.
-    pub metrics: Arc<Metrics>,
-    /// The read model.
-    pub readmodel: Arc<ReadModel>,
-    /// Namespaces served; empty means all.
-    pub namespaces: Vec<String>,
-    /// The annotation prefix: the finalizer is `<prefix>/sync-<id>`.
-    pub prefix: String,
-    /// Default per-call deadline.
-    pub call_timeout: Duration,
-    /// The core's URL as applications reach it, for the shutdown hook's callbacks.
-    pub callback_base: String,
-    /// Where the HTTP listener finds the shutdown hooks.
-    pub callbacks: Arc<Callbacks>,
-    /// Per-object locks shared with change handling and tasks: a sync holds its parent's lock.
-    pub locks: Arc<crate::runtime::locks::ParentLocks>,
-}
-
 /// Parent key: namespace ("" for cluster-wide) and name.
 type Key = (String, String);
 
 struct Controller {
-    env: SyncEnv,
+    env: Arc<Context>,
     spec: SyncSpec,
     client: SyncServiceClient<Channel>,
     parent: Served,
@@ -313,7 +291,8 @@ async fn resolve(client: &kube::Client, selector: &Selector) -> Served {
 /// # Errors
 /// Only an invalid address; everything else is retried and reported.
 pub async fn serve(
-    env: SyncEnv,
+    env: Arc<Context>,
+    callbacks: Arc<Callbacks>,
     spec: SyncSpec,
     url: String,
 ) -> Result<(), tonic::transport::Error> {
@@ -433,7 +412,7 @@ pub async fn serve(
             callback_base: env.callback_base.clone(),
             wake: tx.clone(),
         });
-        env.callbacks.register(Arc::clone(&s));
+        callbacks.register(Arc::clone(&s));
         tracing::info!(sync = %spec.id, resource = %s.resource, "Serving the shutdown hook's callbacks.");
         s
     });
@@ -473,10 +452,7 @@ enum Ended {
 
 impl Controller {
     fn state<T>(&self, key: &Key, f: impl FnOnce(&mut ParentState) -> T) -> T {
-        let mut map = self
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut map = self.state.locked();
         f(map.entry(key.clone()).or_default())
     }
 
@@ -510,12 +486,12 @@ impl Controller {
                     if let Some(after) = after {
                         token += 1;
                         let mine = token;
-                        timers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(key.clone(), mine);
+                        timers.locked().insert(key.clone(), mine);
                         let (timers, tx, key) = (Arc::clone(&timers), tx.clone(), key.clone());
                         tokio::spawn(async move {
                             tokio::time::sleep(after).await;
                             let fire = {
-                                let mut t = timers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                                let mut t = timers.locked();
                                 if t.get(&key) == Some(&mine) { t.remove(&key); true } else { false }
                             };
                             if fire { let _ = tx.send(key); }
@@ -547,10 +523,7 @@ impl Controller {
             .lock(locks::key(&self.parent, &key.0, &key.1))
             .await;
         let Some(parent) = self.find_parent(key) else {
-            self.state
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .remove(key);
+            self.state.locked().remove(key);
             self.env
                 .readmodel
                 .remove(&self.parent.name(), &key.0, &key.1);
@@ -692,7 +665,9 @@ impl Controller {
     }
 
     fn deadline(&self) -> Duration {
-        self.spec.call_timeout.unwrap_or(self.env.call_timeout)
+        self.spec
+            .call_timeout
+            .unwrap_or(self.env.settings.call_timeout)
     }
 
     /// Awaits a Sync or Finalize call within the deadline (plus a second for the transport);
@@ -964,7 +939,7 @@ impl Controller {
                     Err(err) => {
                         self.env
                             .metrics
-                            .api("apply", crate::runtime::patching::code_of(&err));
+                            .api("apply", crate::runtime::kit::status_code(&err));
                         Err(format!(
                             "cannot apply {} {:?}: {err}",
                             served.resource.kind, d.name
@@ -999,7 +974,7 @@ impl Controller {
                     Err(err) => {
                         self.env
                             .metrics
-                            .api("delete", crate::runtime::patching::code_of(&err));
+                            .api("delete", crate::runtime::kit::status_code(&err));
                         Err(format!(
                             "cannot delete {} {:?}: {err}",
                             served.resource.kind, child.2
@@ -1052,7 +1027,7 @@ impl Controller {
             Err(err) => {
                 self.env
                     .metrics
-                    .api("patch", crate::runtime::patching::code_of(&err));
+                    .api("patch", crate::runtime::kit::status_code(&err));
                 Err(format!("cannot write the parent's status: {err}"))
             }
         }
@@ -1118,7 +1093,7 @@ impl Controller {
             Err(err) => {
                 self.env
                     .metrics
-                    .api("patch", crate::runtime::patching::code_of(&err));
+                    .api("patch", crate::runtime::kit::status_code(&err));
                 Err(err)
             }
         }

@@ -32,6 +32,7 @@
 //! - The core's stop (SIGTERM, a reload) cancels running calls too, but records nothing: the
 //!   task stays Running and is resumed (sequential) or run again (parallel) by the next core.
 
+use crate::runtime::kit::Locked;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -52,12 +53,12 @@ use tracing::Instrument as _;
 use crate::core::tasks::{
     self as decide, Action, Candidate, Ending, Mode, Observed, Phase, StepRecord, TaskStatus,
 };
+use crate::runtime::context::Context;
 use crate::runtime::convert::{self, Selector};
 use crate::runtime::discovery::{self, Served};
-use crate::runtime::dispatch::{ClientTls, GrpcService};
-use crate::runtime::locks::{self, LockKey, ParentLocks};
-use crate::runtime::metrics::Metrics;
-use crate::runtime::readmodel::{HandlerView, ObjectView, ReadModel};
+use crate::runtime::dispatch::GrpcService;
+use crate::runtime::locks::{self, LockKey};
+use crate::runtime::readmodel::{HandlerView, ObjectView};
 use crate::runtime::sync::selector;
 
 /// The default of `--task-retention`: finished tasks are kept a day.
@@ -177,27 +178,6 @@ pub fn registrations(m: &pb::Manifest) -> Result<Vec<TaskSpec>, Error> {
     Ok(out)
 }
 
-/// What the task controller needs from the core.
-#[derive(Clone)]
-pub struct TaskEnv {
-    /// The Kubernetes client.
-    pub client: kube::Client,
-    /// Metrics (API writes).
-    pub metrics: Arc<Metrics>,
-    /// The read model: every task is listed with its phase, steps and message.
-    pub readmodel: Arc<ReadModel>,
-    /// Namespaces served; empty means all.
-    pub namespaces: Vec<String>,
-    /// The annotation prefix: the finalizer is `<prefix>/task`.
-    pub prefix: String,
-    /// How long finished tasks are kept when their registration does not say.
-    pub retention: Duration,
-    /// The per-object locks shared with change handling and syncs.
-    pub locks: Arc<ParentLocks>,
-    /// TLS towards `https://` services.
-    pub tls: Option<ClientTls>,
-}
-
 /// One registration, resolved and watched.
 struct Reg {
     spec: TaskSpec,
@@ -208,8 +188,8 @@ struct Reg {
 }
 
 impl Reg {
-    fn retention(&self, env: &TaskEnv) -> Duration {
-        self.spec.retention.unwrap_or(env.retention)
+    fn retention(&self, env: &Context) -> Duration {
+        self.spec.retention.unwrap_or(env.task_retention)
     }
 }
 
@@ -240,7 +220,7 @@ struct Shared {
 }
 
 struct Controller {
-    env: TaskEnv,
+    env: Arc<Context>,
     regs: Vec<Reg>,
     finalizer: String,
     shared: Mutex<Shared>,
@@ -328,7 +308,7 @@ fn text<'a>(body: &'a Value, pointer: &str) -> &'a str {
 /// Runs the controller of the task registrations `specs` (each with the address of its service)
 /// until aborted. A registration whose resources are not found is waited for; one whose task
 /// resource has no status subresource, or whose address is invalid, is skipped with an error.
-pub async fn serve(env: TaskEnv, specs: Vec<(TaskSpec, String)>) {
+pub async fn serve(env: Arc<Context>, specs: Vec<(TaskSpec, String)>) {
     if specs.is_empty() {
         return;
     }
@@ -438,9 +418,7 @@ impl Drop for SlotGuard {
 
 impl Controller {
     fn shared(&self) -> std::sync::MutexGuard<'_, Shared> {
-        self.shared
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.shared.locked()
     }
 
     /// The loop: a pass after every change, worker end and due expiry.
@@ -1057,7 +1035,7 @@ impl Controller {
     fn count<T>(&self, verb: &'static str, result: &Result<T, kube::Error>) {
         let code = match result {
             Ok(_) => 200,
-            Err(err) => crate::runtime::patching::code_of(err),
+            Err(err) => crate::runtime::kit::status_code(err),
         };
         self.env.metrics.api(verb, code);
     }

@@ -7,6 +7,7 @@
 //! as in Kopf 1.45.2's code (its timer loop resets the handler's state and goes on), the timer
 //! ticks again after its interval — although Kopf's documentation says a timer stops then.
 
+use crate::runtime::kit::Locked;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,9 +20,9 @@ use tokio::time::Instant;
 use crate::core::model::{ErrorsMode, Handler};
 use crate::core::outcome::{self, CallResult};
 use crate::core::patch::MergePatch;
+use crate::runtime::context::{Bound, Context, ResourceCtx};
 use crate::runtime::dispatch::Call;
 use crate::runtime::patching;
-use crate::runtime::processing::{Bound, Env, ResourceCtx};
 
 /// A timer of one object: `(resource, namespace, name, handler id)`.
 type TimerKey = (String, String, String, String);
@@ -56,16 +57,14 @@ fn meta(body: &Value, field: &str) -> String {
 
 impl Timers {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<TimerKey, Running>> {
-        self.running
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.running.locked()
     }
 
     /// Makes exactly `wanted` run for this object: starts the missing ones, gives the running
     /// ones the new body (and restarts their idle clock on an essential change), stops the rest.
     pub fn sync(
         &self,
-        env: &Arc<Env>,
+        env: &Arc<Context>,
         res: &Arc<ResourceCtx>,
         body: &Arc<Value>,
         essential_change: bool,
@@ -165,7 +164,7 @@ fn title(handler: &Handler) -> String {
 }
 
 async fn run(
-    env: Arc<Env>,
+    env: Arc<Context>,
     res: Arc<ResourceCtx>,
     bound: Bound,
     body: watch::Receiver<Arc<Value>>,
@@ -225,7 +224,7 @@ enum Tick {
 }
 
 async fn tick(
-    env: &Env,
+    env: &Context,
     res: &ResourceCtx,
     bound: &Bound,
     body: &Value,
@@ -255,7 +254,7 @@ async fn tick(
                 .options
                 .call_timeout
                 .unwrap_or(env.settings.call_timeout),
-            crate::runtime::processing::resolved(res),
+            res.resolved(),
         )
     };
     let started = std::time::Instant::now();
@@ -353,7 +352,7 @@ async fn tick(
     tick
 }
 
-fn backoff_text(handler: &Handler, env: &Env) -> String {
+fn backoff_text(handler: &Handler, env: &Context) -> String {
     let secs = handler
         .options
         .backoff

@@ -1,7 +1,7 @@
 //! Which kind of change an object shows: Kopf's changing-cause rules (`detect_changing_cause`),
 //! checked in Kopf's order: GONE, FREE, DELETE, CREATE, RESUME, NOOP, UPDATE.
 
-use crate::core::model::Reason;
+use crate::model::Reason;
 
 /// What the core observed about one object, reduced to what decides the cause.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

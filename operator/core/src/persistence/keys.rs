@@ -12,7 +12,7 @@ use blake2::Blake2bVar;
 use blake2::digest::{Update as _, VariableOutput as _};
 use serde_json::{Map, Value};
 
-use crate::core::patch::MergePatch;
+use crate::patch::MergePatch;
 
 /// Kopf's default annotation prefix.
 pub const DEFAULT_PREFIX: &str = "kopf.zalando.org";

@@ -8,7 +8,7 @@
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 
-use crate::core::persistence::diff::{DiffItem, DiffScope, diff_with_scope};
+use crate::persistence::diff::{DiffItem, DiffScope, diff_with_scope};
 
 /// A JSON merge patch (RFC 7386) of an object: a JSON object whose `null`s delete fields.
 ///
@@ -435,7 +435,7 @@ mod tests {
             "annotations": {"k": "v"}}});
         let found = inconsistencies(&patch, &result);
         assert_eq!(
-            crate::core::persistence::diff::to_value(&found),
+            crate::persistence::diff::to_value(&found),
             json!([["remove", ["status"], {"create_fn": {"x": 1}}, null]])
         );
         // Everything came back: nothing to say.

@@ -6,7 +6,7 @@ use base64::Engine as _;
 use serde_json::{Map, Value, json};
 
 use super::{AdmissionHandler, Subresource, WebhookKind};
-use crate::core::model::ValueFilter;
+use crate::model::ValueFilter;
 
 /// A resource as the API server serves it, for a webhook's rules.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -209,7 +209,7 @@ pub fn is_subset(desired: &Value, live: &Value) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::admission::{MAX_TIMEOUT, Operation};
+    use crate::admission::{MAX_TIMEOUT, Operation};
     use std::time::Duration;
 
     fn handler(id: &str, kind: WebhookKind) -> AdmissionHandler {

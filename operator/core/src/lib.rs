@@ -5,6 +5,7 @@
 //! with Kopf).
 
 pub mod admission;
+pub mod backoff;
 pub mod cause;
 pub mod finalizer;
 pub mod model;

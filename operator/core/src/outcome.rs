@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::core::model::{ErrorsMode, Handler};
+use crate::model::{ErrorsMode, Handler};
 
 /// Kopf's default for a temporary error without an explicit delay and for arbitrary errors.
 pub const DEFAULT_BACKOFF: Duration = Duration::from_secs(60);
@@ -286,7 +286,7 @@ fn py_timedelta(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::model::{Filters, HandlerKind, Options};
+    use crate::model::{Filters, HandlerKind, Options};
 
     fn handler(options: Options) -> Handler {
         Handler {

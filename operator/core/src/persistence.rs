@@ -18,7 +18,7 @@ pub mod pyjson;
 pub mod spec;
 pub mod time;
 
-pub use crate::core::patch::MergePatch;
+pub use crate::patch::MergePatch;
 pub use diff::{DiffItem, DiffOp, DiffScope, FieldPath, diff, parse_field, reduce, resolve};
 pub use essence::{DiffBaseLayer, DiffBaseStorage};
 pub use keys::KeyConvention;

@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use crate::core::model::{Handler, HandlerKind, Reason, ValueFilter};
+use crate::model::{Handler, HandlerKind, Reason, ValueFilter};
 
 /// The parts of a changing cause that selection looks at.
 #[derive(Debug, Clone, Copy)]
@@ -177,7 +177,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::core::model::{Filters, Options};
+    use crate::model::{Filters, Options};
 
     fn handler(id: &str, kind: HandlerKind) -> Handler {
         Handler {

@@ -15,7 +15,7 @@ use super::keys::{
     detect_marked_prefixes, is_under_prefixes,
 };
 use super::pyjson::{self, py_falsy};
-use crate::core::patch::MergePatch;
+use crate::patch::MergePatch;
 
 /// The failure to read a stored diff-base.
 #[derive(Debug, thiserror::Error)]
@@ -415,7 +415,7 @@ pub(super) fn remove_empty_stanzas(essence: &mut Map<String, Value>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::persistence::diff::parse_field;
+    use crate::persistence::diff::parse_field;
     use serde_json::json;
 
     fn full_body() -> Value {

@@ -558,7 +558,7 @@ pub const SYNC_ERROR_KEY: &str = "syncError";
 /// `handler` is the handler's status (`None`: leave the status alone); the core adds
 /// `observedGeneration` and, when the sync was refused or conflicted, [`SYNC_ERROR_KEY`] (which
 /// it removes once the error is gone). The shutdown hook's state
-/// ([`crate::core::shutdown::STATUS_KEY`]) belongs to the core and is never touched here.
+/// ([`crate::shutdown::STATUS_KEY`]) belongs to the core and is never touched here.
 pub fn status_patch(
     current: &Value,
     handler: Option<&Value>,
@@ -576,7 +576,7 @@ pub fn status_patch(
             if let Some(g) = generation {
                 s.insert("observedGeneration".into(), json!(g));
             }
-            let hook = crate::core::shutdown::STATUS_KEY;
+            let hook = crate::shutdown::STATUS_KEY;
             match current.get(hook) {
                 Some(kept) => {
                     s.insert(hook.into(), kept.clone());

@@ -12,7 +12,7 @@ use super::essence::{json_type, remove_annotations, remove_empty_stanzas, remove
 use super::keys::{self, KeyConvention, TOUCH_DUMMY_KEY};
 use super::pyjson::{self, py_eq};
 use super::time;
-use crate::core::patch::MergePatch;
+use crate::patch::MergePatch;
 
 /// A record that is not shaped like Kopf's `ProgressRecord`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -260,7 +260,7 @@ fn multi<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::patch::MergePatch;
+    use crate::patch::MergePatch;
     use serde_json::json;
 
     #[test]

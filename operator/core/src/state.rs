@@ -8,10 +8,10 @@ use std::time::Duration;
 use jiff::Timestamp;
 use serde_json::Value;
 
-use crate::core::model::Reason;
-use crate::core::outcome::Verdict;
-use crate::core::patch::MergePatch;
-use crate::core::persistence::progress::{self, ProgressRecord, ProgressStorage};
+use crate::model::Reason;
+use crate::outcome::Verdict;
+use crate::patch::MergePatch;
+use crate::persistence::progress::{self, ProgressRecord, ProgressStorage};
 
 /// The state of one handler (or sub-handler).
 #[derive(Debug, Clone, PartialEq)]
@@ -329,7 +329,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::core::outcome::Level;
+    use crate::outcome::Level;
 
     fn t(s: &str) -> Timestamp {
         s.parse().unwrap()

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
-use crate::core::model::{Filters, ValueFilter};
+use crate::model::{Filters, ValueFilter};
 pub use review::{Operation, Review, ReviewError};
 
 /// The longest `timeoutSeconds` the API server accepts for a webhook (and Kopf's fixed value).

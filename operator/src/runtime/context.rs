@@ -1,0 +1,122 @@
+//! What every controller of one engine generation shares (the client, metrics, read model,
+//! per-object locks and settings), and the served resources with their bound handlers.
+//!
+//! A leaf of the runtime: it imports no controller, so every controller can import it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::core::model::Handler;
+use crate::core::persistence::diff::FieldPath;
+use crate::core::persistence::{DiffBaseStorage, ProgressStorage};
+use crate::runtime::discovery::Served;
+use crate::runtime::dispatch::{ClientTls, Dispatch};
+use crate::runtime::locks::ParentLocks;
+use crate::runtime::metrics::Metrics;
+use crate::runtime::readmodel::ReadModel;
+
+/// Settings of change handling.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Where the diff-base lives.
+    pub diffbase: DiffBaseStorage,
+    /// Where progress records live.
+    pub progress: ProgressStorage,
+    /// Our finalizer.
+    pub finalizer: String,
+    /// Backoff for arbitrary errors without a handler backoff.
+    pub default_backoff: Duration,
+    /// Deadline of one call without a handler call timeout.
+    pub call_timeout: Duration,
+}
+
+/// The one runtime context: change handling, the sync controllers and the tasks all take it.
+pub struct Context {
+    /// The API client.
+    pub client: kube::Client,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// The read model (the dashboard).
+    pub readmodel: Arc<ReadModel>,
+    /// Per-object locks: a cycle, a sync and a task on one object never overlap.
+    pub locks: Arc<ParentLocks>,
+    /// Settings of change handling.
+    pub settings: Settings,
+    /// Namespaces served; empty means all (sync and tasks; change handling also takes patterns).
+    pub namespaces: Vec<String>,
+    /// The annotation prefix (finalizers of syncs and tasks are under it).
+    pub prefix: String,
+    /// The core's URL as applications reach it, for the shutdown hook's callbacks.
+    pub callback_base: String,
+    /// TLS towards `https://` handler services.
+    pub tls: Option<ClientTls>,
+    /// How long finished tasks are kept when their registration does not say.
+    pub task_retention: Duration,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("settings", &self.settings)
+            .field("namespaces", &self.namespaces)
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Context {
+    /// The scopes in which a resource is watched: one per served namespace when the resource is
+    /// namespaced and namespaces are named, else one cluster-wide scope.
+    pub fn scopes(&self, namespaced: bool) -> Vec<Option<String>> {
+        if namespaced && !self.namespaces.is_empty() {
+            self.namespaces.iter().cloned().map(Some).collect()
+        } else {
+            vec![None]
+        }
+    }
+}
+
+/// A handler bound to the service that runs it.
+#[derive(Clone)]
+pub struct Bound {
+    /// The handler.
+    pub handler: Handler,
+    /// Its service.
+    pub service: Arc<dyn Dispatch>,
+}
+
+impl std::fmt::Debug for Bound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bound")
+            .field("handler", &self.handler.id)
+            .field("service", &self.service.name())
+            .finish()
+    }
+}
+
+/// A served resource and its handlers.
+#[derive(Debug)]
+pub struct ResourceCtx {
+    /// The resource.
+    pub served: Served,
+    /// Its handlers, in registration order (index handlers excepted).
+    pub handlers: Vec<Bound>,
+    /// Its index handlers (`@kopf.index`): fed every watch event by `runtime::indexing`.
+    pub indexers: Vec<Bound>,
+    /// The fields of field-filtered handlers (kept in the essence).
+    pub extra_fields: Vec<FieldPath>,
+}
+
+impl ResourceCtx {
+    /// The resource as sent to handler services.
+    pub fn resolved(&self) -> operon_proto::v1::ResolvedResource {
+        let r = &self.served.resource;
+        operon_proto::v1::ResolvedResource {
+            group: r.group.clone(),
+            version: r.version.clone(),
+            plural: r.plural.clone(),
+            kind: r.kind.clone(),
+            namespaced: self.served.namespaced,
+        }
+    }
+}

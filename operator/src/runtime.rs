@@ -26,3 +26,4 @@ pub mod shutdown;
 pub mod sync;
 pub mod tasks;
 pub mod timers;
+pub mod watching;

@@ -6,10 +6,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
-use kube::Api;
 use kube::api::DynamicObject;
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 
 use crate::core::model::HandlerKind;
 use crate::core::namespaces::Namespaces;
@@ -25,6 +23,7 @@ use crate::runtime::readmodel::ReadModel;
 use crate::runtime::selecting;
 use crate::runtime::serving::Shared;
 use crate::runtime::sync;
+use crate::runtime::watching::{Subscription, Watches};
 
 /// The core's configuration (`operon run`).
 #[derive(Debug, Clone)]
@@ -581,30 +580,30 @@ impl Generation<'_> {
             config.consistency_timeout,
         );
 
+        let shared_watches = Watches::new(
+            client.clone(),
+            config.watch_silence_timeout,
+            Arc::clone(&namespaces),
+            Arc::clone(&shared.readiness),
+        );
         let mut watches = Vec::new();
         let mut watches_of: BTreeMap<selecting::ResourceKey, Vec<tokio::task::AbortHandle>> =
             BTreeMap::new();
         let spawn_watches = |index: usize, res: &Arc<ResourceCtx>, initial: bool| {
             let mut handles = Vec::new();
             for ns in scopes_of(res) {
-                let api: Api<DynamicObject> = match &ns {
-                    Some(ns) => Api::namespaced_with(client.clone(), ns, &res.served.resource),
-                    None => Api::all_with(client.clone(), &res.served.resource),
-                };
+                let subscription = shared_watches.subscribe(&res.served, ns.as_deref());
                 handles.push(tokio::spawn(watch(
                     Scope {
                         queue: Arc::clone(&queue),
-                        shared: Arc::clone(shared),
                         res: Arc::clone(res),
                         gate: Arc::clone(&gate),
                         index,
                         namespace: ns,
-                        namespaces: Arc::clone(&namespaces),
                         call_timeout: config.call_timeout,
                         initial,
                     },
-                    api,
-                    config.watch_silence_timeout,
+                    subscription,
                 )));
             }
             handles
@@ -617,7 +616,7 @@ impl Generation<'_> {
                 .extend(handles.iter().map(tokio::task::JoinHandle::abort_handle));
             watches.extend(handles);
         }
-        shared.readiness.expect(watches.len());
+        shared_watches.start();
         for (spec, url) in syncs {
             let (ctx, callbacks) = (Arc::clone(&ctx), Arc::clone(&shared.callbacks));
             watches.push(tokio::spawn(async move {
@@ -664,6 +663,7 @@ impl Generation<'_> {
                     for h in watches_of.remove(&key).unwrap_or_default() {
                         h.abort();
                     }
+                    shared_watches.stop_resource(&key);
                 }
                 for (served, regs) in serve {
                     // A resource that appeared (a CRD installed): served from now on, with
@@ -718,6 +718,7 @@ impl Generation<'_> {
         for o in &outboxes {
             o.abort();
         }
+        shared_watches.stop_all();
         queue.shutdown(config.shutdown_grace).await;
         handling.timers.stop_all();
         handling.daemons.stop_all(config.shutdown_grace).await;
@@ -866,25 +867,22 @@ fn key_of(index: usize, obj: &DynamicObject) -> Key {
     )
 }
 
-/// One watch: a resource in one namespace (or all), and where its events go.
+/// Change handling's end of one shared watch: a resource in one namespace (or all).
 struct Scope {
     queue: Arc<Queue>,
-    shared: Arc<Shared>,
     res: Arc<ResourceCtx>,
     gate: Arc<crate::runtime::indexing::Gate>,
     index: usize,
     namespace: Option<String>,
-    /// Which namespaces are served (a cluster-wide watch under patterns drops the others).
-    namespaces: Arc<Namespaces>,
     call_timeout: Duration,
-    /// A watch of the start (counted for `/readyz` and the index gate), not one added later.
+    /// A watch of the start (counted for the index gate), not one added later.
     initial: bool,
 }
 
 impl Scope {
     /// Feeds the index handlers (if any), then queues the object for its cycle (if the resource
     /// has other handlers).
-    async fn observe(&self, obj: DynamicObject, seen: Seen) {
+    async fn observe(&self, obj: &DynamicObject, seen: Seen) {
         use crate::runtime::indexing::{self, Event};
         if !self.res.indexers.is_empty() {
             let event = match seen {
@@ -892,18 +890,20 @@ impl Scope {
                 Seen::Applied => Event::Modified,
                 Seen::Deleted => Event::Deleted,
             };
-            match serde_json::to_value(&obj) {
+            match serde_json::to_value(obj) {
                 Ok(body) => indexing::feed(&self.res, event, &body, self.call_timeout).await,
                 Err(err) => tracing::error!(error = %err, "Cannot serialise a watched object."),
             }
         }
         if !self.res.handlers.is_empty() {
-            observe(&self.queue, key_of(self.index, &obj), obj, seen);
+            observe(&self.queue, key_of(self.index, obj), obj, seen);
         }
     }
 }
 
-async fn watch(scope: Scope, api: Api<DynamicObject>, silence: Duration) {
+/// Takes the events of one shared watch into change handling: listings sweep the queue and feed
+/// the indexes; every object goes to its queue slot.
+async fn watch(scope: Scope, mut subscription: Subscription) {
     let Scope {
         index,
         ref namespace,
@@ -911,80 +911,50 @@ async fn watch(scope: Scope, api: Api<DynamicObject>, silence: Duration) {
     } = scope;
     let mut counted = false;
     let mut indexed = crate::runtime::indexing::Listing::default();
-    loop {
-        let mut stream = watcher(api.clone(), watcher::Config::default().timeout(290))
-            .default_backoff()
-            .boxed();
-        let mut listing: Option<HashSet<Key>> = None;
-        loop {
-            let next = match tokio::time::timeout(silence, stream.next()).await {
-                Err(_) => {
-                    tracing::warn!(?namespace, silence = ?silence, "The watch has been silent too long; restarting it.");
-                    break;
-                }
-                Ok(None) => break,
-                Ok(Some(next)) => next,
-            };
-            let event = match next {
-                Ok(event) => event,
-                Err(err) => {
-                    tracing::warn!(?namespace, error = %err, "The watch failed; retrying with backoff.");
-                    continue;
-                }
-            };
-            let event = match event {
-                watcher::Event::InitApply(obj)
-                | watcher::Event::Apply(obj)
-                | watcher::Event::Delete(obj)
-                    if !scope.namespaces.serves(obj.metadata.namespace.as_deref()) =>
-                {
-                    continue;
-                }
-                event => event,
-            };
-            match event {
-                watcher::Event::Init => {
-                    listing = Some(HashSet::new());
-                    indexed.begin();
-                }
-                watcher::Event::InitApply(obj) => {
-                    let key = key_of(index, &obj);
-                    indexed.add(&key.1, &key.2);
-                    if let Some(l) = listing.as_mut() {
-                        l.insert(key);
-                    }
-                    scope.observe(obj, Seen::Listed).await;
-                }
-                watcher::Event::InitDone => {
-                    if let Some(listed) = listing.take() {
-                        scope.queue.sweep(index, namespace.as_deref(), &listed);
-                    }
-                    if let Some(listed) = indexed.finish() {
-                        crate::runtime::indexing::listed(
-                            &scope.res,
-                            namespace.as_deref(),
-                            listed.iter().map(|(ns, n)| (ns.as_str(), n.as_str())),
-                            scope.call_timeout,
-                        )
-                        .await;
-                    }
-                    if !counted && scope.initial {
-                        counted = true;
-                        scope.shared.readiness.listed();
-                        if !scope.res.indexers.is_empty() {
-                            scope.gate.listed();
-                        }
-                    }
-                }
-                watcher::Event::Apply(obj) => scope.observe(obj, Seen::Applied).await,
-                watcher::Event::Delete(obj) => scope.observe(obj, Seen::Deleted).await,
+    let mut listing: Option<HashSet<Key>> = None;
+    while let Some(event) = subscription.next().await {
+        match &*event {
+            watcher::Event::Init => {
+                listing = Some(HashSet::new());
+                indexed.begin();
             }
+            watcher::Event::InitApply(obj) => {
+                let key = key_of(index, obj);
+                indexed.add(&key.1, &key.2);
+                if let Some(l) = listing.as_mut() {
+                    l.insert(key);
+                }
+                scope.observe(obj, Seen::Listed).await;
+            }
+            watcher::Event::InitDone => {
+                if let Some(listed) = listing.take() {
+                    scope.queue.sweep(index, namespace.as_deref(), &listed);
+                }
+                if let Some(listed) = indexed.finish() {
+                    crate::runtime::indexing::listed(
+                        &scope.res,
+                        namespace.as_deref(),
+                        listed.iter().map(|(ns, n)| (ns.as_str(), n.as_str())),
+                        scope.call_timeout,
+                    )
+                    .await;
+                }
+                if !counted {
+                    counted = true;
+                    subscription.listed();
+                    if scope.initial && !scope.res.indexers.is_empty() {
+                        scope.gate.listed();
+                    }
+                }
+            }
+            watcher::Event::Apply(obj) => scope.observe(obj, Seen::Applied).await,
+            watcher::Event::Delete(obj) => scope.observe(obj, Seen::Deleted).await,
         }
     }
 }
 
-fn observe(queue: &Arc<Queue>, key: Key, obj: DynamicObject, seen: Seen) {
-    match serde_json::to_string(&obj) {
+fn observe(queue: &Arc<Queue>, key: Key, obj: &DynamicObject, seen: Seen) {
+    match serde_json::to_string(obj) {
         Ok(json) => queue.observe(
             key,
             Observed::new(json, obj.metadata.resource_version.clone()),

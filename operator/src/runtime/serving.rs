@@ -55,7 +55,7 @@ pub struct Shared {
     /// The shutdown hooks, for their callbacks.
     pub callbacks: Arc<crate::runtime::shutdown::Callbacks>,
     /// Whether every watch has its initial listing.
-    pub readiness: Readiness,
+    pub readiness: Arc<Readiness>,
     about: std::sync::RwLock<operon_dashboard::About>,
 }
 
@@ -66,7 +66,7 @@ impl Shared {
             readmodel,
             metrics,
             callbacks: Arc::default(),
-            readiness: Readiness::default(),
+            readiness: Arc::default(),
             about: Default::default(),
         })
     }

@@ -1,0 +1,347 @@
+//! One watch per resource and namespace scope, shared by every controller that needs it.
+//!
+//! Change handling, the sync controllers and the task controller each *subscribe* to the
+//! resources they need; a resource named by several of them is listed and watched once, and
+//! every subscriber receives every event of that watch, in the watch's order. The watch restarts
+//! itself after a silence longer than the configured limit and on stream errors (with kube's
+//! default backoff); a restart begins with a fresh listing, which subscribers see as `Init` …
+//! `InitDone` like the first one.
+//!
+//! `/readyz`: every subscription made before [`Watches::start`] is counted, and reports itself
+//! listed ([`Subscription::listed`]) once its controller has taken in the first complete listing
+//! — so readiness means "every controller has seen every object", not only "the API answered".
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use kube::api::DynamicObject;
+use kube::runtime::{WatchStreamExt, watcher};
+use tokio::sync::mpsc;
+
+use crate::core::namespaces::Namespaces;
+use crate::runtime::discovery::Served;
+use crate::runtime::kit::{self, Locked};
+use crate::runtime::serving::Readiness;
+
+/// One event of a shared watch, as every subscriber receives it.
+pub type Event = Arc<watcher::Event<DynamicObject>>;
+
+/// What identifies one watch: group, version, plural and the namespace (`None`: all).
+type WatchKey = (String, String, String, Option<String>);
+
+fn key(served: &Served, namespace: Option<&str>) -> WatchKey {
+    let r = &served.resource;
+    (
+        r.group.clone(),
+        r.version.clone(),
+        r.plural.clone(),
+        namespace
+            .filter(|ns| served.namespaced && !ns.is_empty())
+            .map(str::to_owned),
+    )
+}
+
+/// The subscribers of one watch.
+type Subscribers = Arc<Mutex<Vec<mpsc::UnboundedSender<Event>>>>;
+
+struct Entry {
+    served: Served,
+    subscribers: Subscribers,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// The shared watches of one engine generation.
+pub struct Watches {
+    client: kube::Client,
+    /// Restart a watch that has been silent this long.
+    silence: Duration,
+    /// Objects in namespaces not served are dropped (a cluster-wide watch under patterns).
+    namespaces: Arc<Namespaces>,
+    readiness: Arc<Readiness>,
+    entries: Mutex<BTreeMap<WatchKey, Entry>>,
+    /// Subscriptions counted for `/readyz` (those made before the start).
+    counted: Mutex<Option<usize>>,
+}
+
+impl std::fmt::Debug for Watches {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Watches")
+            .field("watches", &self.entries.locked().len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A controller's end of a shared watch.
+#[derive(Debug)]
+pub struct Subscription {
+    events: mpsc::UnboundedReceiver<Event>,
+    /// Reported once, after the first complete listing (only for subscriptions of the start).
+    readiness: Option<Arc<Readiness>>,
+}
+
+impl Subscription {
+    /// The next event; `None` when the watch was stopped.
+    pub async fn next(&mut self) -> Option<Event> {
+        self.events.recv().await
+    }
+
+    /// The controller has taken in its first complete listing (counted for `/readyz` once).
+    pub fn listed(&mut self) {
+        if let Some(readiness) = self.readiness.take() {
+            readiness.listed();
+        }
+    }
+}
+
+impl Watches {
+    /// No watches yet; `/readyz` is not ready until [`Watches::start`].
+    pub fn new(
+        client: kube::Client,
+        silence: Duration,
+        namespaces: Arc<Namespaces>,
+        readiness: Arc<Readiness>,
+    ) -> Arc<Self> {
+        Arc::new(Watches {
+            client,
+            silence,
+            namespaces,
+            readiness,
+            entries: Mutex::default(),
+            counted: Mutex::new(Some(0)),
+        })
+    }
+
+    /// Subscribes to `served` in `namespace` (`None`, or a cluster-wide resource: all). Before
+    /// [`Watches::start`], the watch is only prepared; after it, a new watch starts at once, and
+    /// a watch already running is restarted so that the newcomer, too, sees a full listing.
+    pub fn subscribe(&self, served: &Served, namespace: Option<&str>) -> Subscription {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let readiness = {
+            let mut counted = self.counted.locked();
+            counted.as_mut().map(|n| {
+                *n += 1;
+                Arc::clone(&self.readiness)
+            })
+        };
+        let started = readiness.is_none();
+        let mut entries = self.entries.locked();
+        let key = key(served, namespace);
+        let entry = entries.entry(key.clone()).or_insert_with(|| Entry {
+            served: served.clone(),
+            subscribers: Subscribers::default(),
+            task: None,
+        });
+        entry.subscribers.locked().push(tx);
+        if started {
+            if let Some(task) = entry.task.take() {
+                tracing::debug!(resource = %served.name(), namespace = ?key.3, "A new subscriber: restarting the shared watch for a full listing.");
+                task.abort();
+            }
+            entry.task = Some(self.spawn(&key, entry));
+        }
+        Subscription {
+            events: rx,
+            readiness,
+        }
+    }
+
+    /// Starts every prepared watch; from now on, `/readyz` waits for the subscriptions made so
+    /// far, and new subscriptions start (or restart) their watch at once.
+    pub fn start(&self) {
+        if let Some(total) = self.counted.locked().take() {
+            self.readiness.expect(total);
+        }
+        let mut entries = self.entries.locked();
+        for (key, entry) in entries.iter_mut() {
+            if entry.task.is_none() {
+                entry.task = Some(self.spawn(key, entry));
+            }
+        }
+        tracing::debug!(watches = entries.len(), "The shared watches are started.");
+    }
+
+    /// Stops the watches of a resource (group, version, plural; every scope); their subscribers
+    /// see the end.
+    pub fn stop_resource(&self, resource: &(String, String, String)) {
+        let (g, v, p) = resource;
+        self.entries.locked().retain(|(kg, kv, kp, _), entry| {
+            let matches = (kg, kv, kp) == (g, v, p);
+            if matches && let Some(task) = entry.task.take() {
+                task.abort();
+            }
+            !matches
+        });
+    }
+
+    /// Stops every watch.
+    pub fn stop_all(&self) {
+        for entry in self.entries.locked().values_mut() {
+            if let Some(task) = entry.task.take() {
+                task.abort();
+            }
+        }
+    }
+
+    /// How many watches there are (one per resource and scope, however many subscribe).
+    pub fn len(&self) -> usize {
+        self.entries.locked().len()
+    }
+
+    /// No watches at all.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn spawn(&self, key: &WatchKey, entry: &Entry) -> tokio::task::JoinHandle<()> {
+        let api = kit::api_for(&self.client, &entry.served, key.3.as_deref());
+        tokio::spawn(run(
+            api,
+            entry.served.name(),
+            key.3.clone(),
+            Arc::clone(&entry.subscribers),
+            Arc::clone(&self.namespaces),
+            self.silence,
+        ))
+    }
+}
+
+impl Drop for Watches {
+    fn drop(&mut self) {
+        self.stop_all();
+    }
+}
+
+/// Sends `event` to every subscriber still listening; forgets those that are gone. Returns
+/// whether anyone is left.
+fn fan_out(subscribers: &Subscribers, event: watcher::Event<DynamicObject>) -> bool {
+    let event = Arc::new(event);
+    let mut subscribers = subscribers.locked();
+    subscribers.retain(|tx| tx.send(Arc::clone(&event)).is_ok());
+    !subscribers.is_empty()
+}
+
+/// One watch, forever: restarted after a silence, errors retried with kube's default backoff.
+async fn run(
+    api: kube::Api<DynamicObject>,
+    resource: String,
+    namespace: Option<String>,
+    subscribers: Subscribers,
+    namespaces: Arc<Namespaces>,
+    silence: Duration,
+) {
+    loop {
+        let mut stream = watcher(api.clone(), watcher::Config::default().timeout(290))
+            .default_backoff()
+            .boxed();
+        loop {
+            let next = match tokio::time::timeout(silence, stream.next()).await {
+                Err(_) => {
+                    tracing::warn!(%resource, ?namespace, silence = ?silence, "The watch has been silent too long; restarting it.");
+                    break;
+                }
+                Ok(None) => break,
+                Ok(Some(next)) => next,
+            };
+            let event = match next {
+                Ok(event) => event,
+                Err(err) => {
+                    tracing::warn!(%resource, ?namespace, error = %err, "The watch failed; retrying with backoff.");
+                    continue;
+                }
+            };
+            if let watcher::Event::InitApply(obj)
+            | watcher::Event::Apply(obj)
+            | watcher::Event::Delete(obj) = &event
+                && !namespaces.serves(obj.metadata.namespace.as_deref())
+            {
+                continue;
+            }
+            if !fan_out(&subscribers, event) {
+                tracing::debug!(%resource, ?namespace, "No subscriber is left; the watch ends.");
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::api::ApiResource;
+
+    fn served(plural: &str, namespaced: bool) -> Served {
+        Served {
+            resource: ApiResource {
+                group: "example.com".into(),
+                version: "v1".into(),
+                api_version: "example.com/v1".into(),
+                kind: "Thing".into(),
+                plural: plural.into(),
+            },
+            namespaced,
+            has_status: false,
+        }
+    }
+
+    fn watches() -> Arc<Watches> {
+        let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
+        Watches::new(
+            kube::Client::try_from(config).unwrap(),
+            Duration::from_secs(60),
+            Arc::new(Namespaces::All),
+            Arc::default(),
+        )
+    }
+
+    #[tokio::test]
+    async fn one_watch_per_resource_and_scope_however_many_subscribe() {
+        let w = watches();
+        let _a = w.subscribe(&served("things", true), None);
+        let _b = w.subscribe(&served("things", true), None);
+        let _c = w.subscribe(&served("things", true), Some("ns1"));
+        let _d = w.subscribe(&served("others", false), Some("ns1"));
+        let _e = w.subscribe(&served("others", false), None);
+        // things/all, things/ns1, others (cluster-wide: the namespace does not split it).
+        assert_eq!(w.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn readiness_counts_the_subscriptions_of_the_start_once_each() {
+        let readiness = Arc::new(Readiness::default());
+        let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
+        let w = Watches::new(
+            kube::Client::try_from(config).unwrap(),
+            Duration::from_secs(60),
+            Arc::new(Namespaces::All),
+            Arc::clone(&readiness),
+        );
+        let mut a = w.subscribe(&served("things", true), None);
+        let mut b = w.subscribe(&served("things", true), None);
+        assert!(!readiness.ready(), "not ready before the start");
+        w.start();
+        let mut late = w.subscribe(&served("others", true), None);
+        a.listed();
+        a.listed();
+        assert!(!readiness.ready(), "one of two subscriptions listed");
+        b.listed();
+        assert!(readiness.ready());
+        late.listed();
+        w.stop_all();
+    }
+
+    #[test]
+    fn fan_out_reaches_every_subscriber_and_forgets_the_gone() {
+        let subscribers = Subscribers::default();
+        let (tx1, mut rx1) = mpsc::unbounded_channel();
+        let (tx2, rx2) = mpsc::unbounded_channel();
+        subscribers.locked().extend([tx1, tx2]);
+        drop(rx2);
+        assert!(fan_out(&subscribers, watcher::Event::Init));
+        assert!(matches!(*rx1.try_recv().unwrap(), watcher::Event::Init));
+        assert_eq!(subscribers.locked().len(), 1);
+        drop(rx1);
+        assert!(!fan_out(&subscribers, watcher::Event::InitDone));
+    }
+}

@@ -9,6 +9,7 @@ use std::time::Duration;
 use kube::api::DynamicObject;
 use kube::runtime::watcher;
 
+use crate::core::backoff::Backoff;
 use crate::core::model::HandlerKind;
 use crate::core::namespaces::Namespaces;
 use crate::core::persistence::{DiffBaseStorage, KeyConvention, ProgressStorage};
@@ -16,6 +17,7 @@ use crate::runtime::context::{Bound, Context, ResourceCtx, Settings};
 use crate::runtime::convert::{self, Registration, Selector};
 use crate::runtime::discovery;
 use crate::runtime::dispatch::{Dispatch, GrpcService};
+use crate::runtime::kit;
 use crate::runtime::metrics::Metrics;
 use crate::runtime::processing::Handling;
 use crate::runtime::queue::{Key, Observed, Queue, Seen};
@@ -149,31 +151,13 @@ pub enum Error {
 }
 
 async fn describe_until_answered(service: &dyn Dispatch) -> operon_proto::v1::Manifest {
-    let mut delay = Duration::from_millis(200);
-    loop {
-        match service.describe().await {
-            Ok(manifest) => return manifest,
-            Err(err) => {
-                tracing::warn!(service = service.name(), error = %err, retry_in = ?delay, "The handler service does not answer Describe yet.");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(10));
-            }
-        }
-    }
-}
-
-async fn resolve_until_found(client: &kube::Client, selector: &Selector) -> discovery::Served {
-    let mut delay = Duration::from_secs(1);
-    loop {
-        match discovery::resolve(client, selector).await {
-            Ok(served) => return served,
-            Err(err) => {
-                tracing::warn!(resource = %selector, error = %err, retry_in = ?delay, "Cannot serve the resource yet.");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(15));
-            }
-        }
-    }
+    kit::until_ok(
+        Backoff::SERVICE,
+        "The handler service does not answer Describe yet.",
+        service.name(),
+        || service.describe(),
+    )
+    .await
 }
 
 /// The resources that the handler services at `urls` use — served by change handlers, sync
@@ -192,8 +176,8 @@ pub async fn served_by(
     let kube_config = kube::Config::infer()
         .await
         .map_err(|e| ServedByError::Engine(Error::KubeConfig(e)))?;
-    let client =
-        kube::Client::try_from(kube_config).map_err(|e| ServedByError::Engine(Error::Kube(e)))?;
+    let client = kube::Client::try_from(crate::runtime::kit::identified(kube_config))
+        .map_err(|e| ServedByError::Engine(Error::Kube(e)))?;
     let mut selectors = std::collections::BTreeSet::new();
     let mut services: Vec<Arc<dyn Dispatch>> = Vec::new();
     let mut wide = Vec::new();
@@ -272,7 +256,8 @@ pub async fn run(config: Config) -> Result<(), Error> {
     } else {
         let kube_config = kube::Config::infer().await.map_err(Error::KubeConfig)?;
         (
-            kube::Client::try_from(kube_config).map_err(Error::Kube)?,
+            kube::Client::try_from(crate::runtime::kit::identified(kube_config))
+                .map_err(Error::Kube)?,
             None,
         )
     };
@@ -460,7 +445,7 @@ impl Generation<'_> {
             Vec::new();
         for (selector, regs) in by_selector {
             let served = tokio::select! {
-                served = resolve_until_found(&client, &selector) => served,
+                served = kit::resolve_until_found(&client, &selector) => served,
                 () = stop.as_mut() => {
                     tracing::info!("Stop requested while waiting for the resources.");
                     return Ok(Ending::Stop);
@@ -840,17 +825,13 @@ async fn matches_until_scanned(
     selecting::Matches,
     std::collections::BTreeSet<selecting::ResourceKey>,
 ) {
-    let mut delay = Duration::from_secs(1);
-    loop {
-        match selecting::matches(client, services, wide).await {
-            Ok(found) => return found,
-            Err(err) => {
-                tracing::warn!(error = %err, retry_in = ?delay, "Cannot discover the API resources yet.");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(15));
-            }
-        }
-    }
+    kit::until_ok(
+        Backoff::DISCOVERY,
+        "Cannot discover the API resources yet.",
+        "wide selectors",
+        || selecting::matches(client, services, wide),
+    )
+    .await
 }
 
 /// Two selectors resolved to the same resource (group, version and plural).

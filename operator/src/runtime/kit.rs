@@ -14,6 +14,19 @@ use crate::core::backoff::Backoff;
 use crate::runtime::convert::Selector;
 use crate::runtime::discovery::{self, Served};
 
+/// The `User-Agent` of the core's API requests (`operon/<version>`): the API server's audit log
+/// and its metrics tell the core's requests from everyone else's.
+pub const USER_AGENT: &str = concat!("operon/", env!("CARGO_PKG_VERSION"));
+
+/// `config` with the core's [`USER_AGENT`].
+pub fn identified(mut config: kube::Config) -> kube::Config {
+    config.headers.push((
+        http::header::USER_AGENT,
+        http::HeaderValue::from_static(USER_AGENT),
+    ));
+    config
+}
+
 /// Locking that carries on after a panic in another holder: every lock in the core guards plain
 /// bookkeeping that stays consistent between statements, so a poisoned lock is still usable.
 pub trait Locked<T: ?Sized> {

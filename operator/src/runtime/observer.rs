@@ -863,7 +863,8 @@ pub fn router(store: Arc<Store>, options: &operon_dashboard::Options) -> axum::R
 pub async fn run(config: Config) -> Result<(), Error> {
     let storages = Arc::new(Storages::new(&config.prefix)?);
     let kube_config = kube::Config::infer().await.map_err(Error::KubeConfig)?;
-    let client = kube::Client::try_from(kube_config).map_err(Error::Kube)?;
+    let client = kube::Client::try_from(crate::runtime::kit::identified(kube_config))
+        .map_err(Error::Kube)?;
     let store = Arc::new(Store::default());
 
     let listener = crate::http::bind(config.http).await?;

@@ -949,6 +949,111 @@ async fn strategies_rolling(lang: Lang, client: Client, ns: String) {
     );
 }
 
+/// Audit-log entries of the core (User-Agent `operon/…`) in `ns` about `resource` with `verb`:
+/// one per request (the watch's stages counted once, by audit id).
+fn audit_core_requests(ns: &str, resource: &str, verb: &str) -> Vec<Value> {
+    let dir = cluster_dir().join("logs");
+    let mut seen = std::collections::BTreeSet::new();
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(&dir)
+        .expect("the audit log directory")
+        .flatten()
+    {
+        if !entry.file_name().to_string_lossy().starts_with("audit") {
+            continue;
+        }
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        let quoted = format!("\"{ns}\"");
+        for line in text.lines().filter(|l| l.contains(&quoted)) {
+            let Ok(event) = serde_json::from_str::<Value>(line) else {
+                continue;
+            };
+            let by_core = event["userAgent"]
+                .as_str()
+                .is_some_and(|ua| ua.starts_with("operon/"));
+            if by_core
+                && event["objectRef"]["namespace"] == ns
+                && event["objectRef"]["resource"] == resource
+                && event["verb"] == verb
+                && seen.insert(event["auditID"].as_str().unwrap_or_default().to_owned())
+            {
+                out.push(event);
+            }
+        }
+    }
+    out
+}
+
+/// A resource served by change handlers and by a sync is listed and watched once: the core's
+/// requests, counted at the API server's audit log, show one LIST and one WATCH of the parents —
+/// and of each child resource — although change handling and the sync both take every event.
+async fn one_watch_for_handlers_and_a_sync(lang: Lang, client: Client, ns: String) {
+    let binary = example_binary(lang).await;
+    let name = format!("shared-watch-{lang:?}").to_lowercase();
+    let sync = HandlerProcess::start_binary(&binary, &name, &[])
+        .await
+        .unwrap_or_else(|err| panic!("starting the {lang:?} sync example: {err:#}"));
+    let handlers = HandlerProcess::start(
+        &format!("{name}-handlers"),
+        &["--resource", "e2e.operon.dev/v1/sites", "--handler", "create:seen"],
+    )
+    .await
+    .expect("starting the example handler service");
+    operon_e2e::binaries().await;
+    let core_args = vec![
+        "--handler".to_owned(),
+        sync.url(),
+        "--handler".to_owned(),
+        handlers.url(),
+        "-n".to_owned(),
+        ns.clone(),
+    ];
+    let kubeconfig = plane().await.kubeconfig.clone();
+    let mut core = CoreProcess::start(&name, &core_args, &kubeconfig)
+        .await
+        .unwrap_or_else(|err| panic!("starting the core: {err:#}"));
+    core.wait_ready(Duration::from_secs(60)).await;
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &resource("Site"));
+    let site: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "e2e.operon.dev/v1",
+        "kind": "Site",
+        "metadata": {"name": "both"},
+        "spec": {"entries": entries(&[("a", 80, "1")])},
+    }))
+    .expect("a valid Site");
+    api.create(&PostParams::default(), &site)
+        .await
+        .expect("creating the Site");
+    // Both controllers took the object in: the create handler ran and the sync converged.
+    wait_for("the create handler and the sync", CONVERGED, || async {
+        let ran = handlers
+            .ledger()
+            .entries()
+            .object("both")
+            .handler("seen")
+            .outcome("success")
+            .len()
+            > 0;
+        let synced = api.get_opt("both").await?.is_some_and(|o| {
+            o.data["status"]["currentChildren"].as_i64() == Some(2)
+                && o.data["status"]["observedGeneration"].as_i64() == o.metadata.generation
+        });
+        Ok::<_, kube::Error>((ran && synced).then_some(()))
+    })
+    .await;
+    core.assert_running();
+    for resource in ["sites", "configmaps", "services"] {
+        let lists = audit_core_requests(&ns, resource, "list");
+        let watches = audit_core_requests(&ns, resource, "watch");
+        assert_eq!(
+            (lists.len(), watches.len()),
+            (1, 1),
+            "the core lists and watches {resource} in {ns} once (lists: {lists:?}, watches: {watches:?})\ncore log:\n{}",
+            core.log_tail(40)
+        );
+    }
+}
+
 macro_rules! for_both {
     ($($scenario:ident),* $(,)?) => {
         mod rust {
@@ -981,4 +1086,5 @@ for_both!(
     no_hot_loop,
     strategies_on_delete_and_recreate,
     strategies_rolling,
+    one_watch_for_handlers_and_a_sync,
 );

@@ -87,7 +87,7 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        [(header::CONTENT_TYPE, crate::runtime::metrics::CONTENT_TYPE)],
         shared.metrics.render(),
     )
 }

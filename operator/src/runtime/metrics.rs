@@ -1,17 +1,31 @@
-//! Prometheus metrics, rendered by hand (a handful of counters and gauges need no library).
+//! The core's metrics, exposed on `/metrics` in the OpenMetrics text format by the Prometheus
+//! project's client (`prometheus-client`): counters, gauges and histograms with buckets.
+//!
+//! The names below are the exposed ones (what dashboards, alerts and the tests read); a counter is
+//! registered without its `_total`, which the encoder appends, and a histogram in seconds without
+//! its `_seconds`, which the encoder appends from the unit.
 
-use crate::runtime::kit::Locked;
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+use jiff::SignedDuration;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::core::tasks::Phase;
 
 /// Handling cycles run.
 pub const CYCLES: &str = "operon_cycles_total";
 /// Handler call outcomes, by handler and outcome.
 pub const HANDLER_OUTCOMES: &str = "operon_handler_outcomes_total";
-/// Time spent in handler calls.
+/// Time spent in handler calls, by handler (a histogram).
 pub const HANDLER_SECONDS: &str = "operon_handler_duration_seconds";
+/// From a watch event's arrival at the queue to the start of its object's cycle, by resource (a
+/// histogram).
+pub const EVENT_TO_CYCLE: &str = "operon_event_to_cycle_seconds";
 /// Objects waiting for a worker.
 pub const QUEUE_DEPTH: &str = "operon_queue_depth";
 /// Handler calls in flight.
@@ -26,173 +40,349 @@ pub const SYNC_ERRORS: &str = "operon_sync_errors_total";
 pub const OBJECTS: &str = "operon_objects";
 /// Daemons running (one per object and daemon handler).
 pub const DAEMONS: &str = "operon_daemons_running";
+/// Tasks ended, by task registration and outcome (`succeeded`, `failed`, `cancelled`).
+pub const TASK_RUNS: &str = "operon_task_runs_total";
+/// From a task's start to its end, by task registration (a histogram).
+pub const TASK_SECONDS: &str = "operon_task_duration_seconds";
+/// From a task's creation to its first start, by task registration (a histogram).
+pub const TASK_WAIT_SECONDS: &str = "operon_task_wait_seconds";
+/// Tasks running now, by task registration.
+pub const TASKS_RUNNING: &str = "operon_tasks_running";
 
-/// The core's metrics.
-#[derive(Debug, Default)]
-pub struct Metrics {
-    cycles: AtomicU64,
-    queue_depth: AtomicI64,
-    inflight: AtomicI64,
-    objects: AtomicI64,
-    daemons: AtomicI64,
-    outcomes: Mutex<BTreeMap<(String, &'static str), u64>>,
-    handler_seconds: Mutex<(f64, u64)>,
-    api: Mutex<BTreeMap<(&'static str, u16), u64>>,
-    sync_calls: Mutex<BTreeMap<(String, &'static str), u64>>,
-    sync_errors: Mutex<BTreeMap<(String, String, String), u64>>,
+/// The `Content-Type` of [`Metrics::render`]'s text.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Buckets of a handler call: 5 ms … 60 s.
+const HANDLER_BUCKETS: [f64; 13] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+/// Buckets of the wait for a cycle: 1 ms … 60 s (a backlog after a relist waits long).
+const EVENT_BUCKETS: [f64; 15] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+/// Buckets of a task's run and of its wait: 100 ms … 1 h (tasks are operations, not calls).
+const TASK_BUCKETS: [f64; 12] = [
+    0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0,
+];
+
+/// A histogram family's constructor (a plain function: the family stores its type).
+type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HandlerOutcome {
+    handler: String,
+    outcome: &'static str,
 }
 
-/// Adds one to a labelled counter.
-fn bump<K: Ord>(map: &Mutex<BTreeMap<K, u64>>, key: K) {
-    let mut map = map.locked();
-    *map.entry(key).or_default() += 1;
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HandlerLabel {
+    handler: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResourceLabel {
+    resource: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ApiRequest {
+    verb: &'static str,
+    code: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SyncOutcome {
+    sync: String,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SyncParent {
+    sync: String,
+    namespace: String,
+    name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TaskOutcome {
+    task: String,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TaskLabel {
+    task: String,
+}
+
+/// The core's metrics.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    cycles: Counter,
+    queue_depth: Gauge,
+    inflight: Gauge,
+    objects: Gauge,
+    daemons: Gauge,
+    outcomes: Family<HandlerOutcome, Counter>,
+    handler_seconds: Histograms<HandlerLabel>,
+    event_to_cycle: Histograms<ResourceLabel>,
+    api: Family<ApiRequest, Counter>,
+    sync_calls: Family<SyncOutcome, Counter>,
+    sync_errors: Family<SyncParent, Counter>,
+    task_runs: Family<TaskOutcome, Counter>,
+    task_seconds: Histograms<TaskLabel>,
+    task_wait: Histograms<TaskLabel>,
+    tasks_running: Family<TaskLabel, Gauge>,
+}
+
+/// A family name as registered: the exposed `name` without the `suffix` the encoder adds.
+fn base<'a>(name: &'a str, suffix: &str) -> &'a str {
+    name.strip_suffix(suffix).unwrap_or(name)
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let m = Metrics {
+            registry: Registry::default(),
+            cycles: Counter::default(),
+            queue_depth: Gauge::default(),
+            inflight: Gauge::default(),
+            objects: Gauge::default(),
+            daemons: Gauge::default(),
+            outcomes: Family::default(),
+            handler_seconds: Family::new_with_constructor(|| Histogram::new(HANDLER_BUCKETS)),
+            event_to_cycle: Family::new_with_constructor(|| Histogram::new(EVENT_BUCKETS)),
+            api: Family::default(),
+            sync_calls: Family::default(),
+            sync_errors: Family::default(),
+            task_runs: Family::default(),
+            task_seconds: Family::new_with_constructor(|| Histogram::new(TASK_BUCKETS)),
+            task_wait: Family::new_with_constructor(|| Histogram::new(TASK_BUCKETS)),
+            tasks_running: Family::default(),
+        };
+        m.registered()
+    }
 }
 
 impl Metrics {
+    /// Registers every metric with the registry (the registry holds clones: they share values).
+    fn registered(mut self) -> Self {
+        let r = &mut self.registry;
+        let counter = |name| base(name, "_total");
+        let seconds = |name| base(name, "_seconds");
+        r.register(counter(CYCLES), "Handling cycles run", self.cycles.clone());
+        r.register(
+            QUEUE_DEPTH,
+            "Objects waiting for a worker",
+            self.queue_depth.clone(),
+        );
+        r.register(INFLIGHT, "Handler calls in flight", self.inflight.clone());
+        r.register(OBJECTS, "Objects known to the core", self.objects.clone());
+        r.register(DAEMONS, "Daemons running", self.daemons.clone());
+        r.register(
+            counter(HANDLER_OUTCOMES),
+            "Handler call outcomes",
+            self.outcomes.clone(),
+        );
+        r.register_with_unit(
+            seconds(HANDLER_SECONDS),
+            "Time spent in handler calls",
+            Unit::Seconds,
+            self.handler_seconds.clone(),
+        );
+        r.register_with_unit(
+            seconds(EVENT_TO_CYCLE),
+            "From a watch event's arrival at the queue to the start of its object's cycle",
+            Unit::Seconds,
+            self.event_to_cycle.clone(),
+        );
+        r.register(
+            counter(API_REQUESTS),
+            "API server requests by the core",
+            self.api.clone(),
+        );
+        r.register(
+            counter(SYNC_CALLS),
+            "Sync and Finalize calls",
+            self.sync_calls.clone(),
+        );
+        r.register(
+            counter(SYNC_ERRORS),
+            "Failed syncs per parent",
+            self.sync_errors.clone(),
+        );
+        r.register(
+            counter(TASK_RUNS),
+            "Tasks ended, by outcome",
+            self.task_runs.clone(),
+        );
+        r.register_with_unit(
+            seconds(TASK_SECONDS),
+            "From a task's start to its end",
+            Unit::Seconds,
+            self.task_seconds.clone(),
+        );
+        r.register_with_unit(
+            seconds(TASK_WAIT_SECONDS),
+            "From a task's creation to its first start",
+            Unit::Seconds,
+            self.task_wait.clone(),
+        );
+        r.register(TASKS_RUNNING, "Tasks running", self.tasks_running.clone());
+        self
+    }
+
     /// A cycle ran.
     pub fn cycle(&self) {
-        self.cycles.fetch_add(1, Ordering::Relaxed);
+        self.cycles.inc();
     }
     /// A handler call ended with `outcome` after `seconds`.
     pub fn handler(&self, handler: &str, outcome: &'static str, seconds: f64) {
-        bump(&self.outcomes, (handler.to_owned(), outcome));
-        let mut s = self.handler_seconds.locked();
-        s.0 += seconds;
-        s.1 += 1;
+        let handler = handler.to_owned();
+        self.handler_seconds
+            .get_or_create(&HandlerLabel {
+                handler: handler.clone(),
+            })
+            .observe(seconds);
+        self.outcomes
+            .get_or_create(&HandlerOutcome { handler, outcome })
+            .inc();
+    }
+    /// A cycle of an object of `resource` starts, `waited` after the first watch event it
+    /// handles reached the queue.
+    pub fn event_to_cycle(&self, resource: &str, waited: Duration) {
+        self.event_to_cycle
+            .get_or_create(&ResourceLabel {
+                resource: resource.to_owned(),
+            })
+            .observe(waited.as_secs_f64());
     }
     /// An API request was answered with `code` (0: no answer).
     pub fn api(&self, verb: &'static str, code: u16) {
-        bump(&self.api, (verb, code));
+        self.api.get_or_create(&ApiRequest { verb, code }).inc();
     }
     /// A sync of registration `sync` ended with `outcome`.
     pub fn sync_call(&self, sync: &str, outcome: &'static str) {
-        bump(&self.sync_calls, (sync.to_owned(), outcome));
+        self.sync_calls
+            .get_or_create(&SyncOutcome {
+                sync: sync.to_owned(),
+                outcome,
+            })
+            .inc();
     }
     /// A sync of one parent failed.
     pub fn sync_error(&self, sync: &str, namespace: &str, name: &str) {
-        bump(
-            &self.sync_errors,
-            (sync.to_owned(), namespace.to_owned(), name.to_owned()),
-        );
+        self.sync_errors
+            .get_or_create(&SyncParent {
+                sync: sync.to_owned(),
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+            })
+            .inc();
+    }
+    /// A task of registration `task` starts running; `waited` since its creation when this is
+    /// its first start (not a resumption). It counts as running until the guard is dropped.
+    pub fn task_started(&self, task: &str, waited: Option<SignedDuration>) -> TaskRunning {
+        let label = TaskLabel {
+            task: task.to_owned(),
+        };
+        if let Some(waited) = waited {
+            self.task_wait
+                .get_or_create(&label)
+                .observe(waited.as_secs_f64().max(0.0));
+        }
+        let gauge = self.tasks_running.get_or_create_owned(&label);
+        gauge.inc();
+        TaskRunning(gauge)
+    }
+    /// A task of registration `task` ended in `phase`, `ran` after its start (`None`: it never
+    /// started).
+    pub fn task_ended(&self, task: &str, phase: Phase, ran: Option<SignedDuration>) {
+        let task = task.to_owned();
+        if let Some(ran) = ran {
+            self.task_seconds
+                .get_or_create(&TaskLabel { task: task.clone() })
+                .observe(ran.as_secs_f64().max(0.0));
+        }
+        let outcome = task_outcome(phase);
+        self.task_runs
+            .get_or_create(&TaskOutcome { task, outcome })
+            .inc();
     }
     /// Changes the queue depth.
     pub fn queue(&self, delta: i64) {
-        self.queue_depth.fetch_add(delta, Ordering::Relaxed);
+        self.queue_depth.inc_by(delta);
     }
     /// Changes the number of calls in flight.
     pub fn inflight(&self, delta: i64) {
-        self.inflight.fetch_add(delta, Ordering::Relaxed);
+        self.inflight.inc_by(delta);
     }
     /// Changes the number of running daemons.
     pub fn daemons(&self, delta: i64) {
-        self.daemons.fetch_add(delta, Ordering::Relaxed);
+        self.daemons.inc_by(delta);
     }
     /// Daemons running now.
     pub fn daemons_running(&self) -> i64 {
-        self.daemons.load(Ordering::Relaxed)
+        self.daemons.get()
     }
     /// Changes the number of known objects.
     pub fn objects(&self, delta: i64) {
-        self.objects.fetch_add(delta, Ordering::Relaxed);
+        self.objects.inc_by(delta);
     }
     /// Objects waiting for a worker now.
     pub fn queue_depth(&self) -> i64 {
-        self.queue_depth.load(Ordering::Relaxed)
+        self.queue_depth.get()
     }
     /// Handler calls in flight now.
     pub fn inflight_calls(&self) -> i64 {
-        self.inflight.load(Ordering::Relaxed)
+        self.inflight.get()
     }
 
-    /// The Prometheus text exposition.
+    /// The OpenMetrics text exposition ([`CONTENT_TYPE`]), ending with `# EOF`.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let gauge = |out: &mut String, name: &str, help: &str, v: i64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
-        };
-        let _ = writeln!(
-            out,
-            "# HELP {CYCLES} Handling cycles run.\n# TYPE {CYCLES} counter\n{CYCLES} {}",
-            self.cycles.load(Ordering::Relaxed)
-        );
-        gauge(
-            &mut out,
-            QUEUE_DEPTH,
-            "Objects waiting for a worker.",
-            self.queue_depth(),
-        );
-        gauge(
-            &mut out,
-            INFLIGHT,
-            "Handler calls in flight.",
-            self.inflight_calls(),
-        );
-        gauge(
-            &mut out,
-            OBJECTS,
-            "Objects known to the core.",
-            self.objects.load(Ordering::Relaxed),
-        );
-        gauge(
-            &mut out,
-            DAEMONS,
-            "Daemons running.",
-            self.daemons_running(),
-        );
-        let _ = writeln!(
-            out,
-            "# HELP {HANDLER_OUTCOMES} Handler call outcomes.\n# TYPE {HANDLER_OUTCOMES} counter"
-        );
-        for ((handler, outcome), n) in self.outcomes.locked().iter() {
-            let handler = handler.replace('\\', "\\\\").replace('"', "\\\"");
-            let _ = writeln!(
-                out,
-                "{HANDLER_OUTCOMES}{{handler=\"{handler}\",outcome=\"{outcome}\"}} {n}"
-            );
-        }
-        let (sum, count) = *self.handler_seconds.locked();
-        let _ = writeln!(
-            out,
-            "# HELP {HANDLER_SECONDS} Time spent in handler calls.\n# TYPE {HANDLER_SECONDS} summary\n\
-             {HANDLER_SECONDS}_sum {sum}\n{HANDLER_SECONDS}_count {count}"
-        );
-        let _ = writeln!(
-            out,
-            "# HELP {API_REQUESTS} API server requests by the core.\n# TYPE {API_REQUESTS} counter"
-        );
-        for ((verb, code), n) in self.api.locked().iter() {
-            let _ = writeln!(out, "{API_REQUESTS}{{verb=\"{verb}\",code=\"{code}\"}} {n}");
-        }
-        let esc = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
-        let _ = writeln!(
-            out,
-            "# HELP {SYNC_CALLS} Sync and Finalize calls.\n# TYPE {SYNC_CALLS} counter"
-        );
-        for ((sync, outcome), n) in self.sync_calls.locked().iter() {
-            let sync = esc(sync);
-            let _ = writeln!(
-                out,
-                "{SYNC_CALLS}{{sync=\"{sync}\",outcome=\"{outcome}\"}} {n}"
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP {SYNC_ERRORS} Failed syncs per parent.\n# TYPE {SYNC_ERRORS} counter"
-        );
-        for ((sync, namespace, name), n) in self.sync_errors.locked().iter() {
-            let (sync, namespace, name) = (esc(sync), esc(namespace), esc(name));
-            let _ = writeln!(
-                out,
-                "{SYNC_ERRORS}{{sync=\"{sync}\",namespace=\"{namespace}\",name=\"{name}\"}} {n}"
-            );
+        // Writing to a String cannot fail; the encoder's own errors are for other writers.
+        if let Err(err) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::error!(error = %err, "Cannot encode the metrics.");
         }
         out
+    }
+}
+
+/// The `outcome` label of a task that ended in `phase` (an end in a phase that is not an end is a
+/// failure, as the task's Event says).
+fn task_outcome(phase: Phase) -> &'static str {
+    match phase {
+        Phase::Succeeded => "succeeded",
+        Phase::Cancelled => "cancelled",
+        Phase::Failed | Phase::Waiting | Phase::Running => "failed",
+    }
+}
+
+/// A task counted in `operon_tasks_running` until this is dropped (also when its worker panics
+/// or is aborted).
+#[derive(Debug)]
+pub struct TaskRunning(Gauge);
+
+impl Drop for TaskRunning {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The sample lines of `text` for `name` (exact name, any labels).
+    fn samples<'a>(text: &'a str, name: &str) -> Vec<&'a str> {
+        text.lines()
+            .filter(|l| {
+                l.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with(['{', ' ']))
+            })
+            .collect()
+    }
 
     #[test]
     fn renders_counters_with_labels() {
@@ -210,11 +400,230 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("operon_handler_duration_seconds_count 2"),
+            text.contains("operon_handler_duration_seconds_count{handler=\"create_fn\"} 2"),
             "{text}"
         );
         assert!(
             text.contains("operon_api_requests_total{verb=\"patch\",code=\"200\"} 1"),
+            "{text}"
+        );
+    }
+
+    /// Every family under its exposed name and type: a renamed metric breaks dashboards, alerts
+    /// and the tests that read `/metrics`, so it fails here first.
+    #[test]
+    fn every_family_is_exposed_under_its_name_and_type() {
+        let m = Metrics::default();
+        // Unlabelled counters and gauges show from the start, at zero.
+        let text = m.render();
+        for zero in [
+            "operon_cycles_total 0",
+            "operon_queue_depth 0",
+            "operon_inflight_calls 0",
+            "operon_objects 0",
+            "operon_daemons_running 0",
+        ] {
+            assert!(text.lines().any(|l| l == zero), "{zero} in:\n{text}");
+        }
+        // A labelled family shows once it has a sample.
+        m.handler("h", "success", 0.1);
+        m.event_to_cycle("pods/v1", Duration::ZERO);
+        m.api("get", 200);
+        m.sync_call("s", "ok");
+        m.sync_error("s", "ns", "n");
+        drop(m.task_started("t", Some(SignedDuration::ZERO)));
+        m.task_ended("t", Phase::Succeeded, Some(SignedDuration::ZERO));
+        let text = m.render();
+        let families = [
+            ("operon_cycles", "counter"),
+            ("operon_handler_outcomes", "counter"),
+            ("operon_handler_duration_seconds", "histogram"),
+            ("operon_event_to_cycle_seconds", "histogram"),
+            ("operon_queue_depth", "gauge"),
+            ("operon_inflight_calls", "gauge"),
+            ("operon_api_requests", "counter"),
+            ("operon_sync_calls", "counter"),
+            ("operon_sync_errors", "counter"),
+            ("operon_objects", "gauge"),
+            ("operon_daemons_running", "gauge"),
+            ("operon_task_runs", "counter"),
+            ("operon_task_duration_seconds", "histogram"),
+            ("operon_task_wait_seconds", "histogram"),
+            ("operon_tasks_running", "gauge"),
+        ];
+        let types: Vec<&str> = text.lines().filter(|l| l.starts_with("# TYPE ")).collect();
+        for (name, kind) in families {
+            assert!(
+                types.contains(&format!("# TYPE {name} {kind}").as_str()),
+                "# TYPE {name} {kind} in:\n{text}"
+            );
+        }
+        assert_eq!(types.len(), families.len(), "no other family:\n{text}");
+        // The constants are the names as exposed (counters with `_total`).
+        for constant in [
+            CYCLES,
+            HANDLER_OUTCOMES,
+            API_REQUESTS,
+            SYNC_CALLS,
+            SYNC_ERRORS,
+            TASK_RUNS,
+        ] {
+            let family = base(constant, "_total");
+            assert!(
+                constant.ends_with("_total") && families.iter().any(|(n, _)| *n == family),
+                "{constant}"
+            );
+        }
+        for constant in [
+            HANDLER_SECONDS,
+            EVENT_TO_CYCLE,
+            TASK_SECONDS,
+            TASK_WAIT_SECONDS,
+            QUEUE_DEPTH,
+            INFLIGHT,
+            OBJECTS,
+            DAEMONS,
+            TASKS_RUNNING,
+        ] {
+            assert!(families.iter().any(|(n, _)| *n == constant), "{constant}");
+        }
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn gauges_follow_their_deltas() {
+        let m = Metrics::default();
+        m.queue(3);
+        m.queue(-1);
+        m.inflight(1);
+        m.objects(5);
+        m.daemons(2);
+        m.daemons(-1);
+        assert_eq!(
+            (m.queue_depth(), m.inflight_calls(), m.daemons_running()),
+            (2, 1, 1)
+        );
+        let text = m.render();
+        for line in [
+            "operon_queue_depth 2",
+            "operon_inflight_calls 1",
+            "operon_objects 5",
+            "operon_daemons_running 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn handler_durations_fall_into_buckets_from_5ms_to_60s() {
+        let m = Metrics::default();
+        m.handler("h", "success", 0.003);
+        m.handler("h", "failure", 0.2);
+        m.handler("h", "retry", 120.0);
+        let text = m.render();
+        let name = "operon_handler_duration_seconds";
+        assert!(text.contains(&format!("# UNIT {name} seconds")), "{text}");
+        let buckets = samples(&text, &format!("{name}_bucket"));
+        let expected = [
+            ("0.005", 1),
+            ("0.01", 1),
+            ("0.25", 2),
+            ("60.0", 2),
+            ("+Inf", 3),
+        ];
+        for (le, n) in expected {
+            let line = format!("{name}_bucket{{le=\"{le}\",handler=\"h\"}} {n}");
+            assert!(buckets.contains(&line.as_str()), "{line} in:\n{text}");
+        }
+        assert_eq!(buckets.len(), HANDLER_BUCKETS.len() + 1, "{text}");
+        assert!(
+            text.contains(&format!("{name}_count{{handler=\"h\"}} 3")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("{name}_sum{{handler=\"h\"}} 120.203")),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn event_to_cycle_latency_is_a_histogram_by_resource() {
+        let m = Metrics::default();
+        m.event_to_cycle("kopfexamples.kopf.dev/v1", Duration::from_millis(2));
+        m.event_to_cycle("kopfexamples.kopf.dev/v1", Duration::from_secs(2));
+        let text = m.render();
+        let name = "operon_event_to_cycle_seconds";
+        let labels = "resource=\"kopfexamples.kopf.dev/v1\"";
+        for line in [
+            format!("{name}_bucket{{le=\"0.001\",{labels}}} 0"),
+            format!("{name}_bucket{{le=\"0.0025\",{labels}}} 1"),
+            format!("{name}_bucket{{le=\"2.5\",{labels}}} 2"),
+            format!("{name}_bucket{{le=\"+Inf\",{labels}}} 2"),
+            format!("{name}_count{{{labels}}} 2"),
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
+        }
+        assert_eq!(
+            samples(&text, &format!("{name}_bucket")).len(),
+            EVENT_BUCKETS.len() + 1
+        );
+    }
+
+    #[test]
+    fn tasks_are_counted_by_outcome_timed_and_gauged_while_running() {
+        let m = Metrics::default();
+        let running = m.task_started("backup", Some(SignedDuration::from_secs(3)));
+        let resumed = m.task_started("backup", None);
+        let text = m.render();
+        assert!(
+            text.lines()
+                .any(|l| l == "operon_tasks_running{task=\"backup\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.lines()
+                .any(|l| l == "operon_task_wait_seconds_count{task=\"backup\"} 1"),
+            "a resumption is not a wait: {text}"
+        );
+        drop(running);
+        drop(resumed);
+        m.task_ended(
+            "backup",
+            Phase::Succeeded,
+            Some(SignedDuration::from_secs(42)),
+        );
+        m.task_ended("backup", Phase::Failed, None);
+        m.task_ended("backup", Phase::Running, Some(SignedDuration::from_secs(1)));
+        m.task_ended(
+            "backup",
+            Phase::Cancelled,
+            Some(SignedDuration::from_secs(7200)),
+        );
+        let text = m.render();
+        for line in [
+            "operon_tasks_running{task=\"backup\"} 0",
+            "operon_task_runs_total{task=\"backup\",outcome=\"succeeded\"} 1",
+            "operon_task_runs_total{task=\"backup\",outcome=\"failed\"} 2",
+            "operon_task_runs_total{task=\"backup\",outcome=\"cancelled\"} 1",
+            "operon_task_duration_seconds_count{task=\"backup\"} 3",
+            "operon_task_duration_seconds_bucket{le=\"1.0\",task=\"backup\"} 1",
+            "operon_task_duration_seconds_bucket{le=\"60.0\",task=\"backup\"} 2",
+            "operon_task_duration_seconds_bucket{le=\"7200.0\",task=\"backup\"} 3",
+            "operon_task_wait_seconds_bucket{le=\"5.0\",task=\"backup\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        let m = Metrics::default();
+        m.handler("a \"b\"\\c", "success", 0.1);
+        let text = m.render();
+        assert!(
+            text.contains(
+                "operon_handler_outcomes_total{handler=\"a \\\"b\\\"\\\\c\",outcome=\"success\"} 1"
+            ),
             "{text}"
         );
     }

@@ -64,6 +64,8 @@ struct Slot {
     fully_handled: bool,
     expect_rv: Option<(String, Instant)>,
     wake_at: Option<Instant>,
+    /// When the first watch event not yet handled reached the queue (event-to-cycle latency).
+    arrived: Option<Instant>,
 }
 
 /// The per-object queue and its workers.
@@ -170,6 +172,7 @@ impl Queue {
         slot.gone = seen == Seen::Deleted;
         slot.body = Some(body);
         slot.dirty = true;
+        slot.arrived.get_or_insert_with(Instant::now);
         self.ensure_worker(&key, slot);
     }
 
@@ -193,6 +196,7 @@ impl Queue {
                 slot.gone = true;
                 slot.dirty = true;
                 slot.events.push("DELETED");
+                slot.arrived.get_or_insert_with(Instant::now);
                 self.ensure_worker(&key, slot);
             }
         }
@@ -295,9 +299,14 @@ impl Queue {
                     slot.gone,
                     std::mem::take(&mut slot.events),
                     slot.initial && !slot.fully_handled,
+                    slot.arrived.take(),
                 )
             };
-            let (json, gone, events, initial) = input;
+            let (json, gone, events, initial, arrived) = input;
+            if let Some(arrived) = arrived {
+                let metrics = &self.handling.ctx.metrics;
+                metrics.event_to_cycle(&served.name(), arrived.elapsed());
+            }
             let body = match serde_json::from_str::<Value>(&json) {
                 Ok(body) => Arc::new(body),
                 Err(err) => {

@@ -780,6 +780,15 @@ impl Controller {
         let mut steps = resume.done.clone();
         self.publish_running(reg, chosen, started, &steps);
         tracing::info!(namespace = %chosen.namespace, task = %chosen.name, resume_from = resume.from, mode = ?reg.spec.mode, "Task started.");
+        // Running until this function returns; the first start (not a resumption) also tells
+        // how long the task waited since its creation.
+        let created = obj
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .filter(|_| status.start_time.is_none());
+        let waited = created.map(|c| now.duration_since(c.0));
+        let _running = self.env.metrics.task_started(&reg.spec.id, waited);
 
         let request = pb::TaskRequest {
             task_id: reg.spec.id.clone(),
@@ -953,6 +962,8 @@ impl Controller {
         if let Err(err) = self.patch_status(reg, ns, name, &patch).await {
             tracing::warn!(namespace = ns, task = name, error = %err, "Cannot record the task's end.");
         }
+        let ran = started.map(|s| now.duration_since(s));
+        self.env.metrics.task_ended(&r.spec.id, ending.phase, ran);
         let kind = &r.task.resource.kind;
         match ending.phase {
             Phase::Succeeded => {

@@ -36,7 +36,7 @@ proto/examples/go/check.sh
 
 if [ "$e2e" = 1 ]; then
   step "the local control plane (tests/cluster/up.sh)"
-  eval "$(tests/cluster/up.sh)"
+  plane_env=$(tests/cluster/up.sh) || exit $?; eval "$plane_env"
   step "Kopf from PyPI, for the expected values of the format tests (tests/kopf/)"
   venv_kopf="$CACHE/venv-kopf"
   if [ ! -x "$venv_kopf/bin/python" ]; then
@@ -58,7 +58,7 @@ cargo build -q -p operon --locked
 
 if [ "$e2e" = 1 ]; then
   step "Jaeger for the tracing tests (tests/cluster/jaeger-up.sh; first run builds it: ~10 minutes)"
-  eval "$(tests/cluster/jaeger-up.sh)"
+  plane_env=$(tests/cluster/jaeger-up.sh) || exit $?; eval "$plane_env"
   step "end-to-end tests on the real control plane ($KUBECONFIG)"
   cargo test -p operon-e2e --locked -- --test-threads 4
   step "benchmark smoke: 20 objects through every contender, every handler call checked (tests/bench/run.sh --debug --shared-plane --objects 20)"

@@ -14,14 +14,14 @@ mkdir -p "$STATE"
 
 "$root/deploy/local/prereqs.sh"
 log "starting the local control plane (first run builds it: ~12 minutes)"
-eval "$("$root/tests/cluster/up.sh")"
+plane_env=$("$root/tests/cluster/up.sh") || exit $?; eval "$plane_env"
 kubectl="$(awk -F= '$1=="BIN"{print $2}' "${OPERON_CLUSTER_DIR:-$CACHE/cluster}/env")/kubectl"
 
 # --- tracing: a real Jaeger (tests/cluster/jaeger-up.sh; first run builds it: ~10 minutes) ------
 # The core and the handler read these (OPERON_NO_JAEGER=1 skips it); the dashboard links traces.
 if [ "${OPERON_NO_JAEGER:-0}" != 1 ]; then
   log "starting Jaeger (traces: http://127.0.0.1:16686)"
-  eval "$("$root/tests/cluster/jaeger-up.sh")"
+  plane_env=$("$root/tests/cluster/jaeger-up.sh") || exit $?; eval "$plane_env"
   export OTEL_EXPORTER_OTLP_ENDPOINT="$OPERON_JAEGER_OTLP" OPERON_JAEGER_UI="$OPERON_JAEGER_QUERY"
 fi
 # ---------------------------------------------------------------------------------------------------

@@ -143,7 +143,7 @@ if [ "$shared_plane" = 0 ]; then
   }
 fi
 log "starting the local control plane in $PLANE_DIR (tests/cluster/up.sh)"
-eval "$(OPERON_CLUSTER_DIR="$PLANE_DIR" tests/cluster/up.sh)"
+plane_env=$(OPERON_CLUSTER_DIR="$PLANE_DIR" tests/cluster/up.sh) || exit $?; eval "$plane_env"
 # shellcheck disable=SC1091
 . "$PLANE_DIR/env"   # BIN (kube binaries), APISERVER_PORT
 KUBECTL="$BIN/kubectl"

@@ -9,7 +9,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 log() { echo "[bench/tracing $(date +%H:%M:%S)] $*" >&2; }
-eval "$(tests/cluster/jaeger-up.sh)"
+plane_env=$(tests/cluster/jaeger-up.sh) || exit $?; eval "$plane_env"
 # Neither run may inherit an endpoint from the caller's environment.
 unset OTEL_EXPORTER_OTLP_ENDPOINT
 log "tracing OFF"

@@ -5,7 +5,7 @@
 #
 #   export OPERON_JAEGER_OTLP=http://127.0.0.1:4317 OPERON_JAEGER_QUERY=http://127.0.0.1:16686
 #
-# Use with: eval "$(tests/cluster/jaeger-up.sh)". Stop it with tests/cluster/jaeger-down.sh.
+# Use with: env=$(tests/cluster/jaeger-up.sh) || exit; eval "$env" (not eval "$(…)", which drops the exit code). Stop it with tests/cluster/jaeger-down.sh.
 # Environment: OPERON_JAEGER_DIR (pid, log; default ~/.cache/operon/jaeger), OPERON_CACHE.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)

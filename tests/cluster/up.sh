@@ -6,7 +6,7 @@
 #   export KUBECONFIG=/root/.cache/operon/cluster/kubeconfig
 #
 # The kubeconfig has two contexts: `operon` (admin, the current one) and `operon-user` (an
-# authenticated user with no permissions, for RBAC tests). Use with: eval "$(tests/cluster/up.sh)"
+# authenticated user with no permissions, for RBAC tests). Use with: env=$(tests/cluster/up.sh) || exit; eval "$env" (not eval "$(…)", which drops the exit code)
 #
 # Environment: OPERON_CLUSTER_DIR (state, logs; default ~/.cache/operon/cluster),
 #              OPERON_CACHE (binaries; default ~/.cache/operon).

@@ -109,7 +109,7 @@ trap stop_plane EXIT
 log "starting the plane in $plane_dir (tests/cluster/up.sh)"
 # 9>&-: the plane's processes must not inherit the lock (with --keep-plane they outlive this run,
 # and would hold the lock against every later run).
-eval "$(OPERON_CLUSTER_DIR="$plane_dir" tests/cluster/up.sh 9>&-)"
+plane_env=$(OPERON_CLUSTER_DIR="$plane_dir" tests/cluster/up.sh 9>&-) || exit $?; eval "$plane_env"
 export KUBECONFIG
 # shellcheck disable=SC1091
 . "$plane_dir/env"  # BIN: the plane's binaries, kubectl among them

@@ -11,7 +11,6 @@
 //! to the API server). The `handler` span's context travels to the handler service as the W3C
 //! `traceparent` in the gRPC metadata.
 
-use crate::runtime::kit::Locked;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Mutex;
@@ -25,6 +24,8 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::Layer;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
+
+use crate::runtime::kit::Locked;
 
 /// The target of every trace span: the log output never shows them, the OpenTelemetry layer
 /// only sees them.

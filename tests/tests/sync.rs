@@ -995,7 +995,12 @@ async fn one_watch_for_handlers_and_a_sync(lang: Lang, client: Client, ns: Strin
         .unwrap_or_else(|err| panic!("starting the {lang:?} sync example: {err:#}"));
     let handlers = HandlerProcess::start(
         &format!("{name}-handlers"),
-        &["--resource", "e2e.operon.dev/v1/sites", "--handler", "create:seen"],
+        &[
+            "--resource",
+            "e2e.operon.dev/v1/sites",
+            "--handler",
+            "create:seen",
+        ],
     )
     .await
     .expect("starting the example handler service");

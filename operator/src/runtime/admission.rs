@@ -12,7 +12,6 @@ pub mod manager;
 pub mod server;
 pub mod tls;
 
-use crate::runtime::kit::LockedRw;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -27,9 +26,11 @@ use crate::core::admission::{
     AdmissionHandler, Answer, MAX_TIMEOUT, Operation, Refusal, Reply, Review, Subresource, Verdict,
     WebhookKind,
 };
+use crate::core::backoff::Backoff;
 use crate::runtime::convert::{self, Selector};
 use crate::runtime::discovery;
 use crate::runtime::dispatch::{ClientTls, Dispatch as _, GrpcService};
+use crate::runtime::kit::{self, LockedRw};
 
 /// The admission options of `operon run` (Kopf's `settings.admission`).
 #[derive(Debug, Clone)]
@@ -421,16 +422,13 @@ pub async fn start(
 async fn discover(client: &kube::Client, services: &[GrpcService]) -> Vec<Route> {
     let mut routes: Vec<Route> = Vec::new();
     for service in services {
-        let mut delay = Duration::from_millis(200);
-        let manifest = loop {
-            match service.describe().await {
-                Ok(m) => break m,
-                Err(_) => {
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(10));
-                }
-            }
-        };
+        let manifest = kit::until_ok(
+            Backoff::SERVICE,
+            "The handler service does not answer Describe yet.",
+            service.name(),
+            || service.describe(),
+        )
+        .await;
         let regs = match registrations(&manifest) {
             Ok(regs) => regs,
             Err(err) => {
@@ -439,17 +437,7 @@ async fn discover(client: &kube::Client, services: &[GrpcService]) -> Vec<Route>
             }
         };
         for (selector, handler) in regs {
-            let mut delay = Duration::from_secs(1);
-            let served = loop {
-                match discovery::resolve(client, &selector).await {
-                    Ok(served) => break served,
-                    Err(err) => {
-                        tracing::warn!(resource = %selector, error = %err, retry_in = ?delay, "Cannot serve admission for the resource yet.");
-                        tokio::time::sleep(delay).await;
-                        delay = (delay * 2).min(Duration::from_secs(15));
-                    }
-                }
-            };
+            let served = kit::resolve_until_found(client, &selector).await;
             tracing::debug!(handler = %handler.id, kind = handler.kind.as_str(), resource = %served.name(), "Admission handler served.");
             let bound = Bound {
                 handler,

@@ -17,7 +17,6 @@
 //!   and the daemon is started again after a growing backoff; nothing of it stops the core.
 //! - Patches and Events a daemon sends are applied and posted as they come.
 
-use crate::runtime::kit::Locked;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -33,6 +32,7 @@ use crate::core::patch::MergePatch;
 use crate::runtime::context::{Bound, Context, ResourceCtx};
 use crate::runtime::dispatch::{Call, DaemonInput, Error as DispatchError, StopReason};
 use crate::runtime::events;
+use crate::runtime::kit::Locked;
 use crate::runtime::patching;
 
 /// A daemon of one object: `(resource, namespace, name, handler id)`.

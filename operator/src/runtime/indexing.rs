@@ -13,12 +13,13 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::core::backoff::Backoff;
 use crate::core::outcome::CallResult;
 use crate::runtime::context::{Bound, ResourceCtx};
 use crate::runtime::dispatch::Call;
 
 /// The longest pause between two attempts to reach a service that does not answer.
-const MAX_RETRY_DELAY: Duration = Duration::from_secs(10);
+const RETRY: Backoff = Backoff::SERVICE;
 
 /// Holds every cycle until each indexed watch scope has fed its first listing.
 #[derive(Debug)]
@@ -113,7 +114,7 @@ async fn deliver(
 ) {
     let handler = &bound.handler;
     let object = object_name(body);
-    let mut delay = Duration::from_millis(200);
+    let mut delay = RETRY.first;
     loop {
         let call = Call {
             event_type: event_type.to_owned(),
@@ -141,7 +142,7 @@ async fn deliver(
             Err(err) => {
                 tracing::warn!(service = bound.service.name(), handler = %handler.id, error = %err, retry_in = ?delay, "The handler service did not take an index event; retrying.");
                 tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(MAX_RETRY_DELAY);
+                delay = RETRY.next(delay);
             }
         }
     }

@@ -9,11 +9,11 @@
 //! - An entry lives only while someone holds or waits for it: the registry does not grow with
 //!   the number of objects ever seen.
 
-use crate::runtime::kit::Locked;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use crate::runtime::discovery::Served;
+use crate::runtime::kit::Locked;
 
 /// An object's identity for locking: `plural.group` (`plural` for the core group), namespace
 /// (empty when cluster-scoped) and name. The version is not part of it: one object served in

@@ -9,7 +9,6 @@
 //! A watch stream that is already open keeps its connection; its next request (at the latest
 //! after the watch's 290-second timeout) uses the new credentials.
 
-use crate::runtime::kit::LockedRw;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -19,6 +18,7 @@ use http::{Request, Response};
 use kube::client::Body;
 
 use crate::runtime::dispatch::{ClientTls, GrpcService};
+use crate::runtime::kit::LockedRw;
 
 /// A login failure.
 #[derive(Debug, thiserror::Error)]

@@ -18,7 +18,6 @@
 //! outcome is written in the same patch that purges the records, after a restart of `operon
 //! dashboard` or without such Events, shows as handled.
 
-use crate::runtime::kit::LockedRw;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -47,6 +46,7 @@ use crate::core::persistence::{
 };
 use crate::runtime::convert::Selector;
 use crate::runtime::discovery::{self, Served};
+use crate::runtime::kit::LockedRw;
 
 /// Events kept per object (the newest).
 const EVENTS_PER_OBJECT: usize = 20;

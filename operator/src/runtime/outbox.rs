@@ -7,13 +7,14 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 
+use crate::core::backoff::Backoff;
 use crate::runtime::dispatch::Dispatch;
 use crate::runtime::events::{Poster, post_to};
 use crate::runtime::metrics::Metrics;
 use crate::runtime::readmodel::ReadModel;
 
 /// The longest pause before the call is opened again after a failure.
-const MAX_DELAY: Duration = Duration::from_secs(30);
+const BACKOFF: Backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
 
 /// Keeps the service's outbox open and posts what comes, until the service says it has none
 /// (UNIMPLEMENTED) or the task is aborted. A service that is down or a call that ends is retried
@@ -29,7 +30,7 @@ pub async fn serve(
         metrics: &metrics,
         readmodel: &readmodel,
     };
-    let mut delay = Duration::from_millis(500);
+    let mut delay = BACKOFF.first;
     loop {
         match service.outbox().await {
             Ok(None) => {
@@ -61,6 +62,6 @@ pub async fn serve(
             }
         }
         tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(MAX_DELAY);
+        delay = BACKOFF.next(delay);
     }
 }

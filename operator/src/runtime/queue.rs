@@ -1,7 +1,6 @@
 //! One slot per object: only the latest state is handled, one worker per object at a time, a
 //! bound on workers overall; wake-ups for delayed handlers and for the consistency wait.
 
-use crate::runtime::kit::{Locked, LockedRw};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -13,6 +12,7 @@ use tokio::time::Instant;
 
 use crate::core::model::HandlerKind;
 use crate::runtime::context::ResourceCtx;
+use crate::runtime::kit::{Locked, LockedRw};
 use crate::runtime::patching::Written;
 use crate::runtime::processing::{self, Handling, Input};
 

@@ -1,7 +1,6 @@
 //! The read model: what the dashboard and `/api/v1/objects` show — every served object with each
 //! handler's state — and a broadcast of changes for server-sent events.
 
-use crate::runtime::kit::LockedRw;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, RwLock};
 
@@ -12,6 +11,7 @@ pub use operon_dashboard::{
     Overview,
 };
 
+use crate::runtime::kit::LockedRw;
 use crate::telemetry::Attempts;
 
 /// Events kept per object (the newest).

@@ -26,7 +26,6 @@
 //! - One hook per parent resource: two sync registrations with hooks on the same parent
 //!   resource would share `status.shutdown`.
 
-use crate::runtime::kit::{Locked, LockedRw};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -43,6 +42,7 @@ use crate::core::shutdown::{
     self as decide, Callback, Decision, Hook, Phase, Reason, STATUS_KEY, State, Target,
 };
 use crate::runtime::discovery::Served;
+use crate::runtime::kit::{Locked, LockedRw};
 use crate::runtime::metrics::Metrics;
 use crate::runtime::readmodel::ReadModel;
 

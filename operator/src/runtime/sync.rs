@@ -18,7 +18,6 @@
 //! Rolling updates remember their progress in memory: after a restart of the core, a rollout
 //! continues from the first child that still differs.
 
-use crate::runtime::kit::Locked;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
@@ -46,6 +45,7 @@ use crate::core::sync::{
 use crate::runtime::context::Context;
 use crate::runtime::convert::{self, Selector};
 use crate::runtime::discovery::{self, Served};
+use crate::runtime::kit::Locked;
 use crate::runtime::locks;
 use crate::runtime::readmodel::{HandlerView, ObjectView};
 use crate::runtime::shutdown::{Callbacks, Gate, Shutdown};

@@ -32,7 +32,6 @@
 //! - The core's stop (SIGTERM, a reload) cancels running calls too, but records nothing: the
 //!   task stays Running and is resumed (sequential) or run again (parallel) by the next core.
 
-use crate::runtime::kit::Locked;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -57,6 +56,7 @@ use crate::runtime::context::Context;
 use crate::runtime::convert::{self, Selector};
 use crate::runtime::discovery::{self, Served};
 use crate::runtime::dispatch::GrpcService;
+use crate::runtime::kit::Locked;
 use crate::runtime::locks::{self, LockKey};
 use crate::runtime::readmodel::{HandlerView, ObjectView};
 use crate::runtime::sync::selector;

@@ -7,7 +7,6 @@
 //! as in Kopf 1.45.2's code (its timer loop resets the handler's state and goes on), the timer
 //! ticks again after its interval — although Kopf's documentation says a timer stops then.
 
-use crate::runtime::kit::Locked;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -22,6 +21,7 @@ use crate::core::outcome::{self, CallResult};
 use crate::core::patch::MergePatch;
 use crate::runtime::context::{Bound, Context, ResourceCtx};
 use crate::runtime::dispatch::Call;
+use crate::runtime::kit::Locked;
 use crate::runtime::patching;
 
 /// A timer of one object: `(resource, namespace, name, handler id)`.

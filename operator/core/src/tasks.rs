@@ -348,7 +348,7 @@ pub struct Observed {
     /// It carries the core's task finalizer.
     pub finalizer: bool,
     /// Its parent's name, or why it names none.
-    pub parent: Result<String, String>,
+    pub parent: Result<String, NoParent>,
 }
 
 /// What to do about a task that the core does not run right now.
@@ -393,37 +393,42 @@ pub fn decide(task: &Observed, retention: Duration) -> Action {
             Action::Expire(end.checked_add(keep).unwrap_or(Timestamp::MAX))
         }
         None => match &task.parent {
-            Err(message) => Action::Fail(message.clone()),
+            Err(missing) => Action::Fail(missing.to_string()),
             Ok(_) => Action::MarkWaiting,
         },
         Some(_) => match &task.parent {
-            Err(message) => Action::Fail(message.clone()),
+            Err(missing) => Action::Fail(missing.to_string()),
             Ok(_) => Action::Queue,
         },
     }
 }
 
+/// Why a task names no parent (the message goes into the task's status).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NoParent {
+    /// The field is not there.
+    #[error("the task names no parent: {0} is not set")]
+    Unset(String),
+    /// The field is empty or not a string.
+    #[error("the task names no parent: {0} must be a non-empty string")]
+    NotAName(String),
+}
+
 /// The parent's name at `parent_field` (a dotted path such as `spec.cluster`) of a task body.
 ///
 /// # Errors
-/// A message for the task's status when the field is missing, empty or not a string.
-pub fn parent_name(body: &Value, parent_field: &str) -> Result<String, String> {
+/// [`NoParent`] when the field is missing, empty or not a string.
+pub fn parent_name(body: &Value, parent_field: &str) -> Result<String, NoParent> {
     let mut v = body;
     for part in parent_field.split('.') {
         match v.get(part) {
             Some(next) => v = next,
-            None => {
-                return Err(format!(
-                    "the task names no parent: {parent_field} is not set"
-                ));
-            }
+            None => return Err(NoParent::Unset(parent_field.to_owned())),
         }
     }
     match v.as_str() {
         Some(name) if !name.is_empty() => Ok(name.to_owned()),
-        _ => Err(format!(
-            "the task names no parent: {parent_field} must be a non-empty string"
-        )),
+        _ => Err(NoParent::NotAName(parent_field.to_owned())),
     }
 }
 
@@ -645,10 +650,13 @@ mod tests {
             Action::ReleaseFinalizer
         );
         let orphan = Observed {
-            parent: Err("no parent".into()),
+            parent: Err(NoParent::Unset("spec.cluster".into())),
             ..obs(None, false, false)
         };
-        assert_eq!(decide(&orphan, day), Action::Fail("no parent".into()));
+        assert_eq!(
+            decide(&orphan, day),
+            Action::Fail("the task names no parent: spec.cluster is not set".into())
+        );
     }
 
     #[test]
@@ -658,6 +666,7 @@ mod tests {
         assert!(
             parent_name(&body, "spec.missing")
                 .unwrap_err()
+                .to_string()
                 .contains("spec.missing is not set")
         );
         assert!(parent_name(&body, "spec.empty").is_err());

@@ -27,12 +27,9 @@
 //!   resource would share `status.shutdown`.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use base64::Engine as _;
-use http_body_util::Full;
-use hyper::body::Bytes;
 use kube::Api;
 use kube::api::{DynamicObject, ListParams, Patch, PatchParams};
 use serde_json::{Value, json};
@@ -42,9 +39,15 @@ use crate::core::shutdown::{
     self as decide, Callback, Decision, Hook, Phase, Reason, STATUS_KEY, State, Target,
 };
 use crate::runtime::discovery::Served;
-use crate::runtime::kit::{Locked, LockedRw};
+use crate::runtime::kit::Locked;
 use crate::runtime::metrics::Metrics;
 use crate::runtime::readmodel::ReadModel;
+
+mod callbacks;
+mod endpoint;
+
+pub use callbacks::Callbacks;
+pub use endpoint::{NoRandomness, call, mint_token};
 
 /// A parent: namespace ("" for cluster-wide) and name.
 pub type Key = (String, String);
@@ -130,50 +133,6 @@ impl Answer {
     }
 }
 
-/// The shutdown hooks of the running sync controllers, by the parent's resource
-/// ([`decide::resource_segment`]): where the listener sends callbacks.
-#[derive(Debug, Default)]
-pub struct Callbacks {
-    targets: RwLock<HashMap<String, HashMap<String, Arc<Shutdown>>>>,
-}
-
-impl Callbacks {
-    /// Registers (or replaces, after a reload) the hook of one sync registration.
-    pub fn register(&self, hook: Arc<Shutdown>) {
-        let mut targets = self.targets.write_locked();
-        targets
-            .entry(hook.resource.clone())
-            .or_default()
-            .insert(hook.sync_id.clone(), hook);
-    }
-
-    /// Handles `PUT /api/v1/shutdown/<resource>/<namespace>/<name>` with `body`.
-    pub async fn callback(
-        &self,
-        resource: &str,
-        namespace: &str,
-        name: &str,
-        body: &[u8],
-    ) -> Answer {
-        let hooks: Vec<Arc<Shutdown>> = self
-            .targets
-            .read_locked()
-            .get(resource)
-            .map(|m| m.values().cloned().collect())
-            .unwrap_or_default();
-        let Some(first) = hooks.first() else {
-            return Answer::Unknown(format!("no shutdown hook is served for {resource:?}"));
-        };
-        let answer = first.confirm(namespace, name, body).await;
-        if answer == Answer::Confirmed {
-            for other in &hooks[1..] {
-                other.wake(namespace, name);
-            }
-        }
-        answer
-    }
-}
-
 /// The shutdown hook of one sync registration.
 pub struct Shutdown {
     /// The hook.
@@ -236,37 +195,10 @@ pub struct Setup {
     pub wake: mpsc::UnboundedSender<Key>,
 }
 
-/// A fresh token: 32 random bytes, base64url.
-///
-/// # Errors
-/// When the system's random generator fails.
-pub fn mint_token() -> Result<String, String> {
-    use ring::rand::SecureRandom as _;
-    let mut bytes = [0u8; 32];
-    ring::rand::SystemRandom::new()
-        .fill(&mut bytes)
-        .map_err(|_| "the system's random generator failed".to_owned())?;
-    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
-}
-
-/// `PUT url` with the JSON `body`, within `timeout`.
-pub async fn call(url: &str, body: &Value, timeout: Duration) -> Called {
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<Full<Bytes>>();
-    let request = match hyper::Request::put(url)
-        .header(hyper::header::CONTENT_TYPE, "application/json")
-        .body(Full::new(Bytes::from(body.to_string())))
-    {
-        Ok(r) => r,
-        Err(err) => return Called::Failed(format!("invalid URL {url:?}: {err}")),
-    };
-    match tokio::time::timeout(timeout, client.request(request)).await {
-        Err(_) => Called::Failed(format!("no answer within {timeout:?}")),
-        Ok(Err(err)) => Called::Failed(format!("{err}")),
-        Ok(Ok(response)) if response.status() == hyper::StatusCode::NOT_FOUND => Called::Gone,
-        Ok(Ok(response)) => Called::Accepted(response.status().as_u16()),
-    }
-}
+/// Clearing a finished handshake failed.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot clear status.shutdown: {0}")]
+pub struct ClearFailed(#[source] WriteError);
 
 fn key_of(body: &Value) -> Key {
     let s = |p: &str| {
@@ -477,7 +409,7 @@ impl Shutdown {
                     let h = decide::token_sha256(&t);
                     (t, h)
                 }
-                Err(e) => return Gate::Failed(e),
+                Err(e) => return Gate::Failed(e.to_string()),
             },
         };
         let now = jiff::Timestamp::now();
@@ -570,7 +502,7 @@ impl Shutdown {
     ///
     /// # Errors
     /// The failed write.
-    pub async fn clear(&self, body: &Value) -> Result<(), String> {
+    pub async fn clear(&self, body: &Value) -> Result<(), ClearFailed> {
         let key = key_of(body);
         if body.pointer("/status/shutdown").is_none_or(Value::is_null) {
             self.remember(&key, None);
@@ -580,7 +512,7 @@ impl Shutdown {
             Ok(_) => {}
             // The parent changed meanwhile: its watch event brings the next sync, which clears.
             Err(err) if err.conflict() => return Ok(()),
-            Err(err) => return Err(format!("cannot clear status.shutdown: {err}")),
+            Err(err) => return Err(ClearFailed(err)),
         }
         self.tokens.locked().remove(&key);
         Ok(())
@@ -688,117 +620,4 @@ fn until_from(now: jiff::Timestamp, until: jiff::Timestamp) -> Duration {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tokens_are_fresh_and_url_safe() {
-        let a = mint_token().unwrap();
-        let b = mint_token().unwrap();
-        assert_ne!(a, b);
-        assert_eq!(a.len(), 43);
-        assert!(
-            a.chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        );
-    }
-
-    #[test]
-    fn answers_map_to_http() {
-        assert_eq!(Answer::Confirmed.code(), 200);
-        assert_eq!(Answer::AlreadyDone.code(), 200);
-        assert_eq!(Answer::Refused.code(), 401);
-        assert_eq!(Answer::Unknown("x".into()).code(), 404);
-        assert_eq!(Answer::Malformed("x".into()).code(), 400);
-    }
-
-    #[tokio::test]
-    async fn a_callback_for_a_resource_without_a_hook_is_unknown() {
-        let answer = Callbacks::default()
-            .callback("sites.example.com", "ns", "db", br#"{"token": "t"}"#)
-            .await;
-        assert!(matches!(answer, Answer::Unknown(_)), "{answer:?}");
-        assert_eq!(answer.code(), 404);
-    }
-
-    /// A one-shot HTTP server on 127.0.0.1 that answers `status` and hands over the request.
-    async fn serve_once(status: u16) -> (String, tokio::task::JoinHandle<String>) {
-        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let task = tokio::spawn(async move {
-            let (mut s, _) = listener.accept().await.unwrap();
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 4096];
-            loop {
-                let n = s.read(&mut chunk).await.unwrap();
-                buf.extend_from_slice(&chunk[..n]);
-                let text = String::from_utf8_lossy(&buf).to_string();
-                if let Some(i) = text.find("\r\n\r\n") {
-                    let len = text
-                        .lines()
-                        .find_map(|l| {
-                            l.to_ascii_lowercase()
-                                .strip_prefix("content-length:")
-                                .map(|v| v.trim().parse::<usize>().unwrap())
-                        })
-                        .unwrap_or(0);
-                    if buf.len() >= i + 4 + len {
-                        break;
-                    }
-                }
-                if n == 0 {
-                    break;
-                }
-            }
-            let answer =
-                format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
-            s.write_all(answer.as_bytes()).await.unwrap();
-            String::from_utf8_lossy(&buf).to_string()
-        });
-        (format!("http://{addr}/shutdown"), task)
-    }
-
-    #[tokio::test]
-    async fn calls_put_json_and_read_the_status() {
-        let (url, seen) = serve_once(202).await;
-        let body = json!({"token": "t"});
-        assert_eq!(
-            call(&url, &body, Duration::from_secs(5)).await,
-            Called::Accepted(202)
-        );
-        let request = seen.await.unwrap();
-        assert!(request.starts_with("PUT /shutdown HTTP/1.1"), "{request}");
-        assert!(
-            request
-                .to_ascii_lowercase()
-                .contains("content-type: application/json")
-        );
-        assert!(request.ends_with(r#"{"token":"t"}"#), "{request}");
-
-        let (url, _) = serve_once(404).await;
-        assert_eq!(
-            call(&url, &body, Duration::from_secs(5)).await,
-            Called::Gone
-        );
-    }
-
-    #[tokio::test]
-    async fn an_unreachable_endpoint_is_a_failed_attempt() {
-        // A port that was free a moment ago: nobody listens.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let url = format!("http://127.0.0.1:{port}/shutdown");
-        assert!(matches!(
-            call(&url, &json!({}), Duration::from_secs(5)).await,
-            Called::Failed(_)
-        ));
-        assert!(matches!(
-            call("http://exa mple/", &json!({}), Duration::from_secs(5)).await,
-            Called::Failed(_)
-        ));
-    }
-}
+mod tests;

@@ -824,7 +824,7 @@ impl Controller {
             && !removal_failed
             && let Err(e) = shutdown.clear(body).await
         {
-            failures.push(e);
+            failures.push(e.to_string());
         }
         let gate_after = match gate {
             Gate::Failed(e) => {

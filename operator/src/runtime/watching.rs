@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use kube::api::DynamicObject;
+use kube::runtime::reflector::store::Writer;
 use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::mpsc;
 
@@ -92,6 +93,23 @@ impl Subscription {
         if let Some(readiness) = self.readiness.take() {
             readiness.listed();
         }
+    }
+}
+
+/// Keeps a store of a subscription's objects (kube's reflector [`Writer`]) and tells `touched`
+/// about every event after the store has taken it in, until the watch ends. Reports the
+/// subscription listed once the store has its first complete listing.
+pub async fn reflect(
+    mut subscription: Subscription,
+    mut writer: Writer<DynamicObject>,
+    mut touched: impl FnMut(&watcher::Event<DynamicObject>),
+) {
+    while let Some(event) = subscription.next().await {
+        writer.apply_watcher_event(&event);
+        if matches!(*event, watcher::Event::InitDone) {
+            subscription.listed();
+        }
+        touched(&event);
     }
 }
 
@@ -329,6 +347,51 @@ mod tests {
         assert!(readiness.ready());
         late.listed();
         w.stop_all();
+    }
+
+    #[tokio::test]
+    async fn a_reflected_subscription_keeps_a_store_and_reports_listed() {
+        let readiness = Arc::new(Readiness::default());
+        readiness.expect(1);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let subscription = Subscription {
+            events: rx,
+            readiness: Some(Arc::clone(&readiness)),
+        };
+        let things = served("things", true);
+        let writer = Writer::new(things.resource.clone());
+        let store = writer.as_reader();
+        let object = |name: &str| {
+            let mut o = DynamicObject::new(name, &things.resource).within("ns");
+            o.metadata.resource_version = Some("1".into());
+            o
+        };
+        for event in [
+            watcher::Event::Init,
+            watcher::Event::InitApply(object("a")),
+            watcher::Event::InitDone,
+            watcher::Event::Apply(object("b")),
+        ] {
+            tx.send(Arc::new(event)).unwrap();
+        }
+        drop(tx);
+        let mut seen = Vec::new();
+        reflect(subscription, writer, |e| {
+            seen.push(matches!(
+                e,
+                watcher::Event::Apply(_) | watcher::Event::InitApply(_)
+            ));
+        })
+        .await;
+        assert!(readiness.ready(), "listed after InitDone");
+        assert_eq!(seen, [false, true, false, true]);
+        let mut names: Vec<String> = store
+            .state()
+            .iter()
+            .map(|o| o.metadata.name.clone().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["a", "b"]);
     }
 
     #[test]

@@ -7,7 +7,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use operon_dashboard::{HandlerView, ObjectView, Overview, PHASES, ReadModel};
+use operon_dashboard::{
+    HandlerStatus, HandlerView, ObjectPhase, ObjectView, Overview, PHASES, ReadModel,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::broadcast;
 
@@ -28,7 +30,7 @@ impl ReadModel for Model {
     }
 }
 
-fn handler(id: &str, state: &'static str, retries: u32, message: Option<String>) -> HandlerView {
+fn handler(id: &str, state: HandlerStatus, retries: u32, message: Option<String>) -> HandlerView {
     HandlerView {
         id: id.to_owned(),
         state,
@@ -44,12 +46,13 @@ fn objects(n: usize) -> Vec<ObjectView> {
     let mut objects: Vec<ObjectView> = (0..n)
         .map(|i| {
             let phase = PHASES[i % PHASES.len()];
-            let state = if phase == "handled" {
-                "succeeded"
+            let state = if phase == ObjectPhase::Handled {
+                HandlerStatus::Succeeded
             } else {
-                "retrying"
+                HandlerStatus::Retrying
             };
-            let message = (phase != "handled").then(|| format!("attempt {i}: not ready yet"));
+            let message =
+                (phase != ObjectPhase::Handled).then(|| format!("attempt {i}: not ready yet"));
             ObjectView {
                 resource: if i % 2 == 0 {
                     "widgets.example.com/v1"
@@ -64,8 +67,8 @@ fn objects(n: usize) -> Vec<ObjectView> {
                 cause: "create".to_owned(),
                 handlers: vec![
                     handler("create_fn", state, (i % 7) as u32, message),
-                    handler("create_fn/child", "succeeded", 1, None),
-                    handler("update_fn", "pending", 0, None),
+                    handler("create_fn/child", HandlerStatus::Succeeded, 1, None),
+                    handler("update_fn", HandlerStatus::Pending, 0, None),
                 ],
                 updated: format!("2026-01-02T03:{:02}:{:02}Z", i / 60 % 60, i % 60),
             }

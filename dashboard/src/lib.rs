@@ -15,7 +15,8 @@ mod pages;
 pub use api::api_router;
 pub use auth::protect;
 pub use model::{
-    About, AttemptView, DiffView, EventView, HANDLER_STATES, HandlerDetails, HandlerView,
-    ObjectDetails, ObjectView, Overview, PHASES, ReadModel, ServiceView, Source,
+    About, AttemptView, DiffView, EventView, HANDLER_STATES, HandlerDetails, HandlerStatus,
+    HandlerView, ObjectDetails, ObjectPhase, ObjectView, Overview, PHASES, ReadModel, ServiceView,
+    Source,
 };
 pub use pages::{Options, router, router_with};

@@ -6,7 +6,7 @@ use std::borrow::Borrow;
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap};
 
-use crate::model::{ObjectView, PHASES};
+use crate::model::{ObjectPhase, ObjectView, PHASES};
 
 /// Rows per page unless the query says otherwise.
 pub(crate) const DEFAULT_PER_PAGE: usize = 100;
@@ -214,9 +214,9 @@ impl ListQuery {
     }
 
     /// The objects in one phase (the overview links to it).
-    pub(crate) fn for_phase(phase: &str) -> ListQuery {
+    pub(crate) fn for_phase(phase: ObjectPhase) -> ListQuery {
         ListQuery {
-            phase: phase.to_owned(),
+            phase: phase.as_str().to_owned(),
             ..ListQuery::default()
         }
     }
@@ -224,7 +224,7 @@ impl ListQuery {
     fn matches(&self, object: &ObjectView, words: &[String]) -> bool {
         (self.resource.is_empty() || object.resource == self.resource)
             && (self.namespace.is_empty() || object.namespace == self.namespace)
-            && (self.phase.is_empty() || object.phase == self.phase)
+            && (self.phase.is_empty() || object.phase.as_str() == self.phase)
             && (self.handler.is_empty()
                 || object
                     .handlers
@@ -249,7 +249,7 @@ fn mentions(object: &ObjectView, word: &str) -> bool {
         object.resource.as_str(),
         object.uid.as_str(),
         object.cause.as_str(),
-        object.phase,
+        object.phase.as_str(),
     ];
     texts.iter().any(|text| contains_ignore_case(text, word))
         || object.handlers.iter().any(|h| {
@@ -280,14 +280,6 @@ pub(crate) fn attempts(object: &ObjectView) -> u32 {
     object.handlers.iter().map(|h| h.retries).max().unwrap_or(0)
 }
 
-/// A phase's rank by urgency (unknown phases last).
-pub(crate) fn phase_rank(phase: &str) -> usize {
-    PHASES
-        .iter()
-        .position(|p| *p == phase)
-        .unwrap_or(PHASES.len())
-}
-
 fn compare(a: &ObjectView, b: &ObjectView, key: SortKey) -> Ordering {
     let natural = || {
         a.resource
@@ -307,9 +299,7 @@ fn compare(a: &ObjectView, b: &ObjectView, key: SortKey) -> Ordering {
             .cmp(&b.name)
             .then_with(|| a.namespace.cmp(&b.namespace))
             .then_with(natural),
-        SortKey::Phase => phase_rank(a.phase)
-            .cmp(&phase_rank(b.phase))
-            .then_with(natural),
+        SortKey::Phase => a.phase.rank().cmp(&b.phase.rank()).then_with(natural),
         SortKey::Attempts => attempts(a).cmp(&attempts(b)).then_with(natural),
         SortKey::Updated => a.updated.cmp(&b.updated).then_with(natural),
     }
@@ -382,30 +372,26 @@ pub(crate) fn list<O: Borrow<ObjectView>>(objects: &[O], query: &ListQuery) -> L
 /// Counts per phase, in [`PHASES`] order (phases without objects included).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct PhaseCounts {
-    counts: BTreeMap<&'static str, usize>,
+    /// Per phase, at its [`ObjectPhase::rank`].
+    counts: [usize; PHASES.len()],
     /// All objects counted.
     pub(crate) total: usize,
 }
 
 impl PhaseCounts {
-    fn add(&mut self, phase: &'static str) {
-        *self.counts.entry(phase).or_default() += 1;
+    fn add(&mut self, phase: ObjectPhase) {
+        self.counts[phase.rank()] += 1;
         self.total += 1;
     }
 
     /// The count of one phase.
-    pub(crate) fn get(&self, phase: &str) -> usize {
-        self.counts.get(phase).copied().unwrap_or(0)
+    pub(crate) fn get(&self, phase: ObjectPhase) -> usize {
+        self.counts[phase.rank()]
     }
 
-    /// Every phase with its count, known phases first in their order, then unknown ones.
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (&'static str, usize)> + '_ {
-        PHASES.iter().map(|p| (*p, self.get(p))).chain(
-            self.counts
-                .iter()
-                .filter(|(p, _)| !PHASES.contains(p))
-                .map(|(p, n)| (*p, *n)),
-        )
+    /// Every phase with its count, in their order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (ObjectPhase, usize)> + '_ {
+        PHASES.iter().map(|p| (*p, self.get(*p)))
     }
 }
 
@@ -475,6 +461,7 @@ pub(crate) fn encode_component(value: &str) -> String {
 mod tests {
     use super::*;
     use crate::model::fixtures::{ObjectExt, handler, object};
+    use crate::model::{HandlerStatus as S, ObjectPhase as P};
 
     fn params(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         pairs
@@ -488,22 +475,22 @@ mod tests {
     }
 
     fn sample() -> Vec<ObjectView> {
-        let mut retrying = handler("create_fn", "retrying");
+        let mut retrying = handler("create_fn", S::Retrying);
         retrying.retries = 3;
         retrying.message = Some("Database is NOT ready".into());
-        let mut failed = handler("create_fn/child", "failed");
+        let mut failed = handler("create_fn/child", S::Failed);
         failed.retries = 1;
         vec![
-            object("alpha", "a1", "handled").updated("2026-01-01T00:00:03Z"),
-            object("alpha", "b2", "retrying")
+            object("alpha", "a1", P::Handled).updated("2026-01-01T00:00:03Z"),
+            object("alpha", "b2", P::Retrying)
                 .handlers(vec![retrying])
                 .updated("2026-01-01T00:00:01Z"),
-            object("beta", "c3", "failed")
-                .handlers(vec![handler("create_fn", "pending"), failed])
+            object("beta", "c3", P::Failed)
+                .handlers(vec![handler("create_fn", S::Pending), failed])
                 .updated("2026-01-01T00:00:02Z"),
-            object("beta", "a0", "in-progress")
+            object("beta", "a0", P::InProgress)
                 .resource("gadgets.example.com/v1")
-                .handlers(vec![handler("update_fn", "pending")]),
+                .handlers(vec![handler("update_fn", S::Pending)]),
         ]
     }
 
@@ -639,7 +626,7 @@ mod tests {
     #[test]
     fn pagination_clamps_and_counts() {
         let objects: Vec<ObjectView> = (0..250)
-            .map(|i| object("ns", &format!("o{i:03}"), "handled"))
+            .map(|i| object("ns", &format!("o{i:03}"), P::Handled))
             .collect();
         let page = |n: &str, per: &str| {
             list(
@@ -667,9 +654,9 @@ mod tests {
     fn a_partial_sort_gives_the_same_page_as_a_full_one() {
         let objects: Vec<ObjectView> = (0..1000)
             .map(|i| {
-                let mut h = handler("h", "retrying");
+                let mut h = handler("h", S::Retrying);
                 h.retries = (i * 7919 % 13) as u32;
-                object(&format!("ns{}", i % 7), &format!("o{i}"), "retrying").handlers(vec![h])
+                object(&format!("ns{}", i % 7), &format!("o{i}"), P::Retrying).handlers(vec![h])
             })
             .collect();
         for page in 1..=4 {
@@ -694,9 +681,9 @@ mod tests {
     fn facets_count_phases_resources_namespaces_and_handlers() {
         let facets = facets(&sample(), &["empties.example.com/v1".to_owned()]);
         assert_eq!(facets.phases.total, 4);
-        assert_eq!(facets.phases.get("failed"), 1);
-        assert_eq!(facets.phases.get("deleting"), 0);
-        let phases: Vec<&str> = facets.phases.iter().map(|(p, _)| p).collect();
+        assert_eq!(facets.phases.get(P::Failed), 1);
+        assert_eq!(facets.phases.get(P::Deleting), 0);
+        let phases: Vec<P> = facets.phases.iter().map(|(p, _)| p).collect();
         assert_eq!(phases, PHASES);
         assert_eq!(facets.resources["widgets.example.com/v1"].total, 3);
         assert_eq!(facets.resources["empties.example.com/v1"].total, 0);

@@ -1,188 +1,28 @@
 //! The read model the dashboard shows: every watched object with each handler's progress. The
 //! core fills it as it handles objects; `operon dashboard` fills it from the objects' Kopf-format
-//! annotations. Pages read it through [`ReadModel`], never the API server.
+//! annotations. Pages read it through [`ReadModel`], never the API server. The views themselves
+//! are `operon_core::views`' (the core builds them without depending on the dashboard).
 //!
 //! The trait's required methods are what every model has (objects, overview figures, changes);
 //! the provided ones ([`ReadModel::object`], [`ReadModel::details`], [`ReadModel::about`]) have
 //! defaults, so a model can fill them in when it has the data. [`ObjectDetails`] and [`About`]
 //! are `#[non_exhaustive]`: build them with `Default::default()` and set the fields you have.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use serde::Serialize;
 use tokio::sync::broadcast;
+
+pub use operon_core::views::{
+    About, AttemptView, DiffView, EventView, HandlerDetails, HandlerStatus, HandlerView,
+    ObjectDetails, ObjectPhase, ObjectView, Overview, ServiceView, Source,
+};
 
 /// The phases an object can be in, from the most to the least urgent (the list page sorts
 /// phases in this order).
-pub const PHASES: [&str; 6] = [
-    "failed",
-    "retrying",
-    "in-progress",
-    "deleting",
-    "pending",
-    "handled",
-];
+pub const PHASES: [ObjectPhase; 6] = ObjectPhase::ALL;
 
 /// The states a handler can be in.
-pub const HANDLER_STATES: [&str; 4] = ["failed", "retrying", "pending", "succeeded"];
-
-/// One handler's state on one object.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct HandlerView {
-    /// Handler (or sub-handler) id; a sub-handler's id is its parent's id, `/`, its own.
-    pub id: String,
-    /// `pending`, `retrying`, `succeeded` or `failed`.
-    pub state: &'static str,
-    /// Attempts so far.
-    pub retries: u32,
-    /// First attempt (RFC 3339).
-    pub started: Option<String>,
-    /// Next attempt, when retrying (RFC 3339).
-    pub delayed: Option<String>,
-    /// Last error text.
-    pub message: Option<String>,
-    /// The trace id of the last attempt, if traced.
-    pub trace_id: Option<String>,
-}
-
-/// One object.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ObjectView {
-    /// `plural.group/version`.
-    pub resource: String,
-    /// Namespace (empty for cluster-wide objects).
-    pub namespace: String,
-    /// Name.
-    pub name: String,
-    /// UID.
-    pub uid: String,
-    /// `handled`, `in-progress`, `retrying`, `failed`, `deleting` or `pending` (one of
-    /// [`PHASES`]; `pending`: never handled yet).
-    pub phase: &'static str,
-    /// The last cycle's cause (`create`, `update`, `delete`, `resume`, `noop`…).
-    pub cause: String,
-    /// Handlers of the current (or last) cycle.
-    pub handlers: Vec<HandlerView>,
-    /// When this view last changed (RFC 3339).
-    pub updated: String,
-}
-
-impl ObjectView {
-    /// The object's key in a read model: `resource/namespace/name`.
-    pub fn key(&self) -> String {
-        format!("{}/{}/{}", self.resource, self.namespace, self.name)
-    }
-}
-
-/// Figures about the core as a whole.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct Overview {
-    /// Objects waiting for a worker.
-    pub queue_depth: i64,
-    /// Handler calls in flight.
-    pub inflight_calls: i64,
-}
-
-/// One Kubernetes Event about an object.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct EventView {
-    /// When it last happened (RFC 3339).
-    pub time: String,
-    /// `Normal`, `Warning` (Kopf also posts `Error`).
-    #[serde(rename = "type")]
-    pub type_: String,
-    /// The reason (`Logging`, `HandlerFailed`, …).
-    pub reason: String,
-    /// The message.
-    pub message: String,
-    /// How many times it happened.
-    pub count: u32,
-}
-
-/// One difference between the last handled state of an object and its state now (a Kopf diff
-/// item), with the values as compact JSON.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct DiffView {
-    /// `add`, `change` or `remove`.
-    pub op: String,
-    /// The dotted field path (`spec.replicas`); empty for the whole object.
-    pub path: String,
-    /// The value before, as JSON.
-    pub old: Option<String>,
-    /// The value after, as JSON.
-    pub new: Option<String>,
-}
-
-/// One traced attempt of a handler.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct AttemptView {
-    /// The attempt's number, from 1.
-    pub attempt: u32,
-    /// When it started (RFC 3339).
-    pub started: Option<String>,
-    /// Its OpenTelemetry trace id (32 hex digits).
-    pub trace_id: String,
-}
-
-/// What only a handler's row on the object page shows.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-#[non_exhaustive]
-pub struct HandlerDetails {
-    /// When the outcome became final (RFC 3339): the page shows the duration.
-    pub stopped: Option<String>,
-    /// The reason of the cycle that created the record (`create`, `update`, …).
-    pub purpose: Option<String>,
-    /// Every traced attempt, oldest first (without it, the page links the last attempt's trace
-    /// from [`HandlerView::trace_id`]).
-    pub attempts: Vec<AttemptView>,
-}
-
-/// What only an object's own page shows; every part may be empty.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-#[non_exhaustive]
-pub struct ObjectDetails {
-    /// What changed since the object was last handled (never filled for Secrets).
-    pub diff: Vec<DiffView>,
-    /// Recent Kubernetes Events about the object, newest first.
-    pub events: Vec<EventView>,
-    /// Per handler id.
-    pub handlers: BTreeMap<String, HandlerDetails>,
-}
-
-/// Where a read model's data comes from.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Source {
-    /// The running core (`operon run`): it knows its queue and calls.
-    #[default]
-    Core,
-    /// The objects' annotations, watched by `operon dashboard`: no queue, no calls.
-    Cluster,
-}
-
-/// A handler service, as the core sees it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ServiceView {
-    /// Its address.
-    pub name: String,
-    /// Whether it answered the last call.
-    pub answering: bool,
-    /// How many handlers it serves.
-    pub handlers: usize,
-}
-
-/// Facts about the model as a whole, for the overview.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-#[non_exhaustive]
-pub struct About {
-    /// Where the data comes from.
-    pub source: Source,
-    /// The served resources (`plural.group/version`), also those without objects.
-    pub resources: Vec<String>,
-    /// The handler services.
-    pub services: Vec<ServiceView>,
-}
+pub const HANDLER_STATES: [HandlerStatus; 4] = HandlerStatus::ALL;
 
 /// What the dashboard reads.
 pub trait ReadModel: Send + Sync + 'static {
@@ -218,7 +58,7 @@ pub(crate) mod fixtures {
     use super::*;
 
     /// A view with one handler in `state`.
-    pub(crate) fn object(namespace: &str, name: &str, phase: &'static str) -> ObjectView {
+    pub(crate) fn object(namespace: &str, name: &str, phase: ObjectPhase) -> ObjectView {
         ObjectView {
             resource: "widgets.example.com/v1".into(),
             namespace: namespace.into(),
@@ -226,13 +66,13 @@ pub(crate) mod fixtures {
             uid: format!("uid-{name}"),
             phase,
             cause: "create".into(),
-            handlers: vec![handler("create_fn", "succeeded")],
+            handlers: vec![handler("create_fn", HandlerStatus::Succeeded)],
             updated: "2026-01-02T03:04:05Z".into(),
         }
     }
 
     /// A handler view.
-    pub(crate) fn handler(id: &str, state: &'static str) -> HandlerView {
+    pub(crate) fn handler(id: &str, state: HandlerStatus) -> HandlerView {
         HandlerView {
             id: id.into(),
             state,

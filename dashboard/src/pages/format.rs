@@ -119,9 +119,7 @@ pub(crate) fn trace_href(jaeger_ui: Option<&str>, trace_id: &str) -> Option<Stri
 
 /// Whether a resource (`plural.group/version`) is the core group's Secrets, whose contents the
 /// dashboard never shows.
-pub(crate) fn is_secret(resource: &str) -> bool {
-    resource.split('/').next() == Some("secrets")
-}
+pub(crate) use operon_core::views::is_secret;
 
 #[cfg(test)]
 mod tests {

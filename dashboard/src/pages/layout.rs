@@ -4,6 +4,8 @@
 use axum::http::{HeaderMap, HeaderValue, header};
 use leptos::prelude::*;
 
+use crate::model::{HandlerStatus, ObjectPhase};
+
 /// The one style sheet, inlined into every page (light and dark by `prefers-color-scheme`).
 pub(crate) const STYLE: &str = include_str!("../assets/style.css");
 /// The script that keeps pages live (served at [`SCRIPT_PATH`]).
@@ -91,12 +93,14 @@ pub(crate) fn top_bar(section: Section) -> impl IntoView {
 }
 
 /// A phase as a badge (color and text, never color alone).
-pub(crate) fn phase_badge(phase: &'static str) -> impl IntoView {
+pub(crate) fn phase_badge(phase: ObjectPhase) -> impl IntoView {
+    let phase = phase.as_str();
     view! { <span class=format!("badge p-{phase}")>{phase}</span> }
 }
 
 /// A handler state as a badge.
-pub(crate) fn state_badge(state: &'static str) -> impl IntoView {
+pub(crate) fn state_badge(state: HandlerStatus) -> impl IntoView {
+    let state = state.as_str();
     view! { <span class=format!("badge s-{state}")>{state}</span> }
 }
 

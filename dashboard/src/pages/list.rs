@@ -3,7 +3,7 @@
 use leptos::prelude::*;
 
 use crate::listing::{self, Facets, ListQuery, Listing, PAGE_SIZES, SortKey};
-use crate::model::{HandlerView, ObjectView};
+use crate::model::{HandlerStatus, HandlerView, ObjectView};
 use crate::pages::format::{full_time, object_href, thousands, time};
 use crate::pages::layout::{Section, document, phase_badge, top_bar};
 
@@ -50,8 +50,8 @@ fn Filters(query: ListQuery, facets: Facets) -> impl IntoView {
         .phases
         .iter()
         .map(|(phase, count)| {
-            let selected = phase == query.phase;
-            view! { <option value=phase selected=selected>{format!("{phase} ({})", thousands(count))}</option> }
+            let selected = phase.as_str() == query.phase;
+            view! { <option value=phase.as_str() selected=selected>{format!("{phase} ({})", thousands(count))}</option> }
         })
         .collect_view();
     let namespaces = facets
@@ -212,16 +212,16 @@ fn Table(listing: Listing, query: ListQuery, now: jiff::Timestamp) -> impl IntoV
 pub(crate) fn culprit(handlers: &[HandlerView]) -> Option<&HandlerView> {
     let rank = |h: &&HandlerView| {
         let state = match h.state {
-            "failed" => 0,
-            "retrying" => 1,
-            _ => 2,
+            HandlerStatus::Failed => 0,
+            HandlerStatus::Retrying => 1,
+            HandlerStatus::Pending | HandlerStatus::Succeeded => 2,
         };
         let silent = h.message.as_deref().is_none_or(str::is_empty);
         (silent, state)
     };
     handlers
         .iter()
-        .filter(|h| h.state != "succeeded" || h.message.is_some())
+        .filter(|h| h.state != HandlerStatus::Succeeded || h.message.is_some())
         .min_by_key(rank)
 }
 
@@ -243,10 +243,10 @@ fn Row(object: ObjectView, now: jiff::Timestamp) -> impl IntoView {
         .iter()
         .map(|h| {
             let symbol = match h.state {
-                "succeeded" => "✓",
-                "failed" => "✗",
-                "retrying" => "↻",
-                _ => "…",
+                HandlerStatus::Succeeded => "✓",
+                HandlerStatus::Failed => "✗",
+                HandlerStatus::Retrying => "↻",
+                HandlerStatus::Pending => "…",
             };
             let title = format!("{}: {}, {} attempt(s)", h.id, h.state, h.retries);
             view! {

@@ -4,7 +4,9 @@
 use leptos::prelude::*;
 
 use crate::listing::ListQuery;
-use crate::model::{DiffView, EventView, HandlerDetails, HandlerView, ObjectDetails, ObjectView};
+use crate::model::{
+    DiffView, EventView, HandlerDetails, HandlerStatus, HandlerView, ObjectDetails, ObjectView,
+};
 use crate::pages::format::{
     duration_between, full_time, is_secret, relative, thousands, time, trace_href,
 };
@@ -185,7 +187,7 @@ fn HandlerRow(
     };
     let started = handler.started.clone().unwrap_or_default();
     let next = match (&handler.delayed, handler.state) {
-        (Some(delayed), "retrying" | "pending") => format!(
+        (Some(delayed), HandlerStatus::Retrying | HandlerStatus::Pending) => format!(
             "{}{}",
             time(delayed, now),
             relative(delayed, now)

@@ -3,8 +3,8 @@
 
 use leptos::prelude::*;
 
-use crate::listing::{self, Facets, ListQuery, phase_rank};
-use crate::model::{About, ObjectView, Overview, PHASES, ServiceView, Source};
+use crate::listing::{self, Facets, ListQuery};
+use crate::model::{About, HandlerStatus, ObjectPhase, ObjectView, Overview, ServiceView, Source};
 use crate::pages::format::{object_href, thousands, time};
 use crate::pages::layout::{
     Col, Section, document, header_cells, phase_badge, section_notice, section_table, top_bar,
@@ -24,11 +24,12 @@ pub(crate) fn render<O: std::borrow::Borrow<ObjectView>>(
     let mut attention: Vec<&ObjectView> = objects
         .iter()
         .map(std::borrow::Borrow::borrow)
-        .filter(|o| matches!(o.phase, "failed" | "retrying"))
+        .filter(|o| matches!(o.phase, ObjectPhase::Failed | ObjectPhase::Retrying))
         .collect();
     attention.sort_by(|a, b| {
-        phase_rank(a.phase)
-            .cmp(&phase_rank(b.phase))
+        a.phase
+            .rank()
+            .cmp(&b.phase.rank())
             .then_with(|| b.updated.cmp(&a.updated))
     });
     let more = attention.len().saturating_sub(ATTENTION);
@@ -63,8 +64,8 @@ fn source_text(source: Source, facets: &Facets) -> String {
     }
 }
 
-fn phase_label(phase: &str) -> String {
-    let mut label = phase.replace('-', " ");
+fn phase_label(phase: ObjectPhase) -> String {
+    let mut label = phase.as_str().replace('-', " ");
     if let Some(first) = label.get_mut(0..1) {
         first.make_ascii_uppercase();
     }
@@ -76,7 +77,7 @@ fn PhaseCards(facets: Facets, overview: Overview, source: Source) -> impl IntoVi
     let cards = facets
         .phases
         .iter()
-        .filter(|(phase, count)| *count > 0 || (*phase != "pending" && PHASES.contains(phase)))
+        .filter(|(phase, count)| *count > 0 || *phase != ObjectPhase::Pending)
         .map(|(phase, count)| {
             let href = ListQuery::for_phase(phase).href();
             view! {
@@ -122,7 +123,13 @@ fn PhaseCards(facets: Facets, overview: Overview, source: Source) -> impl IntoVi
 
 #[component]
 fn Resources(facets: Facets) -> impl IntoView {
-    let columns = ["handled", "in-progress", "retrying", "failed", "deleting"];
+    let columns = [
+        ObjectPhase::Handled,
+        ObjectPhase::InProgress,
+        ObjectPhase::Retrying,
+        ObjectPhase::Failed,
+        ObjectPhase::Deleting,
+    ];
     let rows = facets
         .resources
         .iter()
@@ -130,10 +137,10 @@ fn Resources(facets: Facets) -> impl IntoView {
             let cells = columns
                 .iter()
                 .map(|phase| {
-                    let n = counts.get(phase);
+                    let n = counts.get(*phase);
                     let href = ListQuery {
                         resource: resource.clone(),
-                        phase: (*phase).to_owned(),
+                        phase: phase.as_str().to_owned(),
                         ..ListQuery::default()
                     }
                     .href();
@@ -169,7 +176,7 @@ fn Resources(facets: Facets) -> impl IntoView {
         {header_cells(&[Col::text("Resource"), Col::num("Objects")])}
         {columns
             .iter()
-            .map(|p| view! { <th scope="col" class="num">{phase_label(p)}</th> })
+            .map(|p| view! { <th scope="col" class="num">{phase_label(*p)}</th> })
             .collect_view()}
     };
     section_table("resources", "Served resources", head, rows, empty)
@@ -224,7 +231,7 @@ fn Attention(objects: Vec<ObjectView>, more: usize, now: jiff::Timestamp) -> imp
         .map(|o| {
             let href = object_href(&o.resource, &o.namespace, &o.name);
             let culprit = crate::pages::list::culprit(&o.handlers)
-                .filter(|h| matches!(h.state, "failed" | "retrying"))
+                .filter(|h| matches!(h.state, HandlerStatus::Failed | HandlerStatus::Retrying))
                 .cloned();
             let handler = culprit.as_ref().map(|h| h.id.clone()).unwrap_or_default();
             let message = culprit.and_then(|h| h.message).unwrap_or_default();

@@ -9,8 +9,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::*;
 use crate::model::fixtures::{Fake, ObjectExt, handler, object};
 use crate::model::{
-    About, AttemptView, DiffView, EventView, HandlerDetails, ObjectDetails, ObjectView, Overview,
-    ServiceView, Source,
+    About, AttemptView, DiffView, EventView, HandlerDetails, HandlerStatus as S, ObjectDetails,
+    ObjectPhase as P, ObjectView, Overview, ServiceView, Source,
 };
 
 fn now() -> jiff::Timestamp {
@@ -30,14 +30,14 @@ fn rows(html: &str) -> usize {
 }
 
 fn retrying_object() -> ObjectView {
-    let mut h = handler("create_fn", "retrying");
+    let mut h = handler("create_fn", S::Retrying);
     h.retries = 2;
     h.delayed = Some("2026-01-02T03:04:15Z".into());
     h.message = Some("Not <ready> yet & \"waiting\"".into());
     h.trace_id = Some("4bf92f3577b34da6a3ce929d0e0e4736".into());
-    let mut sub = handler("create_fn/child", "failed");
+    let mut sub = handler("create_fn/child", S::Failed);
     sub.message = Some("Boom.".into());
-    object("ns", "w1", "retrying").handlers(vec![sub, h])
+    object("ns", "w1", P::Retrying).handlers(vec![sub, h])
 }
 
 #[test]
@@ -94,19 +94,17 @@ fn text_is_escaped() {
 #[test]
 fn the_overview_counts_phases_and_shows_the_core_and_what_needs_attention() {
     let objects = vec![
-        object("a", "ok1", "handled"),
-        object("a", "ok2", "handled"),
+        object("a", "ok1", P::Handled),
+        object("a", "ok2", P::Handled),
         retrying_object(),
-        object("b", "bad", "failed").handlers(vec![{
-            let mut h = handler("create_fn", "failed");
+        object("b", "bad", P::Failed).handlers(vec![{
+            let mut h = handler("create_fn", S::Failed);
             h.message = Some("Permanent.".into());
             h
         }]),
     ];
-    let mut about = About {
-        resources: vec!["empties.example.com/v1".into()],
-        ..About::default()
-    };
+    let mut about = About::default();
+    about.resources = vec!["empties.example.com/v1".into()];
     about.services.push(ServiceView {
         name: "http://127.0.0.1:50051".into(),
         answering: false,
@@ -161,9 +159,9 @@ fn the_overview_counts_phases_and_shows_the_core_and_what_needs_attention() {
 #[test]
 fn the_list_has_filters_sortable_headers_and_rows() {
     let objects = vec![
-        object("a", "ok1", "handled"),
+        object("a", "ok1", P::Handled),
         retrying_object(),
-        object("b", "bad", "failed"),
+        object("b", "bad", P::Failed),
     ];
     let html = list_html(&objects, &[("phase", "retrying"), ("sort", "name")]);
     assert_eq!(rows(&html), 1, "{html}");
@@ -236,7 +234,7 @@ fn the_list_has_filters_sortable_headers_and_rows() {
 #[test]
 fn the_list_paginates() {
     let objects: Vec<ObjectView> = (0..250)
-        .map(|i| object("ns", &format!("o{i:03}"), "handled"))
+        .map(|i| object("ns", &format!("o{i:03}"), P::Handled))
         .collect();
     let first = list_html(&objects, &[]);
     assert_eq!(rows(&first), 100);
@@ -276,10 +274,8 @@ fn the_object_page_shows_handlers_sub_handlers_events_diff_and_traces() {
         old: Some("1".into()),
         new: Some("2".into()),
     });
-    let extra = HandlerDetails {
-        stopped: Some("2026-01-02T03:04:02.5Z".into()),
-        ..HandlerDetails::default()
-    };
+    let mut extra = HandlerDetails::default();
+    extra.stopped = Some("2026-01-02T03:04:02.5Z".into());
     details.handlers.insert("create_fn/child".into(), extra);
     let html = object::render(&o, &details, Some("http://127.0.0.1:16686"), now());
     assert!(
@@ -328,7 +324,7 @@ fn the_object_page_shows_handlers_sub_handlers_events_diff_and_traces() {
 
 #[test]
 fn secrets_never_show_their_contents() {
-    let secret = object("ns", "s", "handled").resource("secrets/v1");
+    let secret = object("ns", "s", P::Handled).resource("secrets/v1");
     let mut details = ObjectDetails::default();
     details.diff.push(DiffView {
         op: "change".into(),
@@ -381,21 +377,21 @@ pub(crate) fn many(n: usize) -> Vec<ObjectView> {
             let phase = crate::model::PHASES[i % 6];
             let mut h = handler(
                 "create_fn",
-                if phase == "handled" {
-                    "succeeded"
+                if phase == P::Handled {
+                    S::Succeeded
                 } else {
-                    "retrying"
+                    S::Retrying
                 },
             );
             h.retries = (i % 9) as u32;
-            h.message = (phase != "handled").then(|| format!("retry {i}: not ready"));
+            h.message = (phase != P::Handled).then(|| format!("retry {i}: not ready"));
             object(&format!("ns-{}", i % 20), &format!("object-{i:05}"), phase)
                 .resource(if i % 2 == 0 {
                     "widgets.example.com/v1"
                 } else {
                     "gadgets.example.com/v1"
                 })
-                .handlers(vec![h, handler("update_fn", "pending")])
+                .handlers(vec![h, handler("update_fn", S::Pending)])
         })
         .collect();
     objects.sort_by_key(ObjectView::key);

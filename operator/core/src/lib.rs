@@ -19,3 +19,4 @@ pub mod shutdown;
 pub mod state;
 pub mod sync;
 pub mod tasks;
+pub mod views;

@@ -19,6 +19,7 @@ use crate::core::persistence::diff::{self, DiffItem};
 use crate::core::persistence::pyjson::py_eq;
 use crate::core::selection::{self, CauseView};
 use crate::core::state::{HandlerState, State};
+use crate::core::views::{self, CycleEnd, Subject, handler_view};
 use crate::runtime::context::{Bound, Context, ResourceCtx, Settings};
 use crate::runtime::convert::{EventRequest, SubResult};
 use crate::runtime::daemons::Daemons;
@@ -27,7 +28,7 @@ use crate::runtime::events;
 use crate::runtime::indexing::Gate;
 use crate::runtime::kit::meta;
 use crate::runtime::patching::{self, FinalizerAction, Written};
-use crate::runtime::readmodel::{HandlerView, ObjectView};
+use crate::runtime::readmodel::HandlerView;
 use crate::runtime::timers::Timers;
 use crate::telemetry;
 
@@ -377,32 +378,17 @@ async fn cycle(handling: &Handling, res: &Arc<ResourceCtx>, input: Input) -> Out
         settings.progress.touch(body, &mut patch, None);
     }
     out.written = write(env, res, &log, body, patch, finalizer_action).await;
-    let handled = matches!(changing_cause, Some(Cause::Handle(_)));
-    let phase = if deleting {
-        "deleting"
-    } else if views.iter().any(|v: &HandlerView| v.state == "failed") {
-        "failed"
-    } else if views.iter().any(|v| v.state == "retrying") {
-        "retrying"
-    } else if handled && !done_or_skip || changing_cause.is_none() {
-        "in-progress"
-    } else {
-        "handled"
+    let end = CycleEnd {
+        deleting,
+        handling: matches!(changing_cause, Some(Cause::Handle(_))),
+        done: done_or_skip,
+        no_cause: changing_cause.is_none(),
     };
-    let view = ObjectView {
-        resource: res.served.name(),
-        namespace: namespace.to_owned(),
-        name: name.to_owned(),
-        uid: meta(body, "uid").to_owned(),
-        phase,
-        cause: cause_name(detected).to_owned(),
-        handlers: views,
-        updated: jiff::Timestamp::now().to_string(),
-    };
-    if handled || deleting {
-        if !crate::runtime::observer::is_secret(&view.resource) {
-            env.readmodel
-                .set_diff(view.key(), crate::runtime::observer::diff_views(&diff));
+    let subject = Subject::of(res.served.name(), body);
+    let view = views::cycle_view(subject, cause_name(detected), &end, views, Timestamp::now());
+    if end.replaces_view() {
+        if let Some(shown) = views::shown_diff(&view.resource, &diff) {
+            env.readmodel.set_diff(view.key(), shown);
         }
         env.readmodel.upsert(view);
     } else {
@@ -581,26 +567,6 @@ async fn handle(
 
 fn title_of(r: Reason) -> String {
     title(r).to_owned()
-}
-
-fn handler_view(id: &str, s: &HandlerState, now: Timestamp) -> HandlerView {
-    HandlerView {
-        id: id.to_owned(),
-        state: if s.success {
-            "succeeded"
-        } else if s.failure {
-            "failed"
-        } else if s.retries > 0 || s.sleeping(now) {
-            "retrying"
-        } else {
-            "pending"
-        },
-        retries: s.retries,
-        started: Some(s.started.to_string()),
-        delayed: s.delayed.map(|d| d.to_string()),
-        message: s.message.clone(),
-        trace_id: None,
-    }
 }
 
 /// Calls one change handler in a `handler` span (id, attempt, outcome, delay), linked to the
@@ -948,24 +914,9 @@ async fn refuse(env: &Context, res: &ResourceCtx, log: &Log<'_>, body: &Value, m
         "{message} The object is left alone until it is fixed."
     ));
     events::post(env, body, "Warning", "InvalidObject", message).await;
-    env.readmodel.upsert(ObjectView {
-        resource: res.served.name(),
-        namespace: meta(body, "namespace").to_owned(),
-        name: meta(body, "name").to_owned(),
-        uid: meta(body, "uid").to_owned(),
-        phase: "failed",
-        cause: "invalid".into(),
-        handlers: vec![HandlerView {
-            id: "(object)".into(),
-            state: "failed",
-            retries: 0,
-            started: None,
-            delayed: None,
-            message: Some(message.to_owned()),
-            trace_id: None,
-        }],
-        updated: jiff::Timestamp::now().to_string(),
-    });
+    let subject = Subject::of(res.served.name(), body);
+    env.readmodel
+        .upsert(views::refused_view(subject, message, Timestamp::now()));
 }
 
 async fn run_event_handlers(

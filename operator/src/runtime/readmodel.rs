@@ -6,9 +6,9 @@ use std::sync::{Arc, RwLock};
 
 use tokio::sync::broadcast;
 
-pub use operon_dashboard::{
-    AttemptView, DiffView, EventView, HandlerDetails, HandlerView, ObjectDetails, ObjectView,
-    Overview,
+pub use crate::core::views::{
+    AttemptView, DiffView, EventView, HandlerDetails, HandlerStatus, HandlerView, ObjectDetails,
+    ObjectPhase, ObjectView, Overview,
 };
 
 use crate::runtime::kit::LockedRw;
@@ -160,11 +160,11 @@ mod tests {
             namespace: "ns".into(),
             name: "w".into(),
             uid: uid.into(),
-            phase: "retrying",
+            phase: ObjectPhase::Retrying,
             cause: "create".into(),
             handlers: vec![HandlerView {
                 id: "h".into(),
-                state: "retrying",
+                state: HandlerStatus::Retrying,
                 retries: 1,
                 started: None,
                 delayed: None,

@@ -47,7 +47,7 @@ use crate::runtime::convert::{self, Selector};
 use crate::runtime::discovery::{self, Served};
 use crate::runtime::kit::Locked;
 use crate::runtime::locks;
-use crate::runtime::readmodel::{HandlerView, ObjectView};
+use crate::runtime::readmodel::{HandlerStatus, HandlerView, ObjectPhase, ObjectView};
 use crate::runtime::shutdown::{Callbacks, Gate, Shutdown};
 
 /// The field manager of Operon's server-side applies.
@@ -577,9 +577,9 @@ impl Controller {
             .map(|s| HandlerView {
                 id: "shutdown-hook".into(),
                 state: match s.phase {
-                    Phase::Waiting => "pending",
-                    Phase::Stopped | Phase::ForcedDelete => "succeeded",
-                    Phase::Degraded => "failed",
+                    Phase::Waiting => HandlerStatus::Pending,
+                    Phase::Stopped | Phase::ForcedDelete => HandlerStatus::Succeeded,
+                    Phase::Degraded => HandlerStatus::Failed,
                 },
                 retries: s.attempt.saturating_sub(1),
                 started: Some(s.requested_at.to_string()),
@@ -588,10 +588,10 @@ impl Controller {
                 trace_id: None,
             });
         let phase = match &hook {
-            Some(h) if h.state == "failed" => "failed",
-            Some(h) if h.state == "pending" => "in-progress",
-            _ if failing => "retrying",
-            _ => "handled",
+            Some(h) if h.state == HandlerStatus::Failed => ObjectPhase::Failed,
+            Some(h) if h.state == HandlerStatus::Pending => ObjectPhase::InProgress,
+            _ if failing => ObjectPhase::Retrying,
+            _ => ObjectPhase::Handled,
         };
         self.env.readmodel.upsert(ObjectView {
             resource: self.parent.name(),
@@ -606,7 +606,11 @@ impl Controller {
             cause: "sync".into(),
             handlers: std::iter::once(HandlerView {
                 id: self.spec.id.clone(),
-                state: if failing { "retrying" } else { "succeeded" },
+                state: if failing {
+                    HandlerStatus::Retrying
+                } else {
+                    HandlerStatus::Succeeded
+                },
                 retries: u32::try_from(total).unwrap_or(u32::MAX),
                 started: None,
                 delayed: if failing {

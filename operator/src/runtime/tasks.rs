@@ -58,7 +58,7 @@ use crate::runtime::discovery::{self, Served};
 use crate::runtime::dispatch::GrpcService;
 use crate::runtime::kit::Locked;
 use crate::runtime::locks::{self, LockKey};
-use crate::runtime::readmodel::{HandlerView, ObjectView};
+use crate::runtime::readmodel::{HandlerStatus, HandlerView, ObjectPhase, ObjectView};
 use crate::runtime::sync::selector;
 
 /// The default of `--task-retention`: finished tasks are kept a day.
@@ -1215,11 +1215,11 @@ fn view(
     steps: &[StepRecord],
 ) -> ObjectView {
     let (object_phase, state) = match phase {
-        None | Some(Phase::Waiting) => ("pending", "pending"),
-        Some(Phase::Running) => ("in-progress", "pending"),
-        Some(Phase::Succeeded) => ("handled", "succeeded"),
-        Some(Phase::Failed) => ("failed", "failed"),
-        Some(Phase::Cancelled) => ("handled", "failed"),
+        None | Some(Phase::Waiting) => (ObjectPhase::Pending, HandlerStatus::Pending),
+        Some(Phase::Running) => (ObjectPhase::InProgress, HandlerStatus::Pending),
+        Some(Phase::Succeeded) => (ObjectPhase::Handled, HandlerStatus::Succeeded),
+        Some(Phase::Failed) => (ObjectPhase::Failed, HandlerStatus::Failed),
+        Some(Phase::Cancelled) => (ObjectPhase::Handled, HandlerStatus::Failed),
     };
     let phase_text = phase.map_or("New", Phase::as_str);
     let mut handlers = vec![HandlerView {
@@ -1240,7 +1240,11 @@ fn view(
         } else {
             format!("{}/{}-{}", reg.spec.id, s.index, s.name)
         },
-        state: if s.ok { "succeeded" } else { "failed" },
+        state: if s.ok {
+            HandlerStatus::Succeeded
+        } else {
+            HandlerStatus::Failed
+        },
         retries: 0,
         started: None,
         delayed: None,

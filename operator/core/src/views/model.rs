@@ -1,0 +1,327 @@
+//! The views the dashboard shows and `/api/v1/objects` serves: an object's phase, each handler's
+//! state, the object page's details. Both the running core and `operon dashboard` build them
+//! (see [`super::project`]); the dashboard only reads them.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Serialize;
+
+/// The phase of an object, as the dashboard and the JSON API name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ObjectPhase {
+    /// A handler failed permanently (`failed`).
+    Failed,
+    /// A handler is retrying (`retrying`).
+    Retrying,
+    /// A cycle is running (`in-progress`).
+    InProgress,
+    /// The deletion waits for the handlers (`deleting`).
+    Deleting,
+    /// Never handled yet (`pending`).
+    Pending,
+    /// Handled; nothing to do (`handled`).
+    Handled,
+}
+
+impl ObjectPhase {
+    /// Every phase, from the most to the least urgent (the list page sorts phases in this
+    /// order).
+    pub const ALL: [ObjectPhase; 6] = [
+        ObjectPhase::Failed,
+        ObjectPhase::Retrying,
+        ObjectPhase::InProgress,
+        ObjectPhase::Deleting,
+        ObjectPhase::Pending,
+        ObjectPhase::Handled,
+    ];
+
+    /// Its name on the wire and on the pages (`in-progress`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ObjectPhase::Failed => "failed",
+            ObjectPhase::Retrying => "retrying",
+            ObjectPhase::InProgress => "in-progress",
+            ObjectPhase::Deleting => "deleting",
+            ObjectPhase::Pending => "pending",
+            ObjectPhase::Handled => "handled",
+        }
+    }
+
+    /// Its rank by urgency: its place in [`ObjectPhase::ALL`].
+    pub const fn rank(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for ObjectPhase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The state of one handler on one object, as the dashboard and the JSON API name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HandlerStatus {
+    /// Failed permanently (`failed`).
+    Failed,
+    /// Failed temporarily, or asked to be called again later (`retrying`).
+    Retrying,
+    /// Not called yet, or waiting for its sub-handlers (`pending`).
+    Pending,
+    /// Succeeded (`succeeded`).
+    Succeeded,
+}
+
+impl HandlerStatus {
+    /// Every state, from the most to the least urgent.
+    pub const ALL: [HandlerStatus; 4] = [
+        HandlerStatus::Failed,
+        HandlerStatus::Retrying,
+        HandlerStatus::Pending,
+        HandlerStatus::Succeeded,
+    ];
+
+    /// Its name on the wire and on the pages.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            HandlerStatus::Failed => "failed",
+            HandlerStatus::Retrying => "retrying",
+            HandlerStatus::Pending => "pending",
+            HandlerStatus::Succeeded => "succeeded",
+        }
+    }
+
+    /// Finished: succeeded or failed permanently.
+    pub const fn is_final(self) -> bool {
+        matches!(self, HandlerStatus::Succeeded | HandlerStatus::Failed)
+    }
+}
+
+impl fmt::Display for HandlerStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One handler's state on one object.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HandlerView {
+    /// Handler (or sub-handler) id; a sub-handler's id is its parent's id, `/`, its own.
+    pub id: String,
+    /// Its state.
+    pub state: HandlerStatus,
+    /// Attempts so far.
+    pub retries: u32,
+    /// First attempt (RFC 3339).
+    pub started: Option<String>,
+    /// Next attempt, when retrying (RFC 3339).
+    pub delayed: Option<String>,
+    /// Last error text.
+    pub message: Option<String>,
+    /// The trace id of the last attempt, if traced.
+    pub trace_id: Option<String>,
+}
+
+/// One object.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ObjectView {
+    /// `plural.group/version`.
+    pub resource: String,
+    /// Namespace (empty for cluster-wide objects).
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// UID.
+    pub uid: String,
+    /// Its phase.
+    pub phase: ObjectPhase,
+    /// The last cycle's cause (`create`, `update`, `delete`, `resume`, `noop`…).
+    pub cause: String,
+    /// Handlers of the current (or last) cycle.
+    pub handlers: Vec<HandlerView>,
+    /// When this view last changed (RFC 3339).
+    pub updated: String,
+}
+
+impl ObjectView {
+    /// The object's key in a read model: `resource/namespace/name`.
+    pub fn key(&self) -> String {
+        format!("{}/{}/{}", self.resource, self.namespace, self.name)
+    }
+}
+
+/// Figures about the core as a whole.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Overview {
+    /// Objects waiting for a worker.
+    pub queue_depth: i64,
+    /// Handler calls in flight.
+    pub inflight_calls: i64,
+}
+
+/// One Kubernetes Event about an object.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct EventView {
+    /// When it last happened (RFC 3339).
+    pub time: String,
+    /// `Normal`, `Warning` (Kopf also posts `Error`).
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// The reason (`Logging`, `HandlerFailed`, …).
+    pub reason: String,
+    /// The message.
+    pub message: String,
+    /// How many times it happened.
+    pub count: u32,
+}
+
+/// One difference between the last handled state of an object and its state now (a Kopf diff
+/// item), with the values as compact JSON.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DiffView {
+    /// `add`, `change` or `remove`.
+    pub op: String,
+    /// The dotted field path (`spec.replicas`); empty for the whole object.
+    pub path: String,
+    /// The value before, as JSON.
+    pub old: Option<String>,
+    /// The value after, as JSON.
+    pub new: Option<String>,
+}
+
+/// One traced attempt of a handler.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AttemptView {
+    /// The attempt's number, from 1.
+    pub attempt: u32,
+    /// When it started (RFC 3339).
+    pub started: Option<String>,
+    /// Its OpenTelemetry trace id (32 hex digits).
+    pub trace_id: String,
+}
+
+/// What only a handler's row on the object page shows.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct HandlerDetails {
+    /// When the outcome became final (RFC 3339): the page shows the duration.
+    pub stopped: Option<String>,
+    /// The reason of the cycle that created the record (`create`, `update`, …).
+    pub purpose: Option<String>,
+    /// Every traced attempt, oldest first (without it, the page links the last attempt's trace
+    /// from [`HandlerView::trace_id`]).
+    pub attempts: Vec<AttemptView>,
+}
+
+/// What only an object's own page shows; every part may be empty.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct ObjectDetails {
+    /// What changed since the object was last handled (never filled for Secrets).
+    pub diff: Vec<DiffView>,
+    /// Recent Kubernetes Events about the object, newest first.
+    pub events: Vec<EventView>,
+    /// Per handler id.
+    pub handlers: BTreeMap<String, HandlerDetails>,
+}
+
+/// Where a read model's data comes from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Source {
+    /// The running core (`operon run`): it knows its queue and calls.
+    #[default]
+    Core,
+    /// The objects' annotations, watched by `operon dashboard`: no queue, no calls.
+    Cluster,
+}
+
+/// A handler service, as the core sees it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ServiceView {
+    /// Its address.
+    pub name: String,
+    /// Whether it answered the last call.
+    pub answering: bool,
+    /// How many handlers it serves.
+    pub handlers: usize,
+}
+
+/// Facts about the model as a whole, for the overview.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct About {
+    /// Where the data comes from.
+    pub source: Source,
+    /// The served resources (`plural.group/version`), also those without objects.
+    pub resources: Vec<String>,
+    /// The handler services.
+    pub services: Vec<ServiceView>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phases_and_states_serialize_to_their_names() {
+        for phase in ObjectPhase::ALL {
+            assert_eq!(
+                serde_json::to_value(phase).unwrap(),
+                serde_json::json!(phase.as_str())
+            );
+            assert_eq!(phase.to_string(), phase.as_str());
+            assert_eq!(ObjectPhase::ALL[phase.rank()], phase);
+        }
+        let names: Vec<&str> = ObjectPhase::ALL.iter().map(|p| p.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "failed",
+                "retrying",
+                "in-progress",
+                "deleting",
+                "pending",
+                "handled"
+            ]
+        );
+        for state in HandlerStatus::ALL {
+            assert_eq!(
+                serde_json::to_value(state).unwrap(),
+                serde_json::json!(state.as_str())
+            );
+            assert_eq!(state.to_string(), state.as_str());
+        }
+        let names: Vec<&str> = HandlerStatus::ALL.iter().map(|s| s.as_str()).collect();
+        assert_eq!(names, ["failed", "retrying", "pending", "succeeded"]);
+    }
+
+    #[test]
+    fn views_serialize_as_the_api_serves_them() {
+        let view = ObjectView {
+            resource: "widgets.example.com/v1".into(),
+            namespace: "ns".into(),
+            name: "w".into(),
+            uid: "u".into(),
+            phase: ObjectPhase::InProgress,
+            cause: "create".into(),
+            handlers: vec![HandlerView {
+                id: "h".into(),
+                state: HandlerStatus::Retrying,
+                retries: 1,
+                started: None,
+                delayed: None,
+                message: None,
+                trace_id: None,
+            }],
+            updated: "2026-01-02T03:04:05Z".into(),
+        };
+        assert_eq!(
+            serde_json::to_string(&view).unwrap(),
+            r#"{"resource":"widgets.example.com/v1","namespace":"ns","name":"w","uid":"u","phase":"in-progress","cause":"create","handlers":[{"id":"h","state":"retrying","retries":1,"started":null,"delayed":null,"message":null,"trace_id":null}],"updated":"2026-01-02T03:04:05Z"}"#
+        );
+    }
+}

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use crate::core::outcome::CallResult;
 use crate::runtime::context::{Bound, ResourceCtx};
-use crate::runtime::dispatch::Call;
+use crate::runtime::ports::Call;
 
 /// The longest pause between two attempts to reach a service that does not answer.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(10);

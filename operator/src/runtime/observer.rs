@@ -45,7 +45,7 @@ use crate::core::persistence::keys::{
 use crate::core::persistence::{
     DiffBaseStorage, FieldPath, KeyConvention, ProgressRecord, ProgressStorage, diff,
 };
-use crate::runtime::convert::Selector;
+use crate::core::selectors::Selector;
 use crate::runtime::discovery::{self, Served};
 
 /// Events kept per object (the newest).

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 
-use crate::runtime::dispatch::Dispatch;
 use crate::runtime::events::{Poster, post_to};
 use crate::runtime::metrics::Metrics;
+use crate::runtime::ports::HandlerPort;
 use crate::runtime::readmodel::ReadModel;
 
 /// The longest pause before the call is opened again after a failure.
@@ -19,7 +19,7 @@ const MAX_DELAY: Duration = Duration::from_secs(30);
 /// (UNIMPLEMENTED) or the task is aborted. A service that is down or a call that ends is retried
 /// with a growing delay; an Event that breaks the contract (no involved object) is logged.
 pub async fn serve(
-    service: Arc<dyn Dispatch>,
+    service: Arc<dyn HandlerPort>,
     client: kube::Client,
     metrics: Arc<Metrics>,
     readmodel: Arc<ReadModel>,

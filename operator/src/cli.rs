@@ -61,7 +61,7 @@ struct TlsArgs {
 }
 
 impl TlsArgs {
-    fn load(&self) -> anyhow::Result<Option<crate::runtime::dispatch::ClientTls>> {
+    fn load(&self) -> anyhow::Result<Option<crate::runtime::grpc::ClientTls>> {
         let read = |flag: &str, path: &PathBuf| {
             std::fs::read(path)
                 .map_err(|e| anyhow::anyhow!("cannot read --{flag} {}: {e}", path.display()))
@@ -78,7 +78,7 @@ impl TlsArgs {
         if ca.is_none() && identity.is_none() {
             return Ok(None);
         }
-        Ok(Some(crate::runtime::dispatch::ClientTls { ca, identity }))
+        Ok(Some(crate::runtime::grpc::ClientTls { ca, identity }))
     }
 }
 

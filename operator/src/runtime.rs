@@ -3,12 +3,11 @@
 
 pub mod admission;
 pub mod context;
-pub mod convert;
 pub mod daemons;
 pub mod discovery;
-pub mod dispatch;
 pub mod engine;
 pub mod events;
+pub mod grpc;
 pub mod indexing;
 pub mod kit;
 pub mod locks;
@@ -17,6 +16,7 @@ pub mod metrics;
 pub mod observer;
 pub mod outbox;
 pub mod patching;
+pub mod ports;
 pub mod processing;
 pub mod queue;
 pub mod readmodel;

@@ -56,6 +56,27 @@ impl Discovered {
     }
 }
 
+/// A resource as a service names it, kubectl-style: one resource (unlike a [`WideSelector`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Selector {
+    /// API group; empty for the core group or "any".
+    pub group: String,
+    /// Version; empty for the preferred one.
+    pub version: String,
+    /// Plural, singular, kind or short name.
+    pub name: String,
+}
+
+impl std::fmt::Display for Selector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.group.as_str(), self.version.as_str()) {
+            ("", "") => write!(f, "{}", self.name),
+            (g, "") => write!(f, "{}.{g}", self.name),
+            (g, v) => write!(f, "{g}/{v}/{}", self.name),
+        }
+    }
+}
+
 /// What a wide selector picks.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Pick {

@@ -18,19 +18,15 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use operon_proto::v1 as pb;
 use serde_json::Value;
 
 use crate::core::admission::webhooks::{ClientConfig, Resource};
-use crate::core::admission::{
-    AdmissionHandler, Answer, MAX_TIMEOUT, Operation, Refusal, Reply, Review, Subresource, Verdict,
-    WebhookKind,
-};
+use crate::core::admission::{AdmissionHandler, Reply, Review};
 use crate::core::backoff::Backoff;
-use crate::runtime::convert::{self, Selector};
 use crate::runtime::discovery;
-use crate::runtime::dispatch::{ClientTls, Dispatch as _, GrpcService};
+use crate::runtime::grpc::{ClientTls, GrpcService};
 use crate::runtime::kit::{self, LockedRw};
+use crate::runtime::ports::{AdmissionCall, EventRequest, HandlerPort, ResolvedResource};
 
 /// The admission options of `operon run` (Kopf's `settings.admission`).
 #[derive(Debug, Clone)]
@@ -93,106 +89,25 @@ pub enum Error {
     },
     /// A handler address is invalid.
     #[error(transparent)]
-    Dispatch(#[from] crate::runtime::dispatch::Error),
-}
-
-/// A validate/mutate handler of a manifest breaks the contract.
-#[derive(Debug, thiserror::Error)]
-pub enum RegistrationError {
-    /// An operation that is not CREATE, UPDATE, DELETE or CONNECT.
-    #[error("admission handler {id:?} has an unknown operation {operation:?}")]
-    Operation {
-        /// The handler.
-        id: String,
-        /// The operation.
-        operation: String,
-    },
-    /// No resource.
-    #[error("admission handler {0:?} names no resource")]
-    NoResource(String),
-    /// Filters or options that do not convert.
-    #[error(transparent)]
-    Convert(#[from] convert::Error),
-}
-
-/// The validate/mutate handlers of a manifest, with their resources as named (the rest of the
-/// manifest is `convert::manifest`'s).
-///
-/// # Errors
-/// The first handler that breaks the contract.
-pub fn registrations(
-    manifest: &pb::Manifest,
-) -> Result<Vec<(Selector, AdmissionHandler)>, RegistrationError> {
-    let mut out = Vec::new();
-    for h in &manifest.handlers {
-        let kind = match pb::HandlerKind::try_from(h.kind) {
-            Ok(pb::HandlerKind::Validate) => WebhookKind::Validating,
-            Ok(pb::HandlerKind::Mutate) => WebhookKind::Mutating,
-            _ => continue,
-        };
-        let resource = h
-            .resource
-            .as_ref()
-            .filter(|r| !r.name.is_empty())
-            .ok_or_else(|| RegistrationError::NoResource(h.id.clone()))?;
-        let filters = h.filters.clone().unwrap_or_default();
-        let options = h.options.clone().unwrap_or_default();
-        let operations = options
-            .operations
-            .iter()
-            .map(|o| {
-                Operation::parse(&o.to_ascii_uppercase()).ok_or_else(|| {
-                    RegistrationError::Operation {
-                        id: h.id.clone(),
-                        operation: o.clone(),
-                    }
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let timeout = match options.call_timeout {
-            Some(d) => convert::duration("the webhook's timeout", d)?,
-            None => MAX_TIMEOUT,
-        };
-        out.push((
-            Selector {
-                group: resource.group.clone(),
-                version: resource.version.clone(),
-                name: resource.name.clone(),
-            },
-            AdmissionHandler {
-                id: h.id.clone(),
-                kind,
-                has_callback_filters: filters.has_callback_filters,
-                filters: convert::convert_filters(&h.id, filters)?,
-                operations,
-                subresource: Subresource::parse(options.subresource.as_deref()),
-                persistent: options.persistent,
-                side_effects: options.side_effects,
-                ignore_failures: options.ignore_failures,
-                timeout: timeout.clamp(Duration::from_secs(1), MAX_TIMEOUT),
-            },
-        ));
-    }
-    Ok(out)
-}
-
-/// Whether a manifest has validate or mutate handlers.
-pub fn declares_any(manifest: &pb::Manifest) -> bool {
-    manifest.handlers.iter().any(|h| {
-        matches!(
-            pb::HandlerKind::try_from(h.kind),
-            Ok(pb::HandlerKind::Validate | pb::HandlerKind::Mutate)
-        )
-    })
+    Dispatch(#[from] crate::runtime::ports::Error),
 }
 
 /// One admission handler with the service that has it.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Bound {
     /// The handler.
     pub handler: AdmissionHandler,
     /// Its service.
-    pub service: GrpcService,
+    pub service: Arc<dyn HandlerPort>,
+}
+
+impl std::fmt::Debug for Bound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bound")
+            .field("handler", &self.handler)
+            .field("service", &self.service.name())
+            .finish()
+    }
 }
 
 /// The handlers of one resource.
@@ -225,7 +140,7 @@ impl std::fmt::Debug for EventSink {
 impl EventSink {
     /// Posts `events` about `body` (or the object each names) in the background: the review's
     /// answer does not wait for them.
-    pub fn post(&self, body: &Value, events: Vec<convert::EventRequest>) {
+    pub fn post(&self, body: &Value, events: Vec<EventRequest>) {
         if events.is_empty() {
             return;
         }
@@ -371,9 +286,9 @@ pub async fn start(
     let url = format!("https://{host_in_url}:{}{path}", local.port());
     tracing::info!(listen = %local, url = %url, "Listening for admission webhooks.");
 
-    let mut services = Vec::new();
+    let mut services: Vec<Arc<dyn HandlerPort>> = Vec::new();
     for u in urls {
-        services.push(GrpcService::with_tls(u, handler_tls)?);
+        services.push(Arc::new(GrpcService::with_tls(u, handler_tls)?));
     }
     let routes = Arc::new(Routes::default());
     let _ = routes.sink.set(sink);
@@ -419,7 +334,7 @@ pub async fn start(
 
 /// Describes every service (until it answers) and resolves its admission handlers' resources
 /// (until they exist), as the engine does for the other handlers.
-async fn discover(client: &kube::Client, services: &[GrpcService]) -> Vec<Route> {
+async fn discover(client: &kube::Client, services: &[Arc<dyn HandlerPort>]) -> Vec<Route> {
     let mut routes: Vec<Route> = Vec::new();
     for service in services {
         let manifest = kit::until_ok(
@@ -429,7 +344,7 @@ async fn discover(client: &kube::Client, services: &[GrpcService]) -> Vec<Route>
             || service.describe(),
         )
         .await;
-        let regs = match registrations(&manifest) {
+        let regs = match manifest.admission {
             Ok(regs) => regs,
             Err(err) => {
                 tracing::error!(service = service.name(), error = %err, "The service's admission handlers are not served.");
@@ -441,7 +356,7 @@ async fn discover(client: &kube::Client, services: &[GrpcService]) -> Vec<Route>
             tracing::debug!(handler = %handler.id, kind = handler.kind.as_str(), resource = %served.name(), "Admission handler served.");
             let bound = Bound {
                 handler,
-                service: service.clone(),
+                service: Arc::clone(service),
             };
             match routes.iter_mut().find(|r| {
                 r.served.resource.group == served.resource.group
@@ -482,52 +397,36 @@ pub async fn call(
     headers: &HashMap<String, String>,
     sink: Option<&EventSink>,
 ) -> Reply {
-    let to_json = |v: &Value| serde_json::to_vec(v).unwrap_or_default();
     let diff =
         crate::core::persistence::diff::diff(review.old_object.as_ref(), review.object.as_ref());
-    let mut request = tonic::Request::new(pb::InvokeRequest {
+    let deadline = call_deadline(bound.handler.timeout);
+    let call = AdmissionCall {
         handler_id: bound.handler.id.clone(),
-        body_json: to_json(review.body()),
-        old_json: review.old_object.as_ref().map(to_json).unwrap_or_default(),
-        new_json: review.object.as_ref().map(to_json).unwrap_or_default(),
-        diff_json: to_json(&crate::core::persistence::diff::to_value(&diff)),
+        body: review.body().clone(),
+        old: review.old_object.clone(),
+        new: review.object.clone(),
+        diff: crate::core::persistence::diff::to_value(&diff),
         attempt_id: format!("admission:{}:{}", review.uid, bound.handler.id),
-        resource: Some(pb::ResolvedResource {
+        resource: ResolvedResource {
             group: served.resource.group.clone(),
             version: served.resource.version.clone(),
             plural: served.resource.plural.clone(),
             kind: served.resource.kind.clone(),
             namespaced: served.namespaced,
-        }),
-        admission: Some(pb::AdmissionCall {
-            request_json: to_json(&review.request),
-            headers: headers.clone(),
-            sslpeer_json: Vec::new(),
-        }),
-        ..Default::default()
-    });
-    let deadline = call_deadline(bound.handler.timeout);
-    request.set_timeout(deadline);
-    let mut client = pb::handler_service_client::HandlerServiceClient::new(bound.service.channel())
-        .max_decoding_message_size(64 * 1024 * 1024);
-    let too_late = || {
-        Reply::Failed(format!(
-            "its service did not answer within {:.1} seconds",
-            deadline.as_secs_f64()
-        ))
+        },
+        request: review.request.clone(),
+        headers: headers.clone(),
+        deadline,
     };
-    let response = match tokio::time::timeout(deadline, client.invoke(request)).await {
-        // The client's own timer and the call's deadline (tonic's) are the same time.
-        Err(_) => return too_late(),
-        Ok(Err(status))
-            if matches!(
-                status.code(),
-                tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
-            ) =>
-        {
-            return too_late();
+    let reply = match bound.service.admit(call).await {
+        Ok(reply) => reply,
+        Err(crate::runtime::ports::Error::Deadline(_)) => {
+            return Reply::Failed(format!(
+                "its service did not answer within {:.1} seconds",
+                deadline.as_secs_f64()
+            ));
         }
-        Ok(Err(status)) => {
+        Err(crate::runtime::ports::Error::Transport(status)) => {
             return Reply::Failed(format!(
                 "its service {} failed: {} ({:?})",
                 bound.service.name(),
@@ -535,10 +434,15 @@ pub async fn call(
                 status.code()
             ));
         }
-        Ok(Ok(response)) => response.into_inner(),
+        Err(err) => {
+            return Reply::Failed(format!(
+                "its service {} failed: {err}",
+                bound.service.name()
+            ));
+        }
     };
     // The handler's Events (`kopf.info()` & co. in a webhook) are posted as a cycle's are.
-    match convert::event_requests(response.events.clone()) {
+    match reply.events {
         Ok(events) => match sink {
             Some(sink) => sink.post(review.body(), events),
             None if !events.is_empty() => {
@@ -550,136 +454,16 @@ pub async fn call(
             tracing::warn!(handler = %bound.handler.id, error = %err, "An admission handler's Events break the contract; not posted.");
         }
     }
-    match answer(response) {
+    match reply.answer {
         Ok(answer) => Reply::Answered(answer),
         Err(why) => Reply::Failed(format!("its answer breaks the contract: {why}")),
     }
 }
 
-/// An `InvokeResponse` of an admission handler as the core's [`Answer`].
-///
-/// # Errors
-/// A text saying what breaks the contract: no outcome, a patch that is not a JSON object.
-pub fn answer(r: pb::InvokeResponse) -> Result<Answer, String> {
-    use pb::outcome::Result as R;
-    let admission = r.admission_code.map(|c| Refusal::Admission(Some(c)));
-    let refused = |refusal: Refusal, message: String| Verdict::Refused {
-        refusal: admission.unwrap_or(refusal),
-        message,
-    };
-    let verdict = match r.outcome.and_then(|o| o.result) {
-        None => return Err("the answer has no outcome".into()),
-        Some(R::Success(_)) => Verdict::Admitted,
-        Some(R::NotMatched(_)) => Verdict::NotMatched,
-        Some(R::PermanentError(e)) => refused(Refusal::Permanent, e.message),
-        Some(R::TemporaryError(e)) => refused(Refusal::Temporary, e.message),
-        Some(R::ArbitraryError(e)) => {
-            let message = if e.message.is_empty() {
-                e.error_type
-            } else {
-                e.message
-            };
-            refused(Refusal::Other, message)
-        }
-        Some(R::SubhandlersPending(_)) => refused(
-            Refusal::Other,
-            "sub-handlers are not run in admission webhooks".into(),
-        ),
-    };
-    let patch = if r.patch_json.is_empty() {
-        None
-    } else {
-        match serde_json::from_slice::<Value>(&r.patch_json) {
-            Ok(p) if p.is_object() => Some(p),
-            Ok(_) => return Err("the patch is not a JSON object".into()),
-            Err(e) => return Err(format!("the patch is not valid JSON: {e}")),
-        }
-    };
-    Ok(Answer {
-        verdict,
-        warnings: r.warnings,
-        patch,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn outcome(result: pb::outcome::Result) -> Option<pb::Outcome> {
-        Some(pb::Outcome {
-            result: Some(result),
-        })
-    }
-
-    #[test]
-    fn manifests_give_admission_handlers_with_kopfs_options() {
-        let manifest = pb::Manifest {
-            handlers: vec![
-                pb::Handler {
-                    id: "create".into(),
-                    kind: pb::HandlerKind::Create as i32,
-                    resource: Some(pb::ResourceSelector {
-                        name: "kex".into(),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                },
-                pb::Handler {
-                    id: "validate1".into(),
-                    kind: pb::HandlerKind::Validate as i32,
-                    resource: Some(pb::ResourceSelector {
-                        group: "kopf.dev".into(),
-                        name: "kex".into(),
-                        ..Default::default()
-                    }),
-                    options: Some(pb::Options {
-                        operations: vec!["CREATE".into(), "update".into()],
-                        subresource: Some("*".into()),
-                        ignore_failures: true,
-                        call_timeout: Some(convert::to_duration(Duration::from_secs(99))),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                },
-                pb::Handler {
-                    id: "mutate1".into(),
-                    kind: pb::HandlerKind::Mutate as i32,
-                    resource: Some(pb::ResourceSelector {
-                        name: "kex".into(),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                },
-            ],
-            ..Default::default()
-        };
-        let regs = registrations(&manifest).unwrap();
-        assert_eq!(regs.len(), 2);
-        assert!(declares_any(&manifest));
-        let (selector, v) = &regs[0];
-        assert_eq!(selector.group, "kopf.dev");
-        assert_eq!(v.kind, WebhookKind::Validating);
-        assert_eq!(v.operations, [Operation::Create, Operation::Update]);
-        assert_eq!(v.subresource, Subresource::Any);
-        assert!(v.ignore_failures);
-        assert_eq!(v.timeout, MAX_TIMEOUT, "at most 30 seconds");
-        let m = &regs[1].1;
-        assert_eq!(m.kind, WebhookKind::Mutating);
-        assert!(m.operations.is_empty());
-        assert_eq!(m.subresource, Subresource::Main);
-        // The change handlers' conversion leaves them out without complaint.
-        let others = convert::manifest(&manifest).unwrap();
-        assert_eq!(others.handlers.len(), 1);
-        assert!(others.unsupported.is_empty());
-
-        let mut bad = manifest;
-        bad.handlers[1].options.as_mut().unwrap().operations = vec!["PATCH".into()];
-        assert!(matches!(
-            registrations(&bad),
-            Err(RegistrationError::Operation { .. })
-        ));
-    }
+    use crate::core::admission::{MAX_TIMEOUT, Subresource, WebhookKind};
 
     fn served() -> discovery::Served {
         discovery::Served {
@@ -706,7 +490,7 @@ mod tests {
                 ignore_failures: false,
                 timeout,
             },
-            service: GrpcService::new(url).unwrap(),
+            service: Arc::new(GrpcService::new(url).unwrap()),
         }
     }
 
@@ -755,60 +539,6 @@ mod tests {
         assert!(
             matches!(&reply, Reply::Failed(why) if why.contains(&dead)),
             "{reply:?}"
-        );
-    }
-
-    #[test]
-    fn answers_become_verdicts() {
-        let a = answer(pb::InvokeResponse {
-            outcome: outcome(pb::outcome::Result::Success(Default::default())),
-            patch_json: br#"{"spec":{"x":1}}"#.to_vec(),
-            warnings: vec!["w".into()],
-            ..Default::default()
-        })
-        .unwrap();
-        assert_eq!(a.verdict, Verdict::Admitted);
-        assert_eq!(a.warnings, ["w"]);
-        assert_eq!(a.patch, Some(serde_json::json!({"spec": {"x": 1}})));
-
-        let denied = answer(pb::InvokeResponse {
-            outcome: outcome(pb::outcome::Result::PermanentError(pb::PermanentError {
-                message: "Go away!".into(),
-            })),
-            admission_code: Some(555),
-            ..Default::default()
-        })
-        .unwrap();
-        assert_eq!(
-            denied.verdict,
-            Verdict::Refused {
-                refusal: Refusal::Admission(Some(555)),
-                message: "Go away!".into()
-            }
-        );
-        let arbitrary = answer(pb::InvokeResponse {
-            outcome: outcome(pb::outcome::Result::ArbitraryError(pb::ArbitraryError {
-                message: String::new(),
-                error_type: "ZeroDivisionError".into(),
-            })),
-            ..Default::default()
-        })
-        .unwrap();
-        assert_eq!(
-            arbitrary.verdict,
-            Verdict::Refused {
-                refusal: Refusal::Other,
-                message: "ZeroDivisionError".into()
-            }
-        );
-        assert!(answer(pb::InvokeResponse::default()).is_err());
-        assert!(
-            answer(pb::InvokeResponse {
-                outcome: outcome(pb::outcome::Result::Success(Default::default())),
-                patch_json: b"[]".to_vec(),
-                ..Default::default()
-            })
-            .is_err()
         );
     }
 }

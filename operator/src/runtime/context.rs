@@ -10,9 +10,10 @@ use crate::core::model::Handler;
 use crate::core::persistence::diff::FieldPath;
 use crate::core::persistence::{DiffBaseStorage, ProgressStorage};
 use crate::runtime::discovery::Served;
-use crate::runtime::dispatch::{ClientTls, Dispatch};
+use crate::runtime::grpc::ClientTls;
 use crate::runtime::locks::ParentLocks;
 use crate::runtime::metrics::Metrics;
+use crate::runtime::ports::{HandlerPort, ResolvedResource};
 use crate::runtime::readmodel::ReadModel;
 
 /// Settings of change handling.
@@ -82,7 +83,7 @@ pub struct Bound {
     /// The handler.
     pub handler: Handler,
     /// Its service.
-    pub service: Arc<dyn Dispatch>,
+    pub service: Arc<dyn HandlerPort>,
 }
 
 impl std::fmt::Debug for Bound {
@@ -109,9 +110,9 @@ pub struct ResourceCtx {
 
 impl ResourceCtx {
     /// The resource as sent to handler services.
-    pub fn resolved(&self) -> operon_proto::v1::ResolvedResource {
+    pub fn resolved(&self) -> ResolvedResource {
         let r = &self.served.resource;
-        operon_proto::v1::ResolvedResource {
+        ResolvedResource {
             group: r.group.clone(),
             version: r.version.clone(),
             plural: r.plural.clone(),

@@ -30,10 +30,10 @@ use tokio::time::Instant;
 use crate::core::outcome::{self, CallResult, Level, Progress};
 use crate::core::patch::MergePatch;
 use crate::runtime::context::{Bound, Context, ResourceCtx};
-use crate::runtime::dispatch::{Call, DaemonInput, Error as DispatchError, StopReason};
 use crate::runtime::events;
 use crate::runtime::kit::Locked;
 use crate::runtime::patching;
+use crate::runtime::ports::{Call, DaemonInput, Error as DispatchError, StopReason};
 
 /// A daemon of one object: `(resource, namespace, name, handler id)`.
 type DaemonKey = (String, String, String, String);
@@ -407,11 +407,7 @@ impl Daemon {
     }
 
     /// Applies a daemon's patch and posts its events.
-    async fn apply(
-        &self,
-        patch: Option<Value>,
-        requests: &[crate::runtime::convert::EventRequest],
-    ) {
+    async fn apply(&self, patch: Option<Value>, requests: &[crate::runtime::ports::EventRequest]) {
         let body = Arc::clone(&self.body.borrow());
         if let Some(patch) = patch {
             let mut merge = MergePatch::new();
@@ -541,9 +537,8 @@ mod tests {
     use crate::core::model::{Handler, HandlerKind, Options};
     use crate::core::persistence::{DiffBaseStorage, KeyConvention, ProgressStorage};
     use crate::runtime::context::Settings;
-    use crate::runtime::convert::{Answer, DaemonOutput};
     use crate::runtime::discovery::Served;
-    use crate::runtime::dispatch::{DaemonOutputs, Dispatch};
+    use crate::runtime::ports::{Answer, DaemonOutput, DaemonOutputs, HandlerPort, Manifest};
 
     /// What the fake service's daemon does in one call.
     #[derive(Debug, Clone, Copy)]
@@ -564,11 +559,11 @@ mod tests {
     }
 
     #[tonic::async_trait]
-    impl Dispatch for Fake {
+    impl HandlerPort for Fake {
         fn name(&self) -> &str {
             "fake"
         }
-        async fn describe(&self) -> Result<operon_proto::v1::Manifest, DispatchError> {
+        async fn describe(&self) -> Result<Manifest, DispatchError> {
             unimplemented!()
         }
         async fn invoke(&self, _: Call) -> Result<Answer, DispatchError> {
@@ -656,7 +651,7 @@ mod tests {
                 has_callback_filters: false,
                 options,
             },
-            service: Arc::clone(fake) as Arc<dyn Dispatch>,
+            service: Arc::clone(fake) as Arc<dyn HandlerPort>,
         };
         let res = Arc::new(ResourceCtx {
             served: Served {

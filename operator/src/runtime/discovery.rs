@@ -5,7 +5,7 @@ use kube::Client;
 use kube::api::ApiResource;
 
 use crate::core::selectors::Discovered;
-use crate::runtime::convert::Selector;
+use crate::core::selectors::Selector;
 
 /// A discovery failure.
 #[derive(Debug, thiserror::Error)]

@@ -13,12 +13,15 @@ use crate::core::backoff::Backoff;
 use crate::core::model::HandlerKind;
 use crate::core::namespaces::Namespaces;
 use crate::core::persistence::{DiffBaseStorage, KeyConvention, ProgressStorage};
+use crate::core::selectors::Selector;
 use crate::runtime::context::{Bound, Context, ResourceCtx, Settings};
-use crate::runtime::convert::{self, Registration, Selector};
 use crate::runtime::discovery;
-use crate::runtime::dispatch::{Dispatch, GrpcService};
+use crate::runtime::grpc::GrpcService;
 use crate::runtime::kit;
 use crate::runtime::metrics::Metrics;
+use crate::runtime::ports::{
+    HandlerPort, Manifest, Registration, SyncPort, SyncSpec, TaskPort, TaskSpec, WideRegistration,
+};
 use crate::runtime::processing::Handling;
 use crate::runtime::queue::{Key, Observed, Queue, Seen};
 use crate::runtime::readmodel::ReadModel;
@@ -61,7 +64,7 @@ pub struct Config {
     /// The dashboard's options (token, Jaeger UI).
     pub dashboard: operon_dashboard::Options,
     /// TLS towards `https://` handler services (CA, client identity); `None`: plaintext only.
-    pub handler_tls: Option<crate::runtime::dispatch::ClientTls>,
+    pub handler_tls: Option<crate::runtime::grpc::ClientTls>,
     /// The core's URL as applications reach it, for shutdown-hook callbacks; `None`:
     /// `http://<http>`.
     pub callback_url: Option<String>,
@@ -88,7 +91,7 @@ pub enum Error {
     KubeConfig(#[source] kube::config::InferConfigError),
     /// A handler address is invalid.
     #[error(transparent)]
-    Dispatch(#[from] crate::runtime::dispatch::Error),
+    Dispatch(#[from] crate::runtime::ports::Error),
     /// A service's manifest breaks the contract.
     #[error("the manifest of {service} is invalid: {source}")]
     Manifest {
@@ -96,7 +99,7 @@ pub enum Error {
         service: String,
         /// The problem.
         #[source]
-        source: convert::Error,
+        source: Arc<crate::runtime::ports::ContractError>,
     },
     /// Two services define the same handler id for one resource.
     #[error("handler id {id:?} for {resource} is defined by both {first} and {second}")]
@@ -117,7 +120,17 @@ pub enum Error {
         service: String,
         /// The problem.
         #[source]
-        source: crate::runtime::sync::Error,
+        source: Arc<crate::runtime::ports::SyncRegistrationError>,
+    },
+    /// Two services declare a sync registration of the same id.
+    #[error("sync registration {id:?} is defined by both {first} and {second}")]
+    SyncConflict {
+        /// The id.
+        id: String,
+        /// One service.
+        first: String,
+        /// The other.
+        second: String,
     },
     /// A service's task registrations break the contract.
     #[error("the task registrations of {service} are invalid: {source}")]
@@ -126,7 +139,23 @@ pub enum Error {
         service: String,
         /// The problem.
         #[source]
-        source: crate::runtime::tasks::Error,
+        source: Arc<crate::runtime::ports::TaskRegistrationError>,
+    },
+    /// Two services declare task registrations for the same task resource.
+    #[error(
+        "the task resource {resource} is registered by both {first} (task {first_id:?}) and {second} (task {second_id:?})"
+    )]
+    TaskConflict {
+        /// The task resource.
+        resource: String,
+        /// One service.
+        first: String,
+        /// Its registration.
+        first_id: String,
+        /// The other service.
+        second: String,
+        /// Its registration.
+        second_id: String,
     },
     /// Namespace patterns with sync or task registrations, which watch namespaces by name.
     #[error(
@@ -150,7 +179,7 @@ pub enum Error {
     Admission(#[from] crate::runtime::admission::Error),
 }
 
-async fn describe_until_answered(service: &dyn Dispatch) -> operon_proto::v1::Manifest {
+async fn describe_until_answered(service: &dyn HandlerPort) -> Manifest {
     kit::until_ok(
         Backoff::SERVICE,
         "The handler service does not answer Describe yet.",
@@ -170,7 +199,7 @@ async fn describe_until_answered(service: &dyn Dispatch) -> operon_proto::v1::Ma
 /// Configuration, an unanswered `Describe`, an invalid manifest, a resource not found.
 pub async fn served_by(
     urls: &[String],
-    tls: Option<&crate::runtime::dispatch::ClientTls>,
+    tls: Option<&crate::runtime::grpc::ClientTls>,
 ) -> Result<Vec<(discovery::Served, crate::rbac::Access)>, ServedByError> {
     use crate::rbac::Access;
     let kube_config = kube::Config::infer()
@@ -179,12 +208,12 @@ pub async fn served_by(
     let client = kube::Client::try_from(crate::runtime::kit::identified(kube_config))
         .map_err(|e| ServedByError::Engine(Error::Kube(e)))?;
     let mut selectors = std::collections::BTreeSet::new();
-    let mut services: Vec<Arc<dyn Dispatch>> = Vec::new();
+    let mut services: Vec<Arc<dyn HandlerPort>> = Vec::new();
     let mut wide = Vec::new();
     for url in urls {
         let service = GrpcService::with_tls(url, tls).map_err(Error::from)?;
         let manifest = service.describe().await.map_err(Error::from)?;
-        let regs = convert::manifest(&manifest).map_err(|source| Error::Manifest {
+        let regs = manifest.handlers.map_err(|source| Error::Manifest {
             service: url.clone(),
             source,
         })?;
@@ -195,7 +224,7 @@ pub async fn served_by(
                 .into_iter()
                 .map(|r| (r.selector, Access::Served)),
         );
-        let syncs = sync::registrations(&manifest).map_err(|source| Error::Sync {
+        let syncs = manifest.syncs.map_err(|source| Error::Sync {
             service: url.clone(),
             source,
         })?;
@@ -203,11 +232,10 @@ pub async fn served_by(
             selectors.insert((spec.parent, Access::Served));
             selectors.extend(spec.children.into_iter().map(|(c, _)| (c, Access::Child)));
         }
-        let tasks =
-            crate::runtime::tasks::registrations(&manifest).map_err(|source| Error::Tasks {
-                service: url.clone(),
-                source,
-            })?;
+        let tasks = manifest.tasks.map_err(|source| Error::Tasks {
+            service: url.clone(),
+            source,
+        })?;
         for spec in tasks {
             selectors.insert((spec.task, Access::Task));
             selectors.insert((spec.parent, Access::TaskParent));
@@ -363,12 +391,14 @@ impl Generation<'_> {
         shared.readiness.reset();
 
         // Describe every service (retrying until it answers) and bind its handlers.
-        let mut services: Vec<Arc<dyn Dispatch>> = Vec::new();
+        let mut services: Vec<Arc<dyn HandlerPort>> = Vec::new();
+        let mut sync_ports: Vec<Arc<dyn SyncPort>> = Vec::new();
+        let mut task_ports: Vec<Arc<dyn TaskPort>> = Vec::new();
         for url in &config.handlers {
-            services.push(Arc::new(GrpcService::with_tls(
-                url,
-                config.handler_tls.as_ref(),
-            )?));
+            let service = GrpcService::with_tls(url, config.handler_tls.as_ref())?;
+            sync_ports.push(Arc::new(service.sync_port()));
+            task_ports.push(Arc::new(service.task_port()));
+            services.push(Arc::new(service));
         }
         let mut manifests = Vec::new();
         for service in &services {
@@ -380,41 +410,35 @@ impl Generation<'_> {
                     return Ok(Ending::Stop);
                 }
             };
-            tracing::info!(service = service.name(), name = %manifest.service_name, handlers = manifest.handlers.len(), "Handler service described.");
+            tracing::info!(service = service.name(), name = %manifest.service_name, handlers = manifest.declared, "Handler service described.");
             manifests.push(manifest);
         }
         let mut by_selector: BTreeMap<Selector, Vec<(Registration, usize)>> = BTreeMap::new();
-        let mut wide: Vec<(convert::WideRegistration, usize)> = Vec::new();
+        let mut wide: Vec<(WideRegistration, usize)> = Vec::new();
         let mut syncs = Vec::new();
         let mut tasks = Vec::new();
         for (i, manifest) in manifests.iter().enumerate() {
-            let specs =
-                crate::runtime::tasks::registrations(manifest).map_err(|source| Error::Tasks {
+            let specs = manifest.tasks.clone().map_err(|source| Error::Tasks {
+                service: services[i].name().to_owned(),
+                source,
+            })?;
+            tasks.extend(specs.into_iter().map(|s| (s, i)));
+            let specs = manifest.syncs.clone().map_err(|source| Error::Sync {
+                service: services[i].name().to_owned(),
+                source,
+            })?;
+            syncs.extend(specs.into_iter().map(|s| (s, i)));
+            let regs = manifest
+                .handlers
+                .clone()
+                .map_err(|source| Error::Manifest {
                     service: services[i].name().to_owned(),
                     source,
                 })?;
-            tasks.extend(
-                specs
-                    .into_iter()
-                    .map(|s| (s, services[i].name().to_owned())),
-            );
-            let specs = sync::registrations(manifest).map_err(|source| Error::Sync {
-                service: services[i].name().to_owned(),
-                source,
-            })?;
-            syncs.extend(
-                specs
-                    .into_iter()
-                    .map(|s| (s, services[i].name().to_owned())),
-            );
-            let regs = convert::manifest(manifest).map_err(|source| Error::Manifest {
-                service: services[i].name().to_owned(),
-                source,
-            })?;
             for (id, kind) in &regs.unsupported {
                 tracing::warn!(service = services[i].name(), handler = %id, kind, "This core does not run handlers of this kind yet; skipping it.");
             }
-            if config.admission.is_none() && crate::runtime::admission::declares_any(manifest) {
+            if config.admission.is_none() && manifest.declares_admission() {
                 tracing::warn!(
                     service = services[i].name(),
                     "The service has admission handlers (validate/mutate), which are served only with --admission-listen."
@@ -437,6 +461,9 @@ impl Generation<'_> {
                 list.push((reg, i));
             }
         }
+
+        let names: Vec<&str> = services.iter().map(|s| s.name()).collect();
+        unique_across_services(&syncs, &tasks, &names)?;
 
         // Resolve every selector. Selectors that name one resource (`'namespace'` and
         // `('v1', 'namespace')`) are served as one resource with one watch, as Kopf merges them;
@@ -510,7 +537,7 @@ impl Generation<'_> {
                 .map(|(s, m)| operon_dashboard::ServiceView {
                     name: s.name().to_owned(),
                     answering: true,
-                    handlers: m.handlers.len(),
+                    handlers: m.declared,
                 })
                 .collect();
         });
@@ -602,14 +629,15 @@ impl Generation<'_> {
             watches.extend(handles);
         }
         shared_watches.start();
-        for (spec, url) in syncs {
+        for (spec, i) in syncs {
             let (ctx, callbacks) = (Arc::clone(&ctx), Arc::clone(&shared.callbacks));
-            watches.push(tokio::spawn(async move {
-                if let Err(err) = sync::serve(ctx, callbacks, spec, url).await {
-                    tracing::error!(error = %err, "Cannot serve a sync registration.");
-                }
-            }));
+            let port = Arc::clone(&sync_ports[i]);
+            watches.push(tokio::spawn(sync::serve(ctx, callbacks, spec, port)));
         }
+        let tasks = tasks
+            .into_iter()
+            .map(|(spec, i)| (spec, Arc::clone(&task_ports[i])))
+            .collect();
         watches.push(tokio::spawn(crate::runtime::tasks::serve(
             Arc::clone(&ctx),
             tasks,
@@ -737,8 +765,8 @@ async fn shutdown_signal() {
 /// Re-describes the services now and then; returns the name of one whose manifest changed.
 async fn watch_manifests(
     shared: Arc<Shared>,
-    services: Vec<Arc<dyn Dispatch>>,
-    manifests: Vec<operon_proto::v1::Manifest>,
+    services: Vec<Arc<dyn HandlerPort>>,
+    manifests: Vec<Manifest>,
 ) -> String {
     loop {
         tokio::time::sleep(Duration::from_secs(15)).await;
@@ -766,7 +794,7 @@ async fn watch_manifests(
 fn resource_ctx(
     served: discovery::Served,
     regs: &[(crate::core::model::Handler, usize)],
-    services: &[Arc<dyn Dispatch>],
+    services: &[Arc<dyn HandlerPort>],
 ) -> ResourceCtx {
     let (indexers, handlers): (Vec<Bound>, Vec<Bound>) = regs
         .iter()
@@ -795,7 +823,7 @@ fn merge_handlers(
     served: &discovery::Served,
     list: &mut Vec<(crate::core::model::Handler, usize)>,
     regs: impl IntoIterator<Item = (crate::core::model::Handler, usize)>,
-    services: &[Arc<dyn Dispatch>],
+    services: &[Arc<dyn HandlerPort>],
     selector: &str,
 ) -> Result<(), Error> {
     for (handler, i) in regs {
@@ -817,10 +845,44 @@ fn merge_handlers(
     Ok(())
 }
 
+/// A sync id or a task resource is declared by one service only: two services with the same sync
+/// id (its finalizer and status are keyed by the id) or the same task resource (one controller
+/// per task object) are refused at start. `names` are the services' names by index.
+fn unique_across_services(
+    syncs: &[(SyncSpec, usize)],
+    tasks: &[(TaskSpec, usize)],
+    names: &[&str],
+) -> Result<(), Error> {
+    for (k, (spec, i)) in syncs.iter().enumerate() {
+        if let Some((_, j)) = syncs[..k].iter().find(|(o, j)| o.id == spec.id && j != i) {
+            return Err(Error::SyncConflict {
+                id: spec.id.clone(),
+                first: names[*j].to_owned(),
+                second: names[*i].to_owned(),
+            });
+        }
+    }
+    for (k, (spec, i)) in tasks.iter().enumerate() {
+        if let Some((other, j)) = tasks[..k]
+            .iter()
+            .find(|(o, j)| o.task == spec.task && j != i)
+        {
+            return Err(Error::TaskConflict {
+                resource: spec.task.to_string(),
+                first: names[*j].to_owned(),
+                first_id: other.id.clone(),
+                second: names[*i].to_owned(),
+                second_id: spec.id.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
 async fn matches_until_scanned(
     client: &kube::Client,
-    services: &[Arc<dyn Dispatch>],
-    wide: &[(convert::WideRegistration, usize)],
+    services: &[Arc<dyn HandlerPort>],
+    wide: &[(WideRegistration, usize)],
 ) -> (
     selecting::Matches,
     std::collections::BTreeSet<selecting::ResourceKey>,
@@ -942,5 +1004,71 @@ fn observe(queue: &Arc<Queue>, key: Key, obj: &DynamicObject, seen: Seen) {
             seen,
         ),
         Err(err) => tracing::error!(error = %err, "Cannot serialise a watched object."),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::tasks::Mode;
+
+    fn selector(name: &str) -> Selector {
+        Selector {
+            group: "example.com".into(),
+            version: "v1".into(),
+            name: name.into(),
+        }
+    }
+
+    fn sync(id: &str) -> SyncSpec {
+        SyncSpec {
+            id: id.into(),
+            parent: selector("things"),
+            children: Vec::new(),
+            resync: None,
+            finalize: false,
+            call_timeout: None,
+            shutdown: None,
+        }
+    }
+
+    fn task(id: &str, resource: &str) -> TaskSpec {
+        TaskSpec {
+            id: id.into(),
+            task: selector(resource),
+            parent: selector("things"),
+            parent_field: "spec.thing".into(),
+            mode: Mode::Parallel,
+            priority: 0,
+            retention: None,
+            timeout: None,
+        }
+    }
+
+    #[test]
+    fn two_services_cannot_declare_one_sync_id_or_task_resource() {
+        let names = ["http://a", "http://b"];
+        let fine = unique_across_services(
+            &[(sync("s1"), 0), (sync("s2"), 1)],
+            &[(task("t", "repairs"), 0), (task("t", "backups"), 1)],
+            &names,
+        );
+        assert!(fine.is_ok());
+        let err =
+            unique_across_services(&[(sync("s"), 0), (sync("s"), 1)], &[], &names).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "sync registration \"s\" is defined by both http://a and http://b"
+        );
+        let err = unique_across_services(
+            &[],
+            &[(task("fix", "repairs"), 0), (task("mend", "repairs"), 1)],
+            &names,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the task resource example.com/v1/repairs is registered by both http://a (task \"fix\") and http://b (task \"mend\")"
+        );
     }
 }

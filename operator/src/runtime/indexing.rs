@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use crate::core::backoff::Backoff;
 use crate::core::outcome::CallResult;
 use crate::runtime::context::{Bound, ResourceCtx};
-use crate::runtime::dispatch::Call;
+use crate::runtime::ports::Call;
 
 /// The longest pause between two attempts to reach a service that does not answer.
 const RETRY: Backoff = Backoff::SERVICE;

@@ -11,7 +11,7 @@ use kube::api::{ApiResource, DynamicObject};
 use serde_json::{Value, json};
 
 use crate::core::backoff::Backoff;
-use crate::runtime::convert::Selector;
+use crate::core::selectors::Selector;
 use crate::runtime::discovery::{self, Served};
 
 /// The `User-Agent` of the core's API requests (`operon/<version>`): the API server's audit log

@@ -17,15 +17,16 @@ use futures_util::future::BoxFuture;
 use http::{Request, Response};
 use kube::client::Body;
 
-use crate::runtime::dispatch::{ClientTls, GrpcService};
+use crate::runtime::grpc::{ClientTls, GrpcService};
 use crate::runtime::kit::LockedRw;
+use crate::runtime::ports::HandlerPort as _;
 
 /// A login failure.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A handler address is invalid.
     #[error(transparent)]
-    Dispatch(#[from] crate::runtime::dispatch::Error),
+    Dispatch(#[from] crate::runtime::ports::Error),
     /// No service answered with credentials.
     #[error("no handler service answered Login with credentials")]
     NoCredentials,
@@ -83,9 +84,10 @@ impl Services {
     /// The first service's credentials.
     async fn login(&self, reason: Reason) -> Result<Credentials, Error> {
         for service in &self.0 {
-            let Some((kubeconfig, expiration)) = service.login(reason.as_str()).await? else {
+            let Some(login) = service.login(reason.as_str()).await? else {
                 continue;
             };
+            let (kubeconfig, expiration) = (login.kubeconfig_json, login.expiration);
             let bad = |problem: String| Error::BadKubeconfig {
                 service: service.url().to_owned(),
                 problem,

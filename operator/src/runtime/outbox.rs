@@ -8,9 +8,9 @@ use std::time::Duration;
 use futures_util::StreamExt;
 
 use crate::core::backoff::Backoff;
-use crate::runtime::dispatch::Dispatch;
 use crate::runtime::events::{Poster, post_to};
 use crate::runtime::metrics::Metrics;
+use crate::runtime::ports::HandlerPort;
 use crate::runtime::readmodel::ReadModel;
 
 /// The longest pause before the call is opened again after a failure.
@@ -20,7 +20,7 @@ const BACKOFF: Backoff = Backoff::new(Duration::from_millis(500), Duration::from
 /// (UNIMPLEMENTED) or the task is aborted. A service that is down or a call that ends is retried
 /// with a growing delay; an Event that breaks the contract (no involved object) is logged.
 pub async fn serve(
-    service: Arc<dyn Dispatch>,
+    service: Arc<dyn HandlerPort>,
     client: kube::Client,
     metrics: Arc<Metrics>,
     readmodel: Arc<ReadModel>,

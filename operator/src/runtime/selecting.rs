@@ -6,9 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use crate::core::selectors::{Discovered, Pick, askable};
-use crate::runtime::convert::WideRegistration;
 use crate::runtime::discovery::{self, Served};
-use crate::runtime::dispatch::Dispatch;
+use crate::runtime::ports::HandlerPort;
+use crate::runtime::ports::WideRegistration;
 
 /// A resource and the wide registrations (with their service's index) it is served for.
 pub type Matches = Vec<(Served, Vec<(WideRegistration, usize)>)>;
@@ -33,7 +33,7 @@ pub fn key_of(served: &Served) -> ResourceKey {
 /// When the scan itself fails.
 pub async fn matches(
     client: &kube::Client,
-    services: &[Arc<dyn Dispatch>],
+    services: &[Arc<dyn HandlerPort>],
     wide: &[(WideRegistration, usize)],
 ) -> Result<(Matches, BTreeSet<ResourceKey>), discovery::Error> {
     let scan = discovery::scan(client).await?;

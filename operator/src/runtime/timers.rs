@@ -20,9 +20,9 @@ use crate::core::model::{ErrorsMode, Handler};
 use crate::core::outcome::{self, CallResult};
 use crate::core::patch::MergePatch;
 use crate::runtime::context::{Bound, Context, ResourceCtx};
-use crate::runtime::dispatch::Call;
 use crate::runtime::kit::Locked;
 use crate::runtime::patching;
+use crate::runtime::ports::Call;
 
 /// A timer of one object: `(resource, namespace, name, handler id)`.
 type TimerKey = (String, String, String, String);

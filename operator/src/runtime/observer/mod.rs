@@ -29,8 +29,8 @@ use kube::Api;
 use kube::api::DynamicObject;
 
 use crate::core::persistence::keys::KeyError;
+use crate::core::selectors::Selector;
 use crate::core::views::Storages;
-use crate::runtime::convert::Selector;
 use crate::runtime::discovery::{self, Served};
 
 mod store;

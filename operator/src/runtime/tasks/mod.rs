@@ -1,0 +1,168 @@
+//! Tasks, the effects: one controller serves every task registration (`Manifest.tasks`) of the
+//! described services. It watches the task resources, groups the tasks by parent (namespace and
+//! the name at the registration's `parent_field`), runs one task per parent at a time through
+//! `TaskService.RunTask` on the service's address, and records each task's progress in its status
+//! ([`crate::core::tasks`] decides what to write).
+//!
+//! # Guarantees
+//! - Per parent, one task runs at a time, in the order of [`crate::core::tasks::next`]: a task
+//!   that was Running when the core stopped, then priority, creation time and name. The parent
+//!   is chosen for, and its lock ([`crate::runtime::locks`]) taken, before the task is chosen,
+//!   so a task never runs during one of the parent's handling cycles or syncs, and the order is
+//!   decided when the task can actually start.
+//! - A task is marked Waiting when first seen and runs only after that write. A terminal phase
+//!   is never run again.
+//! - A sequential task persists `status.steps` after each step; after a restart of the core it
+//!   resumes at its first unfinished step (`TaskRequest.resume_from`, `done_steps`). A parallel
+//!   task writes its steps once, at the end, and runs again from the start after a restart.
+//! - While a task runs, it carries the finalizer `<prefix>/task`, so that deleting it is seen
+//!   even across a restart of the core: the call is cancelled (the stream is dropped, which the
+//!   service sees), phase Cancelled is recorded, an Event `TaskCancelled` is posted on the parent,
+//!   the finalizer is released, and the parent's next task starts.
+//! - A task whose parent does not exist when it is due fails at once (phase Failed, with a
+//!   message naming the parent). So does a task whose `parent_field` is missing.
+//! - A broken handler (an error status, a dead service, a stream that ends without `finished`,
+//!   a step result that is not JSON) fails the task with the reason in `status.message`, a
+//!   Warning Event `TaskFailed` and a log line; the core goes on with the next task.
+//! - Finished tasks are deleted the registration's `retention` (else `--task-retention`) after
+//!   their `completionTime`.
+//!
+//! # Caveats
+//! - A task deleted while it waits simply goes: it never ran, nothing is recorded.
+//! - The core's stop (SIGTERM, a reload) cancels running calls too, but records nothing: the
+//!   task stays Running and is resumed (sequential) or run again (parallel) by the next core.
+
+mod call;
+mod pass;
+mod snapshot;
+mod view;
+mod worker;
+mod writes;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use kube::api::DynamicObject;
+use kube::runtime::reflector::{Store, store::Writer};
+use kube::runtime::{WatchStreamExt, watcher};
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use crate::runtime::context::Context;
+use crate::runtime::discovery::Served;
+use crate::runtime::kit::{api_for, resolve_until_found as resolve};
+use crate::runtime::ports::TaskPort;
+
+pub use crate::runtime::ports::TaskSpec;
+
+/// The default of `--task-retention`: finished tasks are kept a day.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(24 * 3600);
+
+/// One registration, resolved and watched.
+pub(super) struct Reg {
+    /// The registration.
+    spec: TaskSpec,
+    /// Its service's task handlers.
+    port: Arc<dyn TaskPort>,
+    /// The task resource.
+    task: Served,
+    /// The parent resource.
+    parent: Served,
+    /// The task resource's stores.
+    stores: Vec<Store<DynamicObject>>,
+}
+
+impl Reg {
+    fn retention(&self, env: &Context) -> Duration {
+        self.spec.retention.unwrap_or(env.task_retention)
+    }
+}
+
+/// The controller: the registrations, the writes, the workers.
+struct Tasks {
+    env: Arc<Context>,
+    regs: Vec<Reg>,
+    finalizer: String,
+    writes: writes::Writes,
+    workers: worker::Workers,
+}
+
+fn text<'a>(body: &'a Value, pointer: &str) -> &'a str {
+    body.pointer(pointer).and_then(Value::as_str).unwrap_or("")
+}
+
+/// Runs the controller of the task registrations `specs` (each with the task handlers of its
+/// service) until aborted. A registration whose resources are not found is waited for; one whose
+/// task resource has no status subresource is skipped with an error.
+pub async fn serve(env: Arc<Context>, specs: Vec<(TaskSpec, Arc<dyn TaskPort>)>) {
+    if specs.is_empty() {
+        return;
+    }
+    let (wake, rx) = mpsc::unbounded_channel::<()>();
+    let mut watches = tokio::task::JoinSet::new();
+    let mut regs = Vec::new();
+    for (spec, port) in specs {
+        let task = resolve(&env.client, &spec.task).await;
+        let parent = resolve(&env.client, &spec.parent).await;
+        if !task.has_status {
+            tracing::error!(task = %spec.id, resource = %task.name(), "Cannot serve a task registration: the task resource has no status subresource (its CRD needs `subresources: {{status: {{}}}}`).");
+            continue;
+        }
+        let scopes: Vec<Option<String>> = if task.namespaced && !env.namespaces.is_empty() {
+            env.namespaces.iter().cloned().map(Some).collect()
+        } else {
+            vec![None]
+        };
+        let mut stores = Vec::new();
+        for ns in scopes {
+            let writer = Writer::new(task.resource.clone());
+            stores.push(writer.as_reader());
+            let api = api_for(&env.client, &task, ns.as_deref());
+            let wake = wake.clone();
+            watches.spawn(async move {
+                let mut stream = watcher(api, watcher::Config::default())
+                    .default_backoff()
+                    .reflect(writer)
+                    .boxed();
+                while let Some(next) = stream.next().await {
+                    match next {
+                        Ok(_) => {
+                            let _ = wake.send(());
+                        }
+                        Err(err) => {
+                            tracing::warn!(error = %err, "The tasks' watch failed; retrying.");
+                        }
+                    }
+                }
+            });
+        }
+        tracing::info!(task = %spec.id, resource = %task.name(), parent = %parent.name(), mode = ?spec.mode, "Serving the task registration.");
+        regs.push(Reg {
+            port,
+            spec,
+            task,
+            parent,
+            stores,
+        });
+    }
+    for store in regs.iter().flat_map(|r| &r.stores) {
+        let _ = store.wait_until_ready().await;
+    }
+    let finalizer = format!("{}/task", env.prefix);
+    let controller = Arc::new(Tasks {
+        writes: writes::Writes {
+            env: Arc::clone(&env),
+            finalizer: finalizer.clone(),
+        },
+        workers: worker::Workers {
+            shared: Mutex::default(),
+            wake,
+        },
+        env,
+        regs,
+        finalizer,
+    });
+    controller.run(rx).await;
+    watches.shutdown().await;
+}

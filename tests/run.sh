@@ -34,6 +34,19 @@ cargo test --workspace --exclude operon-e2e --locked
 step "Go example handler: generated code drift check and go vet (proto/examples/go/check.sh)"
 proto/examples/go/check.sh
 
+step "Python SDK: its venv ($CACHE/venv-sdk: sdk-python-compat[test,otel,dev])"
+venv="$CACHE/venv-sdk"
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv"
+fi
+"$venv/bin/python" -m pip install -q --disable-pip-version-check -e "./sdk-python-compat[test,otel,dev]"
+
+step "Python SDK: mypy --strict (sdk-python-compat; [tool.mypy] in its pyproject.toml)"
+(cd sdk-python-compat && "$venv/bin/python" -m mypy --strict)
+
+step "Python SDK: import layering, no cycles (lint-imports; [tool.importlinter] in its pyproject.toml)"
+(cd sdk-python-compat && "$venv/bin/lint-imports" --no-cache)
+
 if [ "$e2e" = 1 ]; then
   step "the local control plane (tests/cluster/up.sh)"
   plane_env=$(tests/cluster/up.sh) || exit $?; eval "$plane_env"
@@ -46,11 +59,6 @@ if [ "$e2e" = 1 ]; then
 fi
 
 step "Python tests (sdk-python-compat; its end-to-end test uses the plane when it is up)"
-venv="$CACHE/venv-sdk"
-if [ ! -x "$venv/bin/python" ]; then
-  python3 -m venv "$venv"
-fi
-"$venv/bin/python" -m pip install -q --disable-pip-version-check -e "./sdk-python-compat[test,otel]"
 # The core the SDK's `kopf run` starts: the one this checkout just built.
 target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 cargo build -q -p operon --locked

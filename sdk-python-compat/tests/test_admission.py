@@ -12,7 +12,6 @@ import pytest
 
 import kopf
 from kopf._core.reactor import running
-from kopf._kits import webhooks
 from kopf._proto.operon.v1 import handler_pb2 as pb
 
 from conftest import OBJ, invoke, which
@@ -186,8 +185,8 @@ def test_async_handlers_and_deadline(registry, backend):
 # -- settings.admission → the core's options -------------------------------------------------------
 
 def test_servers_become_core_options(tmp_path):
-    assert webhooks.core_options(None, None) == []
-    assert webhooks.core_options(kopf.WebhookAutoServer(), 'auto.kopf.dev') == [
+    assert running.admission_options(None, None) == []
+    assert running.admission_options(kopf.WebhookAutoServer(), 'auto.kopf.dev') == [
         '--admission-listen', '127.0.0.1:0', '--admission-managed', 'auto.kopf.dev']
     server = kopf.WebhookServer(addr='127.0.0.1', port=1234, path='/xyz/', host='webhooks.local',
                                 certfile=tmp_path / 'c.pem', pkeyfile=tmp_path / 'k.pem',

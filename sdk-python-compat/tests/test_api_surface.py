@@ -1,6 +1,7 @@
 """Kopf's public surface: every name, the layering, and the behaviour of the basic types."""
-import ast
 import pathlib
+import subprocess
+import sys
 
 import pytest
 
@@ -31,7 +32,7 @@ KOPF_ALL = [
     'DaemonStoppingReason', 'SyncDaemonStopperChecker', 'AsyncDaemonStopperChecker', 'Resource',
     'EVERYTHING',]
 
-SRC = pathlib.Path(__file__).resolve().parent.parent / 'src' / 'kopf'
+SDK = pathlib.Path(__file__).resolve().parent.parent
 
 
 def test_every_public_name_of_kopf_is_here():
@@ -122,37 +123,13 @@ def test_hierarchy_helpers():
     assert other['metadata']['namespace'] == 'ns' and other['metadata']['ownerReferences'][0]['name'] == 'o'
 
 
-def _imports(path: pathlib.Path) -> set[str]:
-    tree = ast.parse(path.read_text())
-    names: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module)
-            names.update(f'{node.module}.{alias.name}' for alias in node.names)
-    return {name for name in names if name == 'kopf' or name.startswith('kopf.')}
-
-
-def _layer(module: str) -> int:
-    """ 0 = transport, 1 = handling, 2 = public API. """
-    if module.startswith(('kopf._transport', 'kopf._proto')):
-        return 0
-    if module.startswith(('kopf._cogs', 'kopf._core', 'kopf._kits')):
-        return 1
-    return 2
-
-
-def test_the_layering_is_one_way():
-    violations = []
-    for path in SRC.rglob('*.py'):
-        module = 'kopf.' + '.'.join(path.relative_to(SRC).with_suffix('').parts)
-        module = module.removesuffix('.__init__')
-        for imported in _imports(path):
-            if imported in ('kopf', 'kopf.cli') and module == 'kopf._kits.runner':
-                continue  # as in Kopf: the test runner runs the CLI.
-            if _layer(imported) > _layer(module):
-                violations.append(f'{module} imports {imported}')
-            if module.startswith('kopf._cogs') and imported.startswith(('kopf._core', 'kopf._kits')):
-                violations.append(f'{module} imports {imported}')
-    assert not violations
+def test_the_layering_is_one_way_and_acyclic():
+    """
+    The import contracts of pyproject.toml (``[tool.importlinter]``: the layers, one-way, and no
+    import cycles), checked by import-linter (``lint-imports``; ./tests/run.sh runs it too) --- in
+    a process of its own: it re-configures logging, which disables the loggers of this one.
+    """
+    pytest.importorskip('importlinter', reason="import-linter is not installed (it is in the [test] extra)")
+    check = 'import sys; from importlinter.cli import lint_imports; sys.exit(lint_imports(no_cache=True))'
+    done = subprocess.run([sys.executable, '-c', check], cwd=SDK, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 import kopf
-from kopf._core.reactor import handling
+from kopf._core.reactor import handling, wire
 from kopf._transport import server
 
 from conftest import OBJ, invoke, make_request, which
@@ -458,7 +458,7 @@ def test_the_calls_metadata_is_accessible_within_the_call(registry, backend):
 
     @kopf.on.create('kopfexamples')
     def fn(**_: Any) -> None:
-        seen.append(handling.call_var.get().traceparent)
+        seen.append(wire.call_var.get().traceparent)
 
     invoke(backend, make_request(fn.__qualname__), server.CallInfo(metadata={'traceparent': '00-t-s-01'}))
     assert seen == ['00-t-s-01']

@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 
 import kopf
-from kopf._core.reactor import handling
+from kopf._core.reactor import handling, wire
 from kopf._proto.operon.v1 import handler_pb2 as pb
 
 from conftest import invoke, make_request, ts, which
@@ -346,10 +346,10 @@ def test_subhandler_outside_of_handlers_is_a_lookup_error():
 def test_outcome_mapping_of_raw_outcomes():
     from kopf._core import calls
     o = calls.Outcome
-    assert which(handling.outcome_of_subhandler(o(final=True, result=1))) == 'success'
-    assert which(handling.outcome_of_subhandler(o(final=False, delay=1, exception=kopf.TemporaryError('x', delay=1)))) == 'temporary_error'
-    assert which(handling.outcome_of_subhandler(o(final=False, delay=60, exception=ValueError('x')))) == 'arbitrary_error'
-    assert which(handling.outcome_of_subhandler(o(final=True, exception=kopf.HandlerRetriesError('x')))) == 'permanent_error'
+    assert which(wire.outcome_of_subhandler(o(final=True, result=1))) == 'success'
+    assert which(wire.outcome_of_subhandler(o(final=False, delay=1, exception=kopf.TemporaryError('x', delay=1)))) == 'temporary_error'
+    assert which(wire.outcome_of_subhandler(o(final=False, delay=60, exception=ValueError('x')))) == 'arbitrary_error'
+    assert which(wire.outcome_of_subhandler(o(final=True, exception=kopf.HandlerRetriesError('x')))) == 'permanent_error'
     plain = kopf._core.model.Handler(fn=lambda: None, id='x', kind='sub')
     tuned = kopf._core.model.Handler(fn=lambda: None, id='x', kind='sub', retries=5)
     assert handling.subhandler_options(plain) is None

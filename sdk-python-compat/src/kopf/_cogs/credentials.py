@@ -10,6 +10,7 @@ import base64
 import dataclasses
 import datetime
 import os
+from collections.abc import Callable
 from typing import Any
 
 PathLike = str | bytes | os.PathLike[str] | os.PathLike[bytes]
@@ -72,22 +73,29 @@ def is_expired(info: ConnectionInfo, now: datetime.datetime | None = None) -> bo
     return (now or datetime.datetime.now(datetime.timezone.utc)) >= expiration
 
 
+# A kubeconfig field: its key, the value, how the value is written there (each converter takes its
+# own kind of value: a path, PEM data, a flag, a string).
+_KubeconfigField = tuple[str, Any, Callable[[Any], Any]]
+
+
 def as_kubeconfig(info: ConnectionInfo) -> dict[str, Any]:
     """A one-context kubeconfig (JSON is valid YAML) with these credentials, for the core."""
-    cluster_fields = (('certificate-authority', info.ca_path, _text),
-                      ('certificate-authority-data', info.ca_data, _b64),
-                      ('insecure-skip-tls-verify', info.insecure, bool),
-                      ('proxy-url', info.proxy_url, str))
-    user_fields = (('client-certificate', info.certificate_path, _text),
-                   ('client-certificate-data', info.certificate_data, _b64),
-                   ('client-key', info.private_key_path, _text),
-                   ('client-key-data', info.private_key_data, _b64),
-                   ('token', info.token, str),
-                   ('username', info.username, str),
-                   ('password', info.password, str))
+    cluster_fields: tuple[_KubeconfigField, ...] = (
+        ('certificate-authority', info.ca_path, _text),
+        ('certificate-authority-data', info.ca_data, _b64),
+        ('insecure-skip-tls-verify', info.insecure, bool),
+        ('proxy-url', info.proxy_url, str))
+    user_fields: tuple[_KubeconfigField, ...] = (
+        ('client-certificate', info.certificate_path, _text),
+        ('client-certificate-data', info.certificate_data, _b64),
+        ('client-key', info.private_key_path, _text),
+        ('client-key-data', info.private_key_data, _b64),
+        ('token', info.token, str),
+        ('username', info.username, str),
+        ('password', info.password, str))
     cluster: dict[str, Any] = {'server': info.server}
-    cluster.update({key: conv(value) for key, value, conv in cluster_fields if value})  # type: ignore[operator,arg-type]
-    user = {key: conv(value) for key, value, conv in user_fields if value}  # type: ignore[operator,arg-type]
+    cluster.update({key: conv(value) for key, value, conv in cluster_fields if value})
+    user = {key: conv(value) for key, value, conv in user_fields if value}
     context: dict[str, Any] = {'cluster': 'kopf', 'user': 'kopf'}
     if info.default_namespace:
         context['namespace'] = info.default_namespace

@@ -17,7 +17,7 @@ import dataclasses
 import enum
 import warnings
 from collections.abc import Callable
-from typing import Any, TypedDict
+from typing import Any, Protocol, TypedDict, runtime_checkable
 
 from kopf._cogs import storages
 from kopf._cogs.storages import (
@@ -152,6 +152,28 @@ class ScanningSettings:
     """Kopf's scanning of namespaces and CRDs: the core resolves each resource once, at start
     (waiting until it exists), and serves the namespaces it is given --- as with ``disabled=True``."""
     disabled: bool = False
+
+
+class WebhookNotSupportedError(NotImplementedError):
+    """ A webhook server or tunnel (or one of its arguments) that the core cannot be asked for. """
+
+
+@runtime_checkable
+class AdmissionServer(Protocol):
+    """
+    What ``settings.admission.server`` must be on Operon: a description of how the core serves the
+    admission webhooks (``kopf.WebhookServer`` & co., :mod:`kopf._kits.webhooks`), not a server
+    that serves them itself (Kopf's ``kopf.WebhookServerProtocol``, which is refused at start-up).
+    """
+
+    def core_options(self) -> list[str]:
+        """
+        The core's ``--admission-*`` options.
+
+        # Errors
+        :class:`WebhookNotSupportedError` for what the core cannot do.
+        """
+        ...
 
 
 @dataclasses.dataclass

@@ -337,6 +337,9 @@ class DiffOperation(str, enum.Enum):
     def __str__(self) -> str:
         return self.value
 
+    def __repr__(self) -> str:
+        return repr(self.value)
+
 
 class DiffItem(NamedTuple):
     """One change: ``(operation, field path, old value, new value)``."""
@@ -348,6 +351,9 @@ class DiffItem(NamedTuple):
     @property
     def op(self) -> DiffOperation:
         return self.operation
+
+    def __repr__(self) -> str:
+        return repr(tuple(self))
 
 
 class Diff(Sequence[DiffItem]):
@@ -377,16 +383,3 @@ class Diff(Sequence[DiffItem]):
 
 EMPTY_DIFF = Diff()
 
-
-def _op_repr(self: DiffOperation) -> str:
-    return repr(self.value)
-
-
-DiffOperation.__repr__ = _op_repr  # type: ignore[method-assign,assignment]
-
-
-def _item_repr(self: DiffItem) -> str:
-    return repr(tuple(self))
-
-
-DiffItem.__repr__ = _item_repr  # type: ignore[method-assign,assignment]

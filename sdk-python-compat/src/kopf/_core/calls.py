@@ -272,9 +272,10 @@ async def invoke(handler: model.Handler, cause: Cause, *, retry: int, started: d
     """Call the handler with Kopf's kwargs; for change handlers, with their sub-handlers after it."""
     kwargs = kwargs_of(cause)
     kwargs.update(retry=retry, started=started, runtime=utcnow() - started, param=handler.param)
-    tokens = [(current_handler_var, current_handler_var.set(handler)),
-              (current_cause_var, current_cause_var.set(cause)),
-              (settings_var, settings_var.set(settings))]
+    tokens: list[tuple[ContextVar[Any], contextvars.Token[Any]]] = [
+        (current_handler_var, current_handler_var.set(handler)),
+        (current_cause_var, current_cause_var.set(cause)),
+        (settings_var, settings_var.set(settings))]
     scope = SubhandlerScope(parent=handler) if with_subhandlers else None
     if scope is not None:
         tokens.append((scope_var, scope_var.set(scope)))
@@ -287,7 +288,15 @@ async def invoke(handler: model.Handler, cause: Cause, *, retry: int, started: d
         return result
     finally:
         for var, token in reversed(tokens):
-            var.reset(token)  # type: ignore[attr-defined]
+            var.reset(token)
+
+
+def log_traceback(log: Any, handler: model.Handler, exc: BaseException) -> None:
+    """
+    The traceback of a handler's arbitrary exception. Kopf logs it with the outcome's line; on
+    Operon, the core writes that line, and only this process has the traceback, so it goes apart.
+    """
+    log.error(f"{handler} raised {type(exc).__name__}; the traceback:", exc_info=(type(exc), exc, exc.__traceback__))
 
 
 # -- sub-handlers ---------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import enum
 import json
 import logging
 from collections.abc import Mapping, MutableMapping
-from typing import Any
+from typing import Any, TextIO
 
 OBJECTS_LOGGER = logging.getLogger('kopf.objects')
 JSON_REFKEY = 'object'
@@ -33,7 +33,7 @@ def object_ref(body: Mapping[str, Any]) -> dict[str, Any]:
             'uid': meta.get('uid'), 'namespace': meta.get('namespace')}
 
 
-class ObjectLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
+class ObjectLogger(logging.LoggerAdapter[Any]):
     """The ``logger`` kwarg: logs into ``kopf.objects`` with the object's reference attached."""
 
     def __init__(self, *, body: Mapping[str, Any], settings: Any = None) -> None:
@@ -133,7 +133,7 @@ def make_formatter(log_format: LogFormat | str = LogFormat.FULL, log_prefix: boo
     raise ValueError(f"Unsupported log format: {log_format!r}")
 
 
-class _OperatorStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class _OperatorStreamHandler(logging.StreamHandler[TextIO]):
     """Ours, so that a re-configuration replaces it rather than adding another."""
 
 

@@ -271,6 +271,7 @@ class DaemonStopped:
 
 
 class AsyncDaemonStopped(DaemonStopped):
+    # Kopf's API: an async daemon awaits `stopped.wait()`, a sync one calls it (so not substitutable).
     async def wait(self, timeout: float | None = None) -> bool:  # type: ignore[override]
         return await asyncio.get_running_loop().run_in_executor(None, self._event.wait, timeout)
 

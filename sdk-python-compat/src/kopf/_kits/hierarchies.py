@@ -53,7 +53,8 @@ class _DictMeta:
 
     @property
     def _meta(self) -> MutableMapping[Any, Any]:
-        return self._obj.setdefault('metadata', {})  # type: ignore[no-any-return]
+        meta: MutableMapping[Any, Any] = self._obj.setdefault('metadata', {})
+        return meta
 
     def has(self, field: str) -> bool:
         return field in self._obj.get('metadata', {})

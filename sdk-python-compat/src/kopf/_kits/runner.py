@@ -41,14 +41,12 @@ class _Capture:
 
 
 class _CapturingStream(io.TextIOBase):
+    encoding = 'utf-8'
+
     def __init__(self, capture: _Capture, which: Literal['stdout', 'stderr']) -> None:
         super().__init__()
         self._capture = capture
         self._which = which
-
-    @property
-    def encoding(self) -> str:  # type: ignore[override]
-        return 'utf-8'
 
     def writable(self) -> bool:
         return True

@@ -38,14 +38,12 @@ import tempfile
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, TypeAlias
 
+from kopf._cogs.settings import WebhookNotSupportedError
+
 if TYPE_CHECKING:
     StrPath: TypeAlias = str | os.PathLike[str]
 else:
     StrPath: TypeAlias = str | os.PathLike
-
-
-class WebhookNotSupportedError(NotImplementedError):
-    """ A webhook server or tunnel (or one of its arguments) that the core cannot be asked for. """
 
 
 class WebhookServer:
@@ -213,25 +211,3 @@ class WebhookAutoTunnel(_Tunnel):
     def __init__(self, *, addr: str | None = None, port: int | None = None, path: str | None = None) -> None:
         super().__init__(addr=addr, port=port, path=path)
 
-
-def core_options(server: Any, managed: str | None) -> list[str]:
-    """
-    The core's admission options for ``settings.admission.server`` and ``.managed``.
-
-    # Errors
-    :class:`WebhookNotSupportedError` for a tunnel, a custom server, or ``managed`` without a server.
-    """
-    if server is None:
-        if managed:
-            raise WebhookNotSupportedError(
-                f"settings.admission.managed={managed!r} needs settings.admission.server: the core "
-                f"must serve the webhooks that the configurations point to.")
-        return []
-    if not isinstance(server, (WebhookServer, _Tunnel)):
-        raise WebhookNotSupportedError(
-            f"settings.admission.server={server!r} is not supported on Operon: the core serves the "
-            f"admission webhooks itself; use kopf.WebhookServer & co. to say how.")
-    options = server.core_options()
-    if managed:
-        options += ['--admission-managed', managed]
-    return options

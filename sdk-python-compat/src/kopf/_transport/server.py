@@ -79,7 +79,7 @@ class _Servicer(pb_grpc.HandlerServiceServicer):
         super().__init__()
         self._backend = backend
 
-    async def Describe(  # type: ignore[override]
+    async def Describe(
             self, request: pb.DescribeRequest, context: grpc.aio.ServicerContext[Any, Any],
     ) -> pb.Manifest:
         try:
@@ -91,12 +91,12 @@ class _Servicer(pb_grpc.HandlerServiceServicer):
             await context.abort(grpc.StatusCode.INTERNAL, f"Describe failed: {e!r}")
             raise  # unreachable: abort() raises
 
-    async def Invoke(  # type: ignore[override]
+    async def Invoke(
             self, request: pb.InvokeRequest, context: grpc.aio.ServicerContext[Any, Any],
     ) -> pb.InvokeResponse:
         return await self._about_a_handler('Invoke', self._backend.invoke, request, context)
 
-    async def Match(  # type: ignore[override]
+    async def Match(
             self, request: pb.InvokeRequest, context: grpc.aio.ServicerContext[Any, Any],
     ) -> pb.MatchResponse:
         return await self._about_a_handler('Match', self._backend.match, request, context)
@@ -118,7 +118,7 @@ class _Servicer(pb_grpc.HandlerServiceServicer):
             await context.abort(grpc.StatusCode.INTERNAL, f"{rpc} failed: {e!r}")
             raise  # unreachable: abort() raises
 
-    async def SelectResources(  # type: ignore[override]
+    async def SelectResources(
             self, request: pb.SelectResourcesRequest, context: grpc.aio.ServicerContext[Any, Any],
     ) -> pb.SelectResourcesResponse:
         try:
@@ -130,7 +130,7 @@ class _Servicer(pb_grpc.HandlerServiceServicer):
             await context.abort(grpc.StatusCode.INTERNAL, f"SelectResources failed: {e!r}")
             raise  # unreachable: abort() raises
 
-    async def Login(  # type: ignore[override]
+    async def Login(
             self, request: pb.LoginRequest, context: grpc.aio.ServicerContext[Any, Any],
     ) -> pb.LoginResponse:
         try:
@@ -142,14 +142,14 @@ class _Servicer(pb_grpc.HandlerServiceServicer):
             await context.abort(grpc.StatusCode.INTERNAL, f"Login failed: {e!r}")
             raise  # unreachable: abort() raises
 
-    async def Outbox(  # type: ignore[override]
+    async def Outbox(
             self, request: pb.OutboxRequest, context: grpc.aio.ServicerContext[Any, Any],
     ) -> AsyncIterator[pb.OutboxEvent]:
         await context.send_initial_metadata(())
         async for event in self._backend.outbox(request, _call_info(context)):
             yield event
 
-    async def Daemon(  # type: ignore[override]
+    async def Daemon(
             self, request_iterator: AsyncIterator[pb.DaemonRequest], context: grpc.aio.ServicerContext[Any, Any],
     ) -> AsyncIterator[pb.DaemonResponse]:
         # The headers go at once: the core waits for them before it counts the daemon as started.
@@ -217,7 +217,7 @@ class HandlerServer:
             ('grpc.max_receive_message_length', MAX_MESSAGE_SIZE),
             ('grpc.max_send_message_length', MAX_MESSAGE_SIZE),
         ])
-        pb_grpc.add_HandlerServiceServicer_to_server(_Servicer(self._backend), server)  # type: ignore[no-untyped-call]
+        pb_grpc.add_HandlerServiceServicer_to_server(_Servicer(self._backend), server)
         if self._tls is not None:
             port = int(server.add_secure_port(self._address, self._tls.credentials()))
         else:

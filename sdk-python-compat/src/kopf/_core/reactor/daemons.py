@@ -22,14 +22,13 @@ import datetime
 import json
 import logging
 from collections.abc import AsyncIterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+from kopf._cogs import settings as settings_
 from kopf._core import calls, model, posting
+from kopf._core.reactor import wire
 from kopf._proto.operon.v1 import handler_pb2 as pb
 from kopf._transport import server
-
-if TYPE_CHECKING:
-    from kopf._core.reactor.handling import OperatorBackend
 
 logger = logging.getLogger('kopf._core.reactor.daemons')
 
@@ -41,6 +40,26 @@ _STOP_REASONS: Mapping[int, model.DaemonStoppingReason] = {
     pb.DAEMON_STOP_REASON_FILTERS_MISMATCH: model.DaemonStoppingReason.FILTERS_MISMATCH,
     pb.DAEMON_STOP_REASON_OPERATOR_EXITING: model.DaemonStoppingReason.OPERATOR_EXITING,
 }
+
+
+class Host(Protocol):
+    """
+    What a daemon's run needs of the handler service that serves the call
+    (:class:`kopf._core.reactor.handling.OperatorBackend`): the handler, its cause and filters
+    as for an ``Invoke``, the operator's settings, and to let an object's memo go.
+    """
+    settings: settings_.OperatorSettings
+    lifecycle: model.LifeCycleFn | None
+
+    def find_handler(self, handler_id: str, reason: model.Reason | None,
+                     resource: pb.ResolvedResource | None = None) -> model.Handler: ...
+
+    def build_cause(self, handler: model.Handler, request: pb.InvokeRequest,
+                    raw_body: dict[str, Any]) -> calls.Cause: ...
+
+    def matches(self, handler: model.Handler, cause: calls.Cause, request: pb.InvokeRequest) -> bool: ...
+
+    def forget(self, body: Mapping[str, Any]) -> None: ...
 
 
 @dataclasses.dataclass
@@ -85,7 +104,7 @@ async def _listen(run: _Run, requests: AsyncIterator[pb.DaemonRequest]) -> None:
         run.stop(model.DaemonStoppingReason.OPERATOR_EXITING, force=True)
 
 
-async def _invoke(run: _Run, backend: 'OperatorBackend', retry: int, started: datetime.datetime) -> Any:
+async def _invoke(run: _Run, backend: Host, retry: int, started: datetime.datetime) -> Any:
     try:
         return await calls.invoke(run.handler, run.cause, retry=retry, started=started,
                                   settings=backend.settings, with_subhandlers=False)
@@ -96,17 +115,14 @@ async def _invoke(run: _Run, backend: 'OperatorBackend', retry: int, started: da
 
 def _response(run: _Run, sink: posting.EventSink, *, final: bool,
               outcome: pb.Outcome | None = None) -> pb.DaemonResponse | None:
-    from kopf._core.reactor import handling
     events = sink.close() if final else sink.drain()
-    response = pb.DaemonResponse(events=handling._event_messages(events, run.raw_body))
+    response = pb.DaemonResponse(events=wire.event_messages(events, run.raw_body))
     if final:
-        patch = run.cause.patch
         try:
-            merge_patch = patch.as_merge_patch(run.cause.body) if patch else {}
-            response.patch_json = handling._json(merge_patch) if merge_patch else b''
+            response.patch_json = wire.patch_json(run.cause)
         except Exception as e:
             run.cause.logger.error(f"{run.handler}'s patch cannot be applied: {e!r}")
-            outcome = handling._outcome_arbitrary(e)
+            outcome = wire.arbitrary_outcome(e)
         if outcome is not None:
             response.exit.CopyFrom(outcome)
     if not final and not response.events:
@@ -114,10 +130,9 @@ def _response(run: _Run, sink: posting.EventSink, *, final: bool,
     return response
 
 
-async def serve(backend: 'OperatorBackend', requests: AsyncIterator[pb.DaemonRequest],
+async def serve(backend: Host, requests: AsyncIterator[pb.DaemonRequest],
                 call: server.CallInfo) -> AsyncIterator[pb.DaemonResponse]:
     """Runs one daemon for one object for the duration of the call."""
-    from kopf._core.reactor import handling
     first = await anext(aiter(requests), None)
     if first is None:
         return
@@ -135,19 +150,19 @@ async def serve(backend: 'OperatorBackend', requests: AsyncIterator[pb.DaemonReq
     cause = backend.build_cause(handler, request, raw_body)
     assert cause.stopped is not None
     run = _Run(handler=handler, cause=cause, raw_body=raw_body, stopped=cause.stopped)
-    started = handling.timestamp(start.started) if start.HasField('started') else calls.utcnow()
+    started = wire.timestamp(start.started) if start.HasField('started') else calls.utcnow()
 
     sink = posting.EventSink()
     bindings: list[tuple[Any, Any]] = [
         (posting.event_sink_var, sink), (posting.settings_var, backend.settings),
-        (calls.lifecycle_var, backend.lifecycle), (handling.call_var, call)]
+        (calls.lifecycle_var, backend.lifecycle), (wire.call_var, call)]
     tokens = [(var, var.set(value)) for var, value in bindings]
     try:
         try:
             matched = backend.matches(handler, cause, request)
         except Exception as e:
             cause.logger.error(f"Filters of {handler} failed: {e!r}")
-            yield pb.DaemonResponse(exit=handling._outcome_arbitrary(e))
+            yield pb.DaemonResponse(exit=wire.arbitrary_outcome(e))
             return
         if not matched:
             yield pb.DaemonResponse(exit=pb.Outcome(not_matched=pb.NotMatched()))
@@ -170,14 +185,14 @@ async def serve(backend: 'OperatorBackend', requests: AsyncIterator[pb.DaemonReq
             exc = run.task.exception()
             if exc is None:
                 try:
-                    outcome = handling._outcome_success(run.task.result())
+                    outcome = wire.success_outcome(run.task.result())
                 except (TypeError, ValueError) as e:
-                    outcome = handling._outcome_arbitrary(e)
+                    outcome = wire.arbitrary_outcome(e)
             elif isinstance(exc, (model.TemporaryError, model.PermanentError)):
-                outcome = handling.outcome_of_exception(exc)
+                outcome = wire.outcome_of_exception(exc)
             else:
-                handling.log_traceback(cause.logger, handler, exc)
-                outcome = handling._outcome_arbitrary(exc)
+                calls.log_traceback(cause.logger, handler, exc)
+                outcome = wire.arbitrary_outcome(exc)
             final = _response(run, sink, final=True, outcome=outcome)
         if final is not None:
             yield final

@@ -35,17 +35,13 @@ import asyncio
 import copy
 import dataclasses
 import datetime
-import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from contextvars import ContextVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
-
-from google.protobuf import timestamp_pb2
 
 from kopf._cogs import credentials, refs, settings as settings_, views
 from kopf._core import calls, indexing, logs, model, posting
-from kopf._core.reactor import inventory, manifests
+from kopf._core.reactor import daemons, inventory, manifests, wire
 from kopf._core.registry import OperatorRegistry
 from kopf._proto.operon.v1 import handler_pb2 as pb
 from kopf._transport import server, tracing
@@ -54,10 +50,6 @@ logger = logging.getLogger('kopf._core.reactor.handling')
 
 # The answer must reach the core before its deadline: stop waiting for the handler this early.
 DEADLINE_MARGIN = 0.5
-
-# The current call of the core (its metadata, e.g. the W3C `traceparent`, and its deadline),
-# for whatever runs within it: the handler, its sub-handlers, their helpers.
-call_var: ContextVar[server.CallInfo] = ContextVar('call_var')
 
 _REASONS: Mapping[int, model.Reason] = {
     pb.REASON_CREATE: model.Reason.CREATE,
@@ -73,17 +65,13 @@ _KINDS_OF_REASON: Mapping[model.Reason, tuple[str, ...]] = {
 }
 
 
-def timestamp(ts: timestamp_pb2.Timestamp) -> datetime.datetime:
-    return datetime.datetime.fromtimestamp(ts.seconds + ts.nanos / 1e9, tz=datetime.timezone.utc)
-
-
 def records_of(request: pb.InvokeRequest) -> dict[str, calls.Progress]:
     """ The sub-handlers' progress as the core read it from the object. """
     now = calls.utcnow()
     return {
         record.id: calls.Progress(
-            started=timestamp(record.started) if record.HasField('started') else now,
-            delayed=timestamp(record.delayed) if record.HasField('delayed') else None,
+            started=wire.timestamp(record.started) if record.HasField('started') else now,
+            delayed=wire.timestamp(record.delayed) if record.HasField('delayed') else None,
             retries=record.retries,
             success=record.success,
             failure=record.failure,
@@ -149,84 +137,11 @@ def _indexed_resource(request: pb.InvokeRequest, handler: model.Handler) -> str:
     return f'{selector.group}/{selector.name}' if selector is not None else ''
 
 
-def _json(value: Any) -> bytes:
-    return json.dumps(value, separators=(',', ':'), allow_nan=False).encode('utf-8')
-
-
-def _loads(data: bytes) -> Any:
-    return json.loads(data) if data else None
-
-
-def _outcome_temporary(message: str, delay: float | None) -> pb.Outcome:
-    error = pb.TemporaryError(message=message)
-    if delay is not None:
-        error.delay.CopyFrom(manifests.duration(delay))
-    return pb.Outcome(temporary_error=error)
-
-
-def _outcome_pending(delay: float | None) -> pb.Outcome:
-    pending = pb.SubhandlersPending()
-    if delay is not None:
-        pending.delay.CopyFrom(manifests.duration(delay))
-    return pb.Outcome(subhandlers_pending=pending)
-
-
-def _outcome_arbitrary(exc: BaseException) -> pb.Outcome:
-    return pb.Outcome(arbitrary_error=pb.ArbitraryError(message=str(exc), error_type=type(exc).__name__))
-
-
-def _outcome_success(result: Any) -> pb.Outcome:
-    return pb.Outcome(success=pb.Success(result_json=b'' if result is None else _json(result)))
-
-
-def outcome_of_exception(exc: BaseException) -> pb.Outcome:
-    """ A handler's exception as a raw outcome; the core judges it with the handler's options. """
-    if isinstance(exc, model.HandlerChildrenRetry):
-        return _outcome_pending(exc.delay)
-    if isinstance(exc, model.TemporaryError):
-        return _outcome_temporary(str(exc), exc.delay)
-    if isinstance(exc, model.PermanentError):
-        return pb.Outcome(permanent_error=pb.PermanentError(message=str(exc)))
-    return _outcome_arbitrary(exc)
-
-
-def outcome_of_subhandler(outcome: calls.Outcome) -> pb.Outcome:
-    """
-    A sub-handler's raw outcome: its result or its exception as it was raised (or, when its
-    retries or time were used up before the call, the permanent error that Kopf raises then).
-    The core judges it with the sub-handler's own options, sent along (:func:`subhandler_options`).
-    """
-    if outcome.exception is None:
-        return _outcome_success(outcome.result)
-    return outcome_of_exception(outcome.exception)
-
-
 def subhandler_options(handler: model.Handler) -> pb.Options | None:
     """ The options the core needs to judge a sub-handler's outcomes; ``None`` if all are defaults. """
     if handler.errors is None and handler.backoff is None and handler.retries is None and handler.timeout is None:
         return None
     return manifests.build_options(handler)
-
-
-def _same_object(ref: Mapping[str, Any], body: Mapping[str, Any]) -> bool:
-    meta = body.get('metadata', {})
-    if ref.get('uid') or meta.get('uid'):
-        return bool(ref.get('uid') == meta.get('uid'))
-    return bool(ref.get('name') == meta.get('name') and ref.get('namespace') == meta.get('namespace')
-                and ref.get('kind') == body.get('kind'))
-
-
-def _event_messages(events: Sequence[posting.K8sEvent], body: Mapping[str, Any]) -> list[pb.Event]:
-    return [
-        pb.Event(
-            type=event.type,
-            reason=event.reason,
-            message=posting.shorten_message(event.message),
-            involved_object_json=b'' if _same_object(event.ref, body) else _json(dict(event.ref)),
-        )
-        for event in events
-        if not (event.ref.get('apiVersion') == 'v1' and event.ref.get('kind') == 'Event')
-    ]
 
 
 @dataclasses.dataclass
@@ -332,9 +247,9 @@ class OperatorBackend(server.Backend):
             raise LookupError(f"Handler {handler.id!r} is called without a reason.")
         cause.reason = reason
         cause.initial = reason == model.Reason.RESUME
-        cause.diff = views.Diff(_loads(request.diff_json) or [])
-        cause.old = _loads(request.old_json)
-        cause.new = _loads(request.new_json)
+        cause.diff = views.Diff(wire.loads(request.diff_json) or [])
+        cause.old = wire.loads(request.old_json)
+        cause.new = wire.loads(request.new_json)
         return cause
 
     def matches(self, handler: model.Handler, cause: calls.Cause, request: pb.InvokeRequest) -> bool:
@@ -365,25 +280,25 @@ class OperatorBackend(server.Backend):
             return await self.invoke_index(handler, request, call)
         if handler.kind in ('validate', 'mutate'):
             return await self.invoke_admission(handler, request, call)
-        raw_body = _loads(request.body_json) or {}
+        raw_body = wire.loads(request.body_json) or {}
         if not isinstance(raw_body, dict):
             raise ValueError(f"The body of the call of {handler.id!r} is not a JSON object.")
         cause = self.build_cause(handler, request, raw_body)
 
         sink = posting.EventSink()
         records = calls.CallRecords(progress=records_of(request))
-        started = timestamp(request.started) if request.HasField('started') else calls.utcnow()
+        started = wire.timestamp(request.started) if request.HasField('started') else calls.utcnow()
         outcome: pb.Outcome
         bindings: list[tuple[Any, Any]] = [
             (posting.event_sink_var, sink), (posting.settings_var, self.settings),
-            (calls.records_var, records), (calls.lifecycle_var, self.lifecycle), (call_var, call)]
+            (calls.records_var, records), (calls.lifecycle_var, self.lifecycle), (wire.call_var, call)]
         tokens = [(var, var.set(value)) for var, value in bindings]
         try:
             try:
                 matched = self.matches(handler, cause, request)
             except Exception as e:
                 cause.logger.error(f"Filters of {handler} failed: {e!r}")
-                return self._noted(request, raw_body, pb.InvokeResponse(outcome=_outcome_arbitrary(e)))
+                return self._noted(request, raw_body, pb.InvokeResponse(outcome=wire.arbitrary_outcome(e)))
             if not matched:
                 not_matched = pb.Outcome(not_matched=pb.NotMatched())
                 return self._noted(request, raw_body, pb.InvokeResponse(outcome=not_matched))
@@ -394,14 +309,13 @@ class OperatorBackend(server.Backend):
 
         response = pb.InvokeResponse(outcome=outcome)
         try:
-            merge_patch = cause.patch.as_merge_patch(cause.body) if cause.patch else {}
-            response.patch_json = _json(merge_patch) if merge_patch else b''
+            response.patch_json = wire.patch_json(cause)
         except Exception as e:
             cause.logger.error(f"{handler}'s patch cannot be applied: {e!r}")
-            response.outcome.CopyFrom(_outcome_arbitrary(e))
+            response.outcome.CopyFrom(wire.arbitrary_outcome(e))
         for report in records.reports:
             response.subhandlers.append(self._subhandler_message(report, cause))
-        response.events.extend(_event_messages(sink.close(), raw_body))
+        response.events.extend(wire.event_messages(sink.close(), raw_body))
         return self._noted(request, raw_body, response)
 
     async def match(self, request: pb.InvokeRequest, call: server.CallInfo) -> pb.MatchResponse:
@@ -421,7 +335,7 @@ class OperatorBackend(server.Backend):
         """
         reason = _REASONS.get(request.reason)
         handler = self.find_handler(request.handler_id, reason, request.resource)
-        raw_body = _loads(request.body_json) or {}
+        raw_body = wire.loads(request.body_json) or {}
         if not isinstance(raw_body, dict):
             raise ValueError(f"The body of the match of {handler.id!r} is not a JSON object.")
         if reason is not None and handler.field and not request.old_json and not request.new_json:
@@ -429,12 +343,12 @@ class OperatorBackend(server.Backend):
             value = views.dig(raw_body, handler.field, missing)
             if value is not missing:
                 request = pb.InvokeRequest.FromString(request.SerializeToString())
-                request.new_json = _json(value)
+                request.new_json = wire.dumps(value)
         cause = self.build_cause(handler, request, raw_body)
         # Events that the filters send are dropped, as when a call's filters say no.
         bindings: list[tuple[Any, Any]] = [
             (posting.event_sink_var, posting.EventSink()), (posting.settings_var, self.settings),
-            (calls.lifecycle_var, self.lifecycle), (call_var, call)]
+            (calls.lifecycle_var, self.lifecycle), (wire.call_var, call)]
         tokens = [(var, var.set(value)) for var, value in bindings]
         try:
             matched = self.matches(handler, cause, request)
@@ -482,7 +396,7 @@ class OperatorBackend(server.Backend):
         info = None if self.login_fn is None else await self.login_fn(request.reason or 'start')
         if info is None:
             return pb.LoginResponse()
-        response = pb.LoginResponse(kubeconfig_json=_json(credentials.as_kubeconfig(info)))
+        response = pb.LoginResponse(kubeconfig_json=wire.dumps(credentials.as_kubeconfig(info)))
         if info.expiration is not None:
             expiration = info.expiration
             if expiration.tzinfo is None:
@@ -499,7 +413,7 @@ class OperatorBackend(server.Backend):
         async for event in posting.OUTBOX.events():
             yield pb.OutboxEvent(event=pb.Event(
                 type=event.type, reason=event.reason, message=posting.shorten_message(event.message),
-                involved_object_json=_json(dict(event.ref))))
+                involved_object_json=wire.dumps(dict(event.ref))))
 
     async def invoke_index(self, handler: model.Handler, request: pb.InvokeRequest,
                            call: server.CallInfo) -> pb.InvokeResponse:
@@ -510,11 +424,11 @@ class OperatorBackend(server.Backend):
         index is updated here (:mod:`kopf._core.indexing`); the answer is a success, or the error
         of the index function (or of its filters), which the core only logs.
         """
-        payload = _loads(request.body_json) or {}
+        payload = wire.loads(request.body_json) or {}
         if not isinstance(payload, dict):
             raise ValueError(f"The body of the call of {handler.id!r} is not a JSON object.")
         origin = _indexed_resource(request, handler)
-        done = pb.InvokeResponse(outcome=_outcome_success(None))
+        done = pb.InvokeResponse(outcome=wire.success_outcome(None))
         if request.event_type == 'LISTED':
             objects = payload.get('objects') or []
             existing = {(namespace or None, str(name)) for namespace, name in objects}
@@ -532,7 +446,7 @@ class OperatorBackend(server.Backend):
         timeout = None if remaining is None else max(0.01, remaining - DEADLINE_MARGIN)
         error: BaseException | None
         bindings: list[tuple[Any, Any]] = [
-            (posting.event_sink_var, sink), (posting.settings_var, self.settings), (call_var, call)]
+            (posting.event_sink_var, sink), (posting.settings_var, self.settings), (wire.call_var, call)]
         tokens = [(var, var.set(value)) for var, value in bindings]
         try:
             with tracing.handler_span(handler.id, call.metadata, attempt=1) as span:
@@ -544,14 +458,14 @@ class OperatorBackend(server.Backend):
                     error = e
                 if error is not None:
                     tracing.record_exception(span, error, error=not isinstance(error, model.TemporaryError))
-                outcome = _outcome_success(None) if error is None else outcome_of_exception(error)
+                outcome = wire.success_outcome(None) if error is None else wire.outcome_of_exception(error)
                 if span is not None:
                     span.set_attribute('outcome', outcome.WhichOneof('result') or '')
         finally:
             for var, token in reversed(tokens):
                 var.reset(token)
         response = pb.InvokeResponse(outcome=outcome)
-        response.events.extend(_event_messages(sink.close(), payload))
+        response.events.extend(wire.event_messages(sink.close(), payload))
         return response
 
     async def invoke_admission(self, handler: model.Handler, request: pb.InvokeRequest,
@@ -564,11 +478,11 @@ class OperatorBackend(server.Backend):
         the changes to ``patch`` go back (the core turns a mutation's merge patch into the
         response's JSONPatch). Nothing is retried and no progress is stored.
         """
-        raw_body = _loads(request.body_json) or {}
-        review = _loads(request.admission.request_json) or {}
+        raw_body = wire.loads(request.body_json) or {}
+        review = wire.loads(request.admission.request_json) or {}
         if not isinstance(raw_body, dict) or not isinstance(review, dict):
             raise ValueError(f"The admission review for {handler.id!r} is not a JSON object.")
-        old_json, new_json = _loads(request.old_json), _loads(request.new_json)
+        old_json, new_json = wire.loads(request.old_json), wire.loads(request.new_json)
         operation = review.get('operation')
         body = views.Body(raw_body)
         warnings: list[str] = []
@@ -584,28 +498,28 @@ class OperatorBackend(server.Backend):
             admission=dict(
                 dryrun=bool(review.get('dryRun')),
                 headers=_canonical_headers(request.admission.headers),
-                sslpeer=_loads(request.admission.sslpeer_json) or {},
+                sslpeer=wire.loads(request.admission.sslpeer_json) or {},
                 userinfo=review.get('userInfo') or {},
                 warnings=warnings,
                 operation=operation,
                 subresource=review.get('subResource') or None,
                 old=views.Body(old_json) if isinstance(old_json, dict) else None,
                 new=views.Body(new_json) if isinstance(new_json, dict) else None,
-                diff=views.Diff(_loads(request.diff_json) or []),
+                diff=views.Diff(wire.loads(request.diff_json) or []),
             ),
         )
         response = pb.InvokeResponse()
         sink = posting.EventSink()
         bindings: list[tuple[Any, Any]] = [
             (posting.event_sink_var, sink), (posting.settings_var, self.settings),
-            (calls.lifecycle_var, self.lifecycle), (call_var, call)]
+            (calls.lifecycle_var, self.lifecycle), (wire.call_var, call)]
         tokens = [(var, var.set(value)) for var, value in bindings]
         try:
             try:
                 matched = self.matches(handler, cause, request)
             except Exception as e:
                 cause.logger.error(f"Filters of {handler} failed: {e!r}")
-                response.outcome.CopyFrom(_outcome_arbitrary(e))
+                response.outcome.CopyFrom(wire.arbitrary_outcome(e))
                 return response
             if not matched:
                 response.outcome.CopyFrom(pb.Outcome(not_matched=pb.NotMatched()))
@@ -615,15 +529,14 @@ class OperatorBackend(server.Backend):
             for var, token in reversed(tokens):
                 var.reset(token)
         # `kopf.info()` & co. in a webhook: posted by the core, as for the other handlers.
-        response.events.extend(_event_messages(sink.close(), raw_body))
+        response.events.extend(wire.event_messages(sink.close(), raw_body))
         response.warnings.extend(str(warning) for warning in warnings)
         if handler.kind == 'mutate' and response.outcome.WhichOneof('result') == 'success':
             try:
-                merge_patch = cause.patch.as_merge_patch(cause.body) if cause.patch else {}
-                response.patch_json = _json(merge_patch) if merge_patch else b''
+                response.patch_json = wire.patch_json(cause)
             except Exception as e:
                 cause.logger.error(f"{handler}'s patch cannot be applied: {e!r}")
-                response.outcome.CopyFrom(_outcome_arbitrary(e))
+                response.outcome.CopyFrom(wire.arbitrary_outcome(e))
         return response
 
     async def _call_admission(self, handler: model.Handler, cause: calls.Cause, call: server.CallInfo,
@@ -655,17 +568,16 @@ class OperatorBackend(server.Backend):
                 if isinstance(e, model.TemporaryError):
                     cause.logger.error(f"{label} failed temporarily: {text}")
                     return pb.Outcome(temporary_error=pb.TemporaryError(message=text))
-                log_traceback(cause.logger, handler, e)
+                calls.log_traceback(cause.logger, handler, e)
                 return pb.Outcome(arbitrary_error=pb.ArbitraryError(message=text, error_type=type(e).__name__))
             cause.logger.info(f"{label} succeeded.")
             if span is not None:
                 span.set_attribute('outcome', 'success')
-            return _outcome_success(None)
+            return wire.success_outcome(None)
 
     def daemon(self, requests: AsyncIterator[pb.DaemonRequest],
                call: server.CallInfo) -> AsyncIterator[pb.DaemonResponse]:
         """One run of a daemon for one object, for as long as the core's call lasts."""
-        from kopf._core.reactor import daemons
         return daemons.serve(self, requests, call)
 
     def _subhandler_message(self, report: calls.SubhandlerReport, cause: calls.Cause) -> pb.SubhandlerOutcome:
@@ -675,12 +587,12 @@ class OperatorBackend(server.Backend):
             message.options.CopyFrom(options)
         if report.outcome is not None:
             try:
-                message.outcome.CopyFrom(outcome_of_subhandler(report.outcome))
+                message.outcome.CopyFrom(wire.outcome_of_subhandler(report.outcome))
             except (TypeError, ValueError) as e:  # e.g. a result that is not JSON-serializable.
-                message.outcome.CopyFrom(_outcome_arbitrary(e))
+                message.outcome.CopyFrom(wire.arbitrary_outcome(e))
             exc = report.outcome.exception
             if exc is not None and not isinstance(exc, (model.TemporaryError, model.PermanentError)):
-                log_traceback(cause.logger, report.handler, exc)
+                calls.log_traceback(cause.logger, report.handler, exc)
         return message
 
     async def _call(self, handler: model.Handler, cause: calls.Cause, retry: int,
@@ -708,13 +620,13 @@ class OperatorBackend(server.Backend):
             raise
         except (model.TemporaryError, model.PermanentError) as e:
             tracing.record_exception(span, e, error=isinstance(e, model.PermanentError))
-            return outcome_of_exception(e)
+            return wire.outcome_of_exception(e)
         except BaseException as e:  # never let a handler's error (or exit) crash the service.
             tracing.record_exception(span, e)
-            log_traceback(cause.logger, handler, e)
-            return _outcome_arbitrary(e)
+            calls.log_traceback(cause.logger, handler, e)
+            return wire.arbitrary_outcome(e)
         try:
-            return _outcome_success(result)
+            return wire.success_outcome(result)
         except (TypeError, ValueError) as e:
             message = f"{handler}'s result cannot be stored: {e}"
             cause.logger.error(message)
@@ -728,11 +640,3 @@ def _canonical_headers(headers: Mapping[str, str]) -> dict[str, str]:
     (``User-Agent``); the core sends them in lower case.
     """
     return {'-'.join(part.capitalize() for part in name.split('-')): value for name, value in headers.items()}
-
-
-def log_traceback(log: Any, handler: model.Handler, exc: BaseException) -> None:
-    """
-    The traceback of a handler's arbitrary exception. Kopf logs it with the outcome's line; on
-    Operon, the core writes that line, and only this process has the traceback, so it goes apart.
-    """
-    log.error(f"{handler} raised {type(exc).__name__}; the traceback:", exc_info=(type(exc), exc, exc.__traceback__))

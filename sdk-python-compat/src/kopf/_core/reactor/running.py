@@ -24,7 +24,6 @@ from typing import Any
 from kopf._cogs import credentials, process, refs, settings as settings_, storages, views
 from kopf._core import activities, indexing, model, posting, registry as registries
 from kopf._core.reactor import handling, manifests
-from kopf._kits import webhooks
 from kopf._transport import core as corep
 from kopf._transport import corelogs, server, tracing
 
@@ -467,10 +466,36 @@ def core_argv(
     if settings.watching.inactivity_timeout != settings_.WatchingSettings().inactivity_timeout:
         argv += ['--watch-silence-timeout', _seconds(settings.watching.inactivity_timeout)]
     try:
-        argv += webhooks.core_options(settings.admission.server, settings.admission.managed)
-    except webhooks.WebhookNotSupportedError as e:
+        argv += admission_options(settings.admission.server, settings.admission.managed)
+    except settings_.WebhookNotSupportedError as e:
         raise OperatorError(str(e)) from e
     return argv
+
+
+def admission_options(server: Any, managed: str | None) -> list[str]:
+    """
+    The core's admission options for ``settings.admission.server`` and ``.managed``: the
+    server's own (:class:`settings_.AdmissionServer`, e.g. ``kopf.WebhookServer``), and
+    ``--admission-managed``.
+
+    # Errors
+    :class:`settings_.WebhookNotSupportedError` for a tunnel, a custom server, or ``managed``
+    without a server.
+    """
+    if server is None:
+        if managed:
+            raise settings_.WebhookNotSupportedError(
+                f"settings.admission.managed={managed!r} needs settings.admission.server: the core "
+                f"must serve the webhooks that the configurations point to.")
+        return []
+    if isinstance(server, type) or not isinstance(server, settings_.AdmissionServer):
+        raise settings_.WebhookNotSupportedError(
+            f"settings.admission.server={server!r} is not supported on Operon: the core serves the "
+            f"admission webhooks itself; use kopf.WebhookServer & co. to say how.")
+    options = server.core_options()
+    if managed:
+        options += ['--admission-managed', managed]
+    return options
 
 
 _REGEX_FLAGS = ((re.IGNORECASE, 'i'), (re.MULTILINE, 'm'), (re.DOTALL, 's'), (re.VERBOSE, 'x'))

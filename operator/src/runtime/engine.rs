@@ -592,6 +592,15 @@ impl Generation<'_> {
             config.consistency_timeout,
         );
 
+        // The resources of the syncs (parents, children) and tasks (tasks, parents), resolved
+        // before anything is watched, as the change handlers' are.
+        let (sync_resources, task_resources) = tokio::select! {
+            resolved = resolve_controllers(&client, &syncs, &tasks) => resolved,
+            () = stop.as_mut() => {
+                tracing::info!("Stop requested while waiting for the resources.");
+                return Ok(Ending::Stop);
+            }
+        };
         let shared_watches = Watches::new(
             client.clone(),
             config.watch_silence_timeout,
@@ -628,20 +637,49 @@ impl Generation<'_> {
                 .extend(handles.iter().map(tokio::task::JoinHandle::abort_handle));
             watches.extend(handles);
         }
-        shared_watches.start();
-        for (spec, i) in syncs {
+        // The sync and task controllers subscribe before the watches start: a resource that they
+        // share with change handling (or with each other) is listed and watched once.
+        let subscribe = |served: &discovery::Served| -> Vec<Subscription> {
+            ctx.scopes(served.namespaced)
+                .iter()
+                .map(|ns| shared_watches.subscribe(served, ns.as_deref()))
+                .collect()
+        };
+        for ((spec, i), (parent, children)) in syncs.into_iter().zip(sync_resources) {
+            let watched = sync::Watched {
+                parents: subscribe(&parent),
+                parent,
+                children: children
+                    .into_iter()
+                    .map(|child| {
+                        let subscriptions = subscribe(&child);
+                        (child, subscriptions)
+                    })
+                    .collect(),
+            };
             let (ctx, callbacks) = (Arc::clone(&ctx), Arc::clone(&shared.callbacks));
             let port = Arc::clone(&sync_ports[i]);
-            watches.push(tokio::spawn(sync::serve(ctx, callbacks, spec, port)));
+            watches.push(tokio::spawn(sync::serve(
+                ctx, callbacks, spec, port, watched,
+            )));
         }
         let tasks = tasks
             .into_iter()
-            .map(|(spec, i)| (spec, Arc::clone(&task_ports[i])))
+            .zip(task_resources)
+            .map(|((spec, i), (task, parent))| {
+                let watched = crate::runtime::tasks::Watched {
+                    tasks: subscribe(&task),
+                    task,
+                    parent,
+                };
+                (spec, Arc::clone(&task_ports[i]), watched)
+            })
             .collect();
         watches.push(tokio::spawn(crate::runtime::tasks::serve(
             Arc::clone(&ctx),
             tasks,
         )));
+        shared_watches.start();
 
         let outboxes: Vec<_> = services
             .iter()
@@ -894,6 +932,35 @@ async fn matches_until_scanned(
         || selecting::matches(client, services, wide),
     )
     .await
+}
+
+/// The resources of sync registrations (parent, children) and task registrations (task, parent),
+/// each resolved with backoff until it is served.
+async fn resolve_controllers(
+    client: &kube::Client,
+    syncs: &[(SyncSpec, usize)],
+    tasks: &[(TaskSpec, usize)],
+) -> (
+    Vec<(discovery::Served, Vec<discovery::Served>)>,
+    Vec<(discovery::Served, discovery::Served)>,
+) {
+    let mut sync_resources = Vec::new();
+    for (spec, _) in syncs {
+        let parent = kit::resolve_until_found(client, &spec.parent).await;
+        let mut children = Vec::new();
+        for (selector, _) in &spec.children {
+            children.push(kit::resolve_until_found(client, selector).await);
+        }
+        sync_resources.push((parent, children));
+    }
+    let mut task_resources = Vec::new();
+    for (spec, _) in tasks {
+        task_resources.push((
+            kit::resolve_until_found(client, &spec.task).await,
+            kit::resolve_until_found(client, &spec.parent).await,
+        ));
+    }
+    (sync_resources, task_resources)
 }
 
 /// Two selectors resolved to the same resource (group, version and plural).

@@ -113,6 +113,17 @@ pub async fn reflect(
     }
 }
 
+/// The objects an event is about (kube's `touched_objects`): the applied, listed or deleted
+/// one; none for the listing's start and end.
+pub fn touched(event: &watcher::Event<DynamicObject>) -> Option<&DynamicObject> {
+    match event {
+        watcher::Event::Apply(obj)
+        | watcher::Event::InitApply(obj)
+        | watcher::Event::Delete(obj) => Some(obj),
+        watcher::Event::Init | watcher::Event::InitDone => None,
+    }
+}
+
 impl Watches {
     /// No watches yet; `/readyz` is not ready until [`Watches::start`].
     pub fn new(

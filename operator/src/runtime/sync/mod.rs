@@ -28,16 +28,15 @@ mod writes;
 
 use std::sync::Arc;
 
-use futures_util::StreamExt;
 use kube::runtime::reflector::store::Writer;
-use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::mpsc;
 
 use crate::core::sync::ChildType;
 use crate::runtime::context::Context;
-use crate::runtime::kit::{api_for, resolve_until_found as resolve};
+use crate::runtime::discovery::Served;
 use crate::runtime::ports::SyncPort;
 use crate::runtime::shutdown::{Callbacks, Shutdown};
+use crate::runtime::watching::{Subscription, reflect, touched};
 
 pub use crate::runtime::ports::SyncSpec;
 
@@ -47,6 +46,18 @@ pub const FIELD_MANAGER: &str = "operon";
 /// Parent key: namespace ("" for cluster-wide) and name.
 type Key = (String, String);
 
+/// The watches of one sync registration: its resources, resolved, each with one shared-watch
+/// subscription per served scope (the engine makes them before the watches start).
+#[derive(Debug)]
+pub struct Watched {
+    /// The parents' resource.
+    pub parent: Served,
+    /// Its subscriptions.
+    pub parents: Vec<Subscription>,
+    /// Each declared child type's resource, in the registration's order, with its subscriptions.
+    pub children: Vec<(Served, Vec<Subscription>)>,
+}
+
 /// Runs the controller of one sync registration, served through `port`, until aborted.
 /// Everything that fails is retried and reported.
 pub async fn serve(
@@ -54,98 +65,65 @@ pub async fn serve(
     callbacks: Arc<Callbacks>,
     spec: SyncSpec,
     port: Arc<dyn SyncPort>,
+    watched: Watched,
 ) {
-    let parent = resolve(&env.client, &spec.parent).await;
-    let mut types = Vec::new();
-    let mut child_served = Vec::new();
-    for (sel, strategy) in &spec.children {
-        let served = resolve(&env.client, sel).await;
-        types.push(ChildType {
+    let Watched {
+        parent,
+        parents: parent_subscriptions,
+        children: child_subscriptions,
+    } = watched;
+    let types: Vec<ChildType> = child_subscriptions
+        .iter()
+        .zip(&spec.children)
+        .map(|((served, _), (_, strategy))| ChildType {
             api_version: served.resource.api_version.clone(),
             kind: served.resource.kind.clone(),
             namespaced: served.namespaced,
             strategy: *strategy,
-        });
-        child_served.push(served);
-    }
+        })
+        .collect();
     let (tx, rx) = mpsc::unbounded_channel::<Key>();
     let mut tasks = tokio::task::JoinSet::new();
-    let scopes = |namespaced: bool| -> Vec<Option<String>> {
-        if namespaced && !env.namespaces.is_empty() {
-            env.namespaces.iter().cloned().map(Some).collect()
-        } else {
-            vec![None]
-        }
-    };
     let mut parents = Vec::new();
-    for ns in scopes(parent.namespaced) {
+    for subscription in parent_subscriptions {
         let writer = Writer::new(parent.resource.clone());
         parents.push(writer.as_reader());
-        let api = api_for(&env.client, &parent, ns.as_deref());
         let tx = tx.clone();
-        tasks.spawn(async move {
-            let mut stream = watcher(api, watcher::Config::default())
-                .default_backoff()
-                .reflect(writer)
-                .touched_objects()
-                .boxed();
-            while let Some(next) = stream.next().await {
-                match next {
-                    Ok(obj) => {
-                        let _ = tx.send((
-                            obj.metadata.namespace.clone().unwrap_or_default(),
-                            obj.metadata.name.clone().unwrap_or_default(),
-                        ));
-                    }
-                    Err(err) => {
-                        tracing::warn!(error = %err, "The parents' watch failed; retrying.")
-                    }
-                }
+        tasks.spawn(reflect(subscription, writer, move |event| {
+            if let Some(obj) = touched(event) {
+                let _ = tx.send((
+                    obj.metadata.namespace.clone().unwrap_or_default(),
+                    obj.metadata.name.clone().unwrap_or_default(),
+                ));
             }
-        });
+        }));
     }
     let mut children = Vec::new();
-    for served in child_served {
+    for (served, subscriptions) in child_subscriptions {
         let mut stores = Vec::new();
-        for ns in scopes(served.namespaced) {
+        for subscription in subscriptions {
             let writer = Writer::new(served.resource.clone());
             stores.push(writer.as_reader());
-            let api = api_for(&env.client, &served, ns.as_deref());
             let tx = tx.clone();
             let (pkind, papi) = (
                 parent.resource.kind.clone(),
                 parent.resource.api_version.clone(),
             );
             let parent_namespaced = parent.namespaced;
-            tasks.spawn(async move {
-                let mut stream = watcher(api, watcher::Config::default())
-                    .default_backoff()
-                    .reflect(writer)
-                    .touched_objects()
-                    .boxed();
-                while let Some(next) = stream.next().await {
-                    match next {
-                        Ok(obj) => {
-                            for r in obj.metadata.owner_references.iter().flatten() {
-                                if r.controller == Some(true)
-                                    && r.kind == pkind
-                                    && r.api_version == papi
-                                {
-                                    let ns = if parent_namespaced {
-                                        obj.metadata.namespace.clone().unwrap_or_default()
-                                    } else {
-                                        String::new()
-                                    };
-                                    let _ = tx.send((ns, r.name.clone()));
-                                }
-                            }
-                        }
-                        Err(err) => {
-                            tracing::warn!(error = %err, "A children's watch failed; retrying.");
+            tasks.spawn(reflect(subscription, writer, move |event| {
+                if let Some(obj) = touched(event) {
+                    for r in obj.metadata.owner_references.iter().flatten() {
+                        if r.controller == Some(true) && r.kind == pkind && r.api_version == papi {
+                            let ns = if parent_namespaced {
+                                obj.metadata.namespace.clone().unwrap_or_default()
+                            } else {
+                                String::new()
+                            };
+                            let _ = tx.send((ns, r.name.clone()));
                         }
                     }
                 }
-            });
+            }));
         }
         children.push((served, stores));
     }

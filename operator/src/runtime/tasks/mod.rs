@@ -42,17 +42,15 @@ mod writes;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use kube::api::DynamicObject;
 use kube::runtime::reflector::{Store, store::Writer};
-use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::runtime::context::Context;
 use crate::runtime::discovery::Served;
-use crate::runtime::kit::{api_for, resolve_until_found as resolve};
 use crate::runtime::ports::TaskPort;
+use crate::runtime::watching::{Subscription, reflect};
 
 pub use crate::runtime::ports::TaskSpec;
 
@@ -92,50 +90,51 @@ fn text<'a>(body: &'a Value, pointer: &str) -> &'a str {
     body.pointer(pointer).and_then(Value::as_str).unwrap_or("")
 }
 
+/// The watches of one task registration: its resources, resolved, and one shared-watch
+/// subscription per served scope of the task resource (the engine makes them before the watches
+/// start).
+#[derive(Debug)]
+pub struct Watched {
+    /// The task resource.
+    pub task: Served,
+    /// The parents' resource (read, not watched).
+    pub parent: Served,
+    /// The task resource's subscriptions.
+    pub tasks: Vec<Subscription>,
+}
+
 /// Runs the controller of the task registrations `specs` (each with the task handlers of its
-/// service) until aborted. A registration whose resources are not found is waited for; one whose
-/// task resource has no status subresource is skipped with an error.
-pub async fn serve(env: Arc<Context>, specs: Vec<(TaskSpec, Arc<dyn TaskPort>)>) {
+/// service and its watches) until aborted. A registration whose task resource has no status
+/// subresource is skipped with an error.
+pub async fn serve(env: Arc<Context>, specs: Vec<(TaskSpec, Arc<dyn TaskPort>, Watched)>) {
     if specs.is_empty() {
         return;
     }
     let (wake, rx) = mpsc::unbounded_channel::<()>();
     let mut watches = tokio::task::JoinSet::new();
     let mut regs = Vec::new();
-    for (spec, port) in specs {
-        let task = resolve(&env.client, &spec.task).await;
-        let parent = resolve(&env.client, &spec.parent).await;
+    for (spec, port, watched) in specs {
+        let Watched {
+            task,
+            parent,
+            tasks: subscriptions,
+        } = watched;
         if !task.has_status {
             tracing::error!(task = %spec.id, resource = %task.name(), "Cannot serve a task registration: the task resource has no status subresource (its CRD needs `subresources: {{status: {{}}}}`).");
+            // Not served: nothing to wait for.
+            for mut subscription in subscriptions {
+                subscription.listed();
+            }
             continue;
         }
-        let scopes: Vec<Option<String>> = if task.namespaced && !env.namespaces.is_empty() {
-            env.namespaces.iter().cloned().map(Some).collect()
-        } else {
-            vec![None]
-        };
         let mut stores = Vec::new();
-        for ns in scopes {
+        for subscription in subscriptions {
             let writer = Writer::new(task.resource.clone());
             stores.push(writer.as_reader());
-            let api = api_for(&env.client, &task, ns.as_deref());
             let wake = wake.clone();
-            watches.spawn(async move {
-                let mut stream = watcher(api, watcher::Config::default())
-                    .default_backoff()
-                    .reflect(writer)
-                    .boxed();
-                while let Some(next) = stream.next().await {
-                    match next {
-                        Ok(_) => {
-                            let _ = wake.send(());
-                        }
-                        Err(err) => {
-                            tracing::warn!(error = %err, "The tasks' watch failed; retrying.");
-                        }
-                    }
-                }
-            });
+            watches.spawn(reflect(subscription, writer, move |_| {
+                let _ = wake.send(());
+            }));
         }
         tracing::info!(task = %spec.id, resource = %task.name(), parent = %parent.name(), mode = ?spec.mode, "Serving the task registration.");
         regs.push(Reg {

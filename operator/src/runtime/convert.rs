@@ -10,6 +10,8 @@ use serde_json::Value;
 use crate::core::model::{ErrorsMode, Filters, Handler, HandlerKind, Options, ValueFilter};
 use crate::core::outcome::CallResult;
 
+pub use crate::core::handling::{SubAnswer, SubResult};
+
 /// A service's manifest or answer that breaks the contract.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -310,28 +312,6 @@ pub struct Answer {
     pub subhandlers: Vec<SubAnswer>,
     /// Events to post.
     pub events: Vec<EventRequest>,
-}
-
-/// What a sub-handler did in its parent's call.
-#[derive(Debug, Clone, PartialEq)]
-pub enum SubResult {
-    /// It ran with this result.
-    Ran(CallResult),
-    /// It was selected but did not run in this call: record its start.
-    Selected,
-    /// A callback filter said no.
-    NotMatched,
-}
-
-/// One sub-handler's part of an answer.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SubAnswer {
-    /// Full id (`parent/sub`).
-    pub id: String,
-    /// What it did.
-    pub result: SubResult,
-    /// Its own options, for judging its result.
-    pub options: Options,
 }
 
 /// An Event a handler asks the core to post.

@@ -2,6 +2,7 @@
 //! server, and the read model. Start at [`engine::run`].
 
 pub mod admission;
+pub mod calls;
 pub mod context;
 pub mod daemons;
 pub mod discovery;

@@ -8,6 +8,7 @@ pub mod admission;
 pub mod backoff;
 pub mod cause;
 pub mod finalizer;
+pub mod handling;
 pub mod model;
 pub mod namespaces;
 pub mod outcome;

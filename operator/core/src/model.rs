@@ -149,3 +149,9 @@ pub struct Handler {
     /// Options.
     pub options: Options,
 }
+
+impl AsRef<Handler> for Handler {
+    fn as_ref(&self) -> &Handler {
+        self
+    }
+}

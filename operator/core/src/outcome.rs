@@ -51,21 +51,83 @@ pub enum Level {
     Error,
 }
 
-/// The decision about one call.
+/// Where one call leaves the handler: finished (succeeded or failed) or to be called again.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Finished: a success, or an error the errors mode ignores. The result (if any) goes to
+    /// `status.<id>`.
+    Succeeded {
+        /// The result to deliver to `status.<id>`.
+        result: Option<Value>,
+    },
+    /// Finished with a failure; the text is stored as the record's `message`.
+    Failed {
+        /// The stored text.
+        message: String,
+    },
+    /// Not finished: an error to retry; the text is stored as the record's `message` meanwhile.
+    Retry {
+        /// The stored text.
+        message: String,
+        /// When to call again (`None`: at once).
+        delay: Option<Duration>,
+    },
+    /// Not finished: its sub-handlers are still running.
+    Pending {
+        /// When to call again (`None`: at once).
+        delay: Option<Duration>,
+    },
+}
+
+/// The decision about one call: where it leaves the handler, and Kopf's log line for it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Verdict {
-    /// The handler is finished (success or failure) for this cycle.
-    pub finished: bool,
-    /// Finished with a failure; the text is stored as the record's `message`.
-    pub failure: Option<String>,
-    /// A non-final outcome's text, stored as the record's `message` while it retries.
-    pub message: Option<String>,
-    /// When to call again, for a non-final outcome.
-    pub delay: Option<Duration>,
-    /// The result to deliver to `status.<id>`.
-    pub result: Option<Value>,
+    /// Where the call leaves the handler.
+    pub outcome: Outcome,
     /// Kopf's log line for it.
     pub log: (Level, String),
+}
+
+impl Verdict {
+    /// The handler is finished (success or failure) for this cycle.
+    pub fn is_finished(&self) -> bool {
+        matches!(
+            self.outcome,
+            Outcome::Succeeded { .. } | Outcome::Failed { .. }
+        )
+    }
+
+    /// The failure's text, when it finished with a failure.
+    pub fn failure(&self) -> Option<&str> {
+        match &self.outcome {
+            Outcome::Failed { message } => Some(message),
+            _ => None,
+        }
+    }
+
+    /// The text to store while it retries (not for a final outcome).
+    pub fn message(&self) -> Option<&str> {
+        match &self.outcome {
+            Outcome::Retry { message, .. } => Some(message),
+            _ => None,
+        }
+    }
+
+    /// When to call again, for a non-final outcome.
+    pub fn delay(&self) -> Option<Duration> {
+        match self.outcome {
+            Outcome::Retry { delay, .. } | Outcome::Pending { delay } => delay,
+            Outcome::Succeeded { .. } | Outcome::Failed { .. } => None,
+        }
+    }
+
+    /// The result to deliver to `status.<id>`.
+    pub fn result(&self) -> Option<&Value> {
+        match &self.outcome {
+            Outcome::Succeeded { result } => result.as_ref(),
+            _ => None,
+        }
+    }
 }
 
 /// How far the handler has come in this cycle.
@@ -140,19 +202,11 @@ pub fn judge_as(
     let retries_text = || options.retries.map(|r| r.to_string()).unwrap_or_default();
     match result {
         CallResult::Success(result) => Verdict {
-            finished: true,
-            failure: None,
-            message: None,
-            delay: None,
-            result,
+            outcome: Outcome::Succeeded { result },
             log: (Level::Info, format!("{title} succeeded.")),
         },
         CallResult::SubhandlersPending { delay } => Verdict {
-            finished: false,
-            failure: None,
-            message: None,
-            delay,
-            result: None,
+            outcome: Outcome::Pending { delay },
             log: (
                 Level::Debug,
                 format!("{title} has unfinished sub-handlers. Will retry soon."),
@@ -182,11 +236,7 @@ pub fn judge_as(
         }
         CallResult::Arbitrary { message } => match options.errors {
             ErrorsMode::Ignored => Verdict {
-                finished: true,
-                failure: None,
-                message: None,
-                delay: None,
-                result: None,
+                outcome: Outcome::Succeeded { result: None },
                 log: (
                     Level::Error,
                     format!("{title} failed with an exception and will ignore it: {message}"),
@@ -226,22 +276,14 @@ fn failed(line: String) -> Verdict {
 
 fn failed_with(line: String, message: String) -> Verdict {
     Verdict {
-        finished: true,
-        failure: Some(message),
-        message: None,
-        delay: None,
-        result: None,
+        outcome: Outcome::Failed { message },
         log: (Level::Error, line),
     }
 }
 
 fn retry(line: String, message: String, delay: Option<Duration>) -> Verdict {
     Verdict {
-        finished: false,
-        failure: None,
-        message: Some(message),
-        delay,
-        result: None,
+        outcome: Outcome::Retry { message, delay },
         log: (Level::Error, line),
     }
 }
@@ -313,7 +355,7 @@ mod tests {
             CallResult::Success(None),
             DEFAULT_BACKOFF,
         );
-        assert!(v.finished && v.failure.is_none());
+        assert!(v.is_finished() && v.failure().is_none());
         assert_eq!(
             v.log,
             (Level::Info, "Handler 'create_fn' succeeded.".into())
@@ -331,9 +373,9 @@ mod tests {
             },
             DEFAULT_BACKOFF,
         );
-        assert!(!v.finished);
-        assert_eq!(v.delay, Some(Duration::from_secs(30)));
-        assert_eq!(v.message.as_deref(), Some("Not ready yet."));
+        assert!(!v.is_finished());
+        assert_eq!(v.delay(), Some(Duration::from_secs(30)));
+        assert_eq!(v.message(), Some("Not ready yet."));
         assert_eq!(
             v.log.1,
             "Handler 'create_fn' failed temporarily: Not ready yet."
@@ -350,16 +392,16 @@ mod tests {
             message: "x".into(),
             delay: None,
         };
-        assert!(!judge(&handler(options.clone()), at(1, 0), temp(), DEFAULT_BACKOFF).finished);
+        assert!(!judge(&handler(options.clone()), at(1, 0), temp(), DEFAULT_BACKOFF).is_finished());
         let v = judge(&handler(options.clone()), at(2, 0), temp(), DEFAULT_BACKOFF);
-        assert!(v.finished);
+        assert!(v.is_finished());
         assert_eq!(
-            v.failure.as_deref(),
+            v.failure(),
             Some("Handler 'create_fn' failed temporarily but will exceed 3 retries: x")
         );
         let pre = precheck(&handler(options), at(3, 0)).expect("out of retries");
         assert_eq!(
-            pre.failure.as_deref(),
+            pre.failure(),
             Some("Handler 'create_fn' has exceeded 3 retries.")
         );
     }
@@ -379,7 +421,7 @@ mod tests {
             },
             DEFAULT_BACKOFF,
         );
-        assert!(v.finished);
+        assert!(v.is_finished());
         assert!(
             v.log.1.contains("will time out after 10 seconds: slow"),
             "{v:?}"
@@ -402,7 +444,7 @@ mod tests {
             err(),
             DEFAULT_BACKOFF,
         );
-        assert_eq!(temporary.delay, Some(DEFAULT_BACKOFF));
+        assert_eq!(temporary.delay(), Some(DEFAULT_BACKOFF));
         assert_eq!(
             temporary.log.1,
             "Handler 'create_fn' failed with an exception and will try again in 60 seconds: boom"
@@ -412,13 +454,13 @@ mod tests {
             ..Options::default()
         };
         let v = judge(&handler(permanent), at(0, 0), err(), DEFAULT_BACKOFF);
-        assert_eq!(v.failure.as_deref(), Some("boom"));
+        assert_eq!(v.failure(), Some("boom"));
         let ignored = Options {
             errors: ErrorsMode::Ignored,
             ..Options::default()
         };
         let v = judge(&handler(ignored), at(0, 0), err(), DEFAULT_BACKOFF);
-        assert!(v.finished && v.failure.is_none());
+        assert!(v.is_finished() && v.failure().is_none());
     }
 
     #[test]

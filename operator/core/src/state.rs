@@ -9,7 +9,7 @@ use jiff::Timestamp;
 use serde_json::Value;
 
 use crate::model::Reason;
-use crate::outcome::Verdict;
+use crate::outcome::{Outcome, Verdict};
 use crate::patch::MergePatch;
 use crate::persistence::progress::{self, ProgressRecord, ProgressStorage};
 
@@ -115,14 +115,17 @@ impl HandlerState {
     /// Applies one call's verdict (Kopf's `with_outcome`).
     pub fn with_verdict(&self, verdict: &Verdict, subrefs: &[String], now: Timestamp) -> Self {
         let mut next = self.clone();
-        if next.stopped.is_none() && verdict.finished {
+        if next.stopped.is_none() && verdict.is_finished() {
             next.stopped = Some(now);
         }
-        next.delayed = verdict.delay.filter(|_| !verdict.finished).map(|d| now + d);
-        next.success = verdict.finished && verdict.failure.is_none();
-        next.failure = verdict.failure.is_some();
+        next.delayed = verdict.delay().map(|d| now + d);
+        next.success = matches!(verdict.outcome, Outcome::Succeeded { .. });
+        next.failure = matches!(verdict.outcome, Outcome::Failed { .. });
         next.retries += 1;
-        next.message = verdict.failure.clone().or_else(|| verdict.message.clone());
+        next.message = match &verdict.outcome {
+            Outcome::Failed { message } | Outcome::Retry { message, .. } => Some(message.clone()),
+            Outcome::Succeeded { .. } | Outcome::Pending { .. } => None,
+        };
         next.subrefs.extend(subrefs.iter().cloned());
         next
     }
@@ -335,13 +338,9 @@ mod tests {
         s.parse().unwrap()
     }
 
-    fn verdict(finished: bool, failure: Option<&str>, delay: Option<u64>) -> Verdict {
+    fn verdict(outcome: Outcome) -> Verdict {
         Verdict {
-            finished,
-            failure: failure.map(String::from),
-            message: None,
-            delay: delay.map(Duration::from_secs),
-            result: None,
+            outcome,
             log: (Level::Info, String::new()),
         }
     }
@@ -352,8 +351,10 @@ mod tests {
         let state = State::default()
             .with_purpose(Reason::Create, [])
             .with_handlers(["create_fn"], now);
-        let mut v = verdict(false, None, Some(30));
-        v.message = Some("Not ready yet.".into());
+        let v = verdict(Outcome::Retry {
+            message: "Not ready yet.".into(),
+            delay: Some(Duration::from_secs(30)),
+        });
         let next = state.get("create_fn").unwrap().with_verdict(&v, &[], now);
         assert_eq!(
             next.to_record().to_json(false),

@@ -86,6 +86,12 @@ pub struct Bound {
     pub service: Arc<dyn HandlerPort>,
 }
 
+impl AsRef<Handler> for Bound {
+    fn as_ref(&self) -> &Handler {
+        &self.handler
+    }
+}
+
 impl std::fmt::Debug for Bound {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Bound")

@@ -27,7 +27,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::core::outcome::{self, CallResult, Level, Progress};
+use crate::core::outcome::{self, CallResult, Level, Outcome, Progress};
 use crate::core::patch::MergePatch;
 use crate::runtime::context::{Bound, Context, ResourceCtx};
 use crate::runtime::events;
@@ -350,14 +350,14 @@ impl Daemon {
                         result,
                         self.env.settings.default_backoff,
                     );
-                    let label = match (verdict.finished, verdict.failure.is_some()) {
-                        (true, false) => "success",
-                        (true, true) => "failure",
-                        (false, _) => "retry",
+                    let label = match verdict.outcome {
+                        Outcome::Succeeded { .. } => "success",
+                        Outcome::Failed { .. } => "failure",
+                        Outcome::Retry { .. } | Outcome::Pending { .. } => "retry",
                     };
                     self.env.metrics.handler(&handler.id, label, seconds);
                     self.log(verdict.log.0, &verdict.log.1);
-                    if let Some(value) = verdict.result.clone() {
+                    if let Some(value) = verdict.result().cloned() {
                         let patch = json!({"status": {handler.id.clone(): value}});
                         self.apply(Some(patch), &[]).await;
                     }
@@ -371,7 +371,7 @@ impl Daemon {
                         );
                         return End::OnRequest;
                     }
-                    if verdict.finished {
+                    if verdict.is_finished() {
                         self.log(
                             Level::Debug,
                             &format!(
@@ -381,7 +381,10 @@ impl Daemon {
                         );
                         return End::ForGood;
                     }
-                    if self.sleep_or_stop(verdict.delay.unwrap_or_default()).await {
+                    if self
+                        .sleep_or_stop(verdict.delay().unwrap_or_default())
+                        .await
+                    {
                         return End::OnRequest;
                     }
                     retry += 1;

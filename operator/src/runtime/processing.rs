@@ -1,38 +1,39 @@
 //! One handling cycle of one object: Kopf's `process_resource_event`, with Operon's lifecycle
-//! (every due handler in one cycle, one patch per cycle). Decisions come from [`crate::core`];
-//! this module calls handlers and the API server.
+//! (every due handler in one cycle, one patch per cycle). This module loads, plans (every
+//! decision is [`crate::core::handling`]'s), dispatches (calls the services and the API server
+//! through [`crate::runtime::calls`]), absorbs the answers and writes.
+//!
+//! Read `cycle` top to bottom: the event handlers, the essence and the cause, the callback
+//! filters, the timers and daemons, the finalizer decision, `handle` (each due handler through
+//! `run_one`), the diff-base, the finalizer once more, the write, the dashboard's view.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use blake2::digest::{Update, VariableOutput};
 use jiff::Timestamp;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tracing::Instrument;
 
-use crate::core::cause::{self, Cause, Observation};
-use crate::core::finalizer;
-use crate::core::model::{Handler, HandlerKind, Options, Reason};
-use crate::core::outcome::{self, CallResult, Level, Progress, Verdict};
+use crate::core::cause::Cause;
+use crate::core::handling::{
+    self, Entry, Essence, Groups, LoadError, Observed, Selection, Situation, cause_name,
+};
+use crate::core::model::Reason;
+use crate::core::outcome::{self, CallResult, Progress, Verdict};
 use crate::core::patch::MergePatch;
-use crate::core::persistence::diff::{self, DiffItem};
-use crate::core::persistence::pyjson::py_eq;
-use crate::core::selection::{self, CauseView};
+use crate::core::selection::CauseView;
 use crate::core::state::{HandlerState, State};
 use crate::core::views::{self, CycleEnd, Subject, handler_view};
-use crate::runtime::context::{Bound, Context, ResourceCtx, Settings};
+use crate::runtime::calls::{self, Log};
+use crate::runtime::context::{Bound, Context, ResourceCtx};
 use crate::runtime::daemons::Daemons;
 use crate::runtime::events;
 use crate::runtime::indexing::Gate;
 use crate::runtime::kit::meta;
-use crate::runtime::patching::{self, FinalizerAction, Written};
-use crate::runtime::ports::{Call, EventRequest, SubRecord, SubResult};
+use crate::runtime::patching::Written;
 use crate::runtime::readmodel::HandlerView;
 use crate::runtime::timers::Timers;
 use crate::telemetry;
-
-/// How often a deleted object's cycle looks again whether its daemons have exited.
-const DAEMON_EXIT_POLL: Duration = Duration::from_millis(500);
 
 /// Change handling: the context, and the timers and daemons it runs per object.
 pub struct Handling {
@@ -78,52 +79,6 @@ pub struct Output {
     pub fully_handled: bool,
 }
 
-/// A per-object logger that words its lines as Kopf does, with the object as a field.
-struct Log<'a> {
-    object: &'a str,
-}
-
-impl Log<'_> {
-    fn at(&self, level: Level, message: &str) {
-        match level {
-            Level::Debug => {
-                tracing::debug!(target: "kopf.objects", object = self.object, "{message}")
-            }
-            Level::Info => {
-                tracing::info!(target: "kopf.objects", object = self.object, "{message}")
-            }
-            Level::Error => {
-                tracing::error!(target: "kopf.objects", object = self.object, "{message}")
-            }
-        }
-    }
-    fn debug(&self, message: &str) {
-        self.at(Level::Debug, message);
-    }
-    fn info(&self, message: &str) {
-        self.at(Level::Info, message);
-    }
-    fn error(&self, message: &str) {
-        self.at(Level::Error, message);
-    }
-}
-
-fn title(reason: Reason) -> &'static str {
-    match reason {
-        Reason::Create => "creation",
-        Reason::Update => "updating",
-        Reason::Delete => "deletion",
-        Reason::Resume => "resuming",
-    }
-}
-
-fn capitalize(s: &str) -> String {
-    let mut c = s.chars();
-    c.next()
-        .map(|f| f.to_uppercase().chain(c).collect())
-        .unwrap_or_default()
-}
-
 /// Runs one cycle in its own root span (`cycle`: the object's identity, then the cause). Never
 /// fails: every problem is logged, posted as an Event and retried.
 pub async fn process(handling: &Handling, res: &Arc<ResourceCtx>, input: Input) -> Output {
@@ -149,21 +104,17 @@ async fn cycle(handling: &Handling, res: &Arc<ResourceCtx>, input: Input) -> Out
     let env = &*handling.ctx;
     let body = input.body.as_ref();
     let (namespace, name) = (meta(body, "namespace"), meta(body, "name"));
-    let object = if namespace.is_empty() {
-        name.to_owned()
-    } else {
-        format!("{namespace}/{name}")
-    };
+    let object = calls::object_name(body);
     let log = Log { object: &object };
     env.metrics.cycle();
     let now = Timestamp::now();
     let mut patch = MergePatch::new();
     let mut predicted = body.clone();
+    let groups = Groups::of(&res.handlers);
 
     // Raw-event handlers: every watch event, no progress, errors ignored.
-    for event_type in &input.events {
-        run_event_handlers(env, res, &log, event_type, &mut predicted, &mut patch).await;
-    }
+    let events = (groups.events.as_slice(), input.events.as_slice());
+    calls::run_event_handlers(env, res, &log, events, &mut predicted, &mut patch).await;
     if input.gone {
         tracing::Span::current().record("cause", "gone");
         handling.timers.stop_object(res, body);
@@ -172,152 +123,73 @@ async fn cycle(handling: &Handling, res: &Arc<ResourceCtx>, input: Input) -> Out
         env.readmodel.remove(&res.served.name(), namespace, name);
         return Output::default();
     }
-
-    let changing: Vec<&Bound> = res
-        .handlers
-        .iter()
-        .filter(|b| {
-            !matches!(
-                b.handler.kind,
-                HandlerKind::Event | HandlerKind::Timer | HandlerKind::Daemon
-            )
-        })
-        .collect();
-    // Timers and daemons: spawned per object, not handled in the cycle.
-    let timers: Vec<&Bound> = res
-        .handlers
-        .iter()
-        .filter(|b| matches!(b.handler.kind, HandlerKind::Timer | HandlerKind::Daemon))
-        .collect();
-    let handlers: Vec<Handler> = changing.iter().map(|b| b.handler.clone()).collect();
     let mut out = Output {
         fully_handled: true,
         ..Output::default()
     };
-    if handlers.is_empty() && timers.is_empty() {
-        out.written = write(env, res, &log, body, patch, None).await;
+    if groups.is_idle() {
+        out.written = calls::write(env, res, &log, body, patch, None).await;
         return out;
     }
 
     let settings = &env.settings;
-    let old = match settings.diffbase.fetch(body) {
-        Ok(old) => old.map(|o| settings.progress.clear(&o)),
+    let (diffbase, progress) = (&settings.diffbase, &settings.progress);
+    let essence = match Essence::load(diffbase, progress, body, &res.extra_fields) {
+        Ok(essence) => essence,
         Err(err) => {
-            refuse(
-                env,
-                res,
-                &log,
-                body,
-                &format!("The stored diff-base is unusable: {err}"),
-            )
-            .await;
+            refuse(env, res, &log, body, &err.to_string()).await;
             return out;
         }
     };
-    let new = settings
-        .progress
-        .clear(&settings.diffbase.build(body, &res.extra_fields));
-    let diff = diff::diff(old.as_ref(), Some(&new));
-    let deleting = finalizer::deletion_ongoing(body);
-    let blocked = finalizer::is_blocked(body, &settings.finalizer);
-    let detected = cause::detect(Observation {
-        gone: false,
-        deletion_ongoing: deleting,
-        has_our_finalizer: blocked,
-        has_diffbase: old.is_some(),
-        changed: !diff.is_empty(),
-        initial: input.initial,
-    });
+    let observed = Observed::of(body, &settings.finalizer, &essence, input.initial);
+    let (deleting, detected) = (observed.deleting, observed.cause);
     tracing::Span::current().record("cause", cause_name(detected));
-    let view = CauseView {
-        reason: detected.reason().unwrap_or(Reason::Update),
-        initial: input.initial && detected != Cause::Handle(Reason::Create),
-        deleted: deleting,
-        body,
-        old: old.as_ref(),
-        new: Some(&new),
-    };
-    // Timers run for every matching object that is not being deleted; like Kopf's daemons and
-    // timers, they hold the finalizer so that they are stopped before the object goes.
-    let mut timers_matching: Vec<&Bound> = timers
-        .iter()
-        .copied()
-        .filter(|b| selection::body_matches(&b.handler, &view))
-        .collect();
+    let view = observed.view(body, &essence);
     // Callback filters (`when=` and other callables) are the service's to evaluate: asked here,
     // where Kopf evaluates them outside a handler call — before a timer or a daemon starts and
     // before the finalizer is decided on.
-    if !deleting {
-        let rejected = callback_rejects(env, res, &timers_matching, body, None).await;
-        timers_matching.retain(|b| !rejected.contains(&b.handler.id));
-    }
-    let deletion_candidates: Vec<&Bound> = changing
-        .iter()
-        .copied()
-        .filter(|b| {
-            b.handler.kind == HandlerKind::Delete
-                && !b.handler.options.optional
-                && selection::requires_finalizer(std::slice::from_ref(&b.handler), &view)
-        })
-        .collect();
+    let spawned = handling::spawned_matching(&groups.spawned, &view);
+    let questions = handling::spawned_questions(&spawned, deleting);
+    let spawned_rejected = calls::callback_rejects(env, res, &questions, body, None).await;
+    let questions = handling::deletion_questions(&groups.changing, &view);
     let deletion_rejected =
-        callback_rejects(env, res, &deletion_candidates, body, Some(Reason::Delete)).await;
-    let blocking_handlers: Vec<Handler> = handlers
-        .iter()
-        .filter(|h| !(h.kind == HandlerKind::Delete && deletion_rejected.contains(&h.id)))
-        .cloned()
-        .collect();
-    let (daemons_matching, timers_matching): (Vec<&Bound>, Vec<&Bound>) = timers_matching
-        .into_iter()
-        .partition(|b| b.handler.kind == HandlerKind::Daemon);
+        calls::callback_rejects(env, res, &questions, body, Some(Reason::Delete)).await;
+    let (timers_matching, daemons_matching) = handling::split_spawned(spawned, &spawned_rejected);
     // Like Kopf, the finalizer stays until every daemon of a deleted object has exited.
     let mut daemons_exiting = false;
     if deleting {
         handling.timers.stop_object(res, body);
         daemons_exiting = handling.daemons.stop_object(res, body);
     } else {
-        handling.timers.sync(
-            &handling.ctx,
-            res,
-            &input.body,
-            !diff.is_empty(),
-            &timers_matching,
-        );
+        let changed = !essence.diff.is_empty();
+        let ctx = &handling.ctx;
+        handling
+            .timers
+            .sync(ctx, res, &input.body, changed, &timers_matching);
         handling
             .daemons
-            .sync(&handling.ctx, res, &input.body, &daemons_matching);
+            .sync(ctx, res, &input.body, &daemons_matching);
     }
-    let timers_matching: Vec<&Bound> = timers_matching
-        .into_iter()
-        .chain(daemons_matching)
-        .collect();
-    if !selection::any_prematch(&handlers, &view) && timers_matching.is_empty() && !daemons_exiting
-    {
-        // Blind to objects no handler could ever match: no state, no log lines — except that
-        // our finalizer goes when nothing requires it any more (e.g. a label filter stopped
-        // matching), or the object could never be deleted.
-        let release = finalizer::is_blocked(body, &settings.finalizer).then(|| {
-            log.debug("Removing the finalizer, as there are no handlers requiring it.");
-            FinalizerAction::Remove
-        });
-        out.written = write(env, res, &log, body, patch, release).await;
-        return out;
-    }
-
-    let must_block = selection::requires_finalizer(&blocking_handlers, &view)
-        || !timers_matching.is_empty()
-        || daemons_exiting;
-    let mut finalizer_action = None;
-    let mut changing_cause = (!handlers.is_empty()).then_some(detected);
-    if must_block && !blocked && !deleting {
-        log.debug("Adding the finalizer, thus preventing the actual deletion.");
-        finalizer_action = Some(FinalizerAction::Add);
-        changing_cause = None;
-    }
-    if !must_block && blocked {
-        log.debug("Removing the finalizer, as there are no handlers requiring it.");
-        finalizer_action = Some(FinalizerAction::Remove);
-        changing_cause = None;
+    let situation = Situation::of(
+        &observed,
+        &groups.changing,
+        &view,
+        &deletion_rejected,
+        !timers_matching.is_empty() || !daemons_matching.is_empty(),
+        daemons_exiting,
+    );
+    let (finalizer, changing_cause) = match handling::entry(&situation, detected) {
+        Entry::Blind(finalizer) => {
+            if let Some(line) = finalizer.log_line() {
+                log.debug(line);
+            }
+            out.written = calls::write(env, res, &log, body, patch, Some(finalizer)).await;
+            return out;
+        }
+        Entry::Proceed { finalizer, cause } => (finalizer, cause),
+    };
+    if let Some(line) = finalizer.log_line() {
+        log.debug(line);
     }
 
     let mut done_or_skip = false;
@@ -331,52 +203,45 @@ async fn cycle(handling: &Handling, res: &Arc<ResourceCtx>, input: Input) -> Out
                 body,
                 now,
                 reason,
-                old: old.as_ref(),
-                new: &new,
-                diff: &diff,
+                essence: &essence,
             };
-            match handle(&ctx, &changing, &view, &mut predicted, &mut patch).await {
+            match handle(&ctx, &groups.changing, &view, &mut predicted, &mut patch).await {
                 Ok(result) => {
                     done_or_skip = result.done;
                     out.delay = result.delay;
                     views = result.views;
                 }
-                Err(message) => {
-                    refuse(env, res, &log, body, &message).await;
+                Err(err) => {
+                    refuse(env, res, &log, body, &err.to_string()).await;
                     return out;
                 }
             }
         }
-        Some(Cause::Free) => log.debug("Deletion, but we are done with it, and we do not care."),
-        Some(Cause::Noop) => {
-            log.debug("Something has changed, but we are not interested (the essence is the same).")
+        Some(cause) => {
+            if let Some(line) = handling::unhandled_line(cause) {
+                log.debug(line);
+            }
         }
-        Some(Cause::Gone) | None => {}
+        None => {}
     }
-    if done_or_skip && old.as_ref().is_none_or(|o| !py_eq(o, &new)) {
-        settings.diffbase.store(body, &mut patch, &new);
+    if done_or_skip && essence.differs_from_stored() {
+        settings.diffbase.store(body, &mut patch, &essence.new);
     }
     // Kopf's `fully_handled_once`: only a finished (or handler-less) cycle ends the resuming.
     out.fully_handled = done_or_skip;
-    if daemons_exiting {
-        // Look again soon: the finalizer goes once the daemons have exited.
-        let poll = DAEMON_EXIT_POLL;
-        out.delay = Some(out.delay.map_or(poll, |d| d.min(poll)));
-    }
-    if deleting
-        && blocked
-        && finalizer_action.is_none()
-        && out.delay.is_none()
-        && (done_or_skip || handlers.is_empty())
+    out.delay = handling::next_delay(out.delay, daemons_exiting);
+    let settled = handling::settle(&situation, finalizer, done_or_skip, out.delay);
+    if settled != finalizer
+        && let Some(line) = settled.log_line()
     {
-        log.debug("Removing the finalizer, thus allowing the actual deletion.");
-        finalizer_action = Some(FinalizerAction::Remove);
+        log.debug(line);
     }
 
     if !patch.is_empty() {
         settings.progress.touch(body, &mut patch, None);
     }
-    out.written = write(env, res, &log, body, patch, finalizer_action).await;
+    out.written = calls::write(env, res, &log, body, patch, Some(settled)).await;
+    let diff = essence.diff;
     let end = CycleEnd {
         deleting,
         handling: matches!(changing_cause, Some(Cause::Handle(_))),
@@ -398,15 +263,6 @@ async fn cycle(handling: &Handling, res: &Arc<ResourceCtx>, input: Input) -> Out
     out
 }
 
-fn cause_name(cause: Cause) -> &'static str {
-    match cause {
-        Cause::Handle(r) => r.as_str(),
-        Cause::Free => "free",
-        Cause::Noop => "noop",
-        Cause::Gone => "gone",
-    }
-}
-
 struct CycleCtx<'a> {
     env: &'a Context,
     res: &'a ResourceCtx,
@@ -414,9 +270,7 @@ struct CycleCtx<'a> {
     body: &'a Value,
     now: Timestamp,
     reason: Reason,
-    old: Option<&'a Value>,
-    new: &'a Value,
-    diff: &'a [DiffItem],
+    essence: &'a Essence,
 }
 
 struct Handled {
@@ -425,14 +279,18 @@ struct Handled {
     views: Vec<HandlerView>,
 }
 
-/// Kopf's `process_changing_cause` for one of the handler reasons.
+/// Kopf's `process_changing_cause` for one of the handler reasons: calls the due handlers and
+/// stores their records.
+///
+/// # Errors
+/// A stored progress record is unreadable (the object is then refused).
 async fn handle(
     ctx: &CycleCtx<'_>,
     changing: &[&Bound],
     view: &CauseView<'_>,
     predicted: &mut Value,
     patch: &mut MergePatch,
-) -> Result<Handled, String> {
+) -> Result<Handled, LoadError> {
     let CycleCtx {
         env,
         log,
@@ -442,53 +300,11 @@ async fn handle(
         ..
     } = *ctx;
     let storage = &env.settings.progress;
-    let handlers: Vec<Handler> = changing.iter().map(|b| b.handler.clone()).collect();
-    let selected = selection::select(&handlers, view);
-    // One function under several decorators is one id: one record, at most one run per cycle.
-    let mut selected_ids: Vec<&str> = Vec::new();
-    for h in &selected {
-        if !selected_ids.contains(&h.id.as_str()) {
-            selected_ids.push(h.id.as_str());
-        }
-    }
-    let mut owned: Vec<&str> = Vec::new();
-    for h in &handlers {
-        if !owned.contains(&h.id.as_str()) {
-            owned.push(h.id.as_str());
-        }
-    }
-    let title = title(reason);
-
-    let mut state = State::load(storage, body, owned.iter().copied(), now)
-        .map_err(|(id, err)| format!("The progress record of {id:?} is unusable: {err}"))?
-        .with_purpose(reason, [])
-        .with_handlers(selected_ids.iter().copied(), now);
-    let extras = state.extras();
-    for (purpose, c) in &extras {
-        let extra_title = Reason::parse(purpose).map_or_else(|| format!("{purpose:?}"), title_of);
-        log.info(&format!(
-            "{} is superseded by {}: {} succeeded; {} failed; {} left to the moment.",
-            capitalize(&extra_title),
-            title,
-            c.success,
-            c.failure,
-            c.running
-        ));
-        state = state.with_purpose(reason, selected_ids.iter().copied());
-    }
-    if !state.extras().is_empty() {
-        state.purge(storage, body, patch, owned.iter().copied());
-    }
-
-    log.debug(&format!("{} is in progress: {}", capitalize(title), body));
-    if !ctx.diff.is_empty() && ctx.old.is_some() {
-        log.debug(&format!(
-            "{} diff: {}",
-            capitalize(title),
-            diff::to_value(ctx.diff)
-        ));
-    }
-    if selected.is_empty() {
+    let selection = Selection::of(changing, view);
+    let prepared = handling::prepare(storage, body, reason, ctx.essence, &selection, now, patch)?;
+    log.lines(&prepared.lines);
+    let mut state = prepared.state;
+    if selection.ids.is_empty() {
         return Ok(Handled {
             done: true,
             delay: None,
@@ -496,39 +312,29 @@ async fn handle(
         });
     }
 
-    let mut ran: Vec<&str> = Vec::new();
-    for bound in changing {
-        let handler = &bound.handler;
-        let chosen = selected
-            .iter()
-            .any(|h| h.id == handler.id && h.kind == handler.kind);
-        if !chosen || ran.contains(&handler.id.as_str()) {
-            continue;
-        }
-        ran.push(handler.id.as_str());
-        let Some(hs) = state.get(&handler.id).cloned() else {
+    for bound in selection.due(&state, now) {
+        let Some(hs) = state.get(&bound.handler.id).cloned() else {
             continue;
         };
-        if !hs.awakened(now) {
-            continue;
-        }
         match run_one(ctx, bound, &hs, predicted, patch).await {
             Some((verdict, subrefs)) => {
                 // `stopped` and `delayed` count from the outcome, not from the cycle's start
                 // (Kopf's `with_outcome`): a slow handler's retry is not due early.
                 let finished = Timestamp::now();
-                state.set(&handler.id, hs.with_verdict(&verdict, &subrefs, finished));
+                state.set(
+                    &bound.handler.id,
+                    hs.with_verdict(&verdict, &subrefs, finished),
+                );
             }
             None => {
                 // Not matched by a callback filter: as if not selected.
                 let mut passive = hs;
                 passive.active = false;
-                state.set(&handler.id, passive);
+                state.set(&bound.handler.id, passive);
             }
         }
     }
     state.store(storage, body, patch);
-    let done = state.done();
     // The views: the cycle's handlers, each followed by its sub-handlers as this cycle leaves
     // them (their records are in the patch, not yet on the body).
     let mut after = body.clone();
@@ -547,29 +353,19 @@ async fn handle(
             views.extend(subs.handlers.iter().map(|(id, s)| handler_view(id, s, now)));
         }
     }
-    if done {
-        let c = state.counts();
-        log.info(&format!(
-            "{} is processed: {} succeeded; {} failed.",
-            capitalize(title),
-            c.success,
-            c.failure
-        ));
-        state.purge(storage, body, patch, owned.iter().copied());
+    let concluded = handling::conclude(&state, storage, body, patch, &selection.owned, reason, now);
+    if let Some(line) = &concluded.line {
+        log.info(line);
     }
     Ok(Handled {
-        done,
-        delay: if done { None } else { state.delay(now) },
+        done: concluded.done,
+        delay: concluded.delay,
         views,
     })
 }
 
-fn title_of(r: Reason) -> String {
-    title(r).to_owned()
-}
-
-/// Calls one change handler in a `handler` span (id, attempt, outcome, delay), linked to the
-/// span of the handler's previous attempt on this object. `None` means "not matched".
+/// Calls one change handler in its `handler` span ([`calls::handler_span`]). `None` means "not
+/// matched".
 async fn run_one(
     ctx: &CycleCtx<'_>,
     bound: &Bound,
@@ -577,56 +373,22 @@ async fn run_one(
     predicted: &mut Value,
     patch: &mut MergePatch,
 ) -> Option<(Verdict, Vec<String>)> {
-    let id = &bound.handler.id;
-    let span = tracing::info_span!(
-        target: telemetry::TARGET,
-        "handler",
-        otel.name = format!("handler {id}"),
-        handler.id = %id,
-        attempt = i64::from(hs.retries) + 1,
-        outcome = tracing::field::Empty,
-        delay = tracing::field::Empty,
-        otel.status_code = tracing::field::Empty,
+    let span = calls::handler_span(
+        ctx.env,
+        meta(ctx.body, "uid"),
+        &bound.handler.id,
+        hs.retries,
     );
-    let uid = meta(ctx.body, "uid");
-    let attempts = &ctx.env.readmodel.attempts;
-    if hs.retries > 0
-        && let Some(previous) = attempts.previous(uid, id)
-    {
-        use tracing_opentelemetry::OpenTelemetrySpanExt;
-        span.add_link(previous);
-    }
-    if let Some(cx) = telemetry::span_context(&span) {
-        attempts.record(uid, id, hs.retries, cx);
-    }
-    let result = run_one_traced(
-        ctx,
-        bound,
-        hs,
-        predicted,
-        patch,
-        telemetry::traceparent(&span),
-    )
-    .instrument(span.clone())
-    .await;
-    match &result {
-        Some((verdict, _)) => {
-            span.record("outcome", outcome_label(verdict));
-            if let Some(delay) = verdict.delay {
-                span.record("delay", delay.as_secs_f64());
-            }
-            if !verdict.finished && verdict.message.is_some() || verdict.failure.is_some() {
-                span.record("otel.status_code", "error");
-            }
-        }
-        None => {
-            span.record("outcome", "not_matched");
-        }
-    }
+    let traceparent = telemetry::traceparent(&span);
+    let result = run_one_traced(ctx, bound, hs, predicted, patch, traceparent)
+        .instrument(span.clone())
+        .await;
+    calls::record_outcome(&span, result.as_ref().map(|(verdict, _)| verdict));
     result
 }
 
-/// Calls one change handler and stores its sub-handlers' states. `None` means "not matched".
+/// Calls one change handler and absorbs its answer: its patch, Events, sub-handlers and result;
+/// the sub-handlers' records are stored. `None` means "not matched".
 async fn run_one_traced(
     ctx: &CycleCtx<'_>,
     bound: &Bound,
@@ -642,81 +404,52 @@ async fn run_one_traced(
         body,
         now,
         reason,
-        ..
+        essence,
     } = *ctx;
     let handler = &bound.handler;
     let storage = &env.settings.progress;
+    let backoff = env.settings.default_backoff;
     let progress = Progress {
         retries: hs.retries,
         runtime: hs.runtime(now),
     };
     log.debug(&format!("{} is invoked.", outcome::title(handler)));
     if let Some(verdict) = outcome::precheck(handler, progress) {
-        report(env, log, body, progress.retries, &verdict).await;
+        calls::report(env, log, body, progress.retries, &verdict).await;
         return Some((verdict, Vec::new()));
     }
-    let subs =
+    let mut subs =
         State::load(storage, body, hs.subrefs.iter().map(String::as_str), now).unwrap_or_default();
-    let (old, new, diff) = field_view(handler, ctx.old, ctx.new, ctx.diff);
-    let call = Call {
-        handler_id: handler.id.clone(),
-        reason: Some(reason),
-        body: predicted.clone(),
-        old,
-        new,
-        diff,
-        retry: hs.retries,
-        started: Some(hs.started),
-        subhandlers: subs
-            .handlers
-            .iter()
-            .map(|(id, s)| SubRecord {
-                id: id.clone(),
-                started: Some(s.started),
-                retries: s.retries,
-                success: s.success,
-                failure: s.failure,
-                message: s.message.clone(),
-                delayed: s.delayed,
-            })
-            .collect(),
-        event_type: String::new(),
-        attempt_id: attempt_id(body, &handler.id, reason, hs.retries, ctx.new),
-        deadline: deadline(&handler.options, &env.settings, progress.runtime),
-        traceparent,
-        resource: Some(res.resolved()),
+    let change = calls::Change {
+        reason,
+        essence,
+        uid: meta(body, "uid"),
     };
-    let started = Instant::now();
-    env.metrics.inflight(1);
-    let answer = bound.service.invoke(call).await;
-    env.metrics.inflight(-1);
-    let seconds = started.elapsed().as_secs_f64();
-    let (result, sub_outcomes) = match answer {
+    let attempt = calls::Attempt {
+        bound,
+        state: hs,
+        subs: &subs,
+        runtime: progress.runtime,
+    };
+    let (answer, seconds) =
+        calls::invoke_change(env, res, &change, &attempt, predicted.clone(), traceparent).await;
+    let (result, sub_answers) = match answer {
         Ok(answer) => {
             let Some(result) = answer.result else {
                 env.metrics.handler(&handler.id, "not_matched", seconds);
                 return None;
             };
             if let Some(handler_patch) = &answer.patch {
-                if let Err(problem) = check_handler_patch(handler_patch) {
-                    let verdict = outcome::judge(
-                        handler,
-                        progress,
-                        CallResult::Arbitrary {
-                            message: format!("The handler's patch is refused: {problem}"),
-                        },
-                        env.settings.default_backoff,
-                    );
+                if let Err(problem) = handling::check_handler_patch(handler_patch) {
+                    let refused = handling::refused(&problem);
+                    let verdict = outcome::judge(handler, progress, refused, backoff);
                     env.metrics.handler(&handler.id, "error", seconds);
-                    report(env, log, body, progress.retries, &verdict).await;
+                    calls::report(env, log, body, progress.retries, &verdict).await;
                     return Some((verdict, Vec::new()));
                 }
-                MergePatch::from_value(handler_patch.clone())
-                    .unwrap_or_default()
-                    .apply_to(predicted);
-                patch.merge_from(handler_patch);
+                handling::apply_handler_patch(handler_patch, predicted, patch);
             }
-            post_events(env, log, body, &answer.events).await;
+            calls::post_events(env, log, body, &answer.events).await;
             (result, answer.subhandlers)
         }
         Err(err) => (
@@ -728,183 +461,28 @@ async fn run_one_traced(
     };
     // Sub-handlers first (Kopf logs them before their parent): their states are stored under
     // their own ids and listed in the parent's `subrefs`.
-    let mut subs = subs;
-    let mut subrefs = Vec::new();
-    for sub in sub_outcomes {
-        let id = sub.id;
-        if !id.starts_with(&format!("{}/", handler.id)) {
-            log.error(&format!(
-                "{} reported a sub-handler {id:?} that is not its own; ignored.",
-                outcome::title(handler)
-            ));
-            continue;
-        }
-        let sub_state = subs.get(&id).cloned().unwrap_or_else(|| {
-            let mut fresh = HandlerState::from_scratch(now, Some(reason));
-            fresh.active = true;
-            fresh
-        });
-        let result = match sub.result {
-            SubResult::NotMatched => continue,
-            SubResult::Selected => {
-                // Recorded now, so that its `started` (and timeout) begin with the parent's call.
-                subs.set(&id, sub_state);
-                subrefs.push(id);
-                continue;
-            }
-            SubResult::Ran(result) => result,
-        };
-        let sub_handler = Handler {
-            id: id.clone(),
-            kind: handler.kind,
-            filters: Default::default(),
-            has_callback_filters: false,
-            options: sub.options,
-        };
-        let sub_progress = Progress {
-            retries: sub_state.retries,
-            runtime: sub_state.runtime(now),
-        };
-        let sub_verdict = outcome::precheck(&sub_handler, sub_progress).unwrap_or_else(|| {
-            outcome::judge(
-                &sub_handler,
-                sub_progress,
-                result,
-                env.settings.default_backoff,
-            )
-        });
-        log.at(sub_verdict.log.0, &sub_verdict.log.1);
-        if let Some(value) = &sub_verdict.result {
-            deliver_result(&id, value, predicted, patch);
-        }
-        subs.set(
-            &id,
-            sub_state.with_verdict(&sub_verdict, &[], Timestamp::now()),
-        );
-        subrefs.push(id);
-    }
+    let absorbed = handling::absorb_subhandlers(
+        handler,
+        reason,
+        &mut subs,
+        sub_answers,
+        now,
+        Timestamp::now(),
+        backoff,
+        predicted,
+        patch,
+    );
+    log.lines(&absorbed.lines);
 
-    let verdict = outcome::judge(handler, progress, result, env.settings.default_backoff);
+    let verdict = outcome::judge(handler, progress, result, backoff);
     env.metrics
-        .handler(&handler.id, outcome_label(&verdict), seconds);
-    report(env, log, body, progress.retries, &verdict).await;
-    if let Some(value) = &verdict.result {
-        deliver_result(&handler.id, value, predicted, patch);
+        .handler(&handler.id, handling::outcome_label(&verdict), seconds);
+    calls::report(env, log, body, progress.retries, &verdict).await;
+    if let Some(value) = verdict.result() {
+        handling::deliver_result(&handler.id, value, predicted, patch);
     }
     subs.store(storage, body, patch);
-    Some((verdict, subrefs))
-}
-
-/// For field handlers, old/new/diff are the field's, not the object's (Kopf's `adjust_cause`).
-fn field_view(
-    handler: &Handler,
-    old: Option<&Value>,
-    new: &Value,
-    full: &[DiffItem],
-) -> (Option<Value>, Option<Value>, Value) {
-    match &handler.filters.field {
-        Some(field) => (
-            old.and_then(|o| diff::resolve(o, field)).cloned(),
-            diff::resolve(new, field).cloned(),
-            diff::to_value(&diff::reduce(full, field)),
-        ),
-        None => (old.cloned(), Some(new.clone()), diff::to_value(full)),
-    }
-}
-
-fn deadline(options: &Options, settings: &Settings, runtime: Duration) -> Duration {
-    let mut d = options.call_timeout.unwrap_or(settings.call_timeout);
-    if let Some(total) = options.timeout {
-        d = d.min(total.saturating_sub(runtime).max(Duration::from_secs(1)));
-    }
-    d
-}
-
-fn outcome_label(v: &Verdict) -> &'static str {
-    match (v.finished, v.failure.is_some()) {
-        (true, false) => "success",
-        (true, true) => "failure",
-        (false, _) if v.message.is_some() => "retry",
-        (false, _) => "pending",
-    }
-}
-
-/// A stable id for this attempt: same object, handler, change and attempt → same id.
-fn attempt_id(body: &Value, handler: &str, reason: Reason, retry: u32, new: &Value) -> String {
-    let mut hasher = blake2::Blake2bVar::new(16).expect("16 is a valid blake2b output size");
-    for part in [
-        meta(body, "uid"),
-        handler,
-        reason.as_str(),
-        &retry.to_string(),
-        &crate::core::persistence::pyjson::dumps(new),
-    ] {
-        hasher.update(part.as_bytes());
-        hasher.update(&[0]);
-    }
-    let mut out = [0u8; 16];
-    hasher
-        .finalize_variable(&mut out)
-        .expect("the buffer has the configured size");
-    out.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Refuses handler patches that would change the object's identity.
-fn check_handler_patch(patch: &Value) -> Result<(), String> {
-    let m = patch.get("metadata");
-    for field in [
-        "name",
-        "namespace",
-        "uid",
-        "resourceVersion",
-        "generation",
-        "creationTimestamp",
-    ] {
-        if m.and_then(|m| m.get(field)).is_some() {
-            return Err(format!("it changes metadata.{field}"));
-        }
-    }
-    Ok(())
-}
-
-/// Kopf's `deliver_results`: a dict result is merged into `status.<id>`, anything else replaces it.
-fn deliver_result(id: &str, value: &Value, predicted: &mut Value, patch: &mut MergePatch) {
-    let fragment = json!({"status": {id: value}});
-    MergePatch::from_value(fragment.clone())
-        .unwrap_or_default()
-        .apply_to(predicted);
-    if value.is_object() {
-        patch.merge_from(&fragment);
-    } else {
-        patch.set(&["status", id], value.clone());
-    }
-}
-
-/// Logs a verdict, and posts an Event for errors so that users see them with `kubectl describe`:
-/// for a handler's first failure in a cycle and for its final failure — not for every retry,
-/// which would flood the API server with Events for a handler that retries every second.
-async fn report(env: &Context, log: &Log<'_>, body: &Value, retries: u32, verdict: &Verdict) {
-    log.at(verdict.log.0, &verdict.log.1);
-    if verdict.log.0 != Level::Error {
-        return;
-    }
-    let reason = if verdict.failure.is_some() {
-        "HandlerFailed"
-    } else if retries == 0 {
-        "HandlerRetrying"
-    } else {
-        return;
-    };
-    events::post(env, body, "Warning", reason, &verdict.log.1).await;
-}
-
-async fn post_events(env: &Context, log: &Log<'_>, body: &Value, requests: &[EventRequest]) {
-    for e in requests {
-        let target = e.involved_object.as_ref().unwrap_or(body);
-        if !events::post(env, target, &e.type_, &e.reason, &e.message).await {
-            log.debug(&format!("Failed to post an event: {}", e.message));
-        }
-    }
+    Some((verdict, absorbed.subrefs))
 }
 
 /// An object the core cannot handle as it is: say so where the user looks, change nothing.
@@ -918,151 +496,5 @@ async fn refuse(env: &Context, res: &ResourceCtx, log: &Log<'_>, body: &Value, m
         .upsert(views::refused_view(subject, message, Timestamp::now()));
 }
 
-async fn run_event_handlers(
-    env: &Context,
-    res: &ResourceCtx,
-    log: &Log<'_>,
-    event_type: &'static str,
-    predicted: &mut Value,
-    patch: &mut MergePatch,
-) {
-    let body = predicted.clone();
-    let view = CauseView {
-        reason: Reason::Update,
-        initial: false,
-        deleted: finalizer::deletion_ongoing(&body),
-        body: &body,
-        old: None,
-        new: None,
-    };
-    for bound in res
-        .handlers
-        .iter()
-        .filter(|b| b.handler.kind == HandlerKind::Event)
-    {
-        let handler = &bound.handler;
-        if !selection::body_matches(handler, &view) {
-            continue;
-        }
-        let call = Call {
-            started: Some(Timestamp::now()),
-            event_type: event_type.to_owned(),
-            ..Call::about(
-                &handler.id,
-                body.clone(),
-                deadline(&handler.options, &env.settings, Duration::ZERO),
-                res.resolved(),
-            )
-        };
-        let span = tracing::info_span!(
-            target: telemetry::TARGET,
-            "handler",
-            otel.name = format!("handler {}", handler.id),
-            handler.id = %handler.id,
-            attempt = 1_i64,
-            event = event_type,
-        );
-        let call = Call {
-            traceparent: telemetry::traceparent(&span),
-            ..call
-        };
-        let started = Instant::now();
-        env.metrics.inflight(1);
-        let answer = bound.service.invoke(call).instrument(span).await;
-        env.metrics.inflight(-1);
-        let seconds = started.elapsed().as_secs_f64();
-        let title = outcome::title(handler);
-        match answer {
-            Ok(answer) => match answer.result {
-                Some(CallResult::Success(result)) => {
-                    env.metrics.handler(&handler.id, "success", seconds);
-                    log.info(&format!("{title} succeeded."));
-                    if let Some(p) = answer
-                        .patch
-                        .as_ref()
-                        .filter(|p| check_handler_patch(p).is_ok())
-                    {
-                        patch.merge_from(p);
-                    }
-                    if let Some(value) = result {
-                        deliver_result(&handler.id, &value, predicted, patch);
-                    }
-                    post_events(env, log, &body, &answer.events).await;
-                }
-                None => env.metrics.handler(&handler.id, "not_matched", seconds),
-                Some(other) => {
-                    env.metrics.handler(&handler.id, "failure", seconds);
-                    let message = match other {
-                        CallResult::Temporary { message, .. }
-                        | CallResult::Permanent { message }
-                        | CallResult::Arbitrary { message } => message,
-                        CallResult::Success(_) | CallResult::SubhandlersPending { .. } => {
-                            String::new()
-                        }
-                    };
-                    log.error(&format!(
-                        "{title} failed with an exception and will ignore it: {message}"
-                    ));
-                }
-            },
-            Err(err) => {
-                env.metrics.handler(&handler.id, "failure", seconds);
-                log.error(&format!(
-                    "{title} failed with an exception and will ignore it: {err}"
-                ));
-            }
-        }
-    }
-    let _ = res;
-}
-
-/// Asks the services whether the callback filters of `candidates` accept the object (`Match`);
-/// returns the ids of the handlers they reject. Handlers without callback filters are not asked.
-/// A service that cannot answer is taken to accept: the finalizer is kept rather than lost.
-async fn callback_rejects(
-    env: &Context,
-    res: &ResourceCtx,
-    candidates: &[&Bound],
-    body: &Value,
-    reason: Option<Reason>,
-) -> Vec<String> {
-    let mut rejected = Vec::new();
-    for bound in candidates.iter().filter(|b| b.handler.has_callback_filters) {
-        let handler = &bound.handler;
-        let call = Call {
-            reason,
-            ..Call::about(
-                &handler.id,
-                body.clone(),
-                deadline(&handler.options, &env.settings, Duration::ZERO),
-                res.resolved(),
-            )
-        };
-        match bound.service.matches(call).await {
-            Ok(true) => {}
-            Ok(false) => rejected.push(handler.id.clone()),
-            Err(err) => {
-                tracing::warn!(handler = %handler.id, error = %err, "Cannot evaluate the handler's callback filters; taking them as matching.");
-            }
-        }
-    }
-    rejected
-}
-
-async fn write(
-    env: &Context,
-    res: &ResourceCtx,
-    log: &Log<'_>,
-    body: &Value,
-    patch: MergePatch,
-    finalizer: Option<FinalizerAction>,
-) -> Written {
-    match patching::write(env, res, body, patch, finalizer).await {
-        Ok(written) => written,
-        Err(err) => {
-            log.error(&format!("Patching failed: {err}"));
-            events::post(env, body, "Warning", "PatchFailed", &err.to_string()).await;
-            Written::Nothing
-        }
-    }
-}
+#[cfg(test)]
+mod tests;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::core::model::{Options, Reason};
+use crate::core::model::Reason;
 use crate::core::outcome::CallResult;
 
 /// The resource as resolved by the core, as handlers get it.
@@ -119,27 +119,8 @@ pub struct Answer {
     pub events: Vec<EventRequest>,
 }
 
-/// What a sub-handler did in its parent's call.
-#[derive(Debug, Clone, PartialEq)]
-pub enum SubResult {
-    /// It ran with this result.
-    Ran(CallResult),
-    /// It was selected but did not run in this call: record its start.
-    Selected,
-    /// A callback filter said no.
-    NotMatched,
-}
-
-/// One sub-handler's part of an answer.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SubAnswer {
-    /// Full id (`parent/sub`).
-    pub id: String,
-    /// What it did.
-    pub result: SubResult,
-    /// Its own options, for judging its result.
-    pub options: Options,
-}
+/// What sub-handlers did in their parent's call: plain data the core's decisions take as they are.
+pub use crate::core::handling::{SubAnswer, SubResult};
 
 /// An Event a handler asks the core to post.
 #[derive(Debug, Clone, PartialEq)]

@@ -298,7 +298,7 @@ pub fn py_repr(s: &str) -> String {
 }
 
 /// Seconds as Python prints a number: `60`, `1.5`.
-fn py_seconds(d: Duration) -> String {
+pub fn py_seconds(d: Duration) -> String {
     let secs = d.as_secs_f64();
     if secs.fract() == 0.0 {
         format!("{secs:.0}")

@@ -250,6 +250,94 @@ fn py_falsy(value: &Value) -> bool {
     }
 }
 
+/// The `status.<id>` fragment of a timer's or a daemon's result (merged into the patch as is).
+pub fn status_result(id: &str, value: &Value) -> Value {
+    serde_json::json!({"status": {id: value}})
+}
+
+/// A cycle's merge patch split for writing: the status through `/status` when the resource has
+/// that subresource (written first, so that a crash in between re-runs rather than loses a
+/// result), the rest on the object itself.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Split {
+    /// `{"status": …}` for the `/status` subresource, if any.
+    pub status: Option<Value>,
+    /// The rest, for the object itself, unless it is empty.
+    pub main: Option<Value>,
+}
+
+/// Splits the patch `whole` of a resource (`has_status`: it has a `/status` subresource).
+pub fn split(whole: &Value, has_status: bool) -> Split {
+    let mut main = whole.clone();
+    let status = if has_status {
+        main.as_object_mut()
+            .and_then(|m| m.remove("status"))
+            .map(|status| serde_json::json!({ "status": status }))
+    } else {
+        None
+    };
+    let main = main
+        .as_object()
+        .is_some_and(|m| !m.is_empty())
+        .then_some(main);
+    Split { status, main }
+}
+
+/// What the API server's refusal of a write means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The object is gone (404): nothing was written, nothing to wait for.
+    Gone,
+    /// The finalizer patch lost a race (the object vanished or changed under it: 404, 409,
+    /// 422): the next cycle sees the fresh state and retries.
+    LostRace,
+    /// A failure to report.
+    Failed,
+}
+
+/// What a refused merge patch (status or object) with HTTP status `code` means.
+pub fn merge_refused(code: u16) -> Refusal {
+    if code == 404 {
+        Refusal::Gone
+    } else {
+        Refusal::Failed
+    }
+}
+
+/// What a refused finalizer patch with HTTP status `code` means.
+pub fn finalizer_refused(code: u16) -> Refusal {
+    if matches!(code, 404 | 409 | 422) {
+        Refusal::LostRace
+    } else {
+        Refusal::Failed
+    }
+}
+
+/// What a cycle's write left behind, for the consistency wait.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Written {
+    /// Nothing was written (or the object was already gone): nothing to wait for.
+    #[default]
+    Nothing,
+    /// The object's resourceVersion after our write: wait until the watch shows it.
+    Version(String),
+    /// Our write removed the last finalizer of an object being deleted: it is gone, and no new
+    /// version of it will come. Wait for its DELETED event; the events of our own earlier writes
+    /// that may still be queued are stale (handling them would run finished handlers again).
+    Released,
+}
+
+/// Whether the object after our finalizer patch is released: being deleted, with no finalizer
+/// left, it is gone with this write (its resourceVersion never arrives).
+pub fn released(deleting: bool, finalizers_left: bool) -> bool {
+    deleting && !finalizers_left
+}
+
+/// What a write that ended with the object at `resource_version` leaves to wait for.
+pub fn written(resource_version: Option<String>) -> Written {
+    resource_version.map_or(Written::Nothing, Written::Version)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -445,5 +533,61 @@ mod tests {
         // An empty label set that Kubernetes removed is not an inconsistency, a label is.
         let patch = json!({"metadata": {"labels": {"x": "y"}}});
         assert_eq!(inconsistencies(&patch, &json!({"metadata": {}})).len(), 1);
+    }
+}
+
+#[cfg(test)]
+mod write_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_status_goes_through_its_subresource_only_when_there_is_one() {
+        let whole = json!({"status": {"a": 1}, "metadata": {"labels": {"x": "y"}}});
+        let split_ = split(&whole, true);
+        assert_eq!(split_.status, Some(json!({"status": {"a": 1}})));
+        assert_eq!(
+            split_.main,
+            Some(json!({"metadata": {"labels": {"x": "y"}}}))
+        );
+        let split_ = split(&whole, false);
+        assert_eq!((split_.status, split_.main), (None, Some(whole)));
+        let only_status = json!({"status": {"a": 1}});
+        assert_eq!(
+            split(&only_status, true).main,
+            None,
+            "nothing else to write"
+        );
+        assert_eq!(
+            split(&json!({}), true),
+            Split {
+                status: None,
+                main: None
+            }
+        );
+    }
+
+    #[test]
+    fn refusals_mean_gone_a_lost_race_or_a_failure() {
+        assert_eq!(merge_refused(404), Refusal::Gone);
+        assert_eq!(merge_refused(409), Refusal::Failed);
+        assert_eq!(merge_refused(0), Refusal::Failed);
+        for code in [404, 409, 422] {
+            assert_eq!(finalizer_refused(code), Refusal::LostRace);
+        }
+        assert_eq!(finalizer_refused(500), Refusal::Failed);
+    }
+
+    #[test]
+    fn a_deleted_object_without_finalizers_is_released() {
+        assert!(released(true, false));
+        assert!(!released(true, true));
+        assert!(!released(false, false));
+        assert_eq!(written(Some("7".into())), Written::Version("7".into()));
+        assert_eq!(written(None), Written::Nothing);
+        assert_eq!(
+            status_result("t", &json!({"x": 1})),
+            json!({"status": {"t": {"x": 1}}})
+        );
     }
 }

@@ -27,28 +27,17 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::core::outcome::{self, CallResult, Level, Outcome, Progress};
-use crate::core::patch::MergePatch;
+use crate::core::daemons::{self, AfterExit, End, Ended, Known, Ladder, Rung, TRANSPORT, Wanted};
+use crate::core::outcome::{self, CallResult, Level, Progress};
+use crate::core::patch::{self, MergePatch};
 use crate::runtime::context::{Bound, Context, ResourceCtx};
 use crate::runtime::events;
-use crate::runtime::kit::Locked;
+use crate::runtime::kit::{Locked, meta};
 use crate::runtime::patching;
 use crate::runtime::ports::{Call, DaemonInput, Error as DispatchError, StopReason};
 
 /// A daemon of one object: `(resource, namespace, name, handler id)`.
 type DaemonKey = (String, String, String, String);
-
-/// The longest pause between restarts after the handler service failed.
-const MAX_TRANSPORT_BACKOFF: Duration = Duration::from_secs(60);
-
-/// How a daemon ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum End {
-    /// On its own (success, permanent failure, retries used up): never again for this object.
-    ForGood,
-    /// Stopped by the core: it may start again when the object matches again.
-    OnRequest,
-}
 
 struct Running {
     uid: String,
@@ -59,8 +48,16 @@ struct Running {
 }
 
 impl Running {
+    fn known(&self) -> Known {
+        Known {
+            end: self.end.get().copied(),
+            task_finished: self.task.is_finished(),
+            stopping: self.stop.borrow().is_some(),
+        }
+    }
+
     fn finished(&self) -> bool {
-        self.end.get().is_some() || self.task.is_finished()
+        self.known().finished()
     }
 
     fn request_stop(&self, reason: StopReason) {
@@ -86,17 +83,10 @@ impl std::fmt::Debug for Daemons {
     }
 }
 
-fn meta(body: &Value, field: &str) -> String {
-    body.pointer(&format!("/metadata/{field}"))
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned()
-}
-
 fn object_of(body: &Value) -> String {
     let (ns, name) = (meta(body, "namespace"), meta(body, "name"));
     if ns.is_empty() {
-        name
+        name.to_owned()
     } else {
         format!("{ns}/{name}")
     }
@@ -127,8 +117,8 @@ impl Daemons {
             if *r != resource || *n != ns || *o != name {
                 return true;
             }
-            let is_wanted = daemon.uid == uid && wanted.iter().any(|b| &b.handler.id == id);
-            if is_wanted {
+            let handler_wanted = wanted.iter().any(|b| &b.handler.id == id);
+            if daemons::still_wanted(&daemon.uid, uid, handler_wanted) {
                 return true;
             }
             daemon.request_stop(StopReason::FiltersMismatch);
@@ -138,20 +128,19 @@ impl Daemons {
         for bound in wanted {
             let key = (
                 resource.clone(),
-                ns.clone(),
-                name.clone(),
+                ns.to_owned(),
+                name.to_owned(),
                 bound.handler.id.clone(),
             );
-            if let Some(daemon) = running.get(&key) {
-                match daemon.end.get() {
-                    None if daemon.task.is_finished() => {} // it panicked: start it again
-                    None if daemon.stop.borrow().is_some() => continue, // exiting
-                    None => {
+            let daemon = running.get(&key);
+            match daemons::wanted(daemon.map(Running::known)) {
+                Wanted::Start => {}
+                Wanted::Leave => continue,
+                Wanted::Feed => {
+                    if let Some(daemon) = daemon {
                         daemon.body.send_replace(Arc::clone(body));
-                        continue;
                     }
-                    Some(End::ForGood) => continue, // as in Kopf: not until the core restarts
-                    Some(End::OnRequest) => {}
+                    continue;
                 }
             }
             let (body_tx, body_rx) = watch::channel(Arc::clone(body));
@@ -168,7 +157,7 @@ impl Daemons {
             running.insert(
                 key,
                 Running {
-                    uid: uid.clone(),
+                    uid: uid.to_owned(),
                     body: body_tx,
                     stop: stop_tx,
                     end,
@@ -242,7 +231,7 @@ async fn run(
     let object = object_of(&body.borrow());
     let mut daemon = Daemon {
         object,
-        title: format!("Daemon {}", outcome::py_repr(&bound.handler.id)),
+        title: daemons::title(&bound.handler.id),
         env,
         res,
         bound,
@@ -275,14 +264,15 @@ enum Attempt {
     Failed(DispatchError),
 }
 
-/// Where the stopping ladder is.
-#[derive(Debug, Clone, Copy)]
-enum Ladder {
-    Running,
-    /// The `stopped` flag is set; cancel at this time, if ever.
-    Signalled(Option<Instant>),
-    /// Cancelled; abandon at this time, if ever.
-    Cancelled(Option<Instant>),
+/// How a call that ended without an outcome counts (see [`daemons::ended`]).
+fn attempt_ended(ladder: &Ladder<Instant>, error: Option<DispatchError>) -> Attempt {
+    match daemons::ended(ladder, error) {
+        Ended::Stopped => Attempt::Stopped,
+        Ended::Failed(Some(err)) => Attempt::Failed(err),
+        Ended::Failed(None) => Attempt::Failed(DispatchError::Transport(
+            tonic::Status::unavailable("the daemon's call ended without an outcome"),
+        )),
+    }
 }
 
 impl Daemon {
@@ -322,7 +312,7 @@ impl Daemon {
         let started = jiff::Timestamp::now();
         let clock = Instant::now();
         let mut retry = 0u32;
-        let mut transport_backoff = Duration::from_secs(1);
+        let mut transport_backoff = TRANSPORT.first;
         loop {
             if self.stop_requested() {
                 return End::OnRequest;
@@ -342,7 +332,7 @@ impl Daemon {
             match attempt {
                 Attempt::Exited(None) => return End::OnRequest,
                 Attempt::Exited(Some(result)) => {
-                    transport_backoff = Duration::from_secs(1);
+                    transport_backoff = TRANSPORT.first;
                     let verdict = outcome::judge_as(
                         &self.title,
                         &handler,
@@ -350,52 +340,33 @@ impl Daemon {
                         result,
                         self.env.settings.default_backoff,
                     );
-                    let label = match verdict.outcome {
-                        Outcome::Succeeded { .. } => "success",
-                        Outcome::Failed { .. } => "failure",
-                        Outcome::Retry { .. } | Outcome::Pending { .. } => "retry",
-                    };
+                    let label = daemons::outcome_label(&verdict);
                     self.env.metrics.handler(&handler.id, label, seconds);
                     self.log(verdict.log.0, &verdict.log.1);
-                    if let Some(value) = verdict.result().cloned() {
-                        let patch = json!({"status": {handler.id.clone(): value}});
+                    if let Some(value) = verdict.result() {
+                        let patch = patch::status_result(&handler.id, value);
                         self.apply(Some(patch), &[]).await;
                     }
-                    if self.stop_requested() {
-                        self.log(
-                            Level::Debug,
-                            &format!(
-                                "{} has exited on request and will not be retried or restarted.",
-                                self.title
-                            ),
-                        );
-                        return End::OnRequest;
-                    }
-                    if verdict.is_finished() {
-                        self.log(
-                            Level::Debug,
-                            &format!(
-                                "{} has exited on its own and will not be retried or restarted.",
-                                self.title
-                            ),
-                        );
-                        return End::ForGood;
-                    }
-                    if self
-                        .sleep_or_stop(verdict.delay().unwrap_or_default())
-                        .await
-                    {
-                        return End::OnRequest;
+                    match daemons::after_exit(&self.title, &verdict, self.stop_requested()) {
+                        AfterExit::End(end, line) => {
+                            self.log(Level::Debug, &line);
+                            return end;
+                        }
+                        AfterExit::Restart(delay) => {
+                            if self.sleep_or_stop(delay).await {
+                                return End::OnRequest;
+                            }
+                        }
                     }
                     retry += 1;
                 }
                 Attempt::Stopped => return End::OnRequest,
                 Attempt::Failed(err) => {
                     self.env.metrics.handler(&handler.id, "error", seconds);
-                    let message = format!(
-                        "{} could not run: {err}. It will be started again in {} seconds.",
-                        self.title,
-                        transport_backoff.as_secs()
+                    let message = daemons::transport_failure(
+                        &self.title,
+                        &err.to_string(),
+                        transport_backoff,
                     );
                     self.log(Level::Error, &message);
                     let body = Arc::clone(&self.body.borrow());
@@ -403,7 +374,7 @@ impl Daemon {
                     if self.sleep_or_stop(transport_backoff).await {
                         return End::OnRequest;
                     }
-                    transport_backoff = (transport_backoff * 2).min(MAX_TRANSPORT_BACKOFF);
+                    transport_backoff = TRANSPORT.next(transport_backoff);
                 }
             }
         }
@@ -448,11 +419,11 @@ impl Daemon {
             started: Some(started),
             subhandlers: Vec::new(),
             event_type: String::new(),
-            attempt_id: format!(
-                "{}/{}/daemon/{retry}/{}",
+            attempt_id: daemons::attempt_id(
                 meta(&body, "uid"),
-                handler.id,
-                started.as_millisecond()
+                &handler.id,
+                retry,
+                started.as_millisecond(),
             ),
             deadline: Duration::ZERO,
             traceparent: None,
@@ -471,11 +442,8 @@ impl Daemon {
         let mut body_open = true;
         let (mut body_rx, mut stop_rx) = (self.body.clone(), self.stop.clone());
         loop {
-            let next = match ladder {
-                Ladder::Running => None,
-                Ladder::Signalled(at) | Ladder::Cancelled(at) => at,
-            };
-            let running = matches!(ladder, Ladder::Running);
+            let next = ladder.due();
+            let running = ladder.is_running();
             tokio::select! {
                 changed = body_rx.changed(), if body_open => {
                     if changed.is_ok() {
@@ -488,24 +456,22 @@ impl Daemon {
                 reason = async { stop_rx.wait_for(Option::is_some).await.ok().and_then(|r| *r) }, if running => {
                     let reason = reason.unwrap_or(StopReason::OperatorExiting);
                     let _ = inputs.send(DaemonInput::Stop { reason, force: false }).await;
-                    if backoff.is_some() {
-                        self.log(Level::Debug, &format!("{} is signalled to exit gracefully.", self.title));
+                    let (signalled, line) = Ladder::signalled(&self.title, backoff, timeout, Instant::now());
+                    if let Some(line) = line {
+                        self.log(Level::Debug, &line);
                     }
-                    // As in Kopf, only a daemon with a cancellation timeout is ever cancelled.
-                    let cancel_at = Instant::now() + backoff.unwrap_or_default();
-                    ladder = Ladder::Signalled(timeout.map(|_| cancel_at));
+                    ladder = signalled;
                 }
                 () = tokio::time::sleep_until(next.unwrap_or_else(Instant::now)), if next.is_some() => {
-                    match ladder {
-                        Ladder::Signalled(_) => {
-                            self.log(Level::Debug, &format!("{} is signalled to exit by force.", self.title));
+                    match ladder.climb(&self.title, timeout) {
+                        Rung::Cancel(abandon_after, line) => {
+                            self.log(Level::Debug, &line);
                             let reason = (*self.stop.borrow()).unwrap_or(StopReason::OperatorExiting);
                             let _ = inputs.send(DaemonInput::Stop { reason, force: true }).await;
-                            ladder = Ladder::Cancelled(timeout.map(|t| Instant::now() + t));
+                            ladder = Ladder::cancelled(abandon_after, Instant::now());
                         }
-                        Ladder::Cancelled(_) | Ladder::Running => {
-                            tracing::warn!(target: "kopf.objects", object = self.object.as_str(),
-                                "{} did not exit in time. Leaving it orphaned.", self.title);
+                        Rung::Abandon(line) => {
+                            tracing::warn!(target: "kopf.objects", object = self.object.as_str(), "{line}");
                             return Attempt::Stopped; // dropping the call cancels it
                         }
                     }
@@ -517,13 +483,8 @@ impl Daemon {
                             return Attempt::Exited(exit);
                         }
                     }
-                    Some(Err(_)) | None if !running => return Attempt::Stopped,
-                    Some(Err(err)) => return Attempt::Failed(err),
-                    None => {
-                        return Attempt::Failed(DispatchError::Transport(tonic::Status::unavailable(
-                            "the daemon's call ended without an outcome",
-                        )));
-                    }
+                    Some(Err(err)) => return attempt_ended(&ladder, Some(err)),
+                    None => return attempt_ended(&ladder, None),
                 },
             }
         }
@@ -531,316 +492,4 @@ impl Daemon {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::collections::VecDeque;
-
-    use kube::api::ApiResource;
-
-    use super::*;
-    use crate::core::model::{Handler, HandlerKind, Options};
-    use crate::core::persistence::{DiffBaseStorage, KeyConvention, ProgressStorage};
-    use crate::runtime::context::Settings;
-    use crate::runtime::discovery::Served;
-    use crate::runtime::ports::{Answer, DaemonOutput, DaemonOutputs, HandlerPort, Manifest};
-
-    /// What the fake service's daemon does in one call.
-    #[derive(Debug, Clone, Copy)]
-    enum Script {
-        /// Exits at once with this outcome.
-        Exit(fn() -> CallResult),
-        /// Runs until a stop of this force (or never), then ends without an outcome.
-        UntilStop(Option<bool>),
-    }
-
-    /// Per call of the fake: its retry, and what came down the call at what (paused) time.
-    type Calls = Arc<Mutex<Vec<(u32, Vec<(String, Instant)>)>>>;
-
-    #[derive(Default)]
-    struct Fake {
-        scripts: Mutex<VecDeque<Script>>,
-        calls: Calls,
-    }
-
-    #[tonic::async_trait]
-    impl HandlerPort for Fake {
-        fn name(&self) -> &str {
-            "fake"
-        }
-        async fn describe(&self) -> Result<Manifest, DispatchError> {
-            unimplemented!()
-        }
-        async fn invoke(&self, _: Call) -> Result<Answer, DispatchError> {
-            unimplemented!()
-        }
-        async fn daemon(
-            &self,
-            call: Call,
-            mut inputs: mpsc::Receiver<DaemonInput>,
-        ) -> Result<DaemonOutputs, DispatchError> {
-            let script = self
-                .scripts
-                .lock()
-                .unwrap()
-                .pop_front()
-                .unwrap_or(Script::UntilStop(None));
-            let calls = Arc::clone(&self.calls);
-            let index = {
-                let mut calls = calls.lock().unwrap();
-                calls.push((call.retry, Vec::new()));
-                calls.len() - 1
-            };
-            let (tx, mut rx) = mpsc::channel(4);
-            tokio::spawn(async move {
-                match script {
-                    Script::Exit(result) => {
-                        let _ = tx
-                            .send(Ok(DaemonOutput {
-                                patch: None,
-                                events: Vec::new(),
-                                exit: Some(Some(result())),
-                            }))
-                            .await;
-                    }
-                    Script::UntilStop(on) => {
-                        while let Some(input) = inputs.recv().await {
-                            let (text, force) = match input {
-                                DaemonInput::Body(_) => ("body".to_owned(), None),
-                                DaemonInput::Stop { reason, force } => {
-                                    (format!("stop {reason:?} force={force}"), Some(force))
-                                }
-                            };
-                            calls.lock().unwrap()[index].1.push((text, Instant::now()));
-                            if force.is_some() && force == on {
-                                return; // ends the call without an outcome
-                            }
-                        }
-                    }
-                }
-                drop(tx);
-            });
-            Ok(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed())
-        }
-    }
-
-    fn env() -> Arc<Context> {
-        let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
-        let convention = KeyConvention::new("kopf.zalando.org", true).unwrap();
-        Arc::new(Context {
-            client: kube::Client::try_from(config).unwrap(),
-            settings: Settings {
-                diffbase: DiffBaseStorage::new(convention.clone(), "last-handled-configuration"),
-                progress: ProgressStorage::new(convention),
-                finalizer: "kopf.zalando.org/KopfFinalizerMarker".into(),
-                default_backoff: Duration::from_secs(60),
-                call_timeout: Duration::from_secs(60),
-            },
-            metrics: Arc::default(),
-            readmodel: Arc::default(),
-            locks: Default::default(),
-            namespaces: Vec::new(),
-            prefix: "kopf.zalando.org".into(),
-            callback_base: String::new(),
-            tls: None,
-            task_retention: Duration::from_secs(60),
-        })
-    }
-
-    fn bound(fake: &Arc<Fake>, options: Options) -> (Arc<ResourceCtx>, Bound) {
-        let bound = Bound {
-            handler: Handler {
-                id: "d1".into(),
-                kind: HandlerKind::Daemon,
-                filters: Default::default(),
-                has_callback_filters: false,
-                options,
-            },
-            service: Arc::clone(fake) as Arc<dyn HandlerPort>,
-        };
-        let res = Arc::new(ResourceCtx {
-            served: Served {
-                resource: ApiResource {
-                    group: "kopf.dev".into(),
-                    version: "v1".into(),
-                    api_version: "kopf.dev/v1".into(),
-                    kind: "KopfExample".into(),
-                    plural: "kopfexamples".into(),
-                },
-                namespaced: true,
-                has_status: false,
-            },
-            handlers: vec![bound.clone()],
-            indexers: Vec::new(),
-            extra_fields: Vec::new(),
-        });
-        (res, bound)
-    }
-
-    fn body() -> Arc<Value> {
-        Arc::new(json!({"metadata": {"namespace": "ns", "name": "obj", "uid": "u1"}}))
-    }
-
-    /// Lets the spawned tasks run on the paused clock for `d`.
-    async fn pass(d: Duration) {
-        tokio::time::sleep(d).await;
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn temporary_errors_restart_it_with_a_higher_retry_and_success_ends_it_for_good() {
-        let fake = Arc::new(Fake::default());
-        fake.scripts.lock().unwrap().extend([
-            Script::Exit(|| CallResult::Temporary {
-                message: "later".into(),
-                delay: Some(Duration::from_secs(5)),
-            }),
-            Script::Exit(|| CallResult::Arbitrary {
-                message: "boom".into(),
-            }),
-            Script::Exit(|| CallResult::Success(None)),
-        ]);
-        let (env, (res, bound)) = (env(), bound(&fake, Options::default()));
-        let daemons = Daemons::default();
-        let body = body();
-        daemons.sync(&env, &res, &body, &[&bound]);
-        pass(Duration::from_secs(4)).await;
-        assert_eq!(fake.calls.lock().unwrap().len(), 1, "the delay is kept");
-        pass(Duration::from_secs(2)).await;
-        assert_eq!(fake.calls.lock().unwrap().len(), 2);
-        pass(Duration::from_secs(61)).await; // the default backoff of an arbitrary error
-        let retries: Vec<u32> = fake.calls.lock().unwrap().iter().map(|c| c.0).collect();
-        assert_eq!(retries, vec![0, 1, 2]);
-        assert_eq!(env.metrics.daemons_running(), 0);
-        // Ended for good: another cycle does not start it again.
-        daemons.sync(&env, &res, &body, &[&bound]);
-        pass(Duration::from_secs(5)).await;
-        assert_eq!(fake.calls.lock().unwrap().len(), 3);
-        assert!(!daemons.stop_object(&res, &body));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn stopping_sets_the_flag_then_cancels_after_the_backoff_and_holds_until_the_exit() {
-        let fake = Arc::new(Fake::default());
-        fake.scripts
-            .lock()
-            .unwrap()
-            .push_back(Script::UntilStop(Some(true)));
-        let options = Options {
-            cancellation_backoff: Some(Duration::from_secs(2)),
-            cancellation_timeout: Some(Duration::from_secs(10)),
-            ..Options::default()
-        };
-        let (env, (res, bound)) = (env(), bound(&fake, options));
-        let daemons = Daemons::default();
-        let body = body();
-        daemons.sync(&env, &res, &body, &[&bound]);
-        pass(Duration::from_secs(1)).await;
-        assert_eq!(env.metrics.daemons_running(), 1);
-        let fresh = Arc::new(
-            json!({"metadata": {"namespace": "ns", "name": "obj", "uid": "u1"}, "spec": {"x": 1}}),
-        );
-        daemons.sync(&env, &res, &fresh, &[&bound]);
-        pass(Duration::from_millis(10)).await;
-        assert!(daemons.stop_object(&res, &body), "it is still exiting");
-        pass(Duration::from_secs(1)).await;
-        assert!(
-            daemons.stop_object(&res, &body),
-            "the flag alone does not stop it"
-        );
-        pass(Duration::from_secs(2)).await;
-        assert!(
-            !daemons.stop_object(&res, &body),
-            "cancelled, it has exited"
-        );
-        let calls = fake.calls.lock().unwrap().clone();
-        let seen: Vec<&str> = calls[0].1.iter().map(|(t, _)| t.as_str()).collect();
-        assert_eq!(
-            seen,
-            [
-                "body",
-                "stop ResourceDeleted force=false",
-                "stop ResourceDeleted force=true"
-            ]
-        );
-        let (graceful, forced) = (calls[0].1[1].1, calls[0].1[2].1);
-        assert_eq!(forced - graceful, Duration::from_secs(2));
-        // Deleted, it is not started again.
-        assert_eq!(calls.len(), 1);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn without_a_cancellation_timeout_it_is_never_cancelled_and_the_deletion_waits() {
-        let fake = Arc::new(Fake::default());
-        fake.scripts
-            .lock()
-            .unwrap()
-            .push_back(Script::UntilStop(Some(true)));
-        let options = Options {
-            cancellation_backoff: Some(Duration::from_secs(1)),
-            ..Options::default()
-        };
-        let (env, (res, bound)) = (env(), bound(&fake, options));
-        let daemons = Daemons::default();
-        let body = body();
-        daemons.sync(&env, &res, &body, &[&bound]);
-        pass(Duration::from_secs(1)).await;
-        assert!(daemons.stop_object(&res, &body));
-        pass(Duration::from_secs(600)).await;
-        assert!(daemons.stop_object(&res, &body), "still waited for");
-        let calls = fake.calls.lock().unwrap().clone();
-        let seen: Vec<&str> = calls[0].1.iter().map(|(t, _)| t.as_str()).collect();
-        assert_eq!(seen, ["stop ResourceDeleted force=false"]);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_daemon_that_ignores_every_stop_is_abandoned_after_the_cancellation_timeout() {
-        let fake = Arc::new(Fake::default());
-        let options = Options {
-            cancellation_timeout: Some(Duration::from_secs(3)),
-            ..Options::default()
-        };
-        let (env, (res, bound)) = (env(), bound(&fake, options));
-        let daemons = Daemons::default();
-        let body = body();
-        daemons.sync(&env, &res, &body, &[&bound]);
-        pass(Duration::from_secs(1)).await;
-        assert!(daemons.stop_object(&res, &body));
-        pass(Duration::from_secs(2)).await;
-        assert!(daemons.stop_object(&res, &body));
-        pass(Duration::from_secs(2)).await;
-        assert!(!daemons.stop_object(&res, &body), "abandoned");
-        let calls = fake.calls.lock().unwrap().clone();
-        let seen: Vec<&str> = calls[0].1.iter().map(|(t, _)| t.as_str()).collect();
-        assert_eq!(
-            seen,
-            [
-                "stop ResourceDeleted force=false",
-                "stop ResourceDeleted force=true"
-            ],
-            "no backoff: cancelled at once"
-        );
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn filters_that_stop_matching_stop_it_and_matching_again_starts_it_again() {
-        let fake = Arc::new(Fake::default());
-        fake.scripts.lock().unwrap().extend([
-            Script::UntilStop(Some(false)),
-            Script::UntilStop(Some(false)),
-        ]);
-        let (env, (res, bound)) = (env(), bound(&fake, Options::default()));
-        let daemons = Daemons::default();
-        let body = body();
-        daemons.sync(&env, &res, &body, &[&bound]);
-        pass(Duration::from_secs(1)).await;
-        daemons.sync(&env, &res, &body, &[]);
-        pass(Duration::from_secs(1)).await;
-        daemons.sync(&env, &res, &body, &[&bound]);
-        pass(Duration::from_secs(1)).await;
-        let calls = fake.calls.lock().unwrap().clone();
-        assert_eq!(calls.len(), 2);
-        assert_eq!(calls[0].1[0].0, "stop FiltersMismatch force=false");
-        daemons.stop_all(Duration::from_secs(5)).await;
-        assert_eq!(env.metrics.daemons_running(), 0);
-        let calls = fake.calls.lock().unwrap().clone();
-        assert_eq!(calls[1].1[0].0, "stop OperatorExiting force=false");
-    }
-}
+mod tests;

@@ -3,75 +3,12 @@
 use k8s_openapi::api::core::v1::Event;
 use kube::Api;
 use kube::api::PostParams;
-use serde_json::{Value, json};
+use serde_json::Value;
 
+pub use crate::core::events::{build, reference};
+use crate::core::events::{namespace_of, postable};
 use crate::core::views::{self, EventView, StoredEvent};
 use crate::runtime::context::Context;
-
-/// Kopf cuts messages to 1024 characters, with `...` in the middle.
-const MAX_MESSAGE_LENGTH: usize = 1024;
-
-fn cut(message: &str) -> String {
-    let chars: Vec<char> = message.chars().collect();
-    if chars.len() <= MAX_MESSAGE_LENGTH {
-        return message.to_owned();
-    }
-    let keep = MAX_MESSAGE_LENGTH - 3;
-    let head: String = chars[..keep / 2].iter().collect();
-    let tail: String = chars[chars.len() - (keep - keep / 2)..].iter().collect();
-    format!("{head}...{tail}")
-}
-
-/// The object an Event is about, as Kopf's `build_object_reference` gives it: `about` is either a
-/// whole object (name, uid, namespace under `metadata`) or a flat reference (`{apiVersion, kind,
-/// name, uid, namespace}`, what Kopf's SDKs send for `kopf.event()` about another object).
-pub fn reference(about: &Value) -> Value {
-    let from = about
-        .get("metadata")
-        .filter(|m| m.is_object())
-        .unwrap_or(about);
-    json!({
-        "apiVersion": about.get("apiVersion"),
-        "kind": about.get("kind"),
-        "name": from.get("name"),
-        "uid": from.get("uid"),
-        "namespace": from.get("namespace"),
-    })
-}
-
-/// The Event object Kopf would post about `about` (an object or a flat reference, see
-/// [`reference`]).
-pub fn build(
-    about: &Value,
-    type_: &str,
-    reason: &str,
-    message: &str,
-    now: jiff::Timestamp,
-) -> Value {
-    let involved = reference(about);
-    let namespace = involved
-        .get("namespace")
-        .and_then(Value::as_str)
-        .unwrap_or("default")
-        .to_owned();
-    let second = jiff::Timestamp::from_second(now.as_second()).unwrap_or(now);
-    json!({
-        "apiVersion": "v1",
-        "kind": "Event",
-        "metadata": {"namespace": namespace, "generateName": "kopf-event-"},
-        "action": "Action?",
-        "type": type_,
-        "reason": reason,
-        "message": cut(message),
-        "reportingComponent": "kopf",
-        "reportingInstance": "dev",
-        "source": {"component": "kopf"},
-        "firstTimestamp": second.to_string(),
-        "lastTimestamp": second.to_string(),
-        "eventTime": format!("{}", now.strftime("%Y-%m-%dT%H:%M:%S%.6fZ")),
-        "involvedObject": involved,
-    })
-}
 
 /// An Event's fields as the views read them.
 pub fn stored(event: &Event) -> StoredEvent {
@@ -134,14 +71,11 @@ pub async fn post_to(
     reason: &str,
     message: &str,
 ) -> bool {
-    if about.get("kind").and_then(Value::as_str) == Some("Event") {
+    if !postable(about) {
         return false; // never post events about events
     }
     let event = build(about, type_, reason, message, jiff::Timestamp::now());
-    let namespace = event["metadata"]["namespace"]
-        .as_str()
-        .unwrap_or("default")
-        .to_owned();
+    let namespace = namespace_of(&event["metadata"]);
     let event: Event = match serde_json::from_value(event) {
         Ok(e) => e,
         Err(err) => {
@@ -173,6 +107,7 @@ pub async fn post_to(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn events_are_read_from_the_api_object() {
@@ -208,45 +143,5 @@ mod tests {
         assert_eq!((about.as_str(), id.as_str()), ("u-1", "e-1"));
         assert_eq!(view.time, "2026-01-02T03:04:05Z");
         assert_eq!((view.type_.as_str(), view.count), ("Error", 7));
-    }
-
-    #[test]
-    fn events_about_a_flat_reference_name_that_object() {
-        // What `kopf.event(kopf.build_object_reference(owner), …)` sends: no `metadata`.
-        let flat = json!({"apiVersion": "batch/v1", "kind": "Job", "name": "j",
-            "uid": "u2", "namespace": "jobs"});
-        let now: jiff::Timestamp = "2026-11-22T01:02:03Z".parse().unwrap();
-        let e = build(&flat, "Normal", "Owner", "hello", now);
-        assert_eq!(e["metadata"]["namespace"], "jobs");
-        assert_eq!(
-            e["involvedObject"],
-            json!({"apiVersion": "batch/v1", "kind": "Job", "name": "j",
-                "uid": "u2", "namespace": "jobs"})
-        );
-    }
-
-    #[test]
-    fn events_are_shaped_as_kopf_posts_them() {
-        let about = json!({"apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": "x", "namespace": "ns", "uid": "u1"}});
-        let now: jiff::Timestamp = "2026-11-22T01:02:03.456789Z".parse().unwrap();
-        let e = build(&about, "Normal", "Logging", "hello", now);
-        assert_eq!(
-            e["metadata"],
-            json!({"namespace": "ns", "generateName": "kopf-event-"})
-        );
-        assert_eq!(e["source"], json!({"component": "kopf"}));
-        assert_eq!(e["reportingComponent"], "kopf");
-        assert_eq!(e["involvedObject"]["uid"], "u1");
-        assert_eq!(e["eventTime"], "2026-11-22T01:02:03.456789Z");
-        assert_eq!(e["firstTimestamp"], "2026-11-22T01:02:03Z");
-    }
-
-    #[test]
-    fn long_messages_are_cut_in_the_middle() {
-        let long = "a".repeat(600) + &"b".repeat(600);
-        let cut = cut(&long);
-        assert_eq!(cut.chars().count(), 1024);
-        assert!(cut.starts_with('a') && cut.ends_with('b') && cut.contains("..."));
     }
 }

@@ -7,9 +7,11 @@ use kube::api::{DynamicObject, Patch, PatchParams};
 use serde_json::Value;
 
 use crate::core::finalizer;
-use crate::core::patch::MergePatch;
+use crate::core::patch::{self as writing, MergePatch, Refusal};
 use crate::runtime::context::{Context, ResourceCtx};
 use crate::runtime::kit::{self, status_code as code_of};
+
+pub use crate::core::patch::Written;
 
 /// Adding or removing our finalizer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,20 +20,6 @@ pub enum FinalizerAction {
     Add,
     /// Allow deletion.
     Remove,
-}
-
-/// What a cycle's write left behind, for the consistency wait.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum Written {
-    /// Nothing was written (or the object was already gone): nothing to wait for.
-    #[default]
-    Nothing,
-    /// The object's resourceVersion after our write: wait until the watch shows it.
-    Version(String),
-    /// Our write removed the last finalizer of an object being deleted: it is gone, and no new
-    /// version of it will come. Wait for its DELETED event; the events of our own earlier writes
-    /// that may still be queued are stale (handling them would run finished handlers again).
-    Released,
 }
 
 fn api(env: &Context, res: &ResourceCtx, body: &Value) -> Api<DynamicObject> {
@@ -50,10 +38,7 @@ pub async fn write(
     patch: MergePatch,
     finalizer_action: Option<FinalizerAction>,
 ) -> Result<Written, kube::Error> {
-    let name = body
-        .pointer("/metadata/name")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
+    let name = kit::meta(body, "name");
     let object = match body.pointer("/metadata/namespace").and_then(Value::as_str) {
         Some(ns) => format!("{ns}/{name}"),
         None => name.to_owned(),
@@ -61,12 +46,9 @@ pub async fn write(
     let api = api(env, res, body);
     let params = PatchParams::default();
     let whole = patch.into_value();
-    let mut main = whole.clone();
+    let split = writing::split(&whole, res.served.has_status);
     let mut fresh: Option<DynamicObject> = None;
-    if res.served.has_status
-        && let Some(status) = main.as_object_mut().and_then(|m| m.remove("status"))
-    {
-        let status = serde_json::json!({ "status": status });
+    if let Some(status) = split.status {
         tracing::debug!(target: "kopf.objects", object = %object, "Merge-patching the status with: {status}");
         match ignore_gone(
             crate::telemetry::api_write(
@@ -81,7 +63,7 @@ pub async fn write(
             None => return Ok(Written::Nothing),
         }
     }
-    if main.as_object().is_some_and(|m| !m.is_empty()) {
+    if let Some(main) = split.main {
         tracing::debug!(target: "kopf.objects", object = %object, "Merge-patching the resource with: {main}");
         match ignore_gone(
             crate::telemetry::api_write("patch", api.patch(name, &params, &Patch::Merge(&main)))
@@ -94,7 +76,7 @@ pub async fn write(
         }
     }
     if let Some(result) = fresh.as_ref().and_then(|o| serde_json::to_value(o).ok()) {
-        let lost = crate::core::patch::inconsistencies(&whole, &result);
+        let lost = writing::inconsistencies(&whole, &result);
         if !lost.is_empty() {
             tracing::warn!(target: "kopf.objects", object = %object, "Merge-patching finished with inconsistencies: {}", crate::core::persistence::diff::to_value(&lost));
         }
@@ -122,13 +104,13 @@ pub async fn write(
                         .finalizers
                         .as_ref()
                         .is_some_and(|f| !f.is_empty());
-                    if deleting && !remaining {
+                    if writing::released(deleting, remaining) {
                         // The object is gone with this write; its resourceVersion never arrives.
                         return Ok(Written::Released);
                     }
                     fresh = Some(obj);
                 }
-                Err(err) if matches!(code_of(&err), 404 | 409 | 422) => {
+                Err(err) if writing::finalizer_refused(code_of(&err)) == Refusal::LostRace => {
                     env.metrics.api("patch", code_of(&err));
                     tracing::debug!(object = name, error = %err, "The finalizer patch lost a race; the next cycle retries.");
                     return Ok(Written::Nothing);
@@ -140,9 +122,9 @@ pub async fn write(
             }
         }
     }
-    Ok(fresh
-        .and_then(|o| o.metadata.resource_version)
-        .map_or(Written::Nothing, Written::Version))
+    Ok(writing::written(
+        fresh.and_then(|o| o.metadata.resource_version),
+    ))
 }
 
 fn ignore_gone(
@@ -155,7 +137,7 @@ fn ignore_gone(
             env.metrics.api(verb, 200);
             Ok(Some(obj))
         }
-        Err(err) if code_of(&err) == 404 => {
+        Err(err) if writing::merge_refused(code_of(&err)) == Refusal::Gone => {
             env.metrics.api(verb, 404);
             Ok(None)
         }

@@ -10,25 +10,15 @@ use serde_json::Value;
 use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
 
-use crate::core::model::HandlerKind;
+use crate::core::queueing::{self, Next, Versioned};
 use crate::runtime::context::ResourceCtx;
 use crate::runtime::kit::{Locked, LockedRw};
-use crate::runtime::patching::Written;
 use crate::runtime::processing::{self, Handling, Input};
+
+pub use crate::core::queueing::Seen;
 
 /// An object's identity: resource index, namespace, name.
 pub type Key = (usize, String, String);
-
-/// What the watch saw.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Seen {
-    /// Part of a (re)listing.
-    Listed,
-    /// Added or modified.
-    Applied,
-    /// Deleted from the cluster.
-    Deleted,
-}
 
 /// An object as the watch delivered it, kept as compact JSON until a cycle needs it: a parsed
 /// `serde_json::Value` costs 5–10 times its JSON, and a backlog holds every object at once.
@@ -53,20 +43,14 @@ impl Observed {
     }
 }
 
-#[derive(Debug, Default)]
-struct Slot {
-    body: Option<Observed>,
-    events: Vec<&'static str>,
-    gone: bool,
-    dirty: bool,
-    running: bool,
-    initial: bool,
-    fully_handled: bool,
-    expect_rv: Option<(String, Instant)>,
-    wake_at: Option<Instant>,
-    /// When the first watch event not yet handled reached the queue (event-to-cycle latency).
-    arrived: Option<Instant>,
+impl Versioned for Observed {
+    fn resource_version(&self) -> Option<&str> {
+        self.rv.as_deref()
+    }
 }
+
+/// An object's slot (see [`queueing::Slot`]).
+type Slot = queueing::Slot<Observed, Instant>;
 
 /// The per-object queue and its workers.
 #[derive(Debug)]
@@ -81,34 +65,14 @@ pub struct Queue {
     idle: Notify,
 }
 
-/// Whether the resource's handlers need an object's last body between watch events: raw-event
-/// handlers (a DELETED found by a relist), timers and daemons (stopped with the object).
+/// Whether the resource's handlers need an object's last body between watch events.
 fn needs_bodies(res: &ResourceCtx) -> bool {
-    res.handlers.iter().any(|b| {
-        matches!(
-            b.handler.kind,
-            HandlerKind::Event | HandlerKind::Timer | HandlerKind::Daemon
-        )
-    })
+    queueing::needs_bodies(res.handlers.iter().map(|b| b.handler.kind))
 }
 
 fn rv_of(body: &Value) -> Option<&str> {
     body.pointer("/metadata/resourceVersion")
         .and_then(Value::as_str)
-}
-
-/// The consistency mark of an object our write released: never a resourceVersion, so only the
-/// object's DELETED (or the consistency timeout) lets the next cycle run.
-const RELEASED: &str = "(released)";
-
-/// Whether a body at `seen` already reflects our write at `expected`. resourceVersions are
-/// opaque, but the API server's are etcd revisions: when both are numbers, a later one also
-/// contains our write; otherwise only equality counts.
-fn reflects(seen: &str, expected: &str) -> bool {
-    match (seen.parse::<u64>(), expected.parse::<u64>()) {
-        (Ok(seen), Ok(expected)) => seen >= expected,
-        _ => seen == expected,
-    }
 }
 
 impl Queue {
@@ -154,25 +118,8 @@ impl Queue {
         if is_new {
             self.handling.ctx.metrics.objects(1);
         }
-        let slot = slots.entry(key.clone()).or_default();
-        if is_new {
-            slot.initial = seen == Seen::Listed;
-        }
-        if let (Some((expected, _)), Some(rv)) = (&slot.expect_rv, body.rv.as_deref())
-            && reflects(rv, expected)
-        {
-            slot.expect_rv = None;
-        }
-        slot.events.push(match seen {
-            Seen::Listed => "",
-            Seen::Applied if is_new => "ADDED",
-            Seen::Applied => "MODIFIED",
-            Seen::Deleted => "DELETED",
-        });
-        slot.gone = seen == Seen::Deleted;
-        slot.body = Some(body);
-        slot.dirty = true;
-        slot.arrived.get_or_insert_with(Instant::now);
+        let slot = slots.entry(key.clone()).or_insert_with(|| Slot::new(seen));
+        slot.observe(body, seen, is_new, Instant::now());
         self.ensure_worker(&key, slot);
     }
 
@@ -193,20 +140,16 @@ impl Queue {
             .collect();
         for key in missing {
             if let Some(slot) = slots.get_mut(&key) {
-                slot.gone = true;
-                slot.dirty = true;
-                slot.events.push("DELETED");
-                slot.arrived.get_or_insert_with(Instant::now);
+                slot.vanish(Instant::now());
                 self.ensure_worker(&key, slot);
             }
         }
     }
 
     fn ensure_worker(self: &Arc<Self>, key: &Key, slot: &mut Slot) {
-        if slot.running || self.stopping.load(Ordering::Relaxed) {
+        if !slot.claim_worker(self.stopping.load(Ordering::Relaxed)) {
             return;
         }
-        slot.running = true;
         self.running.fetch_add(1, Ordering::SeqCst);
         let queue = Arc::clone(self);
         let key = key.clone();
@@ -219,20 +162,17 @@ impl Queue {
     }
 
     fn wake_later(self: &Arc<Self>, key: &Key, slot: &mut Slot, at: Instant) {
-        if slot.wake_at.is_some_and(|w| w <= at) {
+        if !slot.plan_wake(at) {
             return; // an earlier wake-up will re-plan
         }
-        slot.wake_at = Some(at);
         let queue = Arc::clone(self);
         let key = key.clone();
         tokio::spawn(async move {
             tokio::time::sleep_until(at).await;
             let mut slots = queue.lock();
             if let Some(slot) = slots.get_mut(&key)
-                && slot.wake_at == Some(at)
+                && slot.woken(at)
             {
-                slot.wake_at = None;
-                slot.dirty = true;
                 queue.ensure_worker(&key, slot);
             }
         });
@@ -257,31 +197,19 @@ impl Queue {
             let permit = Arc::clone(&self.workers).acquire_owned().await;
             self.handling.ctx.metrics.queue(-1);
             let Ok(_permit) = permit else { return };
-            let input = {
+            let cycle = {
                 let mut slots = self.lock();
                 let Some(slot) = slots.get_mut(&key) else {
                     return;
                 };
-                if self.stopping.load(Ordering::Relaxed) || !slot.dirty {
-                    slot.running = false;
-                    return;
-                }
-                if let Some((_, deadline)) = slot.expect_rv
-                    && !slot.gone
-                {
-                    if Instant::now() < deadline {
+                match slot.next(self.stopping.load(Ordering::Relaxed), Instant::now()) {
+                    Next::Idle => return,
+                    Next::Wait(deadline) => {
                         // Our own write has not come back through the watch yet.
-                        slot.running = false;
                         self.wake_later(&key, slot, deadline);
                         return;
                     }
-                    slot.expect_rv = None;
-                }
-                slot.dirty = false;
-                let Some(body) = slot.body.clone() else {
-                    if slot.gone {
-                        // Gone while its body was dropped (not listed again after a relist): no
-                        // handler needs the body, only the slot and the view go.
+                    Next::Forget => {
                         slots.remove(&key);
                         self.handling.ctx.metrics.objects(-1);
                         let resource = self.resource(key.0).served.name();
@@ -291,23 +219,14 @@ impl Queue {
                             .remove(&resource, &key.1, &key.2);
                         return;
                     }
-                    slot.running = false;
-                    return;
-                };
-                (
-                    body.json,
-                    slot.gone,
-                    std::mem::take(&mut slot.events),
-                    slot.initial && !slot.fully_handled,
-                    slot.arrived.take(),
-                )
+                    Next::Run(cycle) => cycle,
+                }
             };
-            let (json, gone, events, initial, arrived) = input;
-            if let Some(arrived) = arrived {
+            if let Some(arrived) = cycle.arrived {
                 let metrics = &self.handling.ctx.metrics;
                 metrics.event_to_cycle(&served.name(), arrived.elapsed());
             }
-            let body = match serde_json::from_str::<Value>(&json) {
+            let body = match serde_json::from_str::<Value>(&cycle.body.json) {
                 Ok(body) => Arc::new(body),
                 Err(err) => {
                     // It was JSON when the watch gave it; this cannot happen, but must not stop
@@ -318,9 +237,9 @@ impl Queue {
             };
             let input = Input {
                 body,
-                gone,
-                events,
-                initial,
+                gone: cycle.gone,
+                events: cycle.events,
+                initial: cycle.initial,
             };
             let gone = input.gone;
             let env = Arc::clone(&self.handling);
@@ -342,7 +261,7 @@ impl Queue {
             };
             let mut slots = self.lock();
             if gone {
-                if slots.get(&key).is_some_and(|s| s.gone && !s.dirty) {
+                if slots.get(&key).is_some_and(Slot::is_done_with) {
                     slots.remove(&key);
                     self.handling.ctx.metrics.objects(-1);
                     return;
@@ -352,42 +271,17 @@ impl Queue {
             let Some(slot) = slots.get_mut(&key) else {
                 return;
             };
-            slot.fully_handled |= out.fully_handled;
-            match out.written {
-                Written::Nothing => {}
-                Written::Version(rv) => {
-                    let seen_already = slot
-                        .body
-                        .as_ref()
-                        .and_then(|b| b.rv.as_deref())
-                        .is_some_and(|seen| reflects(seen, &rv));
-                    if !seen_already {
-                        slot.expect_rv = Some((rv, Instant::now() + self.consistency_timeout));
-                    }
-                }
-                // Released by our write: only its DELETED (which sets `gone`) ends the wait;
-                // no version reflects a mark that is not a version.
-                Written::Released if !slot.gone => {
-                    slot.expect_rv = Some((
-                        RELEASED.to_owned(),
-                        Instant::now() + self.consistency_timeout,
-                    ));
-                }
-                Written::Released => {}
-            }
+            let now = Instant::now();
+            slot.handled(
+                out.fully_handled,
+                out.written,
+                now,
+                self.consistency_timeout,
+            );
             if let Some(delay) = out.delay {
-                let at = Instant::now() + delay;
-                self.wake_later(&key, slot, at);
+                self.wake_later(&key, slot, now + delay);
             }
-            if !slot.dirty
-                && slot.wake_at.is_none()
-                && slot.expect_rv.is_none()
-                && !needs_bodies(&self.resource(key.0))
-            {
-                // Nothing will run a cycle on this body: the next one comes with the next watch
-                // event. Holding every object's body would cost ~10 KiB per object.
-                slot.body = None;
-            }
+            slot.release_body(needs_bodies(&self.resource(key.0)));
         }
     }
 
@@ -413,7 +307,7 @@ impl Queue {
 
 #[cfg(test)]
 mod tests {
-    use super::{Observed, reflects};
+    use super::Observed;
 
     #[test]
     fn observed_objects_keep_their_json_and_resource_version() {
@@ -422,14 +316,5 @@ mod tests {
         assert_eq!(observed.rv.as_deref(), Some("42"));
         let back: serde_json::Value = serde_json::from_str(&observed.json).unwrap();
         assert_eq!(back, body);
-    }
-
-    #[test]
-    fn later_resource_versions_reflect_our_write() {
-        assert!(reflects("10", "10"));
-        assert!(reflects("11", "10"));
-        assert!(!reflects("9", "10"));
-        assert!(reflects("abc", "abc"));
-        assert!(!reflects("abd", "abc"));
     }
 }

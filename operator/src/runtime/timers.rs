@@ -3,32 +3,27 @@
 //! on a sharp schedule if asked), never overlapping itself. Timers keep no progress on the object
 //! (as in Kopf); their results go to `status.<id>` and their patches are applied at once.
 //!
-//! A permanent failure (or an arbitrary error with `errors=PERMANENT`) ends only the current tick:
-//! as in Kopf 1.45.2's code (its timer loop resets the handler's state and goes on), the timer
-//! ticks again after its interval — although Kopf's documentation says a timer stops then.
+//! What a tick's answer means, and when the next tick comes, is decided in `core::timers`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::core::model::{ErrorsMode, Handler};
-use crate::core::outcome::{self, CallResult};
-use crate::core::patch::MergePatch;
+use crate::core::daemons::Wanted;
+use crate::core::outcome;
+use crate::core::patch::{self, MergePatch};
+use crate::core::timers::{self, Tick};
 use crate::runtime::context::{Bound, Context, ResourceCtx};
-use crate::runtime::kit::Locked;
+use crate::runtime::kit::{Locked, meta};
 use crate::runtime::patching;
 use crate::runtime::ports::Call;
 
 /// A timer of one object: `(resource, namespace, name, handler id)`.
 type TimerKey = (String, String, String, String);
-
-/// Kopf's default interval when a timer names none.
-const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
 
 struct Running {
     body: watch::Sender<Arc<Value>>,
@@ -46,13 +41,6 @@ impl std::fmt::Debug for Timers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Timers").finish_non_exhaustive()
     }
-}
-
-fn meta(body: &Value, field: &str) -> String {
-    body.pointer(&format!("/metadata/{field}"))
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned()
 }
 
 impl Timers {
@@ -89,19 +77,22 @@ impl Timers {
         for bound in wanted {
             let key = (
                 resource.clone(),
-                ns.clone(),
-                name.clone(),
+                ns.to_owned(),
+                name.to_owned(),
                 bound.handler.id.clone(),
             );
-            match running.get(&key) {
-                Some(timer) if !timer.task.is_finished() => {
-                    timer.body.send_replace(Arc::clone(body));
-                    if essential_change {
-                        timer.changed.send_replace(Instant::now());
+            let timer = running.get(&key);
+            match timers::wanted(timer.map(|t| t.task.is_finished())) {
+                Wanted::Feed => {
+                    if let Some(timer) = timer {
+                        timer.body.send_replace(Arc::clone(body));
+                        if essential_change {
+                            timer.changed.send_replace(Instant::now());
+                        }
                     }
                 }
-                Some(_) => {} // it ended (it never does on its own): leave it
-                None => {
+                Wanted::Leave => {} // it ended (it never does on its own): leave it
+                Wanted::Start => {
                     let (body_tx, body_rx) = watch::channel(Arc::clone(body));
                     let (changed_tx, changed_rx) = watch::channel(Instant::now());
                     let task = tokio::spawn(run(
@@ -128,8 +119,8 @@ impl Timers {
     pub fn stop_object(&self, res: &ResourceCtx, body: &Value) {
         self.sync_none(
             &res.served.name(),
-            &meta(body, "namespace"),
-            &meta(body, "name"),
+            meta(body, "namespace"),
+            meta(body, "name"),
         );
     }
 
@@ -159,10 +150,6 @@ fn log(object: &str, level: outcome::Level, message: &str) {
     }
 }
 
-fn title(handler: &Handler) -> String {
-    format!("Timer {}", outcome::py_repr(&handler.id))
-}
-
 async fn run(
     env: Arc<Context>,
     res: Arc<ResourceCtx>,
@@ -172,7 +159,7 @@ async fn run(
 ) {
     let handler = &bound.handler;
     let options = &handler.options;
-    let interval = options.interval.unwrap_or(DEFAULT_INTERVAL);
+    let interval = timers::interval(options);
     let backoff = options.backoff.unwrap_or(env.settings.default_backoff);
     if let Some(delay) = options.initial_delay {
         tokio::time::sleep(delay).await;
@@ -180,47 +167,31 @@ async fn run(
     let mut schedule = Instant::now();
     let mut attempt: Option<(u32, jiff::Timestamp)> = None;
     loop {
-        if let Some(idle) = options.idle {
-            loop {
-                let since = changed.borrow().elapsed();
-                if since >= idle {
-                    break;
-                }
-                tokio::time::sleep(idle - since).await;
-            }
+        loop {
+            let since = changed.borrow().elapsed();
+            let Some(left) = timers::idle_left(options.idle, since) else {
+                break;
+            };
+            tokio::time::sleep(left).await;
         }
         let current = Arc::clone(&body.borrow());
         let object = format!("{}/{}", meta(&current, "namespace"), meta(&current, "name"));
         // Within one tick, failed attempts count up and keep their start, as in Kopf.
         let started = *attempt.get_or_insert((0, jiff::Timestamp::now()));
         let outcome = tick(&env, &res, &bound, &current, &object, started).await;
-        attempt = match outcome {
-            Tick::After(_) | Tick::Backoff => Some((started.0 + 1, started.1)),
-            Tick::Again => None,
-        };
-        let next_pause = match outcome {
-            Tick::Again => interval,
-            Tick::After(delay) => delay,
-            Tick::Backoff => backoff,
-        };
-        if options.sharp && next_pause == interval {
-            schedule += interval;
-            if schedule < Instant::now() {
+        attempt = timers::next_attempt(outcome, started);
+        let pause = timers::pause(outcome, interval, backoff);
+        match timers::next_slot(options.sharp, pause, interval, schedule, Instant::now()) {
+            Some(slot) => {
+                schedule = slot;
+                tokio::time::sleep_until(schedule).await;
+            }
+            None => {
+                tokio::time::sleep(pause).await;
                 schedule = Instant::now();
             }
-            tokio::time::sleep_until(schedule).await;
-        } else {
-            tokio::time::sleep(next_pause).await;
-            schedule = Instant::now();
         }
     }
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Tick {
-    Again,
-    After(Duration),
-    Backoff,
 }
 
 async fn tick(
@@ -232,7 +203,7 @@ async fn tick(
     (retry, started): (u32, jiff::Timestamp),
 ) -> Tick {
     let handler = &bound.handler;
-    let title = title(handler);
+    let title = timers::title(&handler.id);
     // A tick is a root span of its own (it is no processing cycle), its call's traceparent.
     let span = tracing::info_span!(
         target: crate::telemetry::TARGET,
@@ -262,86 +233,32 @@ async fn tick(
     let answer = tracing::Instrument::instrument(bound.service.invoke(call), span).await;
     env.metrics.inflight(-1);
     let seconds = started.elapsed().as_secs_f64();
-    let answer = match answer {
-        Ok(answer) => answer,
-        Err(err) => {
-            env.metrics.handler(&handler.id, "error", seconds);
-            log(
-                object,
-                outcome::Level::Error,
-                &format!("{title} failed with an exception and will try again: {err}"),
-            );
-            return Tick::Backoff;
+    let (judged, mut changes) = match answer {
+        Ok(answer) => {
+            let mut changes = MergePatch::new();
+            if let Some(p) = &answer.patch {
+                changes.merge_from(p);
+            }
+            let judged =
+                timers::judge(&title, handler, answer.result, env.settings.default_backoff);
+            (judged, changes)
         }
+        Err(err) => (
+            timers::failed_call(&title, &err.to_string()),
+            MergePatch::new(),
+        ),
     };
-    let mut patch = MergePatch::new();
-    if let Some(p) = &answer.patch {
-        patch.merge_from(p);
+    if let Some(label) = judged.label {
+        env.metrics.handler(&handler.id, label, seconds);
     }
-    let tick = match answer.result {
-        None => Tick::Again,
-        Some(CallResult::Success(result)) => {
-            env.metrics.handler(&handler.id, "success", seconds);
-            log(object, outcome::Level::Info, &format!("{title} succeeded."));
-            if let Some(value) = result {
-                patch.merge_from(&json!({"status": {handler.id.clone(): value}}));
-            }
-            Tick::Again
-        }
-        Some(CallResult::Temporary { message, delay }) => {
-            env.metrics.handler(&handler.id, "retry", seconds);
-            log(
-                object,
-                outcome::Level::Error,
-                &format!("{title} failed temporarily: {message}"),
-            );
-            Tick::After(delay.unwrap_or_default())
-        }
-        Some(CallResult::Permanent { message }) => {
-            env.metrics.handler(&handler.id, "failure", seconds);
-            log(
-                object,
-                outcome::Level::Error,
-                &format!("{title} failed permanently: {message}"),
-            );
-            Tick::Again // Kopf 1.45.2 resets and ticks on (see the module's docs)
-        }
-        Some(CallResult::Arbitrary { message }) => {
-            env.metrics.handler(&handler.id, "failure", seconds);
-            match handler.options.errors {
-                ErrorsMode::Ignored => {
-                    log(
-                        object,
-                        outcome::Level::Error,
-                        &format!("{title} failed with an exception and will ignore it: {message}"),
-                    );
-                    Tick::Again
-                }
-                ErrorsMode::Permanent => {
-                    log(
-                        object,
-                        outcome::Level::Error,
-                        &format!("{title} failed with an exception and will stop now: {message}"),
-                    );
-                    Tick::Again // as after a permanent error
-                }
-                ErrorsMode::Temporary => {
-                    log(
-                        object,
-                        outcome::Level::Error,
-                        &format!(
-                            "{title} failed with an exception and will try again in {} seconds: {message}",
-                            backoff_text(handler, env)
-                        ),
-                    );
-                    Tick::Backoff
-                }
-            }
-        }
-        Some(CallResult::SubhandlersPending { delay }) => Tick::After(delay.unwrap_or_default()),
-    };
-    if !patch.is_empty()
-        && let Err(err) = patching::write(env, res, body, patch, None).await
+    if let Some((level, line)) = &judged.log {
+        log(object, *level, line);
+    }
+    if let Some(value) = &judged.result {
+        changes.merge_from(&patch::status_result(&handler.id, value));
+    }
+    if !changes.is_empty()
+        && let Err(err) = patching::write(env, res, body, changes, None).await
     {
         log(
             object,
@@ -349,18 +266,5 @@ async fn tick(
             &format!("{title}: patching failed: {err}"),
         );
     }
-    tick
-}
-
-fn backoff_text(handler: &Handler, env: &Context) -> String {
-    let secs = handler
-        .options
-        .backoff
-        .unwrap_or(env.settings.default_backoff)
-        .as_secs_f64();
-    if secs.fract() == 0.0 {
-        format!("{secs:.0}")
-    } else {
-        format!("{secs}")
-    }
+    judged.tick
 }

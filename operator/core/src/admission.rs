@@ -6,6 +6,7 @@
 //! selected handlers over gRPC and writes the configurations; everything it decides is here.
 
 pub mod review;
+pub mod serving;
 pub mod webhooks;
 
 use std::time::Duration;

@@ -16,10 +16,10 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::core::admission::serving;
 use crate::core::admission::webhooks::{ClientConfig, Resource};
 use crate::core::admission::{AdmissionHandler, Reply, Review};
 use crate::core::backoff::Backoff;
@@ -237,15 +237,7 @@ pub async fn start(
         addr: config.listen,
         source,
     })?;
-    let accessible_ip = if local.ip().is_unspecified() {
-        if local.is_ipv4() {
-            "127.0.0.1".to_owned()
-        } else {
-            "::1".to_owned()
-        }
-    } else {
-        local.ip().to_string()
-    };
+    let accessible_ip = serving::accessible_ip(local.ip());
     let host = config.host.clone().unwrap_or_else(|| accessible_ip.clone());
     let material = match &config.cert {
         Some((cert, key)) => {
@@ -261,8 +253,7 @@ pub async fn start(
             }
         }
         None => {
-            let mut names = vec![host.clone(), accessible_ip.clone()];
-            names.extend(config.extra_sans.iter().cloned());
+            let names = serving::certificate_names(&host, &accessible_ip, &config.extra_sans);
             let mut material = tls::generate(&names)?;
             if let Some(ca) = &config.ca {
                 material.ca_pem = read("ca", ca)?;
@@ -277,13 +268,8 @@ pub async fn start(
         })?;
     }
     let tls_config = tls::server_config(&material)?;
-    let host_in_url = if host.parse::<std::net::Ipv6Addr>().is_ok() {
-        format!("[{host}]")
-    } else {
-        host.clone()
-    };
-    let path = config.path.trim_end_matches('/').to_owned();
-    let url = format!("https://{host_in_url}:{}{path}", local.port());
+    let path = serving::root_path(&config.path);
+    let url = serving::base_url(&host, local.port(), &path);
     tracing::info!(listen = %local, url = %url, "Listening for admission webhooks.");
 
     let mut services: Vec<Arc<dyn HandlerPort>> = Vec::new();
@@ -382,13 +368,6 @@ pub fn resource_of(served: &discovery::Served) -> Resource {
     }
 }
 
-/// The time left for the service: the webhook's timeout minus a margin for the answer's way back.
-fn call_deadline(timeout: Duration) -> Duration {
-    timeout
-        .saturating_sub(Duration::from_millis(500))
-        .max(Duration::from_millis(200))
-}
-
 /// Calls one admission handler for a review (never fails: a failure is a [`Reply::Failed`]).
 pub async fn call(
     bound: &Bound,
@@ -399,14 +378,14 @@ pub async fn call(
 ) -> Reply {
     let diff =
         crate::core::persistence::diff::diff(review.old_object.as_ref(), review.object.as_ref());
-    let deadline = call_deadline(bound.handler.timeout);
+    let deadline = serving::call_deadline(bound.handler.timeout);
     let call = AdmissionCall {
         handler_id: bound.handler.id.clone(),
         body: review.body().clone(),
         old: review.old_object.clone(),
         new: review.object.clone(),
         diff: crate::core::persistence::diff::to_value(&diff),
-        attempt_id: format!("admission:{}:{}", review.uid, bound.handler.id),
+        attempt_id: serving::attempt_id(&review.uid, &bound.handler.id),
         resource: ResolvedResource {
             group: served.resource.group.clone(),
             version: served.resource.version.clone(),
@@ -462,6 +441,8 @@ pub async fn call(
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::core::admission::{MAX_TIMEOUT, Subresource, WebhookKind};
 

@@ -4,6 +4,7 @@
 use kube::Client;
 use kube::api::ApiResource;
 
+use crate::core::discovery::{self as resolving, Unresolved};
 use crate::core::selectors::Discovered;
 use crate::core::selectors::Selector;
 
@@ -65,7 +66,7 @@ pub async fn resolve(client: &Client, selector: &Selector) -> Result<Served, Err
         versions.extend(core.versions.into_iter().map(|v| (String::new(), v, true)));
     }
     for g in groups.groups {
-        if !selector.group.is_empty() && g.name != selector.group {
+        if !resolving::group_wanted(selector, &g.name) {
             continue;
         }
         let preferred = g.preferred_version.map(|p| p.version);
@@ -75,10 +76,7 @@ pub async fn resolve(client: &Client, selector: &Selector) -> Result<Served, Err
         }
     }
     for (group, version, preferred) in versions {
-        if !selector.version.is_empty() && version != selector.version {
-            continue;
-        }
-        if selector.version.is_empty() && !preferred {
+        if !resolving::version_wanted(selector, &version, preferred) {
             continue;
         }
         let list = if group.is_empty() {
@@ -95,61 +93,20 @@ pub async fn resolve(client: &Client, selector: &Selector) -> Result<Served, Err
                 continue;
             }
         };
-        for r in &list.resources {
-            if r.name.contains('/') || !matches(selector, r) {
-                continue;
-            }
-            let has_status = list
-                .resources
-                .iter()
-                .any(|s| s.name == format!("{}/status", r.name));
-            found.push(Served {
-                resource: ApiResource {
-                    group: group.clone(),
-                    version: version.clone(),
-                    api_version: if group.is_empty() {
-                        version.clone()
-                    } else {
-                        format!("{group}/{version}")
-                    },
-                    kind: r.kind.clone(),
-                    plural: r.name.clone(),
-                },
-                namespaced: r.namespaced,
-                has_status,
-            });
-        }
+        found.extend(
+            discovered(&group, &version, preferred, &list.resources)
+                .into_iter()
+                .filter(|r| resolving::names(selector, r)),
+        );
     }
-    match found.len() {
-        0 => Err(Error::NotFound(selector.to_string())),
-        1 => Ok(found.remove(0)),
-        _ => {
-            // The core group wins over others for a bare name (kubectl: `pods` is v1/pods).
-            if let Some(i) = found.iter().position(|s| s.resource.group.is_empty()) {
-                return Ok(found.remove(i));
-            }
-            Err(Error::Ambiguous {
-                selector: selector.to_string(),
-                candidates: found
-                    .iter()
-                    .map(Served::name)
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            })
-        }
+    match resolving::pick(found) {
+        Ok(r) => Ok(Served::from(&r)),
+        Err(Unresolved::NotFound) => Err(Error::NotFound(selector.to_string())),
+        Err(Unresolved::Ambiguous(candidates)) => Err(Error::Ambiguous {
+            selector: selector.to_string(),
+            candidates,
+        }),
     }
-}
-
-fn matches(
-    selector: &Selector,
-    r: &k8s_openapi::apimachinery::pkg::apis::meta::v1::APIResource,
-) -> bool {
-    let name = selector.name.as_str();
-    r.name == name
-        || r.singular_name == name
-        || r.kind == name
-        || r.kind.eq_ignore_ascii_case(name)
-        || r.short_names.iter().flatten().any(|s| s == name)
 }
 
 /// Every resource the API server serves, in every group and version, without subresources

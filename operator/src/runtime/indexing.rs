@@ -8,13 +8,12 @@
 //!
 //! The contract is `HANDLER_KIND_INDEX` in `proto/operon/v1/handler.proto`.
 
-use std::collections::HashSet;
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::core::backoff::Backoff;
-use crate::core::outcome::CallResult;
+use crate::core::indexing;
 use crate::runtime::context::{Bound, ResourceCtx};
 use crate::runtime::ports::Call;
 
@@ -56,26 +55,7 @@ impl Gate {
     }
 }
 
-/// The raw watch event an index handler is told about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Event {
-    /// An object of a (re)listing.
-    Added,
-    /// A new or changed object (the watch does not tell them apart).
-    Modified,
-    /// A deleted object.
-    Deleted,
-}
-
-impl Event {
-    fn as_str(self) -> &'static str {
-        match self {
-            Event::Added => "ADDED",
-            Event::Modified => "MODIFIED",
-            Event::Deleted => "DELETED",
-        }
-    }
-}
+pub use crate::core::indexing::{Event, Listing};
 
 /// Tells every index handler of `res` about one event of one object. Returns when every handler
 /// has answered: transport failures are retried with backoff (an index must not miss an event);
@@ -98,10 +78,9 @@ pub async fn listed<'a>(
     if res.indexers.is_empty() {
         return;
     }
-    let objects: Vec<[&str; 2]> = objects.into_iter().map(|(ns, n)| [ns, n]).collect();
-    let body = json!({ "namespace": namespace, "objects": objects });
+    let body = indexing::listing_body(namespace, objects);
     for bound in &res.indexers {
-        deliver(res, bound, "LISTED", &body, call_timeout).await;
+        deliver(res, bound, indexing::LISTED, &body, call_timeout).await;
     }
 }
 
@@ -113,7 +92,7 @@ async fn deliver(
     call_timeout: Duration,
 ) {
     let handler = &bound.handler;
-    let object = object_name(body);
+    let object = indexing::object_name(body);
     let mut delay = RETRY.first;
     loop {
         let call = Call {
@@ -127,14 +106,14 @@ async fn deliver(
         };
         match bound.service.invoke(call).await {
             Ok(answer) => {
-                match answer.result {
-                    Some(CallResult::Success(_)) | None => {
+                match indexing::failure(answer.result.as_ref()) {
+                    None => {
                         tracing::debug!(object = %object, handler = %handler.id, event = event_type, "Indexing handler {:?} succeeded.", handler.id);
                     }
                     // The service words its own log line (Kopf's), as it does for every
                     // handler; the core's is for debugging only.
-                    Some(other) => {
-                        tracing::debug!(object = %object, handler = %handler.id, event = event_type, "Indexing handler {:?} failed: {}", handler.id, failure_message(&other));
+                    Some(message) => {
+                        tracing::debug!(object = %object, handler = %handler.id, event = event_type, "Indexing handler {:?} failed: {}", handler.id, message);
                     }
                 }
                 return;
@@ -145,56 +124,6 @@ async fn deliver(
                 delay = RETRY.next(delay);
             }
         }
-    }
-}
-
-fn failure_message(result: &CallResult) -> &str {
-    match result {
-        CallResult::Temporary { message, .. }
-        | CallResult::Permanent { message }
-        | CallResult::Arbitrary { message } => message,
-        CallResult::Success(_) | CallResult::SubhandlersPending { .. } => "",
-    }
-}
-
-fn object_name(body: &Value) -> String {
-    let meta = |field: &str| {
-        body.pointer(&format!("/metadata/{field}"))
-            .and_then(Value::as_str)
-            .unwrap_or("")
-    };
-    match (meta("namespace"), meta("name")) {
-        ("", "") => body
-            .get("namespace")
-            .and_then(Value::as_str)
-            .map_or_else(|| "(listing)".to_owned(), |ns| format!("{ns}/(listing)")),
-        ("", name) => name.to_owned(),
-        (ns, name) => format!("{ns}/{name}"),
-    }
-}
-
-/// What one watch scope of an indexed resource has fed: the keys of its current listing.
-#[derive(Debug, Default)]
-pub struct Listing {
-    objects: Option<HashSet<(String, String)>>,
-}
-
-impl Listing {
-    /// A (re)listing begins.
-    pub fn begin(&mut self) {
-        self.objects = Some(HashSet::new());
-    }
-
-    /// An object of the listing.
-    pub fn add(&mut self, namespace: &str, name: &str) {
-        if let Some(objects) = self.objects.as_mut() {
-            objects.insert((namespace.to_owned(), name.to_owned()));
-        }
-    }
-
-    /// The listing is complete: what it held, once.
-    pub fn finish(&mut self) -> Option<HashSet<(String, String)>> {
-        self.objects.take()
     }
 }
 
@@ -222,18 +151,5 @@ mod tests {
         gate.listed();
         assert!(gate.is_open());
         Gate::new(0).wait().await;
-    }
-
-    #[test]
-    fn a_listing_is_handed_out_once() {
-        let mut listing = Listing::default();
-        listing.add("ns", "ignored-before-begin");
-        listing.begin();
-        listing.add("ns", "a");
-        listing.add("", "b");
-        let done = listing.finish().unwrap();
-        assert_eq!(done.len(), 2);
-        assert!(done.contains(&("ns".to_owned(), "a".to_owned())));
-        assert!(listing.finish().is_none());
     }
 }

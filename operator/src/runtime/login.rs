@@ -11,12 +11,13 @@
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use http::{Request, Response};
 use kube::client::Body;
 
+use crate::core::backoff::Backoff;
+use crate::core::login::{self, Reason};
 use crate::runtime::grpc::{ClientTls, GrpcService};
 use crate::runtime::kit::LockedRw;
 use crate::runtime::ports::HandlerPort as _;
@@ -47,27 +48,6 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
-}
-
-/// Why the core logs in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reason {
-    /// At start.
-    Start,
-    /// The API server answered 401 to the current credentials.
-    Unauthorized,
-    /// The current credentials expire soon.
-    Expiring,
-}
-
-impl Reason {
-    fn as_str(self) -> &'static str {
-        match self {
-            Reason::Start => "start",
-            Reason::Unauthorized => "unauthorized",
-            Reason::Expiring => "expiring",
-        }
-    }
 }
 
 /// Credentials as a client, and when they expire.
@@ -112,14 +92,6 @@ impl Services {
     }
 }
 
-/// When to log in again before `expiration`: a tenth of what is left, between 1 and 60 seconds
-/// early (at once if it is past).
-pub fn renewal_delay(now: jiff::Timestamp, expiration: jiff::Timestamp) -> Duration {
-    let left = Duration::try_from(expiration.duration_since(now)).unwrap_or(Duration::ZERO);
-    let early = (left / 10).clamp(Duration::from_secs(1), Duration::from_secs(60));
-    left.saturating_sub(early)
-}
-
 /// The current client, its generation, and the login in progress.
 struct State {
     current: std::sync::RwLock<(kube::Client, u64, Option<jiff::Timestamp>)>,
@@ -143,7 +115,7 @@ impl Refreshing {
     /// Logs in again unless someone did since `seen` (one login for many failed requests).
     async fn relogin(&self, seen: u64, reason: Reason) {
         let _one = self.state.relogin.lock().await;
-        if self.current().1 != seen {
+        if !login::still_needed(seen, self.current().1) {
             return;
         }
         tracing::info!(reason = reason.as_str(), "Logging in again.");
@@ -170,13 +142,13 @@ impl Refreshing {
             };
             match expiration {
                 Some(at) => {
-                    let delay = renewal_delay(jiff::Timestamp::now(), at);
+                    let delay = login::renewal_delay(jiff::Timestamp::now(), at);
                     tokio::select! {
                         () = tokio::time::sleep(delay) => {
                             self.relogin(generation, Reason::Expiring).await;
-                            if self.current().1 == generation {
+                            if login::still_needed(generation, self.current().1) {
                                 // The login failed: try again a little later, not in a loop.
-                                tokio::time::sleep(Duration::from_secs(5)).await;
+                                tokio::time::sleep(login::RENEWAL_RETRY).await;
                             }
                         }
                         () = self.state.renewed.notified() => {}
@@ -237,7 +209,7 @@ pub async fn client(
             .map(|u| GrpcService::with_tls(u, tls))
             .collect::<Result<_, _>>()?,
     );
-    let mut delay = Duration::from_millis(200);
+    let mut delay = Backoff::SERVICE.first;
     let credentials = loop {
         match services.login(Reason::Start).await {
             Ok(c) => break c,
@@ -245,7 +217,7 @@ pub async fn client(
             Err(err) => {
                 tracing::warn!(error = %err, retry_in = ?delay, "No credentials from the handler services yet.");
                 tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(10));
+                delay = Backoff::SERVICE.next(delay);
             }
         }
     };
@@ -261,31 +233,4 @@ pub async fn client(
     };
     let renewal = tokio::spawn(refreshing.clone().renew_before_expiration());
     Ok((kube::Client::new(refreshing, namespace), renewal))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn renewal_comes_a_tenth_early_within_bounds() {
-        let now = jiff::Timestamp::from_second(1_000_000).unwrap();
-        let at = |s: i64| jiff::Timestamp::from_second(1_000_000 + s).unwrap();
-        assert_eq!(renewal_delay(now, at(100)), Duration::from_secs(90));
-        assert_eq!(
-            renewal_delay(now, at(5)),
-            Duration::from_secs(4),
-            "at least 1 s early"
-        );
-        assert_eq!(
-            renewal_delay(now, at(3600)),
-            Duration::from_secs(3540),
-            "at most 60 s early"
-        );
-        assert_eq!(
-            renewal_delay(now, at(-5)),
-            Duration::ZERO,
-            "expired: at once"
-        );
-    }
 }

@@ -42,7 +42,7 @@ pub async fn serve(
             }
             Ok(Some(mut stream)) => {
                 while let Some(item) = stream.next().await {
-                    delay = Duration::from_millis(500);
+                    delay = BACKOFF.first;
                     match item {
                         Ok(e) => {
                             let about = e.involved_object.unwrap_or_default();

@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use crate::core::rediscovery::{self, Handlers};
 use crate::core::selectors::{Discovered, Pick, askable};
 use crate::runtime::discovery::{self, Served};
 use crate::runtime::ports::HandlerPort;
@@ -13,8 +14,7 @@ use crate::runtime::ports::WideRegistration;
 /// A resource and the wide registrations (with their service's index) it is served for.
 pub type Matches = Vec<(Served, Vec<(WideRegistration, usize)>)>;
 
-/// The key of a resource across scans: group, version, plural.
-pub type ResourceKey = (String, String, String);
+pub use crate::core::rediscovery::ResourceKey;
 
 /// The key of a served resource.
 pub fn key_of(served: &Served) -> ResourceKey {
@@ -69,129 +69,62 @@ pub async fn matches(
     Ok((decide(&scan, wide, &accepted), keys))
 }
 
-/// Pure: which resource of `scan` each wide registration serves.
+/// Which resource of `scan` each wide registration serves (decided by
+/// [`rediscovery::matches`]).
 pub fn decide(
     scan: &[Discovered],
     wide: &[(WideRegistration, usize)],
     accepted: &BTreeMap<(usize, String), BTreeSet<usize>>,
 ) -> Matches {
-    let mut out: Matches = Vec::new();
-    for (reg, i) in wide {
-        let theirs = match &reg.selector.pick {
-            Pick::Callable(id) => accepted.get(&(*i, id.clone())),
-            _ => None,
-        };
-        for r in reg.selector.select(scan, theirs) {
-            let served = Served::from(&scan[r]);
-            let slot = match out.iter().position(|(s, _)| key_of(s) == key_of(&served)) {
-                Some(slot) => slot,
-                None => {
-                    out.push((served, Vec::new()));
-                    out.len() - 1
-                }
-            };
-            out[slot].1.push((reg.clone(), *i));
-        }
-    }
-    out
-}
-
-/// What the handlers of each matched resource are, for comparing two scans.
-pub fn summary(matches: &Matches) -> BTreeMap<ResourceKey, BTreeSet<(usize, String)>> {
-    matches
-        .iter()
-        .map(|(served, regs)| {
+    let selectors: Vec<_> = wide.iter().map(|(r, i)| (&r.selector, *i)).collect();
+    rediscovery::matches(scan, &selectors, accepted)
+        .into_iter()
+        .map(|(r, regs)| {
             (
-                key_of(served),
-                regs.iter()
-                    .map(|(r, i)| (*i, format!("{}:{:?}", r.handler.id, r.handler.kind)))
-                    .collect(),
+                Served::from(&scan[r]),
+                regs.into_iter().map(|w| wide[w].clone()).collect(),
             )
         })
         .collect()
 }
 
-/// What a re-discovery asks of the engine.
-#[derive(Debug)]
-pub enum Rediscovery {
-    /// Serve these resources from now on (they appeared, or started to match), and stop
-    /// watching those (gone, or no longer matching); nothing else changes.
-    Changes {
-        /// New resources with their wide registrations.
-        serve: Matches,
-        /// Resources no longer served.
-        stop: Vec<ResourceKey>,
-    },
-    /// The handlers of a resource that is served changed (a named resource that a wide selector
-    /// now matches, or no longer; a wide handler that now matches a served resource too): the
-    /// generation starts over with the reason.
-    Reload(String),
+/// The wide handlers of one matched resource, for comparing two scans.
+fn handlers_of(regs: &[(WideRegistration, usize)]) -> Handlers {
+    regs.iter()
+        .map(|(r, i)| (*i, format!("{}:{:?}", r.handler.id, r.handler.kind)))
+        .collect()
 }
 
-/// What the wide selectors match, scan after scan (pure: the engine performs the answers).
-#[derive(Debug, Default)]
-pub struct Tracker {
-    /// The resources that named handlers serve.
-    named: BTreeSet<ResourceKey>,
-    /// The wide handlers of every matched resource, as of the last scan.
-    matched: BTreeMap<ResourceKey, BTreeSet<(usize, String)>>,
+/// What the handlers of each matched resource are, for comparing two scans.
+pub fn summary(matches: &Matches) -> BTreeMap<ResourceKey, Handlers> {
+    matches
+        .iter()
+        .map(|(served, regs)| (key_of(served), handlers_of(regs)))
+        .collect()
 }
+
+/// What a re-discovery asks of the engine (see [`rediscovery::Rediscovery`]).
+pub type Rediscovery = rediscovery::Rediscovery<(Served, Vec<(WideRegistration, usize)>)>;
+
+/// What the wide selectors match, scan after scan (decided by [`rediscovery::Tracker`]; the
+/// engine performs the answers).
+#[derive(Debug, Default)]
+pub struct Tracker(rediscovery::Tracker);
 
 impl Tracker {
     /// After the start's scan: `named` resources and what the wide selectors `matched` then.
     pub fn new(named: BTreeSet<ResourceKey>, matched: &Matches) -> Self {
-        Tracker {
-            named,
-            matched: summary(matched),
-        }
+        Tracker(rediscovery::Tracker::new(named, summary(matched)))
     }
 
     /// A new scan: `found` is what the wide selectors match now, `scanned` every resource the
     /// API server has.
     pub fn rediscovered(&mut self, found: Matches, scanned: &BTreeSet<ResourceKey>) -> Rediscovery {
-        let mut now = summary(&found);
-        let mut serve = Vec::new();
-        for (served, regs) in found {
-            let key = key_of(&served);
-            match self.matched.get(&key) {
-                None if self.named.contains(&key) => {
-                    return Rediscovery::Reload(format!(
-                        "{} (now matched by a wide selector)",
-                        served.name()
-                    ));
-                }
-                None => serve.push((served, regs)),
-                Some(before) if now.get(&key) != Some(before) => {
-                    return Rediscovery::Reload(format!(
-                        "{} (its wide handlers changed)",
-                        served.name()
-                    ));
-                }
-                Some(_) => {}
-            }
-        }
-        let mut stop = Vec::new();
-        for (key, before) in &self.matched {
-            if now.contains_key(key) {
-                continue;
-            }
-            match (self.named.contains(key), scanned.contains(key)) {
-                // Named handlers keep a gone resource's watch, as without wide selectors, and
-                // its place: when it comes back, nothing changed.
-                (true, false) => {
-                    now.insert(key.clone(), before.clone());
-                }
-                (true, true) => {
-                    return Rediscovery::Reload(format!(
-                        "{}.{}/{} (no longer matched by a wide selector)",
-                        key.2, key.0, key.1
-                    ));
-                }
-                (false, _) => stop.push(key.clone()),
-            }
-        }
-        self.matched = now;
-        Rediscovery::Changes { serve, stop }
+        let found = found
+            .into_iter()
+            .map(|(served, regs)| (key_of(&served), handlers_of(&regs), (served, regs)))
+            .collect();
+        self.0.rediscovered(found, scanned)
     }
 }
 

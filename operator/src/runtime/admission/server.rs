@@ -90,18 +90,11 @@ async fn handle(request: Request<Incoming>, routes: &Routes, root: &str) -> Resp
             format!("No webhooks outside {root}/.\n"),
         );
     };
-    let hint = if rest.trim_start_matches('/').is_empty() {
-        None
-    } else {
-        match admission::webhooks::id_from_path(rest) {
-            Some(id) => Some(id),
-            None => {
-                return text(
-                    StatusCode::BAD_REQUEST,
-                    "The webhook path is not a percent-encoded handler id.\n",
-                );
-            }
-        }
+    let Ok(hint) = admission::serving::handler_in_path(rest) else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "The webhook path is not a percent-encoded handler id.\n",
+        );
     };
     let headers: HashMap<String, String> = request
         .headers()

@@ -8,6 +8,8 @@ use std::sync::Arc;
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
+use crate::core::admission::serving;
+
 /// A failure to make or load the listener's certificates.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -47,21 +49,8 @@ pub fn generate(hostnames: &[String]) -> Result<Material, Error> {
         BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
         KeyPair, KeyUsagePurpose,
     };
-    let mut names: Vec<String> = Vec::new();
-    for name in hostnames {
-        let unspecified = name
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_unspecified());
-        if !unspecified && !name.is_empty() && !names.contains(name) {
-            names.push(name.clone());
-        }
-    }
-    let common_name = names
-        .iter()
-        .find(|n| n.parse::<std::net::IpAddr>().is_err())
-        .or(names.first())
-        .cloned()
-        .unwrap_or_else(|| "localhost".to_owned());
+    let names = serving::subject_names(hostnames);
+    let common_name = serving::common_name(&names);
 
     let ca_key = KeyPair::generate().map_err(Error::Generate)?;
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(Error::Generate)?;

@@ -276,7 +276,10 @@ fn the_wire_stays_in_the_grpc_adapter() {
             code.then(|| f.strip_prefix(&src).unwrap_or(f).display().to_string())
         })
         .collect();
-    assert!(leaks.is_empty(), "operon_proto outside runtime/grpc: {leaks:?}");
+    assert!(
+        leaks.is_empty(),
+        "operon_proto outside runtime/grpc: {leaks:?}"
+    );
 }
 
 #[test]

@@ -3,12 +3,26 @@
 //! A sync handler maps a parent and its current children to a status and the *desired* children.
 //! This module validates that answer ([`validate`]), decides which API calls bring the children
 //! to it under each child type's [`Strategy`] ([`plan`]), compares only the fields the handler
-//! gave ([`contains`]), and computes the parent's status patch ([`status_patch`]). The runtime
-//! (`runtime::sync`) performs the steps.
+//! gave ([`contains`]), and computes the parent's status patch ([`status_patch`]). Around the
+//! answer it decides what a sync does with a parent ([`lifecycle`]), whether an answer can be
+//! performed ([`read_answer`]), which removals wait for the shutdown hook ([`gated`]), when to
+//! sync again ([`next_sync`]), how a sync ends and is counted ([`outcome`], [`Errors::settle`])
+//! and how a parent shows in the read model ([`view`]). The runtime (`runtime::sync`) performs
+//! the steps.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Map, Value, json};
+
+mod cycle;
+mod view;
+
+pub use cycle::{
+    Controller, Ended, Errors, Gated, Lifecycle, Refused, Settled, Unusable, after_gate, clears,
+    existing, finalize_again, gated, has_removals, lifecycle, next_sync, outcome, problem,
+    read_answer, read_final,
+};
+pub use view::{Shown, view};
 
 /// How an existing child that differs from its desired state is updated
 /// (Metacontroller's `updateStrategy.method`).

@@ -129,15 +129,19 @@ pub async fn serve(
             let parent_namespaced = parent.namespaced;
             tasks.spawn(reflect(subscription, writer, move |event| {
                 if let Some(obj) = touched(event) {
-                    for r in obj.metadata.owner_references.iter().flatten() {
-                        if r.controller == Some(true) && r.kind == pkind && r.api_version == papi {
-                            let ns = if parent_namespaced {
-                                obj.metadata.namespace.clone().unwrap_or_default()
-                            } else {
-                                String::new()
-                            };
-                            let _ = tx.send((ns, r.name.clone()));
+                    let owners = obj.metadata.owner_references.iter().flatten().map(|r| {
+                        crate::core::sync::Owner {
+                            controller: r.controller == Some(true),
+                            kind: &r.kind,
+                            api_version: &r.api_version,
+                            name: &r.name,
                         }
+                    });
+                    let ns = obj.metadata.namespace.as_deref().unwrap_or_default();
+                    for key in
+                        crate::core::sync::parents_of(owners, &pkind, &papi, parent_namespaced, ns)
+                    {
+                        let _ = tx.send(key);
                     }
                 }
             }));

@@ -168,6 +168,120 @@ fn the_modules_import_each_other_in_one_direction_only() {
     }
 }
 
+/// The layers, bottom up: a module imports only modules of its own layer or below (and within a
+/// layer, without cycles). `operon_core` (pure decisions) is below them all: its own crate.
+const LAYERS: &[(&str, &[&str])] = &[
+    (
+        "edges: the kube kit, the ports and their gRPC adapter, shared state, writing",
+        &[
+            "runtime::kit",
+            "runtime::context",
+            "runtime::discovery",
+            "runtime::ports",
+            "runtime::grpc",
+            "runtime::metrics",
+            "runtime::readmodel",
+            "runtime::locks",
+            "runtime::patching",
+            "runtime::events",
+            "runtime::watching",
+            "telemetry",
+            "rbac",
+        ],
+    ),
+    (
+        "controllers: change handling, timers, daemons, indexes, syncs, tasks, hooks, admission",
+        &[
+            "runtime::processing",
+            "runtime::calls",
+            "runtime::queue",
+            "runtime::timers",
+            "runtime::daemons",
+            "runtime::indexing",
+            "runtime::sync",
+            "runtime::tasks",
+            "runtime::shutdown",
+            "runtime::admission",
+            "runtime::outbox",
+            "runtime::login",
+            "runtime::selecting",
+        ],
+    ),
+    (
+        "the listener: what it serves and how",
+        &["runtime::serving", "http"],
+    ),
+    (
+        "the modes: the engine (operon run) and the observer (operon dashboard)",
+        &["runtime::engine", "runtime::observer"],
+    ),
+    ("the command line", &["cli", "runtime"]),
+];
+
+fn layer_of(module: &str) -> Option<usize> {
+    LAYERS
+        .iter()
+        .position(|(_, modules)| modules.contains(&module))
+}
+
+#[test]
+fn no_module_imports_a_layer_above_its_own() {
+    let graph = graph();
+    let mut unplaced = Vec::new();
+    let mut upward = Vec::new();
+    for (module, imports) in &graph {
+        let Some(layer) = layer_of(module) else {
+            unplaced.push(module.clone());
+            continue;
+        };
+        for to in imports {
+            if let Some(target) = layer_of(to)
+                && target > layer
+            {
+                upward.push(format!(
+                    "{module} ({}) -> {to} ({})",
+                    LAYERS[layer].0, LAYERS[target].0
+                ));
+            }
+        }
+    }
+    assert!(
+        unplaced.is_empty(),
+        "every module has a layer (add these to LAYERS): {unplaced:?}"
+    );
+    assert!(
+        upward.is_empty(),
+        "imports up the layers:\n{}",
+        upward.join("\n")
+    );
+}
+
+/// The gRPC wire types (`operon_proto`) appear only in the adapter, `runtime/grpc/`: everything
+/// else speaks the ports' domain types.
+#[test]
+fn the_wire_stays_in_the_grpc_adapter() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    sources(&src, &mut files);
+    let adapter = src.join("runtime").join("grpc");
+    let leaks: Vec<String> = files
+        .iter()
+        .filter(|f| !f.starts_with(&adapter))
+        .filter_map(|f| {
+            let text = std::fs::read_to_string(f).ok()?;
+            let code = text
+                .lines()
+                .filter(|l| !l.trim_start().starts_with("//"))
+                .any(|l| l.contains("operon_proto"));
+            code.then(|| f.strip_prefix(&src).unwrap_or(f).display().to_string())
+        })
+        .collect();
+    assert!(
+        leaks.is_empty(),
+        "operon_proto outside runtime/grpc: {leaks:?}"
+    );
+}
+
 #[test]
 fn the_cycle_check_finds_a_planted_cycle() {
     let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();

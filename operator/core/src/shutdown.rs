@@ -5,7 +5,9 @@
 //! ([`Reason::Replace`]) — it asks the application to stop and waits for its confirmation. This
 //! module holds the per-parent state machine ([`State`], [`decide`], [`on_callback`]), where the
 //! application is reached ([`Hook::url`]) and how its per-parent token is checked
-//! ([`token_sha256`], [`same`]). The runtime (`runtime::shutdown`) mints the tokens, makes the
+//! ([`token_sha256`], [`same`]), and the steps around the state machine (what a failed
+//! handshake records, what the endpoint's answer means, how a callback is read: [`Gate`],
+//! [`give_up`], [`reached`], [`callback_token`]). The runtime (`runtime::shutdown`) mints the tokens, makes the
 //! HTTP calls, persists the state in the parent's `status.shutdown` and serves the callback.
 //!
 //! ```text
@@ -24,6 +26,13 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+mod flow;
+
+pub use flow::{
+    Answer, Called, Failure, Gate, Reached, callback_token, give_up, known_parent, namespace_of,
+    reached, refusal, reuses_token, timed_out_message, wait_until,
+};
 
 /// The key of the hook's state in the parent's `status`.
 pub const STATUS_KEY: &str = "shutdown";

@@ -3,12 +3,26 @@
 //! A sync handler maps a parent and its current children to a status and the *desired* children.
 //! This module validates that answer ([`validate`]), decides which API calls bring the children
 //! to it under each child type's [`Strategy`] ([`plan`]), compares only the fields the handler
-//! gave ([`contains`]), and computes the parent's status patch ([`status_patch`]). The runtime
-//! (`runtime::sync`) performs the steps.
+//! gave ([`contains`]), and computes the parent's status patch ([`status_patch`]). Around the
+//! answer it decides what a sync does with a parent ([`lifecycle`]), whether an answer can be
+//! performed ([`read_answer`]), which removals wait for the shutdown hook ([`gated`]), when to
+//! sync again ([`next_sync`]), how a sync ends and is counted ([`outcome`], [`Errors::settle`])
+//! and how a parent shows in the read model ([`view`]). The runtime (`runtime::sync`) performs
+//! the steps.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Map, Value, json};
+
+mod cycle;
+mod view;
+
+pub use cycle::{
+    Controller, Ended, Errors, Gated, Lifecycle, Refused, Settled, Unusable, after_gate, clears,
+    existing, finalize_again, gated, has_removals, lifecycle, next_sync, outcome, problem,
+    read_answer, read_final,
+};
+pub use view::{Shown, view};
 
 /// How an existing child that differs from its desired state is updated
 /// (Metacontroller's `updateStrategy.method`).
@@ -601,6 +615,43 @@ pub fn status_patch(
     merge_diff(&current, &desired)
 }
 
+/// One owner reference of a child, as far as routing it to its parent goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Owner<'a> {
+    /// It is the controller reference.
+    pub controller: bool,
+    /// The owner's kind.
+    pub kind: &'a str,
+    /// The owner's apiVersion.
+    pub api_version: &'a str,
+    /// The owner's name.
+    pub name: &'a str,
+}
+
+/// The parents (namespace — `""` for a cluster-wide parent — and name) whose sync a change of a
+/// child in `child_namespace` calls for: the child's *controller* references to the parent kind
+/// (`kind`, `api_version`). Other owners and plain owner references do not make it a child.
+pub fn parents_of<'a>(
+    owners: impl IntoIterator<Item = Owner<'a>>,
+    kind: &str,
+    api_version: &str,
+    parent_namespaced: bool,
+    child_namespace: &str,
+) -> Vec<(String, String)> {
+    owners
+        .into_iter()
+        .filter(|o| o.controller && o.kind == kind && o.api_version == api_version)
+        .map(|o| {
+            let ns = if parent_namespaced {
+                child_namespace
+            } else {
+                ""
+            };
+            (ns.to_owned(), o.name.to_owned())
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -888,5 +939,31 @@ mod tests {
             status_patch(&cur, None, None, Some("bad")).unwrap(),
             json!({"syncError": "bad"})
         );
+    }
+
+    #[test]
+    fn a_child_change_syncs_the_parents_that_control_it() {
+        let owner = |controller, kind, name| Owner {
+            controller,
+            kind,
+            api_version: "e2e.operon.dev/v1",
+            name,
+        };
+        let owners = [
+            owner(true, "Site", "a"),
+            owner(false, "Site", "plain"),
+            owner(true, "Other", "b"),
+        ];
+        assert_eq!(
+            parents_of(owners, "Site", "e2e.operon.dev/v1", true, "ns"),
+            [("ns".to_owned(), "a".to_owned())]
+        );
+        // A cluster-wide parent is found without a namespace.
+        assert_eq!(
+            parents_of(owners, "Site", "e2e.operon.dev/v1", false, "ns"),
+            [(String::new(), "a".to_owned())]
+        );
+        // Another apiVersion of the kind is another parent resource.
+        assert!(parents_of(owners, "Site", "e2e.operon.dev/v2", true, "ns").is_empty());
     }
 }

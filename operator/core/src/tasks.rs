@@ -5,8 +5,10 @@
 //! Everything here is pure: the task's status document ([`TaskStatus`] and the merge patches that
 //! move it from phase to phase), the order in which the waiting tasks of one parent start
 //! ([`next`]), where a sequential task resumes after a restart of the core ([`resume`]), and what
-//! the core does about one observed task ([`decide`]). The runtime (`runtime::tasks`) performs
-//! the decisions.
+//! the core does about one observed task ([`decide`]) and what a pass of the controller does
+//! about it ([`PassMemory::look`]), how a chosen task starts ([`start`]), how a run ends
+//! ([`Ending`], [`end_event`]) and how a task shows in the read model ([`view`]). The runtime
+//! (`runtime::tasks`) performs the decisions.
 //!
 //! # The status document
 //! ```yaml
@@ -29,6 +31,17 @@ use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp, Unit};
 use serde_json::{Map, Value, json};
+
+mod ending;
+mod pass;
+mod view;
+
+pub use ending::{EndEvent, Ending, Outcome, end_event, first_wait, start_of};
+pub use pass::{
+    InPass, Look, PASS_AT_MOST, PassMemory, RETRY_SOON, RETRY_WRITES_AFTER, Start, Todo, cancels,
+    start,
+};
+pub use view::{Shown, view};
 
 /// A task's phase (`status.phase`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -88,6 +101,13 @@ pub enum Mode {
     Parallel,
     /// Steps run one after another; `status.steps` is written after each; a restart resumes.
     Sequential,
+}
+
+impl Mode {
+    /// Whether `status.steps` is written after each step (else once, at the end).
+    pub fn persists_each_step(self) -> bool {
+        self == Mode::Sequential
+    }
 }
 
 /// One finished step (`status.steps[]`).
@@ -236,15 +256,6 @@ pub fn steps_patch(steps: &[StepRecord]) -> Value {
     json!({"status": {"steps": steps_json(steps)}})
 }
 
-/// How a run of a task ended.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Ending {
-    /// Succeeded, Failed or Cancelled.
-    pub phase: Phase,
-    /// Why (the handler's message, or the core's).
-    pub message: String,
-}
-
 /// The merge patch that ends a task: terminal phase, completion time, duration (from
 /// `started`, when known), message and the steps.
 pub fn finish_patch(
@@ -316,6 +327,10 @@ pub struct Candidate<K> {
     pub name: String,
     /// Its phase.
     pub phase: Option<Phase>,
+    /// It is being deleted.
+    pub deleting: bool,
+    /// This core ran it to its end (the watch may not show that yet).
+    pub ended_here: bool,
 }
 
 /// The queue order among the waiting tasks of one parent: a task that was already Running (the
@@ -329,12 +344,15 @@ pub fn queue_order<K>(a: &Candidate<K>, b: &Candidate<K>) -> Ordering {
         .then(a.name.cmp(&b.name))
 }
 
-/// The task of one parent to run next, among `candidates` (tasks of that parent that are seen as
-/// Waiting or Running, not deleted, not run to their end by this core): see [`queue_order`].
+/// The task of one parent to run next, among `candidates` (the tasks of that parent): the
+/// ones seen as Waiting or Running, not being deleted, not run to their end by this core, in
+/// [`queue_order`].
 pub fn next<K>(candidates: &[Candidate<K>]) -> Option<&Candidate<K>> {
     candidates
         .iter()
-        .filter(|c| matches!(c.phase, Some(Phase::Waiting | Phase::Running)))
+        .filter(|c| {
+            matches!(c.phase, Some(Phase::Waiting | Phase::Running)) && !c.deleting && !c.ended_here
+        })
         .min_by(|a, b| queue_order(a, b))
 }
 
@@ -447,6 +465,8 @@ mod tests {
             created: Some(ts(created)),
             name: name.to_owned(),
             phase,
+            deleting: false,
+            ended_here: false,
         }
     }
 
@@ -491,6 +511,23 @@ mod tests {
             Some(Phase::Running),
         ));
         assert_eq!(next(&with_running).unwrap().name, "was-running");
+    }
+
+    #[test]
+    fn deleted_tasks_and_tasks_ended_here_are_not_chosen() {
+        let c = vec![
+            Candidate {
+                deleting: true,
+                ..cand("deleted", 10, "2026-01-01T00:00:00Z", W)
+            },
+            Candidate {
+                ended_here: true,
+                ..cand("ended", 10, "2026-01-01T00:00:00Z", Some(Phase::Running))
+            },
+            cand("next", 0, "2026-01-01T00:00:09Z", W),
+        ];
+        assert_eq!(next(&c).unwrap().name, "next");
+        assert_eq!(next(&c[..2]), None);
     }
 
     #[test]
@@ -553,6 +590,8 @@ mod tests {
             resume(Mode::Parallel, &running(vec![step(0)])),
             Resume::default()
         );
+        assert!(Mode::Sequential.persists_each_step());
+        assert!(!Mode::Parallel.persists_each_step());
         let waiting = TaskStatus {
             phase: Some(Phase::Waiting),
             steps: vec![step(0)],

@@ -3,47 +3,11 @@
 //! listener reads it.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::runtime::kit::LockedRw;
 use crate::runtime::metrics::Metrics;
 use crate::runtime::readmodel::ReadModel;
-
-/// Counts the watches that have finished their initial listing against those expected.
-#[derive(Debug)]
-pub struct Readiness {
-    total: AtomicUsize,
-    listed: AtomicUsize,
-}
-
-impl Default for Readiness {
-    fn default() -> Self {
-        Readiness {
-            total: AtomicUsize::new(usize::MAX),
-            listed: AtomicUsize::new(0),
-        }
-    }
-}
-
-impl Readiness {
-    /// Not ready until [`Readiness::expect`] says how many watches to wait for.
-    pub fn reset(&self) {
-        self.listed.store(0, Ordering::Relaxed);
-        self.total.store(usize::MAX, Ordering::Relaxed);
-    }
-    /// Ready once `total` watches have listed.
-    pub fn expect(&self, total: usize) {
-        self.total.store(total, Ordering::Relaxed);
-    }
-    /// One more watch has its initial listing.
-    pub fn listed(&self) {
-        self.listed.fetch_add(1, Ordering::Relaxed);
-    }
-    /// Every expected watch has listed.
-    pub fn ready(&self) -> bool {
-        self.listed.load(Ordering::Relaxed) >= self.total.load(Ordering::Relaxed)
-    }
-}
+use crate::runtime::watching::Readiness;
 
 /// Shared state of the HTTP listener.
 #[derive(Debug)]

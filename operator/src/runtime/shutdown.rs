@@ -28,7 +28,6 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use kube::Api;
 use kube::api::{DynamicObject, ListParams, Patch, PatchParams};
@@ -36,7 +35,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use crate::core::shutdown::{
-    self as decide, Callback, Decision, Hook, Phase, Reason, STATUS_KEY, State, Target,
+    self as decide, Callback, Decision, Hook, Reached, Reason, STATUS_KEY, State, Target,
 };
 use crate::runtime::discovery::Served;
 use crate::runtime::kit::Locked;
@@ -46,6 +45,7 @@ use crate::runtime::readmodel::ReadModel;
 mod callbacks;
 mod endpoint;
 
+pub use crate::core::shutdown::{Answer, Called, Gate};
 pub use callbacks::Callbacks;
 pub use endpoint::{NoRandomness, call, mint_token};
 
@@ -68,68 +68,6 @@ pub enum WriteError {
 impl WriteError {
     fn conflict(&self) -> bool {
         matches!(self, WriteError::Api(kube::Error::Api(s)) if s.code == 409)
-    }
-}
-
-/// What the sync controller may do with the children now.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Gate {
-    /// The application stopped (or the failure strategy says delete): go on.
-    Open,
-    /// Not yet: look again after this long (`None`: only on a change, e.g. degraded).
-    Wait(Option<Duration>),
-    /// The handshake could not be advanced (e.g. a conflicting write); retry with backoff.
-    Failed(String),
-}
-
-/// How the endpoint answered.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Called {
-    /// Any answer but 404: the request is taken.
-    Accepted(u16),
-    /// 404: the application is already gone.
-    Gone,
-    /// No answer (connection error, timeout, bad URL).
-    Failed(String),
-}
-
-/// The answer to a callback, as the listener turns it into HTTP.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Answer {
-    /// 200: confirmed; the state is now Stopped.
-    Confirmed,
-    /// 200: the handshake was already over; nothing changed.
-    AlreadyDone,
-    /// 401: wrong or missing token; nothing changed.
-    Refused,
-    /// 404: no such parent, or no shutdown pending on it.
-    Unknown(String),
-    /// 400: the body is not a JSON object.
-    Malformed(String),
-    /// 503: the state could not be read or written (API server trouble).
-    Unavailable(String),
-}
-
-impl Answer {
-    /// The HTTP status code.
-    pub fn code(&self) -> u16 {
-        match self {
-            Answer::Confirmed | Answer::AlreadyDone => 200,
-            Answer::Refused => 401,
-            Answer::Unknown(_) => 404,
-            Answer::Malformed(_) => 400,
-            Answer::Unavailable(_) => 503,
-        }
-    }
-
-    /// A short text for the response body.
-    pub fn message(&self) -> String {
-        match self {
-            Answer::Confirmed => "confirmed".to_owned(),
-            Answer::AlreadyDone => "already confirmed".to_owned(),
-            Answer::Refused => "wrong or missing token".to_owned(),
-            Answer::Unknown(m) | Answer::Malformed(m) | Answer::Unavailable(m) => m.clone(),
-        }
     }
 }
 
@@ -256,11 +194,7 @@ impl Shutdown {
     }
 
     fn wake(&self, namespace: &str, name: &str) {
-        let ns = if namespace == decide::CLUSTER_SCOPE {
-            ""
-        } else {
-            namespace
-        };
+        let ns = decide::namespace_of(namespace);
         let _ = self.wake.send((ns.to_owned(), name.to_owned()));
     }
 
@@ -336,7 +270,7 @@ impl Shutdown {
         match decide::decide(stored.as_ref(), &self.hook, reason, now) {
             Decision::Proceed => Gate::Open,
             Decision::Hold => Gate::Wait(None),
-            Decision::Wait { until } => Gate::Wait(Some(until_from(now, until))),
+            Decision::Wait { until } => Gate::Wait(Some(decide::wait_until(now, until))),
             Decision::Request { attempt, timed_out } => {
                 self.request(body, stored.as_ref(), reason, attempt, timed_out)
                     .await
@@ -345,36 +279,14 @@ impl Shutdown {
                 let Some(stored) = stored else {
                     return Gate::Failed("no handshake to fail".to_owned());
                 };
-                let give_up = self.hook.failure == decide::FailureStrategy::GiveUp;
-                let what = if give_up {
-                    "the children are kept and the parent is degraded; remove status.shutdown to try again"
-                } else {
-                    "deleting the children anyway"
-                };
-                let message = format!(
-                    "the application did not confirm its shutdown ({}) after {} attempt(s) of {:?}; failure strategy {}: {what}",
-                    stored.reason.as_str(),
-                    stored.attempts,
-                    self.hook.grace,
-                    self.hook.failure
-                );
-                let phase = if give_up {
-                    Phase::Degraded
-                } else {
-                    Phase::ForcedDelete
-                };
-                let next = stored.moved(phase, message.clone());
-                if let Err(err) = self.write(body, Some(&next)).await {
+                let failure = decide::give_up(&stored, &self.hook);
+                if let Err(err) = self.write(body, Some(&failure.state)).await {
                     return Gate::Failed(format!("cannot record the failed shutdown: {err}"));
                 }
                 tracing::warn!(sync = %self.sync_id, namespace = %key.0, name = %key.1, strategy = %self.hook.failure, "The application did not confirm its shutdown.");
-                self.event(body, "Warning", "ShutdownFailed", &message)
+                self.event(body, "Warning", "ShutdownFailed", &failure.state.message)
                     .await;
-                if give_up {
-                    Gate::Wait(None)
-                } else {
-                    Gate::Open
-                }
+                failure.gate
             }
         }
     }
@@ -403,7 +315,7 @@ impl Shutdown {
         // The same token for every attempt of one handshake, while this core knows it.
         let known = self.tokens.locked().get(&key).cloned();
         let (token, hash) = match known {
-            Some((t, h)) if attempt > 1 && stored.is_some_and(|s| s.token_sha256 == h) => (t, h),
+            Some((t, h)) if decide::reuses_token(attempt, stored, Some(&h)) => (t, h),
             _ => match mint_token() {
                 Ok(t) => {
                     let h = decide::token_sha256(&t);
@@ -413,7 +325,7 @@ impl Shutdown {
             },
         };
         let now = jiff::Timestamp::now();
-        let mut waiting = State::waiting(&self.hook, reason, attempt, now, hash.clone());
+        let waiting = State::waiting(&self.hook, reason, attempt, now, hash.clone());
         let rv = match self.write(body, Some(&waiting)).await {
             Ok(rv) => rv,
             Err(err) => return Gate::Failed(format!("cannot record the shutdown request: {err}")),
@@ -422,11 +334,7 @@ impl Shutdown {
             .locked()
             .insert(key.clone(), (token.clone(), hash));
         if timed_out {
-            let message = format!(
-                "no confirmation within {:?}; asking the application again (attempt {attempt} of {})",
-                self.hook.grace,
-                self.hook.attempts()
-            );
+            let message = decide::timed_out_message(&self.hook, attempt);
             tracing::warn!(sync = %self.sync_id, namespace = %key.0, name = %key.1, attempt, "The shutdown timed out; asking again.");
             self.event(body, "Warning", "ShutdownTimedOut", &message)
                 .await;
@@ -437,14 +345,10 @@ impl Shutdown {
             target.namespace,
             target.name,
         );
-        let called = match self.hook.url(target) {
+        let (called, url) = match self.hook.url(target) {
             Ok(url) => {
                 let payload = decide::request_body(&token, &callback, reason, target);
-                let timeout = self
-                    .hook
-                    .grace
-                    .clamp(Duration::from_secs(1), Duration::from_secs(10));
-                (call(&url, &payload, timeout).await, url)
+                (call(&url, &payload, self.hook.call_timeout()).await, url)
             }
             Err(err) => (Called::Failed(err.to_string()), String::new()),
         };
@@ -452,14 +356,8 @@ impl Shutdown {
         if let Some(m) = current.pointer_mut("/metadata/resourceVersion") {
             *m = json!(rv);
         }
-        match called {
-            (Called::Gone, url) => {
-                let stopped = waiting.moved(
-                    Phase::Stopped,
-                    format!(
-                        "the shutdown endpoint {url} answered 404: the application is already gone"
-                    ),
-                );
+        match decide::reached(called, &url, &waiting, &self.hook, reason, attempt) {
+            Reached::Gone(stopped) => {
                 if let Err(err) = self.write(&current, Some(&stopped)).await {
                     return Gate::Failed(format!("cannot record the stopped application: {err}"));
                 }
@@ -468,29 +366,17 @@ impl Shutdown {
                     .await;
                 Gate::Open
             }
-            (Called::Accepted(code), url) => {
+            Reached::Asked { code, message } => {
                 tracing::info!(sync = %self.sync_id, namespace = %key.0, name = %key.1, %url, code, attempt, "Asked the application to stop.");
-                let message = format!(
-                    "asked the application to stop ({}) at {url}, attempt {attempt} of {}; waiting up to {:?} for its callback",
-                    reason.as_str(),
-                    self.hook.attempts(),
-                    self.hook.grace
-                );
                 self.event(body, "Normal", "ShutdownRequested", &message)
                     .await;
                 Gate::Wait(Some(self.hook.grace))
             }
-            (Called::Failed(err), url) => {
-                tracing::warn!(sync = %self.sync_id, namespace = %key.0, name = %key.1, %url, error = %err, attempt, "Cannot reach the application's shutdown endpoint.");
-                let message = format!(
-                    "cannot reach the shutdown endpoint {url}: {err} (attempt {attempt} of {}; the next one after {:?})",
-                    self.hook.attempts(),
-                    self.hook.grace
-                );
-                waiting.message.clone_from(&message);
+            Reached::Unreached { error, state } => {
+                tracing::warn!(sync = %self.sync_id, namespace = %key.0, name = %key.1, %url, error = %error, attempt, "Cannot reach the application's shutdown endpoint.");
                 // Best effort: a conflict means something newer is there (e.g. a callback).
-                let _ = self.write(&current, Some(&waiting)).await;
-                self.event(body, "Warning", "ShutdownRequestFailed", &message)
+                let _ = self.write(&current, Some(&state)).await;
+                self.event(body, "Warning", "ShutdownRequestFailed", &state.message)
                     .await;
                 Gate::Wait(Some(self.hook.grace))
             }
@@ -504,7 +390,7 @@ impl Shutdown {
     /// The failed write.
     pub async fn clear(&self, body: &Value) -> Result<(), ClearFailed> {
         let key = key_of(body);
-        if body.pointer("/status/shutdown").is_none_or(Value::is_null) {
+        if !State::present(body) {
             self.remember(&key, None);
             return Ok(());
         }
@@ -521,32 +407,14 @@ impl Shutdown {
     /// Judges a callback for the parent `namespace`/`name` (`_`: cluster-wide) with `body`
     /// (`{"token": "..."}`).
     pub async fn confirm(&self, namespace: &str, name: &str, body: &[u8]) -> Answer {
-        let token = match serde_json::from_slice::<Value>(body) {
-            Ok(Value::Object(map)) => map
-                .get("token")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned(),
-            Ok(_) => return Answer::Malformed("the body must be a JSON object".to_owned()),
-            Err(err) => return Answer::Malformed(format!("the body is not JSON: {err}")),
+        let token = match decide::callback_token(body) {
+            Ok(token) => token,
+            Err(answer) => return answer,
         };
-        let valid = |s: &str| {
-            !s.is_empty()
-                && s.len() <= 253
-                && s.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
-        };
+        if !decide::known_parent(namespace, name, self.parent.namespaced, &self.namespaces) {
+            return Answer::no_such_parent(namespace, name);
+        }
         let cluster = namespace == decide::CLUSTER_SCOPE;
-        if !valid(name) || !(cluster || valid(namespace)) {
-            return Answer::Unknown(format!("no such parent: {namespace}/{name}"));
-        }
-        if cluster == self.parent.namespaced
-            || (!cluster
-                && !self.namespaces.is_empty()
-                && !self.namespaces.iter().any(|n| n == namespace))
-        {
-            return Answer::Unknown(format!("no such parent: {namespace}/{name}"));
-        }
         let api = self.api((!cluster).then_some(namespace));
         for _ in 0..5 {
             // A list by name (a consistent read): the core's RBAC has `list`, not `get`.
@@ -554,9 +422,7 @@ impl Shutdown {
             let parent = match api.list(&params).await {
                 Ok(list) => match list.items.into_iter().next() {
                     Some(p) => p,
-                    None => {
-                        return Answer::Unknown(format!("no such parent: {namespace}/{name}"));
-                    }
+                    None => return Answer::no_such_parent(namespace, name),
                 },
                 Err(err) => return Answer::Unavailable(format!("cannot read the parent: {err}")),
             };
@@ -582,13 +448,9 @@ impl Shutdown {
                 }
                 Callback::AlreadyDone => return Answer::AlreadyDone,
                 Callback::Refuse => {
-                    let message = if token.is_empty() {
-                        "a shutdown callback without a token was refused".to_owned()
-                    } else {
-                        "a shutdown callback with a wrong token was refused".to_owned()
-                    };
+                    let message = decide::refusal(&token);
                     tracing::warn!(sync = %self.sync_id, namespace, name, "{message}");
-                    self.event(&body, "Warning", "ShutdownCallbackRefused", &message)
+                    self.event(&body, "Warning", "ShutdownCallbackRefused", message)
                         .await;
                     return Answer::Refused;
                 }
@@ -611,12 +473,6 @@ impl Shutdown {
         }
         Answer::Unavailable("the parent kept changing; try again".to_owned())
     }
-}
-
-fn until_from(now: jiff::Timestamp, until: jiff::Timestamp) -> Duration {
-    let d = until.duration_since(now);
-    // A little after the deadline, so that the next look finds it passed.
-    Duration::try_from(d).unwrap_or_default() + Duration::from_millis(50)
 }
 
 #[cfg(test)]

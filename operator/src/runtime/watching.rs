@@ -12,6 +12,7 @@
 //! — so readiness means "every controller has seen every object", not only "the API answered".
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,7 +25,42 @@ use tokio::sync::mpsc;
 use crate::core::namespaces::Namespaces;
 use crate::runtime::discovery::Served;
 use crate::runtime::kit::{self, Locked};
-use crate::runtime::serving::Readiness;
+
+/// Counts the watches that have finished their initial listing against those expected.
+#[derive(Debug)]
+pub struct Readiness {
+    total: AtomicUsize,
+    listed: AtomicUsize,
+}
+
+impl Default for Readiness {
+    fn default() -> Self {
+        Readiness {
+            total: AtomicUsize::new(usize::MAX),
+            listed: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl Readiness {
+    /// Not ready until [`Readiness::expect`] says how many watches to wait for.
+    pub fn reset(&self) {
+        self.listed.store(0, Ordering::Relaxed);
+        self.total.store(usize::MAX, Ordering::Relaxed);
+    }
+    /// Ready once `total` watches have listed.
+    pub fn expect(&self, total: usize) {
+        self.total.store(total, Ordering::Relaxed);
+    }
+    /// One more watch has its initial listing.
+    pub fn listed(&self) {
+        self.listed.fetch_add(1, Ordering::Relaxed);
+    }
+    /// Every expected watch has listed.
+    pub fn ready(&self) -> bool {
+        self.listed.load(Ordering::Relaxed) >= self.total.load(Ordering::Relaxed)
+    }
+}
 
 /// One event of a shared watch, as every subscriber receives it.
 pub type Event = Arc<watcher::Event<DynamicObject>>;

@@ -5,8 +5,11 @@
 
 mod calls;
 mod handler;
-mod manifest;
 
+pub use crate::core::manifest::{
+    AdmissionRegistrationError, ContractError, Manifest, Registration, Registrations,
+    SyncRegistrationError, SyncSpec, TaskRegistrationError, TaskSpec, WideRegistration,
+};
 pub use calls::{
     CallError, ChildGroup, FinalizeAnswer, SyncAnswer, SyncRequest, TaskError, TaskRequest,
     TaskUpdate, TaskUpdates,
@@ -14,10 +17,6 @@ pub use calls::{
 pub use handler::{
     AdmissionAnswerError, AdmissionCall, AdmissionReply, Answer, Call, DaemonInput, DaemonOutput,
     EventRequest, Login, ResolvedResource, StopReason, SubAnswer, SubRecord, SubResult,
-};
-pub use manifest::{
-    AdmissionRegistrationError, ContractError, Manifest, Registration, Registrations,
-    SyncRegistrationError, SyncSpec, TaskRegistrationError, TaskSpec, WideRegistration,
 };
 
 use std::time::Duration;

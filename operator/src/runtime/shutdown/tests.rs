@@ -1,5 +1,6 @@
 //! The shutdown hook's effects, with a real listener on 127.0.0.1.
 use super::*;
+use std::time::Duration;
 
 #[test]
 fn tokens_are_fresh_and_url_safe() {

@@ -13,7 +13,9 @@ use serde_json::Value;
 
 use super::FIELD_MANAGER;
 use super::state::hash_of;
-use crate::core::sync::{self as decide, ChildKey, ChildType, Desired, Existing, Observed, Step};
+use crate::core::sync::{
+    self as decide, ChildKey, ChildType, Controller, Desired, Existing, Observed, Step,
+};
 use crate::runtime::context::Context;
 use crate::runtime::discovery::Served;
 use crate::runtime::kit::{api_for, status_code, typed};
@@ -149,23 +151,21 @@ impl Children {
             .owner_references
             .iter()
             .flatten()
-            .find(|r| r.controller == Some(true));
-        match controller {
-            Some(r) if r.uid == parent_uid => {
-                let rv = obj.metadata.resource_version.clone().unwrap_or_default();
-                let cached = applied.get(&d.key()) == Some(&(hash_of(&d.body), rv));
-                let current = cached
-                    || decide::contains(
-                        &typed(obj.as_ref(), &self.kinds[d.type_index].0.resource),
-                        &d.body,
-                    );
-                Existing::Own { current }
-            }
-            Some(r) => Existing::Foreign {
-                owner: format!("{} {:?}", r.kind, r.name),
-            },
-            None => Existing::Orphan,
-        }
+            .find(|r| r.controller == Some(true))
+            .map(|r| Controller {
+                uid: &r.uid,
+                kind: &r.kind,
+                name: &r.name,
+            });
+        decide::existing(controller, parent_uid, || {
+            let rv = obj.metadata.resource_version.clone().unwrap_or_default();
+            let cached = applied.get(&d.key()) == Some(&(hash_of(&d.body), rv));
+            cached
+                || decide::contains(
+                    &typed(obj.as_ref(), &self.kinds[d.type_index].0.resource),
+                    &d.body,
+                )
+        })
     }
 
     /// Applies or deletes one child; `record` learns what changed in the applied children

@@ -1,52 +1,61 @@
 //! Finalizing a deleted parent: `Finalize` until the handler says it may go, its status written,
 //! then the finalizer released.
 
-use std::time::Duration;
+use std::sync::Arc;
 
 use serde_json::Value;
 
 use super::Key;
-use super::syncer::{Ended, Syncer};
-use super::writes::Released;
-use crate::core::sync::Parent;
+use super::children::Children;
+use super::handler::Handler;
+use super::writes::{ParentWriter, Released, Reporter};
+use crate::core::sync::{self as decide, Ended, Parent, Unusable};
+use crate::runtime::shutdown::Shutdown;
 
-impl Syncer {
+/// Finalizes the deleted parents of a registration that finalizes.
+pub(super) struct Finalizer {
+    /// The handlers.
+    pub(super) handler: Arc<Handler>,
+    /// The children (sent with the call).
+    pub(super) children: Arc<Children>,
+    /// Writes the status and releases the finalizer.
+    pub(super) writer: Arc<ParentWriter>,
+    /// Tells the parent about refusals.
+    pub(super) reporter: Arc<Reporter>,
+    /// The registration's shutdown hook (forgets a finalized parent).
+    pub(super) shutdown: Option<Arc<Shutdown>>,
+    /// The registration's id.
+    pub(super) sync_id: String,
+}
+
+impl Finalizer {
     /// Calls Finalize about a deleted parent and releases it when the handler is done.
     pub(super) async fn finalize(&self, key: &Key, body: &Value) -> Ended {
         let parent = Parent::of(body);
         let current = self.children.current(&parent.uid);
-        let request = self.request(body, &current, true);
-        let response = match self.port.finalize(request, self.deadline()).await {
+        let response = match self.handler.finalize(body, &current).await {
             Ok(r) => r,
             Err(err) => return Ended::Failed(err.to_string()),
         };
-        if let Some(error) = response.error {
-            return Ended::Failed(format!("the finalize handler failed: {error}"));
-        }
-        let status = match response.status {
+        let status = match decide::read_final(response.error, response.status) {
             Ok(s) => s,
-            Err(e) => {
-                return self
-                    .refuse(key, body, &format!("the status is not JSON: {e}"))
-                    .await;
+            Err(Unusable::Failed(ended)) => return ended,
+            Err(Unusable::Refused(refused)) => {
+                return self.reporter.refuse(key, body, &refused).await;
             }
         };
         if status.is_some()
-            && self.parents.served.has_status
+            && self.writer.parent.has_status
             && let Err(e) = self.writer.status(body, status.as_ref(), None).await
         {
             return Ended::Failed(e.to_string());
         }
-        if !response.finalized {
-            let after = response
-                .resync_after
-                .filter(|d| !d.is_zero())
-                .unwrap_or(Duration::from_secs(5));
+        if let Some(after) = decide::finalize_again(response.finalized, response.resync_after) {
             return Ended::Done(Some(after));
         }
         match self.writer.remove_finalizer(body).await {
             Ok(Released::Removed) => {
-                tracing::info!(sync = %self.spec.id, "Finalized; the finalizer is removed.");
+                tracing::info!(sync = %self.sync_id, "Finalized; the finalizer is removed.");
                 if let Some(shutdown) = &self.shutdown {
                     shutdown.forget(key);
                 }

@@ -17,12 +17,29 @@
 //! # Caveats
 //! Rolling updates remember their progress in memory: after a restart of the core, a rollout
 //! continues from the first child that still differs.
+//!
+//! # Parts
+//! Each with one job; they share what they need through `Arc`s, and every decision is in
+//! [`crate::core::sync`].
+//! - `work::run`: one sync per parent at a time, requeues by timers.
+//! - `syncer::Syncer`: the sync of one parent: its lock, its lifecycle, the count of its
+//!   failures (the backoff), its row in the read model.
+//! - `apply::Applier`: Sync called and its answer performed (children applied and deleted,
+//!   removals behind the shutdown hook's gate, the status).
+//! - `finalize::Finalizer`: Finalize called until the parent may go, the finalizer released.
+//! - `handler::Handler`: the requests to the registration's handlers.
+//! - `children::Children`: the declared child types, their stores, one child applied or
+//!   deleted.
+//! - `state::Parents`: the parents' stores and what is remembered about each.
+//! - `writes::ParentWriter`, `writes::Reporter`: the writes on a parent; what it is told about
+//!   a refused or partly refused sync.
 
+mod apply;
 mod children;
 mod finalize;
+mod handler;
 mod state;
 mod syncer;
-mod view;
 mod work;
 mod writes;
 
@@ -112,15 +129,19 @@ pub async fn serve(
             let parent_namespaced = parent.namespaced;
             tasks.spawn(reflect(subscription, writer, move |event| {
                 if let Some(obj) = touched(event) {
-                    for r in obj.metadata.owner_references.iter().flatten() {
-                        if r.controller == Some(true) && r.kind == pkind && r.api_version == papi {
-                            let ns = if parent_namespaced {
-                                obj.metadata.namespace.clone().unwrap_or_default()
-                            } else {
-                                String::new()
-                            };
-                            let _ = tx.send((ns, r.name.clone()));
+                    let owners = obj.metadata.owner_references.iter().flatten().map(|r| {
+                        crate::core::sync::Owner {
+                            controller: r.controller == Some(true),
+                            kind: &r.kind,
+                            api_version: &r.api_version,
+                            name: &r.name,
                         }
+                    });
+                    let ns = obj.metadata.namespace.as_deref().unwrap_or_default();
+                    for key in
+                        crate::core::sync::parents_of(owners, &pkind, &papi, parent_namespaced, ns)
+                    {
+                        let _ = tx.send(key);
                     }
                 }
             }));
@@ -148,21 +169,50 @@ pub async fn serve(
         tracing::info!(sync = %spec.id, resource = %s.resource, "Serving the shutdown hook's callbacks.");
         s
     });
-    let syncer = Arc::new(syncer::Syncer {
-        children: children::Children {
-            env: Arc::clone(&env),
-            types,
-            kinds: children,
-        },
-        writer: writes::ParentWriter {
-            env: Arc::clone(&env),
-            parent: parent.clone(),
-            finalizer,
-        },
-        parents: state::Parents::new(parent, parents),
-        env,
-        spec,
+    let children = Arc::new(children::Children {
+        env: Arc::clone(&env),
+        types,
+        kinds: children,
+    });
+    let handler = Arc::new(handler::Handler {
         port,
+        sync_id: spec.id.clone(),
+        deadline: spec.call_timeout.unwrap_or(env.settings.call_timeout),
+        children: Arc::clone(&children),
+    });
+    let parents = Arc::new(state::Parents::new(parent.clone(), parents));
+    let writer = Arc::new(writes::ParentWriter {
+        env: Arc::clone(&env),
+        parent,
+        finalizer,
+    });
+    let reporter = Arc::new(writes::Reporter {
+        writer: Arc::clone(&writer),
+        parents: Arc::clone(&parents),
+    });
+    let syncer = Arc::new(syncer::Syncer {
+        applier: apply::Applier {
+            handler: Arc::clone(&handler),
+            children: Arc::clone(&children),
+            parents: Arc::clone(&parents),
+            writer: Arc::clone(&writer),
+            reporter: Arc::clone(&reporter),
+            shutdown: shutdown.clone(),
+            resync: spec.resync,
+        },
+        finalizer: finalize::Finalizer {
+            handler,
+            children,
+            writer: Arc::clone(&writer),
+            reporter,
+            shutdown: shutdown.clone(),
+            sync_id: spec.id.clone(),
+        },
+        sync_id: spec.id,
+        finalize: spec.finalize,
+        env,
+        parents,
+        writer,
         shutdown,
     });
     work::run(tx, rx, move |key| {

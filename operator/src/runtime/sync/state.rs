@@ -10,19 +10,15 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use serde_json::Value;
 
 use super::Key;
-use crate::core::sync::{ChildKey, Rollout};
+use crate::core::sync::{ChildKey, Errors, Rollout};
 use crate::runtime::discovery::Served;
 use crate::runtime::kit::Locked;
 
 /// What the controller remembers about a parent between syncs.
 #[derive(Debug, Default)]
 pub(super) struct ParentState {
-    /// Failures in a row.
-    pub(super) errors: u32,
-    /// Failures in all.
-    pub(super) total_errors: u64,
-    /// The last failure's message.
-    pub(super) last_error: Option<String>,
+    /// Its failures.
+    pub(super) errors: Errors,
     /// Rolling updates in progress, per child type.
     pub(super) rollouts: BTreeMap<usize, Rollout>,
     /// Per child: hash of the body we applied last and the resourceVersion it produced.

@@ -1,5 +1,6 @@
 //! The writes on a sync's parent: its status (the handler's and `syncError`), the finalizer, and
-//! the Warning Events about it.
+//! the Warning Events about it ([`ParentWriter`]); and what the parent is told about a refused or
+//! partly refused sync ([`Reporter`]).
 
 use std::sync::Arc;
 
@@ -7,7 +8,10 @@ use kube::Api;
 use kube::api::{DynamicObject, Patch, PatchParams};
 use serde_json::{Value, json};
 
-use crate::core::sync as decide;
+use super::Key;
+use super::state::Parents;
+use crate::core::finalizer;
+use crate::core::sync::{self as decide, Ended, Refused};
 use crate::runtime::context::Context;
 use crate::runtime::discovery::Served;
 use crate::runtime::kit::{api_for, status_code};
@@ -46,12 +50,7 @@ impl ParentWriter {
 
     /// Whether the parent carries the registration's finalizer.
     pub(super) fn has_finalizer(&self, body: &Value) -> bool {
-        body.pointer("/metadata/finalizers")
-            .and_then(Value::as_array)
-            .is_some_and(|f| {
-                f.iter()
-                    .any(|f| f.as_str() == Some(self.finalizer.as_str()))
-            })
+        finalizer::is_blocked(body, &self.finalizer)
     }
 
     /// Writes the handler's `status` and the error (or its absence), if the parent has a status
@@ -106,21 +105,10 @@ impl ParentWriter {
 
     /// Adds the finalizer, guarded by the resourceVersion seen.
     pub(super) async fn add_finalizer(&self, body: &Value) -> Result<(), kube::Error> {
-        let rv = body
-            .pointer("/metadata/resourceVersion")
-            .cloned()
-            .unwrap_or(Value::Null);
-        let ops = if body
-            .pointer("/metadata/finalizers")
-            .is_some_and(Value::is_array)
-        {
-            json!([{"op": "test", "path": "/metadata/resourceVersion", "value": rv},
-                   {"op": "add", "path": "/metadata/finalizers/-", "value": self.finalizer}])
-        } else {
-            json!([{"op": "test", "path": "/metadata/resourceVersion", "value": rv},
-                   {"op": "add", "path": "/metadata/finalizers", "value": [self.finalizer]}])
-        };
-        self.json_patch(body, ops).await
+        match finalizer::block_deletion(body, &self.finalizer) {
+            Some(ops) => self.json_patch(body, ops).await,
+            None => Ok(()),
+        }
     }
 
     /// Removes the finalizer, guarded by its position; a parent that is gone is no error.
@@ -168,6 +156,34 @@ impl ParentWriter {
                 self.env.metrics.api("patch", status_code(&err));
                 Err(err)
             }
+        }
+    }
+}
+
+/// Tells a parent about a refused or partly refused sync.
+pub(super) struct Reporter {
+    /// Writes the status and the Events.
+    pub(super) writer: Arc<ParentWriter>,
+    /// The parents' last failures.
+    pub(super) parents: Arc<Parents>,
+}
+
+impl Reporter {
+    /// Refuses a response: nothing applied, the error in the status and an Event.
+    pub(super) async fn refuse(&self, key: &Key, body: &Value, refused: &Refused) -> Ended {
+        let message = refused.message();
+        if let Err(e) = self.writer.status(body, None, Some(&message)).await {
+            tracing::warn!(error = %e, "Cannot report the refusal in the status.");
+        }
+        self.report(key, body, &message).await;
+        Ended::Reported(message)
+    }
+
+    /// Posts a Warning Event about the parent, once per distinct message in a row.
+    pub(super) async fn report(&self, key: &Key, body: &Value, message: &str) {
+        let repeated = self.parents.with(key, |s| s.errors.repeats(message));
+        if !repeated {
+            self.writer.warn(body, message).await;
         }
     }
 }

@@ -31,15 +31,30 @@
 //! - A task deleted while it waits simply goes: it never ran, nothing is recorded.
 //! - The core's stop (SIGTERM, a reload) cancels running calls too, but records nothing: the
 //!   task stays Running and is resumed (sequential) or run again (parallel) by the next core.
+//!
+//! # Parts
+//! Each with one job; they share what they need through `Arc`s, and every decision is in
+//! [`crate::core::tasks`].
+//! - `snapshot::Registry`: the registrations and their stores; every task as seen (`Seen`).
+//! - `pass::Pass`: the loop and what it remembers between passes; does what
+//!   [`crate::core::tasks::PassMemory::look`] decides about every task not running, and claims
+//!   a worker for every parent with queued tasks.
+//! - `pool::Pool`: the workers' slots (which task each runs, how to cancel it) and the tasks
+//!   ended here; chooses a parent's next task ([`crate::core::tasks::next`]).
+//! - `worker::Worker`: one turn on a parent: its lock, its next task read fresh
+//!   ([`crate::core::tasks::start`]), the finalizer, the parent, phase Running, the run, the end.
+//! - `call::Run`: one run of a task: the service call and its stream, its steps.
+//! - `writes::Writes`: the writes about tasks (status, finalizer, deletion, Events).
 
 mod call;
 mod pass;
+mod pool;
 mod snapshot;
 mod view;
 mod worker;
 mod writes;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use kube::api::DynamicObject;
@@ -75,15 +90,6 @@ impl Reg {
     fn retention(&self, env: &Context) -> Duration {
         self.spec.retention.unwrap_or(env.task_retention)
     }
-}
-
-/// The controller: the registrations, the writes, the workers.
-struct Tasks {
-    env: Arc<Context>,
-    regs: Vec<Reg>,
-    finalizer: String,
-    writes: writes::Writes,
-    workers: worker::Workers,
 }
 
 fn text<'a>(body: &'a Value, pointer: &str) -> &'a str {
@@ -149,19 +155,23 @@ pub async fn serve(env: Arc<Context>, specs: Vec<(TaskSpec, Arc<dyn TaskPort>, W
         let _ = store.wait_until_ready().await;
     }
     let finalizer = format!("{}/task", env.prefix);
-    let controller = Arc::new(Tasks {
-        writes: writes::Writes {
-            env: Arc::clone(&env),
-            finalizer: finalizer.clone(),
-        },
-        workers: worker::Workers {
-            shared: Mutex::default(),
-            wake,
-        },
-        env,
+    let registry = Arc::new(snapshot::Registry {
         regs,
+        finalizer: finalizer.clone(),
+    });
+    let writes = Arc::new(writes::Writes {
+        env: Arc::clone(&env),
         finalizer,
     });
-    controller.run(rx).await;
+    let pool = Arc::new(pool::Pool::new(wake));
+    let worker = Arc::new(worker::Worker {
+        env: Arc::clone(&env),
+        registry: Arc::clone(&registry),
+        writes: Arc::clone(&writes),
+        pool: Arc::clone(&pool),
+    });
+    pass::Pass::new(env, registry, writes, pool, worker)
+        .run(rx)
+        .await;
     watches.shutdown().await;
 }

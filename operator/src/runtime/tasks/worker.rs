@@ -1,71 +1,26 @@
-//! The workers: one per parent with queued tasks. A worker takes the parent's lock, chooses the
-//! parent's next task ([`crate::core::tasks::next`]), marks it Running with the finalizer, and
-//! runs it through the service ([`super::call`]).
+//! A worker: one per parent with queued tasks. It takes the parent's lock, chooses the parent's
+//! next task ([`crate::core::tasks::next`]), marks it Running with the finalizer, has it run
+//! ([`super::call::Run`]) and records its end.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 use jiff::Timestamp;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tracing::Instrument as _;
 
-use super::snapshot::snapshot;
-use super::view::{Shown, publish};
-use super::{Reg, Tasks};
-use crate::core::tasks::{self as decide, Candidate, Ending, Phase, StepRecord, TaskStatus};
-use crate::runtime::kit::{Locked, api_for, typed};
+use super::call::Run;
+use super::pool::{Chosen, Pool, SlotGuard};
+use super::snapshot::Registry;
+use super::view::publish_running;
+use super::writes::Writes;
+use crate::core::tasks::{self as decide, Ending, RETRY_SOON, Start};
+use crate::runtime::context::Context;
+use crate::runtime::kit::{api_for, typed};
 use crate::runtime::locks::LockKey;
 use crate::runtime::ports::TaskRequest;
 
-/// The task a parent's worker chose.
-#[derive(Debug, Clone)]
-pub(super) struct Chosen {
-    /// Its registration.
-    pub(super) reg: usize,
-    /// Its namespace.
-    pub(super) namespace: String,
-    /// Its name.
-    pub(super) name: String,
-    /// Its uid.
-    pub(super) uid: String,
-}
-
-/// A parent with a worker.
-#[derive(Debug, Default)]
-pub(super) struct Slot {
-    /// The task it runs, once chosen.
-    pub(super) task: Option<Chosen>,
-    /// Cancels the running call.
-    pub(super) cancel: Option<oneshot::Sender<()>>,
-}
-
-/// What the controller loop and the workers share.
-#[derive(Debug, Default)]
-pub(super) struct Shared {
-    /// Parents with a worker (waiting for the parent's lock or running a task).
-    pub(super) slots: HashMap<LockKey, Slot>,
-    /// Tasks (uids) that this core ran to their end: never started again, even while the watch
-    /// does not show their end yet.
-    pub(super) ended: HashSet<String>,
-}
-
-/// The workers' shared state and the loop's wake-up.
-pub(super) struct Workers {
-    /// The slots and the ended tasks.
-    pub(super) shared: Mutex<Shared>,
-    /// Wakes the loop.
-    pub(super) wake: mpsc::UnboundedSender<()>,
-}
-
-impl Workers {
-    /// The shared state, locked.
-    pub(super) fn shared(&self) -> MutexGuard<'_, Shared> {
-        self.shared.locked()
-    }
-}
-
 /// How a worker's turn on a parent ended.
-pub(super) enum Turn {
+enum Turn {
     /// Nothing to run (the lock came too late: the task went).
     Idle,
     /// The task ran to its end (or was ended by the core).
@@ -74,139 +29,88 @@ pub(super) enum Turn {
     Retry,
 }
 
-/// Removes a worker's slot when the worker ends (also when it panics or is aborted) and wakes
-/// the loop.
-pub(super) struct SlotGuard {
-    /// The controller.
-    pub(super) controller: Arc<Tasks>,
-    /// The parent.
-    pub(super) parent: LockKey,
+/// Runs the next task of a parent.
+pub(super) struct Worker {
+    /// The client, locks, metrics and read model.
+    pub(super) env: Arc<Context>,
+    /// The registrations and their stores.
+    pub(super) registry: Arc<Registry>,
+    /// The writes about tasks.
+    pub(super) writes: Arc<Writes>,
+    /// The slots (the worker's own is freed when it ends).
+    pub(super) pool: Arc<Pool>,
 }
 
-impl Drop for SlotGuard {
-    fn drop(&mut self) {
-        self.controller.workers.shared().slots.remove(&self.parent);
-        let _ = self.controller.workers.wake.send(());
-    }
-}
-
-/// Shows a running task in the read model.
-pub(super) fn publish_running(
-    tasks: &Tasks,
-    reg: &Reg,
-    chosen: &Chosen,
-    started: Option<Timestamp>,
-    steps: &[StepRecord],
-) {
-    let shown = Shown {
-        namespace: &chosen.namespace,
-        name: &chosen.name,
-        uid: &chosen.uid,
-        started,
-    };
-    publish(
-        &tasks.env.readmodel,
-        reg,
-        &shown,
-        Some(Phase::Running),
-        None,
-        steps,
-    );
-}
-
-impl Tasks {
-    /// The next task of `parent` (not deleted, not ended here), registered as the slot's task
-    /// with a fresh cancel channel — in one critical section with the loop's cancel checks.
-    fn choose(&self, parent: &LockKey) -> Option<(Chosen, oneshot::Receiver<()>)> {
-        let seen = snapshot(&self.regs, &self.finalizer);
-        let mut shared = self.workers.shared();
-        let candidates: Vec<Candidate<usize>> = seen
-            .iter()
-            .enumerate()
-            .filter(|(_, t)| {
-                t.parent.as_ref() == Some(parent)
-                    && !t.observed.deleting
-                    && !shared.ended.contains(&t.uid)
-            })
-            .map(|(i, t)| Candidate {
-                key: i,
-                priority: self.regs[t.reg].spec.priority,
-                created: t.created,
-                name: t.name.clone(),
-                phase: t.observed.status.phase,
-            })
-            .collect();
-        let next = decide::next(&candidates)?;
-        let t = &seen[next.key];
-        let chosen = Chosen {
-            reg: t.reg,
-            namespace: t.namespace.clone(),
-            name: t.name.clone(),
-            uid: t.uid.clone(),
+impl Worker {
+    /// A worker's life on `parent`, which has a slot in the pool: one turn, then the slot is
+    /// freed (also when it panics or is aborted) and the pass woken.
+    pub(super) async fn work(self: Arc<Self>, parent: LockKey) {
+        let guard = SlotGuard {
+            pool: Arc::clone(&self.pool),
+            parent: parent.clone(),
         };
-        let (tx, rx) = oneshot::channel();
-        let slot = shared.slots.entry(parent.clone()).or_default();
-        slot.task = Some(chosen.clone());
-        slot.cancel = Some(tx);
-        Some((chosen, rx))
+        match self.turn(&parent).await {
+            Turn::Ended(uid) => self.pool.end(uid),
+            Turn::Retry => tokio::time::sleep(RETRY_SOON).await,
+            Turn::Idle => {}
+        }
+        drop(guard);
     }
 
-    /// One worker turn on a parent: take its lock, choose its next task, run it.
-    pub(super) async fn turn(&self, parent: &LockKey) -> Turn {
+    /// One turn on a parent: take its lock, choose its next task, run it.
+    async fn turn(&self, parent: &LockKey) -> Turn {
         let _lock = self.env.locks.lock(parent.clone()).await;
-        let Some((chosen, cancel)) = self.choose(parent) else {
+        let seen = self.registry.snapshot();
+        let Some((chosen, cancel)) = self.pool.choose(&self.registry, &seen, parent) else {
             return Turn::Idle;
         };
+        drop(seen);
+        let id = &self.registry.regs[chosen.reg].spec.id;
         // One root span per run (exported when tracing is on); the call carries its
         // `traceparent`, so the service's spans join it.
         let span = tracing::info_span!(
             target: crate::telemetry::TARGET,
             parent: None,
             "task",
-            otel.name = format!("task {}", self.regs[chosen.reg].spec.id),
-            task = %self.regs[chosen.reg].spec.id,
+            otel.name = format!("task {id}"),
+            task = %id,
             namespace = %chosen.namespace,
             name = %chosen.name,
             parent = %parent.2,
         );
-        self.run_task(&chosen, cancel).instrument(span).await
+        self.start(&chosen, cancel).instrument(span).await
     }
 
-    async fn run_task(&self, chosen: &Chosen, mut cancel: oneshot::Receiver<()>) -> Turn {
-        let reg = &self.regs[chosen.reg];
+    /// Reads the chosen task fresh, adds the finalizer, reads the parent, marks the task
+    /// Running, has it run, and records its end.
+    async fn start(&self, chosen: &Chosen, cancel: oneshot::Receiver<()>) -> Turn {
+        let reg = &self.registry.regs[chosen.reg];
         let api = api_for(&self.env.client, &reg.task, Some(&chosen.namespace));
-        let obj = match api.get_opt(&chosen.name).await {
-            Ok(Some(obj)) if obj.metadata.uid.as_deref() == Some(chosen.uid.as_str()) => obj,
-            Ok(_) => return Turn::Idle,
+        let found = match api.get_opt(&chosen.name).await {
+            Ok(found) => found
+                .filter(|obj| obj.metadata.uid.as_deref() == Some(chosen.uid.as_str()))
+                .map(|obj| self.registry.observe(reg, &obj)),
             Err(err) => {
                 tracing::warn!(error = %err, "Cannot read the task; retrying.");
                 return Turn::Retry;
             }
         };
-        let mut body = typed(&obj, &reg.task.resource);
-        let status = TaskStatus::of(&body);
-        if status.phase.is_some_and(Phase::is_terminal) {
-            return Turn::Ended(chosen.uid.clone());
-        }
-        if obj.metadata.deletion_timestamp.is_some() {
-            // Deleted between the choice and now: the loop's clean-up records it.
-            return Turn::Idle;
-        }
-        let has_finalizer = obj
-            .metadata
-            .finalizers
-            .iter()
-            .flatten()
-            .any(|f| *f == self.finalizer);
-        if !has_finalizer {
-            match self.writes.add_finalizer(reg, &body).await {
-                Ok(fresh) => body = typed(&fresh, &reg.task.resource),
-                Err(err) => {
-                    tracing::warn!(error = %err, "Cannot add the task's finalizer; retrying.");
-                    return Turn::Retry;
+        let (body, status) = match (decide::start(found.as_ref().map(|(_, o)| o)), found) {
+            (Start::Ended, _) => return Turn::Ended(chosen.uid.clone()),
+            // Deleted between the choice and now: the pass's clean-up records it.
+            (Start::Idle, _) | (_, None) => return Turn::Idle,
+            (Start::AddFinalizer, Some((body, observed))) => {
+                match self.writes.add_finalizer(reg, &body).await {
+                    Ok(Some(fresh)) => (typed(&fresh, &reg.task.resource), observed.status),
+                    Ok(None) => (body, observed.status),
+                    Err(err) => {
+                        tracing::warn!(error = %err, "Cannot add the task's finalizer; retrying.");
+                        return Turn::Retry;
+                    }
                 }
             }
-        }
+            (Start::Run, Some((body, observed))) => (body, observed.status),
+        };
 
         // The parent, as the handler gets it.
         let parent_name = decide::parent_name(&body, &reg.spec.parent_field).unwrap_or_default();
@@ -216,13 +120,7 @@ impl Tasks {
         {
             Ok(Some(p)) => typed(&p, &reg.parent.resource),
             Ok(None) => {
-                let ending = Ending {
-                    phase: Phase::Failed,
-                    message: format!(
-                        "the parent {} {parent_name:?} does not exist",
-                        reg.parent.resource.kind
-                    ),
-                };
+                let ending = Ending::no_parent(&reg.parent.resource.kind, &parent_name);
                 self.writes.end(reg, &body, None, &ending, &[], None).await;
                 return Turn::Ended(chosen.uid.clone());
             }
@@ -236,36 +134,34 @@ impl Tasks {
         let now = Timestamp::now();
         let resume = decide::resume(reg.spec.mode, &status);
         let start = decide::running_patch(&body, reg.spec.mode, now);
-        let started = start["status"]["startTime"]
-            .as_str()
-            .and_then(|s| s.parse::<Timestamp>().ok());
+        let started = decide::start_of(&start);
         if let Err(err) = self
             .writes
             .patch_status(reg, &chosen.namespace, &chosen.name, &start)
             .await
         {
-            let ending = Ending {
-                phase: Phase::Failed,
-                message: format!("cannot write the task's status: {err}"),
-            };
+            let ending = Ending::unwritable(err);
             self.writes
                 .end(reg, &body, None, &ending, &[], Some(&parent))
                 .await;
             return Turn::Ended(chosen.uid.clone());
         }
-        let mut steps = resume.done.clone();
-        publish_running(self, reg, chosen, started, &steps);
+        publish_running(&self.env.readmodel, reg, chosen, started, &resume.done);
         tracing::info!(namespace = %chosen.namespace, task = %chosen.name, resume_from = resume.from, mode = ?reg.spec.mode, "Task started.");
         // Running until this function returns; the first start (not a resumption) also tells
         // how long the task waited since its creation.
-        let created = body
-            .pointer("/metadata/creationTimestamp")
-            .and_then(serde_json::Value::as_str)
-            .and_then(|t| t.parse::<Timestamp>().ok())
-            .filter(|_| status.start_time.is_none());
-        let waited = created.map(|c| now.duration_since(c));
+        let waited = decide::first_wait(&body, &status, now);
         let _running = self.env.metrics.task_started(&reg.spec.id, waited);
 
+        let mut run = Run {
+            readmodel: &self.env.readmodel,
+            writes: &self.writes,
+            reg,
+            chosen,
+            started,
+            steps: resume.done.clone(),
+            cancel,
+        };
         let request = TaskRequest {
             task_id: reg.spec.id.clone(),
             task: body.clone(),
@@ -275,11 +171,9 @@ impl Tasks {
             attempt_id: chosen.uid.clone(),
             traceparent: crate::telemetry::traceparent(&tracing::Span::current()),
         };
-        let ending = self
-            .call(chosen, request, &mut steps, &mut cancel, started)
-            .await;
+        let ending = run.follow(request).await;
         self.writes
-            .end(reg, &body, started, &ending, &steps, Some(&parent))
+            .end(reg, &body, started, &ending, &run.steps, Some(&parent))
             .await;
         Turn::Ended(chosen.uid.clone())
     }

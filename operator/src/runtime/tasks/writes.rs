@@ -8,9 +8,10 @@ use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams, Preconditions};
 use serde_json::{Value, json};
 
 use super::snapshot::Seen;
-use super::view::{Shown, publish};
+use super::view::publish;
 use super::{Reg, text};
-use crate::core::tasks::{self as decide, Ending, Phase, StepRecord};
+use crate::core::finalizer;
+use crate::core::tasks::{self as decide, Ending, Outcome, Shown, StepRecord};
 use crate::runtime::context::Context;
 use crate::runtime::kit::{api_for, status_code, typed};
 
@@ -54,25 +55,15 @@ impl Writes {
         self.patch_status(reg, &t.namespace, &t.name, &patch).await
     }
 
-    /// Adds the finalizer, guarded by the resourceVersion seen; the task as it is then.
+    /// Adds the finalizer, guarded by the resourceVersion seen; the task as it is then (`None`:
+    /// the finalizer is there already).
     pub(super) async fn add_finalizer(
         &self,
         reg: &Reg,
         body: &Value,
-    ) -> Result<DynamicObject, kube::Error> {
-        let rv = body
-            .pointer("/metadata/resourceVersion")
-            .cloned()
-            .unwrap_or(Value::Null);
-        let ops = if body
-            .pointer("/metadata/finalizers")
-            .is_some_and(Value::is_array)
-        {
-            json!([{"op": "test", "path": "/metadata/resourceVersion", "value": rv},
-                   {"op": "add", "path": "/metadata/finalizers/-", "value": self.finalizer}])
-        } else {
-            json!([{"op": "test", "path": "/metadata/resourceVersion", "value": rv},
-                   {"op": "add", "path": "/metadata/finalizers", "value": [self.finalizer]}])
+    ) -> Result<Option<DynamicObject>, kube::Error> {
+        let Some(ops) = finalizer::block_deletion(body, &self.finalizer) else {
+            return Ok(None);
         };
         let patch: json_patch::Patch =
             serde_json::from_value(ops).map_err(kube::Error::SerdeError)?;
@@ -89,7 +80,7 @@ impl Writes {
             )
             .await;
         self.count("patch", &result);
-        result
+        result.map(Some)
     }
 
     /// Removes our finalizer (reading the object fresh; a few tries on conflicts).
@@ -198,52 +189,35 @@ impl Writes {
         }
         let ran = started.map(|s| now.duration_since(s));
         self.env.metrics.task_ended(&r.spec.id, ending.phase, ran);
-        let kind = &r.task.resource.kind;
-        match ending.phase {
-            Phase::Succeeded => {
+        match ending.outcome() {
+            Outcome::Succeeded => {
                 tracing::info!(namespace = ns, task = name, message = %ending.message, "Task succeeded.");
-                self.event(
-                    body,
-                    "Normal",
-                    "TaskSucceeded",
-                    &format!("{kind} {name:?} succeeded: {}", ending.message),
-                )
-                .await;
             }
-            Phase::Cancelled => {
+            Outcome::Cancelled => {
                 tracing::info!(
                     namespace = ns,
                     task = name,
                     steps = steps.len(),
                     "Task cancelled."
                 );
-                let parent = match parent {
-                    Some(p) => Some(p.clone()),
-                    None => self.parent_of(r, body).await,
-                };
-                let message = format!(
-                    "{kind} {name:?} was cancelled after {} step(s): it was deleted while it ran",
-                    steps.len()
-                );
-                self.event(
-                    parent.as_ref().unwrap_or(body),
-                    "Normal",
-                    "TaskCancelled",
-                    &message,
-                )
-                .await;
             }
-            Phase::Failed | Phase::Waiting | Phase::Running => {
+            Outcome::Failed => {
                 tracing::error!(namespace = ns, task = name, message = %ending.message, "Task failed.");
-                self.event(
-                    body,
-                    "Warning",
-                    "TaskFailed",
-                    &format!("{kind} {name:?} failed: {}", ending.message),
-                )
-                .await;
             }
         }
+        let event = decide::end_event(ending, &r.task.resource.kind, name, steps.len());
+        let parent = match parent {
+            Some(p) if event.on_parent => Some(p.clone()),
+            None if event.on_parent => self.parent_of(r, body).await,
+            _ => None,
+        };
+        self.event(
+            parent.as_ref().unwrap_or(body),
+            event.type_,
+            event.reason,
+            &event.message,
+        )
+        .await;
         let shown = Shown {
             namespace: ns,
             name,

@@ -5,30 +5,36 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::core::shutdown::Phase;
-use crate::runtime::readmodel::{HandlerStatus, HandlerView, ObjectPhase, ObjectView};
+use super::Errors;
+use crate::shutdown::{Phase, State};
+use crate::views::{HandlerStatus, HandlerView, ObjectPhase, ObjectView};
 
 /// What the read model shows of one parent.
-pub(super) struct Shown<'a> {
+#[derive(Debug)]
+pub struct Shown<'a> {
     /// The parent resource's name.
-    pub(super) resource: String,
+    pub resource: String,
     /// The sync registration.
-    pub(super) sync_id: &'a str,
-    /// The parent's namespace and name.
-    pub(super) key: &'a super::Key,
+    pub sync_id: &'a str,
+    /// The parent's namespace ("" for cluster-wide) and name.
+    pub key: &'a (String, String),
     /// Its body.
-    pub(super) body: &'a Value,
-    /// Failures in a row, in all, and the last one's message.
-    pub(super) errors: (u32, u64, Option<String>),
+    pub body: &'a Value,
+    /// Its failures.
+    pub errors: Errors,
     /// When it is synced again.
-    pub(super) after: Option<Duration>,
+    pub after: Option<Duration>,
     /// The shutdown hook's state, if it has one.
-    pub(super) hook: Option<crate::core::shutdown::State>,
+    pub hook: Option<State>,
 }
 
 /// The read model's view of a parent at `now`.
-pub(super) fn view(s: Shown<'_>, now: jiff::Timestamp) -> ObjectView {
-    let (errors, total, message) = s.errors;
+pub fn view(s: Shown<'_>, now: jiff::Timestamp) -> ObjectView {
+    let Errors {
+        in_a_row: errors,
+        total,
+        last: message,
+    } = s.errors;
     let failing = errors > 0;
     let hook = s.hook.map(|s| HandlerView {
         id: "shutdown-hook".into(),
@@ -96,12 +102,16 @@ mod tests {
         let key = ("ns".to_owned(), "p".to_owned());
         let body = serde_json::json!({"metadata": {"uid": "u1"}});
         let now: jiff::Timestamp = "2025-01-01T00:00:00Z".parse().unwrap();
-        let shown = |errors| Shown {
+        let shown = |(in_a_row, total, last)| Shown {
             resource: "things.example.com/v1".into(),
             sync_id: "s",
             key: &key,
             body: &body,
-            errors,
+            errors: Errors {
+                in_a_row,
+                total,
+                last,
+            },
             after: Some(Duration::from_secs(2)),
             hook: None,
         };

@@ -5,12 +5,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::core::admission::AdmissionHandler;
-use crate::core::model::Handler;
-use crate::core::selectors::{Selector, WideSelector};
-use crate::core::shutdown::Hook;
-use crate::core::sync::Strategy;
-use crate::core::tasks::Mode;
+use crate::admission::AdmissionHandler;
+use crate::model::Handler;
+use crate::selectors::{Selector, WideSelector};
+use crate::shutdown::Hook;
+use crate::sync::Strategy;
+use crate::tasks::Mode;
 
 /// A service's manifest or answer that breaks the contract.
 #[derive(Debug, thiserror::Error)]

@@ -18,7 +18,7 @@ use crate::runtime::serving::Shared;
 
 /// Errors of the HTTP listener.
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
+pub(crate) enum Error {
     /// The listening socket could not be bound.
     #[error("cannot listen on {addr}")]
     Bind {
@@ -33,15 +33,9 @@ pub enum Error {
     Serve(#[source] std::io::Error),
 }
 
-/// The listener's routes, with the dashboard's options from the environment
-/// (`OPERON_DASHBOARD_TOKEN`, `OPERON_JAEGER_UI`; see [`router_with`]).
-pub fn router(shared: Arc<Shared>) -> Router {
-    router_with(shared, &operon_dashboard::Options::from_env())
-}
-
 /// The listener's routes; with a token in `options`, every route but the probes and the
 /// shutdown-hook callback (which carries its own token) requires it.
-pub fn router_with(shared: Arc<Shared>, options: &operon_dashboard::Options) -> Router {
+pub(crate) fn router_with(shared: Arc<Shared>, options: &operon_dashboard::Options) -> Router {
     let callbacks = Router::new()
         .route(
             "/api/v1/shutdown/{resource}/{namespace}/{name}",
@@ -125,7 +119,7 @@ fn tokio_stream_from(rx: tokio::sync::broadcast::Receiver<String>) -> impl Strea
 ///
 /// # Errors
 /// [`Error::Bind`] if the address cannot be bound.
-pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, Error> {
+pub(crate) async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, Error> {
     tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| Error::Bind { addr, source })
@@ -135,7 +129,7 @@ pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, Error> {
 ///
 /// # Errors
 /// [`Error::Serve`] if serving fails.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
     shared: Arc<Shared>,
     options: operon_dashboard::Options,

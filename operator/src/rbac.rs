@@ -26,7 +26,7 @@ use std::fmt::Write as _;
 
 /// A resource the core serves, as far as RBAC cares.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Resource {
+pub(crate) struct Resource {
     /// The API group; empty for the core group.
     pub group: String,
     /// The plural name (what RBAC rules name).
@@ -40,7 +40,7 @@ pub struct Resource {
 
 /// What the core does with a resource, and so the verbs it needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Access {
+pub(crate) enum Access {
     /// Served by change handlers, a sync parent: watched and patched.
     Served,
     /// A sync registration's child type: watched, applied (created or patched) and deleted.
@@ -55,7 +55,7 @@ pub enum Access {
 
 impl Access {
     /// The verbs of this access, in [`VERB_ORDER`].
-    pub fn verbs(self) -> &'static [&'static str] {
+    pub(crate) fn verbs(self) -> &'static [&'static str] {
         match self {
             Access::Served => &RESOURCE_VERBS,
             Access::Child => &["list", "watch", "create", "patch", "delete"],
@@ -67,11 +67,11 @@ impl Access {
 }
 
 /// The order verbs are printed in.
-pub const VERB_ORDER: [&str; 6] = ["get", "list", "watch", "create", "patch", "delete"];
+pub(crate) const VERB_ORDER: [&str; 6] = ["get", "list", "watch", "create", "patch", "delete"];
 
 impl Resource {
     /// A resource with the verbs of `access`.
-    pub fn new(
+    pub(crate) fn new(
         group: impl Into<String>,
         plural: impl Into<String>,
         status: bool,
@@ -87,7 +87,7 @@ impl Resource {
 }
 
 /// The webhook configurations the core manages with `--admission-managed` (cluster-scoped).
-pub fn webhook_configurations() -> Vec<Resource> {
+pub(crate) fn webhook_configurations() -> Vec<Resource> {
     [
         "mutatingwebhookconfigurations",
         "validatingwebhookconfigurations",
@@ -106,7 +106,7 @@ pub fn webhook_configurations() -> Vec<Resource> {
 
 /// Where the core serves.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Scope {
+pub(crate) enum Scope {
     /// All namespaces (`-A`): one ClusterRole and ClusterRoleBinding.
     Cluster,
     /// These namespaces (`-n NS …`): one Role and RoleBinding in each.
@@ -115,7 +115,7 @@ pub enum Scope {
 
 /// One RBAC policy rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rule {
+pub(crate) struct Rule {
     /// `apiGroups`.
     pub api_groups: Vec<String>,
     /// `resources`.
@@ -126,7 +126,7 @@ pub struct Rule {
 
 /// Who gets the role: the names in the printed manifests.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Subject {
+pub(crate) struct Subject {
     /// The name of the Role/ClusterRole and of its binding.
     pub role: String,
     /// The ServiceAccount's name.
@@ -136,15 +136,15 @@ pub struct Subject {
 }
 
 /// The verbs the core uses on a served resource.
-pub const RESOURCE_VERBS: [&str; 3] = ["list", "watch", "patch"];
+pub(crate) const RESOURCE_VERBS: [&str; 3] = ["list", "watch", "patch"];
 /// The verbs the core uses on a served resource's status subresource.
-pub const STATUS_VERBS: [&str; 1] = ["patch"];
+pub(crate) const STATUS_VERBS: [&str; 1] = ["patch"];
 /// The verbs the core uses on core `events`.
-pub const EVENT_VERBS: [&str; 1] = ["create"];
+pub(crate) const EVENT_VERBS: [&str; 1] = ["create"];
 
 /// The rules for serving `resources`: per API group (sorted), the resources by the verbs they
 /// need (a resource named twice gets the union), then their status subresources, then events.
-pub fn rules(resources: &[Resource]) -> Vec<Rule> {
+pub(crate) fn rules(resources: &[Resource]) -> Vec<Rule> {
     let mut by_group: BTreeMap<&str, Vec<&Resource>> = BTreeMap::new();
     for r in resources {
         by_group.entry(r.group.as_str()).or_default().push(r);
@@ -215,7 +215,7 @@ fn quoted(items: impl IntoIterator<Item = impl AsRef<str>>) -> String {
 
 /// The rules as a YAML list (what the Helm chart's `rbac.rules` value holds), each line
 /// prefixed with `indent`.
-pub fn render_rules(rules: &[Rule], indent: &str) -> String {
+pub(crate) fn render_rules(rules: &[Rule], indent: &str) -> String {
     let mut out = String::new();
     for rule in rules {
         let _ = writeln!(out, "{indent}- apiGroups: {}", quoted(&rule.api_groups));
@@ -227,7 +227,7 @@ pub fn render_rules(rules: &[Rule], indent: &str) -> String {
 
 /// The Role(s)/ClusterRole with `rules` and the binding(s) to the ServiceAccount, as
 /// multi-document YAML, headed by a comment naming the command that prints it.
-pub fn render(rules: &[Rule], scope: &Scope, subject: &Subject, command: &str) -> String {
+pub(crate) fn render(rules: &[Rule], scope: &Scope, subject: &Subject, command: &str) -> String {
     let mut out = format!(
         "# Least-privilege RBAC of the Operon core, printed by `{command}`.\n\
          # Regenerate it rather than editing it (a test checks that it is up to date).\n"

@@ -29,11 +29,11 @@ use crate::runtime::kit::Locked;
 
 /// The target of every trace span: the log output never shows them, the OpenTelemetry layer
 /// only sees them.
-pub const TARGET: &str = "operon_trace";
+pub(crate) const TARGET: &str = "operon_trace";
 
 /// The log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
+pub(crate) enum LogFormat {
     /// Human-readable text.
     Text,
     /// One JSON object per line.
@@ -42,7 +42,7 @@ pub enum LogFormat {
 
 /// Where and as what to export traces.
 #[derive(Debug, Clone, Default)]
-pub struct Tracing {
+pub(crate) struct Tracing {
     /// The OTLP/gRPC endpoint (e.g. `http://127.0.0.1:4317`); `None` turns tracing off.
     pub endpoint: Option<String>,
     /// The `service.name` of the core's spans.
@@ -51,18 +51,13 @@ pub struct Tracing {
 
 /// Keeps the tracer provider; [`Telemetry::shutdown`] flushes what is buffered.
 #[derive(Debug, Default)]
-pub struct Telemetry {
+pub(crate) struct Telemetry {
     provider: Option<SdkTracerProvider>,
 }
 
 impl Telemetry {
-    /// Whether traces are exported.
-    pub fn enabled(&self) -> bool {
-        self.provider.is_some()
-    }
-
     /// Exports what is buffered and stops the exporter (a missing collector costs a bounded wait).
-    pub fn shutdown(self) {
+    pub(crate) fn shutdown(self) {
         if let Some(provider) = self.provider
             && let Err(err) = provider.shutdown()
         {
@@ -74,7 +69,7 @@ impl Telemetry {
 /// Sets up logging (filter from `OPERON_LOG`; default: info, and the per-object lines of
 /// `kopf.objects` at debug) and, with an endpoint, trace export. Must run inside a tokio runtime
 /// (the exporter's gRPC channel is built there).
-pub fn init(format: LogFormat, tracing_cfg: &Tracing) -> Telemetry {
+pub(crate) fn init(format: LogFormat, tracing_cfg: &Tracing) -> Telemetry {
     let filter = tracing_subscriber::EnvFilter::try_from_env("OPERON_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kopf.objects=debug"))
         .add_directive(
@@ -143,7 +138,7 @@ impl Injector for MapInjector<'_> {
 }
 
 /// The W3C `traceparent` of a span, when it is being traced.
-pub fn traceparent(span: &tracing::Span) -> Option<String> {
+pub(crate) fn traceparent(span: &tracing::Span) -> Option<String> {
     let cx = span.context();
     if !cx.span().span_context().is_valid() {
         return None;
@@ -154,7 +149,7 @@ pub fn traceparent(span: &tracing::Span) -> Option<String> {
 }
 
 /// The OpenTelemetry context of a span, when it is being traced.
-pub fn span_context(span: &tracing::Span) -> Option<SpanContext> {
+pub(crate) fn span_context(span: &tracing::Span) -> Option<SpanContext> {
     let sc = span.context().span().span_context().clone();
     sc.is_valid().then_some(sc)
 }
@@ -163,7 +158,7 @@ pub fn span_context(span: &tracing::Span) -> Option<SpanContext> {
 ///
 /// # Errors
 /// The write's own error.
-pub async fn api_write<T>(
+pub(crate) async fn api_write<T>(
     verb: &'static str,
     write: impl Future<Output = Result<T, kube::Error>>,
 ) -> Result<T, kube::Error> {
@@ -190,7 +185,7 @@ pub async fn api_write<T>(
 
 /// One traced attempt of a handler on an object.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Attempt {
+pub(crate) struct Attempt {
     /// The attempt's number, from 1.
     pub attempt: u32,
     /// When it started (RFC 3339).
@@ -212,7 +207,7 @@ struct Chain {
 /// on the objects): the previous attempt's span context for the next attempt's link, and the
 /// trace ids for the dashboard.
 #[derive(Debug, Default)]
-pub struct Attempts {
+pub(crate) struct Attempts {
     chains: Mutex<HashMap<(String, String), Chain>>,
 }
 
@@ -222,7 +217,7 @@ impl Attempts {
     }
 
     /// The previous attempt's span context of a handler on an object (by uid).
-    pub fn previous(&self, uid: &str, handler: &str) -> Option<SpanContext> {
+    pub(crate) fn previous(&self, uid: &str, handler: &str) -> Option<SpanContext> {
         self.lock()
             .get(&(uid.to_owned(), handler.to_owned()))
             .and_then(|c| c.last.clone())
@@ -230,7 +225,7 @@ impl Attempts {
 
     /// Records an attempt. `retry` is the number of attempts before this one: 0 starts a new
     /// chain (a new change, or the first attempt).
-    pub fn record(&self, uid: &str, handler: &str, retry: u32, cx: SpanContext) {
+    pub(crate) fn record(&self, uid: &str, handler: &str, retry: u32, cx: SpanContext) {
         let mut chains = self.lock();
         let chain = chains
             .entry((uid.to_owned(), handler.to_owned()))
@@ -250,7 +245,7 @@ impl Attempts {
     }
 
     /// The traced attempts of a handler on an object, oldest first.
-    pub fn of(&self, uid: &str, handler: &str) -> Vec<Attempt> {
+    pub(crate) fn of(&self, uid: &str, handler: &str) -> Vec<Attempt> {
         self.lock()
             .get(&(uid.to_owned(), handler.to_owned()))
             .map(|c| c.attempts.clone())
@@ -258,7 +253,7 @@ impl Attempts {
     }
 
     /// Forgets an object.
-    pub fn forget(&self, uid: &str) {
+    pub(crate) fn forget(&self, uid: &str) {
         self.lock().retain(|(u, _), _| u != uid);
     }
 }

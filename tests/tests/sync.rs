@@ -1031,14 +1031,13 @@ async fn one_watch_for_handlers_and_a_sync(lang: Lang, client: Client, ns: Strin
         .expect("creating the Site");
     // Both controllers took the object in: the create handler ran and the sync converged.
     wait_for("the create handler and the sync", CONVERGED, || async {
-        let ran = handlers
+        let ran = !handlers
             .ledger()
             .entries()
             .object("both")
             .handler("seen")
             .outcome("success")
-            .len()
-            > 0;
+            .is_empty();
         let synced = api.get_opt("both").await?.is_some_and(|o| {
             o.data["status"]["currentChildren"].as_i64() == Some(2)
                 && o.data["status"]["observedGeneration"].as_i64() == o.metadata.generation

@@ -8,9 +8,9 @@
 //! the webhook's failure policy). The admission handlers of a manifest are read once: a
 //! redeployed service with other admission handlers needs a restart of the core.
 
-pub mod manager;
-pub mod server;
-pub mod tls;
+pub(crate) mod manager;
+pub(crate) mod server;
+pub(crate) mod tls;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -30,7 +30,7 @@ use crate::runtime::ports::{AdmissionCall, EventRequest, HandlerPort, ResolvedRe
 
 /// The admission options of `operon run` (Kopf's `settings.admission`).
 #[derive(Debug, Clone)]
-pub struct Config {
+pub(crate) struct Config {
     /// Where to listen (`--admission-listen`); port 0 picks a free one.
     pub listen: SocketAddr,
     /// The host in the webhooks' URL and the generated certificate (`--admission-host`); by
@@ -54,7 +54,7 @@ pub struct Config {
 
 /// A failure to start serving admission webhooks.
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
+pub(crate) enum Error {
     /// A certificate, key or CA file cannot be read.
     #[error("cannot read --admission-{flag} {path}")]
     Read {
@@ -94,7 +94,7 @@ pub enum Error {
 
 /// One admission handler with the service that has it.
 #[derive(Clone)]
-pub struct Bound {
+pub(crate) struct Bound {
     /// The handler.
     pub handler: AdmissionHandler,
     /// Its service.
@@ -112,7 +112,7 @@ impl std::fmt::Debug for Bound {
 
 /// The handlers of one resource.
 #[derive(Debug, Clone)]
-pub struct Route {
+pub(crate) struct Route {
     /// The resource as served.
     pub served: discovery::Served,
     /// Its handlers, in the order of the services and their manifests.
@@ -122,7 +122,7 @@ pub struct Route {
 /// Where the Events that admission handlers send are posted (as the handlers' Events of the
 /// change cycles: Kopf's format, kept for the dashboard).
 #[derive(Clone)]
-pub struct EventSink {
+pub(crate) struct EventSink {
     /// The API client.
     pub client: kube::Client,
     /// Metrics (API writes).
@@ -140,7 +140,7 @@ impl std::fmt::Debug for EventSink {
 impl EventSink {
     /// Posts `events` about `body` (or the object each names) in the background: the review's
     /// answer does not wait for them.
-    pub fn post(&self, body: &Value, events: Vec<EventRequest>) {
+    pub(crate) fn post(&self, body: &Value, events: Vec<EventRequest>) {
         if events.is_empty() {
             return;
         }
@@ -164,19 +164,19 @@ impl EventSink {
 /// What the listener answers from: empty until the services are described and the resources
 /// resolved.
 #[derive(Debug, Default)]
-pub struct Routes {
+pub(crate) struct Routes {
     ready: RwLock<Option<Arc<Vec<Route>>>>,
     sink: std::sync::OnceLock<EventSink>,
 }
 
 impl Routes {
     /// Where the handlers' Events go; `None` (tests): they are logged and dropped.
-    pub fn sink(&self) -> Option<&EventSink> {
+    pub(crate) fn sink(&self) -> Option<&EventSink> {
         self.sink.get()
     }
 
     /// The routes, once ready.
-    pub fn get(&self) -> Option<Arc<Vec<Route>>> {
+    pub(crate) fn get(&self) -> Option<Arc<Vec<Route>>> {
         self.ready.read_locked().clone()
     }
 
@@ -187,19 +187,17 @@ impl Routes {
 
 /// The running admission webhooks; [`Handle::stop`] ends them.
 #[derive(Debug)]
-pub struct Handle {
+pub(crate) struct Handle {
     server: tokio::task::JoinHandle<()>,
     setup: tokio::task::JoinHandle<()>,
     routes: Arc<Routes>,
     managed: Option<manager::Manager>,
-    /// The webhooks' base URL, as the API server is told.
-    pub url: String,
 }
 
 impl Handle {
     /// Stops answering; a managed configuration keeps only the persistent handlers' webhooks
     /// (as Kopf leaves it on exit).
-    pub async fn stop(self) {
+    pub(crate) async fn stop(self) {
         self.setup.abort();
         if let (Some(manager), Some(routes)) = (&self.managed, self.routes.get()) {
             manager.clean_up(&routes).await;
@@ -213,7 +211,7 @@ impl Handle {
 ///
 /// # Errors
 /// Unreadable or unusable certificates, a listener that cannot be bound, a bad handler address.
-pub async fn start(
+pub(crate) async fn start(
     config: Config,
     sink: EventSink,
     urls: &[String],
@@ -314,7 +312,6 @@ pub async fn start(
         setup,
         routes,
         managed,
-        url,
     })
 }
 
@@ -360,7 +357,7 @@ async fn discover(client: &kube::Client, services: &[Arc<dyn HandlerPort>]) -> V
 }
 
 /// The resource of a route, for a webhook's rules.
-pub fn resource_of(served: &discovery::Served) -> Resource {
+pub(crate) fn resource_of(served: &discovery::Served) -> Resource {
     Resource {
         group: served.resource.group.clone(),
         version: served.resource.version.clone(),
@@ -369,7 +366,7 @@ pub fn resource_of(served: &discovery::Served) -> Resource {
 }
 
 /// Calls one admission handler for a review (never fails: a failure is a [`Reply::Failed`]).
-pub async fn call(
+pub(crate) async fn call(
     bound: &Bound,
     served: &discovery::Served,
     review: &Review,

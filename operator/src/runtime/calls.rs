@@ -26,14 +26,14 @@ use crate::telemetry;
 
 /// A per-object logger that words its lines as Kopf does, with the object as a field.
 #[derive(Debug, Clone, Copy)]
-pub struct Log<'a> {
+pub(crate) struct Log<'a> {
     /// `namespace/name`, or `name` for a cluster-scoped object.
     pub object: &'a str,
 }
 
 impl Log<'_> {
     /// Logs at `level`.
-    pub fn at(&self, level: Level, message: &str) {
+    pub(crate) fn at(&self, level: Level, message: &str) {
         match level {
             Level::Debug => {
                 tracing::debug!(target: "kopf.objects", object = self.object, "{message}")
@@ -48,24 +48,24 @@ impl Log<'_> {
     }
 
     /// Logs each line, in order.
-    pub fn lines(&self, lines: &[handling::Line]) {
+    pub(crate) fn lines(&self, lines: &[handling::Line]) {
         for (level, message) in lines {
             self.at(*level, message);
         }
     }
 
     /// Logs at DEBUG.
-    pub fn debug(&self, message: &str) {
+    pub(crate) fn debug(&self, message: &str) {
         self.at(Level::Debug, message);
     }
 
     /// Logs at INFO.
-    pub fn info(&self, message: &str) {
+    pub(crate) fn info(&self, message: &str) {
         self.at(Level::Info, message);
     }
 
     /// Logs at ERROR.
-    pub fn error(&self, message: &str) {
+    pub(crate) fn error(&self, message: &str) {
         self.at(Level::Error, message);
     }
 }
@@ -73,7 +73,7 @@ impl Log<'_> {
 /// The `handler` span of one attempt of a change handler (id, attempt; outcome, delay and status
 /// are recorded by [`record_outcome`]), linked to the span of the handler's previous attempt on
 /// this object.
-pub fn handler_span(env: &Context, uid: &str, id: &str, retries: u32) -> tracing::Span {
+pub(crate) fn handler_span(env: &Context, uid: &str, id: &str, retries: u32) -> tracing::Span {
     let span = tracing::info_span!(
         target: telemetry::TARGET,
         "handler",
@@ -98,7 +98,7 @@ pub fn handler_span(env: &Context, uid: &str, id: &str, retries: u32) -> tracing
 }
 
 /// Records an attempt's verdict on its span (`None`: not matched).
-pub fn record_outcome(span: &tracing::Span, verdict: Option<&Verdict>) {
+pub(crate) fn record_outcome(span: &tracing::Span, verdict: Option<&Verdict>) {
     let Some(verdict) = verdict else {
         span.record("outcome", "not_matched");
         return;
@@ -114,7 +114,13 @@ pub fn record_outcome(span: &tracing::Span, verdict: Option<&Verdict>) {
 
 /// Logs a verdict, and posts the Warning Event [`handling::warning_reason`] asks for, so that
 /// users see errors with `kubectl describe`.
-pub async fn report(env: &Context, log: &Log<'_>, body: &Value, retries: u32, verdict: &Verdict) {
+pub(crate) async fn report(
+    env: &Context,
+    log: &Log<'_>,
+    body: &Value,
+    retries: u32,
+    verdict: &Verdict,
+) {
     log.at(verdict.log.0, &verdict.log.1);
     if let Some(reason) = handling::warning_reason(verdict, retries) {
         events::post(env, body, "Warning", reason, &verdict.log.1).await;
@@ -123,7 +129,7 @@ pub async fn report(env: &Context, log: &Log<'_>, body: &Value, retries: u32, ve
 
 /// The change a change handler is called about.
 #[derive(Debug, Clone, Copy)]
-pub struct Change<'a> {
+pub(crate) struct Change<'a> {
     /// The cycle's reason.
     pub reason: Reason,
     /// What changed.
@@ -134,7 +140,7 @@ pub struct Change<'a> {
 
 /// One attempt of one change handler.
 #[derive(Debug, Clone, Copy)]
-pub struct Attempt<'a> {
+pub(crate) struct Attempt<'a> {
     /// The handler and its service.
     pub bound: &'a Bound,
     /// Its record.
@@ -148,7 +154,7 @@ pub struct Attempt<'a> {
 /// Calls one change handler (`Invoke`) about `change`, with `body` as the handlers before it
 /// left it: the field's view of the change, its sub-handlers' records, a stable attempt id, its
 /// deadline. Returns the answer and the call's duration in seconds (for the metrics).
-pub async fn invoke_change(
+pub(crate) async fn invoke_change(
     env: &Context,
     res: &ResourceCtx,
     change: &Change<'_>,
@@ -209,7 +215,7 @@ fn sub_record(id: &str, s: &HandlerState) -> SubRecord {
 /// Writes a cycle's patch and our finalizer's change (`None`: no decision, as in a cycle with
 /// nothing but event handlers); a refusal is logged and posted as an Event, never raised: the
 /// next cycle tries again.
-pub async fn write(
+pub(crate) async fn write(
     env: &Context,
     res: &ResourceCtx,
     log: &Log<'_>,
@@ -233,7 +239,12 @@ pub async fn write(
 }
 
 /// Posts the Events a handler asked for (about the object, or another one it names).
-pub async fn post_events(env: &Context, log: &Log<'_>, body: &Value, requests: &[EventRequest]) {
+pub(crate) async fn post_events(
+    env: &Context,
+    log: &Log<'_>,
+    body: &Value,
+    requests: &[EventRequest],
+) {
     for e in requests {
         let target = e.involved_object.as_ref().unwrap_or(body);
         if !events::post(env, target, &e.type_, &e.reason, &e.message).await {
@@ -245,7 +256,7 @@ pub async fn post_events(env: &Context, log: &Log<'_>, body: &Value, requests: &
 /// Calls the raw-event handlers that match the object about each watch event seen (`events`:
 /// the handlers, the event types): no progress, errors logged and ignored; their patches and
 /// results go into `patch` (results also onto `predicted`).
-pub async fn run_event_handlers(
+pub(crate) async fn run_event_handlers(
     env: &Context,
     res: &ResourceCtx,
     log: &Log<'_>,
@@ -346,7 +357,7 @@ async fn run_event_handlers_once(
 /// Asks the services whether the callback filters of `questions` accept the object (`Match`);
 /// returns the ids of the handlers they reject. A service that cannot answer is taken to
 /// accept: the finalizer is kept rather than lost.
-pub async fn callback_rejects(
+pub(crate) async fn callback_rejects(
     env: &Context,
     res: &ResourceCtx,
     questions: &[&Bound],
@@ -377,7 +388,7 @@ pub async fn callback_rejects(
 }
 
 /// The object's name as Kopf's log lines show it: `namespace/name`, or `name`.
-pub fn object_name(body: &Value) -> String {
+pub(crate) fn object_name(body: &Value) -> String {
     let (namespace, name) = (meta(body, "namespace"), meta(body, "name"));
     if namespace.is_empty() {
         name.to_owned()

@@ -10,7 +10,6 @@ use crate::core::model::Handler;
 use crate::core::persistence::diff::FieldPath;
 use crate::core::persistence::{DiffBaseStorage, ProgressStorage};
 use crate::runtime::discovery::Served;
-use crate::runtime::grpc::ClientTls;
 use crate::runtime::locks::ParentLocks;
 use crate::runtime::metrics::Metrics;
 use crate::runtime::ports::{HandlerPort, ResolvedResource};
@@ -18,7 +17,7 @@ use crate::runtime::readmodel::ReadModel;
 
 /// Settings of change handling.
 #[derive(Debug, Clone)]
-pub struct Settings {
+pub(crate) struct Settings {
     /// Where the diff-base lives.
     pub diffbase: DiffBaseStorage,
     /// Where progress records live.
@@ -32,7 +31,7 @@ pub struct Settings {
 }
 
 /// The one runtime context: change handling, the sync controllers and the tasks all take it.
-pub struct Context {
+pub(crate) struct Context {
     /// The API client.
     pub client: kube::Client,
     /// Metrics.
@@ -49,8 +48,6 @@ pub struct Context {
     pub prefix: String,
     /// The core's URL as applications reach it, for the shutdown hook's callbacks.
     pub callback_base: String,
-    /// TLS towards `https://` handler services.
-    pub tls: Option<ClientTls>,
     /// How long finished tasks are kept when their registration does not say.
     pub task_retention: Duration,
 }
@@ -68,7 +65,7 @@ impl std::fmt::Debug for Context {
 impl Context {
     /// The scopes in which a resource is watched: one per served namespace when the resource is
     /// namespaced and namespaces are named, else one cluster-wide scope.
-    pub fn scopes(&self, namespaced: bool) -> Vec<Option<String>> {
+    pub(crate) fn scopes(&self, namespaced: bool) -> Vec<Option<String>> {
         if namespaced && !self.namespaces.is_empty() {
             self.namespaces.iter().cloned().map(Some).collect()
         } else {
@@ -79,7 +76,7 @@ impl Context {
 
 /// A handler bound to the service that runs it.
 #[derive(Clone)]
-pub struct Bound {
+pub(crate) struct Bound {
     /// The handler.
     pub handler: Handler,
     /// Its service.
@@ -103,7 +100,7 @@ impl std::fmt::Debug for Bound {
 
 /// A served resource and its handlers.
 #[derive(Debug)]
-pub struct ResourceCtx {
+pub(crate) struct ResourceCtx {
     /// The resource.
     pub served: Served,
     /// Its handlers, in registration order (index handlers excepted).
@@ -116,7 +113,7 @@ pub struct ResourceCtx {
 
 impl ResourceCtx {
     /// The resource as sent to handler services.
-    pub fn resolved(&self) -> ResolvedResource {
+    pub(crate) fn resolved(&self) -> ResolvedResource {
         let r = &self.served.resource;
         ResolvedResource {
             group: r.group.clone(),

@@ -73,7 +73,7 @@ impl Running {
 
 /// The running daemons of the core.
 #[derive(Default)]
-pub struct Daemons {
+pub(crate) struct Daemons {
     running: Mutex<HashMap<DaemonKey, Running>>,
 }
 
@@ -99,7 +99,7 @@ impl Daemons {
 
     /// Makes exactly `wanted` run for this (living) object: starts the missing ones, gives the
     /// running ones the new body, and stops the others (their filters no longer match).
-    pub fn sync(
+    pub(crate) fn sync(
         &self,
         env: &Arc<Context>,
         res: &Arc<ResourceCtx>,
@@ -169,7 +169,7 @@ impl Daemons {
 
     /// Asks every daemon of the object to stop (it is being deleted); true while any of them has
     /// not exited yet — the object's finalizer must stay until then.
-    pub fn stop_object(&self, res: &ResourceCtx, body: &Value) -> bool {
+    pub(crate) fn stop_object(&self, res: &ResourceCtx, body: &Value) -> bool {
         let (resource, ns, name) = (
             res.served.name(),
             meta(body, "namespace"),
@@ -187,7 +187,7 @@ impl Daemons {
     }
 
     /// The object is gone: stop its daemons and forget them.
-    pub fn forget_object(&self, res: &ResourceCtx, body: &Value) {
+    pub(crate) fn forget_object(&self, res: &ResourceCtx, body: &Value) {
         let (resource, ns, name) = (
             res.served.name(),
             meta(body, "namespace"),
@@ -204,7 +204,7 @@ impl Daemons {
 
     /// Stops every daemon (the core stops, or reloads its handlers) and waits for them — each
     /// within its own cancellation options, all within `grace`; then cancels what remains.
-    pub async fn stop_all(&self, grace: Duration) {
+    pub(crate) async fn stop_all(&self, grace: Duration) {
         let daemons: Vec<Running> = self.lock().drain().map(|(_, d)| d).collect();
         for daemon in &daemons {
             daemon.request_stop(StopReason::OperatorExiting);

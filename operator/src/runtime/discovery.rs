@@ -10,7 +10,7 @@ use crate::core::selectors::Selector;
 
 /// A discovery failure.
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
+pub(crate) enum Error {
     /// The API server's discovery failed.
     #[error("API discovery failed")]
     Api(#[source] kube::Error),
@@ -29,7 +29,7 @@ pub enum Error {
 
 /// A resource the core serves.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Served {
+pub(crate) struct Served {
     /// Group, version, kind, plural.
     pub resource: ApiResource,
     /// Namespaced (vs. cluster-wide).
@@ -40,7 +40,7 @@ pub struct Served {
 
 impl Served {
     /// `plural.group/version`, for logs.
-    pub fn name(&self) -> String {
+    pub(crate) fn name(&self) -> String {
         if self.resource.group.is_empty() {
             format!("{}/{}", self.resource.plural, self.resource.version)
         } else {
@@ -57,7 +57,7 @@ impl Served {
 /// # Errors
 /// [`Error::NotFound`] when nothing matches (yet), [`Error::Ambiguous`] when several resources
 /// in different groups do, [`Error::Api`] when discovery fails.
-pub async fn resolve(client: &Client, selector: &Selector) -> Result<Served, Error> {
+pub(crate) async fn resolve(client: &Client, selector: &Selector) -> Result<Served, Error> {
     let mut found = Vec::new();
     let groups = client.list_api_groups().await.map_err(Error::Api)?;
     let mut versions: Vec<(String, String, bool)> = Vec::new(); // (group, version, preferred)
@@ -115,7 +115,7 @@ pub async fn resolve(client: &Client, selector: &Selector) -> Result<Served, Err
 ///
 /// # Errors
 /// [`Error::Api`] when the list of groups cannot be read.
-pub async fn scan(client: &Client) -> Result<Vec<Discovered>, Error> {
+pub(crate) async fn scan(client: &Client) -> Result<Vec<Discovered>, Error> {
     let mut versions: Vec<(String, String, bool)> = Vec::new();
     let core = client.list_core_api_versions().await.map_err(Error::Api)?;
     versions.extend(core.versions.into_iter().map(|v| (String::new(), v, true)));
@@ -147,7 +147,7 @@ pub async fn scan(client: &Client) -> Result<Vec<Discovered>, Error> {
 }
 
 /// One group version's discovery as [`Discovered`] resources (pure: the scan's filtering).
-pub fn discovered(
+pub(crate) fn discovered(
     group: &str,
     version: &str,
     preferred: bool,

@@ -5,13 +5,13 @@ use kube::Api;
 use kube::api::PostParams;
 use serde_json::Value;
 
-pub use crate::core::events::{build, reference};
+pub(crate) use crate::core::events::{build, reference};
 use crate::core::events::{namespace_of, postable};
 use crate::core::views::{self, EventView, StoredEvent};
 use crate::runtime::context::Context;
 
 /// An Event's fields as the views read them.
-pub fn stored(event: &Event) -> StoredEvent {
+pub(crate) fn stored(event: &Event) -> StoredEvent {
     StoredEvent {
         about: event.involved_object.uid.clone(),
         uid: event.metadata.uid.clone(),
@@ -30,14 +30,20 @@ pub fn stored(event: &Event) -> StoredEvent {
 
 /// An Event as the dashboard shows it, with the uid of the object it is about and its own id
 /// (see [`views::event_view`]).
-pub fn view_of(event: &Event) -> Option<(String, String, EventView)> {
+pub(crate) fn view_of(event: &Event) -> Option<(String, String, EventView)> {
     views::event_view(stored(event))
 }
 
 /// Posts an Event about `about` (and keeps it for the dashboard's object page); returns whether
 /// it was accepted. Failures are logged, never raised: an Event is worth less than the cycle
 /// that wanted to post it.
-pub async fn post(env: &Context, about: &Value, type_: &str, reason: &str, message: &str) -> bool {
+pub(crate) async fn post(
+    env: &Context,
+    about: &Value,
+    type_: &str,
+    reason: &str,
+    message: &str,
+) -> bool {
     let to = Poster {
         client: &env.client,
         metrics: &env.metrics,
@@ -48,7 +54,7 @@ pub async fn post(env: &Context, about: &Value, type_: &str, reason: &str, messa
 
 /// What posting an Event needs: the client, the metrics, and the read model that keeps it.
 #[derive(Clone, Copy)]
-pub struct Poster<'a> {
+pub(crate) struct Poster<'a> {
     /// The API client.
     pub client: &'a kube::Client,
     /// Metrics (API writes).
@@ -64,7 +70,7 @@ impl std::fmt::Debug for Poster<'_> {
 }
 
 /// [`post`] for callers without a [`Context`] (the sync controllers).
-pub async fn post_to(
+pub(crate) async fn post_to(
     env: &Poster<'_>,
     about: &Value,
     type_: &str,

@@ -22,30 +22,30 @@ const RETRY: Backoff = Backoff::SERVICE;
 
 /// Holds every cycle until each indexed watch scope has fed its first listing.
 #[derive(Debug)]
-pub struct Gate {
+pub(crate) struct Gate {
     pending: tokio::sync::watch::Sender<usize>,
 }
 
 impl Gate {
     /// A gate that opens after `scopes` first listings; open at once when `scopes` is 0.
-    pub fn new(scopes: usize) -> Self {
+    pub(crate) fn new(scopes: usize) -> Self {
         Gate {
             pending: tokio::sync::watch::Sender::new(scopes),
         }
     }
 
     /// One watch scope has fed its first listing.
-    pub fn listed(&self) {
+    pub(crate) fn listed(&self) {
         self.pending.send_modify(|n| *n = n.saturating_sub(1));
     }
 
     /// Whether every indexed scope has fed its first listing.
-    pub fn is_open(&self) -> bool {
+    pub(crate) fn is_open(&self) -> bool {
         *self.pending.borrow() == 0
     }
 
     /// Waits until the gate is open.
-    pub async fn wait(&self) {
+    pub(crate) async fn wait(&self) {
         if self.is_open() {
             return;
         }
@@ -55,13 +55,13 @@ impl Gate {
     }
 }
 
-pub use crate::core::indexing::{Event, Listing};
+pub(crate) use crate::core::indexing::{Event, Listing};
 
 /// Tells every index handler of `res` about one event of one object. Returns when every handler
 /// has answered: transport failures are retried with backoff (an index must not miss an event);
 /// a handler's own error is logged and not retried (the service forgets the object's
 /// contribution, as Kopf does).
-pub async fn feed(res: &ResourceCtx, event: Event, body: &Value, call_timeout: Duration) {
+pub(crate) async fn feed(res: &ResourceCtx, event: Event, body: &Value, call_timeout: Duration) {
     for bound in &res.indexers {
         deliver(res, bound, event.as_str(), body, call_timeout).await;
     }
@@ -69,7 +69,7 @@ pub async fn feed(res: &ResourceCtx, event: Event, body: &Value, call_timeout: D
 
 /// Tells every index handler of `res` which objects of one watch scope (`namespace`, `None` for
 /// all namespaces or a cluster-wide resource) exist after a complete listing.
-pub async fn listed<'a>(
+pub(crate) async fn listed<'a>(
     res: &ResourceCtx,
     namespace: Option<&str>,
     objects: impl IntoIterator<Item = (&'a str, &'a str)>,

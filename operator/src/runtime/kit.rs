@@ -16,10 +16,10 @@ use crate::runtime::discovery::{self, Served};
 
 /// The `User-Agent` of the core's API requests (`operon/<version>`): the API server's audit log
 /// and its metrics tell the core's requests from everyone else's.
-pub const USER_AGENT: &str = concat!("operon/", env!("CARGO_PKG_VERSION"));
+pub(crate) const USER_AGENT: &str = concat!("operon/", env!("CARGO_PKG_VERSION"));
 
 /// `config` with the core's [`USER_AGENT`].
-pub fn identified(mut config: kube::Config) -> kube::Config {
+pub(crate) fn identified(mut config: kube::Config) -> kube::Config {
     config.headers.push((
         http::header::USER_AGENT,
         http::HeaderValue::from_static(USER_AGENT),
@@ -29,7 +29,7 @@ pub fn identified(mut config: kube::Config) -> kube::Config {
 
 /// Locking that carries on after a panic in another holder: every lock in the core guards plain
 /// bookkeeping that stays consistent between statements, so a poisoned lock is still usable.
-pub trait Locked<T: ?Sized> {
+pub(crate) trait Locked<T: ?Sized> {
     /// The guard.
     fn locked(&self) -> MutexGuard<'_, T>;
 }
@@ -41,7 +41,7 @@ impl<T: ?Sized> Locked<T> for Mutex<T> {
 }
 
 /// [`Locked`] for readers-writer locks.
-pub trait LockedRw<T: ?Sized> {
+pub(crate) trait LockedRw<T: ?Sized> {
     /// Shared access.
     fn read_locked(&self) -> RwLockReadGuard<'_, T>;
     /// Exclusive access.
@@ -59,7 +59,7 @@ impl<T: ?Sized> LockedRw<T> for RwLock<T> {
 
 /// The API of a served resource: in `namespace` when the resource is namespaced and one is given
 /// (non-empty), cluster-wide otherwise.
-pub fn api_for(
+pub(crate) fn api_for(
     client: &kube::Client,
     served: &Served,
     namespace: Option<&str>,
@@ -73,12 +73,12 @@ pub fn api_for(
 }
 
 /// The API through which `body` (an object of `served`) is written.
-pub fn api_of(client: &kube::Client, served: &Served, body: &Value) -> Api<DynamicObject> {
+pub(crate) fn api_of(client: &kube::Client, served: &Served, body: &Value) -> Api<DynamicObject> {
     api_for(client, served, Some(meta(body, "namespace")))
 }
 
 /// A metadata field of a JSON object (`""` when missing).
-pub fn meta<'a>(body: &'a Value, field: &str) -> &'a str {
+pub(crate) fn meta<'a>(body: &'a Value, field: &str) -> &'a str {
     body.get("metadata")
         .and_then(|m| m.get(field))
         .and_then(Value::as_str)
@@ -86,7 +86,7 @@ pub fn meta<'a>(body: &'a Value, field: &str) -> &'a str {
 }
 
 /// The object as JSON with its `apiVersion` and `kind` (items of a list come without them).
-pub fn typed(obj: &DynamicObject, resource: &ApiResource) -> Value {
+pub(crate) fn typed(obj: &DynamicObject, resource: &ApiResource) -> Value {
     let mut v = serde_json::to_value(obj).unwrap_or(Value::Null);
     if let Some(map) = v.as_object_mut() {
         map.insert("apiVersion".into(), json!(resource.api_version));
@@ -96,7 +96,7 @@ pub fn typed(obj: &DynamicObject, resource: &ApiResource) -> Value {
 }
 
 /// The HTTP status of a failed request (0 when there was none).
-pub fn status_code(err: &kube::Error) -> u16 {
+pub(crate) fn status_code(err: &kube::Error) -> u16 {
     match err {
         kube::Error::Api(status) => status.code,
         _ => 0,
@@ -105,7 +105,7 @@ pub fn status_code(err: &kube::Error) -> u16 {
 
 /// Calls `attempt` until it succeeds, waiting with `backoff` between failures and logging each
 /// failure as a warning that says `what` is retried (`what` e.g. "Cannot serve the resource yet.").
-pub async fn until_ok<T, E, Fut>(
+pub(crate) async fn until_ok<T, E, Fut>(
     backoff: Backoff,
     what: &str,
     subject: &str,
@@ -136,7 +136,7 @@ where
 
 /// Resolves `selector` through discovery, retrying until the resource is served (its CRD may be
 /// installed after the core starts).
-pub async fn resolve_until_found(client: &kube::Client, selector: &Selector) -> Served {
+pub(crate) async fn resolve_until_found(client: &kube::Client, selector: &Selector) -> Served {
     until_ok(
         Backoff::DISCOVERY,
         "Cannot serve the resource yet.",

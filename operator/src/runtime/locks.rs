@@ -18,10 +18,10 @@ use crate::runtime::kit::Locked;
 /// An object's identity for locking: `plural.group` (`plural` for the core group), namespace
 /// (empty when cluster-scoped) and name. The version is not part of it: one object served in
 /// two versions is one object.
-pub type LockKey = (String, String, String);
+pub(crate) type LockKey = (String, String, String);
 
 /// The key of object `namespace`/`name` of resource `served`.
-pub fn key(served: &Served, namespace: &str, name: &str) -> LockKey {
+pub(crate) fn key(served: &Served, namespace: &str, name: &str) -> LockKey {
     let resource = if served.resource.group.is_empty() {
         served.resource.plural.clone()
     } else {
@@ -35,13 +35,13 @@ type Entries = Arc<Mutex<HashMap<LockKey, Arc<tokio::sync::Mutex<()>>>>>;
 
 /// The registry: one fair async mutex per object that someone holds or waits for.
 #[derive(Debug, Default)]
-pub struct ParentLocks {
+pub(crate) struct ParentLocks {
     entries: Entries,
 }
 
 /// A held lock; dropping it releases the lock (and forgets the entry if nobody else wants it).
 #[derive(Debug)]
-pub struct LockGuard {
+pub(crate) struct LockGuard {
     guard: Option<tokio::sync::OwnedMutexGuard<()>>,
     key: LockKey,
     entries: Entries,
@@ -49,7 +49,7 @@ pub struct LockGuard {
 
 impl ParentLocks {
     /// Waits for the lock of `key` and holds it until the guard is dropped.
-    pub async fn lock(&self, key: LockKey) -> LockGuard {
+    pub(crate) async fn lock(&self, key: LockKey) -> LockGuard {
         let mutex = {
             let mut entries = self.entries.locked();
             Arc::clone(entries.entry(key.clone()).or_default())
@@ -64,13 +64,15 @@ impl ParentLocks {
         }
     }
 
-    /// How many objects are locked or waited for (for tests and diagnostics).
-    pub fn len(&self) -> usize {
+    /// How many objects are locked or waited for (for tests).
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.entries.locked().len()
     }
 
     /// Nobody holds or waits for any lock.
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 }

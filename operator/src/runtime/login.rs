@@ -24,7 +24,7 @@ use crate::runtime::ports::HandlerPort as _;
 
 /// A login failure.
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
+pub(crate) enum Error {
     /// A handler address is invalid.
     #[error(transparent)]
     Dispatch(#[from] crate::runtime::ports::Error),
@@ -102,7 +102,7 @@ struct State {
 
 /// A tower service that sends through the client of the current credentials (see the module).
 #[derive(Clone)]
-pub struct Refreshing {
+pub(crate) struct Refreshing {
     state: Arc<State>,
 }
 
@@ -200,7 +200,7 @@ impl tower::Service<Request<Body>> for Refreshing {
 ///
 /// # Errors
 /// Invalid handler addresses; credentials that cannot make a client.
-pub async fn client(
+pub(crate) async fn client(
     urls: &[String],
     tls: Option<&ClientTls>,
 ) -> Result<(kube::Client, tokio::task::JoinHandle<()>), Error> {

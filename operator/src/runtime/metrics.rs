@@ -19,39 +19,39 @@ use crate::core::metrics::task_outcome;
 use crate::core::tasks::Phase;
 
 /// Handling cycles run.
-pub const CYCLES: &str = "operon_cycles_total";
+pub(crate) const CYCLES: &str = "operon_cycles_total";
 /// Handler call outcomes, by handler and outcome.
-pub const HANDLER_OUTCOMES: &str = "operon_handler_outcomes_total";
+pub(crate) const HANDLER_OUTCOMES: &str = "operon_handler_outcomes_total";
 /// Time spent in handler calls, by handler (a histogram).
-pub const HANDLER_SECONDS: &str = "operon_handler_duration_seconds";
+pub(crate) const HANDLER_SECONDS: &str = "operon_handler_duration_seconds";
 /// From a watch event's arrival at the queue to the start of its object's cycle, by resource (a
 /// histogram).
-pub const EVENT_TO_CYCLE: &str = "operon_event_to_cycle_seconds";
+pub(crate) const EVENT_TO_CYCLE: &str = "operon_event_to_cycle_seconds";
 /// Objects waiting for a worker.
-pub const QUEUE_DEPTH: &str = "operon_queue_depth";
+pub(crate) const QUEUE_DEPTH: &str = "operon_queue_depth";
 /// Handler calls in flight.
-pub const INFLIGHT: &str = "operon_inflight_calls";
+pub(crate) const INFLIGHT: &str = "operon_inflight_calls";
 /// API server requests made by the core, by verb and status code.
-pub const API_REQUESTS: &str = "operon_api_requests_total";
+pub(crate) const API_REQUESTS: &str = "operon_api_requests_total";
 /// Sync and Finalize calls, by sync registration and outcome.
-pub const SYNC_CALLS: &str = "operon_sync_calls_total";
+pub(crate) const SYNC_CALLS: &str = "operon_sync_calls_total";
 /// Failed syncs, by sync registration and parent.
-pub const SYNC_ERRORS: &str = "operon_sync_errors_total";
+pub(crate) const SYNC_ERRORS: &str = "operon_sync_errors_total";
 /// Objects known to the core.
-pub const OBJECTS: &str = "operon_objects";
+pub(crate) const OBJECTS: &str = "operon_objects";
 /// Daemons running (one per object and daemon handler).
-pub const DAEMONS: &str = "operon_daemons_running";
+pub(crate) const DAEMONS: &str = "operon_daemons_running";
 /// Tasks ended, by task registration and outcome (`succeeded`, `failed`, `cancelled`).
-pub const TASK_RUNS: &str = "operon_task_runs_total";
+pub(crate) const TASK_RUNS: &str = "operon_task_runs_total";
 /// From a task's start to its end, by task registration (a histogram).
-pub const TASK_SECONDS: &str = "operon_task_duration_seconds";
+pub(crate) const TASK_SECONDS: &str = "operon_task_duration_seconds";
 /// From a task's creation to its first start, by task registration (a histogram).
-pub const TASK_WAIT_SECONDS: &str = "operon_task_wait_seconds";
+pub(crate) const TASK_WAIT_SECONDS: &str = "operon_task_wait_seconds";
 /// Tasks running now, by task registration.
-pub const TASKS_RUNNING: &str = "operon_tasks_running";
+pub(crate) const TASKS_RUNNING: &str = "operon_tasks_running";
 
 /// The `Content-Type` of [`Metrics::render`]'s text.
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Buckets of a handler call: 5 ms … 60 s.
 const HANDLER_BUCKETS: [f64; 13] = [
@@ -117,7 +117,7 @@ struct TaskLabel {
 
 /// The core's metrics.
 #[derive(Debug)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     cycles: Counter,
     queue_depth: Gauge,
@@ -234,11 +234,11 @@ impl Metrics {
     }
 
     /// A cycle ran.
-    pub fn cycle(&self) {
+    pub(crate) fn cycle(&self) {
         self.cycles.inc();
     }
     /// A handler call ended with `outcome` after `seconds`.
-    pub fn handler(&self, handler: &str, outcome: &'static str, seconds: f64) {
+    pub(crate) fn handler(&self, handler: &str, outcome: &'static str, seconds: f64) {
         let handler = handler.to_owned();
         self.handler_seconds
             .get_or_create(&HandlerLabel {
@@ -251,7 +251,7 @@ impl Metrics {
     }
     /// A cycle of an object of `resource` starts, `waited` after the first watch event it
     /// handles reached the queue.
-    pub fn event_to_cycle(&self, resource: &str, waited: Duration) {
+    pub(crate) fn event_to_cycle(&self, resource: &str, waited: Duration) {
         self.event_to_cycle
             .get_or_create(&ResourceLabel {
                 resource: resource.to_owned(),
@@ -259,11 +259,11 @@ impl Metrics {
             .observe(waited.as_secs_f64());
     }
     /// An API request was answered with `code` (0: no answer).
-    pub fn api(&self, verb: &'static str, code: u16) {
+    pub(crate) fn api(&self, verb: &'static str, code: u16) {
         self.api.get_or_create(&ApiRequest { verb, code }).inc();
     }
     /// A sync of registration `sync` ended with `outcome`.
-    pub fn sync_call(&self, sync: &str, outcome: &'static str) {
+    pub(crate) fn sync_call(&self, sync: &str, outcome: &'static str) {
         self.sync_calls
             .get_or_create(&SyncOutcome {
                 sync: sync.to_owned(),
@@ -272,7 +272,7 @@ impl Metrics {
             .inc();
     }
     /// A sync of one parent failed.
-    pub fn sync_error(&self, sync: &str, namespace: &str, name: &str) {
+    pub(crate) fn sync_error(&self, sync: &str, namespace: &str, name: &str) {
         self.sync_errors
             .get_or_create(&SyncParent {
                 sync: sync.to_owned(),
@@ -283,7 +283,7 @@ impl Metrics {
     }
     /// A task of registration `task` starts running; `waited` since its creation when this is
     /// its first start (not a resumption). It counts as running until the guard is dropped.
-    pub fn task_started(&self, task: &str, waited: Option<SignedDuration>) -> TaskRunning {
+    pub(crate) fn task_started(&self, task: &str, waited: Option<SignedDuration>) -> TaskRunning {
         let label = TaskLabel {
             task: task.to_owned(),
         };
@@ -298,7 +298,7 @@ impl Metrics {
     }
     /// A task of registration `task` ended in `phase`, `ran` after its start (`None`: it never
     /// started).
-    pub fn task_ended(&self, task: &str, phase: Phase, ran: Option<SignedDuration>) {
+    pub(crate) fn task_ended(&self, task: &str, phase: Phase, ran: Option<SignedDuration>) {
         let task = task.to_owned();
         if let Some(ran) = ran {
             self.task_seconds
@@ -311,36 +311,37 @@ impl Metrics {
             .inc();
     }
     /// Changes the queue depth.
-    pub fn queue(&self, delta: i64) {
+    pub(crate) fn queue(&self, delta: i64) {
         self.queue_depth.inc_by(delta);
     }
     /// Changes the number of calls in flight.
-    pub fn inflight(&self, delta: i64) {
+    pub(crate) fn inflight(&self, delta: i64) {
         self.inflight.inc_by(delta);
     }
     /// Changes the number of running daemons.
-    pub fn daemons(&self, delta: i64) {
+    pub(crate) fn daemons(&self, delta: i64) {
         self.daemons.inc_by(delta);
     }
-    /// Daemons running now.
-    pub fn daemons_running(&self) -> i64 {
+    /// Daemons running now (tests).
+    #[cfg(test)]
+    pub(crate) fn daemons_running(&self) -> i64 {
         self.daemons.get()
     }
     /// Changes the number of known objects.
-    pub fn objects(&self, delta: i64) {
+    pub(crate) fn objects(&self, delta: i64) {
         self.objects.inc_by(delta);
     }
     /// Objects waiting for a worker now.
-    pub fn queue_depth(&self) -> i64 {
+    pub(crate) fn queue_depth(&self) -> i64 {
         self.queue_depth.get()
     }
     /// Handler calls in flight now.
-    pub fn inflight_calls(&self) -> i64 {
+    pub(crate) fn inflight_calls(&self) -> i64 {
         self.inflight.get()
     }
 
     /// The OpenMetrics text exposition ([`CONTENT_TYPE`]), ending with `# EOF`.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut out = String::new();
         // Writing to a String cannot fail; the encoder's own errors are for other writers.
         if let Err(err) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
@@ -353,7 +354,7 @@ impl Metrics {
 /// A task counted in `operon_tasks_running` until this is dropped (also when its worker panics
 /// or is aborted).
 #[derive(Debug)]
-pub struct TaskRunning(Gauge);
+pub(crate) struct TaskRunning(Gauge);
 
 impl Drop for TaskRunning {
     fn drop(&mut self) {

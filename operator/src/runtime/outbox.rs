@@ -19,7 +19,7 @@ const BACKOFF: Backoff = Backoff::new(Duration::from_millis(500), Duration::from
 /// Keeps the service's outbox open and posts what comes, until the service says it has none
 /// (UNIMPLEMENTED) or the task is aborted. A service that is down or a call that ends is retried
 /// with a growing delay; an Event that breaks the contract (no involved object) is logged.
-pub async fn serve(
+pub(crate) async fn serve(
     service: Arc<dyn HandlerPort>,
     client: kube::Client,
     metrics: Arc<Metrics>,

@@ -11,11 +11,11 @@ use crate::core::patch::{self as writing, MergePatch, Refusal};
 use crate::runtime::context::{Context, ResourceCtx};
 use crate::runtime::kit::{self, status_code as code_of};
 
-pub use crate::core::patch::Written;
+pub(crate) use crate::core::patch::Written;
 
 /// Adding or removing our finalizer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FinalizerAction {
+pub(crate) enum FinalizerAction {
     /// Block deletion.
     Add,
     /// Allow deletion.
@@ -31,7 +31,7 @@ fn api(env: &Context, res: &ResourceCtx, body: &Value) -> Api<DynamicObject> {
 /// # Errors
 /// The API server's refusal. A vanished object (404) and a lost finalizer race (409/422) are
 /// not errors: the next cycle sees the fresh state.
-pub async fn write(
+pub(crate) async fn write(
     env: &Context,
     res: &ResourceCtx,
     body: &Value,

@@ -36,7 +36,7 @@ use crate::runtime::timers::Timers;
 use crate::telemetry;
 
 /// Change handling: the context, and the timers and daemons it runs per object.
-pub struct Handling {
+pub(crate) struct Handling {
     /// The shared context.
     pub ctx: Arc<Context>,
     /// The running timers.
@@ -57,7 +57,7 @@ impl std::fmt::Debug for Handling {
 
 /// What the queue hands to a cycle.
 #[derive(Debug)]
-pub struct Input {
+pub(crate) struct Input {
     /// The latest body.
     pub body: Arc<Value>,
     /// The watch said DELETED.
@@ -70,7 +70,7 @@ pub struct Input {
 
 /// What a cycle tells the queue.
 #[derive(Debug, Default)]
-pub struct Output {
+pub(crate) struct Output {
     /// What our write left to wait for before the next cycle.
     pub written: Written,
     /// Run again after this long even without a new event.
@@ -81,7 +81,7 @@ pub struct Output {
 
 /// Runs one cycle in its own root span (`cycle`: the object's identity, then the cause). Never
 /// fails: every problem is logged, posted as an Event and retried.
-pub async fn process(handling: &Handling, res: &Arc<ResourceCtx>, input: Input) -> Output {
+pub(crate) async fn process(handling: &Handling, res: &Arc<ResourceCtx>, input: Input) -> Output {
     // Kopf's initial indexing: no handler runs before every index has its initial listing.
     handling.indexing.wait().await;
     let body = input.body.as_ref();

@@ -15,30 +15,31 @@ use crate::runtime::context::ResourceCtx;
 use crate::runtime::kit::{Locked, LockedRw};
 use crate::runtime::processing::{self, Handling, Input};
 
-pub use crate::core::queueing::Seen;
+pub(crate) use crate::core::queueing::Seen;
 
 /// An object's identity: resource index, namespace, name.
-pub type Key = (usize, String, String);
+pub(crate) type Key = (usize, String, String);
 
 /// An object as the watch delivered it, kept as compact JSON until a cycle needs it: a parsed
 /// `serde_json::Value` costs 5–10 times its JSON, and a backlog holds every object at once.
 #[derive(Debug, Clone)]
-pub struct Observed {
+pub(crate) struct Observed {
     json: Arc<str>,
     rv: Option<String>,
 }
 
 impl Observed {
     /// The object's JSON and its `metadata.resourceVersion`.
-    pub fn new(json: String, rv: Option<String>) -> Observed {
+    pub(crate) fn new(json: String, rv: Option<String>) -> Observed {
         Observed {
             json: json.into(),
             rv,
         }
     }
 
-    /// From a parsed body (tests, and callers that have one already).
-    pub fn of(body: &Value) -> Observed {
+    /// From a parsed body (tests).
+    #[cfg(test)]
+    pub(crate) fn of(body: &Value) -> Observed {
         Observed::new(body.to_string(), rv_of(body).map(str::to_owned))
     }
 }
@@ -54,7 +55,7 @@ type Slot = queueing::Slot<Observed, Instant>;
 
 /// The per-object queue and its workers.
 #[derive(Debug)]
-pub struct Queue {
+pub(crate) struct Queue {
     slots: Mutex<HashMap<Key, Slot>>,
     workers: Arc<Semaphore>,
     handling: Arc<Handling>,
@@ -70,6 +71,7 @@ fn needs_bodies(res: &ResourceCtx) -> bool {
     queueing::needs_bodies(res.handlers.iter().map(|b| b.handler.kind))
 }
 
+#[cfg(test)]
 fn rv_of(body: &Value) -> Option<&str> {
     body.pointer("/metadata/resourceVersion")
         .and_then(Value::as_str)
@@ -77,7 +79,7 @@ fn rv_of(body: &Value) -> Option<&str> {
 
 impl Queue {
     /// A queue over `resources` with at most `workers` cycles at a time.
-    pub fn new(
+    pub(crate) fn new(
         handling: Arc<Handling>,
         resources: Vec<Arc<ResourceCtx>>,
         workers: usize,
@@ -101,7 +103,7 @@ impl Queue {
     }
 
     /// Serves one more resource (found by a re-discovery); returns its index for [`Key`]s.
-    pub fn add_resource(&self, resource: Arc<ResourceCtx>) -> usize {
+    pub(crate) fn add_resource(&self, resource: Arc<ResourceCtx>) -> usize {
         let mut resources = self.resources.write_locked();
         resources.push(resource);
         resources.len() - 1
@@ -112,7 +114,7 @@ impl Queue {
     }
 
     /// Takes a watch observation: the latest state wins; a worker runs if none does.
-    pub fn observe(self: &Arc<Self>, key: Key, body: Observed, seen: Seen) {
+    pub(crate) fn observe(self: &Arc<Self>, key: Key, body: Observed, seen: Seen) {
         let mut slots = self.lock();
         let is_new = !slots.contains_key(&key);
         if is_new {
@@ -124,7 +126,7 @@ impl Queue {
     }
 
     /// After a (re)listing: objects of that watch that were not listed are gone.
-    pub fn sweep(
+    pub(crate) fn sweep(
         self: &Arc<Self>,
         resource: usize,
         namespace: Option<&str>,
@@ -286,7 +288,7 @@ impl Queue {
     }
 
     /// Stops taking work and waits (up to `grace`) for the cycles in flight to finish.
-    pub async fn shutdown(&self, grace: Duration) {
+    pub(crate) async fn shutdown(&self, grace: Duration) {
         self.stopping.store(true, Ordering::SeqCst);
         let deadline = Instant::now() + grace;
         while self.running.load(Ordering::SeqCst) > 0 {

@@ -6,9 +6,8 @@ use std::sync::{Arc, RwLock};
 
 use tokio::sync::broadcast;
 
-pub use crate::core::views::{
-    AttemptView, DiffView, EventView, HandlerDetails, HandlerStatus, HandlerView, ObjectDetails,
-    ObjectPhase, ObjectView, Overview,
+pub(crate) use crate::core::views::{
+    AttemptView, DiffView, EventView, HandlerDetails, HandlerView, ObjectDetails, ObjectView,
 };
 
 use crate::runtime::kit::LockedRw;
@@ -19,7 +18,7 @@ const EVENTS_PER_OBJECT: usize = 20;
 
 /// The read model shared by the core and the HTTP listener (dashboard and JSON API).
 #[derive(Debug)]
-pub struct ReadModel {
+pub(crate) struct ReadModel {
     objects: RwLock<BTreeMap<String, Arc<ObjectView>>>,
     /// Per object key: the last handling cycle's diff.
     diffs: RwLock<HashMap<String, Vec<DiffView>>>,
@@ -52,7 +51,7 @@ fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
 
 impl ReadModel {
     /// Stores a view and announces it (as JSON) when it changed.
-    pub fn upsert(&self, view: ObjectView) {
+    pub(crate) fn upsert(&self, view: ObjectView) {
         let key = view.key();
         let mut objects = write(&self.objects);
         let same = objects.get(&key).is_some_and(|old| {
@@ -66,7 +65,7 @@ impl ReadModel {
     }
 
     /// Stores a view only when the object is not known yet.
-    pub fn insert_if_absent(&self, view: ObjectView) {
+    pub(crate) fn insert_if_absent(&self, view: ObjectView) {
         let known = read(&self.objects).contains_key(&view.key());
         if !known {
             self.upsert(view);
@@ -74,7 +73,7 @@ impl ReadModel {
     }
 
     /// Forgets an object that is gone.
-    pub fn remove(&self, resource: &str, namespace: &str, name: &str) {
+    pub(crate) fn remove(&self, resource: &str, namespace: &str, name: &str) {
         let key = format!("{resource}/{namespace}/{name}");
         let removed = write(&self.objects).remove(&key);
         write(&self.diffs).remove(&key);
@@ -87,22 +86,22 @@ impl ReadModel {
     }
 
     /// Every object, ordered by resource, namespace and name (shared, not copied).
-    pub fn objects(&self) -> Vec<Arc<ObjectView>> {
+    pub(crate) fn objects(&self) -> Vec<Arc<ObjectView>> {
         read(&self.objects).values().cloned().collect()
     }
 
     /// One object by its key.
-    pub fn object(&self, key: &str) -> Option<Arc<ObjectView>> {
+    pub(crate) fn object(&self, key: &str) -> Option<Arc<ObjectView>> {
         read(&self.objects).get(key).cloned()
     }
 
     /// Keeps the diff of an object's last handling cycle.
-    pub fn set_diff(&self, key: String, diff: Vec<DiffView>) {
+    pub(crate) fn set_diff(&self, key: String, diff: Vec<DiffView>) {
         write(&self.diffs).insert(key, diff);
     }
 
     /// Keeps an Event posted about the object with this uid.
-    pub fn add_event(&self, uid: &str, event: EventView) {
+    pub(crate) fn add_event(&self, uid: &str, event: EventView) {
         if uid.is_empty() {
             return;
         }
@@ -114,7 +113,7 @@ impl ReadModel {
 
     /// What the object's page shows besides its view: the last cycle's diff, the Events the core
     /// posted, every handler's traced attempts.
-    pub fn details(&self, key: &str) -> ObjectDetails {
+    pub(crate) fn details(&self, key: &str) -> ObjectDetails {
         let mut details = ObjectDetails::default();
         let Some(view) = self.object(key) else {
             return details;
@@ -144,7 +143,7 @@ impl ReadModel {
     }
 
     /// A stream of changes, as JSON lines.
-    pub fn subscribe(&self) -> broadcast::Receiver<String> {
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<String> {
         self.changes.subscribe()
     }
 }
@@ -152,6 +151,7 @@ impl ReadModel {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::views::{HandlerStatus, ObjectPhase};
     use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
 
     fn view(uid: &str) -> ObjectView {

@@ -12,12 +12,12 @@ use crate::runtime::ports::HandlerPort;
 use crate::runtime::ports::WideRegistration;
 
 /// A resource and the wide registrations (with their service's index) it is served for.
-pub type Matches = Vec<(Served, Vec<(WideRegistration, usize)>)>;
+pub(crate) type Matches = Vec<(Served, Vec<(WideRegistration, usize)>)>;
 
-pub use crate::core::rediscovery::ResourceKey;
+pub(crate) use crate::core::rediscovery::ResourceKey;
 
 /// The key of a served resource.
-pub fn key_of(served: &Served) -> ResourceKey {
+pub(crate) fn key_of(served: &Served) -> ResourceKey {
     (
         served.resource.group.clone(),
         served.resource.version.clone(),
@@ -31,7 +31,7 @@ pub fn key_of(served: &Served) -> ResourceKey {
 ///
 /// # Errors
 /// When the scan itself fails.
-pub async fn matches(
+pub(crate) async fn matches(
     client: &kube::Client,
     services: &[Arc<dyn HandlerPort>],
     wide: &[(WideRegistration, usize)],
@@ -71,7 +71,7 @@ pub async fn matches(
 
 /// Which resource of `scan` each wide registration serves (decided by
 /// [`rediscovery::matches`]).
-pub fn decide(
+pub(crate) fn decide(
     scan: &[Discovered],
     wide: &[(WideRegistration, usize)],
     accepted: &BTreeMap<(usize, String), BTreeSet<usize>>,
@@ -96,7 +96,7 @@ fn handlers_of(regs: &[(WideRegistration, usize)]) -> Handlers {
 }
 
 /// What the handlers of each matched resource are, for comparing two scans.
-pub fn summary(matches: &Matches) -> BTreeMap<ResourceKey, Handlers> {
+pub(crate) fn summary(matches: &Matches) -> BTreeMap<ResourceKey, Handlers> {
     matches
         .iter()
         .map(|(served, regs)| (key_of(served), handlers_of(regs)))
@@ -104,22 +104,26 @@ pub fn summary(matches: &Matches) -> BTreeMap<ResourceKey, Handlers> {
 }
 
 /// What a re-discovery asks of the engine (see [`rediscovery::Rediscovery`]).
-pub type Rediscovery = rediscovery::Rediscovery<(Served, Vec<(WideRegistration, usize)>)>;
+pub(crate) type Rediscovery = rediscovery::Rediscovery<(Served, Vec<(WideRegistration, usize)>)>;
 
 /// What the wide selectors match, scan after scan (decided by [`rediscovery::Tracker`]; the
 /// engine performs the answers).
 #[derive(Debug, Default)]
-pub struct Tracker(rediscovery::Tracker);
+pub(crate) struct Tracker(rediscovery::Tracker);
 
 impl Tracker {
     /// After the start's scan: `named` resources and what the wide selectors `matched` then.
-    pub fn new(named: BTreeSet<ResourceKey>, matched: &Matches) -> Self {
+    pub(crate) fn new(named: BTreeSet<ResourceKey>, matched: &Matches) -> Self {
         Tracker(rediscovery::Tracker::new(named, summary(matched)))
     }
 
     /// A new scan: `found` is what the wide selectors match now, `scanned` every resource the
     /// API server has.
-    pub fn rediscovered(&mut self, found: Matches, scanned: &BTreeSet<ResourceKey>) -> Rediscovery {
+    pub(crate) fn rediscovered(
+        &mut self,
+        found: Matches,
+        scanned: &BTreeSet<ResourceKey>,
+    ) -> Rediscovery {
         let found = found
             .into_iter()
             .map(|(served, regs)| (key_of(&served), handlers_of(&regs), (served, regs)))

@@ -11,7 +11,7 @@ use crate::runtime::watching::Readiness;
 
 /// Shared state of the HTTP listener.
 #[derive(Debug)]
-pub struct Shared {
+pub(crate) struct Shared {
     /// The read model.
     pub readmodel: Arc<ReadModel>,
     /// Metrics.
@@ -25,7 +25,7 @@ pub struct Shared {
 
 impl Shared {
     /// A fresh state.
-    pub fn new(readmodel: Arc<ReadModel>, metrics: Arc<Metrics>) -> Arc<Self> {
+    pub(crate) fn new(readmodel: Arc<ReadModel>, metrics: Arc<Metrics>) -> Arc<Self> {
         Arc::new(Shared {
             readmodel,
             metrics,
@@ -36,7 +36,7 @@ impl Shared {
     }
 
     /// Every watch has finished its initial listing.
-    pub fn ready(&self) -> bool {
+    pub(crate) fn ready(&self) -> bool {
         self.readiness.ready()
     }
 }
@@ -72,7 +72,7 @@ impl operon_dashboard::ReadModel for Shared {
 
 impl Shared {
     /// Edits what the dashboard's about page shows.
-    pub fn set_about(&self, edit: impl FnOnce(&mut operon_dashboard::About)) {
+    pub(crate) fn set_about(&self, edit: impl FnOnce(&mut operon_dashboard::About)) {
         edit(&mut self.about.write_locked());
     }
 }

@@ -45,16 +45,16 @@ use crate::runtime::readmodel::ReadModel;
 mod callbacks;
 mod endpoint;
 
-pub use crate::core::shutdown::{Answer, Called, Gate};
-pub use callbacks::Callbacks;
-pub use endpoint::{NoRandomness, call, mint_token};
+pub(crate) use crate::core::shutdown::{Answer, Called, Gate};
+pub(crate) use callbacks::Callbacks;
+pub(crate) use endpoint::{call, mint_token};
 
 /// A parent: namespace ("" for cluster-wide) and name.
-pub type Key = (String, String);
+pub(crate) type Key = (String, String);
 
 /// Writing the handshake's state failed.
 #[derive(Debug, thiserror::Error)]
-pub enum WriteError {
+pub(crate) enum WriteError {
     /// The API server refused the patch (409: the parent changed meanwhile).
     #[error(transparent)]
     Api(#[from] kube::Error),
@@ -72,7 +72,7 @@ impl WriteError {
 }
 
 /// The shutdown hook of one sync registration.
-pub struct Shutdown {
+pub(crate) struct Shutdown {
     /// The hook.
     pub hook: Hook,
     /// The sync registration's id.
@@ -112,7 +112,7 @@ impl std::fmt::Debug for Shutdown {
 }
 
 /// What a [`Shutdown`] needs from its sync controller.
-pub struct Setup {
+pub(crate) struct Setup {
     /// The hook.
     pub hook: Hook,
     /// The sync registration's id.
@@ -136,7 +136,7 @@ pub struct Setup {
 /// Clearing a finished handshake failed.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot clear status.shutdown: {0}")]
-pub struct ClearFailed(#[source] WriteError);
+pub(crate) struct ClearFailed(#[source] WriteError);
 
 fn key_of(body: &Value) -> Key {
     let s = |p: &str| {
@@ -150,7 +150,7 @@ fn key_of(body: &Value) -> Key {
 
 impl Shutdown {
     /// A hook for one sync registration.
-    pub fn new(setup: Setup) -> Arc<Shutdown> {
+    pub(crate) fn new(setup: Setup) -> Arc<Shutdown> {
         Arc::new(Shutdown {
             resource: decide::resource_segment(
                 &setup.parent.resource.plural,
@@ -171,12 +171,12 @@ impl Shutdown {
     }
 
     /// The last state seen or written for a parent (for the read model).
-    pub fn view(&self, key: &Key) -> Option<State> {
+    pub(crate) fn view(&self, key: &Key) -> Option<State> {
         self.seen.locked().get(key).cloned()
     }
 
     /// Forgets a parent that is gone.
-    pub fn forget(&self, key: &Key) {
+    pub(crate) fn forget(&self, key: &Key) {
         self.seen.locked().remove(key);
         self.tokens.locked().remove(key);
     }
@@ -256,7 +256,7 @@ impl Shutdown {
     /// Whether the parent's children may go now for `reason`; advances the handshake (asks the
     /// application, retries, applies the failure strategy) as the stored state and the clock
     /// say.
-    pub async fn gate(&self, body: &Value, reason: Reason) -> Gate {
+    pub(crate) async fn gate(&self, body: &Value, reason: Reason) -> Gate {
         let key = key_of(body);
         let stored = match State::of(body) {
             Ok(s) => s,
@@ -388,7 +388,7 @@ impl Shutdown {
     ///
     /// # Errors
     /// The failed write.
-    pub async fn clear(&self, body: &Value) -> Result<(), ClearFailed> {
+    pub(crate) async fn clear(&self, body: &Value) -> Result<(), ClearFailed> {
         let key = key_of(body);
         if !State::present(body) {
             self.remember(&key, None);
@@ -406,7 +406,7 @@ impl Shutdown {
 
     /// Judges a callback for the parent `namespace`/`name` (`_`: cluster-wide) with `body`
     /// (`{"token": "..."}`).
-    pub async fn confirm(&self, namespace: &str, name: &str, body: &[u8]) -> Answer {
+    pub(crate) async fn confirm(&self, namespace: &str, name: &str, body: &[u8]) -> Answer {
         let token = match decide::callback_token(body) {
             Ok(token) => token,
             Err(answer) => return answer,

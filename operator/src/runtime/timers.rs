@@ -33,7 +33,7 @@ struct Running {
 
 /// The running timers of the core.
 #[derive(Default)]
-pub struct Timers {
+pub(crate) struct Timers {
     running: Mutex<HashMap<TimerKey, Running>>,
 }
 
@@ -50,7 +50,7 @@ impl Timers {
 
     /// Makes exactly `wanted` run for this object: starts the missing ones, gives the running
     /// ones the new body (and restarts their idle clock on an essential change), stops the rest.
-    pub fn sync(
+    pub(crate) fn sync(
         &self,
         env: &Arc<Context>,
         res: &Arc<ResourceCtx>,
@@ -116,7 +116,7 @@ impl Timers {
     }
 
     /// Stops every timer of the object (it is being deleted or is gone).
-    pub fn stop_object(&self, res: &ResourceCtx, body: &Value) {
+    pub(crate) fn stop_object(&self, res: &ResourceCtx, body: &Value) {
         self.sync_none(
             &res.served.name(),
             meta(body, "namespace"),
@@ -125,7 +125,7 @@ impl Timers {
     }
 
     /// Stops every timer (the core stops, or reloads its handlers).
-    pub fn stop_all(&self) {
+    pub(crate) fn stop_all(&self) {
         for (_, timer) in self.lock().drain() {
             timer.task.abort();
         }

@@ -28,7 +28,7 @@ use crate::runtime::kit::{self, Locked};
 
 /// Counts the watches that have finished their initial listing against those expected.
 #[derive(Debug)]
-pub struct Readiness {
+pub(crate) struct Readiness {
     total: AtomicUsize,
     listed: AtomicUsize,
 }
@@ -44,26 +44,26 @@ impl Default for Readiness {
 
 impl Readiness {
     /// Not ready until [`Readiness::expect`] says how many watches to wait for.
-    pub fn reset(&self) {
+    pub(crate) fn reset(&self) {
         self.listed.store(0, Ordering::Relaxed);
         self.total.store(usize::MAX, Ordering::Relaxed);
     }
     /// Ready once `total` watches have listed.
-    pub fn expect(&self, total: usize) {
+    pub(crate) fn expect(&self, total: usize) {
         self.total.store(total, Ordering::Relaxed);
     }
     /// One more watch has its initial listing.
-    pub fn listed(&self) {
+    pub(crate) fn listed(&self) {
         self.listed.fetch_add(1, Ordering::Relaxed);
     }
     /// Every expected watch has listed.
-    pub fn ready(&self) -> bool {
+    pub(crate) fn ready(&self) -> bool {
         self.listed.load(Ordering::Relaxed) >= self.total.load(Ordering::Relaxed)
     }
 }
 
 /// One event of a shared watch, as every subscriber receives it.
-pub type Event = Arc<watcher::Event<DynamicObject>>;
+pub(crate) type Event = Arc<watcher::Event<DynamicObject>>;
 
 /// What identifies one watch: group, version, plural and the namespace (`None`: all).
 type WatchKey = (String, String, String, Option<String>);
@@ -90,7 +90,7 @@ struct Entry {
 }
 
 /// The shared watches of one engine generation.
-pub struct Watches {
+pub(crate) struct Watches {
     client: kube::Client,
     /// Restart a watch that has been silent this long.
     silence: Duration,
@@ -112,7 +112,7 @@ impl std::fmt::Debug for Watches {
 
 /// A controller's end of a shared watch.
 #[derive(Debug)]
-pub struct Subscription {
+pub(crate) struct Subscription {
     events: mpsc::UnboundedReceiver<Event>,
     /// Reported once, after the first complete listing (only for subscriptions of the start).
     readiness: Option<Arc<Readiness>>,
@@ -120,12 +120,12 @@ pub struct Subscription {
 
 impl Subscription {
     /// The next event; `None` when the watch was stopped.
-    pub async fn next(&mut self) -> Option<Event> {
+    pub(crate) async fn next(&mut self) -> Option<Event> {
         self.events.recv().await
     }
 
     /// The controller has taken in its first complete listing (counted for `/readyz` once).
-    pub fn listed(&mut self) {
+    pub(crate) fn listed(&mut self) {
         if let Some(readiness) = self.readiness.take() {
             readiness.listed();
         }
@@ -135,7 +135,7 @@ impl Subscription {
 /// Keeps a store of a subscription's objects (kube's reflector [`Writer`]) and tells `touched`
 /// about every event after the store has taken it in, until the watch ends. Reports the
 /// subscription listed once the store has its first complete listing.
-pub async fn reflect(
+pub(crate) async fn reflect(
     mut subscription: Subscription,
     mut writer: Writer<DynamicObject>,
     mut touched: impl FnMut(&watcher::Event<DynamicObject>),
@@ -151,7 +151,7 @@ pub async fn reflect(
 
 /// The objects an event is about (kube's `touched_objects`): the applied, listed or deleted
 /// one; none for the listing's start and end.
-pub fn touched(event: &watcher::Event<DynamicObject>) -> Option<&DynamicObject> {
+pub(crate) fn touched(event: &watcher::Event<DynamicObject>) -> Option<&DynamicObject> {
     match event {
         watcher::Event::Apply(obj)
         | watcher::Event::InitApply(obj)
@@ -162,7 +162,7 @@ pub fn touched(event: &watcher::Event<DynamicObject>) -> Option<&DynamicObject> 
 
 impl Watches {
     /// No watches yet; `/readyz` is not ready until [`Watches::start`].
-    pub fn new(
+    pub(crate) fn new(
         client: kube::Client,
         silence: Duration,
         namespaces: Arc<Namespaces>,
@@ -181,7 +181,7 @@ impl Watches {
     /// Subscribes to `served` in `namespace` (`None`, or a cluster-wide resource: all). Before
     /// [`Watches::start`], the watch is only prepared; after it, a new watch starts at once, and
     /// a watch already running is restarted so that the newcomer, too, sees a full listing.
-    pub fn subscribe(&self, served: &Served, namespace: Option<&str>) -> Subscription {
+    pub(crate) fn subscribe(&self, served: &Served, namespace: Option<&str>) -> Subscription {
         let (tx, rx) = mpsc::unbounded_channel();
         let readiness = {
             let mut counted = self.counted.locked();
@@ -214,7 +214,7 @@ impl Watches {
 
     /// Starts every prepared watch; from now on, `/readyz` waits for the subscriptions made so
     /// far, and new subscriptions start (or restart) their watch at once.
-    pub fn start(&self) {
+    pub(crate) fn start(&self) {
         if let Some(total) = self.counted.locked().take() {
             self.readiness.expect(total);
         }
@@ -229,7 +229,7 @@ impl Watches {
 
     /// Stops the watches of a resource (group, version, plural; every scope); their subscribers
     /// see the end.
-    pub fn stop_resource(&self, resource: &(String, String, String)) {
+    pub(crate) fn stop_resource(&self, resource: &(String, String, String)) {
         let (g, v, p) = resource;
         self.entries.locked().retain(|(kg, kv, kp, _), entry| {
             let matches = (kg, kv, kp) == (g, v, p);
@@ -241,7 +241,7 @@ impl Watches {
     }
 
     /// Stops every watch.
-    pub fn stop_all(&self) {
+    pub(crate) fn stop_all(&self) {
         for entry in self.entries.locked().values_mut() {
             if let Some(task) = entry.task.take() {
                 task.abort();
@@ -250,13 +250,9 @@ impl Watches {
     }
 
     /// How many watches there are (one per resource and scope, however many subscribe).
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.entries.locked().len()
-    }
-
-    /// No watches at all.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     fn spawn(&self, key: &WatchKey, entry: &Entry) -> tokio::task::JoinHandle<()> {

@@ -18,11 +18,11 @@ use crate::core::admission::WebhookKind;
 use crate::core::admission::webhooks::{self, ClientConfig};
 
 /// How often the live configurations are compared with what they should say.
-pub const RECHECK: Duration = Duration::from_secs(30);
+pub(crate) const RECHECK: Duration = Duration::from_secs(30);
 
 /// The manager of the two configurations of one name.
 #[derive(Clone)]
-pub struct Manager {
+pub(crate) struct Manager {
     /// The API client.
     pub client: kube::Client,
     /// The configurations' name (Kopf's `settings.admission.managed`).
@@ -109,7 +109,7 @@ impl Manager {
     }
 
     /// Reconciles both configurations now and every [`RECHECK`], until the task is aborted.
-    pub async fn keep_up_to_date(&self, routes: &[Route]) {
+    pub(crate) async fn keep_up_to_date(&self, routes: &[Route]) {
         loop {
             for kind in KINDS {
                 match self
@@ -133,7 +133,7 @@ impl Manager {
     }
 
     /// Leaves only the persistent handlers' webhooks (on exit), as Kopf does.
-    pub async fn clean_up(&self, routes: &[Route]) {
+    pub(crate) async fn clean_up(&self, routes: &[Route]) {
         for kind in KINDS {
             let webhooks = self.desired(routes, kind, true);
             let patch = json!({"webhooks": webhooks});

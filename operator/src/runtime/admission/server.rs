@@ -25,7 +25,7 @@ use crate::core::admission::{self, Review};
 const MAX_BODY: usize = 16 * 1024 * 1024;
 
 /// Accepts connections until the task is aborted.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
     acceptor: tokio_rustls::TlsAcceptor,
     routes: Arc<Routes>,

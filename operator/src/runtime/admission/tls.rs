@@ -12,7 +12,7 @@ use crate::core::admission::serving;
 
 /// A failure to make or load the listener's certificates.
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
+pub(crate) enum Error {
     /// Generating the CA or the server certificate failed.
     #[error("cannot generate the webhook certificate")]
     Generate(#[source] rcgen::Error),
@@ -29,7 +29,7 @@ pub enum Error {
 
 /// The PEM material of the listener.
 #[derive(Debug, Clone)]
-pub struct Material {
+pub(crate) struct Material {
     /// The server's certificate chain.
     pub cert_pem: Vec<u8>,
     /// The server's private key.
@@ -44,7 +44,7 @@ pub struct Material {
 ///
 /// # Errors
 /// [`Error::Generate`] if a name cannot be put in a certificate.
-pub fn generate(hostnames: &[String]) -> Result<Material, Error> {
+pub(crate) fn generate(hostnames: &[String]) -> Result<Material, Error> {
     use rcgen::{
         BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
         KeyPair, KeyUsagePurpose,
@@ -90,7 +90,7 @@ pub fn generate(hostnames: &[String]) -> Result<Material, Error> {
 ///
 /// # Errors
 /// [`Error::NoCertificate`], [`Error::BadKey`], [`Error::Rustls`].
-pub fn server_config(material: &Material) -> Result<Arc<rustls::ServerConfig>, Error> {
+pub(crate) fn server_config(material: &Material) -> Result<Arc<rustls::ServerConfig>, Error> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&material.cert_pem)
         .filter_map(Result::ok)
         .collect();

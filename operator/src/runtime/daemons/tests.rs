@@ -107,7 +107,6 @@ fn env() -> Arc<Context> {
         namespaces: Vec::new(),
         prefix: "kopf.zalando.org".into(),
         callback_base: String::new(),
-        tls: None,
         task_retention: Duration::from_secs(60),
     })
 }

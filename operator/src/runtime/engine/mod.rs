@@ -32,11 +32,11 @@ use crate::runtime::watching::{Subscription, Watches};
 
 use discover::{Resolved, Services};
 use intake::{Scope, watch};
-pub use served_by::{ServedByError, served_by};
+pub(crate) use served_by::served_by;
 
 /// The core's configuration (`operon run`).
 #[derive(Debug, Clone)]
-pub struct Config {
+pub(crate) struct Config {
     /// Handler service addresses.
     pub handlers: Vec<String>,
     /// Namespaces to serve, by name or Kopf's pattern; empty (and no regexes) means all.
@@ -86,7 +86,7 @@ pub struct Config {
 
 /// A failure that stops the core.
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
+pub(crate) enum Error {
     /// No Kubernetes configuration was found or it is unusable.
     #[error("cannot connect to Kubernetes")]
     Kube(#[source] kube::Error),
@@ -130,7 +130,7 @@ pub enum Error {
 ///
 /// # Errors
 /// Start-up failures (configuration, manifests, listener).
-pub async fn run(config: Config) -> Result<(), Error> {
+pub(crate) async fn run(config: Config) -> Result<(), Error> {
     let (client, renewal) = if config.login {
         let (client, renewal) =
             crate::runtime::login::client(&config.handlers, config.handler_tls.as_ref()).await?;
@@ -346,7 +346,6 @@ impl Generation<'_> {
                 .callback_url
                 .clone()
                 .unwrap_or_else(|| format!("http://{}", config.http)),
-            tls: config.handler_tls.clone(),
             task_retention: config.task_retention,
         });
         let handling = Arc::new(Handling {

@@ -20,7 +20,7 @@ use crate::runtime::selecting;
 ///
 /// # Errors
 /// Configuration, an unanswered `Describe`, an invalid manifest, a resource not found.
-pub async fn served_by(
+pub(crate) async fn served_by(
     urls: &[String],
     tls: Option<&ClientTls>,
 ) -> Result<Vec<(Served, Access)>, ServedByError> {
@@ -77,7 +77,7 @@ pub async fn served_by(
 
 /// Why [`served_by`] failed.
 #[derive(Debug, thiserror::Error)]
-pub enum ServedByError {
+pub(crate) enum ServedByError {
     /// As the engine fails.
     #[error(transparent)]
     Engine(#[from] Error),

@@ -81,15 +81,16 @@ pub(crate) fn convert_options(id: &str, o: pb::Options) -> Result<Options, Error
 ///
 /// # Errors
 /// [`Error::BadDuration`] when negative or out of range.
-pub fn duration(what: &str, d: prost_types::Duration) -> Result<Duration, Error> {
+pub(crate) fn duration(what: &str, d: prost_types::Duration) -> Result<Duration, Error> {
     if d.seconds < 0 || d.nanos < 0 {
         return Err(Error::BadDuration(what.to_owned()));
     }
     Ok(Duration::new(d.seconds as u64, d.nanos as u32))
 }
 
-/// A [`Duration`] on the wire.
-pub fn to_duration(d: Duration) -> prost_types::Duration {
+/// A [`Duration`] on the wire (what services send; the tests play services).
+#[cfg(test)]
+pub(crate) fn to_duration(d: Duration) -> prost_types::Duration {
     prost_types::Duration {
         seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
         nanos: d.subsec_nanos() as i32,
@@ -97,7 +98,7 @@ pub fn to_duration(d: Duration) -> prost_types::Duration {
 }
 
 /// A timestamp on the wire.
-pub fn to_timestamp(t: jiff::Timestamp) -> prost_types::Timestamp {
+pub(crate) fn to_timestamp(t: jiff::Timestamp) -> prost_types::Timestamp {
     prost_types::Timestamp {
         seconds: t.as_second(),
         nanos: t.subsec_nanosecond(),
@@ -126,7 +127,7 @@ fn reason(r: Option<Reason>) -> i32 {
 }
 
 /// The resource on the wire.
-pub fn resolved(r: ResolvedResource) -> pb::ResolvedResource {
+pub(crate) fn resolved(r: ResolvedResource) -> pb::ResolvedResource {
     pb::ResolvedResource {
         group: r.group,
         version: r.version,
@@ -149,7 +150,7 @@ fn record(s: SubRecord) -> pb::Record {
 }
 
 /// The `InvokeRequest` of a call (without its deadline and trace context).
-pub fn invoke_request(call: Call) -> pb::InvokeRequest {
+pub(crate) fn invoke_request(call: Call) -> pb::InvokeRequest {
     pb::InvokeRequest {
         handler_id: call.handler_id,
         reason: reason(call.reason),
@@ -168,7 +169,7 @@ pub fn invoke_request(call: Call) -> pb::InvokeRequest {
 }
 
 /// The `InvokeRequest` of an admission call (without its deadline).
-pub fn admission_request(call: AdmissionCall) -> pb::InvokeRequest {
+pub(crate) fn admission_request(call: AdmissionCall) -> pb::InvokeRequest {
     pb::InvokeRequest {
         handler_id: call.handler_id,
         body_json: to_json(&call.body),
@@ -187,7 +188,7 @@ pub fn admission_request(call: AdmissionCall) -> pb::InvokeRequest {
 }
 
 /// The first message of a `Daemon` call.
-pub fn daemon_start(call: Call) -> pb::DaemonRequest {
+pub(crate) fn daemon_start(call: Call) -> pb::DaemonRequest {
     use pb::daemon_request::Message;
     pb::DaemonRequest {
         message: Some(Message::Start(pb::DaemonStart {
@@ -202,7 +203,7 @@ pub fn daemon_start(call: Call) -> pb::DaemonRequest {
 }
 
 /// A later message of a `Daemon` call.
-pub fn daemon_request(input: DaemonInput) -> pb::DaemonRequest {
+pub(crate) fn daemon_request(input: DaemonInput) -> pb::DaemonRequest {
     use pb::daemon_request::Message;
     let message = match input {
         DaemonInput::Body(body) => Message::BodyJson(to_json(&body)),
@@ -224,7 +225,7 @@ pub fn daemon_request(input: DaemonInput) -> pb::DaemonRequest {
 ///
 /// # Errors
 /// The first contract violation: no outcome, a patch that is not a JSON object, bad JSON.
-pub fn answer(r: pb::InvokeResponse) -> Result<Answer, Error> {
+pub(crate) fn answer(r: pb::InvokeResponse) -> Result<Answer, Error> {
     let result = outcome("the outcome", r.outcome)?;
     let patch = merge_patch(&r.patch_json)?;
     let subhandlers = r
@@ -267,7 +268,7 @@ fn merge_patch(bytes: &[u8]) -> Result<Option<Value>, Error> {
 }
 
 /// A discovered resource on the wire (`SelectResources`).
-pub fn discovered(d: &crate::core::selectors::Discovered) -> pb::DiscoveredResource {
+pub(crate) fn discovered(d: &crate::core::selectors::Discovered) -> pb::DiscoveredResource {
     pb::DiscoveredResource {
         group: d.group.clone(),
         version: d.version.clone(),
@@ -287,7 +288,7 @@ pub fn discovered(d: &crate::core::selectors::Discovered) -> pb::DiscoveredResou
 ///
 /// # Errors
 /// [`Error::NoInvolvedObject`] without one; [`Error::BadJson`] for one that is not JSON.
-pub fn outboxed(m: pb::OutboxEvent) -> Result<EventRequest, Error> {
+pub(crate) fn outboxed(m: pb::OutboxEvent) -> Result<EventRequest, Error> {
     let event = m.event.ok_or(Error::NoInvolvedObject)?;
     let request = event_requests(vec![event])?
         .pop()
@@ -302,7 +303,7 @@ pub fn outboxed(m: pb::OutboxEvent) -> Result<EventRequest, Error> {
 ///
 /// # Errors
 /// [`Error::BadJson`] for an involved object that is not JSON.
-pub fn event_requests(events: Vec<pb::Event>) -> Result<Vec<EventRequest>, Error> {
+pub(crate) fn event_requests(events: Vec<pb::Event>) -> Result<Vec<EventRequest>, Error> {
     events
         .into_iter()
         .map(|e| {
@@ -328,7 +329,7 @@ pub fn event_requests(events: Vec<pb::Event>) -> Result<Vec<EventRequest>, Error
 ///
 /// # Errors
 /// A patch that is not a JSON object, bad JSON, an exit without an outcome.
-pub fn daemon_output(r: pb::DaemonResponse) -> Result<DaemonOutput, Error> {
+pub(crate) fn daemon_output(r: pb::DaemonResponse) -> Result<DaemonOutput, Error> {
     Ok(DaemonOutput {
         patch: merge_patch(&r.patch_json)?,
         events: event_requests(r.events)?,
@@ -371,7 +372,7 @@ fn outcome(what: &str, o: Option<pb::Outcome>) -> Result<Option<CallResult>, Err
 ///
 /// # Errors
 /// What breaks the contract: no outcome, a patch that is not a JSON object.
-pub fn admission_answer(
+pub(crate) fn admission_answer(
     r: pb::InvokeResponse,
 ) -> Result<crate::core::admission::Answer, AdmissionAnswerError> {
     use crate::core::admission::{Refusal, Verdict};

@@ -19,7 +19,7 @@ use crate::runtime::ports::{
 };
 
 /// The manifest, each part validated on its own.
-pub fn manifest(m: &pb::Manifest) -> Manifest {
+pub(crate) fn manifest(m: &pb::Manifest) -> Manifest {
     Manifest {
         service_name: m.service_name.clone(),
         contract_revision: m.contract_revision,
@@ -71,7 +71,7 @@ fn selector(r: Option<&pb::ResourceSelector>) -> Option<Selector> {
 ///
 /// # Errors
 /// The first contract violation found.
-pub fn handlers(m: &pb::Manifest) -> Result<Registrations, Error> {
+pub(crate) fn handlers(m: &pb::Manifest) -> Result<Registrations, Error> {
     let mut seen = std::collections::BTreeSet::new();
     let mut out = Registrations::default();
     for h in &m.handlers {
@@ -137,7 +137,7 @@ pub fn handlers(m: &pb::Manifest) -> Result<Registrations, Error> {
 ///
 /// # Errors
 /// The first handler that breaks the contract.
-pub fn admission(
+pub(crate) fn admission(
     manifest: &pb::Manifest,
 ) -> Result<Vec<(Selector, AdmissionHandler)>, AdmissionRegistrationError> {
     let mut out = Vec::new();
@@ -240,7 +240,7 @@ fn hook(id: &str, h: &pb::ShutdownHook) -> Result<Hook, SyncRegistrationError> {
 ///
 /// # Errors
 /// The first contract violation.
-pub fn syncs(m: &pb::Manifest) -> Result<Vec<SyncSpec>, SyncRegistrationError> {
+pub(crate) fn syncs(m: &pb::Manifest) -> Result<Vec<SyncSpec>, SyncRegistrationError> {
     let mut out: Vec<SyncSpec> = Vec::new();
     for s in &m.syncs {
         if s.id.is_empty() {
@@ -303,7 +303,7 @@ pub fn syncs(m: &pb::Manifest) -> Result<Vec<SyncSpec>, SyncRegistrationError> {
 ///
 /// # Errors
 /// The first contract violation.
-pub fn tasks(m: &pb::Manifest) -> Result<Vec<TaskSpec>, TaskRegistrationError> {
+pub(crate) fn tasks(m: &pb::Manifest) -> Result<Vec<TaskSpec>, TaskRegistrationError> {
     let mut out: Vec<TaskSpec> = Vec::new();
     for t in &m.tasks {
         if t.id.is_empty() {

@@ -4,15 +4,15 @@
 //! and `TaskService` on the same connection. The conversions both ways are in [`convert`] and
 //! [`manifest`].
 
-pub mod convert;
-pub mod manifest;
+pub(crate) mod convert;
+pub(crate) mod manifest;
 mod sync;
 mod tasks;
 #[cfg(test)]
 mod tests;
 
-pub use sync::GrpcSync;
-pub use tasks::GrpcTasks;
+pub(crate) use sync::GrpcSync;
+pub(crate) use tasks::GrpcTasks;
 
 use std::time::Duration;
 
@@ -31,7 +31,7 @@ const MAX_MESSAGE: usize = 64 * 1024 * 1024;
 
 /// A handler service reached over gRPC.
 #[derive(Debug, Clone)]
-pub struct GrpcService {
+pub(crate) struct GrpcService {
     url: String,
     client: HandlerServiceClient<Channel>,
     /// The connection, shared with the service's other gRPC services (sync, tasks).
@@ -70,7 +70,7 @@ impl Transport {
 /// The PEM contents the core uses for `https://` handler services: the CA that signed the
 /// services' certificates and, for mutual TLS, the core's own client certificate and key.
 #[derive(Debug, Clone, Default)]
-pub struct ClientTls {
+pub(crate) struct ClientTls {
     /// The CA certificate(s) that the services' certificates must chain to.
     pub ca: Option<Vec<u8>>,
     /// The core's client certificate and private key (mutual TLS).
@@ -82,17 +82,18 @@ impl GrpcService {
     ///
     /// # Errors
     /// [`Error::BadAddress`] for an invalid URL; [`Error::Tls`] for an `https://` URL.
-    pub fn new(url: &str) -> Result<Self, Error> {
+    #[cfg(test)]
+    pub(crate) fn new(url: &str) -> Result<Self, Error> {
         Self::with_tls(url, None)
     }
 
-    /// As [`GrpcService::new`]; an `https://` URL uses TLS with `tls` (which must name a CA),
+    /// A lazily connecting client; an `https://` URL uses TLS with `tls` (which must name a CA),
     /// an `http://` URL is plaintext.
     ///
     /// # Errors
     /// [`Error::BadAddress`] for an invalid URL; [`Error::Tls`] for an `https://` URL without
     /// a CA or with certificates that cannot be used.
-    pub fn with_tls(url: &str, tls: Option<&ClientTls>) -> Result<Self, Error> {
+    pub(crate) fn with_tls(url: &str, tls: Option<&ClientTls>) -> Result<Self, Error> {
         let mut endpoint = Endpoint::from_shared(url.to_owned())
             .map_err(|source| Error::BadAddress {
                 url: url.to_owned(),
@@ -141,17 +142,17 @@ impl GrpcService {
     }
 
     /// The service's address.
-    pub fn url(&self) -> &str {
+    pub(crate) fn url(&self) -> &str {
         &self.url
     }
 
     /// The service's `SyncService`, on the same connection.
-    pub fn sync_port(&self) -> GrpcSync {
+    pub(crate) fn sync_port(&self) -> GrpcSync {
         GrpcSync::new(self.channel.clone())
     }
 
     /// The service's `TaskService`, on the same connection.
-    pub fn task_port(&self) -> GrpcTasks {
+    pub(crate) fn task_port(&self) -> GrpcTasks {
         GrpcTasks::new(self.channel.clone())
     }
 }

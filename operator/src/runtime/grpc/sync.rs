@@ -13,13 +13,13 @@ use crate::runtime::ports::{CallError, FinalizeAnswer, SyncAnswer, SyncPort, Syn
 
 /// A service's `SyncService`.
 #[derive(Debug, Clone)]
-pub struct GrpcSync {
+pub(crate) struct GrpcSync {
     client: SyncServiceClient<Channel>,
 }
 
 impl GrpcSync {
     /// The `SyncService` reached through `channel`.
-    pub fn new(channel: Channel) -> Self {
+    pub(crate) fn new(channel: Channel) -> Self {
         Self {
             client: SyncServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE),
         }

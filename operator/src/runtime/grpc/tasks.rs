@@ -12,13 +12,13 @@ use crate::runtime::ports::{CallError, TaskError, TaskPort, TaskRequest, TaskUpd
 
 /// A service's `TaskService`.
 #[derive(Debug, Clone)]
-pub struct GrpcTasks {
+pub(crate) struct GrpcTasks {
     client: TaskServiceClient<Channel>,
 }
 
 impl GrpcTasks {
     /// The `TaskService` reached through `channel`.
-    pub fn new(channel: Channel) -> Self {
+    pub(crate) fn new(channel: Channel) -> Self {
         Self {
             client: TaskServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE),
         }

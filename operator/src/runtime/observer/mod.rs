@@ -36,11 +36,11 @@ use crate::runtime::discovery::{self, Served};
 mod store;
 mod watch;
 
-pub use store::Store;
+pub(crate) use store::Store;
 
 /// What `operon dashboard` needs.
 #[derive(Debug, Clone)]
-pub struct Config {
+pub(crate) struct Config {
     /// The resources to show, kubectl-style (see [`parse_selector`]).
     pub resources: Vec<Selector>,
     /// Namespaces to watch; empty means all.
@@ -55,7 +55,7 @@ pub struct Config {
 
 /// A failure that stops `operon dashboard`.
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
+pub(crate) enum Error {
     /// The Kubernetes configuration could not be loaded.
     #[error("cannot load the Kubernetes configuration")]
     KubeConfig(#[source] kube::config::InferConfigError),
@@ -80,7 +80,7 @@ pub enum Error {
 ///
 /// # Errors
 /// [`Error::Resource`] for empty parts or more than three `/`-separated parts.
-pub fn parse_selector(text: &str) -> Result<Selector, Error> {
+pub(crate) fn parse_selector(text: &str) -> Result<Selector, Error> {
     let bad = || Error::Resource(text.to_owned());
     let parts: Vec<&str> = text.trim().split('/').collect();
     if parts.iter().any(|p| p.is_empty()) {
@@ -113,7 +113,7 @@ fn looks_like_version(text: &str) -> bool {
 }
 
 /// The listener's routes: the dashboard, its API, and the probes; behind the token if set.
-pub fn router(store: Arc<Store>, options: &operon_dashboard::Options) -> axum::Router {
+pub(crate) fn router(store: Arc<Store>, options: &operon_dashboard::Options) -> axum::Router {
     let ready = Arc::clone(&store);
     let model: Arc<dyn operon_dashboard::ReadModel> = store;
     let routes = operon_dashboard::router_with(Arc::clone(&model), options)
@@ -139,7 +139,7 @@ pub fn router(store: Arc<Store>, options: &operon_dashboard::Options) -> axum::R
 ///
 /// # Errors
 /// Start-up failures: the Kubernetes configuration, the prefix, the listener.
-pub async fn run(config: Config) -> Result<(), Error> {
+pub(crate) async fn run(config: Config) -> Result<(), Error> {
     let storages = Arc::new(Storages::new(&config.prefix)?);
     let kube_config = kube::Config::infer().await.map_err(Error::KubeConfig)?;
     let client = kube::Client::try_from(crate::runtime::kit::identified(kube_config))

@@ -35,7 +35,7 @@ impl State {
 
 /// The read model of `operon dashboard`: what the watches observed, with the Events.
 #[derive(Debug)]
-pub struct Store {
+pub(crate) struct Store {
     state: RwLock<State>,
     changes: broadcast::Sender<String>,
     resources: RwLock<Vec<String>>,
@@ -85,7 +85,7 @@ impl Store {
     }
 
     /// Stores what an object's annotations say.
-    pub fn apply(&self, observed: Observed) {
+    pub(crate) fn apply(&self, observed: Observed) {
         let key = observed.key();
         let mut state = self.write();
         if let Some(old) = state.observed.get(&key)
@@ -108,7 +108,7 @@ impl Store {
     }
 
     /// Forgets an object that is gone.
-    pub fn remove(&self, key: &str) {
+    pub(crate) fn remove(&self, key: &str) {
         let mut state = self.write();
         if let Some(observed) = state.observed.remove(key) {
             state.keys_by_uid.remove(&observed.uid);
@@ -123,7 +123,7 @@ impl Store {
 
     /// Forgets the objects of `resource` in `namespace` (all when `None`) that are not in
     /// `listed`: they went while the watch was away.
-    pub fn sweep(&self, resource: &str, namespace: Option<&str>, listed: &HashSet<String>) {
+    pub(crate) fn sweep(&self, resource: &str, namespace: Option<&str>, listed: &HashSet<String>) {
         let gone: Vec<String> = self
             .read()
             .observed
@@ -139,7 +139,7 @@ impl Store {
     }
 
     /// Stores (or replaces) an Event about the object with `uid`.
-    pub fn event(&self, uid: &str, id: &str, event: EventView) {
+    pub(crate) fn event(&self, uid: &str, id: &str, event: EventView) {
         let mut state = self.write();
         let list = state.events.entry(uid.to_owned()).or_default();
         list.retain(|(known, _)| known != id);
@@ -155,7 +155,7 @@ impl Store {
     }
 
     /// Forgets an Event (it expired).
-    pub fn forget_event(&self, uid: &str, id: &str) {
+    pub(crate) fn forget_event(&self, uid: &str, id: &str) {
         let mut state = self.write();
         if let Some(list) = state.events.get_mut(uid) {
             list.retain(|(known, _)| known != id);
@@ -169,22 +169,22 @@ impl Store {
     }
 
     /// Every watch has listed once.
-    pub fn ready(&self) -> bool {
+    pub(crate) fn ready(&self) -> bool {
         self.watches_listed.load(Ordering::Relaxed) >= self.watches_total.load(Ordering::Relaxed)
     }
 
     /// The served resources (`plural.group/version`), also those without objects.
-    pub fn set_resources(&self, resources: Vec<String>) {
+    pub(crate) fn set_resources(&self, resources: Vec<String>) {
         *self.resources.write_locked() = resources;
     }
 
     /// How many watches must list once before the store is ready.
-    pub fn expect_watches(&self, watches: usize) {
+    pub(crate) fn expect_watches(&self, watches: usize) {
         self.watches_total.store(watches, Ordering::Relaxed);
     }
 
     /// One more watch has listed once.
-    pub fn listed_once(&self) {
+    pub(crate) fn listed_once(&self) {
         self.watches_listed.fetch_add(1, Ordering::Relaxed);
     }
 }

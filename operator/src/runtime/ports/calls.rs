@@ -9,7 +9,7 @@ use crate::core::tasks::StepRecord;
 
 /// A Sync or Finalize call that failed: late, or failed in transport.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum CallError {
+pub(crate) enum CallError {
     /// No answer within the deadline.
     #[error("the {rpc} call did not finish within {deadline:?}")]
     Deadline {
@@ -32,7 +32,7 @@ pub enum CallError {
 
 /// The children of one declared type, as the handler gets them.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ChildGroup {
+pub(crate) struct ChildGroup {
     /// The type's `apiVersion`.
     pub api_version: String,
     /// The type's `kind`.
@@ -43,7 +43,7 @@ pub struct ChildGroup {
 
 /// A Sync or Finalize call about one parent.
 #[derive(Debug, Clone, PartialEq)]
-pub struct SyncRequest {
+pub(crate) struct SyncRequest {
     /// The registration.
     pub sync_id: String,
     /// The parent.
@@ -57,7 +57,7 @@ pub struct SyncRequest {
 /// What a sync handler answered. JSON that does not parse is kept as its error: a refused
 /// answer is reported on the parent, not a failed call.
 #[derive(Debug)]
-pub struct SyncAnswer {
+pub(crate) struct SyncAnswer {
     /// The handler's own error, if it failed.
     pub error: Option<String>,
     /// The parent's desired status (`None`: leave it).
@@ -70,7 +70,7 @@ pub struct SyncAnswer {
 
 /// What a finalize handler answered.
 #[derive(Debug)]
-pub struct FinalizeAnswer {
+pub(crate) struct FinalizeAnswer {
     /// The handler's own error, if it failed.
     pub error: Option<String>,
     /// The parent's status to write (`None`: leave it).
@@ -83,7 +83,7 @@ pub struct FinalizeAnswer {
 
 /// A task to run.
 #[derive(Debug, Clone, PartialEq)]
-pub struct TaskRequest {
+pub(crate) struct TaskRequest {
     /// The registration.
     pub task_id: String,
     /// The task object.
@@ -102,7 +102,7 @@ pub struct TaskRequest {
 
 /// One message of a running task.
 #[derive(Debug, Clone, PartialEq)]
-pub enum TaskUpdate {
+pub(crate) enum TaskUpdate {
     /// A step finished.
     Step(StepRecord),
     /// The task ended.
@@ -116,7 +116,7 @@ pub enum TaskUpdate {
 
 /// A running task's stream that broke.
 #[derive(Debug, thiserror::Error)]
-pub enum TaskError {
+pub(crate) enum TaskError {
     /// The call failed.
     #[error(transparent)]
     Call(#[from] CallError),
@@ -138,4 +138,4 @@ pub enum TaskError {
 
 /// What a running task sends: its steps and its end; the stream ends after `Finished` (an end
 /// without it is the handler's fault).
-pub type TaskUpdates = BoxStream<'static, Result<TaskUpdate, TaskError>>;
+pub(crate) type TaskUpdates = BoxStream<'static, Result<TaskUpdate, TaskError>>;

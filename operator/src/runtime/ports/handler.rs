@@ -12,7 +12,7 @@ use crate::core::outcome::CallResult;
 
 /// The resource as resolved by the core, as handlers get it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct ResolvedResource {
+pub(crate) struct ResolvedResource {
     /// API group; empty for the core group.
     pub group: String,
     /// Version.
@@ -27,7 +27,7 @@ pub struct ResolvedResource {
 
 /// The record of a sub-handler as sent back to its parent's next call.
 #[derive(Debug, Clone, PartialEq)]
-pub struct SubRecord {
+pub(crate) struct SubRecord {
     /// Full id (`parent/sub`).
     pub id: String,
     /// First attempt.
@@ -46,7 +46,7 @@ pub struct SubRecord {
 
 /// One call of one handler.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Call {
+pub(crate) struct Call {
     /// The handler.
     pub handler_id: String,
     /// The cycle's reason (`None` for event handlers).
@@ -81,7 +81,7 @@ impl Call {
     /// A call of `handler_id` about `body` with no cause of its own (a raw event, a timer's
     /// tick, an index event, a filter check): no reason, no essences, no retries, no trace;
     /// set what differs with struct-update syntax.
-    pub fn about(
+    pub(crate) fn about(
         handler_id: &str,
         body: Value,
         deadline: Duration,
@@ -108,7 +108,7 @@ impl Call {
 
 /// A validated answer to one Invoke.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Answer {
+pub(crate) struct Answer {
     /// The handler's outcome; `None` means "not matched" (a callback filter said no).
     pub result: Option<CallResult>,
     /// A merge patch for the object (a JSON object), if any.
@@ -120,11 +120,11 @@ pub struct Answer {
 }
 
 /// What sub-handlers did in their parent's call: plain data the core's decisions take as they are.
-pub use crate::core::handling::{SubAnswer, SubResult};
+pub(crate) use crate::core::handling::{SubAnswer, SubResult};
 
 /// An Event a handler asks the core to post.
 #[derive(Debug, Clone, PartialEq)]
-pub struct EventRequest {
+pub(crate) struct EventRequest {
     /// Normal, Warning or Error.
     pub type_: String,
     /// A CamelCase reason.
@@ -137,7 +137,7 @@ pub struct EventRequest {
 
 /// Why the core stops a daemon.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StopReason {
+pub(crate) enum StopReason {
     /// The object is being deleted or is gone.
     ResourceDeleted,
     /// The object no longer matches the daemon's filters.
@@ -148,7 +148,7 @@ pub enum StopReason {
 
 /// What the core sends down an open daemon call after its start.
 #[derive(Debug, Clone)]
-pub enum DaemonInput {
+pub(crate) enum DaemonInput {
     /// A newer version of the object.
     Body(Arc<Value>),
     /// Stop: gracefully (`force` false) or by cancelling the daemon.
@@ -162,7 +162,7 @@ pub enum DaemonInput {
 
 /// One message of a running daemon, validated.
 #[derive(Debug, Clone, PartialEq)]
-pub struct DaemonOutput {
+pub(crate) struct DaemonOutput {
     /// A merge patch to apply now.
     pub patch: Option<Value>,
     /// Events to post.
@@ -174,7 +174,7 @@ pub struct DaemonOutput {
 
 /// Credentials from a service's login handlers.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Login {
+pub(crate) struct Login {
     /// A kubeconfig, as JSON.
     pub kubeconfig_json: Vec<u8>,
     /// When the credentials expire, if they do.
@@ -183,7 +183,7 @@ pub struct Login {
 
 /// One call of an admission handler about a review.
 #[derive(Debug, Clone, PartialEq)]
-pub struct AdmissionCall {
+pub(crate) struct AdmissionCall {
     /// The handler.
     pub handler_id: String,
     /// The object under review (the old one for a DELETE).
@@ -208,7 +208,7 @@ pub struct AdmissionCall {
 
 /// An admission answer that breaks the contract.
 #[derive(Debug, thiserror::Error)]
-pub enum AdmissionAnswerError {
+pub(crate) enum AdmissionAnswerError {
     /// No outcome.
     #[error("the answer has no outcome")]
     NoOutcome,
@@ -223,7 +223,7 @@ pub enum AdmissionAnswerError {
 /// What an admission handler answered: its verdict (or why it breaks the contract) and its
 /// Events (or why they do).
 #[derive(Debug)]
-pub struct AdmissionReply {
+pub(crate) struct AdmissionReply {
     /// The answer to the review.
     pub answer: Result<crate::core::admission::Answer, AdmissionAnswerError>,
     /// The Events the handler sent (`kopf.info()` & co. in a webhook).

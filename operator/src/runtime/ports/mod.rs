@@ -6,15 +6,15 @@
 mod calls;
 mod handler;
 
-pub use crate::core::manifest::{
+pub(crate) use crate::core::manifest::{
     AdmissionRegistrationError, ContractError, Manifest, Registration, Registrations,
     SyncRegistrationError, SyncSpec, TaskRegistrationError, TaskSpec, WideRegistration,
 };
-pub use calls::{
+pub(crate) use calls::{
     CallError, ChildGroup, FinalizeAnswer, SyncAnswer, SyncRequest, TaskError, TaskRequest,
     TaskUpdate, TaskUpdates,
 };
-pub use handler::{
+pub(crate) use handler::{
     AdmissionAnswerError, AdmissionCall, AdmissionReply, Answer, Call, DaemonInput, DaemonOutput,
     EventRequest, Login, ResolvedResource, StopReason, SubAnswer, SubRecord, SubResult,
 };
@@ -26,7 +26,7 @@ use futures_util::stream::BoxStream;
 /// A failed call of a handler service: transport trouble or a broken contract — never a
 /// handler's own error, which is an outcome.
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
+pub(crate) enum Error {
     /// The address is not a valid URL.
     #[error("invalid handler service address {url:?}: {source}")]
     BadAddress {
@@ -107,15 +107,15 @@ pub(crate) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// What an open daemon call sends back: validated messages, or the failure that ended it.
-pub type DaemonOutputs = BoxStream<'static, Result<DaemonOutput, Error>>;
+pub(crate) type DaemonOutputs = BoxStream<'static, Result<DaemonOutput, Error>>;
 
 /// The Events a service posts outside handler calls, as they come.
-pub type Outbox = BoxStream<'static, Result<EventRequest, Error>>;
+pub(crate) type Outbox = BoxStream<'static, Result<EventRequest, Error>>;
 
 /// A handler service: its manifest, its handlers (change, event, timer, daemon, index, filter
 /// checks), its admission handlers, its login handlers and its outbox.
 #[tonic::async_trait]
-pub trait HandlerPort: Send + Sync + 'static {
+pub(crate) trait HandlerPort: Send + Sync + 'static {
     /// The address or name, for logs.
     fn name(&self) -> &str;
     /// The service's manifest (`Describe`), validated part by part.
@@ -171,7 +171,7 @@ pub trait HandlerPort: Send + Sync + 'static {
 
 /// A service's sync handlers (`SyncService`).
 #[tonic::async_trait]
-pub trait SyncPort: Send + Sync + 'static {
+pub(crate) trait SyncPort: Send + Sync + 'static {
     /// Asks for a parent's desired children and status (`Sync`), within `deadline`.
     async fn sync(&self, request: SyncRequest, deadline: Duration)
     -> Result<SyncAnswer, CallError>;
@@ -185,7 +185,7 @@ pub trait SyncPort: Send + Sync + 'static {
 
 /// A service's task handlers (`TaskService`).
 #[tonic::async_trait]
-pub trait TaskPort: Send + Sync + 'static {
+pub(crate) trait TaskPort: Send + Sync + 'static {
     /// Runs a task (`RunTask`): its steps and its end come down the stream; dropping the stream
     /// cancels the call.
     async fn run_task(&self, request: TaskRequest) -> Result<TaskUpdates, CallError>;

@@ -84,7 +84,6 @@ fn context() -> Arc<Context> {
         namespaces: Vec::new(),
         prefix: "kopf.zalando.org".into(),
         callback_base: String::new(),
-        tls: None,
         task_retention: Duration::from_secs(60),
     })
 }

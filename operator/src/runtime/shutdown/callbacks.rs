@@ -10,13 +10,13 @@ use crate::runtime::kit::LockedRw;
 /// The shutdown hooks of the running sync controllers, by the parent's resource
 /// ([`decide::resource_segment`]): where the listener sends callbacks.
 #[derive(Debug, Default)]
-pub struct Callbacks {
+pub(crate) struct Callbacks {
     targets: RwLock<HashMap<String, HashMap<String, Arc<Shutdown>>>>,
 }
 
 impl Callbacks {
     /// Registers (or replaces, after a reload) the hook of one sync registration.
-    pub fn register(&self, hook: Arc<Shutdown>) {
+    pub(crate) fn register(&self, hook: Arc<Shutdown>) {
         let mut targets = self.targets.write_locked();
         targets
             .entry(hook.resource.clone())
@@ -25,7 +25,7 @@ impl Callbacks {
     }
 
     /// Handles `PUT /api/v1/shutdown/<resource>/<namespace>/<name>` with `body`.
-    pub async fn callback(
+    pub(crate) async fn callback(
         &self,
         resource: &str,
         namespace: &str,

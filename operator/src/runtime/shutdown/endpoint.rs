@@ -12,13 +12,13 @@ use super::Called;
 /// Minting a token failed.
 #[derive(Debug, thiserror::Error)]
 #[error("the system's random generator failed")]
-pub struct NoRandomness;
+pub(crate) struct NoRandomness;
 
 /// A fresh token: 32 random bytes, base64url.
 ///
 /// # Errors
 /// When the system's random generator fails.
-pub fn mint_token() -> Result<String, NoRandomness> {
+pub(crate) fn mint_token() -> Result<String, NoRandomness> {
     use ring::rand::SecureRandom as _;
     let mut bytes = [0u8; 32];
     ring::rand::SystemRandom::new()
@@ -28,7 +28,7 @@ pub fn mint_token() -> Result<String, NoRandomness> {
 }
 
 /// `PUT url` with the JSON `body`, within `timeout`.
-pub async fn call(url: &str, body: &Value, timeout: Duration) -> Called {
+pub(crate) async fn call(url: &str, body: &Value, timeout: Duration) -> Called {
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<Full<Bytes>>();
     let request = match hyper::Request::put(url)

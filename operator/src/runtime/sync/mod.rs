@@ -55,10 +55,10 @@ use crate::runtime::ports::SyncPort;
 use crate::runtime::shutdown::{Callbacks, Shutdown};
 use crate::runtime::watching::{Subscription, reflect, touched};
 
-pub use crate::runtime::ports::SyncSpec;
+pub(crate) use crate::runtime::ports::SyncSpec;
 
 /// The field manager of Operon's server-side applies.
-pub const FIELD_MANAGER: &str = "operon";
+pub(crate) const FIELD_MANAGER: &str = "operon";
 
 /// Parent key: namespace ("" for cluster-wide) and name.
 type Key = (String, String);
@@ -66,7 +66,7 @@ type Key = (String, String);
 /// The watches of one sync registration: its resources, resolved, each with one shared-watch
 /// subscription per served scope (the engine makes them before the watches start).
 #[derive(Debug)]
-pub struct Watched {
+pub(crate) struct Watched {
     /// The parents' resource.
     pub parent: Served,
     /// Its subscriptions.
@@ -77,7 +77,7 @@ pub struct Watched {
 
 /// Runs the controller of one sync registration, served through `port`, until aborted.
 /// Everything that fails is retried and reported.
-pub async fn serve(
+pub(crate) async fn serve(
     env: Arc<Context>,
     callbacks: Arc<Callbacks>,
     spec: SyncSpec,

@@ -67,10 +67,7 @@ use crate::runtime::discovery::Served;
 use crate::runtime::ports::TaskPort;
 use crate::runtime::watching::{Subscription, reflect};
 
-pub use crate::runtime::ports::TaskSpec;
-
-/// The default of `--task-retention`: finished tasks are kept a day.
-pub const DEFAULT_RETENTION: Duration = Duration::from_secs(24 * 3600);
+pub(crate) use crate::runtime::ports::TaskSpec;
 
 /// One registration, resolved and watched.
 pub(super) struct Reg {
@@ -100,7 +97,7 @@ fn text<'a>(body: &'a Value, pointer: &str) -> &'a str {
 /// subscription per served scope of the task resource (the engine makes them before the watches
 /// start).
 #[derive(Debug)]
-pub struct Watched {
+pub(crate) struct Watched {
     /// The task resource.
     pub task: Served,
     /// The parents' resource (read, not watched).
@@ -112,7 +109,7 @@ pub struct Watched {
 /// Runs the controller of the task registrations `specs` (each with the task handlers of its
 /// service and its watches) until aborted. A registration whose task resource has no status
 /// subresource is skipped with an error.
-pub async fn serve(env: Arc<Context>, specs: Vec<(TaskSpec, Arc<dyn TaskPort>, Watched)>) {
+pub(crate) async fn serve(env: Arc<Context>, specs: Vec<(TaskSpec, Arc<dyn TaskPort>, Watched)>) {
     if specs.is_empty() {
         return;
     }

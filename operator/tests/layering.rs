@@ -282,6 +282,27 @@ fn the_wire_stays_in_the_grpc_adapter() {
     );
 }
 
+/// Files a reader can hold in mind: no source file of the runtime (tests aside) is over 600 lines.
+#[test]
+fn no_runtime_file_is_over_600_lines() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    sources(&src, &mut files);
+    let long: Vec<String> = files
+        .iter()
+        .filter(|f| {
+            let name = f.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            name != "tests.rs" && !f.components().any(|c| c.as_os_str() == "tests")
+        })
+        .filter_map(|f| {
+            let lines = std::fs::read_to_string(f).ok()?.lines().count();
+            (lines > 600)
+                .then(|| format!("{} ({lines})", f.strip_prefix(&src).unwrap_or(f).display()))
+        })
+        .collect();
+    assert!(long.is_empty(), "over 600 lines: {long:?}");
+}
+
 #[test]
 fn the_cycle_check_finds_a_planted_cycle() {
     let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();

@@ -235,6 +235,15 @@ def children(pid: int) -> list[int]:
         return []
 
 
+def runs(pid: int, binary: str) -> bool:
+    """Whether process `pid` runs `binary` (False once it has exited: a short-lived child of the
+    SDK, e.g. the core's version probe, may be gone between listing and looking)."""
+    try:
+        return os.path.realpath(f"/proc/{pid}/exe", strict=True) == os.path.realpath(binary)
+    except OSError:
+        return False
+
+
 def read_line(proc: Proc, timeout: float) -> str:
     """The first line the process prints on stdout, within `timeout` seconds."""
     result: list[str] = []
@@ -371,8 +380,7 @@ class OperonPython(Contender):
         # The core is the SDK's child; found for its memory and CPU figures.
         deadline = time.monotonic() + 60
         while True:
-            found = [p for p in children(sdk.pid)
-                     if os.path.realpath(f"/proc/{p}/exe") == os.path.realpath(self.ctx.core_bin)]
+            found = [p for p in children(sdk.pid) if runs(p, self.ctx.core_bin)]
             if found:
                 break
             if not sdk.alive() or time.monotonic() > deadline:

@@ -22,7 +22,6 @@ use serde_json::Value;
 use crate::core::admission::serving;
 use crate::core::admission::webhooks::{ClientConfig, Resource};
 use crate::core::admission::{AdmissionHandler, Reply, Review};
-use crate::core::backoff::Backoff;
 use crate::runtime::discovery;
 use crate::runtime::grpc::{ClientTls, GrpcService};
 use crate::runtime::kit::{self, LockedRw};
@@ -320,13 +319,7 @@ pub(crate) async fn start(
 async fn discover(client: &kube::Client, services: &[Arc<dyn HandlerPort>]) -> Vec<Route> {
     let mut routes: Vec<Route> = Vec::new();
     for service in services {
-        let manifest = kit::until_ok(
-            Backoff::SERVICE,
-            "The handler service does not answer Describe yet.",
-            service.name(),
-            || service.describe(),
-        )
-        .await;
+        let manifest = kit::describe_until_answered(service.as_ref()).await;
         let regs = match manifest.admission {
             Ok(regs) => regs,
             Err(err) => {

@@ -74,6 +74,34 @@ impl Context {
     }
 }
 
+impl Context {
+    /// A context for unit tests: Kopf's default storages and finalizer, a client that reaches
+    /// nothing (127.0.0.1:9, so writes fail fast), fresh metrics and read model.
+    #[cfg(test)]
+    pub(crate) fn for_tests() -> std::sync::Arc<Context> {
+        use crate::core::persistence::KeyConvention;
+        let config = kube::Config::new("http://127.0.0.1:9".parse().expect("a valid URL"));
+        let convention = KeyConvention::new("kopf.zalando.org", true).expect("a valid prefix");
+        std::sync::Arc::new(Context {
+            client: kube::Client::try_from(config).expect("a client"),
+            settings: Settings {
+                diffbase: DiffBaseStorage::new(convention.clone(), "last-handled-configuration"),
+                progress: ProgressStorage::new(convention),
+                finalizer: "kopf.zalando.org/KopfFinalizerMarker".into(),
+                default_backoff: Duration::from_secs(60),
+                call_timeout: Duration::from_secs(60),
+            },
+            metrics: Arc::default(),
+            readmodel: Arc::default(),
+            locks: Default::default(),
+            namespaces: Vec::new(),
+            prefix: "kopf.zalando.org".into(),
+            callback_base: String::new(),
+            task_retention: Duration::from_secs(60),
+        })
+    }
+}
+
 /// A handler bound to the service that runs it.
 #[derive(Clone)]
 pub(crate) struct Bound {

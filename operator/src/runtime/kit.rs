@@ -134,6 +134,20 @@ where
     }
 }
 
+/// Describes `service`, retrying with backoff until it answers (a service that is down is waited
+/// for).
+pub(crate) async fn describe_until_answered(
+    service: &dyn crate::runtime::ports::HandlerPort,
+) -> crate::runtime::ports::Manifest {
+    until_ok(
+        Backoff::SERVICE,
+        "The handler service does not answer Describe yet.",
+        service.name(),
+        || service.describe(),
+    )
+    .await
+}
+
 /// Resolves `selector` through discovery, retrying until the resource is served (its CRD may be
 /// installed after the core starts).
 pub(crate) async fn resolve_until_found(client: &kube::Client, selector: &Selector) -> Served {

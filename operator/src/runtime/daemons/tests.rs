@@ -5,8 +5,6 @@ use kube::api::ApiResource;
 
 use super::*;
 use crate::core::model::{Handler, HandlerKind, Options};
-use crate::core::persistence::{DiffBaseStorage, KeyConvention, ProgressStorage};
-use crate::runtime::context::Settings;
 use crate::runtime::discovery::Served;
 use crate::runtime::ports::{Answer, DaemonOutput, DaemonOutputs, HandlerPort, Manifest};
 
@@ -90,25 +88,7 @@ impl HandlerPort for Fake {
 }
 
 fn env() -> Arc<Context> {
-    let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
-    let convention = KeyConvention::new("kopf.zalando.org", true).unwrap();
-    Arc::new(Context {
-        client: kube::Client::try_from(config).unwrap(),
-        settings: Settings {
-            diffbase: DiffBaseStorage::new(convention.clone(), "last-handled-configuration"),
-            progress: ProgressStorage::new(convention),
-            finalizer: "kopf.zalando.org/KopfFinalizerMarker".into(),
-            default_backoff: Duration::from_secs(60),
-            call_timeout: Duration::from_secs(60),
-        },
-        metrics: Arc::default(),
-        readmodel: Arc::default(),
-        locks: Default::default(),
-        namespaces: Vec::new(),
-        prefix: "kopf.zalando.org".into(),
-        callback_base: String::new(),
-        task_retention: Duration::from_secs(60),
-    })
+    Context::for_tests()
 }
 
 fn bound(fake: &Arc<Fake>, options: Options) -> (Arc<ResourceCtx>, Bound) {

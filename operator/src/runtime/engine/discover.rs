@@ -57,13 +57,7 @@ impl Services {
 pub(super) async fn describe_all(services: &[Arc<dyn HandlerPort>]) -> Vec<Manifest> {
     let mut manifests = Vec::new();
     for service in services {
-        let manifest = kit::until_ok(
-            Backoff::SERVICE,
-            "The handler service does not answer Describe yet.",
-            service.name(),
-            || service.describe(),
-        )
-        .await;
+        let manifest = kit::describe_until_answered(service.as_ref()).await;
         tracing::info!(service = service.name(), name = %manifest.service_name, handlers = manifest.declared, "Handler service described.");
         manifests.push(manifest);
     }

@@ -11,8 +11,6 @@ use serde_json::json;
 use super::*;
 use crate::core::model::{Handler, HandlerKind, Options};
 use crate::core::outcome::CallResult;
-use crate::core::persistence::{DiffBaseStorage, KeyConvention, ProgressStorage};
-use crate::runtime::context::Settings;
 use crate::runtime::discovery::Served;
 use crate::runtime::ports::{Answer, SubAnswer, SubResult};
 use crate::runtime::ports::{Call, Error as DispatchError, HandlerPort as Dispatch};
@@ -67,25 +65,7 @@ impl Fake {
 }
 
 fn context() -> Arc<Context> {
-    let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
-    let convention = KeyConvention::new("kopf.zalando.org", true).unwrap();
-    Arc::new(Context {
-        client: kube::Client::try_from(config).unwrap(),
-        settings: Settings {
-            diffbase: DiffBaseStorage::new(convention.clone(), "last-handled-configuration"),
-            progress: ProgressStorage::new(convention),
-            finalizer: "kopf.zalando.org/KopfFinalizerMarker".into(),
-            default_backoff: Duration::from_secs(60),
-            call_timeout: Duration::from_secs(60),
-        },
-        metrics: Arc::default(),
-        readmodel: Arc::default(),
-        locks: Default::default(),
-        namespaces: Vec::new(),
-        prefix: "kopf.zalando.org".into(),
-        callback_base: String::new(),
-        task_retention: Duration::from_secs(60),
-    })
+    Context::for_tests()
 }
 
 fn handler(id: &str, kind: HandlerKind) -> Handler {

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import tarfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import Any
 
 import pytest
@@ -184,6 +184,58 @@ def namespace(plane: tuple[str, str, str], monkeypatch: pytest.MonkeyPatch) -> I
         yield name
     finally:
         subprocess.run([kubectl, 'delete', 'namespace', name, '--wait=false'], capture_output=True, timeout=30)
+
+
+# -- in CI (`CI=true`), a test that must run and skips is a failure ----------------------------------
+# The end-to-end tests (marker `e2e`: test_e2e_*.py, test_migration.py, ...) skip when the plane,
+# the core or Kopf's distribution is missing, and the originality test when Kopf's source is: on a
+# developer's machine that is a convenience, in CI it would be a green run that checked nothing.
+# So with CI=true their skips (a skip mark, a fixture's or the test's own `pytest.skip`, an
+# `importorskip`, at module level too) are turned into failures that say why they skipped.
+
+REQUIRED_IN_CI = ('test_e2e.py', 'test_e2e_*.py', 'test_migration.py', 'test_originality.py')
+
+
+def _in_ci() -> bool:
+    return os.environ.get('CI') == 'true'
+
+
+def _required_in_ci(path: pathlib.Path, item: pytest.Item | None = None) -> bool:
+    if any(path.match(pattern) for pattern in REQUIRED_IN_CI):
+        return True
+    return item is not None and item.get_closest_marker('e2e') is not None
+
+
+def _skip_reason(longrepr: Any) -> str:
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:  # (path, line, 'Skipped: reason')
+        return str(longrepr[2])
+    return str(longrepr)
+
+
+def _skip_failure(what: str, longrepr: Any) -> str:
+    return (f"{what} skipped in CI (CI=true), where it must run (tests/conftest.py, REQUIRED_IN_CI); "
+            f"it skipped because: {_skip_reason(longrepr)}")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
+                               ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if (_in_ci() and report.skipped and not hasattr(report, 'wasxfail')
+            and _required_in_ci(item.path, item)):
+        report.outcome = 'failed'
+        report.longrepr = _skip_failure('the test', report.longrepr)
+    return report
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector) -> Generator[None, pytest.CollectReport, pytest.CollectReport]:
+    report = yield
+    if (_in_ci() and report.skipped and isinstance(collector, pytest.Module)
+            and _required_in_ci(collector.path)):
+        report.outcome = 'failed'
+        report.longrepr = _skip_failure(f'the module {collector.nodeid}', report.longrepr)
+    return report
 
 
 @pytest.fixture(scope='session')

@@ -15,7 +15,14 @@
 #
 # Prints a per-example table (also written to ~/.cache/operon/kopf-e2e/results.md). Exit code:
 # non-zero when a test fails that is not a known gap (KNOWN_GAPS below), or with --strict when any
-# test fails. A known gap that passes is reported, so that the list can be shortened.
+# test fails; when pytest itself fails (an exit code other than 0 or 1: interrupted, internal or
+# usage error, nothing collected) or writes no results (junit.xml and results.md are removed before
+# every run, so that a previous run's are never read); and when an example that has an e2e test
+# did not run (no result, or skipped) -- the examples expected are derived from Kopf's tree: each
+# examples/*/ without a test*.py file is run by tests/e2e/test_examples.py, each with one by the
+# test functions in it (12-embedded's test_nothing.py has none), so PYTEST_ARGS that narrow the
+# selection make the run fail too, naming what did not run. A known gap that passes is reported,
+# so that the list can be shortened.
 #
 # The plane: Kopf's examples run cluster-wide (`--all-namespaces`) in the `default` namespace with
 # the cluster-scoped CRD kopfexamples.kopf.dev, and its harness counts "'x' succeeded" over all the
@@ -35,7 +42,7 @@ while [ $# -gt 0 ]; do
     --strict) strict=1; shift ;;
     --keep-plane) keep_plane=1; shift ;;
     --) shift; pytest_args=("$@"); break ;;
-    -h|--help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "usage: $0 [--strict] [--keep-plane] [-- PYTEST_ARGS...]" >&2; exit 2 ;;
   esac
 done
@@ -117,6 +124,9 @@ export PATH="$venv/bin:$BIN:$PATH"
 
 # --- Kopf's suite ----------------------------------------------------------------------------------
 junit="$out_dir/junit.xml"
+results="$out_dir/results.md"
+# Fresh results: the previous run's, in this persistent directory, must never be read as this one's.
+rm -f "$junit" "$results"
 log "running Kopf $KOPF_VERSION's e2e suite in $tree (KUBECONFIG=$KUBECONFIG, OPERON_BIN=$OPERON_BIN)"
 set +e
 (cd "$tree" && pytest -p no:cacheprovider --timeout=30 --only-e2e -v -rfE \
@@ -124,28 +134,75 @@ set +e
 pytest_rc=$?
 set -e
 [ -f "$junit" ] || { log "pytest produced no results (exit code $pytest_rc)"; exit 1; }
+# 0: all passed; 1: some tests failed (judged below, test by test, against KNOWN_GAPS). Anything else
+# -- 2 interrupted, 3 internal error, 4 usage error, 5 no tests collected -- fails the run below,
+# whatever the junit says (the table is still printed from what it holds).
 
 # --- the table ---------------------------------------------------------------------------------------
 known=""
 for name in "${!KNOWN_GAPS[@]}"; do known+="$name=${KNOWN_GAPS[$name]}"$'\n'; done
-KNOWN="$known" STRICT="$strict" "$venv/bin/python" - "$junit" "$tree/examples" "$out_dir/results.md" <<'PY'
-import os, pathlib, re, sys, xml.etree.ElementTree as ET
+KNOWN="$known" STRICT="$strict" PYTEST_RC="$pytest_rc" "$venv/bin/python" - "$junit" "$tree/examples" "$results" <<'PY'
+import ast, os, pathlib, re, sys, xml.etree.ElementTree as ET
 
 junit, examples, results = sys.argv[1], pathlib.Path(sys.argv[2]), pathlib.Path(sys.argv[3])
 known = dict(line.split('=', 1) for line in os.environ['KNOWN'].splitlines() if line)
+pytest_rc = int(os.environ['PYTEST_RC'])
 rows = {d.name: [] for d in sorted(examples.iterdir()) if d.is_dir()}
+
+
+def test_functions(path):
+    """ The tests pytest collects from a test module: test* functions, and test* methods of Test* classes. """
+    names = []
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name.startswith('test'):
+            names.append(node.name)
+        elif isinstance(node, ast.ClassDef) and node.name.startswith('Test'):
+            names += [f'{node.name}::{f.name}' for f in node.body
+                      if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef)) and f.name.startswith('test')]
+    return names
+
+
+# The e2e tests each example must have run, as Kopf's tests/e2e/conftest.py and pytest select them:
+# an example without a test*.py file is a parameter of tests/e2e/test_examples.py; one with such
+# files is run by the tests in them (none, for an example whose file only disables the implicit run).
+expected = {}
+for example in rows:
+    own = sorted((examples / example).glob('test*.py'))
+    if not own:
+        expected[example] = ['tests/e2e/test_examples.py']
+    else:
+        tests = [f'examples/{example}/{f.name}::{name}' for f in own for name in test_functions(f)]
+        if tests:
+            expected[example] = tests
+if not expected:
+    sys.exit(f"no example with an e2e test found in {examples}: Kopf's tree is not what this script expects")
 for case in ET.parse(junit).getroot().iter('testcase'):
     classname, name = case.get('classname', ''), case.get('name', '')
     param = re.search(r'\[(.+)\]$', name)
     if param and param.group(1) in rows:
         example, test = param.group(1), 'tests/e2e/test_examples.py'
     else:
-        parts = classname.split('.')
-        example = parts[1] if len(parts) > 1 and parts[0] == 'examples' else classname
-        test = f"examples/{example}/{parts[-1]}.py::{name}"
+        parts = classname.split('.')  # examples.<example>.<module>[.<class>...]
+        example = parts[1] if len(parts) > 2 and parts[0] == 'examples' else classname
+        test = f"examples/{example}/{parts[2]}.py::" + '::'.join([*parts[3:], name]) if len(parts) > 2 else name
     failed = case.find('failure') is not None or case.find('error') is not None
-    skipped = case.find('skipped') is not None
-    rows.setdefault(example, []).append((test, 'skipped' if skipped else 'FAILED' if failed else 'passed'))
+    skipped = case.find('skipped')
+    if skipped is not None:
+        result = f"skipped ({skipped.get('message', '')})".replace('|', '/')
+    else:
+        result = 'FAILED' if failed else 'passed'
+    rows.setdefault(example, []).append((test, result))
+
+# Every expected test ran (passed or failed: a skip is not a run); those that did not are rows too.
+not_run = {}
+for example, tests in expected.items():
+    for test in tests:
+        got = [result for name, result in rows[example]
+               if name == test or name.startswith(test + '[')]
+        if not any(result in ('passed', 'FAILED') for result in got):
+            not_run.setdefault(example, []).append(f"{test} ({got[0] if got else 'no result'})")
+            if not got:
+                rows[example].append((test, 'NOT RUN'))
 
 lines = ['| example | Kopf\'s test | result |', '|---|---|---|']
 unexpected, gap_passed = [], []
@@ -170,6 +227,15 @@ for example in gap_passed:
     print(f"note: {example} passes now; remove it from KNOWN_GAPS in tests/kopf-e2e/run.sh")
 if unexpected:
     print("unexpected failures:\n  " + "\n  ".join(unexpected))
+print(f"{len(expected) - len(not_run)} of the {len(expected)} examples with an e2e test ran "
+      f"(expected from {examples}: {', '.join(expected)})")
+if not_run:
+    print(f"examples with an e2e test that did not run: {', '.join(not_run)}\n  "
+          + "\n  ".join(f'{example}: {test}' for example, tests in not_run.items() for test in tests))
 any_failed = any(result == 'FAILED' for tests in rows.values() for _, result in tests)
-sys.exit(1 if unexpected or (os.environ['STRICT'] == '1' and any_failed) else 0)
+bad_rc = pytest_rc not in (0, 1) or (pytest_rc == 1 and not any_failed)
+if bad_rc:
+    print(f"pytest failed as a whole: its exit code is {pytest_rc} "
+          f"(0: passed, 1: tests failed; else interrupted, an internal or usage error, or nothing collected)")
+sys.exit(1 if bad_rc or not_run or unexpected or (os.environ['STRICT'] == '1' and any_failed) else 0)
 PY

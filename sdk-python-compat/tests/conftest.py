@@ -193,7 +193,8 @@ def namespace(plane: tuple[str, str, str], monkeypatch: pytest.MonkeyPatch) -> I
 # So with CI=true their skips (a skip mark, a fixture's or the test's own `pytest.skip`, an
 # `importorskip`, at module level too) are turned into failures that say why they skipped.
 
-REQUIRED_IN_CI = ('test_e2e.py', 'test_e2e_*.py', 'test_migration.py', 'test_originality.py')
+REQUIRED_IN_CI = ('test_e2e.py', 'test_e2e_*.py', 'test_migration.py', 'test_originality.py',
+                  'test_storages.py')
 
 
 def _in_ci() -> bool:

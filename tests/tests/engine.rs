@@ -1539,13 +1539,14 @@ fn assert_patches(metrics: &Metrics, expected: u32, when: &str) {
 /// `/api/v1/objects` shows a retrying handler's attempts, delay and message while it waits,
 /// and every object's final per-handler state after; `/metrics` counts the outcomes exactly
 /// (2 temporary, 2 successes, 1 permanent), the cycles and the API writes — exactly what the
-/// README promises: two per created object (the finalizer first, then the cycle), one per later
-/// cycle (each retry of `retrying`, and a change of `plain` after) — and its gauges go back to
-/// zero.
+/// README promises: two per created object (the finalizer first — there is a delete handler —
+/// then the cycle), one per later cycle (each retry of `retrying`, a change of `plain` after, its
+/// deletion) — and its gauges go back to zero.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_and_the_objects_api_tell_the_truth() {
     with_widget_ns("e2e-metrics", |client, ns| async move {
-        let mut stack = Stack::start("metrics", &client, &ns, &["create:h1"], &[]).await;
+        let mut stack =
+            Stack::start("metrics", &client, &ns, &["create:h1", "delete:d1"], &[]).await;
         let retrying = create(
             &stack.api,
             &widget(
@@ -1679,6 +1680,16 @@ async fn metrics_and_the_objects_api_tell_the_truth() {
             .await;
         let metrics = settled_metrics(&stack).await;
         assert_patches(&metrics, 9, "after one change of `plain`");
+
+        // Its deletion: one cycle, one write — d1's success and the finalizer's removal.
+        stack
+            .api
+            .delete("plain", &DeleteParams::default())
+            .await
+            .unwrap();
+        stack.wait_gone("plain", HANDLED).await;
+        let metrics = settled_metrics(&stack).await;
+        assert_patches(&metrics, 10, "after deleting `plain`");
     })
     .await;
 }

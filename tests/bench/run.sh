@@ -4,10 +4,14 @@
 # plane, with the same three handlers (create, an update of spec.value, delete). Prints one
 # markdown table (tests/bench/README.md says what each figure means), ending with the lines
 # `throughput vs Kopf: …x` and `memory vs Kopf: …x`. A figure, not a test: it never fails on a
-# timing; it exits non-zero only when a run cannot complete (then it says why).
+# timing; it exits non-zero when a run cannot complete (then it says why), and with --check when
+# an Operon contender breaks the README's promises: a handler called twice for one change, or more
+# API writes than 2 per created object and 1 per update, resume and delete.
 #
 #   tests/bench/run.sh [--objects N]... [--contender NAME]... [--core-arg ARG]... [--sdk-arg ARG]...
-#                      [--debug]         debug binaries: for the smoke test, not for figures
+#                      [--debug]         debug binaries: the smoke test (implies --check), not for
+#                                        figures
+#                      [--check]         fail on a broken promise (above), not only print it
 #                      [--shared-plane]  the shared plane (~/.cache/operon/cluster) instead of the
 #                                        benchmark's own (~/.cache/operon/cluster-bench)
 #                      [--keep-plane]    leave the benchmark's own plane running afterwards
@@ -22,23 +26,25 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 log() { echo "[bench $(date +%H:%M:%S)] $*" >&2; }
 
-driver_args=() profile=release shared_plane=0 keep_plane=0
+driver_args=() profile=release shared_plane=0 keep_plane=0 check=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --*=*) set -- "${1%%=*}" "${1#*=}" "${@:2}"; continue ;;  # --opt=value → --opt value
     --objects)
       [[ ${2:-} =~ ^[1-9][0-9]*$ ]] || { echo "--objects must be a positive integer" >&2; exit 2; }
       driver_args+=(--objects "$2"); shift 2 ;;
-    --debug) profile=debug; shift ;;  # the smoke test in tests/run.sh: no release build
+    --debug) profile=debug check=1; shift ;;  # the smoke test in tests/run.sh: no release build
+    --check) check=1; shift ;;
     --shared-plane) shared_plane=1; shift ;;
     --keep-plane) keep_plane=1; shift ;;
     --contender) driver_args+=(--contender "${2:?--contender needs a name}"); shift 2 ;;
     --core-arg) driver_args+=(--core-arg="${2:?--core-arg needs a value}"); shift 2 ;;
     --sdk-arg) driver_args+=(--sdk-arg="${2:?--sdk-arg needs a value}"); shift 2 ;;
-    -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "usage: $0 [--objects N]... [--contender NAME]... [--core-arg ARG]... [--sdk-arg ARG]..." >&2; exit 2 ;;
   esac
 done
+[ "$check" = 0 ] || driver_args+=(--check)
 
 CACHE=${OPERON_CACHE:-$HOME/.cache/operon}
 PLANE_DIR=$CACHE/cluster

@@ -17,8 +17,15 @@ for arg in "$@"; do
   esac
 done
 CACHE=${OPERON_CACHE:-$HOME/.cache/operon}
-step() { echo; echo "==> [$(date +%H:%M:%S)] $*"; }
 t0=$(date +%s)
+step_t=
+# Each step's heading, after the time the previous one took.
+step() {
+  local now; now=$(date +%s)
+  [ -z "$step_t" ] || echo "    (took $(( now - step_t ))s)"
+  step_t=$now
+  echo; echo "==> [$(date +%H:%M:%S)] $*"
+}
 
 step "prerequisites (deploy/local/prereqs.sh: installs what a fresh machine lacks)"
 deploy/local/prereqs.sh
@@ -74,6 +81,8 @@ if [ "$e2e" = 1 ]; then
   plane_env=$(tests/cluster/jaeger-up.sh) || exit $?; eval "$plane_env"
   step "end-to-end tests on the real control plane ($KUBECONFIG)"
   cargo test -p operon-e2e --locked -- --test-threads 4
+  step "packaging: the wheel, a fresh venv's kopf run, the images built and run as the chart runs them (tests/packaging/run.sh)"
+  tests/packaging/run.sh
   step "benchmark smoke: 20 objects through every contender, every handler call checked (tests/bench/run.sh --debug --shared-plane --objects 20)"
   tests/bench/run.sh --debug --shared-plane --objects 20
   step "Kopf's own end-to-end suite against sdk-python-compat (tests/kopf-e2e/run.sh; a plane of its own)"

@@ -1,18 +1,12 @@
-# The Operon core as a small static image: built against musl, run on distroless/static as a
-# non-root user. Build from the repository root:
-#   docker build -f deploy/docker/core.Dockerfile -t operon:0.1.0 .
-# (Not built by the tests: the project's machine has no container runtime.)
-FROM rust:1.95-bookworm AS build
-RUN apt-get update && apt-get install -y --no-install-recommends musl-tools && rm -rf /var/lib/apt/lists/*
-WORKDIR /src
-COPY . .
-RUN rustup target add x86_64-unknown-linux-musl \
- && cargo build --release --locked -p operon --target x86_64-unknown-linux-musl \
- && cp target/x86_64-unknown-linux-musl/release/operon /operon
-
-FROM gcr.io/distroless/static-debian12:nonroot
-COPY --from=build /operon /operon
+# The Operon core: its static (musl) binary alone, run as a non-root user. Nothing else is in the
+# image: no shell, no libc, no CA bundle (the core trusts the cluster's CA from its ServiceAccount
+# or kubeconfig, and the handler services' CA from --tls-ca).
+#
+# Built by deploy/docker/build.sh, whose build context holds only the binary (`operon`), built on
+# the host by `cargo build --release --locked -p operon --target x86_64-unknown-linux-musl`.
+FROM scratch
+COPY operon /operon
 USER 65532:65532
 EXPOSE 8080
 ENTRYPOINT ["/operon"]
-CMD ["run", "--help"]
+CMD ["--help"]

@@ -6,7 +6,11 @@ log() { echo "[prereqs] $*" >&2; }
 missing_apt=()
 # chromium + chromedriver: the dashboard's browser tests (tests/tests/dashboard.rs).
 # protoc: the Go example handler's generated code (proto/examples/go/gen.sh, its drift check).
-for tool in curl:curl openssl:openssl python3:python3 git:git chromium:chromium chromedriver:chromium-driver protoc:protobuf-compiler; do
+# podman + runc, mmdebstrap: the images (deploy/docker/build.sh) and their test (tests/packaging/);
+# musl-gcc: the static core (ring's C code) that the images and the wheel carry; readelf: its check.
+for tool in curl:curl openssl:openssl python3:python3 git:git chromium:chromium chromedriver:chromium-driver \
+            protoc:protobuf-compiler podman:podman runc:runc mmdebstrap:mmdebstrap musl-gcc:musl-tools \
+            readelf:binutils; do
   command -v "${tool%%:*}" >/dev/null || missing_apt+=("${tool#*:}")
 done
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing_apt+=(python3-venv)
@@ -32,4 +36,10 @@ fi
 if ! command -v cargo >/dev/null; then
   log "Rust is missing: install rustup and the toolchain pinned in rust-toolchain.toml" >&2
   exit 1
+fi
+# The static core (the wheel, the images): Rust's musl target.
+musl="$(uname -m)-unknown-linux-musl"
+if [ ! -d "$(rustc --print target-libdir --target "$musl" 2>/dev/null)" ]; then
+  log "adding Rust's $musl target (rustup target add)"
+  rustup target add "$musl" >/dev/null
 fi

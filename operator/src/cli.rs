@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 
 /// Operon, a Kubernetes operator runtime: a Rust core that calls your handlers over gRPC.
 #[derive(Debug, Parser)]
-#[command(name = "operon", version, about, long_about = None)]
+#[command(name = "operon", version = crate::core::manifest::version_line(), about, long_about = None)]
 pub struct Cli {
     /// Log lines as human-readable text or as one JSON object per line (for log shippers and
     /// for SDKs that forward the core's lines into their own logging).

@@ -131,6 +131,40 @@ def test_a_wrong_operon_bin_is_a_clear_error(tmp_path):
         corep.find_binary({'OPERON_BIN': str(tmp_path / 'nothing')})
 
 
+def _executable(path: pathlib.Path, text: str = '#!/bin/sh\n') -> pathlib.Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    path.chmod(0o755)
+    return path
+
+
+def test_the_core_is_found_in_order_operon_bin_then_the_wheels_then_path(tmp_path):
+    explicit = _executable(tmp_path / 'explicit' / 'operon')
+    bundled = _executable(tmp_path / 'wheel' / 'operon')
+    on_path = _executable(tmp_path / 'bin' / 'operon')
+    env = {'OPERON_BIN': str(explicit), 'PATH': str(on_path.parent)}
+    assert corep.find_binary(env, bundled=bundled) == str(explicit)
+    assert corep.find_binary({'PATH': env['PATH']}, bundled=bundled) == str(bundled)
+    assert corep.find_binary({'PATH': env['PATH']}, bundled=tmp_path / 'none') == str(on_path)
+    bundled.chmod(0o644)
+    with pytest.raises(corep.CoreNotFoundError, match="came with operon-kopf .* is not executable"):
+        corep.find_binary({'PATH': env['PATH']}, bundled=bundled)
+
+
+def test_version_prints_the_sdks_and_the_cores_versions(tmp_path, monkeypatch):
+    core = _executable(tmp_path / 'operon', '#!/bin/sh\necho "operon 9.8.7 (handler contract revision 1)"\n')
+    monkeypatch.setenv('OPERON_BIN', str(core))
+    result = run_cli('--version')
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        f'kopf (operon-kopf) {cli.__version__}',
+        f'core: operon 9.8.7 (handler contract revision 1) ({core})',
+    ]
+    monkeypatch.setenv('OPERON_BIN', str(tmp_path / 'missing'))
+    result = run_cli('--version')
+    assert result.returncode == 0 and 'core: not found ($OPERON_BIN is set to' in result.stdout
+
+
 def test_the_login_handlers_credentials_go_to_the_core(fakecore, tmp_path, registry, monkeypatch, caplog):
     monkeypatch.setenv('FAKECORE_KUBECONFIG_COPY', str(tmp_path / 'kubeconfig'))
     path = tmp_path / 'login.py'

@@ -220,6 +220,19 @@ pub enum TaskRegistrationError {
     },
 }
 
+/// The highest revision of the handler contract (`proto/operon/v1`) this core speaks: sent in
+/// `DescribeRequest`, printed by `operon --version`.
+pub const CONTRACT_REVISION: u32 = 1;
+
+/// What `operon --version` prints: the version and the contract revision (the crates of the
+/// workspace share one version).
+pub fn version_line() -> String {
+    format!(
+        "{} (handler contract revision {CONTRACT_REVISION})",
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
 /// What a service declares, each part validated on its own (a broken part is an error where that
 /// part is used: the engine stops on broken handlers, syncs or tasks; admission skips the
 /// service's webhooks).

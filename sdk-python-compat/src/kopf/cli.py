@@ -50,6 +50,17 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: error: {message}")
 
 
+class _Version(argparse.Action):
+    """ ``kopf --version``: this SDK's version, and which core ``kopf run`` would start. """
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, help=str(kwargs.get('help', '')))
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> NoReturn:
+        print(f"kopf (operon-kopf) {__version__}\n{corep.describe_binary()}")
+        parser.exit()
+
+
 def _log_format(value: str) -> loggers.LogFormat:
     try:
         return loggers.LogFormat[value.upper()]
@@ -75,7 +86,7 @@ def _add_loading_options(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog='kopf', description="Kopf's operators on the Operon runtime.")
-    parser.add_argument('--version', action='version', version=f'kopf (operon-kopf) {__version__}')
+    parser.add_argument('--version', action=_Version, help="Print the SDK's and the core's versions.")
     commands = parser.add_subparsers(dest='command', metavar='COMMAND', parser_class=_Parser)
 
     run = commands.add_parser('run', help="Start an operator: the handlers and the Operon core.")

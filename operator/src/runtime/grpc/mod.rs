@@ -192,7 +192,7 @@ impl HandlerPort for GrpcService {
     async fn describe(&self) -> Result<Manifest, Error> {
         let mut request = tonic::Request::new(pb::DescribeRequest {
             core_version: env!("CARGO_PKG_VERSION").to_owned(),
-            contract_revision: 1,
+            contract_revision: crate::core::manifest::CONTRACT_REVISION,
         });
         request.set_timeout(Duration::from_secs(10));
         let mut client = self.client.clone();

@@ -14,9 +14,11 @@ import contextlib
 import ctypes
 import ctypes.util
 import os
+import pathlib
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
 
@@ -26,7 +28,7 @@ BINARY_NAME = 'operon'
 
 
 class CoreNotFoundError(FileNotFoundError):
-    """ The ``operon`` binary is neither in ``$OPERON_BIN`` nor on ``$PATH``. """
+    """ The ``operon`` binary is neither in ``$OPERON_BIN``, nor in the wheel, nor on ``$PATH``. """
 
 
 class CoreExitedError(RuntimeError):
@@ -37,25 +39,53 @@ class CoreExitedError(RuntimeError):
         self.returncode = returncode
 
 
-def find_binary(environ: Mapping[str, str] | None = None) -> str:
+def bundled_binary() -> pathlib.Path:
+    """ Where a wheel of operon-kopf carries the core (``kopf/_bin/operon``; absent otherwise). """
+    return pathlib.Path(__file__).resolve().parent.parent / '_bin' / BINARY_NAME
+
+
+def find_binary(environ: Mapping[str, str] | None = None, bundled: pathlib.Path | None = None) -> str:
     """
-    The core's binary: ``$OPERON_BIN`` if set, else ``operon`` from ``$PATH``.
+    The core's binary: ``$OPERON_BIN`` if set (an explicit choice wins), else the core that the
+    installed wheel carries, else ``operon`` from ``$PATH``.
 
     # Errors
     :class:`CoreNotFoundError` with a message that says how to fix it.
     """
     environ = os.environ if environ is None else environ
+    bundled = bundled_binary() if bundled is None else bundled
     explicit = environ.get(ENV_BINARY)
     if explicit:
         if os.path.isfile(explicit) and os.access(explicit, os.X_OK):
             return explicit
         raise CoreNotFoundError(f"${ENV_BINARY} is set to {explicit!r}, which is not an executable file.")
+    if bundled.is_file():
+        if not os.access(bundled, os.X_OK):
+            raise CoreNotFoundError(f"The Operon core that came with operon-kopf ({bundled}) is not "
+                                    f"executable: reinstall the wheel, or set ${ENV_BINARY}.")
+        return str(bundled)
     found = shutil.which(BINARY_NAME, path=environ.get('PATH'))
     if found:
         return found
     raise CoreNotFoundError(
         f"The Operon core ({BINARY_NAME!r}) is not found: put it on $PATH "
-        f"or set ${ENV_BINARY} to its path (build it with `cargo build -p operon`).")
+        f"or set ${ENV_BINARY} to its path (build it with `cargo build -p operon`), or install "
+        f"operon-kopf from a wheel, which carries it (`pip wheel ./sdk-python-compat`).")
+
+
+def describe_binary(environ: Mapping[str, str] | None = None) -> str:
+    """ Which core ``kopf run`` would start, and its version, in one line (for ``kopf --version``). """
+    try:
+        binary = find_binary(environ)
+    except CoreNotFoundError as e:
+        return f"core: not found ({e})"
+    try:
+        done = subprocess.run([binary, '--version'], capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"core: {binary} does not answer --version ({e})"
+    if done.returncode != 0:
+        return f"core: {binary} --version exited with {done.returncode}: {done.stderr.strip()}"
+    return f"core: {done.stdout.strip()} ({binary})"
 
 
 def free_port(host: str = '127.0.0.1') -> int:

@@ -135,8 +135,11 @@ async fn a_daemon_is_restarted_after_temporary_errors_but_not_after_success() {
         );
         assert_eq!(ledger.outcome("temporary").retries(), vec![0, 1]);
         let object = stack
+            // The last run's final patch is applied after it exits (after its ledger line): wait
+            // for it, not for the run's first tick.
             .wait_object("flaky", "the last run's patch", DEADLINE, |o| {
                 o.data["status"]["d1"]["retry"] == json!(2)
+                    && o.data["status"]["d1"]["ticks"] == json!(2)
             })
             .await;
         assert_eq!(object.data["status"]["d1"]["ticks"], json!(2));

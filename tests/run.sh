@@ -83,6 +83,8 @@ if [ "$e2e" = 1 ]; then
   cargo test -p operon-e2e --locked -- --test-threads 4
   step "packaging: the wheel, a fresh venv's kopf run, the images built and run as the chart runs them (tests/packaging/run.sh)"
   tests/packaging/run.sh
+  step "reliability suite, short mode: kills, outages, bad input, each checked (tests/reliability/run.sh; --long for the README's table)"
+  tests/reliability/run.sh
   step "benchmark smoke: 20 objects through every contender, every handler call checked (tests/bench/run.sh --debug --shared-plane --objects 20)"
   tests/bench/run.sh --debug --shared-plane --objects 20
   step "Kopf's own end-to-end suite against sdk-python-compat (tests/kopf-e2e/run.sh; a plane of its own)"

@@ -86,20 +86,28 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     )
 }
 
+/// The JSON API's headers: never sniffed as another type, never cached (live data).
+const API_HEADERS: [(header::HeaderName, &str); 2] = [
+    (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+    (header::CACHE_CONTROL, "no-store"),
+];
+
 async fn objects(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
-    Json(serde_json::json!({
+    let body = Json(serde_json::json!({
         "objects": shared.readmodel.objects(),
         "queue_depth": shared.metrics.queue_depth(),
         "inflight_calls": shared.metrics.inflight_calls(),
-    }))
+    }));
+    (API_HEADERS, body)
 }
 
-async fn events(
-    State(shared): State<Arc<Shared>>,
-) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+async fn events(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     let changes = tokio_stream_from(shared.readmodel.subscribe());
-    Sse::new(changes.map(|json| Ok(Event::default().event("object").data(json))))
-        .keep_alive(KeepAlive::default())
+    let stream: Sse<_> = Sse::new(
+        changes.map(|json| Ok::<_, Infallible>(Event::default().event("object").data(json))),
+    )
+    .keep_alive(KeepAlive::default());
+    (API_HEADERS, stream)
 }
 
 /// A broadcast receiver as a stream; lagging subscribers skip what they missed.

@@ -309,6 +309,41 @@ def test_the_files_folder_is_importable_and_sigterm_stops_everything(tmp_path, f
     assert '[default/kopf-example-1] And here we are!' in stderr
 
 
+HANGING = """
+import time
+import kopf
+
+@kopf.on.startup()
+def configure(settings, **_):
+    settings.process.ultimate_exiting_timeout = 1.5
+
+@kopf.on.create('kopfexamples', id='create_fn')
+def create_fn(**_):
+    open(STARTED, 'w').close()
+    time.sleep(3600)
+"""
+
+
+def test_a_hung_sync_handler_is_cut_by_the_ultimate_exiting_timeout(tmp_path, fakecore):
+    # A thread cannot be cancelled: as in Kopf, the process SIGKILLs itself after the timeout.
+    started = tmp_path / 'started'
+    path = tmp_path / 'operator.py'
+    path.write_text(f'STARTED = {str(started)!r}\n' + HANGING)
+    process = subprocess.Popen([str(KOPF_SCRIPT), 'run', '-A', '--log-format', 'plain', str(path)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd='/')
+    deadline = time.monotonic() + 20
+    while not started.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert started.exists(), "the handler was not called"
+    process.send_signal(signal.SIGTERM)
+    try:
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == -signal.SIGKILL, stderr
+    assert 'Signal SIGTERM is received. Operator is stopping.' in stderr
+
+
 def test_core_argv_follows_the_settings(settings):
     settings.persistence.finalizer = 'example.com/fin'
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix='example.com')

@@ -31,17 +31,33 @@
     // One object's page follows closely; lists and counts at most twice a second.
     if (!timer) timer = setTimeout(() => { timer = null; refresh(); }, key ? 150 : 500);
   }
-  const source = new EventSource('/api/v1/events');
-  let opened = false;
-  source.addEventListener('object', (event) => {
+  function onObject(event) {
     if (!key) return schedule();
     try {
       const change = JSON.parse(event.data);
       const o = change.object;
       if ((o ? o.resource + '/' + o.namespace + '/' + o.name : change.key) === key) schedule();
     } catch (_) { schedule(); }
-  });
-  source.onopen = () => { say('Live', true); if (opened) schedule(); opened = true; };
-  source.onerror = () => say('Reconnecting…', false);
-  document.addEventListener('visibilitychange', () => { if (!document.hidden && again) { again = false; schedule(); } });
+  }
+  // One stream per page that is shown: a hidden tab, or a page left for the back/forward cache,
+  // gives its connection back (browsers allow 6 per origin over HTTP/1.1: a seventh tab would
+  // never load), and catches up with one refresh when it is shown again.
+  let source = null, opened = false;
+  function connect() {
+    if (source) return;
+    source = new EventSource('/api/v1/events');
+    source.addEventListener('object', onObject);
+    source.onopen = () => { say('Live', true); if (opened) schedule(); opened = true; };
+    source.onerror = () => say('Reconnecting…', false);
+  }
+  function disconnect() {
+    if (!source) return;
+    source.close();
+    source = null;
+    say('Paused', false);
+  }
+  document.addEventListener('visibilitychange', () => { if (document.hidden) disconnect(); else connect(); });
+  window.addEventListener('pagehide', disconnect);
+  window.addEventListener('pageshow', () => { if (!document.hidden) connect(); });
+  if (!document.hidden) connect();
 })();

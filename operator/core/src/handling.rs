@@ -517,6 +517,16 @@ pub struct Prepared {
     pub lines: Vec<Line>,
 }
 
+/// What a log line says instead of a Secret's body, diff or patch (Kopf logs them whole).
+pub const SECRET_NOT_LOGGED: &str = "(a Secret: its content is not logged)";
+
+/// Whether the object is a core-group Secret, whose data must never reach a log line (the
+/// body, the diff and the patches would carry it, in the diff-base annotation too).
+pub fn holds_secrets(body: &Value) -> bool {
+    body.get("kind").and_then(Value::as_str) == Some("Secret")
+        && body.get("apiVersion").and_then(Value::as_str) == Some("v1")
+}
+
 /// Loads the records of the owned handlers for a changing cause (Kopf's `State.from_storage`,
 /// `with_purpose`, `with_handlers`); a superseded cause's records are purged into `patch`.
 ///
@@ -556,18 +566,25 @@ pub fn prepare<T: AsRef<Handler>>(
     if !state.extras().is_empty() {
         state.purge(storage, body, patch, selection.owned.iter().copied());
     }
+    let secret = holds_secrets(body);
+    let shown = if secret {
+        SECRET_NOT_LOGGED.to_owned()
+    } else {
+        body.to_string()
+    };
     lines.push((
         Level::Debug,
-        format!("{} is in progress: {}", capitalize(current), body),
+        format!("{} is in progress: {shown}", capitalize(current)),
     ));
     if !essence.diff.is_empty() && essence.old.is_some() {
+        let shown = if secret {
+            SECRET_NOT_LOGGED.to_owned()
+        } else {
+            diff::to_value(&essence.diff).to_string()
+        };
         lines.push((
             Level::Debug,
-            format!(
-                "{} diff: {}",
-                capitalize(current),
-                diff::to_value(&essence.diff)
-            ),
+            format!("{} diff: {shown}", capitalize(current)),
         ));
     }
     Ok(Prepared { state, lines })
@@ -914,6 +931,19 @@ mod tests {
     fn body() -> Value {
         json!({"metadata": {"namespace": "ns", "name": "obj", "uid": "u1", "labels": {"app": "x"}},
                "spec": {"field": 1}})
+    }
+
+    #[test]
+    fn only_core_secrets_are_kept_out_of_the_log_lines() {
+        assert!(holds_secrets(
+            &json!({"apiVersion": "v1", "kind": "Secret"})
+        ));
+        assert!(!holds_secrets(
+            &json!({"apiVersion": "example.com/v1", "kind": "Secret"})
+        ));
+        assert!(!holds_secrets(
+            &json!({"apiVersion": "v1", "kind": "ConfigMap"})
+        ));
     }
 
     fn essence(old: Option<Value>, new: Value) -> Essence {

@@ -281,6 +281,19 @@ fn failed_with(line: String, message: String) -> Verdict {
     }
 }
 
+/// A call that never reached the handler service (no connection could be made): not an attempt.
+/// The handler is called again after `delay`; the record keeps its retry count (apply it with
+/// [`crate::state::HandlerState::with_undelivered`]), so an outage of the service never uses up a
+/// handler's `retries=`. Its `timeout=` still counts the time, as Kopf's counts an operator's
+/// downtime.
+pub fn undelivered(title: &str, message: String, delay: Duration) -> Verdict {
+    retry(
+        format!("{title} could not be called (not counted as an attempt): {message}"),
+        message,
+        Some(delay),
+    )
+}
+
 fn retry(line: String, message: String, delay: Option<Duration>) -> Verdict {
     Verdict {
         outcome: Outcome::Retry { message, delay },

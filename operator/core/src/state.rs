@@ -131,6 +131,17 @@ impl HandlerState {
     }
 }
 
+impl HandlerState {
+    /// Applies the verdict of a call that never reached the service
+    /// ([`crate::outcome::undelivered`]): as [`HandlerState::with_verdict`], without a retry
+    /// counted.
+    pub fn with_undelivered(&self, verdict: &Verdict, now: Timestamp) -> Self {
+        let mut next = self.with_verdict(verdict, &[], now);
+        next.retries = self.retries;
+        next
+    }
+}
+
 /// Counts of a cycle's handlers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Counters {
@@ -362,6 +373,34 @@ mod tests {
         );
         assert!(next.sleeping(now));
         assert!(next.awakened(now + Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn a_call_that_never_reached_the_service_is_no_attempt() {
+        let now = t("2026-11-22T01:27:42.807251Z");
+        let state = State::default()
+            .with_purpose(Reason::Create, [])
+            .with_handlers(["create_fn"], now);
+        let first = state.get("create_fn").unwrap();
+        let v = crate::outcome::undelivered(
+            "Handler 'create_fn'",
+            "the handler service failed: tcp connect error".into(),
+            Duration::from_secs(60),
+        );
+        assert!(
+            v.log
+                .1
+                .contains("could not be called (not counted as an attempt)")
+        );
+        let next = first.with_undelivered(&v, now).with_undelivered(&v, now);
+        assert_eq!(next.retries, 0, "an outage uses up no retries");
+        assert_eq!(next.delayed, Some(now + Duration::from_secs(60)));
+        assert_eq!(
+            next.message.as_deref(),
+            Some("the handler service failed: tcp connect error")
+        );
+        assert!(!next.finished());
+        assert_eq!(first.with_verdict(&v, &[], now).retries, 1);
     }
 
     #[test]

@@ -12,5 +12,5 @@ pub use model::{
 pub use project::{
     CycleEnd, LastCycle, ObjectProgress, Observed, Storages, StoredEvent, Subject, cycle_view,
     diff_views, event_view, extra_fields, handler_ids, handler_state, handler_view, is_secret,
-    observe, outcomes, phase, refused_view, shown_diff, view,
+    not_stored, observe, outcomes, phase, refused_view, shown_diff, view,
 };

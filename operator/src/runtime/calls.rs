@@ -10,6 +10,7 @@ use jiff::Timestamp;
 use serde_json::Value;
 use tracing::Instrument;
 
+use crate::core::backoff::Backoff;
 use crate::core::finalizer;
 use crate::core::handling::{self, Essence, EventOutcome, Finalizer};
 use crate::core::model::Reason;
@@ -19,7 +20,7 @@ use crate::core::selection::{self, CauseView};
 use crate::core::state::{HandlerState, State};
 use crate::runtime::context::{Bound, Context, ResourceCtx};
 use crate::runtime::events;
-use crate::runtime::kit::meta;
+use crate::runtime::kit::{self, meta};
 use crate::runtime::patching::{self, FinalizerAction, Written};
 use crate::runtime::ports::{Answer, Call, Error as DispatchError, EventRequest, SubRecord};
 use crate::telemetry;
@@ -213,8 +214,14 @@ fn sub_record(id: &str, s: &HandlerState) -> SubRecord {
 }
 
 /// Writes a cycle's patch and our finalizer's change (`None`: no decision, as in a cycle with
-/// nothing but event handlers); a refusal is logged and posted as an Event, never raised: the
-/// next cycle tries again.
+/// nothing but event handlers).
+///
+/// A write that got no answer (the API server unreachable, a connection cut, a timeout) or a
+/// server error (5xx, 429) is tried again, with growing pauses, until it is answered: the cycle's
+/// outcome exists only in this write, and no new watch event may come to redo it (a watch
+/// resumed after a cut does not list again) — the object would stay unhandled, or its handlers
+/// would run twice. A refusal (4xx) is final: logged and posted as an Event; `Err` carries that
+/// message, for the read model. The next change of the object tries again.
 pub(crate) async fn write(
     env: &Context,
     res: &ResourceCtx,
@@ -222,18 +229,32 @@ pub(crate) async fn write(
     body: &Value,
     patch: MergePatch,
     finalizer: Option<Finalizer>,
-) -> Written {
+) -> Result<Written, String> {
     let action = finalizer.and_then(|f| match f {
         Finalizer::Add => Some(FinalizerAction::Add),
         Finalizer::Remove(_) => Some(FinalizerAction::Remove),
         Finalizer::Keep(_) => None,
     });
-    match patching::write(env, res, body, patch, action).await {
-        Ok(written) => written,
-        Err(err) => {
-            log.error(&format!("Patching failed: {err}"));
-            events::post(env, body, "Warning", "PatchFailed", &err.to_string()).await;
-            Written::Nothing
+    let mut failures = 0;
+    loop {
+        match patching::write(env, res, body, patch.clone(), action).await {
+            Ok(written) => return Ok(written),
+            Err(err) if patching::unanswered(&err) => {
+                failures += 1;
+                let pause = Backoff::SERVICE.after(failures);
+                log.error(&format!(
+                    "Patching failed, trying again in {:.1}s: {}",
+                    pause.as_secs_f64(),
+                    kit::describe(&err)
+                ));
+                tokio::time::sleep(pause).await;
+            }
+            Err(err) => {
+                let message = format!("Patching failed: {}", kit::describe(&err));
+                log.error(&message);
+                events::post(env, body, "Warning", "PatchFailed", &message).await;
+                return Err(message);
+            }
         }
     }
 }

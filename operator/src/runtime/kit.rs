@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable as _};
 use kube::Api;
@@ -18,12 +19,20 @@ use crate::runtime::discovery::{self, Served};
 /// and its metrics tell the core's requests from everyone else's.
 pub(crate) const USER_AGENT: &str = concat!("operon/", env!("CARGO_PKG_VERSION"));
 
-/// `config` with the core's [`USER_AGENT`].
-pub(crate) fn identified(mut config: kube::Config) -> kube::Config {
+/// How long a request may wait for the API server's next bytes. Without a bound, a request on a
+/// connection that went silent (a network cut that drops packets, a stalled proxy) waits forever
+/// — a PATCH with it, and the cycle's outcome with the PATCH. Longer than any quiet stretch of a
+/// healthy watch: the server ends its watches after 290 s.
+pub(crate) const READ_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// `config` as the core's clients use it: its [`USER_AGENT`], and a [`READ_TIMEOUT`] where the
+/// kubeconfig sets none.
+pub(crate) fn client_config(mut config: kube::Config) -> kube::Config {
     config.headers.push((
         http::header::USER_AGENT,
         http::HeaderValue::from_static(USER_AGENT),
     ));
+    config.read_timeout.get_or_insert(READ_TIMEOUT);
     config
 }
 
@@ -103,6 +112,17 @@ pub(crate) fn status_code(err: &kube::Error) -> u16 {
     }
 }
 
+/// A failed request as a user reads it: the API server's own message with its reason and code
+/// (`Display` of an API error also dumps the whole `Status` structure), anything else as is.
+pub(crate) fn describe(err: &kube::Error) -> String {
+    match err {
+        kube::Error::Api(status) if !status.message.is_empty() => {
+            format!("{} ({} {})", status.message, status.code, status.reason)
+        }
+        other => other.to_string(),
+    }
+}
+
 /// Calls `attempt` until it succeeds, waiting with `backoff` between failures and logging each
 /// failure as a warning that says `what` is retried (`what` e.g. "Cannot serve the resource yet.").
 pub(crate) async fn until_ok<T, E, Fut>(
@@ -165,7 +185,6 @@ mod tests {
     use super::*;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU32, Ordering};
-    use std::time::Duration;
 
     #[tokio::test(start_paused = true)]
     async fn until_ok_retries_with_backoff_until_success() {

@@ -80,12 +80,11 @@ impl Services {
             )
             .await
             .map_err(|e| bad(e.to_string()))?;
-            let client = kube::Client::try_from(crate::runtime::kit::identified(config)).map_err(
-                |source| Error::Client {
+            let client = kube::Client::try_from(crate::runtime::kit::client_config(config))
+                .map_err(|source| Error::Client {
                     service: service.url().to_owned(),
                     source,
-                },
-            )?;
+                })?;
             return Ok(Credentials { client, expiration });
         }
         Err(Error::NoCredentials)

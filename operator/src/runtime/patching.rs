@@ -47,9 +47,17 @@ pub(crate) async fn write(
     let params = PatchParams::default();
     let whole = patch.into_value();
     let split = writing::split(&whole, res.served.has_status);
+    let secret = crate::core::handling::holds_secrets(body);
+    let shown = |value: &Value| {
+        if secret {
+            crate::core::handling::SECRET_NOT_LOGGED.to_owned()
+        } else {
+            value.to_string()
+        }
+    };
     let mut fresh: Option<DynamicObject> = None;
     if let Some(status) = split.status {
-        tracing::debug!(target: "kopf.objects", object = %object, "Merge-patching the status with: {status}");
+        tracing::debug!(target: "kopf.objects", object = %object, "Merge-patching the status with: {}", shown(&status));
         match ignore_gone(
             crate::telemetry::api_write(
                 "patch",
@@ -64,7 +72,7 @@ pub(crate) async fn write(
         }
     }
     if let Some(main) = split.main {
-        tracing::debug!(target: "kopf.objects", object = %object, "Merge-patching the resource with: {main}");
+        tracing::debug!(target: "kopf.objects", object = %object, "Merge-patching the resource with: {}", shown(&main));
         match ignore_gone(
             crate::telemetry::api_write("patch", api.patch(name, &params, &Patch::Merge(&main)))
                 .await,
@@ -78,7 +86,7 @@ pub(crate) async fn write(
     if let Some(result) = fresh.as_ref().and_then(|o| serde_json::to_value(o).ok()) {
         let lost = writing::inconsistencies(&whole, &result);
         if !lost.is_empty() {
-            tracing::warn!(target: "kopf.objects", object = %object, "Merge-patching finished with inconsistencies: {}", crate::core::persistence::diff::to_value(&lost));
+            tracing::warn!(target: "kopf.objects", object = %object, "Merge-patching finished with inconsistencies: {}", shown(&crate::core::persistence::diff::to_value(&lost)));
         }
     }
     if let Some(action) = finalizer_action {
@@ -127,6 +135,13 @@ pub(crate) async fn write(
     ))
 }
 
+/// A write that got no answer the server meant — no response at all (unreachable, cut, timed
+/// out), a server error (5xx) or too many requests (429) — is worth sending again as it is.
+pub(crate) fn unanswered(err: &kube::Error) -> bool {
+    matches!(err, kube::Error::Service(_) | kube::Error::HyperError(_))
+        || matches!(code_of(err), 429 | 500..=599)
+}
+
 fn ignore_gone(
     result: Result<DynamicObject, kube::Error>,
     env: &Context,
@@ -144,6 +159,30 @@ fn ignore_gone(
         Err(err) => {
             env.metrics.api(verb, code_of(&err));
             Err(err)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(code: u16) -> kube::Error {
+        kube::Error::Api(Box::new(kube::core::Status {
+            code,
+            ..Default::default()
+        }))
+    }
+
+    #[test]
+    fn only_unanswered_writes_are_sent_again() {
+        assert!(unanswered(&kube::Error::Service(
+            "client error (Connect)".into()
+        )));
+        assert!(unanswered(&api(503)));
+        assert!(unanswered(&api(429)));
+        for refused in [400, 403, 404, 409, 422] {
+            assert!(!unanswered(&api(refused)), "{refused} is an answer");
         }
     }
 }

@@ -23,7 +23,7 @@ use crate::core::outcome::{self, CallResult, Progress, Verdict};
 use crate::core::patch::MergePatch;
 use crate::core::selection::CauseView;
 use crate::core::state::{HandlerState, State};
-use crate::core::views::{self, CycleEnd, Subject, handler_view};
+use crate::core::views::{self, CycleEnd, ObjectPhase, Subject, handler_view};
 use crate::runtime::calls::{self, Log};
 use crate::runtime::context::{Bound, Context, ResourceCtx};
 use crate::runtime::daemons::Daemons;
@@ -128,7 +128,9 @@ async fn cycle(handling: &Handling, res: &Arc<ResourceCtx>, input: Input) -> Out
         ..Output::default()
     };
     if groups.is_idle() {
-        out.written = calls::write(env, res, &log, body, patch, None).await;
+        out.written = calls::write(env, res, &log, body, patch, None)
+            .await
+            .unwrap_or_default();
         return out;
     }
 
@@ -183,7 +185,9 @@ async fn cycle(handling: &Handling, res: &Arc<ResourceCtx>, input: Input) -> Out
             if let Some(line) = finalizer.log_line() {
                 log.debug(line);
             }
-            out.written = calls::write(env, res, &log, body, patch, Some(finalizer)).await;
+            out.written = calls::write(env, res, &log, body, patch, Some(finalizer))
+                .await
+                .unwrap_or_default();
             return out;
         }
         Entry::Proceed { finalizer, cause } => (finalizer, cause),
@@ -240,7 +244,7 @@ async fn cycle(handling: &Handling, res: &Arc<ResourceCtx>, input: Input) -> Out
     if !patch.is_empty() {
         settings.progress.touch(body, &mut patch, None);
     }
-    out.written = calls::write(env, res, &log, body, patch, Some(settled)).await;
+    let written = calls::write(env, res, &log, body, patch, Some(settled)).await;
     let diff = essence.diff;
     let end = CycleEnd {
         deleting,
@@ -249,8 +253,16 @@ async fn cycle(handling: &Handling, res: &Arc<ResourceCtx>, input: Input) -> Out
         no_cause: changing_cause.is_none(),
     };
     let subject = Subject::of(res.served.name(), body);
-    let view = views::cycle_view(subject, cause_name(detected), &end, views, Timestamp::now());
-    if end.replaces_view() {
+    let mut view = views::cycle_view(subject, cause_name(detected), &end, views, Timestamp::now());
+    out.written = match written {
+        Ok(written) => written,
+        Err(message) => {
+            // Nothing of this cycle was stored: the page must not say it was handled.
+            views::not_stored(&mut view, &message);
+            Written::Nothing
+        }
+    };
+    if end.replaces_view() || view.phase == ObjectPhase::Failed {
         if let Some(shown) = views::shown_diff(&view.resource, &diff) {
             env.readmodel.set_diff(view.key(), shown);
         }
@@ -317,14 +329,16 @@ async fn handle(
             continue;
         };
         match run_one(ctx, bound, &hs, predicted, patch).await {
-            Some((verdict, subrefs)) => {
+            Some(ran) => {
                 // `stopped` and `delayed` count from the outcome, not from the cycle's start
                 // (Kopf's `with_outcome`): a slow handler's retry is not due early.
                 let finished = Timestamp::now();
-                state.set(
-                    &bound.handler.id,
-                    hs.with_verdict(&verdict, &subrefs, finished),
-                );
+                let next = if ran.attempted {
+                    hs.with_verdict(&ran.verdict, &ran.subrefs, finished)
+                } else {
+                    hs.with_undelivered(&ran.verdict, finished)
+                };
+                state.set(&bound.handler.id, next);
             }
             None => {
                 // Not matched by a callback filter: as if not selected.
@@ -372,7 +386,7 @@ async fn run_one(
     hs: &HandlerState,
     predicted: &mut Value,
     patch: &mut MergePatch,
-) -> Option<(Verdict, Vec<String>)> {
+) -> Option<Ran> {
     let span = calls::handler_span(
         ctx.env,
         meta(ctx.body, "uid"),
@@ -383,8 +397,28 @@ async fn run_one(
     let result = run_one_traced(ctx, bound, hs, predicted, patch, traceparent)
         .instrument(span.clone())
         .await;
-    calls::record_outcome(&span, result.as_ref().map(|(verdict, _)| verdict));
+    calls::record_outcome(&span, result.as_ref().map(|ran| &ran.verdict));
     result
+}
+
+/// What one call of a change handler left.
+struct Ran {
+    /// The verdict on it.
+    verdict: Verdict,
+    /// The sub-handlers it ran (for the parent's `subrefs`).
+    subrefs: Vec<String>,
+    /// Whether it counts as an attempt (a call that never reached the service does not).
+    attempted: bool,
+}
+
+impl Ran {
+    fn attempt(verdict: Verdict, subrefs: Vec<String>) -> Self {
+        Ran {
+            verdict,
+            subrefs,
+            attempted: true,
+        }
+    }
 }
 
 /// Calls one change handler and absorbs its answer: its patch, Events, sub-handlers and result;
@@ -396,7 +430,7 @@ async fn run_one_traced(
     predicted: &mut Value,
     patch: &mut MergePatch,
     traceparent: Option<String>,
-) -> Option<(Verdict, Vec<String>)> {
+) -> Option<Ran> {
     let CycleCtx {
         env,
         res,
@@ -416,7 +450,7 @@ async fn run_one_traced(
     log.debug(&format!("{} is invoked.", outcome::title(handler)));
     if let Some(verdict) = outcome::precheck(handler, progress) {
         calls::report(env, log, body, progress.retries, &verdict).await;
-        return Some((verdict, Vec::new()));
+        return Some(Ran::attempt(verdict, Vec::new()));
     }
     let mut subs =
         State::load(storage, body, hs.subrefs.iter().map(String::as_str), now).unwrap_or_default();
@@ -445,12 +479,23 @@ async fn run_one_traced(
                     let verdict = outcome::judge(handler, progress, refused, backoff);
                     env.metrics.handler(&handler.id, "error", seconds);
                     calls::report(env, log, body, progress.retries, &verdict).await;
-                    return Some((verdict, Vec::new()));
+                    return Some(Ran::attempt(verdict, Vec::new()));
                 }
                 handling::apply_handler_patch(handler_patch, predicted, patch);
             }
             calls::post_events(env, log, body, &answer.events).await;
             (result, answer.subhandlers)
+        }
+        Err(err) if err.undelivered() => {
+            let delay = handler.options.backoff.unwrap_or(backoff);
+            let verdict = outcome::undelivered(&outcome::title(handler), err.to_string(), delay);
+            env.metrics.handler(&handler.id, "error", seconds);
+            calls::report(env, log, body, progress.retries, &verdict).await;
+            return Some(Ran {
+                verdict,
+                subrefs: Vec::new(),
+                attempted: false,
+            });
         }
         Err(err) => (
             CallResult::Arbitrary {
@@ -482,7 +527,7 @@ async fn run_one_traced(
         handling::deliver_result(&handler.id, value, predicted, patch);
     }
     subs.store(storage, body, patch);
-    Some((verdict, absorbed.subrefs))
+    Some(Ran::attempt(verdict, absorbed.subrefs))
 }
 
 /// An object the core cannot handle as it is: say so where the user looks, change nothing.

@@ -555,6 +555,22 @@ pub fn refused_view(subject: Subject, message: &str, now: Timestamp) -> ObjectVi
     }
 }
 
+/// A cycle whose write the API server refused: nothing of it was stored (no result, no
+/// progress, no diff-base), so the object is shown failed, with a `(patch)` row that says why;
+/// the handlers' rows still say what their calls answered.
+pub fn not_stored(view: &mut ObjectView, message: &str) {
+    view.phase = ObjectPhase::Failed;
+    view.handlers.push(HandlerView {
+        id: "(patch)".into(),
+        state: HandlerStatus::Failed,
+        retries: 0,
+        started: None,
+        delayed: None,
+        message: Some(format!("{message} (nothing of this cycle was stored)")),
+        trace_id: None,
+    });
+}
+
 /// The diff of a cycle as the object's page shows it; `None` for Secrets (never shown).
 pub fn shown_diff(resource: &str, items: &[DiffItem]) -> Option<Vec<DiffView>> {
     (!is_secret(resource)).then(|| diff_views(items))

@@ -138,7 +138,7 @@ pub(crate) async fn run(config: Config) -> Result<(), Error> {
     } else {
         let kube_config = kube::Config::infer().await.map_err(Error::KubeConfig)?;
         (
-            kube::Client::try_from(crate::runtime::kit::identified(kube_config))
+            kube::Client::try_from(crate::runtime::kit::client_config(kube_config))
                 .map_err(Error::Kube)?,
             None,
         )

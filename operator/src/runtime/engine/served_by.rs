@@ -27,7 +27,7 @@ pub(crate) async fn served_by(
     let kube_config = kube::Config::infer()
         .await
         .map_err(|e| ServedByError::Engine(Error::KubeConfig(e)))?;
-    let client = kube::Client::try_from(crate::runtime::kit::identified(kube_config))
+    let client = kube::Client::try_from(crate::runtime::kit::client_config(kube_config))
         .map_err(|e| ServedByError::Engine(Error::Kube(e)))?;
     let services = Services::connect(urls, tls).map_err(Error::from)?;
     let mut manifests = Vec::new();

@@ -142,7 +142,7 @@ pub(crate) fn router(store: Arc<Store>, options: &operon_dashboard::Options) -> 
 pub(crate) async fn run(config: Config) -> Result<(), Error> {
     let storages = Arc::new(Storages::new(&config.prefix)?);
     let kube_config = kube::Config::infer().await.map_err(Error::KubeConfig)?;
-    let client = kube::Client::try_from(crate::runtime::kit::identified(kube_config))
+    let client = kube::Client::try_from(crate::runtime::kit::client_config(kube_config))
         .map_err(Error::Kube)?;
     let store = Arc::new(Store::default());
 

@@ -58,6 +58,16 @@ pub(crate) enum Error {
     NoDaemons,
 }
 
+impl Error {
+    /// The call certainly never reached the service: no connection could be made (the service
+    /// is down, restarting, or not listening yet). Such a call is no attempt of the handler.
+    pub(crate) fn undelivered(&self) -> bool {
+        matches!(self, Error::Transport(status)
+            if status.code() == tonic::Code::Unavailable
+                && status_text(status).contains("connect error"))
+    }
+}
+
 /// A status's message with the chain of its causes, so that a refused TLS handshake says why
 /// ("invalid peer certificate: UnknownIssuer") instead of only "transport error".
 pub(crate) fn status_text(status: &tonic::Status) -> String {
@@ -189,4 +199,20 @@ pub(crate) trait TaskPort: Send + Sync + 'static {
     /// Runs a task (`RunTask`): its steps and its end come down the stream; dropping the stream
     /// cancels the call.
     async fn run_task(&self, request: TaskRequest) -> Result<TaskUpdates, CallError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_failed_connection_is_an_undelivered_call() {
+        let refused = tonic::Status::unavailable("tcp connect error");
+        assert!(Error::Transport(refused).undelivered());
+        // The connection broke during the call: the handler may have run.
+        let broken = tonic::Status::unavailable("h2 protocol error: connection reset");
+        assert!(!Error::Transport(broken).undelivered());
+        assert!(!Error::Transport(tonic::Status::internal("connect error")).undelivered());
+        assert!(!Error::Deadline(Duration::from_secs(1)).undelivered());
+    }
 }

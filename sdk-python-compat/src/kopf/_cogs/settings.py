@@ -104,9 +104,10 @@ _CORE_POSTS = ("the core posts the handlers' events with Kopf's defaults "
 @dataclasses.dataclass
 class ProcessSettings:
     """The operator's process."""
-    ultimate_exiting_timeout: float | None = _refused(
-        600.0, "after a stop signal, `kopf run` stops the core within 40 s (the core's own grace is "
-               "30 s) and exits; there is no other deadline to set")
+    # As in Kopf: after a stop signal (not the stop-flag), the process is SIGKILLed this many
+    # seconds later if it has not exited by then (a sync handler that never returns holds it:
+    # threads cannot be cancelled); None: never.
+    ultimate_exiting_timeout: float | None = 10 * 60
 
 
 @dataclasses.dataclass

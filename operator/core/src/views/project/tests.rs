@@ -523,6 +523,27 @@ fn a_refused_object_is_a_failure_of_the_object_itself() {
 }
 
 #[test]
+fn a_cycle_whose_write_was_refused_is_not_shown_handled() {
+    let b = body(json!({}), json!({}));
+    let mut view = refused_view(Subject::of(RESOURCE.to_owned(), &b), "x", now());
+    view.phase = P::Handled;
+    view.handlers[0].state = S::Succeeded;
+    not_stored(&mut view, "Patching failed: too long (422 Invalid)");
+    assert_eq!(view.phase, P::Failed);
+    assert_eq!(
+        view.handlers[0].state,
+        S::Succeeded,
+        "the call's own answer stays"
+    );
+    let row = &view.handlers[1];
+    assert_eq!((row.id.as_str(), row.state), ("(patch)", S::Failed));
+    assert_eq!(
+        row.message.as_deref(),
+        Some("Patching failed: too long (422 Invalid) (nothing of this cycle was stored)")
+    );
+}
+
+#[test]
 fn diffs_are_shown_compact_and_never_for_secrets() {
     let items = diff(
         Some(&json!({"spec": {"a": 1, "text": "x".repeat(3000)}})),

@@ -229,10 +229,15 @@ class _Operator:
             if not stopping.done():
                 stopping.set_result(why)
 
+        def stop_by_signal(why: str) -> None:
+            if not stopping.done():
+                _ultimate_termination(self.settings.process.ultimate_exiting_timeout)
+            stop(why)
+
         if threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGINT, signal.SIGTERM):
                 try:
-                    loop.add_signal_handler(signum, stop, f"Signal {signum.name!s} is received.")
+                    loop.add_signal_handler(signum, stop_by_signal, f"Signal {signum.name!s} is received.")
                     self._signals.append(signum)
                 except (NotImplementedError, RuntimeError, ValueError):
                     logger.warning("OS signals are ignored: can't add signal handler.")
@@ -404,6 +409,20 @@ class _Operator:
         if self.custom_login:
             argv.append('--login')
         return corep.CoreProcess(argv, env=env, on_line=corelogs.forward)
+
+
+def _ultimate_termination(timeout: float | None) -> None:
+    """
+    Kopf's ``ultimate_termination``: SIGKILL this process ``timeout`` seconds after a stop signal,
+    whatever its stopping routines still wait for (a sync handler's thread cannot be cancelled).
+    A daemon thread's timer, so that it fires even when the event loop is already closed and
+    the interpreter waits for the executor's threads at exit.
+    """
+    if timeout is None:
+        return
+    timer = threading.Timer(timeout, os.kill, (os.getpid(), signal.SIGKILL))
+    timer.daemon = True
+    timer.start()
 
 
 def storage_prefix(settings: settings_.OperatorSettings) -> str:

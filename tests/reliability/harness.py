@@ -171,9 +171,18 @@ class Operator:
             wait_until(lambda: gone(pid), timeout=10, what=f"process {pid} gone after SIGKILL")
         self.process = None
 
+    def wait_ready(self, timeout: float = 60) -> None:
+        """ Until this start's core serves (a SIGTERM before Python has set its handlers would
+        end it as any Python process, with -15: a stop is only judged once it runs). """
+        def serving() -> bool:
+            text = self.log_path.read_text(errors='replace')
+            return 'Serving the resource.' in text.rsplit(f"--- start {self.starts} at", 1)[-1]
+        wait_until(serving, timeout=timeout, what=f"{self.log_path.name}: start {self.starts} serving")
+
     def stop(self, timeout: float = 40) -> int:
-        """ SIGTERM, as a pod's stop; the exit code. """
+        """ SIGTERM, as a pod's stop, once the operator serves; the exit code. """
         assert self.process is not None
+        self.wait_ready()
         self.process.send_signal(signal.SIGTERM)
         code = self.process.wait(timeout=timeout)
         self.process = None
@@ -304,7 +313,8 @@ def run_scenarios(scenarios: Sequence[tuple[str, Callable[[Context], Row]]], *, 
         finally:
             ctx.cleanup()
         row.seconds = time.monotonic() - started
-        log(f"scenario {name}: {'pass' if not row.failures else 'FAIL'} in {row.seconds:.0f}s {row.figures}")
+        log(f"scenario {name}: {'pass' if not row.failures else 'FAIL'} in {row.seconds:.0f}s {row.figures}"
+            + ''.join(f"\n  FAILED: {failure}" for failure in row.failures))
         rows.append(row)
     return rows
 

@@ -28,6 +28,9 @@ pub(crate) struct Settings {
     pub default_backoff: Duration,
     /// Deadline of one call without a handler call timeout.
     pub call_timeout: Duration,
+    /// How often a write that got no answer is sent again (see `calls::write`): `None`, until it
+    /// is answered (the core); a number in tests whose API server is never there.
+    pub unanswered_writes: Option<u32>,
 }
 
 /// The one runtime context: change handling, the sync controllers and the tasks all take it.
@@ -90,6 +93,7 @@ impl Context {
                 finalizer: "kopf.zalando.org/KopfFinalizerMarker".into(),
                 default_backoff: Duration::from_secs(60),
                 call_timeout: Duration::from_secs(60),
+                unanswered_writes: Some(0),
             },
             metrics: Arc::default(),
             readmodel: Arc::default(),

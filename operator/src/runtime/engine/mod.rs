@@ -150,6 +150,7 @@ pub(crate) async fn run(config: Config) -> Result<(), Error> {
         finalizer: config.finalizer.clone(),
         default_backoff: config.default_backoff,
         call_timeout: config.call_timeout,
+        unanswered_writes: None,
     };
     let metrics = Arc::new(Metrics::default());
     let readmodel = Arc::new(ReadModel::default());

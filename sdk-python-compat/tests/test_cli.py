@@ -344,6 +344,16 @@ def test_a_hung_sync_handler_is_cut_by_the_ultimate_exiting_timeout(tmp_path, fa
     assert 'Signal SIGTERM is received. Operator is stopping.' in stderr
 
 
+def test_the_ultimate_termination_is_disarmed_when_run_returns(monkeypatch):
+    # Kopf's timer dies with its loop: a program that goes on after kopf.run() is not killed.
+    running._ultimate_termination(3600)
+    timer = running._ULTIMATE_TIMERS[-1]
+    monkeypatch.setattr(running.asyncio, 'run', lambda coro: coro.close())
+    running.run()
+    timer.join(timeout=5)
+    assert not timer.is_alive() and not running._ULTIMATE_TIMERS
+
+
 def test_core_argv_follows_the_settings(settings):
     settings.persistence.finalizer = 'example.com/fin'
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix='example.com')

@@ -81,6 +81,11 @@ def run(
             asyncio.run(coro)
     except asyncio.CancelledError:
         pass
+    finally:
+        # The operator and its loop are done: as Kopf's timer dies with its loop, this one must
+        # not kill a program that goes on after `kopf.run()`.
+        while _ULTIMATE_TIMERS:
+            _ULTIMATE_TIMERS.pop().cancel()
 
 
 async def operator(
@@ -415,14 +420,20 @@ def _ultimate_termination(timeout: float | None) -> None:
     """
     Kopf's ``ultimate_termination``: SIGKILL this process ``timeout`` seconds after a stop signal,
     whatever its stopping routines still wait for (a sync handler's thread cannot be cancelled).
-    A daemon thread's timer, so that it fires even when the event loop is already closed and
-    the interpreter waits for the executor's threads at exit.
+    A daemon thread's timer, so that it fires even while the event loop waits for the executor's
+    threads (``asyncio.run``'s shutdown); ``run()`` cancels it once its loop is closed, as Kopf's
+    timer dies with its loop.
     """
     if timeout is None:
         return
     timer = threading.Timer(timeout, os.kill, (os.getpid(), signal.SIGKILL))
     timer.daemon = True
     timer.start()
+    _ULTIMATE_TIMERS.append(timer)
+
+
+# The armed ultimate-termination timers; `run()` cancels them once its loop is closed.
+_ULTIMATE_TIMERS: list[threading.Timer] = []
 
 
 def storage_prefix(settings: settings_.OperatorSettings) -> str:

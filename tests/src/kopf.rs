@@ -5,17 +5,19 @@
 //! [`is_fully_handled`], …) take an object as the API server returned it. [`kopf_expect`] runs
 //! `tests/kopf/kopf_expect.py` with the Python of a venv that has `kopf==1.45.2` from PyPI
 //! (`$OPERON_CACHE/venv-kopf`, default `~/.cache/operon/venv-kopf`; created on first use when
-//! missing, as `tests/run.sh` does).
+//! missing, as `tests/run.sh` does); [`KopfServer`] keeps one such process for many batches of
+//! cases (the differential tests).
 
 use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::OnceLock;
 
 use anyhow::{Context, bail};
 use kube::api::DynamicObject;
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
-use tokio::sync::OnceCell;
 
 use crate::plane::repo_root;
 
@@ -127,21 +129,30 @@ pub fn is_kopf_timestamp(text: &str) -> bool {
         })
 }
 
-static PYTHON: OnceCell<PathBuf> = OnceCell::const_new();
+static PYTHON: OnceLock<PathBuf> = OnceLock::new();
 
 /// The Python of the venv with `kopf==1.45.2`, creating the venv when it is missing.
 ///
 /// # Panics
 /// When the venv cannot be created.
 pub async fn kopf_python() -> &'static PathBuf {
-    PYTHON
-        .get_or_init(|| async {
-            tokio::task::spawn_blocking(ensure_venv)
-                .await
-                .expect("the venv task panicked")
-                .unwrap_or_else(|err| panic!("no Python venv with kopf=={KOPF_VERSION}: {err:#}"))
-        })
-        .await
+    match PYTHON.get() {
+        Some(python) => python,
+        None => tokio::task::spawn_blocking(kopf_python_blocking)
+            .await
+            .expect("the venv task panicked"),
+    }
+}
+
+/// [`kopf_python`] for tests without a runtime.
+///
+/// # Panics
+/// When the venv cannot be created.
+pub fn kopf_python_blocking() -> &'static PathBuf {
+    PYTHON.get_or_init(|| {
+        ensure_venv()
+            .unwrap_or_else(|err| panic!("no Python venv with kopf=={KOPF_VERSION}: {err:#}"))
+    })
 }
 
 fn ensure_venv() -> anyhow::Result<PathBuf> {
@@ -233,6 +244,71 @@ pub async fn kopf_expect(request: &Value) -> anyhow::Result<Value> {
             String::from_utf8_lossy(&output.stdout)
         )
     })
+}
+
+/// One `tests/kopf/kopf_expect.py --serve` process: a request per line in, an answer per line
+/// out, so that any number of batches go through one Python process. Its stderr is the test's.
+/// The process is killed when this is dropped.
+pub struct KopfServer {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    stdout: BufReader<std::process::ChildStdout>,
+}
+
+impl KopfServer {
+    /// Starts the script with the Python of [`kopf_python_blocking`].
+    ///
+    /// # Errors
+    /// When the process cannot be started.
+    pub fn start() -> anyhow::Result<Self> {
+        let script = repo_root().join("tests/kopf/kopf_expect.py");
+        let mut child = std::process::Command::new(kopf_python_blocking())
+            .arg(&script)
+            .arg("--serve")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("running {} --serve", script.display()))?;
+        let stdin = child.stdin.take().context("no stdin")?;
+        let stdout = BufReader::new(child.stdout.take().context("no stdout")?);
+        Ok(KopfServer {
+            child,
+            stdin,
+            stdout,
+        })
+    }
+
+    /// Asks one request (see the script's docstring) and returns the answer.
+    ///
+    /// # Errors
+    /// When the script has exited (its traceback is on stderr) or answers something that is
+    /// not JSON.
+    pub fn ask(&mut self, request: &Value) -> anyhow::Result<Value> {
+        let mut line = request.to_string();
+        line.push('\n');
+        let sent = self
+            .stdin
+            .write_all(line.as_bytes())
+            .and_then(|()| self.stdin.flush());
+        let mut answer = String::new();
+        let read = self.stdout.read_line(&mut answer);
+        if sent.is_err() || matches!(read, Ok(0) | Err(_)) {
+            let status = self.child.try_wait().ok().flatten();
+            bail!(
+                "kopf_expect.py --serve stopped answering (exit: {status:?}; its stderr is above)"
+            );
+        }
+        serde_json::from_str(&answer)
+            .with_context(|| format!("kopf_expect.py answered no JSON: {answer}"))
+    }
+}
+
+impl Drop for KopfServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// The annotations of a merge patch produced by Kopf (`patch.metadata.annotations`), with their

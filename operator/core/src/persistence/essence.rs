@@ -95,7 +95,10 @@ impl DiffBaseLayer {
 /// Kopf collects the extra fields in a Python `set`, so with two or more extra fields that create
 /// new keys (e.g. `status.a` and `status.b`) Kopf's key order varies with the hash seed; here it is
 /// the order of `extra_fields`. Where Kopf would crash on a structurally broken body (`metadata`
-/// that is not an object, `annotations: null`), this treats the broken part as absent.
+/// that is not an object, `annotations: null`), this treats the broken part as absent. An extra
+/// field whose path passes through a value that is not an object (`spec.a.b` with `spec.a: null`)
+/// copies nothing, as Kopf's `dicts.resolve` documents it should; Kopf's `cherrypick` catches
+/// only the `KeyError` of a missing key, so its processing of such an object raises `TypeError`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DiffBaseStorage {
     layers: Vec<DiffBaseLayer>,
@@ -228,6 +231,13 @@ impl DiffBaseStorage {
     /// escapes the object's worker: Kopf logs "Event processing has failed with an unrecoverable
     /// error" and stops the whole resource watcher. The caller should rather report it on the
     /// object and leave the object alone; nothing is derived from a broken diff-base.
+    ///
+    /// # Caveats
+    ///
+    /// A stored object whose `metadata`, `metadata.annotations`, `status` or `status.kopf` is not
+    /// an object (e.g. `{"metadata": null}`; Kopf never writes one) is read as it is, and
+    /// [`ProgressStorage::clear`](super::ProgressStorage::clear) leaves the broken part alone:
+    /// Kopf raises there, in its storages' `clear()` (`AttributeError`, `TypeError`).
     pub fn fetch(&self, body: &Value) -> Result<Option<Value>, Error> {
         for layer in &self.layers {
             let candidates: Vec<(String, Option<&Value>)> = match layer {

@@ -88,11 +88,7 @@ pub(crate) fn float_repr(f: f64) -> String {
     if f == 0.0 {
         return if f.is_sign_negative() { "-0.0" } else { "0.0" }.to_owned();
     }
-    // Rust's `{:e}` gives the same shortest round-tripping digits as Python's `repr`.
-    let sci = format!("{:e}", f.abs());
-    let (mantissa, exponent) = sci.split_once('e').unwrap_or((sci.as_str(), "0"));
-    let exponent: i32 = exponent.parse().unwrap_or(0);
-    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
+    let (digits, exponent) = shortest_digits(f.abs());
     let n = digits.len() as i32;
     // Python's `decpt`: the value is 0.DIGITS * 10**decpt.
     let decpt = exponent + 1;
@@ -122,6 +118,31 @@ pub(crate) fn float_repr(f: f64) -> String {
         out.push_str(&digits[decpt as usize..]);
     }
     out
+}
+
+/// The digits Python's `repr` picks for a finite, non-zero `f` (David Gay's `dtoa`, mode 0):
+/// the fewest that read back as `f`, and of those the closest to it, a tie going to the even
+/// digit. Returned as `(digits, exponent)`: the value is `d.ddd… × 10^exponent`.
+///
+/// They are taken from `serde_json`'s float text (the `zmij` algorithm), which picks the same
+/// digits; Rust's own `{:e}` rounds a tie up instead: 2⁻²⁵ = 2.98023223876953125e-08 is
+/// `2.9802322387695313e-8` there and `2.9802322387695312e-08` in Python.
+fn shortest_digits(f: f64) -> (String, i32) {
+    let text = Number::from_f64(f).map_or_else(String::new, |n| n.to_string());
+    let (mantissa, exponent) = match text.split_once(['e', 'E']) {
+        Some((mantissa, exponent)) => (mantissa, exponent.parse::<i32>().unwrap_or(0)),
+        None => (text.as_str(), 0),
+    };
+    let (int, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let all = format!("{int}{fraction}");
+    let leading_zeros = all.len() - all.trim_start_matches('0').len();
+    let digits = all.trim_start_matches('0').trim_end_matches('0');
+    let exponent = exponent + int.len() as i32 - 1 - leading_zeros as i32;
+    if digits.is_empty() {
+        ("0".to_owned(), 0)
+    } else {
+        (digits.to_owned(), exponent)
+    }
 }
 
 fn write_string(out: &mut String, s: &str) {
@@ -249,10 +270,36 @@ mod tests {
             (1e100, "1e+100"),
             (0.3, "0.3"),
             (2.0 / 3.0, "0.6666666666666666"),
+            // Ties between two shortest candidates go to the even digit (Rust's `{:e}` rounds
+            // them up): found by tests/tests/differential.rs.
+            // Exactly …319.25 and …429.625, halfway between two shortest candidates.
+            (-(1_119_563_780_174_319.0 + 0.25), "-1119563780174319.2"),
+            (-(233_891_771_783_429.0 + 0.625), "-233891771783429.62"),
+            (2f64.powi(-25), "2.9802322387695312e-08"),
+            (2f64.powi(-24), "5.960464477539063e-08"),
         ];
         for (f, expected) in cases {
             assert_eq!(float_repr(*f), *expected, "for {f:?}");
             assert_eq!(dumps(&json!(f)), *expected, "for {f:?}");
+        }
+    }
+
+    #[test]
+    fn floats_read_back_as_python_wrote_them() {
+        // Texts as Python's `json.dumps` (and Go's encoder) write them; serde_json's default
+        // parser reads each as a neighbouring float (`float_roundtrip` fixes it): found by
+        // tests/tests/differential.rs.
+        for text in [
+            "4.325595515383728e+47",
+            "5.80357504152833e+257",
+            // Read as 1.9547373485674198e-18 without the feature, which reads back as the
+            // original: a stored essence never equal to its body.
+            "1.95473734856742e-18",
+            "7.42953907054764e+52",
+            "0.30000000000000004",
+        ] {
+            let value: Value = serde_json::from_str(text).unwrap();
+            assert_eq!(dumps(&value), text);
         }
     }
 

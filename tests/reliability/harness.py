@@ -7,6 +7,7 @@ own (``ctx.namespace(...)``, removed at the end), with a seeded ``ctx.random``, 
 of figures plus the failures it found (a row with failures fails the suite). Nothing here listens
 anywhere but 127.0.0.1.
 """
+import collections
 import contextlib
 import dataclasses
 import json
@@ -397,3 +398,21 @@ def metric(text: str, name: str, **labels: str) -> float:
             if all(f'{k}="{v}"' in head for k, v in labels.items()):
                 total += float(value)
     return total
+
+
+def trial_work(ctx: 'Context', namespace: str, trial: int, generations: 'collections.deque[list[str]]',
+               spec_of: Callable[[int], dict[str, Any]], per_trial: int = 50) -> int:
+    """ The work of one kill trial, while the kill may come at any moment: ``per_trial`` new
+    objects (``spec_of(i)``), a change of ``spec.n`` on each object of the trial before, the
+    objects of two trials ago deleted. How many objects it created. """
+    names = [f't{trial}-{i}' for i in range(per_trial)]
+    for i, name in enumerate(names):
+        ctx.create(namespace, name, spec_of(i))
+    if generations:
+        for name in generations[-1]:
+            ctx.patch(namespace, name, {'spec': {'n': trial}})
+    if len(generations) == 2:
+        for name in generations.popleft():
+            ctx.delete(namespace, name)
+    generations.append(names)
+    return len(names)

@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from harness import (HERE, Context, Operator, Row, ScenarioFailed, later, log, repeated_successes, settled,
-                     wait_until)
+                     trial_work, wait_until)
 
 CREATION = ('first', 'second', 'second/a', 'second/b', 'third')
 
@@ -33,18 +33,8 @@ def trial_of(ctx: Context, operator: Operator, namespace: str, trial: int,
     operator.start()
     delay = ctx.random.uniform(0.5, 4.0)
     killed = later(delay, operator.kill9)
-    # The work of a trial, while the kill may come at any moment: new objects, a change to each
-    # object of the trial before, the objects of two trials ago deleted.
-    names = [f't{trial}-{i}' for i in range(per_trial)]
-    for i, name in enumerate(names):
-        ctx.create(namespace, name, {'n': 0, 'flaky': i % 2 == 0})
-    if generations:
-        for name in generations[-1]:
-            ctx.patch(namespace, name, {'spec': {'n': trial}})
-    if len(generations) == 2:
-        for name in generations.popleft():
-            ctx.delete(namespace, name)
-    generations.append(names)
+    created = trial_work(ctx, namespace, trial, generations,
+                         lambda i: {'n': 0, 'flaky': i % 2 == 0}, per_trial)
     killed()
     operator.start()
     try:
@@ -57,7 +47,7 @@ def trial_of(ctx: Context, operator: Operator, namespace: str, trial: int,
         operator.kill9()  # idle: the next trial starts it afresh (a start-up, a listing)
     if trial % 10 == 9:
         log(f"kill9: {trial + 1} of {ctx.trials} trials")
-    return len(names)
+    return created
 
 
 def run(ctx: Context) -> Row:

@@ -22,7 +22,8 @@ from typing import Any
 import kubernetes
 
 from harness import (GROUP, PLURAL, VERSION, Context, Process, Row, ScenarioFailed, diff_base,
-                     free_port, later, log, progress, repeated_successes, settled, wait_until)
+                     free_port, later, log, progress, repeated_successes, settled, trial_work,
+                     wait_until)
 from harness import ROOT
 
 CREATION = ('first', 'second/a', 'second/b', 'third')
@@ -112,17 +113,8 @@ def run(ctx: Context) -> Row:
             core.start()
             delay = ctx.random.uniform(0.5, 4.0)
             killed = later(delay, lambda: (handler.kill9(), core.kill9()))
-            names = [f't{trial}-{i}' for i in range(per_trial)]
-            for i, name in enumerate(names):
-                ctx.create(namespace, name, {'n': 0, 'behaviour': behaviour(i)})
-            created += len(names)
-            if generations:
-                for name in generations[-1]:
-                    ctx.patch(namespace, name, {'spec': {'n': trial}})
-            if len(generations) == 2:
-                for name in generations.popleft():
-                    ctx.delete(namespace, name)
-            generations.append(names)
+            created += trial_work(ctx, namespace, trial, generations,
+                                  lambda i: {'n': 0, 'behaviour': behaviour(i)}, per_trial)
             killed()
             handler.start()
             core.start()

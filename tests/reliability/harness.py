@@ -416,3 +416,28 @@ def trial_work(ctx: 'Context', namespace: str, trial: int, generations: 'collect
             ctx.delete(namespace, name)
     generations.append(names)
     return len(names)
+
+
+class Loop:
+    """ A loop in a background thread (a workload, a second writer): the subclass's ``_run`` loops
+    until ``self._stop`` is set and appends what broke it to ``self._errors``; :meth:`stop` ends
+    it and re-raises that (once). """
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._errors: list[BaseException] = []
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """ Stops the loop after its current write; re-raises (once) what broke it. """
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        if self._errors:
+            raise self._errors.pop()

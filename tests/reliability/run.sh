@@ -25,8 +25,10 @@ while [ $# -gt 0 ]; do
   esac
 done
 venv="$CACHE/venv-sdk"
-if [ ! -x "$venv/bin/kopf" ]; then
-  python3 -m venv "$venv"
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+# The venv is shared by checkouts: its editable `kopf` must be this one's (else reinstalled).
+if ! "$venv/bin/python" -c "import kopf, sys; sys.exit(not kopf.__file__.startswith('$root/'))" 2>/dev/null; then
+  echo "[reliability] installing this checkout's SDK into $venv" >&2
   "$venv/bin/python" -m pip install -q --disable-pip-version-check -e "./sdk-python-compat[test]"
 fi
 plane_env=$(tests/cluster/up.sh) || exit $?

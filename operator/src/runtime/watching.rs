@@ -3,8 +3,9 @@
 //! Change handling, the sync controllers and the task controller each *subscribe* to the
 //! resources they need; a resource named by several of them is listed and watched once, and
 //! every subscriber receives every event of that watch, in the watch's order. The watch restarts
-//! itself after a silence longer than the configured limit and on stream errors (with kube's
-//! default backoff); a restart begins with a fresh listing, which subscribers see as `Init` …
+//! itself after a silence longer than the configured limit and on stream errors (with a backoff
+//! that starts over after every event; an expired resource version, 410, lists again at once);
+//! a restart begins with a fresh listing, which subscribers see as `Init` …
 //! `InitDone` like the first one.
 //!
 //! `/readyz`: every subscription made before [`Watches::start`] is counted, and reports itself
@@ -19,7 +20,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use kube::api::DynamicObject;
 use kube::runtime::reflector::store::Writer;
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use tokio::sync::mpsc;
 
 use crate::core::namespaces::Namespaces;
@@ -283,7 +284,10 @@ fn fan_out(subscribers: &Subscribers, event: watcher::Event<DynamicObject>) -> b
     !subscribers.is_empty()
 }
 
-/// One watch, forever: restarted after a silence, errors retried with kube's default backoff.
+/// One watch, forever: restarted after a silence; errors retried with a backoff that starts
+/// over with every event, and a 410 Gone (the resource version expired, e.g. after an API
+/// server restart) listed again at once — kube's default backoff grows during an outage and
+/// resets only after two quiet minutes, so the relist after the outage waited up to 30 s.
 async fn run(
     api: kube::Api<DynamicObject>,
     resource: String,
@@ -292,10 +296,9 @@ async fn run(
     namespaces: Arc<Namespaces>,
     silence: Duration,
 ) {
+    let mut backoff = WatchBackoff::default();
     loop {
-        let mut stream = watcher(api.clone(), watcher::Config::default().timeout(290))
-            .default_backoff()
-            .boxed();
+        let mut stream = watcher(api.clone(), watcher::Config::default().timeout(290)).boxed();
         loop {
             let next = match tokio::time::timeout(silence, stream.next()).await {
                 Err(_) => {
@@ -306,9 +309,19 @@ async fn run(
                 Ok(Some(next)) => next,
             };
             let event = match next {
-                Ok(event) => event,
+                Ok(event) => {
+                    backoff.reset();
+                    event
+                }
+                Err(err) if expired(&err) => {
+                    // The watcher lists again on its next poll.
+                    tracing::warn!(%resource, ?namespace, error = %err, "The watch failed; its resource version expired (410): listing again now.");
+                    continue;
+                }
                 Err(err) => {
-                    tracing::warn!(%resource, ?namespace, error = %err, "The watch failed; retrying with backoff.");
+                    let pause = backoff.next_pause();
+                    tracing::warn!(%resource, ?namespace, error = %err, retry_in = ?pause, "The watch failed; retrying with backoff.");
+                    tokio::time::sleep(pause).await;
                     continue;
                 }
             };
@@ -327,9 +340,70 @@ async fn run(
     }
 }
 
+/// A watch error that a fresh listing cures at once: 410 Gone / Expired.
+fn expired(err: &watcher::Error) -> bool {
+    match err {
+        watcher::Error::WatchError(status) => status.code == 410,
+        watcher::Error::WatchFailed(kube::Error::Api(status))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(status))
+        | watcher::Error::InitialListFailed(kube::Error::Api(status)) => status.code == 410,
+        _ => false,
+    }
+}
+
+/// The pause before retrying a failed watch: 0.5 s doubling up to 15 s, from the start again
+/// after any event.
+#[derive(Debug)]
+struct WatchBackoff {
+    next: Duration,
+}
+
+const WATCH_BACKOFF_FIRST: Duration = Duration::from_millis(500);
+const WATCH_BACKOFF_MAX: Duration = Duration::from_secs(15);
+
+impl Default for WatchBackoff {
+    fn default() -> Self {
+        WatchBackoff {
+            next: WATCH_BACKOFF_FIRST,
+        }
+    }
+}
+
+impl WatchBackoff {
+    fn next_pause(&mut self) -> Duration {
+        let pause = self.next;
+        self.next = (self.next * 2).min(WATCH_BACKOFF_MAX);
+        pause
+    }
+
+    fn reset(&mut self) {
+        self.next = WATCH_BACKOFF_FIRST;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_watch_backoff_grows_to_its_cap_and_starts_over_after_an_event() {
+        let mut b = WatchBackoff::default();
+        let pauses: Vec<u64> = (0..7).map(|_| b.next_pause().as_millis() as u64).collect();
+        assert_eq!(pauses, [500, 1000, 2000, 4000, 8000, 15000, 15000]);
+        b.reset();
+        assert_eq!(b.next_pause(), Duration::from_millis(500));
+    }
+
+    #[test]
+    fn only_an_expired_resource_version_is_listed_again_at_once() {
+        let status = |code| kube::core::Status {
+            code,
+            ..kube::core::Status::default()
+        };
+        assert!(expired(&watcher::Error::WatchError(Box::new(status(410)))));
+        assert!(!expired(&watcher::Error::WatchError(Box::new(status(500)))));
+        assert!(!expired(&watcher::Error::NoResourceVersion));
+    }
     use kube::api::ApiResource;
 
     fn served(plural: &str, namespaced: bool) -> Served {

@@ -28,14 +28,13 @@ Checks:
 """
 import collections
 import dataclasses
-import threading
 import time
 from typing import Any, cast
 
 from kubernetes.client.exceptions import ApiException
 
-from harness import (GROUP, HERE, PLURAL, VERSION, Context, Row, ScenarioFailed, annotations, free_port,
-                     http_get, log, metric, settled, wait_until)
+from harness import (GROUP, HERE, PLURAL, VERSION, Context, Loop, Row, ScenarioFailed, annotations,
+                     free_port, http_get, log, metric, settled, wait_until)
 
 FOREIGN_ANNOTATION = 'example.com/foreign'
 FOREIGN_FINALIZER = 'example.com/foreign-finalizer'
@@ -51,7 +50,7 @@ class Wrote:
     finalizer: bool = False
 
 
-class SecondWriter:
+class SecondWriter(Loop):
     """ The other writer: one thread, a tight loop over the objects, a random kind of write each. """
 
     def __init__(self, ctx: Context, namespace: str, names: list[str]) -> None:
@@ -60,9 +59,7 @@ class SecondWriter:
         self.writes: collections.Counter[str] = collections.Counter()
         self.conflicts = 0  # its own 409s on the guarded finalizer writes
         self._counter = 0
-        self._stop = threading.Event()
-        self._errors: list[BaseException] = []
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        super().__init__()
 
     def set_finalizer(self, name: str, present: bool | None = None) -> None:
         """ Adds or removes the foreign finalizer (``None``: toggles it), guarded by the
@@ -109,17 +106,6 @@ class SecondWriter:
                     self._write(name, self.ctx.random.choice(('spec', 'annotation', 'finalizer')))
         except BaseException as e:  # noqa: B036 — handed over to stop()
             self._errors.append(e)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        """ Stops the loop after its current write; re-raises (once) what broke it. """
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join()
-        if self._errors:
-            raise self._errors.pop()
 
 
 def handled(obj: dict[str, Any]) -> bool:

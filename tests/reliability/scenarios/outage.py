@@ -48,8 +48,8 @@ import threading
 import time
 from typing import Any
 
-from harness import (HERE, Context, Process, Row, ScenarioFailed, free_port, http_get, log, metric,
-                     progress, settled, wait_until)
+from harness import (HERE, Context, Loop, Process, Row, ScenarioFailed, free_port, http_get, log,
+                     metric, progress, settled, wait_until)
 
 BACKOFF = 2
 FAILED_OUTCOMES = ('retry', 'error', 'failure')
@@ -87,7 +87,7 @@ class Probe:
             self._thread.join()
 
 
-class Workload:
+class Workload(Loop):
     """ Creates objects and changes their ``spec.v`` (always a new value) at a steady pace in a
     thread; ``expected`` is each object's last written ``spec.v``. """
 
@@ -97,9 +97,7 @@ class Workload:
         self.changes = 0
         self._counter = 0
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._errors: list[BaseException] = []
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        super().__init__()
 
     def create(self, name: str) -> None:
         with self._lock:
@@ -131,17 +129,6 @@ class Workload:
                     self.change(self.ctx.random.choice(names))
         except BaseException as e:  # noqa: B036 — handed over to stop()
             self._errors.append(e)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        """ Stops the loop after its current write; re-raises (once) what broke it. """
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join()
-        if self._errors:
-            raise self._errors.pop()
 
 
 def core_lines(path: pathlib.Path) -> list[dict[str, Any]]:

@@ -71,11 +71,18 @@ async fn shutdown_callback(
     (code, Json(serde_json::json!({"message": answer.message()})))
 }
 
+/// 200 once every watch has listed: also on a standby (leader election) or a paused replica
+/// (peering), which is ready to take over; the body then says its role.
 async fn readyz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
-    if shared.ready() {
+    use operon_dashboard::ReadModel as _;
+    let (code, state) = if shared.ready() {
         (StatusCode::OK, "ok")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "listing")
+    };
+    match shared.about().role {
+        Some(role) => (code, format!("{state}; {role}")),
+        None => (code, state.to_owned()),
     }
 }
 

@@ -14,6 +14,9 @@
 //! - with managed admission webhooks (`--admission-managed`): `get`, `create` and `patch` of
 //!   the cluster-scoped `validatingwebhookconfigurations` and `mutatingwebhookconfigurations`
 //!   (so a ClusterRole);
+//! - with `--leader-election`: `get`, `create` and `update` of coordination.k8s.io `leases`;
+//! - with `--peering`: `get` and `patch` of Kopf's `kopfpeerings` (or `clusterkopfpeerings`
+//!   with -A) and their `/status`, in `kopf.dev` and `zalando.org`;
 //! - discovery (`/api`, `/apis`, …), which every authenticated user may read through the
 //!   built-in `system:discovery` ClusterRole — no rule is needed.
 //!
@@ -51,6 +54,10 @@ pub(crate) enum Access {
     TaskParent,
     /// A webhook configuration the core manages (admission webhooks): read, created, patched.
     WebhookConfiguration,
+    /// The leader election's Lease: read, created, updated (`--leader-election`).
+    Lease,
+    /// Kopf's peering objects: read and patched (`--peering`).
+    Peering,
 }
 
 impl Access {
@@ -62,12 +69,16 @@ impl Access {
             Access::Task => &["get", "list", "watch", "patch", "delete"],
             Access::TaskParent => &["get", "list", "watch"],
             Access::WebhookConfiguration => &["get", "create", "patch"],
+            Access::Lease => &["get", "create", "update"],
+            Access::Peering => &["get", "patch"],
         }
     }
 }
 
 /// The order verbs are printed in.
-pub(crate) const VERB_ORDER: [&str; 6] = ["get", "list", "watch", "create", "patch", "delete"];
+pub(crate) const VERB_ORDER: [&str; 7] = [
+    "get", "list", "watch", "create", "update", "patch", "delete",
+];
 
 impl Resource {
     /// A resource with the verbs of `access`.
@@ -102,6 +113,31 @@ pub(crate) fn webhook_configurations() -> Vec<Resource> {
         )
     })
     .collect()
+}
+
+/// The leader election's Lease (`operon run --leader-election`).
+pub(crate) fn leases() -> Vec<Resource> {
+    vec![Resource::new(
+        "coordination.k8s.io",
+        "leases",
+        false,
+        Access::Lease,
+    )]
+}
+
+/// Kopf's peering objects (`operon run --peering`): `ClusterKopfPeering` when the core serves
+/// all namespaces, else `KopfPeering`, of both of Kopf's groups. `/status` too, for a CRD that
+/// has the subresource (Kopf's own have none).
+pub(crate) fn peerings(cluster: bool) -> Vec<Resource> {
+    let plural = if cluster {
+        "clusterkopfpeerings"
+    } else {
+        "kopfpeerings"
+    };
+    ["kopf.dev", "zalando.org"]
+        .into_iter()
+        .map(|group| Resource::new(group, plural, true, Access::Peering))
+        .collect()
 }
 
 /// Where the core serves.

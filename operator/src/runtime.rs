@@ -11,6 +11,7 @@ pub(crate) mod events;
 pub(crate) mod grpc;
 pub(crate) mod indexing;
 pub(crate) mod kit;
+pub(crate) mod leadership;
 pub(crate) mod locks;
 pub(crate) mod login;
 pub(crate) mod metrics;

@@ -176,6 +176,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         &[
             "runtime::kit",
             "runtime::context",
+            "runtime::leadership",
             "runtime::discovery",
             "runtime::ports",
             "runtime::grpc",

@@ -261,3 +261,41 @@ def kopf_examples(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
     if not found:
         pytest.skip("Kopf's source distribution has no examples/")
     return found[0]
+
+
+# -- Kopf's peering CRDs on the plane (the peering tests) ---------------------------------------------
+
+PEERING_CRDS = ('clusterkopfpeerings.kopf.dev', 'kopfpeerings.kopf.dev')
+
+
+@pytest.fixture(scope='module')
+def peering_crds(plane: tuple[str, str, str], kopf_examples: pathlib.Path) -> str:
+    """
+    Kopf's peering CRDs (``KopfPeering``, ``ClusterKopfPeering`` of ``kopf.dev/v1``), from Kopf's own
+    ``peering.yaml`` (its source distribution), applied if missing; the kubectl to use. They are left
+    installed: cluster-wide definitions that other tests on the shared plane may be using at the same
+    time (the peering objects are removed by the tests that create them, or with their namespaces).
+    Only the CRDs are applied, not the file's ``default`` objects: those would make every operator on
+    the plane that runs without ``--standalone`` take part in a peering.
+    """
+    kubectl, _, kubeconfig = plane
+    text = (kopf_examples.parent / 'peering.yaml').read_text()
+    crds = [doc for doc in text.split('\n---\n') if 'kind: CustomResourceDefinition' in doc]
+    assert len(crds) == 2, text
+    env = dict(os.environ, KUBECONFIG=kubeconfig)
+    subprocess.run([kubectl, 'apply', '-f', '-'], input='\n---\n'.join(crds), text=True, check=True,
+                   capture_output=True, timeout=30, env=env)
+    for crd in PEERING_CRDS:
+        subprocess.run([kubectl, 'wait', '--for=condition=Established', f'crd/{crd}', '--timeout=30s'],
+                       check=True, capture_output=True, timeout=40, env=env)
+    return kubectl
+
+
+@pytest.fixture(scope='module')
+def real_kopf() -> str:
+    """ Kopf from PyPI in its own venv (created if missing); skipped if it cannot be installed. """
+    import realkopf
+    try:
+        return str(realkopf.kopf_venv() / 'kopf')
+    except realkopf.KopfUnavailable as e:
+        pytest.skip(str(e))

@@ -501,11 +501,9 @@ def test_every_refused_field_is_named_with_its_value_and_why() -> None:
     settings = kopf.OperatorSettings()
     settings.watching.reconnect_backoff = 30
     settings.networking.trust_env = True
-    settings.peering.namespaced = False
+    settings.peering.namespaced = False  # the core's option (-A): not the audit's to refuse
     errors = settings_.audit(settings).errors
     assert errors == [
-        "settings.peering.clusterwide=True is not supported on Operon: " + settings_.NO_PEERING
-        + " (settings.peering.namespaced is its inverse).",
         "settings.watching.reconnect_backoff=30 is not supported on Operon: the core does its own watching:"
         " it re-watches after a failure with growing delays of its own.",
         "settings.networking.trust_env=True is not supported on Operon: the core makes the API requests"

@@ -219,21 +219,23 @@ def test_servers_become_core_options(tmp_path):
 ])
 def test_tunnels_and_what_the_core_cannot_do_are_refused_at_start_up(server, words):
     settings = kopf.OperatorSettings()
+    settings.peering.standalone = True  # as kopf.run(standalone=True) sets it
     settings.admission.server = server
     with pytest.raises(running.OperatorError, match=words):
         running.core_argv(binary='operon', address='127.0.0.1:1', settings=settings,
-                          clusterwide=True, namespaces=(), standalone=True, http='127.0.0.1:2')
+                          clusterwide=True, namespaces=(), identity='me', http='127.0.0.1:2')
 
 
 def test_managed_needs_a_server():
     settings = kopf.OperatorSettings()
+    settings.peering.standalone = True  # as kopf.run(standalone=True) sets it
     settings.admission.managed = 'auto.kopf.dev'
     with pytest.raises(running.OperatorError, match='needs settings.admission.server'):
         running.core_argv(binary='operon', address='127.0.0.1:1', settings=settings,
-                          clusterwide=True, namespaces=(), standalone=True, http='127.0.0.1:2')
+                          clusterwide=True, namespaces=(), identity='me', http='127.0.0.1:2')
     settings.admission.server = kopf.WebhookServer(port=9443)
     argv = running.core_argv(binary='operon', address='127.0.0.1:1', settings=settings,
-                             clusterwide=True, namespaces=(), standalone=True, http='127.0.0.1:2')
+                             clusterwide=True, namespaces=(), identity='me', http='127.0.0.1:2')
     assert argv[-4:] == ['--admission-listen', '127.0.0.1:9443', '--admission-managed', 'auto.kopf.dev']
 
 

@@ -272,7 +272,10 @@ def test_a_missing_module_is_a_clear_error(tmp_path):
     (['run', '-A', '-n', 'x', 'f.py'], 'either --namespace or --all-namespaces'),
     ([], 'a command is required'),
     (['run', '-A'], 'no files or modules'),
-    (['freeze'], 'not supported on Operon'),
+    (['freeze'], 'kopf freeze: error: the following arguments are required: -P/--peering, -t/--lifetime'),
+    (['resume', '-A'], 'kopf resume: error: the following arguments are required: -P/--peering'),
+    (['freeze', '-P', 'x', '-t', '9', '-A', '-n', 'y'], 'either --namespace or --all-namespaces'),
+    (['freeze', '-P', 'x', '-t', 'long'], "argument -t/--lifetime: invalid int value: 'long'"),
     (['run', '--log-format', 'xml', 'f.py'], 'invalid choice'),
 ])
 def test_usage_errors(args, message, capsys):
@@ -361,9 +364,11 @@ def test_core_argv_follows_the_settings(settings):
     settings.execution.default_backoff = 2.5
     settings.queueing.worker_limit = 7
     argv = running.core_argv(binary='operon', address='127.0.0.1:1', settings=settings,
-                             clusterwide=False, namespaces=['a'], standalone=False, http='127.0.0.1:2')
+                             clusterwide=False, namespaces=['a'], identity='me', http='127.0.0.1:2')
     assert argv == ['operon', '--log-format', 'json', 'run', '--handler', 'http://127.0.0.1:1', '-n', 'a',
-                    '--http', '127.0.0.1:2', '--prefix', 'example.com',
+                    '--http', '127.0.0.1:2',
+                    '--peering', 'default', '--priority', '0', '--peering-lifetime', '60', '--identity', 'me',
+                    '--prefix', 'example.com',
                     '--progress-storage', '{"annotations":{"prefix":"example.com","verbose":false,'
                                           '"touch_key":"touch-dummy","v1":true}}',
                     '--diffbase-storage', '{"annotations":{"prefix":"example.com",'
@@ -374,7 +379,7 @@ def test_core_argv_follows_the_settings(settings):
 
 def test_namespace_patterns_go_to_the_core(settings):
     argv = running.core_argv(binary='operon', address='127.0.0.1:1', settings=settings,
-                             clusterwide=False, namespaces=['app-*', '!kube-*,x'], standalone=False,
+                             clusterwide=False, namespaces=['app-*', '!kube-*,x'], identity='me',
                              http='127.0.0.1:2')
     assert argv[6:10] == ['-n', 'app-*', '-n', '!kube-*,x']
 
@@ -383,7 +388,7 @@ def test_namespace_regular_expressions_go_to_the_core_with_their_flags(settings)
     import re
     argv = running.core_argv(binary='operon', address='127.0.0.1:1', settings=settings,
                              clusterwide=False, namespaces=['a', re.compile(r'app-\d+'), re.compile('x', re.I)],
-                             standalone=False, http='127.0.0.1:2')
+                             identity='me', http='127.0.0.1:2')
     assert argv[6:12] == ['-n', 'a', '--namespace-regex', r'app-\d+', '--namespace-regex', '(?i)x']
 
 
@@ -392,35 +397,25 @@ def test_settings_that_operon_refuses_stop_kopf_run_after_the_startup_handlers(t
     path.write_text(OPERATOR.replace('logger.info("STARTUP RAN")', textwrap.dedent('''\
         logger.info("STARTUP RAN")
             settings.watching.reconnect_backoff = 1
-            settings.peering.priority = 10
+            settings.networking.trust_env = True
             settings.watching.server_timeout = 600''')).replace('def startup_fn(logger,', 'def startup_fn(settings, logger,'))
     with KopfRunner(['run', '-A', str(path)], registry=registry, reraise=False, timeout=30) as runner:
         pass
     assert runner.exit_code == 1
     assert isinstance(runner.exception, running.OperatorError)
     assert runner.output.index('STARTUP RAN') < runner.output.index("Kopf's settings ask for what Operon does not do")
-    assert ("settings.peering.priority=10 is not supported on Operon: Operon does not take part in Kopf's "
-            "peering") in runner.output
+    assert ("settings.networking.trust_env=True is not supported on Operon: the core makes the API "
+            "requests with its own client") in runner.output
     assert "settings.watching.reconnect_backoff=1 is not supported on Operon: the core does its own watching" in runner.output
     assert "settings.watching.server_timeout=600 has no effect on Operon" in runner.output  # only warned
 
 
-def test_kopfs_peering_options_are_refused_by_name(capsys, monkeypatch):
-    for args, option in [(['--dev'], '--dev'), (['-p', '5'], '--priority'), (['-P', 'x'], '--peering')]:
-        with pytest.raises(SystemExit) as exc_info:
-            cli.main(['run', '-A', *args, 'f.py'])
-        assert exc_info.value.code == 2
-        assert f'kopf run: error: {option}' in capsys.readouterr().err
-    monkeypatch.setenv('KOPF_RUN_PEERING', 'example')
-    with pytest.raises(SystemExit):
-        cli.main(['run', '-A', 'f.py'])
-    assert '--peering (or $KOPF_RUN_PEERING) is not supported on Operon' in capsys.readouterr().err
-
-
 def test_the_inactivity_timeout_is_the_cores_watch_silence_timeout(settings):
+    settings.peering.clusterwide = True  # as kopf.run(clusterwide=True) sets it
+
     def argv() -> list[str]:
         return running.core_argv(binary='operon', address='127.0.0.1:1', settings=settings,
-                                 clusterwide=True, namespaces=[], standalone=False, http='127.0.0.1:2')
+                                 clusterwide=True, namespaces=[], identity='me', http='127.0.0.1:2')
     assert '--watch-silence-timeout' not in argv()  # Kopf's default: the core's own
     settings.watching.inactivity_timeout = 120
     assert argv()[-2:] == ['--watch-silence-timeout', '120.0']

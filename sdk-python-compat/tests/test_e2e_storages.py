@@ -40,7 +40,6 @@ from typing import Any
 
 import pytest
 
-import realkopf
 
 pytestmark = pytest.mark.e2e
 
@@ -112,15 +111,6 @@ def gone(retry, **_):
 VOLATILE_METADATA = ('uid', 'resourceVersion', 'creationTimestamp', 'managedFields', 'namespace', 'selfLink')
 # Timestamps (ISO 8601, as Kopf and the API server write them): their digits are masked, their format kept.
 TIMESTAMP = re.compile(r'\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:\d\d)?')
-
-
-@pytest.fixture(scope='module')
-def real_kopf() -> str:
-    """ Kopf from PyPI in its own venv (created if missing); skipped if it cannot be installed. """
-    try:
-        return str(realkopf.kopf_venv() / 'kopf')
-    except realkopf.KopfUnavailable as e:
-        pytest.skip(str(e))
 
 
 # -- normalising and comparing ---------------------------------------------------------------------

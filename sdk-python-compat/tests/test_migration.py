@@ -26,7 +26,6 @@ import collections
 import json
 import os
 import pathlib
-import signal
 import subprocess
 import sys
 import time
@@ -36,6 +35,7 @@ from typing import Any
 import pytest
 
 import realkopf
+from realkopf import Operator
 
 pytestmark = pytest.mark.e2e
 
@@ -106,46 +106,6 @@ def parent(name, retry, **_):
 QUICK = ('quick_a', 'quick_b', 'parent/sub_ok')  # succeed at the first attempt
 SLOW = ('slow', 'parent/sub_slow')                # delayed at the first attempt, succeed at the 2nd
 OURS = {'quick_a', 'quick_b', 'slow', 'parent', 'parent/sub_ok', 'parent/sub_slow'}
-
-
-@pytest.fixture(scope='module')
-def real_kopf() -> str:
-    """ Kopf from PyPI in its own venv (created if missing); skipped if it cannot be installed. """
-    try:
-        return str(realkopf.kopf_venv() / 'kopf')
-    except realkopf.KopfUnavailable as e:
-        pytest.skip(str(e))
-
-
-class Operator:
-    """ One run of the operator file by one runtime, as a process, its output in a file. """
-
-    def __init__(self, runtime: str, argv: Sequence[str], env: Mapping[str, str], log: pathlib.Path) -> None:
-        self.runtime = runtime
-        self.log = log
-        self._file = open(log, 'w', encoding='utf-8')
-        self.process = subprocess.Popen(list(argv), env=dict(env), stdin=subprocess.DEVNULL,
-                                        stdout=self._file, stderr=subprocess.STDOUT)
-
-    def output(self) -> str:
-        return self.log.read_text(encoding='utf-8', errors='replace')
-
-    def stop(self) -> int:
-        """ SIGTERM, as Kubernetes stops a pod; both runtimes stop gracefully on it. """
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            code = self.process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-            raise AssertionError(f"{self.runtime} did not stop within 60 s:\n{self.tail()}")
-        finally:
-            self._file.close()
-        return code
-
-    def tail(self, lines: int = 60) -> str:
-        return '\n'.join(self.output().splitlines()[-lines:])
 
 
 class Migration:

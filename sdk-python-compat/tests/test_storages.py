@@ -24,8 +24,9 @@ from kopf._transport import core as corep
 
 
 def argv_of(settings: kopf.OperatorSettings) -> list[str]:
+    settings.peering.clusterwide = True  # as kopf.run(clusterwide=True) sets it
     return running.core_argv(binary='operon', address='127.0.0.1:1', settings=settings,
-                             clusterwide=True, namespaces=[], standalone=False, http='127.0.0.1:2')
+                             clusterwide=True, namespaces=[], identity='me', http='127.0.0.1:2')
 
 
 def options(settings: kopf.OperatorSettings) -> dict[str, Any]:

@@ -69,7 +69,8 @@ start() {
     mapfile -d '' args < "$cmdline"
     log "starting kube-apiserver"
     echo "==== [restart-apiserver] $(date -u +%FT%TZ) start" >> "$DIR/logs/kube-apiserver.log"
-    nohup "${args[@]}" >> "$DIR/logs/kube-apiserver.log" 2>&1 < /dev/null &
+    # A session of its own, as up.sh starts it: it outlives the test that restarted it.
+    setsid nohup "${args[@]}" >> "$DIR/logs/kube-apiserver.log" 2>&1 < /dev/null 9>&- &
     echo $! > "$pidfile"
   fi
   local deadline=$(( $(date +%s) + 120 ))

@@ -129,7 +129,9 @@ start() { # name args...
   log "starting $name"
   # The exact command line, NUL-separated, for restart-apiserver.sh (tests restart components).
   printf '%s\0' "$BIN/$name" "$@" > "$DIR/$name.cmdline"
-  nohup "$BIN/$name" "$@" > "$DIR/logs/$name.log" 2>&1 < /dev/null 9>&- &
+  # A session of its own: the plane outlives the process group that started it (a test job, a
+  # shell killed with its children), as jaeger-up.sh's Jaeger does.
+  setsid nohup "$BIN/$name" "$@" > "$DIR/logs/$name.log" 2>&1 < /dev/null 9>&- &
   echo $! > "$DIR/$name.pid"
 }
 wait_for() { # name timeout-seconds command...

@@ -3,11 +3,15 @@
 //! - the Helm chart (rendered by the real `helm`, built from its Go module by
 //!   `tests/cluster/build-helm.sh`) and the kustomize overlays (`kubectl kustomize`) pass the API
 //!   server's server-side dry-run, and the chart's RBAC is what `operon rbac` prints;
+//! - more than one replica: the chart and the `ha` overlay run the core active–passive (leader
+//!   election on a Lease, rolling updates, a PDB, the Lease's Role — tried with the
+//!   ServiceAccount's token), and the chart refuses values that cannot work, saying why;
 //! - the core, running with the kustomize base's ServiceAccount's own token (TokenRequest), not
 //!   admin, completes a create/update/delete cycle, and that token is refused outside its RBAC;
 //! - mutual TLS between the core and a handler service works end to end, and a core or a handler
 //!   with a certificate from another CA is refused with a clear error.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -35,6 +39,16 @@ fn repo_root() -> PathBuf {
 
 /// Runs `program args`, feeding `stdin`; returns stdout, or panics with both outputs.
 fn run(program: &Path, args: &[&str], env: &[(&str, &Path)], stdin: &str) -> String {
+    try_run(program, args, env, stdin).unwrap_or_else(|failure| panic!("{failure}"))
+}
+
+/// Runs `program args`, feeding `stdin`: stdout, or (when it fails) both outputs.
+fn try_run(
+    program: &Path,
+    args: &[&str],
+    env: &[(&str, &Path)],
+    stdin: &str,
+) -> Result<String, String> {
     use std::io::Write as _;
     let mut command = Command::new(program);
     command
@@ -53,16 +67,17 @@ fn run(program: &Path, args: &[&str], env: &[(&str, &Path)], stdin: &str) -> Str
     drop(input);
     let output = child.wait_with_output().expect("waiting for the process");
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
+    if output.status.success() {
+        return Ok(stdout);
+    }
+    Err(format!(
         "{} {} failed ({}):\n{}\n{}",
         program.display(),
         args.join(" "),
         output.status,
         stdout,
         String::from_utf8_lossy(&output.stderr)
-    );
-    stdout
+    ))
 }
 
 fn kubectl_bin() -> PathBuf {
@@ -77,6 +92,11 @@ fn helm_bin() -> PathBuf {
 }
 
 fn helm_template(ns: &str, sets: &[String]) -> String {
+    try_helm_template(ns, sets).unwrap_or_else(|failure| panic!("{failure}"))
+}
+
+/// `helm template e2e <chart> --namespace ns --set …`: the manifests, or helm's complaint.
+fn try_helm_template(ns: &str, sets: &[String]) -> Result<String, String> {
     let chart = repo_root().join("deploy/helm/operon");
     let mut args = vec![
         "template".to_owned(),
@@ -90,7 +110,7 @@ fn helm_template(ns: &str, sets: &[String]) -> String {
         args.push(set.clone());
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    run(&helm_bin(), &args, &[], "")
+    try_run(&helm_bin(), &args, &[], "")
 }
 
 /// `kubectl kustomize` of an overlay (or `base`) moved into namespace `ns`, every name suffixed
@@ -175,13 +195,13 @@ async fn helm_and_kustomize_output_passes_server_side_dry_run() {
     let _lock = PlaneLock::shared().await;
     with_temp_ns("deploy-dry", |_client, ns| async move {
         let chart = repo_root().join("deploy/helm/operon");
-        let lint = run(
-            &helm_bin(),
-            &["lint", "--strict", &chart.display().to_string()],
-            &[],
-            "",
-        );
-        assert!(lint.contains("0 chart(s) failed"), "{lint}");
+        for sets in [&[][..], &["--set", "replicas=3"][..]] {
+            let chart = chart.display().to_string();
+            let mut args = vec!["lint", "--strict", &chart];
+            args.extend(sets);
+            let lint = run(&helm_bin(), &args, &[], "");
+            assert!(lint.contains("0 chart(s) failed"), "{sets:?}: {lint}");
+        }
         let renders = [
             ("helm, sidecar topology", helm_template(&ns, &[])),
             (
@@ -197,6 +217,38 @@ async fn helm_and_kustomize_output_passes_server_side_dry_run() {
             ),
             ("kustomize, sidecar overlay", kustomize(&ns, "sidecar")),
             ("kustomize, separate overlay", kustomize(&ns, "separate")),
+            (
+                "helm, sidecar topology, 3 replicas",
+                helm_template(&ns, &["replicas=3".into()]),
+            ),
+            (
+                "helm, separate topology, 2 replicas, one namespace",
+                helm_template(
+                    &ns,
+                    &[
+                        "topology=separate".into(),
+                        "replicas=2".into(),
+                        "watch.allNamespaces=false".into(),
+                        format!("watch.namespaces={{{ns}}}"),
+                    ],
+                ),
+            ),
+            (
+                "helm, peering, all namespaces",
+                helm_template(&ns, &["peering.name=default".into()]),
+            ),
+            (
+                "helm, peering, one namespace",
+                helm_template(
+                    &ns,
+                    &[
+                        "peering.name=default".into(),
+                        "watch.allNamespaces=false".into(),
+                        format!("watch.namespaces={{{ns}}}"),
+                    ],
+                ),
+            ),
+            ("kustomize, ha overlay", kustomize(&ns, "ha")),
         ];
         for (what, yaml) in &renders {
             let all = kinds(yaml);
@@ -229,6 +281,34 @@ async fn helm_and_kustomize_output_passes_server_side_dry_run() {
             // Restrictive security context and probes on every Deployment.
             for doc in documents(yaml).iter().filter(|d| d["kind"] == "Deployment") {
                 let pod = &doc["spec"]["template"]["spec"];
+                // The core's command line is one `operon run` takes (flags and values; `--help`
+                // at the end stops it before it starts).
+                if let Some(core) = pod["containers"]
+                    .as_array()
+                    .and_then(|cs| cs.iter().find(|c| c["name"] == "core"))
+                {
+                    let mut line: Vec<String> = args(core)
+                        .iter()
+                        .map(|a| a.replace("$(POD_NAMESPACE)", &ns))
+                        .collect();
+                    line.push("--help".into());
+                    let line: Vec<&str> = line.iter().map(String::as_str).collect();
+                    if let Err(failure) = try_run(&binaries().await.operon, &line, &[], "") {
+                        panic!("{what}: the core's args are refused: {failure}");
+                    }
+                }
+                // The core, where there is one, is told the handler services; nothing else is.
+                for c in pod["containers"].as_array().expect("containers") {
+                    let handlers = args(c)
+                        .iter()
+                        .filter(|a| a.starts_with("--handler="))
+                        .count();
+                    if c["name"] == "core" {
+                        assert!(handlers >= 1, "{what}: the core has no --handler: {c}");
+                    } else {
+                        assert_eq!(handlers, 0, "{what}: --handler given to {}", c["name"]);
+                    }
+                }
                 assert_eq!(pod["securityContext"]["runAsNonRoot"], true, "{what}");
                 assert_eq!(
                     pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault",
@@ -296,6 +376,518 @@ async fn helm_and_kustomize_output_passes_server_side_dry_run() {
             .find(|d| d["kind"] == "Role")
             .expect("a Role in the namespaced chart");
         assert_eq!(namespaced_role["rules"], generated);
+    })
+    .await;
+}
+
+// ---- replicas and leader election --------------------------------------------------------------
+
+/// A container's `args`, as strings.
+fn args(container: &Value) -> Vec<String> {
+    container["args"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|v| v.as_str().unwrap_or_default().to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The core's Deployment (the one with a container named `core`) and that container.
+fn core_of(what: &str, docs: &[Value]) -> (Value, Value) {
+    let deployment = docs
+        .iter()
+        .find(|d| {
+            d["kind"] == "Deployment"
+                && d["spec"]["template"]["spec"]["containers"]
+                    .as_array()
+                    .is_some_and(|cs| cs.iter().any(|c| c["name"] == "core"))
+        })
+        .unwrap_or_else(|| panic!("{what}: no Deployment with a core container"))
+        .clone();
+    let core = deployment["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .expect("containers")
+        .iter()
+        .find(|c| c["name"] == "core")
+        .expect("the core container")
+        .clone();
+    (deployment, core)
+}
+
+/// The (Cluster)Roles whose rules mention `resource`.
+fn roles_on<'a>(docs: &'a [Value], resource: &str) -> Vec<&'a Value> {
+    docs.iter()
+        .filter(|d| d["kind"].as_str().is_some_and(|k| k.ends_with("Role")))
+        .filter(|d| {
+            d["rules"].as_array().is_some_and(|rules| {
+                rules.iter().any(|r| {
+                    r["resources"]
+                        .as_array()
+                        .is_some_and(|rs| rs.iter().any(|x| x == resource))
+                })
+            })
+        })
+        .collect()
+}
+
+/// The binding of `role` (kind `kind`), which must grant it to exactly the ServiceAccount
+/// `ns/sa`.
+fn assert_bound(what: &str, docs: &[Value], kind: &str, role: &Value, ns: &str, sa: &str) {
+    let name = &role["metadata"]["name"];
+    let binding = docs
+        .iter()
+        .find(|d| d["kind"] == format!("{kind}Binding") && d["roleRef"]["name"] == *name)
+        .unwrap_or_else(|| panic!("{what}: no {kind}Binding of {name}"));
+    assert_eq!(binding["roleRef"]["kind"], kind, "{what}");
+    assert_eq!(
+        binding["metadata"]["namespace"], role["metadata"]["namespace"],
+        "{what}"
+    );
+    assert_eq!(
+        binding["subjects"],
+        json!([{"kind": "ServiceAccount", "name": sa, "namespace": ns}]),
+        "{what}: {name}'s subjects"
+    );
+}
+
+/// The PodDisruptionBudget of the core's pods.
+fn core_pdb<'a>(what: &str, docs: &'a [Value]) -> &'a Value {
+    docs.iter()
+        .find(|d| {
+            d["kind"] == "PodDisruptionBudget"
+                && d["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] == "core"
+        })
+        .unwrap_or_else(|| panic!("{what}: no PodDisruptionBudget of the core"))
+}
+
+/// Active–passive: `replicas` core pods, leader election on the Lease `lease` in `ns` (which only
+/// the ServiceAccount `sa` may get, create and update), rolled out one standby at a time.
+fn assert_active_passive(what: &str, yaml: &str, replicas: i64, ns: &str, lease: &str, sa: &str) {
+    let docs = documents(yaml);
+    let (deployment, core) = core_of(what, &docs);
+    assert_eq!(deployment["spec"]["replicas"], replicas, "{what}: replicas");
+    assert_eq!(
+        deployment["spec"]["strategy"],
+        json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}),
+        "{what}: a rollout starts a standby before it stops a replica"
+    );
+    let args = args(&core);
+    for flag in [
+        "--leader-election".to_owned(),
+        format!("--lease-name={lease}"),
+        "--lease-namespace=$(POD_NAMESPACE)".to_owned(),
+        "--lease-duration=15".to_owned(),
+        "--renew-deadline=10".to_owned(),
+        "--retry-period=2".to_owned(),
+    ] {
+        assert!(args.contains(&flag), "{what}: no {flag} in {args:?}");
+    }
+    for (var, field) in [
+        ("POD_NAME", "metadata.name"),
+        ("POD_NAMESPACE", "metadata.namespace"),
+    ] {
+        let env = core["env"]
+            .as_array()
+            .and_then(|env| env.iter().find(|e| e["name"] == var))
+            .unwrap_or_else(|| panic!("{what}: no {var} in the core's env"));
+        assert_eq!(
+            env["valueFrom"]["fieldRef"]["fieldPath"], field,
+            "{what}: {var}"
+        );
+    }
+    // The Lease's RBAC: a Role in the core's own namespace, whatever the served resources use;
+    // create (which RBAC cannot limit to a name), get and update of the one Lease, nothing else.
+    let roles = roles_on(&docs, "leases");
+    assert_eq!(roles.len(), 1, "{what}: the roles on leases: {roles:?}");
+    let role = roles[0];
+    assert_eq!(
+        role["kind"], "Role",
+        "{what}: the Lease's rights are namespaced"
+    );
+    assert_eq!(role["metadata"]["namespace"], ns, "{what}");
+    assert_eq!(
+        role["rules"],
+        json!([
+            {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+            {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+             "resourceNames": [lease], "verbs": ["get", "update"]},
+        ]),
+        "{what}: the Lease's rules"
+    );
+    let mut verbs: Vec<&str> = role["rules"]
+        .as_array()
+        .expect("rules")
+        .iter()
+        .flat_map(|r| r["verbs"].as_array().expect("verbs"))
+        .map(|v| v.as_str().expect("a verb"))
+        .collect();
+    verbs.sort_unstable();
+    assert_eq!(
+        verbs,
+        ["create", "get", "update"],
+        "{what}: the verbs on leases"
+    );
+    assert_bound(what, &docs, "Role", role, ns, sa);
+    // A drain takes one replica at a time: a standby is left when the leader goes.
+    let pdb = core_pdb(what, &docs);
+    assert_eq!(pdb["spec"]["maxUnavailable"], 1, "{what}: {pdb}");
+    assert!(pdb["spec"].get("minAvailable").is_none(), "{what}: {pdb}");
+    if replicas > 1 {
+        assert!(
+            deployment["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"].is_object(),
+            "{what}: the replicas are not spread over nodes"
+        );
+    }
+}
+
+/// One replica alone, as before leader election: Recreate, no Lease.
+fn assert_single_replica(what: &str, yaml: &str) {
+    let docs = documents(yaml);
+    let (deployment, core) = core_of(what, &docs);
+    assert_eq!(deployment["spec"]["replicas"], 1, "{what}: replicas");
+    assert_eq!(
+        deployment["spec"]["strategy"],
+        json!({"type": "Recreate"}),
+        "{what}"
+    );
+    assert!(
+        !args(&core)
+            .iter()
+            .any(|a| a.starts_with("--lease") || a == "--leader-election"),
+        "{what}: {:?}",
+        args(&core)
+    );
+    assert!(
+        roles_on(&docs, "leases").is_empty(),
+        "{what}: rights on leases"
+    );
+    assert_eq!(core_pdb(what, &docs)["spec"]["maxUnavailable"], 1, "{what}");
+}
+
+/// Kopf's peering: the flags, and reading and patching the peering object `name` of the
+/// plural `resource` (and its status), in both of Kopf's groups.
+fn assert_peering(what: &str, yaml: &str, resource: &str, name: &str, ns: &str, flags: &[&str]) {
+    let docs = documents(yaml);
+    let args = args(&core_of(what, &docs).1);
+    for flag in flags {
+        assert!(
+            args.iter().any(|a| a == flag),
+            "{what}: no {flag} in {args:?}"
+        );
+    }
+    let roles = roles_on(&docs, resource);
+    assert_eq!(roles.len(), 1, "{what}: the roles on {resource}: {roles:?}");
+    let groups = json!(["kopf.dev", "zalando.org"]);
+    assert_eq!(
+        roles[0]["rules"],
+        json!([
+            {"apiGroups": groups, "resources": [resource], "resourceNames": [name],
+             "verbs": ["get", "patch"]},
+            {"apiGroups": groups, "resources": [format!("{resource}/status")],
+             "resourceNames": [name], "verbs": ["patch"]},
+        ]),
+        "{what}"
+    );
+    let kind = roles[0]["kind"].as_str().expect("a kind");
+    assert_bound(what, &docs, kind, roles[0], ns, "e2e-operon");
+}
+
+/// The verbs granted on each (group, resource), whatever the rules' grouping and names.
+fn granted(
+    rules: &Value,
+    on: impl Fn(&str) -> bool,
+) -> BTreeMap<(String, String), BTreeSet<String>> {
+    let strings = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut out: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
+    for rule in rules.as_array().expect("rules") {
+        for group in strings(&rule["apiGroups"]) {
+            for resource in strings(&rule["resources"]).into_iter().filter(|r| on(r)) {
+                out.entry((group.clone(), resource))
+                    .or_default()
+                    .extend(strings(&rule["verbs"]));
+            }
+        }
+    }
+    out
+}
+
+/// The rules `operon rbac --resource kopf.dev/v1/kopfexamples --rules-only EXTRA…` prints.
+async fn generated_rules(extra: &[&str]) -> Value {
+    let mut args = vec![
+        "rbac",
+        "--resource",
+        "kopf.dev/v1/kopfexamples",
+        "--rules-only",
+    ];
+    args.extend(extra);
+    let out = run(&binaries().await.operon, &args, &[], "");
+    serde_saphyr::from_str(&out).expect("the generator's YAML")
+}
+
+#[tokio::test]
+async fn replicas_run_active_passive_with_leader_election() {
+    // Rendering only (helm template, kubectl kustomize); the dry-run test sends them to the plane.
+    let ns = format!("ha-{}", std::process::id());
+    assert_single_replica("helm, defaults", &helm_template(&ns, &[]));
+    assert_single_replica("kustomize, sidecar overlay", &kustomize(&ns, "sidecar"));
+
+    let three = helm_template(&ns, &["replicas=3".into()]);
+    assert_active_passive(
+        "helm, 3 replicas",
+        &three,
+        3,
+        &ns,
+        "e2e-operon",
+        "e2e-operon",
+    );
+    let separate = helm_template(
+        &ns,
+        &[
+            "topology=separate".into(),
+            "replicas=2".into(),
+            "watch.allNamespaces=false".into(),
+            "watch.namespaces={team-a,team-b}".into(),
+        ],
+    );
+    let what = "helm, separate topology, 2 replicas, two namespaces";
+    assert_active_passive(what, &separate, 2, &ns, "e2e-operon", "e2e-operon");
+    // The handler service keeps its own replicas; only the core elects a leader.
+    let handler = documents(&separate)
+        .into_iter()
+        .find(|d| d["kind"] == "Deployment" && d["metadata"]["name"] == "e2e-operon-handler")
+        .expect("the handler service's Deployment");
+    assert_eq!(handler["spec"]["replicas"], 2, "{what}");
+    assert!(!handler.to_string().contains("--leader-election"), "{what}");
+    // One replica with leader election (rollouts without a gap), the Lease renamed.
+    let one = helm_template(
+        &ns,
+        &[
+            "leaderElection.enabled=true".into(),
+            "leaderElection.leaseName=my-lease".into(),
+        ],
+    );
+    assert_active_passive(
+        "helm, 1 replica, leader election",
+        &one,
+        1,
+        &ns,
+        "my-lease",
+        "e2e-operon",
+    );
+    assert_active_passive(
+        "kustomize, ha overlay",
+        &kustomize(&ns, "ha"),
+        3,
+        &ns,
+        "operon",
+        &format!("operon-{ns}"),
+    );
+
+    // What the chart grants on the Lease is what the generator grants for leader election.
+    let chart = granted(&roles_on(&documents(&three), "leases")[0]["rules"], |r| {
+        r == "leases"
+    });
+    let generator = granted(&generated_rules(&["--leader-election"]).await, |r| {
+        r == "leases"
+    });
+    assert_eq!(chart, generator, "the Lease's verbs: chart vs operon rbac");
+
+    // Peering: off by default; cluster-wide or per served namespace, with one replica.
+    let defaults = helm_template(&ns, &[]);
+    assert!(
+        !defaults.contains("kopfpeerings") && !defaults.contains("--peering"),
+        "{defaults}"
+    );
+    let peering = helm_template(
+        &ns,
+        &[
+            "peering.name=default".into(),
+            "peering.priority=10".into(),
+            "peering.mandatory=true".into(),
+        ],
+    );
+    let what = "helm, peering, all namespaces";
+    assert_peering(
+        what,
+        &peering,
+        "clusterkopfpeerings",
+        "default",
+        &ns,
+        &["--peering=default", "--priority=10", "--peering-mandatory"],
+    );
+    let is_peering = |r: &str| r.contains("kopfpeerings");
+    assert_eq!(
+        granted(
+            &roles_on(&documents(&peering), "clusterkopfpeerings")[0]["rules"],
+            is_peering
+        ),
+        granted(&generated_rules(&["--peering", "-A"]).await, is_peering),
+        "{what}: chart vs operon rbac"
+    );
+    let peering = helm_template(
+        &ns,
+        &[
+            "watch.allNamespaces=false".into(),
+            "watch.namespaces={team-a}".into(),
+            "peering.name=shared".into(),
+        ],
+    );
+    let what = "helm, peering, one namespace";
+    assert_peering(
+        what,
+        &peering,
+        "kopfpeerings",
+        "shared",
+        &ns,
+        &["--peering=shared", "--priority=0"],
+    );
+    let role = roles_on(&documents(&peering), "kopfpeerings")[0].clone();
+    assert_eq!(role["metadata"]["namespace"], "team-a", "{what}");
+    assert_eq!(
+        granted(&role["rules"], is_peering),
+        granted(&generated_rules(&["--peering"]).await, is_peering),
+        "{what}: chart vs operon rbac"
+    );
+
+    // Impossible values are refused, saying why.
+    for (sets, message) in [
+        (
+            vec!["replicas=2", "leaderElection.enabled=false"],
+            "replicas=2 with leaderElection.enabled=false: every replica would handle every object",
+        ),
+        (
+            vec!["replicas=3", "leaderElection.leaseDuration=10"],
+            "leaderElection.leaseDuration (10) must be greater than leaderElection.renewDeadline (10)",
+        ),
+        (vec!["replicas=1.5"], "replicas must be a whole number"),
+    ] {
+        let sets: Vec<String> = sets.into_iter().map(str::to_owned).collect();
+        match try_helm_template(&ns, &sets) {
+            Ok(out) => panic!("helm accepted {sets:?}:\n{out}"),
+            Err(failure) => assert!(failure.contains(message), "{sets:?}: {failure}"),
+        }
+    }
+}
+
+/// What the Lease's Role allows, tried with the ServiceAccount's own token: leader election's
+/// calls on its Lease, and nothing else.
+#[tokio::test]
+async fn the_lease_role_allows_leader_election_and_nothing_more() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    let _lock = PlaneLock::shared().await;
+    with_temp_ns("deploy-lease", |admin, ns| async move {
+        let renders = [
+            (
+                "helm",
+                helm_template(&ns, &["replicas=3".into()]),
+                "e2e-operon".to_owned(),
+                "e2e-operon",
+            ),
+            (
+                "kustomize",
+                kustomize(&ns, "ha"),
+                format!("operon-{ns}"),
+                "operon",
+            ),
+        ];
+        for (what, yaml, sa, lease) in &renders {
+            let rbac = documents(yaml)
+                .into_iter()
+                .filter(|d| {
+                    ["ServiceAccount", "Role", "RoleBinding"]
+                        .contains(&d["kind"].as_str().unwrap_or(""))
+                })
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join("\n---\n");
+            apply_yaml(&admin, &ns, &rbac)
+                .await
+                .expect("applying the Lease's RBAC");
+            let client = client_from(&service_account_kubeconfig(&admin, &ns, sa).await).await;
+            let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
+            let lease_object = |holder: &str| -> Lease {
+                serde_json::from_value(json!({
+                    "metadata": {"name": lease},
+                    "spec": {"holderIdentity": holder, "leaseDurationSeconds": 15},
+                }))
+                .expect("a Lease")
+            };
+            // Allowed: what leader election does.
+            leases
+                .create(&PostParams::default(), &lease_object("a"))
+                .await
+                .unwrap_or_else(|e| panic!("{what}: creating the Lease: {e}"));
+            let mut current = leases
+                .get(lease)
+                .await
+                .unwrap_or_else(|e| panic!("{what}: reading the Lease: {e}"));
+            current.spec.as_mut().expect("a spec").holder_identity = Some("b".into());
+            leases
+                .replace(lease, &PostParams::default(), &current)
+                .await
+                .unwrap_or_else(|e| panic!("{what}: renewing the Lease: {e}"));
+            // Refused: other Leases, other verbs, other namespaces.
+            let elsewhere: Api<Lease> = Api::namespaced(client.clone(), "default");
+            let refusals = [
+                (
+                    "reading another Lease",
+                    leases.get("another-lease").await.err(),
+                ),
+                (
+                    "listing Leases",
+                    leases.list(&ListParams::default()).await.err(),
+                ),
+                (
+                    "patching the Lease",
+                    leases
+                        .patch(
+                            lease,
+                            &PatchParams::default(),
+                            &Patch::Merge(json!({"spec": {"holderIdentity": "c"}})),
+                        )
+                        .await
+                        .err(),
+                ),
+                (
+                    "deleting the Lease",
+                    leases.delete(lease, &DeleteParams::default()).await.err(),
+                ),
+                (
+                    "reading a Lease in another namespace",
+                    elsewhere.get(lease).await.err(),
+                ),
+                (
+                    "creating a Lease in another namespace",
+                    elsewhere
+                        .create(&PostParams::default(), &lease_object("a"))
+                        .await
+                        .err(),
+                ),
+            ];
+            for (action, err) in refusals {
+                let err = err.unwrap_or_else(|| panic!("{what}: {action} was allowed"));
+                assert_eq!(code(&err), 403, "{what}: {action}: {err}");
+            }
+            let stored = Api::<Lease>::namespaced(admin.clone(), &ns)
+                .get(lease)
+                .await
+                .expect("the Lease");
+            assert_eq!(
+                stored.spec.and_then(|s| s.holder_identity).as_deref(),
+                Some("b"),
+                "{what}"
+            );
+        }
     })
     .await;
 }
@@ -385,35 +977,45 @@ async fn the_core_runs_with_its_service_account_and_nothing_more() {
     .await;
 }
 
-async fn cycle_with_token(admin: Client, ns: String, sa_name: String) {
-    // The ServiceAccount's own credential: a bound token from the TokenRequest API.
-    let accounts: Api<ServiceAccount> = Api::namespaced(admin.clone(), &ns);
+/// A kubeconfig that authenticates as the ServiceAccount `ns/sa_name` with its own credential: a
+/// bound token from the TokenRequest API.
+async fn service_account_kubeconfig(admin: &Client, ns: &str, sa_name: &str) -> PathBuf {
+    let accounts: Api<ServiceAccount> = Api::namespaced(admin.clone(), ns);
     let request = json!({
         "apiVersion": "authentication.k8s.io/v1",
         "kind": "TokenRequest",
         "spec": {"expirationSeconds": 3600},
     });
     let answer: Value = accounts
-        .create_subresource("token", &sa_name, &PostParams::default(), &request)
+        .create_subresource("token", sa_name, &PostParams::default(), &request)
         .await
         .expect("a token for the ServiceAccount");
     let token = answer["status"]["token"]
         .as_str()
         .expect("a token")
         .to_owned();
-    let kubeconfig = log_dir().join(format!("{ns}.sa.kubeconfig"));
+    let kubeconfig = log_dir().join(format!("{ns}.{sa_name}.kubeconfig"));
     token_kubeconfig(&kubeconfig, &token);
+    kubeconfig
+}
 
-    // Outside the RBAC: refused.
-    let sa_client = Client::try_from(
+async fn client_from(kubeconfig: &Path) -> Client {
+    Client::try_from(
         kube::Config::from_custom_kubeconfig(
-            kube::config::Kubeconfig::read_from(&kubeconfig).expect("the kubeconfig"),
+            kube::config::Kubeconfig::read_from(kubeconfig).expect("the kubeconfig"),
             &Default::default(),
         )
         .await
         .expect("a config"),
     )
-    .expect("a client");
+    .expect("a client")
+}
+
+async fn cycle_with_token(admin: Client, ns: String, sa_name: String) {
+    let kubeconfig = service_account_kubeconfig(&admin, &ns, &sa_name).await;
+
+    // Outside the RBAC: refused.
+    let sa_client = client_from(&kubeconfig).await;
     let secrets: Api<Secret> = Api::namespaced(sa_client.clone(), &ns);
     let err = secrets
         .list(&ListParams::default())

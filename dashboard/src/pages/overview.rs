@@ -39,6 +39,7 @@ pub(crate) fn render<O: std::borrow::Borrow<ObjectView>>(
         <main id="main" data-live="">
             <h1>"Overview"</h1>
             <p class="sub">{source_text(about.source, &facets)}</p>
+            {about.role.clone().map(|role| view! { <p class="sub" id="role">{format!("This replica: {role}")}</p> })}
             <PhaseCards facets=facets.clone() overview=overview.clone() source=about.source/>
             <Resources facets=facets.clone()/>
             <Services services=about.services.clone()/>

@@ -13,6 +13,7 @@ pub mod events;
 pub mod finalizer;
 pub mod handling;
 pub mod indexing;
+pub mod leadership;
 pub mod login;
 pub mod manifest;
 pub mod metrics;

@@ -10,6 +10,7 @@ use crate::core::model::Handler;
 use crate::core::persistence::diff::FieldPath;
 use crate::core::persistence::{DiffBaseStorage, ProgressStorage};
 use crate::runtime::discovery::Served;
+use crate::runtime::leadership::Active;
 use crate::runtime::locks::ParentLocks;
 use crate::runtime::metrics::Metrics;
 use crate::runtime::ports::{HandlerPort, ResolvedResource};
@@ -53,6 +54,9 @@ pub(crate) struct Context {
     pub callback_base: String,
     /// How long finished tasks are kept when their registration does not say.
     pub task_retention: Duration,
+    /// Whether this replica may handle now (leader election, Kopf's peering): every controller
+    /// waits on it before it starts work.
+    pub active: Active,
 }
 
 impl std::fmt::Debug for Context {
@@ -102,6 +106,7 @@ impl Context {
             prefix: "kopf.zalando.org".into(),
             callback_base: String::new(),
             task_retention: Duration::from_secs(60),
+            active: Active::always(),
         })
     }
 }

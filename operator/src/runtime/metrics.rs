@@ -49,6 +49,12 @@ pub(crate) const TASK_SECONDS: &str = "operon_task_duration_seconds";
 pub(crate) const TASK_WAIT_SECONDS: &str = "operon_task_wait_seconds";
 /// Tasks running now, by task registration.
 pub(crate) const TASKS_RUNNING: &str = "operon_tasks_running";
+/// 1 while this replica handles objects; 0 while it is a standby or paused (leader election,
+/// Kopf's peering).
+pub(crate) const ACTIVE: &str = "operon_active";
+/// Times this replica started or stopped handling because of leader election or peering, by
+/// `change` (`started`, `stopped`).
+pub(crate) const ROLE_CHANGES: &str = "operon_role_changes_total";
 
 /// The `Content-Type` of [`Metrics::render`]'s text.
 pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -111,6 +117,11 @@ struct TaskOutcome {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RoleChange {
+    change: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TaskLabel {
     task: String,
 }
@@ -134,6 +145,8 @@ pub(crate) struct Metrics {
     task_seconds: Histograms<TaskLabel>,
     task_wait: Histograms<TaskLabel>,
     tasks_running: Family<TaskLabel, Gauge>,
+    active: Gauge,
+    role_changes: Family<RoleChange, Counter>,
 }
 
 /// A family name as registered: the exposed `name` without the `suffix` the encoder adds.
@@ -160,6 +173,8 @@ impl Default for Metrics {
             task_seconds: Family::new_with_constructor(|| Histogram::new(TASK_BUCKETS)),
             task_wait: Family::new_with_constructor(|| Histogram::new(TASK_BUCKETS)),
             tasks_running: Family::default(),
+            active: Gauge::default(),
+            role_changes: Family::default(),
         };
         m.registered()
     }
@@ -230,7 +245,28 @@ impl Metrics {
             self.task_wait.clone(),
         );
         r.register(TASKS_RUNNING, "Tasks running", self.tasks_running.clone());
+        r.register(
+            ACTIVE,
+            "1 while this replica handles objects (leader election, peering)",
+            self.active.clone(),
+        );
+        r.register(
+            counter(ROLE_CHANGES),
+            "Starts and stops of handling by leader election or peering",
+            self.role_changes.clone(),
+        );
         self
+    }
+
+    /// This replica handles objects (`true`) or stands by (`false`); counts the change.
+    pub(crate) fn active(&self, active: bool) {
+        let before = self.active.set(i64::from(active));
+        if before != i64::from(active) {
+            let change = if active { "started" } else { "stopped" };
+            self.role_changes
+                .get_or_create(&RoleChange { change })
+                .inc();
+        }
     }
 
     /// A cycle ran.

@@ -38,6 +38,7 @@ pub(crate) async fn write(
     patch: MergePatch,
     finalizer_action: Option<FinalizerAction>,
 ) -> Result<Written, kube::Error> {
+    env.active.fence().await;
     let name = kit::meta(body, "name");
     let object = match body.pointer("/metadata/namespace").and_then(Value::as_str) {
         Some(ns) => format!("{ns}/{name}"),

@@ -64,6 +64,9 @@ pub(crate) struct Queue {
     stopping: AtomicBool,
     running: AtomicUsize,
     idle: Notify,
+    /// A listing's objects count as the operator's start (Kopf's resume handlers run for
+    /// them); not after a pause (peering), as in Kopf.
+    listing_is_start: bool,
 }
 
 /// Whether the resource's handlers need an object's last body between watch events.
@@ -84,6 +87,7 @@ impl Queue {
         resources: Vec<Arc<ResourceCtx>>,
         workers: usize,
         consistency_timeout: Duration,
+        listing_is_start: bool,
     ) -> Arc<Self> {
         Arc::new(Queue {
             slots: Mutex::default(),
@@ -94,6 +98,7 @@ impl Queue {
             stopping: AtomicBool::new(false),
             running: AtomicUsize::new(0),
             idle: Notify::new(),
+            listing_is_start,
         })
     }
 
@@ -120,7 +125,11 @@ impl Queue {
         if is_new {
             self.handling.ctx.metrics.objects(1);
         }
-        let slot = slots.entry(key.clone()).or_insert_with(|| Slot::new(seen));
+        let first = match seen {
+            Seen::Listed if !self.listing_is_start => Seen::Applied,
+            seen => seen,
+        };
+        let slot = slots.entry(key.clone()).or_insert_with(|| Slot::new(first));
         slot.observe(body, seen, is_new, Instant::now());
         self.ensure_worker(&key, slot);
     }
@@ -182,6 +191,8 @@ impl Queue {
 
     async fn work(self: &Arc<Self>, key: Key) {
         loop {
+            // A standby (leader election) or a paused replica (peering) starts no cycle.
+            self.handling.ctx.active.wait().await;
             // One cycle at a time per object among its change handling, its sync and its tasks:
             // the object's lock is taken before a worker permit, so a cycle that waits for a
             // running task does not hold a permit meanwhile.

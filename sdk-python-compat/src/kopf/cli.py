@@ -1,16 +1,22 @@
 """
 The ``kopf`` command line, as Kopf's (``kopf run``), plus ``kopf serve`` for Operon.
 
-``kopf run FILE… [-m MODULE…] [-A | -n NS…] [--standalone] [-v] [-d] [-q] [--log-format …]``
-imports the files (each file's folder first on ``sys.path``, as Kopf does), runs the startup
-handlers, serves the handlers over gRPC on a free local port, and starts the Operon core against
-it; the core's log lines are forwarded into Python's logging in Kopf's words.
+``kopf run FILE… [-m MODULE…] [-A | -n NS…] [--standalone | --peering NAME] [--priority N | --dev]
+[-v] [-d] [-q] [--log-format …]`` imports the files (each file's folder first on ``sys.path``, as
+Kopf does), runs the startup handlers, serves the handlers over gRPC on a free local port, and
+starts the Operon core against it, which takes part in Kopf's peering as Kopf would (see
+:func:`kopf._core.reactor.running.peering_options`); the core's log lines are forwarded into
+Python's logging in Kopf's words.
 
 ``kopf serve FILE… --listen HOST:PORT`` only serves the handlers, for a core that runs elsewhere.
 
-Exit codes: 0 after a requested stop (SIGINT, SIGTERM, the stop-flag); 1 when the files cannot
-be loaded, the core cannot be found or exits unexpectedly, or the startup handlers fail;
-2 for usage errors.
+``kopf freeze --peering NAME --lifetime S [--priority N | --dev] [--id ID] [-A | -n NS…]`` and
+``kopf resume --peering NAME [--id ID] [-A | -n NS…]`` are Kopf's: they write (or remove) a peer
+record in the peering objects, which pauses the operators of a lower priority (or lets them go on).
+
+Exit codes: 0 after a requested stop (SIGINT, SIGTERM, the stop-flag) or a done command; 1 when
+the files cannot be loaded, the core cannot be found or exits unexpectedly, the startup handlers
+fail, or ``freeze``/``resume`` cannot patch the peering objects; 2 for usage errors.
 """
 import argparse
 import asyncio
@@ -19,11 +25,12 @@ import logging
 import os
 import sys
 import traceback
-from collections.abc import Sequence
+import warnings
+from collections.abc import Coroutine, Sequence
 from typing import NoReturn
 
-from kopf._cogs import process, settings as settings_
-from kopf._core import activities, logs as loggers, registry as registries
+from kopf._cogs import credentials, kubeapi, process, settings as settings_
+from kopf._core import activities, logs as loggers, peering, registry as registries
 from kopf._core.reactor import running
 from kopf._transport import core as corep, server
 
@@ -113,20 +120,26 @@ def build_parser() -> argparse.ArgumentParser:
                        help="Require mutual TLS: clients must present a certificate signed by this CA.")
     _add_loading_options(serve)
 
-    for name in ('freeze', 'resume'):
-        other = commands.add_parser(name, help="Kopf's peering commands: not supported on Operon.")
-        other.add_argument('rest', nargs=argparse.REMAINDER)
+    freeze = commands.add_parser('freeze', help="Pause the resource handling in the operator(s).")
+    _add_logging_options(freeze)
+    _add_peering_command_options(freeze, env='KOPF_FREEZE_PEERING')
+    freeze.add_argument('--dev', action='store_true')
+    freeze.add_argument('-p', '--priority', type=int, default=100)
+    freeze.add_argument('-t', '--lifetime', type=int, required=True)
+    freeze.add_argument('-m', '--message', type=str)  # as in Kopf: accepted, not used
+
+    resume = commands.add_parser('resume', help="Resume the resource handling in the operator(s).")
+    _add_logging_options(resume)
+    _add_peering_command_options(resume, env='KOPF_RESUME_PEERING')
     return parser
 
 
-def _refuse_peering(args: argparse.Namespace) -> None:
-    """ Kopf's peering options of ``kopf run``: refused, as the core runs standalone. """
-    given = [(args.dev, "--dev"), (args.priority is not None, "--priority"),
-             (args.peering_name is not None, "--peering (or $KOPF_RUN_PEERING)")]
-    for present, option in given:
-        if present:
-            raise UsageError(f"kopf run: error: {option} is not supported on Operon: "
-                             f"{settings_.NO_PEERING}.")
+def _add_peering_command_options(parser: argparse.ArgumentParser, *, env: str) -> None:
+    parser.add_argument('-n', '--namespace', dest='namespaces', action='append', default=[])
+    parser.add_argument('-A', '--all-namespaces', dest='clusterwide', action='store_true')
+    parser.add_argument('-i', '--id', type=str, default=None)
+    parser.add_argument('-P', '--peering', dest='peering_name', type=str,
+                        default=os.environ.get(env) or None, required=not os.environ.get(env))
 
 
 def _configure_logging(args: argparse.Namespace) -> None:
@@ -148,22 +161,20 @@ def execute(argv: Sequence[str], controls: CLIControls | None = None) -> None:
     :class:`UsageError` for a bad command line; loading errors of the user's files as they are
     (``SyntaxError``, ``ImportError``…); :class:`kopf._core.reactor.running.OperatorError` when
     the operator cannot run; :class:`kopf._core.activities.ActivityError` when the
-    startup handlers fail.
+    startup handlers fail; for ``freeze``/``resume``, :class:`kopf._core.peering.PeeringError`,
+    :class:`kopf._cogs.kubeapi.APIError` or :class:`kopf._cogs.credentials.LoginError` when the
+    peering objects cannot be patched.
     """
     controls = controls if controls is not None else CLIControls()
-    command = next((arg for arg in argv if not arg.startswith('-')), None)
-    if command in ('freeze', 'resume'):  # whatever their options are
-        raise UsageError(f"kopf {command}: error: Kopf's peering commands are not supported on Operon: "
-                         f"{settings_.NO_PEERING}.")
     args = build_parser().parse_args(list(argv))
     if args.command is None:
-        raise UsageError("kopf: error: a command is required: run or serve (see kopf --help).")
+        raise UsageError("kopf: error: a command is required: run, serve, freeze or resume (see kopf --help).")
     _configure_logging(args)
     if controls.registry is not None:
         registries.set_default_registry(controls.registry)
 
+    coro: Coroutine[None, None, object]
     if args.command == 'run':
-        _refuse_peering(args)
         namespaces = list(args.namespaces)
         if os.environ.get('KOPF_RUN_NAMESPACE'):  # legacy for single-namespace mode
             namespaces.append(os.environ['KOPF_RUN_NAMESPACE'])
@@ -183,6 +194,8 @@ def execute(argv: Sequence[str], controls: CLIControls | None = None) -> None:
             stop_flag=controls.stop_flag,
             ready_flag=controls.ready_flag,
         )
+    elif args.command in ('freeze', 'resume'):
+        coro = _peering_command(args, controls)
     else:
         if bool(args.tls_cert) != bool(args.tls_key) or (args.tls_client_ca and not args.tls_cert):
             raise UsageError("kopf serve: error: --tls-cert and --tls-key go together "
@@ -204,6 +217,37 @@ def execute(argv: Sequence[str], controls: CLIControls | None = None) -> None:
         asyncio.run(coro)
 
 
+def _peering_command(args: argparse.Namespace, controls: CLIControls) -> Coroutine[None, None, int]:
+    """
+    ``kopf freeze`` and ``kopf resume``, as Kopf's: the identity is ``--id``, else ``$POD_ID``, else
+    ``user@host``; ``--dev`` is priority 666; resume is a record of lifetime 0 (removed); neither
+    ``-A`` nor ``-n`` means cluster-wide, with Kopf's warning.
+    """
+    if args.namespaces and args.clusterwide:
+        raise UsageError(f"kopf {args.command}: error: either --namespace or --all-namespaces can be used, not both.")
+    clusterwide = args.clusterwide
+    if not clusterwide and not args.namespaces:
+        warnings.warn("Absence of either namespaces or cluster-wide flag will become an error soon."
+                      " For now, switching to the cluster-wide mode for backward compatibility.",
+                      FutureWarning)
+        clusterwide = True
+    freezing = args.command == 'freeze'
+    return running.touch_peering(
+        name=args.peering_name,
+        identity=args.id or peering.detect_own_id(manual=True),
+        priority=(666 if args.dev else args.priority) if freezing else 0,
+        lifetime=args.lifetime if freezing else 0,
+        clusterwide=clusterwide,
+        namespaces=list(args.namespaces),
+        registry=controls.registry,
+    )
+
+
+# The errors that stop a command with a message of their own (no traceback).
+_EXPLAINED = (UsageError, SyntaxError, ImportError, running.OperatorError, corep.CoreNotFoundError,
+              activities.ActivityError, peering.PeeringError, kubeapi.APIError, credentials.LoginError)
+
+
 def explain(exc: BaseException) -> str:
     """ A one-paragraph message for an error that stops the command. """
     if isinstance(exc, UsageError):
@@ -213,7 +257,8 @@ def explain(exc: BaseException) -> str:
         return f"kopf: cannot load the handlers: a syntax error in {where}: {exc.msg}"
     if isinstance(exc, ImportError):
         return f"kopf: cannot load the handlers: {type(exc).__name__}: {exc}"
-    if isinstance(exc, (running.OperatorError, corep.CoreNotFoundError)):
+    if isinstance(exc, (running.OperatorError, corep.CoreNotFoundError, peering.PeeringError,
+                        kubeapi.APIError, credentials.LoginError)):
         return f"kopf: {exc}"
     if isinstance(exc, activities.ActivityError):
         cause = exc.__cause__
@@ -241,10 +286,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except KeyboardInterrupt:
         raise SystemExit(130)
     except BaseException as e:
-        if isinstance(e, Exception) and not isinstance(e, (UsageError, SyntaxError, ImportError,
-                                                           running.OperatorError,
-                                                           corep.CoreNotFoundError,
-                                                           activities.ActivityError)):
+        if isinstance(e, Exception) and not isinstance(e, _EXPLAINED):
             traceback.print_exc()
         elif isinstance(e, (SyntaxError, ImportError)) and logging.getLogger().isEnabledFor(logging.DEBUG):
             traceback.print_exc()

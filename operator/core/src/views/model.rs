@@ -260,6 +260,9 @@ pub struct About {
     pub resources: Vec<String>,
     /// The handler services.
     pub services: Vec<ServiceView>,
+    /// This replica's part when several run (leader election, Kopf's peering): "leader",
+    /// "standby (…)", "paused (…)"; `None` when it runs standalone.
+    pub role: Option<String>,
 }
 
 #[cfg(test)]

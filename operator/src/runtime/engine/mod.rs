@@ -10,6 +10,7 @@
 mod discover;
 mod intake;
 mod served_by;
+mod signals;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -33,10 +34,13 @@ use crate::runtime::watching::{Subscription, Watches};
 use discover::{Resolved, Services};
 use intake::{Scope, watch};
 pub(crate) use served_by::served_by;
+use signals::{shutdown_signal, until_stopped};
 
 /// The core's configuration (`operon run`).
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
+    /// Leader election and Kopf's peering (`--leader-election`, `--peering`).
+    pub coordination: crate::runtime::leadership::Config,
     /// Handler service addresses.
     pub handlers: Vec<String>,
     /// Namespaces to serve, by name or Kopf's pattern; empty (and no regexes) means all.
@@ -178,8 +182,19 @@ pub(crate) async fn run(config: Config) -> Result<(), Error> {
         ),
         None => None,
     };
+    let leadership = crate::runtime::leadership::Leadership::start(
+        &client,
+        config.coordination.clone(),
+        &metrics,
+        {
+            let shared = Arc::clone(&shared);
+            move |role| shared.set_about(|about| about.role = role)
+        },
+    );
+    let active = leadership.active();
     let stop = shutdown_signal();
     tokio::pin!(stop);
+    let mut after_pause = false;
     let result = loop {
         let generation = Generation {
             config: &config,
@@ -188,15 +203,26 @@ pub(crate) async fn run(config: Config) -> Result<(), Error> {
             metrics: &metrics,
             readmodel: &readmodel,
             shared: &shared,
+            active: &active,
+            after_pause,
         };
+        after_pause = false;
         match generation.serve(stop.as_mut()).await {
             Ok(Ending::Stop) => break Ok(()),
             Ok(Ending::Reload(service)) => {
                 tracing::warn!(service = %service, "A handler service changed its manifest; reloading its handlers.");
             }
+            Ok(Ending::Paused) => {
+                after_pause = true;
+                tracing::info!(
+                    "Handling stopped; the watches start again and stay warm until it may resume."
+                );
+            }
             Err(err) => break Err(err),
         }
     };
+    // After the last cycle: the Lease and the peering record are given back.
+    leadership.release().await;
     if let Some(admission) = admission {
         admission.stop().await;
     }
@@ -214,6 +240,8 @@ enum Ending {
     Stop,
     /// A service now describes other handlers: start over with the new manifests.
     Reload(String),
+    /// Handling must stop (Kopf's peering paused it): start over as a standby.
+    Paused,
 }
 
 /// Everything a generation shares with the next.
@@ -224,6 +252,10 @@ struct Generation<'a> {
     metrics: &'a Arc<Metrics>,
     readmodel: &'a Arc<ReadModel>,
     shared: &'a Arc<Shared>,
+    active: &'a crate::runtime::leadership::Active,
+    /// The previous generation ended in a pause: its objects are not new to the operator (no
+    /// resume handlers for them, as in Kopf).
+    after_pause: bool,
 }
 
 impl Generation<'_> {
@@ -239,6 +271,8 @@ impl Generation<'_> {
             metrics,
             readmodel,
             shared,
+            active,
+            after_pause,
         } = *self;
         let client = client.clone();
         let settings = settings.clone();
@@ -348,6 +382,7 @@ impl Generation<'_> {
                 .clone()
                 .unwrap_or_else(|| format!("http://{}", config.http)),
             task_retention: config.task_retention,
+            active: active.clone(),
         });
         let handling = Arc::new(Handling {
             ctx: Arc::clone(&ctx),
@@ -360,6 +395,7 @@ impl Generation<'_> {
             resources.clone(),
             config.workers,
             config.consistency_timeout,
+            !after_pause,
         );
 
         let shared_watches = Watches::new(
@@ -519,6 +555,10 @@ impl Generation<'_> {
                 tracing::warn!(resource = %changed, "The resources that wide selectors match changed; reloading.");
                 Ending::Reload(changed)
             }
+            () = active.lost() => {
+                tracing::warn!(reason = %active.why_not().unwrap_or_default(), "Handling stops: finishing the cycles in flight.");
+                Ending::Paused
+            }
         };
         for w in &watches {
             w.abort();
@@ -536,43 +576,5 @@ impl Generation<'_> {
         handling.timers.stop_all();
         handling.daemons.stop_all(config.shutdown_grace).await;
         Ok(ending)
-    }
-}
-
-/// Runs `work` until it ends or a stop is requested (then says `why` and returns `None`).
-async fn until_stopped<T>(
-    stop: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
-    work: impl std::future::Future<Output = T>,
-    why: &str,
-) -> Option<T> {
-    tokio::select! {
-        value = work => Some(value),
-        () = stop => {
-            tracing::info!("{why}");
-            None
-        }
-    }
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
     }
 }

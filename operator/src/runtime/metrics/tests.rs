@@ -47,6 +47,7 @@ fn every_family_is_exposed_under_its_name_and_type() {
         "operon_inflight_calls 0",
         "operon_objects 0",
         "operon_daemons_running 0",
+        "operon_active 0",
     ] {
         assert!(text.lines().any(|l| l == zero), "{zero} in:\n{text}");
     }
@@ -58,7 +59,14 @@ fn every_family_is_exposed_under_its_name_and_type() {
     m.sync_error("s", "ns", "n");
     drop(m.task_started("t", Some(SignedDuration::ZERO)));
     m.task_ended("t", Phase::Succeeded, Some(SignedDuration::ZERO));
+    m.active(true);
     let text = m.render();
+    assert!(text.lines().any(|l| l == "operon_active 1"), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l == "operon_role_changes_total{change=\"started\"} 1"),
+        "{text}"
+    );
     let families = [
         ("operon_cycles", "counter"),
         ("operon_handler_outcomes", "counter"),
@@ -75,6 +83,8 @@ fn every_family_is_exposed_under_its_name_and_type() {
         ("operon_task_duration_seconds", "histogram"),
         ("operon_task_wait_seconds", "histogram"),
         ("operon_tasks_running", "gauge"),
+        ("operon_active", "gauge"),
+        ("operon_role_changes", "counter"),
     ];
     let types: Vec<&str> = text.lines().filter(|l| l.starts_with("# TYPE ")).collect();
     for (name, kind) in families {
@@ -92,6 +102,7 @@ fn every_family_is_exposed_under_its_name_and_type() {
         SYNC_CALLS,
         SYNC_ERRORS,
         TASK_RUNS,
+        ROLE_CHANGES,
     ] {
         let family = base(constant, "_total");
         assert!(
@@ -108,6 +119,7 @@ fn every_family_is_exposed_under_its_name_and_type() {
         INFLIGHT,
         OBJECTS,
         DAEMONS,
+        ACTIVE,
         TASKS_RUNNING,
     ] {
         assert!(families.iter().any(|(n, _)| *n == constant), "{constant}");

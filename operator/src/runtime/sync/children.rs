@@ -175,6 +175,7 @@ impl Children {
         step: Step,
         record: impl FnOnce(Applied),
     ) -> Result<(), StepError> {
+        self.env.active.fence().await;
         match step {
             Step::Apply(d) => {
                 let (served, _) = &self.kinds[d.type_index];

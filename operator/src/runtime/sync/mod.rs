@@ -151,6 +151,8 @@ pub(crate) async fn serve(
     for store in parents.iter().chain(children.iter().flat_map(|(_, s)| s)) {
         let _ = store.wait_until_ready().await;
     }
+    // A standby (leader election) or a paused replica (peering) keeps its caches warm only.
+    env.active.wait().await;
     tracing::info!(sync = %spec.id, parent = %parent.name(), children = types.len(), "Serving the sync registration.");
     let finalizer = format!("{}/sync-{}", env.prefix, spec.id);
     let shutdown = spec.shutdown.clone().map(|hook| {

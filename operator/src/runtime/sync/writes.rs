@@ -61,6 +61,7 @@ impl ParentWriter {
         status: Option<&Value>,
         error: Option<&str>,
     ) -> Result<(), StatusError> {
+        self.env.active.fence().await;
         if !self.parent.has_status {
             return Ok(());
         }
@@ -137,6 +138,7 @@ impl ParentWriter {
     }
 
     async fn json_patch(&self, body: &Value, ops: Value) -> Result<(), kube::Error> {
+        self.env.active.fence().await;
         let name = body
             .pointer("/metadata/name")
             .and_then(Value::as_str)

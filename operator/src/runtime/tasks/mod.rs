@@ -151,6 +151,8 @@ pub(crate) async fn serve(env: Arc<Context>, specs: Vec<(TaskSpec, Arc<dyn TaskP
     for store in regs.iter().flat_map(|r| &r.stores) {
         let _ = store.wait_until_ready().await;
     }
+    // A standby (leader election) or a paused replica (peering) keeps its caches warm only.
+    env.active.wait().await;
     let finalizer = format!("{}/task", env.prefix);
     let registry = Arc::new(snapshot::Registry {
         regs,

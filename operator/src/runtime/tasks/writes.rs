@@ -40,6 +40,7 @@ impl Writes {
         name: &str,
         patch: &Value,
     ) -> Result<(), kube::Error> {
+        self.env.active.fence().await;
         let api = api_for(&self.env.client, &reg.task, Some(ns));
         let result = api
             .patch_status(name, &PatchParams::default(), &Patch::Merge(patch))
@@ -62,6 +63,7 @@ impl Writes {
         reg: &Reg,
         body: &Value,
     ) -> Result<Option<DynamicObject>, kube::Error> {
+        self.env.active.fence().await;
         let Some(ops) = finalizer::block_deletion(body, &self.finalizer) else {
             return Ok(None);
         };
@@ -92,6 +94,7 @@ impl Writes {
     ) -> Result<(), kube::Error> {
         let api = api_for(&self.env.client, &reg.task, Some(ns));
         let mut tries = 0;
+        self.env.active.fence().await;
         loop {
             tries += 1;
             let Some(obj) = api.get_opt(name).await? else {
@@ -127,6 +130,7 @@ impl Writes {
 
     /// Deletes a finished task whose retention has passed.
     pub(super) async fn expire(&self, reg: &Reg, t: &Seen) {
+        self.env.active.fence().await;
         let api = api_for(&self.env.client, &reg.task, Some(&t.namespace));
         let params = DeleteParams {
             preconditions: Some(Preconditions {

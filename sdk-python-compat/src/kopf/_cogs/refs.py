@@ -6,11 +6,42 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import fnmatch
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterable
 from typing import Any, TypeAlias
 
 NamespacePattern: TypeAlias = str | re.Pattern[str]
+
+
+def select_specific_namespaces(patterns: Iterable[NamespacePattern]) -> Collection[str]:
+    """
+    Kopf's: the patterns that are plain names (no globs, negations, lists or regular expressions),
+    for when the namespaces cannot be listed.
+    """
+    return {pattern for pattern in patterns
+            if isinstance(pattern, str) and not any(char in pattern for char in '!*?,')}
+
+
+def match_namespace(name: str, pattern: NamespacePattern) -> bool:
+    """
+    Kopf's matching of a namespace to a pattern: a regular expression matches the whole name; a
+    string is comma-separated globs (spaces ignored), ``!glob`` excludes, a leading exclusion implies
+    a catch-all first, and a later inclusion re-includes only what the first glob matched.
+    (The core applies the same rules to the namespaces it serves; this process needs them only for
+    ``kopf freeze``/``kopf resume -n PATTERN``.)
+    """
+    if isinstance(pattern, re.Pattern):
+        return pattern.fullmatch(name) is not None
+    parts = [part.strip() for part in pattern.split(',')]
+    if parts[0].startswith('!'):  # an exclusion first: all the rest is in
+        parts.insert(0, '*')
+    selected = in_at_first = fnmatch.fnmatch(name, parts[0])
+    for part in parts[1:]:
+        excluding = part.startswith('!')
+        if fnmatch.fnmatch(name, part.lstrip('!') if excluding else part):
+            selected = False if excluding else (selected or in_at_first)
+    return selected
 
 
 class Marker(enum.Enum):

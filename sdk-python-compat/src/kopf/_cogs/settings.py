@@ -88,8 +88,6 @@ def declared(field: dataclasses.Field[Any]) -> Declared | None:
     return how if isinstance(how, Declared) else None
 
 
-NO_PEERING = ("Operon does not take part in Kopf's peering: the core runs standalone "
-              "(one replica; there is no leader election yet)")
 _OWN_WATCH = "the core does its own watching"
 _NO_SELECTORS = (_OWN_WATCH + " and has no server-side selectors or shards; "
                  "filter in the handlers (labels=, field=, value=, when=)")
@@ -112,14 +110,19 @@ class ProcessSettings:
 
 @dataclasses.dataclass
 class PeeringSettings:
-    """Kopf's peering: Operon does not take part in it (the core runs standalone)."""
-    name: str = _refused('default', NO_PEERING)
-    stealth: bool = False  # no keep-alives, so nothing to log
-    priority: int = _refused(0, NO_PEERING)
-    lifetime: int = _refused(60, NO_PEERING)
-    mandatory: bool = _refused(False, NO_PEERING)
-    standalone: bool = False  # the core always runs standalone
-    clusterwide: bool = _refused(False, NO_PEERING + " (settings.peering.namespaced is its inverse)")
+    """
+    Kopf's peering: the core takes part in it, as these say (``running.peering_options``): with
+    ``kopf run`` (and ``kopf.run()``), Kopf's options are mapped into them before the startup
+    handlers, as in Kopf, and what the handlers leave is given to the core. ``clusterwide`` follows
+    the operator's ``-A``/``-n``; another scope stops the start (the core's peering follows its own).
+    """
+    name: str = _core('default', '--peering')
+    stealth: bool = _core(False, '--peering-stealth')
+    priority: int = _core(0, '--priority')
+    lifetime: int = _core(60, '--peering-lifetime')
+    mandatory: bool = _core(False, '--peering-mandatory')
+    standalone: bool = _core(False, '--standalone')
+    clusterwide: bool = _core(False, '-A (its peering in ClusterKopfPeering objects; with -n, in KopfPeering ones)')
 
     @property
     def namespaced(self) -> bool:

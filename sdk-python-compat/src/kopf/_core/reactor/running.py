@@ -3,15 +3,19 @@ Running an operator: Kopf's ``kopf.run()`` / ``kopf.operator()``, on Operon.
 
 An operator here is two processes: this one serves the handlers over gRPC (and runs the
 activities: login, startup, cleanup, probes), and the Operon core (``operon``), started as a
-child, watches the cluster and calls the handlers. Both stop together: on SIGINT/SIGTERM or the
+child, watches the cluster, calls the handlers, and takes part in Kopf's peering (the options
+and ``settings.peering`` as Kopf reads them become the core's ``--peering`` & co.:
+:func:`peering_options`). Both stop together: on SIGINT/SIGTERM or the
 stop-flag, the core is stopped first (it finishes the cycles in flight), then the handler
 service, then the cleanup handlers run. If the core dies, the operator stops with an error.
 
 ``serve()`` is the same without the core: only the handler service, on a given address, for
-a core that runs elsewhere (a sidecar, another Deployment).
+a core that runs elsewhere (a sidecar, another Deployment). ``touch_peering()`` is ``kopf freeze``
+and ``kopf resume``: the login handlers, then one peer record written or removed.
 """
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import re
@@ -21,8 +25,8 @@ import warnings
 from collections.abc import Collection, Coroutine, Sequence
 from typing import Any
 
-from kopf._cogs import credentials, process, refs, settings as settings_, storages, views
-from kopf._core import activities, indexing, model, posting, registry as registries
+from kopf._cogs import credentials, kubeapi, process, refs, settings as settings_, storages, views
+from kopf._core import activities, indexing, model, peering, posting, registry as registries
 from kopf._core.reactor import handling, manifests
 from kopf._transport import core as corep
 from kopf._transport import corelogs, server, tracing
@@ -66,7 +70,7 @@ def run(
     If the loop is not specified, the operator runs in a new event loop (``asyncio.run``).
     """
     refuse_kopf_internals('kopf.run', indexers=indexers, memories=memories, insights=insights,
-                          identity=identity, vault=vault, peering_name=peering_name, priority=priority)
+                          vault=vault)
     coro = operator(
         lifecycle=lifecycle, indexers=indexers, registry=registry, settings=settings,
         memories=memories, insights=insights, identity=identity, standalone=standalone,
@@ -117,17 +121,25 @@ async def operator(
     :class:`OperatorError` if the core cannot be found or started, or exits unexpectedly;
     :class:`kopf._core.engines.activities.ActivityError` if the startup handlers fail.
 
-    :class:`NotImplementedError` for Kopf's peering options (``priority``, ``peering_name``;
-    the core runs standalone) and Kopf's internals (``indexers``, ``memories``, ``insights``,
-    ``identity``, ``vault``), when given; :class:`OperatorError` when the settings, as the
-    startup handlers left them, ask for what Operon does not do (see
-    :func:`kopf._cogs.settings.audit`).
+    :class:`NotImplementedError` for Kopf's internals (``indexers``, ``memories``, ``insights``,
+    ``vault``) and its private ``_command``, when given; :class:`OperatorError` when the
+    settings, as the startup handlers left them, ask for what Operon does not do (see
+    :func:`kopf._cogs.settings.audit`), or for a peering the core cannot do (see
+    :func:`peering_options`).
+
+    The peering, as in Kopf: ``peering_name`` sets ``settings.peering.name`` and makes the peering
+    mandatory; ``standalone`` and ``priority`` set theirs; ``settings.peering.clusterwide`` follows
+    ``clusterwide``; ``identity`` is the operator's in the peering (Kopf's by default: ``$POD_ID``,
+    else ``user@host/time/random``). The startup handlers may change the settings after that; the
+    core is given what they leave.
     """
     if _command is not None:
         _command.close()
-        raise OperatorError("`kopf freeze`/`kopf resume` (peering) are not supported on Operon.")
+        raise NotImplementedError("kopf.operator(_command=…) is not supported on Operon: it is Kopf's "
+                                  "private hook for its CLI's commands; `kopf freeze`/`kopf resume` "
+                                  "are done without it.")
     refuse_kopf_internals('kopf.operator', indexers=indexers, memories=memories, insights=insights,
-                          identity=identity, vault=vault, peering_name=peering_name, priority=priority)
+                          vault=vault)
     if namespaces and namespace:
         raise TypeError("Either namespaces= or namespace= can be passed. Got both.")
     elif namespace:
@@ -144,12 +156,23 @@ async def operator(
         if not isinstance(pattern, (str, re.Pattern)):
             raise TypeError(f"A namespace must be a name, a pattern or a regular expression, not {pattern!r}.")
 
+    # Kopf's mapping of the options into the settings (its `spawn_tasks`), before the startup handlers.
+    settings = settings if settings is not None else settings_.OperatorSettings()
+    settings.peering.clusterwide = clusterwide
+    if peering_name is not None:
+        settings.peering.mandatory = True
+        settings.peering.name = peering_name
+    if standalone is not None:
+        settings.peering.standalone = standalone
+    if priority is not None:
+        settings.peering.priority = priority
+    identity = str(identity) if identity is not None else peering.detect_own_id(manual=False)
+
     async with _Operator(
         lifecycle=lifecycle, registry=registry, settings=settings, memo=memo,
         liveness_endpoint=liveness_endpoint, stop_flag=stop_flag, ready_flag=ready_flag,
     ) as op:
-        await op.run(core_args=dict(
-            clusterwide=clusterwide, namespaces=list(namespaces), standalone=bool(standalone)))
+        await op.run(core_args=dict(clusterwide=clusterwide, namespaces=list(namespaces), identity=identity))
 
 
 async def serve(
@@ -401,14 +424,14 @@ class _Operator:
             *,
             clusterwide: bool,
             namespaces: Sequence[str | re.Pattern[str]],
-            standalone: bool,
+            identity: str,
     ) -> corep.CoreProcess:
         try:
             binary = corep.find_binary()
         except corep.CoreNotFoundError as e:
             raise OperatorError(str(e)) from e
         argv = core_argv(binary=binary, address=address, settings=self.settings,
-                         clusterwide=clusterwide, namespaces=namespaces, standalone=standalone)
+                         clusterwide=clusterwide, namespaces=namespaces, identity=identity)
         env = dict(os.environ)
         env.setdefault('OPERON_LOG', corelogs.core_filter())  # an explicit OPERON_LOG wins.
         if self.custom_login:
@@ -473,10 +496,16 @@ def core_argv(
         settings: settings_.OperatorSettings,
         clusterwide: bool,
         namespaces: Sequence[str | re.Pattern[str]],
-        standalone: bool,
+        identity: str,
         http: str | None = None,
 ) -> list[str]:
-    """ The core's command line for this operator's settings. """
+    """
+    The core's command line for this operator's settings.
+
+    # Errors
+    :class:`OperatorError` for what the core cannot be given: a custom storage, an admission
+    server it cannot be, a peering it cannot do (:func:`peering_options`).
+    """
     http = http or os.environ.get(corep.ENV_HTTP) or f'127.0.0.1:{corep.free_port()}'
     argv = [binary, '--log-format', 'json', 'run', '--handler', f'http://{address}']
     if clusterwide:
@@ -484,8 +513,7 @@ def core_argv(
     for ns in namespaces:
         argv += ['--namespace-regex', regex_for_core(ns)] if isinstance(ns, re.Pattern) else ['-n', ns]
     argv += ['--http', http]
-    if standalone:
-        argv += ['--standalone']
+    argv += peering_options(settings, clusterwide=clusterwide, namespaces=namespaces, identity=identity)
     argv += ['--prefix', storage_prefix(settings)]
     argv += storage_options(settings)
     argv += ['--finalizer', settings.persistence.finalizer]
@@ -500,6 +528,130 @@ def core_argv(
     except settings_.WebhookNotSupportedError as e:
         raise OperatorError(str(e)) from e
     return argv
+
+
+def peering_options(
+        settings: settings_.OperatorSettings,
+        *,
+        clusterwide: bool,
+        namespaces: Sequence[str | re.Pattern[str]] = (),
+        identity: str,
+) -> list[str]:
+    """
+    The core's peering options from ``settings.peering``, as Kopf 1.45.2 decides from them (after
+    ``kopf run``'s and ``kopf.run()``'s options are mapped into them, and the startup handlers ran):
+
+    - ``standalone``: ``--standalone`` (no peering, and no leader election either);
+    - else ``--peering NAME`` (Kopf's default: ``default``, auto-detected), ``--peering-mandatory``
+      when ``mandatory`` (``--peering NAME`` in Kopf sets it: the core stays paused while the
+      peering CRD is missing; without it, the core runs standalone with a warning then),
+      ``--priority``, ``--peering-lifetime``, ``--peering-stealth`` when ``stealth``, and
+      ``--identity`` (Kopf's identity of this operator: :func:`kopf._core.peering.detect_own_id`).
+
+    The peering's scope follows the operator's, as Kopf sets it: ``ClusterKopfPeering`` with
+    ``-A``, a ``KopfPeering`` in every served namespace with ``-n``. The core's peering needs the
+    namespaces by name: with namespace patterns or regular expressions (where Kopf peers in every
+    namespace they match), Kopf's auto-detected peering (all of ``settings.peering`` at Kopf's
+    defaults) becomes ``--standalone`` with a warning, and any other peering is refused.
+
+    # Errors
+    :class:`OperatorError`, naming the setting: a scope other than the operator's
+    (``settings.peering.clusterwide``/``namespaced``: the core's peering follows ``-A``/``-n``);
+    ``standalone`` with a mandatory peering (Kopf 1.45.2 stays paused for ever in it: "peering CRD
+    is missing"); a peering asked for (any ``settings.peering`` field but ``standalone`` away from
+    Kopf's default) with namespace patterns; a name that is not a non-empty string; a priority or
+    lifetime that is not an integer, or a lifetime below 1 s.
+    """
+    options = settings.peering
+    if options.standalone:
+        if options.mandatory:
+            raise OperatorError(
+                "settings.peering.standalone=True with settings.peering.mandatory=True (e.g. `kopf run "
+                "--standalone --peering NAME`) is not supported on Operon: Kopf 1.45.2 stays paused for "
+                "ever in it (\"peering CRD is missing\"); choose either --standalone or a mandatory peering.")
+        return ['--standalone']
+    if bool(options.clusterwide) != bool(clusterwide):
+        what = (f"settings.peering.clusterwide={options.clusterwide!r} (settings.peering.namespaced="
+                f"{options.namespaced!r})")
+        mode = "cluster-wide (-A)" if clusterwide else "namespaced (-n)"
+        raise OperatorError(
+            f"{what} is not supported on Operon for a {mode} operator: the core's peering follows the "
+            f"operator's scope (ClusterKopfPeering with -A, KopfPeering in the served namespaces with -n); "
+            f"leave the setting as Kopf sets it, or run with --standalone.")
+    patterns = [ns.pattern if isinstance(ns, re.Pattern) else ns for ns in namespaces
+                if isinstance(ns, re.Pattern) or not refs.select_specific_namespaces([ns])]
+    if patterns:
+        asked = [f"settings.peering.{field.name}={getattr(options, field.name)!r}"
+                 for field in dataclasses.fields(options) if field.name not in ('standalone', 'clusterwide')
+                 if getattr(options, field.name) != field.default]
+        if asked:
+            raise OperatorError(
+                f"{', '.join(asked)} with the namespace patterns {patterns!r} is not supported on Operon: "
+                f"the core's peering needs the namespaces by name (-n NS) or -A (Kopf peers in every "
+                f"namespace that the patterns match); name the namespaces, or run with --standalone.")
+        logger.warning(f"Kopf's auto-detected peering ({options.name!r}) is not done with the namespace "
+                       f"patterns {patterns!r} on Operon: the core's peering needs the namespaces by name "
+                       f"(-n NS) or -A; the operator runs standalone (say --standalone to silence this).")
+        return ['--standalone']
+    for field, minimum in (('priority', None), ('lifetime', 1)):
+        value = getattr(options, field)
+        if not isinstance(value, int) or isinstance(value, bool) or (minimum is not None and value < minimum):
+            need = "an integer" if minimum is None else f"an integer of at least {minimum}"
+            raise OperatorError(f"settings.peering.{field}={value!r} is not supported on Operon: "
+                                f"the core needs {need}.")
+    if not isinstance(options.name, str) or not options.name:
+        raise OperatorError(f"settings.peering.name={options.name!r} is not supported on Operon: "
+                            f"the peering object's name must be a non-empty string.")
+    argv = ['--peering', options.name]
+    if options.mandatory:
+        argv += ['--peering-mandatory']
+    argv += ['--priority', str(options.priority), '--peering-lifetime', str(options.lifetime)]
+    if options.stealth:
+        argv += ['--peering-stealth']
+    argv += ['--identity', identity]
+    return argv
+
+
+async def touch_peering(
+        *,
+        name: str,
+        identity: str,
+        priority: int,
+        lifetime: int,
+        clusterwide: bool,
+        namespaces: Collection[refs.NamespacePattern],
+        registry: registries.OperatorRegistry | None = None,
+        settings: settings_.OperatorSettings | None = None,
+) -> int:
+    """
+    ``kopf freeze`` (``lifetime`` > 0) and ``kopf resume`` (``lifetime`` 0), as Kopf runs them: the
+    login handlers (Kopf's implicit ones: of ``pykube-ng``/``kubernetes`` when installed), else
+    Kopf's rudimentary logins (the pod's service account, the kubeconfig's current context); then
+    the peer record of ``identity`` written or removed in the peering objects named ``name``
+    (:func:`kopf._core.peering.touch_command`). Returns how many objects were patched.
+
+    # Errors
+    :class:`kopf._cogs.credentials.LoginError` without credentials;
+    :class:`kopf._core.peering.PeeringError` when the peering CRDs are not installed;
+    :class:`kopf._cogs.kubeapi.APIError` when a request fails.
+    """
+    op = _Operator(lifecycle=None, registry=registry, settings=settings, memo=None,
+                   liveness_endpoint=None, stop_flag=None, ready_flag=None)
+    await op._authenticate()
+    info = op.credentials or credentials.login_with_service_account() or credentials.login_with_kubeconfig()
+    if info is None:
+        raise credentials.LoginError("Ran out of valid credentials. Consider installing an API client library "
+                                     "or adding a login handler. See more: "
+                                     "https://docs.kopf.dev/en/stable/authentication/")
+    api = kubeapi.APIClient(info)
+    touched = await asyncio.to_thread(
+        peering.touch_command, api, name=name, identity=identity, priority=priority, lifetime=lifetime,
+        clusterwide=clusterwide, namespaces=list(namespaces))
+    if not touched:
+        where = "cluster-wide" if clusterwide else f"in the namespaces {list(namespaces)!r}"
+        logger.warning(f"No peering object {name!r} is found {where}: nothing is "
+                       f"{'frozen' if lifetime > 0 else 'resumed'}.")
+    return touched
 
 
 def admission_options(server: Any, managed: str | None) -> list[str]:
@@ -548,11 +700,8 @@ _KOPF_INTERNALS = {
     'indexers': "it is Kopf's own container of indexes; there is none to pass in on Operon",
     'memories': "it is Kopf's own memory of the objects; the core keeps the objects' state",
     'insights': "it is Kopf's own view of the cluster; the core resolves the resources",
-    'identity': "it is a peering identity; " + settings_.NO_PEERING,
     'vault': "it is Kopf's own credentials vault; on Operon the credentials come from "
              "@kopf.on.login handlers or the kubeconfig",
-    'peering_name': settings_.NO_PEERING,
-    'priority': settings_.NO_PEERING,
 }
 
 
@@ -593,5 +742,5 @@ async def run_tasks(
         await task
 
 
-__all__ = ['run', 'operator', 'serve', 'spawn_tasks', 'run_tasks', 'OperatorError',
-           'core_argv', 'storage_prefix', 'storage_options', 'refuse_kopf_internals']
+__all__ = ['run', 'operator', 'serve', 'spawn_tasks', 'run_tasks', 'touch_peering', 'OperatorError',
+           'core_argv', 'peering_options', 'storage_prefix', 'storage_options', 'refuse_kopf_internals']

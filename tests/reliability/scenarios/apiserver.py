@@ -192,11 +192,21 @@ def watch_from(env: dict[str, str], namespace: str, revision: int) -> str:
     url = (f"https://127.0.0.1:{env['APISERVER_PORT']}/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}"
            f"?watch=1&resourceVersion={revision}&timeoutSeconds=5")
     request = urllib.request.Request(url, headers={'Authorization': f"Bearer {env['ADMIN_TOKEN']}"})
-    try:
-        with urllib.request.urlopen(request, context=tls, timeout=20) as answer:
-            line = answer.readline()
-    except urllib.error.HTTPError as e:
-        return f"{e.code} (HTTP): {e.read().decode(errors='replace')[:200]}"
+    # Right after a start, the API server answers 429 "storage is (re)initializing" (Retry-After)
+    # or a 5xx until its watch cache is up: asked again, for up to 30 s.
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(request, context=tls, timeout=20) as answer:
+                line = answer.readline()
+            break
+        except urllib.error.HTTPError as e:
+            text = f"{e.code} (HTTP): {e.read().decode(errors='replace')[:200]}"
+            if (e.code == 429 or e.code >= 500) and time.monotonic() < deadline:
+                retry_after = e.headers.get('Retry-After') or '1'
+                time.sleep(float(retry_after) if retry_after.isdigit() else 1.0)
+                continue
+            return text
     if not line:
         return 'the stream ended without an event'
     event = json.loads(line)

@@ -4,9 +4,9 @@
 //! The peering object is a `ClusterKopfPeering` (a core serving all namespaces) or a
 //! `KopfPeering` in each served namespace, named `--peering`, of `kopf.dev/v1` (else the legacy
 //! `zalando.org/v1`). We keep our record in its `status` fresh (every `lifetime` minus 5–10
-//! seconds, as Kopf), read it every [`LOOK`], remove dead peers, and pause while a live peer has
-//! a higher priority — or the same one (then every operator pauses, as in Kopf). On a stop our
-//! record is removed. Without the CRD a core runs standalone (Kopf's auto-detection), or stays
+//! seconds, as Kopf), read it every [`LOOK`] ([`LOOK_ABSENT`] while there is none), remove dead
+//! peers, and pause while a live peer has a higher priority — or the same one (then every
+//! operator pauses, as in Kopf). On a stop our record is removed. Without the CRD a core runs standalone (Kopf's auto-detection), or stays
 //! paused with `--peering-mandatory`; the CRD is looked for again every [`REDISCOVER`].
 
 use std::sync::Arc;
@@ -25,6 +25,9 @@ use crate::core::leadership::{
 
 /// How often the peering objects are read.
 const LOOK: Duration = Duration::from_secs(2);
+/// How often they are read while none exists (Kopf's auto-detected `default` peering, where the
+/// CRD is installed but nobody made the object).
+const LOOK_ABSENT: Duration = Duration::from_secs(10);
 /// How often a missing peering CRD is looked for again.
 const REDISCOVER: Duration = Duration::from_secs(30);
 
@@ -113,7 +116,7 @@ pub(super) async fn run(
         if config.mandatory && !said {
             tracing::error!(peering = %config.name, "The peering CRD {what} is missing and peering is mandatory (--peering-mandatory): handling stays paused until it is installed.");
         } else if !said {
-            tracing::warn!(peering = %config.name, "The peering CRD {what} is missing: running standalone (without peering) until it is installed.");
+            tracing::info!(peering = %config.name, "The peering CRD {what} is missing: running standalone (without peering) until it is installed.");
         }
         said = true;
         if config.mandatory {
@@ -182,8 +185,13 @@ pub(super) async fn run(
             set_paused(pause.as_ref().map(describe));
             paused_for = pause;
         }
+        let look = if complete && verdicts.is_empty() {
+            LOOK_ABSENT
+        } else {
+            LOOK
+        };
         tokio::select! {
-            () = tokio::time::sleep(LOOK) => {}
+            () = tokio::time::sleep(look) => {}
             () = super::stopped(&mut stopping) => {
                 for (where_, api) in &apis {
                     peering.touch(api, where_, 0).await;

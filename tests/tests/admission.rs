@@ -3,7 +3,8 @@
 //! example 17 through `kopf run`): the core serves the webhooks over HTTPS with a generated
 //! certificate and manages the two webhook configurations; the API server calls it for every
 //! write of a widget; an invalid widget is refused with the handler's message and code, a valid
-//! one is admitted and mutated; the dead handler service is answered per `ignore_failures`.
+//! one is admitted and mutated; the dead handler service is answered per `ignore_failures`; the
+//! webhook's TLS is trusted under the registered `caBundle` and refused under another CA.
 //!
 //! The webhook configurations are cluster-wide: each test names its own and scopes its webhooks
 //! to its own widgets with a label (objectSelector), so that other tests on the plane are not
@@ -17,7 +18,7 @@ use k8s_openapi::api::admissionregistration::v1::{
 };
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
-use operon_e2e::{Stack, WidgetExt, wait_for, widget, with_widget_ns};
+use operon_e2e::{Stack, WidgetExt, log_dir, wait_for, widget, with_widget_ns};
 use serde_json::json;
 
 const LABEL: &str = "admission-e2e";
@@ -39,6 +40,53 @@ async fn webhook_count(client: &Client, name: &str) -> (usize, usize) {
         v.and_then(|v| v.webhooks).map_or(0, |w| w.len()),
         m.and_then(|m| m.webhooks).map_or(0, |w| w.len()),
     )
+}
+
+/// The webhook server's TLS as the API server meets it: a client that trusts the `caBundle` the
+/// core registered connects (and gets an HTTP answer); one that trusts another CA is refused in
+/// the handshake (curl's exit code 60: the peer's certificate cannot be authenticated).
+fn webhook_tls_trusts_only_its_ca(ns: &str, url: &str, ca_bundle: &[u8]) {
+    let dir = log_dir().join(format!("{ns}-webhook-ca"));
+    std::fs::create_dir_all(&dir).expect("a directory for the CAs");
+    let ours = dir.join("ca.crt");
+    std::fs::write(&ours, ca_bundle).expect("writing the caBundle");
+    let other = dir.join("other.crt");
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ])
+        .args(["-days", "1", "-subj", "/CN=another-ca", "-keyout"])
+        .arg(dir.join("other.key"))
+        .arg("-out")
+        .arg(&other)
+        .output()
+        .expect("openssl");
+    assert!(made.status.success(), "openssl: {made:?}");
+    let curl = |ca: &std::path::Path| {
+        std::process::Command::new("curl")
+            .args(["-sS", "--max-time", "10", "-o", "/dev/null", "--cacert"])
+            .arg(ca)
+            .arg(url)
+            .output()
+            .expect("curl")
+    };
+    let trusted = curl(&ours);
+    assert!(
+        trusted.status.success(),
+        "a client trusting the registered caBundle must connect to {url}: {trusted:?}"
+    );
+    let refused = curl(&other);
+    assert_eq!(
+        refused.status.code(),
+        Some(60),
+        "a client trusting another CA must be refused in the TLS handshake: {refused:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -85,7 +133,8 @@ async fn the_core_serves_validate_and_mutate_handlers_of_a_rust_service() {
                 url.starts_with("https://127.0.0.1:") && url.ends_with("/check"),
                 "{url}"
             );
-            assert!(check.client_config.ca_bundle.is_some());
+            let ca_bundle = check.client_config.ca_bundle.clone().expect("a caBundle").0;
+            webhook_tls_trusts_only_its_ca(&ns, &url, &ca_bundle);
             let rules = check.rules.clone().unwrap_or_default();
             assert_eq!(rules[0].operations.clone().unwrap(), ["CREATE", "UPDATE"]);
             let lenient = hooks

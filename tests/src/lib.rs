@@ -26,6 +26,7 @@ pub mod jaeger;
 pub mod kopf;
 mod ledger;
 mod namespace;
+pub mod pki;
 mod plane;
 mod process;
 mod python;

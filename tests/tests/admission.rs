@@ -18,7 +18,8 @@ use k8s_openapi::api::admissionregistration::v1::{
 };
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
-use operon_e2e::{Stack, WidgetExt, log_dir, wait_for, widget, with_widget_ns};
+use operon_e2e::pki::Pki;
+use operon_e2e::{Stack, WidgetExt, wait_for, widget, with_widget_ns};
 use serde_json::json;
 
 const LABEL: &str = "admission-e2e";
@@ -46,28 +47,11 @@ async fn webhook_count(client: &Client, name: &str) -> (usize, usize) {
 /// core registered connects (and gets an HTTP answer); one that trusts another CA is refused in
 /// the handshake (curl's exit code 60: the peer's certificate cannot be authenticated).
 fn webhook_tls_trusts_only_its_ca(ns: &str, url: &str, ca_bundle: &[u8]) {
-    let dir = log_dir().join(format!("{ns}-webhook-ca"));
-    std::fs::create_dir_all(&dir).expect("a directory for the CAs");
-    let ours = dir.join("ca.crt");
+    let pki = Pki::new(&format!("{ns}-webhook"));
+    let ours = std::path::PathBuf::from(pki.path("ca.crt"));
     std::fs::write(&ours, ca_bundle).expect("writing the caBundle");
-    let other = dir.join("other.crt");
-    let made = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-        ])
-        .args(["-days", "1", "-subj", "/CN=another-ca", "-keyout"])
-        .arg(dir.join("other.key"))
-        .arg("-out")
-        .arg(&other)
-        .output()
-        .expect("openssl");
-    assert!(made.status.success(), "openssl: {made:?}");
+    pki.ca("other");
+    let other = std::path::PathBuf::from(pki.path("other.crt"));
     let curl = |ca: &std::path::Path| {
         std::process::Command::new("curl")
             .args(["-sS", "--max-time", "10", "-o", "/dev/null", "--cacert"])

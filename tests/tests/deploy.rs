@@ -21,6 +21,7 @@ use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, Pos
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::{Api, Client, ResourceExt};
 use operon_e2e::cluster::{PlaneLock, cluster_dir, cluster_env};
+use operon_e2e::pki::Pki;
 use operon_e2e::{
     CoreProcess, HandlerProcess, RESOURCE_ARG, apply_yaml, binaries, delete_yaml, log_dir, plane,
     wait_for, widget, widgets, with_temp_ns, with_widget_ns,
@@ -822,11 +823,23 @@ async fn the_lease_role_allows_leader_election_and_nothing_more() {
                 }))
                 .expect("a Lease")
             };
-            // Allowed: what leader election does.
-            leases
-                .create(&PostParams::default(), &lease_object("a"))
-                .await
-                .unwrap_or_else(|e| panic!("{what}: creating the Lease: {e}"));
+            // Allowed: what leader election does. (A Role just applied reaches the API server's
+            // authorizer through its informers: a 403 for a moment is asked again.)
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+            loop {
+                match leases
+                    .create(&PostParams::default(), &lease_object("a"))
+                    .await
+                {
+                    Ok(_) => break,
+                    Err(kube::Error::Api(e))
+                        if e.code == 403 && tokio::time::Instant::now() < deadline =>
+                    {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    Err(e) => panic!("{what}: creating the Lease: {e}"),
+                }
+            }
             let mut current = leases
                 .get(lease)
                 .await
@@ -1174,90 +1187,6 @@ async fn cycle_with_token(admin: Client, ns: String, sa_name: String) {
 }
 
 // ---- mutual TLS ---------------------------------------------------------------------------------
-
-/// Certificates made with the openssl CLI in a directory of their own.
-struct Pki {
-    dir: PathBuf,
-}
-
-impl Pki {
-    fn new(name: &str) -> Self {
-        let dir = log_dir().join(format!("{name}-{}-pki", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("creating the pki directory");
-        Pki { dir }
-    }
-
-    fn path(&self, file: &str) -> String {
-        self.dir.join(file).display().to_string()
-    }
-
-    fn openssl(&self, args: &[&str]) {
-        run(Path::new("openssl"), args, &[], "");
-    }
-
-    /// A self-signed CA `name` (`name.crt`, `name.key`).
-    fn ca(&self, name: &str) {
-        self.openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            &format!("/CN={name}"),
-            "-keyout",
-            &self.path(&format!("{name}.key")),
-            "-out",
-            &self.path(&format!("{name}.crt")),
-        ]);
-    }
-
-    /// A certificate `name` signed by `ca`, for `usage` (serverAuth or clientAuth).
-    fn issue(&self, ca: &str, name: &str, usage: &str) {
-        let ext = self.path(&format!("{name}.ext"));
-        std::fs::write(
-            &ext,
-            format!("subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage={usage}\n"),
-        )
-        .expect("writing the extensions");
-        self.openssl(&[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-subj",
-            &format!("/CN={name}"),
-            "-keyout",
-            &self.path(&format!("{name}.key")),
-            "-out",
-            &self.path(&format!("{name}.csr")),
-        ]);
-        self.openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            &self.path(&format!("{name}.csr")),
-            "-CA",
-            &self.path(&format!("{ca}.crt")),
-            "-CAkey",
-            &self.path(&format!("{ca}.key")),
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            &ext,
-            "-out",
-            &self.path(&format!("{name}.crt")),
-        ]);
-    }
-}
 
 /// One CA for the real pair, and an impostor CA with its own server and client certificates.
 fn pki(name: &str) -> Pki {

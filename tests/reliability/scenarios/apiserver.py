@@ -304,7 +304,7 @@ def core_of(operator: Operator, binary: str) -> int | None:
 
 
 @dataclasses.dataclass
-class Probe:
+class Probe(Loop):
     """ Every 0.5 s in a thread (but while the core is frozen on purpose): when, the core's pid
     under ``kopf run`` (``None``: none), the status of its ``/healthz``. """
     operator: Operator
@@ -312,24 +312,17 @@ class Probe:
     base: str
     frozen: threading.Event = dataclasses.field(default_factory=threading.Event)
     samples: list[tuple[float, int | None, int | None]] = dataclasses.field(default_factory=list)
-    _stop: threading.Event = dataclasses.field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
 
-    def start(self) -> None:
-        def sample() -> None:
-            while not self._stop.wait(0.5):
-                if self.frozen.is_set():
-                    continue
-                healthz, _ = http_get(self.base + '/healthz')
-                if not self.frozen.is_set():
-                    self.samples.append((time.time(), core_of(self.operator, self.binary), healthz))
-        self._thread = threading.Thread(target=sample, daemon=True)
-        self._thread.start()
+    def __post_init__(self) -> None:
+        Loop.__init__(self)
 
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread:
-            self._thread.join()
+    def _run(self) -> None:
+        while not self._stop.wait(0.5):
+            if self.frozen.is_set():
+                continue
+            healthz, _ = http_get(self.base + '/healthz')
+            if not self.frozen.is_set():
+                self.samples.append((time.time(), core_of(self.operator, self.binary), healthz))
 
 
 def handled(obj: dict[str, Any]) -> bool:

@@ -63,28 +63,21 @@ def running(process: Process) -> int | None:
 
 
 @dataclasses.dataclass
-class Probe:
+class Probe(Loop):
     """ The core's probes, sampled every half second in a thread while the scenario runs: when,
     the core's pid (``None``: not running), the status of ``/healthz`` and of ``/readyz``. """
     core: Process
     base: str
     samples: list[tuple[float, int | None, int | None, int | None]] = dataclasses.field(default_factory=list)
-    _stop: threading.Event = dataclasses.field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
 
-    def start(self) -> None:
-        def sample() -> None:
-            while not self._stop.wait(0.5):
-                healthz, _ = http_get(self.base + '/healthz')
-                readyz, _ = http_get(self.base + '/readyz')
-                self.samples.append((time.time(), running(self.core), healthz, readyz))
-        self._thread = threading.Thread(target=sample, daemon=True)
-        self._thread.start()
+    def __post_init__(self) -> None:
+        Loop.__init__(self)
 
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread:
-            self._thread.join()
+    def _run(self) -> None:
+        while not self._stop.wait(0.5):
+            healthz, _ = http_get(self.base + '/healthz')
+            readyz, _ = http_get(self.base + '/readyz')
+            self.samples.append((time.time(), running(self.core), healthz, readyz))
 
 
 class Workload(Loop):

@@ -15,6 +15,7 @@
 //!   the cluster-scoped `validatingwebhookconfigurations` and `mutatingwebhookconfigurations`
 //!   (so a ClusterRole);
 //! - with `--leader-election`: `get`, `create` and `update` of coordination.k8s.io `leases`;
+//! - with `--shards-ring`: besides, `list` of `leases` (every shard reads the ring's members);
 //! - with `--peering`: `get` and `patch` of Kopf's `kopfpeerings` (or `clusterkopfpeerings`
 //!   with -A) and their `/status`, in `kopf.dev` and `zalando.org`;
 //! - discovery (`/api`, `/apis`, …), which every authenticated user may read through the
@@ -56,6 +57,8 @@ pub(crate) enum Access {
     WebhookConfiguration,
     /// The leader election's Lease: read, created, updated (`--leader-election`).
     Lease,
+    /// The shard Leases: the own one read, created, updated; the ring's listed (`--shards-ring`).
+    ShardLease,
     /// Kopf's peering objects: read and patched (`--peering`).
     Peering,
 }
@@ -70,6 +73,7 @@ impl Access {
             Access::TaskParent => &["get", "list", "watch"],
             Access::WebhookConfiguration => &["get", "create", "patch"],
             Access::Lease => &["get", "create", "update"],
+            Access::ShardLease => &["get", "list", "create", "update"],
             Access::Peering => &["get", "patch"],
         }
     }
@@ -122,6 +126,16 @@ pub(crate) fn leases() -> Vec<Resource> {
         "leases",
         false,
         Access::Lease,
+    )]
+}
+
+/// The shard Leases (`operon run --shards-ring`).
+pub(crate) fn shard_leases() -> Vec<Resource> {
+    vec![Resource::new(
+        "coordination.k8s.io",
+        "leases",
+        false,
+        Access::ShardLease,
     )]
 }
 

@@ -24,6 +24,7 @@ pub(crate) mod queue;
 pub(crate) mod readmodel;
 pub(crate) mod selecting;
 pub(crate) mod serving;
+pub(crate) mod sharding;
 pub(crate) mod shutdown;
 pub(crate) mod sync;
 pub(crate) mod tasks;

@@ -177,6 +177,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "runtime::kit",
             "runtime::context",
             "runtime::leadership",
+            "runtime::sharding",
             "runtime::discovery",
             "runtime::ports",
             "runtime::grpc",

@@ -407,8 +407,8 @@ class OperonRust(Contender):
     title = "Operon + Rust handler"
     promise = True
 
-    def start(self) -> None:
-        self.runs += 1
+    def start_handler(self) -> str:
+        """Starts the Rust handler service; returns its URL."""
         handler = Proc(
             self.proc_name("handlers"),
             [self.ctx.handler_bin, "--listen", "127.0.0.1:0", "--resource", RESOURCE,
@@ -421,14 +421,41 @@ class OperonRust(Contender):
         m = re.fullmatch(r"listening on (127\.0\.0\.1:\d+)", line)
         if not m:
             raise Failed(f"the handler service printed {line!r}, not `listening on 127.0.0.1:PORT`")
+        return f"http://{m.group(1)}"
+
+    def start_core(self, role: str, handler: str, *extra: str) -> None:
         port = free_port()
-        self.procs["core"] = Proc(
-            self.proc_name("core"),
-            [self.ctx.core_bin, "run", "--handler", f"http://{m.group(1)}", "-n", self.namespace,
-             "--http", f"127.0.0.1:{port}", *self.ctx.core_args],
+        self.procs[role] = Proc(
+            self.proc_name(role),
+            [self.ctx.core_bin, "run", "--handler", handler, "-n", self.namespace,
+             "--http", f"127.0.0.1:{port}", *extra, *self.ctx.core_args],
             self.ctx,
         )
-        self.metrics_url = f"http://127.0.0.1:{port}/metrics"
+        self.metrics_url = self.metrics_url or f"http://127.0.0.1:{port}/metrics"
+
+    def start(self) -> None:
+        self.runs += 1
+        self.metrics_url = None
+        self.start_core("core", self.start_handler())
+
+
+class OperonShards(OperonRust):
+    """`operon run --shards-ring`: SHARDS cores share the objects (and one Rust handler service).
+    Each shard labels the objects it claims (one more write per created object than one core),
+    so the README's write promises are not its."""
+
+    slug = "operon-shards"
+    title = "Operon, 3 shards + Rust handler"
+    promise = False
+    SHARDS = 3
+
+    def start(self) -> None:
+        self.runs += 1
+        self.metrics_url = None
+        handler = self.start_handler()
+        for i in range(self.SHARDS):
+            self.start_core(f"shard {i}", handler, "--shards-ring", "bench",
+                            "--identity", f"shard-{i}", "--lease-namespace", self.namespace)
 
 
 class Floor(Contender):
@@ -473,7 +500,7 @@ class Ceiling(Contender):
         pass
 
 
-CONTENDERS = {c.slug: c for c in (Kopf, OperonPython, OperonRust, Floor, Ceiling)}
+CONTENDERS = {c.slug: c for c in (Kopf, OperonPython, OperonRust, OperonShards, Floor, Ceiling)}
 
 
 # --- the objects -----------------------------------------------------------------------------------
@@ -1036,6 +1063,22 @@ def summary(sizes: dict[int, dict[str, dict]]) -> list[str]:
             "memory vs Kopf: – (Kopf or Operon + Python SDK not run)"]
 
 
+def sharding_summary(sizes: dict[int, dict[str, dict]]) -> list[str]:
+    """Per size: each shard's peak memory against one core's, and the throughputs."""
+    lines = []
+    for n, res in sizes.items():
+        one, sharded = res.get("operon-rust"), res.get("operon-shards")
+        if one is None or sharded is None or "core" not in one["peak"]:
+            continue
+        single = one["peak"]["core"]
+        shards = {role: kib for role, kib in sharded["peak"].items() if role.startswith("shard")}
+        per = ", ".join(f"{role} {mib(kib)} ({kib / single:.2f}×)" for role, kib in shards.items())
+        lines.append(f"N = {n:,}: peak RSS per shard vs one core ({mib(single)}): {per}; "
+                     f"throughput {throughput(sharded):,.0f}/s vs {throughput(one):,.0f}/s "
+                     f"({throughput(sharded) / throughput(one):.2f}×)")
+    return lines
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--objects", type=int, action="append",
@@ -1121,6 +1164,8 @@ def main() -> int:
             print(f"  {line}")
     print()
     for line in summary(sizes):
+        print(line)
+    for line in sharding_summary(sizes):
         print(line)
     if broken and args.check:
         for line in broken:

@@ -16,7 +16,8 @@
 #                                        benchmark's own (~/.cache/operon/cluster-bench)
 #                      [--keep-plane]    leave the benchmark's own plane running afterwards
 #
-# Default sizes: 1,000 and 10,000 objects. Contenders: kopf, operon-py, operon-rust, floor, ceiling.
+# Default sizes: 1,000 and 10,000 objects. Contenders: kopf, operon-py, operon-rust, operon-shards,
+# floor, ceiling.
 # Builds the release binaries, installs Kopf 1.45.2 (~/.cache/operon/venv-kopf) and the SDK's
 # dependencies (~/.cache/operon/venv-bench) when missing, starts the plane with tests/cluster/up.sh
 # (idempotent), installs the bench CRD (left installed) and runs tests/bench/bench.py, which makes

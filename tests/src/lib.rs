@@ -15,6 +15,8 @@
 //!   [`PythonHandler`] serves a Python SDK handler file (`kopf serve`).
 //! - [`cluster`] disturbs the plane on purpose (API server restarts, etcd compaction).
 //! - [`shutdown_app`] stands in for an application's shutdown micro-service (the shutdown hook).
+//! - [`takeover`] is what the tests of more than one core share (Lease timings, handler calls
+//!   judged across takeovers and handovers).
 
 mod apply;
 mod binaries;
@@ -32,6 +34,7 @@ mod process;
 mod python;
 pub mod shutdown_app;
 mod stack;
+pub mod takeover;
 mod wait;
 mod widgets;
 

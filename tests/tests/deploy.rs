@@ -6,6 +6,9 @@
 //! - more than one replica: the chart and the `ha` overlay run the core active–passive (leader
 //!   election on a Lease, rolling updates, a PDB, the Lease's Role — tried with the
 //!   ServiceAccount's token), and the chart refuses values that cannot work, saying why;
+//! - sharding: the chart and the `sharded` overlay run the core active–active (every replica a
+//!   shard with a Lease of its own, rolling updates, a PDB, the Leases' Role — tried with the
+//!   ServiceAccount's token), and the chart refuses sharding with leader election or peering;
 //! - the core, running with the kustomize base's ServiceAccount's own token (TokenRequest), not
 //!   admin, completes a create/update/delete cycle, and that token is refused outside its RBAC;
 //! - mutual TLS between the core and a handler service works end to end, and a core or a handler
@@ -191,6 +194,117 @@ async fn dry_run(yaml: &str) -> String {
     )
 }
 
+/// What every render must be: the objects of an installation, accepted by the API server's
+/// server-side dry-run, with a restrictive security context, probes and requests on every
+/// container, the handler services given to the core alone, and no wildcard in the RBAC.
+async fn assert_deployable(what: &str, yaml: &str) {
+    let all = kinds(yaml);
+    for kind in [
+        "ServiceAccount",
+        "Deployment",
+        "PodDisruptionBudget",
+        "Service",
+    ] {
+        assert!(
+            all.iter().any(|k| k == kind),
+            "{what}: no {kind} in {all:?}"
+        );
+    }
+    assert!(
+        all.iter().any(|k| k.ends_with("Role")) && all.iter().any(|k| k.ends_with("RoleBinding")),
+        "{what}: no RBAC in {all:?}"
+    );
+    let out = dry_run(yaml).await;
+    let accepted = out
+        .lines()
+        .filter(|l| l.ends_with("(server dry run)"))
+        .count();
+    assert_eq!(
+        accepted,
+        all.len(),
+        "{what}: the API server accepted only:\n{out}"
+    );
+    // Restrictive security context and probes on every Deployment.
+    for doc in documents(yaml).iter().filter(|d| d["kind"] == "Deployment") {
+        let pod = &doc["spec"]["template"]["spec"];
+        // The core, where there is one, is told the handler services; nothing else is.
+        for c in pod["containers"].as_array().expect("containers") {
+            let handlers = args(c)
+                .iter()
+                .filter(|a| a.starts_with("--handler="))
+                .count();
+            if c["name"] == "core" {
+                assert!(handlers >= 1, "{what}: the core has no --handler: {c}");
+            } else {
+                assert_eq!(handlers, 0, "{what}: --handler given to {}", c["name"]);
+            }
+        }
+        assert_eq!(pod["securityContext"]["runAsNonRoot"], true, "{what}");
+        assert_eq!(
+            pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault",
+            "{what}"
+        );
+        for c in pod["containers"].as_array().expect("containers") {
+            let sc = &c["securityContext"];
+            assert_eq!(sc["readOnlyRootFilesystem"], true, "{what}: {}", c["name"]);
+            assert_eq!(
+                sc["allowPrivilegeEscalation"], false,
+                "{what}: {}",
+                c["name"]
+            );
+            assert_eq!(
+                sc["capabilities"]["drop"],
+                json!(["ALL"]),
+                "{what}: {}",
+                c["name"]
+            );
+            assert!(
+                c["readinessProbe"].is_object() && c["livenessProbe"].is_object(),
+                "{what}: {}",
+                c["name"]
+            );
+            assert!(
+                c["resources"]["requests"].is_object(),
+                "{what}: {}",
+                c["name"]
+            );
+        }
+    }
+    // No wildcard anywhere in the RBAC.
+    for doc in documents(yaml)
+        .iter()
+        .filter(|d| d["kind"].as_str().is_some_and(|k| k.ends_with("Role")))
+    {
+        assert!(
+            !doc["rules"].to_string().contains('*'),
+            "{what}: a wildcard in {}",
+            doc["rules"]
+        );
+    }
+}
+
+/// The core's command line in every Deployment of `yaml` is one `operon run` takes (flags and
+/// values; `--help` at the end stops it before it starts).
+async fn assert_core_takes_its_args(what: &str, yaml: &str, ns: &str) {
+    for doc in documents(yaml).iter().filter(|d| d["kind"] == "Deployment") {
+        let pod = &doc["spec"]["template"]["spec"];
+        if let Some(core) = pod["containers"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["name"] == "core"))
+        {
+            let mut line: Vec<String> = args(core)
+                .iter()
+                .map(|a| a.replace("$(POD_NAMESPACE)", ns))
+                .collect();
+            line.push("--help".into());
+            let line: Vec<&str> = line.iter().map(String::as_str).collect();
+            if let Err(failure) = try_run(&binaries().await.operon, &line, &[], "") {
+                panic!("{what}: the core's args are refused: {failure}");
+            }
+        }
+    }
+}
+
 #[tokio::test]
 async fn helm_and_kustomize_output_passes_server_side_dry_run() {
     let _lock = PlaneLock::shared().await;
@@ -252,106 +366,8 @@ async fn helm_and_kustomize_output_passes_server_side_dry_run() {
             ("kustomize, ha overlay", kustomize(&ns, "ha")),
         ];
         for (what, yaml) in &renders {
-            let all = kinds(yaml);
-            for kind in [
-                "ServiceAccount",
-                "Deployment",
-                "PodDisruptionBudget",
-                "Service",
-            ] {
-                assert!(
-                    all.iter().any(|k| k == kind),
-                    "{what}: no {kind} in {all:?}"
-                );
-            }
-            assert!(
-                all.iter().any(|k| k.ends_with("Role"))
-                    && all.iter().any(|k| k.ends_with("RoleBinding")),
-                "{what}: no RBAC in {all:?}"
-            );
-            let out = dry_run(yaml).await;
-            let accepted = out
-                .lines()
-                .filter(|l| l.ends_with("(server dry run)"))
-                .count();
-            assert_eq!(
-                accepted,
-                all.len(),
-                "{what}: the API server accepted only:\n{out}"
-            );
-            // Restrictive security context and probes on every Deployment.
-            for doc in documents(yaml).iter().filter(|d| d["kind"] == "Deployment") {
-                let pod = &doc["spec"]["template"]["spec"];
-                // The core's command line is one `operon run` takes (flags and values; `--help`
-                // at the end stops it before it starts).
-                if let Some(core) = pod["containers"]
-                    .as_array()
-                    .and_then(|cs| cs.iter().find(|c| c["name"] == "core"))
-                {
-                    let mut line: Vec<String> = args(core)
-                        .iter()
-                        .map(|a| a.replace("$(POD_NAMESPACE)", &ns))
-                        .collect();
-                    line.push("--help".into());
-                    let line: Vec<&str> = line.iter().map(String::as_str).collect();
-                    if let Err(failure) = try_run(&binaries().await.operon, &line, &[], "") {
-                        panic!("{what}: the core's args are refused: {failure}");
-                    }
-                }
-                // The core, where there is one, is told the handler services; nothing else is.
-                for c in pod["containers"].as_array().expect("containers") {
-                    let handlers = args(c)
-                        .iter()
-                        .filter(|a| a.starts_with("--handler="))
-                        .count();
-                    if c["name"] == "core" {
-                        assert!(handlers >= 1, "{what}: the core has no --handler: {c}");
-                    } else {
-                        assert_eq!(handlers, 0, "{what}: --handler given to {}", c["name"]);
-                    }
-                }
-                assert_eq!(pod["securityContext"]["runAsNonRoot"], true, "{what}");
-                assert_eq!(
-                    pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault",
-                    "{what}"
-                );
-                for c in pod["containers"].as_array().expect("containers") {
-                    let sc = &c["securityContext"];
-                    assert_eq!(sc["readOnlyRootFilesystem"], true, "{what}: {}", c["name"]);
-                    assert_eq!(
-                        sc["allowPrivilegeEscalation"], false,
-                        "{what}: {}",
-                        c["name"]
-                    );
-                    assert_eq!(
-                        sc["capabilities"]["drop"],
-                        json!(["ALL"]),
-                        "{what}: {}",
-                        c["name"]
-                    );
-                    assert!(
-                        c["readinessProbe"].is_object() && c["livenessProbe"].is_object(),
-                        "{what}: {}",
-                        c["name"]
-                    );
-                    assert!(
-                        c["resources"]["requests"].is_object(),
-                        "{what}: {}",
-                        c["name"]
-                    );
-                }
-            }
-            // No wildcard anywhere in the RBAC.
-            for doc in documents(yaml)
-                .iter()
-                .filter(|d| d["kind"].as_str().is_some_and(|k| k.ends_with("Role")))
-            {
-                assert!(
-                    !doc["rules"].to_string().contains('*'),
-                    "{what}: a wildcard in {}",
-                    doc["rules"]
-                );
-            }
+            assert_deployable(what, yaml).await;
+            assert_core_takes_its_args(what, yaml, &ns).await;
         }
 
         // The chart's rendered rules are exactly what the generator prints for the example.
@@ -485,29 +501,10 @@ fn assert_active_passive(what: &str, yaml: &str, replicas: i64, ns: &str, lease:
     ] {
         assert!(args.contains(&flag), "{what}: no {flag} in {args:?}");
     }
-    for (var, field) in [
-        ("POD_NAME", "metadata.name"),
-        ("POD_NAMESPACE", "metadata.namespace"),
-    ] {
-        let env = core["env"]
-            .as_array()
-            .and_then(|env| env.iter().find(|e| e["name"] == var))
-            .unwrap_or_else(|| panic!("{what}: no {var} in the core's env"));
-        assert_eq!(
-            env["valueFrom"]["fieldRef"]["fieldPath"], field,
-            "{what}: {var}"
-        );
-    }
+    assert_identity_from_the_pod(&core, what);
     // The Lease's RBAC: a Role in the core's own namespace, whatever the served resources use;
     // create (which RBAC cannot limit to a name), get and update of the one Lease, nothing else.
-    let roles = roles_on(&docs, "leases");
-    assert_eq!(roles.len(), 1, "{what}: the roles on leases: {roles:?}");
-    let role = roles[0];
-    assert_eq!(
-        role["kind"], "Role",
-        "{what}: the Lease's rights are namespaced"
-    );
-    assert_eq!(role["metadata"]["namespace"], ns, "{what}");
+    let role = the_lease_role(&docs, ns, what);
     assert_eq!(
         role["rules"],
         json!([
@@ -517,14 +514,7 @@ fn assert_active_passive(what: &str, yaml: &str, replicas: i64, ns: &str, lease:
         ]),
         "{what}: the Lease's rules"
     );
-    let mut verbs: Vec<&str> = role["rules"]
-        .as_array()
-        .expect("rules")
-        .iter()
-        .flat_map(|r| r["verbs"].as_array().expect("verbs"))
-        .map(|v| v.as_str().expect("a verb"))
-        .collect();
-    verbs.sort_unstable();
+    let verbs = sorted_verbs(role);
     assert_eq!(
         verbs,
         ["create", "get", "update"],
@@ -899,6 +889,543 @@ async fn the_lease_role_allows_leader_election_and_nothing_more() {
                 stored.spec.and_then(|s| s.holder_identity).as_deref(),
                 Some("b"),
                 "{what}"
+            );
+        }
+    })
+    .await;
+}
+
+/// The core's `POD_NAME` and `POD_NAMESPACE` come from the downward API (its identity: the Lease
+/// holder's or the shard's name; the Leases' namespace).
+fn assert_identity_from_the_pod(core: &Value, what: &str) {
+    for (var, field) in [
+        ("POD_NAME", "metadata.name"),
+        ("POD_NAMESPACE", "metadata.namespace"),
+    ] {
+        let env = core["env"]
+            .as_array()
+            .and_then(|env| env.iter().find(|e| e["name"] == var))
+            .unwrap_or_else(|| panic!("{what}: no {var} in the core's env"));
+        assert_eq!(
+            env["valueFrom"]["fieldRef"]["fieldPath"], field,
+            "{what}: {var}"
+        );
+    }
+}
+
+/// Every verb of `role`'s rules, sorted.
+fn sorted_verbs(role: &Value) -> Vec<&str> {
+    let mut verbs: Vec<&str> = role["rules"]
+        .as_array()
+        .expect("rules")
+        .iter()
+        .flat_map(|r| r["verbs"].as_array().expect("verbs"))
+        .map(|v| v.as_str().expect("a verb"))
+        .collect();
+    verbs.sort_unstable();
+    verbs
+}
+
+/// The one Role on `leases`, in the core's own namespace `ns` (whatever the served resources
+/// use: Lease rights are namespaced).
+fn the_lease_role<'a>(docs: &'a [Value], ns: &str, what: &str) -> &'a Value {
+    let roles = roles_on(docs, "leases");
+    assert_eq!(roles.len(), 1, "{what}: the roles on leases: {roles:?}");
+    let role = roles[0];
+    assert_eq!(
+        role["kind"], "Role",
+        "{what}: the Lease's rights are namespaced"
+    );
+    assert_eq!(role["metadata"]["namespace"], ns, "{what}");
+    role
+}
+
+// ---- sharding ----------------------------------------------------------------------------------
+
+/// The verbs a shard needs on Leases, sorted: its own Lease's (create, get, update) and the
+/// ring's (list: every shard reads the others' to know the members) — what `operon rbac
+/// --shards` grants. The Leases are named after pods, so by no `resourceNames`.
+const SHARD_LEASE_VERBS: [&str; 4] = ["create", "get", "list", "update"];
+
+/// The lease timings `(duration, renew deadline, retry period)` of the chart's and the
+/// component's defaults (controller-runtime's).
+const DEFAULT_TIMINGS: (u32, u32, u32) = (15, 10, 2);
+
+/// How a sharded render must look.
+struct Shards<'a> {
+    replicas: i64,
+    /// The release's (the core's) namespace: where the Leases and their Role are.
+    ns: &'a str,
+    ring: &'a str,
+    assignment: &'a str,
+    sa: &'a str,
+    timings: (u32, u32, u32),
+}
+
+/// Active–active: `replicas` shards of the ring, each with a Lease of its own in `ns` (a Role there
+/// with exactly the shards' verbs on Leases, bound to the ServiceAccount alone), no leader
+/// election, rolled out one shard at a time, one shard away at a time.
+fn assert_sharded(what: &str, yaml: &str, shards: &Shards<'_>) {
+    let docs = documents(yaml);
+    let (deployment, core) = core_of(what, &docs);
+    assert_eq!(
+        deployment["spec"]["replicas"], shards.replicas,
+        "{what}: replicas"
+    );
+    assert_eq!(
+        deployment["spec"]["strategy"],
+        json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}),
+        "{what}: a rollout starts a shard before it stops one"
+    );
+    let args = args(&core);
+    let (duration, deadline, retry) = shards.timings;
+    for flag in [
+        format!("--shards-ring={}", shards.ring),
+        format!("--shards-assignment={}", shards.assignment),
+        "--lease-namespace=$(POD_NAMESPACE)".to_owned(),
+        format!("--lease-duration={duration}"),
+        format!("--renew-deadline={deadline}"),
+        format!("--retry-period={retry}"),
+    ] {
+        let name = flag.split('=').next().expect("a flag");
+        let given: Vec<&String> = args
+            .iter()
+            .filter(|a| a.split('=').next() == Some(name))
+            .collect();
+        assert_eq!(given, [&flag], "{what}: {name} in {args:?}");
+    }
+    for flag in ["--leader-election", "--lease-name", "--peering"] {
+        assert!(
+            !args.iter().any(|a| a.split('=').next() == Some(flag)),
+            "{what}: {flag} with sharding: {args:?}"
+        );
+    }
+    // The shard's identity (its Lease's name, its name in the objects' labels) is the pod's name,
+    // the Leases' namespace the pod's.
+    assert_identity_from_the_pod(&core, what);
+    // The Leases' RBAC: one Role in the core's own namespace, on Leases only, with exactly the
+    // shards' verbs (list included) and no resourceNames (the names are the pods').
+    let role = the_lease_role(&docs, shards.ns, what);
+    assert_eq!(
+        role["rules"],
+        json!([{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+                "verbs": ["get", "list", "create", "update"]}]),
+        "{what}: the Leases' rules"
+    );
+    let verbs = sorted_verbs(role);
+    assert_eq!(verbs, SHARD_LEASE_VERBS, "{what}: the verbs on leases");
+    assert_bound(what, &docs, "Role", role, shards.ns, shards.sa);
+    // The shards label the objects they own: every role on the served resource grants patch.
+    let served = roles_on(&docs, "kopfexamples");
+    assert!(!served.is_empty(), "{what}: no rights on kopfexamples");
+    for role in served {
+        let verbs = granted(&role["rules"], |r| r == "kopfexamples");
+        assert!(
+            verbs[&("kopf.dev".to_owned(), "kopfexamples".to_owned())].contains("patch"),
+            "{what}: no patch of kopfexamples (the shard labels) in {}",
+            role["metadata"]["name"]
+        );
+    }
+    // A drain takes one shard at a time: only its share moves at once.
+    let pdb = core_pdb(what, &docs);
+    assert_eq!(pdb["spec"]["maxUnavailable"], 1, "{what}: {pdb}");
+    assert!(pdb["spec"].get("minAvailable").is_none(), "{what}: {pdb}");
+    if shards.replicas > 1 {
+        assert!(
+            deployment["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"].is_object(),
+            "{what}: the shards are not spread over nodes"
+        );
+    }
+}
+
+/// No sharding: no `--shards-*` flag, no Role of the shards.
+fn assert_not_sharded(what: &str, yaml: &str) {
+    let docs = documents(yaml);
+    let args = args(&core_of(what, &docs).1);
+    assert!(
+        !args.iter().any(|a| a.starts_with("--shards")),
+        "{what}: {args:?}"
+    );
+    for role in roles_on(&docs, "leases") {
+        assert!(
+            !role["rules"].to_string().contains("\"list\""),
+            "{what}: the shards' rights on leases: {role}"
+        );
+    }
+}
+
+fn shard_sets(sets: &[&str]) -> Vec<String> {
+    sets.iter().map(|s| (*s).to_owned()).collect()
+}
+
+#[tokio::test]
+async fn replicas_run_active_active_with_sharding() {
+    // Rendering only (helm template, kubectl kustomize); the dry-run test below sends them to the
+    // plane.
+    let ns = format!("shards-{}", std::process::id());
+    let three = helm_template(&ns, &shard_sets(&["sharding.ring=operon", "replicas=3"]));
+    let shards = Shards {
+        replicas: 3,
+        ns: &ns,
+        ring: "operon",
+        assignment: "own",
+        sa: "e2e-operon",
+        timings: DEFAULT_TIMINGS,
+    };
+    assert_sharded("helm, 3 shards", &three, &shards);
+
+    // The separate topology, two served namespaces, timebertt's sharder assigning: the Leases'
+    // Role stays in the release's namespace; the handler service keeps its own replicas.
+    let separate = helm_template(
+        &ns,
+        &shard_sets(&[
+            "topology=separate",
+            "replicas=2",
+            "watch.allNamespaces=false",
+            "watch.namespaces={team-a,team-b}",
+            "sharding.ring=kopfexamples",
+            "sharding.assignment=sharder",
+        ]),
+    );
+    let what = "helm, separate topology, 2 shards, two namespaces, the sharder";
+    assert_sharded(
+        what,
+        &separate,
+        &Shards {
+            replicas: 2,
+            ring: "kopfexamples",
+            assignment: "sharder",
+            ..shards
+        },
+    );
+    let handler = documents(&separate)
+        .into_iter()
+        .find(|d| d["kind"] == "Deployment" && d["metadata"]["name"] == "e2e-operon-handler")
+        .expect("the handler service's Deployment");
+    assert_eq!(handler["spec"]["replicas"], 2, "{what}");
+    assert!(!handler.to_string().contains("--shards"), "{what}");
+
+    // One shard (a ring to scale later); leader election explicitly off; other timings.
+    let one = helm_template(&ns, &shard_sets(&["sharding.ring=operon"]));
+    let one_shard = Shards {
+        replicas: 1,
+        ..shards
+    };
+    assert_sharded("helm, 1 shard", &one, &one_shard);
+    let off = helm_template(
+        &ns,
+        &shard_sets(&[
+            "sharding.ring=operon",
+            "replicas=3",
+            "leaderElection.enabled=false",
+        ]),
+    );
+    assert_sharded("helm, 3 shards, leader election off", &off, &shards);
+    let timed = helm_template(
+        &ns,
+        &shard_sets(&[
+            "sharding.ring=operon",
+            "replicas=3",
+            "sharding.leaseDuration=30",
+            "sharding.renewDeadline=20",
+            "sharding.retryPeriod=5",
+        ]),
+    );
+    assert_sharded(
+        "helm, 3 shards, other timings",
+        &timed,
+        &Shards {
+            timings: (30, 20, 5),
+            ..shards
+        },
+    );
+    let sa = format!("operon-{ns}");
+    assert_sharded(
+        "kustomize, sharded overlay",
+        &kustomize(&ns, "sharded"),
+        &Shards { sa: &sa, ..shards },
+    );
+
+    // Without a ring, nothing of sharding: the defaults, leader election, the ha overlay.
+    assert_not_sharded("helm, defaults", &helm_template(&ns, &[]));
+    assert_not_sharded(
+        "helm, 3 replicas (leader election)",
+        &helm_template(&ns, &shard_sets(&["replicas=3"])),
+    );
+    assert_not_sharded("kustomize, ha overlay", &kustomize(&ns, "ha"));
+
+    // Values that cannot work are refused, saying why.
+    for (sets, message) in [
+        (
+            vec![
+                "sharding.ring=operon",
+                "replicas=3",
+                "leaderElection.enabled=true",
+            ],
+            "sharding.ring=operon with leaderElection.enabled=true",
+        ),
+        (
+            vec!["sharding.ring=operon", "leaderElection.enabled=true"],
+            "sharding.ring=operon with leaderElection.enabled=true",
+        ),
+        (
+            vec!["sharding.ring=operon", "replicas=3", "peering.name=default"],
+            "sharding.ring=operon with peering.name=default",
+        ),
+        (
+            vec!["sharding.ring=operon", "sharding.assignment=random"],
+            "sharding.assignment must be own",
+        ),
+        (
+            vec!["sharding.ring=operon/ring"],
+            "sharding.ring must be a label value",
+        ),
+        (
+            vec!["sharding.ring=operon", "sharding.leaseDuration=10"],
+            "sharding.leaseDuration (10) must be greater than sharding.renewDeadline (10)",
+        ),
+        (
+            vec!["sharding.ring=operon", "sharding.retryPeriod=10"],
+            "sharding.renewDeadline (10) must be greater than sharding.retryPeriod (10)",
+        ),
+        (
+            vec!["sharding.ring=operon", "sharding.retryPeriod=1.5"],
+            "sharding.retryPeriod must be a whole number of seconds",
+        ),
+    ] {
+        let sets = shard_sets(&sets);
+        match try_helm_template(&ns, &sets) {
+            Ok(out) => panic!("helm accepted {sets:?}:\n{out}"),
+            Err(failure) => assert!(failure.contains(message), "{sets:?}: {failure}"),
+        }
+    }
+}
+
+/// The sharded renders, as the plane's tests use them: `(what, yaml, ServiceAccount)`.
+fn sharded_renders(ns: &str) -> Vec<(&'static str, String, String)> {
+    vec![
+        (
+            "helm, sidecar topology, 3 shards",
+            helm_template(ns, &shard_sets(&["sharding.ring=operon", "replicas=3"])),
+            "e2e-operon".to_owned(),
+        ),
+        (
+            "helm, separate topology, 2 shards, one namespace, the sharder",
+            helm_template(
+                ns,
+                &[
+                    "topology=separate".into(),
+                    "replicas=2".into(),
+                    "watch.allNamespaces=false".into(),
+                    format!("watch.namespaces={{{ns}}}"),
+                    "sharding.ring=operon".into(),
+                    "sharding.assignment=sharder".into(),
+                ],
+            ),
+            "e2e-operon".to_owned(),
+        ),
+        (
+            "kustomize, sharded overlay",
+            kustomize(ns, "sharded"),
+            format!("operon-{ns}"),
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn sharded_output_passes_lint_and_server_side_dry_run() {
+    let _lock = PlaneLock::shared().await;
+    with_temp_ns("deploy-shards-dry", |_client, ns| async move {
+        let chart = repo_root().join("deploy/helm/operon").display().to_string();
+        let lint = run(
+            &helm_bin(),
+            &[
+                "lint",
+                "--strict",
+                &chart,
+                "--set",
+                "sharding.ring=operon",
+                "--set",
+                "replicas=3",
+            ],
+            &[],
+            "",
+        );
+        assert!(lint.contains("0 chart(s) failed"), "{lint}");
+        for (what, yaml, _) in &sharded_renders(&ns) {
+            assert_deployable(what, yaml).await;
+        }
+    })
+    .await;
+}
+
+/// Awaits the core's sharding (`operon run --shards-ring`, `operon rbac --shards`): the rendered
+/// command lines are ones `operon run` takes, and the chart and the component grant on Leases
+/// what the generator grants for sharding.
+#[tokio::test]
+async fn the_core_takes_the_sharded_args_and_grants_the_same_lease_rights() {
+    let ns = format!("shards-core-{}", std::process::id());
+    let renders = sharded_renders(&ns);
+    for (what, yaml, _) in &renders {
+        assert_core_takes_its_args(what, yaml, &ns).await;
+    }
+    let generator = granted(&generated_rules(&["--shards"]).await, |r| r == "leases");
+    for (what, yaml, _) in &renders {
+        let docs = documents(yaml);
+        let roles = roles_on(&docs, "leases");
+        assert_eq!(roles.len(), 1, "{what}: the roles on leases: {roles:?}");
+        assert_eq!(
+            granted(&roles[0]["rules"], |r| r == "leases"),
+            generator,
+            "{what}: the Leases' verbs vs operon rbac --shards"
+        );
+    }
+}
+
+/// What the shards' Role allows, tried with the ServiceAccount's own token: each shard's calls on
+/// its own Lease and the ring's, and nothing else.
+#[tokio::test]
+async fn the_shards_lease_role_allows_sharding_and_nothing_more() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let _lock = PlaneLock::shared().await;
+    with_temp_ns("deploy-shards", |admin, ns| async move {
+        for (what, yaml, sa) in &sharded_renders(&ns) {
+            let rbac = documents(yaml)
+                .into_iter()
+                .filter(|d| {
+                    ["ServiceAccount", "Role", "RoleBinding"]
+                        .contains(&d["kind"].as_str().unwrap_or(""))
+                })
+                .filter(|d| d["metadata"]["namespace"].is_null() || d["metadata"]["namespace"] == *ns)
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join("\n---\n");
+            apply_yaml(&admin, &ns, &rbac)
+                .await
+                .expect("applying the Leases' RBAC");
+            let client = client_from(&service_account_kubeconfig(&admin, &ns, sa).await).await;
+            let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
+            let ring = "alpha.sharding.timebertt.dev/controllerring=operon";
+            let prefix: String = what
+                .chars()
+                .filter(char::is_ascii_alphanumeric)
+                .take(12)
+                .collect::<String>()
+                .to_lowercase();
+            let shard = |n: u32| format!("{prefix}-shard-{n}");
+            let lease_object = |name: &str| -> Lease {
+                serde_json::from_value(json!({
+                    "metadata": {"name": name,
+                                 "labels": {"alpha.sharding.timebertt.dev/controllerring": "operon"}},
+                    "spec": {"holderIdentity": name, "leaseDurationSeconds": 15},
+                }))
+                .expect("a Lease")
+            };
+            // Allowed: what the shards do. (A Role just applied reaches the API server's
+            // authorizer through its informers: a 403 for a moment is asked again.)
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+            loop {
+                match leases
+                    .create(&PostParams::default(), &lease_object(&shard(0)))
+                    .await
+                {
+                    Ok(_) => break,
+                    Err(kube::Error::Api(e))
+                        if e.code == 403 && tokio::time::Instant::now() < deadline =>
+                    {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    Err(e) => panic!("{what}: creating a shard's Lease: {e}"),
+                }
+            }
+            leases
+                .create(&PostParams::default(), &lease_object(&shard(1)))
+                .await
+                .unwrap_or_else(|e| panic!("{what}: creating another shard's Lease: {e}"));
+            let members = leases
+                .list(&ListParams::default().labels(ring))
+                .await
+                .unwrap_or_else(|e| panic!("{what}: listing the ring's Leases: {e}"));
+            let names: BTreeSet<String> = members.items.iter().map(ResourceExt::name_any).collect();
+            assert!(
+                names.contains(&shard(0)) && names.contains(&shard(1)),
+                "{what}: the ring's members: {names:?}"
+            );
+            let mut current = leases
+                .get(&shard(0))
+                .await
+                .unwrap_or_else(|e| panic!("{what}: reading a shard's Lease: {e}"));
+            current.spec.as_mut().expect("a spec").lease_duration_seconds = Some(16);
+            leases
+                .replace(&shard(0), &PostParams::default(), &current)
+                .await
+                .unwrap_or_else(|e| panic!("{what}: renewing a shard's Lease: {e}"));
+            // Refused: deleting Leases, Leases in other namespaces, anything but Leases.
+            let elsewhere: Api<Lease> = Api::namespaced(client.clone(), "default");
+            let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+            let refusals = [
+                (
+                    "watching the Leases (the shards list them)",
+                    leases
+                        .watch(&kube::api::WatchParams::default().labels(ring).timeout(5), "0")
+                        .await
+                        .err(),
+                ),
+                (
+                    "patching a shard's Lease (the shards update it)",
+                    leases
+                        .patch(
+                            &shard(0),
+                            &PatchParams::default(),
+                            &Patch::Merge(json!({"spec": {"leaseDurationSeconds": 17}})),
+                        )
+                        .await
+                        .err(),
+                ),
+                (
+                    "deleting a shard's Lease",
+                    leases.delete(&shard(1), &DeleteParams::default()).await.err(),
+                ),
+                (
+                    "deleting the ring's Leases",
+                    leases
+                        .delete_collection(&DeleteParams::default(), &ListParams::default().labels(ring))
+                        .await
+                        .err(),
+                ),
+                (
+                    "listing Leases in another namespace",
+                    elsewhere.list(&ListParams::default()).await.err(),
+                ),
+                (
+                    "reading a Lease in another namespace",
+                    elsewhere.get(&shard(0)).await.err(),
+                ),
+                (
+                    "creating a Lease in another namespace",
+                    elsewhere
+                        .create(&PostParams::default(), &lease_object(&shard(0)))
+                        .await
+                        .err(),
+                ),
+                (
+                    "listing ConfigMaps",
+                    config_maps.list(&ListParams::default()).await.err(),
+                ),
+            ];
+            for (action, err) in refusals {
+                let err = err.unwrap_or_else(|| panic!("{what}: {action} was allowed"));
+                assert_eq!(code(&err), 403, "{what}: {action}: {err}");
+            }
+            let stored = Api::<Lease>::namespaced(admin.clone(), &ns)
+                .get(&shard(0))
+                .await
+                .expect("the Lease");
+            assert_eq!(
+                stored.spec.and_then(|s| s.lease_duration_seconds),
+                Some(16),
+                "{what}: the renewal is stored, the refused patch changed nothing"
             );
         }
     })

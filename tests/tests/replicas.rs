@@ -3,33 +3,21 @@
 //! repeated across a takeover.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
-use operon_e2e::kopf::{diff_base_essence, is_fully_handled, record};
+use operon_e2e::kopf::{diff_base_essence, is_fully_handled};
+use operon_e2e::takeover::{Calls, lease_args, lease_timing, unix_now};
 use operon_e2e::{
-    CoreProcess, HandlerProcess, RESOURCE_ARG, apply_yaml, plane, wait_for, widget, widgets,
-    with_widget_ns,
+    CoreProcess, HandlerProcess, History, RESOURCE_ARG, apply_yaml, plane, wait_for, widget,
+    widgets, with_widget_ns,
 };
-use operon_e2e::{Entries, History};
 use serde_json::json;
 
 const READY: Duration = Duration::from_secs(90);
 const HANDLED: Duration = Duration::from_secs(120);
-
-/// The Lease timing of these tests: `(duration, renew deadline, retry period)` in seconds;
-/// `OPERON_E2E_LEASE=15,10,2` runs them with the defaults (controller-runtime's).
-fn timing() -> (u64, u64, u64) {
-    std::env::var("OPERON_E2E_LEASE")
-        .ok()
-        .and_then(|s| {
-            let v: Vec<u64> = s.split(',').filter_map(|p| p.trim().parse().ok()).collect();
-            (v.len() == 3).then(|| (v[0], v[1], v[2]))
-        })
-        .unwrap_or((4, 3, 1))
-}
 
 /// Three cores `core-0..2` with leader election on the Lease `lease` in `ns`.
 struct Replicas {
@@ -48,12 +36,12 @@ impl Replicas {
         let handler = HandlerProcess::start(name, &args)
             .await
             .expect("the handler service");
-        let (duration, renew, retry) = timing();
+        let (duration, renew, retry) = lease_timing();
         let lease = format!("{name}-lease");
         let kubeconfig = plane().await.kubeconfig.clone();
         let mut cores = Vec::new();
         for i in 0..n {
-            let args: Vec<String> = [
+            let mut args: Vec<String> = [
                 "--handler",
                 &handler.url(),
                 "-n",
@@ -65,16 +53,11 @@ impl Replicas {
                 ns,
                 "--identity",
                 &format!("core-{i}"),
-                "--lease-duration",
-                &duration.to_string(),
-                "--renew-deadline",
-                &renew.to_string(),
-                "--retry-period",
-                &retry.to_string(),
             ]
             .iter()
             .map(|s| (*s).to_owned())
             .collect();
+            args.extend(lease_args((duration, renew, retry)));
             let core = CoreProcess::start(&format!("{name}-{i}"), &args, &kubeconfig)
                 .await
                 .expect("a core");
@@ -125,16 +108,6 @@ impl Replicas {
     }
 }
 
-fn unix_now() -> f64 {
-    unix(SystemTime::now())
-}
-
-fn unix(time: SystemTime) -> f64 {
-    time.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or_default()
-}
-
 /// Waits until the test's own watch has seen `object`'s current version.
 async fn wait_seen(history: &History, object: &kube::api::DynamicObject) {
     let rv = object.resource_version();
@@ -150,130 +123,6 @@ async fn wait_seen(history: &History, object: &kube::api::DynamicObject) {
         },
     )
     .await;
-}
-
-/// The handler calls judged against what was stored on the objects (the test's own watch):
-/// a call made after its handler's success was persisted is a **re-run** (never allowed); two
-/// successes for one object, handler and change whose first was not persisted yet are the
-/// documented at-least-once window — allowed only with a leader kill between the first call's
-/// end and the second's start (the answer came back, the PATCH never happened).
-struct Calls {
-    reruns: Vec<String>,
-    at_least_once: usize,
-    unexplained: Vec<String>,
-    successes: usize,
-}
-
-impl Calls {
-    fn judge(history: &History, ledger: &Entries, kills: &[f64]) -> Calls {
-        use std::collections::HashMap;
-        // The key of a change: create handlers once per object; u1 once per generation.
-        let key = |uid: &str, handler: &str, generation: i64| {
-            let generation = if handler == "u1" { generation } else { 0 };
-            (uid.to_owned(), handler.to_owned(), generation)
-        };
-        // spec.field of each generation, and when each success was first persisted.
-        let mut fields: HashMap<(String, i64), serde_json::Value> = HashMap::new();
-        let mut persisted: HashMap<(String, String, i64), f64> = HashMap::new();
-        for observed in history.all() {
-            if observed.deleted {
-                continue;
-            }
-            let o = &observed.object;
-            let uid = o.uid().unwrap_or_default();
-            let generation = o.metadata.generation.unwrap_or(0);
-            fields.insert((uid.clone(), generation), o.data["spec"]["field"].clone());
-            let base = diff_base_essence(o);
-            let at = unix(observed.at);
-            for h in ["c1", "c2"] {
-                let done =
-                    base.is_some() || record(o, h).is_some_and(|r| r["success"] == json!(true));
-                if done {
-                    persisted.entry(key(&uid, h, 0)).or_insert(at);
-                }
-            }
-            // u1's change of generation g is handled once the diff-base holds g's field value
-            // (or its record says success while the cycle runs).
-            if record(o, "u1").is_some_and(|r| r["success"] == json!(true)) {
-                persisted.entry(key(&uid, "u1", generation)).or_insert(at);
-            }
-            if let Some(base) = &base {
-                for ((u, g), field) in &fields {
-                    if *u == uid && *g <= generation && base["spec"]["field"] == *field {
-                        persisted.entry(key(&uid, "u1", *g)).or_insert(at);
-                    }
-                }
-            }
-        }
-        let mut reruns = Vec::new();
-        let mut by_change: HashMap<(String, String, i64), Vec<(f64, f64)>> = HashMap::new();
-        let mut successes = 0;
-        for e in ledger.iter() {
-            let k = key(
-                e.uid.as_deref().unwrap_or_default(),
-                &e.handler,
-                e.generation.unwrap_or(0),
-            );
-            let started = e.started.unwrap_or(e.ts);
-            if let Some(at) = persisted.get(&k) {
-                let rerun = if e.outcome == "cancelled" {
-                    started > *at
-                } else {
-                    e.ts > *at
-                };
-                if rerun {
-                    reruns.push(format!(
-                        "{e} (started {started:.3}) — after its success was persisted at {at:.3}"
-                    ));
-                }
-            }
-            if e.outcome == "success" {
-                successes += 1;
-                by_change.entry(k).or_default().push((started, e.ts));
-            }
-        }
-        let mut at_least_once = 0;
-        let mut unexplained = Vec::new();
-        for (k, mut calls) in by_change {
-            calls.sort_by(|a, b| a.0.total_cmp(&b.0));
-            for pair in calls.windows(2) {
-                let (earlier_end, later_start) = (pair[0].1, pair[1].0);
-                if kills
-                    .iter()
-                    .any(|k| *k >= earlier_end - 0.05 && *k <= later_start + 0.05)
-                {
-                    at_least_once += 1;
-                } else {
-                    unexplained.push(format!("{k:?}: successes at {pair:?} with no kill between"));
-                }
-            }
-        }
-        Calls {
-            reruns,
-            at_least_once,
-            unexplained,
-            successes,
-        }
-    }
-
-    fn summary(&self) -> String {
-        format!(
-            "{} successes, persisted re-runs: {}, at-least-once re-runs (each after a kill): {}, unexplained: {}",
-            self.successes,
-            self.reruns.len(),
-            self.at_least_once,
-            self.unexplained.len()
-        )
-    }
-
-    fn assert_clean(&self) {
-        assert!(
-            self.reruns.is_empty() && self.unexplained.is_empty(),
-            "continuity broken across takeovers:\ncalls after a persisted success:\n  {}\nrepeated successes without a kill between:\n  {}",
-            self.reruns.join("\n  "),
-            self.unexplained.join("\n  ")
-        );
-    }
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -295,7 +144,7 @@ async fn the_leader_killed_20_times_loses_and_repeats_nothing() {
     with_widget_ns("e2e-leader", |client, ns| async move {
         const KILLS: usize = 20;
         const OBJECTS: usize = 200;
-        let (duration, _, retry) = timing();
+        let (duration, _, retry) = lease_timing();
         let mut r = Replicas::start("leader", &ns, &client, &["create:c1", "create:c2", "update:u1"], 3).await;
         let api = widgets(&client, &ns);
         let mut leader = r.wait_leader(None, READY).await;
@@ -427,7 +276,7 @@ async fn the_leader_killed_20_times_loses_and_repeats_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clean_stop_hands_over_at_once_and_the_role_is_shown() {
     with_widget_ns("e2e-handover", |client, ns| async move {
-        let (_, _, retry) = timing();
+        let (_, _, retry) = lease_timing();
         let mut r = Replicas::start("handover", &ns, &client, &["create:c1"], 2).await;
         let leader = r.wait_leader(None, READY).await;
         let standby = 1 - leader;
@@ -491,7 +340,7 @@ async fn a_clean_stop_hands_over_at_once_and_the_role_is_shown() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_that_lost_its_lease_exits() {
     with_widget_ns("e2e-lostlease", |client, ns| async move {
-        let (duration, _, _) = timing();
+        let (duration, _, _) = lease_timing();
         let mut r = Replicas::start("lostlease", &ns, &client, &["create:c1"], 2).await;
         let leader = r.wait_leader(None, READY).await;
         r.cores[leader].pause().expect("SIGSTOP");

@@ -27,6 +27,7 @@ pub mod rediscovery;
 pub mod registry;
 pub mod selection;
 pub mod selectors;
+pub mod sharding;
 pub mod shutdown;
 pub mod state;
 pub mod sync;

@@ -4,18 +4,42 @@
 use clap::Args;
 
 use crate::core::leadership::LeaseTiming;
-use crate::runtime::leadership::{Config, LeaseConfig, PeeringConfig, PeeringScope};
+use crate::runtime::leadership::{
+    Assignment, Config, LeaseConfig, PeeringConfig, PeeringScope, RingConfig,
+};
 
-/// Leader election and Kopf's peering.
+/// Leader election, sharding and Kopf's peering.
 #[derive(Debug, Args)]
+#[command(group(
+    clap::ArgGroup::new("replicated")
+        .args(["leader_election", "shards_ring"])
+        .multiple(false)
+))]
 pub(super) struct CoordinationArgs {
     /// Neither leader election nor peering (the default; Kopf's `--standalone`).
-    #[arg(long, conflicts_with_all = ["leader_election", "peering"])]
+    #[arg(long, conflicts_with_all = ["leader_election", "shards_ring", "peering"])]
     standalone: bool,
     /// Run as one of several replicas: only the holder of a coordination.k8s.io Lease handles
     /// objects; the others keep their watches warm and take over when it goes.
     #[arg(long)]
     leader_election: bool,
+    /// Run as one shard of a ring: every replica handles its share of the objects (a
+    /// consistent hash ring over the live shards' Leases; the labels of
+    /// timebertt/kubernetes-controller-sharding).
+    /// Not with --peering: every shard is active, and would pause the others as a Kopf peer of
+    /// the same priority.
+    #[arg(long, value_name = "RING", conflicts_with = "peering")]
+    shards_ring: Option<String>,
+    /// Who assigns objects to shards: `own` (the shards, by the ring) or `sharder` (an external
+    /// sharder; the shards honour its labels and drain requests).
+    #[arg(
+        long,
+        value_name = "WHO",
+        default_value = "own",
+        value_parser = ["own", "sharder"],
+        requires = "shards_ring"
+    )]
+    shards_assignment: String,
     /// The Lease's name.
     #[arg(
         long,
@@ -24,16 +48,16 @@ pub(super) struct CoordinationArgs {
         requires = "leader_election"
     )]
     lease_name: String,
-    /// The Lease's namespace (default: $POD_NAMESPACE, else the only -n namespace, else
-    /// `default`).
-    #[arg(long, value_name = "NS", requires = "leader_election")]
+    /// The Lease's namespace, the shard Leases' with --shards-ring (default: $POD_NAMESPACE,
+    /// else the only -n namespace, else `default`).
+    #[arg(long, value_name = "NS", requires = "replicated")]
     lease_namespace: Option<String>,
     /// Seconds a standby waits on an unchanged Lease before it takes over.
     #[arg(
         long,
         value_name = "SECS",
         default_value_t = 15,
-        requires = "leader_election"
+        requires = "replicated"
     )]
     lease_duration: u64,
     /// Seconds a leader handles without a successful renewal before it exits.
@@ -41,7 +65,7 @@ pub(super) struct CoordinationArgs {
         long,
         value_name = "SECS",
         default_value_t = 10,
-        requires = "leader_election"
+        requires = "replicated"
     )]
     renew_deadline: u64,
     /// Seconds between looks at the Lease (and renewals).
@@ -49,7 +73,7 @@ pub(super) struct CoordinationArgs {
         long,
         value_name = "SECS",
         default_value_t = 2,
-        requires = "leader_election"
+        requires = "replicated"
     )]
     retry_period: u64,
     /// This replica's name in the Lease and among Kopf's peers (default: $POD_NAME, else the
@@ -82,17 +106,25 @@ impl CoordinationArgs {
     pub(super) fn config(self, namespaces: &[String], patterns: bool) -> anyhow::Result<Config> {
         let identity = self
             .identity
+            .clone()
             .filter(|i| !i.is_empty())
-            .unwrap_or_else(crate::runtime::leadership::default_identity);
-        let lease = if self.leader_election {
-            let timing = LeaseTiming {
-                duration: std::time::Duration::from_secs(self.lease_duration),
-                renew_deadline: std::time::Duration::from_secs(self.renew_deadline),
-                retry_period: std::time::Duration::from_secs(self.retry_period),
-            };
-            timing.check().map_err(anyhow::Error::msg)?;
-            let namespace = self
-                .lease_namespace
+            .unwrap_or_else(|| {
+                let identity = crate::runtime::leadership::default_identity();
+                if self.shards_ring.is_some() {
+                    // A shard's identity names its Lease: a DNS name.
+                    identity.to_ascii_lowercase().replace('_', "-")
+                } else {
+                    identity
+                }
+            });
+        let timing = LeaseTiming {
+            duration: std::time::Duration::from_secs(self.lease_duration),
+            renew_deadline: std::time::Duration::from_secs(self.renew_deadline),
+            retry_period: std::time::Duration::from_secs(self.retry_period),
+        };
+        let lease_namespace = || {
+            self.lease_namespace
+                .clone()
                 .or_else(|| {
                     std::env::var("POD_NAMESPACE")
                         .ok()
@@ -102,14 +134,34 @@ impl CoordinationArgs {
                     [one] if !patterns => Some(one.clone()),
                     _ => None,
                 })
-                .unwrap_or_else(|| "default".to_owned());
-            Some(LeaseConfig {
-                name: self.lease_name,
-                namespace,
-                timing,
-            })
-        } else {
-            None
+                .unwrap_or_else(|| "default".to_owned())
+        };
+        if self.leader_election || self.shards_ring.is_some() {
+            timing.check().map_err(anyhow::Error::msg)?;
+        }
+        let lease = self.leader_election.then(|| LeaseConfig {
+            name: self.lease_name.clone(),
+            namespace: lease_namespace(),
+            timing,
+            labels: Default::default(),
+            what: "leader Lease",
+        });
+        let shards = match &self.shards_ring {
+            Some(ring) => {
+                check_label_value("--shards-ring", ring)?;
+                check_shard_name(&identity)?;
+                Some(RingConfig {
+                    ring: ring.clone(),
+                    assignment: if self.shards_assignment == "sharder" {
+                        Assignment::Sharder
+                    } else {
+                        Assignment::Own
+                    },
+                    namespace: lease_namespace(),
+                    timing,
+                })
+            }
+            None => None,
         };
         let peering = match self.peering {
             Some(name) => {
@@ -143,6 +195,40 @@ impl CoordinationArgs {
             identity,
             lease,
             peering,
+            shards,
         })
     }
+}
+
+/// A shard's identity names its Lease and is a label value: a lowercase DNS label.
+fn check_shard_name(identity: &str) -> anyhow::Result<()> {
+    let allowed = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '.');
+    if !well_formed(identity, allowed) {
+        anyhow::bail!(
+            "with --shards-ring, the identity names the shard's Lease and labels its objects: it must be 1-63 lowercase letters, digits, '-' or '.', alphanumeric at both ends (got {identity:?}; set --identity or $POD_NAME)"
+        );
+    }
+    Ok(())
+}
+
+/// A ring's name is a label value: at most 63 characters, alphanumeric at both ends, `-`, `_` and
+/// `.` between.
+fn check_label_value(what: &str, value: &str) -> anyhow::Result<()> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    if !well_formed(value, allowed) {
+        anyhow::bail!(
+            "{what} must be a valid label value (1-63 characters: letters, digits, '-', '_', '.', alphanumeric at both ends), got {value:?}"
+        );
+    }
+    Ok(())
+}
+
+/// 1–63 characters, each `allowed`, alphanumeric at both ends.
+fn well_formed(value: &str, allowed: impl Fn(char) -> bool) -> bool {
+    let alphanumeric = |c: char| c.is_ascii_alphanumeric();
+    !value.is_empty()
+        && value.len() <= 63
+        && value.chars().all(allowed)
+        && value.starts_with(alphanumeric)
+        && value.ends_with(alphanumeric)
 }

@@ -43,6 +43,10 @@ pub(super) struct RbacArgs {
     /// Lease's namespace must be one of the -n namespaces (or use -A).
     #[arg(long)]
     leader_election: bool,
+    /// The core runs with `--shards-ring`: grant the shard Leases (get, list, create, update).
+    /// Their namespace must be one of the -n namespaces (or use -A).
+    #[arg(long)]
+    shards: bool,
     /// The core runs with `--peering` (Kopf's peering): grant reading and patching the
     /// KopfPeering objects (ClusterKopfPeering with -A).
     #[arg(long)]
@@ -127,6 +131,9 @@ impl RbacArgs {
         if self.leader_election {
             resources.extend(rbac::leases());
         }
+        if self.shards {
+            resources.extend(rbac::shard_leases());
+        }
         if self.peering {
             resources.extend(rbac::peerings(self.all_namespaces));
         }
@@ -155,6 +162,9 @@ impl RbacArgs {
         }
         if self.leader_election {
             command.push_str(" --leader-election");
+        }
+        if self.shards {
+            command.push_str(" --shards");
         }
         if self.peering {
             command.push_str(" --peering");

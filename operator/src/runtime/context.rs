@@ -15,6 +15,7 @@ use crate::runtime::locks::ParentLocks;
 use crate::runtime::metrics::Metrics;
 use crate::runtime::ports::{HandlerPort, ResolvedResource};
 use crate::runtime::readmodel::ReadModel;
+use crate::runtime::sharding::Shard;
 
 /// Settings of change handling.
 #[derive(Debug, Clone)]
@@ -57,6 +58,8 @@ pub(crate) struct Context {
     /// Whether this replica may handle now (leader election, Kopf's peering): every controller
     /// waits on it before it starts work.
     pub active: Active,
+    /// Sharding: this shard (`None`: every object is this core's).
+    pub shard: Option<Arc<Shard>>,
 }
 
 impl std::fmt::Debug for Context {
@@ -107,6 +110,7 @@ impl Context {
             callback_base: String::new(),
             task_retention: Duration::from_secs(60),
             active: Active::always(),
+            shard: None,
         })
     }
 }

@@ -202,21 +202,53 @@ impl Daemons {
         });
     }
 
+    /// Stops the daemons of object `ns`/`name` of the resource `plural.group` (in any version)
+    /// and waits for them to exit — each within its own cancellation options, all within
+    /// `grace`, then cancels what remains: the object is handed over to another shard, whose
+    /// daemons must not overlap with ours.
+    pub(crate) async fn stop_handed_over(
+        &self,
+        resource: &str,
+        ns: &str,
+        name: &str,
+        grace: Duration,
+    ) {
+        let daemons: Vec<Running> = self
+            .lock()
+            .extract_if(|(r, n, o, _), _| {
+                crate::runtime::timers::unversioned(r) == resource && n == ns && o == name
+            })
+            .map(|(_, d)| d)
+            .collect();
+        if !stop_and_wait(daemons, grace).await {
+            tracing::warn!(object = %format!("{ns}/{name}"), "A daemon did not exit in time before its object was handed over; it was cancelled.");
+        }
+    }
+
     /// Stops every daemon (the core stops, or reloads its handlers) and waits for them — each
     /// within its own cancellation options, all within `grace`; then cancels what remains.
     pub(crate) async fn stop_all(&self, grace: Duration) {
         let daemons: Vec<Running> = self.lock().drain().map(|(_, d)| d).collect();
-        for daemon in &daemons {
-            daemon.request_stop(StopReason::OperatorExiting);
-        }
-        let deadline = Instant::now() + grace;
-        for daemon in daemons {
-            let mut task = daemon.task;
-            if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
-                task.abort();
-            }
+        stop_and_wait(daemons, grace).await;
+    }
+}
+
+/// Asks `daemons` to stop (the operator exits, for them) and waits for them, all within `grace`,
+/// then cancels what remains; `false` when some had to be cancelled.
+async fn stop_and_wait(daemons: Vec<Running>, grace: Duration) -> bool {
+    for daemon in &daemons {
+        daemon.request_stop(StopReason::OperatorExiting);
+    }
+    let deadline = Instant::now() + grace;
+    let mut all_exited = true;
+    for daemon in daemons {
+        let mut task = daemon.task;
+        if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+            task.abort();
+            all_exited = false;
         }
     }
+    all_exited
 }
 
 async fn run(

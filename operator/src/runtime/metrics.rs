@@ -55,6 +55,13 @@ pub(crate) const ACTIVE: &str = "operon_active";
 /// Times this replica started or stopped handling because of leader election or peering, by
 /// `change` (`started`, `stopped`).
 pub(crate) const ROLE_CHANGES: &str = "operon_role_changes_total";
+/// Sharding: the objects this shard owns now (labelled for it).
+pub(crate) const SHARD_OBJECTS: &str = "operon_shard_objects";
+/// Sharding: the live members of the ring as this shard sees them.
+pub(crate) const SHARD_MEMBERS: &str = "operon_shard_members";
+/// Sharding: objects this shard took (`claimed`: unassigned or left by a dead shard) or handed
+/// over (`handed_over`), by `change`.
+pub(crate) const SHARD_MOVES: &str = "operon_shard_moves_total";
 
 /// The `Content-Type` of [`Metrics::render`]'s text.
 pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -122,6 +129,11 @@ struct RoleChange {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ShardMove {
+    change: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TaskLabel {
     task: String,
 }
@@ -147,6 +159,9 @@ pub(crate) struct Metrics {
     tasks_running: Family<TaskLabel, Gauge>,
     active: Gauge,
     role_changes: Family<RoleChange, Counter>,
+    shard_objects: Gauge,
+    shard_members: Gauge,
+    shard_moves: Family<ShardMove, Counter>,
 }
 
 /// A family name as registered: the exposed `name` without the `suffix` the encoder adds.
@@ -175,6 +190,9 @@ impl Default for Metrics {
             tasks_running: Family::default(),
             active: Gauge::default(),
             role_changes: Family::default(),
+            shard_objects: Gauge::default(),
+            shard_members: Gauge::default(),
+            shard_moves: Family::default(),
         };
         m.registered()
     }
@@ -255,7 +273,39 @@ impl Metrics {
             "Starts and stops of handling by leader election or peering",
             self.role_changes.clone(),
         );
+        r.register(
+            SHARD_OBJECTS,
+            "Objects this shard owns (sharding)",
+            self.shard_objects.clone(),
+        );
+        r.register(
+            SHARD_MEMBERS,
+            "Live members of the ring as this shard sees them (sharding)",
+            self.shard_members.clone(),
+        );
+        r.register(
+            counter(SHARD_MOVES),
+            "Objects claimed or handed over by this shard (sharding)",
+            self.shard_moves.clone(),
+        );
         self
+    }
+
+    /// Sharding: this shard owns `objects` objects.
+    pub(crate) fn shard_objects(&self, objects: usize) {
+        self.shard_objects
+            .set(i64::try_from(objects).unwrap_or(i64::MAX));
+    }
+
+    /// Sharding: the ring has `members` live members.
+    pub(crate) fn shard_members(&self, members: usize) {
+        self.shard_members
+            .set(i64::try_from(members).unwrap_or(i64::MAX));
+    }
+
+    /// Sharding: an object was `claimed` or `handed_over`.
+    pub(crate) fn shard_move(&self, change: &'static str) {
+        self.shard_moves.get_or_create(&ShardMove { change }).inc();
     }
 
     /// This replica handles objects (`true`) or stands by (`false`); counts the change.

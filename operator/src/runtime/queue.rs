@@ -14,6 +14,7 @@ use crate::core::queueing::{self, Next, Versioned};
 use crate::runtime::context::ResourceCtx;
 use crate::runtime::kit::{Locked, LockedRw};
 use crate::runtime::processing::{self, Handling, Input};
+use crate::runtime::sharding::Verdict;
 
 pub(crate) use crate::core::queueing::Seen;
 
@@ -248,6 +249,22 @@ impl Queue {
                     continue;
                 }
             };
+            if let Some(shard) = &self.handling.ctx.shard {
+                let object = crate::runtime::locks::key(served, &key.1, &key.2);
+                match shard.verdict(&object, &body, cycle.gone) {
+                    Verdict::Handle => {}
+                    // Not ours (any more): no work; the watch will say it left.
+                    Verdict::Skip => continue,
+                    Verdict::Left => {
+                        // Handed over: forgotten here, not handled as a deletion.
+                        self.lock().remove(&key);
+                        self.handling.ctx.metrics.objects(-1);
+                        let name = served.name();
+                        self.handling.ctx.readmodel.remove(&name, &key.1, &key.2);
+                        return;
+                    }
+                }
+            }
             let input = Input {
                 body,
                 gone: cycle.gone,

@@ -124,6 +124,18 @@ impl Timers {
         );
     }
 
+    /// Stops every timer of object `ns`/`name` of the resource `plural.group` (in any version):
+    /// the object is handed over to another shard.
+    pub(crate) fn stop_handed_over(&self, resource: &str, ns: &str, name: &str) {
+        self.lock().retain(|(r, n, o, _), timer| {
+            let keep = unversioned(r) != resource || n != ns || o != name;
+            if !keep {
+                timer.task.abort();
+            }
+            keep
+        });
+    }
+
     /// Stops every timer (the core stops, or reloads its handlers).
     pub(crate) fn stop_all(&self) {
         for (_, timer) in self.lock().drain() {
@@ -140,6 +152,11 @@ impl Timers {
             keep
         });
     }
+}
+
+/// `plural.group` of a resource's `plural.group/version` name.
+pub(crate) fn unversioned(resource: &str) -> &str {
+    resource.rsplit_once('/').map_or(resource, |(r, _)| r)
 }
 
 fn log(object: &str, level: outcome::Level, message: &str) {

@@ -26,6 +26,7 @@ use tokio::sync::mpsc;
 use crate::core::namespaces::Namespaces;
 use crate::runtime::discovery::Served;
 use crate::runtime::kit::{self, Locked};
+use crate::runtime::sharding::Shard;
 
 /// Counts the watches that have finished their initial listing against those expected.
 #[derive(Debug)]
@@ -66,10 +67,11 @@ impl Readiness {
 /// One event of a shared watch, as every subscriber receives it.
 pub(crate) type Event = Arc<watcher::Event<DynamicObject>>;
 
-/// What identifies one watch: group, version, plural and the namespace (`None`: all).
-type WatchKey = (String, String, String, Option<String>);
+/// What identifies one watch: group, version, plural, the namespace (`None`: all) and whether it
+/// selects only this shard's objects (sharding).
+type WatchKey = (String, String, String, Option<String>, bool);
 
-fn key(served: &Served, namespace: Option<&str>) -> WatchKey {
+fn key(served: &Served, namespace: Option<&str>, sharded: bool) -> WatchKey {
     let r = &served.resource;
     (
         r.group.clone(),
@@ -78,6 +80,7 @@ fn key(served: &Served, namespace: Option<&str>) -> WatchKey {
         namespace
             .filter(|ns| served.namespaced && !ns.is_empty())
             .map(str::to_owned),
+        sharded,
     )
 }
 
@@ -101,6 +104,8 @@ pub(crate) struct Watches {
     entries: Mutex<BTreeMap<WatchKey, Entry>>,
     /// Subscriptions counted for `/readyz` (those made before the start).
     counted: Mutex<Option<usize>>,
+    /// Sharding: this shard, whose objects the sharded watches select.
+    shard: Option<Arc<Shard>>,
 }
 
 impl std::fmt::Debug for Watches {
@@ -168,6 +173,7 @@ impl Watches {
         silence: Duration,
         namespaces: Arc<Namespaces>,
         readiness: Arc<Readiness>,
+        shard: Option<Arc<Shard>>,
     ) -> Arc<Self> {
         Arc::new(Watches {
             client,
@@ -176,13 +182,22 @@ impl Watches {
             readiness,
             entries: Mutex::default(),
             counted: Mutex::new(Some(0)),
+            shard,
         })
     }
 
-    /// Subscribes to `served` in `namespace` (`None`, or a cluster-wide resource: all). Before
-    /// [`Watches::start`], the watch is only prepared; after it, a new watch starts at once, and
-    /// a watch already running is restarted so that the newcomer, too, sees a full listing.
-    pub(crate) fn subscribe(&self, served: &Served, namespace: Option<&str>) -> Subscription {
+    /// Subscribes to `served` in `namespace` (`None`, or a cluster-wide resource: all); with
+    /// sharding, `sharded` subscriptions see only this shard's objects (the objects that are
+    /// handled: change handling, sync parents), the others every object (sync children, tasks).
+    /// Before [`Watches::start`], the watch is only prepared; after it, a new watch starts at
+    /// once, and a watch already running is restarted so that the newcomer, too, sees a full
+    /// listing.
+    pub(crate) fn subscribe(
+        &self,
+        served: &Served,
+        namespace: Option<&str>,
+        sharded: bool,
+    ) -> Subscription {
         let (tx, rx) = mpsc::unbounded_channel();
         let readiness = {
             let mut counted = self.counted.locked();
@@ -193,7 +208,7 @@ impl Watches {
         };
         let started = readiness.is_none();
         let mut entries = self.entries.locked();
-        let key = key(served, namespace);
+        let key = key(served, namespace, sharded && self.shard.is_some());
         let entry = entries.entry(key.clone()).or_insert_with(|| Entry {
             served: served.clone(),
             subscribers: Subscribers::default(),
@@ -232,7 +247,7 @@ impl Watches {
     /// see the end.
     pub(crate) fn stop_resource(&self, resource: &(String, String, String)) {
         let (g, v, p) = resource;
-        self.entries.locked().retain(|(kg, kv, kp, _), entry| {
+        self.entries.locked().retain(|(kg, kv, kp, _, _), entry| {
             let matches = (kg, kv, kp) == (g, v, p);
             if matches && let Some(task) = entry.task.take() {
                 task.abort();
@@ -258,13 +273,15 @@ impl Watches {
 
     fn spawn(&self, key: &WatchKey, entry: &Entry) -> tokio::task::JoinHandle<()> {
         let api = kit::api_for(&self.client, &entry.served, key.3.as_deref());
+        let shard = self.shard.as_ref().filter(|_| key.4).map(Arc::clone);
         tokio::spawn(run(
             api,
-            entry.served.name(),
+            entry.served.clone(),
             key.3.clone(),
             Arc::clone(&entry.subscribers),
             Arc::clone(&self.namespaces),
             self.silence,
+            shard,
         ))
     }
 }
@@ -290,15 +307,21 @@ fn fan_out(subscribers: &Subscribers, event: watcher::Event<DynamicObject>) -> b
 /// resets only after two quiet minutes, so the relist after the outage waited up to 30 s.
 async fn run(
     api: kube::Api<DynamicObject>,
-    resource: String,
+    served: Served,
     namespace: Option<String>,
     subscribers: Subscribers,
     namespaces: Arc<Namespaces>,
     silence: Duration,
+    shard: Option<Arc<Shard>>,
 ) {
+    let resource = served.name();
     let mut backoff = WatchBackoff::default();
+    let mut config = watcher::Config::default().timeout(290);
+    if let Some(shard) = &shard {
+        config = config.labels(&shard.selector());
+    }
     loop {
-        let mut stream = watcher(api.clone(), watcher::Config::default().timeout(290)).boxed();
+        let mut stream = watcher(api.clone(), config.clone()).boxed();
         loop {
             let next = match tokio::time::timeout(silence, stream.next()).await {
                 Err(_) => {
@@ -331,6 +354,10 @@ async fn run(
                 && !namespaces.serves(obj.metadata.namespace.as_deref())
             {
                 continue;
+            }
+            if let Some(shard) = &shard {
+                // Before any controller sees the event: which objects are ours.
+                shard.observe(&served, namespace.as_deref(), &event);
             }
             if !fan_out(&subscribers, event) {
                 tracing::debug!(%resource, ?namespace, "No subscriber is left; the watch ends.");
@@ -427,17 +454,18 @@ mod tests {
             Duration::from_secs(60),
             Arc::new(Namespaces::All),
             Arc::default(),
+            None,
         )
     }
 
     #[tokio::test]
     async fn one_watch_per_resource_and_scope_however_many_subscribe() {
         let w = watches();
-        let _a = w.subscribe(&served("things", true), None);
-        let _b = w.subscribe(&served("things", true), None);
-        let _c = w.subscribe(&served("things", true), Some("ns1"));
-        let _d = w.subscribe(&served("others", false), Some("ns1"));
-        let _e = w.subscribe(&served("others", false), None);
+        let _a = w.subscribe(&served("things", true), None, false);
+        let _b = w.subscribe(&served("things", true), None, false);
+        let _c = w.subscribe(&served("things", true), Some("ns1"), false);
+        let _d = w.subscribe(&served("others", false), Some("ns1"), false);
+        let _e = w.subscribe(&served("others", false), None, false);
         // things/all, things/ns1, others (cluster-wide: the namespace does not split it).
         assert_eq!(w.len(), 3);
     }
@@ -451,12 +479,13 @@ mod tests {
             Duration::from_secs(60),
             Arc::new(Namespaces::All),
             Arc::clone(&readiness),
+            None,
         );
-        let mut a = w.subscribe(&served("things", true), None);
-        let mut b = w.subscribe(&served("things", true), None);
+        let mut a = w.subscribe(&served("things", true), None, false);
+        let mut b = w.subscribe(&served("things", true), None, false);
         assert!(!readiness.ready(), "not ready before the start");
         w.start();
-        let mut late = w.subscribe(&served("others", true), None);
+        let mut late = w.subscribe(&served("others", true), None, false);
         a.listed();
         a.listed();
         assert!(!readiness.ready(), "one of two subscriptions listed");

@@ -73,11 +73,42 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   {{- end }}
 {{- end -}}
 
-{{/* "true" when the core elects a leader: leaderElection.enabled, or by default replicas > 1. */}}
+{{/* "true" when the core shards: sharding.ring is set. */}}
+{{- define "operon.sharding" -}}
+{{- if .Values.sharding.ring -}}true{{- end -}}
+{{- end -}}
+
+{{/* "true" when the core elects a leader: leaderElection.enabled, or by default replicas > 1
+     (unless sharded: then every replica handles). */}}
 {{- define "operon.leaderElection" -}}
 {{- if kindIs "invalid" .Values.leaderElection.enabled -}}
-{{- if gt (int .Values.replicas) 1 }}true{{ end -}}
+{{- if and (gt (int .Values.replicas) 1) (not (include "operon.sharding" .)) }}true{{ end -}}
 {{- else if .Values.leaderElection.enabled -}}true{{- end -}}
+{{- end -}}
+
+{{/* "true" when several replicas may handle at once or hand over: a rollout starts a new pod
+     before it stops an old one (RollingUpdate) instead of Recreate. */}}
+{{- define "operon.rolling" -}}
+{{- if or (include "operon.leaderElection" .) (include "operon.sharding" .) -}}true{{- end -}}
+{{- end -}}
+
+{{/* The lease timings of `what` (leaderElection or sharding) are whole seconds with
+     leaseDuration > renewDeadline > retryPeriod; `why` and `retries` say why the two orders. */}}
+{{- define "operon.validateLeaseTimings" -}}
+{{- $what := .what }}
+{{- $le := .timings }}
+{{- range $key := list "leaseDuration" "renewDeadline" "retryPeriod" }}
+{{- $v := index $le $key }}
+{{- if not (and (or (kindIs "int64" $v) (kindIs "float64" $v) (kindIs "int" $v)) (gt (float64 $v) 0.0) (eq (float64 $v) (float64 (int $v)))) }}
+{{- fail (printf "%s.%s must be a whole number of seconds > 0, not %v" $what $key $v) }}
+{{- end }}
+{{- end }}
+{{- if not (gt (float64 $le.leaseDuration) (float64 $le.renewDeadline)) }}
+{{- fail (printf "%s.leaseDuration (%v) must be greater than %s.renewDeadline (%v): %s" $what $le.leaseDuration $what $le.renewDeadline .why) }}
+{{- end }}
+{{- if not (gt (float64 $le.renewDeadline) (float64 $le.retryPeriod)) }}
+{{- fail (printf "%s.renewDeadline (%v) must be greater than %s.retryPeriod (%v): %s" $what $le.renewDeadline $what $le.retryPeriod .retries) }}
+{{- end }}
 {{- end -}}
 
 {{- define "operon.leaseName" -}}
@@ -96,23 +127,28 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- if or (not (or (kindIs "int64" $replicas) (kindIs "float64" $replicas) (kindIs "int" $replicas))) (lt (float64 $replicas) 0.0) (ne (float64 $replicas) (float64 (int $replicas))) }}
 {{- fail (printf "replicas must be a whole number ≥ 0, not %v" $replicas) }}
 {{- end }}
-{{- if and (gt (int $replicas) 1) (not (include "operon.leaderElection" .)) }}
-{{- fail (printf "replicas=%d with leaderElection.enabled=false: every replica would handle every object (each change handled %d times, their writes conflicting). Turn leader election on (one replica handles, the others stand by) or set replicas=1." (int $replicas) (int $replicas)) }}
+{{- $sharding := .Values.sharding }}
+{{- if include "operon.sharding" . }}
+{{- $ring := $sharding.ring }}
+{{- if not (and (kindIs "string" $ring) (le (len $ring) 63) (regexMatch "^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$" $ring)) }}
+{{- fail (printf "sharding.ring must be a label value (1-63 letters, digits, '-', '_' or '.', alphanumeric at both ends: it labels the shards' Leases and ends the objects' label key shard.alpha.sharding.timebertt.dev/<ring>), not %q" (toString $ring)) }}
+{{- end }}
+{{- if not (has $sharding.assignment (list "own" "sharder")) }}
+{{- fail (printf "sharding.assignment must be own (the shards assign the objects among themselves) or sharder (timebertt's sharder assigns them), not %v" $sharding.assignment) }}
+{{- end }}
+{{- if .Values.leaderElection.enabled }}
+{{- fail (printf "sharding.ring=%s with leaderElection.enabled=true: with sharding every replica handles a share of the objects, with leader election one replica handles them all (operon run refuses --shards-ring with --leader-election). Unset one: sharding.ring=\"\" or leaderElection.enabled=null." $ring) }}
+{{- end }}
+{{- if .Values.peering.name }}
+{{- fail (printf "sharding.ring=%s with peering.name=%s: every shard would take part in Kopf's peering under its own identity, and peers of the same priority pause one another, so every shard would pause. Unset one: sharding.ring=\"\" or peering.name=\"\"." $ring .Values.peering.name) }}
+{{- end }}
+{{- include "operon.validateLeaseTimings" (dict "what" "sharding" "timings" $sharding "why" "a shard that cannot renew must let go of its objects before the others take them over" "retries" "a shard must get more than one try to renew its Lease") }}
+{{- end }}
+{{- if and (gt (int $replicas) 1) (not (include "operon.leaderElection" .)) (not (include "operon.sharding" .)) }}
+{{- fail (printf "replicas=%d with leaderElection.enabled=false: every replica would handle every object (each change handled %d times, their writes conflicting). Turn leader election on (one replica handles, the others stand by), shard (sharding.ring: each replica handles a share) or set replicas=1." (int $replicas) (int $replicas)) }}
 {{- end }}
 {{- if include "operon.leaderElection" . }}
-{{- $le := .Values.leaderElection }}
-{{- range $key := list "leaseDuration" "renewDeadline" "retryPeriod" }}
-{{- $v := index $le $key }}
-{{- if not (and (or (kindIs "int64" $v) (kindIs "float64" $v) (kindIs "int" $v)) (gt (float64 $v) 0.0) (eq (float64 $v) (float64 (int $v)))) }}
-{{- fail (printf "leaderElection.%s must be a whole number of seconds > 0, not %v" $key $v) }}
-{{- end }}
-{{- end }}
-{{- if not (gt (float64 $le.leaseDuration) (float64 $le.renewDeadline)) }}
-{{- fail (printf "leaderElection.leaseDuration (%v) must be greater than leaderElection.renewDeadline (%v): a leader that cannot renew must give up before a standby may take the Lease" $le.leaseDuration $le.renewDeadline) }}
-{{- end }}
-{{- if not (gt (float64 $le.renewDeadline) (float64 $le.retryPeriod)) }}
-{{- fail (printf "leaderElection.renewDeadline (%v) must be greater than leaderElection.retryPeriod (%v): the leader must get more than one try to renew" $le.renewDeadline $le.retryPeriod) }}
-{{- end }}
+{{- include "operon.validateLeaseTimings" (dict "what" "leaderElection" "timings" .Values.leaderElection "why" "a leader that cannot renew must give up before a standby may take the Lease" "retries" "the leader must get more than one try to renew") }}
 {{- end }}
 {{- if and (not .Values.peering.name) (or .Values.peering.mandatory .Values.peering.priority) }}
 {{- fail "peering.priority and peering.mandatory need peering.name (e.g. default, Kopf's default peering)" }}

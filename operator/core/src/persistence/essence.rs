@@ -197,6 +197,12 @@ impl DiffBaseStorage {
                 .retain(|key, _| !is_under_prefixes(key, &marked) && key != KUBECTL_LAST_APPLIED);
         }
 
+        // Sharding's labels say which replica handles the object, not what the object is: moving
+        // it between shards is not a change for its handlers.
+        if let Some(Value::Object(labels)) = resolve_mut(&mut essence, &["metadata", "labels"]) {
+            labels.retain(|key, _| !crate::sharding::is_sharding_label(key));
+        }
+
         for field in extra_fields {
             cherrypick(source, &mut essence, field);
         }
@@ -574,6 +580,25 @@ mod tests {
             format!(
                 r#"{{"spec":{FULL_SPEC},"data":{{"k":"v"}},"metadata":{{"labels":{{"somelabel":"somevalue"}},"annotations":{FULL_ANNOTATIONS}}}}}"#
             )
+        );
+    }
+
+    #[test]
+    fn sharding_labels_are_not_part_of_the_essence() {
+        let s = DiffBaseStorage::default();
+        let body = json!({"spec": {"x": 1}, "metadata": {"labels": {
+            "app": "a",
+            "shard.alpha.sharding.timebertt.dev/r": "core-0",
+            "drain.alpha.sharding.timebertt.dev/r": "true",
+        }}});
+        assert_eq!(
+            serde_json::to_string(&s.build(&body, &[])).unwrap(),
+            r#"{"spec":{"x":1},"metadata":{"labels":{"app":"a"}}}"#
+        );
+        let only = json!({"spec": {}, "metadata": {"labels": {"shard.alpha.sharding.timebertt.dev/r": "c"}}});
+        assert_eq!(
+            serde_json::to_string(&s.build(&only, &[])).unwrap(),
+            r#"{"spec":{}}"#
         );
     }
 

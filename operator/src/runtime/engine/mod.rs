@@ -8,8 +8,10 @@
 //! starts describing other handlers ends the generation and the next one starts.
 
 mod discover;
+mod error;
 mod intake;
 mod served_by;
+mod sharded;
 mod signals;
 
 use std::collections::BTreeMap;
@@ -32,6 +34,7 @@ use crate::runtime::sync;
 use crate::runtime::watching::{Subscription, Watches};
 
 use discover::{Resolved, Services};
+pub(crate) use error::Error;
 use intake::{Scope, watch};
 pub(crate) use served_by::served_by;
 use signals::{shutdown_signal, until_stopped};
@@ -86,44 +89,6 @@ pub(crate) struct Config {
     pub rescan_interval: Duration,
     /// The credentials come from the handler services' `Login` (`--login`), not the kubeconfig.
     pub login: bool,
-}
-
-/// A failure that stops the core.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum Error {
-    /// No Kubernetes configuration was found or it is unusable.
-    #[error("cannot connect to Kubernetes")]
-    Kube(#[source] kube::Error),
-    /// The Kubernetes configuration could not be loaded.
-    #[error("cannot load the Kubernetes configuration")]
-    KubeConfig(#[source] kube::config::InferConfigError),
-    /// A handler address is invalid.
-    #[error(transparent)]
-    Dispatch(#[from] crate::runtime::ports::Error),
-    /// What the services declare cannot be served: an invalid manifest, or a handler id, sync
-    /// id or task resource of two services.
-    #[error(transparent)]
-    Registry(#[from] crate::core::registry::RegistryError),
-    /// Namespace patterns with sync or task registrations, which watch namespaces by name.
-    #[error(
-        "namespace patterns ({0}) are served for handlers only: sync and task registrations need namespaces by name (or -A)"
-    )]
-    NamespacePatterns(String),
-    /// The credentials from the handler services' login handlers are unusable.
-    #[error(transparent)]
-    Login(#[from] crate::runtime::login::Error),
-    /// A `--namespace-regex` does not compile.
-    #[error(transparent)]
-    NamespaceRegex(#[from] crate::core::namespaces::BadRegex),
-    /// The annotation prefix is invalid.
-    #[error("invalid --prefix: {0}")]
-    Prefix(String),
-    /// The HTTP listener failed.
-    #[error(transparent)]
-    Http(#[from] crate::http::Error),
-    /// The admission webhooks cannot be served.
-    #[error(transparent)]
-    Admission(#[from] crate::runtime::admission::Error),
 }
 
 /// Runs the core until SIGTERM/SIGINT.
@@ -192,6 +157,13 @@ pub(crate) async fn run(config: Config) -> Result<(), Error> {
         },
     );
     let active = leadership.active();
+    // Sharding: the ring's live members, followed for as long as the core runs.
+    let ring = config
+        .coordination
+        .shards
+        .as_ref()
+        .map(|ring| crate::runtime::sharding::members::start(&client, ring, &metrics));
+    let members = ring.as_ref().map(|(members, _)| members.clone());
     let stop = shutdown_signal();
     tokio::pin!(stop);
     let mut after_pause = false;
@@ -204,6 +176,7 @@ pub(crate) async fn run(config: Config) -> Result<(), Error> {
             readmodel: &readmodel,
             shared: &shared,
             active: &active,
+            members: members.as_ref(),
             after_pause,
         };
         after_pause = false;
@@ -223,6 +196,9 @@ pub(crate) async fn run(config: Config) -> Result<(), Error> {
     };
     // After the last cycle: the Lease and the peering record are given back.
     leadership.release().await;
+    if let Some((_, follower)) = ring {
+        follower.abort();
+    }
     if let Some(admission) = admission {
         admission.stop().await;
     }
@@ -253,6 +229,8 @@ struct Generation<'a> {
     readmodel: &'a Arc<ReadModel>,
     shared: &'a Arc<Shared>,
     active: &'a crate::runtime::leadership::Active,
+    /// Sharding: the ring's live members.
+    members: Option<&'a tokio::sync::watch::Receiver<Arc<crate::core::sharding::Ring>>>,
     /// The previous generation ended in a pause: its objects are not new to the operator (no
     /// resume handlers for them, as in Kopf).
     after_pause: bool,
@@ -272,6 +250,7 @@ impl Generation<'_> {
             readmodel,
             shared,
             active,
+            members,
             after_pause,
         } = *self;
         let client = client.clone();
@@ -369,6 +348,9 @@ impl Generation<'_> {
             );
         }
         let gate = Arc::new(crate::runtime::indexing::Gate::new(indexed_scopes));
+        let shard = sharded::shard(
+            config, members, &client, metrics, &locks, active, &resources,
+        )?;
         let ctx = Arc::new(Context {
             client: client.clone(),
             metrics: Arc::clone(metrics),
@@ -383,6 +365,7 @@ impl Generation<'_> {
                 .unwrap_or_else(|| format!("http://{}", config.http)),
             task_retention: config.task_retention,
             active: active.clone(),
+            shard: shard.clone(),
         });
         let handling = Arc::new(Handling {
             ctx: Arc::clone(&ctx),
@@ -390,6 +373,9 @@ impl Generation<'_> {
             daemons: Default::default(),
             indexing: Arc::clone(&gate),
         });
+        if let Some(shard) = &shard {
+            shard.set_stop_object(sharded::stopper(&handling));
+        }
         let queue = Queue::new(
             Arc::clone(&handling),
             resources.clone(),
@@ -403,14 +389,16 @@ impl Generation<'_> {
             config.watch_silence_timeout,
             Arc::clone(&namespaces),
             Arc::clone(&shared.readiness),
+            shard.clone(),
         );
         let mut watches = Vec::new();
         let mut watches_of: BTreeMap<selecting::ResourceKey, Vec<tokio::task::AbortHandle>> =
             BTreeMap::new();
         let spawn_watches = |index: usize, res: &Arc<ResourceCtx>, initial: bool| {
             let mut handles = Vec::new();
+            handles.extend(sharded::claims(shard.as_ref(), &res.served, scopes_of(res)));
             for ns in scopes_of(res) {
-                let subscription = shared_watches.subscribe(&res.served, ns.as_deref());
+                let subscription = shared_watches.subscribe(&res.served, ns.as_deref(), true);
                 handles.push(tokio::spawn(watch(
                     Scope {
                         queue: Arc::clone(&queue),
@@ -436,20 +424,25 @@ impl Generation<'_> {
         }
         // The sync and task controllers subscribe before the watches start: a resource that they
         // share with change handling (or with each other) is listed and watched once.
-        let subscribe = |served: &discovery::Served| -> Vec<Subscription> {
+        let subscribe = |served: &discovery::Served, sharded: bool| -> Vec<Subscription> {
             ctx.scopes(served.namespaced)
                 .iter()
-                .map(|ns| shared_watches.subscribe(served, ns.as_deref()))
+                .map(|ns| shared_watches.subscribe(served, ns.as_deref(), sharded))
                 .collect()
         };
         for ((spec, i), (parent, children)) in syncs.into_iter().zip(sync_resources) {
+            watches.extend(sharded::claims(
+                shard.as_ref(),
+                &parent,
+                ctx.scopes(parent.namespaced),
+            ));
             let watched = sync::Watched {
-                parents: subscribe(&parent),
+                parents: subscribe(&parent, true),
                 parent,
                 children: children
                     .into_iter()
                     .map(|child| {
-                        let subscriptions = subscribe(&child);
+                        let subscriptions = subscribe(&child, false);
                         (child, subscriptions)
                     })
                     .collect(),
@@ -464,8 +457,15 @@ impl Generation<'_> {
             .into_iter()
             .zip(task_resources)
             .map(|((spec, i), (task, parent))| {
+                let scopes = ctx.scopes(parent.namespaced);
+                watches.extend(sharded::follow_parents(
+                    shard.as_ref(),
+                    &shared_watches,
+                    &parent,
+                    scopes,
+                ));
                 let watched = crate::runtime::tasks::Watched {
-                    tasks: subscribe(&task),
+                    tasks: subscribe(&task, false),
                     task,
                     parent,
                 };
@@ -477,6 +477,7 @@ impl Generation<'_> {
             tasks,
         )));
         shared_watches.start();
+        watches.extend(shard.as_ref().and_then(|s| s.start_rebalancing()));
 
         let outboxes: Vec<_> = services
             .handlers

@@ -66,7 +66,7 @@ pub(super) async fn run(
     loop {
         // A leader's renewals race its deadline: a request that hangs must not keep it leading.
         let deadline = renewed.map(|at| at + timing.renew_deadline);
-        let step = step(&api, name, &me, &timing, &mut observed, renewed.is_some());
+        let step = step(&api, &config, &me, &mut observed, renewed.is_some());
         let outcome = match deadline {
             Some(deadline) => tokio::select! {
                 outcome = step => outcome,
@@ -78,7 +78,11 @@ pub(super) async fn run(
             Step::Leading(holder_since) => {
                 failures = 0;
                 if renewed.is_none() {
-                    tracing::info!(identity = %me, lease = %format!("{}/{name}", config.namespace), "This replica is now the leader: handling starts.");
+                    if config.labels.is_empty() {
+                        tracing::info!(identity = %me, lease = %format!("{}/{name}", config.namespace), "This replica is now the leader: handling starts.");
+                    } else {
+                        tracing::info!(identity = %me, lease = %format!("{}/{name}", config.namespace), "This replica holds its {}: handling starts.", config.what);
+                    }
                     state.send_modify(|s| {
                         s.leader = Some(true);
                         s.holder = Some(me.clone());
@@ -90,7 +94,11 @@ pub(super) async fn run(
             Step::Standby(holder) => {
                 failures = 0;
                 if renewed.is_some() {
-                    lost(&me, &format!("the Lease is held by {holder:?} now"));
+                    lost(
+                        &me,
+                        config.what,
+                        &format!("the Lease is held by {holder:?} now"),
+                    );
                 }
                 if holder.is_some() {
                     state.send_if_modified(|s| {
@@ -105,7 +113,7 @@ pub(super) async fn run(
                 // One line per streak of failures, then every 30th: an API server outage must
                 // not flood the log.
                 if failures == 1 || failures.is_multiple_of(30) {
-                    tracing::warn!(lease = %format!("{}/{name}", config.namespace), error = %why, failures, "Could not read or write the leader Lease.");
+                    tracing::warn!(lease = %format!("{}/{name}", config.namespace), error = %why, failures, "Could not read or write the {}.", config.what);
                 }
             }
         }
@@ -114,6 +122,7 @@ pub(super) async fn run(
         {
             lost(
                 &me,
+                config.what,
                 &format!(
                     "no renewal succeeded for {:?} (--renew-deadline)",
                     timing.renew_deadline
@@ -124,7 +133,7 @@ pub(super) async fn run(
             () = tokio::time::sleep(timing.retry_period) => {}
             () = super::stopped(&mut stopping) => {
                 if renewed.is_some() {
-                    release(&api, name, &me).await;
+                    release(&api, name, &me, config.what).await;
                 }
                 return;
             }
@@ -134,8 +143,8 @@ pub(super) async fn run(
 
 /// A leader that lost its Lease stops at once, with every cycle it runs: the process exits
 /// (the Pod restarts as a standby), as controller-runtime's managers do.
-fn lost(me: &str, why: &str) -> ! {
-    tracing::error!(identity = %me, reason = %why, "Lost the leader Lease; exiting now so that no two replicas handle objects at once (a restart comes back as a standby).");
+fn lost(me: &str, what: &str, why: &str) -> ! {
+    tracing::error!(identity = %me, reason = %why, "Lost the {what}; exiting now so that no two replicas handle the same objects at once (a restart comes back as a standby or a new shard).");
     std::process::exit(LOST_EXIT_CODE)
 }
 
@@ -151,12 +160,12 @@ enum Step {
 
 async fn step(
     api: &Api<Lease>,
-    name: &str,
+    config: &LeaseConfig,
     me: &str,
-    timing: &crate::core::leadership::LeaseTiming,
     observed: &mut Option<(Seen, Instant)>,
     leading: bool,
 ) -> Step {
+    let (name, timing) = (config.name.as_str(), &config.timing);
     let started = Instant::now();
     let current = match api.get_opt(name).await {
         Ok(current) => current,
@@ -184,6 +193,7 @@ async fn step(
             return Step::Standby(rec.and_then(|r| r.holder));
         }
         (LeaseDecision::Renew, Some(mut lease)) => {
+            with_labels(&mut lease, config);
             let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
             spec.renew_time = Some(now);
             spec.lease_duration_seconds = Some(seconds);
@@ -195,6 +205,7 @@ async fn step(
                 // silently.
                 return Step::Standby(rec.and_then(|r| r.holder));
             }
+            with_labels(&mut lease, config);
             lease.spec = Some(spec(me, seconds, transitions, now));
             api.replace(name, &PostParams::default(), &lease).await
         }
@@ -202,6 +213,7 @@ async fn step(
             let lease = Lease {
                 metadata: ObjectMeta {
                     name: Some(name.to_owned()),
+                    labels: (!config.labels.is_empty()).then(|| config.labels.clone()),
                     ..ObjectMeta::default()
                 },
                 spec: Some(spec(me, seconds, 0, now)),
@@ -220,6 +232,14 @@ async fn step(
     }
 }
 
+/// Adds the configured labels to the Lease (keeping any others, e.g. the sharder's).
+fn with_labels(lease: &mut Lease, config: &LeaseConfig) {
+    if !config.labels.is_empty() {
+        let labels = lease.metadata.labels.get_or_insert_with(Default::default);
+        labels.extend(config.labels.clone());
+    }
+}
+
 fn spec(me: &str, seconds: i32, transitions: i32, now: MicroTime) -> LeaseSpec {
     LeaseSpec {
         holder_identity: Some(me.to_owned()),
@@ -233,7 +253,7 @@ fn spec(me: &str, seconds: i32, transitions: i32, now: MicroTime) -> LeaseSpec {
 
 /// Gives the Lease back (client-go's `ReleaseOnCancel`): no holder and a 1-second duration, so
 /// a standby takes over at its next look.
-async fn release(api: &Api<Lease>, name: &str, me: &str) {
+async fn release(api: &Api<Lease>, name: &str, me: &str, what: &str) {
     let result = async {
         let Some(mut lease) = api.get_opt(name).await? else {
             return Ok(false);
@@ -252,10 +272,10 @@ async fn release(api: &Api<Lease>, name: &str, me: &str) {
     }
     .await;
     match result {
-        Ok(true) => tracing::info!(identity = %me, "Released the leader Lease."),
+        Ok(true) => tracing::info!(identity = %me, "Released the {what}."),
         Ok(false) => {}
         Err(err) => {
-            tracing::warn!(error = %crate::runtime::kit::describe(&err), "Could not release the leader Lease; a standby takes over when it expires.");
+            tracing::warn!(error = %crate::runtime::kit::describe(&err), "Could not release the {what}; the others take over when it expires.");
         }
     }
 }

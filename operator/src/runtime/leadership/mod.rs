@@ -35,6 +35,30 @@ pub(crate) struct Config {
     pub lease: Option<LeaseConfig>,
     /// Kopf's peering; `None`: none.
     pub peering: Option<PeeringConfig>,
+    /// Sharding: this replica is a shard of that ring; `None`: not sharded.
+    pub shards: Option<RingConfig>,
+}
+
+/// Who assigns objects to the shards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Assignment {
+    /// The shards themselves, by the ring.
+    Own,
+    /// timebertt's sharder: the shards only honour its labels and drain requests.
+    Sharder,
+}
+
+/// A shard's ring (`operon run --shards-ring`).
+#[derive(Debug, Clone)]
+pub(crate) struct RingConfig {
+    /// The ring's name.
+    pub ring: String,
+    /// Who assigns objects.
+    pub assignment: Assignment,
+    /// Where the shard Leases are.
+    pub namespace: String,
+    /// The shard Lease's timing.
+    pub timing: LeaseTiming,
 }
 
 /// Leader election's Lease.
@@ -46,6 +70,10 @@ pub(crate) struct LeaseConfig {
     pub namespace: String,
     /// Lease duration, renew deadline, retry period.
     pub timing: LeaseTiming,
+    /// Labels the Lease carries (a shard Lease: its ring).
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// What the Lease is for, in the log.
+    pub what: &'static str,
 }
 
 /// Kopf's peering.
@@ -76,6 +104,8 @@ pub(crate) struct State {
     paused: Option<String>,
     /// While we lead: until when our last renewal lets us write (renewal + renew deadline).
     valid_until: Option<tokio::time::Instant>,
+    /// Sharding: our ring (our Lease is the shard Lease, not a leader's).
+    ring: Option<String>,
 }
 
 impl State {
@@ -90,6 +120,10 @@ impl State {
             return None;
         }
         let mut role = match (self.leader, &self.holder) {
+            (Some(true), _) if let Some(ring) = &self.ring => format!("shard of ring {ring}"),
+            (Some(false), _) if let Some(ring) = &self.ring => {
+                format!("shard of ring {ring}, waiting for its Lease")
+            }
             (Some(true), _) => "leader".to_owned(),
             (Some(false), Some(holder)) if !holder.is_empty() => {
                 format!("standby (the leader is {holder})")
@@ -179,11 +213,28 @@ impl Leadership {
         metrics: &Arc<Metrics>,
         show_role: impl Fn(Option<String>) + Send + 'static,
     ) -> Leadership {
+        let mut config = config;
+        if let Some(shards) = &config.shards {
+            // A shard's Lease is named after it and held by it: the leader election's code keeps
+            // it (renewals, the renew deadline, release on stop).
+            config.lease = Some(LeaseConfig {
+                name: config.identity.clone(),
+                namespace: shards.namespace.clone(),
+                timing: shards.timing,
+                labels: [(
+                    crate::core::sharding::RING_LABEL.to_owned(),
+                    shards.ring.clone(),
+                )]
+                .into(),
+                what: "shard Lease",
+            });
+        }
         let coordinated = config.lease.is_some() || config.peering.is_some();
         let initial = State {
             leader: config.lease.as_ref().map(|_| false),
             holder: None,
             valid_until: None,
+            ring: config.shards.as_ref().map(|s| s.ring.clone()),
             paused: config
                 .peering
                 .as_ref()
@@ -200,7 +251,11 @@ impl Leadership {
             show_role,
         )));
         if let Some(lease) = config.lease {
-            tracing::info!(identity = %config.identity, lease = %format!("{}/{}", lease.namespace, lease.name), "Leader election: handling starts once this replica holds the Lease.");
+            if let Some(shards) = &config.shards {
+                tracing::info!(identity = %config.identity, ring = %shards.ring, lease = %format!("{}/{}", lease.namespace, lease.name), "Sharding: this replica handles its share of the objects once it holds its shard Lease.");
+            } else {
+                tracing::info!(identity = %config.identity, lease = %format!("{}/{}", lease.namespace, lease.name), "Leader election: handling starts once this replica holds the Lease.");
+            }
             tasks.push(tokio::spawn(lease::run(
                 client.clone(),
                 lease,
@@ -313,6 +368,7 @@ mod tests {
             holder: Some("a".into()),
             paused: None,
             valid_until: None,
+            ring: None,
         };
         assert!(!standby.active());
         assert_eq!(

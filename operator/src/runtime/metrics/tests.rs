@@ -48,6 +48,8 @@ fn every_family_is_exposed_under_its_name_and_type() {
         "operon_objects 0",
         "operon_daemons_running 0",
         "operon_active 0",
+        "operon_shard_objects 0",
+        "operon_shard_members 0",
     ] {
         assert!(text.lines().any(|l| l == zero), "{zero} in:\n{text}");
     }
@@ -60,7 +62,17 @@ fn every_family_is_exposed_under_its_name_and_type() {
     drop(m.task_started("t", Some(SignedDuration::ZERO)));
     m.task_ended("t", Phase::Succeeded, Some(SignedDuration::ZERO));
     m.active(true);
+    m.shard_objects(7);
+    m.shard_members(3);
+    m.shard_move("claimed");
     let text = m.render();
+    for line in [
+        "operon_shard_objects 7",
+        "operon_shard_members 3",
+        "operon_shard_moves_total{change=\"claimed\"} 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
+    }
     assert!(text.lines().any(|l| l == "operon_active 1"), "{text}");
     assert!(
         text.lines()
@@ -85,6 +97,9 @@ fn every_family_is_exposed_under_its_name_and_type() {
         ("operon_tasks_running", "gauge"),
         ("operon_active", "gauge"),
         ("operon_role_changes", "counter"),
+        ("operon_shard_objects", "gauge"),
+        ("operon_shard_members", "gauge"),
+        ("operon_shard_moves", "counter"),
     ];
     let types: Vec<&str> = text.lines().filter(|l| l.starts_with("# TYPE ")).collect();
     for (name, kind) in families {
@@ -103,6 +118,7 @@ fn every_family_is_exposed_under_its_name_and_type() {
         SYNC_ERRORS,
         TASK_RUNS,
         ROLE_CHANGES,
+        SHARD_MOVES,
     ] {
         let family = base(constant, "_total");
         assert!(
@@ -121,6 +137,8 @@ fn every_family_is_exposed_under_its_name_and_type() {
         DAEMONS,
         ACTIVE,
         TASKS_RUNNING,
+        SHARD_OBJECTS,
+        SHARD_MEMBERS,
     ] {
         assert!(families.iter().any(|(n, _)| *n == constant), "{constant}");
     }

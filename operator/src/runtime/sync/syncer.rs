@@ -58,6 +58,12 @@ impl Syncer {
             tracing::error!("Cannot serialise a parent.");
             return None;
         };
+        if let Some(shard) = &self.env.shard
+            && !shard.handles(&locks::key(served, &key.0, &key.1), &body)
+        {
+            // Sharding: another shard's now (the watch will say it left).
+            return None;
+        }
         let span =
             tracing::info_span!("sync", sync = %self.sync_id, namespace = %key.0, name = %key.1);
         let ended = self.sync_body(key, &body).instrument(span).await;

@@ -99,6 +99,12 @@ impl Pass {
         let mut published = HashSet::new();
         for t in &seen {
             let reg = &self.registry.regs[t.reg];
+            // Sharding: the tasks of another shard's parents are its own to run and record.
+            if let (Some(shard), Some(parent)) = (&self.env.shard, &t.parent)
+                && !shard.may_work_on(parent, &reg.parent)
+            {
+                continue;
+            }
             published.insert((reg.task.name(), t.namespace.clone(), t.name.clone()));
             let task = InPass {
                 uid: &t.uid,

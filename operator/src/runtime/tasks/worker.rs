@@ -16,7 +16,7 @@ use super::writes::Writes;
 use crate::core::tasks::{self as decide, Ending, RETRY_SOON, Start};
 use crate::runtime::context::Context;
 use crate::runtime::kit::{api_for, typed};
-use crate::runtime::locks::LockKey;
+use crate::runtime::locks::{self, LockKey};
 use crate::runtime::ports::TaskRequest;
 
 /// How a worker's turn on a parent ended.
@@ -95,6 +95,24 @@ impl Worker {
                 return Turn::Retry;
             }
         };
+        if let (Some(shard), Some((body, _))) = (&self.env.shard, &found) {
+            // Sharding: a parent that exists must be ours (read fresh, under its lock).
+            let name = decide::parent_name(body, &reg.spec.parent_field).unwrap_or_default();
+            let parents = api_for(&self.env.client, &reg.parent, Some(&chosen.namespace));
+            match parents.get_opt(&name).await {
+                Ok(Some(p)) => {
+                    let key = locks::key(&reg.parent, &chosen.namespace, &name);
+                    if !shard.handles(&key, &typed(&p, &reg.parent.resource)) {
+                        return Turn::Retry;
+                    }
+                }
+                Ok(None) => {}
+                Err(err) => {
+                    tracing::warn!(error = %err, "Cannot read the task's parent; retrying.");
+                    return Turn::Retry;
+                }
+            }
+        }
         let (body, status) = match (decide::start(found.as_ref().map(|(_, o)| o)), found) {
             (Start::Ended, _) => return Turn::Ended(chosen.uid.clone()),
             // Deleted between the choice and now: the pass's clean-up records it.

@@ -15,7 +15,8 @@
 //!   the cluster-scoped `validatingwebhookconfigurations` and `mutatingwebhookconfigurations`
 //!   (so a ClusterRole);
 //! - with `--leader-election`: `get`, `create` and `update` of coordination.k8s.io `leases`;
-//! - with `--shards-ring`: besides, `list` of `leases` (every shard reads the ring's members);
+//! - with `--shards-ring`: besides, `list` of `leases` (every shard reads the ring's members),
+//!   and `patch` of the tasks' parents (a shard claims them by a label);
 //! - with `--peering`: `get` and `patch` of Kopf's `kopfpeerings` (or `clusterkopfpeerings`
 //!   with -A) and their `/status`, in `kopf.dev` and `zalando.org`;
 //! - discovery (`/api`, `/apis`, …), which every authenticated user may read through the
@@ -59,6 +60,8 @@ pub(crate) enum Access {
     Lease,
     /// The shard Leases: the own one read, created, updated; the ring's listed (`--shards-ring`).
     ShardLease,
+    /// An object a shard claims by labelling it (a task's parent, with `--shards-ring`): patched.
+    Claimed,
     /// Kopf's peering objects: read and patched (`--peering`).
     Peering,
 }
@@ -74,6 +77,7 @@ impl Access {
             Access::WebhookConfiguration => &["get", "create", "patch"],
             Access::Lease => &["get", "create", "update"],
             Access::ShardLease => &["get", "list", "create", "update"],
+            Access::Claimed => &["patch"],
             Access::Peering => &["get", "patch"],
         }
     }
@@ -365,6 +369,24 @@ mod tests {
 - apiGroups: ["kopf.dev"]
   resources: ["kopfexamples/status"]
   verbs: ["patch"]
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create"]
+"#
+        );
+    }
+
+    #[test]
+    fn a_shard_may_label_the_parents_of_its_tasks() {
+        let rules = rules(&[
+            Resource::new("example.dev", "clusters", false, Access::TaskParent),
+            Resource::new("example.dev", "clusters", false, Access::Claimed),
+        ]);
+        assert_eq!(
+            render_rules(&rules, ""),
+            r#"- apiGroups: ["example.dev"]
+  resources: ["clusters"]
+  verbs: ["get", "list", "watch", "patch"]
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]

@@ -43,8 +43,9 @@ pub(super) struct RbacArgs {
     /// Lease's namespace must be one of the -n namespaces (or use -A).
     #[arg(long)]
     leader_election: bool,
-    /// The core runs with `--shards-ring`: grant the shard Leases (get, list, create, update).
-    /// Their namespace must be one of the -n namespaces (or use -A).
+    /// The core runs with `--shards-ring`: grant the shard Leases (get, list, create, update)
+    /// and `patch` of tasks' parents (claimed by a label). The Leases' namespace must be one of
+    /// the -n namespaces (or use -A).
     #[arg(long)]
     shards: bool,
     /// The core runs with `--peering` (Kopf's peering): grant reading and patching the
@@ -111,6 +112,15 @@ impl RbacArgs {
                 // or of a task's parent.
                 let writes_status =
                     s.has_status && matches!(access, rbac::Access::Served | rbac::Access::Task);
+                if self.shards && matches!(access, rbac::Access::TaskParent) {
+                    // A shard claims the parents it runs tasks for by labelling them.
+                    resources.push(rbac::Resource::new(
+                        s.resource.group.clone(),
+                        s.resource.plural.clone(),
+                        false,
+                        rbac::Access::Claimed,
+                    ));
+                }
                 resources.push(rbac::Resource::new(
                     s.resource.group,
                     s.resource.plural,

@@ -39,8 +39,11 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "Rust unit tests (everything but the end-to-end crate)"
 cargo test --workspace --exclude operon-e2e --locked
 
-step "Go example handler: generated code drift check and go vet (proto/examples/go/check.sh)"
+step "Go example handler: gofmt, go vet, go test (proto/examples/go/check.sh)"
 proto/examples/go/check.sh
+
+step "Go SDK and its example: generated code drift check, gofmt, go vet, go test -race (proto/sdk/go/check.sh)"
+proto/sdk/go/check.sh
 
 step "Python SDK: its venv ($CACHE/venv-sdk: sdk-python-compat[test,otel,dev])"
 venv="$CACHE/venv-sdk"

@@ -96,7 +96,7 @@ fi
 # The Python image's dependencies, downloaded here for the base's Python (the build itself needs no
 # network: no index, and no proxy or CA configuration to carry into the image).
 pyver=$(pm run --rm --network none "${pm_limits[@]}" "$base_tag" python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')
-timed "the wheels the image needs (grpcio, protobuf) for CPython $pyver on $arch" \
+timed "the wheels the image needs (grpcio, its health and reflection services, protobuf) for CPython $pyver on $arch" \
   python3 -m pip download -q --disable-pip-version-check --dest "$work/kopf/wheel" --only-binary=:all: \
     --implementation cp --python-version "$pyver" --abi "cp${pyver/./}" --abi abi3 --abi none \
     --platform "manylinux_2_36_$arch" --platform "manylinux_2_28_$arch" --platform "manylinux2014_$arch" \

@@ -4,6 +4,7 @@
 # Its entrypoint is `kopf`:
 #   kopf serve /app/operator.py --listen …   the handlers only, for a core in another container
 #   kopf run -A /app/operator.py             the handlers and the bundled core in one container
+# (--health-listen 0.0.0.0:50052 with either: the gRPC health service alone, for grpc probes.)
 #
 # Built by deploy/docker/build.sh, whose build context holds the operon-kopf wheel and every wheel
 # it needs (wheel/*.whl, downloaded on the build's host: the build needs no network) and the
@@ -22,6 +23,6 @@ RUN --mount=type=bind,source=wheel,target=/tmp/wheel \
 COPY operator.py /app/operator.py
 USER 65532:65532
 WORKDIR /app
-EXPOSE 50051 8081
+EXPOSE 50051 50052 8081
 ENTRYPOINT ["/opt/kopf/bin/kopf"]
-CMD ["serve", "/app/operator.py", "--listen=0.0.0.0:50051", "--liveness=http://0.0.0.0:8081/healthz"]
+CMD ["serve", "/app/operator.py", "--listen=0.0.0.0:50051", "--health-listen=0.0.0.0:50052", "--liveness=http://0.0.0.0:8081/healthz"]

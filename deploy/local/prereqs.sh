@@ -5,7 +5,7 @@ set -euo pipefail
 log() { echo "[prereqs] $*" >&2; }
 missing_apt=()
 # chromium + chromedriver: the dashboard's browser tests (tests/tests/dashboard.rs).
-# protoc: the Go example handler's generated code (proto/examples/go/gen.sh, its drift check).
+# protoc: the Go example handler's generated code (proto/sdk/go/gen.sh, its drift check).
 # podman + runc, mmdebstrap: the images (deploy/docker/build.sh) and their test (tests/packaging/);
 # musl-gcc: the static core (ring's C code) that the images and the wheel carry; readelf: its check.
 for tool in curl:curl openssl:openssl python3:python3 git:git chromium:chromium chromedriver:chromium-driver \

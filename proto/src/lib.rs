@@ -9,3 +9,8 @@
 pub mod v1 {
     tonic::include_proto!("operon.v1");
 }
+
+/// The encoded `google.protobuf.FileDescriptorSet` of package `operon.v1` and its imports, for
+/// gRPC server reflection (tonic-reflection's `register_encoded_file_descriptor_set`).
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/operon_descriptor.bin"));

@@ -8,6 +8,8 @@ Environment:
                             answers (at start, and again as FAKECORE_RELOGIN says); else $KUBECONFIG's
   FAKECORE_RELOGIN  with --login: log in again for this reason ("unauthorized") after describing
   FAKECORE_DONE   a file to create when the invocation is done
+  FAKECORE_HEALTH a file to write the handler service's health into (JSON): as described, and as
+                  seen on SIGTERM, before exiting (the operator drains: it stops the core first)
 """
 import json
 import os
@@ -16,6 +18,7 @@ import sys
 import threading
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from kopf._proto.operon.v1 import handler_pb2 as pb
 from kopf._proto.operon.v1 import handler_pb2_grpc as pb_grpc
@@ -31,6 +34,16 @@ def log(level: str, message: str, target: str = 'operon::runtime::engine', **fie
     print(json.dumps(line), file=sys.stderr, flush=True)
 
 
+def health_of(channel: grpc.Channel) -> dict[str, str]:
+    """ The statuses of the overall health ("") and the handler service, by name. """
+    stub = health_pb2_grpc.HealthStub(channel)
+    answers = {}
+    for service in ('', 'operon.v1.HandlerService'):
+        status = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=10).status
+        answers[service] = health_pb2.HealthCheckResponse.ServingStatus.Name(status)
+    return answers
+
+
 def main() -> None:
     argv = sys.argv[1:]
     if os.environ.get('FAKECORE_ARGV'):
@@ -43,10 +56,14 @@ def main() -> None:
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
 
-    with grpc.insecure_channel(url.removeprefix('http://')) as channel:
+    channel = grpc.insecure_channel(url.removeprefix('http://'))
+    health = {}
+    with channel:
         stub = pb_grpc.HandlerServiceStub(channel)
         manifest = stub.Describe(pb.DescribeRequest(core_version='fake', contract_revision=1), timeout=10)
         log('INFO', 'Handler service described.', service=url, handlers=len(manifest.handlers))
+        if os.environ.get('FAKECORE_HEALTH'):
+            health['described'] = health_of(channel)
         if '--login' in argv:
             reasons = ['start'] + ([os.environ['FAKECORE_RELOGIN']] if os.environ.get('FAKECORE_RELOGIN') else [])
             for reason in reasons:
@@ -73,6 +90,11 @@ def main() -> None:
         log('ERROR', 'Dying as asked.')
         sys.exit(int(os.environ['FAKECORE_EXIT']))
     stopped.wait(30)
+    if os.environ.get('FAKECORE_HEALTH'):
+        with grpc.insecure_channel(url.removeprefix('http://')) as channel:
+            health['stopping'] = health_of(channel)
+        with open(os.environ['FAKECORE_HEALTH'], 'w') as f:
+            json.dump(health, f)
     log('INFO', 'Stopped.')
 
 

@@ -11,7 +11,8 @@
 # 5. both images run with podman against the plane as the Helm chart runs them — user 65532,
 #    read-only root filesystem, all capabilities dropped, no new privileges, /tmp the only
 #    writable place of the handler — with mutual TLS between them: /healthz and /readyz answer,
-#    objects are handled, and SIGTERM stops both with exit code 0.
+#    the handler's gRPC health service (--health-listen, what the chart's grpc probes ask) is
+#    SERVING, objects are handled, and SIGTERM stops both with exit code 0.
 #
 #   tests/packaging/run.sh               all of it
 #   tests/packaging/run.sh --no-images   1-3 only
@@ -71,6 +72,19 @@ new_namespace() {
   namespaces+=("$ns")
   echo "$ns"
 }
+# The gRPC health status (grpc.health.v1, the overall health) at ADDRESS, asked with the wheel's
+# own venv (step 3): grpcio-health-checking comes with the wheel as its dependency.
+grpc_health() { # ADDRESS
+  "$work/venv/bin/python" - "$1" <<'EOF'
+import sys
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+with grpc.insecure_channel(sys.argv[1]) as channel:
+    status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5).status
+print(health_pb2.HealthCheckResponse.ServingStatus.Name(status))
+EOF
+}
+serving() { [ "$(grpc_health "$1" 2>/dev/null)" = SERVING ]; }
 example() { # NS NAME FIELD: an example object
   kubectl apply -n "$1" -f - >/dev/null <<EOF
 apiVersion: kopf.dev/v1
@@ -154,10 +168,13 @@ log "kopf --version: ${version_out//$'\n'/ | }"
 grep -q "^core: operon .* (handler contract revision [0-9]*) ($work/venv/lib/python.*/site-packages/kopf/_bin/operon)$" <<<"$version_out" \
   || fail "kopf --version does not name the bundled core"
 ns=$(new_namespace wheel)
-"${run_env[@]}" kopf run -n "$ns" --log-format plain deploy/example/operator.py >"$work/kopf-run.log" 2>&1 &
+health_address="127.0.0.1:$(free_port)"
+"${run_env[@]}" kopf run -n "$ns" --log-format plain --health-listen "$health_address" \
+  deploy/example/operator.py >"$work/kopf-run.log" 2>&1 &
 kopf_pid=$!
 example "$ns" from-wheel one
 wait_for 60 "the wheel's kopf run handles an object" greeted "$ns" from-wheel
+serving "$health_address" || fail "the wheel's kopf run: the gRPC health service at $health_address says $(grpc_health "$health_address" 2>&1)"
 kubectl delete -n "$ns" kopfexample from-wheel --wait=true --timeout=60s >/dev/null
 kill -TERM "$kopf_pid"
 rc=0; wait "$kopf_pid" || rc=$?
@@ -195,7 +212,7 @@ chmod 0750 "$secrets/tls" "$secrets/kube"
 chmod 0440 "$secrets"/tls/* "$secrets/kube/config"
 
 ns=$(new_namespace images)
-grpc=$(free_port); health=$(free_port); http=$(free_port)
+grpc=$(free_port); grpc_health_port=$(free_port); health=$(free_port); http=$(free_port)
 # The chart's securityContext (values.yaml: podSecurityContext + securityContext).
 hardened=(--network host --user 65532:65532 --group-add 65532 --read-only --cap-drop ALL
           --security-opt no-new-privileges "${pm_limits[@]}"
@@ -203,12 +220,12 @@ hardened=(--network host --user 65532:65532 --group-add 65532 --read-only --cap-
           -e KUBECONFIG=/etc/operon/kube/config)
 handler="operon-packaging-kopf-$$"
 core_c="operon-packaging-core-$$"
-# The chart's handler container: args [serve, /app/operator.py] + --listen, --liveness, TLS; /tmp
-# is an emptyDir, PYTHONDONTWRITEBYTECODE=1.
+# The chart's handler container: args [serve, /app/operator.py] + --listen, --health-listen,
+# --liveness, TLS; /tmp is an emptyDir, PYTHONDONTWRITEBYTECODE=1.
 containers+=("$handler")
 pm run -d --name "$handler" "${hardened[@]}" --tmpfs /tmp -e PYTHONDONTWRITEBYTECODE=1 \
   "localhost/operon-kopf:$version" serve /app/operator.py --listen="127.0.0.1:$grpc" \
-  --liveness="http://127.0.0.1:$health/healthz" --tls-cert=/etc/operon/tls/tls.crt \
+  --health-listen="127.0.0.1:$grpc_health_port" --liveness="http://127.0.0.1:$health/healthz" --tls-cert=/etc/operon/tls/tls.crt \
   --tls-key=/etc/operon/tls/tls.key --tls-client-ca=/etc/operon/tls/ca.crt >/dev/null
 # The chart's core container (separate topology): run, the namespace, --http, JSON logs, the
 # handler over https, the TLS files through OPERON_TLS_*; no writable place at all.
@@ -221,7 +238,9 @@ pm run -d --name "$core_c" "${hardened[@]}" \
 wait_for 60 "the handler image's /healthz" curl -fsS "http://127.0.0.1:$health/healthz"
 wait_for 60 "the core image's /healthz" curl -fsS "http://127.0.0.1:$http/healthz"
 wait_for 60 "the core image's /readyz (Describe over mTLS, watches listed)" curl -fsS "http://127.0.0.1:$http/readyz"
-log "both images answer /healthz, and the core is ready"
+wait_for 60 "the handler image's gRPC health service (the chart's grpc probes) SERVING" \
+  serving "127.0.0.1:$grpc_health_port"
+log "both images answer /healthz, the handler's gRPC health is SERVING, and the core is ready"
 example "$ns" in-images one
 wait_for 60 "the images handle a new object" greeted "$ns" in-images
 kubectl patch -n "$ns" kopfexample in-images --type merge -p '{"spec": {"field": "two"}}' >/dev/null

@@ -1,9 +1,10 @@
 //! The binaries under test, built once per test process.
 //!
-//! [`binaries`] runs `cargo build -p operon -p operon-example-handler -p operon-sync-example` the
-//! first time it is called (later callers wait for that build) and returns the paths in the
-//! workspace's target directory (`CARGO_TARGET_DIR` if set, else `<repo>/target`), debug profile.
-//! Set `OPERON_E2E_SKIP_BUILD=1` to use whatever binaries are there.
+//! [`binaries`] runs `cargo build -p operon -p operon-example-handler -p operon-sync-example
+//! -p operon-website-example` the first time it is called (later callers wait for that build) and
+//! returns the paths in the workspace's target directory (`CARGO_TARGET_DIR` if set, else
+//! `<repo>/target`), debug profile. Set `OPERON_E2E_SKIP_BUILD=1` to use whatever binaries are
+//! there.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -22,6 +23,8 @@ pub struct Binaries {
     pub example_handler: PathBuf,
     /// The example sync operator in Rust, `operon-sync-example` (proto/examples/rust-sync).
     pub sync_example: PathBuf,
+    /// The Rust SDK's example operator, `operon-website-example` (proto/examples/rust-website).
+    pub website_example: PathBuf,
 }
 
 static BINARIES: OnceCell<Binaries> = OnceCell::const_new();
@@ -64,6 +67,7 @@ fn build() -> anyhow::Result<Binaries> {
         operon: debug.join("operon"),
         example_handler: debug.join("operon-example-handler"),
         sync_example: debug.join("operon-sync-example"),
+        website_example: debug.join("operon-website-example"),
     };
     if std::env::var_os("OPERON_E2E_SKIP_BUILD").is_none() {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
@@ -78,6 +82,8 @@ fn build() -> anyhow::Result<Binaries> {
                 "operon-example-handler",
                 "-p",
                 "operon-sync-example",
+                "-p",
+                "operon-website-example",
             ])
             .output()
             .with_context(|| format!("running {}", Path::new(&cargo).display()))?;
@@ -93,6 +99,7 @@ fn build() -> anyhow::Result<Binaries> {
         &binaries.operon,
         &binaries.example_handler,
         &binaries.sync_example,
+        &binaries.website_example,
     ] {
         if !path.is_file() {
             bail!("{} does not exist after the build", path.display());
@@ -111,20 +118,38 @@ static GO_EXAMPLE: OnceCell<PathBuf> = OnceCell::const_new();
 /// # Panics
 /// When the build fails; the message carries its output.
 pub async fn go_example() -> &'static Path {
-    GO_EXAMPLE
-        .get_or_init(|| async {
-            let script = repo_root().join("proto/examples/go/build.sh");
-            let out = tokio::process::Command::new(&script)
-                .output()
-                .await
-                .unwrap_or_else(|err| panic!("running {}: {err}", script.display()));
-            assert!(
-                out.status.success(),
-                "proto/examples/go/build.sh failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            let stdout = String::from_utf8_lossy(&out.stdout);
-            PathBuf::from(stdout.trim().lines().last().unwrap_or_default())
-        })
-        .await
+    built_by(&GO_EXAMPLE, "proto/examples/go/build.sh").await
+}
+
+static GO_WEBSITE: OnceCell<PathBuf> = OnceCell::const_new();
+
+/// The go-website example operator (proto/examples/go-website, written with the Go SDK in
+/// proto/sdk/go), built by `proto/examples/go-website/build.sh` on first use (once per test
+/// process; cached under `~/.cache/operon`, keyed by the example's and the SDK's source). It
+/// takes the SDK's flags (`--listen`, `--ledger`, …) and prints `listening on ADDR` first, so
+/// [`crate::HandlerProcess::start_binary`] runs it.
+///
+/// # Panics
+/// When the build fails; the message carries its output.
+pub async fn go_website() -> &'static Path {
+    built_by(&GO_WEBSITE, "proto/examples/go-website/build.sh").await
+}
+
+/// Runs a Go example's `build.sh` once per test process; its last line of output is the binary.
+async fn built_by(cell: &'static OnceCell<PathBuf>, script: &str) -> &'static Path {
+    cell.get_or_init(|| async {
+        let path = repo_root().join(script);
+        let out = tokio::process::Command::new(&path)
+            .output()
+            .await
+            .unwrap_or_else(|err| panic!("running {}: {err}", path.display()));
+        assert!(
+            out.status.success(),
+            "{script} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        PathBuf::from(stdout.trim().lines().last().unwrap_or_default())
+    })
+    .await
 }

@@ -39,6 +39,7 @@ mod wait;
 mod widgets;
 
 pub use apply::{apply_yaml, delete_yaml};
+pub use binaries::go_website;
 pub use binaries::{Binaries, binaries, go_example, target_dir};
 pub use crds::{SITES, install_crds};
 pub use history::{History, Observed};

@@ -12,7 +12,10 @@
 //! - the core, running with the kustomize base's ServiceAccount's own token (TokenRequest), not
 //!   admin, completes a create/update/delete cycle, and that token is refused outside its RBAC;
 //! - mutual TLS between the core and a handler service works end to end, and a core or a handler
-//!   with a certificate from another CA is refused with a clear error.
+//!   with a certificate from another CA is refused with a clear error;
+//! - every handler container of every render has the kubelet's native gRPC probes
+//!   (`grpc.health.v1`) on a port where its server answers them — plaintext, off the loopback —
+//!   and the chart's `handler.probes` values tune them, turn them off, or are refused.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -196,7 +199,8 @@ async fn dry_run(yaml: &str) -> String {
 
 /// What every render must be: the objects of an installation, accepted by the API server's
 /// server-side dry-run, with a restrictive security context, probes and requests on every
-/// container, the handler services given to the core alone, and no wildcard in the RBAC.
+/// container, gRPC probes on every handler container (there is at least one), the handler
+/// services given to the core alone, and no wildcard in the RBAC.
 async fn assert_deployable(what: &str, yaml: &str) {
     let all = kinds(yaml);
     for kind in [
@@ -270,6 +274,22 @@ async fn assert_deployable(what: &str, yaml: &str) {
             );
         }
     }
+    // Every handler container (every one but the core) is probed over gRPC.
+    let handlers: Vec<Value> = documents(yaml)
+        .iter()
+        .filter(|d| d["kind"] == "Deployment")
+        .flat_map(|d| {
+            d["spec"]["template"]["spec"]["containers"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter(|c| c["name"] != "core")
+        .collect();
+    assert!(!handlers.is_empty(), "{what}: no handler container");
+    for c in &handlers {
+        assert_grpc_probes(what, c);
+    }
     // No wildcard anywhere in the RBAC.
     for doc in documents(yaml)
         .iter()
@@ -280,6 +300,208 @@ async fn assert_deployable(what: &str, yaml: &str) {
             "{what}: a wildcard in {}",
             doc["rules"]
         );
+    }
+}
+
+/// The value of `--flag=VALUE` (or `--flag VALUE`) in `args`.
+fn flag_value<'a>(args: &'a [String], flag: &str) -> Option<&'a str> {
+    let prefix = format!("{flag}=");
+    args.iter().enumerate().find_map(|(i, a)| {
+        if let Some(value) = a.strip_prefix(&prefix) {
+            Some(value)
+        } else if a == flag {
+            args.get(i + 1).map(String::as_str)
+        } else {
+            None
+        }
+    })
+}
+
+/// The port of a listen address `HOST:PORT` when the kubelet can reach it: HOST is not a
+/// loopback address (the kubelet probes the pod's IP).
+fn reachable_port(address: &str) -> Option<u64> {
+    let (host, port) = address.rsplit_once(':')?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let loopback = host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if loopback { None } else { port.parse().ok() }
+}
+
+/// The ports where a handler container's gRPC server answers `grpc.health.v1` as the kubelet's
+/// `grpc:` probes can ask it — in plaintext (they speak no TLS), off the pod's loopback: the
+/// health listener's (`--health-listen`), and the handler port's (`--listen`) unless it is on
+/// the loopback or serves TLS.
+fn kubelet_health_ports(container: &Value) -> Vec<u64> {
+    let args = args(container);
+    let mut ports: Vec<u64> = flag_value(&args, "--health-listen")
+        .and_then(reachable_port)
+        .into_iter()
+        .collect();
+    if flag_value(&args, "--tls-cert").is_none() {
+        ports.extend(flag_value(&args, "--listen").and_then(reachable_port));
+    }
+    ports
+}
+
+/// A handler container's startup, liveness and readiness probes are native gRPC probes of the
+/// overall health (or the handler service's) on a port where its server answers them, and the
+/// container declares that port. (The startup probe too: an operator's start-up runs its
+/// startup handlers, which may take long.)
+fn assert_grpc_probes(what: &str, container: &Value) {
+    let name = &container["name"];
+    let ports = kubelet_health_ports(container);
+    assert!(
+        !ports.is_empty(),
+        "{what}: {name} answers the health service on no port the kubelet reaches (plaintext, \
+         off the loopback): {:?}",
+        args(container)
+    );
+    for kind in ["livenessProbe", "readinessProbe", "startupProbe"] {
+        let probe = &container[kind];
+        let grpc = &probe["grpc"];
+        assert!(
+            grpc.is_object(),
+            "{what}: {name}'s {kind} is not a grpc probe: {probe}"
+        );
+        let port = grpc["port"].as_u64();
+        assert!(
+            port.is_some_and(|p| ports.contains(&p)),
+            "{what}: {name}'s {kind} asks port {}; its server answers the health service on \
+             {ports:?}",
+            grpc["port"]
+        );
+        let service = grpc["service"].as_str().unwrap_or_default();
+        assert!(
+            ["", "operon.v1.HandlerService"].contains(&service),
+            "{what}: {name}'s {kind} asks about {service:?}, which the handler service does not \
+             report"
+        );
+        assert!(
+            container["ports"]
+                .as_array()
+                .is_some_and(|ps| ps.iter().any(|p| p["containerPort"].as_u64() == port)),
+            "{what}: {name} does not declare its probes' port {}",
+            grpc["port"]
+        );
+    }
+}
+
+/// The chart's handler container (named `handler`) in `yaml`.
+fn handler_container(what: &str, yaml: &str) -> Value {
+    documents(yaml)
+        .iter()
+        .filter(|d| d["kind"] == "Deployment")
+        .flat_map(|d| {
+            d["spec"]["template"]["spec"]["containers"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .find(|c| c["name"] == "handler")
+        .unwrap_or_else(|| panic!("{what}: no handler container"))
+}
+
+#[test]
+fn handler_probes_follow_the_values() {
+    // Rendering only (helm template); the dry-run tests send the renders to the plane.
+    let ns = format!("probes-{}", std::process::id());
+    // Defaults, both topologies: startup (5 minutes for the start-up), liveness and readiness
+    // ask the overall health on the health listener's port.
+    for sets in [vec![], vec!["topology=separate".to_owned()]] {
+        let what = format!("helm, {sets:?}");
+        let handler = handler_container(&what, &helm_template(&ns, &sets));
+        assert_grpc_probes(&what, &handler);
+        assert!(
+            args(&handler).contains(&"--health-listen=0.0.0.0:50052".to_owned()),
+            "{what}: {:?}",
+            args(&handler)
+        );
+        let grpc = json!({"port": 50052, "service": ""});
+        assert_eq!(
+            handler["startupProbe"],
+            json!({"grpc": grpc, "periodSeconds": 2, "timeoutSeconds": 2, "failureThreshold": 150}),
+            "{what}"
+        );
+        assert_eq!(
+            handler["livenessProbe"],
+            json!({"grpc": grpc, "periodSeconds": 10, "timeoutSeconds": 5, "failureThreshold": 3}),
+            "{what}"
+        );
+        assert_eq!(
+            handler["readinessProbe"],
+            json!({"grpc": grpc, "periodSeconds": 5, "timeoutSeconds": 3, "failureThreshold": 2}),
+            "{what}"
+        );
+    }
+    // Tuned: another port and service, other timings, a field of Kubernetes' own.
+    let what = "helm, tuned probes";
+    let handler = handler_container(
+        what,
+        &helm_template(
+            &ns,
+            &[
+                "handler.probes.port=9090".into(),
+                "handler.probes.service=operon.v1.HandlerService".into(),
+                "handler.probes.liveness.periodSeconds=30".into(),
+                "handler.probes.readiness.initialDelaySeconds=1".into(),
+            ],
+        ),
+    );
+    assert_grpc_probes(what, &handler);
+    assert!(
+        args(&handler).contains(&"--health-listen=0.0.0.0:9090".to_owned()),
+        "{what}: {:?}",
+        args(&handler)
+    );
+    let grpc = json!({"port": 9090, "service": "operon.v1.HandlerService"});
+    assert_eq!(
+        handler["livenessProbe"],
+        json!({"grpc": grpc, "periodSeconds": 30, "timeoutSeconds": 5, "failureThreshold": 3}),
+        "{what}"
+    );
+    assert_eq!(
+        handler["readinessProbe"]["initialDelaySeconds"], 1,
+        "{what}"
+    );
+    // Turned off, one by one.
+    let what = "helm, probes off";
+    let handler = handler_container(
+        what,
+        &helm_template(
+            &ns,
+            &[
+                "handler.probes.startup.enabled=false".into(),
+                "handler.probes.liveness.enabled=false".into(),
+                "handler.probes.readiness.enabled=false".into(),
+            ],
+        ),
+    );
+    for kind in ["startupProbe", "livenessProbe", "readinessProbe"] {
+        assert!(handler.get(kind).is_none(), "{what}: {kind} in {handler}");
+    }
+    // A port the probes cannot use is refused, saying why.
+    for (set, needle) in [
+        (
+            "handler.probes.port=grpc-health",
+            "handler.probes.port must be a port number",
+        ),
+        (
+            "handler.probes.port=0",
+            "handler.probes.port must be a port number",
+        ),
+        (
+            "handler.probes.port=70000",
+            "handler.probes.port must be a port number",
+        ),
+        ("handler.probes.port=50051", "must differ from handler.port"),
+        ("handler.probes.port=8081", "must differ from handler.port"),
+    ] {
+        match try_helm_template(&ns, &[set.to_owned()]) {
+            Ok(yaml) => panic!("{set} was rendered:\n{yaml}"),
+            Err(failure) => assert!(failure.contains(needle), "{set}: {failure}"),
+        }
     }
 }
 

@@ -5,7 +5,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 CACHE=${OPERON_CACHE:-$HOME/.cache/operon}
-key=$(cd "$here" && cat go.mod go.sum ./*.go gen/operonv1/*.go | sha256sum | cut -c1-16)
+key=$(cd "$here" && cat go.mod go.sum ./*.go ../../sdk/go/go.mod ../../sdk/go/*.go ../../sdk/go/gen/operonv1/*.go | sha256sum | cut -c1-16)
 bin="$CACHE/go-sync-example/$key/operon-sync-example-go"
 mkdir -p "$(dirname "$bin")"
 if [ ! -x "$bin" ]; then

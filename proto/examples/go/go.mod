@@ -29,3 +29,7 @@ require (
 	google.golang.org/genproto/googleapis/api v0.0.0-20260928230214-8a89bd6388cc // indirect
 	google.golang.org/genproto/googleapis/rpc v0.0.0-20260928230214-8a89bd6388cc // indirect
 )
+
+require example.invalid/operon/sdk/go v0.0.0
+
+replace example.invalid/operon/sdk/go => ../../sdk/go

@@ -12,7 +12,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"google.golang.org/grpc/metadata"
 
-	pb "example.invalid/operon/examples/go/gen/operonv1"
+	pb "example.invalid/operon/sdk/go/gen/operonv1"
 )
 
 func TestParseHandler(t *testing.T) {

@@ -32,7 +32,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
-	pb "example.invalid/operon/examples/go/gen/operonv1"
+	pb "example.invalid/operon/sdk/go/gen/operonv1"
 )
 
 var strategies = map[string]pb.UpdateStrategy{

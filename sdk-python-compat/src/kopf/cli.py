@@ -10,6 +10,11 @@ Python's logging in Kopf's words.
 
 ``kopf serve FILE… --listen HOST:PORT`` only serves the handlers, for a core that runs elsewhere.
 
+Both serve the standard gRPC health service and server reflection beside the handlers
+(``grpcurl -plaintext HOST:PORT list``), and with ``--health-listen HOST:PORT`` the health service
+alone on a plaintext port of its own, for the kubelet's ``grpc:`` probes (see
+:mod:`kopf._transport.health`).
+
 ``kopf freeze --peering NAME --lifetime S [--priority N | --dev] [--id ID] [-A | -n NS…]`` and
 ``kopf resume --peering NAME [--id ID] [-A | -n NS…]`` are Kopf's: they write (or remove) a peer
 record in the peering objects, which pauses the operators of a lower priority (or lets them go on).
@@ -103,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument('--standalone', action='store_true', default=None)
     run.add_argument('--dev', action='store_true')
     run.add_argument('-L', '--liveness', dest='liveness_endpoint', type=str)
+    _add_health_option(run)
     run.add_argument('-P', '--peering', dest='peering_name', type=str,
                      default=os.environ.get('KOPF_RUN_PEERING'))
     run.add_argument('-p', '--priority', type=int)
@@ -113,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument('--listen', default='0.0.0.0:50051', metavar='HOST:PORT',
                        help="The gRPC address to listen on (default: 0.0.0.0:50051).")
     serve.add_argument('-L', '--liveness', dest='liveness_endpoint', type=str)
+    _add_health_option(serve)
     serve.add_argument('--tls-cert', metavar='FILE',
                        help="Serve TLS with this certificate (PEM); needs --tls-key.")
     serve.add_argument('--tls-key', metavar='FILE', help="The private key (PEM) of --tls-cert.")
@@ -132,6 +139,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_logging_options(resume)
     _add_peering_command_options(resume, env='KOPF_RESUME_PEERING')
     return parser
+
+
+def _add_health_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('--health-listen', metavar='HOST:PORT',
+                        help="Also serve the gRPC health service (grpc.health.v1) alone there, in plaintext, "
+                             "from the start on: for Kubernetes' grpc probes (e.g. 0.0.0.0:50052).")
 
 
 def _add_peering_command_options(parser: argparse.ArgumentParser, *, env: str) -> None:
@@ -193,6 +206,7 @@ def execute(argv: Sequence[str], controls: CLIControls | None = None) -> None:
             settings=controls.settings,
             stop_flag=controls.stop_flag,
             ready_flag=controls.ready_flag,
+            health_listen=args.health_listen,
         )
     elif args.command in ('freeze', 'resume'):
         coro = _peering_command(args, controls)
@@ -210,6 +224,7 @@ def execute(argv: Sequence[str], controls: CLIControls | None = None) -> None:
             settings=controls.settings,
             stop_flag=controls.stop_flag,
             ready_flag=controls.ready_flag,
+            health_listen=args.health_listen,
         )
     if controls.loop is not None:
         controls.loop.run_until_complete(coro)

@@ -45,6 +45,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   {{- else }}
   - --listen=127.0.0.1:{{ .Values.handler.port }}
   {{- end }}
+  - --health-listen=0.0.0.0:{{ .Values.handler.probes.port }}
   - --liveness=http://0.0.0.0:{{ .Values.handler.healthPort }}/healthz
   {{- if include "operon.tlsEnabled" . }}
   - --tls-cert=/etc/operon/tls/tls.crt
@@ -55,13 +56,11 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   - {name: PYTHONDONTWRITEBYTECODE, value: "1"}
   ports:
   - {name: grpc, containerPort: {{ .Values.handler.port }}}
+  - {name: grpc-health, containerPort: {{ .Values.handler.probes.port }}}
   - {name: handler-health, containerPort: {{ .Values.handler.healthPort }}}
-  livenessProbe:
-    httpGet: {path: /healthz, port: handler-health}
-    periodSeconds: 10
-  readinessProbe:
-    tcpSocket: {port: grpc}
-    periodSeconds: 5
+  {{- with include "operon.handlerProbes" . | trim }}
+  {{- . | nindent 2 }}
+  {{- end }}
   resources:
     {{- toYaml .Values.handler.resources | nindent 4 }}
   securityContext:
@@ -71,6 +70,22 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   {{- if include "operon.tlsEnabled" . }}
   - {name: grpc-tls, mountPath: /etc/operon/tls, readOnly: true}
   {{- end }}
+{{- end -}}
+
+{{/* The handler container's gRPC probes (handler.probes): each enabled one asks the health
+     service on probes.port (a number: Kubernetes' grpc probes take no port names). */}}
+{{- define "operon.handlerProbes" -}}
+{{- $probes := .Values.handler.probes }}
+{{- range $kind := list "startup" "liveness" "readiness" }}
+{{- $probe := index $probes $kind }}
+{{- if $probe.enabled }}
+{{ $kind }}Probe:
+  grpc: {port: {{ int $probes.port }}, service: {{ $probes.service | default "" | quote }}}
+  {{- with omit $probe "enabled" }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+{{- end }}
+{{- end }}
 {{- end -}}
 
 {{/* "true" when the core shards: sharding.ring is set. */}}
@@ -149,6 +164,15 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 {{- if include "operon.leaderElection" . }}
 {{- include "operon.validateLeaseTimings" (dict "what" "leaderElection" "timings" .Values.leaderElection "why" "a leader that cannot renew must give up before a standby may take the Lease" "retries" "the leader must get more than one try to renew") }}
+{{- end }}
+{{- if .Values.handler.enabled }}
+{{- $port := .Values.handler.probes.port }}
+{{- if not (and (or (kindIs "int64" $port) (kindIs "float64" $port) (kindIs "int" $port)) (eq (float64 $port) (float64 (int $port))) (ge (int $port) 1) (le (int $port) 65535)) }}
+{{- fail (printf "handler.probes.port must be a port number (1-65535: the kubelet's grpc probes take no port names), not %v" $port) }}
+{{- end }}
+{{- if or (eq (int $port) (int .Values.handler.port)) (eq (int $port) (int .Values.handler.healthPort)) }}
+{{- fail (printf "handler.probes.port (%d) must differ from handler.port and handler.healthPort: the health service listens on a port of its own" (int $port)) }}
+{{- end }}
 {{- end }}
 {{- if and (not .Values.peering.name) (or .Values.peering.mandatory .Values.peering.priority) }}
 {{- fail "peering.priority and peering.mandatory need peering.name (e.g. default, Kopf's default peering)" }}

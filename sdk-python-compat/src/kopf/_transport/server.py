@@ -1,5 +1,6 @@
 """
-The operon.v1 ``HandlerService`` as an asyncio gRPC server.
+The operon.v1 ``HandlerService`` as an asyncio gRPC server, with the standard health service and
+server reflection beside it (:mod:`kopf._transport.health`).
 
 The server turns every call into a call of a :class:`Backend` (the handling layer), with the
 call's metadata and deadline at hand (:class:`CallInfo`). A backend's failure becomes a gRPC
@@ -18,6 +19,7 @@ import grpc.aio
 
 from kopf._proto.operon.v1 import handler_pb2 as pb
 from kopf._proto.operon.v1 import handler_pb2_grpc as pb_grpc
+from kopf._transport import health as healthp
 
 _R = TypeVar('_R')
 
@@ -194,14 +196,19 @@ class ServerTls:
 class HandlerServer:
     """
     The gRPC server of one backend on one address (``HOST:PORT``; port 0 picks a free one);
-    plaintext, or TLS with ``tls``.
+    plaintext, or TLS with ``tls``. Beside the handler service, it serves ``grpc.health.v1.Health``
+    with the statuses of ``health`` (whose phases its owner sets: see
+    :class:`kopf._transport.health.Phase`) and server reflection (``grpcurl -plaintext HOST:PORT
+    list``). Without ``health``, it has one of its own, SERVING from its start on.
     """
 
-    def __init__(self, backend: Backend, address: str = '127.0.0.1:0', tls: ServerTls | None = None) -> None:
+    def __init__(self, backend: Backend, address: str = '127.0.0.1:0', tls: ServerTls | None = None,
+                 health: healthp.Health | None = None) -> None:
         super().__init__()
         self._backend = backend
         self._address = address
         self._tls = tls
+        self._health = health
         self._server: grpc.aio.Server | None = None
         self.port: int | None = None
 
@@ -218,6 +225,11 @@ class HandlerServer:
             ('grpc.max_send_message_length', MAX_MESSAGE_SIZE),
         ])
         pb_grpc.add_HandlerServiceServicer_to_server(_Servicer(self._backend), server)
+        health = self._health
+        if health is None:
+            health = self._health = healthp.Health()
+            await health.enter(healthp.Phase.SERVING)
+        health.add_to(server, healthp.SERVED)
         if self._tls is not None:
             port = int(server.add_secure_port(self._address, self._tls.credentials()))
         else:

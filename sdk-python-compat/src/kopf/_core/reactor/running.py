@@ -12,6 +12,12 @@ service, then the cleanup handlers run. If the core dies, the operator stops wit
 ``serve()`` is the same without the core: only the handler service, on a given address, for
 a core that runs elsewhere (a sidecar, another Deployment). ``touch_peering()`` is ``kopf freeze``
 and ``kopf resume``: the login handlers, then one peer record written or removed.
+
+The handler server answers the standard gRPC health service (``grpc.health.v1.Health``): NOT_SERVING
+while the operator starts, SERVING once the startup handlers have run and the handlers are served,
+NOT_SERVING from the stop request on, while it drains (see :mod:`kopf._transport.health`). With
+``health_listen``, a second, plaintext listener serves the health service alone, from the very
+start, for the kubelet's ``grpc:`` probes.
 """
 import asyncio
 import contextlib
@@ -29,7 +35,7 @@ from kopf._cogs import credentials, kubeapi, process, refs, settings as settings
 from kopf._core import activities, indexing, model, peering, posting, registry as registries
 from kopf._core.reactor import handling, manifests
 from kopf._transport import core as corep
-from kopf._transport import corelogs, server, tracing
+from kopf._transport import corelogs, health as healthp, server, tracing
 
 logger = logging.getLogger(__name__)
 
@@ -63,11 +69,13 @@ def run(
         vault: object | None = None,
         memo: object | None = None,
         _command: Coroutine[None, None, None] | None = None,
+        health_listen: str | None = None,
 ) -> None:
     """
     Run the whole operator synchronously: the handler service and the Operon core.
 
     If the loop is not specified, the operator runs in a new event loop (``asyncio.run``).
+    ``health_listen`` (Operon's, not Kopf's): see :func:`operator`.
     """
     refuse_kopf_internals('kopf.run', indexers=indexers, memories=memories, insights=insights,
                           vault=vault)
@@ -77,6 +85,7 @@ def run(
         priority=priority, peering_name=peering_name, liveness_endpoint=liveness_endpoint,
         clusterwide=clusterwide, namespaces=namespaces, namespace=namespace,
         stop_flag=stop_flag, ready_flag=ready_flag, vault=vault, memo=memo, _command=_command,
+        health_listen=health_listen,
     )
     try:
         if loop is not None:
@@ -113,9 +122,14 @@ async def operator(
         vault: object | None = None,
         memo: object | None = None,
         _command: Coroutine[None, None, None] | None = None,
+        health_listen: str | None = None,
 ) -> None:
     """
     Run the whole operator asynchronously: the handler service and the Operon core.
+
+    ``health_listen`` (``HOST:PORT``; Operon's, not Kopf's): also serve the gRPC health service
+    alone there, in plaintext, from the start on (for the kubelet's ``grpc:`` probes; the handler
+    server itself listens on a free port of the loopback).
 
     # Errors
     :class:`OperatorError` if the core cannot be found or started, or exits unexpectedly;
@@ -171,6 +185,7 @@ async def operator(
     async with _Operator(
         lifecycle=lifecycle, registry=registry, settings=settings, memo=memo,
         liveness_endpoint=liveness_endpoint, stop_flag=stop_flag, ready_flag=ready_flag,
+        health_listen=health_listen,
     ) as op:
         await op.run(core_args=dict(clusterwide=clusterwide, namespaces=list(namespaces), identity=identity))
 
@@ -186,14 +201,19 @@ async def serve(
         liveness_endpoint: str | None = None,
         stop_flag: process.Flag | None = None,
         ready_flag: process.Flag | None = None,
+        health_listen: str | None = None,
 ) -> None:
     """
     Serve the handlers only (no core) on ``listen`` (``HOST:PORT``), until stopped.
+
+    ``health_listen`` (``HOST:PORT``): also serve the gRPC health service alone there, in
+    plaintext, from the start on — for the kubelet's ``grpc:`` probes, which reach neither a
+    loopback ``listen`` nor one with ``tls``.
     """
     async with _Operator(
         lifecycle=lifecycle, registry=registry, settings=settings, memo=memo,
         liveness_endpoint=liveness_endpoint, stop_flag=stop_flag, ready_flag=ready_flag,
-        listen=listen, tls=tls,
+        listen=listen, tls=tls, health_listen=health_listen,
     ) as op:
         await op.run(core_args=None)
 
@@ -213,6 +233,7 @@ class _Operator:
             ready_flag: process.Flag | None,
             listen: str = '127.0.0.1:0',
             tls: server.ServerTls | None = None,
+            health_listen: str | None = None,
     ) -> None:
         super().__init__()
         self.registry = registry if registry is not None else registries.get_default_registry()
@@ -224,6 +245,7 @@ class _Operator:
         self.ready_flag = ready_flag
         self.listen = listen
         self.tls = tls
+        self.health_listen = health_listen
         self.indexers = indexing.OperatorIndexers()  # fed through the handler service, read by all
         self.indices = self.indexers.view(self.registry)
         self.credentials: credentials.ConnectionInfo | None = None  # the login handlers' best
@@ -285,6 +307,24 @@ class _Operator:
 
     async def run(self, *, core_args: dict[str, Any] | None) -> None:
         stopping = self._install_stoppers()
+        # The health service tells the phases from the first moment on: a probe of a starting
+        # operator (login and startup handlers may take long) sees NOT_SERVING, not a refused port.
+        health = await healthp.Health.starting()
+        health_server = healthp.HealthServer(health, self.health_listen) if self.health_listen else None
+        if health_server is not None:
+            try:
+                await health_server.start()
+            except (OSError, RuntimeError) as e:  # grpc: RuntimeError("Failed to bind to address …")
+                raise OperatorError(f"Cannot serve the health service on {self.health_listen}: {e}") from e
+            logger.debug(f"Serving the health service at {health_server.address} (grpc.health.v1, plaintext).")
+        try:
+            await self._run(core_args=core_args, stopping=stopping, health=health)
+        finally:
+            if health_server is not None:
+                await health_server.stop(grace=None)
+
+    async def _run(self, *, core_args: dict[str, Any] | None, stopping: asyncio.Future[str],
+                   health: healthp.Health) -> None:
         logger.debug("Starting Kopf's API on Operon.")
         build = manifests.build_manifest(self.registry)
         manifests.warn_skipped(build)
@@ -312,8 +352,9 @@ class _Operator:
             service_name=_service_name(), indexers=self.indexers, login_fn=self._login)
         if tracing.setup():
             logger.debug("Tracing handler runs over OTLP (OpenTelemetry).")
-        grpc_server = server.HandlerServer(backend, self.listen, tls=self.tls)
+        grpc_server = server.HandlerServer(backend, self.listen, tls=self.tls, health=health)
         await grpc_server.start()
+        await health.enter(healthp.Phase.SERVING)
         core_process: corep.CoreProcess | None = None
         core_exit: asyncio.Task[int] | None = None
         failure: BaseException | None = None
@@ -348,6 +389,9 @@ class _Operator:
             failure = e
             raise
         finally:
+            # Draining: NOT_SERVING for good, while the core finishes its cycles and the handler
+            # server its calls (a probe or the core sees it before the server goes away).
+            await health.enter(healthp.Phase.DRAINING)
             if core_process is not None and core_process.returncode is None:
                 await asyncio.shield(core_process.stop(timeout=CORE_STOP_TIMEOUT))
             await grpc_server.stop(grace=1.0)

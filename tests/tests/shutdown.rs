@@ -339,6 +339,22 @@ impl HookStack {
     }
 
     /// The token the stand-in was given in its `n`-th request.
+    /// Waits until the stand-in application has had `n` requests: the core persists the
+    /// handshake (`status.shutdown`) before it sends the request, so a phase seen on the parent
+    /// can come a moment before the request arrives.
+    async fn wait_requests(&self, n: usize) {
+        let deadline = tokio::time::Instant::now() + CONVERGED;
+        while self.app.requests().len() < n {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {n} shutdown requests: {:?}",
+                self.app.requests()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(self.app.requests().len(), n, "{:?}", self.app.requests());
+    }
+
     fn token(&self, n: usize) -> String {
         self.app
             .requests()
@@ -661,8 +677,8 @@ async fn replace_waits_for_the_application(client: Client, ns: String) {
     assert_eq!(waiting.data["status"]["shutdown"]["reason"], "replace");
     // The new child is there; the old one waits.
     stack.wait_configmaps(&["db-a", "db-b", "db-c"]).await;
+    stack.wait_requests(1).await;
     let requests = stack.app.requests();
-    assert_eq!(requests.len(), 1, "{requests:?}");
     assert_eq!(requests[0].field("reason"), "replace");
     let body = json!({"token": stack.token(0)}).to_string();
     assert_eq!(stack.put_callback("db", &body).await, 200);
@@ -676,7 +692,7 @@ async fn replace_waits_for_the_application(client: Client, ns: String) {
     // The next move asks again, with a fresh token.
     stack.set_entries("db", &["c"]).await;
     stack.wait_phase("db", "Waiting").await;
-    assert_eq!(stack.app.requests().len(), 2);
+    stack.wait_requests(2).await;
     assert_ne!(stack.token(0), stack.token(1));
     assert_eq!(stack.configmap_names().await, ["db-a", "db-c"]);
 }

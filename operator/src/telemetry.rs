@@ -8,8 +8,9 @@
 //!
 //! Spans: `cycle` (one root per processing cycle), `handler` (one per handler call, linked to
 //! the previous attempt's span of the same handler on the same object) and `api` (one per write
-//! to the API server). The `handler` span's context travels to the handler service as the W3C
-//! `traceparent` in the gRPC metadata.
+//! to the API server); `sync` (one root per pass of a sync registration over a parent), `task`
+//! (one root per task run) and `timer` ticks likewise. The context of the span that makes a call
+//! travels to the handler service as the W3C `traceparent` in the gRPC metadata.
 
 use std::collections::HashMap;
 use std::future::Future;

@@ -175,6 +175,8 @@ pub struct HandlerProcess {
     binary: Option<PathBuf>,
     /// Added to the service's environment.
     env: Vec<(String, String)>,
+    /// Whether `--ledger` is passed (not to services that refuse it, e.g. the Rust SDK's).
+    ledger_flag: bool,
 }
 
 impl HandlerProcess {
@@ -185,7 +187,7 @@ impl HandlerProcess {
     /// # Errors
     /// When it cannot be started or does not announce its address within 60 s.
     pub async fn start(name: &str, args: &[&str]) -> anyhow::Result<Self> {
-        Self::start_with(None, name, args, &[]).await
+        Self::start_with(None, name, args, &[], true).await
     }
 
     /// As [`HandlerProcess::start`], for another handler service binary with the same
@@ -195,7 +197,7 @@ impl HandlerProcess {
     /// # Errors
     /// As [`HandlerProcess::start`].
     pub async fn start_binary(binary: &Path, name: &str, args: &[&str]) -> anyhow::Result<Self> {
-        Self::start_with(Some(binary.to_owned()), name, args, &[]).await
+        Self::start_with(Some(binary.to_owned()), name, args, &[], true).await
     }
 
     /// As [`HandlerProcess::start`] (or [`HandlerProcess::start_binary`] when `binary` is given),
@@ -209,7 +211,22 @@ impl HandlerProcess {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
-        Self::start_with(binary.map(Path::to_owned), name, args, env).await
+        Self::start_with(binary.map(Path::to_owned), name, args, env, true).await
+    }
+
+    /// As [`HandlerProcess::start_with_env`] for `binary`, without `--ledger`: for services that
+    /// take only the SDK's own flags and refuse others (the Rust SDK's examples). Its ledger
+    /// stays empty.
+    ///
+    /// # Errors
+    /// As [`HandlerProcess::start`].
+    pub async fn start_without_ledger(
+        binary: &Path,
+        name: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
+        Self::start_with(Some(binary.to_owned()), name, args, env, false).await
     }
 
     async fn start_with(
@@ -217,6 +234,7 @@ impl HandlerProcess {
         name: &str,
         args: &[&str],
         env: &[(&str, &str)],
+        ledger_flag: bool,
     ) -> anyhow::Result<Self> {
         let stem = unique_stem(name);
         let dir = log_dir();
@@ -233,6 +251,7 @@ impl HandlerProcess {
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
+            ledger_flag,
         };
         process.spawn("127.0.0.1:0").await?;
         Ok(process)
@@ -244,11 +263,12 @@ impl HandlerProcess {
             None => binaries().await.example_handler.clone(),
         };
         let (_, stderr) = append_log(&self.log)?;
-        let mut child = Command::new(&binary)
-            .arg("--listen")
-            .arg(listen)
-            .arg("--ledger")
-            .arg(self.ledger.path())
+        let mut command = Command::new(&binary);
+        command.arg("--listen").arg(listen);
+        if self.ledger_flag {
+            command.arg("--ledger").arg(self.ledger.path());
+        }
+        let mut child = command
             .args(&self.args)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The example builds against the Go SDK's generated bindings (proto/sdk/go/gen/operonv1, whose
-# drift check is proto/sdk/go/check.sh), and passes gofmt, go vet and its unit tests.
+# The example builds against the Go SDK (proto/sdk/go, whose own checks are its check.sh), and
+# passes gofmt, go vet and its unit tests.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 unformatted=$(cd "$here" && gofmt -l .)

@@ -1,22 +1,22 @@
 package main
 
-// Change handlers (HandlerService.Invoke) for one resource, declared on the command line:
+// Scripted handlers for one resource, declared on the command line:
 //
 //	--resource GROUP/VERSION/PLURAL --handler KIND:ID[,OPTION=VALUE...]
 //
 // KIND is create|update|delete|resume; options: retries=N, backoff=SECS (announced in the
-// manifest), fail_temporarily=N (answer a TemporaryError while the object's retry count is below
-// N: N=1 fails the first attempt on every object and succeeds on the second) and delay=SECS (the
-// delay of those errors, default 1). The object's spec.behaviour.<handler id> overrides them, as
-// in the Rust example (proto/examples/rust): fail_temporarily (a number, or true = always),
-// delay, message, fail_permanently (true) and result (any JSON, the Success result that goes to
-// status.<handler id>).
+// manifest: the core applies them), fail_temporarily=N (answer a TemporaryError while the
+// object's retry count is below N: N=1 fails the first attempt on every object and succeeds on
+// the second) and delay=SECS (the delay of those errors, default 1). The object's
+// spec.behaviour.<handler id> overrides them, as in the Rust example (proto/examples/rust):
+// fail_temporarily (a number, or true = always), delay, message, fail_permanently (true) and
+// result (any JSON, the result that goes to status.<handler id>).
 //
-// Admission handlers (served as webhooks by the core, see proto/operon/v1/handler.proto,
-// "Admission"): KIND validate|mutate, options operations=OP[|OP...] (CREATE, UPDATE, DELETE,
-// CONNECT), subresource=NAME (or *), ignore_failures=true|false. A validate handler denies an
-// object whose spec.field is "not-allowed" (code 422); a mutate handler sets spec.injected to 123.
-// Both add a warning naming themselves.
+// Admission handlers (served as webhooks by the core, `operon run --admission-listen`): KIND
+// validate|mutate, options operations=OP[|OP...] (CREATE, UPDATE, DELETE, CONNECT),
+// subresource=NAME (or *), ignore_failures=true|false. A validate handler denies an object whose
+// spec.field is "not-allowed" (code 422); a mutate handler sets spec.injected to 123. Both add a
+// warning naming themselves.
 
 import (
 	"context"
@@ -27,51 +27,47 @@ import (
 	"strings"
 	"time"
 
-	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/trace"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/types/known/durationpb"
-
-	pb "example.invalid/operon/sdk/go/gen/operonv1"
+	operon "example.invalid/operon/sdk/go"
 )
 
-// changeHandler is one handler as declared on the command line.
-type changeHandler struct {
+// scripted is one handler as declared on the command line.
+type scripted struct {
+	kind            string
 	id              string
-	kind            pb.HandlerKind
-	options         *pb.Options
-	failTemporarily uint32
+	options         []operon.Option
+	failTemporarily int
 	delay           time.Duration
 }
 
-var kinds = map[string]pb.HandlerKind{
-	"create":   pb.HandlerKind_HANDLER_KIND_CREATE,
-	"update":   pb.HandlerKind_HANDLER_KIND_UPDATE,
-	"delete":   pb.HandlerKind_HANDLER_KIND_DELETE,
-	"resume":   pb.HandlerKind_HANDLER_KIND_RESUME,
-	"validate": pb.HandlerKind_HANDLER_KIND_VALIDATE,
-	"mutate":   pb.HandlerKind_HANDLER_KIND_MUTATE,
+// registrations are the SDK's registration methods by KIND.
+var registrations = map[string]func(*operon.App, operon.GVR, operon.HandlerFunc, ...operon.Option) *operon.App{
+	"create":   (*operon.App).OnCreate,
+	"update":   (*operon.App).OnUpdate,
+	"delete":   (*operon.App).OnDelete,
+	"resume":   (*operon.App).OnResume,
+	"validate": (*operon.App).OnValidate,
+	"mutate":   (*operon.App).OnMutate,
 }
 
-var reasons = map[pb.Reason]string{
-	pb.Reason_REASON_CREATE: "create",
-	pb.Reason_REASON_UPDATE: "update",
-	pb.Reason_REASON_DELETE: "delete",
-	pb.Reason_REASON_RESUME: "resume",
+// register adds h to app for resource r.
+func (h scripted) register(app *operon.App, r operon.GVR) {
+	fn := h.run
+	if h.kind == "validate" || h.kind == "mutate" {
+		fn = h.admit
+	}
+	registrations[h.kind](app, r, fn, append([]operon.Option{operon.ID(h.id)}, h.options...)...)
 }
 
 // parseResource parses GROUP/VERSION/PLURAL (or VERSION/PLURAL for the core group).
-func parseResource(value string) (*pb.ResourceSelector, error) {
+func parseResource(value string) (operon.GVR, error) {
 	parts := strings.Split(value, "/")
 	switch {
 	case len(parts) == 3 && parts[1] != "" && parts[2] != "":
-		return &pb.ResourceSelector{Group: parts[0], Version: parts[1], Name: parts[2]}, nil
+		return operon.GVR{Group: parts[0], Version: parts[1], Resource: parts[2]}, nil
 	case len(parts) == 2 && parts[0] != "" && parts[1] != "":
-		return &pb.ResourceSelector{Version: parts[0], Name: parts[1]}, nil
+		return operon.GVR{Version: parts[0], Resource: parts[1]}, nil
 	}
-	return nil, fmt.Errorf("expected GROUP/VERSION/PLURAL, got %q", value)
+	return operon.GVR{}, fmt.Errorf("expected GROUP/VERSION/PLURAL, got %q", value)
 }
 
 func seconds(key, value string) (time.Duration, error) {
@@ -82,14 +78,15 @@ func seconds(key, value string) (time.Duration, error) {
 	return time.Duration(s * float64(time.Second)), nil
 }
 
-// parseHandler parses KIND:ID[,OPTION=VALUE...].
-func parseHandler(value string) (changeHandler, error) {
+// parseHandler parses KIND:ID[,OPTION=VALUE...]. Options that do not apply to the kind are
+// refused by the SDK when the service starts.
+func parseHandler(value string) (scripted, error) {
 	kind, rest, ok := strings.Cut(value, ":")
 	if !ok {
-		return changeHandler{}, fmt.Errorf("expected KIND:ID[,OPTION=VALUE...], got %q", value)
+		return scripted{}, fmt.Errorf("expected KIND:ID[,OPTION=VALUE...], got %q", value)
 	}
-	h := changeHandler{options: &pb.Options{}, delay: time.Second}
-	if h.kind, ok = kinds[kind]; !ok {
+	h := scripted{kind: kind, delay: time.Second}
+	if _, ok := registrations[kind]; !ok {
 		return h, fmt.Errorf("unknown handler kind %q (expected create|update|delete|resume|validate|mutate)", kind)
 	}
 	parts := strings.Split(rest, ",")
@@ -108,10 +105,9 @@ func parseHandler(value string) (changeHandler, error) {
 				return h, fmt.Errorf("%s must be a whole number, got %q", key, v)
 			}
 			if key == "retries" {
-				r := uint32(n)
-				h.options.Retries = &r
+				h.options = append(h.options, operon.Retries(int(n)))
 			} else {
-				h.failTemporarily = uint32(n)
+				h.failTemporarily = int(n)
 			}
 		case "backoff", "delay":
 			d, err := seconds(key, v)
@@ -119,20 +115,22 @@ func parseHandler(value string) (changeHandler, error) {
 				return h, err
 			}
 			if key == "backoff" {
-				h.options.Backoff = durationpb.New(d)
+				h.options = append(h.options, operon.Backoff(d))
 			} else {
 				h.delay = d
 			}
 		case "operations":
-			h.options.Operations = strings.Split(v, "|")
+			h.options = append(h.options, operon.Operations(strings.Split(v, "|")...))
 		case "subresource":
-			h.options.Subresource = &v
+			h.options = append(h.options, operon.Subresource(v))
 		case "ignore_failures":
 			b, err := strconv.ParseBool(v)
 			if err != nil {
 				return h, fmt.Errorf("%s must be true or false, got %q", key, v)
 			}
-			h.options.IgnoreFailures = b
+			if b {
+				h.options = append(h.options, operon.IgnoreFailures())
+			}
 		default:
 			return h, fmt.Errorf("unknown option %q (expected retries, backoff, fail_temporarily, delay, "+
 				"operations, subresource, ignore_failures)", key)
@@ -141,118 +139,47 @@ func parseHandler(value string) (changeHandler, error) {
 	return h, nil
 }
 
-// handlerError is a handler's failure, as its outcome says: recorded on the run's span.
-type handlerError struct {
-	kind    string
-	message string
-}
-
-func (e *handlerError) Error() string { return e.message }
-
-// run decides the outcome of one run of h for the object at attempt retry+1: a pure function of
-// the handler's options, the object's spec.behaviour.<id> and the retry count. It returns the
-// outcome, its ledger name and the error it stands for (nil on success).
-func (h changeHandler) run(body map[string]any, retry uint32) (*pb.Outcome, string, error) {
-	spec, _ := body["spec"].(map[string]any)
-	all, _ := spec["behaviour"].(map[string]any)
-	b, _ := all[h.id].(map[string]any)
+// run is a change handler: its outcome is a pure function of the handler's options, the
+// object's spec.behaviour.<id> and the retry count.
+func (h scripted) run(_ context.Context, c *operon.Ctx) (any, error) {
+	script, _ := c.Object.Map("spec.behaviour")[h.id].(map[string]any)
+	b := operon.Object(script)
 	failures, delay := h.failTemporarily, h.delay
-	switch v := b["fail_temporarily"].(type) {
+	switch v, _ := b.Get("fail_temporarily"); v := v.(type) {
 	case bool:
+		failures = 0
 		if v {
-			failures = math.MaxUint32
-		} else {
-			failures = 0
+			failures = math.MaxInt
 		}
-	case float64:
-		failures = uint32(max(0, min(v, math.MaxUint32)))
+	case json.Number:
+		n, _ := v.Float64()
+		failures = int(max(0, min(n, math.MaxInt32)))
 	}
-	if d, ok := b["delay"].(float64); ok && d >= 0 {
+	if d, ok := b.Float("delay"); ok && d >= 0 {
 		delay = time.Duration(d * float64(time.Second))
 	}
-	message, ok := b["message"].(string)
+	message, ok := text(b, "message")
 	if !ok {
-		message = fmt.Sprintf("%s: attempt %d fails on purpose", h.id, retry+1)
+		message = fmt.Sprintf("%s: attempt %d fails on purpose", h.id, c.Retry()+1)
 	}
-	if b["fail_permanently"] == true {
-		return &pb.Outcome{Result: &pb.Outcome_PermanentError{PermanentError: &pb.PermanentError{Message: message}}},
-			"permanent", &handlerError{"PermanentError", message}
+	switch {
+	case b.Bool("fail_permanently"):
+		return nil, operon.Permanent(message)
+	case c.Retry() < failures:
+		return nil, operon.Temporary(message, delay)
 	}
-	if retry < failures {
-		return &pb.Outcome{Result: &pb.Outcome_TemporaryError{TemporaryError: &pb.TemporaryError{
-				Message: message, Delay: durationpb.New(delay)}}},
-			"temporary", &handlerError{"TemporaryError", message}
-	}
-	success := &pb.Success{}
-	if result, ok := b["result"]; ok {
-		success.ResultJson, _ = json.Marshal(result)
-	}
-	return &pb.Outcome{Result: &pb.Outcome_Success{Success: success}}, "success", nil
+	result, _ := b.Get("result")
+	return result, nil
 }
 
-// admit answers one admission review for an admission handler: a pure function of the object.
-func (h changeHandler) admit(body map[string]any) *pb.InvokeResponse {
-	warning := fmt.Sprintf("%s: checked by the Go example.", h.id)
-	spec, _ := body["spec"].(map[string]any)
-	if h.kind == pb.HandlerKind_HANDLER_KIND_VALIDATE && spec["field"] == "not-allowed" {
-		code := int32(422)
-		message := fmt.Sprintf("%s: spec.field may not be \"not-allowed\".", h.id)
-		return &pb.InvokeResponse{
-			Outcome:       &pb.Outcome{Result: &pb.Outcome_PermanentError{PermanentError: &pb.PermanentError{Message: message}}},
-			Warnings:      []string{warning},
-			AdmissionCode: &code,
-		}
+// admit is an admission handler: a pure function of the object under review.
+func (h scripted) admit(_ context.Context, c *operon.Ctx) (any, error) {
+	c.Warn(fmt.Sprintf("%s: checked by the Go example.", h.id))
+	if h.kind == "validate" && c.Object.String("spec.field") == "not-allowed" {
+		return nil, operon.Deny(fmt.Sprintf("%s: spec.field may not be \"not-allowed\".", h.id), 422)
 	}
-	response := &pb.InvokeResponse{
-		Outcome:  &pb.Outcome{Result: &pb.Outcome_Success{Success: &pb.Success{}}},
-		Warnings: []string{warning},
+	if h.kind == "mutate" {
+		c.Patch(map[string]any{"spec": map[string]any{"injected": 123}})
 	}
-	if h.kind == pb.HandlerKind_HANDLER_KIND_MUTATE {
-		response.PatchJson = []byte(`{"spec":{"injected":123}}`)
-	}
-	return response
-}
-
-func (e *example) Invoke(ctx context.Context, req *pb.InvokeRequest) (*pb.InvokeResponse, error) {
-	var h *changeHandler
-	for i := range e.cfg.handlers {
-		if e.cfg.handlers[i].id == req.HandlerId {
-			h = &e.cfg.handlers[i]
-		}
-	}
-	if h == nil {
-		return nil, status.Errorf(codes.NotFound, "no handler %q", req.HandlerId)
-	}
-	body, err := parse("body_json", req.BodyJson)
-	if err != nil {
-		return nil, err
-	}
-	if req.Admission != nil {
-		if h.kind != pb.HandlerKind_HANDLER_KIND_VALIDATE && h.kind != pb.HandlerKind_HANDLER_KIND_MUTATE {
-			return nil, status.Errorf(codes.InvalidArgument, "handler %q is not an admission handler", h.id)
-		}
-		response := h.admit(body)
-		label := "allowed"
-		if response.AdmissionCode != nil {
-			label = "denied"
-		}
-		e.record(h.id, "admission", 0, body, label, nil)
-		return response, nil
-	}
-	reason := reasons[req.Reason]
-	_, span := tracer().Start(ctx, "handler "+h.id, trace.WithSpanKind(trace.SpanKindServer),
-		trace.WithAttributes(append(objectAttributes(body),
-			attribute.String("handler.id", h.id),
-			attribute.Int64("attempt", int64(req.Retry)+1),
-			attribute.Int64("retry", int64(req.Retry)),
-			attribute.String("reason", reason),
-			attribute.String("attempt_id", req.AttemptId))...))
-	outcome, label, failure := h.run(body, req.Retry)
-	endSpan(span, label, failure)
-	extra := map[string]any{"attempt_id": req.AttemptId}
-	if md, ok := metadata.FromIncomingContext(ctx); ok && len(md.Get("traceparent")) > 0 {
-		extra["traceparent"] = md.Get("traceparent")[0]
-	}
-	e.record(h.id, reason, req.Retry, body, label, extra)
-	return &pb.InvokeResponse{Outcome: outcome}, nil
+	return nil, nil
 }

@@ -76,18 +76,22 @@ const (
 	kindDaemon
 	kindSync
 	kindTask
+	kindValidate
+	kindMutate
 )
 
 var kindNames = map[regKind]string{
 	kindCreate: "create", kindUpdate: "update", kindUpdateField: "update", kindField: "field",
 	kindDelete: "delete", kindResume: "resume", kindEvent: "event", kindTimer: "timer",
-	kindDaemon: "daemon", kindSync: "sync", kindTask: "task",
+	kindDaemon: "daemon", kindSync: "sync", kindTask: "task", kindValidate: "validate",
+	kindMutate: "mutate",
 }
 
 var methodNames = map[regKind]string{
 	kindCreate: "OnCreate", kindUpdate: "OnUpdate", kindUpdateField: "OnUpdateField",
 	kindField: "OnField", kindDelete: "OnDelete", kindResume: "OnResume", kindEvent: "OnEvent",
 	kindTimer: "Timer", kindDaemon: "Daemon", kindSync: "Sync", kindTask: "Task",
+	kindValidate: "OnValidate", kindMutate: "OnMutate",
 }
 
 // registration is one call of a registration method, as given.
@@ -158,6 +162,24 @@ func (a *App) OnResume(r GVR, fn HandlerFunc, opts ...Option) *App {
 // logged and not retried, and fn's result is ignored.
 func (a *App) OnEvent(r GVR, fn HandlerFunc, opts ...Option) *App {
 	return a.add(&registration{kind: kindEvent, resource: r, handler: fn}, fn, opts)
+}
+
+// OnValidate serves fn as a validating admission webhook for r (Kopf's @kopf.on.validate): the
+// core serves the webhook (`operon run --admission-listen`) and calls fn for every review it
+// selects (options: [Operations], [Subresource], [IgnoreFailures], [Persistent],
+// [SideEffects], the filters, [CallTimeout]). Return nil to allow the request, [Deny] (or any
+// error) to deny it; Ctx.Admission is the review, [Ctx.Warn] adds warnings for the user. The
+// result is ignored; nothing is stored and nothing is retried.
+func (a *App) OnValidate(r GVR, fn HandlerFunc, opts ...Option) *App {
+	return a.add(&registration{kind: kindValidate, resource: r, handler: fn}, fn, opts)
+}
+
+// OnMutate serves fn as a mutating admission webhook for r (Kopf's @kopf.on.mutate): as
+// [App.OnValidate], and the merge patch fn makes with [Ctx.Patch] is applied to the object
+// under review (the core answers it as a JSONPatch). On DELETE it is called only when its only
+// operation is DELETE.
+func (a *App) OnMutate(r GVR, fn HandlerFunc, opts ...Option) *App {
+	return a.add(&registration{kind: kindMutate, resource: r, handler: fn}, fn, opts)
 }
 
 // Timer runs fn every interval for every object of r (options: [Idle], [InitialDelay],

@@ -44,8 +44,26 @@ type Event struct {
 	Type, Reason, Message string
 }
 
-// Ctx is one call of a change, event or timer handler. Its methods are safe for concurrent use
-// by the handler's goroutines; it is valid only during the call.
+// Admission is the admission review a validate or mutate handler is called for (the
+// AdmissionReview's request, admission.k8s.io/v1).
+type Admission struct {
+	// Operation is "CREATE", "UPDATE", "DELETE" or "CONNECT".
+	Operation string
+	// Subresource is the subresource under review ("status"; "" for the main resource).
+	Subresource string
+	// DryRun is true when the request will not be persisted (see [SideEffects]).
+	DryRun bool
+	// UserInfo is the requesting user (username, uid, groups, extra).
+	UserInfo Object
+	// Headers are the webhook call's HTTP headers (names in lower case).
+	Headers map[string]string
+	// Request is the whole AdmissionReview request (uid, kind, resource, name, namespace,
+	// object, oldObject, options, …).
+	Request Object
+}
+
+// Ctx is one call of a change, event, timer or admission handler. Its methods are safe for
+// concurrent use by the handler's goroutines; it is valid only during the call.
 type Ctx struct {
 	// Handler is the handler's id.
 	Handler string
@@ -69,13 +87,19 @@ type Ctx struct {
 	// AttemptID identifies this attempt (the same object, handler, change and retry count
 	// give the same id); the SDK answers a repeated attempt from its cache.
 	AttemptID string
+	// Admission is the review, for validate and mutate handlers (nil for the others). For them
+	// Object is the object under review (its oldObject when there is no object, e.g. on
+	// DELETE), Old and New are the whole oldObject and object (nil when absent), and Diff is
+	// their diff.
+	Admission *Admission
 	// Log is a logger with the handler and the object as attributes.
 	Log *slog.Logger
 
-	retry  int
-	mu     sync.Mutex
-	patch  map[string]any
-	events []Event
+	retry    int
+	mu       sync.Mutex
+	patch    map[string]any
+	events   []Event
+	warnings []string
 }
 
 // Retry is the number of attempts made before this one: 0 on the first call, 1 on the first
@@ -83,9 +107,9 @@ type Ctx struct {
 func (c *Ctx) Retry() int { return c.retry }
 
 // Patch merges fragment into the JSON merge patch that the core applies to the object with the
-// handler's outcome (in the same write as the handler's progress). Nested maps merge; a nil
-// value deletes the key. Example: c.Patch(map[string]any{"metadata": map[string]any{"labels":
-// map[string]any{"seen": "yes"}}}).
+// handler's outcome (in the same write as the handler's progress); for a mutate handler, to the
+// object under review. Nested maps merge; a nil value deletes the key. Example:
+// c.Patch(map[string]any{"metadata": map[string]any{"labels": map[string]any{"seen": "yes"}}}).
 func (c *Ctx) Patch(fragment map[string]any) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -98,6 +122,22 @@ func (c *Ctx) Event(eventType, reason, message string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.events = append(c.events, Event{eventType, reason, message})
+}
+
+// Warn adds a warning for the user who made the request (the AdmissionReview response's
+// warnings; kubectl prints them). Validate and mutate handlers only: elsewhere there is nobody to
+// warn, and the warnings are dropped.
+func (c *Ctx) Warn(message string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.warnings = append(c.warnings, message)
+}
+
+// Warnings returns the warnings the handler added so far, e.g. for a unit test.
+func (c *Ctx) Warnings() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]string(nil), c.warnings...)
 }
 
 // Patched returns the merge patch the handler made so far (nil: none), e.g. for a unit test.
@@ -117,15 +157,15 @@ func (c *Ctx) Events() []Event {
 	return append([]Event(nil), c.events...)
 }
 
-// collected returns the patch (JSON, nil when none) and the events.
-func (c *Ctx) collected() ([]byte, []Event, error) {
+// collected returns the patch (JSON, nil when none), the events and the warnings.
+func (c *Ctx) collected() ([]byte, []Event, []string, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if len(c.patch) == 0 {
-		return nil, c.events, nil
+		return nil, c.events, c.warnings, nil
 	}
 	raw, err := marshalJSON(c.patch)
-	return raw, c.events, err
+	return raw, c.events, c.warnings, err
 }
 
 // mergePatch merges the merge patch next into base (RFC 7386 composition: maps merge

@@ -172,7 +172,7 @@ func (s *handlerServer) Daemon(stream daemonStream) error {
 	if start == nil {
 		return status.Error(codes.InvalidArgument, "the first message of a Daemon call must be `start`")
 	}
-	r := s.app.find(start.HandlerId, start.Resource, pb.Reason_REASON_UNSPECIFIED, true)
+	r := s.app.find(start.HandlerId, start.Resource, pb.Reason_REASON_UNSPECIFIED, callDaemon)
 	if r == nil {
 		return status.Errorf(codes.NotFound, "no daemon %q in this service", start.HandlerId)
 	}

@@ -11,11 +11,11 @@
 //
 // Where to start:
 //   - app.go: [New], [GVR] and the registration methods (OnCreate, OnUpdate, OnUpdateField,
-//     OnField, OnDelete, OnResume, OnEvent, Timer, Daemon, Sync, Task).
+//     OnField, OnDelete, OnResume, OnEvent, Timer, Daemon, Sync, Task, OnValidate, OnMutate).
 //   - options.go: the options of registrations ([ID], [Retries], [Backoff], [Timeout],
 //     [Errors], filters: [Labels], [Field], [Value], [When], …).
 //   - ctx.go and object.go: what a handler gets ([Ctx], [Object], [Diff]); errors.go: what it
-//     answers ([Temporary], [Permanent]).
+//     answers ([Temporary], [Permanent], [Deny]).
 //   - daemon.go, sync.go, tasks.go: [DaemonFunc], [SyncFunc], [TaskFunc] and their contexts.
 //   - server.go: flags, TLS, health, reflection, the graceful stop; service.go: the gRPC edge
 //     (Describe, Invoke, Match); answers.go: the attempt cache; telemetry.go: traces; ledger.go.

@@ -26,10 +26,11 @@ type TemporaryError struct {
 
 func (e *TemporaryError) Error() string { return e.Message }
 
-// Temporary is an error that retries the handler after delay (delay ≤ 0: [DefaultDelay]). The
-// retry counts against the handler's [Retries] and [Timeout].
+// Temporary is an error that retries the handler after delay: 0 retries at once (as Kopf's
+// TemporaryError(delay=0)), a negative delay means [DefaultDelay]. The retry counts against the
+// handler's [Retries] and [Timeout].
 func Temporary(message string, delay time.Duration) error {
-	if delay <= 0 {
+	if delay < 0 {
 		delay = DefaultDelay
 	}
 	return &TemporaryError{Message: message, Delay: delay}
@@ -48,6 +49,24 @@ func Permanent(message string) error {
 	return &PermanentError{Message: message}
 }
 
+// AdmissionError denies an admission review on purpose (Kopf's AdmissionError): the API
+// server answers the request with Message and the HTTP status Code. Make one with [Deny];
+// match one with errors.As. It is a permanent error where it is not an admission answer.
+type AdmissionError struct {
+	Message string
+	// Code is the HTTP status code of the denial (≤ 0: 500).
+	Code int
+}
+
+func (e *AdmissionError) Error() string { return e.Message }
+
+// Deny is the error a validate or mutate handler returns to deny the request with message and
+// the HTTP status code (e.g. 422; ≤ 0 means 500). Any other error denies it too, with code 500;
+// a Deny is preferred when several handlers deny one request.
+func Deny(message string, code int) error {
+	return &AdmissionError{Message: message, Code: code}
+}
+
 // outcome is how a handler's function ended, for the ledger, spans and logs.
 type outcome string
 
@@ -58,6 +77,13 @@ const (
 	outcomeArbitrary  outcome = "arbitrary"
 	outcomeNotMatched outcome = "not_matched"
 	outcomeCancelled  outcome = "cancelled"
+	// Syncs: the function failed (the core retries with backoff); a finalize call answered
+	// "not finalized yet" (the finalizer stays).
+	outcomeError outcome = "error"
+	outcomeHeld  outcome = "held"
+	// Admission handlers: the review is allowed, or denied (by any error).
+	outcomeAllowed outcome = "allowed"
+	outcomeDenied  outcome = "denied"
 )
 
 // panicError is a handler's panic, answered as an arbitrary error.
@@ -67,17 +93,20 @@ type panicError struct {
 
 func (e *panicError) Error() string { return fmt.Sprintf("panic: %v", e.value) }
 
-// errorType names an error for Events and spans: TemporaryError, PermanentError, panic, or the
-// Go type of the outermost error (e.g. *fs.PathError).
+// errorType names an error for Events and spans: TemporaryError, PermanentError,
+// AdmissionError, panic, or the Go type of the outermost error (e.g. *fs.PathError).
 func errorType(err error) string {
 	var temporary *TemporaryError
 	var permanent *PermanentError
+	var denied *AdmissionError
 	var panicked *panicError
 	switch {
 	case errors.As(err, &temporary):
 		return "TemporaryError"
 	case errors.As(err, &permanent):
 		return "PermanentError"
+	case errors.As(err, &denied):
+		return "AdmissionError"
 	case errors.As(err, &panicked):
 		return "panic"
 	}
@@ -90,6 +119,7 @@ func errorType(err error) string {
 func toOutcome(result any, err error) (*pb.Outcome, outcome, error) {
 	var temporary *TemporaryError
 	var permanent *PermanentError
+	var denied *AdmissionError
 	switch {
 	case err == nil:
 		success := &pb.Success{}
@@ -104,13 +134,13 @@ func toOutcome(result any, err error) (*pb.Outcome, outcome, error) {
 		return &pb.Outcome{Result: &pb.Outcome_Success{Success: success}}, outcomeSuccess, nil
 	case errors.As(err, &temporary):
 		delay := temporary.Delay
-		if delay <= 0 {
+		if delay < 0 {
 			delay = DefaultDelay
 		}
 		return &pb.Outcome{Result: &pb.Outcome_TemporaryError{TemporaryError: &pb.TemporaryError{
 			Message: err.Error(), Delay: durationpb.New(delay),
 		}}}, outcomeTemporary, err
-	case errors.As(err, &permanent):
+	case errors.As(err, &permanent), errors.As(err, &denied):
 		return &pb.Outcome{Result: &pb.Outcome_PermanentError{PermanentError: &pb.PermanentError{
 			Message: err.Error(),
 		}}}, outcomePermanent, err

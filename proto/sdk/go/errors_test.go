@@ -21,8 +21,11 @@ func TestOutcomes(t *testing.T) {
 		o.GetTemporaryError().Message != "wrapped: later" {
 		t.Errorf("temporary: %v", o)
 	}
-	if o, _, _ := toOutcome(nil, Temporary("x", 0)); o.GetTemporaryError().Delay.AsDuration() != DefaultDelay {
-		t.Errorf("a temporary error without a delay: %v", o)
+	if o, _, _ := toOutcome(nil, Temporary("x", -1)); o.GetTemporaryError().Delay.AsDuration() != DefaultDelay {
+		t.Errorf("a temporary error with a negative delay: %v", o)
+	}
+	if o, _, _ := toOutcome(nil, Temporary("x", 0)); o.GetTemporaryError().Delay.AsDuration() != 0 {
+		t.Errorf("a temporary error with delay 0 retries at once: %v", o)
 	}
 	if o, kind, _ := toOutcome(nil, Permanent("never")); kind != outcomePermanent || o.GetPermanentError().Message != "never" {
 		t.Errorf("permanent: %v", o)

@@ -137,6 +137,11 @@ func check(r *registration) []string {
 	if field == "" && (o.value != nil || o.old != nil || o.new != nil) {
 		p = append(p, "Value, OldValue and NewValue need a field (operon.Field)")
 	}
+	for _, op := range o.operations {
+		if !slices.Contains([]string{"CREATE", "UPDATE", "DELETE", "CONNECT"}, op) {
+			p = append(p, fmt.Sprintf("Operations: unknown operation %q (CREATE, UPDATE, DELETE or CONNECT)", op))
+		}
+	}
 	if r.kind == kindTimer && r.interval <= 0 {
 		p = append(p, "the interval must be positive")
 	}
@@ -242,7 +247,8 @@ var wireKinds = map[regKind]pb.HandlerKind{
 	kindUpdateField: pb.HandlerKind_HANDLER_KIND_UPDATE, kindField: pb.HandlerKind_HANDLER_KIND_FIELD,
 	kindDelete: pb.HandlerKind_HANDLER_KIND_DELETE, kindResume: pb.HandlerKind_HANDLER_KIND_RESUME,
 	kindEvent: pb.HandlerKind_HANDLER_KIND_EVENT, kindTimer: pb.HandlerKind_HANDLER_KIND_TIMER,
-	kindDaemon: pb.HandlerKind_HANDLER_KIND_DAEMON,
+	kindDaemon: pb.HandlerKind_HANDLER_KIND_DAEMON, kindValidate: pb.HandlerKind_HANDLER_KIND_VALIDATE,
+	kindMutate: pb.HandlerKind_HANDLER_KIND_MUTATE,
 }
 
 var errorsModes = map[ErrorsMode]pb.ErrorsMode{
@@ -295,6 +301,11 @@ func handler(r *registration) *pb.Handler {
 		CancellationTimeout: duration(o.cancellationTimeout),
 		CallTimeout:         duration(o.callTimeout),
 		CancellationBackoff: duration(o.cancellationBackoff),
+		Operations:          o.operations,
+		Subresource:         o.subresource,
+		Persistent:          o.persistent,
+		SideEffects:         o.sideEffects,
+		IgnoreFailures:      o.ignoreFailures,
 	}
 	if o.retries != nil {
 		n := uint32(*o.retries)
@@ -380,12 +391,33 @@ func taskRegistration(r *registration) *pb.TaskRegistration {
 	}
 }
 
+// callKind is what a call to a handler registration is: an Invoke (or Match) of a change, event or
+// timer handler, a Daemon call, or an Invoke with an admission review.
+type callKind int
+
+const (
+	callInvoke callKind = iota + 1
+	callDaemon
+	callAdmission
+)
+
+// serves is the call that runs registrations of kind k.
+func serves(k regKind) callKind {
+	switch k {
+	case kindDaemon:
+		return callDaemon
+	case kindValidate, kindMutate:
+		return callAdmission
+	}
+	return callInvoke
+}
+
 // find returns the handler registration for a call: by id, preferring the one whose resource
 // and kind fit the call (one id may serve several kinds and resources, as in Kopf).
-func (b *built) find(id string, res *pb.ResolvedResource, reason pb.Reason, daemon bool) *registration {
+func (b *built) find(id string, res *pb.ResolvedResource, reason pb.Reason, c callKind) *registration {
 	var candidates []*registration
 	for _, r := range b.handlers {
-		if r.id == id && (r.kind == kindDaemon) == daemon {
+		if r.id == id && serves(r.kind) == c {
 			candidates = append(candidates, r)
 		}
 	}

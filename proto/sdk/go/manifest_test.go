@@ -2,6 +2,8 @@ package operon
 
 import (
 	"context"
+	"flag"
+	"io"
 	"strings"
 	"testing"
 	"time"
@@ -72,7 +74,10 @@ func TestManifest(t *testing.T) {
 			Resync(30*time.Second), Finalize(func(context.Context, *SyncCtx) (FinalizeResult, error) {
 				return FinalizeResult{Finalized: true}, nil
 			}), ShutdownHook(Hook{Service: "{name}-app", Port: 8080, Retries: 2, DeleteOnFailure: true})).
-		Task(repairs, widgets, "spec.widget", repair, Sequential(), Priority(5), Retention(time.Hour), Timeout(time.Minute))
+		Task(repairs, widgets, "spec.widget", repair, Sequential(), Priority(5), Retention(time.Hour), Timeout(time.Minute)).
+		OnValidate(widgets, reconcile, ID("check"), Operations("CREATE", "UPDATE"), Subresource("*"),
+			IgnoreFailures(), Persistent(), SideEffects(), CallTimeout(3*time.Second)).
+		OnMutate(widgets, reconcile, ID("inject"))
 	b, err := app.build()
 	if err != nil {
 		t.Fatal(err)
@@ -89,7 +94,8 @@ func TestManifest(t *testing.T) {
 		"HANDLER_KIND_CREATE:reconcile", "HANDLER_KIND_UPDATE:reconcile",
 		"HANDLER_KIND_UPDATE:update-widgets/spec.size", "HANDLER_KIND_FIELD:mode",
 		"HANDLER_KIND_DELETE:cleanUp", "HANDLER_KIND_RESUME:reconcile", "HANDLER_KIND_EVENT:event-widgets",
-		"HANDLER_KIND_TIMER:tick", "HANDLER_KIND_DAEMON:watch",
+		"HANDLER_KIND_TIMER:tick", "HANDLER_KIND_DAEMON:watch", "HANDLER_KIND_VALIDATE:check",
+		"HANDLER_KIND_MUTATE:inject",
 	}
 	if strings.Join(ids, " ") != strings.Join(want, " ") {
 		t.Errorf("handlers:\n got %v\nwant %v", ids, want)
@@ -129,6 +135,15 @@ func TestManifest(t *testing.T) {
 	if daemon.CancellationTimeout.AsDuration() != 3*time.Second || daemon.CancellationBackoff.AsDuration() != time.Second {
 		t.Errorf("daemon: %v", daemon)
 	}
+	validate := m.Handlers[9].Options
+	if strings.Join(validate.Operations, ",") != "CREATE,UPDATE" || validate.GetSubresource() != "*" ||
+		!validate.IgnoreFailures || !validate.Persistent || !validate.SideEffects ||
+		validate.CallTimeout.AsDuration() != 3*time.Second {
+		t.Errorf("validate: %v", validate)
+	}
+	if mutate := m.Handlers[10].Options; mutate.Subresource != nil || mutate.Operations != nil || mutate.IgnoreFailures {
+		t.Errorf("mutate: %v", mutate)
+	}
 	s := m.Syncs[0]
 	if s.Id != "render" || len(s.Children) != 2 || s.Children[0].UpdateStrategy != pb.UpdateStrategy_UPDATE_STRATEGY_IN_PLACE ||
 		s.Children[1].UpdateStrategy != pb.UpdateStrategy_UPDATE_STRATEGY_UNSPECIFIED || !s.Finalize ||
@@ -166,6 +181,8 @@ func TestRegistrationMistakesAreAllReported(t *testing.T) {
 		Sync(widgets, render).
 		Task(repairs, GVR{}, "", repair, Backoff(time.Second)).
 		OnCreate(widgets, noop, ID("g"), Backoff(-time.Second)).
+		OnValidate(widgets, noop, ID("v"), Retries(1), Operations("CREATE", "PATCH")).
+		OnCreate(widgets, noop, ID("h"), IgnoreFailures()).
 		build()
 	if err == nil {
 		t.Fatal("no error")
@@ -190,6 +207,9 @@ func TestRegistrationMistakesAreAllReported(t *testing.T) {
 		"the parent field is empty",
 		"the option Backoff does not apply to task registrations",
 		"Backoff must not be negative",
+		`OnValidate(e2e.operon.dev/v1/widgets) "v": the option Retries does not apply to validate registrations`,
+		`Operations: unknown operation "PATCH"`,
+		"the option IgnoreFailures does not apply to create registrations",
 	} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("missing %q in:\n%v", want, err)
@@ -207,23 +227,53 @@ func TestRegistrationMistakesAreAllReported(t *testing.T) {
 func TestOneIDServesSeveralKindsAndResources(t *testing.T) {
 	gadgets := GVR{Group: "e2e.operon.dev", Version: "v1", Resource: "gadgets"}
 	b, err := New("x").OnCreate(widgets, reconcile).OnUpdate(widgets, reconcile).
-		OnCreate(gadgets, reconcile).Daemon(widgets, watch, ID("reconcile")).build()
+		OnCreate(gadgets, reconcile).Daemon(widgets, watch, ID("reconcile")).
+		OnValidate(widgets, reconcile).build()
 	if err != nil {
 		t.Fatal(err)
 	}
 	res := func(r GVR) *pb.ResolvedResource {
 		return &pb.ResolvedResource{Group: r.Group, Version: r.Version, Plural: r.Resource}
 	}
-	if r := b.find("reconcile", res(widgets), pb.Reason_REASON_UPDATE, false); r == nil || r.kind != kindUpdate {
+	if r := b.find("reconcile", res(widgets), pb.Reason_REASON_UPDATE, callInvoke); r == nil || r.kind != kindUpdate {
 		t.Errorf("update: %+v", r)
 	}
-	if r := b.find("reconcile", res(gadgets), pb.Reason_REASON_CREATE, false); r == nil || r.resource != gadgets {
+	if r := b.find("reconcile", res(gadgets), pb.Reason_REASON_CREATE, callInvoke); r == nil || r.resource != gadgets {
 		t.Errorf("gadgets: %+v", r)
 	}
-	if r := b.find("reconcile", res(widgets), pb.Reason_REASON_UNSPECIFIED, true); r == nil || r.kind != kindDaemon {
+	if r := b.find("reconcile", res(widgets), pb.Reason_REASON_UNSPECIFIED, callDaemon); r == nil || r.kind != kindDaemon {
 		t.Errorf("daemon: %+v", r)
 	}
-	if r := b.find("nope", nil, pb.Reason_REASON_CREATE, false); r != nil {
+	if r := b.find("reconcile", res(widgets), pb.Reason_REASON_UNSPECIFIED, callAdmission); r == nil || r.kind != kindValidate {
+		t.Errorf("admission: %+v", r)
+	}
+	if r := b.find("nope", nil, pb.Reason_REASON_CREATE, callInvoke); r != nil {
 		t.Errorf("unknown: %+v", r)
+	}
+}
+
+func TestUpdateStrategiesByName(t *testing.T) {
+	for s := UpdateOnDelete; s <= UpdateRollingInPlace; s++ {
+		text, err := s.MarshalText()
+		var back UpdateStrategy
+		if err != nil || back.UnmarshalText(text) != nil || back != s {
+			t.Errorf("%v: %q %v → %v", s, text, err, back)
+		}
+	}
+	fs := flag.NewFlagSet("x", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	var s UpdateStrategy
+	fs.TextVar(&s, "strategy", UpdateInPlace, "")
+	if err := fs.Parse(nil); err != nil || s != UpdateInPlace {
+		t.Errorf("the default: %v %v", s, err)
+	}
+	if err := fs.Parse([]string{"--strategy", "RollingRecreate"}); err != nil || s != UpdateRollingRecreate {
+		t.Errorf("RollingRecreate: %v %v", s, err)
+	}
+	if err := fs.Parse([]string{"--strategy", "inplace"}); err == nil || !strings.Contains(err.Error(), "InPlace") {
+		t.Errorf("an unknown name: %v", err)
+	}
+	if _, err := UpdateStrategy(0).MarshalText(); err == nil || UpdateStrategy(0).String() != "UpdateStrategy(0)" {
+		t.Error("the zero strategy has a name")
 	}
 }

@@ -5,6 +5,7 @@ package operon
 // Serve reports before it listens (never silently ignored).
 
 import (
+	"fmt"
 	"maps"
 	"slices"
 	"time"
@@ -42,6 +43,41 @@ const (
 	// previous one observed its change.
 	UpdateRollingInPlace
 )
+
+var strategyNames = map[UpdateStrategy]string{
+	UpdateOnDelete: "OnDelete", UpdateRecreate: "Recreate", UpdateInPlace: "InPlace",
+	UpdateRollingRecreate: "RollingRecreate", UpdateRollingInPlace: "RollingInPlace",
+}
+
+// String is the strategy's name: OnDelete, Recreate, InPlace, RollingRecreate or
+// RollingInPlace (Metacontroller's spelling).
+func (s UpdateStrategy) String() string {
+	if name, ok := strategyNames[s]; ok {
+		return name
+	}
+	return fmt.Sprintf("UpdateStrategy(%d)", int(s))
+}
+
+// MarshalText writes the strategy's name (see [UpdateStrategy.String]).
+func (s UpdateStrategy) MarshalText() ([]byte, error) {
+	if _, ok := strategyNames[s]; !ok {
+		return nil, fmt.Errorf("unknown update strategy %d", int(s))
+	}
+	return []byte(s.String()), nil
+}
+
+// UnmarshalText reads a strategy's name, so that a strategy can come from a flag
+// (flag.TextVar(&s, "strategy", operon.UpdateInPlace, "…")) or a configuration file; an unknown
+// name is an error that lists the valid ones.
+func (s *UpdateStrategy) UnmarshalText(text []byte) error {
+	for strategy, name := range strategyNames {
+		if name == string(text) {
+			*s = strategy
+			return nil
+		}
+	}
+	return fmt.Errorf("unknown update strategy %q (OnDelete, Recreate, InPlace, RollingRecreate or RollingInPlace)", text)
+}
 
 // Filter is a declarative test of one value (a label, an annotation, a field): [Equals],
 // [Present] or [Absent]. The core evaluates it; a handler whose filters fail is not called.
@@ -116,6 +152,12 @@ type options struct {
 	sharp               bool
 	cancellationTimeout *time.Duration
 	cancellationBackoff *time.Duration
+
+	operations     []string
+	subresource    *string
+	persistent     bool
+	sideEffects    bool
+	ignoreFailures bool
 
 	owns     []child
 	resync   *time.Duration
@@ -253,6 +295,32 @@ func CancellationBackoff(d time.Duration) Option {
 	return opt("CancellationBackoff", func(o *options) { o.cancellationBackoff = &d })
 }
 
+// Operations are the operations an admission handler's webhook is called for: "CREATE",
+// "UPDATE", "DELETE", "CONNECT" (unset: all).
+func Operations(ops ...string) Option {
+	return opt("Operations", func(o *options) { o.operations = append(o.operations, ops...) })
+}
+
+// Subresource makes an admission handler's webhook cover a subresource ("status"), or the
+// resource and all its subresources ("*"); unset: the main resource only.
+func Subresource(name string) Option {
+	return opt("Subresource", func(o *options) { o.subresource = &name })
+}
+
+// IgnoreFailures admits the request when the admission handler fails to answer (the
+// webhook's failurePolicy Ignore; unset: Fail). A denial is a denial either way.
+func IgnoreFailures() Option {
+	return opt("IgnoreFailures", func(o *options) { o.ignoreFailures = true })
+}
+
+// Persistent keeps the admission handler's webhook in the managed configuration when the
+// core stops (others are removed then, as in Kopf).
+func Persistent() Option { return opt("Persistent", func(o *options) { o.persistent = true }) }
+
+// SideEffects declares that the admission handler has side effects (the webhook's
+// sideEffects NoneOnDryRun: check Ctx.Admission.DryRun); unset: None.
+func SideEffects() Option { return opt("SideEffects", func(o *options) { o.sideEffects = true }) }
+
 // Owns declares a child type of a sync: the core finds the parent's children of this type by
 // their controller ownerReference, passes them to the sync function and applies its desired
 // children of this type (strategy: how an existing child is updated; UpdateOnDelete when not
@@ -300,6 +368,8 @@ var applicable = func() map[regKind][]string {
 	change := append(slices.Clone(common), "Retries", "Backoff", "Timeout", "CallTimeout", "Errors",
 		"Field", "Value")
 	withOldNew := append(slices.Clone(change), "OldValue", "NewValue")
+	admission := append(slices.Clone(common), "CallTimeout", "Field", "Value", "Operations",
+		"Subresource", "IgnoreFailures", "Persistent", "SideEffects")
 	return map[regKind][]string{
 		kindCreate: change,
 		kindUpdate: withOldNew,
@@ -312,8 +382,10 @@ var applicable = func() map[regKind][]string {
 		kindTimer:       append(slices.Clone(change), "Idle", "InitialDelay", "Sharp"),
 		kindDaemon: append(slices.Clone(common), "Retries", "Backoff", "Timeout", "Errors", "Field",
 			"Value", "InitialDelay", "CancellationTimeout", "CancellationBackoff"),
-		kindSync: {"ID", "Owns", "Resync", "Finalize", "CallTimeout", "ShutdownHook"},
-		kindTask: {"ID", "Sequential", "Priority", "Retention", "Timeout"},
+		kindValidate: admission,
+		kindMutate:   admission,
+		kindSync:     {"ID", "Owns", "Resync", "Finalize", "CallTimeout", "ShutdownHook"},
+		kindTask:     {"ID", "Sequential", "Priority", "Retention", "Timeout"},
 	}
 }()
 

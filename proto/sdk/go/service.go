@@ -1,14 +1,16 @@
 package operon
 
-// HandlerService: Describe answers the manifest, Invoke runs change, event and timer handlers,
-// Match evaluates When filters. gRPC status codes only for calls that make no sense (an unknown
-// handler: NotFound; a body that is not a JSON object: InvalidArgument; a core that speaks an
-// older contract: FailedPrecondition); handler errors are outcomes.
+// HandlerService: Describe answers the manifest, Invoke runs change, event, timer and admission
+// handlers, Match evaluates When filters. gRPC status codes only for calls that make no sense
+// (an unknown handler: NotFound; a body that is not a JSON object: InvalidArgument; a core that
+// speaks an older contract: FailedPrecondition); handler errors are outcomes.
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"runtime/debug"
 	"time"
 
@@ -103,16 +105,39 @@ func (s *runtimeState) newCtx(r *registration, req *pb.InvokeRequest) (*Ctx, err
 	if req.Started != nil {
 		c.Started = req.Started.AsTime()
 	}
+	if req.Admission != nil {
+		if c.Admission, err = admission(req.Admission); err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "admission.request_json: %v", err)
+		}
+	}
 	c.Log = s.log.With("handler", r.id, "namespace", body.Namespace(), "name", body.Name(),
 		"retry", c.retry)
 	return c, nil
 }
 
+// admission reads the review of an admission call.
+func admission(call *pb.AdmissionCall) (*Admission, error) {
+	request, err := parseObject(call.RequestJson)
+	if err != nil {
+		return nil, err
+	}
+	return &Admission{
+		Operation: request.String("operation"), Subresource: request.String("subResource"),
+		DryRun: request.Bool("dryRun"), UserInfo: request.Map("userInfo"), Headers: call.Headers,
+		Request: request,
+	}, nil
+}
+
 func (s *runtimeState) findHandler(req *pb.InvokeRequest) (*registration, error) {
 	if req.Admission != nil {
-		return nil, status.Errorf(codes.Unimplemented, "the Go SDK has no admission handlers (%q)", req.HandlerId)
+		r := s.app.find(req.HandlerId, req.Resource, req.Reason, callAdmission)
+		if r == nil {
+			return nil, status.Errorf(codes.NotFound,
+				"no admission (validate or mutate) handler %q in this service", req.HandlerId)
+		}
+		return r, nil
 	}
-	r := s.app.find(req.HandlerId, req.Resource, req.Reason, false)
+	r := s.app.find(req.HandlerId, req.Resource, req.Reason, callInvoke)
 	if r == nil {
 		return nil, status.Errorf(codes.NotFound, "no handler %q in this service", req.HandlerId)
 	}
@@ -174,6 +199,9 @@ func (s *runtimeState) invoke(ctx context.Context, r *registration, req *pb.Invo
 	}
 	begun := time.Now()
 	reason := ledgerReason(r, c.Reason)
+	if c.Admission != nil {
+		reason = "admission"
+	}
 	ctx, span := startSpan(ctx, "handler "+r.id, append(objectAttributes(c.Object),
 		attribute.String("handler.id", r.id),
 		attribute.Int64("attempt", int64(c.retry)+1),
@@ -196,7 +224,7 @@ func (s *runtimeState) invoke(ctx context.Context, r *registration, req *pb.Invo
 		answer, result, failed = toOutcome(value, herr)
 	}
 	response := &pb.InvokeResponse{Outcome: answer}
-	patch, events, perr := c.collected()
+	patch, events, warnings, perr := c.collected()
 	if perr != nil && failed == nil {
 		failed = fmt.Errorf("the handler's patch cannot be encoded as JSON: %w", perr)
 		answer, result = arbitrary(failed.Error(), "PatchError"), outcomeArbitrary
@@ -205,6 +233,9 @@ func (s *runtimeState) invoke(ctx context.Context, r *registration, req *pb.Invo
 		response.PatchJson = patch
 		response.Events = wireEvents(events)
 	}
+	if c.Admission != nil {
+		result = admitted(response, result, failed, warnings)
+	}
 	endSpan(span, result, failed)
 	s.ledger.record(run{
 		handler: r.id, reason: reason, retry: c.retry, object: c.Object, outcome: result,
@@ -212,6 +243,27 @@ func (s *runtimeState) invoke(ctx context.Context, r *registration, req *pb.Invo
 	})
 	logOutcome(c.Log, result, failed)
 	return response, nil
+}
+
+// admitted completes an admission handler's answer: its warnings, and the HTTP code of a
+// [Deny]; it returns the outcome for the ledger and the span (allowed, denied, not_matched).
+func admitted(response *pb.InvokeResponse, result outcome, failed error, warnings []string) outcome {
+	response.Warnings = warnings
+	var denied *AdmissionError
+	if errors.As(failed, &denied) {
+		code := int32(http.StatusInternalServerError)
+		if denied.Code > 0 {
+			code = int32(denied.Code)
+		}
+		response.AdmissionCode = &code
+	}
+	switch {
+	case result == outcomeNotMatched:
+		return result
+	case failed != nil:
+		return outcomeDenied
+	}
+	return outcomeAllowed
 }
 
 // runHandler calls fn, turning a panic into an error (logged with its stack).
@@ -237,6 +289,10 @@ func logOutcome(log *slog.Logger, result outcome, err error) {
 	switch result {
 	case outcomeSuccess:
 		log.Info("Handler succeeded.")
+	case outcomeAllowed:
+		log.Info("Admission handler allowed the request.")
+	case outcomeDenied:
+		log.Info("Admission handler denied the request.", "error", err)
 	case outcomeNotMatched:
 		log.Debug("Handler not matched by its When filter.")
 	case outcomeTemporary:

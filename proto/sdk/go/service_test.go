@@ -371,6 +371,9 @@ func TestSyncAndFinalize(t *testing.T) {
 		if s.Parent.Bool("spec.fail") {
 			return SyncResult{}, errors.New("cannot")
 		}
+		if s.Parent.Bool("spec.quiet") {
+			return SyncResult{}, errors.New("")
+		}
 		name := s.Parent.Name()
 		return SyncResult{
 			Status: map[string]any{"configmaps": len(s.Children(configMaps)), "services": len(s.Children(services)),
@@ -399,12 +402,95 @@ func TestSyncAndFinalize(t *testing.T) {
 	if r, _ := client.Sync(call(t), req); r.Error != "cannot" || r.StatusJson != nil {
 		t.Errorf("a failed sync: %v", r)
 	}
+	quiet := &pb.SyncRequest{SyncId: "site", ParentJson: []byte(`{"metadata":{"name":"q"},"spec":{"quiet":true}}`)}
+	if r, _ := client.Sync(call(t), quiet); r.Error != "an error without a message (*errors.errorString)" {
+		t.Errorf("an error without a message must not read as success: %v", r)
+	}
 	f, err := client.Finalize(call(t), req)
 	if err != nil || f.Finalized || string(f.StatusJson) != `{"finalizing":true}` || f.ResyncAfter.AsDuration() != time.Second {
 		t.Errorf("finalize: %v %v", f, err)
 	}
 	if _, err := client.Sync(call(t), &pb.SyncRequest{SyncId: "nope"}); status.Code(err) != codes.NotFound {
 		t.Errorf("unknown sync: %v", err)
+	}
+	// The ledger: the sync's id, the call, and how it ended (a finalize that is not finalized yet
+	// holds the finalizer).
+	lines := s.ledgerLines(t)
+	for i, want := range [][]string{
+		{`"handler":"site"`, `"reason":"sync"`, `"outcome":"success"`, `"name":"w1"`},
+		{`"handler":"site"`, `"reason":"sync"`, `"outcome":"error"`, `"name":"x"`},
+		{`"handler":"site"`, `"reason":"sync"`, `"outcome":"error"`, `"name":"q"`},
+		{`"handler":"site"`, `"reason":"finalize"`, `"outcome":"held"`, `"name":"x"`},
+	} {
+		for _, part := range want {
+			if len(lines) != 4 || !strings.Contains(lines[i], part) {
+				t.Fatalf("ledger line %d without %s:\n%s", i, part, strings.Join(lines, "\n"))
+			}
+		}
+	}
+}
+
+func TestAdmissionHandlers(t *testing.T) {
+	s := serveTest(t, New("svc").
+		OnValidate(widgets, func(_ context.Context, c *Ctx) (any, error) {
+			c.Warn("checked by " + c.Admission.Operation + " " + c.Admission.UserInfo.String("username"))
+			switch c.Object.String("spec.field") {
+			case "not-allowed":
+				return nil, Deny("spec.field may not be \"not-allowed\"", 422)
+			case "broken":
+				return nil, errors.New("cannot check")
+			}
+			return nil, nil
+		}, ID("check"), Operations("CREATE")).
+		OnMutate(widgets, func(_ context.Context, c *Ctx) (any, error) {
+			if !c.Admission.DryRun && c.Old == nil && c.Admission.Headers["user-agent"] == "kube-apiserver" {
+				c.Patch(map[string]any{"spec": map[string]any{"injected": 123}})
+			}
+			return nil, nil
+		}, ID("inject"), When(func(c *Ctx) bool { return c.Object.String("spec.field") != "skip" })).
+		OnCreate(widgets, reconcile, ID("check")))
+	h := s.handlers()
+	review := func(id, field string) *pb.InvokeRequest {
+		object := `{"metadata":{"name":"w1","namespace":"ns"},"spec":{"field":"` + field + `"}}`
+		return &pb.InvokeRequest{HandlerId: id, BodyJson: []byte(object), NewJson: []byte(object),
+			Admission: &pb.AdmissionCall{
+				RequestJson: []byte(`{"uid":"r1","operation":"CREATE","userInfo":{"username":"ann"},"object":` + object + `}`),
+				Headers:     map[string]string{"user-agent": "kube-apiserver"},
+			}}
+	}
+	r, err := h.Invoke(call(t), review("check", "not-allowed"))
+	if err != nil || r.Outcome.GetPermanentError().GetMessage() != `spec.field may not be "not-allowed"` ||
+		r.GetAdmissionCode() != 422 || strings.Join(r.Warnings, ";") != "checked by CREATE ann" {
+		t.Errorf("a denial: %v %v", r, err)
+	}
+	if r, _ := h.Invoke(call(t), review("check", "broken")); r.Outcome.GetArbitraryError() == nil || r.AdmissionCode != nil {
+		t.Errorf("an error denies without a code of its own (the core's 500): %v", r)
+	}
+	if r, _ := h.Invoke(call(t), review("check", "fine")); r.Outcome.GetSuccess() == nil || r.AdmissionCode != nil || len(r.Warnings) != 1 {
+		t.Errorf("allowed: %v", r)
+	}
+	if r, _ := h.Invoke(call(t), review("inject", "fine")); string(r.PatchJson) != `{"spec":{"injected":123}}` {
+		t.Errorf("a mutation: %v", r)
+	}
+	if r, _ := h.Invoke(call(t), review("inject", "skip")); r.Outcome.GetNotMatched() == nil || r.PatchJson != nil {
+		t.Errorf("a When filter: %v", r)
+	}
+	// The same id for a change handler and an admission handler: each call reaches its own.
+	if r, _ := h.Invoke(call(t), invoke("check", 0, "")); r.Outcome.GetSuccess() == nil || r.Warnings != nil {
+		t.Errorf("the create handler check: %v", r)
+	}
+	if _, err := h.Invoke(call(t), review("reconcile", "fine")); status.Code(err) != codes.NotFound {
+		t.Errorf("no such admission handler: %v", err)
+	}
+	lines := s.ledgerLines(t)
+	outcomes := []string{"denied", "denied", "allowed", "allowed", "not_matched", "success"}
+	for i, want := range outcomes {
+		if i >= len(lines) || !strings.Contains(lines[i], `"outcome":"`+want+`"`) {
+			t.Fatalf("ledger line %d is not %s:\n%s", i, want, strings.Join(lines, "\n"))
+		}
+	}
+	if !strings.Contains(lines[0], `"reason":"admission"`) || !strings.Contains(lines[5], `"reason":"update"`) {
+		t.Errorf("ledger reasons:\n%s", strings.Join(lines, "\n"))
 	}
 }
 

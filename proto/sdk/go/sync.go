@@ -148,8 +148,8 @@ func (s *syncServer) Sync(ctx context.Context, req *pb.SyncRequest) (*pb.SyncRes
 	}
 	outcomeOf := outcomeSuccess
 	if err != nil {
-		outcomeOf = outcomeArbitrary
-		response = &pb.SyncResponse{Error: err.Error()}
+		outcomeOf = outcomeError
+		response = &pb.SyncResponse{Error: errorMessage(err)}
 		c.Log.Error("Sync failed.", "error", err)
 	} else {
 		c.Log.Debug("Synced.", "children", len(result.Children))
@@ -210,15 +210,30 @@ func (s *syncServer) Finalize(ctx context.Context, req *pb.SyncRequest) (*pb.Fin
 	if result.RetryAfter > 0 {
 		response.ResyncAfter = durationpb.New(result.RetryAfter)
 	}
-	outcomeOf := outcomeSuccess
-	if err != nil {
-		outcomeOf = outcomeArbitrary
-		response = &pb.FinalizeResponse{Error: err.Error()}
+	var outcomeOf outcome
+	switch {
+	case err != nil:
+		outcomeOf = outcomeError
+		response = &pb.FinalizeResponse{Error: errorMessage(err)}
 		c.Log.Error("Finalize failed.", "error", err)
+	case !result.Finalized:
+		outcomeOf = outcomeHeld
+	default:
+		outcomeOf = outcomeSuccess
 	}
 	endSpan(span, outcomeOf, err)
 	s.ledger.record(run{handler: r.id, reason: "finalize", object: c.Parent, outcome: outcomeOf, started: begun})
 	return response, nil
+}
+
+// errorMessage is the message of a failed sync or finalize call. The contract reads an empty
+// message as "no error" (and an empty sync answer deletes every child), so an error without a
+// message gets one.
+func errorMessage(err error) string {
+	if message := err.Error(); message != "" {
+		return message
+	}
+	return fmt.Sprintf("an error without a message (%T)", err)
 }
 
 // guard runs fn, turning a panic into an error (logged with its stack).

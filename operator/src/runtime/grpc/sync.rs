@@ -44,6 +44,12 @@ fn request(r: SyncRequest) -> pb::SyncRequest {
     }
 }
 
+/// The request with the sync span's `traceparent` in its metadata.
+fn traced_request(r: SyncRequest) -> tonic::Request<pb::SyncRequest> {
+    let traceparent = r.traceparent.clone();
+    super::traced(tonic::Request::new(request(r)), traceparent)
+}
+
 /// A status as sent: empty or `null` is none.
 fn status(raw: &[u8]) -> Result<Option<Value>, serde_json::Error> {
     if raw.is_empty() {
@@ -85,7 +91,7 @@ impl SyncPort for GrpcSync {
         request: SyncRequest,
         deadline: Duration,
     ) -> Result<SyncAnswer, CallError> {
-        let mut call = tonic::Request::new(self::request(request));
+        let mut call = traced_request(request);
         call.set_timeout(deadline);
         let mut client = self.client.clone();
         let r = answer("Sync", deadline, client.sync(call)).await?;
@@ -106,7 +112,7 @@ impl SyncPort for GrpcSync {
         request: SyncRequest,
         deadline: Duration,
     ) -> Result<FinalizeAnswer, CallError> {
-        let mut call = tonic::Request::new(self::request(request));
+        let mut call = traced_request(request);
         call.set_timeout(deadline);
         let mut client = self.client.clone();
         let r = answer("Finalize", deadline, client.finalize(call)).await?;

@@ -28,7 +28,7 @@ use crate::runtime::ports::{
 #[derive(Default)]
 struct Seen {
     invoke: Option<(pb::InvokeRequest, Option<String>, bool)>,
-    sync: Option<pb::SyncRequest>,
+    sync: Option<(pb::SyncRequest, Option<String>)>,
     task: Option<(pb::TaskRequest, Option<String>)>,
 }
 
@@ -209,7 +209,8 @@ impl SyncService for Syncs {
         &self,
         request: Request<pb::SyncRequest>,
     ) -> Result<Response<pb::SyncResponse>, Status> {
-        self.0.lock().unwrap().sync = Some(request.into_inner());
+        let tp = traceparent(&request);
+        self.0.lock().unwrap().sync = Some((request.into_inner(), tp));
         Ok(Response::new(pb::SyncResponse {
             status_json: br#"{"ready":true}"#.to_vec(),
             children_json: vec![
@@ -475,6 +476,7 @@ async fn sync_sends_the_children_and_keeps_what_does_not_parse() {
             objects: vec![json!({"kind": "ConfigMap", "metadata": {"name": "old"}})],
         }],
         finalizing: false,
+        traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
     };
     let answer = port.sync(request, Duration::from_secs(5)).await.unwrap();
     assert_eq!(answer.error, None);
@@ -489,7 +491,12 @@ async fn sync_sends_the_children_and_keeps_what_does_not_parse() {
         "kept as its error, refused later"
     );
     assert_eq!(answer.resync_after, Some(Duration::from_secs(7)));
-    let wire = seen.lock().unwrap().sync.take().unwrap();
+    let (wire, tp) = seen.lock().unwrap().sync.take().unwrap();
+    assert_eq!(
+        tp.as_deref(),
+        Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+        "the sync's trace context travels with the call"
+    );
     assert_eq!(wire.sync_id, "things-sync");
     assert_eq!(wire.children[0].kind, "ConfigMap");
     assert_eq!(
@@ -504,6 +511,7 @@ async fn sync_sends_the_children_and_keeps_what_does_not_parse() {
                 parent: json!({}),
                 children: Vec::new(),
                 finalizing: true,
+                traceparent: None,
             },
             Duration::from_secs(5),
         )

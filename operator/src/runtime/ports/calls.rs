@@ -52,6 +52,8 @@ pub(crate) struct SyncRequest {
     pub children: Vec<ChildGroup>,
     /// The parent is being deleted (a Finalize call).
     pub finalizing: bool,
+    /// W3C traceparent of the sync's span, so the service's spans join its trace.
+    pub traceparent: Option<String>,
 }
 
 /// What a sync handler answered. JSON that does not parse is kept as its error: a refused

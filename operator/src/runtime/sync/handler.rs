@@ -35,6 +35,7 @@ impl Handler {
             parent: body.clone(),
             children: self.children.groups(current),
             finalizing,
+            traceparent: crate::telemetry::traceparent(&tracing::Span::current()),
         }
     }
 

@@ -66,7 +66,23 @@ impl Syncer {
         }
         let span =
             tracing::info_span!("sync", sync = %self.sync_id, namespace = %key.0, name = %key.1);
-        let ended = self.sync_body(key, &body).instrument(span).await;
+        // The pass's trace span (exported when tracing is on): a root, since the log span above
+        // is not traced; the Sync/Finalize call carries its `traceparent`, so the service's spans
+        // join it, and the writes are its `api` children.
+        let traced = tracing::info_span!(
+            target: crate::telemetry::TARGET,
+            parent: &span,
+            "sync",
+            otel.name = format!("sync {}", self.sync_id),
+            sync = %self.sync_id,
+            namespace = %key.0,
+            name = %key.1,
+        );
+        let ended = self
+            .sync_body(key, &body)
+            .instrument(traced)
+            .instrument(span)
+            .await;
         let settled = self.parents.with(key, |s| s.errors.settle(ended));
         if let Some(message) = &settled.failure {
             tracing::warn!(sync = %self.sync_id, namespace = %key.0, name = %key.1, error = %message, "The sync failed; retrying with backoff.");

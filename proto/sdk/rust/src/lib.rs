@@ -69,7 +69,7 @@ pub use serve::{
 };
 pub use sync::{
     ChildGroup, Desired, Finalized, ShutdownFailure, ShutdownHook, SyncCtx, SyncOptions,
-    UpdateStrategy,
+    UnknownUpdateStrategy, UpdateStrategy,
 };
 pub use task::{StepRecord, TaskCtx, TaskMode, TaskOptions};
 

@@ -387,7 +387,7 @@ impl SyncService for Service {
         &self,
         request: Request<pb::SyncRequest>,
     ) -> Result<Response<pb::SyncResponse>, Status> {
-        let (span, input) = self.sync_input(request)?;
+        let (span, input) = self.sync_input("sync", request)?;
         let reg = Arc::clone(&self.shared.registry.syncs[&*input.sync_id]);
         let object = object_name(&input.body);
         let result = catching((reg.sync)(&input)).instrument(span.clone()).await;
@@ -409,7 +409,7 @@ impl SyncService for Service {
         &self,
         request: Request<pb::SyncRequest>,
     ) -> Result<Response<pb::FinalizeResponse>, Status> {
-        let (span, input) = self.sync_input(request)?;
+        let (span, input) = self.sync_input("finalize", request)?;
         let reg = Arc::clone(&self.shared.registry.syncs[&*input.sync_id]);
         let object = object_name(&input.body);
         let result = match &reg.options.finalizer {
@@ -435,14 +435,17 @@ impl SyncService for Service {
 }
 
 impl Service {
+    /// The call's span (`sync <id>` or `finalize <id>`, after `call`), a child of the core's,
+    /// and its parsed request.
     fn sync_input(
         &self,
+        call: &str,
         request: Request<pb::SyncRequest>,
     ) -> Result<(tracing::Span, SyncInput), Status> {
         let id = request.get_ref().sync_id.clone();
         let span = tracing::info_span!(
             "sync",
-            otel.name = format!("sync {id}"),
+            otel.name = format!("{call} {id}"),
             otel.kind = "server",
             sync.id = %id,
             finalizing = request.get_ref().finalizing,

@@ -327,6 +327,27 @@ pub enum UpdateStrategy {
 }
 
 impl UpdateStrategy {
+    /// Every strategy, in the order of the contract's enum.
+    pub const ALL: [Self; 5] = [
+        Self::OnDelete,
+        Self::Recreate,
+        Self::InPlace,
+        Self::RollingRecreate,
+        Self::RollingInPlace,
+    ];
+
+    /// The strategy's name: `OnDelete`, `Recreate`, `InPlace`, `RollingRecreate`,
+    /// `RollingInPlace` (Metacontroller's spelling; what [`str::parse`] reads).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::InPlace => "InPlace",
+            Self::OnDelete => "OnDelete",
+            Self::Recreate => "Recreate",
+            Self::RollingRecreate => "RollingRecreate",
+            Self::RollingInPlace => "RollingInPlace",
+        }
+    }
+
     fn to_proto(self) -> pb::UpdateStrategy {
         match self {
             Self::InPlace => pb::UpdateStrategy::InPlace,
@@ -335,6 +356,32 @@ impl UpdateStrategy {
             Self::RollingRecreate => pb::UpdateStrategy::RollingRecreate,
             Self::RollingInPlace => pb::UpdateStrategy::RollingInPlace,
         }
+    }
+}
+
+impl std::fmt::Display for UpdateStrategy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A name that is not an [`UpdateStrategy`]'s.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "unknown update strategy {0:?} (OnDelete, Recreate, InPlace, RollingRecreate or RollingInPlace)"
+)]
+pub struct UnknownUpdateStrategy(pub String);
+
+/// Reads a strategy's [name](UpdateStrategy::name), e.g. from a command-line flag or a
+/// configuration file (with clap, `#[arg(long, default_value = "InPlace")] s: UpdateStrategy`).
+impl std::str::FromStr for UpdateStrategy {
+    type Err = UnknownUpdateStrategy;
+
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|s| s.name() == name)
+            .ok_or_else(|| UnknownUpdateStrategy(name.to_owned()))
     }
 }
 
@@ -574,6 +621,17 @@ mod tests {
             .to_proto("s", &Resource::parse("sites.example.com"));
         assert!(hooked.finalize);
         assert_eq!(hooked.shutdown_hook.unwrap().retries, 2);
+    }
+
+    #[test]
+    fn update_strategies_by_name() {
+        for strategy in UpdateStrategy::ALL {
+            assert_eq!(strategy.to_string().parse(), Ok(strategy));
+        }
+        assert_eq!("RollingInPlace".parse(), Ok(UpdateStrategy::RollingInPlace));
+        let unknown = "inplace".parse::<UpdateStrategy>().unwrap_err();
+        assert_eq!(unknown, UnknownUpdateStrategy("inplace".into()));
+        assert!(unknown.to_string().contains("InPlace"), "{unknown}");
     }
 
     #[test]

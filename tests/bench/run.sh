@@ -122,12 +122,14 @@ if [ "$("$kopf_venv/bin/python" -c 'import importlib.metadata as m; print(m.vers
 fi
 # The SDK runs from this checkout (PYTHONPATH=sdk-python-compat/src); the venv holds its
 # dependencies only, so every checkout on the machine can share it.
+# The dependencies are read from the SDK's pyproject.toml, so a new one reaches this venv too; pip
+# returns at once when they are all satisfied.
 sdk_venv=$CACHE/venv-bench
-if ! "$sdk_venv/bin/python" -c 'import grpc, google.protobuf' 2>/dev/null; then
-  log "installing the SDK's dependencies into $sdk_venv"
-  [ -x "$sdk_venv/bin/python" ] || python3 -m venv "$sdk_venv"
-  "$sdk_venv/bin/pip" install -q --disable-pip-version-check 'grpcio>=1.85.1' 'protobuf>=7.35.1,<8' >&2
-fi
+mapfile -t sdk_deps < <(python3 -c 'import sys, tomllib; print("\n".join(tomllib.load(open(sys.argv[1], "rb"))["project"]["dependencies"]))' "$root/sdk-python-compat/pyproject.toml")
+[ "${#sdk_deps[@]}" -gt 0 ] || { log "no dependencies read from sdk-python-compat/pyproject.toml"; exit 1; }
+[ -x "$sdk_venv/bin/python" ] || python3 -m venv "$sdk_venv"
+log "the SDK's dependencies in $sdk_venv: ${sdk_deps[*]}"
+"$sdk_venv/bin/pip" install -q --disable-pip-version-check "${sdk_deps[@]}" >&2
 
 # --- the plane and the CRD -----------------------------------------------------------------------
 # By default the benchmark runs on a plane of its own (the same tests/cluster/up.sh, another state

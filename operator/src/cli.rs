@@ -353,7 +353,10 @@ pub fn main() -> ExitCode {
     };
     let telemetry = {
         let _entered = runtime.enter();
-        crate::telemetry::init(format, &tracing_cfg)
+        let telemetry = crate::telemetry::init(format, &tracing_cfg);
+        // Before anything that may take a while: a SIGTERM from now on is a clean stop.
+        crate::runtime::signals::install();
+        telemetry
     };
     let result = runtime.block_on(cli.run());
     telemetry.shutdown();

@@ -26,6 +26,7 @@ pub(crate) mod selecting;
 pub(crate) mod serving;
 pub(crate) mod sharding;
 pub(crate) mod shutdown;
+pub(crate) mod signals;
 pub(crate) mod sync;
 pub(crate) mod tasks;
 pub(crate) mod timers;

@@ -175,6 +175,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         "edges: the kube kit, the ports and their gRPC adapter, shared state, writing",
         &[
             "runtime::kit",
+            "runtime::signals",
             "runtime::context",
             "runtime::leadership",
             "runtime::sharding",

@@ -324,16 +324,21 @@ class Process:
     """ A process of the suite's own (a core, a handler service): its own process group, its output
     in a log file, SIGKILL or SIGTERM. """
 
-    def __init__(self, ctx: 'Context', argv: Sequence[str], *, name: str, env: dict[str, str] | None = None) -> None:
+    def __init__(self, ctx: 'Context', argv: Sequence[str], *, name: str, env: dict[str, str] | None = None,
+                 ready_line: str | None = None) -> None:
         self.argv, self.name, self.env = list(argv), name, env or {}
         self.log_path = ctx.workdir / f'{name}.log'
         self.process: subprocess.Popen[bytes] | None = None
         self.kills: list[float] = []
+        # What the process prints once it handles SIGTERM itself: a stop is judged only after it.
+        self.ready_line = ready_line
+        self.starts = 0
         ctx._processes.append(self)
 
     def start(self) -> None:
+        self.starts += 1
         with self.log_path.open('ab') as out:
-            out.write(f"--- start at {time.time():.3f}: {' '.join(self.argv)}\n".encode())
+            out.write(f"--- start {self.starts} at {time.time():.3f}: {' '.join(self.argv)}\n".encode())
             self.process = subprocess.Popen(self.argv, env={**os.environ, **self.env}, stdout=out,
                                             stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -346,7 +351,12 @@ class Process:
         self.process = None
 
     def stop(self, timeout: float = 40) -> int:
+        """ SIGTERM, once the process says it is ready (when it was given a `ready_line`); the exit code. """
         assert self.process is not None
+        if self.ready_line is not None:
+            line, start = self.ready_line, f"--- start {self.starts} at"
+            wait_until(lambda: line in self.log_path.read_text(errors='replace').rsplit(start, 1)[-1],
+                       timeout=60, what=f"{self.name}: start {self.starts} printed {line!r}")
         self.process.send_signal(signal.SIGTERM)
         code = self.process.wait(timeout=timeout)
         self.process = None

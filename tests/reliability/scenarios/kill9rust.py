@@ -99,7 +99,7 @@ def run(ctx: Context) -> Row:
                             '--ledger', str(ledger.path), '--resource', f'{GROUP}/{VERSION}/{PLURAL}',
                             '--handler', 'create:first', '--handler', 'create:second',
                             '--handler', 'create:third', '--handler', 'field:counted=spec.n'],
-                      name='rust-handler')
+                      name='rust-handler', ready_line='listening on')
     core = Process(ctx, [ctx.base_env['OPERON_BIN'], 'run', '-n', namespace,
                          '--handler', f'http://127.0.0.1:{handler_port}', '--http', f'127.0.0.1:{free_port()}'],
                    name='core')

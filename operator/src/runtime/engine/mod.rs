@@ -37,7 +37,7 @@ use discover::{Resolved, Services};
 pub(crate) use error::Error;
 use intake::{Scope, watch};
 pub(crate) use served_by::served_by;
-use signals::{shutdown_signal, until_stopped};
+use signals::until_stopped;
 
 /// The core's configuration (`operon run`).
 #[derive(Debug, Clone)]
@@ -100,18 +100,35 @@ pub(crate) struct Config {
 /// # Errors
 /// Start-up failures (configuration, manifests, listener).
 pub(crate) async fn run(config: Config) -> Result<(), Error> {
-    let (client, renewal) = if config.login {
-        let (client, renewal) =
-            crate::runtime::login::client(&config.handlers, config.handler_tls.as_ref()).await?;
-        (client, Some(renewal))
-    } else {
-        let kube_config = kube::Config::infer().await.map_err(Error::KubeConfig)?;
-        (
-            kube::Client::try_from(crate::runtime::kit::client_config(kube_config))
-                .map_err(Error::Kube)?,
-            None,
-        )
+    // Listened for from here on (and by the process since it started): a stop while the core
+    // still waits for its credentials ends it cleanly too.
+    let stop = crate::runtime::signals::stop_requested();
+    tokio::pin!(stop);
+    let connecting = async {
+        if config.login {
+            let (client, renewal) =
+                crate::runtime::login::client(&config.handlers, config.handler_tls.as_ref())
+                    .await?;
+            Ok::<_, Error>((client, Some(renewal)))
+        } else {
+            let kube_config = kube::Config::infer().await.map_err(Error::KubeConfig)?;
+            Ok((
+                kube::Client::try_from(crate::runtime::kit::client_config(kube_config))
+                    .map_err(Error::Kube)?,
+                None,
+            ))
+        }
     };
+    let Some(connected) = until_stopped(
+        stop.as_mut(),
+        connecting,
+        "Stopped before the core had its credentials.",
+    )
+    .await
+    else {
+        return Ok(());
+    };
+    let (client, renewal) = connected?;
     KeyConvention::new(config.prefix.clone(), true).map_err(|e| Error::Prefix(e.to_string()))?;
     let settings = Settings {
         diffbase: config.diffbase.clone(),
@@ -164,8 +181,6 @@ pub(crate) async fn run(config: Config) -> Result<(), Error> {
         .as_ref()
         .map(|ring| crate::runtime::sharding::members::start(&client, ring, &metrics));
     let members = ring.as_ref().map(|(members, _)| members.clone());
-    let stop = shutdown_signal();
-    tokio::pin!(stop);
     let mut after_pause = false;
     let result = loop {
         let generation = Generation {

@@ -1,4 +1,4 @@
-//! Stop requests: SIGTERM/SIGINT, and waiting for work unless a stop comes first.
+//! Waiting for work unless a stop (SIGTERM/SIGINT, see [`crate::runtime::signals`]) comes first.
 
 /// Runs `work` until it ends or a stop is requested (then says `why` and returns `None`).
 pub(super) async fn until_stopped<T>(
@@ -12,28 +12,5 @@ pub(super) async fn until_stopped<T>(
             tracing::info!("{why}");
             None
         }
-    }
-}
-
-pub(super) async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
     }
 }

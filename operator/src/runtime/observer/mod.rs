@@ -153,12 +153,23 @@ pub(crate) async fn run(config: Config) -> Result<(), Error> {
     let app = router(Arc::clone(&store), &config.dashboard);
     let http = tokio::spawn(async move { axum::serve(listener, app).await });
 
-    let mut served = Vec::new();
-    for selector in &config.resources {
-        let found = resolve_until_found(&client, selector).await;
-        tracing::info!(resource = %found.name(), "Showing the resource.");
-        served.push(found);
-    }
+    let resolving = async {
+        let mut served = Vec::new();
+        for selector in &config.resources {
+            let found = resolve_until_found(&client, selector).await;
+            tracing::info!(resource = %found.name(), "Showing the resource.");
+            served.push(found);
+        }
+        served
+    };
+    // A resource not served yet is waited for, until a stop.
+    let served = tokio::select! {
+        served = resolving => served,
+        () = crate::runtime::signals::stop_requested() => {
+            http.abort();
+            return Ok(());
+        }
+    };
     store.set_resources(served.iter().map(Served::name).collect());
 
     let scopes: Vec<Option<String>> = if config.namespaces.is_empty() {
@@ -205,7 +216,7 @@ pub(crate) async fn run(config: Config) -> Result<(), Error> {
     }
 
     let result = tokio::select! {
-        () = shutdown_signal() => Ok(()),
+        () = crate::runtime::signals::stop_requested() => Ok(()),
         served = http => match served {
             Ok(Err(err)) => Err(Error::Http(crate::http::Error::Serve(err))),
             _ => Ok(()),
@@ -229,28 +240,6 @@ async fn resolve_until_found(client: &kube::Client, selector: &Selector) -> Serv
                 delay = (delay * 2).min(Duration::from_secs(15));
             }
         }
-    }
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
     }
 }
 

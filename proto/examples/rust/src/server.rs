@@ -120,14 +120,17 @@ pub fn announce(addr: SocketAddr) -> io::Result<()> {
     stdout.flush()
 }
 
-async fn shutdown_signal() -> io::Result<()> {
+/// Registers the SIGTERM and SIGINT listeners now (before the address is announced: a signal
+/// from then on is a clean stop); the future resolves on the first of them.
+fn shutdown_signal() -> io::Result<impl std::future::Future<Output = ()>> {
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = terminate.recv() => {}
-        _ = interrupt.recv() => {}
-    }
-    Ok(())
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+    })
 }
 
 /// Runs the service the command line describes until SIGTERM or SIGINT.
@@ -143,13 +146,14 @@ async fn serve(cli: Cli, config: Config) -> anyhow::Result<()> {
     let ledger = Ledger::new(cli.ledger.clone());
     let service = ExampleService::new(config, ledger);
     let tls = tls_config(&cli)?;
+    let signal = shutdown_signal().context("cannot wait for signals")?;
     let mut server = start_with(cli.listen, service, tls)
         .await
         .with_context(|| format!("cannot listen on {}", cli.listen))?;
     announce(server.addr()).context("cannot write to stdout")?;
     tokio::select! {
         finished = server.finished() => return finished,
-        signal = shutdown_signal() => signal.context("cannot wait for signals")?,
+        () = signal => {}
     }
     eprintln!("shutting down");
     server.stop(SHUTDOWN_GRACE).await

@@ -341,13 +341,17 @@ impl Running {
     }
 }
 
-async fn shutdown_signal() -> std::io::Result<&'static str> {
+/// Registers the SIGTERM and SIGINT listeners now (a signal from here on is a clean stop); the
+/// future resolves on the first of them.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = &'static str>> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
-    Ok(tokio::select! {
-        _ = terminate.recv() => "SIGTERM",
-        _ = interrupt.recv() => "SIGINT",
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => "SIGTERM",
+            _ = interrupt.recv() => "SIGINT",
+        }
     })
 }
 
@@ -388,7 +392,7 @@ impl Operator {
     }
 
     async fn serve_until_signal(self, config: ServeConfig) -> Result<(), Error> {
-        let signal = tokio::spawn(shutdown_signal());
+        let signal = shutdown_signal().map_err(Error::Signals)?;
         let mut running = self.start(config).await?;
         let mut out = std::io::stdout().lock();
         writeln!(out, "listening on {}", running.addr())
@@ -398,7 +402,6 @@ impl Operator {
         tokio::select! {
             finished = running.finished() => return finished,
             signal = signal => {
-                let signal = signal.map_err(Error::Join)?.map_err(Error::Signals)?;
                 tracing::info!(signal, "Shutting down: no new calls; the calls in flight finish.");
             }
         }

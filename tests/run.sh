@@ -36,6 +36,9 @@ cargo fmt --all --check
 step "cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "rustdoc: cargo doc --workspace --no-deps, warnings as errors (broken links, bad HTML; missing_docs is a lint clippy denies)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
+
 step "Rust unit tests (everything but the end-to-end crate)"
 cargo test --workspace --exclude operon-e2e --locked
 

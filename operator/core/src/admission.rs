@@ -1,6 +1,7 @@
 //! Admission webhooks (Kopf's `@kopf.on.validate` / `@kopf.on.mutate`), the pure part: which
 //! handlers a review selects ([`select`]), how their answers become the AdmissionReview response
-//! ([`respond`]), and what the managed webhook configurations contain ([`webhooks`]).
+//! ([`decide`], [`response`]), and what the managed webhook configurations contain
+//! ([`webhooks`]).
 //!
 //! The runtime (`runtime::admission`) serves HTTPS, parses the review ([`review`]), calls the
 //! selected handlers over gRPC and writes the configurations; everything it decides is here.

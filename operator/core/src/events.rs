@@ -53,7 +53,7 @@ pub fn namespace_of(reference: &Value) -> String {
 }
 
 /// The Event object Kopf would post about `about` (an object or a flat reference, see
-/// [`reference`]) at `now`.
+/// [`reference()`]) at `now`.
 pub fn build(
     about: &Value,
     type_: &str,

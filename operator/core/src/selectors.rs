@@ -2,8 +2,8 @@
 //! selectors — matched against what discovery found (Kopf's `Selector.check` and the scanning's
 //! filters in `observation.py`, re-stated, not copied).
 //!
-//! Pure: the runtime scans the API server ([`crate::runtime::discovery::scan`]), asks the
-//! services about their callables, and this module decides which resources are served.
+//! Pure: the runtime scans the API server (`runtime::discovery::scan` in the `operon` crate),
+//! asks the services about their callables, and this module decides which resources are served.
 
 use std::collections::BTreeSet;
 

@@ -24,7 +24,7 @@ pub struct Cli {
     /// The resource all handlers serve: GROUP/VERSION/PLURAL (an empty GROUP is the core group).
     #[arg(long, value_parser = parse_resource)]
     pub resource: ResourceSpec,
-    /// A handler: KIND:ID[=FIELD][,OPTION=VALUE...], KIND one of
+    /// A handler: `KIND:ID[=FIELD][,OPTION=VALUE...]`, KIND one of
     /// create|update|delete|resume|field|event|timer|daemon|validate|mutate; FIELD (a dotted
     /// path) only for field handlers and update handlers (an update of that field only);
     /// options: retries, timeout, backoff, call_timeout (seconds), errors

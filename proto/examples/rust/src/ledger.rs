@@ -165,7 +165,7 @@ pub struct TaskEvent<'a> {
     pub resume_from: Option<u32>,
 }
 
-/// The ledger line of a task event at `ts`: the fields of [`line`] (`handler` is the task id,
+/// The ledger line of a task event at `ts`: the fields of [`line()`] (`handler` is the task id,
 /// `reason` is `task`), plus `parent`, and `step` and `resume_from` when set.
 pub fn task_line(event: &TaskEvent<'_>, ts: f64) -> String {
     let execution = Execution {

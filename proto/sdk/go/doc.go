@@ -17,7 +17,8 @@
 //   - ctx.go and object.go: what a handler gets ([Ctx], [Object], [Diff]); errors.go: what it
 //     answers ([Temporary], [Permanent], [Deny]).
 //   - daemon.go, sync.go, tasks.go: [DaemonFunc], [SyncFunc], [TaskFunc] and their contexts.
-//   - server.go: flags, TLS, health, reflection, the graceful stop; service.go: the gRPC edge
+//   - server.go: flags, TLS, health (also alone, in plaintext, with --health-listen),
+//     reflection, the graceful stop; service.go: the gRPC edge
 //     (Describe, Invoke, Match); answers.go: the attempt cache; telemetry.go: traces; ledger.go.
 //
 // The generated bindings of the contract are in the package gen/operonv1 of this module.

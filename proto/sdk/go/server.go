@@ -1,7 +1,8 @@
 package operon
 
 // Serving: the command line, TLS, the gRPC server with the handler services, the standard
-// health service and server reflection, and the graceful stop on SIGTERM/SIGINT.
+// health service and server reflection, the optional plaintext health-only listener, and the
+// graceful stop on SIGTERM/SIGINT.
 
 import (
 	"context"
@@ -13,6 +14,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
@@ -27,12 +29,13 @@ import (
 
 // config is what the command line and the environment say.
 type config struct {
-	listen      string
-	ledger      string
-	tlsCert     string
-	tlsKey      string
-	tlsClientCA string
-	grace       time.Duration
+	listen       string
+	healthListen string // the plaintext health-only listener ("": none)
+	ledger       string
+	tlsCert      string
+	tlsKey       string
+	tlsClientCA  string
+	grace        time.Duration
 	// err: an environment variable that does not parse (reported by Serve).
 	err error
 }
@@ -46,15 +49,18 @@ func env(name, def string) string {
 }
 
 // Flags registers the service's command-line flags on fs, each defaulting to its environment
-// variable: --listen (OPERON_HANDLER_LISTEN, default 127.0.0.1:50051), --ledger
-// (OPERON_HANDLER_LEDGER), --tls-cert, --tls-key, --tls-client-ca (OPERON_HANDLER_TLS_CERT,
-// …_KEY, …_CLIENT_CA) and --shutdown-grace (OPERON_HANDLER_SHUTDOWN_GRACE, default 10s). Call it
-// before fs.Parse when the operator has flags of its own; otherwise Serve parses the command
-// line itself.
+// variable: --listen (OPERON_HANDLER_LISTEN, default 127.0.0.1:50051), --health-listen
+// (OPERON_HANDLER_HEALTH_LISTEN, default none), --ledger (OPERON_HANDLER_LEDGER), --tls-cert,
+// --tls-key, --tls-client-ca (OPERON_HANDLER_TLS_CERT, …_KEY, …_CLIENT_CA) and --shutdown-grace
+// (OPERON_HANDLER_SHUTDOWN_GRACE, default 10s). Call it before fs.Parse when the operator has
+// flags of its own (fs.Set configures them in code); otherwise Serve parses the command line
+// itself.
 func (a *App) Flags(fs *flag.FlagSet) {
 	c := &config{}
 	fs.StringVar(&c.listen, "listen", env("OPERON_HANDLER_LISTEN", "127.0.0.1:50051"),
 		"the gRPC address to listen on; port 0 picks one; \"listening on ADDR\" is printed on stdout (env OPERON_HANDLER_LISTEN)")
+	fs.StringVar(&c.healthListen, "health-listen", env("OPERON_HANDLER_HEALTH_LISTEN", ""),
+		"also serve the gRPC health service (grpc.health.v1) alone on this HOST:PORT, in plaintext whatever the TLS of --listen: for the kubelet's grpc probes, e.g. 0.0.0.0:50052 (env OPERON_HANDLER_HEALTH_LISTEN)")
 	fs.StringVar(&c.ledger, "ledger", env("OPERON_HANDLER_LEDGER", ""),
 		"append one JSON line per handler run to this file (env OPERON_HANDLER_LEDGER)")
 	fs.StringVar(&c.tlsCert, "tls-cert", env("OPERON_HANDLER_TLS_CERT", ""),
@@ -109,12 +115,14 @@ func (c *config) tlsConfig() (*tls.Config, error) {
 // Serve checks the registrations, then serves them until ctx is done or the process gets
 // SIGTERM or SIGINT, then stops gracefully: the health service answers NOT_SERVING, daemons
 // are cancelled (the core restarts them elsewhere), calls in flight get --shutdown-grace to
-// finish, and buffered spans are exported. Unless Flags bound the flags to the operator's own
-// FlagSet, Serve parses os.Args itself (-h prints them and returns nil).
+// finish, and buffered spans are exported. With --health-listen, the health service alone is
+// also served there in plaintext, from before the handlers are served until they are stopped.
+// Unless Flags bound the flags to the operator's own FlagSet, Serve parses os.Args itself (-h
+// prints them and returns nil).
 //
 // # Errors
 // Registration mistakes (all of them, joined), a bad command line, TLS files that cannot be
-// loaded, an address that cannot be bound, or a server failure.
+// loaded, an address that cannot be bound (--listen or --health-listen), or a server failure.
 func (a *App) Serve(ctx context.Context) error {
 	app, err := a.build()
 	if err != nil {
@@ -140,17 +148,47 @@ func (a *App) Serve(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	lis, err := net.Listen("tcp", a.cfg.listen)
+	lis, healthLis, err := a.cfg.bind()
 	if err != nil {
 		return err
 	}
-	return a.serve(ctx, app, lis, tlsConfig)
+	return a.serve(ctx, app, lis, healthLis, tlsConfig)
 }
 
-// serve serves app on lis until ctx is done or a signal comes.
-func (a *App) serve(ctx context.Context, app *built, lis net.Listener, tlsConfig *tls.Config) error {
+// bind listens on --listen and, when given, on --health-listen (healthLis nil: none); on an
+// error, neither is left open.
+func (c *config) bind() (lis, healthLis net.Listener, err error) {
+	if c.healthListen != "" {
+		if _, _, err := net.SplitHostPort(c.healthListen); err != nil {
+			return nil, nil, fmt.Errorf("--health-listen %q: want HOST:PORT: %w", c.healthListen, err)
+		}
+	}
+	if lis, err = net.Listen("tcp", c.listen); err != nil {
+		return nil, nil, err
+	}
+	if c.healthListen != "" {
+		if healthLis, err = net.Listen("tcp", c.healthListen); err != nil {
+			_ = lis.Close()
+			return nil, nil, fmt.Errorf("--health-listen %s: %w", c.healthListen, err)
+		}
+	}
+	return lis, healthLis, nil
+}
+
+// serve serves app on lis (and the health service alone on healthLis, when not nil) until ctx
+// is done or a signal comes. It closes both listeners.
+func (a *App) serve(ctx context.Context, app *built, lis, healthLis net.Listener, tlsConfig *tls.Config) error {
 	ctx, stopSignals := signal.NotifyContext(ctx, syscall.SIGTERM, os.Interrupt)
 	defer stopSignals()
+	// One health service for both servers: NOT_SERVING until the handlers are served.
+	services := servedServices(app)
+	healthServer := health.NewServer()
+	setHealth(healthServer, services, healthpb.HealthCheckResponse_NOT_SERVING)
+	stopHealthOnly := func() {}
+	if healthLis != nil {
+		stopHealthOnly = a.serveHealthOnly(healthServer, healthLis)
+	}
+	defer stopHealthOnly() // on every return; the drain below stops it once the handlers are stopped
 	ledger, err := openLedger(a.cfg.ledger)
 	if err != nil {
 		_ = lis.Close()
@@ -165,14 +203,15 @@ func (a *App) serve(ctx context.Context, app *built, lis net.Listener, tlsConfig
 
 	stopping, stopDaemons := context.WithCancel(context.Background())
 	defer stopDaemons()
-	server, healthServer := newServer(app, &runtimeState{
+	server := newServer(app, &runtimeState{
 		app: app, log: a.log, ledger: ledger, answers: newAnswers(rememberedAttempts), stopping: stopping,
-	}, tlsConfig)
+	}, tlsConfig, healthServer)
 	fmt.Printf("listening on %s\n", lis.Addr())
 	a.log.Info("Serving.", "service", app.name, "address", lis.Addr().String(), "tls", tlsConfig != nil,
 		"handlers", len(app.handlers), "syncs", len(app.syncs), "tasks", len(app.tasks))
 
 	served := make(chan error, 1)
+	setHealth(healthServer, services, healthpb.HealthCheckResponse_SERVING)
 	go func() { served <- server.Serve(lis) }()
 	select {
 	case err := <-served:
@@ -197,6 +236,7 @@ func (a *App) serve(ctx context.Context, app *built, lis net.Listener, tlsConfig
 		server.Stop()
 		<-drained
 	}
+	stopHealthOnly() // after NOT_SERVING and the drain: a probe saw the drain, not a refused port
 	flushSpans(a, flush)
 	a.log.Info("Stopped.")
 	return nil
@@ -213,9 +253,50 @@ func flushSpans(a *App, flush func(context.Context) error) {
 	}
 }
 
-// newServer makes the gRPC server with the handler services, health and reflection; health is
-// SERVING for the whole server ("") and for every service served.
-func newServer(app *built, state *runtimeState, tlsConfig *tls.Config) (*grpc.Server, *health.Server) {
+// serveHealthOnly serves healthServer alone (no handler service, no reflection) on lis, in
+// plaintext: for the kubelet's grpc probes, which speak neither TLS nor mutual TLS. The
+// returned func stops it (at once: an open Watch does not hold it) and waits for it; it may be
+// called more than once.
+func (a *App) serveHealthOnly(healthServer *health.Server, lis net.Listener) (stop func()) {
+	server := grpc.NewServer()
+	healthpb.RegisterHealthServer(server, healthServer)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := server.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			a.log.Warn("The health service (--health-listen) failed; the handlers are still served.", "error", err)
+		}
+	}()
+	a.log.Info("Serving the health service.", "address", lis.Addr().String(), "tls", false)
+	var once sync.Once
+	return func() {
+		once.Do(server.Stop)
+		<-done
+	}
+}
+
+// servedServices names the operon.v1 services that app serves (their health is told).
+func servedServices(app *built) []string {
+	services := []string{pb.HandlerService_ServiceDesc.ServiceName}
+	if len(app.syncs) > 0 {
+		services = append(services, pb.SyncService_ServiceDesc.ServiceName)
+	}
+	if len(app.tasks) > 0 {
+		services = append(services, pb.TaskService_ServiceDesc.ServiceName)
+	}
+	return services
+}
+
+// setHealth sets status for the whole server ("") and for every one of services.
+func setHealth(h *health.Server, services []string, status healthpb.HealthCheckResponse_ServingStatus) {
+	h.SetServingStatus("", status)
+	for _, name := range services {
+		h.SetServingStatus(name, status)
+	}
+}
+
+// newServer makes the gRPC server with the handler services, healthServer and reflection.
+func newServer(app *built, state *runtimeState, tlsConfig *tls.Config, healthServer *health.Server) *grpc.Server {
 	options := []grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(continueTrace),
 		grpc.ChainStreamInterceptor(continueStreamTrace),
@@ -224,22 +305,14 @@ func newServer(app *built, state *runtimeState, tlsConfig *tls.Config) (*grpc.Se
 		options = append(options, grpc.Creds(credentials.NewTLS(tlsConfig)))
 	}
 	server := grpc.NewServer(options...)
-	services := []string{pb.HandlerService_ServiceDesc.ServiceName}
 	pb.RegisterHandlerServiceServer(server, &handlerServer{runtimeState: state})
 	if len(app.syncs) > 0 {
 		pb.RegisterSyncServiceServer(server, &syncServer{runtimeState: state})
-		services = append(services, pb.SyncService_ServiceDesc.ServiceName)
 	}
 	if len(app.tasks) > 0 {
 		pb.RegisterTaskServiceServer(server, &taskServer{runtimeState: state})
-		services = append(services, pb.TaskService_ServiceDesc.ServiceName)
 	}
-	healthServer := health.NewServer()
 	healthpb.RegisterHealthServer(server, healthServer)
-	healthServer.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	for _, name := range services {
-		healthServer.SetServingStatus(name, healthpb.HealthCheckResponse_SERVING)
-	}
 	reflection.Register(server)
-	return server, healthServer
+	return server
 }

@@ -59,7 +59,7 @@ func serveTest(t *testing.T, app *App) *served {
 	lis := bufconn.Listen(1 << 20)
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &served{ledger: app.cfg.ledger, stop: cancel, stopped: make(chan error, 1)}
-	go func() { s.stopped <- app.serve(ctx, b, lis, nil) }()
+	go func() { s.stopped <- app.serve(ctx, b, lis, nil, nil) }()
 	s.conn, err = grpc.NewClient("passthrough:///bufnet",
 		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
 		grpc.WithTransportCredentials(insecure.NewCredentials()))

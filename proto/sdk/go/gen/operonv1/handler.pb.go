@@ -1684,7 +1684,7 @@ type isOutcome_Result interface {
 }
 
 type Outcome_Success struct {
-	// The handler finished; `result_json` (if any) goes to status.<handler id>.
+	// The handler finished; `result_json` (if any) goes to `status.<handler id>`.
 	Success *Success `protobuf:"bytes,1,opt,name=success,proto3,oneof"`
 }
 

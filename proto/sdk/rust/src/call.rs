@@ -9,6 +9,7 @@ use operon_proto::v1 as pb;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use crate::admission::Admission;
 use crate::convert;
 use crate::error::HandlerError;
 
@@ -142,6 +143,8 @@ pub(crate) struct CallData {
     pub(crate) resource: Option<ResolvedResource>,
     pub(crate) attempt_id: String,
     pub(crate) records: Vec<pb::Record>,
+    /// Validate/mutate handlers: the review.
+    pub(crate) admission: Option<Admission>,
 }
 
 impl CallData {
@@ -149,7 +152,7 @@ impl CallData {
     ///
     /// # Errors
     /// What is wrong with the request: a body that is not a JSON object, fields that are not
-    /// JSON, a diff that is not Kopf's list of tuples.
+    /// JSON, a diff that is not Kopf's list of tuples, an admission review that cannot be read.
     pub(crate) fn from_invoke(request: &pb::InvokeRequest) -> Result<Self, String> {
         let diff = match convert::optional_json("diff_json", &request.diff_json)? {
             None | Some(Value::Null) => Vec::new(),
@@ -173,6 +176,11 @@ impl CallData {
             resource: request.resource.as_ref().map(ResolvedResource::from_proto),
             attempt_id: request.attempt_id.clone(),
             records: request.subhandlers.clone(),
+            admission: request
+                .admission
+                .as_ref()
+                .map(Admission::from_proto)
+                .transpose()?,
         })
     }
 }
@@ -298,19 +306,22 @@ impl<K> Call<K> {
         &self.head.handler_id
     }
 
-    /// Why a change handler is called; `None` for event handlers and timers.
+    /// Why a change handler is called; `None` for event handlers, timers and admission handlers
+    /// (see [`Call::admission`]).
     pub fn reason(&self) -> Option<Reason> {
         self.head.data.reason
     }
 
     /// The old essence (the last handled state, without status and most metadata); for a
-    /// field handler (and an update handler with a field), the field's old value. `None` when
-    /// there is none (creation, timers, events).
+    /// field handler (and an update handler with a field), the field's old value; for an
+    /// admission handler, the request's whole `oldObject`. `None` when there is none (creation,
+    /// timers, events).
     pub fn old(&self) -> Option<&Value> {
         self.head.data.old.as_ref()
     }
 
-    /// The new essence; for a field handler, the field's new value.
+    /// The new essence; for a field handler, the field's new value; for an admission handler,
+    /// the request's whole `object` (`None` on DELETE).
     #[allow(clippy::new_ret_no_self)] // Kopf's name (`new`), beside `old`; not a constructor.
     pub fn new(&self) -> Option<&Value> {
         self.head.data.new.as_ref()
@@ -350,10 +361,16 @@ impl<K> Call<K> {
         self.head.data.resource.as_ref()
     }
 
-    /// The core's id of this attempt (same object, handler, change and retry → same id); empty
-    /// when the core sent none.
+    /// The core's id of this attempt (same object, handler, change and retry → same id; for an
+    /// admission handler: same review and handler); empty when the core sent none.
     pub fn attempt_id(&self) -> &str {
         &self.head.data.attempt_id
+    }
+
+    /// The admission review, for validate and mutate handlers (`None` for the others): the
+    /// operation, subresource, dry run, user… See [`Admission`].
+    pub fn admission(&self) -> Option<&Admission> {
+        self.head.data.admission.as_ref()
     }
 }
 

@@ -1,5 +1,6 @@
-//! [`Ctx`]: what a change, event or timer handler gets — the call ([`Call`], by `Deref`) and
-//! the effects it asks the core to perform: a merge patch, Events, sub-handlers.
+//! [`Ctx`]: what a change, event, timer or admission handler gets — the call ([`Call`], by
+//! `Deref`) and the effects it asks the core to perform: a merge patch, Events, sub-handlers,
+//! warnings for the user whose request is under review.
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -77,6 +78,7 @@ pub(crate) struct Effects {
     pub(crate) patch: Option<Value>,
     pub(crate) events: Vec<pb::Event>,
     pub(crate) subhandlers: Vec<pb::SubhandlerOutcome>,
+    pub(crate) warnings: Vec<String>,
     seen: HashSet<String>,
 }
 
@@ -126,9 +128,10 @@ where
     }
 }
 
-/// What a change handler (create, update, delete, resume, field), an event handler or a timer
-/// gets: the call — the typed object, old/new/diff, the retry count… (all of [`Call`], by
-/// `Deref`) — and the means to ask the core for effects: a merge patch, Events, sub-handlers.
+/// What a change handler (create, update, delete, resume, field), an event handler, a timer or
+/// an admission handler (validate, mutate) gets: the call — the typed object, old/new/diff, the
+/// retry count, the admission review… (all of [`Call`], by `Deref`) — and the means to ask the
+/// core for effects: a merge patch, Events, sub-handlers, warnings.
 ///
 /// ```
 /// use operon_handler::{Ctx, EventType, HandlerResult};
@@ -200,6 +203,10 @@ impl<K> Ctx<K> {
     /// together, in order (later ones win), in the same write as the handler's progress, whatever
     /// the outcome. Patch `status` here to write more than the handler's own result. The core
     /// refuses patches that change the object's identity (name, namespace, uid…).
+    ///
+    /// For a mutate handler, the patch is applied to the object under review instead (the core
+    /// answers the API server with it, as a JSONPatch), unless the request is denied; a
+    /// validate handler's patch is ignored.
     pub fn patch(&self, patch: Value) {
         let mut effects = lock(&self.effects);
         match &mut effects.patch {
@@ -215,6 +222,14 @@ impl<K> Ctx<K> {
             .push(event(type_, reason, message));
     }
 
+    /// Adds a warning for the user who made the request under review (the AdmissionReview
+    /// response's `warnings`; kubectl prints them), whether the handler admits or denies it.
+    /// Validate and mutate handlers only: elsewhere there is nobody to warn, and the warnings
+    /// are dropped.
+    pub fn warn(&self, message: impl Into<String>) {
+        lock(&self.effects).warnings.push(message.into());
+    }
+
     /// The handler's tracing span: a child of the core's span for this call (W3C
     /// `traceparent`). The handler's future runs inside it, so `tracing::info!` and spans in the
     /// handler belong to it already; use this to parent work spawned elsewhere.
@@ -225,20 +240,21 @@ impl<K> Ctx<K> {
 
 impl<K: Send + Sync + 'static> Ctx<K> {
     /// Runs a sub-handler with the default options: see [`Ctx::subhandler_with`].
-    pub async fn subhandler<F, Fut>(&self, id: &str, f: F)
+    pub async fn subhandler<F, Fut>(&self, id: &str, f: F) -> SubhandlerState
     where
         F: FnOnce(Ctx<K>) -> Fut,
         Fut: Future<Output = HandlerResult>,
     {
         self.subhandler_with(id, SubhandlerOptions::default(), f)
-            .await;
+            .await
     }
 
     /// Runs `f` as the sub-handler `id` of this handler (Kopf's `@kopf.subhandler`), unless it
     /// already finished or is waiting for a retry. Its progress is recorded on the object as
     /// its own handler's, `<parent id>/<id>`, and judged by the core with its own `options`.
     ///
-    /// Call it from the handler's body, once per sub-handler and call, as many as the object
+    /// Returns where the sub-handler stands ([`SubhandlerState`]). Call it from the handler's
+    /// body, once per sub-handler and call, as many as the object
     /// needs (e.g. one per item of a list in the spec); the order of the calls is the order they
     /// run in. Sub-handlers may have sub-handlers of their own. Their patches and Events join
     /// the parent's.
@@ -256,7 +272,12 @@ impl<K: Send + Sync + 'static> Ctx<K> {
     /// message saying what is wrong: an `id` that is empty or has a `/`, the same `id` twice in
     /// one call, or a sub-handler in an event handler or a timer (only change handlers have
     /// them, as in Kopf).
-    pub async fn subhandler_with<F, Fut>(&self, id: &str, options: SubhandlerOptions, f: F)
+    pub async fn subhandler_with<F, Fut>(
+        &self,
+        id: &str,
+        options: SubhandlerOptions,
+        f: F,
+    ) -> SubhandlerState
     where
         F: FnOnce(Ctx<K>) -> Fut,
         Fut: Future<Output = HandlerResult>,
@@ -267,14 +288,14 @@ impl<K: Send + Sync + 'static> Ctx<K> {
                 "handler {parent:?} ran sub-handler {id:?}, but only change handlers \
                  (create, update, delete, resume, field) have sub-handlers"
             ));
-            return;
+            return SubhandlerState::Misused;
         }
         if id.is_empty() || id.contains('/') {
             self.level.misused(format!(
                 "handler {parent:?} ran a sub-handler with the id {id:?}: sub-handler ids must \
                  be non-empty and have no '/'"
             ));
-            return;
+            return SubhandlerState::Misused;
         }
         let full_id = format!("{parent}/{id}");
         if !lock(&self.effects).seen.insert(full_id.clone()) {
@@ -282,14 +303,14 @@ impl<K: Send + Sync + 'static> Ctx<K> {
                 "handler {parent:?} ran sub-handler {id:?} twice in one call: sub-handler ids \
                  must be unique"
             ));
-            return;
+            return SubhandlerState::Misused;
         }
         let (retry, started) =
             match subhandlers::state(&full_id, &self.call.head.data.records, SystemTime::now()) {
-                SubState::Finished => return,
+                SubState::Finished => return SubhandlerState::Finished,
                 SubState::Sleeping(remaining) => {
                     lock(&self.level.unfinished).push(remaining);
-                    return;
+                    return SubhandlerState::Pending;
                 }
                 SubState::Due { retry, started } => (retry, started),
             };
@@ -312,7 +333,8 @@ impl<K: Send + Sync + 'static> Ctx<K> {
         let result = catching(f(ctx)).instrument(span).await;
         let outcome = level.outcome(result);
         tracing::debug!(handler = %full_id, retry, outcome = crate::service::outcome_name(&outcome), "Sub-handler ran.");
-        if let Some(delay) = subhandlers::unfinished(&outcome, &options, retry) {
+        let unfinished = subhandlers::unfinished(&outcome, &options, retry);
+        if let Some(delay) = unfinished {
             lock(&self.level.unfinished).push(delay);
         }
         lock(&self.effects).subhandlers.push(pb::SubhandlerOutcome {
@@ -322,7 +344,26 @@ impl<K: Send + Sync + 'static> Ctx<K> {
             }),
             options: options.to_proto(),
         });
+        if unfinished.is_some() {
+            SubhandlerState::Pending
+        } else {
+            SubhandlerState::Finished
+        }
     }
+}
+
+/// Where a sub-handler stands after [`Ctx::subhandler`]: what the handler may tell its own
+/// answer (or its logs) by. The SDK answers "sub-handlers pending" by itself; this is for
+/// information.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SubhandlerState {
+    /// It succeeded or failed for good, in this call or an earlier one: it does not run again.
+    Finished,
+    /// It runs again later: it failed temporarily in this call, or waits for its retry.
+    Pending,
+    /// The call was a misuse (see the errors of [`Ctx::subhandler_with`]): the handler fails
+    /// for good.
+    Misused,
 }
 
 #[cfg(test)]

@@ -25,6 +25,10 @@ pub type HandlerResult = Result<Option<serde_json::Value>, HandlerError>;
 ///   `anyhow::Error`, a `String` or a `&str`. The core handles it per the handler's errors mode
 ///   ([`crate::ErrorsMode`]; by default: retried after the handler's backoff, 60 s unless
 ///   [`crate::HandlerOptions::backoff`] says otherwise), as Kopf handles an arbitrary exception.
+/// - [`HandlerError::Deny`]: a validate or mutate handler denies the request on purpose, with a
+///   message and an HTTP status code (Kopf's `AdmissionError`). Any other error denies it too
+///   (with code 500); a `Deny` is preferred when several handlers deny one request. Elsewhere it
+///   is a permanent error.
 ///
 /// `HandlerError` deliberately does not implement `std::error::Error`, so that `?` converts any
 /// error into it (as `anyhow::Error` does).
@@ -38,6 +42,14 @@ pub enum HandlerError {
     },
     /// Stop trying: the handler is recorded as failed with this message.
     Permanent(String),
+    /// Admission handlers: deny the request with this message and HTTP status code (Kopf's
+    /// `AdmissionError`). In other handlers: a permanent error with the message.
+    Deny {
+        /// What the requesting user is told (kubectl prints it).
+        message: String,
+        /// The HTTP status code of the denial, e.g. 422 or 403; 0 means 500 (Kopf's default).
+        code: u16,
+    },
     /// Any other error; handled per the handler's errors mode.
     Other {
         /// The error's type, e.g. `ParseIntError` (Kopf's exception class; shown in logs).
@@ -66,11 +78,23 @@ impl HandlerError {
         Self::Permanent(message.into())
     }
 
+    /// An admission denial: a validate or mutate handler's answer that refuses the request with
+    /// `message` and the HTTP status `code` (e.g. 422; 0 means 500), as Kopf's
+    /// `AdmissionError(message, code)`.
+    pub fn deny(message: impl Into<String>, code: u16) -> Self {
+        Self::Deny {
+            message: message.into(),
+            code,
+        }
+    }
+
     /// The error's message; for [`HandlerError::Other`], the error and its sources joined by
     /// `": "`.
     pub fn message(&self) -> String {
         match self {
-            Self::Temporary { message, .. } | Self::Permanent(message) => message.clone(),
+            Self::Temporary { message, .. }
+            | Self::Permanent(message)
+            | Self::Deny { message, .. } => message.clone(),
             Self::Other { error, .. } => chain(error.as_ref()),
         }
     }
@@ -84,15 +108,28 @@ impl HandlerError {
                     delay: Some(crate::convert::duration(*delay)),
                 })
             }
-            Self::Permanent(message) => pb::outcome::Result::PermanentError(pb::PermanentError {
-                message: message.clone(),
-            }),
+            Self::Permanent(message) | Self::Deny { message, .. } => {
+                pb::outcome::Result::PermanentError(pb::PermanentError {
+                    message: message.clone(),
+                })
+            }
             Self::Other { error_type, .. } => {
                 pb::outcome::Result::ArbitraryError(pb::ArbitraryError {
                     message: self.message(),
                     error_type: error_type.clone(),
                 })
             }
+        }
+    }
+
+    /// The status code of an admission answer with this error: a [`HandlerError::Deny`]'s (0
+    /// means 500, as the contract's `admission_code`); `None` for other errors, which the core
+    /// answers with 500.
+    pub(crate) fn admission_code(&self) -> Option<i32> {
+        match self {
+            Self::Deny { code: 0, .. } => Some(500),
+            Self::Deny { code, .. } => Some(i32::from(*code)),
+            Self::Temporary { .. } | Self::Permanent(_) | Self::Other { .. } => None,
         }
     }
 
@@ -163,6 +200,11 @@ impl fmt::Debug for HandlerError {
                 .field("delay", delay)
                 .finish(),
             Self::Permanent(message) => f.debug_tuple("Permanent").field(message).finish(),
+            Self::Deny { message, code } => f
+                .debug_struct("Deny")
+                .field("message", message)
+                .field("code", code)
+                .finish(),
             Self::Other { error_type, error } => f
                 .debug_struct("Other")
                 .field("error_type", error_type)
@@ -179,6 +221,10 @@ impl fmt::Display for HandlerError {
                 write!(f, "temporary error (retry in {delay:?}): {message}")
             }
             Self::Permanent(message) => write!(f, "permanent error: {message}"),
+            Self::Deny { message, code } => {
+                let code = if *code == 0 { 500 } else { *code };
+                write!(f, "denied (HTTP {code}): {message}")
+            }
             Self::Other { error_type, .. } => write!(f, "{error_type}: {}", self.message()),
         }
     }
@@ -256,6 +302,25 @@ mod tests {
             pb::outcome::Result::PermanentError(pb::PermanentError {
                 message: "no".into()
             })
+        );
+    }
+
+    #[test]
+    fn denials_are_permanent_errors_with_a_code() {
+        let denied = HandlerError::deny("no widgets on Sundays", 422);
+        assert_eq!(
+            denied.to_outcome(),
+            pb::outcome::Result::PermanentError(pb::PermanentError {
+                message: "no widgets on Sundays".into()
+            })
+        );
+        assert_eq!(denied.admission_code(), Some(422));
+        assert_eq!(HandlerError::deny("x", 0).admission_code(), Some(500));
+        assert_eq!(HandlerError::permanent("x").admission_code(), None);
+        assert_eq!(HandlerError::from("x").admission_code(), None);
+        assert_eq!(
+            denied.to_string(),
+            "denied (HTTP 422): no widgets on Sundays"
         );
     }
 

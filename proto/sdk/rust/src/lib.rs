@@ -29,13 +29,17 @@
 //! Start with [`Operator`] (the registrations), [`Ctx`] (what a handler gets),
 //! [`HandlerError`] (how it fails), [`HandlerOptions`] (ids, retries, filters); then
 //! [`DaemonCtx`], [`SyncCtx`]/[`Desired`] and [`TaskCtx`] for daemons, sync handlers and tasks;
-//! [`ServeConfig`] for the flags and environment. The README has the full reference.
+//! [`Admission`] for validating and mutating admission webhooks ([`Operator::on_validate`],
+//! [`Operator::on_mutate`]); [`ServeConfig`] for the flags and environment. The README has the
+//! full reference.
 //!
 //! Built in: the attempt cache (a repeated attempt is answered without running the handler
 //! again), W3C trace context (handler spans are children of the core's), OTLP export, TLS and
-//! mutual TLS, `grpc.health.v1.Health`, server reflection, a manifest check against the core's
+//! mutual TLS, `grpc.health.v1.Health` (also alone, in plaintext, for the kubelet's probes:
+//! [`ServeConfig::health_listen()`]), server reflection, a manifest check against the core's
 //! contract revision, and a graceful shutdown on SIGTERM/SIGINT.
 
+mod admission;
 mod cache;
 mod call;
 mod convert;
@@ -55,8 +59,9 @@ mod sync;
 mod task;
 mod telemetry;
 
+pub use admission::{Admission, Operation, UnknownOperation, UserInfo};
 pub use call::{Call, DiffItem, DiffOp, Reason, ResolvedResource};
-pub use ctx::{Ctx, EventType};
+pub use ctx::{Ctx, EventType, SubhandlerState};
 pub use daemon::{DaemonCtx, StopReason, Stopped};
 pub use error::{BoxError, DEFAULT_DELAY, HandlerError, HandlerResult};
 pub use filters::Filter;
@@ -67,6 +72,7 @@ pub use resource::Resource;
 pub use serve::{
     DEFAULT_LISTEN, DEFAULT_SHUTDOWN_GRACE, Error, Running, ServeConfig, TlsFiles, USAGE,
 };
+pub use service::Services;
 pub use sync::{
     ChildGroup, Desired, Finalized, ShutdownFailure, ShutdownHook, SyncCtx, SyncOptions,
     UnknownUpdateStrategy, UpdateStrategy,

@@ -380,6 +380,118 @@ impl Operator {
         )
     }
 
+    /// A validating admission webhook (Kopf's `@kopf.on.validate`): the core serves the webhook
+    /// (`operon run --admission-listen`) and calls the handler for every review of `resource`
+    /// that it is selected for — by its operations, subresource and filters (see
+    /// [`HandlerOptions::operations`], [`HandlerOptions::subresource`]). [`Call::admission`]
+    /// (`ctx.admission()`) is the review; [`Ctx::warn`] adds warnings for the requesting user.
+    ///
+    /// ```
+    /// use operon_handler::{Ctx, HandlerError, HandlerOptions, HandlerResult, Operation, Operator};
+    /// use serde_json::{json, Value};
+    ///
+    /// async fn check_size(ctx: Ctx<Value>) -> HandlerResult {
+    ///     let size = ctx.body()["spec"]["size"].as_u64().unwrap_or(0);
+    ///     if size > 10 {
+    ///         return Err(HandlerError::deny(format!("size {size} is over 10"), 422));
+    ///     }
+    ///     if let Some(review) = ctx.admission() {
+    ///         let user = &review.user_info().username;
+    ///         ctx.warn(format!("{} checked for {user}", review.operation()));
+    ///     }
+    ///     Ok(None) // admitted
+    /// }
+    ///
+    /// async fn default_size(ctx: Ctx<Value>) -> HandlerResult {
+    ///     if ctx.body()["spec"]["size"].is_null() {
+    ///         ctx.patch(json!({"spec": {"size": 1}})); // applied to the object under review
+    ///     }
+    ///     Ok(None)
+    /// }
+    ///
+    /// let manifest = Operator::new("widgets-operator")
+    ///     .on_validate("widgets.example.com", check_size)
+    ///     .on_mutate_with(
+    ///         "widgets.example.com",
+    ///         HandlerOptions::new().operations([Operation::Create, Operation::Update]),
+    ///         default_size,
+    ///     )
+    ///     .manifest()
+    ///     .unwrap();
+    /// assert_eq!(manifest.handlers.len(), 2);
+    /// ```
+    ///
+    /// # Guarantees
+    /// `Ok(_)` admits the request (the value is ignored). Nothing is stored on the object and
+    /// nothing is retried: it takes no retries, timeout, backoff or errors options. Its patches
+    /// are ignored (use [`Operator::on_mutate`]); its Events are posted.
+    ///
+    /// # Errors
+    /// Any error denies the request: [`HandlerError::deny`] with its message and HTTP status
+    /// code (preferred when several handlers deny), any other with its message and code 500.
+    pub fn on_validate<K, F, Fut>(self, resource: impl Into<Resource>, handler: F) -> Self
+    where
+        K: DeserializeOwned + Send + Sync + 'static,
+        F: Fn(Ctx<K>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = HandlerResult> + Send + 'static,
+    {
+        self.on_validate_with(resource, HandlerOptions::default(), handler)
+    }
+
+    /// [`Operator::on_validate`] with options.
+    pub fn on_validate_with<K, F, Fut>(
+        self,
+        resource: impl Into<Resource>,
+        options: HandlerOptions,
+        handler: F,
+    ) -> Self
+    where
+        K: DeserializeOwned + Send + Sync + 'static,
+        F: Fn(Ctx<K>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = HandlerResult> + Send + 'static,
+    {
+        self.register(
+            Kind::Validate,
+            resource.into(),
+            None,
+            None,
+            options,
+            handler,
+        )
+    }
+
+    /// A mutating admission webhook (Kopf's `@kopf.on.mutate`): as [`Operator::on_validate`],
+    /// and the merge patch the handler makes with [`Ctx::patch`] is applied to the object under
+    /// review (the core answers the API server with it as a JSONPatch). It is called for
+    /// `DELETE` only when that is its only operation (as in Kopf).
+    ///
+    /// # Errors
+    /// As [`Operator::on_validate`]: any error denies the request (and its patch is not
+    /// applied).
+    pub fn on_mutate<K, F, Fut>(self, resource: impl Into<Resource>, handler: F) -> Self
+    where
+        K: DeserializeOwned + Send + Sync + 'static,
+        F: Fn(Ctx<K>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = HandlerResult> + Send + 'static,
+    {
+        self.on_mutate_with(resource, HandlerOptions::default(), handler)
+    }
+
+    /// [`Operator::on_mutate`] with options.
+    pub fn on_mutate_with<K, F, Fut>(
+        self,
+        resource: impl Into<Resource>,
+        options: HandlerOptions,
+        handler: F,
+    ) -> Self
+    where
+        K: DeserializeOwned + Send + Sync + 'static,
+        F: Fn(Ctx<K>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = HandlerResult> + Send + 'static,
+    {
+        self.register(Kind::Mutate, resource.into(), None, None, options, handler)
+    }
+
     /// A daemon (Kopf's `@kopf.daemon`): one long-running function per matching object, served
     /// over the contract's `Daemon` call, for as long as the object exists and matches. See
     /// [`DaemonCtx`] for the live object and the stop flag.

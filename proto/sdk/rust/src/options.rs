@@ -1,5 +1,6 @@
 //! The options of a handler registration: its id, retries, backoff, timeouts, errors mode and
-//! filters, and the options of the kinds that have their own (delete, resume, timer, daemon).
+//! filters, and the options of the kinds that have their own (delete, resume, timer, daemon,
+//! validate/mutate).
 //! An option that does not apply to the kind it is given to is refused when the operator is
 //! served ([`crate::RegistrationError::NotApplicable`]).
 
@@ -8,6 +9,7 @@ use std::time::Duration;
 use operon_proto::v1 as pb;
 use serde::de::DeserializeOwned;
 
+use crate::admission::{Operation, UnknownOperation};
 use crate::call::Call;
 use crate::convert::duration;
 use crate::filters::{Filter, Filters, When};
@@ -62,6 +64,13 @@ pub struct HandlerOptions {
     pub(crate) sharp: bool,
     pub(crate) cancellation_timeout: Option<Duration>,
     pub(crate) cancellation_backoff: Option<Duration>,
+    pub(crate) operations: Option<Vec<Operation>>,
+    /// Names given to `operations` that are not operations (refused at registration).
+    pub(crate) unknown_operations: Vec<String>,
+    pub(crate) subresource: Option<String>,
+    pub(crate) ignore_failures: bool,
+    pub(crate) side_effects: bool,
+    pub(crate) persistent: bool,
     pub(crate) filters: Filters,
 }
 
@@ -101,7 +110,9 @@ impl HandlerOptions {
     }
 
     /// The deadline of one call; a call that runs longer is cancelled and counts as a failed
-    /// attempt. Default: the core's.
+    /// attempt. Default: the core's. For validate and mutate handlers, the webhook's
+    /// `timeoutSeconds`: 1 to 30 seconds (default 30, as Kopf); a call that runs longer is a
+    /// failure (the request is denied, unless [`HandlerOptions::ignore_failures`]).
     pub fn call_timeout(mut self, call_timeout: Duration) -> Self {
         self.call_timeout = Some(call_timeout);
         self
@@ -157,6 +168,60 @@ impl HandlerOptions {
     /// [`HandlerOptions::cancellation_timeout`]). Default: at once.
     pub fn cancellation_backoff(mut self, backoff: Duration) -> Self {
         self.cancellation_backoff = Some(backoff);
+        self
+    }
+
+    /// Validate and mutate handlers: the operations the webhook is called for (added to those
+    /// given before): [`Operation`]s, or their names (`"CREATE"`, `"UPDATE"`, `"DELETE"`,
+    /// `"CONNECT"`, as Kopf's `operations=`). Default: all. A mutate handler is called for
+    /// `DELETE` only when that is its only operation (as in Kopf).
+    ///
+    /// # Errors
+    /// A name that is not an operation is refused when the operator is served
+    /// ([`crate::RegistrationError::UnknownOperation`]).
+    pub fn operations<I>(mut self, operations: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: TryInto<Operation>,
+        <I::Item as TryInto<Operation>>::Error: Into<UnknownOperation>,
+    {
+        let known = self.operations.get_or_insert_with(Vec::new);
+        for operation in operations {
+            match operation.try_into() {
+                Ok(operation) => known.push(operation),
+                Err(unknown) => self.unknown_operations.push(unknown.into().0),
+            }
+        }
+        self
+    }
+
+    /// Validate and mutate handlers: the subresource the webhook covers (`"status"`, `"scale"`…),
+    /// or `"*"` for the resource and all its subresources. Default: the resource itself.
+    pub fn subresource(mut self, subresource: impl Into<String>) -> Self {
+        self.subresource = Some(subresource.into());
+        self
+    }
+
+    /// Validate and mutate handlers: a handler that fails to answer (its service is down, or
+    /// misses the deadline) admits the request (the webhook's `failurePolicy: Ignore`; default
+    /// `Fail`). A denial is a denial either way.
+    pub fn ignore_failures(mut self) -> Self {
+        self.ignore_failures = true;
+        self
+    }
+
+    /// Validate and mutate handlers: the handler has side effects (the webhook's `sideEffects:
+    /// NoneOnDryRun`; default `None`), so the API server calls it for dry runs too, and it must
+    /// check [`crate::Admission::dry_run`] before it performs them.
+    pub fn side_effects(mut self) -> Self {
+        self.side_effects = true;
+        self
+    }
+
+    /// Validate and mutate handlers: keep the handler's webhook in the core's managed webhook
+    /// configuration when the core stops (the others are removed then, as in Kopf).
+    pub fn persistent(mut self) -> Self {
+        self.persistent = true;
         self
     }
 
@@ -230,8 +295,24 @@ impl HandlerOptions {
             cancellation_timeout: self.cancellation_timeout.map(duration),
             call_timeout: self.call_timeout.map(duration),
             cancellation_backoff: self.cancellation_backoff.map(duration),
+            operations: self.operation_names(),
+            subresource: self.subresource.clone(),
+            persistent: self.persistent,
+            side_effects: self.side_effects,
+            ignore_failures: self.ignore_failures,
             ..pb::Options::default()
         }
+    }
+
+    /// The operations as the contract names them, each once, in the order given.
+    fn operation_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = Vec::new();
+        for operation in self.operations.iter().flatten() {
+            if !names.iter().any(|name| name == operation.as_str()) {
+                names.push(operation.as_str().to_owned());
+            }
+        }
+        names
     }
 }
 

@@ -32,6 +32,8 @@ pub(crate) enum Kind {
     Event,
     Timer,
     Daemon,
+    Validate,
+    Mutate,
 }
 
 impl Kind {
@@ -45,6 +47,8 @@ impl Kind {
             Self::Event => "event",
             Self::Timer => "timer",
             Self::Daemon => "daemon",
+            Self::Validate => "validate",
+            Self::Mutate => "mutate",
         }
     }
 
@@ -58,6 +62,8 @@ impl Kind {
             Self::Event => pb::HandlerKind::Event,
             Self::Timer => pb::HandlerKind::Timer,
             Self::Daemon => pb::HandlerKind::Daemon,
+            Self::Validate => pb::HandlerKind::Validate,
+            Self::Mutate => pb::HandlerKind::Mutate,
         }
     }
 
@@ -78,6 +84,11 @@ impl Kind {
             self,
             Self::Create | Self::Update | Self::Delete | Self::Resume
         )
+    }
+
+    /// Whether its handlers are admission webhooks, called with a review.
+    pub(crate) fn is_admission(self) -> bool {
+        matches!(self, Self::Validate | Self::Mutate)
     }
 
     /// Whether its handlers may have sub-handlers (Kopf's changing handlers).
@@ -200,6 +211,17 @@ pub enum RegistrationError {
         /// `value`, `old_value` or `new_value`.
         filter: &'static str,
     },
+    /// A validate/mutate handler's `operations` names something that is not an operation.
+    #[error(
+        "{id}: unknown operation {operation:?} in `operations` (CREATE, UPDATE, DELETE or \
+         CONNECT)"
+    )]
+    UnknownOperation {
+        /// The handler's id.
+        id: String,
+        /// The name as given.
+        operation: String,
+    },
     /// An option's value makes no sense.
     #[error("{id}: {problem}")]
     BadOption {
@@ -260,12 +282,19 @@ fn handler_id(reg: &HandlerReg) -> Option<String> {
     })
 }
 
+/// The webhook timeouts the API server accepts (`timeoutSeconds`).
+const ADMISSION_TIMEOUTS: std::ops::RangeInclusive<Duration> =
+    Duration::from_secs(1)..=Duration::from_secs(30);
+
 /// Refuses options that do not apply to the kind.
 fn check_options(id: &str, reg: &HandlerReg, problems: &mut Vec<RegistrationError>) {
     use Kind::{Daemon, Delete, Event, Field, Resume, Timer, Update};
     let o = &reg.options;
     let kind = reg.kind;
-    let checks: [(&'static str, bool, bool); 13] = [
+    // Event and admission handlers store no progress and are not retried.
+    let retried = kind != Event && !kind.is_admission();
+    let admission = kind.is_admission();
+    let checks: [(&'static str, bool, bool); 18] = [
         ("optional", o.optional, kind == Delete),
         ("deleted", o.deleted, kind == Resume),
         ("idle", o.idle.is_some(), kind == Timer),
@@ -285,11 +314,16 @@ fn check_options(id: &str, reg: &HandlerReg, problems: &mut Vec<RegistrationErro
             o.cancellation_backoff.is_some(),
             kind == Daemon,
         ),
-        ("retries", o.retries.is_some(), kind != Event),
-        ("timeout", o.timeout.is_some(), kind != Event),
-        ("backoff", o.backoff.is_some(), kind != Event),
-        ("errors", o.errors.is_some(), kind != Event),
+        ("retries", o.retries.is_some(), retried),
+        ("timeout", o.timeout.is_some(), retried),
+        ("backoff", o.backoff.is_some(), retried),
+        ("errors", o.errors.is_some(), retried),
         ("call_timeout", o.call_timeout.is_some(), kind != Daemon),
+        ("operations", o.operations.is_some(), admission),
+        ("subresource", o.subresource.is_some(), admission),
+        ("ignore_failures", o.ignore_failures, admission),
+        ("side_effects", o.side_effects, admission),
+        ("persistent", o.persistent, admission),
         (
             "old_value/new_value",
             o.filters.old.is_some() || o.filters.new.is_some(),
@@ -331,6 +365,38 @@ fn check_options(id: &str, reg: &HandlerReg, problems: &mut Vec<RegistrationErro
             problem: "cancellation_backoff needs a cancellation_timeout (without one the core \
                       never cancels the daemon)",
         });
+    }
+    if admission {
+        for operation in &o.unknown_operations {
+            problems.push(RegistrationError::UnknownOperation {
+                id: id.to_owned(),
+                operation: operation.clone(),
+            });
+        }
+        if o.operations.as_ref().is_some_and(Vec::is_empty) && o.unknown_operations.is_empty() {
+            problems.push(RegistrationError::BadOption {
+                id: id.to_owned(),
+                problem: "operations is empty: leave it out to be called for all operations",
+            });
+        }
+        if o.subresource
+            .as_deref()
+            .is_some_and(|s| s.trim().is_empty())
+        {
+            problems.push(RegistrationError::BadOption {
+                id: id.to_owned(),
+                problem: "the subresource is empty: name one (\"status\"), or \"*\" for all",
+            });
+        }
+        if o.call_timeout
+            .is_some_and(|t| !ADMISSION_TIMEOUTS.contains(&t))
+        {
+            problems.push(RegistrationError::BadOption {
+                id: id.to_owned(),
+                problem: "an admission handler's call_timeout (the webhook's timeoutSeconds) \
+                          must be from 1 to 30 seconds",
+            });
+        }
     }
     if reg.interval.is_some_and(|i| i.is_zero()) {
         problems.push(RegistrationError::BadOption {

@@ -1,26 +1,29 @@
 //! Serving: the address and TLS from flags or the environment ([`ServeConfig`]), the gRPC
-//! server with the contract's services, `grpc.health.v1.Health` and server reflection, and the
-//! graceful shutdown on SIGTERM/SIGINT.
+//! server with the contract's services, `grpc.health.v1.Health` and server reflection, the
+//! optional plaintext listener that serves the health service alone (for the kubelet's `grpc:`
+//! probes, which speak neither TLS nor to a pod's loopback), and the graceful shutdown on
+//! SIGTERM/SIGINT.
 
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use operon_proto::v1::handler_service_server::HandlerServiceServer;
-use operon_proto::v1::sync_service_server::SyncServiceServer;
-use operon_proto::v1::task_service_server::TaskServiceServer;
+use operon_proto::v1::handler_service_server::{HandlerService, HandlerServiceServer};
+use operon_proto::v1::sync_service_server::{SyncService, SyncServiceServer};
+use operon_proto::v1::task_service_server::{TaskService, TaskServiceServer};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tonic::server::NamedService;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
+use tonic_health::pb::health_server::{Health, HealthServer};
 use tonic_health::server::HealthReporter;
 
 use crate::operator::Operator;
 use crate::registry::RegistrationError;
-use crate::service::Service;
+use crate::service::Services;
 
 /// The address served when neither `--listen` nor `OPERON_HANDLER_LISTEN` says otherwise (the
 /// loopback: in a pod, give `--listen 0.0.0.0:50051`).
@@ -28,6 +31,10 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
 
 /// How long in-flight calls may take to finish after a stop is requested, by default.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// How long the health listener's calls in flight may take once the main server has stopped
+/// (a probe is one short call; a `Watch` would never end on its own).
+const HEALTH_STOP_GRACE: Duration = Duration::from_secs(1);
 
 /// Why the service cannot start or stopped with an error.
 ///
@@ -125,6 +132,9 @@ Options (each also from the environment; a flag wins):
   --tls-key FILE            the private key of --tls-cert (PEM) [OPERON_HANDLER_TLS_KEY]
   --tls-client-ca FILE      require mutual TLS: clients (the core) must present a certificate
                             signed by this CA (PEM) [OPERON_HANDLER_TLS_CLIENT_CA]
+  --health-listen HOST:PORT also serve the gRPC health service (grpc.health.v1) alone there,
+                            in plaintext, for Kubernetes' grpc probes (e.g. 0.0.0.0:50052)
+                            [OPERON_HANDLER_HEALTH_LISTEN; default: none]
   --shutdown-grace DURATION how long in-flight calls may finish after SIGTERM/SIGINT: seconds,
                             or with a unit (500ms, 10s, 1m) [OPERON_HANDLER_SHUTDOWN_GRACE;
                             default 10s]
@@ -142,14 +152,19 @@ pub struct TlsFiles {
     pub client_ca: Option<PathBuf>,
 }
 
-/// How to serve: the address, TLS and the shutdown grace. Built from flags and the environment
-/// by [`ServeConfig::from_env`], or by hand.
+/// How to serve: the address, TLS, the health listener and the shutdown grace. Built from flags
+/// and the environment by [`ServeConfig::from_env`], or by hand.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServeConfig {
     /// The address to listen on (port 0: a free one; see [`Running::addr`]).
     pub listen: SocketAddr,
     /// TLS (`None`: plaintext, e.g. for a sidecar on the pod's loopback).
     pub tls: Option<TlsFiles>,
+    /// A second address that serves the gRPC health service (`grpc.health.v1.Health`) alone,
+    /// always in plaintext, with the same statuses as the main server: for the kubelet's
+    /// `grpc:` probes, which reach neither a pod's loopback nor a TLS port. `None`: no such
+    /// listener (port 0: a free one; see [`Running::health_addr`]).
+    pub health_listen: Option<SocketAddr>,
     /// How long in-flight calls may take to finish after a stop is requested.
     pub shutdown_grace: Duration,
     /// Install the logging/tracing subscriber and the OTLP exporter (see the crate docs).
@@ -161,6 +176,7 @@ impl Default for ServeConfig {
         Self {
             listen: DEFAULT_LISTEN.parse().expect("a valid default address"),
             tls: None,
+            health_listen: None,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             telemetry: true,
         }
@@ -171,7 +187,8 @@ impl ServeConfig {
     /// Reads the process's command line (see [`USAGE`]) and environment.
     ///
     /// # Errors
-    /// [`Error::ReadConfig`] for an unknown flag, a missing or bad value, `--tls-cert` without
+    /// [`Error::ReadConfig`] for an unknown flag, a missing or bad value (an address that is not
+    /// `HOST:PORT`, a bad duration), `--tls-cert` without
     /// `--tls-key` (or the reverse), `--tls-client-ca` without a certificate; [`Error::Help`]
     /// for `--help`.
     pub fn from_env() -> Result<Self, Error> {
@@ -188,12 +205,13 @@ impl ServeConfig {
         E: Fn(&str) -> Option<String>,
     {
         let bad = |text: String| Error::ReadConfig(text);
-        let mut values: [(&str, &str, Option<String>); 5] = [
+        let mut values: [(&str, &str, Option<String>); 6] = [
             ("--listen", "OPERON_HANDLER_LISTEN", None),
             ("--tls-cert", "OPERON_HANDLER_TLS_CERT", None),
             ("--tls-key", "OPERON_HANDLER_TLS_KEY", None),
             ("--tls-client-ca", "OPERON_HANDLER_TLS_CLIENT_CA", None),
             ("--shutdown-grace", "OPERON_HANDLER_SHUTDOWN_GRACE", None),
+            ("--health-listen", "OPERON_HANDLER_HEALTH_LISTEN", None),
         ];
         let mut args = args.into_iter();
         while let Some(arg) = args.next() {
@@ -221,12 +239,19 @@ impl ServeConfig {
                 .take()
                 .or_else(|| env(var).filter(|v| !v.trim().is_empty()))
         };
-        let (listen, cert, key, client_ca, grace) = (get(0), get(1), get(2), get(3), get(4));
+        let (listen, cert, key, client_ca, grace, health) =
+            (get(0), get(1), get(2), get(3), get(4), get(5));
         let mut config = Self::default();
+        let address = |flag: &str, text: &str| {
+            text.trim()
+                .parse::<SocketAddr>()
+                .map_err(|_| bad(format!("{flag} must be HOST:PORT, got {text:?}")))
+        };
         if let Some(listen) = listen {
-            config.listen = listen
-                .parse()
-                .map_err(|_| bad(format!("--listen must be HOST:PORT, got {listen:?}")))?;
+            config.listen = address("--listen", &listen)?;
+        }
+        if let Some(health) = health {
+            config.health_listen = Some(address("--health-listen", &health)?);
         }
         if let Some(grace) = grace {
             config.shutdown_grace = parse_duration(&grace).ok_or_else(|| {
@@ -260,6 +285,13 @@ impl ServeConfig {
         self
     }
 
+    /// The same configuration, also serving the health service alone, in plaintext, on
+    /// `health_listen` (see the field [`health_listen`](ServeConfig#structfield.health_listen)).
+    pub fn health_listen(mut self, health_listen: SocketAddr) -> Self {
+        self.health_listen = Some(health_listen);
+        self
+    }
+
     fn tls_config(&self) -> Result<Option<ServerTlsConfig>, Error> {
         let Some(files) = &self.tls else {
             return Ok(None);
@@ -282,10 +314,73 @@ impl ServeConfig {
     }
 }
 
+/// Binds `addr` for a gRPC server; answers the listener and its real address.
+fn bind(addr: SocketAddr) -> Result<(TcpIncoming, SocketAddr), Error> {
+    let failed = |source: std::io::Error| Error::Bind {
+        addr,
+        source: source.into(),
+    };
+    let incoming = TcpIncoming::bind(addr)
+        .map_err(failed)?
+        .with_nodelay(Some(true));
+    let bound = incoming.local_addr().map_err(failed)?;
+    Ok((incoming, bound))
+}
+
+/// The second, plaintext listener that serves `grpc.health.v1.Health` alone, with the statuses
+/// of the main server (both read one [`HealthReporter`]).
+#[derive(Debug)]
+struct HealthListener {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+impl HealthListener {
+    /// Binds `listen` and serves `health` there in a new task.
+    fn start<S: Health>(listen: SocketAddr, health: HealthServer<S>) -> Result<Self, Error> {
+        let (incoming, addr) = bind(listen)?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(
+            Server::builder()
+                .add_service(health)
+                .serve_with_incoming_shutdown(incoming, async {
+                    // A dropped sender (the `Running` is gone) means stop too.
+                    let _ = stopped.await;
+                }),
+        );
+        tracing::info!(%addr, "Serving the health service alone, in plaintext.");
+        Ok(Self {
+            addr,
+            stop: Some(stop),
+            task,
+        })
+    }
+
+    /// Stops accepting connections; the checks in flight get [`HEALTH_STOP_GRACE`].
+    async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let abort = self.task.abort_handle();
+        match tokio::time::timeout(HEALTH_STOP_GRACE, &mut self.task).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(error))) => {
+                tracing::warn!(%error, addr = %self.addr, "The health listener failed.");
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(%error, addr = %self.addr, "The health listener's task failed.");
+            }
+            Err(_) => abort.abort(),
+        }
+    }
+}
+
 /// A service running in a task: its address, its health, and a graceful stop.
 #[derive(Debug)]
 pub struct Running {
     addr: SocketAddr,
+    health_only: Option<HealthListener>,
     health: HealthReporter,
     names: Vec<&'static str>,
     draining: watch::Sender<bool>,
@@ -300,9 +395,17 @@ impl Running {
         self.addr
     }
 
-    /// Stops gracefully: the health service answers NOT_SERVING, daemons are asked to stop
-    /// (reason [`crate::StopReason::ServiceExiting`]), no new connections are accepted, and
-    /// the calls in flight get the shutdown grace to finish; calls still running then are cut.
+    /// The bound address of the plaintext health listener (the field
+    /// [`health_listen`](ServeConfig#structfield.health_listen) of [`ServeConfig`]), if there
+    /// is one.
+    pub fn health_addr(&self) -> Option<SocketAddr> {
+        self.health_only.as_ref().map(|listener| listener.addr)
+    }
+
+    /// Stops gracefully: the health service answers NOT_SERVING (on the health listener too),
+    /// daemons are asked to stop (reason [`crate::StopReason::ServiceExiting`]), no new
+    /// connections are accepted, and the calls in flight get the shutdown grace to finish; calls
+    /// still running then are cut. The health listener closes last.
     ///
     /// # Errors
     /// The server's own failure, if it failed.
@@ -313,14 +416,20 @@ impl Running {
             let _ = stop.send(());
         }
         let abort = self.task.abort_handle();
-        match tokio::time::timeout(self.grace, &mut self.task).await {
-            Ok(joined) => joined.map_err(Error::Join)?.map_err(Error::Serve),
+        let stopped = match tokio::time::timeout(self.grace, &mut self.task).await {
+            Ok(joined) => joined
+                .map_err(Error::Join)
+                .and_then(|r| r.map_err(Error::Serve)),
             Err(_) => {
                 tracing::warn!(grace = ?self.grace, "Calls still in flight after the shutdown grace; they are cut.");
                 abort.abort();
                 Ok(())
             }
+        };
+        if let Some(listener) = self.health_only.take() {
+            listener.stop().await;
         }
+        stopped
     }
 
     /// Waits until the server stops on its own (only an error makes it do so).
@@ -380,8 +489,21 @@ impl Operator {
     /// # Errors
     /// As [`Operator::serve_from_env`].
     pub async fn serve(self, config: ServeConfig) -> Result<(), Error> {
+        self.serve_wrapped(config, |services| services).await
+    }
+
+    /// [`Operator::serve`] with the contract's services wrapped by `wrap`: see
+    /// [`Operator::start_wrapped`].
+    ///
+    /// # Errors
+    /// As [`Operator::serve_from_env`].
+    pub async fn serve_wrapped<W, F>(self, config: ServeConfig, wrap: F) -> Result<(), Error>
+    where
+        F: FnOnce(Services) -> W,
+        W: HandlerService + SyncService + TaskService + Clone,
+    {
         let telemetry = config.telemetry.then(|| crate::telemetry::init(&self.name));
-        let result = self.serve_until_signal(config).await;
+        let result = self.serve_until_signal(config, wrap).await;
         if let Err(error) = &result {
             tracing::error!(%error, "The handler service stopped with an error.");
         }
@@ -391,9 +513,13 @@ impl Operator {
         result
     }
 
-    async fn serve_until_signal(self, config: ServeConfig) -> Result<(), Error> {
+    async fn serve_until_signal<W, F>(self, config: ServeConfig, wrap: F) -> Result<(), Error>
+    where
+        F: FnOnce(Services) -> W,
+        W: HandlerService + SyncService + TaskService + Clone,
+    {
         let signal = shutdown_signal().map_err(Error::Signals)?;
-        let mut running = self.start(config).await?;
+        let mut running = self.start_wrapped(config, wrap).await?;
         let mut out = std::io::stdout().lock();
         writeln!(out, "listening on {}", running.addr())
             .and_then(|()| out.flush())
@@ -417,20 +543,52 @@ impl Operator {
     /// # Errors
     /// Registration problems, unreadable TLS files, an address that cannot be bound.
     pub async fn start(self, config: ServeConfig) -> Result<Running, Error> {
+        self.start_wrapped(config, |services| services).await
+    }
+
+    /// [`Operator::start`], serving what `wrap` makes of the contract's [`Services`] instead of
+    /// the services themselves: a wrapper sees every `HandlerService`, `SyncService` and
+    /// `TaskService` call first and hands on what it does not answer itself (everything else —
+    /// TLS, health, reflection, the graceful stop — is as with [`Operator::start`]). The
+    /// wrapper is on its own: what it answers without the [`Services`] gets neither the attempt
+    /// cache nor the contract's checks.
+    ///
+    /// A wrapper is a type implementing the three traits of [`crate::proto`], mostly by handing
+    /// calls on (`self.inner.invoke(request).await`); `proto/examples/rust/src/faults.rs` in
+    /// the Operon repository is one. The identity wrapper is [`Operator::start`]:
+    ///
+    /// ```no_run
+    /// # use operon_handler::{Operator, ServeConfig};
+    /// # async fn run(operator: Operator) -> Result<(), operon_handler::Error> {
+    /// let running = operator
+    ///     .start_wrapped(ServeConfig::default(), |services| services)
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Operator::start`].
+    pub async fn start_wrapped<W, F>(self, config: ServeConfig, wrap: F) -> Result<Running, Error>
+    where
+        F: FnOnce(Services) -> W,
+        W: HandlerService + SyncService + TaskService + Clone,
+    {
         let registry = self.registry().map_err(Error::Register)?;
         let tls = config.tls_config()?;
         let (draining_tx, draining_rx) = watch::channel(false);
-        let service = Service::new(registry, draining_rx);
-        let has_syncs = !service.manifest().syncs.is_empty();
-        let has_tasks = !service.manifest().tasks.is_empty();
+        let service = Services::new(registry, draining_rx);
+        let manifest = service.manifest().clone();
+        let has_syncs = !manifest.syncs.is_empty();
+        let has_tasks = !manifest.tasks.is_empty();
+        let wrapped = wrap(service);
         let (health, health_service) = tonic_health::server::health_reporter();
         let mut names = vec![""];
-        names.push(HandlerServiceServer::<Service>::NAME);
+        names.push(HandlerServiceServer::<W>::NAME);
         if has_syncs {
-            names.push(SyncServiceServer::<Service>::NAME);
+            names.push(SyncServiceServer::<W>::NAME);
         }
         if has_tasks {
-            names.push(TaskServiceServer::<Service>::NAME);
+            names.push(TaskServiceServer::<W>::NAME);
         }
         for name in &names {
             health
@@ -447,16 +605,12 @@ impl Operator {
         let reflection_v1alpha = reflection()
             .build_v1alpha()
             .map_err(Error::BuildReflection)?;
-        let incoming = TcpIncoming::bind(config.listen)
-            .map_err(|source| Error::Bind {
-                addr: config.listen,
-                source: source.into(),
-            })?
-            .with_nodelay(Some(true));
-        let addr = incoming.local_addr().map_err(|source| Error::Bind {
-            addr: config.listen,
-            source: source.into(),
-        })?;
+        // The health listener first: a probe sees NOT_SERVING until the handlers are served.
+        let health_only = config
+            .health_listen
+            .map(|listen| HealthListener::start(listen, health_service.clone()))
+            .transpose()?;
+        let (incoming, addr) = bind(config.listen)?;
         let mut builder = Server::builder();
         if let Some(tls) = tls {
             builder = builder.tls_config(tls).map_err(Error::ConfigureTls)?;
@@ -466,15 +620,16 @@ impl Operator {
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
-            .add_service(HandlerServiceServer::new(service.clone()))
-            .add_optional_service(has_syncs.then(|| SyncServiceServer::new(service.clone())))
-            .add_optional_service(has_tasks.then(|| TaskServiceServer::new(service.clone())));
+            .add_service(HandlerServiceServer::new(wrapped.clone()))
+            .add_optional_service(has_syncs.then(|| SyncServiceServer::new(wrapped.clone())))
+            .add_optional_service(has_tasks.then(|| TaskServiceServer::new(wrapped)));
         let task = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
             // A dropped sender means stop too.
             let _ = stopped.await;
         }));
         let running = Running {
             addr,
+            health_only,
             health,
             names,
             draining: draining_tx,
@@ -483,11 +638,11 @@ impl Operator {
             grace: config.shutdown_grace,
         };
         running.set_health(ServingStatus::Serving).await;
-        let manifest = service.manifest();
         tracing::info!(
             service = %manifest.service_name,
             %addr,
             tls = config.tls.is_some(),
+            health = ?running.health_addr(),
             mutual_tls = config.tls.as_ref().is_some_and(|t| t.client_ca.is_some()),
             handlers = manifest.handlers.len(),
             syncs = manifest.syncs.len(),
@@ -549,6 +704,21 @@ mod tests {
         .unwrap();
         assert_eq!(env.listen.port(), 0);
         assert_eq!(env.shutdown_grace, Duration::from_millis(2500));
+        assert_eq!(env.health_listen, None);
+        // The health listener: from the flag, else the environment.
+        let health = |args: &[&str], env: &[(&str, &str)]| parse(args, env).unwrap().health_listen;
+        assert_eq!(
+            health(&[], &[("OPERON_HANDLER_HEALTH_LISTEN", "0.0.0.0:50052")]),
+            Some("0.0.0.0:50052".parse().unwrap())
+        );
+        assert_eq!(
+            health(
+                &["--health-listen=127.0.0.1:9"],
+                &[("OPERON_HANDLER_HEALTH_LISTEN", "0.0.0.0:50052")]
+            ),
+            Some("127.0.0.1:9".parse().unwrap())
+        );
+        assert_eq!(health(&[], &[("OPERON_HANDLER_HEALTH_LISTEN", " ")]), None);
         for (text, expected) in [
             ("10s", 10_000),
             ("500ms", 500),
@@ -571,11 +741,16 @@ mod tests {
         assert!(text(&["--ledger", "x"]).starts_with("unknown argument \"--ledger\""));
         assert!(text(&["--listen"]).starts_with("--listen needs a value"));
         assert!(text(&["--listen", "nowhere"]).contains("HOST:PORT"));
+        assert!(
+            text(&["--health-listen", ":50052"]).starts_with("--health-listen must be HOST:PORT")
+        );
+        assert!(text(&["--health-listen"]).starts_with("--health-listen needs a value"));
         assert!(text(&["--tls-cert", "c.pem"]).contains("go together"));
         assert!(text(&["--tls-client-ca", "ca.pem"]).contains("needs --tls-cert"));
         assert!(text(&["--shutdown-grace", "-1"]).contains("a duration"));
         assert!(text(&["--shutdown-grace", "10h"]).contains("a duration"));
         assert!(matches!(parse(&["-h"], &[]), Err(Error::Help)));
         assert!(text(&["--help"]).contains("--tls-client-ca FILE"));
+        assert!(text(&["--help"]).contains("--health-listen HOST:PORT"));
     }
 }

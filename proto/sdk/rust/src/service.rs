@@ -1,7 +1,9 @@
-//! The gRPC edge: `HandlerService` (Describe, Invoke, Match, Daemon), `SyncService` and
-//! `TaskService` over the validated registrations. Handler errors are outcomes; gRPC status
-//! codes are only for calls that make no sense (an unknown id, a body that is not an object) and
-//! for what this SDK does not serve (UNIMPLEMENTED).
+//! The gRPC edge: `HandlerService` (Describe, Invoke — change, event, timer and admission
+//! handlers —, Match, Daemon), `SyncService` and `TaskService` over the validated
+//! registrations. Handler errors are outcomes (an admission handler's error is a denial); gRPC
+//! status codes are only for calls that make no sense (an unknown id, a body that is not an
+//! object, an admission review for a handler of another kind) and for what this SDK does not
+//! serve (UNIMPLEMENTED).
 
 use std::sync::{Arc, Mutex};
 
@@ -13,6 +15,7 @@ use tokio::sync::{mpsc, watch};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument as _;
 
+use crate::admission::{Admission, Verdict};
 use crate::cache::{Answered, AttemptCache, REMEMBERED};
 use crate::call::{CallData, Head, Reason, ResolvedResource};
 use crate::convert;
@@ -32,13 +35,25 @@ pub(crate) struct Shared {
     draining: watch::Receiver<bool>,
 }
 
-/// The service: one value serving the three gRPC services of the contract.
+/// The handler service: one value implementing the three gRPC services of the contract
+/// (`HandlerService`, `SyncService`, `TaskService`) for the registrations of an [`Operator`].
+///
+/// [`Operator::start`] and [`Operator::serve`] serve it for you. You get hold of it only with
+/// [`Operator::start_wrapped`] / [`Operator::serve_wrapped`], to wrap it in services of your own
+/// that see every call first (e.g. to answer some calls themselves, or to count them) and hand
+/// the rest to it.
+///
+/// [`Operator`]: crate::Operator
+/// [`Operator::start`]: crate::Operator::start
+/// [`Operator::serve`]: crate::Operator::serve
+/// [`Operator::start_wrapped`]: crate::Operator::start_wrapped
+/// [`Operator::serve_wrapped`]: crate::Operator::serve_wrapped
 #[derive(Debug, Clone)]
-pub(crate) struct Service {
+pub struct Services {
     shared: Arc<Shared>,
 }
 
-impl Service {
+impl Services {
     /// A service for `registry`; `draining` turns true when the service shuts down.
     pub(crate) fn new(registry: Registry, draining: watch::Receiver<bool>) -> Self {
         Self {
@@ -89,6 +104,17 @@ fn error_message(outcome: &pb::outcome::Result) -> Option<&str> {
     }
 }
 
+/// The type of a failed outcome's error, as Kopf names its exceptions (an arbitrary error's
+/// own type): in the span's log with the message.
+fn error_type(outcome: &pb::outcome::Result) -> Option<&str> {
+    match outcome {
+        pb::outcome::Result::TemporaryError(_) => Some("TemporaryError"),
+        pb::outcome::Result::PermanentError(_) => Some("PermanentError"),
+        pb::outcome::Result::ArbitraryError(e) => Some(&e.error_type),
+        _ => None,
+    }
+}
+
 fn answer(outcome: pb::outcome::Result) -> pb::Outcome {
     pb::Outcome {
         result: Some(outcome),
@@ -105,8 +131,9 @@ fn object_name(body: &serde_json::Value) -> String {
     }
 }
 
-/// Runs one call of a change/event/timer handler: the callback filters, then the handler with
-/// its effects collected.
+/// Runs one call of a change/event/timer/admission handler: the callback filters, then the
+/// handler with its effects collected; for an admission call, with the warnings and the code of
+/// a denial.
 async fn run_call(
     reg: Arc<HandlerReg>,
     run: ChangeFn,
@@ -121,6 +148,7 @@ async fn run_call(
     }
     let effects = Arc::new(Mutex::new(Effects::default()));
     let level = Level::new(reg.kind.is_change());
+    let admission = head.data.admission.is_some();
     let result = catching(run(
         head,
         Arc::clone(&effects),
@@ -129,6 +157,10 @@ async fn run_call(
     ))
     .instrument(span)
     .await;
+    let admission_code = match &result {
+        Err(error) if admission => error.admission_code(),
+        _ => None,
+    };
     let outcome = level.outcome(result);
     let effects = std::mem::take(&mut *lock(&effects));
     pb::InvokeResponse {
@@ -140,7 +172,13 @@ async fn run_call(
             .unwrap_or_default(),
         subhandlers: effects.subhandlers,
         events: effects.events,
-        ..pb::InvokeResponse::default()
+        // Only a request under review has a user to warn.
+        warnings: if admission {
+            effects.warnings
+        } else {
+            Vec::new()
+        },
+        admission_code,
     }
 }
 
@@ -155,7 +193,7 @@ fn unbounded_stream<T: Send + 'static>(
 }
 
 #[tonic::async_trait]
-impl HandlerService for Service {
+impl HandlerService for Services {
     async fn describe(
         &self,
         request: Request<pb::DescribeRequest>,
@@ -190,17 +228,13 @@ impl HandlerService for Service {
             handler.id = %id,
             attempt = i64::from(retry) + 1,
             object = tracing::field::Empty,
+            admission.operation = tracing::field::Empty,
             outcome = tracing::field::Empty,
             otel.status_code = tracing::field::Empty,
             otel.status_message = tracing::field::Empty,
         );
         continue_trace(&span, request.metadata());
         let request = request.into_inner();
-        if request.admission.is_some() {
-            return Err(Status::unimplemented(
-                "this handler service (the Rust SDK) has no admission (validate/mutate) handlers",
-            ));
-        }
         let data = CallData::from_invoke(&request).map_err(Status::invalid_argument)?;
         let reg = self.handler(&id, data.reason)?;
         let Runner::Call(run) = &reg.runner else {
@@ -208,9 +242,28 @@ impl HandlerService for Service {
                 "{id:?} is a daemon: it runs through the Daemon call, not Invoke"
             )));
         };
+        match (reg.kind.is_admission(), data.admission.is_some()) {
+            (true, false) => {
+                return Err(Status::invalid_argument(format!(
+                    "{id:?} is a {} handler: it is called with an admission review                      (`admission`)",
+                    reg.kind.name()
+                )));
+            }
+            (false, true) => {
+                return Err(Status::invalid_argument(format!(
+                    "{id:?} is a {} handler, not an admission (validate/mutate) handler",
+                    reg.kind.name()
+                )));
+            }
+            (true, true) | (false, false) => {}
+        }
         let run = Arc::clone(run);
         let object = object_name(&data.body);
         span.record("object", object.as_str());
+        let operation = data.admission.as_ref().map(Admission::operation);
+        if let Some(operation) = operation {
+            span.record("admission.operation", operation.as_str());
+        }
         let head = Head {
             data: Arc::new(data),
             handler_id: Arc::from(id.as_str()),
@@ -224,22 +277,24 @@ impl HandlerService for Service {
                 run_call(Arc::clone(&reg), run, head, span.clone())
             })
             .await;
-        let outcome = response
-            .outcome
-            .as_ref()
-            .and_then(|o| o.result.as_ref())
-            .map_or("none", outcome_name);
-        let error = response
-            .outcome
-            .as_ref()
-            .and_then(|o| o.result.as_ref())
-            .and_then(error_message);
+        let result = response.outcome.as_ref().and_then(|o| o.result.as_ref());
+        let outcome = match (result, operation) {
+            (Some(result), Some(_)) => Verdict::of(result).as_str(),
+            (Some(result), None) => outcome_name(result),
+            (None, _) => "none",
+        };
+        let error = result.and_then(error_message);
+        let error_type = result.and_then(error_type);
         record_outcome(&span, outcome, error);
-        match answered {
-            Answered::Ran => {
-                tracing::info!(parent: &span, handler = %id, %object, retry, outcome, error, "Handler answered.");
+        match (answered, operation) {
+            (Answered::Ran, Some(operation)) => {
+                let code = response.admission_code;
+                tracing::info!(parent: &span, handler = %id, %object, %operation, verdict = outcome, code, error, "Admission handler answered.");
             }
-            Answered::Replayed => {
+            (Answered::Ran, None) => {
+                tracing::info!(parent: &span, handler = %id, %object, retry, outcome, error, error.type = error_type, "Handler answered.");
+            }
+            (Answered::Replayed, _) => {
                 tracing::info!(parent: &span, handler = %id, %object, retry, outcome, attempt_id = %request.attempt_id, "Repeated attempt answered from the cache; the handler did not run again.");
             }
         }
@@ -382,7 +437,7 @@ impl HandlerService for Service {
 }
 
 #[tonic::async_trait]
-impl SyncService for Service {
+impl SyncService for Services {
     async fn sync(
         &self,
         request: Request<pb::SyncRequest>,
@@ -434,7 +489,7 @@ impl SyncService for Service {
     }
 }
 
-impl Service {
+impl Services {
     /// The call's span (`sync <id>` or `finalize <id>`, after `call`), a child of the core's,
     /// and its parsed request.
     fn sync_input(
@@ -467,7 +522,7 @@ impl Service {
 }
 
 #[tonic::async_trait]
-impl TaskService for Service {
+impl TaskService for Services {
     type RunTaskStream = BoxStream<pb::TaskUpdate>;
 
     async fn run_task(

@@ -17,6 +17,10 @@ async fn noop(_: Ctx<Value>) -> HandlerResult {
     Ok(None)
 }
 
+async fn check(_: Ctx<Value>) -> HandlerResult {
+    Err(HandlerError::deny("no", 403))
+}
+
 async fn sync_site(_: SyncCtx<Value>) -> Result<Desired, HandlerError> {
     Ok(Desired::new().status(json!({})))
 }
@@ -59,7 +63,7 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for SpanNames {
 }
 
 /// The spans that continue the core's trace (exported to Jaeger) say which call and which
-/// handler: `handler <id>`, `sync <id>`, `finalize <id>`.
+/// handler: `handler <id>` (change and admission handlers alike), `sync <id>`, `finalize <id>`.
 #[tokio::test]
 async fn calls_are_spans_named_after_the_call_and_the_id() {
     use tracing_subscriber::layer::SubscriberExt as _;
@@ -69,6 +73,7 @@ async fn calls_are_spans_named_after_the_call_and_the_id() {
         tracing::subscriber::set_default(tracing_subscriber::registry().with(names.clone()));
     let operator = Operator::new("svc")
         .on_create("widgets.example.com", noop)
+        .on_validate("widgets.example.com", check)
         .sync_with(
             "sites.example.com",
             SyncOptions::new().id("sites").finalizer(release),
@@ -88,6 +93,21 @@ async fn calls_are_spans_named_after_the_call_and_the_id() {
         })
         .await
         .unwrap();
+    let denied = HandlerServiceClient::new(channel.clone())
+        .invoke(pb::InvokeRequest {
+            handler_id: "check".into(),
+            body_json: br#"{"metadata": {"name": "w", "namespace": "ns"}}"#.to_vec(),
+            attempt_id: "admission:r1:check".into(),
+            admission: Some(pb::AdmissionCall {
+                request_json: br#"{"uid": "r1", "operation": "CREATE"}"#.to_vec(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(denied.admission_code, Some(403));
     let mut syncs = pb::sync_service_client::SyncServiceClient::new(channel);
     let parent = pb::SyncRequest {
         sync_id: "sites".into(),
@@ -105,6 +125,11 @@ async fn calls_are_spans_named_after_the_call_and_the_id() {
     running.stop().await.unwrap();
     assert_eq!(
         *names.0.lock().unwrap(),
-        ["handler noop", "sync sites", "finalize sites"]
+        [
+            "handler noop",
+            "handler check",
+            "sync sites",
+            "finalize sites"
+        ]
     );
 }

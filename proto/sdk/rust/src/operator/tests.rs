@@ -206,3 +206,146 @@ fn closures_with_ids_and_typed_filters() {
     assert!(grow.filters.as_ref().unwrap().new.is_some());
     assert!(!grow.filters.as_ref().unwrap().has_callback_filters);
 }
+
+async fn check_widget(_: Ctx<Value>) -> HandlerResult {
+    Ok(None)
+}
+
+async fn default_size(_: Ctx<Value>) -> HandlerResult {
+    Ok(None)
+}
+
+#[test]
+fn admission_handlers_in_the_manifest() {
+    use crate::Operation;
+    let manifest = Operator::new("webhooks")
+        .on_validate("widgets.example.com", check_widget)
+        .on_mutate_with(
+            "widgets.example.com",
+            HandlerOptions::new()
+                .operations([Operation::Create, Operation::Update])
+                // Kopf's names work too; each operation is declared once.
+                .operations(["CREATE", "delete"])
+                .subresource("status")
+                .ignore_failures()
+                .side_effects()
+                .persistent()
+                .call_timeout(Duration::from_secs(5))
+                .label("app", "web")
+                .when(|call: &Call<Value>| call.admission().is_some()),
+            default_size,
+        )
+        .manifest()
+        .unwrap();
+    let validate = handler(&manifest, "check_widget");
+    assert_eq!(validate.kind, pb::HandlerKind::Validate as i32);
+    assert_eq!(
+        validate.options.as_ref().unwrap(),
+        &pb::Options::default(),
+        "no admission options given: all operations, the main resource, failurePolicy Fail, \
+         sideEffects None, timeout 30 s"
+    );
+    let mutate = handler(&manifest, "default_size");
+    assert_eq!(mutate.kind, pb::HandlerKind::Mutate as i32);
+    let options = mutate.options.as_ref().unwrap();
+    assert_eq!(options.operations, ["CREATE", "UPDATE", "DELETE"]);
+    assert_eq!(options.subresource.as_deref(), Some("status"));
+    assert!(options.ignore_failures && options.side_effects && options.persistent);
+    assert_eq!(options.call_timeout.unwrap().seconds, 5);
+    assert_eq!(options.retries, None);
+    let filters = mutate.filters.as_ref().unwrap();
+    assert!(filters.has_callback_filters);
+    assert!(filters.labels.contains_key("app"));
+}
+
+#[test]
+fn admission_options_only_where_they_apply() {
+    use crate::Operation;
+    let problems = Operator::new("x")
+        // Admission handlers are not retried and store nothing.
+        .on_validate_with(
+            "widgets.example.com",
+            HandlerOptions::new()
+                .id("v")
+                .retries(3)
+                .errors(crate::ErrorsMode::Permanent),
+            check_widget,
+        )
+        // Admission options on a change handler.
+        .on_create_with(
+            "widgets.example.com",
+            HandlerOptions::new()
+                .id("c")
+                .operations([Operation::Create])
+                .ignore_failures(),
+            create_widget,
+        )
+        // Values that cannot be a webhook.
+        .on_mutate_with(
+            "widgets.example.com",
+            HandlerOptions::new()
+                .id("m")
+                .operations(Vec::<Operation>::new())
+                .subresource("")
+                .call_timeout(Duration::from_secs(60)),
+            default_size,
+        )
+        .on_mutate_with(
+            "widgets.example.com",
+            HandlerOptions::new()
+                .id("n")
+                .operations(["CREATE", "PATCH"]),
+            default_size,
+        )
+        .on_mutate("widgets.example.com", |_: Ctx<Value>| async { Ok(None) })
+        .manifest()
+        .unwrap_err();
+    let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    let not_applicable =
+        |id: &str, option: &'static str, kind: &'static str| RegistrationError::NotApplicable {
+            id: id.into(),
+            option,
+            kind,
+        };
+    assert_eq!(
+        problems[..4],
+        [
+            not_applicable("v", "retries", "validate"),
+            not_applicable("v", "errors", "validate"),
+            not_applicable("c", "operations", "create"),
+            not_applicable("c", "ignore_failures", "create"),
+        ],
+        "{text:#?}"
+    );
+    assert!(
+        text.contains(&"v: the option `retries` does not apply to validate handlers".to_owned()),
+        "{text:#?}"
+    );
+    let bad: Vec<&str> = problems
+        .iter()
+        .filter_map(|p| match p {
+            RegistrationError::BadOption { id, problem } if id == "m" => Some(*problem),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(bad.len(), 3, "{text:#?}");
+    assert!(bad[0].contains("operations is empty"));
+    assert!(bad[1].contains("subresource is empty"));
+    assert!(bad[2].contains("from 1 to 30 seconds"));
+    assert!(problems.contains(&RegistrationError::UnknownOperation {
+        id: "n".into(),
+        operation: "PATCH".into()
+    }));
+    assert!(
+        text.contains(
+            &"n: unknown operation \"PATCH\" in `operations` (CREATE, UPDATE, DELETE or CONNECT)"
+                .to_owned()
+        ),
+        "{text:#?}"
+    );
+    assert!(matches!(
+        problems.last(),
+        Some(RegistrationError::MissingId { kind: "mutate", .. })
+    ));
+    assert_eq!(problems.len(), 9, "{text:#?}");
+}

@@ -345,7 +345,8 @@ class Contender:
                 for line in f:
                     if line.startswith("{"):
                         entry = json.loads(line)
-                        kind = {"created": "create", "value_changed": "update",
+                        # An update handler with a field has the field in its id (as Kopf).
+                        kind = {"created": "create", "value_changed/spec.value": "update",
                                 "deleted": "delete"}.get(entry.get("handler"), "?")
                         out.append((kind, entry.get("name"), float(entry["ts"])))
                     elif line.strip():

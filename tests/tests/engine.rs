@@ -567,6 +567,9 @@ async fn a_permanent_failure_is_recorded_advances_the_diff_base_and_posts_an_eve
 // ---------------------------------------------------------------------------------------------
 // e. Update and field handlers
 
+/// The field handler's id: its field is part of it, as in Kopf.
+const F1: &str = "f1/spec.field";
+
 /// Create runs the create handler and the field handler (absent → value); patching spec.field
 /// runs the update handler once (with the new generation) and the field handler; patching
 /// another field runs update but not the field handler (the diff decides); the diff-base then
@@ -598,11 +601,11 @@ async fn update_and_field_handlers_run_once_per_essential_change_and_never_for_n
             "no update on create:\n{ledger}"
         );
         assert_eq!(
-            ledger.handler("f1").outcomes(),
+            ledger.handler(F1).outcomes(),
             ["success"],
             "a field handler fires on creation (absent → value), as in Kopf:\n{ledger}"
         );
-        assert_eq!(ledger.handler("f1").reason("create").len(), 1, "{ledger}");
+        assert_eq!(ledger.handler(F1).reason("create").len(), 1, "{ledger}");
 
         // An essential change of the watched field.
         merge_patch(&stack.api, "ed", json!({"spec": {"field": "changed"}})).await;
@@ -621,7 +624,7 @@ async fn update_and_field_handlers_run_once_per_essential_change_and_never_for_n
             updated.metadata.generation
         );
         assert_eq!(
-            ledger.handler("f1").reason("update").len(),
+            ledger.handler(F1).reason("update").len(),
             1,
             "the field handler fires for its field:\n{ledger}"
         );
@@ -644,7 +647,7 @@ async fn update_and_field_handlers_run_once_per_essential_change_and_never_for_n
         let ledger = stack.ledger().object("ed");
         assert_eq!(ledger.handler("u1").outcome("success").len(), 2, "{ledger}");
         assert_eq!(
-            ledger.handler("f1").len(),
+            ledger.handler(F1).len(),
             2,
             "spec.field did not change, so f1 must not run:\n{ledger}"
         );

@@ -27,6 +27,8 @@ from harness import (GROUP, PLURAL, VERSION, Context, Process, Row, ScenarioFail
 from harness import ROOT
 
 CREATION = ('first', 'second/a', 'second/b', 'third')
+# A field handler's id ends with its field, as in Kopf (`field:counted=spec.n` → counted/spec.n).
+COUNTED = 'counted/spec.n'
 
 
 def behaviour(i: int) -> dict[str, Any]:
@@ -35,11 +37,11 @@ def behaviour(i: int) -> dict[str, Any]:
     nap = {'sleep': 0.02}
     third = {**nap, 'fail_temporarily': 1, 'delay': 0.3} if i % 2 == 0 else nap
     return {'first': nap, 'second': {'subhandlers': {'a': nap, 'b': nap}}, 'third': third,
-            'counted': nap}
+            COUNTED: nap}
 
 
 class Stored:
-    """ When each success was first seen stored: (uid, handler) for creation, (uid, 'counted', generation) for changes. """
+    """ When each success was first seen stored: (uid, handler) for creation, (uid, COUNTED, generation) for changes. """
 
     def __init__(self, ctx: Context, namespace: str) -> None:
         self.seen: dict[tuple[Any, ...], float] = {}
@@ -67,7 +69,7 @@ class Stored:
             for handler in CREATION:
                 self.seen.setdefault((uid, handler), now)
             if base.get('spec') == obj.get('spec'):
-                self.seen.setdefault((uid, 'counted', obj['metadata'].get('generation')), now)
+                self.seen.setdefault((uid, COUNTED, obj['metadata'].get('generation')), now)
 
     def stop(self) -> None:
         self._stop.set()
@@ -78,9 +80,9 @@ class Stored:
         uid, handler, started = entry['uid'], entry['handler'], entry['started']
         if entry['reason'] == 'create':
             return self.seen.get((uid, handler), float('inf')) < started
-        if handler == 'counted':
+        if handler == COUNTED:
             # Stored as handled at this generation or a later one, before the call started.
-            return any(key[0] == uid and key[1] == 'counted' and key[2] >= entry['generation'] and at < started
+            return any(key[0] == uid and key[1] == COUNTED and key[2] >= entry['generation'] and at < started
                        for key, at in self.seen.items() if len(key) == 3)
         return False
 
@@ -138,7 +140,7 @@ def run(ctx: Context) -> Row:
     kills = sorted(core.kills)
     persisted_reruns = [e for e in entries if e['outcome'] != 'cancelled' and stored.persisted_before(e)]
     at_least_once, unexplained = repeated_successes(
-        entries, kills, key=lambda e: (e['uid'], e['handler'], e['reason'], e.get('generation') if e['handler'] == 'counted' else None))
+        entries, kills, key=lambda e: (e['uid'], e['handler'], e['reason'], e.get('generation') if e['handler'] == COUNTED else None))
     succeeded = {(e['uid'], e['handler']) for e in entries if e['outcome'] == 'success' and e['reason'] == 'create'}
     uids = {e['uid'] for e in entries}
     missing = [(uid, h) for uid in uids for h in CREATION if (uid, h) not in succeeded]

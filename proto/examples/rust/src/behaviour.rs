@@ -1,11 +1,10 @@
 //! What a handler does, as scripted in the object's `spec.behaviour.<handler id>`.
 //!
-//! Everything here is pure: parse a behaviour out of a body, decide the verdict for a retry
-//! count, decide which sub-handlers are due, and combine merge patches.
+//! Everything here is pure: parse a behaviour out of a body and decide the verdict for a retry
+//! count. Which sub-handlers are due is the SDK's business (`Ctx::subhandler`).
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use operon_proto::v1::Record;
 use serde_json::{Map, Value};
 
 use crate::duration;
@@ -38,8 +37,6 @@ pub struct Behaviour {
     pub invalid_patch: bool,
     /// Answer a response with no outcome at all.
     pub break_contract: bool,
-    /// Answer "not matched", as a callback filter that said no.
-    pub not_matched: bool,
     /// The message of the errors, instead of the generated one.
     pub message: Option<String>,
     /// A Kubernetes Event to post.
@@ -64,8 +61,6 @@ pub struct EventSpec {
 pub enum Verdict {
     /// No outcome at all (`break_contract`).
     NoOutcome,
-    /// A callback filter said no.
-    NotMatched,
     /// Finished, with an optional result.
     Success(Option<Value>),
     /// Try again after the delay.
@@ -87,11 +82,6 @@ pub enum Verdict {
         /// The delay a parent assumes for this sub-handler.
         delay: Duration,
     },
-    /// A parent whose sub-handlers are not all finished: call again after the delay.
-    SubhandlersPending {
-        /// The smallest delay among the unfinished sub-handlers.
-        delay: Duration,
-    },
 }
 
 impl Verdict {
@@ -99,24 +89,10 @@ impl Verdict {
     pub fn ledger_name(&self) -> &'static str {
         match self {
             Self::NoOutcome => "no_outcome",
-            Self::NotMatched => "not_matched",
             Self::Success(_) => "success",
             Self::Temporary { .. } => "temporary",
             Self::Permanent { .. } => "permanent",
             Self::Arbitrary { .. } => "arbitrary",
-            Self::SubhandlersPending { .. } => "subhandlers_pending",
-        }
-    }
-
-    /// For a sub-handler: `None` if it is finished (success or permanent failure, or not
-    /// matched), otherwise how long its parent should wait before trying again.
-    pub fn unfinished_delay(&self) -> Option<Duration> {
-        match self {
-            Self::Success(_) | Self::Permanent { .. } | Self::NotMatched => None,
-            Self::Temporary { delay, .. }
-            | Self::Arbitrary { delay, .. }
-            | Self::SubhandlersPending { delay } => Some(*delay),
-            Self::NoOutcome => Some(DEFAULT_DELAY),
         }
     }
 }
@@ -124,13 +100,11 @@ impl Verdict {
 impl Behaviour {
     /// The verdict for the attempt `retry` (0 on the first), ignoring sub-handlers.
     ///
-    /// Precedence: `break_contract`, `not_matched`, `fail_permanently`, `fail_temporarily`,
+    /// Precedence: `break_contract`, `fail_permanently`, `fail_temporarily`,
     /// `fail_arbitrarily`, then success with `result`.
     pub fn verdict(&self, retry: u32) -> Verdict {
         if self.break_contract {
             Verdict::NoOutcome
-        } else if self.not_matched {
-            Verdict::NotMatched
         } else if self.fail_permanently {
             Verdict::Permanent {
                 message: self.message_or("Failing permanently, as spec.behaviour says.".into()),
@@ -183,6 +157,11 @@ fn parse(value: &Value, allow_subhandlers: bool) -> Result<Behaviour, String> {
         Value::Object(fields) => fields,
         _ => return Err("a behaviour must be an object".into()),
     };
+    if flag(fields, "not_matched")? {
+        // Answered by `when` filters in the SDK, which this example does not declare (the core
+        // would ask `Match` before every call); the Go example scripts it.
+        return Err("not_matched is not scripted by the Rust example".into());
+    }
     let mut behaviour = Behaviour {
         fail_temporarily: count(fields, "fail_temporarily")?,
         delay: seconds(fields, "delay")?,
@@ -193,7 +172,6 @@ fn parse(value: &Value, allow_subhandlers: bool) -> Result<Behaviour, String> {
         patch: None,
         invalid_patch: flag(fields, "invalid_patch")?,
         break_contract: flag(fields, "break_contract")?,
-        not_matched: flag(fields, "not_matched")?,
         message: text(fields, "message")?,
         event: None,
         subhandlers: Vec::new(),
@@ -277,79 +255,6 @@ fn text(fields: &Map<String, Value>, key: &str) -> Result<Option<String>, String
     }
 }
 
-/// The full id of a sub-handler: `<parent id>/<sub name>`.
-pub fn subhandler_id(parent_id: &str, name: &str) -> String {
-    format!("{parent_id}/{name}")
-}
-
-/// Where a sub-handler stands according to the records the core sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SubState {
-    /// It succeeded or failed permanently: never run it again.
-    Finished,
-    /// It is delayed until later (Kopf does not run it before then): wait this long.
-    Sleeping(Duration),
-    /// Run it now, with this retry count.
-    Due {
-        /// The attempts made so far (the record's `retries`; 0 without a record).
-        retry: u32,
-    },
-}
-
-/// The state of the sub-handler `full_id` among `records` at time `now`. A record matches by
-/// its full id (`parent/sub`); a record with the bare sub name is accepted too.
-pub fn sub_state(full_id: &str, name: &str, records: &[Record], now: SystemTime) -> SubState {
-    let record = records
-        .iter()
-        .find(|record| record.id == full_id)
-        .or_else(|| records.iter().find(|record| record.id == name));
-    let Some(record) = record else {
-        return SubState::Due { retry: 0 };
-    };
-    if record.success || record.failure {
-        return SubState::Finished;
-    }
-    let delayed = record
-        .delayed
-        .and_then(|delayed| SystemTime::try_from(delayed).ok());
-    match delayed.and_then(|delayed| delayed.duration_since(now).ok()) {
-        Some(remaining) if !remaining.is_zero() => SubState::Sleeping(remaining),
-        _ => SubState::Due {
-            retry: record.retries,
-        },
-    }
-}
-
-/// The parent's verdict once its sub-handlers ran: its own success if none is unfinished,
-/// otherwise "sub-handlers pending" with the smallest of the unfinished ones' delays (Kopf's
-/// `HandlerChildrenRetry`).
-pub fn after_subhandlers(own: Verdict, unfinished: &[Duration]) -> Verdict {
-    match unfinished.iter().min() {
-        None => own,
-        Some(delay) => Verdict::SubhandlersPending { delay: *delay },
-    }
-}
-
-/// Combines two JSON merge patches: `patch` is laid over `into`, objects key by key, nulls
-/// kept (they delete in the final patch).
-pub fn merge_patches(into: &mut Value, patch: &Value) {
-    match (into, patch) {
-        (Value::Object(into), Value::Object(patch)) => {
-            for (key, value) in patch {
-                match into.get_mut(key) {
-                    Some(existing) if existing.is_object() && value.is_object() => {
-                        merge_patches(existing, value);
-                    }
-                    _ => {
-                        into.insert(key.clone(), value.clone());
-                    }
-                }
-            }
-        }
-        (into, patch) => *into = patch.clone(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -429,6 +334,7 @@ mod tests {
             json!({"h": {"subhandlers": [1]}}),
             json!({"h": {"subhandlers": {"a": {"subhandlers": {"b": {}}}}}}),
             json!({"h": {"subhandlers": {"a": {"delay": "x"}}}}),
+            json!({"h": {"not_matched": true}}),
         ] {
             let error = behaviour_for(&body(bad.clone()), "h").unwrap_err();
             assert!(
@@ -459,8 +365,11 @@ mod tests {
             ..Behaviour::default()
         };
         assert_eq!(
-            default_delay.verdict(0).unfinished_delay(),
-            Some(DEFAULT_DELAY)
+            default_delay.verdict(0),
+            Verdict::Temporary {
+                message: "Failing temporarily on retry 0 (until retry 1).".into(),
+                delay: DEFAULT_DELAY
+            }
         );
     }
 
@@ -468,7 +377,6 @@ mod tests {
     fn precedence_and_names() {
         let all = Behaviour {
             break_contract: true,
-            not_matched: true,
             fail_permanently: true,
             fail_temporarily: 5,
             fail_arbitrarily: 9,
@@ -477,11 +385,6 @@ mod tests {
         assert_eq!(all.verdict(0).ledger_name(), "no_outcome");
         let all = Behaviour {
             break_contract: false,
-            ..all
-        };
-        assert_eq!(all.verdict(0).ledger_name(), "not_matched");
-        let all = Behaviour {
-            not_matched: false,
             ..all
         };
         assert_eq!(all.verdict(0).ledger_name(), "permanent");
@@ -521,97 +424,5 @@ mod tests {
             .collect();
         assert_eq!(names, ["a", "b"]);
         assert!(behaviour.subhandlers[1].1.fail_permanently);
-    }
-
-    fn record(id: &str) -> Record {
-        Record {
-            id: id.into(),
-            ..Record::default()
-        }
-    }
-
-    #[test]
-    fn sub_states_from_records() {
-        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
-        let later = prost_types::Timestamp {
-            seconds: 1_005,
-            nanos: 0,
-        };
-        let earlier = prost_types::Timestamp {
-            seconds: 995,
-            nanos: 0,
-        };
-        let records = vec![
-            Record {
-                success: true,
-                ..record("h/done")
-            },
-            Record {
-                failure: true,
-                ..record("h/failed")
-            },
-            Record {
-                retries: 2,
-                delayed: Some(later),
-                ..record("h/sleeping")
-            },
-            Record {
-                retries: 3,
-                delayed: Some(earlier),
-                ..record("h/woken")
-            },
-            Record {
-                retries: 1,
-                ..record("h/retrying")
-            },
-            Record {
-                retries: 4,
-                ..record("bare")
-            },
-        ];
-        let state = |name: &str| sub_state(&subhandler_id("h", name), name, &records, now);
-        assert_eq!(state("done"), SubState::Finished);
-        assert_eq!(state("failed"), SubState::Finished);
-        assert_eq!(
-            state("sleeping"),
-            SubState::Sleeping(Duration::from_secs(5))
-        );
-        assert_eq!(state("woken"), SubState::Due { retry: 3 });
-        assert_eq!(state("retrying"), SubState::Due { retry: 1 });
-        assert_eq!(state("bare"), SubState::Due { retry: 4 });
-        assert_eq!(state("new"), SubState::Due { retry: 0 });
-    }
-
-    #[test]
-    fn parent_waits_for_the_earliest_unfinished() {
-        let own = Verdict::Success(Some(json!(1)));
-        assert_eq!(after_subhandlers(own.clone(), &[]), own);
-        assert_eq!(
-            after_subhandlers(own, &[Duration::from_secs(5), Duration::from_secs(2)]),
-            Verdict::SubhandlersPending {
-                delay: Duration::from_secs(2)
-            }
-        );
-        assert_eq!(
-            Verdict::Permanent {
-                message: String::new()
-            }
-            .unfinished_delay(),
-            None
-        );
-        assert_eq!(Verdict::NoOutcome.unfinished_delay(), Some(DEFAULT_DELAY));
-    }
-
-    #[test]
-    fn merge_patches_deeply() {
-        let mut patch = json!({"spec": {"a": 1, "b": {"c": 2}}, "status": {"x": 1}});
-        merge_patches(
-            &mut patch,
-            &json!({"spec": {"b": {"d": 3}, "e": null}, "status": "flat"}),
-        );
-        assert_eq!(
-            patch,
-            json!({"spec": {"a": 1, "b": {"c": 2, "d": 3}, "e": null}, "status": "flat"})
-        );
     }
 }

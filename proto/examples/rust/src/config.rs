@@ -6,7 +6,7 @@
 use std::{collections::HashSet, net::SocketAddr, path::PathBuf};
 
 use clap::Parser;
-use operon_proto::v1::{ErrorsMode, HandlerKind, Options, TaskMode};
+use operon_handler::proto::{ErrorsMode, HandlerKind, Options, TaskMode};
 
 use crate::duration::seconds_to_proto;
 
@@ -42,6 +42,10 @@ pub struct Cli {
     /// retention, timeout (seconds). What a task does is scripted by its spec (see `task.rs`).
     #[arg(long = "task", value_parser = parse_task)]
     pub tasks: Vec<TaskSpec>,
+    /// Also serve the gRPC health service alone there, in plaintext (for the kubelet's grpc
+    /// probes).
+    #[arg(long, env = "OPERON_EXAMPLE_HEALTH_LISTEN")]
+    pub health_listen: Option<SocketAddr>,
     /// Serve TLS with this certificate (PEM); needs --tls-key.
     #[arg(
         long,

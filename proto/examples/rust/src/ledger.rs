@@ -59,8 +59,6 @@ pub struct Execution {
     pub event_type: String,
     /// The core's id of this attempt, if it sent one.
     pub attempt_id: String,
-    /// The `traceparent` the call carried, if any.
-    pub traceparent: Option<String>,
 }
 
 /// The ledger line (with its newline) for an execution that ended with `outcome` at `ts`
@@ -84,9 +82,6 @@ pub fn line(execution: &Execution, outcome: &str, ts: f64) -> String {
         if !execution.attempt_id.is_empty() {
             fields.insert("attempt_id".into(), execution.attempt_id.clone().into());
         }
-        if let Some(traceparent) = &execution.traceparent {
-            fields.insert("traceparent".into(), traceparent.clone().into());
-        }
     }
     let mut text = line.to_string();
     text.push('\n');
@@ -104,13 +99,15 @@ pub fn now_ts() -> f64 {
 /// Where the lines go; without a path, nowhere.
 #[derive(Debug, Clone, Default)]
 pub struct Ledger {
-    path: Option<PathBuf>,
+    path: Option<std::sync::Arc<std::path::Path>>,
 }
 
 impl Ledger {
     /// A ledger appending to `path`, or a silent one.
     pub fn new(path: Option<PathBuf>) -> Self {
-        Self { path }
+        Self {
+            path: path.map(std::sync::Arc::from),
+        }
     }
 
     /// Appends the line for an execution that ended now with `outcome`.
@@ -249,7 +246,6 @@ mod tests {
             retry: 2,
             event_type: String::new(),
             attempt_id: String::new(),
-            traceparent: None,
         }
     }
 
@@ -275,12 +271,10 @@ mod tests {
         let with_extras = Execution {
             event_type: "ADDED".into(),
             attempt_id: "a-1".into(),
-            traceparent: Some("00-abc-def-01".into()),
             ..execution()
         };
         let value: Value = serde_json::from_str(&line(&with_extras, "success", 2.0)).unwrap();
         assert_eq!(value["event_type"], "ADDED");
-        assert_eq!(value["traceparent"], "00-abc-def-01");
         assert_eq!(value["attempt_id"], "a-1");
     }
 

@@ -1,37 +1,27 @@
-//! Tasks (`TaskService.RunTask`): one scripted run per call, driven by the task's spec.
+//! Tasks (`--task`), on the SDK: one scripted run per call, driven by the task's spec.
 //!
 //! The script, in the task's `spec` (all keys optional):
 //! - `steps: N` (default 1) — the number of steps, `step-0` … `step-<N-1>`;
 //! - `stepSeconds: S` (default 0.2) — how long each step takes;
-//! - `failStep: I` — step `I` fails (`ok: false`) and the task ends failed after it;
-//! - `junk` — break the contract: `"no-finished"` (the stream ends after the steps without
-//!   `finished`), `"bad-json"` (the first step's result is not JSON), `"error"` (the call fails
-//!   at once with a gRPC error).
+//! - `failStep: I` — step `I` fails and the task ends failed after it;
+//! - `junk` — break the contract (done by [`crate::faults`], around the SDK): `"no-finished"`
+//!   (the stream ends after the steps without `finished`), `"bad-json"` (the steps' results are
+//!   not JSON), `"error"` (the call fails at once with a gRPC error).
 //!
-//! A run starts at `TaskRequest.resume_from` (the core resumes a sequential task there). Every
+//! A run starts at the SDK's `resume_from` (the core resumes a sequential task there). Every
 //! step's result is `{"step": I, "parent": <parent name>}`. The ledger gets a line when the run
 //! starts (`started`, with `resume_from`), when each step starts and ends (`step_started`,
 //! `step_done`, with `step`), at the end (`succeeded`, `failed`), and when the core cancels the
-//! call (`cancelled`, with the step in progress): the service notices that the core dropped the
-//! stream and stops its work.
+//! call (`cancelled`, with the step in progress): the SDK drops the run when the core drops the
+//! stream.
 
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use operon_proto::v1::{
-    StepResult, TaskFinished, TaskRequest, TaskUpdate, task_service_server::TaskService,
-    task_update,
-};
+use operon_handler::{HandlerError, TaskCtx};
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
-use tonic::{Request, Response, Status};
 
-use crate::{
-    config::Config,
-    ledger::{Ledger, ObjectIdentity, TaskEvent},
-};
-
-/// The bytes sent as a step's `result_json` for `junk: "bad-json"`.
-pub const BAD_JSON: &[u8] = b"{not json";
+use crate::ledger::{Ledger, ObjectIdentity, TaskEvent};
 
 /// What a task's spec asks for.
 #[derive(Debug, Clone, PartialEq)]
@@ -50,104 +40,49 @@ impl Script {
     /// Reads the script of a task body.
     pub fn of(task: &Value) -> Self {
         let spec = &task["spec"];
+        let index = |key: &str| spec[key].as_u64().and_then(|n| u32::try_from(n).ok());
         Self {
-            steps: spec["steps"]
-                .as_u64()
-                .and_then(|n| u32::try_from(n).ok())
-                .unwrap_or(1),
+            steps: index("steps").unwrap_or(1),
             step_time: Duration::from_secs_f64(
                 spec["stepSeconds"]
                     .as_f64()
                     .unwrap_or(0.2)
                     .clamp(0.0, 3600.0),
             ),
-            fail_step: spec["failStep"]
-                .as_u64()
-                .and_then(|n| u32::try_from(n).ok()),
+            fail_step: index("failStep"),
             junk: spec["junk"].as_str().map(str::to_owned),
         }
     }
 }
 
-/// The task service of the example.
-#[derive(Debug, Clone)]
-pub struct ExampleTasks {
-    config: std::sync::Arc<Config>,
-    ledger: Ledger,
-}
-
-impl ExampleTasks {
-    /// A task service for the task types of `config`, recording in `ledger`.
-    pub fn new(config: std::sync::Arc<Config>, ledger: Ledger) -> Self {
-        Self { config, ledger }
-    }
-}
-
-type Sender = mpsc::Sender<Result<TaskUpdate, Status>>;
-
-#[tonic::async_trait]
-impl TaskService for ExampleTasks {
-    type RunTaskStream = tonic::codegen::BoxStream<TaskUpdate>;
-
-    async fn run_task(
-        &self,
-        request: Request<TaskRequest>,
-    ) -> Result<Response<Self::RunTaskStream>, Status> {
-        let request = request.into_inner();
-        if self.config.task(&request.task_id).is_none() {
-            return Err(Status::not_found(format!(
-                "this service has no task type {:?}",
-                request.task_id
-            )));
-        }
-        let task: Value = serde_json::from_slice(&request.task_json)
-            .ok()
-            .filter(Value::is_object)
-            .ok_or_else(|| Status::invalid_argument("task_json is not a JSON object"))?;
-        let parent: Value = serde_json::from_slice(&request.parent_json)
-            .ok()
-            .filter(Value::is_object)
-            .ok_or_else(|| Status::invalid_argument("parent_json is not a JSON object"))?;
-        let run = Run {
-            ledger: self.ledger.clone(),
-            task_id: request.task_id.clone(),
-            task: ObjectIdentity::from_body(&task),
-            parent: parent["metadata"]["name"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned(),
-            script: Script::of(&task),
-            resume_from: request.resume_from,
-        };
-        run.note("started", None, Some(request.resume_from));
-        eprintln!(
-            "task {} {:?}: started at step {}",
-            run.task_id, run.task.name, run.resume_from
-        );
-        if run.script.junk.as_deref() == Some("error") {
-            run.note("error", None, None);
-            return Err(Status::internal("the task failed to start (scripted)"));
-        }
-        let (tx, rx) = mpsc::channel(16);
-        tokio::spawn(run.run(tx));
-        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|message| (message, rx))
-        });
-        Ok(Response::new(Box::pin(stream)))
-    }
-}
-
-struct Run {
+/// The ledger's view of one run; a run dropped before it ended (the core cancelled it) notes
+/// `cancelled` with the step it was in.
+pub struct Notes {
     ledger: Ledger,
     task_id: String,
     task: ObjectIdentity,
     parent: String,
-    script: Script,
-    resume_from: u32,
+    /// The step in progress, and whether the run ended.
+    state: Mutex<(Option<u32>, bool)>,
 }
 
-impl Run {
-    fn note(&self, outcome: &str, step: Option<u32>, resume_from: Option<u32>) {
+impl Notes {
+    /// The notes of a run of `task_id` on `task` (a task body) under `parent` (a body).
+    pub fn new(ledger: Ledger, task_id: &str, task: &Value, parent: &Value) -> Self {
+        Self {
+            ledger,
+            task_id: task_id.to_owned(),
+            task: ObjectIdentity::from_body(task),
+            parent: parent["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            state: Mutex::new((None, false)),
+        }
+    }
+
+    /// Appends one event to the ledger.
+    pub fn note(&self, outcome: &str, step: Option<u32>, resume_from: Option<u32>) {
         let event = TaskEvent {
             task_id: &self.task_id,
             task: &self.task,
@@ -161,84 +96,83 @@ impl Run {
         }
     }
 
-    /// Sends `update`; false when the core has dropped the call.
-    async fn send(&self, tx: &Sender, update: task_update::Update) -> bool {
-        tx.send(Ok(TaskUpdate {
-            update: Some(update),
-        }))
-        .await
-        .is_ok()
+    /// The run ended with `outcome` (no `cancelled` line when dropped).
+    pub fn end(&self, outcome: &str) {
+        self.state().1 = true;
+        self.note(outcome, None, None);
     }
 
-    async fn run(self, tx: Sender) {
-        for index in self.resume_from..self.script.steps {
-            self.note("step_started", Some(index), None);
-            tokio::select! {
-                () = tokio::time::sleep(self.script.step_time) => {}
-                () = tx.closed() => {
-                    self.cancelled(Some(index));
-                    return;
+    fn state(&self) -> std::sync::MutexGuard<'_, (Option<u32>, bool)> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Drop for Notes {
+    fn drop(&mut self) {
+        let (step, ended) = *self.state();
+        if !ended {
+            eprintln!(
+                "task {} {:?}: cancelled by the core at step {step:?}",
+                self.task_id, self.task.name
+            );
+            self.note("cancelled", step, None);
+        }
+    }
+}
+
+/// Runs one task: its steps from where the run resumes, as the spec scripts them.
+///
+/// # Errors
+/// The failed step's error (the task ends failed).
+pub async fn run(ctx: TaskCtx<Value, Value>, ledger: Ledger) -> Result<String, HandlerError> {
+    let script = Script::of(ctx.task_body());
+    let notes = Arc::new(Notes::new(
+        ledger,
+        ctx.task_id(),
+        ctx.task_body(),
+        ctx.parent_body(),
+    ));
+    let resume_from = ctx.resume_from();
+    notes.note("started", None, Some(resume_from));
+    eprintln!(
+        "task {} {:?}: started at step {resume_from}",
+        ctx.task_id(),
+        notes.task.name
+    );
+    for index in 0..script.steps {
+        let notes_ = Arc::clone(&notes);
+        let step_time = script.step_time;
+        let failed = script.fail_step == Some(index);
+        // Steps before `resume_from` finished in an earlier run: the SDK returns their result.
+        let result = ctx
+            .step(&format!("step-{index}"), || async move {
+                notes_.state().0 = Some(index);
+                notes_.note("step_started", Some(index), None);
+                tokio::time::sleep(step_time).await;
+                if failed {
+                    return Err(HandlerError::permanent(format!(
+                        "step {index} failed (scripted)"
+                    )));
                 }
-            }
-            let failed = self.script.fail_step == Some(index);
-            let result = if self.script.junk.as_deref() == Some("bad-json") {
-                BAD_JSON.to_vec()
-            } else {
-                json!({"step": index, "parent": self.parent})
-                    .to_string()
-                    .into_bytes()
-            };
-            let step = StepResult {
-                index,
-                name: format!("step-{index}"),
-                ok: !failed,
-                message: if failed {
-                    format!("step {index} failed (scripted)")
-                } else {
-                    String::new()
-                },
-                result_json: result,
-            };
-            if !self.send(&tx, task_update::Update::Step(step)).await {
-                self.cancelled(Some(index));
-                return;
-            }
-            self.note("step_done", Some(index), None);
-            if failed {
-                self.finish(&tx, false, format!("step {index} failed"))
-                    .await;
-                return;
-            }
-        }
-        if self.script.junk.as_deref() == Some("no-finished") {
-            self.note("no_finished", None, None);
-            return;
-        }
-        let done = self.script.steps.saturating_sub(self.resume_from);
-        self.finish(&tx, true, format!("{done} step(s) done")).await;
-    }
-
-    async fn finish(&self, tx: &Sender, ok: bool, message: String) {
-        let sent = self
-            .send(
-                tx,
-                task_update::Update::Finished(TaskFinished { ok, message }),
-            )
+                Ok(Some(json!({"step": index, "parent": notes_.parent})))
+            })
             .await;
-        if sent {
-            self.note(if ok { "succeeded" } else { "failed" }, None, None);
-        } else {
-            self.cancelled(None);
+        if index >= resume_from {
+            notes.note("step_done", Some(index), None);
+        }
+        if result.is_err() {
+            notes.end("failed");
+            return Err(HandlerError::permanent(format!("step {index} failed")));
         }
     }
-
-    fn cancelled(&self, step: Option<u32>) {
-        eprintln!(
-            "task {} {:?}: cancelled by the core at step {step:?}",
-            self.task_id, self.task.name
-        );
-        self.note("cancelled", step, None);
+    if script.junk.as_deref() == Some("no-finished") {
+        // The fault wrapper drops the SDK's `finished`.
+        notes.end("no_finished");
+    } else {
+        notes.end("succeeded");
     }
+    let done = script.steps.saturating_sub(resume_from);
+    Ok(format!("{done} step(s) done"))
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ anywhere but 127.0.0.1.
 import collections
 import contextlib
 import dataclasses
+import itertools
 import json
 import os
 import pathlib
@@ -70,7 +71,29 @@ def wait_until(predicate: Callable[[], Any], *, timeout: float, what: str, inter
         time.sleep(interval)
 
 
+_NEXT_PORT = itertools.count()
+
+
 def free_port() -> int:
+    """ A free port on 127.0.0.1 for a process that binds it later, and again after each restart:
+    from below the kernel's ephemeral range (a port from bind(0) is one any outgoing connection may
+    take once released, and a restarted core then fails with "Address already in use"), at a spot
+    that differs per process and call, checked free by binding it. """
+    try:
+        with open('/proc/sys/net/ipv4/ip_local_port_range') as f:
+            ephemeral_start = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral_start = 32768
+    low, span = 10000, max(2000, ephemeral_start - 10000)
+    start = os.getpid() * 7919
+    for _ in range(span):
+        port = low + (start + next(_NEXT_PORT)) % span
+        with socket.socket() as sock:
+            try:
+                sock.bind(('127.0.0.1', port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as sock:
         sock.bind(('127.0.0.1', 0))
         return int(sock.getsockname()[1])

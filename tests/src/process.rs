@@ -42,11 +42,33 @@ pub(crate) fn unique_stem(name: &str) -> String {
     )
 }
 
-/// A free TCP port on 127.0.0.1 (bound and released; good enough for tests).
+/// A free TCP port on 127.0.0.1, for a process that binds it later (and again after each
+/// restart).
+///
+/// Not one the kernel hands out itself: a port from `bind(0)` is an ephemeral one, which any
+/// outgoing connection may take the moment it is released — a restarted core then fails with
+/// "Address already in use" (seen in CI). So the port comes from below the ephemeral range
+/// (`/proc/sys/net/ipv4/ip_local_port_range`), from a spot that differs per process and per
+/// call, and is checked free by binding it.
 ///
 /// # Panics
 /// When no port can be bound.
 pub fn free_port() -> u16 {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|text| text.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768)
+        .clamp(12_000, 65_535);
+    let (low, span) = (10_000, ephemeral_start - 10_000);
+    let start = std::process::id().wrapping_mul(7_919);
+    for _ in 0..span {
+        let offset = start.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed)) % span;
+        let port = u16::try_from(low + offset).expect("below 65536");
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
         .map(|addr| addr.port())

@@ -22,7 +22,10 @@ pub enum ContractError {
     #[error("handler id {0:?} is used twice for the same kind and resource")]
     DuplicateId(String),
     /// A handler's kind is unknown to this core.
-    #[error("handler {id:?} has an unknown or unsupported kind ({kind})")]
+    #[error(
+        "handler {id:?} has kind {kind}, which this core does not know (a handler service of a \
+         newer contract revision?): upgrade the core"
+    )]
     UnsupportedKind {
         /// The handler.
         id: String,

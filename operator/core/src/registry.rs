@@ -42,6 +42,21 @@ pub enum RegistryError {
         #[source]
         source: Arc<ContractError>,
     },
+    /// A service speaks a newer contract revision than this core: it may rely on calls or
+    /// fields the core does not know.
+    #[error(
+        "{service} speaks handler contract revision {revision}, newer than this core's ({core}): \
+         upgrade the core (`operon --version` prints its revision), or serve an older build of \
+         the handler service"
+    )]
+    NewerContract {
+        /// The service.
+        service: String,
+        /// The revision its manifest declares.
+        revision: u32,
+        /// This core's revision.
+        core: u32,
+    },
     /// Two services define the same handler id for one resource.
     #[error("handler id {id:?} for {resource} is defined by both {first} and {second}")]
     Conflict {
@@ -115,6 +130,13 @@ pub fn collect(
     let mut registry = Registry::default();
     for (i, manifest) in manifests.iter().enumerate() {
         let service = || names[i].to_owned();
+        if manifest.contract_revision > crate::manifest::CONTRACT_REVISION {
+            return Err(RegistryError::NewerContract {
+                service: service(),
+                revision: manifest.contract_revision,
+                core: crate::manifest::CONTRACT_REVISION,
+            });
+        }
         let tasks = manifest
             .tasks
             .clone()
@@ -352,6 +374,20 @@ mod tests {
             selector: selector(resource),
             handler: handler(id, HandlerKind::Create),
         }
+    }
+
+    #[test]
+    fn a_service_of_a_newer_contract_revision_is_refused_with_what_to_do() {
+        let mut newer = manifest(vec![reg("things", "a")], Vec::new());
+        newer.contract_revision = crate::manifest::CONTRACT_REVISION + 1;
+        let current = manifest(vec![reg("things", "b")], Vec::new());
+        let error = collect(&[current, newer], &["one", "two"], true).unwrap_err();
+        assert!(
+            matches!(&error, RegistryError::NewerContract { service, revision, .. }
+                if service == "two" && *revision == crate::manifest::CONTRACT_REVISION + 1),
+            "{error:?}"
+        );
+        assert!(error.to_string().contains("upgrade the core"), "{error}");
     }
 
     #[test]

@@ -71,6 +71,9 @@ def wait_until(predicate: Callable[[], Any], *, timeout: float, what: str, inter
         time.sleep(interval)
 
 
+# What `operon run` logs once it runs, after it set its SIGTERM handler: a stop is judged after it.
+CORE_READY = 'Handler service described.'
+
 _NEXT_PORT = itertools.count()
 
 

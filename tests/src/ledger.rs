@@ -1,11 +1,20 @@
 //! The example handler service's ledger: one JSON line per handler or sub-handler execution
 //! (see proto/examples/rust/README.md), read back and queried.
 //!
-//! ```ignore
+//! ```
+//! # fn main() -> anyhow::Result<()> {
+//! # let path = std::env::temp_dir().join(format!("ledger-doc-{}.jsonl", std::process::id()));
+//! # let line = |retry: u32, outcome: &str| format!(
+//! #     "{{\"ts\":1.0,\"handler\":\"h1\",\"uid\":\"u\",\"namespace\":\"ns\",\"name\":\"w1\",\
+//! #      \"generation\":1,\"reason\":\"create\",\"retry\":{retry},\"outcome\":\"{outcome}\"}}\n");
+//! # std::fs::write(&path, [line(0, "temporary"), line(1, "temporary"), line(2, "success")].concat())?;
+//! let ledger = operon_e2e::Ledger::new(&path);
 //! let entries = ledger.read()?;
 //! let h1 = entries.object("w1").handler("h1");
 //! assert_eq!(h1.retries(), [0, 1, 2]);
 //! assert_eq!(h1.outcomes(), ["temporary", "temporary", "success"]);
+//! # std::fs::remove_file(&path)?;
+//! # Ok(()) }
 //! ```
 
 use std::fmt;

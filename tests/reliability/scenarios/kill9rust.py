@@ -21,7 +21,7 @@ from typing import Any
 
 import kubernetes
 
-from harness import (GROUP, PLURAL, VERSION, Context, Process, Row, ScenarioFailed, diff_base,
+from harness import (CORE_READY, GROUP, PLURAL, VERSION, Context, Process, Row, ScenarioFailed, diff_base,
                      free_port, later, log, progress, repeated_successes, settled, trial_work,
                      wait_until)
 from harness import ROOT
@@ -104,7 +104,7 @@ def run(ctx: Context) -> Row:
                       name='rust-handler', ready_line='listening on')
     core = Process(ctx, [ctx.base_env['OPERON_BIN'], 'run', '-n', namespace,
                          '--handler', f'http://127.0.0.1:{handler_port}', '--http', f'127.0.0.1:{free_port()}'],
-                   name='core')
+                   name='core', ready_line=CORE_READY)
     stored = Stored(ctx, namespace)
     generations: collections.deque[list[str]] = collections.deque()
     created = 0

@@ -48,7 +48,7 @@ import threading
 import time
 from typing import Any
 
-from harness import (HERE, Context, Loop, Process, Row, ScenarioFailed, free_port, http_get, log,
+from harness import (CORE_READY, HERE, Context, Loop, Process, Row, ScenarioFailed, free_port, http_get, log,
                      metric, progress, settled, wait_until)
 
 BACKOFF = 2
@@ -157,7 +157,8 @@ def run(ctx: Context) -> Row:
                             str(HERE / 'operators' / 'outage.py')], name='outage-service', env=env)
     core = Process(ctx, [ctx.base_env['OPERON_BIN'], '--log-format', 'json', 'run', '--handler',
                          f'http://127.0.0.1:{grpc}', '-n', namespace, '--http', f'127.0.0.1:{http}',
-                         '--default-backoff', str(BACKOFF)], name='outage-core', env=env)
+                         '--default-backoff', str(BACKOFF)], name='outage-core', env=env,
+                   ready_line=CORE_READY)
     killed: set[int] = set()  # the pids of the service's killed instances
     probe = Probe(core, base)
     workload = Workload(ctx, namespace, cap=30)

@@ -60,7 +60,7 @@ import websocket
 import yaml
 from kubernetes.client.rest import ApiException
 
-from harness import (GROUP, HERE, PLURAL, ROOT, VERSION, Context, Process, Row, ScenarioFailed, free_port,
+from harness import (CORE_READY, GROUP, HERE, PLURAL, ROOT, VERSION, Context, Process, Row, ScenarioFailed, free_port,
                      log, settled, wait_until)
 
 OPERATOR = HERE / 'operators' / 'security.py'
@@ -312,7 +312,7 @@ def dashboard_items(ctx: Context, row: Row) -> None:
                   env={**ctx.base_env, 'RELIABILITY_PAYLOADS': json.dumps(PAYLOADS), **tracing['sdk']})
     core = Process(ctx, [ctx.base_env['OPERON_BIN'], 'run', '-n', namespace, '--handler',
                          f'http://127.0.0.1:{handler_port}', '--http', f'127.0.0.1:{port}'], name='security-core',
-                   env={'OPERON_LOG': 'debug', 'OPERON_DASHBOARD_TOKEN': token, **tracing['core']})
+                   ready_line=CORE_READY, env={'OPERON_LOG': 'debug', 'OPERON_DASHBOARD_TOKEN': token, **tracing['core']})
     sdk.start()
     core.start()
     wait_until(lambda: ready(port), timeout=60, what="the core ready (/readyz)")
@@ -691,7 +691,7 @@ def rbac_item(ctx: Context, row: Row) -> None:
     rules = next(d for d in documents if d['kind'] == 'Role')['rules']
     kubeconfig, sa_token = sa_kubeconfig(ctx, namespace, account)
     core = Process(ctx, [ctx.base_env['OPERON_BIN'], 'run', '-n', namespace, *[a for u in urls for a in ('--handler', u)],
-                         '--http', f'127.0.0.1:{(port := free_port())}'], name='rbac-core',
+                         '--http', f'127.0.0.1:{(port := free_port())}'], name='rbac-core', ready_line=CORE_READY,
                    env={'KUBECONFIG': str(kubeconfig), 'OPERON_LOG': 'debug'})
     core.start()
     wait_until(lambda: ready(port), timeout=60, what="the core ready under the generated RBAC")

@@ -3,21 +3,31 @@
 # controller (the floor) and a raw PATCH loop (the ceiling), side by side on the real local control
 # plane, with the same three handlers (create, an update of spec.value, delete). Prints one
 # markdown table (tests/bench/README.md says what each figure means), ending with the lines
-# `throughput vs Kopf: …x` and `memory vs Kopf: …x`. A figure, not a test: it never fails on a
-# timing; it exits non-zero when a run cannot complete (then it says why), and with --check when
-# an Operon contender breaks the README's promises: a handler called twice for one change, or more
-# API writes than 2 per created object and 1 per update, resume and delete.
+# `throughput vs Kopf: …x`, `memory vs Kopf: …x`, `memory vs floor: …x` and `cpu vs Kopf: …x`.
+# A figure, not a test: it never fails on a timing; it exits non-zero when a run cannot complete
+# (then it says why), and with --check when an Operon contender breaks the README's promises: a
+# handler called twice for one change, or more API writes than 2 per created object and 1 per
+# update, resume and delete.
 #
 #   tests/bench/run.sh [--objects N]... [--contender NAME]... [--core-arg ARG]... [--sdk-arg ARG]...
 #                      [--debug]         debug binaries: the smoke test (implies --check), not for
 #                                        figures
 #                      [--check]         fail on a broken promise (above), not only print it
+#                      [--steady]        after the create phase, changes at steady rates (20, 100
+#                                        and 300/s) instead of the update and resume phases:
+#                                        latency tables per rate (default 1,000 objects)
+#                      [--steady-rate R]... [--steady-seconds D]   other rates (changes/s), or
+#                                        D seconds per rate (default 60; both imply --steady)
+#                      [--scale N]...    the size mode: N objects, start-up, memory per object,
+#                                        restart; prints its time budget as it goes
+#                      [--scale-timeout S]  give a start-up or restart up after S s (default 3600)
+#                      [--pin]           the plane on CPU 0, each contender on CPU 1 (taskset)
 #                      [--shared-plane]  the shared plane (~/.cache/operon/cluster) instead of the
 #                                        benchmark's own (~/.cache/operon/cluster-bench)
 #                      [--keep-plane]    leave the benchmark's own plane running afterwards
 #
 # Default sizes: 1,000 and 10,000 objects. Contenders: kopf, operon-py, operon-rust, operon-shards,
-# floor, ceiling.
+# floor, ceiling (--steady: all but the ceiling; --scale: kopf, operon-py, operon-rust, floor).
 # Builds the release binaries, installs Kopf 1.45.2 (~/.cache/operon/venv-kopf) and the SDK's
 # dependencies (~/.cache/operon/venv-bench) when missing, starts the plane with tests/cluster/up.sh
 # (idempotent), installs the bench CRD (left installed) and runs tests/bench/bench.py, which makes
@@ -27,7 +37,7 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 log() { echo "[bench $(date +%H:%M:%S)] $*" >&2; }
 
-driver_args=() profile=release shared_plane=0 keep_plane=0 check=0
+driver_args=() profile=release shared_plane=0 keep_plane=0 check=0 pin=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --*=*) set -- "${1%%=*}" "${1#*=}" "${@:2}"; continue ;;  # --opt=value → --opt value
@@ -35,17 +45,34 @@ while [ $# -gt 0 ]; do
       [[ ${2:-} =~ ^[1-9][0-9]*$ ]] || { echo "--objects must be a positive integer" >&2; exit 2; }
       driver_args+=(--objects "$2"); shift 2 ;;
     --debug) profile=debug check=1; shift ;;  # the smoke test in tests/run.sh: no release build
+    --steady) driver_args+=(--steady); shift ;;
+    --steady-rate)
+      [[ ${2:-} =~ ^[0-9]+(\.[0-9]+)?$ ]] && [[ ! $2 =~ ^0*(\.0*)?$ ]] || { echo "--steady-rate must be a positive number (changes per second)" >&2; exit 2; }
+      driver_args+=(--steady-rate "$2"); shift 2 ;;
+    --steady-seconds)
+      [[ ${2:-} =~ ^[0-9]+(\.[0-9]+)?$ ]] && [[ ! $2 =~ ^0*(\.0*)?$ ]] || { echo "--steady-seconds must be a positive number" >&2; exit 2; }
+      driver_args+=(--steady-seconds "$2"); shift 2 ;;
+    --scale)
+      [[ ${2:-} =~ ^[1-9][0-9]*$ ]] || { echo "--scale must be a positive integer" >&2; exit 2; }
+      driver_args+=(--scale "$2"); shift 2 ;;
+    --scale-timeout)
+      [[ ${2:-} =~ ^[1-9][0-9]*$ ]] || { echo "--scale-timeout must be a positive number of seconds" >&2; exit 2; }
+      driver_args+=(--scale-timeout "$2"); shift 2 ;;
+    --pin) pin=1; driver_args+=(--pin); shift ;;
     --check) check=1; shift ;;
     --shared-plane) shared_plane=1; shift ;;
     --keep-plane) keep_plane=1; shift ;;
     --contender) driver_args+=(--contender "${2:?--contender needs a name}"); shift 2 ;;
     --core-arg) driver_args+=(--core-arg="${2:?--core-arg needs a value}"); shift 2 ;;
     --sdk-arg) driver_args+=(--sdk-arg="${2:?--sdk-arg needs a value}"); shift 2 ;;
-    -h|--help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) echo "usage: $0 [--objects N]... [--contender NAME]... [--core-arg ARG]... [--sdk-arg ARG]..." >&2; exit 2 ;;
+    -h|--help) sed -n '2,34p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "usage: $0 [--objects N | --steady | --scale N]... [--pin] [--contender NAME]... (--help for all)" >&2; exit 2 ;;
   esac
 done
 [ "$check" = 0 ] || driver_args+=(--check)
+if [ "$pin" = 1 ] && [ "$shared_plane" = 1 ]; then
+  echo "--pin moves the plane's processes to one CPU: not on the shared plane, which other tests use" >&2; exit 2
+fi
 
 CACHE=${OPERON_CACHE:-$HOME/.cache/operon}
 PLANE_DIR=$CACHE/cluster
@@ -67,7 +94,13 @@ cleanup() {
     exit "$rc"
   fi
   touch "$work/pids" "$work/namespaces" 2>/dev/null || true
-  local pid exe
+  local pid exe cpus
+  # --pin: the plane's processes get their CPUs back (the driver does it too, unless it died).
+  if [ -f "$work/affinity" ]; then
+    while read -r pid cpus; do
+      [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && taskset -a -p -c "$cpus" "$pid" >/dev/null 2>&1 || true
+    done < "$work/affinity"
+  fi
   ours() { # pid exe: the process still runs the binary we started it with
     [ "$(readlink "/proc/$1/exe" 2>/dev/null | sed 's/ (deleted)$//')" = "$(readlink -f "$2")" ]
   }
@@ -152,7 +185,9 @@ if [ "$shared_plane" = 0 ]; then
   }
 fi
 log "starting the local control plane in $PLANE_DIR (tests/cluster/up.sh)"
-plane_env=$(OPERON_CLUSTER_DIR="$PLANE_DIR" tests/cluster/up.sh) || exit $?; eval "$plane_env"
+# 8>&-: the plane's processes must not inherit the run's lock, or a plane kept running
+# (--keep-plane) would hold it and the next run would wait for it forever.
+plane_env=$(OPERON_CLUSTER_DIR="$PLANE_DIR" tests/cluster/up.sh 8>&-) || exit $?; eval "$plane_env"
 # shellcheck disable=SC1091
 . "$PLANE_DIR/env"   # BIN (kube binaries), APISERVER_PORT
 KUBECTL="$BIN/kubectl"

@@ -6,9 +6,13 @@
 //!   that stores the new diff-base annotation, and one that removes the finalizer on deletion.
 //! - `patch-loop`: the ceiling — one merge patch per object (the diff-base annotation), as fast as
 //!   the API server takes them, with no watch and no handler.
-//! - `create`, `set-value`, `delete`, `release`: the driver's bulk writes (User-Agent `operon-bench/1 (load)`, which the
-//!   driver leaves out of every contender's count); each writes `NAME UNIX-TIME` per answered
-//!   request to `--out`.
+//! - `create`, `set-value`, `delete`, `release`: the driver's bulk writes (User-Agent
+//!   `operon-bench/1 (load)`, which the driver leaves out of every contender's count); each writes
+//!   `NAME UNIX-TIME` per answered request to `--out`.
+//! - `set-value --rate R --duration D`: the steady load — an open loop of R changes per second
+//!   for D seconds, round-robin over the objects, each change a value never written before;
+//!   writes `NAME VALUE UNIX-TIME GENERATION` per answered request (the generation the change
+//!   made) and prints a JSON report.
 
 use std::{
     fs::{File, OpenOptions},
@@ -51,7 +55,7 @@ struct Args {
 enum Command {
     /// The floor: a kube-rs controller with the three handlers in-process.
     Controller {
-        /// Appends `KIND NAME UNIX-TIME` per handler call.
+        /// Appends `KIND NAME UNIX-TIME GENERATION` per handler call.
         #[arg(long)]
         ledger: PathBuf,
     },
@@ -90,17 +94,49 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Set `spec.value` of obj-00000 … obj-(count-1).
+    /// Set `spec.value` of obj-00000 … obj-(count-1) (all at once, `--concurrency` at a time),
+    /// or, with `--rate`, at a steady rate.
     SetValue {
         #[arg(long)]
         count: usize,
+        /// The value (with `--rate`: the first one; change k writes value + k).
         #[arg(long)]
         value: i64,
+        /// Requests in flight at most.
         #[arg(long, default_value_t = 32)]
         concurrency: usize,
+        /// Open loop: start change k at k / RATE seconds, whatever the answers to the earlier
+        /// ones, round-robin over the objects (change k goes to obj-(k mod count)); a change
+        /// waits only for a free request (`--concurrency`) and for the previous write to the same
+        /// object, so that each object's writes land in order. Prints a JSON report.
+        #[arg(long, requires = "duration")]
+        rate: Option<f64>,
+        /// With `--rate`: for this many seconds (RATE × DURATION changes).
+        #[arg(long, requires = "rate")]
+        duration: Option<f64>,
         #[arg(long)]
         out: PathBuf,
     },
+}
+
+/// An open-loop load: `rate` changes per second for `duration` seconds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Steady {
+    rate: f64,
+    duration: f64,
+}
+
+impl Steady {
+    /// How many changes the run makes.
+    fn changes(self) -> usize {
+        // Both are checked positive and finite before; `as` saturates.
+        (self.rate * self.duration).floor() as usize
+    }
+
+    /// When change `k` is due, after the start.
+    fn due(self, k: usize) -> Duration {
+        Duration::from_secs_f64(k as f64 / self.rate)
+    }
 }
 
 fn now() -> f64 {
@@ -136,9 +172,52 @@ impl Times {
     }
 
     fn record(&self, line: &str) {
+        self.record_then(line, "");
+    }
+
+    /// `LINE UNIX-TIME TAIL` (the tail after the time, so that readers of `NAME TIME` lines
+    /// can take the first fields).
+    fn record_then(&self, line: &str, tail: &str) {
         let mut file = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let tail = if tail.is_empty() {
+            String::new()
+        } else {
+            format!(" {tail}")
+        };
         // One write per line in append mode: lines never interleave, a kill tears none.
-        let _ = file.write_all(format!("{line} {:.6}\n", now()).as_bytes());
+        let _ = file.write_all(format!("{line} {:.6}{tail}\n", now()).as_bytes());
+    }
+
+    /// A handler call in the floor's ledger: `KIND NAME UNIX-TIME GENERATION` (the object's
+    /// `metadata.generation` as the call saw it, which tells the driver which change it handled).
+    fn record_call(&self, kind: &str, obj: &DynamicObject) {
+        let generation = obj
+            .metadata
+            .generation
+            .map(|g| g.to_string())
+            .unwrap_or_default();
+        self.record_then(&format!("{kind} {}", obj.name_any()), &generation);
+    }
+}
+
+/// Runs `op` until it succeeds, retrying on conflicts and overload for a while (20 times,
+/// 200 ms apart).
+async fn retrying<T, F, Fut>(name: &str, op: F) -> anyhow::Result<T>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<T, kube::Error>>,
+{
+    let mut attempt = 0;
+    loop {
+        match op().await {
+            Ok(done) => return Ok(done),
+            Err(e) if attempt < 20 => {
+                attempt += 1;
+                eprintln!("{name}: {e}; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(anyhow::anyhow!("{name}: {e}")),
+        }
     }
 }
 
@@ -163,18 +242,8 @@ where
             let name = name(i);
             let (op, api) = (&op, &api);
             async move {
-                let mut attempt = 0;
-                loop {
-                    match op(api.clone(), name.clone()).await {
-                        Ok(()) => return Ok(name),
-                        Err(e) if attempt < 20 => {
-                            attempt += 1;
-                            eprintln!("{name}: {e}; retrying");
-                            tokio::time::sleep(Duration::from_millis(200)).await;
-                        }
-                        Err(e) => return Err(anyhow::anyhow!("{name}: {e}")),
-                    }
-                }
+                retrying(&name, || op(api.clone(), name.clone())).await?;
+                Ok::<_, anyhow::Error>(name)
             }
         })
         .buffer_unordered(concurrency)
@@ -183,6 +252,71 @@ where
             async { Ok(()) }
         })
         .await
+}
+
+/// The steady load: change k sets `spec.value = first + k` on obj-(k mod count), started at
+/// k / rate seconds (open loop), at most `concurrency` in flight and one per object at a time.
+/// Returns the report the driver reads: changes sent, seconds, and how late the starts were.
+async fn steady(
+    ns: &str,
+    count: usize,
+    first: i64,
+    load: Steady,
+    concurrency: usize,
+    out: &PathBuf,
+) -> anyhow::Result<Value> {
+    anyhow::ensure!(count > 0, "--count must be positive");
+    anyhow::ensure!(
+        load.rate.is_finite()
+            && load.rate > 0.0
+            && load.duration.is_finite()
+            && load.duration > 0.0,
+        "--rate and --duration must be positive"
+    );
+    let api = api(ns, "operon-bench/1 (load)").await?;
+    let times = Arc::new(Times::create(out)?);
+    let permits = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
+    // The write in flight per object, if any.
+    let mut last: Vec<Option<tokio::task::JoinHandle<anyhow::Result<()>>>> =
+        (0..count).map(|_| None).collect();
+    let start = tokio::time::Instant::now();
+    let (mut late, mut max_lag) = (0_usize, Duration::ZERO);
+    for k in 0..load.changes() {
+        let due = start + load.due(k);
+        tokio::time::sleep_until(due).await;
+        let slot = k % count;
+        if let Some(previous) = last[slot].take() {
+            previous.await??;
+        }
+        let permit = Arc::clone(&permits).acquire_owned().await?;
+        let lag = tokio::time::Instant::now().saturating_duration_since(due);
+        if lag > Duration::from_millis(5) {
+            late += 1;
+        }
+        max_lag = max_lag.max(lag);
+        let (api, times, name) = (api.clone(), Arc::clone(&times), name(slot));
+        let value = first + i64::try_from(k)?;
+        last[slot] = Some(tokio::spawn(async move {
+            let _permit = permit;
+            let body = json!({"spec": {"value": value}});
+            let (params, patch) = (PatchParams::default(), Patch::Merge(&body));
+            let written = retrying(&name, || api.patch(&name, &params, &patch)).await?;
+            // The generation this change made: the handlers' ledgers say which one they saw.
+            let generation = written.metadata.generation.unwrap_or_default();
+            times.record_then(&format!("{name} {value}"), &generation.to_string());
+            Ok(())
+        }));
+    }
+    for previous in last.into_iter().flatten() {
+        previous.await??;
+    }
+    Ok(json!({
+        "sent": load.changes(),
+        "rate": load.rate,
+        "seconds": start.elapsed().as_secs_f64(),
+        "late": late,
+        "max_lag_ms": max_lag.as_secs_f64() * 1000.0,
+    }))
 }
 
 /// A write's result, with the API error `code` counted as done (the write had landed already).
@@ -247,7 +381,7 @@ async fn reconcile(obj: Arc<DynamicObject>, floor: Arc<Floor>) -> Result<Action,
     };
     if obj.metadata.deletion_timestamp.is_some() {
         if ours {
-            floor.ledger.record(&format!("delete {name}"));
+            floor.ledger.record_call("delete", &obj);
             let rest: Vec<&String> = finalizers.iter().filter(|f| *f != FINALIZER).collect();
             patch(json!({"metadata": {"finalizers": rest, "resourceVersion": obj.resource_version()}}))
                 .await?;
@@ -274,7 +408,7 @@ async fn reconcile(obj: Arc<DynamicObject>, floor: Arc<Floor>) -> Result<Action,
         }
     };
     if let Some(cause) = cause {
-        floor.ledger.record(&format!("{cause} {name}"));
+        floor.ledger.record_call(cause, &obj);
     }
     if stored != Some(&essence) {
         patch(json!({"metadata": {
@@ -361,7 +495,20 @@ async fn main() -> anyhow::Result<()> {
             count,
             value,
             concurrency,
+            rate: Some(rate),
+            duration: Some(duration),
             out,
+        } => {
+            let load = Steady { rate, duration };
+            let report = steady(ns, count, value, load, concurrency, &out).await?;
+            println!("{report}");
+        }
+        Command::SetValue {
+            count,
+            value,
+            concurrency,
+            out,
+            ..
         } => {
             bulk(ns, 0..count, concurrency, &out, |api, name| async move {
                 let body = json!({"spec": {"value": value}});
@@ -414,5 +561,36 @@ mod tests {
     fn bad_arguments_are_refused() {
         assert!(Args::try_parse_from(["floor", "-n", "ns", "create"]).is_err());
         assert!(Args::try_parse_from(["floor", "-n", "ns", "patch-loop"]).is_ok());
+        // A rate needs a duration, and the other way round.
+        let set = [
+            "floor",
+            "-n",
+            "ns",
+            "set-value",
+            "--count",
+            "3",
+            "--value",
+            "1",
+        ];
+        let with = |extra: &[&'static str]| Args::try_parse_from(set.iter().chain(extra));
+        assert!(with(&["--out", "x", "--rate", "5"]).is_err());
+        assert!(with(&["--out", "x", "--duration", "5"]).is_err());
+        assert!(with(&["--out", "x", "--rate", "5", "--duration", "2"]).is_ok());
+    }
+
+    #[test]
+    fn a_steady_load_is_an_open_loop_schedule() {
+        let load = Steady {
+            rate: 100.0,
+            duration: 2.5,
+        };
+        assert_eq!(load.changes(), 250);
+        assert_eq!(load.due(0), Duration::ZERO);
+        assert_eq!(load.due(150), Duration::from_millis(1500));
+        let slow = Steady {
+            rate: 0.5,
+            duration: 3.0,
+        };
+        assert_eq!(slow.changes(), 1);
     }
 }

@@ -187,24 +187,26 @@ pub fn serve_config(cli: &Cli) -> ServeConfig {
     config
 }
 
+/// The operator the command line describes and its ledger.
+fn prepare(cli: &Cli) -> anyhow::Result<(Operator, Ledger)> {
+    let config = Config::from_cli(cli).map_err(anyhow::Error::msg)?;
+    let ledger = Ledger::new(cli.ledger.clone());
+    Ok((operator(&config, &ledger)?, ledger))
+}
+
 /// Starts serving what the command line describes, without telemetry or signals (for tests).
 ///
 /// # Errors
 /// A bad configuration (all registration problems), an address that cannot be bound.
 pub async fn start(cli: &Cli) -> anyhow::Result<Running> {
-    let config = Config::from_cli(cli).map_err(anyhow::Error::msg)?;
-    let ledger = Ledger::new(cli.ledger.clone());
-    let config_ = serve_config(cli);
-    let running = operator(&config, &ledger)?
-        .start_wrapped(
-            ServeConfig {
-                telemetry: false,
-                ..config_
-            },
-            move |services| Faults::new(services, ledger),
-        )
-        .await?;
-    Ok(running)
+    let (operator, ledger) = prepare(cli)?;
+    let config = ServeConfig {
+        telemetry: false,
+        ..serve_config(cli)
+    };
+    Ok(operator
+        .start_wrapped(config, move |services| Faults::new(services, ledger))
+        .await?)
 }
 
 /// Serves what the command line describes until SIGTERM/SIGINT (the SDK prints
@@ -213,9 +215,8 @@ pub async fn start(cli: &Cli) -> anyhow::Result<Running> {
 /// # Errors
 /// As [`start`].
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    let config = Config::from_cli(&cli).map_err(anyhow::Error::msg)?;
-    let ledger = Ledger::new(cli.ledger.clone());
-    operator(&config, &ledger)?
+    let (operator, ledger) = prepare(&cli)?;
+    operator
         .serve_wrapped(serve_config(&cli), move |services| {
             Faults::new(services, ledger)
         })

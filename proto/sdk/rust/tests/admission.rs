@@ -5,30 +5,19 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
 
 use operon_handler::proto as pb;
 use operon_handler::{
     Call, Ctx, HandlerError, HandlerOptions, HandlerResult, Operation, Operator, Running,
-    ServeConfig,
 };
 use pb::handler_service_client::HandlerServiceClient;
 use serde_json::{Value, json};
 use tonic::transport::Channel;
 
+mod common;
+
 async fn start(operator: Operator) -> (Running, HandlerServiceClient<Channel>) {
-    let config = ServeConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        telemetry: false,
-        shutdown_grace: Duration::from_secs(5),
-        ..ServeConfig::default()
-    };
-    let running = operator.start(config).await.expect("the service starts");
-    let channel = Channel::from_shared(format!("http://{}", running.addr()))
-        .unwrap()
-        .connect()
-        .await
-        .expect("a connection");
+    let (running, channel) = common::start(operator).await;
     (running, HandlerServiceClient::new(channel))
 }
 

@@ -8,28 +8,15 @@ use std::time::Duration;
 
 use operon_handler::proto as pb;
 use operon_handler::{
-    Call, Ctx, DaemonCtx, Desired, HandlerError, HandlerOptions, HandlerResult, Operator, Running,
-    ServeConfig, SubhandlerOptions, SyncCtx, SyncOptions, TaskCtx,
+    Call, Ctx, DaemonCtx, Desired, HandlerError, HandlerOptions, HandlerResult, Operator,
+    SubhandlerOptions, SyncCtx, SyncOptions, TaskCtx,
 };
 use pb::handler_service_client::HandlerServiceClient;
 use serde_json::{Value, json};
 use tonic::transport::Channel;
 
-async fn start(operator: Operator) -> (Running, Channel) {
-    let config = ServeConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        telemetry: false,
-        shutdown_grace: Duration::from_secs(5),
-        ..ServeConfig::default()
-    };
-    let running = operator.start(config).await.expect("the service starts");
-    let channel = Channel::from_shared(format!("http://{}", running.addr()))
-        .unwrap()
-        .connect()
-        .await
-        .expect("a connection");
-    (running, channel)
-}
+mod common;
+use common::start;
 
 fn invoke(id: &str, retry: u32, attempt: &str, body: Value) -> pb::InvokeRequest {
     pb::InvokeRequest {

@@ -187,6 +187,10 @@ fi
 log "starting the local control plane in $PLANE_DIR (tests/cluster/up.sh)"
 # 8>&-: the plane's processes must not inherit the run's lock, or a plane kept running
 # (--keep-plane) would hold it and the next run would wait for it forever.
+# Its own plane compacts etcd every 5 minutes, as an API server does by default (the shared plane
+# compacts every 60 s for the tests that provoke 410s; a 100,000-object paginated list outlasts
+# that, and each compaction during it sends the list back to its first page).
+[ "$shared_plane" = 1 ] || export OPERON_ETCD_COMPACTION_INTERVAL=${OPERON_ETCD_COMPACTION_INTERVAL:-5m}
 plane_env=$(OPERON_CLUSTER_DIR="$PLANE_DIR" tests/cluster/up.sh 8>&-) || exit $?; eval "$plane_env"
 # shellcheck disable=SC1091
 . "$PLANE_DIR/env"   # BIN (kube binaries), APISERVER_PORT

@@ -119,6 +119,22 @@ impl Essence {
         Ok(Essence { old, new, diff })
     }
 
+    /// Whether `after` (the body as a write will leave it) has this essence: the write touched
+    /// only what the essence leaves out (status, our own annotations). A handler that patches
+    /// its object's spec or labels makes the next event a change, as in Kopf.
+    pub fn kept_by(
+        &self,
+        diffbase: &DiffBaseStorage,
+        progress: &ProgressStorage,
+        after: &Value,
+        extra_fields: &[FieldPath],
+    ) -> bool {
+        py_eq(
+            &progress.clear(&diffbase.build(after, extra_fields)),
+            &self.new,
+        )
+    }
+
     /// The stored diff-base is missing or differs from the current essence: a finished cycle
     /// stores the new one.
     pub fn differs_from_stored(&self) -> bool {

@@ -75,6 +75,9 @@ pub struct Slot<B, I> {
     initial: bool,
     fully_handled: bool,
     expect_rv: Option<(String, I)>,
+    /// The watch event that carries exactly our write's version needs no cycle (see
+    /// [`Slot::handled`]).
+    quiet_echo: bool,
     wake_at: Option<I>,
     /// When the first watch event not yet handled reached the queue (event-to-cycle latency).
     arrived: Option<I>,
@@ -121,6 +124,7 @@ impl<B, I> Default for Slot<B, I> {
             initial: false,
             fully_handled: false,
             expect_rv: None,
+            quiet_echo: false,
             wake_at: None,
             arrived: None,
         }
@@ -138,18 +142,30 @@ impl<B: Versioned + Clone, I: Copy + Ord + Add<Duration, Output = I>> Slot<B, I>
     }
 
     /// A watch observation at `now`: the latest state wins; a version that reflects our last
-    /// write ends the consistency wait.
-    pub fn observe(&mut self, body: B, seen: Seen, is_new: bool, now: I) {
+    /// write ends the consistency wait. The echo of a write that left nothing to do (exactly its
+    /// version, nothing else pending) is taken without a cycle: the body is the one our write
+    /// made, the cycle that wrote it was complete, and a cycle on it would find no cause.
+    ///
+    /// Returns whether the slot needs a worker (a cycle to run).
+    pub fn observe(&mut self, body: B, seen: Seen, is_new: bool, now: I) -> bool {
         if let (Some((expected, _)), Some(rv)) = (&self.expect_rv, body.resource_version())
             && reflects(rv, expected)
         {
+            let echo = self.quiet_echo && rv == expected.as_str();
             self.expect_rv = None;
+            self.quiet_echo = false;
+            if echo && seen == Seen::Applied && !self.dirty && !self.gone && self.wake_at.is_none()
+            {
+                self.body = None;
+                return false;
+            }
         }
         self.events.push(event_type(seen, is_new));
         self.gone = seen == Seen::Deleted;
         self.body = Some(body);
         self.dirty = true;
         self.arrived.get_or_insert(now);
+        true
     }
 
     /// A (re)listing did not list the object: it is gone.
@@ -229,9 +245,20 @@ impl<B: Versioned + Clone, I: Copy + Ord + Add<Duration, Output = I>> Slot<B, I>
     }
 
     /// After a cycle of a living object at `now`: what it wrote starts the consistency wait
-    /// (unless the watch already showed our version), up to `timeout`.
-    pub fn handled(&mut self, fully_handled: bool, written: Written, now: I, timeout: Duration) {
+    /// (unless the watch already showed our version), up to `timeout`. `quiet` says that the
+    /// cycle left nothing to do on the body it wrote (every handler done, no delay, no raw-event
+    /// handler, timer or daemon, no body kept between events): the watch event of exactly that
+    /// version then runs no cycle (see [`Slot::observe`]).
+    pub fn handled(
+        &mut self,
+        fully_handled: bool,
+        written: Written,
+        now: I,
+        timeout: Duration,
+        quiet: bool,
+    ) {
         self.fully_handled |= fully_handled;
+        self.quiet_echo = false;
         match written {
             Written::Nothing => {}
             Written::Version(rv) => {
@@ -242,6 +269,7 @@ impl<B: Versioned + Clone, I: Copy + Ord + Add<Duration, Output = I>> Slot<B, I>
                     .is_some_and(|seen| reflects(seen, &rv));
                 if !seen_already {
                     self.expect_rv = Some((rv, now + timeout));
+                    self.quiet_echo = quiet;
                 }
             }
             // Released by our write: only its DELETED (which sets `gone`) ends the wait; no
@@ -336,10 +364,10 @@ mod tests {
         let mut slot = S::new(Seen::Listed);
         slot.observe(Body(None), Seen::Listed, true, s(0));
         assert!(run(&mut slot, s(0)).initial);
-        slot.handled(false, Written::Nothing, s(0), T);
+        slot.handled(false, Written::Nothing, s(0), T, false);
         slot.observe(Body(None), Seen::Applied, false, s(1));
         assert!(run(&mut slot, s(1)).initial, "not fully handled yet");
-        slot.handled(true, Written::Nothing, s(1), T);
+        slot.handled(true, Written::Nothing, s(1), T, false);
         slot.observe(Body(None), Seen::Applied, false, s(2));
         assert!(!run(&mut slot, s(2)).initial);
     }
@@ -349,7 +377,7 @@ mod tests {
         let mut slot = S::new(Seen::Applied);
         slot.observe(Body(Some("10")), Seen::Applied, true, s(0));
         run(&mut slot, s(0));
-        slot.handled(false, Written::Version("11".into()), s(0), T);
+        slot.handled(false, Written::Version("11".into()), s(0), T, false);
         // A stale event (our own earlier write) comes: the cycle waits.
         slot.observe(Body(Some("10")), Seen::Applied, false, s(1));
         assert!(slot.claim_worker(false));
@@ -360,13 +388,54 @@ mod tests {
         assert!(slot.claim_worker(false));
         assert_eq!(run(&mut slot, s(5)).body, Body(Some("10")));
         // Our version comes: no wait.
-        slot.handled(false, Written::Version("12".into()), s(5), T);
+        slot.handled(false, Written::Version("12".into()), s(5), T, false);
         slot.observe(Body(Some("12")), Seen::Applied, false, s(6));
         assert_eq!(run(&mut slot, s(6)).body, Body(Some("12")));
         // Already seen when the cycle ends: no wait at all.
-        slot.handled(false, Written::Version("11".into()), s(6), T);
+        slot.handled(false, Written::Version("11".into()), s(6), T, false);
         slot.observe(Body(Some("13")), Seen::Applied, false, s(6));
         assert!(matches!(slot.next(false, s(6)), Next::Run(_)));
+    }
+
+    #[test]
+    fn the_echo_of_a_complete_cycle_runs_no_cycle_and_anything_else_does() {
+        let mut slot = S::new(Seen::Applied);
+        slot.observe(Body(Some("10")), Seen::Applied, true, s(0));
+        run(&mut slot, s(0));
+        slot.handled(true, Written::Version("11".into()), s(0), T, true);
+        assert_eq!(slot.next(false, s(0)), Next::Idle);
+        // Exactly our version: nothing to run, no body kept.
+        assert!(!slot.observe(Body(Some("11")), Seen::Applied, false, s(1)));
+        assert!(slot.claim_worker(false));
+        assert_eq!(slot.next(false, s(1)), Next::Idle);
+        assert!(!slot.has_body());
+        // The next change runs as usual.
+        assert!(slot.observe(Body(Some("12")), Seen::Applied, false, s(2)));
+        assert_eq!(run(&mut slot, s(2)).body, Body(Some("12")));
+
+        // A later version than ours (someone wrote after us) is a change.
+        slot.handled(true, Written::Version("13".into()), s(2), T, true);
+        assert!(slot.observe(Body(Some("14")), Seen::Applied, false, s(3)));
+        assert_eq!(run(&mut slot, s(3)).body, Body(Some("14")));
+
+        // An event before the echo is handled on the echo's body.
+        slot.handled(true, Written::Version("16".into()), s(3), T, true);
+        assert!(slot.observe(Body(Some("15")), Seen::Applied, false, s(4)));
+        assert!(slot.observe(Body(Some("16")), Seen::Applied, false, s(4)));
+        assert_eq!(run(&mut slot, s(4)).body, Body(Some("16")));
+
+        // A cycle that left something to do (not quiet): its echo runs a cycle.
+        slot.handled(false, Written::Version("17".into()), s(4), T, false);
+        assert!(slot.observe(Body(Some("17")), Seen::Applied, false, s(5)));
+        assert_eq!(run(&mut slot, s(5)).body, Body(Some("17")));
+
+        // A relisting or a deletion with our version is never taken as an echo.
+        slot.handled(true, Written::Version("18".into()), s(5), T, true);
+        assert!(slot.observe(Body(Some("18")), Seen::Listed, false, s(6)));
+        run(&mut slot, s(6));
+        slot.handled(true, Written::Version("19".into()), s(6), T, true);
+        assert!(slot.observe(Body(Some("19")), Seen::Deleted, false, s(7)));
+        assert!(run(&mut slot, s(7)).gone);
     }
 
     #[test]
@@ -374,7 +443,7 @@ mod tests {
         let mut slot = S::new(Seen::Applied);
         slot.observe(Body(Some("10")), Seen::Applied, true, s(0));
         run(&mut slot, s(0));
-        slot.handled(false, Written::Released, s(0), T);
+        slot.handled(false, Written::Released, s(0), T, false);
         slot.observe(Body(Some("999")), Seen::Applied, false, s(1));
         assert_eq!(
             slot.next(false, s(1)),
@@ -389,7 +458,7 @@ mod tests {
         let mut gone = S::new(Seen::Applied);
         gone.observe(Body(None), Seen::Deleted, true, s(0));
         run(&mut gone, s(0));
-        gone.handled(false, Written::Released, s(0), T);
+        gone.handled(false, Written::Released, s(0), T, false);
         gone.observe(Body(None), Seen::Applied, false, s(1));
         assert!(matches!(gone.next(false, s(1)), Next::Run(_)));
     }

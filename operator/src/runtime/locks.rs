@@ -87,6 +87,12 @@ impl Drop for LockGuard {
             .is_some_and(|m| Arc::strong_count(m) == 1)
         {
             entries.remove(&self.key);
+            // A backlog (a start-up over many objects) grows the table to all of them at once;
+            // it must not stay that size once they are handled.
+            let len = entries.len();
+            if entries.capacity() > 64 && len * 4 < entries.capacity() {
+                entries.shrink_to(len * 2);
+            }
         }
     }
 }

@@ -26,6 +26,33 @@ fn api(env: &Context, res: &ResourceCtx, body: &Value) -> Api<DynamicObject> {
     kit::api_of(&env.client, &res.served, body)
 }
 
+/// `Api::patch` (or `patch_status`) with the answer read as plain JSON. A write needs only the
+/// answer's resourceVersion, finalizers and deletion mark, and the patched fields for the
+/// inconsistency check: parsing it into a typed `DynamicObject` (its `managedFields` alone are
+/// most of that work) to serialize it back into JSON cost more CPU than the rest of the write
+/// (`tests/bench/README.md`, issue 21).
+async fn patch_json<P: serde::Serialize + std::fmt::Debug>(
+    env: &Context,
+    api: &Api<DynamicObject>,
+    status: bool,
+    name: &str,
+    params: &PatchParams,
+    patch: &Patch<P>,
+) -> Result<Value, kube::Error> {
+    let request = kube::core::Request::new(api.resource_url());
+    let (built, verb) = if status {
+        (
+            request.patch_subresource("status", name, params, patch),
+            "patch_status",
+        )
+    } else {
+        (request.patch(name, params, patch), "patch")
+    };
+    let mut req = built.map_err(kube::Error::BuildRequest)?;
+    req.extensions_mut().insert(verb);
+    crate::telemetry::api_write("patch", env.client.request::<Value>(req)).await
+}
+
 /// Writes the patch and the finalizer change; returns what to wait for ([`Written`]).
 ///
 /// # Errors
@@ -56,15 +83,11 @@ pub(crate) async fn write(
             value.to_string()
         }
     };
-    let mut fresh: Option<DynamicObject> = None;
+    let mut fresh: Option<Value> = None;
     if let Some(status) = split.status {
         tracing::debug!(target: "kopf.objects", object = %object, "Merge-patching the status with: {}", shown(&status));
         match ignore_gone(
-            crate::telemetry::api_write(
-                "patch",
-                api.patch_status(name, &params, &Patch::Merge(&status)),
-            )
-            .await,
+            patch_json(env, &api, true, name, &params, &Patch::Merge(&status)).await,
             env,
             "patch",
         )? {
@@ -75,8 +98,7 @@ pub(crate) async fn write(
     if let Some(main) = split.main {
         tracing::debug!(target: "kopf.objects", object = %object, "Merge-patching the resource with: {}", shown(&main));
         match ignore_gone(
-            crate::telemetry::api_write("patch", api.patch(name, &params, &Patch::Merge(&main)))
-                .await,
+            patch_json(env, &api, false, name, &params, &Patch::Merge(&main)).await,
             env,
             "patch",
         )? {
@@ -84,34 +106,32 @@ pub(crate) async fn write(
             None => return Ok(Written::Nothing),
         }
     }
-    if let Some(result) = fresh.as_ref().and_then(|o| serde_json::to_value(o).ok()) {
-        let lost = writing::inconsistencies(&whole, &result);
+    if let Some(result) = &fresh {
+        let lost = writing::inconsistencies(&whole, result);
         if !lost.is_empty() {
             tracing::warn!(target: "kopf.objects", object = %object, "Merge-patching finished with inconsistencies: {}", shown(&crate::core::persistence::diff::to_value(&lost)));
         }
     }
     if let Some(action) = finalizer_action {
-        let current = match &fresh {
-            Some(obj) => serde_json::to_value(obj).unwrap_or_else(|_| body.clone()),
-            None => body.clone(),
-        };
+        let current = fresh.as_ref().unwrap_or(body);
         let ops = match action {
-            FinalizerAction::Add => finalizer::block_deletion(&current, &env.settings.finalizer),
-            FinalizerAction::Remove => finalizer::allow_deletion(&current, &env.settings.finalizer),
+            FinalizerAction::Add => finalizer::block_deletion(current, &env.settings.finalizer),
+            FinalizerAction::Remove => finalizer::allow_deletion(current, &env.settings.finalizer),
         };
         if let Some(ops) = ops {
             tracing::debug!(target: "kopf.objects", object = %object, "JSON-patching the resource with: {ops}");
             let ops: json_patch::Patch =
                 serde_json::from_value(ops).map_err(kube::Error::SerdeError)?;
             let json = Patch::<()>::Json(ops);
-            match crate::telemetry::api_write("patch", api.patch(name, &params, &json)).await {
+            match patch_json(env, &api, false, name, &params, &json).await {
                 Ok(obj) => {
                     env.metrics.api("patch", 200);
-                    let deleting = obj.metadata.deletion_timestamp.is_some();
+                    let deleting = obj
+                        .pointer("/metadata/deletionTimestamp")
+                        .is_some_and(|t| !t.is_null());
                     let remaining = obj
-                        .metadata
-                        .finalizers
-                        .as_ref()
+                        .pointer("/metadata/finalizers")
+                        .and_then(Value::as_array)
                         .is_some_and(|f| !f.is_empty());
                     if writing::released(deleting, remaining) {
                         // The object is gone with this write; its resourceVersion never arrives.
@@ -131,9 +151,11 @@ pub(crate) async fn write(
             }
         }
     }
-    Ok(writing::written(
-        fresh.and_then(|o| o.metadata.resource_version),
-    ))
+    Ok(writing::written(fresh.and_then(|o| {
+        o.pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    })))
 }
 
 /// A write that got no answer the server meant — no response at all (unreachable, cut, timed
@@ -144,10 +166,10 @@ pub(crate) fn unanswered(err: &kube::Error) -> bool {
 }
 
 fn ignore_gone(
-    result: Result<DynamicObject, kube::Error>,
+    result: Result<Value, kube::Error>,
     env: &Context,
     verb: &'static str,
-) -> Result<Option<DynamicObject>, kube::Error> {
+) -> Result<Option<Value>, kube::Error> {
     match result {
         Ok(obj) => {
             env.metrics.api(verb, 200);

@@ -77,6 +77,10 @@ pub(crate) struct Output {
     pub delay: Option<Duration>,
     /// All handlers of the change are done (resume handlers are not mixed in again).
     pub fully_handled: bool,
+    /// The cycle left nothing to do on the body it wrote: every handler done, no delay, and no
+    /// raw-event handler, timer or daemon that must see every event. The watch event of exactly
+    /// the version it wrote then runs no cycle (`Slot::observe`).
+    pub quiet_echo: bool,
 }
 
 /// Runs one cycle in its own root span (`cycle`: the object's identity, then the cause). Never
@@ -197,6 +201,7 @@ async fn cycle(handling: &Handling, res: &Arc<ResourceCtx>, input: Input) -> Out
     }
 
     let mut done_or_skip = false;
+    let mut essence_kept = false;
     let mut views = Vec::new();
     match changing_cause {
         Some(Cause::Handle(reason)) => {
@@ -212,6 +217,7 @@ async fn cycle(handling: &Handling, res: &Arc<ResourceCtx>, input: Input) -> Out
             match handle(&ctx, &groups.changing, &view, &mut predicted, &mut patch).await {
                 Ok(result) => {
                     done_or_skip = result.done;
+                    essence_kept = result.essence_kept;
                     out.delay = result.delay;
                     views = result.views;
                 }
@@ -244,6 +250,12 @@ async fn cycle(handling: &Handling, res: &Arc<ResourceCtx>, input: Input) -> Out
     if !patch.is_empty() {
         settings.progress.touch(body, &mut patch, None);
     }
+    out.quiet_echo = done_or_skip
+        && essence_kept
+        && out.delay.is_none()
+        && !deleting
+        && groups.events.is_empty()
+        && groups.spawned.is_empty();
     let written = calls::write(env, res, &log, body, patch, Some(settled)).await;
     let diff = essence.diff;
     let end = CycleEnd {
@@ -287,6 +299,8 @@ struct CycleCtx<'a> {
 
 struct Handled {
     done: bool,
+    /// The cycle's write leaves the essence as it is (see `Essence::kept_by`).
+    essence_kept: bool,
     delay: Option<Duration>,
     views: Vec<HandlerView>,
 }
@@ -319,6 +333,7 @@ async fn handle(
     if selection.ids.is_empty() {
         return Ok(Handled {
             done: true,
+            essence_kept: false,
             delay: None,
             views: Vec::new(),
         });
@@ -367,11 +382,18 @@ async fn handle(
             views.extend(subs.handlers.iter().map(|(id, s)| handler_view(id, s, now)));
         }
     }
+    // Kept by the read model for as long as the object is watched: no spare capacity.
+    views.shrink_to_fit();
+    let settings = &env.settings;
+    let essence_kept =
+        ctx.essence
+            .kept_by(&settings.diffbase, storage, &after, &ctx.res.extra_fields);
     let concluded = handling::conclude(&state, storage, body, patch, &selection.owned, reason, now);
     if let Some(line) = &concluded.line {
         log.info(line);
     }
     Ok(Handled {
+        essence_kept,
         done: concluded.done,
         delay: concluded.delay,
         views,

@@ -68,6 +68,51 @@ pub(crate) struct Queue {
     /// A listing's objects count as the operator's start (Kopf's resume handlers run for
     /// them); not after a pause (peering), as in Kopf.
     listing_is_start: bool,
+    /// The watches whose first listing goes on.
+    listings: FirstListings,
+}
+
+/// The watches (resource index, namespace or all) whose first listing is going on: their
+/// objects' cycles wait for its end. Cycles started during a listing compete with its pages for
+/// the API server; at 100,000 objects the list then outlasted etcd's compaction, its continue
+/// token expired and it started over, again and again (`tests/bench/README.md`).
+#[derive(Debug, Default)]
+struct FirstListings {
+    scopes: Mutex<Vec<(usize, Option<String>)>>,
+    ended: Notify,
+}
+
+impl FirstListings {
+    fn begin(&self, resource: usize, namespace: Option<&str>) {
+        let mut scopes = self.scopes.locked();
+        let scope = (resource, namespace.map(str::to_owned));
+        if !scopes.contains(&scope) {
+            scopes.push(scope);
+        }
+    }
+
+    fn end(&self, resource: usize, namespace: Option<&str>) {
+        self.scopes
+            .locked()
+            .retain(|(r, ns)| !(*r == resource && ns.as_deref() == namespace));
+        self.ended.notify_waiters();
+    }
+
+    /// Waits while a first listing covers the object, unless `stopping` says otherwise.
+    async fn wait(&self, key: &Key, stopping: impl Fn() -> bool) {
+        loop {
+            let ended = self.ended.notified();
+            let covered = self
+                .scopes
+                .locked()
+                .iter()
+                .any(|(r, ns)| *r == key.0 && ns.as_deref().is_none_or(|ns| ns == key.1));
+            if !covered || stopping() {
+                return;
+            }
+            ended.await;
+        }
+    }
 }
 
 /// Whether the resource's handlers need an object's last body between watch events.
@@ -100,7 +145,18 @@ impl Queue {
             running: AtomicUsize::new(0),
             idle: Notify::new(),
             listing_is_start,
+            listings: FirstListings::default(),
         })
+    }
+
+    /// The first listing of a watch begins: cycles of its objects wait for its end.
+    pub(crate) fn listing_begins(&self, resource: usize, namespace: Option<&str>) {
+        self.listings.begin(resource, namespace);
+    }
+
+    /// The first listing of a watch is complete: its objects' cycles go.
+    pub(crate) fn listing_ends(&self, resource: usize, namespace: Option<&str>) {
+        self.listings.end(resource, namespace);
     }
 
     /// The resource at `index` (the first part of a [`Key`]).
@@ -131,8 +187,9 @@ impl Queue {
             seen => seen,
         };
         let slot = slots.entry(key.clone()).or_insert_with(|| Slot::new(first));
-        slot.observe(body, seen, is_new, Instant::now());
-        self.ensure_worker(&key, slot);
+        if slot.observe(body, seen, is_new, Instant::now()) {
+            self.ensure_worker(&key, slot);
+        }
     }
 
     /// After a (re)listing: objects of that watch that were not listed are gone.
@@ -194,6 +251,9 @@ impl Queue {
         loop {
             // A standby (leader election) or a paused replica (peering) starts no cycle.
             self.handling.ctx.active.wait().await;
+            self.listings
+                .wait(&key, || self.stopping.load(Ordering::SeqCst))
+                .await;
             // One cycle at a time per object among its change handling, its sync and its tasks:
             // the object's lock is taken before a worker permit, so a cycle that waits for a
             // running task does not hold a permit meanwhile.
@@ -302,22 +362,25 @@ impl Queue {
                 return;
             };
             let now = Instant::now();
+            let needs_bodies = needs_bodies(&self.resource(key.0));
             slot.handled(
                 out.fully_handled,
                 out.written,
                 now,
                 self.consistency_timeout,
+                out.quiet_echo && !needs_bodies,
             );
             if let Some(delay) = out.delay {
                 self.wake_later(&key, slot, now + delay);
             }
-            slot.release_body(needs_bodies(&self.resource(key.0)));
+            slot.release_body(needs_bodies);
         }
     }
 
     /// Stops taking work and waits (up to `grace`) for the cycles in flight to finish.
     pub(crate) async fn shutdown(&self, grace: Duration) {
         self.stopping.store(true, Ordering::SeqCst);
+        self.listings.ended.notify_waiters();
         let deadline = Instant::now() + grace;
         while self.running.load(Ordering::SeqCst) > 0 {
             let idle = self.idle.notified();
@@ -337,7 +400,47 @@ impl Queue {
 
 #[cfg(test)]
 mod tests {
-    use super::Observed;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::{FirstListings, Observed};
+
+    fn key(resource: usize, namespace: &str) -> super::Key {
+        (resource, namespace.to_owned(), "obj".to_owned())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cycles_wait_for_the_first_listing_of_their_watch_only() {
+        let listings = Arc::new(FirstListings::default());
+        listings.begin(0, Some("ns"));
+        let waits = |k: super::Key| {
+            let listings = Arc::clone(&listings);
+            tokio::spawn(async move { listings.wait(&k, || false).await })
+        };
+        let held = waits(key(0, "ns"));
+        let other_namespace = waits(key(0, "other"));
+        let other_resource = waits(key(1, "ns"));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(other_namespace.is_finished() && other_resource.is_finished());
+        assert!(!held.is_finished(), "held while its watch lists");
+        listings.end(0, Some("ns"));
+        tokio::time::timeout(Duration::from_secs(1), held)
+            .await
+            .unwrap()
+            .unwrap();
+
+        // A watch of all namespaces covers every namespace; stopping lets everything go.
+        listings.begin(1, None);
+        let held = waits(key(1, "any"));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(!held.is_finished());
+        listings.wait(&key(1, "any"), || true).await;
+        listings.end(1, None);
+        tokio::time::timeout(Duration::from_secs(1), held)
+            .await
+            .unwrap()
+            .unwrap();
+    }
 
     #[test]
     fn observed_objects_keep_their_json_and_resource_version() {

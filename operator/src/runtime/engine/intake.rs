@@ -70,6 +70,9 @@ pub(super) async fn watch(scope: Scope, mut subscription: Subscription) {
             watcher::Event::Init => {
                 listing = Some(HashSet::new());
                 indexed.begin();
+                if !counted {
+                    scope.queue.listing_begins(index, namespace.as_deref());
+                }
             }
             watcher::Event::InitApply(obj) => {
                 let key = key_of(index, obj);
@@ -94,6 +97,7 @@ pub(super) async fn watch(scope: Scope, mut subscription: Subscription) {
                 }
                 if !counted {
                     counted = true;
+                    scope.queue.listing_ends(index, namespace.as_deref());
                     subscription.listed();
                     if scope.initial && !scope.res.indexers.is_empty() {
                         scope.gate.listed();

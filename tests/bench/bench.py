@@ -719,10 +719,23 @@ def none_of(names: set[str]):
 
 
 def delete_all(ctx: "Context", namespace: str, timeout: float | None = None) -> None:
-    status, body = ctx.kube.request(
-        "DELETE", f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}", timeout=timeout)
-    if status != 200:
-        raise Failed(f"deleting the objects: {status} {str(body)[:300]}")
+    """One deletecollection, sent again while it is cut off: the API server ends a request after
+    its own time-out (60 s), which a deletecollection of 100,000 objects outlasts (what it deleted
+    stays deleted; the next one goes on from there)."""
+    deadline = time.time() + (timeout or 600.0)
+    while True:
+        try:
+            status, body = ctx.kube.request(
+                "DELETE", f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}",
+                timeout=timeout)
+        except (http.client.HTTPException, OSError) as err:
+            status, body = 0, repr(err)
+        if status == 200:
+            return
+        if (status and status < 500 and status != 429) or time.time() > deadline:
+            raise Failed(f"deleting the objects: {status} {str(body)[:300]}")
+        log(f"deleting the objects in {namespace}: {status or ''} {str(body)[:200]}; sending it again")
+        time.sleep(1.0)
 
 
 def metadata_pages(ctx: "Context", namespace: str, limit: int = 5000):
@@ -1252,8 +1265,13 @@ def run_scale(ctx: "Context", cls: type[Contender], budget: Budget) -> dict:
     finally:
         if c.procs:
             c.stop()
-    with budget.step(r, "clean-up"):
-        release_all(ctx, namespace, n)
+    try:
+        with budget.step(r, "clean-up"):
+            release_all(ctx, namespace, n)
+    except Failed as err:
+        # The figures are taken; losing them to a clean-up that went wrong would waste the run.
+        log(f"{c.title}, N={n:,}: the clean-up failed ({err}); the next contender shares the API "
+            f"server with what is left")
     return r
 
 

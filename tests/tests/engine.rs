@@ -1520,6 +1520,23 @@ async fn settled_metrics(stack: &Stack) -> Metrics {
     .await
 }
 
+/// The core's metrics once they count at least `expected` PATCHes (up to 10 s) and its queue and
+/// calls are settled: the test's own watch can see a write before the core has read the answer
+/// and counted it.
+async fn metrics_after_patches(stack: &Stack, expected: u32) -> Metrics {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let metrics = settled_metrics(stack).await;
+        let patches = metrics
+            .sum("operon_api_requests_total", &[("verb", "patch")])
+            .unwrap_or(0.0);
+        if patches >= f64::from(expected) || tokio::time::Instant::now() > deadline {
+            return metrics;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Exactly `expected` PATCHes by the core so far, all answered 200.
 fn assert_patches(metrics: &Metrics, expected: u32, when: &str) {
     let patches = metrics
@@ -1647,7 +1664,7 @@ async fn metrics_and_the_objects_api_tell_the_truth() {
         );
 
         // The metrics.
-        let metrics = settled_metrics(&stack).await;
+        let metrics = metrics_after_patches(&stack, 8).await;
         let mut by_class: BTreeMap<&str, f64> = BTreeMap::new();
         let mut labels = BTreeSet::new();
         for sample in metrics.matching("operon_handler_outcomes_total", &[("handler", "h1")]) {
@@ -1681,7 +1698,7 @@ async fn metrics_and_the_objects_api_tell_the_truth() {
         stack
             .wait_object("plain", "its diff-base at n 1", HANDLED, n_handled(1))
             .await;
-        let metrics = settled_metrics(&stack).await;
+        let metrics = metrics_after_patches(&stack, 9).await;
         assert_patches(&metrics, 9, "after one change of `plain`");
 
         // Its deletion: one cycle, one write — d1's success and the finalizer's removal.
@@ -1691,7 +1708,7 @@ async fn metrics_and_the_objects_api_tell_the_truth() {
             .await
             .unwrap();
         stack.wait_gone("plain", HANDLED).await;
-        let metrics = settled_metrics(&stack).await;
+        let metrics = metrics_after_patches(&stack, 10).await;
         assert_patches(&metrics, 10, "after deleting `plain`");
     })
     .await;

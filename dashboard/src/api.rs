@@ -1,9 +1,11 @@
 //! The JSON API over any [`ReadModel`]: `/api/v1/objects` and the server-sent events of
-//! `/api/v1/events` that keep the pages live. The core's listener serves its own equivalents;
-//! `operon dashboard` serves these.
+//! `/api/v1/events` that keep the pages live ([`event_stream`]: object changes, and a `tick`
+//! every few seconds for the overview's charts when the model has them). The core's listener
+//! serves its own `/api/v1/objects` and the same events; `operon dashboard` serves these.
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -36,9 +38,32 @@ async fn objects(State(model): State<Arc<dyn ReadModel>>) -> impl IntoResponse {
 async fn events(
     State(model): State<Arc<dyn ReadModel>>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let changes = changes(model.subscribe());
-    Sse::new(changes.map(|json| Ok(Event::default().event("object").data(json))))
-        .keep_alive(KeepAlive::default())
+    Sse::new(event_stream(model.as_ref())).keep_alive(KeepAlive::default())
+}
+
+/// How often the charts' `tick` event is sent (a chart's point is 5 seconds long).
+const TICK: Duration = Duration::from_secs(5);
+
+/// The server-sent events of `/api/v1/events`: each change of the model as an event named
+/// `object` (one JSON change), and, when the model has charts, an event named `tick` every
+/// five seconds (the overview re-reads its charts then).
+pub fn event_stream(
+    model: &dyn ReadModel,
+) -> impl Stream<Item = Result<Event, Infallible>> + use<> {
+    let objects =
+        changes(model.subscribe()).map(|json| Ok(Event::default().event("object").data(json)));
+    let ticking = model.charts().is_some();
+    let ticks = futures_util::stream::unfold(
+        tokio::time::interval_at(tokio::time::Instant::now() + TICK, TICK),
+        move |mut interval| async move {
+            if !ticking {
+                return None;
+            }
+            interval.tick().await;
+            Some((Ok(Event::default().event("tick").data("{}")), interval))
+        },
+    );
+    futures_util::stream::select(objects, ticks)
 }
 
 /// A broadcast receiver as a stream; a lagging subscriber skips what it missed (the pages

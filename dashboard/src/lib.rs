@@ -11,12 +11,14 @@ mod auth;
 mod listing;
 mod model;
 mod pages;
+mod traces;
 
-pub use api::api_router;
+pub use api::{api_router, event_stream};
 pub use auth::protect;
 pub use model::{
-    About, AttemptView, DiffView, EventView, HANDLER_STATES, HandlerDetails, HandlerStatus,
-    HandlerView, ObjectDetails, ObjectPhase, ObjectView, Overview, PHASES, ReadModel, ServiceView,
-    Source,
+    About, AttemptOutcome, AttemptView, ChartPoint, Charts, ChildAction, ChildView, DiffView,
+    EventView, HANDLER_STATES, HandlerDetails, HandlerStatus, HandlerView, ObjectDetails,
+    ObjectPhase, ObjectView, Overview, PHASES, ReadModel, RunKind, RunView, ServiceView, Source,
+    TaskState, TaskView,
 };
 pub use pages::{Options, router, router_with};

@@ -13,8 +13,9 @@ use std::sync::Arc;
 use tokio::sync::broadcast;
 
 pub use operon_core::views::{
-    About, AttemptView, DiffView, EventView, HandlerDetails, HandlerStatus, HandlerView,
-    ObjectDetails, ObjectPhase, ObjectView, Overview, ServiceView, Source,
+    About, AttemptOutcome, AttemptView, ChartPoint, Charts, ChildAction, ChildView, DiffView,
+    EventView, HandlerDetails, HandlerStatus, HandlerView, ObjectDetails, ObjectPhase, ObjectView,
+    Overview, RunKind, RunView, ServiceView, Source, TaskState, TaskView,
 };
 
 /// The phases an object can be in, from the most to the least urgent (the list page sorts
@@ -48,6 +49,20 @@ pub trait ReadModel: Send + Sync + 'static {
     /// Facts about the model as a whole. The default: the core, no declared resources.
     fn about(&self) -> About {
         About::default()
+    }
+
+    /// The overview's live charts (the last 15 minutes of the core's own counters). The
+    /// default has none (`operon dashboard` sees no queue and no calls).
+    fn charts(&self) -> Option<Charts> {
+        None
+    }
+
+    /// The key of the object that one of the kept attempts with this trace id (32 hex digits)
+    /// belongs to. The dashboard fetches from Jaeger only the traces this knows. The default
+    /// knows none.
+    fn trace_object(&self, trace_id: &str) -> Option<String> {
+        let _ = trace_id;
+        None
     }
 }
 
@@ -112,6 +127,7 @@ pub(crate) mod fixtures {
         pub(crate) details: ObjectDetails,
         pub(crate) about: About,
         pub(crate) changes: broadcast::Sender<String>,
+        pub(crate) charts: Option<Charts>,
     }
 
     impl Fake {
@@ -121,6 +137,7 @@ pub(crate) mod fixtures {
                 details: ObjectDetails::default(),
                 about: About::default(),
                 changes: broadcast::channel(16).0,
+                charts: None,
             }
         }
     }
@@ -143,6 +160,18 @@ pub(crate) mod fixtures {
         }
         fn about(&self) -> About {
             self.about.clone()
+        }
+        fn charts(&self) -> Option<Charts> {
+            self.charts.clone()
+        }
+        fn trace_object(&self, trace_id: &str) -> Option<String> {
+            let known = self
+                .details
+                .handlers
+                .values()
+                .flat_map(|h| &h.attempts)
+                .any(|a| a.trace_id.as_deref() == Some(trace_id));
+            known.then(|| self.objects.first().map(ObjectView::key))?
         }
     }
 }

@@ -1,12 +1,17 @@
 //! Server-rendered pages (Leptos components rendered to HTML in axum handlers) and their routes:
-//! `/` (overview), `/objects` (list), `/objects/<resource>/<namespace>/<name>` (one object), and
-//! the script that keeps them live.
+//! `/` (overview), `/objects` (list), `/objects/<resource>/<namespace>/<name>` (one object),
+//! `/traces/<id>` (one trace, from Jaeger's query API), and the script that keeps them live.
 
+pub(crate) mod charts;
 pub(crate) mod format;
 pub(crate) mod layout;
 pub(crate) mod list;
-mod object;
-mod overview;
+pub(crate) mod object;
+pub(crate) mod overview;
+pub(crate) mod parent_tasks;
+pub(crate) mod runs;
+pub(crate) mod timeline;
+pub(crate) mod trace;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,6 +24,7 @@ use axum::{Router, routing::get};
 
 use crate::listing::ListQuery;
 use crate::model::ReadModel;
+use crate::traces::{self, Jaeger};
 
 /// The dashboard's options.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -28,15 +34,21 @@ pub struct Options {
     /// The Jaeger UI's base URL (`http://127.0.0.1:16686`): handlers' traces link there.
     /// Only `http` and `https` URLs are used.
     pub jaeger_ui: Option<String>,
+    /// Jaeger's query API (`http://127.0.0.1:16686`): the object page shows each attempt's
+    /// trace inline, and `/traces/<id>` one trace. Only `http` URLs are used; only traces the
+    /// read model knows are fetched, and only with `GET /api/traces/<id>`.
+    pub jaeger_query: Option<String>,
 }
 
 impl Options {
-    /// `OPERON_DASHBOARD_TOKEN` and `OPERON_JAEGER_UI`; empty values count as unset.
+    /// `OPERON_DASHBOARD_TOKEN`, `OPERON_JAEGER_UI` and `OPERON_JAEGER_QUERY`; empty values
+    /// count as unset.
     pub fn from_env() -> Self {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
         Options {
             token: var("OPERON_DASHBOARD_TOKEN"),
             jaeger_ui: var("OPERON_JAEGER_UI"),
+            jaeger_query: var("OPERON_JAEGER_QUERY"),
         }
     }
 
@@ -53,6 +65,7 @@ impl Options {
 struct Ctx {
     model: Arc<dyn ReadModel>,
     jaeger_ui: Option<Arc<str>>,
+    jaeger: Option<Arc<Jaeger>>,
 }
 
 /// The dashboard's pages with default [`Options`], to be merged into an HTTP listener's router.
@@ -66,11 +79,17 @@ pub fn router_with(model: Arc<dyn ReadModel>, options: &Options) -> Router {
     let ctx = Ctx {
         model,
         jaeger_ui: options.jaeger_base(),
+        jaeger: options
+            .jaeger_query
+            .as_deref()
+            .and_then(Jaeger::new)
+            .map(Arc::new),
     };
     Router::new()
         .route("/", get(overview_page))
         .route("/objects", get(list_page))
         .route("/objects/{*path}", get(object_page))
+        .route("/traces/{id}", get(trace_page))
         .route(layout::SCRIPT_PATH, get(script))
         .with_state(ctx)
         .layer(middleware::from_fn(page_headers))
@@ -88,6 +107,7 @@ async fn overview_page(State(ctx): State<Ctx>) -> Html<String> {
         &objects,
         &ctx.model.overview(),
         &ctx.model.about(),
+        ctx.model.charts().as_ref(),
         jiff::Timestamp::now(),
     ))
 }
@@ -110,19 +130,74 @@ async fn object_page(State(ctx): State<Ctx>, Path(path): Path<String>) -> Respon
     let Some(key) = format::key_of_path(&path) else {
         return (StatusCode::NOT_FOUND, Html(object::render_missing(&path))).into_response();
     };
-    match ctx.model.object(&key) {
-        Some(object) => {
-            let details = ctx.model.details(&key);
-            Html(object::render(
-                &object,
-                &details,
-                ctx.jaeger_ui.as_deref(),
-                jiff::Timestamp::now(),
-            ))
-            .into_response()
-        }
-        None => (StatusCode::NOT_FOUND, Html(object::render_missing(&key))).into_response(),
-    }
+    let Some(object) = ctx.model.object(&key) else {
+        return (StatusCode::NOT_FOUND, Html(object::render_missing(&key))).into_response();
+    };
+    let details = ctx.model.details(&key);
+    let fetched = match &ctx.jaeger {
+        Some(jaeger) => Some(fetch_all(jaeger, object::wanted_traces(&details)).await),
+        None => None,
+    };
+    let traces = object::Traces {
+        jaeger_ui: ctx.jaeger_ui.as_deref(),
+        fetched: fetched.as_ref(),
+    };
+    Html(object::render(
+        &object,
+        &details,
+        &traces,
+        jiff::Timestamp::now(),
+    ))
+    .into_response()
+}
+
+/// The traces of `ids`, fetched at once.
+async fn fetch_all(jaeger: &Jaeger, ids: Vec<String>) -> object::Fetched {
+    let fetches = ids.into_iter().map(|id| async move {
+        let trace = jaeger.trace(&id).await.map_err(|e| e.to_string());
+        (id, trace)
+    });
+    futures_util::future::join_all(fetches)
+        .await
+        .into_iter()
+        .collect()
+}
+
+/// `/traces/<id>`: one trace the read model knows, from Jaeger's query API. An unknown id is
+/// a 404 and never reaches Jaeger.
+async fn trace_page(State(ctx): State<Ctx>, Path(id): Path<String>) -> Response {
+    let key = traces::is_trace_id(&id)
+        .then(|| ctx.model.trace_object(&id))
+        .flatten();
+    let Some(key) = key else {
+        let page = trace::render_page(
+            &id,
+            None,
+            Err(
+                "No attempt the dashboard knows has this trace (it keeps the last attempts of \
+                 recently active objects)."
+                    .to_owned(),
+            ),
+        );
+        return (StatusCode::NOT_FOUND, Html(page)).into_response();
+    };
+    let Some(jaeger) = &ctx.jaeger else {
+        let page = trace::render_page(
+            &id,
+            Some(&key),
+            Err(
+                "Traces show here when the core runs with --jaeger-query URL (env \
+                 OPERON_JAEGER_QUERY): Jaeger's query API, e.g. http://127.0.0.1:16686."
+                    .to_owned(),
+            ),
+        );
+        return Html(page).into_response();
+    };
+    let trace = jaeger.trace(&id).await;
+    let shown = trace
+        .as_deref()
+        .map_err(|e| format!("{e} ({})", jaeger.base()));
+    Html(trace::render_page(&id, Some(&key), shown)).into_response()
 }
 
 async fn script() -> Response {

@@ -18,11 +18,12 @@ plane_env=$("$root/tests/cluster/up.sh") || exit $?; eval "$plane_env"
 kubectl="$(awk -F= '$1=="BIN"{print $2}' "${OPERON_CLUSTER_DIR:-$CACHE/cluster}/env")/kubectl"
 
 # --- tracing: a real Jaeger (tests/cluster/jaeger-up.sh; first run builds it: ~10 minutes) ------
-# The core and the handler read these (OPERON_NO_JAEGER=1 skips it); the dashboard links traces.
+# The core and the handler read these (OPERON_NO_JAEGER=1 skips it); the dashboard shows each
+# attempt's trace from the query API (OPERON_JAEGER_QUERY; this Jaeger has no UI to link to).
 if [ "${OPERON_NO_JAEGER:-0}" != 1 ]; then
   log "starting Jaeger (traces: http://127.0.0.1:16686)"
   plane_env=$("$root/tests/cluster/jaeger-up.sh") || exit $?; eval "$plane_env"
-  export OTEL_EXPORTER_OTLP_ENDPOINT="$OPERON_JAEGER_OTLP" OPERON_JAEGER_UI="$OPERON_JAEGER_QUERY"
+  export OTEL_EXPORTER_OTLP_ENDPOINT="$OPERON_JAEGER_OTLP" OPERON_JAEGER_QUERY
 fi
 # ---------------------------------------------------------------------------------------------------
 

@@ -284,6 +284,11 @@ struct DashboardOptions {
     /// The Jaeger UI's base URL, for links to the handlers' traces (e.g. http://127.0.0.1:16686).
     #[arg(long, value_name = "URL", env = "OPERON_JAEGER_UI")]
     jaeger_ui: Option<String>,
+    /// Jaeger's query API (e.g. http://127.0.0.1:16686): the object page shows each attempt's
+    /// trace inline, and /traces/ID one trace (only traces of the core's own attempts are
+    /// fetched, read-only).
+    #[arg(long, value_name = "URL", env = "OPERON_JAEGER_QUERY")]
+    jaeger_query: Option<String>,
 }
 
 impl DashboardOptions {
@@ -291,6 +296,7 @@ impl DashboardOptions {
         operon_dashboard::Options {
             token: self.dashboard_token.filter(|t| !t.is_empty()),
             jaeger_ui: self.jaeger_ui.filter(|u| !u.is_empty()),
+            jaeger_query: self.jaeger_query.filter(|u| !u.is_empty()),
         }
     }
 }

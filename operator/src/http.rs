@@ -1,18 +1,16 @@
 //! The one HTTP listener: dashboard, JSON API, server-sent events, metrics and probes.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::sse::{KeepAlive, Sse};
 use axum::response::{IntoResponse, Json};
 use axum::{
     Router,
     routing::{get, put},
 };
-use futures_util::{Stream, StreamExt};
 
 use crate::runtime::serving::Shared;
 
@@ -109,25 +107,9 @@ async fn objects(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
 }
 
 async fn events(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
-    let changes = tokio_stream_from(shared.readmodel.subscribe());
-    let stream: Sse<_> = Sse::new(
-        changes.map(|json| Ok::<_, Infallible>(Event::default().event("object").data(json))),
-    )
-    .keep_alive(KeepAlive::default());
+    let stream =
+        Sse::new(operon_dashboard::event_stream(shared.as_ref())).keep_alive(KeepAlive::default());
     (API_HEADERS, stream)
-}
-
-/// A broadcast receiver as a stream; lagging subscribers skip what they missed.
-fn tokio_stream_from(rx: tokio::sync::broadcast::Receiver<String>) -> impl Stream<Item = String> {
-    futures_util::stream::unfold(rx, |mut rx| async move {
-        loop {
-            match rx.recv().await {
-                Ok(item) => return Some((item, rx)),
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
-            }
-        }
-    })
 }
 
 /// Binds the listener.

@@ -14,7 +14,6 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Mutex;
 
 use opentelemetry::propagation::{Injector, TextMapPropagator};
 use opentelemetry::trace::{SpanContext, TraceContextExt, TracerProvider as _};
@@ -25,8 +24,6 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::Layer;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-
-use crate::runtime::kit::Locked;
 
 /// The target of every trace span: the log output never shows them, the OpenTelemetry layer
 /// only sees them.
@@ -184,112 +181,9 @@ pub(crate) async fn api_write<T>(
     result
 }
 
-/// One traced attempt of a handler on an object.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Attempt {
-    /// The attempt's number, from 1.
-    pub attempt: u32,
-    /// When it started (RFC 3339).
-    pub started: String,
-    /// Its trace id (32 hex digits).
-    pub trace_id: String,
-}
-
-/// Attempts kept per handler and object, at most.
-const ATTEMPTS_KEPT: usize = 20;
-
-#[derive(Debug, Default)]
-struct Chain {
-    last: Option<SpanContext>,
-    attempts: Vec<Attempt>,
-}
-
-/// The traced attempts of each handler on each object, in memory only (nothing new is persisted
-/// on the objects): the previous attempt's span context for the next attempt's link, and the
-/// trace ids for the dashboard.
-#[derive(Debug, Default)]
-pub(crate) struct Attempts {
-    chains: Mutex<HashMap<(String, String), Chain>>,
-}
-
-impl Attempts {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Chain>> {
-        self.chains.locked()
-    }
-
-    /// The previous attempt's span context of a handler on an object (by uid).
-    pub(crate) fn previous(&self, uid: &str, handler: &str) -> Option<SpanContext> {
-        self.lock()
-            .get(&(uid.to_owned(), handler.to_owned()))
-            .and_then(|c| c.last.clone())
-    }
-
-    /// Records an attempt. `retry` is the number of attempts before this one: 0 starts a new
-    /// chain (a new change, or the first attempt).
-    pub(crate) fn record(&self, uid: &str, handler: &str, retry: u32, cx: SpanContext) {
-        let mut chains = self.lock();
-        let chain = chains
-            .entry((uid.to_owned(), handler.to_owned()))
-            .or_default();
-        if retry == 0 {
-            chain.attempts.clear();
-        }
-        chain.attempts.push(Attempt {
-            attempt: retry + 1,
-            started: jiff::Timestamp::now().to_string(),
-            trace_id: cx.trace_id().to_string(),
-        });
-        if chain.attempts.len() > ATTEMPTS_KEPT {
-            chain.attempts.remove(0);
-        }
-        chain.last = Some(cx);
-    }
-
-    /// The traced attempts of a handler on an object, oldest first.
-    pub(crate) fn of(&self, uid: &str, handler: &str) -> Vec<Attempt> {
-        self.lock()
-            .get(&(uid.to_owned(), handler.to_owned()))
-            .map(|c| c.attempts.clone())
-            .unwrap_or_default()
-    }
-
-    /// Forgets an object.
-    pub(crate) fn forget(&self, uid: &str) {
-        self.lock().retain(|(u, _), _| u != uid);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use opentelemetry::trace::{SpanId, TraceFlags, TraceId, TraceState};
-
-    fn cx(n: u8) -> SpanContext {
-        SpanContext::new(
-            TraceId::from_bytes([n; 16]),
-            SpanId::from_bytes([n; 8]),
-            TraceFlags::SAMPLED,
-            false,
-            TraceState::default(),
-        )
-    }
-
-    #[test]
-    fn attempts_chain_per_handler_and_restart_with_a_new_change() {
-        let a = Attempts::default();
-        assert!(a.previous("u", "h").is_none());
-        a.record("u", "h", 0, cx(1));
-        a.record("u", "h", 1, cx(2));
-        assert_eq!(a.previous("u", "h"), Some(cx(2)));
-        let ids: Vec<_> = a.of("u", "h").iter().map(|x| x.attempt).collect();
-        assert_eq!(ids, [1, 2]);
-        assert_eq!(a.of("u", "h")[0].trace_id, "01".repeat(16));
-        assert!(a.of("u", "other").is_empty());
-        a.record("u", "h", 0, cx(3));
-        assert_eq!(a.of("u", "h").len(), 1);
-        a.forget("u");
-        assert!(a.previous("u", "h").is_none());
-    }
 
     #[tokio::test]
     async fn an_absent_collector_costs_dropped_spans_not_a_stuck_or_crashed_core() {

@@ -84,3 +84,29 @@ def test_without_a_traceparent_a_run_starts_its_own_trace(registry, backend, spa
     invoke(backend, make_request(fn.__qualname__))
     [span] = spans.get_finished_spans()
     assert span.parent is None
+
+
+def test_spans_carry_the_operators_name_unless_the_environment_names_the_service():
+    assert tracing.resource_attributes('widgets', {}) == {'service.name': 'widgets'}
+    assert tracing.resource_attributes('widgets', {'OTEL_SERVICE_NAME': 'mine'}) == {}
+    assert tracing.resource_attributes('widgets', {'OTEL_SERVICE_NAME': ''}) == {'service.name': 'widgets'}
+    env = {'OTEL_RESOURCE_ATTRIBUTES': 'team=a, service.name=mine'}
+    assert tracing.resource_attributes('widgets', env) == {}
+    from opentelemetry.sdk.resources import Resource
+    resource = Resource.create(tracing.resource_attributes('widgets', {}))
+    assert resource.attributes['service.name'] == 'widgets'
+
+
+def test_the_operators_name_is_its_first_file_or_module(tmp_path, monkeypatch):
+    from kopf._cogs import process
+    monkeypatch.setattr(process, '_loaded_names', [])
+    monkeypatch.setattr('sys.argv', ['kopf', 'run'])
+    assert process.operator_name() == 'kopf'
+    monkeypatch.setattr('sys.argv', ['/srv/my_operator.py'])
+    assert process.operator_name() == 'my_operator'
+    script = tmp_path / 'widgets_operator.py'
+    script.write_text('X = 1\n')
+    process.import_operator_code([str(script)], ['json'])
+    assert process.operator_name() == 'widgets_operator'
+    process.import_operator_code([], ['json'])
+    assert process.operator_name() == 'json'

@@ -53,6 +53,51 @@ spec:
           status: {type: object, x-kubernetes-preserve-unknown-fields: true}
 "#;
 
+/// The tasks of the widgets: `WidgetTask` (`widgettasks.e2e.operon.dev`) and `WidgetUrgent`
+/// (`widgeturgents.e2e.operon.dev`), both with a status subresource and `spec.parent` naming the
+/// widget; for [`install_crds`].
+pub const WIDGET_TASKS: &str = r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: widgettasks.e2e.operon.dev
+spec:
+  group: e2e.operon.dev
+  scope: Namespaced
+  names: {plural: widgettasks, singular: widgettask, kind: WidgetTask}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    subresources: {status: {}}
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec: {type: object, x-kubernetes-preserve-unknown-fields: true}
+          status: {type: object, x-kubernetes-preserve-unknown-fields: true}
+---
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: widgeturgents.e2e.operon.dev
+spec:
+  group: e2e.operon.dev
+  scope: Namespaced
+  names: {plural: widgeturgents, singular: widgeturgent, kind: WidgetUrgent}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    subresources: {status: {}}
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec: {type: object, x-kubernetes-preserve-unknown-fields: true}
+          status: {type: object, x-kubernetes-preserve-unknown-fields: true}
+"#;
+
 static INSTALLED: Mutex<Option<HashSet<String>>> = Mutex::new(None);
 
 /// Applies the CRDs in `yaml` (server-side apply, idempotent) and waits until each is

@@ -41,14 +41,14 @@ mod widgets;
 pub use apply::{apply_yaml, delete_yaml};
 pub use binaries::go_website;
 pub use binaries::{Binaries, binaries, go_example, target_dir};
-pub use crds::{SITES, install_crds};
+pub use crds::{SITES, WIDGET_TASKS, install_crds};
 pub use history::{History, Observed};
 pub use http::{HttpResponse, Metrics, Sample, http_get, http_request};
 pub use ledger::{Entries, Entry, Ledger};
 pub use namespace::with_temp_ns;
 pub use plane::{Plane, plane};
 pub use process::{CoreProcess, HandlerProcess, free_port, log_dir, strip_ansi, tail};
-pub use python::{PythonHandler, sdk_python};
+pub use python::{FLAKY_PY, PythonHandler, sdk_python};
 pub use stack::{Stack, describe_event};
 pub use wait::wait_for;
 pub use widgets::{

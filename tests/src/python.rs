@@ -12,6 +12,18 @@ use anyhow::{Context, bail};
 use crate::plane::repo_root;
 use crate::process::{append_log, free_port, log_dir, tail, unique_stem};
 
+/// Handlers (Python SDK) with a create handler `flaky` on the widgets that fails once (a
+/// temporary error, "not ready yet", retried after 1 s) and then succeeds with `{"attempts": 2}`.
+pub const FLAKY_PY: &str = r#"
+import kopf
+
+@kopf.on.create('e2e.operon.dev', 'v1', 'widgets')
+def flaky(retry, **_):
+    if retry < 1:
+        raise kopf.TemporaryError("not ready yet", delay=1)
+    return {'attempts': retry + 1}
+"#;
+
 /// A running `kopf serve FILE --listen 127.0.0.1:PORT`; killed when dropped.
 #[derive(Debug)]
 pub struct PythonHandler {

@@ -22,7 +22,9 @@ use kube::api::{DynamicObject, PostParams};
 use kube::{Api, ResourceExt};
 use operon_e2e::kopf::kopf_python;
 use operon_e2e::{
-    Stack, binaries, free_port, log_dir, plane, tail, target_dir, wait_for, widget, with_widget_ns,
+    CoreProcess, FLAKY_PY, HandlerProcess, PythonHandler, RESOURCE_ARG, SITES, Stack, WIDGET_TASKS,
+    binaries, free_port, install_crds, log_dir, plane, tail, target_dir, wait_for, widget, widgets,
+    with_widget_ns,
 };
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -387,6 +389,509 @@ async fn the_dashboard_shows_progress_live_in_chromium() {
         drop(stack);
     })
     .await;
+}
+
+// ---- traces, the timeline and the charts (issue 22) ------------------------------------------
+
+/// Copies a screenshot into `dashboard/screenshots/` (the README's pictures) when
+/// `OPERON_UPDATE_SCREENSHOTS=1`.
+fn keep_for_readme(name: &str) {
+    if std::env::var("OPERON_UPDATE_SCREENSHOTS").as_deref() == Ok("1") {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../dashboard/screenshots");
+        std::fs::create_dir_all(&dir).expect("the screenshots folder");
+        std::fs::copy(artifact(name), dir.join(format!("{name}.png"))).expect("a screenshot");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn traces_timelines_and_charts_in_chromium() {
+    assert!(
+        webdriver::available(),
+        "chromium and chromedriver are missing: run deploy/local/prereqs.sh"
+    );
+    with_widget_ns("dash-traces", |client, ns| async move {
+        let jaeger = operon_e2e::jaeger::jaeger().await;
+        let kubeconfig = plane().await.kubeconfig.clone();
+        let env = [
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", jaeger.otlp.as_str()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "200"),
+        ];
+        // No OTEL_SERVICE_NAME: the spans carry the operator's name (its file's name).
+        let handler = PythonHandler::start("dash-flaky", FLAKY_PY, &kubeconfig, &env)
+            .await
+            .expect("the Python handler service starts");
+        let core_service = format!("operon-dash-{ns}");
+        let args: Vec<String> = [
+            "--handler", &handler.url(), "-n", &ns, "--otlp-endpoint", &jaeger.otlp,
+            "--service-name", &core_service, "--jaeger-query", &jaeger.query,
+        ]
+        .iter()
+        .map(|a| (*a).to_owned())
+        .collect();
+        let mut core = CoreProcess::start("dash-traces", &args, &kubeconfig)
+            .await
+            .expect("the core starts");
+        core.wait_ready(SETTLE).await;
+        let addr = core.http_addr();
+        let api = widgets(&client, &ns);
+        create(&api, &widget("flaky", json!({}))).await;
+        let object = wait_object(addr, &[], "flaky", "flaky to succeed on its second attempt", |o| {
+            o["phase"] == "handled"
+        })
+        .await;
+        assert_eq!(handler_state(&object), "succeeded", "{object}");
+
+        let _one = BROWSER.lock().await;
+        let browser = Browser::start(1200, 900).await.expect("a headless Chromium");
+        let base = format!("http://{addr}");
+        let page = format!("{base}/objects/widgets.e2e.operon.dev/v1/{ns}/flaky");
+        browser.goto(&page).await.unwrap();
+
+        // The timeline: two attempts of flaky, each with its duration and outcome, the wait
+        // before the retry and why.
+        let attempts = "return [...document.querySelectorAll('#timeline ~ .panel tr[data-handler=\"flaky\"]')]\
+                        .map(r => [...r.children].map(c => c.innerText.trim()));";
+        let rows = browser.eval(attempts, json!([])).await.unwrap();
+        let rows: Vec<Vec<String>> = serde_json::from_value(rows).unwrap();
+        assert_eq!(rows.len(), 2, "two attempts on the timeline: {rows:?}");
+        for (n, row) in rows.iter().enumerate() {
+            assert_eq!(row[1], (n + 1).to_string(), "{row:?}");
+            let duration = &row[4];
+            assert!(duration.ends_with(" ms") || duration.ends_with(" s"), "a duration: {row:?}");
+        }
+        assert_eq!((rows[0][5].as_str(), rows[1][5].as_str()), ("retrying", "succeeded"), "{rows:?}");
+        assert_eq!(rows[0][6], "1.0 s", "the wait before the retry: {rows:?}");
+        assert!(rows[0][7].contains("not ready yet"), "{rows:?}");
+        let bars = browser
+            .eval("return document.querySelectorAll('figure.tl rect.tl-bar').length;", json!([]))
+            .await
+            .unwrap();
+        assert_eq!(bars, json!(2), "two bars drawn");
+        // The handler's row has its duration now that it finished.
+        let duration = browser
+            .eval("return document.querySelector('#handlers ~ .panel tbody tr').children[5].innerText;", json!([]))
+            .await
+            .unwrap();
+        assert_ne!(duration, json!("—"), "the finished handler's duration");
+
+        // Each attempt's trace inline, with a span from the handler process (its spans arrive
+        // in batches: the page is read again until they are there).
+        let script = format!(
+            "const traces = [...document.querySelectorAll('details.trace')]; \
+             return traces.length === 2 && traces.every(t => \
+               t.querySelector('tr[data-service^=\"dash-flaky-\"]') && \
+               t.querySelector('tr[data-service=\"{core_service}\"]')) && traces.length;"
+        );
+        let deadline = Instant::now() + SETTLE;
+        loop {
+            if browser.eval(&script, json!([])).await.unwrap() == json!(2) {
+                break;
+            }
+            let seen = browser.eval(DESCRIBE, json!([])).await.unwrap_or_default();
+            assert!(Instant::now() < deadline, "no handler span in both waterfalls: {seen}");
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            browser.goto(&page).await.unwrap();
+        }
+        // Also what the older attempt's closed waterfall holds (the recorded exception).
+        let main = browser
+            .eval("return document.querySelector('main').textContent;", json!([]))
+            .await
+            .unwrap();
+        let main = main.as_str().unwrap_or_default().to_owned();
+        for expected in [
+            "cycle widgets.e2e.operon.dev/v1",
+            "handler flaky",
+            "api patch",
+            "TemporaryError: not ready yet",
+            "← previous attempt",
+        ] {
+            assert!(main.contains(expected), "the object page lacks {expected:?}:\n{main}");
+        }
+        // The spans of the Python SDK carry the operator's name, not unknown_service.
+        assert!(!main.contains("unknown_service"), "{main}");
+        browser.screenshot(&artifact("object-timeline")).await.unwrap();
+        keep_for_readme("object-timeline");
+        browser
+            .eval("document.getElementById('traces').scrollIntoView();", json!([]))
+            .await
+            .unwrap();
+        browser.screenshot(&artifact("object-traces")).await.unwrap();
+        keep_for_readme("object-traces");
+
+        // The trace page shows one trace alone; an id the dashboard does not know is refused.
+        let first = browser
+            .eval("return document.querySelector('details.trace').id.slice(6);", json!([]))
+            .await
+            .unwrap();
+        let first = first.as_str().unwrap().to_owned();
+        browser.goto(&format!("{base}/traces/{first}")).await.unwrap();
+        browser
+            .wait_for("the trace page", Duration::from_secs(10),
+                "return document.querySelectorAll('table.wf tbody tr').length >= 4;", DESCRIBE)
+            .await
+            .unwrap();
+        let (status, html) = get(addr, &format!("/traces/{}", "ab".repeat(16)), &[]).await.unwrap();
+        assert_eq!(status, 404, "{html}");
+
+        // The overview's charts move while load runs, without a reload.
+        browser.goto(&format!("{base}/")).await.unwrap();
+        browser
+            .wait_for("the live indicator", Duration::from_secs(10),
+                "return document.getElementById('live-status').textContent === 'Live';", DESCRIBE)
+            .await
+            .unwrap();
+        browser.eval("window.__sameDocument = true;", json!([])).await.unwrap();
+        let total = |id: &str| format!("return parseFloat(document.getElementById('chart-{id}').dataset.total);");
+        let before = browser.eval(&total("retries"), json!([])).await.unwrap_or(json!(0));
+        let handled_before = browser.eval(&total("handled"), json!([])).await.unwrap();
+        for n in 0..20 {
+            create(&api, &widget(&format!("load-{n}"), json!({}))).await;
+        }
+        let moved = format!(
+            "return window.__sameDocument === true && \
+             parseFloat(document.getElementById('chart-handled').dataset.total) > {handled_before} && \
+             parseFloat(document.getElementById('chart-errors').dataset.total) > {};",
+            before.as_f64().unwrap_or(0.0)
+        );
+        browser
+            .wait_for("the charts to move", Duration::from_secs(60), &moved, DESCRIBE)
+            .await
+            .unwrap();
+        browser.screenshot(&artifact("overview-charts")).await.unwrap();
+        keep_for_readme("overview-charts");
+        drop(handler);
+        core.kill();
+    })
+    .await;
+}
+
+/// Strips the finalizers of the Sites, Services and WidgetTasks in `ns` (the core is gone: nobody
+/// releases them), so that the namespace can go.
+async fn release_sites(client: &kube::Client, ns: &str) {
+    use kube::api::{ListParams, Patch, PatchParams};
+    let strip = Patch::Merge(json!({"metadata": {"finalizers": null}}));
+    let sites = kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
+        "e2e.operon.dev",
+        "v1",
+        "Site",
+    ));
+    let tasks = kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
+        "e2e.operon.dev",
+        "v1",
+        "WidgetTask",
+    ));
+    let apis: [Api<DynamicObject>; 3] = [
+        Api::namespaced_with(client.clone(), ns, &sites),
+        Api::namespaced_with(client.clone(), ns, &tasks),
+        Api::namespaced_with(
+            client.clone(),
+            ns,
+            &kube::api::ApiResource::erase::<k8s_openapi::api::core::v1::Service>(&()),
+        ),
+    ];
+    for api in apis {
+        for o in api.list(&ListParams::default()).await.into_iter().flatten() {
+            if !o.finalizers().is_empty() {
+                let _ = api
+                    .patch(&o.name_any(), &PatchParams::default(), &strip)
+                    .await;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sync_children_and_task_steps_in_chromium() {
+    assert!(
+        webdriver::available(),
+        "chromium and chromedriver are missing: run deploy/local/prereqs.sh"
+    );
+    with_widget_ns("dash-sync", |client, ns| async move {
+        let outcome = tokio::spawn(sync_children_and_task_steps(client.clone(), ns.clone())).await;
+        release_sites(&client, &ns).await;
+        if let Err(err) = outcome {
+            std::panic::resume_unwind(err.into_panic());
+        }
+    })
+    .await;
+}
+
+async fn sync_children_and_task_steps(client: kube::Client, ns: String) {
+    install_crds(&client, SITES).await;
+    install_crds(&client, WIDGET_TASKS).await;
+    let bins = binaries().await;
+    let sync = HandlerProcess::start_binary(&bins.sync_example, "dash-sync", &[])
+        .await
+        .expect("the sync example starts");
+    let task_arg =
+        format!("job:e2e.operon.dev/v1/widgettasks:{RESOURCE_ARG}:spec.parent:sequential");
+    let tasks = HandlerProcess::start(
+        "dash-tasks",
+        &[
+            "--resource",
+            RESOURCE_ARG,
+            "--handler",
+            "create:make",
+            "--task",
+            &task_arg,
+            "--handler",
+            "daemon:watcher",
+            "--handler",
+            "timer:beat,interval=2",
+        ],
+    )
+    .await
+    .expect("the example handler starts");
+    let args: Vec<String> = [
+        "--handler",
+        &sync.url(),
+        "--handler",
+        &tasks.url(),
+        "-n",
+        &ns,
+    ]
+    .iter()
+    .map(|a| (*a).to_owned())
+    .collect();
+    let kubeconfig = plane().await.kubeconfig.clone();
+    let mut core = CoreProcess::start("dash-sync", &args, &kubeconfig)
+        .await
+        .expect("the core starts");
+    core.wait_ready(SETTLE).await;
+    let addr = core.http_addr();
+    let resource = |kind: &str| {
+        kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
+            "e2e.operon.dev",
+            "v1",
+            kind,
+        ))
+    };
+    let sites: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &resource("Site"));
+    let entries = |names: &[&str]| {
+        names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| json!({"name": n, "port": 8080 + i, "data": {"value": n}}))
+            .collect::<Vec<_>>()
+    };
+    let site = |names: &[&str]| -> DynamicObject {
+        serde_json::from_value(json!({
+            "apiVersion": "e2e.operon.dev/v1", "kind": "Site",
+            "metadata": {"name": "site"}, "spec": {"entries": entries(names)},
+        }))
+        .expect("a Site")
+    };
+    create(&sites, &site(&["a", "b"])).await;
+    // The parent also runs a daemon (which fails once, then runs) and a timer.
+    let script = behaviour(json!({"watcher": {"fail_temporarily": 1, "tick": 30}}));
+    create(&api_of(&client, &ns), &widget("parent", script)).await;
+    let job: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "e2e.operon.dev/v1", "kind": "WidgetTask",
+        "metadata": {"name": "backup"},
+        "spec": {"parent": "parent", "steps": 3, "stepSeconds": 0.2},
+    }))
+    .expect("a WidgetTask");
+    let jobs: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), &ns, &resource("WidgetTask"));
+    create(&jobs, &job).await;
+    // Two more tasks of the same parent, queued behind it in creation order: a slow one, so that
+    // the parent's page shows one running and one queued.
+    for (name, steps, seconds) in [("restore", 5, 3.0), ("verify", 1, 0.2)] {
+        let job: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "e2e.operon.dev/v1", "kind": "WidgetTask",
+            "metadata": {"name": name},
+            "spec": {"parent": "parent", "steps": steps, "stepSeconds": seconds},
+        }))
+        .expect("a WidgetTask");
+        create(&jobs, &job).await;
+    }
+
+    wait_object(addr, &[], "backup", "the task to finish its 3 steps", |o| {
+        o["phase"] == "handled" && o["handlers"].as_array().is_some_and(|h| h.len() == 4)
+    })
+    .await;
+    wait_object(addr, &[], "site", "the site to be synced", |o| {
+        o["phase"] == "handled"
+    })
+    .await;
+
+    let _one = BROWSER.lock().await;
+    let browser = Browser::start(1200, 900)
+        .await
+        .expect("a headless Chromium");
+    let base = format!("http://{addr}");
+    // The parent's page lists its tasks as its FIFO runs them — the running one, the queued one
+    // with its place, the finished one with its steps — and follows them live.
+    browser
+        .goto(&format!(
+            "{base}/objects/widgets.e2e.operon.dev/v1/{ns}/parent"
+        ))
+        .await
+        .unwrap();
+    browser
+        .eval("window.__sameDocument = true;", json!([]))
+        .await
+        .unwrap();
+    let rows = "return [...document.querySelectorAll('#tasks ~ .panel tr[data-task]')]\
+                    .map(r => [r.dataset.task, r.dataset.state, r.children[0].innerText.trim(), \
+                               r.children[4].dataset.steps].join(' '));";
+    browser
+        .wait_for(
+            "restore running, verify queued",
+            Duration::from_secs(30),
+            "return document.querySelector('#tasks ~ .panel tr[data-task=\"restore\"][data-state=\"running\"]') !== null;",
+            DESCRIBE,
+        )
+        .await
+        .unwrap();
+    let listed: Vec<String> =
+        serde_json::from_value(browser.eval(rows, json!([])).await.unwrap()).unwrap();
+    assert_eq!(listed.len(), 3, "{listed:?}");
+    assert!(listed[0].starts_with("restore running  "), "{listed:?}");
+    assert_eq!(listed[1], "verify queued 1 0", "{listed:?}");
+    assert_eq!(listed[2], "backup succeeded  3", "{listed:?}");
+    browser.screenshot(&artifact("object-tasks")).await.unwrap();
+    // Its daemons and timers: the daemon since its start, restarted once after its failure,
+    // and the timer with its next call; live, the timer's calls count up.
+    browser
+        .wait_for(
+            "the daemon restarted once, the timer with its next call",
+            Duration::from_secs(30),
+            "const d = document.querySelector('#runs ~ .panel tr[data-run=\"watcher\"][data-kind=\"daemon\"]'); \
+             const t = document.querySelector('#runs ~ .panel tr[data-run=\"beat\"][data-kind=\"timer\"]'); \
+             return d !== null && t !== null && d.children[5].dataset.restarts === '1' && \
+               d.children[6].innerText.includes('Simulated failure.') && \
+               d.children[3].innerText.trim() !== '' && t.children[7].innerText.trim() !== '' && \
+               Number(t.children[4].dataset.calls) >= 1;",
+            DESCRIBE,
+        )
+        .await
+        .unwrap();
+    let calls = "return Number(document.querySelector('#runs ~ .panel tr[data-run=\"beat\"]').children[4].dataset.calls);";
+    let before = browser
+        .eval(calls, json!([]))
+        .await
+        .unwrap()
+        .as_u64()
+        .unwrap();
+    browser
+        .wait_for(
+            "the timer's calls counting up, on the same page",
+            Duration::from_secs(30),
+            &format!(
+                "return window.__sameDocument === true && {} > {before};",
+                calls.trim_start_matches("return ").trim_end_matches(';')
+            ),
+            DESCRIBE,
+        )
+        .await
+        .unwrap();
+    browser
+        .eval(
+            "document.getElementById('tasks').scrollIntoView();",
+            json!([]),
+        )
+        .await
+        .unwrap();
+    browser.screenshot(&artifact("object-runs")).await.unwrap();
+    keep_for_readme("object-runs");
+    browser
+        .wait_for(
+            "every task of the parent finished, on the same page",
+            Duration::from_secs(60),
+            "return window.__sameDocument === true && \
+             [...document.querySelectorAll('#tasks ~ .panel tr[data-task]')]\
+               .map(r => r.dataset.task + ' ' + r.dataset.state + ' ' + r.children[4].dataset.steps)\
+               .join(',') === 'verify succeeded 1,restore succeeded 5,backup succeeded 3';",
+            DESCRIBE,
+        )
+        .await
+        .unwrap();
+    // The sync parent's page lists its children as its last sync left them.
+    browser
+        .goto(&format!("{base}/objects/sites.e2e.operon.dev/v1/{ns}/site"))
+        .await
+        .unwrap();
+    let children = "return [...document.querySelectorAll('#children ~ .panel tr[data-child]')]\
+                        .map(r => r.children[0].innerText + ' ' + r.dataset.child + ' ' + r.children[3].innerText).sort();";
+    browser
+        .wait_for(
+            "the children",
+            Duration::from_secs(30),
+            "return document.querySelectorAll('#children ~ .panel tr[data-child]').length >= 4;",
+            DESCRIBE,
+        )
+        .await
+        .unwrap();
+    let listed: Vec<String> =
+        serde_json::from_value(browser.eval(children, json!([])).await.unwrap()).unwrap();
+    for child in [
+        "ConfigMap site-a",
+        "ConfigMap site-b",
+        "Service site-a",
+        "Service site-b",
+    ] {
+        assert!(
+            listed.iter().any(|l| l.starts_with(child)),
+            "{child} is not listed: {listed:?}"
+        );
+    }
+    browser
+        .screenshot(&artifact("object-children"))
+        .await
+        .unwrap();
+    keep_for_readme("object-children");
+    // Entry b goes: its children are shown deleted by that sync, then no more, live.
+    browser
+        .eval("window.__sameDocument = true;", json!([]))
+        .await
+        .unwrap();
+    sites
+        .patch(
+            "site",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"spec": {"entries": entries(&["a"])}})),
+        )
+        .await
+        .expect("patching the site");
+    browser
+            .wait_for("site-b gone from the children", Duration::from_secs(60),
+                "return window.__sameDocument === true && \
+                 document.querySelectorAll('#children ~ .panel tr[data-child=\"site-a\"]').length === 2 && \
+                 [...document.querySelectorAll('#children ~ .panel tr[data-child=\"site-b\"]')]\
+                 .every(r => r.children[3].innerText === 'deleted');", DESCRIBE)
+            .await
+            .unwrap();
+
+    // The task's page shows its steps.
+    browser
+        .goto(&format!(
+            "{base}/objects/widgettasks.e2e.operon.dev/v1/{ns}/backup"
+        ))
+        .await
+        .unwrap();
+    let steps = browser
+            .eval("return [...document.querySelectorAll('#handlers ~ .panel tbody th')].map(t => t.innerText.trim());", json!([]))
+            .await
+            .unwrap();
+    let steps: Vec<String> = serde_json::from_value(steps).unwrap();
+    assert_eq!(steps.len(), 4, "the task and its 3 steps: {steps:?}");
+    for (n, step) in steps[1..].iter().enumerate() {
+        assert!(step.contains(&format!("{n}-step-{n}")), "{steps:?}");
+    }
+    browser.screenshot(&artifact("object-task")).await.unwrap();
+    drop(browser);
+    core.kill();
+    drop((sync, tasks));
+}
+
+fn api_of(client: &kube::Client, ns: &str) -> Api<DynamicObject> {
+    widgets(client, ns)
+}
+
+/// The state of the first handler of an object of the JSON API.
+fn handler_state(object: &Value) -> &str {
+    object["handlers"][0]["state"].as_str().unwrap_or_default()
 }
 
 // ---- operon dashboard over real Kopf --------------------------------------------------------

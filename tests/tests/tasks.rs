@@ -20,54 +20,15 @@ use kube::api::{
 };
 use kube::{Api, Client, ResourceExt};
 use operon_e2e::{
-    CoreProcess, Entries, HandlerProcess, RESOURCE_ARG, install_crds, plane, wait_for, widget,
-    widgets, with_widget_ns,
+    CoreProcess, Entries, HandlerProcess, RESOURCE_ARG, WIDGET_TASKS, install_crds, plane,
+    wait_for, widget, widgets, with_widget_ns,
 };
 use serde_json::{Value, json};
 
 const DEADLINE: Duration = Duration::from_secs(120);
 
-const CRD: &str = r#"
-apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata:
-  name: widgettasks.e2e.operon.dev
-spec:
-  group: e2e.operon.dev
-  scope: Namespaced
-  names: {plural: widgettasks, singular: widgettask, kind: WidgetTask}
-  versions:
-  - name: v1
-    served: true
-    storage: true
-    subresources: {status: {}}
-    schema:
-      openAPIV3Schema:
-        type: object
-        properties:
-          spec: {type: object, x-kubernetes-preserve-unknown-fields: true}
-          status: {type: object, x-kubernetes-preserve-unknown-fields: true}
----
-apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata:
-  name: widgeturgents.e2e.operon.dev
-spec:
-  group: e2e.operon.dev
-  scope: Namespaced
-  names: {plural: widgeturgents, singular: widgeturgent, kind: WidgetUrgent}
-  versions:
-  - name: v1
-    served: true
-    storage: true
-    subresources: {status: {}}
-    schema:
-      openAPIV3Schema:
-        type: object
-        properties:
-          spec: {type: object, x-kubernetes-preserve-unknown-fields: true}
-          status: {type: object, x-kubernetes-preserve-unknown-fields: true}
-"#;
+/// The task CRDs (`WidgetTask`, `WidgetUrgent`).
+const CRD: &str = WIDGET_TASKS;
 
 /// The finalizer the core holds on a running task (default prefix).
 const FINALIZER: &str = "kopf.zalando.org/task";

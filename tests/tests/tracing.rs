@@ -17,21 +17,14 @@ use kube::{Api, ResourceExt};
 use operon_e2e::cluster::PlaneLock;
 use operon_e2e::jaeger::{Jaeger, Span, jaeger, spans};
 use operon_e2e::{
-    CoreProcess, HandlerProcess, PythonHandler, RESOURCE_ARG, binaries, go_example, go_website,
-    install_crds, plane, wait_for, widget, widget_resource, with_temp_ns, with_widget_ns,
+    CoreProcess, FLAKY_PY, HandlerProcess, PythonHandler, RESOURCE_ARG, binaries, go_example,
+    go_website, install_crds, plane, wait_for, widget, widget_resource, with_temp_ns,
+    with_widget_ns,
 };
 use serde_json::{Value, json};
 
 /// A create handler that fails once (a temporary error, retried after 1 s), then succeeds.
-const HANDLERS: &str = r#"
-import kopf
-
-@kopf.on.create('e2e.operon.dev', 'v1', 'widgets')
-def flaky(retry, **_):
-    if retry < 1:
-        raise kopf.TemporaryError("not ready yet", delay=1)
-    return {'attempts': retry + 1}
-"#;
+const HANDLERS: &str = FLAKY_PY;
 
 /// The same handler for the Go and Rust examples, scripted by the widget's spec.
 fn flaky_spec() -> Value {

@@ -47,6 +47,8 @@
     if (source) return;
     source = new EventSource('/api/v1/events');
     source.addEventListener('object', onObject);
+    // The overview's charts move with the core's counters: re-read them on every tick.
+    if (live.querySelector('[data-charts]')) source.addEventListener('tick', schedule);
     source.onopen = () => { say('Live', true); if (opened) schedule(); opened = true; };
     source.onerror = () => say('Reconnecting…', false);
   }

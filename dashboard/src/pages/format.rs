@@ -92,6 +92,15 @@ pub(crate) fn object_href(resource: &str, namespace: &str, name: &str) -> String
     format!("/objects/{resource}/{namespace}/{}", encode_component(name))
 }
 
+/// The object page's path for a read model's key (`resource/namespace/name`).
+pub(crate) fn object_path(key: &str) -> Option<String> {
+    let mut parts = key.rsplitn(3, '/');
+    let name = parts.next().filter(|n| !n.is_empty())?;
+    let namespace = parts.next()?;
+    let resource = parts.next().filter(|r| !r.is_empty())?;
+    Some(object_href(resource, namespace, name))
+}
+
 /// The key of the object whose page is at `/objects/<path>` (see [`object_href`]).
 pub(crate) fn key_of_path(path: &str) -> Option<String> {
     let mut parts = path.trim_matches('/').rsplitn(3, '/');

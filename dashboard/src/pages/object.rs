@@ -1,5 +1,9 @@
 //! One object's page: every handler and sub-handler with its state, attempts, times, last
-//! message and traces; the cause; what changed since it was last handled; its recent Events.
+//! message and traces; the timeline of its attempts; each attempt's trace inline (from Jaeger's
+//! query API); the cause; what changed since it was last handled; its recent Events.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use leptos::prelude::*;
 
@@ -14,14 +18,63 @@ use crate::pages::layout::{
     Col, Section, document, header_cells, phase_badge, section_notice, section_table, state_badge,
     top_bar,
 };
+use crate::pages::{parent_tasks, runs, timeline, trace};
+use crate::traces::{Trace, is_trace_id};
+
+/// Traces shown inline, at most (the newest attempts').
+pub(crate) const INLINE_TRACES: usize = 6;
+
+/// The traces of a page, fetched from Jaeger's query API, by trace id (or why not).
+pub(crate) type Fetched = BTreeMap<String, Result<Arc<Trace>, String>>;
+
+/// Where the object page's traces come from.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Traces<'a> {
+    /// The Jaeger UI's base URL, for links out.
+    pub jaeger_ui: Option<&'a str>,
+    /// The traces fetched from the query API; `None` without `--jaeger-query`.
+    pub fetched: Option<&'a Fetched>,
+}
+
+/// The trace ids the page shows inline: the newest attempts' first, at most [`INLINE_TRACES`].
+pub(crate) fn wanted_traces(details: &ObjectDetails) -> Vec<String> {
+    let mut attempts: Vec<(&str, &str)> = details
+        .handlers
+        .values()
+        .flat_map(|h| &h.attempts)
+        .filter_map(|a| Some((a.started.as_deref().unwrap_or(""), a.trace_id.as_deref()?)))
+        .filter(|(_, id)| is_trace_id(id))
+        .collect();
+    attempts.sort_by(|a, b| b.cmp(a));
+    attempts.dedup_by(|a, b| a.1 == b.1);
+    attempts
+        .into_iter()
+        .take(INLINE_TRACES)
+        .map(|(_, id)| id.to_owned())
+        .collect()
+}
 
 /// The page of `object`.
 pub(crate) fn render(
     object: &ObjectView,
     details: &ObjectDetails,
-    jaeger_ui: Option<&str>,
+    traces: &Traces<'_>,
     now: jiff::Timestamp,
 ) -> String {
+    let jaeger_ui = traces.jaeger_ui;
+    // The handlers in display order, then those with attempts the view does not list (daemons).
+    let mut ids: Vec<&str> = tree(&object.handlers)
+        .into_iter()
+        .map(|(_, h)| h.id.as_str())
+        .collect();
+    let others: Vec<&str> = details.handlers.keys().map(String::as_str).collect();
+    for id in others {
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    let timeline = timeline::section(&ids, details, jaeger_ui, traces.fetched.is_some(), now);
+    let inline = inline_traces(&ids, details, traces.fetched);
     let title = format!("{} ({})", object.name, object.resource);
     let body = view! {
         {top_bar(Section::Objects)}
@@ -33,8 +86,14 @@ pub(crate) fn render(
                 handlers=object.handlers.clone()
                 details=details.clone()
                 jaeger_ui=jaeger_ui.map(str::to_owned)
+                query=traces.fetched.is_some()
                 now=now
             />
+            {timeline}
+            {children(details)}
+            {parent_tasks::section(details, now)}
+            {runs::section(details, now)}
+            {inline}
             <Diff resource=object.resource.clone() diff=details.diff.clone()/>
             <Events events=details.events.clone() now=now/>
         </main>
@@ -144,6 +203,7 @@ fn Handlers(
     handlers: Vec<HandlerView>,
     details: ObjectDetails,
     jaeger_ui: Option<String>,
+    query: bool,
     now: jiff::Timestamp,
 ) -> impl IntoView {
     if handlers.is_empty() {
@@ -157,7 +217,7 @@ fn Handlers(
         .into_iter()
         .map(|(depth, h)| {
             let extra = details.handlers.get(&h.id).cloned().unwrap_or_default();
-            view! { <HandlerRow handler=h.clone() depth=depth details=extra jaeger_ui=jaeger_ui.clone() now=now/> }
+            view! { <HandlerRow handler=h.clone() depth=depth details=extra jaeger_ui=jaeger_ui.clone() query=query now=now/> }
         })
         .collect_view();
     let columns = [
@@ -179,8 +239,14 @@ fn HandlerRow(
     depth: usize,
     details: HandlerDetails,
     jaeger_ui: Option<String>,
+    query: bool,
     now: jiff::Timestamp,
 ) -> impl IntoView {
+    // Out to the Jaeger UI when there is one, else to the dashboard's own trace page.
+    let href = |id: &str| match jaeger_ui.as_deref() {
+        Some(ui) => trace_href(Some(ui), id),
+        None => (query && is_trace_id(id)).then(|| format!("/traces/{id}")),
+    };
     let (parent, own) = match handler.id.rsplit_once('/') {
         Some((parent, own)) => (format!("{parent}/"), own.to_owned()),
         None => (String::new(), handler.id.clone()),
@@ -205,7 +271,7 @@ fn HandlerRow(
         handler
             .trace_id
             .iter()
-            .filter_map(|id| trace_href(jaeger_ui.as_deref(), id))
+            .filter_map(|id| href(id))
             .map(|href| (href, "last attempt".to_owned()))
             .collect()
     } else {
@@ -213,8 +279,7 @@ fn HandlerRow(
             .attempts
             .iter()
             .filter_map(|a| {
-                trace_href(jaeger_ui.as_deref(), &a.trace_id)
-                    .map(|href| (href, format!("#{}", a.attempt)))
+                href(a.trace_id.as_deref()?).map(|href| (href, format!("#{}", a.attempt)))
             })
             .collect()
     };
@@ -224,8 +289,12 @@ fn HandlerRow(
         traces
             .into_iter()
             .map(|(href, label)| {
-                let name = format!("Trace of {label} of {} in Jaeger", handler.id);
-                view! { <a href=href rel="noreferrer" target="_blank" aria-label=name>{label}</a>" " }
+                let name = format!("Trace of {label} of {}", handler.id);
+                let external = !href.starts_with('/');
+                view! {
+                    <a href=href rel=external.then_some("noreferrer")
+                        target=external.then_some("_blank") aria-label=name>{label}</a>" "
+                }
             })
             .collect_view()
             .into_any()
@@ -246,6 +315,108 @@ fn HandlerRow(
             <td>{traces}</td>
         </tr>
     }
+}
+
+/// A sync parent's children as its last sync left them, and its rollouts in progress.
+fn children(details: &ObjectDetails) -> Option<AnyView> {
+    if details.children.is_empty() && details.rollouts.is_empty() {
+        return None;
+    }
+    let rows = details
+        .children
+        .iter()
+        .map(|c| {
+            let action = c.action.as_str();
+            view! {
+                <tr data-child=c.name.clone()>
+                    <td>{c.kind.clone()}</td>
+                    <td>{c.namespace.clone()}</td>
+                    <th scope="row" class="mono">{c.name.clone()}</th>
+                    <td><span class=format!("badge c-{action}")>{action}</span></td>
+                </tr>
+            }
+        })
+        .collect_view();
+    let rollouts = (!details.rollouts.is_empty()).then(|| {
+        let items = details
+            .rollouts
+            .iter()
+            .map(|r| view! { <li>{r.clone()}</li> })
+            .collect_view();
+        view! { <ul class="rollouts">{items}</ul> }
+    });
+    let columns = [
+        Col::text("Kind"),
+        Col::text("Namespace"),
+        Col::text("Name"),
+        Col::text("Last sync"),
+    ];
+    Some(section_table(
+        "children",
+        "Children",
+        header_cells(&columns),
+        rows,
+        rollouts,
+    ))
+}
+
+/// Each wanted attempt's trace as a waterfall (the newest open), or how to turn traces on.
+fn inline_traces(ids: &[&str], details: &ObjectDetails, fetched: Option<&Fetched>) -> AnyView {
+    let Some(fetched) = fetched else {
+        return section_notice(
+            "traces",
+            "Traces",
+            "Each attempt's trace shows here when the core runs with --jaeger-query URL (env \
+             OPERON_JAEGER_QUERY): Jaeger's query API, e.g. http://127.0.0.1:16686. The core \
+             exports its traces with --otlp-endpoint.",
+        );
+    };
+    let wanted = wanted_traces(details);
+    if wanted.is_empty() {
+        return section_notice(
+            "traces",
+            "Traces",
+            "No traced attempt is known for this object lately (the core exports traces with \
+             --otlp-endpoint; it keeps the last attempts of recently active objects).",
+        );
+    }
+    let owner = |trace: &str| {
+        ids.iter().find_map(|id| {
+            let a = (details.handlers.get(*id)?.attempts.iter())
+                .find(|a| a.trace_id.as_deref() == Some(trace))?;
+            Some(((*id).to_owned(), a.attempt, a.outcome))
+        })
+    };
+    let items = wanted
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            let (handler, attempt, outcome) = owner(id).unwrap_or_default();
+            let outcome = outcome.map_or("running", |o| o.as_str());
+            let summary = format!("{handler} · attempt {attempt} · {outcome}");
+            let content = match fetched.get(id) {
+                Some(Ok(t)) => trace::waterfall(t),
+                Some(Err(problem)) => {
+                    view! { <p class="notice bad">{problem.clone()}</p> }.into_any()
+                }
+                None => view! { <p class="notice">"Not fetched."</p> }.into_any(),
+            };
+            view! {
+                <details class="trace panel" id=format!("trace-{id}") open={i == 0}>
+                    <summary>
+                        <span class="mono">{summary}</span>" "
+                        <a href=format!("/traces/{id}") class="mono muted">{id.clone()}</a>
+                    </summary>
+                    {content}
+                </details>
+            }
+        })
+        .collect_view();
+    view! {
+        <h2 id="traces">"Traces"</h2>
+        <div class="traces">{items}</div>
+    }
+    .into_any()
 }
 
 #[component]

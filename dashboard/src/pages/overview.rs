@@ -1,10 +1,12 @@
-//! The overview: served resources, objects per phase, the core's queue and calls, handler
-//! services, and the objects that need attention.
+//! The overview: served resources, objects per phase, the core's queue and calls, live charts
+//! of the core's counters, handler services, and the objects that need attention.
 
 use leptos::prelude::*;
 
 use crate::listing::{self, Facets, ListQuery};
-use crate::model::{About, HandlerStatus, ObjectPhase, ObjectView, Overview, ServiceView, Source};
+use crate::model::{
+    About, Charts, HandlerStatus, ObjectPhase, ObjectView, Overview, ServiceView, Source,
+};
 use crate::pages::format::{object_href, thousands, time};
 use crate::pages::layout::{
     Col, Section, document, header_cells, phase_badge, section_notice, section_table, top_bar,
@@ -18,8 +20,10 @@ pub(crate) fn render<O: std::borrow::Borrow<ObjectView>>(
     objects: &[O],
     overview: &Overview,
     about: &About,
+    charts: Option<&Charts>,
     now: jiff::Timestamp,
 ) -> String {
+    let charts = charts.map(crate::pages::charts::section);
     let facets = listing::facets(objects, &about.resources);
     let mut attention: Vec<&ObjectView> = objects
         .iter()
@@ -41,6 +45,7 @@ pub(crate) fn render<O: std::borrow::Borrow<ObjectView>>(
             <p class="sub">{source_text(about.source, &facets)}</p>
             {about.role.clone().map(|role| view! { <p class="sub" id="role">{format!("This replica: {role}")}</p> })}
             <PhaseCards facets=facets.clone() overview=overview.clone() source=about.source/>
+            {charts}
             <Resources facets=facets.clone()/>
             <Services services=about.services.clone()/>
             <Attention objects=attention more=more now=now/>
@@ -194,19 +199,29 @@ fn Services(services: Vec<ServiceView>) -> impl IntoView {
                 } else {
                     ("badge p-failed", "not answering")
                 };
+                let tls = if s.tls { "TLS" } else { "plaintext" };
+                let revision = (s.contract_revision > 0).then(|| s.contract_revision.to_string());
                 view! {
                     <tr>
-                        <th scope="row" class="mono">{s.name}</th>
+                        <th scope="row" class="mono">{s.service_name}</th>
+                        <td class="mono">{s.name}</td>
                         <td><span class=class>{text}</span></td>
+                        <td class="num">{revision.unwrap_or_else(|| "—".into())}</td>
+                        <td>{tls}</td>
                         <td class="num">{s.handlers}</td>
+                        <td class="wrap">{s.last_error.unwrap_or_default()}</td>
                     </tr>
                 }
             })
             .collect_view();
         let columns = [
             Col::text("Service"),
+            Col::text("Address"),
             Col::text("Status"),
+            Col::num("Contract"),
+            Col::text("Transport"),
             Col::num("Handlers"),
+            Col::text("Last error"),
         ];
         section_table(
             "services",

@@ -25,6 +25,14 @@ fn list_html(objects: &[ObjectView], pairs: &[(&str, &str)]) -> String {
     list::render(objects, &[], &ListQuery::from_params(&params), now())
 }
 
+/// Trace links to a Jaeger UI (or none), no query API.
+fn ui(jaeger_ui: Option<&str>) -> object::Traces<'_> {
+    object::Traces {
+        jaeger_ui,
+        fetched: None,
+    }
+}
+
 fn rows(html: &str) -> usize {
     html.matches("<tr data-key=").count()
 }
@@ -44,9 +52,15 @@ fn retrying_object() -> ObjectView {
 fn every_page_is_a_whole_accessible_document() {
     let objects = vec![retrying_object()];
     let pages = [
-        overview::render(&objects, &Overview::default(), &About::default(), now()),
+        overview::render(
+            &objects,
+            &Overview::default(),
+            &About::default(),
+            None,
+            now(),
+        ),
         list_html(&objects, &[]),
-        object::render(&objects[0], &ObjectDetails::default(), None, now()),
+        object::render(&objects[0], &ObjectDetails::default(), &ui(None), now()),
         object::render_missing("x/y/z"),
     ];
     for html in pages {
@@ -109,12 +123,13 @@ fn the_overview_counts_phases_and_shows_the_core_and_what_needs_attention() {
         name: "http://127.0.0.1:50051".into(),
         answering: false,
         handlers: 3,
+        ..ServiceView::default()
     });
     let overview = Overview {
         queue_depth: 7,
         inflight_calls: 5,
     };
-    let html = overview::render(&objects, &overview, &about, now());
+    let html = overview::render(&objects, &overview, &about, None, now());
     let card = |n: &str, label: &str| {
         format!("<span class=\"n\">{n}</span><span class=\"l\">{label}</span>")
     };
@@ -148,7 +163,7 @@ fn the_overview_counts_phases_and_shows_the_core_and_what_needs_attention() {
     );
 
     about.source = Source::Cluster;
-    let html = overview::render(&objects, &overview, &about, now());
+    let html = overview::render(&objects, &overview, &about, None, now());
     assert!(
         !html.contains("Queue depth"),
         "the cluster has no queue: {html}"
@@ -277,7 +292,7 @@ fn the_object_page_shows_handlers_sub_handlers_events_diff_and_traces() {
     let mut extra = HandlerDetails::default();
     extra.stopped = Some("2026-01-02T03:04:02.5Z".into());
     details.handlers.insert("create_fn/child".into(), extra);
-    let html = object::render(&o, &details, Some("http://127.0.0.1:16686"), now());
+    let html = object::render(&o, &details, &ui(Some("http://127.0.0.1:16686")), now());
     assert!(
         html.contains("data-key=\"widgets.example.com/v1/ns/w1\""),
         "{html}"
@@ -306,18 +321,18 @@ fn the_object_page_shows_handlers_sub_handlers_events_diff_and_traces() {
     assert!(html.contains(">spec.size</th>"), "{html}");
 
     // Without a Jaeger UI there is no link; with per-attempt traces, one link per attempt.
-    let html = object::render(&o, &details, None, now());
+    let html = object::render(&o, &details, &ui(None), now());
     assert!(!html.contains("/trace/"), "{html}");
     let mut extra = HandlerDetails::default();
     for attempt in 1..=2 {
         extra.attempts.push(AttemptView {
             attempt,
-            started: None,
-            trace_id: format!("{attempt:032x}"),
+            trace_id: Some(format!("{attempt:032x}")),
+            ..AttemptView::default()
         });
     }
     details.handlers.insert("create_fn".into(), extra);
-    let html = object::render(&o, &details, Some("https://j.example"), now());
+    let html = object::render(&o, &details, &ui(Some("https://j.example")), now());
     assert!(html.contains("href=\"https://j.example/trace/00000000000000000000000000000001\""));
     assert!(html.contains(">#2</a>"), "{html}");
 }
@@ -332,7 +347,7 @@ fn secrets_never_show_their_contents() {
         old: Some("\"aHVudGVyMg==\"".into()),
         new: Some("\"c3dvcmRmaXNo\"".into()),
     });
-    let html = object::render(&secret, &details, None, now());
+    let html = object::render(&secret, &details, &ui(None), now());
     assert!(
         !html.contains("aHVudGVyMg") && !html.contains("c3dvcmRmaXNo"),
         "{html}"
@@ -571,3 +586,6 @@ async fn a_token_guards_every_route_but_the_probes() {
     let (_, head, _) = get(addr, "//evil.example/?token=s3cret%20t", &[]).await;
     assert!(head.contains("location: /\r\n"), "{head}");
 }
+
+mod insight;
+mod parent;

@@ -22,7 +22,7 @@ pub use cycle::{
     existing, finalize_again, gated, has_removals, lifecycle, next_sync, outcome, problem,
     read_answer, read_final,
 };
-pub use view::{Shown, view};
+pub use view::{CHILDREN_SHOWN, Shown, children_view, rollouts_view, view};
 
 /// How an existing child that differs from its desired state is updated
 /// (Metacontroller's `updateStrategy.method`).

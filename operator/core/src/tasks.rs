@@ -41,7 +41,7 @@ pub use pass::{
     InPass, Look, PASS_AT_MOST, PassMemory, RETRY_SOON, RETRY_WRITES_AFTER, Start, Todo, cancels,
     start,
 };
-pub use view::{Shown, view};
+pub use view::{FINISHED_SHOWN, Listed, Shown, of_parent, view};
 
 /// A task's phase (`status.phase`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -70,6 +70,23 @@ pub struct Judged {
     pub result: Option<Value>,
 }
 
+/// How a judged call shows on the object's timeline: its outcome, and the delay before the
+/// next call within the tick (`None` with [`Tick::Backoff`]: the backoff is the handler's).
+pub fn shown(judged: &Judged) -> (crate::views::AttemptOutcome, Option<Duration>) {
+    use crate::views::AttemptOutcome;
+    let outcome = match judged.label {
+        None => AttemptOutcome::NotMatched,
+        Some("success") => AttemptOutcome::Succeeded,
+        Some("failure") => AttemptOutcome::Failed,
+        Some(_) => AttemptOutcome::Retrying,
+    };
+    let delay = match judged.tick {
+        Tick::After(delay) => Some(delay),
+        Tick::Again | Tick::Backoff => None,
+    };
+    (outcome, delay)
+}
+
 /// Judges a tick's answer (`None`: a callback filter said no).
 pub fn judge(
     title: &str,
@@ -207,6 +224,26 @@ mod tests {
 
     fn line(j: &Judged) -> &str {
         j.log.as_ref().map_or("", |(_, l)| l.as_str())
+    }
+
+    #[test]
+    fn a_judged_call_shows_on_the_timeline_with_its_outcome_and_delay() {
+        use crate::views::AttemptOutcome as A;
+        let t = title("t1");
+        let h = handler(ErrorsMode::Temporary);
+        let b = Duration::from_secs(60);
+        let ok = judge(&t, &h, Some(CallResult::Success(None)), b);
+        assert_eq!(shown(&ok), (A::Succeeded, None));
+        let later = CallResult::Temporary {
+            message: "later".into(),
+            delay: Some(Duration::from_secs(3)),
+        };
+        assert_eq!(
+            shown(&judge(&t, &h, Some(later), b)),
+            (A::Retrying, Some(Duration::from_secs(3)))
+        );
+        assert_eq!(shown(&judge(&t, &h, None, b)), (A::NotMatched, None));
+        assert_eq!(shown(&failed_call(&t, "down")).0, A::Retrying);
     }
 
     #[test]

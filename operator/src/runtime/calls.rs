@@ -18,6 +18,7 @@ use crate::core::outcome::{self, Level, Verdict};
 use crate::core::patch::MergePatch;
 use crate::core::selection::{self, CauseView};
 use crate::core::state::{HandlerState, State};
+use crate::core::views::AttemptOutcome;
 use crate::runtime::context::{Bound, Context, ResourceCtx};
 use crate::runtime::events;
 use crate::runtime::kit::{self, meta};
@@ -73,7 +74,7 @@ impl Log<'_> {
 
 /// The `handler` span of one attempt of a change handler (id, attempt; outcome, delay and status
 /// are recorded by [`record_outcome`]), linked to the span of the handler's previous attempt on
-/// this object.
+/// this object. The attempt's start is noted in the read model (traced or not).
 pub(crate) fn handler_span(env: &Context, uid: &str, id: &str, retries: u32) -> tracing::Span {
     let span = tracing::info_span!(
         target: telemetry::TARGET,
@@ -92,16 +93,28 @@ pub(crate) fn handler_span(env: &Context, uid: &str, id: &str, retries: u32) -> 
         use tracing_opentelemetry::OpenTelemetrySpanExt;
         span.add_link(previous);
     }
-    if let Some(cx) = telemetry::span_context(&span) {
-        attempts.record(uid, id, retries, cx);
-    }
+    let cx = telemetry::span_context(&span);
+    attempts.begin(uid, id, retries, cx, Timestamp::now());
     span
 }
 
-/// Records an attempt's verdict on its span (`None`: not matched).
-pub(crate) fn record_outcome(span: &tracing::Span, verdict: Option<&Verdict>) {
+/// Records an attempt's verdict (`None`: not matched) on its span and in the read model.
+pub(crate) fn record_outcome(
+    env: &Context,
+    (uid, id): (&str, &str),
+    span: &tracing::Span,
+    verdict: Option<&Verdict>,
+) {
     let Some(verdict) = verdict else {
         span.record("outcome", "not_matched");
+        env.readmodel.attempts.end(
+            uid,
+            id,
+            AttemptOutcome::NotMatched,
+            None,
+            None,
+            Timestamp::now(),
+        );
         return;
     };
     span.record("outcome", handling::outcome_label(verdict));
@@ -111,6 +124,15 @@ pub(crate) fn record_outcome(span: &tracing::Span, verdict: Option<&Verdict>) {
     if handling::is_error(verdict) {
         span.record("otel.status_code", "error");
     }
+    let message = verdict.failure().or_else(|| verdict.message());
+    env.readmodel.attempts.end(
+        uid,
+        id,
+        AttemptOutcome::of(&verdict.outcome),
+        verdict.delay(),
+        message,
+        Timestamp::now(),
+    );
 }
 
 /// Logs a verdict, and posts the Warning Event [`handling::warning_reason`] asks for, so that

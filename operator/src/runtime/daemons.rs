@@ -30,11 +30,13 @@ use tokio::time::Instant;
 use crate::core::daemons::{self, AfterExit, End, Ended, Known, Ladder, Rung, TRANSPORT, Wanted};
 use crate::core::outcome::{self, CallResult, Level, Progress};
 use crate::core::patch::{self, MergePatch};
+use crate::core::views::{AttemptOutcome, RunKind};
 use crate::runtime::context::{Bound, Context, ResourceCtx};
 use crate::runtime::events;
 use crate::runtime::kit::{Locked, meta};
 use crate::runtime::patching;
 use crate::runtime::ports::{Call, DaemonInput, Error as DispatchError, StopReason};
+use crate::runtime::readmodel::{ReadModel, runs::Shown};
 
 /// A daemon of one object: `(resource, namespace, name, handler id)`.
 type DaemonKey = (String, String, String, String);
@@ -81,6 +83,10 @@ impl std::fmt::Debug for Daemons {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Daemons").finish_non_exhaustive()
     }
+}
+
+fn meta_of(body: &watch::Receiver<Arc<Value>>, key: &str) -> String {
+    meta(&body.borrow(), key).to_owned()
 }
 
 fn object_of(body: &Value) -> String {
@@ -261,7 +267,15 @@ async fn run(
 ) {
     env.metrics.daemons(1);
     let object = object_of(&body.borrow());
+    let key = ReadModel::key(
+        &res.served.name(),
+        &meta_of(&body, "namespace"),
+        &meta_of(&body, "name"),
+    );
+    let now = jiff::Timestamp::now();
+    let shown = (env.readmodel.runs).start(key, &bound.handler.id, RunKind::Daemon, now);
     let mut daemon = Daemon {
+        shown,
         object,
         title: daemons::title(&bound.handler.id),
         env,
@@ -281,6 +295,8 @@ struct Daemon {
     res: Arc<ResourceCtx>,
     bound: Bound,
     object: String,
+    /// Its row on the object page's "Daemons and timers" panel.
+    shown: Shown,
     title: String,
     body: watch::Receiver<Arc<Value>>,
     stop: watch::Receiver<Option<StopReason>>,
@@ -359,10 +375,29 @@ impl Daemon {
             }
             self.log(Level::Debug, &format!("{} is invoked.", self.title));
             let call_started = std::time::Instant::now();
+            // The read model's timeline: each run of the daemon, its restarts and why.
+            let (env, uid) = (
+                Arc::clone(&self.env),
+                meta(&self.body.borrow(), "uid").to_owned(),
+            );
+            let now = jiff::Timestamp::now();
+            env.readmodel
+                .attempts
+                .begin(&uid, &handler.id, retry, None, now);
+            let key = self.shown.key().to_owned();
+            env.readmodel.runs.call(&key, &handler.id, retry);
+            let noted = |outcome, delay, message: Option<&str>| {
+                let now = jiff::Timestamp::now();
+                (env.readmodel.attempts).end(&uid, &handler.id, outcome, delay, message, now);
+                (env.readmodel.runs).ended(&key, &handler.id, outcome, message, now);
+            };
             let attempt = self.attempt(retry, started).await;
             let seconds = call_started.elapsed().as_secs_f64();
             match attempt {
-                Attempt::Exited(None) => return End::OnRequest,
+                Attempt::Exited(None) => {
+                    noted(AttemptOutcome::NotMatched, None, None);
+                    return End::OnRequest;
+                }
                 Attempt::Exited(Some(result)) => {
                     transport_backoff = TRANSPORT.first;
                     let verdict = outcome::judge_as(
@@ -374,6 +409,8 @@ impl Daemon {
                     );
                     let label = daemons::outcome_label(&verdict);
                     self.env.metrics.handler(&handler.id, label, seconds);
+                    let why = verdict.failure().or_else(|| verdict.message());
+                    noted(AttemptOutcome::of(&verdict.outcome), verdict.delay(), why);
                     self.log(verdict.log.0, &verdict.log.1);
                     if let Some(value) = verdict.result() {
                         let patch = patch::status_result(&handler.id, value);
@@ -392,9 +429,18 @@ impl Daemon {
                     }
                     retry += 1;
                 }
-                Attempt::Stopped => return End::OnRequest,
+                Attempt::Stopped => {
+                    noted(AttemptOutcome::Stopped, None, None);
+                    return End::OnRequest;
+                }
                 Attempt::Failed(err) => {
                     self.env.metrics.handler(&handler.id, "error", seconds);
+                    let why = err.to_string();
+                    noted(
+                        AttemptOutcome::Retrying,
+                        Some(transport_backoff),
+                        Some(&why),
+                    );
                     let message = daemons::transport_failure(
                         &self.title,
                         &err.to_string(),

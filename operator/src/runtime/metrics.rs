@@ -4,7 +4,11 @@
 //! The names below are the exposed ones (what dashboards, alerts and the tests read); a counter is
 //! registered without its `_total`, which the encoder appends, and a histogram in seconds without
 //! its `_seconds`, which the encoder appends from the unit.
+//!
+//! The same counts also go into a small ring kept in memory ([`Series`], 15 minutes), which the
+//! dashboard's overview draws as live charts without a Prometheus.
 
+use std::sync::Mutex;
 use std::time::Duration;
 
 use jiff::SignedDuration;
@@ -17,6 +21,8 @@ use prometheus_client::registry::{Registry, Unit};
 
 use crate::core::metrics::task_outcome;
 use crate::core::tasks::Phase;
+use crate::core::views::{Charts, Counted, Series};
+use crate::runtime::kit::Locked;
 
 /// Handling cycles run.
 pub(crate) const CYCLES: &str = "operon_cycles_total";
@@ -162,6 +168,13 @@ pub(crate) struct Metrics {
     shard_objects: Gauge,
     shard_members: Gauge,
     shard_moves: Family<ShardMove, Counter>,
+    /// The overview's charts.
+    series: Mutex<Series>,
+}
+
+/// Now, in unix seconds (the charts' clock).
+fn unix_now() -> u64 {
+    jiff::Timestamp::now().as_second().max(0).unsigned_abs()
 }
 
 /// A family name as registered: the exposed `name` without the `suffix` the encoder adds.
@@ -193,6 +206,7 @@ impl Default for Metrics {
             shard_objects: Gauge::default(),
             shard_members: Gauge::default(),
             shard_moves: Family::default(),
+            series: Mutex::default(),
         };
         m.registered()
     }
@@ -322,6 +336,7 @@ impl Metrics {
     /// A cycle ran.
     pub(crate) fn cycle(&self) {
         self.cycles.inc();
+        self.series.locked().cycle(unix_now());
     }
     /// A handler call ended with `outcome` after `seconds`.
     pub(crate) fn handler(&self, handler: &str, outcome: &'static str, seconds: f64) {
@@ -334,6 +349,12 @@ impl Metrics {
         self.outcomes
             .get_or_create(&HandlerOutcome { handler, outcome })
             .inc();
+        let counted = match outcome {
+            "failure" | "error" => Counted::Error,
+            "retry" => Counted::Retry,
+            _ => Counted::Other,
+        };
+        self.series.locked().outcome(unix_now(), counted);
     }
     /// A cycle of an object of `resource` starts, `waited` after the first watch event it
     /// handles reached the queue.
@@ -343,6 +364,9 @@ impl Metrics {
                 resource: resource.to_owned(),
             })
             .observe(waited.as_secs_f64());
+        self.series
+            .locked()
+            .latency(unix_now(), waited.as_secs_f64());
     }
     /// An API request was answered with `code` (0: no answer).
     pub(crate) fn api(&self, verb: &'static str, code: u16) {
@@ -398,7 +422,8 @@ impl Metrics {
     }
     /// Changes the queue depth.
     pub(crate) fn queue(&self, delta: i64) {
-        self.queue_depth.inc_by(delta);
+        let depth = self.queue_depth.inc_by(delta) + delta;
+        self.series.locked().queue(unix_now(), depth);
     }
     /// Changes the number of calls in flight.
     pub(crate) fn inflight(&self, delta: i64) {
@@ -424,6 +449,11 @@ impl Metrics {
     /// Handler calls in flight now.
     pub(crate) fn inflight_calls(&self) -> i64 {
         self.inflight.get()
+    }
+
+    /// The overview's charts: the last 15 minutes of the counts above.
+    pub(crate) fn charts(&self) -> Charts {
+        self.series.locked().charts(unix_now())
     }
 
     /// The OpenMetrics text exposition ([`CONTENT_TYPE`]), ending with `# EOF`.

@@ -371,12 +371,7 @@ async fn handle(
     let mut views = Vec::new();
     for (id, s) in state.handlers.iter().filter(|(_, s)| s.active) {
         let mut view = handler_view(id, s, now);
-        view.trace_id = env
-            .readmodel
-            .attempts
-            .of(meta(body, "uid"), id)
-            .pop()
-            .map(|a| a.trace_id);
+        view.trace_id = env.readmodel.attempts.last_trace(meta(body, "uid"), id);
         views.push(view);
         if let Ok(subs) = State::load(storage, &after, s.subrefs.iter().map(String::as_str), now) {
             views.extend(subs.handlers.iter().map(|(id, s)| handler_view(id, s, now)));
@@ -419,7 +414,8 @@ async fn run_one(
     let result = run_one_traced(ctx, bound, hs, predicted, patch, traceparent)
         .instrument(span.clone())
         .await;
-    calls::record_outcome(&span, result.as_ref().map(|ran| &ran.verdict));
+    let handler = (meta(ctx.body, "uid"), bound.handler.id.as_str());
+    calls::record_outcome(ctx.env, handler, &span, result.as_ref().map(|r| &r.verdict));
     result
 }
 

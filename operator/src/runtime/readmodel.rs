@@ -1,5 +1,9 @@
 //! The read model: what the dashboard and `/api/v1/objects` show — every served object with each
-//! handler's state — and a broadcast of changes for server-sent events.
+//! handler's state, the last attempts of the handlers of recently active objects ([`attempts`]) —
+//! and a broadcast of changes for server-sent events.
+
+pub(crate) mod attempts;
+pub(crate) mod runs;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, RwLock};
@@ -7,14 +11,19 @@ use std::sync::{Arc, RwLock};
 use tokio::sync::broadcast;
 
 pub(crate) use crate::core::views::{
-    AttemptView, DiffView, EventView, HandlerDetails, HandlerView, ObjectDetails, ObjectView,
+    ChildView, DiffView, EventView, HandlerDetails, HandlerView, ObjectDetails, ObjectView,
+    TaskView,
 };
 
 use crate::runtime::kit::LockedRw;
-use crate::telemetry::Attempts;
+use attempts::Attempts;
+use runs::Runs;
 
 /// Events kept per object (the newest).
 const EVENTS_PER_OBJECT: usize = 20;
+
+/// A sync parent's children as its last sync left them, and its rollouts in words.
+type Children = (Vec<ChildView>, Vec<String>);
 
 /// The read model shared by the core and the HTTP listener (dashboard and JSON API).
 #[derive(Debug)]
@@ -22,21 +31,31 @@ pub(crate) struct ReadModel {
     objects: RwLock<BTreeMap<String, Arc<ObjectView>>>,
     /// Per object key: the last handling cycle's diff.
     diffs: RwLock<HashMap<String, Vec<DiffView>>>,
+    /// Per sync parent's key: its children as its last sync left them, and its rollouts.
+    children: RwLock<HashMap<String, Children>>,
+    /// Per parent's key: its tasks, in the order its FIFO runs them (only parents with tasks).
+    tasks: RwLock<HashMap<String, Vec<TaskView>>>,
     /// Per object uid: the Events the core posted about it, newest first.
     events: RwLock<HashMap<String, VecDeque<EventView>>>,
-    /// Per object uid and handler: the traced attempts.
+    /// Per recently active object and handler: the last attempts.
     pub attempts: Attempts,
+    /// Per object: its daemons and timers running.
+    pub runs: Arc<Runs>,
     changes: broadcast::Sender<String>,
 }
 
 impl Default for ReadModel {
     fn default() -> Self {
+        let changes = broadcast::channel(1024).0;
         ReadModel {
             objects: RwLock::default(),
             diffs: RwLock::default(),
+            children: RwLock::default(),
+            tasks: RwLock::default(),
             events: RwLock::default(),
             attempts: Attempts::default(),
-            changes: broadcast::channel(1024).0,
+            runs: Arc::new(Runs::new(changes.clone())),
+            changes,
         }
     }
 }
@@ -72,11 +91,19 @@ impl ReadModel {
         }
     }
 
+    /// The read-model key of object `namespace`/`name` of `resource` (`plural.group/version`):
+    /// [`ObjectView::key`].
+    pub(crate) fn key(resource: &str, namespace: &str, name: &str) -> String {
+        format!("{resource}/{namespace}/{name}")
+    }
+
     /// Forgets an object that is gone.
     pub(crate) fn remove(&self, resource: &str, namespace: &str, name: &str) {
-        let key = format!("{resource}/{namespace}/{name}");
+        let key = Self::key(resource, namespace, name);
         let removed = write(&self.objects).remove(&key);
         write(&self.diffs).remove(&key);
+        write(&self.children).remove(&key);
+        write(&self.tasks).remove(&key);
         if let Some(view) = removed {
             write(&self.events).remove(&view.uid);
             self.attempts.forget(&view.uid);
@@ -100,6 +127,52 @@ impl ReadModel {
         write(&self.diffs).insert(key, diff);
     }
 
+    /// Keeps a sync parent's children as its last sync left them, and its rollouts in words
+    /// (nothing is kept for a parent without either); announces a change (`{"type":"details",
+    /// "key":…}`), so that the parent's open page follows.
+    pub(crate) fn set_children(
+        &self,
+        key: String,
+        children: Vec<ChildView>,
+        rollouts: Vec<String>,
+    ) {
+        let empty = children.is_empty() && rollouts.is_empty();
+        self.keep_details(&self.children, key, (children, rollouts), empty);
+    }
+
+    /// Keeps a parent's tasks in the order its FIFO runs them (nothing is kept for a parent
+    /// without tasks); announces a change like [`ReadModel::set_children`].
+    pub(crate) fn set_tasks(&self, key: String, tasks: Vec<TaskView>) {
+        let empty = tasks.is_empty();
+        self.keep_details(&self.tasks, key, tasks, empty);
+    }
+
+    /// Keeps `shown` at `key` in `map` (removes it when `empty`) and announces a change of the
+    /// object's details, unless it was already so.
+    fn keep_details<T: PartialEq>(
+        &self,
+        map: &RwLock<HashMap<String, T>>,
+        key: String,
+        shown: T,
+        empty: bool,
+    ) {
+        let mut map = write(map);
+        let same = match map.get(&key) {
+            Some(old) => !empty && *old == shown,
+            None => empty,
+        };
+        if same {
+            return;
+        }
+        let json = serde_json::json!({"type": "details", "key": &key}).to_string();
+        if empty {
+            map.remove(&key);
+        } else {
+            map.insert(key, shown);
+        }
+        let _ = self.changes.send(json);
+    }
+
     /// Keeps an Event posted about the object with this uid.
     pub(crate) fn add_event(&self, uid: &str, event: EventView) {
         if uid.is_empty() {
@@ -112,34 +185,48 @@ impl ReadModel {
     }
 
     /// What the object's page shows besides its view: the last cycle's diff, the Events the core
-    /// posted, every handler's traced attempts.
+    /// posted, every handler's last attempts (when the object was active lately).
     pub(crate) fn details(&self, key: &str) -> ObjectDetails {
         let mut details = ObjectDetails::default();
         let Some(view) = self.object(key) else {
             return details;
         };
         details.diff = read(&self.diffs).get(key).cloned().unwrap_or_default();
+        if let Some((children, rollouts)) = read(&self.children).get(key) {
+            details.children.clone_from(children);
+            details.rollouts.clone_from(rollouts);
+        }
+        details.runs = self.runs.of(key);
+        if let Some(tasks) = read(&self.tasks).get(key) {
+            details.tasks.clone_from(tasks);
+        }
         details.events = read(&self.events)
             .get(&view.uid)
             .map(|l| l.iter().cloned().collect())
             .unwrap_or_default();
-        for h in &view.handlers {
-            let attempts = self.attempts.of(&view.uid, &h.id);
-            if attempts.is_empty() {
-                continue;
-            }
+        // Every handler with attempts kept: the view's, and daemons, which it does not list.
+        for (id, attempts) in self.attempts.all(&view.uid) {
+            let finished = view
+                .handlers
+                .iter()
+                .any(|h| h.id == id && h.state.is_final());
             let mut extra = HandlerDetails::default();
-            extra.attempts = attempts
-                .into_iter()
-                .map(|a| AttemptView {
-                    attempt: a.attempt,
-                    started: Some(a.started),
-                    trace_id: a.trace_id,
-                })
-                .collect();
-            details.handlers.insert(h.id.clone(), extra);
+            extra.stopped = (attempts.last())
+                .filter(|_| finished)
+                .and_then(|a| a.stopped.clone());
+            extra.attempts = attempts;
+            details.handlers.insert(id, extra);
         }
         details
+    }
+
+    /// The key of the object one of whose kept attempts has this trace id.
+    pub(crate) fn trace_object(&self, trace_id: &str) -> Option<String> {
+        let uid = self.attempts.owner_of_trace(trace_id)?;
+        read(&self.objects)
+            .iter()
+            .find(|(_, o)| o.uid == uid)
+            .map(|(key, _)| key.clone())
     }
 
     /// A stream of changes, as JSON lines.
@@ -207,7 +294,9 @@ mod tests {
             false,
             TraceState::default(),
         );
-        model.attempts.record("u1", "h", 0, cx);
+        model
+            .attempts
+            .begin("u1", "h", 0, Some(cx), jiff::Timestamp::UNIX_EPOCH);
 
         let details = model.details(&key);
         assert_eq!(details.diff.len(), 1);
@@ -218,11 +307,26 @@ mod tests {
         );
         let attempts = &details.handlers["h"].attempts;
         assert_eq!(attempts.len(), 1);
-        assert_eq!(attempts[0].trace_id, "07".repeat(16));
+        assert_eq!(attempts[0].trace_id, Some("07".repeat(16)));
+        assert_eq!(model.trace_object(&"07".repeat(16)), Some(key.clone()));
+        assert_eq!(model.trace_object(&"08".repeat(16)), None);
         assert!(Arc::ptr_eq(
             &model.objects()[0],
             &model.object(&key).unwrap()
         ));
+
+        let mut changes = model.subscribe();
+        let child = ChildView {
+            kind: "ConfigMap".into(),
+            namespace: "ns".into(),
+            name: "c".into(),
+            action: crate::core::views::ChildAction::Applied,
+        };
+        model.set_children(key.clone(), vec![child.clone()], Vec::new());
+        assert_eq!(model.details(&key).children, std::slice::from_ref(&child));
+        assert!(changes.try_recv().unwrap().contains(r#""type":"details""#));
+        model.set_children(key.clone(), vec![child], Vec::new());
+        assert!(changes.try_recv().is_err(), "no change, no announcement");
 
         model.remove("widgets.example.com/v1", "ns", "w");
         assert_eq!(model.details(&key), ObjectDetails::default());

@@ -68,6 +68,30 @@ impl operon_dashboard::ReadModel for Shared {
     fn about(&self) -> operon_dashboard::About {
         self.about.read_locked().clone()
     }
+
+    fn charts(&self) -> Option<operon_dashboard::Charts> {
+        Some(self.metrics.charts())
+    }
+
+    fn trace_object(&self, trace_id: &str) -> Option<String> {
+        self.readmodel.trace_object(trace_id)
+    }
+}
+
+/// How the overview shows a handler service at `address` that described itself as `manifest`.
+pub(crate) fn service_view(
+    address: &str,
+    manifest: &crate::core::manifest::Manifest,
+) -> operon_dashboard::ServiceView {
+    operon_dashboard::ServiceView {
+        name: address.to_owned(),
+        answering: true,
+        handlers: manifest.declared,
+        service_name: manifest.service_name.clone(),
+        contract_revision: manifest.contract_revision,
+        tls: address.starts_with("https://"),
+        last_error: None,
+    }
 }
 
 impl Shared {

@@ -17,10 +17,12 @@ use crate::core::daemons::Wanted;
 use crate::core::outcome;
 use crate::core::patch::{self, MergePatch};
 use crate::core::timers::{self, Tick};
+use crate::core::views::RunKind;
 use crate::runtime::context::{Bound, Context, ResourceCtx};
 use crate::runtime::kit::{Locked, meta};
 use crate::runtime::patching;
 use crate::runtime::ports::Call;
+use crate::runtime::readmodel::ReadModel;
 
 /// A timer of one object: `(resource, namespace, name, handler id)`.
 type TimerKey = (String, String, String, String);
@@ -178,7 +180,24 @@ async fn run(
     let options = &handler.options;
     let interval = timers::interval(options);
     let backoff = options.backoff.unwrap_or(env.settings.default_backoff);
+    let key = {
+        let body = body.borrow();
+        ReadModel::key(
+            &res.served.name(),
+            meta(&body, "namespace"),
+            meta(&body, "name"),
+        )
+    };
+    // Its row on the object page's "Daemons and timers" panel, while this task lives.
+    let shown =
+        (env.readmodel.runs).start(key, &handler.id, RunKind::Timer, jiff::Timestamp::now());
+    let next = |wait: std::time::Duration| {
+        let now = jiff::Timestamp::now();
+        let at = now.checked_add(wait).unwrap_or(now);
+        env.readmodel.runs.next(shown.key(), &handler.id, at);
+    };
     if let Some(delay) = options.initial_delay {
+        next(delay);
         tokio::time::sleep(delay).await;
     }
     let mut schedule = Instant::now();
@@ -195,10 +214,20 @@ async fn run(
         let object = format!("{}/{}", meta(&current, "namespace"), meta(&current, "name"));
         // Within one tick, failed attempts count up and keep their start, as in Kopf.
         let started = *attempt.get_or_insert((0, jiff::Timestamp::now()));
-        let outcome = tick(&env, &res, &bound, &current, &object, started).await;
+        let outcome = tick(
+            &env,
+            (&res, shown.key()),
+            &bound,
+            &current,
+            &object,
+            started,
+        )
+        .await;
         attempt = timers::next_attempt(outcome, started);
         let pause = timers::pause(outcome, interval, backoff);
-        match timers::next_slot(options.sharp, pause, interval, schedule, Instant::now()) {
+        let slot = timers::next_slot(options.sharp, pause, interval, schedule, Instant::now());
+        next(slot.map_or(pause, |s| s.saturating_duration_since(Instant::now())));
+        match slot {
             Some(slot) => {
                 schedule = slot;
                 tokio::time::sleep_until(schedule).await;
@@ -213,7 +242,7 @@ async fn run(
 
 async fn tick(
     env: &Context,
-    res: &ResourceCtx,
+    (res, key): (&ResourceCtx, &str),
     bound: &Bound,
     body: &Value,
     object: &str,
@@ -245,6 +274,10 @@ async fn tick(
             res.resolved(),
         )
     };
+    let uid = meta(body, "uid");
+    let cx = crate::telemetry::span_context(&span);
+    (env.readmodel.attempts).tick(uid, &handler.id, retry, cx, jiff::Timestamp::now());
+    env.readmodel.runs.call(key, &handler.id, retry);
     let started = std::time::Instant::now();
     env.metrics.inflight(1);
     let answer = tracing::Instrument::instrument(bound.service.invoke(call), span).await;
@@ -268,6 +301,15 @@ async fn tick(
     if let Some(label) = judged.label {
         env.metrics.handler(&handler.id, label, seconds);
     }
+    let (outcome, delay) = timers::shown(&judged);
+    let why = judged
+        .log
+        .as_ref()
+        .filter(|(level, _)| *level == outcome::Level::Error);
+    let why = why.map(|(_, line)| line.as_str());
+    let now = jiff::Timestamp::now();
+    (env.readmodel.attempts).end(uid, &handler.id, outcome, delay, why, now);
+    (env.readmodel.runs).ended(key, &handler.id, outcome, why, now);
     if let Some((level, line)) = &judged.log {
         log(object, *level, line);
     }

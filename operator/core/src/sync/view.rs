@@ -5,9 +5,53 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::Errors;
+use super::{ChildKey, Errors, Rollout};
 use crate::shutdown::{Phase, State};
-use crate::views::{HandlerStatus, HandlerView, ObjectPhase, ObjectView};
+use crate::views::{ChildAction, ChildView, HandlerStatus, HandlerView, ObjectPhase, ObjectView};
+
+/// Children shown per parent, at most.
+pub const CHILDREN_SHOWN: usize = 200;
+
+/// The children of a parent as a sync left them: what was `done` to some (applied, deleted, held
+/// back), the other `desired` ones unchanged; `kinds` names the declared types by index. At most
+/// [`CHILDREN_SHOWN`], desired ones first in their order, then deletions.
+pub fn children_view(
+    kinds: &[String],
+    desired: &[ChildKey],
+    done: &[(ChildKey, ChildAction)],
+) -> Vec<ChildView> {
+    let action_of = |key: &ChildKey| done.iter().find(|(k, _)| k == key).map(|(_, a)| *a);
+    let view = |(index, namespace, name): &ChildKey, action| ChildView {
+        kind: kinds.get(*index).cloned().unwrap_or_default(),
+        namespace: namespace.clone().unwrap_or_default(),
+        name: name.clone(),
+        action,
+    };
+    let wanted = desired
+        .iter()
+        .map(|k| view(k, action_of(k).unwrap_or(ChildAction::Unchanged)));
+    let gone = done
+        .iter()
+        .filter(|(k, _)| !desired.contains(k))
+        .map(|(k, a)| view(k, *a));
+    wanted.chain(gone).take(CHILDREN_SHOWN).collect()
+}
+
+/// The rollouts in progress, in words (`rolling Pod web-1: recreated, waiting for the new one`).
+pub fn rollouts_view(kinds: &[String], rollouts: &[&Rollout]) -> Vec<String> {
+    rollouts
+        .iter()
+        .map(|r| {
+            let kind = kinds.get(r.key.0).map_or("child", String::as_str);
+            let how = if r.recreating {
+                "recreated, waiting for the new one"
+            } else {
+                "updated in place, waiting for it to settle"
+            };
+            format!("rolling {kind} {}: {how}", r.key.2)
+        })
+        .collect()
+}
 
 /// What the read model shows of one parent.
 #[derive(Debug)]
@@ -96,6 +140,44 @@ pub fn view(s: Shown<'_>, now: jiff::Timestamp) -> ObjectView {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn children_show_what_the_sync_did_and_the_rest_unchanged() {
+        let kinds = vec!["ConfigMap".to_owned(), "Pod".to_owned()];
+        let key = |t, n: &str| (t, Some("ns".to_owned()), n.to_owned());
+        let desired = [key(0, "a"), key(0, "b"), key(1, "p")];
+        let done = [
+            (key(0, "a"), ChildAction::Applied),
+            (key(1, "p"), ChildAction::Pending),
+            (key(1, "old"), ChildAction::Deleted),
+        ];
+        let shown: Vec<(String, String, ChildAction)> = children_view(&kinds, &desired, &done)
+            .into_iter()
+            .map(|c| (c.kind, c.name, c.action))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                ("ConfigMap".into(), "a".into(), ChildAction::Applied),
+                ("ConfigMap".into(), "b".into(), ChildAction::Unchanged),
+                ("Pod".into(), "p".into(), ChildAction::Pending),
+                ("Pod".into(), "old".into(), ChildAction::Deleted),
+            ]
+        );
+        let many: Vec<ChildKey> = (0..CHILDREN_SHOWN + 5)
+            .map(|n| key(0, &n.to_string()))
+            .collect();
+        assert_eq!(children_view(&kinds, &many, &[]).len(), CHILDREN_SHOWN);
+        let rolling = Rollout {
+            key: key(1, "p"),
+            recreating: true,
+            old_uid: "u".into(),
+        };
+        assert_eq!(
+            rollouts_view(&kinds, &[&rolling]),
+            ["rolling Pod p: recreated, waiting for the new one"]
+        );
+    }
 
     #[test]
     fn a_failing_parent_shows_retrying_with_its_next_attempt() {

@@ -192,15 +192,73 @@ pub struct DiffView {
     pub new: Option<String>,
 }
 
-/// One traced attempt of a handler.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// How one attempt of a handler ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AttemptOutcome {
+    /// It succeeded (`succeeded`).
+    Succeeded,
+    /// It failed temporarily and is retried after a delay (`retrying`).
+    Retrying,
+    /// It failed permanently (`failed`).
+    Failed,
+    /// It waits for its sub-handlers (`waiting`).
+    Waiting,
+    /// Its filters did not match after all: not an attempt of the handler (`not-matched`).
+    NotMatched,
+    /// A daemon stopped on request: its object went, its filters no longer match, or the core
+    /// stops (`stopped`).
+    Stopped,
+}
+
+impl AttemptOutcome {
+    /// Its name on the wire and on the pages.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            AttemptOutcome::Succeeded => "succeeded",
+            AttemptOutcome::Retrying => "retrying",
+            AttemptOutcome::Failed => "failed",
+            AttemptOutcome::Waiting => "waiting",
+            AttemptOutcome::NotMatched => "not-matched",
+            AttemptOutcome::Stopped => "stopped",
+        }
+    }
+
+    /// The outcome of a call that left the handler at `outcome`.
+    pub const fn of(outcome: &crate::outcome::Outcome) -> Self {
+        use crate::outcome::Outcome;
+        match outcome {
+            Outcome::Succeeded { .. } => AttemptOutcome::Succeeded,
+            Outcome::Failed { .. } => AttemptOutcome::Failed,
+            Outcome::Retry { .. } => AttemptOutcome::Retrying,
+            Outcome::Pending { .. } => AttemptOutcome::Waiting,
+        }
+    }
+}
+
+impl fmt::Display for AttemptOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One attempt of a handler, as the core measured it (and traced it, when tracing is on).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct AttemptView {
     /// The attempt's number, from 1.
     pub attempt: u32,
-    /// When it started (RFC 3339).
+    /// When the call started (RFC 3339).
     pub started: Option<String>,
-    /// Its OpenTelemetry trace id (32 hex digits).
-    pub trace_id: String,
+    /// When the call ended (RFC 3339); `None` while it runs.
+    pub stopped: Option<String>,
+    /// How it ended; `None` while it runs.
+    pub outcome: Option<AttemptOutcome>,
+    /// Seconds until the next attempt, when it is retried.
+    pub delay: Option<f64>,
+    /// Why it failed or waits (the handler's message).
+    pub message: Option<String>,
+    /// Its OpenTelemetry trace id (32 hex digits), when traced.
+    pub trace_id: Option<String>,
 }
 
 /// What only a handler's row on the object page shows.
@@ -211,9 +269,48 @@ pub struct HandlerDetails {
     pub stopped: Option<String>,
     /// The reason of the cycle that created the record (`create`, `update`, …).
     pub purpose: Option<String>,
-    /// Every traced attempt, oldest first (without it, the page links the last attempt's trace
-    /// from [`HandlerView::trace_id`]).
+    /// The last attempts the core made, oldest first (without them, the page links the last
+    /// attempt's trace from [`HandlerView::trace_id`]).
     pub attempts: Vec<AttemptView>,
+}
+
+/// What the last sync of a parent did with one of its desired (or no longer desired) children.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ChildAction {
+    /// Created or updated by this sync (`applied`).
+    Applied,
+    /// Desired and already as desired, or left alone by the strategy (`unchanged`).
+    Unchanged,
+    /// Held back: waiting for the shutdown hook or a rollout, or its write failed (`pending`).
+    Pending,
+    /// Deleted: no longer desired (`deleted`).
+    Deleted,
+}
+
+impl ChildAction {
+    /// Its name on the wire and on the pages.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ChildAction::Applied => "applied",
+            ChildAction::Unchanged => "unchanged",
+            ChildAction::Pending => "pending",
+            ChildAction::Deleted => "deleted",
+        }
+    }
+}
+
+/// One child of a sync parent, as its last sync left it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChildView {
+    /// Its kind.
+    pub kind: String,
+    /// Its namespace (empty for cluster-wide children).
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+    /// What the sync did.
+    pub action: ChildAction,
 }
 
 /// What only an object's own page shows; every part may be empty.
@@ -226,6 +323,104 @@ pub struct ObjectDetails {
     pub events: Vec<EventView>,
     /// Per handler id.
     pub handlers: BTreeMap<String, HandlerDetails>,
+    /// A sync parent's children as its last sync left them.
+    pub children: Vec<ChildView>,
+    /// A sync parent's rollouts in progress, in words.
+    pub rollouts: Vec<String>,
+    /// A parent's tasks in the order its FIFO runs them: running, then queued, then finished
+    /// (newest first).
+    pub tasks: Vec<TaskView>,
+    /// The daemons and timers running for the object.
+    pub runs: Vec<RunView>,
+}
+
+/// What runs for an object besides its handling cycles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RunKind {
+    /// A daemon: one long-running call, restarted after an error (`daemon`).
+    Daemon,
+    /// A timer: a call every interval (`timer`).
+    Timer,
+}
+
+/// A daemon or timer running for an object, as its page shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RunView {
+    /// The handler's id.
+    pub handler: String,
+    /// A daemon or a timer.
+    pub kind: RunKind,
+    /// When the core started it for the object (RFC 3339).
+    pub since: String,
+    /// A call is in flight.
+    pub calling: bool,
+    /// Calls so far.
+    pub calls: u32,
+    /// Calls that restarted it after an error (a daemon's restarts, a timer's retries).
+    pub restarts: u32,
+    /// When the last call ended (RFC 3339).
+    pub last_exit: Option<String>,
+    /// How the last call ended.
+    pub last_outcome: Option<AttemptOutcome>,
+    /// Why (the handler's message or the call's error).
+    pub last_message: Option<String>,
+    /// A timer's next call (RFC 3339).
+    pub next: Option<String>,
+}
+
+/// Where a task of a parent stands, as the parent's page shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TaskState {
+    /// The handler runs it (`running`).
+    Running,
+    /// Queued behind the parent's other work (`queued`).
+    Queued,
+    /// Finished successfully (`succeeded`).
+    Succeeded,
+    /// Finished unsuccessfully, or the core could not run it (`failed`).
+    Failed,
+    /// Deleted while it ran (`cancelled`).
+    Cancelled,
+}
+
+impl TaskState {
+    /// Its name on the wire and on the pages.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Running => "running",
+            TaskState::Queued => "queued",
+            TaskState::Succeeded => "succeeded",
+            TaskState::Failed => "failed",
+            TaskState::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// One task of a parent, as the parent's page lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TaskView {
+    /// The task's resource (`plural.group/version`), for the link to its own page.
+    pub resource: String,
+    /// Its namespace (empty for cluster-wide tasks).
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+    /// Its registration's id.
+    pub task: String,
+    /// Where it stands.
+    pub state: TaskState,
+    /// Its place in the parent's queue (1: runs next), when queued.
+    pub place: Option<u32>,
+    /// Its steps finished so far (as its status records them).
+    pub steps: u32,
+    /// How many of them failed.
+    pub failed_steps: u32,
+    /// When it started (RFC 3339).
+    pub started: Option<String>,
+    /// Its status message.
+    pub message: Option<String>,
 }
 
 /// Where a read model's data comes from.
@@ -240,7 +435,7 @@ pub enum Source {
 }
 
 /// A handler service, as the core sees it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct ServiceView {
     /// Its address.
     pub name: String,
@@ -248,6 +443,14 @@ pub struct ServiceView {
     pub answering: bool,
     /// How many handlers it serves.
     pub handlers: usize,
+    /// The name it gives itself in its manifest.
+    pub service_name: String,
+    /// The contract revision it speaks.
+    pub contract_revision: u32,
+    /// Whether the core reaches it over TLS (`https://`).
+    pub tls: bool,
+    /// Why its last `Describe` failed, when it did.
+    pub last_error: Option<String>,
 }
 
 /// Facts about the model as a whole, for the overview.

@@ -670,6 +670,7 @@ pub fn view(
         } else {
             observed.details.clone()
         },
+        ..ObjectDetails::default()
     };
     (view, details)
 }

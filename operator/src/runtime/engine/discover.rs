@@ -217,6 +217,7 @@ pub(super) async fn watch_manifests(
             shared.set_about(|about| {
                 if let Some(view) = about.services.get_mut(i) {
                     view.answering = answer.is_ok();
+                    view.last_error = answer.as_ref().err().map(ToString::to_string);
                 }
             });
             if let Ok(current) = answer

@@ -333,11 +333,7 @@ impl Generation<'_> {
                 .handlers
                 .iter()
                 .zip(&manifests)
-                .map(|(s, m)| operon_dashboard::ServiceView {
-                    name: s.name().to_owned(),
-                    answering: true,
-                    handlers: m.declared,
-                })
+                .map(|(s, m)| crate::runtime::serving::service_view(s.name(), m))
                 .collect();
         });
 

@@ -282,3 +282,28 @@ fn label_values_are_escaped() {
         "{text}"
     );
 }
+
+#[test]
+fn the_counts_also_feed_the_overviews_charts() {
+    let m = Metrics::default();
+    m.cycle();
+    m.cycle();
+    m.handler("h", "retry", 0.1);
+    m.handler("h", "failure", 0.1);
+    m.handler("h", "error", 0.1);
+    m.handler("h", "success", 0.1);
+    m.queue(3);
+    m.queue(-1);
+    m.event_to_cycle("widgets", Duration::from_millis(4));
+    let charts = m.charts();
+    let points = &charts.points;
+    assert_eq!(points.len(), crate::core::views::series::POINTS);
+    // The counts land in the last point (or the one before, at a step's edge).
+    let sum = |f: fn(&crate::core::views::ChartPoint) -> f64| points.iter().map(f).sum::<f64>();
+    let step = charts.step_seconds as f64;
+    assert_eq!(sum(|p| p.handled_per_s) * step, 2.0);
+    assert_eq!(sum(|p| p.retries_per_s) * step, 1.0);
+    assert_eq!(sum(|p| p.errors_per_s) * step, 2.0);
+    assert_eq!(points.iter().map(|p| p.queue_depth).max(), Some(3));
+    assert!(points.iter().any(|p| p.p50_ms == Some(5.0)));
+}

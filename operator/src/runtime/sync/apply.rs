@@ -18,6 +18,7 @@ use crate::core::shutdown::Reason;
 use crate::core::sync::{
     self as decide, ChildKey, Desired, Ended, Parent, Refused, Step, Unusable,
 };
+use crate::core::views::ChildAction;
 use crate::runtime::shutdown::{Gate, Shutdown};
 
 /// Syncs a parent: its handler's answer, performed.
@@ -75,7 +76,8 @@ impl Applier {
             .parents
             .with(key, |s| (s.rollouts.clone(), s.applied.clone()));
         let existing = |d: &Desired| self.children.existing(d, &parent.uid, &applied);
-        let wanted: HashSet<ChildKey> = desired.iter().map(Desired::key).collect();
+        let wanted_order: Vec<ChildKey> = desired.iter().map(Desired::key).collect();
+        let wanted: HashSet<ChildKey> = wanted_order.iter().cloned().collect();
         let plan = decide::plan(
             &self.children.types,
             desired,
@@ -84,13 +86,19 @@ impl Applier {
             &rollouts,
         );
         let mut failures = Vec::new();
+        let mut done = Vec::new();
         // With a shutdown hook, children the answer no longer lists (a move) go only once the
         // application has stopped; creations and updates go on meanwhile.
         let (gate, removals) = self.replace_gate(body, &plan.steps, &wanted).await;
         let mut removal_failed = false;
         for step in plan.steps {
             let gated = decide::gated(&step, &wanted, &gate);
+            let (child, action) = match &step {
+                Step::Apply(d) => (d.key(), ChildAction::Applied),
+                Step::Delete { key, .. } => (key.clone(), ChildAction::Deleted),
+            };
             if !gated.now {
+                done.push((child, ChildAction::Pending));
                 continue;
             }
             let record = |change| {
@@ -106,8 +114,12 @@ impl Applier {
             if let Err(e) = self.children.perform(step, record).await {
                 removal_failed |= gated.removal;
                 failures.push(e.to_string());
+                done.push((child, ChildAction::Pending));
+            } else {
+                done.push((child, action));
             }
         }
+        self.show_children(key, &wanted_order, &done, &plan.rollouts);
         if let Some(shutdown) = &self.shutdown
             && decide::clears(&gate, removal_failed)
             && let Err(e) = shutdown.clear(body).await
@@ -136,6 +148,27 @@ impl Applier {
             gate_wait,
         );
         decide::outcome(problem, &failures, after)
+    }
+
+    /// Shows on the parent's page what this sync did with its children.
+    fn show_children(
+        &self,
+        key: &Key,
+        desired: &[ChildKey],
+        done: &[(ChildKey, ChildAction)],
+        rollouts: &std::collections::BTreeMap<usize, decide::Rollout>,
+    ) {
+        let kinds: Vec<String> = (self.children.kinds.iter())
+            .map(|(served, _)| served.resource.kind.clone())
+            .collect();
+        let rollouts: Vec<&decide::Rollout> = rollouts.values().collect();
+        let readmodel = &self.children.env.readmodel;
+        let parent = format!("{}/{}/{}", self.parents.served.name(), key.0, key.1);
+        readmodel.set_children(
+            parent,
+            decide::children_view(&kinds, desired, done),
+            decide::rollouts_view(&kinds, &rollouts),
+        );
     }
 
     /// The shutdown hook's gate for the removals in `steps` (deletions of children that are

@@ -12,7 +12,7 @@ use tokio::task::JoinSet;
 
 use super::pool::Pool;
 use super::snapshot::Registry;
-use super::view::publish;
+use super::view::{publish, publish_parents};
 use super::worker::Worker;
 use super::writes::Writes;
 use crate::core::tasks::{
@@ -37,6 +37,8 @@ pub(super) struct Pass {
     memory: PassMemory,
     /// Read-model keys published.
     published: HashSet<(String, String, String)>,
+    /// The read-model keys of the parents whose tasks are listed.
+    parents: HashSet<String>,
     /// The running workers.
     workers: JoinSet<()>,
 }
@@ -58,6 +60,7 @@ impl Pass {
             worker,
             memory: PassMemory::default(),
             published: HashSet::new(),
+            parents: HashSet::new(),
             workers: JoinSet::new(),
         }
     }
@@ -97,6 +100,7 @@ impl Pass {
         let mut wait = PASS_AT_MOST;
         let mut queued: BTreeSet<LockKey> = BTreeSet::new();
         let mut published = HashSet::new();
+        let mut served = Vec::new();
         for t in &seen {
             let reg = &self.registry.regs[t.reg];
             // Sharding: the tasks of another shard's parents are its own to run and record.
@@ -106,6 +110,7 @@ impl Pass {
                 continue;
             }
             published.insert((reg.task.name(), t.namespace.clone(), t.name.clone()));
+            served.push(t);
             let task = InPass {
                 uid: &t.uid,
                 observed: &t.observed,
@@ -176,6 +181,13 @@ impl Pass {
             self.env.readmodel.remove(&gone.0, &gone.1, &gone.2);
         }
         self.published = published;
+        publish_parents(
+            &self.env.readmodel,
+            &self.registry,
+            &served,
+            &busy.running,
+            &mut self.parents,
+        );
         for parent in self.pool.claim(queued) {
             self.workers.spawn(Arc::clone(&self.worker).work(parent));
         }

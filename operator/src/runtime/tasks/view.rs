@@ -1,12 +1,60 @@
 //! How a task shows in the read model ([`crate::core::tasks::view`] decides): one row for the
-//! task, one per finished step.
+//! task, one per finished step; and its parent's list of tasks ([`crate::core::tasks::of_parent`]).
+
+use std::collections::{BTreeMap, HashSet};
 
 use jiff::Timestamp;
 
 use super::Reg;
 use super::pool::Chosen;
-use crate::core::tasks::{self as decide, Phase, Shown, StepRecord};
+use super::snapshot::{Registry, Seen};
+use crate::core::tasks::{self as decide, Listed, Phase, Shown, StepRecord};
 use crate::runtime::readmodel::ReadModel;
+
+/// Shows every parent's tasks (`tasks`, those this core serves; `running`, the uids of those
+/// running here) on the parent's page, in the order its FIFO runs them; clears the lists of the
+/// parents in `shown` (those listed by the last pass) that have no task any more, and leaves
+/// `shown` as the parents listed now.
+pub(super) fn publish_parents(
+    readmodel: &ReadModel,
+    registry: &Registry,
+    tasks: &[&Seen],
+    running: &HashSet<String>,
+    shown: &mut HashSet<String>,
+) {
+    let mut by_parent: BTreeMap<String, Vec<Listed<'_>>> = BTreeMap::new();
+    let resources: Vec<String> = registry.regs.iter().map(|r| r.task.name()).collect();
+    for t in tasks {
+        let reg = &registry.regs[t.reg];
+        let Ok(parent) = &t.observed.parent else {
+            continue;
+        };
+        let namespace = if reg.parent.namespaced {
+            t.namespace.as_str()
+        } else {
+            ""
+        };
+        let key = format!("{}/{namespace}/{parent}", reg.parent.name());
+        by_parent.entry(key).or_default().push(Listed {
+            resource: &resources[t.reg],
+            task: &reg.spec.id,
+            priority: reg.spec.priority,
+            namespace: &t.namespace,
+            name: &t.name,
+            created: t.created,
+            status: &t.observed.status,
+            running: running.contains(&t.uid),
+        });
+    }
+    let now: HashSet<String> = by_parent.keys().cloned().collect();
+    for gone in shown.difference(&now) {
+        readmodel.set_tasks(gone.clone(), Vec::new());
+    }
+    for (key, listed) in by_parent {
+        readmodel.set_tasks(key, decide::of_parent(&listed));
+    }
+    *shown = now;
+}
 
 /// Shows a task in the read model.
 pub(super) fn publish(

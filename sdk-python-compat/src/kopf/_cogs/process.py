@@ -52,11 +52,28 @@ def check_flag(flag: Flag | None) -> bool | None:
     raise TypeError(f"A flag must be an event or a future (asyncio or threading), got {flag!r}.")
 
 
+_loaded_names: list[str] = []
+
+
+def operator_name() -> str:
+    """
+    The operator's name, for its traces' ``service.name`` and its manifest: the first file's name
+    without ``.py`` (``kopf run handlers.py`` → ``handlers``) or the first module's name
+    (``-m my.operator``) of :func:`import_operator_code`, else the running script's, else ``kopf``.
+    """
+    if _loaded_names:
+        return _loaded_names[0]
+    script = os.path.splitext(os.path.basename(sys.argv[0] if sys.argv else ''))[0]
+    return script if script and script not in {'kopf', '__main__', '-c', 'pytest'} else 'kopf'
+
+
 def import_operator_code(paths: Iterable[str], modules: Iterable[str]) -> None:
     """
     Import the operator's files (each file's folder goes first on ``sys.path``, so that its
     siblings are importable) and modules; their decorators fill the default registry.
     """
+    paths, modules = list(paths), list(modules)
+    _loaded_names[:] = [os.path.splitext(os.path.basename(p))[0] for p in paths] + modules
     for number, path in enumerate(paths):
         sys.path.insert(0, os.path.abspath(os.path.dirname(path)))
         module_name = f'__kopf_script_{number}__{path}'

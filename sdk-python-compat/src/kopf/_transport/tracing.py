@@ -6,7 +6,9 @@ run here is a span parented by it (``handler <id>``), with the exception recorde
 raises. Without OpenTelemetry installed, or with tracing off, everything here is a no-op.
 
 :func:`setup` exports to OTLP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set and the application has
-not configured a tracer provider of its own (the service name comes from ``OTEL_SERVICE_NAME``).
+not configured a tracer provider of its own. The spans' ``service.name`` is ``OTEL_SERVICE_NAME``
+(or a ``service.name`` in ``OTEL_RESOURCE_ATTRIBUTES``) when set, else the operator's name
+(:func:`kopf._cogs.process.operator_name`), never OpenTelemetry's ``unknown_service:python3``.
 """
 import contextlib
 import logging
@@ -31,7 +33,19 @@ def available() -> bool:
     return trace is not None
 
 
-def setup() -> bool:
+def resource_attributes(operator_name: str, environ: Mapping[str, str]) -> dict[str, str]:
+    """
+    The attributes the tracer's resource gets on top of what OpenTelemetry reads from the
+    environment: the operator's name as ``service.name``, unless the environment names the service.
+    """
+    named = bool(environ.get('OTEL_SERVICE_NAME')) or any(
+        pair.split('=', 1)[0].strip() == 'service.name'
+        for pair in environ.get('OTEL_RESOURCE_ATTRIBUTES', '').split(',')
+    )
+    return {} if named else {'service.name': operator_name}
+
+
+def setup(operator_name: str = 'kopf') -> bool:
     """ Exports spans over OTLP if asked for by the environment; returns whether it does. """
     global _provider
     if trace is None or not os.environ.get('OTEL_EXPORTER_OTLP_ENDPOINT'):
@@ -49,7 +63,8 @@ def setup() -> bool:
         logger.warning(f"OTEL_EXPORTER_OTLP_ENDPOINT is set, but the OpenTelemetry SDK or its OTLP "
                        f"exporter is not installed (pip install operon-kopf[otel]): {e}")
         return False
-    provider = TracerProvider(resource=Resource.create())  # service.name from OTEL_SERVICE_NAME
+    resource = Resource.create(resource_attributes(operator_name, os.environ))
+    provider = TracerProvider(resource=resource)
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
     _provider = provider

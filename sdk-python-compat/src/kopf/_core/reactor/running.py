@@ -350,7 +350,7 @@ class _Operator:
         backend = handling.OperatorBackend(
             registry=self.registry, settings=self.settings, memo=self.memo, lifecycle=self.lifecycle,
             service_name=_service_name(), indexers=self.indexers, login_fn=self._login)
-        if tracing.setup():
+        if tracing.setup(process.operator_name()):
             logger.debug("Tracing handler runs over OTLP (OpenTelemetry).")
         grpc_server = server.HandlerServer(backend, self.listen, tls=self.tls, health=health)
         await grpc_server.start()
@@ -767,7 +767,7 @@ def _seconds(value: float) -> str:
 
 
 def _service_name() -> str:
-    return f'kopf (pid {os.getpid()})'
+    return f'{process.operator_name()} (kopf, pid {os.getpid()})'
 
 
 async def spawn_tasks(**kwargs: Any) -> list[asyncio.Task[None]]:

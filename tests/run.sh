@@ -95,6 +95,26 @@ if [ "$e2e" = 1 ]; then
   tests/bench/run.sh --debug --shared-plane --objects 20
   step "Kopf's own end-to-end suite against sdk-python-compat (tests/kopf-e2e/run.sh; a plane of its own)"
   tests/kopf-e2e/run.sh
+  # --- a real node (issue 23) ---------------------------------------------------------------------
+  # A plane of its own (profile `node`), containerd + kubelet + kube-scheduler on it, the images the
+  # packaging step just built imported into containerd, the Helm chart installed in both topologies
+  # (tests/tests/node.rs); then node-down.sh and down.sh, which fail if a process, mount, network
+  # device or cgroup of the node is left. Needs root (the kubelet and containerd).
+  step "a real node: plane + containerd + kubelet + kube-scheduler (tests/cluster/node-up.sh), the chart on it (tests/tests/node.rs), torn down"
+  (
+    export OPERON_CLUSTER_DIR="$CACHE/cluster-node" OPERON_PLANE_PROFILE=node
+    t=$(date +%s); tests/cluster/up.sh >/dev/null
+    echo "    node's plane up in $(( $(date +%s) - t ))s"
+    t=$(date +%s); tests/cluster/node-up.sh >/dev/null
+    echo "    node up in $(( $(date +%s) - t ))s (kubelet/kube-scheduler cached in $CACHE/kube-bins-*)"
+    t=$(date +%s)
+    status=0
+    cargo test -p operon-e2e --locked --test node -- --ignored --nocapture || status=$?
+    echo "    node test: $(( $(date +%s) - t ))s"
+    t=$(date +%s); tests/cluster/node-down.sh && tests/cluster/down.sh
+    echo "    node and its plane down in $(( $(date +%s) - t ))s"
+    exit "$status"
+  )
 fi
 
 step "all tests passed in $(( $(date +%s) - t0 ))s"

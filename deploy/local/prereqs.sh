@@ -8,10 +8,12 @@ missing_apt=()
 # protoc: the Go example handler's generated code (proto/sdk/go/gen.sh, its drift check).
 # podman + runc, mmdebstrap: the images (deploy/docker/build.sh) and their test (tests/packaging/);
 # musl-gcc: the static core (ring's C code) that the images and the wheel carry; readelf: its check.
+# containerd (+ ctr) and the CNI plugins: the real node of tests/cluster/node-up.sh (the pause image
+# is compiled with musl-gcc too).
 for tool in curl:curl openssl:openssl python3:python3 git:git chromium:chromium chromedriver:chromium-driver \
             protoc:protobuf-compiler podman:podman runc:runc mmdebstrap:mmdebstrap musl-gcc:musl-tools \
-            readelf:binutils; do
-  command -v "${tool%%:*}" >/dev/null || missing_apt+=("${tool#*:}")
+            readelf:binutils containerd:containerd /usr/lib/cni/bridge:containernetworking-plugins; do
+  command -v "${tool%%:*}" >/dev/null || [ -x "${tool%%:*}" ] || missing_apt+=("${tool#*:}")
 done
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing_apt+=(python3-venv)
 if [ ${#missing_apt[@]} -gt 0 ]; then

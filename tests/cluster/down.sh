@@ -5,6 +5,8 @@ CACHE=${OPERON_CACHE:-$HOME/.cache/operon}
 DIR=${OPERON_CLUSTER_DIR:-$CACHE/cluster}
 log() { echo "[cluster/down] $*" >&2; }
 [ -d "$DIR" ] || { log "nothing to stop ($DIR does not exist)"; exit 0; }
+# A node on this plane (node-up.sh) goes first: its mounts live under $DIR/node.
+if [ -d "$DIR/node" ]; then "$(dirname "$0")/node-down.sh"; fi
 # Reverse order: the controller manager and the API server go before etcd.
 for name in kube-controller-manager kube-apiserver etcd; do
   pidfile="$DIR/$name.pid"

@@ -9,11 +9,18 @@
 # authenticated user with no permissions, for RBAC tests). Use with: env=$(tests/cluster/up.sh) || exit; eval "$env" (not eval "$(…)", which drops the exit code)
 #
 # Environment: OPERON_CLUSTER_DIR (state, logs; default ~/.cache/operon/cluster),
-#              OPERON_CACHE (binaries; default ~/.cache/operon).
+#              OPERON_CACHE (binaries; default ~/.cache/operon),
+#              OPERON_PLANE_PROFILE=node: a plane for a kubelet (tests/cluster/node-up.sh): the Node
+#                authorizer and NodeRestriction, the ServiceAccount admission plugin (token volumes),
+#                a client certificate for the API server's calls to the kubelet, and the
+#                controllers that Deployments, PDBs and ServiceAccounts need. Without it (the
+#                default) the plane is exactly the plain one the other tests use.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 CACHE=${OPERON_CACHE:-$HOME/.cache/operon}
 DIR=${OPERON_CLUSTER_DIR:-$CACHE/cluster}
+PROFILE=${OPERON_PLANE_PROFILE:-plain}
+case "$PROFILE" in plain|node) ;; *) echo "[cluster/up] OPERON_PLANE_PROFILE=$PROFILE: expected plain or node" >&2; exit 2 ;; esac
 KUBECONFIG_OUT="$DIR/kubeconfig"
 
 # One up.sh at a time (helpers and tests call it concurrently): the next one waits, then finds the
@@ -36,7 +43,10 @@ ready() { # [max-seconds]
   curl -fsS --max-time "${1:-2}" --cacert "$DIR/pki/ca.crt" -H "Authorization: Bearer $ADMIN_TOKEN" \
     "https://127.0.0.1:$APISERVER_PORT/readyz" >/dev/null 2>&1
 }
-if alive etcd && alive kube-apiserver && alive kube-controller-manager; then
+# A plane of the other profile is not "up" for this caller: it is replaced.
+running_profile() { [ -f "$DIR/env" ] && sed -n 's/^PLANE_PROFILE=//p' "$DIR/env" | grep -qx "${1:-plain}" ; }
+if alive etcd && alive kube-apiserver && alive kube-controller-manager && \
+   { running_profile "$PROFILE" || { [ "$PROFILE" = plain ] && ! grep -q '^PLANE_PROFILE=' "$DIR/env" 2>/dev/null; }; }; then
   # Busy is not stale: an API server under load (a benchmark, parallel tests on 2 cores) can take
   # seconds to answer, and restarting it would break everyone using it. Up to ~1 minute.
   for attempt in 1 2 3 4 5; do
@@ -79,6 +89,14 @@ ADMIN_TOKEN=$(openssl rand -hex 24); USER_TOKEN=$(openssl rand -hex 24); KCM_TOK
   echo "$KCM_TOKEN,system:kube-controller-manager,kcm,\"system:masters\""
   echo "$USER_TOKEN,operon-user,operon-user"
 } > "$pki/tokens.csv"
+if [ "$PROFILE" = node ]; then
+  # The API server's client certificate for its calls to the kubelet (logs, exec, port-forward).
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$pki/kubelet-client.key" \
+    -out "$pki/kubelet-client.csr" -subj "/O=system:masters/CN=kube-apiserver-kubelet-client" 2>/dev/null
+  printf 'extendedKeyUsage=clientAuth\n' > "$pki/client.ext"
+  openssl x509 -req -in "$pki/kubelet-client.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" -CAcreateserial \
+    -days 30 -extfile "$pki/client.ext" -out "$pki/kubelet-client.crt" 2>/dev/null
+fi
 chmod 600 "$pki"/*.key "$pki/tokens.csv"
 
 cat > "$DIR/env" <<ENV
@@ -87,6 +105,7 @@ APISERVER_PORT=$APISERVER_PORT
 ADMIN_TOKEN=$ADMIN_TOKEN
 USER_TOKEN=$USER_TOKEN
 BIN=$BIN
+PLANE_PROFILE=$PROFILE
 ENV
 
 ca_b64=$(base64 -w0 < "$pki/ca.crt")
@@ -161,6 +180,18 @@ start etcd --name operon-local --data-dir "$DIR/etcd" \
   --listen-metrics-urls "http://127.0.0.1:$(free_port)"
 wait_for etcd 30 curl -fsS --max-time 2 "http://127.0.0.1:$ETCD_PORT/health"
 
+# The profiles' differences (see the header).
+if [ "$PROFILE" = node ]; then
+  apiserver_profile=(--authorization-mode Node,RBAC --enable-admission-plugins NodeRestriction
+    --kubelet-client-certificate "$pki/kubelet-client.crt" --kubelet-client-key "$pki/kubelet-client.key"
+    --kubelet-certificate-authority "$pki/ca.crt" --kubelet-preferred-address-types InternalIP)
+  kcm_profile=(--controllers garbage-collector-controller,namespace-controller,deployment-controller,replicaset-controller,disruption-controller,serviceaccount-controller,root-ca-certificate-publisher-controller,pod-garbage-collector-controller,node-lifecycle-controller
+    --root-ca-file "$pki/ca.crt")
+else
+  apiserver_profile=(--authorization-mode RBAC --disable-admission-plugins ServiceAccount)
+  kcm_profile=(--controllers garbage-collector-controller,namespace-controller)
+fi
+
 # --etcd-compaction-interval: short by default, so tests can provoke 410 Gone in reasonable time;
 # OPERON_ETCD_COMPACTION_INTERVAL sets it (the benchmark's own plane uses the API server's default,
 # 5m: a paginated list of 100,000 objects takes longer than 60 s, and every compaction during it
@@ -170,9 +201,8 @@ start kube-apiserver \
   --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$APISERVER_PORT" \
   --tls-cert-file "$pki/apiserver.crt" --tls-private-key-file "$pki/apiserver.key" \
   --client-ca-file "$pki/ca.crt" --token-auth-file "$pki/tokens.csv" \
-  --authorization-mode RBAC --anonymous-auth=false \
+  "${apiserver_profile[@]}" --anonymous-auth=false \
   --service-cluster-ip-range 10.0.0.0/24 --allow-privileged=true \
-  --disable-admission-plugins ServiceAccount \
   --service-account-issuer "https://127.0.0.1:$APISERVER_PORT" \
   --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
   --endpoint-reconciler-type none --enable-priority-and-fairness=false \
@@ -185,8 +215,7 @@ wait_for kube-apiserver 120 curl -fsS --max-time 2 --cacert "$pki/ca.crt" \
 start kube-controller-manager --kubeconfig "$DIR/kcm.kubeconfig" \
   --authentication-kubeconfig "$DIR/kcm.kubeconfig" --authorization-kubeconfig "$DIR/kcm.kubeconfig" \
   --leader-elect=false --use-service-account-credentials=false \
-  --controllers garbage-collector-controller,namespace-controller \
-  --bind-address 127.0.0.1 --secure-port 0
+  "${kcm_profile[@]}" --bind-address 127.0.0.1 --secure-port 0
 # The controller manager has no port of its own here; it is ready once it has started its
 # controllers (it logs that) and is still alive.
 wait_for kube-controller-manager 60 grep -q 'Started controller' "$DIR/logs/kube-controller-manager.log"

@@ -41,12 +41,12 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   - {{ . | quote }}
   {{- end }}
   {{- if eq .Values.topology "separate" }}
-  - --listen=0.0.0.0:{{ .Values.handler.port }}
+  - --listen={{ .Values.listenAddress }}:{{ .Values.handler.port }}
   {{- else }}
   - --listen=127.0.0.1:{{ .Values.handler.port }}
   {{- end }}
-  - --health-listen=0.0.0.0:{{ .Values.handler.probes.port }}
-  - --liveness=http://0.0.0.0:{{ .Values.handler.healthPort }}/healthz
+  - --health-listen={{ .Values.listenAddress }}:{{ .Values.handler.probes.port }}
+  - --liveness=http://{{ .Values.listenAddress }}:{{ .Values.handler.healthPort }}/healthz
   {{- if include "operon.tlsEnabled" . }}
   - --tls-cert=/etc/operon/tls/tls.crt
   - --tls-key=/etc/operon/tls/tls.key
@@ -176,5 +176,17 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 {{- if and (not .Values.peering.name) (or .Values.peering.mandatory .Values.peering.priority) }}
 {{- fail "peering.priority and peering.mandatory need peering.name (e.g. default, Kopf's default peering)" }}
+{{- end }}
+{{- end -}}
+
+{{/* The pod's network: the node's (hostNetwork, see values.yaml) and extra /etc/hosts entries. */}}
+{{- define "operon.podNetwork" -}}
+{{- if .Values.hostNetwork }}
+hostNetwork: true
+dnsPolicy: ClusterFirstWithHostNet
+{{- end }}
+{{- with .Values.hostAliases }}
+hostAliases:
+  {{- toYaml . | nindent 2 }}
 {{- end }}
 {{- end -}}

@@ -76,13 +76,17 @@ DIFFBASE = 'kopf.zalando.org/last-handled-configuration'
 CHROMIUM_FLAGS = ('--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
                   '--disable-background-networking', '--disable-component-update', '--disable-sync',
                   '--disable-features=BackForwardCache')
-# What a payload would create, were it parsed as HTML: any image, SVG or frame (the pages have
-# none of their own), a script but the page's own, an event handler attribute.
+# What a payload would create, were it parsed as HTML: any image, SVG or frame, a script but the
+# page's own, an event handler attribute. The page's own drawings (the live charts, the timeline
+# of attempts) are SVGs with role="img" placed directly in their figure; a payload's SVG sits in
+# a text cell instead.
 INJECTED_JS = """(() => {
   const found = [];
+  const own = (el) => el.localName === 'svg' && el.getAttribute('role') === 'img'
+    && el.parentElement && el.parentElement.matches('figure.chart, figure.tl');
   for (const el of document.querySelectorAll('*')) {
     const tag = el.localName;
-    if (['img', 'svg', 'iframe', 'object', 'embed'].includes(tag)
+    if ((['img', 'svg', 'iframe', 'object', 'embed'].includes(tag) && !own(el))
         || (tag === 'script' && el.getAttribute('src') !== '/assets/live.js')) {
       found.push(el.outerHTML.slice(0, 160));
     }

@@ -138,9 +138,10 @@ async fn object_page(State(ctx): State<Ctx>, Path(path): Path<String>) -> Respon
         Some(jaeger) => Some(fetch_all(jaeger, object::wanted_traces(&details)).await),
         None => None,
     };
-    let traces = object::Traces {
+    let traces = object::Sources {
         jaeger_ui: ctx.jaeger_ui.as_deref(),
         fetched: fetched.as_ref(),
+        model: ctx.model.about().source,
     };
     Html(object::render(
         &object,

@@ -623,8 +623,9 @@ async fn sync_children_and_task_steps(client: kube::Client, ns: String) {
     let sync = HandlerProcess::start_binary(&bins.sync_example, "dash-sync", &[])
         .await
         .expect("the sync example starts");
-    let task_arg =
-        format!("job:e2e.operon.dev/v1/widgettasks:{RESOURCE_ARG}:spec.parent:sequential");
+    // Parallel: such a task persists its steps only at its end, yet the parent's list counts
+    // them as they finish.
+    let task_arg = format!("job:e2e.operon.dev/v1/widgettasks:{RESOURCE_ARG}:spec.parent:parallel");
     let tasks = HandlerProcess::start(
         "dash-tasks",
         &[
@@ -750,6 +751,16 @@ async fn sync_children_and_task_steps(client: kube::Client, ns: String) {
     assert!(listed[0].starts_with("restore running  "), "{listed:?}");
     assert_eq!(listed[1], "verify queued 1 0", "{listed:?}");
     assert_eq!(listed[2], "backup succeeded  3", "{listed:?}");
+    browser
+        .wait_for(
+            "restore's steps counted on the parent's page while it runs",
+            Duration::from_secs(30),
+            "const r = document.querySelector('#tasks ~ .panel tr[data-task=\"restore\"][data-state=\"running\"]'); \
+             return r !== null && Number(r.children[4].dataset.steps) >= 1;",
+            DESCRIBE,
+        )
+        .await
+        .unwrap();
     browser.screenshot(&artifact("object-tasks")).await.unwrap();
     // Its daemons and timers: the daemon since its start, restarted once after its failure,
     // and the timer with its next call; live, the timer's calls count up.

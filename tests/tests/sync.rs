@@ -21,7 +21,7 @@ use kube::api::{
 use kube::{Api, Client, ResourceExt};
 use operon_e2e::cluster::{PlaneLock, cluster_dir};
 use operon_e2e::{
-    CoreProcess, Entries, HandlerProcess, Metrics, SITES, install_crds, plane, wait_for,
+    CoreProcess, Entries, HandlerProcess, Metrics, SITES, http_get, install_crds, plane, wait_for,
     with_temp_ns,
 };
 use serde_json::{Value, json};
@@ -136,6 +136,21 @@ impl SyncStack {
             ns: ns.to_owned(),
             api: Api::namespaced_with(client.clone(), ns, &resource(kind)),
         }
+    }
+
+    /// The parent's page on the core's dashboard.
+    async fn parent_page(&self, name: &str) -> String {
+        let plural = if self.api.resource_url().contains("plainsites") {
+            "plainsites"
+        } else {
+            "sites"
+        };
+        let path = format!("/objects/{plural}.e2e.operon.dev/v1/{}/{name}", self.ns);
+        let page = http_get(self.core.http_addr(), &path)
+            .await
+            .unwrap_or_else(|err| panic!("GET {path}: {err:#}"));
+        assert_eq!(page.status, 200, "GET {path}: {}", page.text());
+        page.text()
     }
 
     fn ledger(&self) -> Entries {
@@ -897,6 +912,20 @@ async fn strategies_rolling(lang: Lang, client: Client, ns: String) {
     .await;
     let b = stack.services().get("roll-b").await.unwrap();
     assert_eq!(uid_of(&b), uid_of(&svc_b), "b waits while a is held");
+    // The parent's page draws the Services' rollout: none of 3 as desired, a held.
+    let page = stack.parent_page("roll").await;
+    let services = page
+        .split("<li data-rollout=\"Service\">")
+        .nth(1)
+        .and_then(|rest| rest.split("</li>").next())
+        .unwrap_or_else(|| panic!("no Service rollout on the parent's page: {page}"));
+    for shown in [
+        "Service: 0 of 3 as desired",
+        "<progress value=\"0\" max=\"3\"",
+        "rolling roll-a: recreated, waiting for the new one",
+    ] {
+        assert!(services.contains(shown), "{shown:?} in {services}");
+    }
     // Release a: a comes back, then b and c are recreated, one after the other.
     stack
         .services()
@@ -949,6 +978,13 @@ async fn strategies_rolling(lang: Lang, client: Client, ns: String) {
         versions.windows(2).all(|w| w[0] < w[1]),
         "in order: {versions:?}"
     );
+    // Both rollouts over: the page draws none.
+    wait_for("no rollout on the parent's page", CONVERGED, || async {
+        Ok::<_, std::convert::Infallible>(
+            (!stack.parent_page("roll").await.contains("data-rollout")).then_some(()),
+        )
+    })
+    .await;
 }
 
 /// Audit-log entries of the core (User-Agent `operon/…`) in `ns` about `resource` with `verb`:

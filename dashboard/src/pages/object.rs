@@ -10,6 +10,7 @@ use leptos::prelude::*;
 use crate::listing::ListQuery;
 use crate::model::{
     DiffView, EventView, HandlerDetails, HandlerStatus, HandlerView, ObjectDetails, ObjectView,
+    Source,
 };
 use crate::pages::format::{
     duration_between, full_time, is_secret, relative, thousands, time, trace_href,
@@ -27,13 +28,16 @@ pub(crate) const INLINE_TRACES: usize = 6;
 /// The traces of a page, fetched from Jaeger's query API, by trace id (or why not).
 pub(crate) type Fetched = BTreeMap<String, Result<Arc<Trace>, String>>;
 
-/// Where the object page's traces come from.
+/// Where the object page's data comes from, besides the read model's object and details.
 #[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Traces<'a> {
+pub(crate) struct Sources<'a> {
     /// The Jaeger UI's base URL, for links out.
     pub jaeger_ui: Option<&'a str>,
     /// The traces fetched from the query API; `None` without `--jaeger-query`.
     pub fetched: Option<&'a Fetched>,
+    /// What fills the read model: a running core, or the cluster (`operon dashboard`), which
+    /// knows nothing of what a core runs (sync children, tasks, daemons and timers).
+    pub model: Source,
 }
 
 /// The trace ids the page shows inline: the newest attempts' first, at most [`INLINE_TRACES`].
@@ -58,7 +62,7 @@ pub(crate) fn wanted_traces(details: &ObjectDetails) -> Vec<String> {
 pub(crate) fn render(
     object: &ObjectView,
     details: &ObjectDetails,
-    traces: &Traces<'_>,
+    traces: &Sources<'_>,
     now: jiff::Timestamp,
 ) -> String {
     let jaeger_ui = traces.jaeger_ui;
@@ -90,6 +94,7 @@ pub(crate) fn render(
                 now=now
             />
             {timeline}
+            {(traces.model == Source::Cluster).then(only_a_core_knows)}
             {children(details)}
             {parent_tasks::section(details, now)}
             {runs::section(details, now)}
@@ -317,6 +322,18 @@ fn HandlerRow(
     }
 }
 
+/// In `operon dashboard`: where to see what only a running core knows.
+fn only_a_core_knows() -> AnyView {
+    section_notice(
+        "core-runs",
+        "Children, tasks, daemons and timers",
+        "This dashboard reads the objects' annotations in the cluster (operon dashboard): what a \
+         core runs for an object (a sync parent's children and rollouts, a parent's tasks in \
+         their order, running daemons and timers) is known to that core only. Open the \
+         dashboard of the core itself (operon run, its --http listener) to see them.",
+    )
+}
+
 /// A sync parent's children as its last sync left them, and its rollouts in progress.
 fn children(details: &ObjectDetails) -> Option<AnyView> {
     if details.children.is_empty() && details.rollouts.is_empty() {
@@ -341,7 +358,20 @@ fn children(details: &ObjectDetails) -> Option<AnyView> {
         let items = details
             .rollouts
             .iter()
-            .map(|r| view! { <li>{r.clone()}</li> })
+            .map(|r| {
+                let label = format!("{}: {} of {} as desired", r.kind, r.current, r.total);
+                let rolling = r.rolling.as_ref().map_or_else(
+                    || "next child shortly".to_owned(),
+                    |now| format!("rolling {now}"),
+                );
+                view! {
+                    <li data-rollout=r.kind.clone()>
+                        <span class="mono">{label.clone()}</span>" "
+                        <progress value=r.current max=r.total.max(1) aria-label=label></progress>
+                        " "<span class="muted">{rolling}</span>
+                    </li>
+                }
+            })
             .collect_view();
         view! { <ul class="rollouts">{items}</ul> }
     });

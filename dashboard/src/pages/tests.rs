@@ -26,10 +26,10 @@ fn list_html(objects: &[ObjectView], pairs: &[(&str, &str)]) -> String {
 }
 
 /// Trace links to a Jaeger UI (or none), no query API.
-fn ui(jaeger_ui: Option<&str>) -> object::Traces<'_> {
-    object::Traces {
+fn ui(jaeger_ui: Option<&str>) -> object::Sources<'_> {
+    object::Sources {
         jaeger_ui,
-        fetched: None,
+        ..Default::default()
     }
 }
 

@@ -450,6 +450,18 @@ pub struct Plan {
     pub conflicts: Vec<String>,
     /// Rollouts still (or newly) in progress, by child type.
     pub rollouts: BTreeMap<usize, Rollout>,
+    /// How far each rolling child type is: its desired children, and how many of them are
+    /// already as desired.
+    pub progress: BTreeMap<usize, Progress>,
+}
+
+/// How far the rolling update of one child type is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Progress {
+    /// Desired children of the type that are as desired (the one rolling now counts once it is).
+    pub current: usize,
+    /// Desired children of the type.
+    pub total: usize,
 }
 
 /// Decides the API calls that bring the children to the desired state.
@@ -483,7 +495,13 @@ pub fn plan(
     let wanted: BTreeSet<ChildKey> = desired.iter().map(Desired::key).collect();
     for d in desired {
         let strategy = types[d.type_index].strategy;
-        match existing(&d) {
+        let found = existing(&d);
+        if strategy.rolling() {
+            let progress = out.progress.entry(d.type_index).or_default();
+            progress.total += 1;
+            progress.current += usize::from(matches!(found, Existing::Own { current: true }));
+        }
+        match found {
             Existing::Absent | Existing::Orphan => out.steps.push(Step::Apply(d)),
             Existing::Foreign { owner } => out.conflicts.push(format!(
                 "{} {:?} is already controlled by {owner}",
@@ -786,6 +804,9 @@ mod tests {
             "{p:?}"
         );
         assert_eq!(p.rollouts[&1].key.2, "s1");
+        // Progress is counted for the rolling type only: 0 of 2 Services as desired yet.
+        let progress = |current, total| Progress { current, total };
+        assert_eq!(p.progress, BTreeMap::from([(1, progress(0, 2))]));
         // While s1 is not back (gone, or still terminating), s2 waits.
         let mut terminating = own(1, "s1", "u1");
         terminating.deleting = true;
@@ -820,6 +841,7 @@ mod tests {
                 .any(|s| matches!(s, Step::Delete { key, .. } if key.2 == "s2")),
             "{p3:?}"
         );
+        assert_eq!(p3.progress[&1], progress(1, 2));
         // On delete: nothing is updated.
         ts[0].strategy = Strategy::OnDelete;
         let p4 = plan(&ts, desired, &observed, existing, &BTreeMap::new());

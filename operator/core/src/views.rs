@@ -9,7 +9,7 @@ pub mod series;
 pub use model::{
     About, AttemptOutcome, AttemptView, ChildAction, ChildView, DiffView, EventView,
     HandlerDetails, HandlerStatus, HandlerView, ObjectDetails, ObjectPhase, ObjectView, Overview,
-    RunKind, RunView, ServiceView, Source, TaskState, TaskView,
+    RolloutView, RunKind, RunView, ServiceView, Source, TaskState, TaskView,
 };
 pub use project::{
     CycleEnd, LastCycle, ObjectProgress, Observed, Storages, StoredEvent, Subject, cycle_view,

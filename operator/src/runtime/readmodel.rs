@@ -12,7 +12,7 @@ use tokio::sync::broadcast;
 
 pub(crate) use crate::core::views::{
     ChildView, DiffView, EventView, HandlerDetails, HandlerView, ObjectDetails, ObjectView,
-    TaskView,
+    RolloutView, TaskView,
 };
 
 use crate::runtime::kit::LockedRw;
@@ -22,8 +22,8 @@ use runs::Runs;
 /// Events kept per object (the newest).
 const EVENTS_PER_OBJECT: usize = 20;
 
-/// A sync parent's children as its last sync left them, and its rollouts in words.
-type Children = (Vec<ChildView>, Vec<String>);
+/// A sync parent's children as its last sync left them, and its rolling updates.
+type Children = (Vec<ChildView>, Vec<RolloutView>);
 
 /// The read model shared by the core and the HTTP listener (dashboard and JSON API).
 #[derive(Debug)]
@@ -127,14 +127,14 @@ impl ReadModel {
         write(&self.diffs).insert(key, diff);
     }
 
-    /// Keeps a sync parent's children as its last sync left them, and its rollouts in words
+    /// Keeps a sync parent's children as its last sync left them, and its rolling updates
     /// (nothing is kept for a parent without either); announces a change (`{"type":"details",
     /// "key":…}`), so that the parent's open page follows.
     pub(crate) fn set_children(
         &self,
         key: String,
         children: Vec<ChildView>,
-        rollouts: Vec<String>,
+        rollouts: Vec<RolloutView>,
     ) {
         let empty = children.is_empty() && rollouts.is_empty();
         self.keep_details(&self.children, key, (children, rollouts), empty);

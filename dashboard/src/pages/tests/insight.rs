@@ -277,9 +277,12 @@ fn a_sync_parents_page_lists_its_children_and_rollouts() {
             action,
         });
     }
-    details
-        .rollouts
-        .push("rolling Pod site-web: recreated, waiting for the new one".into());
+    details.rollouts.push(operon_core::views::RolloutView {
+        kind: "Pod".into(),
+        current: 2,
+        total: 5,
+        rolling: Some("site-web: recreated, waiting for the new one".into()),
+    });
     let html = object::render(&parent, &details, &ui(None), now());
     assert!(html.contains("<h2 id=\"children\">Children</h2>"), "{html}");
     for (name, action) in [
@@ -292,9 +295,31 @@ fn a_sync_parents_page_lists_its_children_and_rollouts() {
             "{name}: {html}"
         );
     }
-    assert!(html.contains("<li>rolling Pod site-web: recreated, waiting for the new one</li>"));
+    assert!(
+        html.contains(
+            "<li data-rollout=\"Pod\"><span class=\"mono\">Pod: 2 of 5 as desired</span> \
+             <progress value=\"2\" max=\"5\" aria-label=\"Pod: 2 of 5 as desired\"></progress> \
+             <span class=\"muted\">rolling site-web: recreated, waiting for the new one</span></li>"
+        ),
+        "{html}"
+    );
     let html = object::render(&parent, &ObjectDetails::default(), &ui(None), now());
     assert!(!html.contains("id=\"children\""));
+    assert!(!html.contains("id=\"core-runs\""), "{html}");
+    // operon dashboard reads the cluster: it says where children, tasks and daemons are shown.
+    let cluster = object::Sources {
+        model: crate::model::Source::Cluster,
+        ..ui(None)
+    };
+    let html = object::render(&parent, &ObjectDetails::default(), &cluster, now());
+    assert!(
+        html.contains("<h2 id=\"core-runs\">Children, tasks, daemons and timers</h2>"),
+        "{html}"
+    );
+    assert!(
+        html.contains("Open the dashboard of the core itself"),
+        "{html}"
+    );
 }
 
 #[test]

@@ -1,13 +1,16 @@
 //! How a parent of a sync registration shows in the read model: the sync as one handler row
 //! (and the shutdown hook as another, when it has one).
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_json::Value;
 
-use super::{ChildKey, Errors, Rollout};
+use super::{ChildKey, Errors, Progress, Rollout};
 use crate::shutdown::{Phase, State};
-use crate::views::{ChildAction, ChildView, HandlerStatus, HandlerView, ObjectPhase, ObjectView};
+use crate::views::{
+    ChildAction, ChildView, HandlerStatus, HandlerView, ObjectPhase, ObjectView, RolloutView,
+};
 
 /// Children shown per parent, at most.
 pub const CHILDREN_SHOWN: usize = 200;
@@ -37,18 +40,29 @@ pub fn children_view(
     wanted.chain(gone).take(CHILDREN_SHOWN).collect()
 }
 
-/// The rollouts in progress, in words (`rolling Pod web-1: recreated, waiting for the new one`).
-pub fn rollouts_view(kinds: &[String], rollouts: &[&Rollout]) -> Vec<String> {
-    rollouts
+/// The rolling updates in progress: every rolling child type with a child still to roll or one
+/// rolling now, how far it is, and the child being rolled (`web-1: recreated, waiting for the
+/// new one`).
+pub fn rollouts_view(
+    kinds: &[String],
+    rollouts: &BTreeMap<usize, Rollout>,
+    progress: &BTreeMap<usize, Progress>,
+) -> Vec<RolloutView> {
+    progress
         .iter()
-        .map(|r| {
-            let kind = kinds.get(r.key.0).map_or("child", String::as_str);
-            let how = if r.recreating {
-                "recreated, waiting for the new one"
-            } else {
-                "updated in place, waiting for it to settle"
-            };
-            format!("rolling {kind} {}: {how}", r.key.2)
+        .filter(|(t, p)| p.current < p.total || rollouts.contains_key(t))
+        .map(|(t, p)| RolloutView {
+            kind: kinds.get(*t).map_or("child", String::as_str).to_owned(),
+            current: p.current,
+            total: p.total,
+            rolling: rollouts.get(t).map(|r| {
+                let how = if r.recreating {
+                    "recreated, waiting for the new one"
+                } else {
+                    "updated in place, waiting for it to settle"
+                };
+                format!("{}: {how}", r.key.2)
+            }),
         })
         .collect()
 }
@@ -173,10 +187,37 @@ mod tests {
             recreating: true,
             old_uid: "u".into(),
         };
+        let progress = |current, total| Progress { current, total };
+        // Pods: 1 of 3 as desired, p rolling; ConfigMaps (also rolling): done and nothing
+        // rolling (not shown); a third type: 0 of 2, between two children.
+        let rollouts = BTreeMap::from([(1, rolling)]);
+        let progresses = BTreeMap::from([
+            (0, progress(2, 2)),
+            (1, progress(1, 3)),
+            (2, progress(0, 2)),
+        ]);
+        let shown = rollouts_view(&kinds, &rollouts, &progresses);
         assert_eq!(
-            rollouts_view(&kinds, &[&rolling]),
-            ["rolling Pod p: recreated, waiting for the new one"]
+            shown,
+            [
+                RolloutView {
+                    kind: "Pod".into(),
+                    current: 1,
+                    total: 3,
+                    rolling: Some("p: recreated, waiting for the new one".into()),
+                },
+                RolloutView {
+                    kind: "child".into(),
+                    current: 0,
+                    total: 2,
+                    rolling: None,
+                },
+            ]
         );
+        // The last child settling: all as desired, still shown until it has settled.
+        let done = BTreeMap::from([(1, progress(3, 3))]);
+        assert_eq!(rollouts_view(&kinds, &rollouts, &done)[0].current, 3);
+        assert!(rollouts_view(&kinds, &BTreeMap::new(), &done).is_empty());
     }
 
     #[test]

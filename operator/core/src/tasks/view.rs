@@ -27,6 +27,9 @@ pub struct Listed<'a> {
     pub created: Option<Timestamp>,
     /// Its status.
     pub status: &'a TaskStatus,
+    /// Its finished steps: the status' own, or, while this core runs it, the steps the core has
+    /// seen finish (a parallel task persists its steps only at its end).
+    pub steps: &'a [StepRecord],
     /// This core runs it right now.
     pub running: bool,
 }
@@ -87,7 +90,7 @@ pub fn of_parent(tasks: &[Listed<'_>]) -> Vec<TaskView> {
             }
         }
         let count = |ok: bool| {
-            let n = t.status.steps.iter().filter(|s| s.ok == ok).count();
+            let n = t.steps.iter().filter(|s| s.ok == ok).count();
             u32::try_from(n).unwrap_or(u32::MAX)
         };
         rows.push(TaskView {
@@ -229,6 +232,7 @@ mod tests {
             name,
             created,
             status,
+            steps: &status.steps,
             running: false,
         };
         let tasks = [

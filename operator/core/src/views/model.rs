@@ -313,6 +313,20 @@ pub struct ChildView {
     pub action: ChildAction,
 }
 
+/// A rolling update of one child type of a sync parent, in progress.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RolloutView {
+    /// The child type's kind.
+    pub kind: String,
+    /// Desired children of the type that are already as desired.
+    pub current: usize,
+    /// Desired children of the type.
+    pub total: usize,
+    /// The child being rolled now and what it waits for (`web-1: recreated, waiting for the
+    /// new one`); `None` between two children.
+    pub rolling: Option<String>,
+}
+
 /// What only an object's own page shows; every part may be empty.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 #[non_exhaustive]
@@ -325,8 +339,8 @@ pub struct ObjectDetails {
     pub handlers: BTreeMap<String, HandlerDetails>,
     /// A sync parent's children as its last sync left them.
     pub children: Vec<ChildView>,
-    /// A sync parent's rollouts in progress, in words.
-    pub rollouts: Vec<String>,
+    /// A sync parent's rolling updates in progress, one per child type.
+    pub rollouts: Vec<RolloutView>,
     /// A parent's tasks in the order its FIFO runs them: running, then queued, then finished
     /// (newest first).
     pub tasks: Vec<TaskView>,

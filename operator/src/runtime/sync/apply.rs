@@ -3,7 +3,7 @@
 //! plan ([`crate::core::sync::plan`]), apply and delete children as planned — removals only once
 //! the shutdown hook's gate is open — and write the parent's status.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,7 +16,7 @@ use super::state::Parents;
 use super::writes::{ParentWriter, Reporter};
 use crate::core::shutdown::Reason;
 use crate::core::sync::{
-    self as decide, ChildKey, Desired, Ended, Parent, Refused, Step, Unusable,
+    self as decide, ChildKey, Desired, Ended, Parent, Refused, Rollout, Step, Unusable,
 };
 use crate::core::views::ChildAction;
 use crate::runtime::shutdown::{Gate, Shutdown};
@@ -119,7 +119,7 @@ impl Applier {
                 done.push((child, action));
             }
         }
-        self.show_children(key, &wanted_order, &done, &plan.rollouts);
+        self.show_children(key, &wanted_order, &done, (&plan.rollouts, &plan.progress));
         if let Some(shutdown) = &self.shutdown
             && decide::clears(&gate, removal_failed)
             && let Err(e) = shutdown.clear(body).await
@@ -156,18 +156,20 @@ impl Applier {
         key: &Key,
         desired: &[ChildKey],
         done: &[(ChildKey, ChildAction)],
-        rollouts: &std::collections::BTreeMap<usize, decide::Rollout>,
+        (rollouts, progress): (
+            &BTreeMap<usize, Rollout>,
+            &BTreeMap<usize, decide::Progress>,
+        ),
     ) {
         let kinds: Vec<String> = (self.children.kinds.iter())
             .map(|(served, _)| served.resource.kind.clone())
             .collect();
-        let rollouts: Vec<&decide::Rollout> = rollouts.values().collect();
         let readmodel = &self.children.env.readmodel;
         let parent = format!("{}/{}/{}", self.parents.served.name(), key.0, key.1);
         readmodel.set_children(
             parent,
             decide::children_view(&kinds, desired, done),
-            decide::rollouts_view(&kinds, &rollouts),
+            decide::rollouts_view(&kinds, rollouts, progress),
         );
     }
 

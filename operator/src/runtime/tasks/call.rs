@@ -7,10 +7,11 @@ use jiff::Timestamp;
 use tokio::sync::oneshot;
 
 use super::Reg;
-use super::pool::Chosen;
+use super::pool::{Chosen, Pool};
 use super::view::publish_running;
 use super::writes::Writes;
 use crate::core::tasks::{self as decide, Ending, StepRecord};
+use crate::runtime::locks::LockKey;
 use crate::runtime::ports::{TaskRequest, TaskUpdate};
 use crate::runtime::readmodel::ReadModel;
 
@@ -24,6 +25,8 @@ pub(super) struct Run<'a> {
     pub(super) reg: &'a Reg,
     /// The task.
     pub(super) chosen: &'a Chosen,
+    /// The worker pool, told of each step (for the parent's list of tasks), and the parent.
+    pub(super) pool: (&'a Pool, &'a LockKey),
     /// When it started.
     pub(super) started: Option<Timestamp>,
     /// The steps finished so far (those of before a resumption first).
@@ -76,6 +79,8 @@ impl Run<'_> {
         tracing::info!(namespace = %chosen.namespace, task = %chosen.name, step = step.index, name = %step.name, ok = step.ok, "Task step finished.");
         decide::record_step(&mut self.steps, step);
         publish_running(self.readmodel, reg, chosen, self.started, &self.steps);
+        let (pool, parent) = self.pool;
+        pool.steps(parent, &self.steps);
         if reg.spec.mode.persists_each_step()
             && let Err(err) = self
                 .writes

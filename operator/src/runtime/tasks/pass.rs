@@ -114,7 +114,7 @@ impl Pass {
             let task = InPass {
                 uid: &t.uid,
                 observed: &t.observed,
-                running: busy.running.contains(&t.uid),
+                running: busy.running.contains_key(&t.uid),
                 ended_here: busy.ended.contains(&t.uid),
             };
             let look = self

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
 
 use super::snapshot::{Registry, Seen};
-use crate::core::tasks::{self as decide, Candidate};
+use crate::core::tasks::{self as decide, Candidate, StepRecord};
 use crate::runtime::kit::Locked;
 use crate::runtime::locks::LockKey;
 
@@ -31,6 +31,8 @@ struct Slot {
     task: Option<Chosen>,
     /// Cancels the running call.
     cancel: Option<oneshot::Sender<()>>,
+    /// The steps of the running task finished so far, as the core has seen them.
+    steps: Vec<StepRecord>,
 }
 
 /// What the pass and the workers share.
@@ -53,8 +55,8 @@ pub(super) struct Pool {
 
 /// What the pool tells a pass.
 pub(super) struct Busy {
-    /// The tasks running here.
-    pub(super) running: HashSet<String>,
+    /// The tasks running here (uids), with the steps seen finish so far.
+    pub(super) running: HashMap<String, Vec<StepRecord>>,
     /// The tasks this core ran to their end.
     pub(super) ended: HashSet<String>,
 }
@@ -73,10 +75,10 @@ impl Pool {
     pub(super) fn sweep(&self, seen: &[Seen], present: &HashSet<&str>) -> Busy {
         let mut shared = self.shared.locked();
         shared.ended.retain(|u| present.contains(u.as_str()));
-        let mut running = HashSet::new();
+        let mut running = HashMap::new();
         for slot in shared.slots.values_mut() {
             let Some(chosen) = &slot.task else { continue };
-            running.insert(chosen.uid.clone());
+            running.insert(chosen.uid.clone(), slot.steps.clone());
             let observed = seen
                 .iter()
                 .find(|t| t.uid == chosen.uid)
@@ -91,6 +93,16 @@ impl Pool {
             running,
             ended: shared.ended.clone(),
         }
+    }
+
+    /// Records the steps of `parent`'s running task finished so far and wakes the pass, so that
+    /// the parent's list of tasks shows them (also those of a parallel task, which persists its
+    /// steps only at its end).
+    pub(super) fn steps(&self, parent: &LockKey, steps: &[StepRecord]) {
+        if let Some(slot) = self.shared.locked().slots.get_mut(parent) {
+            slot.steps = steps.to_vec();
+        }
+        let _ = self.wake.send(());
     }
 
     /// Records that this core ran the task `uid` to its end.

@@ -1,7 +1,7 @@
 //! How a task shows in the read model ([`crate::core::tasks::view`] decides): one row for the
 //! task, one per finished step; and its parent's list of tasks ([`crate::core::tasks::of_parent`]).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use jiff::Timestamp;
 
@@ -12,14 +12,14 @@ use crate::core::tasks::{self as decide, Listed, Phase, Shown, StepRecord};
 use crate::runtime::readmodel::ReadModel;
 
 /// Shows every parent's tasks (`tasks`, those this core serves; `running`, the uids of those
-/// running here) on the parent's page, in the order its FIFO runs them; clears the lists of the
-/// parents in `shown` (those listed by the last pass) that have no task any more, and leaves
-/// `shown` as the parents listed now.
+/// running here, with the steps seen finish so far) on the parent's page, in the order its FIFO
+/// runs them; clears the lists of the parents in `shown` (those listed by the last pass) that
+/// have no task any more, and leaves `shown` as the parents listed now.
 pub(super) fn publish_parents(
     readmodel: &ReadModel,
     registry: &Registry,
     tasks: &[&Seen],
-    running: &HashSet<String>,
+    running: &HashMap<String, Vec<StepRecord>>,
     shown: &mut HashSet<String>,
 ) {
     let mut by_parent: BTreeMap<String, Vec<Listed<'_>>> = BTreeMap::new();
@@ -35,6 +35,8 @@ pub(super) fn publish_parents(
             ""
         };
         let key = format!("{}/{namespace}/{parent}", reg.parent.name());
+        let status = &t.observed.status;
+        let live = running.get(&t.uid);
         by_parent.entry(key).or_default().push(Listed {
             resource: &resources[t.reg],
             task: &reg.spec.id,
@@ -42,8 +44,11 @@ pub(super) fn publish_parents(
             namespace: &t.namespace,
             name: &t.name,
             created: t.created,
-            status: &t.observed.status,
-            running: running.contains(&t.uid),
+            status,
+            steps: live
+                .filter(|seen| seen.len() > status.steps.len())
+                .map_or(&status.steps, |seen| seen),
+            running: live.is_some(),
         });
     }
     let now: HashSet<String> = by_parent.keys().cloned().collect();

@@ -78,12 +78,17 @@ impl Worker {
             name = %chosen.name,
             parent = %parent.2,
         );
-        self.start(&chosen, cancel).instrument(span).await
+        self.start(parent, &chosen, cancel).instrument(span).await
     }
 
     /// Reads the chosen task fresh, adds the finalizer, reads the parent, marks the task
     /// Running, has it run, and records its end.
-    async fn start(&self, chosen: &Chosen, cancel: oneshot::Receiver<()>) -> Turn {
+    async fn start(
+        &self,
+        parent_key: &LockKey,
+        chosen: &Chosen,
+        cancel: oneshot::Receiver<()>,
+    ) -> Turn {
         let reg = &self.registry.regs[chosen.reg];
         let api = api_for(&self.env.client, &reg.task, Some(&chosen.namespace));
         let found = match api.get_opt(&chosen.name).await {
@@ -176,6 +181,7 @@ impl Worker {
             writes: &self.writes,
             reg,
             chosen,
+            pool: (&self.pool, parent_key),
             started,
             steps: resume.done.clone(),
             cancel,

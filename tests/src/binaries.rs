@@ -1,7 +1,7 @@
 //! The binaries under test, built once per test process.
 //!
 //! [`binaries`] runs `cargo build -p operon -p operon-example-handler -p operon-sync-example
-//! -p operon-website-example` the first time it is called (later callers wait for that build) and
+//! -p operon-website-example -p operon-bench-floor` the first time it is called (later callers wait for that build) and
 //! returns the paths in the workspace's target directory (`CARGO_TARGET_DIR` if set, else
 //! `<repo>/target`), debug profile. Set `OPERON_E2E_SKIP_BUILD=1` to use whatever binaries are
 //! there.
@@ -25,6 +25,8 @@ pub struct Binaries {
     pub sync_example: PathBuf,
     /// The Rust SDK's example operator, `operon-website-example` (proto/examples/rust-website).
     pub website_example: PathBuf,
+    /// The benchmark's floor and load tool, `operon-bench-floor` (tests/bench/floor).
+    pub bench_load: PathBuf,
 }
 
 static BINARIES: OnceCell<Binaries> = OnceCell::const_new();
@@ -68,6 +70,7 @@ fn build() -> anyhow::Result<Binaries> {
         example_handler: debug.join("operon-example-handler"),
         sync_example: debug.join("operon-sync-example"),
         website_example: debug.join("operon-website-example"),
+        bench_load: debug.join("operon-bench-floor"),
     };
     if std::env::var_os("OPERON_E2E_SKIP_BUILD").is_none() {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
@@ -84,6 +87,8 @@ fn build() -> anyhow::Result<Binaries> {
                 "operon-sync-example",
                 "-p",
                 "operon-website-example",
+                "-p",
+                "operon-bench-floor",
             ])
             .output()
             .with_context(|| format!("running {}", Path::new(&cargo).display()))?;
@@ -100,6 +105,7 @@ fn build() -> anyhow::Result<Binaries> {
         &binaries.example_handler,
         &binaries.sync_example,
         &binaries.website_example,
+        &binaries.bench_load,
     ] {
         if !path.is_file() {
             bail!("{} does not exist after the build", path.display());

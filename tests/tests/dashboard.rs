@@ -420,10 +420,21 @@ async fn traces_timelines_and_charts_in_chromium() {
         let handler = PythonHandler::start("dash-flaky", FLAKY_PY, &kubeconfig, &env)
             .await
             .expect("the Python handler service starts");
+        // The benchmark's objects too, for its load tool (below); declared before the core, so
+        // that it releases the objects after the core is gone, also when the test fails.
+        operon_e2e::apply_yaml(&client, &ns, include_str!("../bench/crd.yaml")).await.unwrap();
+        let load = LoadTool::new(&ns, &kubeconfig).await;
+        let bench = HandlerProcess::start(
+            "dash-bench",
+            &["--resource", BENCH_RESOURCE, "--handler", "create:made", "--handler", "update:changed"],
+        )
+        .await
+        .expect("the example handler starts");
         let core_service = format!("operon-dash-{ns}");
         let args: Vec<String> = [
-            "--handler", &handler.url(), "-n", &ns, "--otlp-endpoint", &jaeger.otlp,
-            "--service-name", &core_service, "--jaeger-query", &jaeger.query,
+            "--handler", &handler.url(), "--handler", &bench.url(), "-n", &ns,
+            "--otlp-endpoint", &jaeger.otlp, "--service-name", &core_service,
+            "--jaeger-query", &jaeger.query,
         ]
         .iter()
         .map(|a| (*a).to_owned())
@@ -544,25 +555,108 @@ async fn traces_timelines_and_charts_in_chromium() {
         let total = |id: &str| format!("return parseFloat(document.getElementById('chart-{id}').dataset.total);");
         let before = browser.eval(&total("retries"), json!([])).await.unwrap_or(json!(0));
         let handled_before = browser.eval(&total("handled"), json!([])).await.unwrap();
-        for n in 0..20 {
+        // The load: a few flaky widgets (errors and retries) and the benchmark's load tool
+        // creating objects (a cycle or more each); both charts move without a reload.
+        for n in 0..5 {
             create(&api, &widget(&format!("load-{n}"), json!({}))).await;
         }
+        load.run(&["create", "--count", &LOAD_OBJECTS.to_string()]);
         let moved = format!(
             "return window.__sameDocument === true && \
-             parseFloat(document.getElementById('chart-handled').dataset.total) > {handled_before} && \
+             parseFloat(document.getElementById('chart-handled').dataset.total) >= {} && \
              parseFloat(document.getElementById('chart-errors').dataset.total) > {};",
+            handled_before.as_f64().unwrap_or(0.0) + LOAD_OBJECTS as f64 / CHART_STEP_S,
             before.as_f64().unwrap_or(0.0)
         );
         browser
             .wait_for("the charts to move", Duration::from_secs(60), &moved, DESCRIBE)
             .await
             .unwrap();
+        // Then the load tool's open loop (10 changes/s for 20 s): the handled chart follows it
+        // while it runs, 50 cycles past what the creations left (a tick is 5 s).
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        let settled = browser.eval(&total("handled"), json!([])).await.unwrap();
+        let mut changes = load.spawn(&[
+            "set-value", "--count", &LOAD_OBJECTS.to_string(), "--value", "1", "--rate", "10",
+            "--duration", "20",
+        ]);
+        let following = format!(
+            "return parseFloat(document.getElementById('chart-handled').dataset.total) >= {};",
+            settled.as_f64().unwrap_or(0.0) + 50.0 / CHART_STEP_S
+        );
+        browser
+            .wait_for("the handled chart to follow the load tool", Duration::from_secs(40), &following, DESCRIBE)
+            .await
+            .unwrap();
+        assert_eq!(changes.try_wait().unwrap(), None, "the chart moved while the load tool ran");
+        let status = tokio::task::spawn_blocking(move || changes.wait()).await.unwrap().unwrap();
+        assert!(status.success(), "the load tool's changes: {status}");
         browser.screenshot(&artifact("overview-charts")).await.unwrap();
         keep_for_readme("overview-charts");
         drop(handler);
         core.kill();
     })
     .await;
+}
+
+/// The benchmark's resource, as the example handler takes it.
+const BENCH_RESOURCE: &str = "bench.operon.dev/v1/benchobjects";
+/// Objects the benchmark's load tool creates in the charts test.
+const LOAD_OBJECTS: usize = 30;
+/// A chart's point is a rate over this many seconds: the sum of a chart's points (`data-total`)
+/// is its count divided by it.
+const CHART_STEP_S: f64 = 5.0;
+
+/// The benchmark's load tool (tests/bench/floor) on a namespace; when dropped (also when the
+/// test fails), it releases the objects' finalizers, so that the namespace can go.
+struct LoadTool {
+    binary: PathBuf,
+    ns: String,
+    kubeconfig: PathBuf,
+    out: PathBuf,
+}
+
+impl LoadTool {
+    async fn new(ns: &str, kubeconfig: &std::path::Path) -> Self {
+        Self {
+            binary: operon_e2e::binaries().await.bench_load.clone(),
+            ns: ns.to_owned(),
+            kubeconfig: kubeconfig.to_owned(),
+            out: operon_e2e::log_dir().join(format!("{ns}.load")),
+        }
+    }
+
+    fn command(&self, what: &[&str]) -> Command {
+        let mut command = Command::new(&self.binary);
+        command
+            .args(["-n", &self.ns])
+            .args(what)
+            .arg("--out")
+            .arg(&self.out)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .stdout(Stdio::null());
+        command
+    }
+
+    /// Runs `what` to its end; panics when it fails.
+    fn run(&self, what: &[&str]) {
+        let status = self.command(what).status().expect("the load tool runs");
+        assert!(status.success(), "the load tool's {what:?}: {status}");
+    }
+
+    /// Starts `what`.
+    fn spawn(&self, what: &[&str]) -> Child {
+        self.command(what).spawn().expect("the load tool starts")
+    }
+}
+
+impl Drop for LoadTool {
+    fn drop(&mut self) {
+        let count = LOAD_OBJECTS.to_string();
+        let _ = self
+            .command(&["release", "--from", "0", "--count", &count])
+            .status();
+    }
 }
 
 /// Strips the finalizers of the Sites, Services and WidgetTasks in `ns` (the core is gone: nobody

@@ -139,9 +139,11 @@ class Kube:
 
     def request(self, method: str, path: str, body=None, accept: str = "application/json",
                 timeout: float | None = None):
-        """Returns (status, parsed JSON body or text). Retries once on a dropped connection. With
-        `timeout`, on a connection of its own that waits that long (a deletecollection of 100,000
-        objects takes minutes)."""
+        """Returns (status, parsed JSON body or text). Retries once on a dropped connection or a
+        time-out, a GET (which changes nothing) up to 5 times, 2 s apart: a contender can keep
+        the API server too busy to answer a page of a LIST within a minute (the floor at 100,000
+        objects did). With `timeout`, on a connection of its own that waits that long (a
+        deletecollection of 100,000 objects takes minutes)."""
         data = None if body is None else json.dumps(body).encode()
         headers = {
             "Authorization": f"Bearer {self.token}",
@@ -150,7 +152,8 @@ class Kube:
         }
         if data is not None:
             headers["Content-Type"] = "application/json"
-        for attempt in (1, 2):
+        attempts = 5 if method == "GET" else 2
+        for attempt in range(1, attempts + 1):
             conn = self._conn() if timeout is None else http.client.HTTPSConnection(
                 self.host, self.port, context=self.context, timeout=timeout)
             try:
@@ -160,12 +163,16 @@ class Kube:
                 if timeout is not None:
                     conn.close()
                 break
-            except (http.client.HTTPException, OSError):
+            except (http.client.HTTPException, OSError) as err:
                 conn.close()
                 if timeout is None:
                     self.local.conn = None
-                if attempt == 2:
+                if attempt == attempts:
                     raise
+                if method == "GET":
+                    log(f"{method} {path[:120]}: {type(err).__name__} {err}; asking again "
+                        f"({attempt}/{attempts})")
+                    time.sleep(2.0)
         try:
             return response.status, json.loads(payload)
         except ValueError:

@@ -27,6 +27,9 @@ step() {
   echo; echo "==> [$(date +%H:%M:%S)] $*"
 }
 
+# Free disk: a clean clone's builds take ~15 GB, and the node step's kubelet taints its node (every
+# pod then stays Pending) when the disk falls below its eviction threshold (tests/cluster/node-up.sh).
+echo "disk: $(df -h --output=avail "$root" | tail -1 | tr -d ' ') free where the tests run"
 step "prerequisites (deploy/local/prereqs.sh: installs what a fresh machine lacks)"
 deploy/local/prereqs.sh
 

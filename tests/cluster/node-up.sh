@@ -279,7 +279,10 @@ serializeImagePulls: false
 # Images come from podman, never from a registry: never collect them.
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
-evictionHard: {memory.available: 100Mi, nodefs.available: 2%, imagefs.available: 2%}
+# Absolute thresholds: the node shares the machine's disk with builds (a clean clone's target dir
+# alone is ~12 GB), and a percentage of a large disk (2% of 250 GB) tainted the node with
+# disk-pressure mid-run, leaving every pod Pending.
+evictionHard: {memory.available: 100Mi, nodefs.available: 512Mi, imagefs.available: 512Mi}
 maxPods: 30
 YAML
 start kubelet "$BIN/kubelet" --config "$NODE/kubelet.yaml" --kubeconfig "$NODE/kubelet.kubeconfig" \

@@ -360,12 +360,22 @@ fn pod_summary(pod: &Value) -> String {
         .flatten()
         .map(|c| format!("{}: ready={} state={}", c["name"], c["ready"], c["state"]))
         .collect();
+    // Conditions not (yet) true say why a pod is stuck: unscheduled (an untolerated taint such as
+    // disk-pressure, no free ports), containers not ready.
+    let waiting: Vec<String> = pod["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["status"] != "True")
+        .map(|c| format!("{} {}: {}", c["type"], c["reason"], c["message"]))
+        .collect();
     format!(
-        "{} phase={} deleting={} [{}]",
+        "{} phase={} deleting={} [{}] {{{}}}",
         pod["metadata"]["name"],
         pod["status"]["phase"],
         !pod["metadata"]["deletionTimestamp"].is_null(),
-        statuses.join("; ")
+        statuses.join("; "),
+        waiting.join("; ")
     )
 }
 
@@ -822,10 +832,11 @@ async fn leader_election_on_a_real_node() {
         let leader = wait_for("one Ready core pod holding the Lease", READY, || {
             let ready = release.ready_pods("core");
             let holder = lease_holder();
+            let pods: Vec<String> = release.pods("core").iter().map(pod_summary).collect();
             async move {
                 match ready.as_slice() {
                     [one] if *one == holder => Ok(Some(holder)),
-                    _ => Err((ready, holder)),
+                    _ => Err((ready, holder, pods)),
                 }
             }
         })
@@ -882,10 +893,11 @@ async fn leader_election_on_a_real_node() {
             let ready = release.ready_pods("core");
             let holder = lease_holder();
             let old = leader.clone();
+            let pods: Vec<String> = release.pods("core").iter().map(pod_summary).collect();
             async move {
                 match ready.as_slice() {
                     [one] if *one == holder && holder != old => Ok(Some(holder)),
-                    _ => Err((ready, holder)),
+                    _ => Err((ready, holder, pods)),
                 }
             }
         })

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Builds etcd, kube-apiserver, kube-controller-manager and kubectl from their Go modules (tests/cluster/kube-bins)
-# into ~/.cache/operon/kube-bins-<version>/, only when a binary is missing. Prints the bin dir on stdout.
+# Builds Kubernetes binaries from their Go modules (tests/cluster/kube-bins, one k8s.io/kubernetes
+# version) into ~/.cache/operon/kube-bins-<version>/, only when a binary is missing. Prints the bin
+# dir on stdout. By default the plane's: etcd, kube-apiserver, kube-controller-manager and kubectl;
+# node-up.sh asks for kubelet and kube-scheduler too.
 #
-#   tests/cluster/build.sh            # build what is missing, print the bin dir
-#   OPERON_CACHE=/elsewhere build.sh  # another cache root
+#   tests/cluster/build.sh                          # the plane's, what is missing; print the bin dir
+#   tests/cluster/build.sh kubelet kube-scheduler   # these
+#   OPERON_CACHE=/elsewhere build.sh                # another cache root
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 mod="$here/kube-bins"
@@ -14,14 +17,21 @@ CACHE=${OPERON_CACHE:-$HOME/.cache/operon}
 BIN="$CACHE/kube-bins-$K8S_VERSION"
 log() { echo "[cluster/build] $*" >&2; }
 
+wanted=("$@")
+[ ${#wanted[@]} -gt 0 ] || wanted=(etcd kube-apiserver kube-controller-manager kubectl)
 need=()
-for b in etcd kube-apiserver kube-controller-manager kubectl; do
+for b in "${wanted[@]}"; do
+  case "$b" in
+    etcd|kube-apiserver|kube-controller-manager|kubectl|kubelet|kube-scheduler) ;;
+    *) log "unknown binary '$b' (etcd, kube-apiserver, kube-controller-manager, kubectl, kubelet, kube-scheduler)"; exit 2 ;;
+  esac
   [ -x "$BIN/$b" ] || need+=("$b")
 done
 if [ ${#need[@]} -eq 0 ]; then echo "$BIN"; exit 0; fi
 
 command -v go >/dev/null || { log "Go is required (apt-get install golang or https://go.dev); not found on PATH"; exit 1; }
 mkdir -p "$BIN"
+# Upstream builds them static (hack/lib/golang.sh), with these tags and version ldflags.
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod
 minor=$(echo "$K8S_VERSION" | cut -d. -f2)
 P=k8s.io/component-base/version

@@ -10,6 +10,9 @@ CACHE=${OPERON_CACHE:-$HOME/.cache/operon}
 DIR=${OPERON_CLUSTER_DIR:-$CACHE/cluster}
 NODE="$DIR/node"
 log() { echo "[cluster/node-down] $*" >&2; }
+PROCS=$NODE
+# shellcheck source=tests/cluster/lib.sh
+. "$(dirname "$0")/lib.sh"
 [ -d "$NODE" ] || { log "nothing to stop ($NODE does not exist)"; exit 0; }
 ID=$(printf '%s' "$DIR" | sha256sum | cut -c1-8)
 STATE=$(cat "$NODE/state-dir" 2>/dev/null || echo "/run/operon-node-$ID")
@@ -17,21 +20,8 @@ BRIDGE=$(cat "$NODE/bridge" 2>/dev/null || echo "opbr$ID")
 CGROUP=$(cat "$NODE/cgroup" 2>/dev/null || echo "operon-node-$ID")
 SOCK="$STATE/containerd.sock"
 
-stop() { # name
-  local pidfile="$NODE/$1.pid" pid t; t=$(date +%s)
-  [ -f "$pidfile" ] || return 0
-  pid=$(cat "$pidfile")
-  if kill -0 "$pid" 2>/dev/null; then
-    log "stopping $1 (pid $pid)"
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-    if kill -0 "$pid" 2>/dev/null; then log "$1 did not stop in 10s; killing it"; kill -KILL "$pid" 2>/dev/null || true; fi
-    log "$1 stopped in $(( $(date +%s) - t ))s"
-  fi
-  rm -f "$pidfile"
-}
-stop kube-scheduler
-stop kubelet
+stop_process kube-scheduler
+stop_process kubelet
 
 # Every container and sandbox containerd runs for the node, and the network namespaces of the
 # sandboxes (their paths are in the sandboxes' specs). containerd does not stop its shims when it
@@ -57,7 +47,7 @@ for n in (spec.get("linux") or {}).get("namespaces") or []:
     ctr_ containers delete "$c" >/dev/null 2>&1 || true
   done
 fi
-stop containerd
+stop_process containerd
 # Shims outlive containerd when a task could not be deleted: those of this containerd name its socket.
 for pid in $(pgrep -f "containerd-shim-runc-v2 .*-address $SOCK" || true); do
   log "killing a leftover shim (pid $pid)"; kill -KILL "$pid" 2>/dev/null || true

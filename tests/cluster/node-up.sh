@@ -2,9 +2,10 @@
 # Adds a real node to a local plane started with `OPERON_PLANE_PROFILE=node tests/cluster/up.sh`:
 # containerd (Debian's, with runc and cgroupfs), a kubelet registered as the node `operon-node`
 # (InternalIP 127.0.0.1) and kube-scheduler — kubelet and scheduler built from the same Kubernetes
-# module graph as the plane (tests/cluster/build-node.sh). The pod sandbox image is built here from
-# Kubernetes' own pause.c, and the images of deploy/docker/build.sh (localhost/operon,
-# localhost/operon-kopf) are imported from podman into containerd's store: no registry is used.
+# module graph as the plane (`tests/cluster/build.sh kubelet kube-scheduler`). The pod sandbox
+# image is built here from Kubernetes' own pause.c, and the images of deploy/docker/build.sh
+# (localhost/operon, localhost/operon-kopf) are imported from podman into containerd's store: no
+# registry is used.
 # Idempotent: when the node is up and Ready it only re-imports images that podman has rebuilt.
 # Prints on stdout:
 #
@@ -29,6 +30,9 @@ NODE="$DIR/node"
 NODE_NAME=operon-node
 t0=$(date +%s)
 log() { echo "[cluster/node-up] $*" >&2; }
+PROCS=$NODE
+# shellcheck source=tests/cluster/lib.sh
+. "$here/lib.sh"
 step_t=$t0
 step() { local now; now=$(date +%s); log "$* (+$(( now - step_t ))s)"; step_t=$now; }
 
@@ -56,7 +60,6 @@ version=$(awk -F'"' '/^\[workspace.package\]/{p=1} p && /^version/{print $2; exi
 read -r -a images <<<"${OPERON_NODE_IMAGES:-localhost/operon:$version localhost/operon-kopf:$version}"
 PAUSE_IMAGE=localhost/operon-pause:3.10
 
-alive() { [ -f "$NODE/$1.pid" ] && kill -0 "$(cat "$NODE/$1.pid")" 2>/dev/null; }
 node_ready() {
   [ "$("${KUBECTL[@]}" get node "$NODE_NAME" -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null)" = True ]
 }
@@ -100,7 +103,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   log "missing Debian packages: ${missing[*]} (deploy/local/prereqs.sh installs them)"
   exit 1
 fi
-BIN_NODE=$("$here/build-node.sh")
+BIN_NODE=$("$here/build.sh" kubelet kube-scheduler)
 [ "$BIN_NODE" = "$BIN" ] || { log "the plane's binaries ($BIN) and the node's ($BIN_NODE) differ"; exit 1; }
 step "binaries ready: kubelet $("$BIN/kubelet" --version | awk '{print $2}'), kube-scheduler, containerd $(containerd --version | awk '{print $3}'), runc $(runc --version | awk 'NR==1{print $3}')"
 
@@ -141,29 +144,13 @@ kubeconfig kubelet-client > "$NODE/kubelet.kubeconfig"
 kubeconfig scheduler > "$NODE/scheduler.kubeconfig"
 chmod 600 "$NODE"/*.kubeconfig
 
-# --- start helpers (as up.sh's: a session of their own, niced so every child is too) ------------
+# --- start (as up.sh's: a session of their own, niced so every child is too) --------------------
 start() { # name args...
   local name=$1; shift
   log "starting $name"
   setsid nohup nice -n 19 "$@" > "$NODE/logs/$name.log" 2>&1 < /dev/null 8>&- &
   echo $! > "$NODE/$name.pid"
 }
-wait_for() { # name timeout-seconds command...
-  local name=$1 timeout=$2 deadline; shift 2
-  deadline=$(( $(date +%s) + timeout ))
-  until "$@" >/dev/null 2>&1; do
-    if ! alive "$name"; then
-      log "$name exited during start-up; the tail of $NODE/logs/$name.log:"
-      tail -n 40 "$NODE/logs/$name.log" >&2; exit 1
-    fi
-    if [ "$(date +%s)" -ge "$deadline" ]; then
-      log "$name was not ready within ${timeout}s; the tail of $NODE/logs/$name.log:"
-      tail -n 40 "$NODE/logs/$name.log" >&2; exit 1
-    fi
-    sleep 0.5
-  done
-}
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 
 # --- containerd ----------------------------------------------------------------------------------
 # Pods: bridge + host-local on a bridge with no address on the host (isGateway false, no masquerade):

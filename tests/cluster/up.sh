@@ -33,9 +33,11 @@ if ! flock -w 900 9; then
   exit 1
 fi
 log() { echo "[cluster/up] $*" >&2; }
+PROCS=$DIR
+# shellcheck source=tests/cluster/lib.sh
+. "$here/lib.sh"
 
 # --- already up? -------------------------------------------------------------------------------
-alive() { [ -f "$DIR/$1.pid" ] && kill -0 "$(cat "$DIR/$1.pid")" 2>/dev/null; }
 ready() { # [max-seconds]
   [ -f "$DIR/env" ] || return 1
   # shellcheck disable=SC1091
@@ -68,7 +70,6 @@ BIN=$("$here/build.sh")
 mkdir -p "$DIR"/{pki,logs,etcd}
 
 # --- ports ---------------------------------------------------------------------------------------
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 ETCD_PORT=$(free_port); ETCD_PEER_PORT=$(free_port); APISERVER_PORT=$(free_port)
 
 # --- credentials ---------------------------------------------------------------------------------
@@ -152,24 +153,6 @@ start() { # name args...
   # shell killed with its children), as jaeger-up.sh's Jaeger does.
   setsid nohup "$BIN/$name" "$@" > "$DIR/logs/$name.log" 2>&1 < /dev/null 9>&- &
   echo $! > "$DIR/$name.pid"
-}
-wait_for() { # name timeout-seconds command...
-  local name=$1 timeout=$2 deadline; shift 2
-  deadline=$(( $(date +%s) + timeout ))
-  until "$@" >/dev/null 2>&1; do
-    if ! alive "$name"; then
-      log "$name exited during start-up; the tail of $DIR/logs/$name.log:"
-      tail -n 40 "$DIR/logs/$name.log" >&2
-      exit 1
-    fi
-    if [ "$(date +%s)" -ge "$deadline" ]; then
-      log "$name was not ready within ${timeout}s; the tail of $DIR/logs/$name.log:"
-      tail -n 40 "$DIR/logs/$name.log" >&2
-      exit 1
-    fi
-    sleep 0.5
-  done
-  log "$name is ready"
 }
 
 start etcd --name operon-local --data-dir "$DIR/etcd" \

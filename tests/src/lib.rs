@@ -21,6 +21,7 @@
 mod apply;
 mod binaries;
 pub mod cluster;
+pub mod command;
 mod crds;
 mod history;
 mod http;
@@ -41,7 +42,7 @@ mod widgets;
 pub use apply::{apply_yaml, delete_yaml};
 pub use binaries::go_website;
 pub use binaries::{Binaries, binaries, go_example, target_dir};
-pub use crds::{SITES, WIDGET_TASKS, install_crds};
+pub use crds::{SITES, WIDGET_TASKS, crd_yaml, install_crds};
 pub use history::{History, Observed};
 pub use http::{HttpResponse, Metrics, Sample, http_get, http_request};
 pub use ledger::{Entries, Entry, Ledger};

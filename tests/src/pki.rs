@@ -70,10 +70,19 @@ impl Pki {
     /// # Panics
     /// When openssl fails.
     pub fn issue(&self, ca: &str, name: &str, usage: &str) {
+        self.issue_for(ca, name, usage, "DNS:localhost,IP:127.0.0.1");
+    }
+
+    /// A certificate `name` signed by `ca`, for `usage`, naming `subject_alt_names` (openssl's
+    /// form: `DNS:a,DNS:b,IP:…`).
+    ///
+    /// # Panics
+    /// When openssl fails.
+    pub fn issue_for(&self, ca: &str, name: &str, usage: &str, subject_alt_names: &str) {
         let ext = self.path(&format!("{name}.ext"));
         std::fs::write(
             &ext,
-            format!("subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage={usage}\n"),
+            format!("subjectAltName={subject_alt_names}\nextendedKeyUsage={usage}\n"),
         )
         .expect("writing the extensions");
         self.openssl(&[

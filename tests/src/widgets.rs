@@ -6,16 +6,14 @@
 //! so that a failed test cannot leave the namespace stuck in `Terminating`.
 
 use std::future::Future;
-use std::time::Duration;
+use std::sync::LazyLock;
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
-use tokio::sync::OnceCell;
 
 use crate::cluster::PlaneLock;
-use crate::{apply_yaml, wait_for, with_temp_ns};
+use crate::{crd_yaml, install_crds, with_temp_ns};
 
 /// The API group of the test resource.
 pub const GROUP: &str = "e2e.operon.dev";
@@ -28,28 +26,8 @@ pub const PLURAL: &str = "widgets";
 /// The resource as the example handler's `--resource` takes it.
 pub const RESOURCE_ARG: &str = "e2e.operon.dev/v1/widgets";
 
-/// The CRD.
-pub const CRD_YAML: &str = r#"
-apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata:
-  name: widgets.e2e.operon.dev
-spec:
-  group: e2e.operon.dev
-  scope: Namespaced
-  names: {plural: widgets, singular: widget, kind: Widget}
-  versions:
-  - name: v1
-    served: true
-    storage: true
-    subresources: {status: {}}
-    schema:
-      openAPIV3Schema:
-        type: object
-        properties:
-          spec: {type: object, x-kubernetes-preserve-unknown-fields: true}
-          status: {type: object, x-kubernetes-preserve-unknown-fields: true}
-"#;
+/// The CRD (see [`crd_yaml`]).
+pub static CRD_YAML: LazyLock<String> = LazyLock::new(|| crd_yaml(GROUP, KIND, true));
 
 /// The resource for dynamic APIs.
 pub fn widget_resource() -> ApiResource {
@@ -114,47 +92,13 @@ impl WidgetExt for DynamicObject {
     }
 }
 
-static CRD: OnceCell<()> = OnceCell::const_new();
-
 /// Installs the Widget CRD (server-side apply: idempotent, once per process) and waits until
 /// widgets can be listed.
 ///
 /// # Panics
 /// When the CRD cannot be applied or is not served within 60 s.
 pub async fn install_widget_crd(client: &Client) {
-    CRD.get_or_init(|| async {
-        apply_yaml(client, "default", CRD_YAML)
-            .await
-            .expect("applying the Widget CRD");
-        let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-        wait_for(
-            "the Widget CRD to be established",
-            Duration::from_secs(60),
-            || async {
-                let crd = crds.get("widgets.e2e.operon.dev").await?;
-                let established = crd
-                    .status
-                    .and_then(|s| s.conditions)
-                    .unwrap_or_default()
-                    .iter()
-                    .any(|c| c.type_ == "Established" && c.status == "True");
-                Ok::<_, kube::Error>(established.then_some(()))
-            },
-        )
-        .await;
-        let all: Api<DynamicObject> = Api::all_with(client.clone(), &widget_resource());
-        wait_for(
-            "widgets to be listable",
-            Duration::from_secs(60),
-            || async {
-                all.list(&ListParams::default().limit(1))
-                    .await
-                    .map(|_| Some(()))
-            },
-        )
-        .await;
-    })
-    .await;
+    install_crds(client, &CRD_YAML).await;
 }
 
 /// Removes the finalizers of every widget in `ns` (best effort), so that the namespace can go.

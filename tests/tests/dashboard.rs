@@ -711,8 +711,8 @@ async fn sync_children_and_task_steps_in_chromium() {
 }
 
 async fn sync_children_and_task_steps(client: kube::Client, ns: String) {
-    install_crds(&client, SITES).await;
-    install_crds(&client, WIDGET_TASKS).await;
+    install_crds(&client, &SITES).await;
+    install_crds(&client, &WIDGET_TASKS).await;
     let bins = binaries().await;
     let sync = HandlerProcess::start_binary(&bins.sync_example, "dash-sync", &[])
         .await

@@ -19,7 +19,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Event, Secret, ServiceAccount};
@@ -27,6 +26,7 @@ use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, Pos
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::{Api, Client, ResourceExt};
 use operon_e2e::cluster::{PlaneLock, cluster_dir, cluster_env};
+use operon_e2e::command::{helm_bin, repo_root, run, try_run};
 use operon_e2e::pki::Pki;
 use operon_e2e::{
     CoreProcess, HandlerProcess, RESOURCE_ARG, apply_yaml, binaries, delete_yaml, log_dir, plane,
@@ -37,65 +37,9 @@ use serde_json::{Value, json};
 /// How long a simple object may take to be handled (2 shared cores, other tests alongside).
 const HANDLED: Duration = Duration::from_secs(90);
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the tests crate lives one level below the repository root")
-        .to_owned()
-}
-
-/// Runs `program args`, feeding `stdin`; returns stdout, or panics with both outputs.
-fn run(program: &Path, args: &[&str], env: &[(&str, &Path)], stdin: &str) -> String {
-    try_run(program, args, env, stdin).unwrap_or_else(|failure| panic!("{failure}"))
-}
-
-/// Runs `program args`, feeding `stdin`: stdout, or (when it fails) both outputs.
-fn try_run(
-    program: &Path,
-    args: &[&str],
-    env: &[(&str, &Path)],
-    stdin: &str,
-) -> Result<String, String> {
-    use std::io::Write as _;
-    let mut command = Command::new(program);
-    command
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, v) in env {
-        command.env(k, v);
-    }
-    let mut child = command
-        .spawn()
-        .unwrap_or_else(|e| panic!("starting {}: {e}", program.display()));
-    let mut input = child.stdin.take().expect("stdin");
-    input.write_all(stdin.as_bytes()).expect("writing stdin");
-    drop(input);
-    let output = child.wait_with_output().expect("waiting for the process");
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    if output.status.success() {
-        return Ok(stdout);
-    }
-    Err(format!(
-        "{} {} failed ({}):\n{}\n{}",
-        program.display(),
-        args.join(" "),
-        output.status,
-        stdout,
-        String::from_utf8_lossy(&output.stderr)
-    ))
-}
-
 fn kubectl_bin() -> PathBuf {
     let env = cluster_env().expect("the plane's env file");
     PathBuf::from(&env["BIN"]).join("kubectl")
-}
-
-/// The Helm CLI, built once and cached under ~/.cache/operon (tests/cluster/build-helm.sh).
-fn helm_bin() -> PathBuf {
-    let script = repo_root().join("tests/cluster/build-helm.sh");
-    PathBuf::from(run(&script, &[], &[], "").trim())
 }
 
 fn helm_template(ns: &str, sets: &[String]) -> String {

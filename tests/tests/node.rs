@@ -35,10 +35,11 @@
 //! ```
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use operon_e2e::cluster::{cluster_dir, cluster_env};
+use operon_e2e::command::{self, helm_bin, repo_root};
+use operon_e2e::pki::Pki;
 use operon_e2e::{free_port, wait_for, with_temp_ns};
 use serde_json::Value;
 
@@ -47,42 +48,14 @@ const READY: Duration = Duration::from_secs(180);
 /// An object being handled.
 const HANDLED: Duration = Duration::from_secs(90);
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the tests crate lives one level below the repository root")
-        .to_owned()
-}
-
-/// Runs `program args` with `stdin`: stdout, or (when it fails) the command and both outputs.
+/// [`try_run`] without an environment of its own.
 fn try_run(program: &Path, args: &[&str], stdin: &str) -> Result<String, String> {
-    use std::io::Write as _;
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("starting {}: {e}", program.display()));
-    let mut input = child.stdin.take().expect("stdin");
-    input.write_all(stdin.as_bytes()).expect("writing stdin");
-    drop(input);
-    let output = child.wait_with_output().expect("waiting for the process");
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    if output.status.success() {
-        return Ok(stdout);
-    }
-    Err(format!(
-        "{} {} failed ({}):\n{stdout}\n{}",
-        program.display(),
-        args.join(" "),
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    ))
+    command::try_run(program, args, &[], stdin)
 }
 
+/// [`command::run`] without an environment of its own.
 fn run(program: &Path, args: &[&str], stdin: &str) -> String {
-    try_run(program, args, stdin).unwrap_or_else(|failure| panic!("{failure}"))
+    command::run(program, args, &[], stdin)
 }
 
 /// The node's plane and its tools.
@@ -116,11 +89,9 @@ impl Node {
         );
         let env = cluster_env().expect("the plane's env file");
         assert_eq!(env.get("PLANE_PROFILE").map(String::as_str), Some("node"));
-        let helm =
-            PathBuf::from(run(&repo_root().join("tests/cluster/build-helm.sh"), &[], "").trim());
         Node {
             kubectl: PathBuf::from(&env["BIN"]).join("kubectl"),
-            helm,
+            helm: helm_bin(),
             kubeconfig: dir.join("kubeconfig").display().to_string(),
             apiserver_port: env["APISERVER_PORT"].clone(),
         }
@@ -498,75 +469,23 @@ fn parse_report(output: &str, what: &str) -> Value {
 /// Makes the separate topology's TLS Secret: a CA, and one certificate for both sides whose
 /// names are the handler Service's (as deploy/README.md says).
 fn tls_secret(release: &Release<'_>, service: &str) {
-    let dir = std::env::temp_dir().join(format!("operon-node-tls-{}", release.ns));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("a temp dir");
-    let p = |f: &str| dir.join(f).display().to_string();
-    let openssl = |args: &[&str]| run(Path::new("openssl"), args, "");
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=operon-ca",
-        "-keyout",
-        &p("ca.key"),
-        "-out",
-        &p("ca.crt"),
-    ]);
-    openssl(&[
-        "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-subj",
-        &format!("/CN={service}"),
-        "-keyout",
-        &p("tls.key"),
-        "-out",
-        &p("tls.csr"),
-    ]);
-    std::fs::write(
-        dir.join("ext"),
-        format!(
-            "subjectAltName=DNS:{service},DNS:{service}.{ns}.svc\nextendedKeyUsage=serverAuth,clientAuth\n",
-            ns = release.ns
-        ),
-    )
-    .expect("writing ext");
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        &p("tls.csr"),
-        "-CA",
-        &p("ca.crt"),
-        "-CAkey",
-        &p("ca.key"),
-        "-CAcreateserial",
-        "-days",
-        "2",
-        "-extfile",
-        &p("ext"),
-        "-out",
-        &p("tls.crt"),
-    ]);
+    let pki = Pki::new(&format!("node-tls-{}", release.ns));
+    pki.ca("ca");
+    let ns = &release.ns;
+    pki.issue_for(
+        "ca",
+        "tls",
+        "serverAuth,clientAuth",
+        &format!("DNS:{service},DNS:{service}.{ns}.svc"),
+    );
     release.k(&[
         "create",
         "secret",
         "generic",
         "operon-grpc-tls",
-        &format!("--from-file={}", p("ca.crt")),
-        &format!("--from-file={}", p("tls.crt")),
-        &format!("--from-file={}", p("tls.key")),
+        &format!("--from-file={}", pki.path("ca.crt")),
+        &format!("--from-file={}", pki.path("tls.crt")),
+        &format!("--from-file={}", pki.path("tls.key")),
     ]);
 }
 

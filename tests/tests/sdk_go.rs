@@ -371,28 +371,11 @@ async fn the_go_website_example_runs_on_the_real_plane() {
 // ---------------------------------------------------------------------------------------------
 // The other kinds: proto/sdk/go/internal/e2eservice on widgets.
 
-/// The task type of the e2e service: a GoTask names its Widget in `spec.widget`.
-const TASK_CRD: &str = r#"
-apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata:
-  name: gotasks.sdk.operon.dev
-spec:
-  group: sdk.operon.dev
-  scope: Namespaced
-  names: {plural: gotasks, singular: gotask, kind: GoTask}
-  versions:
-  - name: v1
-    served: true
-    storage: true
-    subresources: {status: {}}
-    schema:
-      openAPIV3Schema:
-        type: object
-        properties:
-          spec: {type: object, x-kubernetes-preserve-unknown-fields: true}
-          status: {type: object, x-kubernetes-preserve-unknown-fields: true}
-"#;
+/// The task type of the e2e service: a GoTask (`gotasks.sdk.operon.dev`) names its Widget in
+/// `spec.widget`.
+fn task_crd() -> String {
+    operon_e2e::crd_yaml("sdk.operon.dev", "GoTask", true)
+}
 
 /// Builds `proto/sdk/go/internal/e2eservice` into the target directory (Go's build cache makes
 /// a rebuild of an unchanged tree quick) and returns the binary.
@@ -435,7 +418,7 @@ async fn wait_object(
 #[tokio::test]
 async fn the_go_sdk_serves_daemons_timers_tasks_and_when_filters_to_the_real_core() {
     with_widget_ns("sdk-go-kinds", |client, ns| async move {
-        install_crds(&client, TASK_CRD).await;
+        install_crds(&client, &task_crd()).await;
         let binary = e2e_service().await;
         let handler = HandlerProcess::start_binary(&binary, "sdk-go-kinds", &[])
             .await

@@ -41,7 +41,7 @@ where
 {
     let _lock = PlaneLock::shared().await;
     with_temp_ns(prefix, |client, ns| async move {
-        install_crds(&client, SITES).await;
+        install_crds(&client, &SITES).await;
         let outcome = tokio::spawn(test(client.clone(), ns.clone())).await;
         let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &site_resource());
         let strip = Patch::Merge(json!({"metadata": {"finalizers": null}}));

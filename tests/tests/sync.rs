@@ -86,7 +86,7 @@ where
 {
     let _lock = PlaneLock::shared().await;
     with_temp_ns(prefix, |client, ns| async move {
-        install_crds(&client, SITES).await;
+        install_crds(&client, &SITES).await;
         let outcome = tokio::spawn(test(client.clone(), ns.clone())).await;
         release(&client, &ns).await;
         if let Err(err) = outcome {

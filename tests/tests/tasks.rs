@@ -27,9 +27,6 @@ use serde_json::{Value, json};
 
 const DEADLINE: Duration = Duration::from_secs(120);
 
-/// The task CRDs (`WidgetTask`, `WidgetUrgent`).
-const CRD: &str = WIDGET_TASKS;
-
 /// The finalizer the core holds on a running task (default prefix).
 const FINALIZER: &str = "kopf.zalando.org/task";
 
@@ -74,7 +71,7 @@ impl Tasks {
         handler_args: &[&str],
         core_args: &[&str],
     ) -> Self {
-        install_crds(client, CRD).await;
+        install_crds(client, &WIDGET_TASKS).await;
         let task_arg =
             format!("job:e2e.operon.dev/v1/widgettasks:{RESOURCE_ARG}:spec.parent:{mode}");
         let mut args = vec![

@@ -4,6 +4,7 @@
 //! the write of the cycle's patch and finalizer ([`patching::write`]). Decisions come from [`crate::core::handling`]; `runtime::processing` calls this
 //! module, never the other way round.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
@@ -182,7 +183,7 @@ pub(crate) async fn invoke_change(
     res: &ResourceCtx,
     change: &Change<'_>,
     attempt: &Attempt<'_>,
-    body: Value,
+    body: Arc<Value>,
     traceparent: Option<String>,
 ) -> (Result<Answer, DispatchError>, f64) {
     let (handler, hs, essence) = (&attempt.bound.handler, attempt.state, change.essence);
@@ -313,7 +314,7 @@ pub(crate) async fn run_event_handlers(
     res: &ResourceCtx,
     log: &Log<'_>,
     (handlers, event_types): (&[&Bound], &[&'static str]),
-    predicted: &mut Value,
+    predicted: &mut Arc<Value>,
     patch: &mut MergePatch,
 ) {
     for event_type in event_types {
@@ -328,10 +329,10 @@ async fn run_event_handlers_once(
     log: &Log<'_>,
     handlers: &[&Bound],
     event_type: &'static str,
-    predicted: &mut Value,
+    predicted: &mut Arc<Value>,
     patch: &mut MergePatch,
 ) {
-    let body = predicted.clone();
+    let body = Arc::clone(predicted);
     let view = CauseView {
         reason: Reason::Update,
         initial: false,
@@ -350,7 +351,7 @@ async fn run_event_handlers_once(
             event_type: event_type.to_owned(),
             ..Call::about(
                 &handler.id,
-                body.clone(),
+                Arc::clone(&body),
                 handling::deadline(&handler.options, env.settings.call_timeout, Duration::ZERO),
                 res.resolved(),
             )
@@ -398,7 +399,7 @@ async fn run_event_handlers_once(
                     patch.merge_from(p);
                 }
                 if let Some(value) = result {
-                    handling::deliver_result(&handler.id, &value, predicted, patch);
+                    handling::deliver_result(&handler.id, &value, Arc::make_mut(predicted), patch);
                 }
                 post_events(env, log, &body, &answer.events).await;
             }
@@ -423,7 +424,7 @@ pub(crate) async fn callback_rejects(
             reason,
             ..Call::about(
                 &handler.id,
-                body.clone(),
+                Arc::new(body.clone()),
                 handling::deadline(&handler.options, env.settings.call_timeout, Duration::ZERO),
                 res.resolved(),
             )

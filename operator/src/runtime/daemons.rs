@@ -489,7 +489,7 @@ impl Daemon {
         let call = Call {
             handler_id: handler.id.clone(),
             reason: None,
-            body: (*body).clone(),
+            body: Arc::clone(&body),
             old: None,
             new: None,
             diff: json!([]),

@@ -8,6 +8,7 @@
 //!
 //! The contract is `HANDLER_KIND_INDEX` in `proto/operon/v1/handler.proto`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -94,12 +95,13 @@ async fn deliver(
     let handler = &bound.handler;
     let object = indexing::object_name(body);
     let mut delay = RETRY.first;
+    let body = Arc::new(body.clone());
     loop {
         let call = Call {
             event_type: event_type.to_owned(),
             ..Call::about(
                 &handler.id,
-                body.clone(),
+                Arc::clone(&body),
                 handler.options.call_timeout.unwrap_or(call_timeout),
                 res.resolved(),
             )

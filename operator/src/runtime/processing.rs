@@ -113,7 +113,9 @@ async fn cycle(handling: &Handling, res: &Arc<ResourceCtx>, input: Input) -> Out
     env.metrics.cycle();
     let now = Timestamp::now();
     let mut patch = MergePatch::new();
-    let mut predicted = body.clone();
+    // What the object will be after this cycle's patch: shared with the body until a handler's
+    // patch or result changes it (most cycles never copy the object).
+    let mut predicted = Arc::clone(&input.body);
     let groups = Groups::of(&res.handlers);
 
     // Raw-event handlers: every watch event, no progress, errors ignored.
@@ -314,7 +316,7 @@ async fn handle(
     ctx: &CycleCtx<'_>,
     changing: &[&Bound],
     view: &CauseView<'_>,
-    predicted: &mut Value,
+    predicted: &mut Arc<Value>,
     patch: &mut MergePatch,
 ) -> Result<Handled, LoadError> {
     let CycleCtx {
@@ -401,7 +403,7 @@ async fn run_one(
     ctx: &CycleCtx<'_>,
     bound: &Bound,
     hs: &HandlerState,
-    predicted: &mut Value,
+    predicted: &mut Arc<Value>,
     patch: &mut MergePatch,
 ) -> Option<Ran> {
     let span = calls::handler_span(
@@ -445,7 +447,7 @@ async fn run_one_traced(
     ctx: &CycleCtx<'_>,
     bound: &Bound,
     hs: &HandlerState,
-    predicted: &mut Value,
+    predicted: &mut Arc<Value>,
     patch: &mut MergePatch,
     traceparent: Option<String>,
 ) -> Option<Ran> {
@@ -483,8 +485,15 @@ async fn run_one_traced(
         subs: &subs,
         runtime: progress.runtime,
     };
-    let (answer, seconds) =
-        calls::invoke_change(env, res, &change, &attempt, predicted.clone(), traceparent).await;
+    let (answer, seconds) = calls::invoke_change(
+        env,
+        res,
+        &change,
+        &attempt,
+        Arc::clone(predicted),
+        traceparent,
+    )
+    .await;
     let (result, sub_answers) = match answer {
         Ok(answer) => {
             let Some(result) = answer.result else {
@@ -499,7 +508,7 @@ async fn run_one_traced(
                     calls::report(env, log, body, progress.retries, &verdict).await;
                     return Some(Ran::attempt(verdict, Vec::new()));
                 }
-                handling::apply_handler_patch(handler_patch, predicted, patch);
+                handling::apply_handler_patch(handler_patch, Arc::make_mut(predicted), patch);
             }
             calls::post_events(env, log, body, &answer.events).await;
             (result, answer.subhandlers)
@@ -524,17 +533,21 @@ async fn run_one_traced(
     };
     // Sub-handlers first (Kopf logs them before their parent): their states are stored under
     // their own ids and listed in the parent's `subrefs`.
-    let absorbed = handling::absorb_subhandlers(
-        handler,
-        reason,
-        &mut subs,
-        sub_answers,
-        now,
-        Timestamp::now(),
-        backoff,
-        predicted,
-        patch,
-    );
+    let absorbed = if sub_answers.is_empty() {
+        handling::Absorbed::default()
+    } else {
+        handling::absorb_subhandlers(
+            handler,
+            reason,
+            &mut subs,
+            sub_answers,
+            now,
+            Timestamp::now(),
+            backoff,
+            Arc::make_mut(predicted),
+            patch,
+        )
+    };
     log.lines(&absorbed.lines);
 
     let verdict = outcome::judge(handler, progress, result, backoff);
@@ -542,7 +555,7 @@ async fn run_one_traced(
         .handler(&handler.id, handling::outcome_label(&verdict), seconds);
     calls::report(env, log, body, progress.retries, &verdict).await;
     if let Some(value) = verdict.result() {
-        handling::deliver_result(&handler.id, value, predicted, patch);
+        handling::deliver_result(&handler.id, value, Arc::make_mut(predicted), patch);
     }
     subs.store(storage, body, patch);
     Some(Ran::attempt(verdict, absorbed.subrefs))

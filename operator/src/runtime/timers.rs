@@ -266,7 +266,7 @@ async fn tick(
         traceparent: crate::telemetry::traceparent(&span),
         ..Call::about(
             &handler.id,
-            body.clone(),
+            Arc::new(body.clone()),
             handler
                 .options
                 .call_timeout

@@ -355,7 +355,7 @@ async fn invoke_sends_the_call_and_validates_the_answer() {
         traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
         ..Call::about(
             "create_fn",
-            json!({"metadata": {"name": "t"}}),
+            Arc::new(json!({"metadata": {"name": "t"}})),
             Duration::from_secs(5),
             resource(),
         )

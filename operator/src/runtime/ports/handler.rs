@@ -51,8 +51,8 @@ pub(crate) struct Call {
     pub handler_id: String,
     /// The cycle's reason (`None` for event handlers).
     pub reason: Option<Reason>,
-    /// The whole object.
-    pub body: Value,
+    /// The whole object (shared: a cycle hands the body it holds to every call without copying).
+    pub body: Arc<Value>,
     /// Old and new essence and their diff.
     pub old: Option<Value>,
     /// See `old`.
@@ -83,7 +83,7 @@ impl Call {
     /// set what differs with struct-update syntax.
     pub(crate) fn about(
         handler_id: &str,
-        body: Value,
+        body: Arc<Value>,
         deadline: Duration,
         resource: ResolvedResource,
     ) -> Self {

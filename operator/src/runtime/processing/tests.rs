@@ -158,7 +158,7 @@ async fn handle_of(
         essence: &essence,
     };
     let changing: Vec<&Bound> = res.handlers.iter().collect();
-    let (mut predicted, mut patch) = (body.clone(), MergePatch::new());
+    let (mut predicted, mut patch) = (Arc::new(body.clone()), MergePatch::new());
     let handled = handle(&cycle, &changing, &view, &mut predicted, &mut patch).await;
     (handled, patch.into_value())
 }

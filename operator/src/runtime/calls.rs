@@ -414,7 +414,7 @@ pub(crate) async fn callback_rejects(
     env: &Context,
     res: &ResourceCtx,
     questions: &[&Bound],
-    body: &Value,
+    body: &Arc<Value>,
     reason: Option<Reason>,
 ) -> Vec<String> {
     let mut rejected = Vec::new();
@@ -424,7 +424,7 @@ pub(crate) async fn callback_rejects(
             reason,
             ..Call::about(
                 &handler.id,
-                Arc::new(body.clone()),
+                Arc::clone(body),
                 handling::deadline(&handler.options, env.settings.call_timeout, Duration::ZERO),
                 res.resolved(),
             )

@@ -158,10 +158,10 @@ async fn cycle(handling: &Handling, res: &Arc<ResourceCtx>, input: Input) -> Out
     // before the finalizer is decided on.
     let spawned = handling::spawned_matching(&groups.spawned, &view);
     let questions = handling::spawned_questions(&spawned, deleting);
-    let spawned_rejected = calls::callback_rejects(env, res, &questions, body, None).await;
+    let spawned_rejected = calls::callback_rejects(env, res, &questions, &input.body, None).await;
     let questions = handling::deletion_questions(&groups.changing, &view);
     let deletion_rejected =
-        calls::callback_rejects(env, res, &questions, body, Some(Reason::Delete)).await;
+        calls::callback_rejects(env, res, &questions, &input.body, Some(Reason::Delete)).await;
     let (timers_matching, daemons_matching) = handling::split_spawned(spawned, &spawned_rejected);
     // Like Kopf, the finalizer stays until every daemon of a deleted object has exited.
     let mut daemons_exiting = false;

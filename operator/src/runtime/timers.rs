@@ -244,7 +244,7 @@ async fn tick(
     env: &Context,
     (res, key): (&ResourceCtx, &str),
     bound: &Bound,
-    body: &Value,
+    body: &Arc<Value>,
     object: &str,
     (retry, started): (u32, jiff::Timestamp),
 ) -> Tick {
@@ -266,7 +266,7 @@ async fn tick(
         traceparent: crate::telemetry::traceparent(&span),
         ..Call::about(
             &handler.id,
-            Arc::new(body.clone()),
+            Arc::clone(body),
             handler
                 .options
                 .call_timeout

@@ -25,6 +25,9 @@
 #                      [--shared-plane]  the shared plane (~/.cache/operon/cluster) instead of the
 #                                        benchmark's own (~/.cache/operon/cluster-bench)
 #                      [--keep-plane]    leave the benchmark's own plane running afterwards
+#                      [--musl]          run the core as it ships in the images and the wheels:
+#                                        built for Rust's musl target, static (needs the target and
+#                                        musl-gcc: deploy/local/prereqs.sh installs both)
 #
 # Default sizes: 1,000 and 10,000 objects. Contenders: kopf, operon-py, operon-rust, operon-shards,
 # floor, ceiling (--steady: all but the ceiling; --scale: kopf, operon-py, operon-rust, floor).
@@ -37,7 +40,7 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 log() { echo "[bench $(date +%H:%M:%S)] $*" >&2; }
 
-driver_args=() profile=release shared_plane=0 keep_plane=0 check=0 pin=0
+driver_args=() profile=release shared_plane=0 keep_plane=0 check=0 pin=0 musl=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --*=*) set -- "${1%%=*}" "${1#*=}" "${@:2}"; continue ;;  # --opt=value → --opt value
@@ -62,14 +65,19 @@ while [ $# -gt 0 ]; do
     --check) check=1; shift ;;
     --shared-plane) shared_plane=1; shift ;;
     --keep-plane) keep_plane=1; shift ;;
+    --musl) musl=1; shift ;;
     --contender) driver_args+=(--contender "${2:?--contender needs a name}"); shift 2 ;;
     --core-arg) driver_args+=(--core-arg="${2:?--core-arg needs a value}"); shift 2 ;;
     --sdk-arg) driver_args+=(--sdk-arg="${2:?--sdk-arg needs a value}"); shift 2 ;;
-    -h|--help) sed -n '2,34p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,37p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "usage: $0 [--objects N | --steady | --scale N]... [--pin] [--contender NAME]... (--help for all)" >&2; exit 2 ;;
   esac
 done
 [ "$check" = 0 ] || driver_args+=(--check)
+triple="$(uname -m)-unknown-linux-musl"
+if [ "$musl" = 1 ] && { ! rustup target list --installed 2>/dev/null | grep -qx "$triple" || ! command -v musl-gcc >/dev/null; }; then
+  echo "--musl needs Rust's $triple target and musl-gcc (deploy/local/prereqs.sh installs both)" >&2; exit 2
+fi
 if [ "$pin" = 1 ] && [ "$shared_plane" = 1 ]; then
   echo "--pin moves the plane's processes to one CPU: not on the shared plane, which other tests use" >&2; exit 2
 fi
@@ -145,6 +153,14 @@ log "building the binaries (cargo build ${build_args[*]})"
 cargo build "${build_args[@]}" >&2
 wait "$plane_build" || { log "building the control plane failed (tests/cluster/build.sh; its log is above)"; exit 1; }
 target=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+core_bin="$target/$profile/operon" built_for=""
+if [ "$musl" = 1 ]; then
+  musl_args=(--locked -p operon --target "$triple")
+  [ "$profile" = debug ] || musl_args+=(--release)
+  log "building the core as it ships (cargo build ${musl_args[*]})"
+  cargo build "${musl_args[@]}" >&2
+  core_bin="$target/$triple/$profile/operon" built_for=", the core built for $triple"
+fi
 
 KOPF_VERSION=1.45.2
 kopf_venv=$CACHE/venv-kopf   # shared with sdk-python-compat/tests/test_migration.py
@@ -206,11 +222,11 @@ fi
 work=$(mktemp -d "${TMPDIR:-/tmp}/operon-bench.XXXXXX")
 : > "$work/pids"; : > "$work/namespaces"
 python3 tests/bench/bench.py --workdir "$work" \
-  --core-bin "$target/$profile/operon" --handler-bin "$target/$profile/operon-example-handler" \
+  --core-bin "$core_bin" --handler-bin "$target/$profile/operon-example-handler" \
   --floor-bin "$target/$profile/operon-bench-floor" \
   --kopf-python "$kopf_venv/bin/python" --sdk-python "$sdk_venv/bin/python" --sdk-src "$root/sdk-python-compat/src" \
   --kubectl "$KUBECTL" --kubeconfig "$KUBECONFIG" \
-  --audit-dir "$PLANE_DIR/logs" --plane-dir "$PLANE_DIR" --commit "$commit" \
+  --audit-dir "$PLANE_DIR/logs" --plane-dir "$PLANE_DIR" --commit "$commit$built_for" \
   "${driver_args[@]}" &
 driver=$!
 wait "$driver"

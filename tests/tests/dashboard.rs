@@ -331,8 +331,10 @@ async fn the_dashboard_shows_progress_live_in_chromium() {
             .unwrap();
         browser.screenshot(&artifact("object-retrying")).await.unwrap();
 
-        // A new retry appears live: within a second of the core's model having it, and
-        // without a reload.
+        // A new retry appears live, without a reload (an object's page has no polling: only the
+        // pushed change refreshes it), and soon: the page refreshes 150 ms after the push, and
+        // its render fetches the new attempt's trace from Jaeger (capped at 3 s). Under the
+        // whole suite's load that took 2.0 s once (1 s was the bound then).
         browser.eval("window.__sameDocument = true;", json!([])).await.unwrap();
         let attempts_js = "const c = document.querySelector('#handlers ~ .panel tbody tr td.num'); \
                            return c ? parseInt(c.textContent, 10) : -1;";
@@ -359,7 +361,10 @@ async fn the_dashboard_shows_progress_live_in_chromium() {
             .unwrap();
         let lag = known_at.elapsed();
         eprintln!("[dashboard] retry {next} of create_fn appeared on the open page {lag:?} after the core's model had it");
-        assert!(lag < Duration::from_secs(1), "the retry took {lag:?} to appear");
+        assert!(
+            lag < Duration::from_secs(4),
+            "the retry took {lag:?} to appear (allowed: Jaeger's 3 s cap + 1 s)"
+        );
 
         // The failed object and the sub-handlers.
         browser

@@ -15,6 +15,7 @@ pub(crate) mod trace;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -152,16 +153,40 @@ async fn object_page(State(ctx): State<Ctx>, Path(path): Path<String>) -> Respon
     .into_response()
 }
 
-/// The traces of `ids`, fetched at once.
-async fn fetch_all(jaeger: &Jaeger, ids: Vec<String>) -> object::Fetched {
-    let fetches = ids.into_iter().map(|id| async move {
-        let trace = jaeger.trace(&id).await.map_err(|e| e.to_string());
-        (id, trace)
-    });
-    futures_util::future::join_all(fetches)
-        .await
+/// How long an object page's render waits for its traces. A slow Jaeger must not hold up the
+/// page (a live refresh shows a new attempt at once): what is not here by then is fetched on
+/// into the cache, and the page says so; its live script reads it again shortly.
+const TRACES_BUDGET: Duration = Duration::from_millis(500);
+
+/// The traces of `ids`, fetched at once; those not fetched within [`TRACES_BUDGET`] are left
+/// out (still fetching).
+async fn fetch_all(jaeger: &Arc<Jaeger>, ids: Vec<String>) -> object::Fetched {
+    let deadline = tokio::time::Instant::now() + TRACES_BUDGET;
+    let fetches: Vec<_> = ids
         .into_iter()
-        .collect()
+        .map(|id| {
+            let jaeger = Arc::clone(jaeger);
+            let fetch = tokio::spawn({
+                let id = id.clone();
+                async move { jaeger.trace(&id).await.map_err(|e| e.to_string()) }
+            });
+            (id, fetch)
+        })
+        .collect();
+    let mut fetched = object::Fetched::new();
+    for (id, fetch) in fetches {
+        match tokio::time::timeout_at(deadline, fetch).await {
+            Ok(Ok(trace)) => {
+                fetched.insert(id, trace);
+            }
+            Ok(Err(failed)) => {
+                fetched.insert(id, Err(format!("fetching the trace failed: {failed}")));
+            }
+            // Still fetching: it lands in the cache for the page's next read.
+            Err(_) => {}
+        }
+    }
+    fetched
 }
 
 /// `/traces/<id>`: one trace the read model knows, from Jaeger's query API. An unknown id is

@@ -163,3 +163,41 @@ pub fn spans(trace: &Value) -> Vec<Span> {
         })
         .collect()
 }
+
+impl Jaeger {
+    /// A slow way to the query API: a proxy on 127.0.0.1 that holds every chunk a client sends
+    /// for `delay` before passing it on (so each request waits, also on a kept-alive
+    /// connection); answers pass at once. Returns its base URL; it runs until the test ends.
+    pub async fn slow_query(&self, delay: std::time::Duration) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a port for the slow proxy");
+        let base = format!("http://{}", listener.local_addr().expect("its address"));
+        let upstream = self.addr;
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    let (mut from_client, mut to_client) = client.into_split();
+                    let (mut from_server, mut to_server) = server.into_split();
+                    let requests = async {
+                        let mut buf = vec![0; 16 * 1024];
+                        while let Ok(n @ 1..) = from_client.read(&mut buf).await {
+                            tokio::time::sleep(delay).await;
+                            if to_server.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                        let _ = to_server.shutdown().await;
+                    };
+                    let answers = tokio::io::copy(&mut from_server, &mut to_client);
+                    let _ = tokio::join!(requests, answers);
+                });
+            }
+        });
+        base
+    }
+}

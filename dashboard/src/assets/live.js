@@ -6,7 +6,7 @@
   const status = document.getElementById('live-status');
   if (!live || !window.EventSource || !window.fetch) return;
   const key = live.dataset.key;
-  let timer = null, busy = false, again = false;
+  let timer = null, busy = false, again = false, pendingReads = 0;
   const say = (text, on) => { if (status) { status.textContent = text; status.classList.toggle('on', on); } };
   async function refresh() {
     if (busy) { again = true; return; }
@@ -24,7 +24,13 @@
       }
     } catch (_) { /* the next change tries again */ }
     busy = false;
-    if (again) { again = false; schedule(); }
+    if (again) { again = false; schedule(); } else followPending();
+  }
+  // A trace Jaeger had not answered with when the page was made ([data-trace-pending]): the
+  // core fetches it on, so read the page again in a second — ten times at most per change.
+  function followPending() {
+    if (!live.querySelector('[data-trace-pending]')) { pendingReads = 0; return; }
+    if (pendingReads < 10) { pendingReads++; setTimeout(schedule, 1000); }
   }
   function schedule() {
     if (document.hidden) { again = true; return; }
@@ -36,7 +42,7 @@
     try {
       const change = JSON.parse(event.data);
       const o = change.object;
-      if ((o ? o.resource + '/' + o.namespace + '/' + o.name : change.key) === key) schedule();
+      if ((o ? o.resource + '/' + o.namespace + '/' + o.name : change.key) === key) { pendingReads = 0; schedule(); }
     } catch (_) { schedule(); }
   }
   // One stream per page that is shown: a hidden tab, or a page left for the back/forward cache,
@@ -62,4 +68,5 @@
   window.addEventListener('pagehide', disconnect);
   window.addEventListener('pageshow', () => { if (!document.hidden) connect(); });
   if (!document.hidden) connect();
+  followPending();
 })();

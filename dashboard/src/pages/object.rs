@@ -429,7 +429,13 @@ fn inline_traces(ids: &[&str], details: &ObjectDetails, fetched: Option<&Fetched
                 Some(Err(problem)) => {
                     view! { <p class="notice bad">{problem.clone()}</p> }.into_any()
                 }
-                None => view! { <p class="notice">"Not fetched."</p> }.into_any(),
+                // Not fetched within the page's budget: the live script reads the page again.
+                None => view! {
+                    <p class="notice" data-trace-pending="">
+                        "Fetching this trace from Jaeger… it shows here when it arrives."
+                    </p>
+                }
+                .into_any(),
             };
             view! {
                 <details class="trace panel" id=format!("trace-{id}") open={i == 0}>

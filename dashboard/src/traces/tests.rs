@@ -141,19 +141,27 @@ fn trace_ids_are_32_lowercase_hex_digits() {
 /// A stand-in for Jaeger on 127.0.0.1: answers `/api/traces/<TRACE>` with [`jaeger_answer`],
 /// a huge body for `/api/traces/<huge>`, 404 otherwise; records every request line.
 pub(crate) async fn fake_jaeger() -> (String, Arc<Mutex<Vec<String>>>) {
+    fake_jaeger_with(std::time::Duration::ZERO).await
+}
+
+/// [`fake_jaeger`], answering `/api/traces/<TRACE>` only after `delay` (a slow Jaeger).
+pub(crate) async fn fake_jaeger_with(
+    delay: std::time::Duration,
+) -> (String, Arc<Mutex<Vec<String>>>) {
     use axum::extract::{Path, State};
     let seen: Arc<Mutex<Vec<String>>> = Arc::default();
     let app = axum::Router::new()
         .route(
             "/{*path}",
             axum::routing::any(
-                |State(seen): State<Arc<Mutex<Vec<String>>>>,
-                 method: axum::http::Method,
-                 Path(path): Path<String>| async move {
+                move |State(seen): State<Arc<Mutex<Vec<String>>>>,
+                      method: axum::http::Method,
+                      Path(path): Path<String>| async move {
                     seen.lock().unwrap().push(format!("{method} /{path}"));
                     let huge = format!("api/traces/{}", "e".repeat(32));
                     use axum::http::StatusCode;
                     if path == format!("api/traces/{TRACE}") {
+                        tokio::time::sleep(delay).await;
                         (StatusCode::OK, jaeger_answer().to_string())
                     } else if path == huge {
                         (StatusCode::OK, " ".repeat(MAX_BYTES + 10))

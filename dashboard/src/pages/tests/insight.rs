@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::model::{AttemptOutcome, ChartPoint, Charts};
-use crate::traces::tests::{PREVIOUS, TRACE, fake_jaeger};
+use crate::traces::tests::{PREVIOUS, TRACE, fake_jaeger, fake_jaeger_with};
 
 /// `create_fn` failed once (a temporary error, retried 2 s later), then succeeded; the second
 /// attempt is traced.
@@ -103,6 +103,49 @@ async fn serve_failed_once() -> (std::net::SocketAddr, Arc<std::sync::Mutex<Vec<
     let mut model = Fake::new(vec![o]);
     model.details = details;
     (serve(app_with_jaeger(Arc::new(model), &jaeger)).await, seen)
+}
+
+/// The newest attempt's inline trace on an object page (up to its `</details>`).
+fn newest_trace(html: &str) -> &str {
+    html.split(&format!("id=\"trace-{TRACE}\" open"))
+        .nth(1)
+        .and_then(|open| open.split("</details>").next())
+        .unwrap_or_else(|| panic!("the newest trace is not open: {html}"))
+}
+
+/// A slow Jaeger does not hold the object page up: a trace not fetched within the page's budget
+/// is announced as coming (the live script reads the page again), fetched on into the cache, and
+/// the next read shows it without asking Jaeger again.
+#[tokio::test]
+async fn a_slow_jaeger_does_not_hold_the_object_page_up() {
+    let (jaeger, seen) = fake_jaeger_with(std::time::Duration::from_millis(1500)).await;
+    let (o, details) = failed_once_then_succeeded();
+    let mut model = Fake::new(vec![o]);
+    model.details = details;
+    let addr = serve(app_with_jaeger(Arc::new(model), &jaeger)).await;
+    let path = "/objects/widgets.example.com/v1/ns/w1";
+    let (status, _, html) = get(addr, path, &[]).await;
+    assert_eq!(status, 200);
+    let coming = newest_trace(&html);
+    assert!(coming.contains("data-trace-pending"), "{coming}");
+    assert!(
+        !coming.contains("cycle widgets.e2e.operon.dev/v1"),
+        "{coming}"
+    );
+    // The older attempt's trace (not in Jaeger) answered at once: its 404 is said as before.
+    assert!(
+        html.contains("Jaeger has no spans of this trace yet"),
+        "{html}"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let (_, _, html) = get(addr, path, &[]).await;
+    let shown = newest_trace(&html);
+    assert!(!shown.contains("data-trace-pending"), "{shown}");
+    assert!(shown.contains("cycle widgets.e2e.operon.dev/v1"), "{shown}");
+    let asked = (seen.lock().unwrap().iter())
+        .filter(|r| r.ends_with(TRACE))
+        .count();
+    assert_eq!(asked, 1, "the second read is served from the cache");
 }
 
 #[tokio::test]

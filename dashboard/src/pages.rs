@@ -182,8 +182,13 @@ async fn fetch_all(jaeger: &Arc<Jaeger>, ids: Vec<String>) -> object::Fetched {
             Ok(Err(failed)) => {
                 fetched.insert(id, Err(format!("fetching the trace failed: {failed}")));
             }
-            // Still fetching: it lands in the cache for the page's next read.
-            Err(_) => {}
+            // Still fetching: it lands in the cache for the page's next read — unless the last
+            // fetch failed lately (a Jaeger that hangs): then that is said, not "coming".
+            Err(_) => {
+                if let Some(why) = jaeger.failed_lately(&id) {
+                    fetched.insert(id, Err(why));
+                }
+            }
         }
     }
     fetched

@@ -275,6 +275,8 @@ pub(crate) struct Jaeger {
         Empty<Bytes>,
     >,
     cache: Mutex<HashMap<String, (Instant, Arc<Trace>)>>,
+    /// The last failure to fetch each trace, while it is recent ([`Jaeger::failed_lately`]).
+    failures: Mutex<HashMap<String, (Instant, String)>>,
 }
 
 impl Jaeger {
@@ -288,6 +290,7 @@ impl Jaeger {
             )
             .build_http(),
             cache: Mutex::default(),
+            failures: Mutex::default(),
         })
     }
 
@@ -307,16 +310,29 @@ impl Jaeger {
         if let Some(trace) = self.cached(id) {
             return Ok(trace);
         }
-        let trace = Arc::new(self.fetch(id).await?);
-        let mut cache = self.lock();
-        if cache.len() >= CACHED {
-            cache.retain(|_, (at, _)| at.elapsed() < FRESH);
-            if cache.len() >= CACHED {
-                cache.clear();
+        let failures = || self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        match self.fetch(id).await {
+            Ok(trace) => {
+                let trace = Arc::new(trace);
+                remember(&mut self.lock(), id, Arc::clone(&trace));
+                failures().remove(id);
+                Ok(trace)
+            }
+            Err(err) => {
+                remember(&mut failures(), id, err.to_string());
+                Err(err)
             }
         }
-        cache.insert(id.to_owned(), (Instant::now(), Arc::clone(&trace)));
-        Ok(trace)
+    }
+
+    /// Why the last fetch of `id` failed, if it did lately: an object page that cannot wait
+    /// for a fetch says that instead of "coming" (a Jaeger that hangs is not awaited forever).
+    pub(crate) fn failed_lately(&self, id: &str) -> Option<String> {
+        let failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        failures
+            .get(id)
+            .filter(|(at, _)| at.elapsed() < FRESH)
+            .map(|(_, why)| why.clone())
     }
 
     /// The cache, also after a panic elsewhere (it only holds finished traces).
@@ -361,6 +377,17 @@ impl Jaeger {
             .await
             .map_err(|_| Error::Timeout)?
     }
+}
+
+/// Keeps `value` for `id` in a map of at most [`CACHED`] entries (the stale ones go first).
+fn remember<V>(map: &mut HashMap<String, (Instant, V)>, id: &str, value: V) {
+    if map.len() >= CACHED {
+        map.retain(|_, (at, _)| at.elapsed() < FRESH);
+        if map.len() >= CACHED {
+            map.clear();
+        }
+    }
+    map.insert(id.to_owned(), (Instant::now(), value));
 }
 
 #[cfg(test)]

@@ -148,6 +148,26 @@ async fn a_slow_jaeger_does_not_hold_the_object_page_up() {
     assert_eq!(asked, 1, "the second read is served from the cache");
 }
 
+/// A Jaeger that does not answer within the client's timeout: the page says so once the fetch
+/// has failed, instead of announcing the trace as coming forever.
+#[tokio::test]
+async fn a_hung_jaeger_is_said_not_awaited() {
+    let hang = crate::traces::TIMEOUT + std::time::Duration::from_secs(2);
+    let (jaeger, _) = fake_jaeger_with(hang).await;
+    let (o, details) = failed_once_then_succeeded();
+    let mut model = Fake::new(vec![o]);
+    model.details = details;
+    let addr = serve(app_with_jaeger(Arc::new(model), &jaeger)).await;
+    let path = "/objects/widgets.example.com/v1/ns/w1";
+    let (_, _, html) = get(addr, path, &[]).await;
+    assert!(newest_trace(&html).contains("data-trace-pending"), "{html}");
+    tokio::time::sleep(crate::traces::TIMEOUT + std::time::Duration::from_millis(500)).await;
+    let (_, _, html) = get(addr, path, &[]).await;
+    let said = newest_trace(&html);
+    assert!(!said.contains("data-trace-pending"), "{said}");
+    assert!(said.contains("Jaeger did not answer within 3s"), "{said}");
+}
+
 #[tokio::test]
 async fn the_object_page_shows_each_attempts_trace_inline() {
     let (addr, seen) = serve_failed_once().await;

@@ -98,7 +98,14 @@ fn app_with_jaeger(model: Arc<Fake>, jaeger: &str) -> axum::Router {
 /// The dashboard over [`failed_once_then_succeeded`], its traces from a stand-in Jaeger; the
 /// requests that Jaeger saw.
 async fn serve_failed_once() -> (std::net::SocketAddr, Arc<std::sync::Mutex<Vec<String>>>) {
-    let (jaeger, seen) = fake_jaeger().await;
+    serve_failed_once_with(std::time::Duration::ZERO).await
+}
+
+/// [`serve_failed_once`] with a Jaeger that answers the newest attempt's trace after `delay`.
+async fn serve_failed_once_with(
+    delay: std::time::Duration,
+) -> (std::net::SocketAddr, Arc<std::sync::Mutex<Vec<String>>>) {
+    let (jaeger, seen) = fake_jaeger_with(delay).await;
     let (o, details) = failed_once_then_succeeded();
     let mut model = Fake::new(vec![o]);
     model.details = details;
@@ -118,11 +125,7 @@ fn newest_trace(html: &str) -> &str {
 /// the next read shows it without asking Jaeger again.
 #[tokio::test]
 async fn a_slow_jaeger_does_not_hold_the_object_page_up() {
-    let (jaeger, seen) = fake_jaeger_with(std::time::Duration::from_millis(1500)).await;
-    let (o, details) = failed_once_then_succeeded();
-    let mut model = Fake::new(vec![o]);
-    model.details = details;
-    let addr = serve(app_with_jaeger(Arc::new(model), &jaeger)).await;
+    let (addr, seen) = serve_failed_once_with(std::time::Duration::from_millis(1500)).await;
     let path = "/objects/widgets.example.com/v1/ns/w1";
     let (status, _, html) = get(addr, path, &[]).await;
     assert_eq!(status, 200);
@@ -153,11 +156,7 @@ async fn a_slow_jaeger_does_not_hold_the_object_page_up() {
 #[tokio::test]
 async fn a_hung_jaeger_is_said_not_awaited() {
     let hang = crate::traces::TIMEOUT + std::time::Duration::from_secs(2);
-    let (jaeger, _) = fake_jaeger_with(hang).await;
-    let (o, details) = failed_once_then_succeeded();
-    let mut model = Fake::new(vec![o]);
-    model.details = details;
-    let addr = serve(app_with_jaeger(Arc::new(model), &jaeger)).await;
+    let (addr, _) = serve_failed_once_with(hang).await;
     let path = "/objects/widgets.example.com/v1/ns/w1";
     let (_, _, html) = get(addr, path, &[]).await;
     assert!(newest_trace(&html).contains("data-trace-pending"), "{html}");

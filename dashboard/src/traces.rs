@@ -274,10 +274,12 @@ pub(crate) struct Jaeger {
         hyper_util::client::legacy::connect::HttpConnector,
         Empty<Bytes>,
     >,
-    cache: Mutex<HashMap<String, (Instant, Arc<Trace>)>>,
-    /// The last failure to fetch each trace, while it is recent ([`Jaeger::failed_lately`]).
-    failures: Mutex<HashMap<String, (Instant, String)>>,
+    /// Each trace's last fetch: the trace, or why it failed ([`Jaeger::failed_lately`]).
+    cache: Mutex<HashMap<String, (Instant, Fetch)>>,
 }
+
+/// How one fetch of a trace ended.
+type Fetch = Result<Arc<Trace>, String>;
 
 impl Jaeger {
     /// The query API at `base` (`http://127.0.0.1:16686`); `None` unless it is an `http://` URL.
@@ -290,7 +292,6 @@ impl Jaeger {
             )
             .build_http(),
             cache: Mutex::default(),
-            failures: Mutex::default(),
         })
     }
 
@@ -310,41 +311,44 @@ impl Jaeger {
         if let Some(trace) = self.cached(id) {
             return Ok(trace);
         }
-        let failures = || self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        match self.fetch(id).await {
-            Ok(trace) => {
-                let trace = Arc::new(trace);
-                remember(&mut self.lock(), id, Arc::clone(&trace));
-                failures().remove(id);
-                Ok(trace)
-            }
-            Err(err) => {
-                remember(&mut failures(), id, err.to_string());
-                Err(err)
+        let fetched = self.fetch(id).await.map(Arc::new);
+        let kept = fetched
+            .as_ref()
+            .map(Arc::clone)
+            .map_err(ToString::to_string);
+        let mut cache = self.lock();
+        if cache.len() >= CACHED {
+            cache.retain(|_, (at, _)| at.elapsed() < FRESH);
+            if cache.len() >= CACHED {
+                cache.clear();
             }
         }
+        cache.insert(id.to_owned(), (Instant::now(), kept));
+        fetched
     }
 
     /// Why the last fetch of `id` failed, if it did lately: an object page that cannot wait
     /// for a fetch says that instead of "coming" (a Jaeger that hangs is not awaited forever).
     pub(crate) fn failed_lately(&self, id: &str) -> Option<String> {
-        let failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        failures
-            .get(id)
-            .filter(|(at, _)| at.elapsed() < FRESH)
-            .map(|(_, why)| why.clone())
+        self.recent(id)?.err()
     }
 
-    /// The cache, also after a panic elsewhere (it only holds finished traces).
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, Arc<Trace>)>> {
+    /// The cache, also after a panic elsewhere (it only holds finished fetches).
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, Fetch)>> {
         self.cache.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// A trace fetched lately.
     fn cached(&self, id: &str) -> Option<Arc<Trace>> {
+        self.recent(id)?.ok()
+    }
+
+    /// How the last fetch of `id` ended, if it was lately.
+    fn recent(&self, id: &str) -> Option<Fetch> {
         self.lock()
             .get(id)
             .filter(|(at, _)| at.elapsed() < FRESH)
-            .map(|(_, t)| Arc::clone(t))
+            .map(|(_, fetch)| fetch.clone())
     }
 
     async fn fetch(&self, id: &str) -> Result<Trace, Error> {
@@ -377,17 +381,6 @@ impl Jaeger {
             .await
             .map_err(|_| Error::Timeout)?
     }
-}
-
-/// Keeps `value` for `id` in a map of at most [`CACHED`] entries (the stale ones go first).
-fn remember<V>(map: &mut HashMap<String, (Instant, V)>, id: &str, value: V) {
-    if map.len() >= CACHED {
-        map.retain(|_, (at, _)| at.elapsed() < FRESH);
-        if map.len() >= CACHED {
-            map.clear();
-        }
-    }
-    map.insert(id.to_owned(), (Instant::now(), value));
 }
 
 #[cfg(test)]
